@@ -1,0 +1,240 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/talonhq/talon/agent/llm"
+)
+
+// Principal is one person on one platform: the owner of sessions, secrets
+// and rate limits. Written as "platform:workspace:user", e.g.
+// "slack:T123:U456", "discord::1234", "terminal::local".
+type Principal struct {
+	Platform  string
+	Workspace string
+	User      string
+}
+
+func (p Principal) String() string { return p.Platform + ":" + p.Workspace + ":" + p.User }
+
+// ParsePrincipal reads the "platform:workspace:user" form.
+func ParsePrincipal(s string) (Principal, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+		return Principal{}, fmt.Errorf("principal %q: want platform:workspace:user, e.g. slack:T123:U456 or terminal::local", s)
+	}
+	return Principal{Platform: parts[0], Workspace: parts[1], User: parts[2]}, nil
+}
+
+// Conversation is a place on a platform: a DM or channel, and optionally a
+// thread in it. The terminal has one conversation with empty fields.
+type Conversation struct {
+	Channel string
+	Thread  string
+}
+
+// SessionKey names the conversation one principal has in one place. Two
+// people in one thread have two keys, so their contexts never mix.
+type SessionKey struct {
+	Principal    Principal
+	Conversation Conversation
+}
+
+func (k SessionKey) String() string {
+	return k.Principal.String() + "/" + k.Conversation.Channel + "/" + k.Conversation.Thread
+}
+
+// Identifiers of persisted rows.
+type (
+	SessionID  int64
+	InboundID  int64
+	TurnID     int64
+	ReplyID    int64
+	ApprovalID int64
+)
+
+// Inbound is a message a channel received and wants answered.
+type Inbound struct {
+	// DedupeKey is unique per platform message ("slack:T1:C1:1700000000.000100").
+	// A second Inbound with the same key is dropped.
+	DedupeKey string
+	Key       SessionKey
+	Text      string
+	// ReplyTo is opaque adapter data that tells it where to post the reply
+	// (thread, message to edit, …). It is stored and handed back in Reply.
+	ReplyTo    string
+	ReceivedAt time.Time
+}
+
+// QueuedInbound is an accepted Inbound with its row id and state.
+type QueuedInbound struct {
+	ID InboundID
+	Inbound
+	// Running is true when a turn for it had started (and so was interrupted
+	// if seen at start-up).
+	Running bool
+}
+
+// Session is the current conversation state for one SessionKey. /new starts
+// a fresh one; old sessions stay in the database.
+type Session struct {
+	ID        SessionID
+	Key       SessionKey
+	CreatedAt time.Time
+	// Summary condenses the messages up to SummaryUpTo (compaction).
+	Summary     string
+	SummaryUpTo int64
+}
+
+// StoredMessage is a history entry.
+type StoredMessage struct {
+	ID        int64
+	Session   SessionID
+	Turn      TurnID
+	Message   llm.Message
+	CreatedAt time.Time
+}
+
+// ReplyKind says what a Reply is.
+type ReplyKind string
+
+// The kinds of Reply.
+const (
+	ReplyAnswer ReplyKind = "answer" // the model's reply
+	ReplyNotice ReplyKind = "notice" // a command's answer or a polite refusal
+	ReplyError  ReplyKind = "error"  // a failure, with a reference id
+)
+
+// Reply is an outbound message, persisted before delivery.
+type Reply struct {
+	ID      ReplyID
+	Inbound InboundID
+	Turn    TurnID
+	Key     SessionKey
+	ReplyTo string
+	Kind    ReplyKind
+	Text    string
+	// CreatedAt is when it was persisted.
+	CreatedAt time.Time
+}
+
+// TurnState is the outcome of a turn.
+type TurnState string
+
+// The states a finished turn can have.
+const (
+	TurnDone   TurnState = "done"
+	TurnFailed TurnState = "failed"
+)
+
+// Store is what the runtime needs from persistence. Every method is safe for
+// concurrent use.
+type Store interface {
+	Inbox
+	History
+	Outbox
+}
+
+// Inbox keeps accepted messages until their turn ends.
+type Inbox interface {
+	// AcceptInbound persists in and queues it. If its DedupeKey was seen
+	// before, nothing is written and dup is true.
+	AcceptInbound(ctx context.Context, in Inbound) (q QueuedInbound, dup bool, err error)
+	// Pending lists accepted messages whose turn has not finished, in the
+	// order they were accepted.
+	Pending(ctx context.Context) ([]QueuedInbound, error)
+	// StartTurn marks the inbound running, resolving the active session of
+	// its key (creating it if needed). On the first start it creates the turn
+	// and, in the same transaction, appends user (if not nil) to the
+	// session's history. If the turn had already started (a restart), it
+	// returns that turn with resumed set.
+	StartTurn(ctx context.Context, id InboundID, user *llm.Message) (t TurnID, s Session, resumed bool, err error)
+	// RecordStep notes one model call of a turn.
+	RecordStep(ctx context.Context, t TurnID, step int, u llm.Usage, stop string) error
+	// StartToolCall and FinishToolCall record a tool call's life.
+	StartToolCall(ctx context.Context, t TurnID, step int, call llm.ToolCall) error
+	FinishToolCall(ctx context.Context, t TurnID, callID string, result string, isError bool) error
+	// UnfinishedToolCalls lists calls of a turn that started but never
+	// finished (the process died during them).
+	UnfinishedToolCalls(ctx context.Context, t TurnID) ([]llm.ToolCall, error)
+	// FinishTurn ends the turn and its inbound and persists r, atomically.
+	// t may be 0 for an inbound answered without a turn (never started).
+	FinishTurn(ctx context.Context, id InboundID, t TurnID, state TurnState, r Reply) (ReplyID, error)
+}
+
+// History is a session's conversation record.
+type History interface {
+	// ActiveSession returns the current session of k, creating it if needed.
+	ActiveSession(ctx context.Context, k SessionKey) (Session, error)
+	// NewSession retires the current session of k and starts a fresh one.
+	NewSession(ctx context.Context, k SessionKey) (Session, error)
+	// Recent returns up to limit messages after the session's summary point,
+	// oldest first.
+	Recent(ctx context.Context, s SessionID, limit int) ([]StoredMessage, error)
+	// AppendMessages adds messages to a session's history within turn t.
+	AppendMessages(ctx context.Context, s SessionID, t TurnID, msgs ...llm.Message) error
+	// SetSummary records a compaction summary covering messages up to upTo.
+	SetSummary(ctx context.Context, s SessionID, summary string, upTo int64) error
+	// SessionStats counts the messages and turns of a session.
+	SessionStats(ctx context.Context, s SessionID) (messages, turns int, err error)
+}
+
+// Outbox keeps replies until a channel has delivered them.
+type Outbox interface {
+	// Undelivered lists replies not yet delivered, oldest first.
+	Undelivered(ctx context.Context) ([]Reply, error)
+	// MarkDelivered records a successful delivery and the platform's id.
+	MarkDelivered(ctx context.Context, id ReplyID, platformID string) error
+	// MarkFailed records a delivery that will not be tried again.
+	MarkFailed(ctx context.Context, id ReplyID, reason string) error
+}
+
+// ToolCall is one call the model asked for, with who asked.
+type ToolCall struct {
+	ID   string
+	Name string
+	// Args is valid JSON (the runtime checks before calling).
+	Args json.RawMessage
+	Key  SessionKey
+	Turn TurnID
+}
+
+// ToolResult is what a tool call produced. Failures of the tool are data
+// (IsError), written so the model can act on them.
+type ToolResult struct {
+	Content string
+	IsError bool
+}
+
+// ToolRunner runs tools for the agent. The sandbox implements it.
+type ToolRunner interface {
+	// Tools lists the tools principal p may use.
+	Tools(ctx context.Context, p Principal) ([]llm.Tool, error)
+	// Run runs one call. It returns an error only when the call could not
+	// be attempted at all; a tool that fails returns IsError.
+	Run(ctx context.Context, call ToolCall) (ToolResult, error)
+}
+
+// Channel delivers replies on one platform.
+type Channel interface {
+	// Platform is the Principal.Platform this channel serves.
+	Platform() string
+	// Deliver posts r and returns the platform's message id. It must be
+	// safe to call again for the same r after a crash.
+	Deliver(ctx context.Context, r Reply) (platformID string, err error)
+}
+
+// Streamer is a Channel that can show a reply while it is generated.
+type Streamer interface {
+	// Stream shows more text of the answer to inbound id. Delivery of the
+	// final Reply follows.
+	Stream(ctx context.Context, id InboundID, key SessionKey, replyTo string, delta string)
+}
+
+// ErrDuplicate is returned by Accept for an inbound already seen.
+var ErrDuplicate = errors.New("agent: duplicate inbound")
