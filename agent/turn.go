@@ -1,0 +1,226 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent/llm"
+)
+
+// errShutdown marks a turn cut short because the process is stopping.
+var errShutdown = errors.New("agent: shutting down")
+
+// turn runs one accepted message and persists its reply. finished is false
+// when the turn was interrupted by shutdown and must resume later.
+func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome string, finished bool) {
+	log := r.Log.With().Int64("inbound", int64(q.ID)).Str("principal", q.Key.Principal.String()).Logger()
+	finish := func(t TurnID, state TurnState, kind ReplyKind, text, outcome string) (Reply, string, bool) {
+		rep := Reply{Key: q.Key, ReplyTo: q.ReplyTo, Kind: kind, Text: text, Inbound: q.ID, Turn: t}
+		// The reply must be persisted even if the turn's context ended.
+		id, err := r.Store.FinishTurn(context.WithoutCancel(ctx), q.ID, t, state, rep)
+		if err != nil {
+			log.Error().Err(err).Msg("persist reply")
+			return Reply{}, "", false
+		}
+		rep.ID = id
+		rep.CreatedAt = r.Now()
+		return rep, outcome, true
+	}
+
+	if !q.Running {
+		if cmd, ok := parseCommand(q.Text); ok {
+			text, err := r.command(ctx, q, cmd)
+			if err != nil {
+				ref := newRef()
+				log.Error().Err(err).Str("ref", ref).Str("command", cmd.name).Msg("command failed")
+				return finish(0, TurnFailed, ReplyError, fmt.Sprintf("Sorry, /%s failed (ref %s).", cmd.name, ref), "error")
+			}
+			return finish(0, TurnDone, ReplyNotice, text, "command")
+		}
+		if !r.allow(q.Key.Principal) {
+			return finish(0, TurnDone, ReplyNotice, fmt.Sprintf(
+				"You are sending messages faster than I can take them (at most %d a minute). "+
+					"Please wait a moment and send that again.", r.limits.RatePerMinute), "rate_limited")
+		}
+	}
+
+	user := llm.Message{Role: llm.RoleUser, Content: q.Text}
+	tid, sess, resumed, err := r.Store.StartTurn(ctx, q.ID, &user)
+	if err != nil {
+		ref := newRef()
+		log.Error().Err(err).Str("ref", ref).Msg("start turn")
+		return finish(0, TurnFailed, ReplyError, fmt.Sprintf("Sorry, I could not start on that (ref %s).", ref), "error")
+	}
+	log = log.With().Int64("turn", int64(tid)).Logger()
+	if resumed {
+		log.Info().Msg("resuming a turn interrupted by a restart")
+	}
+
+	tctx, cancel := context.WithTimeout(ctx, r.limits.TurnTimeout)
+	defer cancel()
+	text, err := r.loop(tctx, q, tid, sess)
+	switch {
+	case err == nil:
+		return finish(tid, TurnDone, ReplyAnswer, text, "answer")
+	case ctx.Err() != nil:
+		// The runtime is stopping; leave the turn running so it resumes.
+		return Reply{}, "", false
+	}
+	ref := newRef()
+	log.Error().Err(err).Str("ref", ref).Msg("turn failed")
+	return finish(tid, TurnFailed, ReplyError, userError(err, tctx, r.limits, ref), "error")
+}
+
+// loop calls the model and the tools until the model answers without tool
+// calls, the step limit is reached or the deadline passes.
+func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Session) (string, error) {
+	var tools []llm.Tool
+	if r.Tools != nil {
+		var err error
+		tools, err = r.Tools.Tools(ctx, q.Key.Principal)
+		if err != nil {
+			return "", fmt.Errorf("list tools: %w", err)
+		}
+	}
+	var onDelta func(string)
+	r.mu.Lock()
+	ch := r.channels[q.Key.Principal.Platform]
+	r.mu.Unlock()
+	if s, ok := ch.(Streamer); ok {
+		onDelta = func(d string) { s.Stream(ctx, q.ID, q.Key, q.ReplyTo, d) }
+	}
+
+	for step := 1; step <= r.limits.MaxSteps; step++ {
+		system, history, err := r.history(ctx, &sess, step == 1)
+		if err != nil {
+			return "", err
+		}
+		resp, err := r.LLM.Complete(ctx, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: onDelta})
+		if err != nil {
+			r.Metrics.LLMError(llm.KindOf(err).String())
+			return "", err
+		}
+		if err := r.Store.RecordStep(ctx, tid, step, resp.Usage, resp.StopReason); err != nil {
+			return "", err
+		}
+		msg := resp.Message
+		msg.Role = llm.RoleAssistant
+		if err := r.Store.AppendMessages(ctx, sess.ID, tid, msg); err != nil {
+			return "", err
+		}
+		if len(msg.ToolCalls) == 0 {
+			if strings.TrimSpace(msg.Content) == "" {
+				return "(The model returned an empty answer. Try rephrasing, or /new to start over.)", nil
+			}
+			return msg.Content, nil
+		}
+		results := r.runTools(ctx, q, tid, step, tools, msg.ToolCalls)
+		if err := r.Store.AppendMessages(ctx, sess.ID, tid, results...); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("I stopped after %d steps without a final answer. Ask me to continue, or narrow the request.",
+		r.limits.MaxSteps), nil
+}
+
+// runTools runs the calls of one step in parallel and returns their results
+// in the order of the calls.
+func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, calls []llm.ToolCall) []llm.Message {
+	results := make([]llm.Message, len(calls))
+	sem := make(chan struct{}, r.limits.ToolParallelism)
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res := r.runTool(ctx, q, tid, step, offered, c)
+			results[i] = llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: res.Content, IsError: res.IsError}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, c llm.ToolCall) ToolResult {
+	log := r.Log.With().Int64("turn", int64(tid)).Str("tool", c.Name).Str("call", c.ID).Logger()
+	if err := r.Store.StartToolCall(ctx, tid, step, c); err != nil {
+		log.Error().Err(err).Msg("record tool call")
+	}
+	res := r.checkAndRun(ctx, q, tid, offered, c, &log)
+	if err := r.Store.FinishToolCall(context.WithoutCancel(ctx), tid, c.ID, res.Content, res.IsError); err != nil {
+		log.Error().Err(err).Msg("record tool result")
+	}
+	return res
+}
+
+func (r *Runtime) checkAndRun(ctx context.Context, q QueuedInbound, tid TurnID, offered []llm.Tool, c llm.ToolCall, log *zerolog.Logger) ToolResult {
+	known := false
+	for _, t := range offered {
+		if t.Name == c.Name {
+			known = true
+			break
+		}
+	}
+	if !known || r.Tools == nil {
+		names := make([]string, len(offered))
+		for i, t := range offered {
+			names[i] = t.Name
+		}
+		avail := "none"
+		if len(names) > 0 {
+			avail = strings.Join(names, ", ")
+		}
+		return ToolResult{IsError: true, Content: fmt.Sprintf("unknown tool %q; available tools: %s", c.Name, avail)}
+	}
+	args := strings.TrimSpace(c.Arguments)
+	if args == "" {
+		args = "{}"
+	}
+	if !json.Valid([]byte(args)) {
+		return ToolResult{IsError: true, Content: "the arguments are not valid JSON; call the tool again with a JSON object matching its schema"}
+	}
+	res, err := r.Tools.Run(ctx, ToolCall{ID: c.ID, Name: c.Name, Args: json.RawMessage(args), Key: q.Key, Turn: tid})
+	if err != nil {
+		log.Warn().Err(err).Msg("tool call could not run")
+		return ToolResult{IsError: true, Content: "the tool could not be run: " + shortReason(err)}
+	}
+	return res
+}
+
+// shortReason is an error text short enough for the model.
+func shortReason(err error) string {
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// userError is what a chat user reads when a turn fails: short, actionable,
+// with the reference id of the log line that has the details.
+func userError(err error, tctx context.Context, l Limits, ref string) string {
+	if errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		return fmt.Sprintf("Sorry, that took longer than the %s a turn may take, so I stopped. Try a smaller request. (ref %s)", l.TurnTimeout, ref)
+	}
+	switch llm.KindOf(err) {
+	case llm.ErrRateLimit:
+		return fmt.Sprintf("The model provider is rate limiting us right now. Please try again in a minute. (ref %s)", ref)
+	case llm.ErrServer, llm.ErrUnreachable:
+		return fmt.Sprintf("I could not reach the model just now. Please try again shortly. (ref %s)", ref)
+	case llm.ErrTimeout:
+		return fmt.Sprintf("The model took too long to answer. Please try again. (ref %s)", ref)
+	case llm.ErrAuth, llm.ErrModel:
+		return fmt.Sprintf("The gateway's model settings need attention from an operator. (ref %s)", ref)
+	case llm.ErrBadResponse, llm.ErrBadRequest:
+		return fmt.Sprintf("The model returned something I could not use. Please try again, or /new to start over. (ref %s)", ref)
+	}
+	return fmt.Sprintf("Sorry, something went wrong on my side. (ref %s)", ref)
+}
