@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/term"
+
+	"github.com/talonhq/talon/adapters/terminal"
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/store"
+)
+
+// app is everything a gateway process holds open.
+type app struct {
+	cfg     *config.Config
+	log     zerolog.Logger
+	lock    *os.File
+	db      *store.DB
+	llm     llm.Provider
+	rt      *agent.Runtime
+	metrics *metrics
+}
+
+// loadConfig reads the configuration the command line and environment name.
+func loadConfig(e env, flagPath string) (*config.Config, error) {
+	cfg, err := config.Load(config.Path(flagPath, e.getenv), e.getenv)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+// newLogger builds the process logger: JSON, or console lines on a terminal.
+func newLogger(cfg *config.Config, w io.Writer, minLevel zerolog.Level) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	level = max(level, minLevel)
+	format := cfg.Log.Format
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "console"
+		}
+	}
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// openApp takes the data directory, opens the store and builds the runtime.
+func openApp(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*app, error) {
+	a := &app{cfg: cfg, log: log, metrics: newMetrics()}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w (set data_dir or TALON_DATA_DIR to a writable directory)", cfg.DataDir, err)
+	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a.lock = lock
+	a.db, err = store.Open(ctx, cfg.DBPath())
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.llm, err = newProvider(cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	ac := cfg.Agent
+	a.rt = &agent.Runtime{
+		Store:        a.db,
+		LLM:          a.llm,
+		Log:          log,
+		Metrics:      a.metrics,
+		SystemPrompt: ac.SystemPrompt,
+		Limits: agent.Limits{
+			MaxSteps:           ac.MaxSteps,
+			TurnTimeout:        ac.TurnTimeout.Std(),
+			HistoryMessages:    ac.HistoryMessages,
+			HistoryTokenBudget: ac.HistoryTokenBudget,
+			MaxConcurrentTurns: ac.MaxConcurrentTurns,
+			MaxTurnsPerUser:    ac.MaxTurnsPerUser,
+			RatePerMinute:      ac.RatePerMinute,
+		},
+	}
+	return a, nil
+}
+
+// Close releases what openApp took, in reverse order.
+func (a *app) Close() {
+	if a.db != nil {
+		if err := a.db.Close(); err != nil {
+			a.log.Error().Err(err).Msg("close database")
+		}
+	}
+	if a.lock != nil {
+		a.lock.Close()
+	}
+}
+
+// newProvider builds the configured model provider.
+func newProvider(cfg *config.Config) (llm.Provider, error) {
+	l := cfg.LLM
+	retries := l.MaxRetries
+	if retries == 0 {
+		retries = -1 // llm.Config: zero means the default, negative means none
+	}
+	lc := llm.Config{
+		BaseURL:    l.EffectiveBaseURL(),
+		APIKey:     l.APIKey.Reveal(),
+		Model:      l.EffectiveModel(),
+		Headers:    l.RevealHeaders(),
+		Timeout:    l.Timeout.Std(),
+		MaxRetries: retries,
+		MaxTokens:  l.MaxTokens,
+	}
+	var (
+		p   llm.Provider
+		err error
+	)
+	if l.Provider == config.ProviderAnthropic {
+		p, err = llm.NewAnthropic(lc)
+	} else {
+		p, err = llm.NewOpenAI(lc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("llm: %w", err)
+	}
+	return p, nil
+}
+
+// lockDataDir makes sure one process at a time serves a data directory:
+// two would both recover and answer the same queued messages.
+func lockDataDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "talon.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another talon process is using the data directory %s; stop it first, or give this one another data_dir", dir)
+		}
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	return f, nil
+}
+
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// cmdRun serves the gateway (run) or a terminal conversation (chat).
+func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
+	name := "run"
+	if chat {
+		name = "chat"
+	}
+	flagPath, err := parseFlags(name, e, args, nil)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(e, flagPath)
+	if err != nil {
+		return err
+	}
+	minLevel := zerolog.TraceLevel
+	if chat {
+		minLevel = zerolog.WarnLevel // keep the conversation readable
+	}
+	log := newLogger(cfg, e.stderr, minLevel)
+	a, err := openApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if e.tools != nil {
+		a.rt.Tools = e.tools
+	}
+
+	interactive := isTerminal(e.stdin)
+	term := &terminal.Adapter{In: e.stdin, Out: e.stdout, User: cfg.Terminal.User, Interactive: interactive, Runtime: a.rt}
+	a.rt.Register(term)
+	if !chat {
+		log.Info().Msg("no Slack or Discord channel is configured, so the terminal channel is running; " +
+			"add a slack: or discord: section to the configuration to serve them (see README.md)")
+	}
+	log.Info().Str("provider", a.llm.Name()).Str("model", a.llm.Model()).Str("data_dir", cfg.DataDir).Msg("starting")
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.rt.Run(gctx) })
+	if !chat && cfg.HTTP.Listen != "" {
+		srv, err := a.opsServer(cfg.HTTP.Listen)
+		if err != nil {
+			cancel()
+			_ = g.Wait()
+			return err
+		}
+		g.Go(func() error { return srv.run(gctx) })
+	}
+	g.Go(func() error {
+		defer cancel() // the conversation is over: stop the gateway
+		select {
+		case <-a.rt.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		if interactive {
+			fmt.Fprintf(e.stdout, "Talon %s, model %s. Type a message, /help for commands, Ctrl-D to quit.\n", versionString(), a.llm.Model())
+		}
+		return term.Run(gctx)
+	})
+	err = g.Wait()
+	log.Info().Msg("stopped")
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// cmdDoctor checks that the gateway can start and reach its model.
+func cmdDoctor(ctx context.Context, e env, args []string) error {
+	flagPath, err := parseFlags("doctor", e, args, nil)
+	if err != nil {
+		return err
+	}
+	ok := true
+	check := func(name string, err error, detail string) {
+		if err != nil {
+			ok = false
+			fmt.Fprintf(e.stdout, "FAIL  %s: %v\n", name, err)
+			return
+		}
+		fmt.Fprintf(e.stdout, "ok    %s%s\n", name, detail)
+	}
+	cfg, err := loadConfig(e, flagPath)
+	check("configuration", err, "")
+	if err != nil {
+		return errors.New("doctor found problems")
+	}
+	check("data directory", checkWritable(cfg.DataDir), " "+cfg.DataDir)
+	p, err := newProvider(cfg)
+	check("model provider", err, fmt.Sprintf(" %s at %s, model %s", cfg.LLM.Provider, cfg.LLM.EffectiveBaseURL(), cfg.LLM.EffectiveModel()))
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := p.Complete(cctx, llm.Request{Messages: []llm.Message{{Role: llm.RoleUser, Content: "Reply with the word ok."}}, MaxTokens: 16})
+		check("model answers", err, fmt.Sprintf(" in %s", time.Since(start).Round(time.Millisecond)))
+	}
+	if !ok {
+		return errors.New("doctor found problems")
+	}
+	return nil
+}
+
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".doctor-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// versionString is the version stamped at build time, or the module's.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	return strings.TrimSpace(buildVersion())
+}

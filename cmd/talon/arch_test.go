@@ -1,0 +1,137 @@
+package main
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/talonhq/talon"
+
+// allowedImports lists, for each package of ours (by path prefix, most
+// specific first), which packages of ours it may import. This is the
+// direction of DESIGN.md: cmd → everything; adapters, store, sandbox →
+// agent's vocabulary; agent → agent/llm; vault and vault/leak → nothing.
+var allowedImports = []struct {
+	pkg   string
+	allow []string
+}{
+	{"cmd/", []string{"*"}},
+	{"agent/llm/llmtest", []string{"agent/llm"}},
+	{"agent/llm", nil},
+	{"agent", []string{"agent/llm"}},
+	{"adapters/", []string{"agent", "agent/llm"}},
+	{"store", []string{"agent", "agent/llm"}},
+	{"sandbox/guest", nil},
+	{"sandbox/tools", []string{"sandbox/guest"}},
+	{"sandbox/egress", []string{"agent"}},
+	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress"}},
+	{"vault", nil},
+}
+
+// ourPackages maps each package directory (relative to the module root) to
+// its non-test Go files.
+func ourPackages(t *testing.T) (root string, pkgs map[string][]string) {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("module root not found at %s", root)
+	}
+	pkgs = map[string][]string{}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() && path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		if rel == "." {
+			return nil // tools.go: build-tagged dependency pins
+		}
+		pkgs[filepath.ToSlash(rel)] = append(pkgs[filepath.ToSlash(rel)], path)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, pkgs
+}
+
+func rulesFor(pkg string) ([]string, bool) {
+	for _, r := range allowedImports {
+		if pkg == r.pkg || strings.HasPrefix(pkg, strings.TrimSuffix(r.pkg, "/")+"/") || (strings.HasSuffix(r.pkg, "/") && strings.HasPrefix(pkg, r.pkg)) {
+			return r.allow, true
+		}
+	}
+	return nil, false
+}
+
+func TestImportsFollowDesignDirection(t *testing.T) {
+	_, pkgs := ourPackages(t)
+	if len(pkgs) < 5 {
+		t.Fatalf("found only %d packages; is the walk broken?", len(pkgs))
+	}
+	fset := token.NewFileSet()
+	for pkg, files := range pkgs {
+		allow, ok := rulesFor(pkg)
+		if !ok {
+			t.Errorf("package %s has no rule in allowedImports; add one that matches DESIGN.md", pkg)
+			continue
+		}
+		if slices.Contains(allow, "*") {
+			continue
+		}
+		for _, file := range files {
+			f, err := parser.ParseFile(fset, file, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range f.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				if !strings.HasPrefix(path, module+"/") {
+					continue
+				}
+				dep := strings.TrimPrefix(path, module+"/")
+				if dep == pkg || slices.Contains(allow, dep) || (strings.HasPrefix(pkg, "sandbox/tools/") && dep == "sandbox/guest") {
+					continue
+				}
+				t.Errorf("%s imports %s, against DESIGN.md's direction (allowed: %v)", pkg, dep, allow)
+			}
+		}
+	}
+}
+
+func TestEveryPackageHasDoc(t *testing.T) {
+	_, pkgs := ourPackages(t)
+	fset := token.NewFileSet()
+	for pkg, files := range pkgs {
+		documented := false
+		for _, file := range files {
+			f, err := parser.ParseFile(fset, file, nil, parser.PackageClauseOnly|parser.ParseComments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Doc != nil && len(strings.TrimSpace(f.Doc.Text())) > 40 {
+				documented = true
+				break
+			}
+		}
+		if !documented {
+			t.Errorf("package %s has no package comment saying what it owns (add a doc.go)", pkg)
+		}
+	}
+}

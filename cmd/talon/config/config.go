@@ -1,0 +1,235 @@
+package config
+
+import (
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Providers accepted in llm.provider.
+const (
+	ProviderOpenAI    = "openai"
+	ProviderAnthropic = "anthropic"
+)
+
+// Provider defaults used when llm.base_url or llm.model is empty.
+const (
+	// DefaultOpenAIBaseURL is Ollama's OpenAI-compatible endpoint.
+	DefaultOpenAIBaseURL    = "http://127.0.0.1:11434/v1"
+	DefaultAnthropicBaseURL = "https://api.anthropic.com"
+	// OpenAIBaseURL is the base URL set when OPENAI_API_KEY is in the
+	// environment without OPENAI_BASE_URL and no file is used.
+	OpenAIBaseURL = "https://api.openai.com/v1"
+	// DefaultOllamaModel is the model for the openai provider at
+	// DefaultOpenAIBaseURL.
+	DefaultOllamaModel = "llama3.2"
+	// DefaultOpenAIModel is the model for the openai provider at any other
+	// base URL.
+	DefaultOpenAIModel    = "gpt-4o-mini"
+	DefaultAnthropicModel = "claude-sonnet-4-5"
+)
+
+// Config is Talon's whole configuration. Every field is documented, with its
+// default, in config.example.yaml. A Config is safe to print and to log:
+// credentials are Secrets.
+type Config struct {
+	// DataDir holds the database, the key file, the compilation cache and the
+	// tools. A relative path is relative to the working directory.
+	DataDir  string   `yaml:"data_dir" json:"data_dir"`
+	Log      Log      `yaml:"log" json:"log"`
+	HTTP     HTTP     `yaml:"http" json:"http"`
+	LLM      LLM      `yaml:"llm" json:"llm"`
+	Agent    Agent    `yaml:"agent" json:"agent"`
+	Sandbox  Sandbox  `yaml:"sandbox" json:"sandbox"`
+	Terminal Terminal `yaml:"terminal" json:"terminal"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level" json:"level"`
+	// Format is auto (console on a terminal, JSON otherwise), json or console.
+	Format string `yaml:"format" json:"format"`
+}
+
+// HTTP configures the operational HTTP server (health, readiness, metrics).
+type HTTP struct {
+	// Listen is a host:port; "" disables the server.
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+// LLM configures the model provider.
+type LLM struct {
+	// Provider is openai (any OpenAI-compatible endpoint) or anthropic.
+	Provider string `yaml:"provider" json:"provider"`
+	// BaseURL is the endpoint; "" means the provider's default, see
+	// EffectiveBaseURL.
+	BaseURL string `yaml:"base_url" json:"base_url"`
+	// APIKey authenticates to the provider; it may be empty for local
+	// endpoints.
+	APIKey Secret `yaml:"api_key" json:"api_key"`
+	// Model is the model name; "" means the provider's default, see
+	// EffectiveModel.
+	Model string `yaml:"model" json:"model"`
+	// Headers are extra HTTP headers sent on every request. Their values are
+	// Secrets because they may carry credentials.
+	Headers map[string]Secret `yaml:"headers" json:"headers"`
+	// Timeout bounds each attempt.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// MaxRetries is how many times a failed call (429, 5xx, connection
+	// error) is retried; 0 disables retries.
+	MaxRetries int `yaml:"max_retries" json:"max_retries"`
+	// MaxTokens caps each reply.
+	MaxTokens int `yaml:"max_tokens" json:"max_tokens"`
+}
+
+// Agent configures turns.
+type Agent struct {
+	// SystemPrompt replaces the built-in prompt when not empty.
+	SystemPrompt string `yaml:"system_prompt" json:"system_prompt"`
+	// MaxSteps bounds the model calls of one turn (tool rounds plus the
+	// final answer).
+	MaxSteps int `yaml:"max_steps" json:"max_steps"`
+	// TurnTimeout bounds a whole turn.
+	TurnTimeout Duration `yaml:"turn_timeout" json:"turn_timeout"`
+	// HistoryMessages is how many messages a turn loads, besides the
+	// compaction summary.
+	HistoryMessages int `yaml:"history_messages" json:"history_messages"`
+	// HistoryTokenBudget is the estimated history size above which older
+	// messages are summarised.
+	HistoryTokenBudget int `yaml:"history_token_budget" json:"history_token_budget"`
+	// MaxConcurrentTurns bounds the turns running at once across all sessions.
+	MaxConcurrentTurns int `yaml:"max_concurrent_turns" json:"max_concurrent_turns"`
+	// MaxTurnsPerUser bounds the concurrent turns of one user.
+	MaxTurnsPerUser int `yaml:"max_turns_per_user" json:"max_turns_per_user"`
+	// RatePerMinute is how many turns a user may start per minute; 0 means
+	// unlimited.
+	RatePerMinute int `yaml:"rate_per_minute" json:"rate_per_minute"`
+}
+
+// Sandbox configures the WASM tool runtime.
+type Sandbox struct {
+	// ToolsDir is where tools are installed; "" means <data_dir>/tools.
+	ToolsDir string `yaml:"tools_dir" json:"tools_dir"`
+	// PoolSize is the number of pre-initialised instances kept per tool.
+	PoolSize int `yaml:"pool_size" json:"pool_size"`
+	// AllowPrivate lists CIDR prefixes tools may reach despite the SSRF
+	// rules, such as 10.0.0.0/8. Validate checks that each one parses with
+	// netip.ParsePrefix.
+	AllowPrivate []string `yaml:"allow_private" json:"allow_private"`
+	// ApprovalTimeout is how long an approval request waits for an answer
+	// before it is denied.
+	ApprovalTimeout Duration `yaml:"approval_timeout" json:"approval_timeout"`
+}
+
+// Terminal configures the local terminal adapter.
+type Terminal struct {
+	// User is the terminal user's id; its principal is terminal::<user>.
+	User string `yaml:"user" json:"user"`
+}
+
+// Default returns the built-in configuration, the one config.example.yaml
+// spells out.
+func Default() Config {
+	return Config{
+		DataDir: "./talon-data",
+		Log:     Log{Level: "info", Format: "auto"},
+		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
+		LLM: LLM{
+			Provider:   ProviderOpenAI,
+			Timeout:    Duration(120 * time.Second),
+			MaxRetries: 3,
+			MaxTokens:  4096,
+		},
+		Agent: Agent{
+			MaxSteps:           8,
+			TurnTimeout:        Duration(5 * time.Minute),
+			HistoryMessages:    40,
+			HistoryTokenBudget: 12000,
+			MaxConcurrentTurns: 64,
+			MaxTurnsPerUser:    2,
+			RatePerMinute:      20,
+		},
+		Sandbox: Sandbox{
+			PoolSize:        2,
+			ApprovalTimeout: Duration(10 * time.Minute),
+		},
+		Terminal: Terminal{User: "local"},
+	}
+}
+
+// Path returns the configuration file to load: flag (the --config value)
+// when it is set, otherwise $TALON_CONFIG. "" means no file.
+func Path(flag string, getenv func(string) string) string {
+	if flag != "" {
+		return flag
+	}
+	return getenv("TALON_CONFIG")
+}
+
+// DBPath is the SQLite database: <data_dir>/talon.db.
+func (c *Config) DBPath() string { return filepath.Join(c.DataDir, "talon.db") }
+
+// ToolsDir is sandbox.tools_dir, or <data_dir>/tools when that is empty.
+func (c *Config) ToolsDir() string {
+	if c.Sandbox.ToolsDir != "" {
+		return c.Sandbox.ToolsDir
+	}
+	return filepath.Join(c.DataDir, "tools")
+}
+
+// CacheDir is the compilation cache: <data_dir>/cache.
+func (c *Config) CacheDir() string { return filepath.Join(c.DataDir, "cache") }
+
+// EffectiveBaseURL is BaseURL, or the provider's default when it is empty:
+// DefaultOpenAIBaseURL (Ollama) for openai, DefaultAnthropicBaseURL for
+// anthropic.
+func (l *LLM) EffectiveBaseURL() string {
+	switch {
+	case l.BaseURL != "":
+		return l.BaseURL
+	case l.Provider == ProviderAnthropic:
+		return DefaultAnthropicBaseURL
+	default:
+		return DefaultOpenAIBaseURL
+	}
+}
+
+// EffectiveModel is Model, or when it is empty: DefaultAnthropicModel for
+// anthropic, DefaultOllamaModel for openai at DefaultOpenAIBaseURL, and
+// DefaultOpenAIModel for openai at any other base URL.
+func (l *LLM) EffectiveModel() string {
+	switch {
+	case l.Model != "":
+		return l.Model
+	case l.Provider == ProviderAnthropic:
+		return DefaultAnthropicModel
+	case strings.TrimSuffix(l.EffectiveBaseURL(), "/") == DefaultOpenAIBaseURL:
+		return DefaultOllamaModel
+	default:
+		return DefaultOpenAIModel
+	}
+}
+
+// RevealHeaders returns Headers with their values revealed, for the HTTP
+// client that sends them. It returns nil when there are none.
+func (l *LLM) RevealHeaders() map[string]string {
+	if len(l.Headers) == 0 {
+		return nil
+	}
+	h := make(map[string]string, len(l.Headers))
+	for k, v := range l.Headers {
+		h[k] = v.Reveal()
+	}
+	return h
+}
+
+// hostOf returns the lower-cased host name of a URL, or "".
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Hostname())
+}

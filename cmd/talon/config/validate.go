@@ -1,0 +1,210 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Bounds enforced by Validate.
+const (
+	maxModelLen        = 256
+	maxSystemPromptLen = 100_000
+	maxHeaders         = 64
+	maxAllowPrivate    = 256
+	maxUserLen         = 64
+)
+
+// Validate reports every problem with c, each as a *KeyError naming its key,
+// joined with errors.Join; nil means c is usable. Load already calls it.
+func (c *Config) Validate() error { return errors.Join(c.validate(nil)...) }
+
+// validate returns every problem with c. Values of the keys in fromEnv came
+// from environment variables and are never quoted in a problem.
+func (c *Config) validate(fromEnv map[string]bool) []error {
+	v := validator{fromEnv: fromEnv}
+	if strings.TrimSpace(c.DataDir) == "" {
+		v.add("data_dir", "must not be empty")
+	}
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
+	if c.HTTP.Listen != "" && !validListen(c.HTTP.Listen) {
+		v.add("http.listen", `must be host:port (e.g. 127.0.0.1:8080), or "" to disable`)
+	}
+	c.LLM.validate(&v)
+	c.Agent.validate(&v)
+	c.Sandbox.validate(&v)
+	if !validUser(c.Terminal.User) {
+		v.add("terminal.user", fmt.Sprintf("must be 1 to %d letters, digits or . _ @ -", maxUserLen))
+	}
+	return v.errs
+}
+
+func (l *LLM) validate(v *validator) {
+	v.oneOf("llm.provider", l.Provider, ProviderOpenAI, ProviderAnthropic)
+	if l.BaseURL != "" {
+		// The value is never shown: it could carry credentials.
+		u, err := url.Parse(l.BaseURL)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			v.add("llm.base_url", "must be an absolute http or https URL")
+		case u.User != nil:
+			v.add("llm.base_url", "must not contain credentials; use llm.api_key or llm.headers")
+		}
+	}
+	if len(l.Model) > maxModelLen {
+		v.add("llm.model", fmt.Sprintf("must be at most %d bytes", maxModelLen))
+	}
+	if len(l.Headers) > maxHeaders {
+		v.add("llm.headers", fmt.Sprintf("at most %d headers", maxHeaders))
+	}
+	for _, name := range sortedKeys(l.Headers) {
+		key := "llm.headers." + name
+		if !validHeaderName(name) {
+			v.add(key, "invalid header name")
+		}
+		if strings.ContainsAny(l.Headers[name].Reveal(), "\r\n\x00") {
+			v.add(key, "value must not contain line breaks or NUL")
+		}
+	}
+	v.duration("llm.timeout", l.Timeout, time.Second, 30*time.Minute)
+	v.intRange("llm.max_retries", l.MaxRetries, 0, 10)
+	v.intRange("llm.max_tokens", l.MaxTokens, 1, 1_000_000)
+
+	if l.APIKey != "" {
+		return
+	}
+	switch host := hostOf(l.EffectiveBaseURL()); {
+	case l.Provider == ProviderAnthropic:
+		v.add("llm.api_key", "the anthropic provider needs an API key (set ANTHROPIC_API_KEY or llm.api_key)")
+	case l.Provider == ProviderOpenAI && (host == "api.openai.com" || host == "openrouter.ai"):
+		v.add("llm.api_key", host+" needs an API key (set OPENAI_API_KEY or llm.api_key)")
+	}
+}
+
+func (a *Agent) validate(v *validator) {
+	if len(a.SystemPrompt) > maxSystemPromptLen {
+		v.add("agent.system_prompt", fmt.Sprintf("must be at most %d bytes", maxSystemPromptLen))
+	}
+	v.intRange("agent.max_steps", a.MaxSteps, 1, 100)
+	v.duration("agent.turn_timeout", a.TurnTimeout, time.Second, time.Hour)
+	v.intRange("agent.history_messages", a.HistoryMessages, 1, 1000)
+	v.intRange("agent.history_token_budget", a.HistoryTokenBudget, 1000, 1_000_000)
+	v.intRange("agent.max_concurrent_turns", a.MaxConcurrentTurns, 1, 100_000)
+	if v.intRange("agent.max_turns_per_user", a.MaxTurnsPerUser, 1, 1000) &&
+		a.MaxConcurrentTurns >= 1 && a.MaxTurnsPerUser > a.MaxConcurrentTurns {
+		v.add("agent.max_turns_per_user", fmt.Sprintf("must not exceed agent.max_concurrent_turns (%d)", a.MaxConcurrentTurns))
+	}
+	v.intRange("agent.rate_per_minute", a.RatePerMinute, 0, 10_000)
+}
+
+func (s *Sandbox) validate(v *validator) {
+	v.intRange("sandbox.pool_size", s.PoolSize, 0, 64)
+	if len(s.AllowPrivate) > maxAllowPrivate {
+		v.add("sandbox.allow_private", fmt.Sprintf("at most %d prefixes", maxAllowPrivate))
+	}
+	for i, raw := range s.AllowPrivate {
+		key := "sandbox.allow_private[" + strconv.Itoa(i) + "]"
+		p, err := netip.ParsePrefix(raw)
+		switch {
+		case err != nil:
+			v.add(key, fmt.Sprintf("invalid CIDR prefix %s (want e.g. 10.0.0.0/8)", v.quote(key, raw)))
+		case p != p.Masked():
+			v.add(key, fmt.Sprintf("%s has host bits set; did you mean %s?", v.quote(key, raw), p.Masked()))
+		}
+	}
+	v.duration("sandbox.approval_timeout", s.ApprovalTimeout, 10*time.Second, 24*time.Hour)
+}
+
+// validator collects problems.
+type validator struct {
+	fromEnv map[string]bool
+	errs    []error
+}
+
+// quote returns value quoted for a problem message, unless it came from the
+// environment, where it could be a credential put in the wrong place.
+func (v *validator) quote(key, value string) string {
+	if v.fromEnv[key] {
+		return "a value from the environment"
+	}
+	return strconv.Quote(value)
+}
+
+func (v *validator) add(key, problem string) {
+	v.errs = append(v.errs, &KeyError{Key: key, Err: errors.New(problem)})
+}
+
+func (v *validator) oneOf(key, got string, allowed ...string) {
+	if !slices.Contains(allowed, got) {
+		v.add(key, fmt.Sprintf("must be one of %s, got %s", strings.Join(allowed, ", "), v.quote(key, got)))
+	}
+}
+
+// intRange reports whether got is within [lo, hi], adding a problem if not.
+func (v *validator) intRange(key string, got, lo, hi int) bool {
+	if got < lo || got > hi {
+		v.add(key, fmt.Sprintf("must be between %d and %d, got %d", lo, hi, got))
+		return false
+	}
+	return true
+}
+
+func (v *validator) duration(key string, got Duration, lo, hi time.Duration) {
+	if got.Std() < lo || got.Std() > hi {
+		v.add(key, fmt.Sprintf("must be between %s and %s, got %s", Duration(lo), Duration(hi), got))
+	}
+}
+
+func validListen(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func validUser(s string) bool {
+	if s == "" || len(s) > maxUserLen {
+		return false
+	}
+	for _, r := range s {
+		if !isAlnum(r) && !strings.ContainsRune("._@-", r) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !isAlnum(r) && !strings.ContainsRune("!#$%&'*+-.^_`|~", r) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

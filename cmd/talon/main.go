@@ -1,0 +1,112 @@
+// Command talon is the Talon gateway: it wires configuration, storage, the
+// model provider, the sandbox and the channels, and offers the operator's
+// commands (run, chat, doctor, version).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/talonhq/talon/agent"
+)
+
+func main() {
+	os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// env is the process environment a command runs with; tests fake it.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	// tools, when set, replaces the tool runner (tests use a scripted one).
+	tools agent.ToolRunner
+}
+
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+const usage = `talon: a self-hosted AI agent gateway for Slack and Discord
+
+Usage:
+  talon run     [--config FILE]   run the gateway with every configured channel
+  talon chat    [--config FILE]   talk to the agent in this terminal
+  talon doctor  [--config FILE]   check the configuration, data directory and model
+  talon version                   print the version
+
+The configuration file is --config, or $TALON_CONFIG; without one, built-in
+defaults apply (see config.example.yaml).
+`
+
+// Main runs the talon command with args and returns the exit status.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	return env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}.main(ctx, args)
+}
+
+func (e env) main(ctx context.Context, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		err = cmdRun(ctx, e, rest, false)
+	case "chat":
+		err = cmdRun(ctx, e, rest, true)
+	case "doctor":
+		err = cmdDoctor(ctx, e, rest)
+	case "version", "--version":
+		fmt.Fprintln(stdout, versionString())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = &usageError{fmt.Sprintf("unknown command %q", cmd)}
+	}
+	if err == nil {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "talon: %s\n\n%s", ue.msg, usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "talon: %v\n", err)
+	return 1
+}
+
+// parseFlags parses the common --config flag and any extra flags.
+func parseFlags(name string, e env, args []string, extra func(*flag.FlagSet)) (configPath string, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.StringVar(&configPath, "config", "", "configuration file (default $TALON_CONFIG, or built-in defaults)")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", err
+		}
+		return "", &usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return "", &usageError{fmt.Sprintf("%s: unexpected argument %q", name, fs.Arg(0))}
+	}
+	return configPath, nil
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics implements agent.Metrics with Prometheus collectors on a registry
+// of its own (no global state).
+type metrics struct {
+	reg        *prometheus.Registry
+	turns      *prometheus.CounterVec
+	turnTime   prometheus.Histogram
+	llmErrors  *prometheus.CounterVec
+	queueDepth prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		turns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "talon_turns_total", Help: "Turns finished, by outcome.",
+		}, []string{"outcome"}),
+		turnTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "talon_turn_duration_seconds", Help: "Time from the start of a turn to its persisted reply.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12),
+		}),
+		llmErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "talon_llm_errors_total", Help: "Failed model calls (after retries), by kind.",
+		}, []string{"kind"}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "talon_queue_depth", Help: "Accepted messages not yet answered and delivered.",
+		}),
+	}
+	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.queueDepth,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) TurnFinished(outcome string, d time.Duration) {
+	m.turns.WithLabelValues(outcome).Inc()
+	m.turnTime.Observe(d.Seconds())
+}
+func (m *metrics) LLMError(kind string) { m.llmErrors.WithLabelValues(kind).Inc() }
+func (m *metrics) QueueDepth(delta int) { m.queueDepth.Add(float64(delta)) }
+
+// opsListener serves /healthz, /readyz and /metrics.
+type opsListener struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+func (a *app) opsServer(addr string) (*opsListener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listener on %s: %w (set http.listen to a free address, or \"\" to disable it)", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-a.rt.Ready():
+		default:
+			http.Error(w, "recovering", http.StatusServiceUnavailable)
+			return
+		}
+		if err := a.db.Ping(r.Context()); err != nil {
+			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	a.log.Info().Str("addr", ln.Addr().String()).Msg("http listener for /healthz, /readyz and /metrics")
+	return &opsListener{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+}
+
+// run serves until ctx ends, then shuts down gracefully.
+func (o *opsListener) run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- o.srv.Serve(o.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http listener: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := o.srv.Shutdown(sctx)
+	<-errc
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
