@@ -117,14 +117,14 @@ type Runtime struct {
 	workers  sync.WaitGroup
 
 	mu       sync.Mutex
-	channels map[string]Channel          // guarded by mu
-	queues   map[SessionKey]*queue       // guarded by mu
-	users    map[Principal]*userSlots    // guarded by mu
-	rates    map[Principal]*bucket       // guarded by mu
-	pending  int                         // accepted, not yet finished and delivered; guarded by mu
-	idle     chan struct{}               // closed when pending drops to 0; guarded by mu
-	turnStop map[InboundID]func()        // cancels running turns at shutdown; guarded by mu
-	stopped  bool                        // guarded by mu
+	channels map[string]Channel       // guarded by mu
+	queues   map[SessionKey]*queue    // guarded by mu
+	users    map[Principal]*userSlots // guarded by mu
+	rates    map[Principal]*bucket    // guarded by mu
+	pending  int                      // accepted, not yet finished and delivered; guarded by mu
+	idle     chan struct{}            // closed when pending drops to 0; guarded by mu
+	turnStop map[InboundID]func()     // cancels running turns at shutdown; guarded by mu
+	stopped  bool                     // guarded by mu
 	limits   Limits
 }
 

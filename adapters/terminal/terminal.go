@@ -38,7 +38,7 @@ type Adapter struct {
 	// Runtime accepts the messages; required.
 	Runtime Runtime
 
-	mu       sync.Mutex                         // guards Out and streamed
+	mu       sync.Mutex                           // guards Out and streamed
 	streamed map[agent.InboundID]*strings.Builder // text shown so far per inbound
 }
 
