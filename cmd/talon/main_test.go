@@ -411,3 +411,27 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestDoctor(t *testing.T) {
+	srv := llmtest.NewServer(t, llmtest.Text("ok"))
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", srv.URL))
+	res := runMain(t, env{}, "doctor", "--config", cfg)
+	if res.code != 0 || !strings.Contains(res.stdout, "ok    model answers") {
+		t.Errorf("healthy doctor: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	srv.Close()
+	res = runMain(t, env{}, "doctor", "--config", cfg)
+	if res.code == 0 || !strings.Contains(res.stdout, "FAIL  model answers") || !strings.Contains(res.stdout, "unreachable") {
+		t.Errorf("doctor with the model down: exit %d\n%s", res.code, res.stdout)
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	if res := runMain(t, env{}, "version"); res.code != 0 || strings.TrimSpace(res.stdout) == "" {
+		t.Errorf("version: exit %d %q", res.code, res.stdout)
+	}
+	if res := runMain(t, env{}, "frobnicate"); res.code != 2 || !strings.Contains(res.stderr, "unknown command") {
+		t.Errorf("unknown command: exit %d %q", res.code, res.stderr)
+	}
+}
