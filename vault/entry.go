@@ -1,0 +1,217 @@
+package vault
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/textproto"
+	"slices"
+	"strings"
+)
+
+// Limits on entries. They bound what a caller can make the vault seal.
+const (
+	MaxNameLen  = 64
+	MaxValueLen = 16 << 10
+	MaxHosts    = 32
+	maxFieldLen = 256
+)
+
+// ErrInvalidEntry is wrapped by errors about malformed entries.
+var ErrInvalidEntry = errors.New("vault: invalid entry")
+
+// InjectionKind says how a credential is added to an outbound request.
+type InjectionKind string
+
+// Injection kinds.
+const (
+	// InjectBearer sets "Authorization: Bearer <value>".
+	InjectBearer InjectionKind = "bearer"
+	// InjectHeader sets header Name to Prefix + value.
+	InjectHeader InjectionKind = "header"
+	// InjectQuery sets query parameter Name to the value.
+	InjectQuery InjectionKind = "query"
+	// InjectBasic sets HTTP basic authentication with Username and the
+	// value as password.
+	InjectBasic InjectionKind = "basic"
+)
+
+// Injection is the rule for adding a credential to a request. Only the
+// fields of its Kind may be set: Name and Prefix for header, Name for
+// query, Username for basic, none for bearer.
+type Injection struct {
+	Kind     InjectionKind `json:"kind"`
+	Name     string        `json:"name,omitempty"`
+	Prefix   string        `json:"prefix,omitempty"`
+	Username string        `json:"username,omitempty"`
+}
+
+// forbiddenHeaders may not carry an injected credential: they control
+// framing or routing, or are set by the broker.
+var forbiddenHeaders = map[string]bool{
+	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true,
+	"Upgrade": true, "Te": true, "Trailer": true, "Proxy-Authorization": true,
+}
+
+// Normalize validates the rule and returns its canonical form (header names
+// in canonical MIME case).
+func (in Injection) Normalize() (Injection, error) {
+	bad := func(format string, a ...any) (Injection, error) {
+		return Injection{}, fmt.Errorf("%w: injection: "+format, append([]any{ErrInvalidEntry}, a...)...)
+	}
+	switch in.Kind {
+	case InjectBearer:
+		if in.Name != "" || in.Prefix != "" || in.Username != "" {
+			return bad("bearer takes no name, prefix or username")
+		}
+	case InjectHeader:
+		if in.Username != "" {
+			return bad("header takes no username")
+		}
+		if !isToken(in.Name) || len(in.Name) > maxFieldLen {
+			return bad("header name %q is not a valid header field name", in.Name)
+		}
+		in.Name = textproto.CanonicalMIMEHeaderKey(in.Name)
+		if forbiddenHeaders[in.Name] {
+			return bad("header %q may not carry a credential", in.Name)
+		}
+		if !isPrintable(in.Prefix) || len(in.Prefix) > maxFieldLen {
+			return bad("header prefix has control characters or is too long")
+		}
+	case InjectQuery:
+		if in.Prefix != "" || in.Username != "" {
+			return bad("query takes no prefix or username")
+		}
+		if in.Name == "" || !isPrintable(in.Name) || strings.ContainsAny(in.Name, "&=#? ") || len(in.Name) > maxFieldLen {
+			return bad("query parameter name %q is empty or has reserved characters", in.Name)
+		}
+	case InjectBasic:
+		if in.Name != "" || in.Prefix != "" {
+			return bad("basic takes no name or prefix")
+		}
+		if in.Username == "" || !isPrintable(in.Username) || strings.Contains(in.Username, ":") || len(in.Username) > maxFieldLen {
+			return bad("basic username is empty, has a colon or control characters")
+		}
+	default:
+		return bad("unknown kind %q (want bearer, header, query or basic)", in.Kind)
+	}
+	return in, nil
+}
+
+// AppendCanonical appends the unambiguous encoding of the rule bound into a
+// sealed entry's additional data: each field length-prefixed, in a fixed
+// order (kind, name, prefix, username).
+func (in Injection) AppendCanonical(b []byte) []byte {
+	b = appendField(b, string(in.Kind))
+	b = appendField(b, in.Name)
+	b = appendField(b, in.Prefix)
+	return appendField(b, in.Username)
+}
+
+func appendField(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Entry is a credential in the clear: who owns it, its name, its value,
+// the hosts it may be sent to and how it is injected.
+type Entry struct {
+	// User is the owner, "platform:workspace:user".
+	User string
+	// Name is what manifests and tools call the credential: 1 to 64 bytes
+	// of letters, digits, '.', '_' and '-'.
+	Name  string
+	Value Secret
+	// Hosts are exact hosts or "*.suffix" patterns (NormalizeHostPattern).
+	Hosts     []string
+	Injection Injection
+}
+
+// Normalize validates e and returns it with normalised, sorted,
+// de-duplicated hosts and a canonical injection rule. Its errors name the
+// field at fault and never the value.
+func (e Entry) Normalize() (Entry, error) {
+	if err := checkUser(e.User); err != nil {
+		return Entry{}, err
+	}
+	if err := checkName(e.Name); err != nil {
+		return Entry{}, err
+	}
+	if e.Value.IsZero() {
+		return Entry{}, fmt.Errorf("%w: %q: empty value", ErrInvalidEntry, e.Name)
+	}
+	if e.Value.Len() > MaxValueLen {
+		return Entry{}, fmt.Errorf("%w: %q: value longer than %d bytes", ErrInvalidEntry, e.Name, MaxValueLen)
+	}
+	if bytes.ContainsAny(e.Value.Reveal(), "\r\n\x00") {
+		return Entry{}, fmt.Errorf("%w: %q: value contains CR, LF or NUL", ErrInvalidEntry, e.Name)
+	}
+	if len(e.Hosts) == 0 || len(e.Hosts) > MaxHosts {
+		return Entry{}, fmt.Errorf("%w: %q: needs 1 to %d hosts", ErrInvalidEntry, e.Name, MaxHosts)
+	}
+	hosts := make([]string, 0, len(e.Hosts))
+	for _, h := range e.Hosts {
+		n, err := NormalizeHostPattern(h)
+		if err != nil {
+			return Entry{}, fmt.Errorf("%w: %q: %w", ErrInvalidEntry, e.Name, err)
+		}
+		hosts = append(hosts, n)
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	in, err := e.Injection.Normalize()
+	if err != nil {
+		return Entry{}, fmt.Errorf("%q: %w", e.Name, err)
+	}
+	e.Hosts, e.Injection = hosts, in
+	return e, nil
+}
+
+func checkUser(u string) error {
+	parts := strings.Split(u, ":")
+	if len(parts) != 3 || len(u) > maxFieldLen || !isPrintable(u) {
+		return fmt.Errorf("%w: user must be platform:workspace:user", ErrInvalidEntry)
+	}
+	for _, p := range parts {
+		if p == "" {
+			return fmt.Errorf("%w: user must be platform:workspace:user with no empty part", ErrInvalidEntry)
+		}
+	}
+	return nil
+}
+
+func checkName(n string) error {
+	if n == "" || len(n) > MaxNameLen {
+		return fmt.Errorf("%w: name must be 1 to %d bytes", ErrInvalidEntry, MaxNameLen)
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: name %q: only letters, digits, '.', '_' and '-'", ErrInvalidEntry, n)
+		}
+	}
+	return nil
+}
