@@ -75,6 +75,10 @@ type Metrics interface {
 	LLMError(kind string)
 	// QueueDepth adds delta to the number of accepted, unfinished messages.
 	QueueDepth(delta int)
+	// Redacted counts secrets removed, by where they were found ("inbound",
+	// "tool_output", "llm_request", "reply"). "llm_request" should stay at
+	// zero: it is the last line of defence.
+	Redacted(where string, n int)
 }
 
 type nopMetrics struct{}
@@ -82,6 +86,7 @@ type nopMetrics struct{}
 func (nopMetrics) TurnFinished(string, time.Duration) {}
 func (nopMetrics) LLMError(string)                    {}
 func (nopMetrics) QueueDepth(int)                     {}
+func (nopMetrics) Redacted(string, int)               {}
 
 // DefaultSystemPrompt is used when Runtime.SystemPrompt is empty.
 const DefaultSystemPrompt = `You are Talon, a helpful assistant working for a team in their chat.
@@ -109,6 +114,15 @@ type Runtime struct {
 	Limits Limits
 	// SystemPrompt is sent with every turn; "" means DefaultSystemPrompt.
 	SystemPrompt string
+	// Redactor removes secrets from what users type, tool output, every
+	// request to the model and every reply; nil means no leak checks.
+	Redactor Redactor
+	// Secrets lets /secret list and add a user's vault entries; nil means
+	// the vault is not configured.
+	Secrets Secrets
+	// ApprovalTimeout is how long an approval waits for its owner before it
+	// expires and counts as denied (default 10 minutes).
+	ApprovalTimeout time.Duration
 
 	once     sync.Once
 	ready    chan struct{}
@@ -253,6 +267,8 @@ func (r *Runtime) Accept(ctx context.Context, in Inbound) (QueuedInbound, error)
 	if in.ReceivedAt.IsZero() {
 		in.ReceivedAt = r.Now()
 	}
+	// A pasted token never reaches the database or the model.
+	in.Text = r.redact(ctx, in.Key.Principal, in.Text, "inbound")
 	q, dup, err := r.Store.AcceptInbound(ctx, in)
 	if err != nil {
 		return QueuedInbound{}, fmt.Errorf("agent: accept: %w", err)
@@ -451,6 +467,19 @@ func (r *Runtime) deliver(ctx context.Context, rep Reply) {
 		log.Error().Err(err).Msg("mark reply failed")
 	}
 	log.Error().Err(err).Msg("reply not delivered; giving up")
+}
+
+// redact removes secrets from text on behalf of p and counts them.
+func (r *Runtime) redact(ctx context.Context, p Principal, text, where string) string {
+	if r.Redactor == nil || text == "" {
+		return text
+	}
+	out, n := r.Redactor.Redact(ctx, p, text)
+	if n > 0 {
+		r.Metrics.Redacted(where, n)
+		r.Log.Warn().Str("principal", p.String()).Str("where", where).Int("findings", n).Msg("secrets redacted")
+	}
+	return out
 }
 
 // newRef returns a short id that ties a user-visible error to a log line.

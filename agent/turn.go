@@ -21,6 +21,7 @@ var errShutdown = errors.New("agent: shutting down")
 func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome string, finished bool) {
 	log := r.Log.With().Int64("inbound", int64(q.ID)).Str("principal", q.Key.Principal.String()).Logger()
 	finish := func(t TurnID, state TurnState, kind ReplyKind, text, outcome string) (Reply, string, bool) {
+		text = r.redact(ctx, q.Key.Principal, text, "reply")
 		rep := Reply{Key: q.Key, ReplyTo: q.ReplyTo, Kind: kind, Text: text, Inbound: q.ID, Turn: t}
 		// The reply must be persisted even if the turn's context ended.
 		id, err := r.Store.FinishTurn(context.WithoutCancel(ctx), q.ID, t, state, rep)
@@ -67,6 +68,9 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	text, err := r.loop(tctx, q, tid, sess)
 	switch {
 	case err == nil:
+		if strings.Contains(q.Text, redactedMarker) {
+			text = pastedSecretAdvice + "\n\n" + text
+		}
 		return finish(tid, TurnDone, ReplyAnswer, text, "answer")
 	case ctx.Err() != nil:
 		// The runtime is stopping; leave the turn running so it resumes.
@@ -88,12 +92,13 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 			return "", fmt.Errorf("list tools: %w", err)
 		}
 	}
-	var onDelta func(string)
+	var stream *streamRedactor
 	r.mu.Lock()
 	ch := r.channels[q.Key.Principal.Platform]
 	r.mu.Unlock()
 	if s, ok := ch.(Streamer); ok {
-		onDelta = func(d string) { s.Stream(ctx, q.ID, q.Key, q.ReplyTo, d) }
+		stream = &streamRedactor{emit: func(d string) { s.Stream(ctx, q.ID, q.Key, q.ReplyTo, d) },
+			redact: func(t string) string { return r.redact(ctx, q.Key.Principal, t, "reply") }}
 	}
 
 	for step := 1; step <= r.limits.MaxSteps; step++ {
@@ -101,7 +106,9 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 		if err != nil {
 			return "", err
 		}
-		resp, err := r.LLM.Complete(ctx, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: onDelta})
+		req := r.scrubRequest(ctx, q.Key.Principal, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: stream.onDelta()})
+		resp, err := r.LLM.Complete(ctx, req)
+		stream.flush()
 		if err != nil {
 			r.Metrics.LLMError(llm.KindOf(err).String())
 			return "", err
@@ -155,6 +162,7 @@ func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step
 		log.Error().Err(err).Msg("record tool call")
 	}
 	res := r.checkAndRun(ctx, q, tid, offered, c, &log)
+	res.Content = r.redact(ctx, q.Key.Principal, res.Content, "tool_output")
 	if err := r.Store.FinishToolCall(context.WithoutCancel(ctx), tid, c.ID, res.Content, res.IsError); err != nil {
 		log.Error().Err(err).Msg("record tool result")
 	}
@@ -193,6 +201,71 @@ func (r *Runtime) checkAndRun(ctx context.Context, q QueuedInbound, tid TurnID, 
 		return ToolResult{IsError: true, Content: "the tool could not be run: " + shortReason(err)}
 	}
 	return res
+}
+
+// streamRedactor passes streamed text to a channel whole words at a time, so
+// that a token split across deltas is still seen whole by the redactor.
+type streamRedactor struct {
+	emit   func(string)
+	redact func(string) string
+	held   string
+}
+
+func (s *streamRedactor) onDelta() func(string) {
+	if s == nil {
+		return nil
+	}
+	return func(d string) {
+		s.held += d
+		cut := strings.LastIndexAny(s.held, " \n\t")
+		if cut < 0 {
+			return
+		}
+		out := s.held[:cut+1]
+		s.held = s.held[cut+1:]
+		s.emit(s.redact(out))
+	}
+}
+
+func (s *streamRedactor) flush() {
+	if s == nil || s.held == "" {
+		return
+	}
+	out := s.held
+	s.held = ""
+	s.emit(s.redact(out))
+}
+
+// redactedMarker starts the text that replaces a secret found in a message.
+const redactedMarker = "[REDACTED:"
+
+const pastedSecretAdvice = "Your message contained what looks like a secret, so I removed it before storing " +
+	"it or sending it anywhere. To let tools use a credential, store it in the vault instead: " +
+	"/secret add NAME --host HOST (the value is asked for separately and never shown to the model)."
+
+// scrubRequest is the last line of defence: every text in a request to the
+// model is checked for secrets once more. A hit here means an earlier check
+// missed it, so it is counted separately.
+func (r *Runtime) scrubRequest(ctx context.Context, p Principal, req llm.Request) llm.Request {
+	if r.Redactor == nil {
+		return req
+	}
+	req.System = r.redact(ctx, p, req.System, "llm_request")
+	msgs := make([]llm.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		m.Content = r.redact(ctx, p, m.Content, "llm_request")
+		if len(m.ToolCalls) > 0 {
+			calls := make([]llm.ToolCall, len(m.ToolCalls))
+			for j, c := range m.ToolCalls {
+				c.Arguments = r.redact(ctx, p, c.Arguments, "llm_request")
+				calls[j] = c
+			}
+			m.ToolCalls = calls
+		}
+		msgs[i] = m
+	}
+	req.Messages = msgs
+	return req
 }
 
 // shortReason is an error text short enough for the model.

@@ -21,6 +21,7 @@ type metrics struct {
 	turnTime   prometheus.Histogram
 	llmErrors  *prometheus.CounterVec
 	queueDepth prometheus.Gauge
+	redacted   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -39,8 +40,12 @@ func newMetrics() *metrics {
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "talon_queue_depth", Help: "Accepted messages not yet answered and delivered.",
 		}),
+		redacted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "talon_secrets_redacted_total",
+			Help: "Secrets removed, by where they were found; where=\"llm_request\" is the last line of defence and should stay at zero.",
+		}, []string{"where"}),
 	}
-	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.queueDepth,
+	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.queueDepth, m.redacted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -51,6 +56,9 @@ func (m *metrics) TurnFinished(outcome string, d time.Duration) {
 }
 func (m *metrics) LLMError(kind string) { m.llmErrors.WithLabelValues(kind).Inc() }
 func (m *metrics) QueueDepth(delta int) { m.queueDepth.Add(float64(delta)) }
+func (m *metrics) Redacted(where string, n int) {
+	m.redacted.WithLabelValues(where).Add(float64(n))
+}
 
 // opsListener serves /healthz, /readyz and /metrics.
 type opsListener struct {

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ApprovalState is where an approval stands. Only pending changes, once.
+type ApprovalState string
+
+// The states of an approval.
+const (
+	ApprovalPending  ApprovalState = "pending"
+	ApprovalApproved ApprovalState = "approved"
+	ApprovalDenied   ApprovalState = "denied"
+	ApprovalExpired  ApprovalState = "expired"
+)
+
+// ApprovalPrompt is what a channel shows a session's owner when a tool call
+// needs their approval. Description names the action ("POST
+// https://api.github.com/repos/o/r/issues") and never a secret.
+type ApprovalPrompt struct {
+	ID          ApprovalID
+	Key         SessionKey
+	ReplyTo     string
+	Tool        string
+	Description string
+	ExpiresAt   time.Time
+}
+
+// Asker is a Channel that can ask a session's owner to approve a tool call
+// (a y/n prompt, Approve and Deny buttons). The owner's answer comes back
+// through Runtime.Decide.
+type Asker interface {
+	// AskApproval shows the prompt to p.Key's principal.
+	AskApproval(ctx context.Context, p ApprovalPrompt) error
+	// ApprovalDone tells the channel the outcome, so it can replace the
+	// buttons with it. by is the zero Principal for an expiry.
+	ApprovalDone(ctx context.Context, p ApprovalPrompt, state ApprovalState, by Principal) error
+}
+
+// Errors of Runtime.Decide.
+var (
+	// ErrNotOwner: only the session's owner may decide its approvals.
+	ErrNotOwner = errors.New("agent: only the person who started this conversation can decide")
+	// ErrDecided: the approval was decided (or expired) already.
+	ErrDecided = errors.New("agent: this approval was already decided")
+	// ErrUnknownApproval: no approval has this id.
+	ErrUnknownApproval = errors.New("agent: unknown approval")
+)
+
+// SecretInfo describes a user's vault entry without its value.
+type SecretInfo struct {
+	Name  string
+	Hosts []string
+	// Injection says how the value is sent: "bearer", "header X-Api-Key",
+	// "query key", "basic alice".
+	Injection string
+	CreatedAt time.Time
+	LastUsed  time.Time
+}
+
+// NewSecret is a secret a user entered through a secure input (a modal, a
+// prompt without echo). It never passes through a message or the model.
+type NewSecret struct {
+	Name  string
+	Value []byte
+	Hosts []string
+	// Injection is "bearer", "header:NAME", "header:NAME:PREFIX",
+	// "query:NAME" or "basic:USERNAME"; "" means bearer.
+	Injection string
+}
+
+// Secrets is the vault as channels and commands see it: names can be
+// listed and values stored or removed, never read.
+type Secrets interface {
+	ListSecrets(ctx context.Context, p Principal) ([]SecretInfo, error)
+	AddSecret(ctx context.Context, p Principal, s NewSecret) error
+	RemoveSecret(ctx context.Context, p Principal, name string) error
+}
+
+// SecretPrompter is a Channel that can collect a secret value from a user
+// without it becoming a message (the terminal reads it without echo).
+type SecretPrompter interface {
+	// PromptSecret asks key's principal for the value described by label
+	// and returns it.
+	PromptSecret(ctx context.Context, key SessionKey, label string) ([]byte, error)
+}
+
+// Redactor finds secrets in text: the principal's own vault values (and
+// their encodings) and well-known token formats. vault/leak implements it
+// (wired by cmd).
+type Redactor interface {
+	// Redact returns text with every finding replaced by a marker, and the
+	// number of findings.
+	Redact(ctx context.Context, p Principal, text string) (string, int)
+}
+
+// Typer is a Channel that can show that a turn is being worked on (Slack's
+// assistant status, Discord's typing indicator).
+type Typer interface {
+	// Working shows the indicator for the turn answering inbound in key's
+	// conversation until stop is called.
+	Working(ctx context.Context, key SessionKey, replyTo string) (stop func())
+}

@@ -1,0 +1,96 @@
+package guest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// handler is the registered tool function, set by Run. A WebAssembly export
+// cannot carry a closure, so this one package variable links the exported
+// talon_call to the tool's handler; each instance serves exactly one call.
+var handler func(input []byte) []byte
+
+// Run registers fn as the tool's handler. Call it from an init function of
+// the tool's package main: in a reactor module main.main is never called.
+//
+// For each call the SDK decodes the input envelope {"tool": ..., "args": ...},
+// unmarshals args into A (unknown object fields are rejected), calls fn and
+// encodes {"ok": result} or {"error": err.Error()}. Arguments that cannot be
+// decoded produce {"error": "invalid arguments: ..."} without calling fn; a
+// panic in fn is recovered and reported as an error. A later Run replaces an
+// earlier one.
+func Run[A any, R any](fn func(args A) (R, error)) {
+	handler = func(input []byte) []byte { return dispatch(input, fn) }
+}
+
+// envelope is the input JSON of talon_call.
+type envelope struct {
+	Tool string          `json:"tool"`
+	Args json.RawMessage `json:"args"`
+}
+
+// output is the output JSON of talon_call; exactly one field is set.
+type output struct {
+	OK    json.RawMessage `json:"ok,omitempty"`
+	Error string          `json:"error,omitempty"`
+}
+
+// dispatch runs one call of fn on the input envelope and returns the output
+// envelope. It never panics.
+func dispatch[A any, R any](input []byte, fn func(A) (R, error)) (out []byte) {
+	var env envelope
+	if err := json.Unmarshal(input, &env); err != nil {
+		return errorOutput(fmt.Sprintf("invalid input: %v", err))
+	}
+	var args A
+	if len(env.Args) > 0 && !bytes.Equal(bytes.TrimSpace(env.Args), []byte("null")) {
+		dec := json.NewDecoder(bytes.NewReader(env.Args))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&args); err != nil {
+			return errorOutput(fmt.Sprintf("invalid arguments: %v", err))
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			out = errorOutput(fmt.Sprintf("tool panicked: %v", r))
+		}
+	}()
+	res, err := fn(args)
+	if err != nil {
+		return errorOutput(err.Error())
+	}
+	return okOutput(res)
+}
+
+// okOutput encodes {"ok": v}.
+func okOutput(v any) []byte {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return errorOutput(fmt.Sprintf("encode result: %v", err))
+	}
+	b, err := json.Marshal(output{OK: raw})
+	if err != nil {
+		return errorOutput(fmt.Sprintf("encode result: %v", err))
+	}
+	return b
+}
+
+// errorOutput encodes {"error": msg}. An empty message is replaced so that
+// the output always has exactly one field.
+func errorOutput(msg string) []byte {
+	if msg == "" {
+		msg = "tool failed"
+	}
+	b, err := json.Marshal(output{Error: msg})
+	if err != nil {
+		// A string always marshals; keep a constant fallback regardless.
+		return []byte(`{"error":"tool failed"}`)
+	}
+	return b
+}
+
+// noHandlerOutput is returned by talon_call when no handler was registered.
+func noHandlerOutput() []byte {
+	return errorOutput("tool has no handler: guest.Run was not called from init")
+}
