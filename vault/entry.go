@@ -195,9 +195,9 @@ func checkUser(u string) error {
 	if len(parts) != 3 || len(u) > maxFieldLen || !isPrintable(u) {
 		return fmt.Errorf("%w: user must be platform:workspace:user", ErrInvalidEntry)
 	}
-	for _, p := range parts {
-		if p == "" {
-			return fmt.Errorf("%w: user must be platform:workspace:user with no empty part", ErrInvalidEntry)
+	for i, p := range parts {
+		if p == "" && i != 1 { // the workspace is empty for DMs and the terminal: discord::1234
+			return fmt.Errorf("%w: user must be platform:workspace:user with a platform and a user", ErrInvalidEntry)
 		}
 	}
 	return nil

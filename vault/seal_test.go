@@ -140,7 +140,8 @@ func TestSealRejectsInvalidEntries(t *testing.T) {
 	}{
 		{"empty user", func(e *Entry) { e.User = "" }},
 		{"user with two parts", func(e *Entry) { e.User = "slack:U1" }},
-		{"user with empty part", func(e *Entry) { e.User = "slack::U1" }},
+		{"user with empty user part", func(e *Entry) { e.User = "slack:T1:" }},
+		{"user with empty platform", func(e *Entry) { e.User = ":T1:U1" }},
 		{"empty name", func(e *Entry) { e.Name = "" }},
 		{"name with space", func(e *Entry) { e.Name = "git hub" }},
 		{"empty value", func(e *Entry) { e.Value = Secret{} }},
