@@ -1,0 +1,311 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+)
+
+// errRollback makes inTx roll back without it being a failure.
+var errRollback = errors.New("store: roll back")
+
+// rowScanner is *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanInbound(r rowScanner) (agent.QueuedInbound, error) {
+	var (
+		q        agent.QueuedInbound
+		state    string
+		received int64
+	)
+	err := r.Scan(&q.ID, &state, &q.DedupeKey,
+		&q.Key.Principal.Platform, &q.Key.Principal.Workspace, &q.Key.Principal.User,
+		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received)
+	q.Running = state == "running"
+	q.ReceivedAt = fromMS(received)
+	return q, err
+}
+
+// principalID returns the id of p, adding the principal if it is new.
+func (db *DB) principalID(ctx context.Context, tx *sql.Tx, p agent.Principal) (int64, error) {
+	var id int64
+	err := tx.StmtContext(ctx, db.ws.principalGet).QueryRowContext(ctx, p.Platform, p.Workspace, p.User).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.StmtContext(ctx, db.ws.principalAdd).QueryRowContext(ctx, p.Platform, p.Workspace, p.User, db.now()).Scan(&id)
+	}
+	return id, err
+}
+
+// AcceptInbound persists in and queues it, adding its principal if new, in
+// one transaction. If its DedupeKey was seen before, nothing is written, dup
+// is true and q is the inbound accepted first. A zero ReceivedAt is set to
+// the clock's time. Times are kept to the millisecond.
+func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.QueuedInbound, dup bool, err error) {
+	if in.DedupeKey == "" {
+		return q, false, errors.New("store: accept inbound: empty dedupe key")
+	}
+	// A key seen before is answered by a reader, keeping duplicate storms
+	// (platform retries) off the writer.
+	if q, err := scanInbound(db.rs.inboundSeen.QueryRowContext(ctx, in.DedupeKey)); err == nil {
+		return q, true, nil
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return agent.QueuedInbound{}, false, fmt.Errorf("store: accept inbound: %w", err)
+	}
+
+	if in.ReceivedAt.IsZero() {
+		in.ReceivedAt = db.Now()
+	}
+	in.ReceivedAt = fromMS(toMS(in.ReceivedAt))
+	var id agent.InboundID
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		pid, err := db.principalID(ctx, tx, in.Key.Principal)
+		if err != nil {
+			return err
+		}
+		err = tx.StmtContext(ctx, db.ws.inboundAdd).QueryRowContext(ctx,
+			in.DedupeKey, pid, in.Key.Conversation.Channel, in.Key.Conversation.Thread,
+			in.Text, in.ReplyTo, toMS(in.ReceivedAt), db.now()).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Accepted between the look-up above and this transaction.
+			dup = true
+			return errRollback
+		}
+		return err
+	})
+	if dup {
+		q, err := scanInbound(db.rs.inboundSeen.QueryRowContext(ctx, in.DedupeKey))
+		if err != nil {
+			return agent.QueuedInbound{}, true, fmt.Errorf("store: accept inbound: %w", err)
+		}
+		return q, true, nil
+	}
+	if err != nil {
+		return q, false, fmt.Errorf("store: accept inbound: %w", err)
+	}
+	return agent.QueuedInbound{ID: id, Inbound: in}, false, nil
+}
+
+// Pending lists the inbound messages whose turn has not finished (queued or
+// running), in the order they were accepted.
+func (db *DB) Pending(ctx context.Context) ([]agent.QueuedInbound, error) {
+	rows, err := db.rs.pending.QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: pending: %w", err)
+	}
+	defer rows.Close()
+	var qs []agent.QueuedInbound
+	for rows.Next() {
+		q, err := scanInbound(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: pending: %w", err)
+		}
+		qs = append(qs, q)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: pending: %w", err)
+	}
+	return qs, nil
+}
+
+// StartTurn marks inbound id running in one transaction: it resolves the
+// active session of the inbound's key (creating it if needed), creates the
+// turn and appends user (if not nil) to the session's history. If a turn was
+// started for id before, it returns that turn and its session with resumed
+// set, and writes nothing. An unknown id is ErrNotFound; an inbound that has
+// finished is ErrFinished.
+func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Message) (t agent.TurnID, s agent.Session, resumed bool, err error) {
+	var content []byte
+	if user != nil {
+		if content, err = json.Marshal(user); err != nil {
+			return 0, s, false, fmt.Errorf("store: start turn %d: encode message: %w", id, err)
+		}
+	}
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		var (
+			state   string
+			pid     int64
+			turn    sql.NullInt64
+			session sql.NullInt64
+		)
+		err := tx.StmtContext(ctx, db.ws.inboundForTurn).QueryRowContext(ctx, id).Scan(&state, &pid,
+			&s.Key.Principal.Platform, &s.Key.Principal.Workspace, &s.Key.Principal.User,
+			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn, &session)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if state == "done" || state == "failed" {
+			return ErrFinished
+		}
+		now := db.now()
+		if turn.Valid {
+			t, s.ID, resumed = agent.TurnID(turn.Int64), agent.SessionID(session.Int64), true
+			var created int64
+			if err := tx.StmtContext(ctx, db.ws.sessionByID).QueryRowContext(ctx, s.ID).Scan(&s.Summary, &s.SummaryUpTo, &created); err != nil {
+				return err
+			}
+			s.CreatedAt = fromMS(created)
+			// Nothing was written: let the rollback end the transaction.
+			return errRollback
+		}
+		if err := db.activeSessionTx(ctx, tx, pid, &s, now); err != nil {
+			return err
+		}
+		if err := tx.StmtContext(ctx, db.ws.turnAdd).QueryRowContext(ctx, s.ID, id, now).Scan(&t); err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, db.ws.inboundRun).ExecContext(ctx, t, id); err != nil {
+			return err
+		}
+		if user != nil {
+			if _, err := tx.StmtContext(ctx, db.ws.messageAdd).ExecContext(ctx, s.ID, t, string(user.Role), string(content), now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && !(resumed && errors.Is(err, errRollback)) {
+		return 0, agent.Session{}, false, fmt.Errorf("store: start turn %d: %w", id, err)
+	}
+	return t, s, resumed, nil
+}
+
+// RecordStep notes model call number step of turn t. Recording the same
+// step again replaces it.
+func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, step int, u llm.Usage, stop string) error {
+	_, err := db.ws.stepPut.ExecContext(ctx, t, step, u.InputTokens, u.OutputTokens, stop, db.now())
+	if err != nil {
+		return fmt.Errorf("store: record step: %w", err)
+	}
+	return nil
+}
+
+// StartToolCall records that call started in step of turn t. Starting a
+// call with the same id again (a resumed turn) records a new attempt.
+func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call llm.ToolCall) error {
+	_, err := db.ws.toolStart.ExecContext(ctx, t, step, call.ID, call.Name, call.Arguments, db.now())
+	if err != nil {
+		return fmt.Errorf("store: start tool call: %w", err)
+	}
+	return nil
+}
+
+// FinishToolCall records the result of call callID of turn t. A call never
+// started is ErrNotFound.
+func (db *DB) FinishToolCall(ctx context.Context, t agent.TurnID, callID string, result string, isError bool) error {
+	res, err := db.ws.toolFinish.ExecContext(ctx, result, isError, db.now(), t, callID)
+	if err == nil {
+		err = oneRow(res)
+	}
+	if err != nil {
+		return fmt.Errorf("store: finish tool call: %w", err)
+	}
+	return nil
+}
+
+// UnfinishedToolCalls lists the calls of turn t that started and never
+// finished, in the order they started.
+func (db *DB) UnfinishedToolCalls(ctx context.Context, t agent.TurnID) ([]llm.ToolCall, error) {
+	rows, err := db.rs.unfinished.QueryContext(ctx, t)
+	if err != nil {
+		return nil, fmt.Errorf("store: unfinished tool calls: %w", err)
+	}
+	defer rows.Close()
+	var calls []llm.ToolCall
+	for rows.Next() {
+		var c llm.ToolCall
+		if err := rows.Scan(&c.ID, &c.Name, &c.Arguments); err != nil {
+			return nil, fmt.Errorf("store: unfinished tool calls: %w", err)
+		}
+		calls = append(calls, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: unfinished tool calls: %w", err)
+	}
+	return calls, nil
+}
+
+// FinishTurn, in one transaction, sets turn t (unless t is 0) to state,
+// sets inbound id done (failed when state is TurnFailed) and persists r as a
+// pending reply, returning its id. r's Inbound and Turn are taken from id and
+// t; when r.Key is zero, the reply goes where the inbound came from (its key
+// and ReplyTo). An unknown inbound, or a turn that is not the inbound's, is
+// ErrNotFound; an inbound already finished is ErrFinished.
+func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID, state agent.TurnState, r agent.Reply) (agent.ReplyID, error) {
+	inState := "done"
+	switch state {
+	case agent.TurnDone:
+	case agent.TurnFailed:
+		inState = "failed"
+	default:
+		return 0, fmt.Errorf("store: finish turn: unknown state %q", state)
+	}
+	var rid agent.ReplyID
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		now := db.now()
+		res, err := tx.StmtContext(ctx, db.ws.inboundFinish).ExecContext(ctx, inState, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			var st string
+			err := tx.StmtContext(ctx, db.ws.inboundState).QueryRowContext(ctx, id).Scan(&st)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return ErrFinished
+		}
+		if t != 0 {
+			res, err := tx.StmtContext(ctx, db.ws.turnFinish).ExecContext(ctx, string(state), now, t, id)
+			if err == nil {
+				err = oneRow(res)
+			}
+			if err != nil {
+				return fmt.Errorf("turn %d: %w", t, err)
+			}
+		}
+		var (
+			pid             int64
+			channel, thread = r.Key.Conversation.Channel, r.Key.Conversation.Thread
+			replyTo         = r.ReplyTo
+		)
+		if r.Key == (agent.SessionKey{}) {
+			err = tx.StmtContext(ctx, db.ws.inboundKey).QueryRowContext(ctx, id).Scan(&pid, &channel, &thread, &replyTo)
+		} else {
+			pid, err = db.principalID(ctx, tx, r.Key.Principal)
+		}
+		if err != nil {
+			return err
+		}
+		return tx.StmtContext(ctx, db.ws.replyAdd).QueryRowContext(ctx,
+			id, nullID(t), pid, channel, thread, replyTo, string(r.Kind), r.Text, now).Scan(&rid)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: finish turn of inbound %d: %w", id, err)
+	}
+	return rid, nil
+}
+
+// oneRow turns an update that matched no row into ErrNotFound.
+func oneRow(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/store"
+)
+
+// replies finishes n inbound messages of alice without a turn and returns
+// their replies as Undelivered lists them.
+func replies(tb testing.TB, db *store.DB, n int) []agent.Reply {
+	tb.Helper()
+	ctx := context.Background()
+	for i := range n {
+		q := accept(tb, db, inbound(fmt.Sprintf("r%d", i), alice))
+		if _, err := db.FinishTurn(ctx, q.ID, 0, agent.TurnDone, agent.Reply{Key: alice, Kind: agent.ReplyNotice, Text: fmt.Sprint(i)}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	rs, err := db.Undelivered(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rs
+}
+
+type replyRow struct {
+	State, PlatformID, Reason string
+	Attempts                  int
+	DeliveredAt               *int64
+}
+
+func readReply(tb testing.TB, db *store.DB, id agent.ReplyID) replyRow {
+	tb.Helper()
+	var r replyRow
+	store.QueryRow(tb, db, "SELECT state, platform_id, reason, attempts, delivered_at FROM outbound WHERE id = ?",
+		[]any{id}, &r.State, &r.PlatformID, &r.Reason, &r.Attempts, &r.DeliveredAt)
+	return r
+}
+
+func TestOutbox(t *testing.T) {
+	ctx := context.Background()
+	db, _ := open(t)
+	rs := replies(t, db, 3)
+	if len(rs) != 3 {
+		t.Fatalf("%d undelivered replies, want 3", len(rs))
+	}
+	for i, r := range rs {
+		if r.Text != fmt.Sprint(i) {
+			t.Errorf("reply %d is %q: not oldest first", i, r.Text)
+		}
+	}
+
+	if err := db.MarkDelivered(ctx, rs[1].ID, "1700.5"); err != nil {
+		t.Fatal(err)
+	}
+	// A second delivery report changes nothing.
+	db.Now = func() time.Time { return t0.Add(time.Hour) }
+	if err := db.MarkDelivered(ctx, rs[1].ID, "other"); err != nil {
+		t.Errorf("second MarkDelivered: %v", err)
+	}
+	ms := t0.UnixMilli()
+	if diff := cmp.Diff(replyRow{State: "delivered", PlatformID: "1700.5", Attempts: 1, DeliveredAt: &ms}, readReply(t, db, rs[1].ID)); diff != "" {
+		t.Errorf("delivered reply (-want +got):\n%s", diff)
+	}
+
+	if err := db.MarkFailed(ctx, rs[2].ID, "channel gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.MarkFailed(ctx, rs[2].ID, "again"); err != nil {
+		t.Errorf("second MarkFailed: %v", err)
+	}
+	if diff := cmp.Diff(replyRow{State: "failed", Reason: "channel gone", Attempts: 1}, readReply(t, db, rs[2].ID)); diff != "" {
+		t.Errorf("failed reply (-want +got):\n%s", diff)
+	}
+	// A failure reported after the delivery leaves it delivered.
+	if err := db.MarkFailed(ctx, rs[1].ID, "late"); err != nil {
+		t.Errorf("MarkFailed of a delivered reply: %v", err)
+	}
+	if got := readReply(t, db, rs[1].ID).State; got != "delivered" {
+		t.Errorf("delivered reply marked failed is %s", got)
+	}
+
+	got, err := db.Undelivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rs[:1], got); diff != "" {
+		t.Errorf("Undelivered (-want +got):\n%s", diff)
+	}
+
+	unknown := rs[2].ID + 100
+	if err := db.MarkDelivered(ctx, unknown, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("MarkDelivered of an unknown reply: got %v, want ErrNotFound", err)
+	}
+	if err := db.MarkFailed(ctx, unknown, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("MarkFailed of an unknown reply: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestUndeliveredSurvivesARestart(t *testing.T) {
+	ctx := context.Background()
+	db, path := open(t)
+	rs := replies(t, db, 2)
+	db.Close()
+	db = openAt(t, path)
+	got, err := db.Undelivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rs, got); diff != "" {
+		t.Errorf("Undelivered after reopening (-want +got):\n%s", diff)
+	}
+}
+
+func TestReopenAppliesNoMigrationTwice(t *testing.T) {
+	db, path := open(t)
+	want := store.CountRows(t, db)["schema_migrations"]
+	var appliedAt int64
+	store.QueryRow(t, db, "SELECT applied_at FROM schema_migrations WHERE version = 1", nil, &appliedAt)
+	db.Close()
+	for range 2 {
+		db = openAt(t, path)
+		if got := store.CountRows(t, db)["schema_migrations"]; got != want {
+			t.Errorf("after reopening: %d migrations recorded, want %d", got, want)
+		}
+		var again int64
+		store.QueryRow(t, db, "SELECT applied_at FROM schema_migrations WHERE version = 1", nil, &again)
+		if again != appliedAt {
+			t.Errorf("migration 1 applied at %d, then at %d", appliedAt, again)
+		}
+		db.Close()
+	}
+}

@@ -1,0 +1,166 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+)
+
+// The statements are prepared once at Open: on the writer's single
+// connection for writeStmts, and lazily per connection of the read pool for
+// readStmts. Methods use the writer's inside transactions via tx.StmtContext,
+// which reuses the connection's prepared statement.
+
+// inboundCols are the columns scanInbound reads, from inbound i joined with
+// principals p.
+const inboundCols = `i.id, i.state, i.dedupe_key, p.platform, p.workspace, p.user,
+	i.channel, i.thread, i.text, i.reply_to, i.received_at`
+
+// replyCols are the columns scanReply reads, from outbound o joined with
+// principals p.
+const replyCols = `o.id, o.inbound_id, o.turn_id, p.platform, p.workspace, p.user,
+	o.channel, o.thread, o.reply_to, o.kind, o.text, o.created_at`
+
+type writeStmts struct {
+	principalGet   *sql.Stmt
+	principalAdd   *sql.Stmt
+	inboundAdd     *sql.Stmt
+	inboundForTurn *sql.Stmt
+	inboundKey     *sql.Stmt
+	inboundRun     *sql.Stmt
+	inboundFinish  *sql.Stmt
+	inboundState   *sql.Stmt
+	sessionActive  *sql.Stmt
+	sessionByID    *sql.Stmt
+	sessionAdd     *sql.Stmt
+	sessionRetire  *sql.Stmt
+	sessionExists  *sql.Stmt
+	summarySet     *sql.Stmt
+	turnAdd        *sql.Stmt
+	turnFinish     *sql.Stmt
+	messageAdd     *sql.Stmt
+	stepPut        *sql.Stmt
+	toolStart      *sql.Stmt
+	toolFinish     *sql.Stmt
+	replyAdd       *sql.Stmt
+	replyDelivered *sql.Stmt
+	replyFailed    *sql.Stmt
+	replyState     *sql.Stmt
+
+	all []*sql.Stmt
+}
+
+func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
+	return prepareAll(ctx, db, &s.all, []stmtDef{
+		{&s.principalGet, `SELECT id FROM principals WHERE platform = ? AND workspace = ? AND user = ?`},
+		{&s.principalAdd, `INSERT INTO principals (platform, workspace, user, created_at) VALUES (?, ?, ?, ?) RETURNING id`},
+		{&s.inboundAdd, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`},
+		{&s.inboundForTurn, `SELECT i.state, i.principal_id, p.platform, p.workspace, p.user, i.channel, i.thread,
+			t.id, t.session_id
+			FROM inbound i JOIN principals p ON p.id = i.principal_id LEFT JOIN turns t ON t.inbound_id = i.id
+			WHERE i.id = ?`},
+		{&s.inboundKey, `SELECT principal_id, channel, thread, reply_to FROM inbound WHERE id = ?`},
+		{&s.inboundRun, `UPDATE inbound SET state = 'running', turn_id = ? WHERE id = ?`},
+		{&s.inboundFinish, `UPDATE inbound SET state = ? WHERE id = ? AND state IN ('queued', 'running')`},
+		{&s.inboundState, `SELECT state FROM inbound WHERE id = ?`},
+		{&s.sessionActive, `SELECT id, summary, summary_upto, created_at FROM sessions
+			WHERE principal_id = ? AND channel = ? AND thread = ? AND active = 1`},
+		{&s.sessionByID, `SELECT summary, summary_upto, created_at FROM sessions WHERE id = ?`},
+		{&s.sessionAdd, `INSERT INTO sessions (principal_id, channel, thread, active, created_at) VALUES (?, ?, ?, 1, ?) RETURNING id`},
+		{&s.sessionRetire, `UPDATE sessions SET active = 0, retired_at = ?
+			WHERE principal_id = ? AND channel = ? AND thread = ? AND active = 1`},
+		{&s.sessionExists, `SELECT count(*) FROM sessions WHERE id = ?`},
+		{&s.summarySet, `UPDATE sessions SET summary = ?, summary_upto = ? WHERE id = ?`},
+		{&s.turnAdd, `INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES (?, ?, 'running', ?) RETURNING id`},
+		{&s.turnFinish, `UPDATE turns SET state = ?, finished_at = ? WHERE id = ? AND inbound_id = ?`},
+		{&s.messageAdd, `INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)`},
+		{&s.stepPut, `INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,
+				output_tokens = excluded.output_tokens, stop_reason = excluded.stop_reason, created_at = excluded.created_at`},
+		{&s.toolStart, `INSERT INTO tool_calls (turn_id, step, call_id, name, arguments, started_at)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (turn_id, call_id) DO UPDATE SET step = excluded.step, name = excluded.name,
+				arguments = excluded.arguments, started_at = excluded.started_at,
+				state = 'started', result = '', is_error = 0, finished_at = NULL`},
+		{&s.toolFinish, `UPDATE tool_calls SET state = 'finished', result = ?, is_error = ?, finished_at = ?
+			WHERE turn_id = ? AND call_id = ?`},
+		{&s.replyAdd, `INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`},
+		{&s.replyDelivered, `UPDATE outbound SET state = 'delivered', platform_id = ?, delivered_at = ?, attempts = attempts + 1
+			WHERE id = ? AND state <> 'delivered'`},
+		{&s.replyFailed, `UPDATE outbound SET state = 'failed', reason = ?, attempts = attempts + 1
+			WHERE id = ? AND state = 'pending'`},
+		{&s.replyState, `SELECT state FROM outbound WHERE id = ?`},
+	})
+}
+
+func (s *writeStmts) close() error { return closeAll(s.all) }
+
+type readStmts struct {
+	inboundSeen   *sql.Stmt
+	pending       *sql.Stmt
+	activeSession *sql.Stmt
+	recent        *sql.Stmt
+	sessionExists *sql.Stmt
+	stats         *sql.Stmt
+	unfinished    *sql.Stmt
+	undelivered   *sql.Stmt
+
+	all []*sql.Stmt
+}
+
+func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
+	return prepareAll(ctx, db, &s.all, []stmtDef{
+		{&s.inboundSeen, `SELECT ` + inboundCols + ` FROM inbound i JOIN principals p ON p.id = i.principal_id
+			WHERE i.dedupe_key = ?`},
+		{&s.pending, `SELECT ` + inboundCols + ` FROM inbound i JOIN principals p ON p.id = i.principal_id
+			WHERE i.state IN ('queued', 'running') ORDER BY i.id`},
+		{&s.activeSession, `SELECT s.id, s.summary, s.summary_upto, s.created_at
+			FROM sessions s JOIN principals p ON p.id = s.principal_id
+			WHERE p.platform = ? AND p.workspace = ? AND p.user = ?
+				AND s.channel = ? AND s.thread = ? AND s.active = 1`},
+		{&s.recent, `SELECT id, turn_id, content, created_at FROM (
+				SELECT m.id, m.turn_id, m.content, m.created_at
+				FROM messages m JOIN sessions s ON s.id = m.session_id
+				WHERE m.session_id = ? AND m.id > s.summary_upto
+				ORDER BY m.id DESC LIMIT ?
+			) ORDER BY id`},
+		{&s.sessionExists, `SELECT count(*) FROM sessions WHERE id = ?`},
+		{&s.stats, `SELECT (SELECT count(*) FROM messages WHERE session_id = s.id),
+				(SELECT count(*) FROM turns WHERE session_id = s.id)
+			FROM sessions s WHERE s.id = ?`},
+		{&s.unfinished, `SELECT call_id, name, arguments FROM tool_calls
+			WHERE turn_id = ? AND state = 'started' ORDER BY id`},
+		{&s.undelivered, `SELECT ` + replyCols + ` FROM outbound o JOIN principals p ON p.id = o.principal_id
+			WHERE o.state = 'pending' ORDER BY o.id`},
+	})
+}
+
+func (s *readStmts) close() error { return closeAll(s.all) }
+
+type stmtDef struct {
+	dst   **sql.Stmt
+	query string
+}
+
+func prepareAll(ctx context.Context, db *sql.DB, all *[]*sql.Stmt, defs []stmtDef) error {
+	for _, d := range defs {
+		st, err := db.PrepareContext(ctx, d.query)
+		if err != nil {
+			return err
+		}
+		*d.dst = st
+		*all = append(*all, st)
+	}
+	return nil
+}
+
+func closeAll(stmts []*sql.Stmt) error {
+	var errs []error
+	for _, st := range stmts {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
