@@ -1,7 +1,3 @@
-// NOTE FOR HELPERS (temporary, the lead removes it): read /tmp/common.md now and follow it:
-// work only in your own directory; never edit go.mod/go.sum, never run go mod tidy, never run git
-// add/commit/stash/checkout/reset; test only your own packages, never ./... .
-
 package agent
 
 import (
@@ -142,6 +138,40 @@ type Store interface {
 	Inbox
 	History
 	Outbox
+	Approvals
+}
+
+// Approval is a persisted request for a session owner's decision.
+type Approval struct {
+	ID          ApprovalID
+	Turn        TurnID
+	CallID      string
+	Tool        string
+	Description string
+	Key         SessionKey
+	ReplyTo     string
+	State       ApprovalState
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	DecidedAt   time.Time
+	// DecidedBy is the principal who decided, "" for an expiry.
+	DecidedBy string
+}
+
+// Approvals keeps approvals so that a pending one survives a restart.
+type Approvals interface {
+	// CreateApproval persists a pending approval, unless one exists for the
+	// same turn, call and description: then it returns that one and
+	// created is false.
+	CreateApproval(ctx context.Context, a Approval) (got Approval, created bool, err error)
+	// GetApproval returns an approval by id.
+	GetApproval(ctx context.Context, id ApprovalID) (Approval, error)
+	// DecideApproval moves a pending approval to state (compare-and-set). It
+	// returns the approval as it is afterwards and whether this call
+	// changed it.
+	DecideApproval(ctx context.Context, id ApprovalID, state ApprovalState, by string) (Approval, bool, error)
+	// PendingApprovals lists approvals still pending, oldest first.
+	PendingApprovals(ctx context.Context) ([]Approval, error)
 }
 
 // Inbox keeps accepted messages until their turn ends.
@@ -166,6 +196,10 @@ type Inbox interface {
 	// UnfinishedToolCalls lists calls of a turn that started but never
 	// finished (the process died during them).
 	UnfinishedToolCalls(ctx context.Context, t TurnID) ([]llm.ToolCall, error)
+	// AmendInbound changes a queued inbound (its turn not started) found by
+	// dedupe key: cancel marks it done with no reply, otherwise its text
+	// becomes text. changed is false when it is unknown or already started.
+	AmendInbound(ctx context.Context, dedupeKey, text string, cancel bool) (id InboundID, changed bool, err error)
 	// FinishTurn ends the turn and its inbound and persists r, atomically.
 	// t may be 0 for an inbound answered without a turn (never started).
 	FinishTurn(ctx context.Context, id InboundID, t TurnID, state TurnState, r Reply) (ReplyID, error)

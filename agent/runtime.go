@@ -131,20 +131,23 @@ type Runtime struct {
 	workers  sync.WaitGroup
 
 	mu       sync.Mutex
-	channels map[string]Channel       // guarded by mu
-	queues   map[SessionKey]*queue    // guarded by mu
-	users    map[Principal]*userSlots // guarded by mu
-	rates    map[Principal]*bucket    // guarded by mu
-	pending  int                      // accepted, not yet finished and delivered; guarded by mu
-	idle     chan struct{}            // closed when pending drops to 0; guarded by mu
-	turnStop map[InboundID]func()     // cancels running turns at shutdown; guarded by mu
-	stopped  bool                     // guarded by mu
+	channels map[string]Channel                  // guarded by mu
+	queues   map[SessionKey]*queue               // guarded by mu
+	users    map[Principal]*userSlots            // guarded by mu
+	rates    map[Principal]*bucket               // guarded by mu
+	pending  int                                 // accepted, not yet finished and delivered; guarded by mu
+	idle     chan struct{}                       // closed when pending drops to 0; guarded by mu
+	turnStop map[InboundID]func()                // cancels running turns at shutdown; guarded by mu
+	replyTo  map[TurnID]string                   // ReplyTo of running turns, for approvals; guarded by mu
+	waiters  map[ApprovalID][]chan ApprovalState // turns waiting for a decision; guarded by mu
+	stopped  bool                                // guarded by mu
 	limits   Limits
 }
 
 type queue struct {
 	items   []QueuedInbound
 	running bool
+	current string // dedupe key of the message being answered
 }
 
 type userSlots struct {
@@ -165,6 +168,8 @@ func (r *Runtime) init() {
 		r.users = make(map[Principal]*userSlots)
 		r.rates = make(map[Principal]*bucket)
 		r.turnStop = make(map[InboundID]func())
+		r.replyTo = make(map[TurnID]string)
+		r.waiters = make(map[ApprovalID][]chan ApprovalState)
 		if r.Metrics == nil {
 			r.Metrics = nopMetrics{}
 		}
@@ -352,6 +357,7 @@ func (r *Runtime) drain(key SessionKey) {
 		}
 		q := qu.items[0]
 		qu.items = qu.items[1:]
+		qu.current = q.DedupeKey
 		slots := r.userSlotsLocked(key.Principal)
 		r.mu.Unlock()
 
@@ -360,6 +366,9 @@ func (r *Runtime) drain(key SessionKey) {
 			return
 		}
 		r.process(q)
+		r.mu.Lock()
+		qu.current = ""
+		r.mu.Unlock()
 		<-r.global
 		r.releaseUser(key.Principal, slots.sem)
 	}

@@ -61,7 +61,7 @@ type harness struct {
 	rt   *agent.Runtime
 	db   *store.DB
 	llm  *llmtest.Server
-	ch   *recorder
+	ch   channel
 	stop func() // stops Run and waits for it
 	path string
 }
@@ -82,6 +82,18 @@ func newHarness(t *testing.T, h llmtest.Handler, mod func(*agent.Runtime)) *harn
 }
 
 func startHarness(t *testing.T, path string, srv *llmtest.Server, ch *recorder, mod func(*agent.Runtime)) *harness {
+	t.Helper()
+	return startHarnessCh(t, path, srv, ch, mod)
+}
+
+// channel is what a test channel offers: a Channel that records replies.
+type channel interface {
+	agent.Channel
+	all() []agent.Reply
+	texts() []string
+}
+
+func startHarnessCh(t *testing.T, path string, srv *llmtest.Server, ch channel, mod func(*agent.Runtime)) *harness {
 	t.Helper()
 	db, err := store.Open(context.Background(), path)
 	if err != nil {

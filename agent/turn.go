@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 
@@ -63,16 +64,24 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		log.Info().Msg("resuming a turn interrupted by a restart")
 	}
 
+	r.mu.Lock()
+	r.replyTo[tid] = q.ReplyTo
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.replyTo, tid)
+		r.mu.Unlock()
+	}()
 	tctx, cancel := context.WithTimeout(ctx, r.limits.TurnTimeout)
 	defer cancel()
-	text, err := r.loop(tctx, q, tid, sess)
+	text, err := r.loop(tctx, q, tid, sess, resumed)
 	switch {
 	case err == nil:
 		if strings.Contains(q.Text, redactedMarker) {
 			text = pastedSecretAdvice + "\n\n" + text
 		}
 		return finish(tid, TurnDone, ReplyAnswer, text, "answer")
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(err, errShutdown):
 		// The runtime is stopping; leave the turn running so it resumes.
 		return Reply{}, "", false
 	}
@@ -83,7 +92,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 
 // loop calls the model and the tools until the model answers without tool
 // calls, the step limit is reached or the deadline passes.
-func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Session) (string, error) {
+func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, resumed bool) (string, error) {
 	var tools []llm.Tool
 	if r.Tools != nil {
 		var err error
@@ -101,6 +110,11 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 			redact: func(t string) string { return r.redact(ctx, q.Key.Principal, t, "reply") }}
 	}
 
+	if resumed {
+		if err := r.finishInterrupted(ctx, q, tid, sess, tools); err != nil {
+			return "", err
+		}
+	}
 	for step := 1; step <= r.limits.MaxSteps; step++ {
 		system, history, err := r.history(ctx, &sess, step == 1)
 		if err != nil {
@@ -127,7 +141,10 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 			}
 			return msg.Content, nil
 		}
-		results := r.runTools(ctx, q, tid, step, tools, msg.ToolCalls)
+		results, err := r.runTools(ctx, q, tid, step, tools, msg.ToolCalls)
+		if err != nil {
+			return "", err
+		}
 		if err := r.Store.AppendMessages(ctx, sess.ID, tid, results...); err != nil {
 			return "", err
 		}
@@ -136,10 +153,78 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 		r.limits.MaxSteps), nil
 }
 
+// finishInterrupted completes the last step of a turn resumed after a
+// restart: tool calls that were waiting for an approval (so had sent
+// nothing that changes anything) run again; calls that were running are
+// reported to the model as interrupted, never repeated.
+func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, tools []llm.Tool) error {
+	stored, err := r.Store.Recent(ctx, sess.ID, r.limits.HistoryMessages)
+	if err != nil {
+		return fmt.Errorf("load history: %w", err)
+	}
+	last := -1
+	for i, m := range stored {
+		if m.Turn == tid && m.Message.Role == llm.RoleAssistant && len(m.Message.ToolCalls) > 0 {
+			last = i
+		}
+	}
+	if last < 0 {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, m := range stored[last+1:] {
+		if m.Message.Role != llm.RoleTool {
+			return nil // the turn went on after this step
+		}
+		have[m.Message.ToolCallID] = true
+	}
+	waiting := map[string]bool{}
+	pending, err := r.Store.PendingApprovals(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range pending {
+		if a.Turn == tid {
+			waiting[a.CallID] = true
+		}
+	}
+	var rerun []llm.ToolCall
+	var results []llm.Message
+	for _, c := range stored[last].Message.ToolCalls {
+		switch {
+		case have[c.ID]:
+		case waiting[c.ID]:
+			rerun = append(rerun, c)
+		default:
+			res := ToolResult{Content: interruptedResult, IsError: true}
+			if err := r.Store.FinishToolCall(ctx, tid, c.ID, res.Content, true); err != nil {
+				r.Log.Warn().Err(err).Msg("record interrupted tool call")
+			}
+			results = append(results, llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: res.Content, IsError: true})
+		}
+	}
+	if len(rerun) > 0 {
+		more, err := r.runTools(ctx, q, tid, 0, tools, rerun)
+		if err != nil {
+			return err
+		}
+		results = append(results, more...)
+	}
+	if len(results) == 0 {
+		return nil
+	}
+	return r.Store.AppendMessages(ctx, sess.ID, tid, results...)
+}
+
 // runTools runs the calls of one step in parallel and returns their results
 // in the order of the calls.
-func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, calls []llm.ToolCall) []llm.Message {
+//
+// When the runtime stops while a call waits (for an approval, say), the
+// step is abandoned with errShutdown and nothing is recorded for it, so the
+// resumed turn asks again.
+func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, calls []llm.ToolCall) ([]llm.Message, error) {
 	results := make([]llm.Message, len(calls))
+	var stopped atomic.Bool
 	sem := make(chan struct{}, r.limits.ToolParallelism)
 	var wg sync.WaitGroup
 	for i, c := range calls {
@@ -148,25 +233,45 @@ func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, ste
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res := r.runTool(ctx, q, tid, step, offered, c)
+			res, ok := r.runTool(ctx, q, tid, step, offered, c)
+			if !ok {
+				stopped.Store(true)
+			}
 			results[i] = llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: res.Content, IsError: res.IsError}
 		}()
 	}
 	wg.Wait()
-	return results
+	if stopped.Load() {
+		return nil, errShutdown
+	}
+	return results, nil
 }
 
-func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, c llm.ToolCall) ToolResult {
+// runTool runs one call and records it. ok is false when the runtime
+// stopped during the call: then nothing is recorded.
+func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, c llm.ToolCall) (res ToolResult, ok bool) {
 	log := r.Log.With().Int64("turn", int64(tid)).Str("tool", c.Name).Str("call", c.ID).Logger()
 	if err := r.Store.StartToolCall(ctx, tid, step, c); err != nil {
 		log.Error().Err(err).Msg("record tool call")
 	}
-	res := r.checkAndRun(ctx, q, tid, offered, c, &log)
+	res = r.checkAndRun(ctx, q, tid, offered, c, &log)
+	if r.isStopping() {
+		return res, false
+	}
 	res.Content = r.redact(ctx, q.Key.Principal, res.Content, "tool_output")
 	if err := r.Store.FinishToolCall(context.WithoutCancel(ctx), tid, c.ID, res.Content, res.IsError); err != nil {
 		log.Error().Err(err).Msg("record tool result")
 	}
-	return res
+	return res, true
+}
+
+func (r *Runtime) isStopping() bool {
+	select {
+	case <-r.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *Runtime) checkAndRun(ctx context.Context, q QueuedInbound, tid TurnID, offered []llm.Tool, c llm.ToolCall, log *zerolog.Logger) ToolResult {

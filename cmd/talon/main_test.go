@@ -340,7 +340,6 @@ func TestCrashMidTurn(t *testing.T) {
 	fmt.Fprintln(stdin, "first")
 	waitUntil(t, func() bool { return strings.Contains(out1.String(), "answer to first") })
 	fmt.Fprintln(stdin, "slow")
-	fmt.Fprintln(stdin, "after slow")
 	select {
 	case <-hung:
 	case <-time.After(30 * time.Second):
@@ -354,11 +353,11 @@ func TestCrashMidTurn(t *testing.T) {
 		t.Fatal("the first process answered before it was killed; the test did not crash mid-turn")
 	}
 
-	// Second process, with no new input: it must finish the interrupted
-	// turn and the queued one, then exit at end of input.
+	// Second process: it must finish the interrupted turn before the new
+	// message of the same conversation, then exit at end of input.
 	cmd2 := exec.Command(os.Args[0], "run", "--config", cfg)
 	cmd2.Env = append(os.Environ(), "TALON_TEST_MAIN=1")
-	cmd2.Stdin = strings.NewReader("")
+	cmd2.Stdin = strings.NewReader("after slow\n")
 	var out2 syncBuffer
 	cmd2.Stdout = &out2
 	cmd2.Stderr = io.Discard

@@ -1,0 +1,228 @@
+package discord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/bwmarrin/discordgo"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// replyTo is where a reply goes: a channel (or thread), the message it
+// answers, or the /talon interaction whose deferred answer it completes.
+// Encoded compactly as "m:<channel>:<message>" or "i:<channel>:<interaction>".
+type replyTo struct {
+	channel     string
+	message     string
+	interaction string
+}
+
+func (r replyTo) String() string {
+	if r.interaction != "" {
+		return "i:" + r.channel + ":" + r.interaction
+	}
+	return "m:" + r.channel + ":" + r.message
+}
+
+func parseReplyTo(s string) (replyTo, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 || !isSnowflake(parts[1]) || (parts[2] != "" && !isSnowflake(parts[2])) {
+		return replyTo{}, fmt.Errorf("discord: reply target %q: want m:<channel>:<message> or i:<channel>:<interaction>", s)
+	}
+	switch parts[0] {
+	case "m":
+		return replyTo{channel: parts[1], message: parts[2]}, nil
+	case "i":
+		return replyTo{channel: parts[1], interaction: parts[2]}, nil
+	}
+	return replyTo{}, fmt.Errorf("discord: reply target %q: unknown kind", s)
+}
+
+// noMentions lets a message ping nobody: no @everyone/@here, no roles, no
+// users, not even the author of the message replied to.
+func noMentions() *discordgo.MessageAllowedMentions {
+	return &discordgo.MessageAllowedMentions{Parse: []discordgo.AllowedMentionType{}}
+}
+
+// messageSend is the create-message body. discordgo v0.29's MessageSend
+// has no nonce, so the adapter sends its own.
+type messageSend struct {
+	Content         string                            `json:"content,omitempty"`
+	Components      []discordgo.MessageComponent      `json:"components,omitempty"`
+	AllowedMentions *discordgo.MessageAllowedMentions `json:"allowed_mentions"`
+	Reference       *discordgo.MessageReference       `json:"message_reference,omitempty"`
+	// Nonce with EnforceNonce makes Discord return the message already
+	// created with this nonce (within a few minutes) instead of posting it
+	// again, so a retried send does not double-post.
+	Nonce        string `json:"nonce,omitempty"`
+	EnforceNonce bool   `json:"enforce_nonce,omitempty"`
+}
+
+type outgoing struct {
+	content    string
+	components []discordgo.MessageComponent
+	replyTo    string // message id to reply to, or ""
+	nonce      string // ≤ 25 characters
+}
+
+// send posts one message. Rate-limit buckets and 429s are handled by
+// discordgo (it waits retry_after and retries the same request, nonce
+// included, so a 429 ends in exactly one message).
+func (a *Adapter) send(ctx context.Context, channel string, o outgoing) (*discordgo.Message, error) {
+	body := messageSend{
+		Content:         o.content,
+		Components:      o.components,
+		AllowedMentions: noMentions(),
+		Nonce:           o.nonce,
+		EnforceNonce:    o.nonce != "",
+	}
+	if o.replyTo != "" {
+		f := false
+		body.Reference = &discordgo.MessageReference{MessageID: o.replyTo, ChannelID: channel, FailIfNotExists: &f}
+	}
+	endpoint := discordgo.EndpointChannelMessages(channel)
+	raw, err := a.sess.RequestWithBucketID("POST", endpoint, body, endpoint, discordgo.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("discord: post message in %s: %w", channel, err)
+	}
+	var m discordgo.Message
+	if err := discordgo.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("discord: post message in %s: decode: %w", channel, err)
+	}
+	return &m, nil
+}
+
+// nonce derives a send's nonce from what it delivers and its part index,
+// so that a retry (or a redelivery after a crash) reuses it.
+func nonce(kind string, id int64, part int) string {
+	return kind + strconv.FormatInt(id, 36) + "." + strconv.Itoa(part)
+}
+
+// Deliver posts r, split into messages of at most Config.MaxMessageChars,
+// with code fences balanced and no mention able to ping anyone. A reply to
+// a /talon command completes its deferred (ephemeral) answer while the
+// interaction token is valid. It returns the id of the first message. It is
+// safe to call again for the same r: every part carries a nonce derived
+// from r.ID that Discord enforces.
+func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
+	if _, err := a.ready(ctx); err != nil {
+		return "", err
+	}
+	to, err := parseReplyTo(r.ReplyTo)
+	if err != nil {
+		if r.Key.Conversation.Channel == "" {
+			return "", err
+		}
+		to = replyTo{channel: r.Key.Conversation.Channel}
+	}
+	parts := splitMessage(r.Text, a.cfg.MaxMessageChars)
+	if len(parts) == 0 {
+		parts = []string{"(empty reply)"}
+	}
+	if to.interaction != "" {
+		if tok, ok := a.interactionToken(to.interaction); ok {
+			id, err := a.deliverInteraction(ctx, tok, parts)
+			if err == nil {
+				a.forgetInteraction(to.interaction)
+				return id, nil
+			}
+			a.Log.Warn().Err(err).Int64("reply", int64(r.ID)).Msg("discord: interaction follow-up failed; posting in the channel")
+		}
+	}
+	first := ""
+	for i, p := range parts {
+		o := outgoing{content: p, nonce: nonce("r", int64(r.ID), i)}
+		if i == 0 {
+			o.replyTo = to.message
+		}
+		m, err := a.send(ctx, to.channel, o)
+		if err != nil {
+			return "", fmt.Errorf("discord: deliver reply %d part %d/%d: %w", r.ID, i+1, len(parts), err)
+		}
+		if i == 0 {
+			first = m.ID
+		}
+	}
+	return first, nil
+}
+
+// deliverInteraction edits the deferred answer with the first part and
+// sends the rest as ephemeral follow-ups.
+func (a *Adapter) deliverInteraction(ctx context.Context, tok interactionToken, parts []string) (string, error) {
+	i := &discordgo.Interaction{AppID: tok.appID, Token: tok.token}
+	first := ""
+	for n, p := range parts {
+		content := p
+		if n == 0 {
+			m, err := a.sess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &content, AllowedMentions: noMentions()}, discordgo.WithContext(ctx))
+			if err != nil {
+				return "", fmt.Errorf("discord: edit deferred answer: %w", err)
+			}
+			if m != nil {
+				first = m.ID
+			}
+			continue
+		}
+		if _, err := a.sess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
+			Content: content, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral,
+		}, discordgo.WithContext(ctx)); err != nil {
+			return first, fmt.Errorf("discord: follow-up %d: %w", n, err)
+		}
+	}
+	return first, nil
+}
+
+func (a *Adapter) interactionToken(id string) (interactionToken, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t, ok := a.interactions[id]
+	if ok && a.Now().After(t.expires) {
+		delete(a.interactions, id)
+		return interactionToken{}, false
+	}
+	return t, ok
+}
+
+func (a *Adapter) forgetInteraction(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.interactions, id)
+}
+
+// Working shows the typing indicator in key's conversation, refreshed every
+// Config.TypingInterval (it lasts 10 s), until stop is called. stop waits
+// for the refreshing goroutine to end.
+func (a *Adapter) Working(ctx context.Context, key agent.SessionKey, replyToStr string) (stop func()) {
+	channel := key.Conversation.Channel
+	if to, err := parseReplyTo(replyToStr); err == nil {
+		if to.interaction != "" {
+			// A deferred interaction already shows "is thinking…".
+			return func() {}
+		}
+		channel = to.channel
+	}
+	if _, err := a.ready(ctx); err != nil || channel == "" {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if err := a.sess.ChannelTyping(channel, discordgo.WithContext(ctx)); err != nil && !errors.Is(ctx.Err(), context.Canceled) {
+				a.Log.Debug().Err(err).Str("channel", channel).Msg("discord: typing indicator")
+			}
+			if !sleepCtx(ctx, a.cfg.TypingInterval) {
+				return
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}

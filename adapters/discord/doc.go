@@ -1,0 +1,18 @@
+// Package discord is Talon's Discord channel: it holds a gateway session
+// with discordgo (intents set explicitly, reconnects supervised and resumed,
+// missed messages backfilled after a gap), turns DMs, mentions and thread
+// follow-ups into agent.Inbound messages, and delivers the runtime's
+// replies, approval prompts and typing indicator back to Discord.
+//
+// It owns Discord's wire concerns: dedupe of events delivered more than
+// once, the loop guard against the bot itself, other bots and webhooks, the
+// guild/channel/role/user access policy, splitting under the 2,000-character
+// limit with code fences kept balanced, allowed_mentions that let no reply
+// ping anyone, idempotent sends (nonce with enforce_nonce), Approve and Deny
+// buttons, the /talon application command and the modal that stores a
+// secret in the vault without it ever becoming a message.
+//
+// It never runs turns, never talks to the model and never reads a secret's
+// value back; it never logs message bodies, prompts, tokens or secret values.
+// Of Talon's packages it imports only agent.
+package discord

@@ -1,0 +1,380 @@
+package discord
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// fakeDiscord speaks enough of Discord's REST API and gateway protocol to
+// the real discordgo client: it answers GET /gateway with its own socket,
+// says HELLO, reads IDENTIFY or RESUME, sends READY or RESUMED (replaying
+// queued events), dispatches events with increasing sequence numbers,
+// acknowledges heartbeats, and records every REST write.
+type fakeDiscord struct {
+	t   *testing.T
+	srv *httptest.Server
+
+	botID, appID string
+
+	mu        sync.Mutex
+	conn      *websocket.Conn // the current gateway socket; guarded by mu
+	wmu       *sync.Mutex     // serialises writes to conn; guarded by mu
+	conns     []*websocket.Conn
+	seq       int64             // last sequence number sent; guarded by mu
+	sessions  int               // sessions identified; guarded by mu
+	frames    []frame           // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
+	connected int               // READY/RESUMED sent; guarded by mu
+	replay    []event           // sent after the next RESUMED; guarded by mu
+	nextID    int64             // snowflakes handed out; guarded by mu
+	posts     []post            // created messages; guarded by mu
+	attempts  int               // POSTs to /messages, 429s included; guarded by mu
+	fail429   int               // next message POSTs answered 429; guarded by mu
+	edits     []post            // PATCHed messages; guarded by mu
+	typing    int               // typing calls; guarded by mu
+	callbacks []callback        // interaction responses; guarded by mu
+	hooks     []post            // webhook edits and follow-ups (interaction answers); guarded by mu
+	commands  json.RawMessage   // registered commands; guarded by mu
+	puts      int               // command overwrites; guarded by mu
+	lists     int               // command listings; guarded by mu
+	history   map[string][]msg  // channel → messages for GET …/messages; guarded by mu
+	channels  map[string]string // channel id → JSON for GET /channels/{id}; guarded by mu
+	appFlags  int               // guarded by mu
+	bodies    []string          // every REST request body; guarded by mu
+	closeCode int               // when set, IDENTIFY is answered by closing with it; guarded by mu
+}
+
+type frame struct {
+	Op int             `json:"op"`
+	D  json.RawMessage `json:"d"`
+}
+
+type event struct {
+	typ  string
+	data any
+}
+
+type post struct {
+	channel string
+	path    string
+	body    map[string]any
+	id      string
+}
+
+type callback struct {
+	interaction string
+	Type        int            `json:"type"`
+	Data        map[string]any `json:"data"`
+}
+
+// msg is a message as the fake sends it.
+type msg struct {
+	ID        string `json:"id"`
+	ChannelID string `json:"channel_id"`
+	GuildID   string `json:"guild_id,omitempty"`
+	Content   string `json:"content"`
+	Type      int    `json:"type"`
+	Author    user   `json:"author"`
+	Mentions  []user `json:"mentions"`
+	WebhookID string `json:"webhook_id,omitempty"`
+	Member    *struct {
+		Roles []string `json:"roles"`
+	} `json:"member,omitempty"`
+}
+
+type user struct {
+	ID       string `json:"id"`
+	Username string `json:"username"`
+	Bot      bool   `json:"bot,omitempty"`
+}
+
+func newFake(t *testing.T) *fakeDiscord {
+	f := &fakeDiscord{t: t, botID: "100", appID: "200", nextID: 5000,
+		history: map[string][]msg{}, channels: map[string]string{}, commands: json.RawMessage("[]")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws/", f.gateway)
+	mux.HandleFunc("/ws", f.gateway)
+	mux.HandleFunc("/api/v9/", f.rest)
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		f.mu.Lock()
+		for _, c := range f.conns {
+			c.Close()
+		}
+		f.mu.Unlock()
+		f.srv.Close()
+	})
+	return f
+}
+
+func (f *fakeDiscord) snowflake() string {
+	f.nextID++
+	return strconv.FormatInt(f.nextID, 10)
+}
+
+func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
+	up := websocket.Upgrader{}
+	c, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	wmu := &sync.Mutex{}
+	write := func(v any) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return c.WriteJSON(v)
+	}
+	f.mu.Lock()
+	f.conns = append(f.conns, c)
+	f.mu.Unlock()
+	defer c.Close()
+	if write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 45000}}) != nil {
+		return
+	}
+	for {
+		var fr frame
+		if err := c.ReadJSON(&fr); err != nil {
+			f.mu.Lock()
+			if f.conn == c {
+				f.conn = nil
+			}
+			f.mu.Unlock()
+			return
+		}
+		switch fr.Op {
+		case 1:
+			_ = write(map[string]any{"op": 11})
+			continue
+		case 2:
+			f.mu.Lock()
+			f.frames = append(f.frames, fr)
+			if code := f.closeCode; code != 0 {
+				f.mu.Unlock()
+				wmu.Lock()
+				_ = c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, "Disallowed intent(s)."))
+				wmu.Unlock()
+				return
+			}
+			f.sessions++
+			f.seq++
+			ready := map[string]any{"op": 0, "t": "READY", "s": f.seq, "d": map[string]any{
+				"v": 9, "session_id": "sess-" + strconv.Itoa(f.sessions),
+				"user":        user{ID: f.botID, Username: "talon", Bot: true},
+				"application": map[string]any{"id": f.appID},
+				"guilds":      []any{},
+			}}
+			f.conn, f.wmu = c, wmu
+			f.mu.Unlock()
+			_ = write(ready)
+			f.mu.Lock()
+			f.connected++
+			f.mu.Unlock()
+		case 6:
+			f.mu.Lock()
+			f.frames = append(f.frames, fr)
+			f.seq++
+			resumed := map[string]any{"op": 0, "t": "RESUMED", "s": f.seq, "d": map[string]any{}}
+			replay := f.replay
+			f.replay = nil
+			f.conn, f.wmu = c, wmu
+			f.mu.Unlock()
+			_ = write(resumed)
+			for _, e := range replay {
+				f.dispatch(e.typ, e.data)
+			}
+			f.mu.Lock()
+			f.connected++
+			f.mu.Unlock()
+		default:
+			f.mu.Lock()
+			f.frames = append(f.frames, fr)
+			f.mu.Unlock()
+		}
+	}
+}
+
+// dispatch sends an event on the current socket with the next sequence
+// number.
+func (f *fakeDiscord) dispatch(typ string, data any) {
+	f.mu.Lock()
+	c, wmu := f.conn, f.wmu
+	f.seq++
+	s := f.seq
+	f.mu.Unlock()
+	if c == nil {
+		f.t.Errorf("dispatch %s: no gateway connection", typ)
+		return
+	}
+	wmu.Lock()
+	defer wmu.Unlock()
+	if err := c.WriteJSON(map[string]any{"op": 0, "t": typ, "s": s, "d": data}); err != nil {
+		f.t.Errorf("dispatch %s: %v", typ, err)
+	}
+}
+
+// sendOp sends a gateway opcode (7 reconnect, 9 invalid session).
+func (f *fakeDiscord) sendOp(op int, d any) {
+	f.mu.Lock()
+	c, wmu := f.conn, f.wmu
+	f.mu.Unlock()
+	wmu.Lock()
+	defer wmu.Unlock()
+	if err := c.WriteJSON(map[string]any{"op": op, "d": d}); err != nil {
+		f.t.Errorf("send op %d: %v", op, err)
+	}
+}
+
+func (f *fakeDiscord) framesWith(op int) []frame {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []frame
+	for _, fr := range f.frames {
+		if fr.Op == op {
+			out = append(out, fr)
+		}
+	}
+	return out
+}
+
+func (f *fakeDiscord) connections() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.connected
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
+	raw, _ := io.ReadAll(r.Body)
+	if r.Header.Get("Authorization") != "Bot test-token" {
+		writeJSON(w, 401, map[string]any{"message": "401: Unauthorized", "code": 0})
+		return
+	}
+	var body map[string]any
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &body)
+	}
+	path := strings.TrimPrefix(r.URL.Path, "/api/v9/")
+	parts := strings.Split(path, "/")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bodies = append(f.bodies, string(raw))
+	route := r.Method + " " + parts[0]
+	switch {
+	case path == "gateway" || path == "gateway/bot":
+		writeJSON(w, 200, map[string]any{"url": "ws://" + r.Host + "/ws"})
+	case r.Method == "GET" && path == "users/@me":
+		writeJSON(w, 200, user{ID: f.botID, Username: "talon", Bot: true})
+	case r.Method == "GET" && path == "oauth2/applications/@me":
+		writeJSON(w, 200, map[string]any{"id": f.appID, "name": "talon", "flags": f.appFlags})
+	case route == "POST channels" && len(parts) == 3 && parts[2] == "messages":
+		f.attempts++
+		if f.fail429 > 0 {
+			f.fail429--
+			w.Header().Set("X-RateLimit-Remaining", "0")
+			w.Header().Set("X-RateLimit-Reset-After", "0.02")
+			writeJSON(w, 429, map[string]any{"message": "You are being rate limited.", "retry_after": 0.02, "global": false})
+			return
+		}
+		ch := parts[1]
+		if n, _ := body["nonce"].(string); n != "" && body["enforce_nonce"] == true {
+			for _, p := range f.posts {
+				if p.channel == ch && p.body["nonce"] == n {
+					writeJSON(w, 200, msg{ID: p.id, ChannelID: ch, Author: user{ID: f.botID, Bot: true}})
+					return
+				}
+			}
+		}
+		id := f.snowflake()
+		f.posts = append(f.posts, post{channel: ch, path: path, body: body, id: id})
+		content, _ := body["content"].(string)
+		writeJSON(w, 200, msg{ID: id, ChannelID: ch, Content: content, Author: user{ID: f.botID, Bot: true}})
+	case route == "GET channels" && len(parts) == 3 && parts[2] == "messages":
+		after := r.URL.Query().Get("after")
+		var out []msg
+		hist := f.history[parts[1]]
+		for i := len(hist) - 1; i >= 0; i-- { // newest first, as Discord does
+			if snowflakeLess(after, hist[i].ID) {
+				out = append(out, hist[i])
+			}
+		}
+		writeJSON(w, 200, out)
+	case route == "PATCH channels" && len(parts) == 4:
+		f.edits = append(f.edits, post{channel: parts[1], path: path, body: body, id: parts[3]})
+		writeJSON(w, 200, msg{ID: parts[3], ChannelID: parts[1]})
+	case route == "POST channels" && len(parts) == 3 && parts[2] == "typing":
+		f.typing++
+		w.WriteHeader(204)
+	case route == "GET channels" && len(parts) == 2:
+		if c, ok := f.channels[parts[1]]; ok {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, c)
+			return
+		}
+		writeJSON(w, 404, map[string]any{"message": "Unknown Channel", "code": 10003})
+	case route == "POST interactions" && len(parts) == 4:
+		var cb callback
+		_ = json.Unmarshal(raw, &cb)
+		cb.interaction = parts[1]
+		f.callbacks = append(f.callbacks, cb)
+		w.WriteHeader(204)
+	case parts[0] == "webhooks":
+		id := f.snowflake()
+		f.hooks = append(f.hooks, post{path: r.Method + " " + path, body: body, id: id})
+		writeJSON(w, 200, msg{ID: id})
+	case r.Method == "GET" && parts[0] == "applications" && len(parts) == 3:
+		f.lists++
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(f.commands)
+	case r.Method == "PUT" && parts[0] == "applications" && len(parts) == 3:
+		f.puts++
+		f.commands = raw
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(raw)
+	default:
+		f.t.Errorf("fake discord: unexpected %s %s", r.Method, r.URL.Path)
+		writeJSON(w, 404, map[string]any{"message": "404: Not Found", "code": 0})
+	}
+}
+
+func (f *fakeDiscord) postsSnapshot() []post {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]post(nil), f.posts...)
+}
+
+func (f *fakeDiscord) callbacksSnapshot() []callback {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]callback(nil), f.callbacks...)
+}
+
+func (f *fakeDiscord) hooksSnapshot() []post {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]post(nil), f.hooks...)
+}
+
+// waitFor polls cond until it holds or a deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,462 @@
+package discord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bwmarrin/discordgo"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// Custom ids of the adapter's components. Every one is well under
+// Discord's 100-character limit.
+const (
+	approvePrefix = "talon:approve:"
+	denyPrefix    = "talon:deny:"
+	secretModalID = "talon:secret-add"
+)
+
+// interactionTTL is how long an interaction token may be used for
+// follow-ups (Discord allows 15 minutes).
+const interactionTTL = 14 * time.Minute
+
+func (a *Adapter) onInteraction(_ *discordgo.Session, ic *discordgo.InteractionCreate) {
+	if ic == nil || ic.Interaction == nil {
+		return
+	}
+	i := ic.Interaction
+	// Answering needs a REST call: hand it to a worker (Discord allows 3 s).
+	a.enqueue(func(ctx context.Context) { a.handleInteraction(ctx, i) })
+}
+
+func (a *Adapter) handleInteraction(ctx context.Context, i *discordgo.Interaction) {
+	switch d := i.Data.(type) {
+	case discordgo.MessageComponentInteractionData:
+		a.handleButton(ctx, i, d)
+	case discordgo.ApplicationCommandInteractionData:
+		a.handleCommand(ctx, i, d)
+	case discordgo.ModalSubmitInteractionData:
+		a.handleModal(ctx, i, d)
+	}
+}
+
+// who returns the principal and policy place of an interaction's user:
+// i.Member.User in guilds, i.User in DMs.
+func (a *Adapter) who(i *discordgo.Interaction) (agent.Principal, place, bool) {
+	var user string
+	var roles []string
+	switch {
+	case i.Member != nil && i.Member.User != nil:
+		user, roles = i.Member.User.ID, i.Member.Roles
+	case i.User != nil:
+		user = i.User.ID
+	default:
+		return agent.Principal{}, place{}, false
+	}
+	_, parent := a.threadOf(i.ChannelID)
+	return agent.Principal{Platform: Platform, Workspace: i.GuildID, User: user},
+		place{guild: i.GuildID, channel: i.ChannelID, parent: parent, user: user, roles: roles}, true
+}
+
+func (a *Adapter) respond(ctx context.Context, i *discordgo.Interaction, r *discordgo.InteractionResponse) {
+	if err := a.sess.InteractionRespond(i, r, discordgo.WithContext(ctx)); err != nil {
+		a.Log.Warn().Err(err).Str("interaction", i.ID).Msg("discord: answer interaction")
+	}
+}
+
+// ephemeral is an answer only the clicking user sees.
+func ephemeral(text string) *discordgo.InteractionResponse {
+	return &discordgo.InteractionResponse{
+		Type: discordgo.InteractionResponseChannelMessageWithSource,
+		Data: &discordgo.InteractionResponseData{Content: text, Flags: discordgo.MessageFlagsEphemeral, AllowedMentions: noMentions()},
+	}
+}
+
+// --- approvals ---
+
+// AskApproval posts the prompt with Approve and Deny buttons in the
+// conversation of p. Only the session's owner can decide (Runtime.Decide
+// checks the clicker); anyone else is told so privately.
+func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error {
+	if _, err := a.ready(ctx); err != nil {
+		return err
+	}
+	channel, reply := p.Key.Conversation.Channel, ""
+	if to, err := parseReplyTo(p.ReplyTo); err == nil {
+		channel, reply = to.channel, to.message
+	}
+	m, err := a.send(ctx, channel, outgoing{
+		content:    promptText(p),
+		components: approvalButtons(p.ID, false),
+		replyTo:    reply,
+		nonce:      nonce("a", int64(p.ID), 0),
+	})
+	if err != nil {
+		return fmt.Errorf("discord: ask approval %d: %w", p.ID, err)
+	}
+	a.mu.Lock()
+	a.approvals[p.ID] = msgRef{channel: channel, message: m.ID}
+	a.mu.Unlock()
+	return nil
+}
+
+// ApprovalDone replaces the prompt's buttons with disabled ones and adds
+// the outcome. A prompt this process did not post (a restart) gets the
+// outcome as a new message.
+func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, state agent.ApprovalState, by agent.Principal) error {
+	if _, err := a.ready(ctx); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	ref, ok := a.approvals[p.ID]
+	delete(a.approvals, p.ID)
+	a.mu.Unlock()
+	text := promptText(p) + "\n" + outcomeText(state, by)
+	if ok {
+		comps := approvalButtons(p.ID, true)
+		_, err := a.sess.ChannelMessageEditComplex(&discordgo.MessageEdit{
+			ID: ref.message, Channel: ref.channel, Content: &text, Components: &comps, AllowedMentions: noMentions(),
+		}, discordgo.WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("discord: show approval %d outcome: %w", p.ID, err)
+		}
+		return nil
+	}
+	channel := p.Key.Conversation.Channel
+	if to, err := parseReplyTo(p.ReplyTo); err == nil {
+		channel = to.channel
+	}
+	if _, err := a.send(ctx, channel, outgoing{content: text, nonce: nonce("d", int64(p.ID), 0)}); err != nil {
+		return fmt.Errorf("discord: post approval %d outcome: %w", p.ID, err)
+	}
+	return nil
+}
+
+func promptText(p agent.ApprovalPrompt) string {
+	desc := p.Description
+	if utf8.RuneCountInString(desc) > 1200 {
+		desc = string([]rune(desc)[:1200]) + "…"
+	}
+	s := fmt.Sprintf("**Approval needed**: the tool `%s` wants to:\n%s\nOnly <@%s> can decide.", p.Tool, desc, p.Key.Principal.User)
+	if !p.ExpiresAt.IsZero() {
+		s += fmt.Sprintf(" Expires <t:%d:R>.", p.ExpiresAt.Unix())
+	}
+	return s
+}
+
+func outcomeText(state agent.ApprovalState, by agent.Principal) string {
+	switch state {
+	case agent.ApprovalApproved:
+		return "✅ Approved by <@" + by.User + ">."
+	case agent.ApprovalDenied:
+		if by.User == "" {
+			return "❌ Denied."
+		}
+		return "❌ Denied by <@" + by.User + ">."
+	case agent.ApprovalExpired:
+		return "⌛ Expired without a decision."
+	}
+	return "Decided: " + string(state) + "."
+}
+
+func approvalButtons(id agent.ApprovalID, disabled bool) []discordgo.MessageComponent {
+	sid := strconv.FormatInt(int64(id), 10)
+	return []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+		discordgo.Button{Label: "Approve", Style: discordgo.SuccessButton, CustomID: approvePrefix + sid, Disabled: disabled},
+		discordgo.Button{Label: "Deny", Style: discordgo.DangerButton, CustomID: denyPrefix + sid, Disabled: disabled},
+	}}}
+}
+
+// handleButton decides an approval for its clicker and answers within
+// Discord's 3 s: the prompt is updated in place (type 7) on success, and
+// refusals are private (type 4, ephemeral).
+func (a *Adapter) handleButton(ctx context.Context, i *discordgo.Interaction, d discordgo.MessageComponentInteractionData) {
+	approve := strings.HasPrefix(d.CustomID, approvePrefix)
+	rest, ok := strings.CutPrefix(d.CustomID, approvePrefix)
+	if !ok {
+		if rest, ok = strings.CutPrefix(d.CustomID, denyPrefix); !ok {
+			return
+		}
+	}
+	n, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil || n <= 0 {
+		a.respond(ctx, i, ephemeral("This button is not one of mine."))
+		return
+	}
+	id := agent.ApprovalID(n)
+	by, _, ok := a.who(i)
+	if !ok {
+		return
+	}
+	log := a.Log.With().Int64("approval", n).Str("user", by.User).Logger()
+	state, err := a.Runtime.Decide(ctx, id, by, approve)
+	switch {
+	case err == nil:
+		log.Info().Str("state", string(state)).Msg("discord: approval decided")
+		content := outcomeText(state, by)
+		if i.Message != nil && i.Message.Content != "" {
+			content = i.Message.Content + "\n" + content
+		}
+		a.respond(ctx, i, &discordgo.InteractionResponse{
+			Type: discordgo.InteractionResponseUpdateMessage,
+			Data: &discordgo.InteractionResponseData{Content: content, Components: approvalButtons(id, true), AllowedMentions: noMentions()},
+		})
+	case errors.Is(err, agent.ErrNotOwner):
+		log.Info().Msg("discord: approval click by someone other than the owner refused")
+		a.respond(ctx, i, ephemeral("Only the person who started this conversation can decide this."))
+	case errors.Is(err, agent.ErrDecided):
+		a.respond(ctx, i, ephemeral("This was already decided ("+string(state)+")."))
+	case errors.Is(err, agent.ErrUnknownApproval):
+		a.respond(ctx, i, ephemeral("I no longer know this approval."))
+	default:
+		ref := newRef()
+		log.Error().Err(err).Str("ref", ref).Msg("discord: decide approval")
+		a.respond(ctx, i, ephemeral("Something went wrong recording your answer (ref "+ref+")."))
+	}
+}
+
+// --- the /talon command ---
+
+// commandText maps a /talon subcommand to the runtime's chat command.
+func commandText(sub string) (string, bool) {
+	switch sub {
+	case "help", "new", "status", "tools":
+		return "/" + sub, true
+	case "secrets":
+		return "/secret", true
+	}
+	return "", false
+}
+
+// talonCommand is the /talon application command.
+func talonCommand() *discordgo.ApplicationCommand {
+	sub := func(name, desc string) *discordgo.ApplicationCommandOption {
+		return &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionSubCommand, Name: name, Description: desc}
+	}
+	return &discordgo.ApplicationCommand{
+		Type:        discordgo.ChatApplicationCommand,
+		Name:        "talon",
+		Description: "Talk to the Talon agent gateway",
+		Options: []*discordgo.ApplicationCommandOption{
+			sub("help", "Show what Talon can do"),
+			sub("new", "Start a fresh conversation here"),
+			sub("status", "Show this conversation's session and queue"),
+			sub("tools", "List the tools you may use"),
+			sub("secrets", "List your stored secrets (names only)"),
+			sub("secret-add", "Store a secret in your vault through a private form"),
+		},
+	}
+}
+
+// commandSignature is what decides whether registered commands differ.
+func commandSignature(cmds []*discordgo.ApplicationCommand) string {
+	var b strings.Builder
+	for _, c := range cmds {
+		t := c.Type
+		if t == 0 {
+			t = discordgo.ChatApplicationCommand
+		}
+		fmt.Fprintf(&b, "%d/%s/%s[", t, c.Name, c.Description)
+		for _, o := range c.Options {
+			fmt.Fprintf(&b, "%d/%s/%s;", o.Type, o.Name, o.Description)
+		}
+		b.WriteString("]")
+	}
+	return b.String()
+}
+
+// registerCommands overwrites the application's global commands with
+// /talon, only when what Discord has differs (creates are rate limited).
+func (a *Adapter) registerCommands(ctx context.Context) {
+	a.mu.Lock()
+	app := a.appID
+	a.mu.Unlock()
+	if app == "" {
+		var err error
+		if app, err = a.ApplicationID(ctx); err != nil {
+			a.Log.Warn().Err(err).Msg("discord: no application id; /talon not registered")
+			return
+		}
+	}
+	want := []*discordgo.ApplicationCommand{talonCommand()}
+	have, err := a.sess.ApplicationCommands(app, "", discordgo.WithContext(ctx))
+	if err != nil {
+		a.Log.Warn().Err(err).Msg("discord: list application commands")
+		return
+	}
+	if commandSignature(have) == commandSignature(want) {
+		a.Log.Debug().Msg("discord: /talon already registered")
+		return
+	}
+	if _, err := a.sess.ApplicationCommandBulkOverwrite(app, "", want, discordgo.WithContext(ctx)); err != nil {
+		a.Log.Warn().Err(err).Msg("discord: register /talon")
+		return
+	}
+	a.Log.Info().Msg("discord: registered /talon")
+}
+
+func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d discordgo.ApplicationCommandInteractionData) {
+	if d.Name != "talon" || len(d.Options) == 0 {
+		a.respond(ctx, i, ephemeral("I do not know this command."))
+		return
+	}
+	sub := d.Options[0].Name
+	p, pl, ok := a.who(i)
+	if !ok {
+		return
+	}
+	log := a.Log.With().Str("interaction", i.ID).Str("user", p.User).Str("command", sub).Logger()
+	if reason := a.cfg.refusal(pl); reason != "" {
+		log.Info().Str("reason", reason).Msg("discord: command refused by the access policy")
+		a.respond(ctx, i, ephemeral("Sorry, "+reason))
+		return
+	}
+	if sub == "secret-add" {
+		if a.Secrets == nil {
+			a.respond(ctx, i, ephemeral("The vault is not configured on this Talon gateway, so secrets cannot be stored."))
+			return
+		}
+		a.respond(ctx, i, secretModal())
+		return
+	}
+	text, ok := commandText(sub)
+	if !ok {
+		a.respond(ctx, i, ephemeral("I do not know this command."))
+		return
+	}
+	// Acknowledge first (Discord allows 3 s; the answer comes from the
+	// runtime), so the deferred answer exists before Deliver edits it.
+	if err := a.sess.InteractionRespond(i, &discordgo.InteractionResponse{
+		Type: discordgo.InteractionResponseDeferredChannelMessageWithSource,
+		Data: &discordgo.InteractionResponseData{Flags: discordgo.MessageFlagsEphemeral},
+	}, discordgo.WithContext(ctx)); err != nil {
+		log.Warn().Err(err).Msg("discord: defer command answer")
+		return
+	}
+	a.mu.Lock()
+	now := a.Now()
+	for id, tok := range a.interactions {
+		if now.After(tok.expires) {
+			delete(a.interactions, id)
+		}
+	}
+	a.interactions[i.ID] = interactionToken{appID: i.AppID, token: i.Token, expires: now.Add(interactionTTL)}
+	a.mu.Unlock()
+	_, err := a.Runtime.Accept(ctx, agent.Inbound{
+		DedupeKey:  "discord:i:" + i.ID,
+		Key:        agent.SessionKey{Principal: p, Conversation: agent.Conversation{Channel: i.ChannelID}},
+		Text:       text,
+		ReplyTo:    replyTo{channel: i.ChannelID, interaction: i.ID}.String(),
+		ReceivedAt: a.Now(),
+	})
+	if err != nil && !errors.Is(err, agent.ErrDuplicate) {
+		ref := newRef()
+		log.Error().Err(err).Str("ref", ref).Msg("discord: accept command")
+		msg := "Something went wrong (ref " + ref + ")."
+		if _, err := a.sess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &msg, AllowedMentions: noMentions()}, discordgo.WithContext(ctx)); err != nil {
+			log.Warn().Err(err).Msg("discord: answer failed command")
+		}
+		a.forgetInteraction(i.ID)
+		return
+	}
+	log.Info().Msg("discord: command accepted")
+}
+
+// The modal's text inputs.
+const (
+	inputName      = "name"
+	inputValue     = "value"
+	inputHosts     = "hosts"
+	inputInjection = "injection"
+)
+
+func secretModal() *discordgo.InteractionResponse {
+	row := func(t discordgo.TextInput) discordgo.MessageComponent {
+		return discordgo.ActionsRow{Components: []discordgo.MessageComponent{t}}
+	}
+	return &discordgo.InteractionResponse{
+		Type: discordgo.InteractionResponseModal,
+		Data: &discordgo.InteractionResponseData{
+			CustomID: secretModalID,
+			Title:    "Store a secret in your vault",
+			Components: []discordgo.MessageComponent{
+				row(discordgo.TextInput{CustomID: inputName, Label: "Name (tools ask for it by this name)", Style: discordgo.TextInputShort, Required: true, MaxLength: 64, Placeholder: "github_token"}),
+				row(discordgo.TextInput{CustomID: inputValue, Label: "Value (never shown to the model)", Style: discordgo.TextInputShort, Required: true, MaxLength: 4000}),
+				row(discordgo.TextInput{CustomID: inputHosts, Label: "Hosts it may be sent to (comma separated)", Style: discordgo.TextInputShort, Required: true, MaxLength: 500, Placeholder: "api.github.com"}),
+				row(discordgo.TextInput{CustomID: inputInjection, Label: "How to send it (default bearer)", Style: discordgo.TextInputShort, Required: false, MaxLength: 100, Placeholder: "bearer | header:X-Api-Key | query:key | basic:user"}),
+			},
+		},
+	}
+}
+
+// handleModal stores a submitted secret straight into the vault. The value
+// goes nowhere else: not into a message, a log line or the runtime.
+func (a *Adapter) handleModal(ctx context.Context, i *discordgo.Interaction, d discordgo.ModalSubmitInteractionData) {
+	if d.CustomID != secretModalID {
+		return
+	}
+	p, pl, ok := a.who(i)
+	if !ok {
+		return
+	}
+	log := a.Log.With().Str("interaction", i.ID).Str("user", p.User).Logger()
+	if reason := a.cfg.refusal(pl); reason != "" {
+		a.respond(ctx, i, ephemeral("Sorry, "+reason))
+		return
+	}
+	if a.Secrets == nil {
+		a.respond(ctx, i, ephemeral("The vault is not configured on this Talon gateway, so secrets cannot be stored."))
+		return
+	}
+	fields := modalValues(d.Components)
+	name := strings.TrimSpace(fields[inputName])
+	hosts := strings.FieldsFunc(fields[inputHosts], func(r rune) bool { return r == ',' || r == ' ' || r == '\n' })
+	value := fields[inputValue]
+	if name == "" || value == "" || len(hosts) == 0 {
+		a.respond(ctx, i, ephemeral("A secret needs a name, a value and at least one host. Nothing was stored."))
+		return
+	}
+	err := a.Secrets.AddSecret(ctx, p, agent.NewSecret{
+		Name:      name,
+		Value:     []byte(value),
+		Hosts:     hosts,
+		Injection: strings.TrimSpace(fields[inputInjection]),
+	})
+	if err != nil {
+		ref := newRef()
+		log.Error().Err(err).Str("ref", ref).Msg("discord: store secret")
+		a.respond(ctx, i, ephemeral("Could not store the secret (ref "+ref+"). Nothing was stored."))
+		return
+	}
+	log.Info().Msg("discord: secret stored from modal")
+	a.respond(ctx, i, ephemeral(fmt.Sprintf("Stored `%s` for %s. Tools granted this name can now use it; the model never sees its value.",
+		name, strings.Join(hosts, ", "))))
+}
+
+// modalValues collects text input values by custom id.
+func modalValues(comps []discordgo.MessageComponent) map[string]string {
+	out := map[string]string{}
+	var walk func([]discordgo.MessageComponent)
+	walk = func(cs []discordgo.MessageComponent) {
+		for _, c := range cs {
+			switch v := c.(type) {
+			case *discordgo.ActionsRow:
+				walk(v.Components)
+			case discordgo.ActionsRow:
+				walk(v.Components)
+			case *discordgo.TextInput:
+				out[v.CustomID] = v.Value
+			case discordgo.TextInput:
+				out[v.CustomID] = v.Value
+			}
+		}
+	}
+	walk(comps)
+	return out
+}

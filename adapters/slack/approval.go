@@ -1,0 +1,188 @@
+package slack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/slack-go/slack"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// Block Kit ids of the approval prompt.
+const (
+	actionApprove   = "talon_approve"
+	actionDeny      = "talon_deny"
+	approvalBlockID = "talon_approval:" // followed by the owner's user id
+)
+
+var reSlackID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
+
+// mention renders a Slack user id as a mention, or "" for anything that is
+// not an id.
+func mention(user string) string {
+	if !reSlackID.MatchString(user) {
+		return ""
+	}
+	return "<@" + user + ">"
+}
+
+// AskApproval implements agent.Asker: it posts the prompt in the session's
+// thread with Approve and Deny buttons whose value is the approval id.
+func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error {
+	if err := a.setup(); err != nil {
+		return err
+	}
+	to, err := decodeReplyTo(p.ReplyTo)
+	if err != nil {
+		return err
+	}
+	owner := p.Key.Principal.User
+	id := strconv.FormatInt(int64(p.ID), 10)
+	text := fmt.Sprintf("%s *Approval needed* — the tool `%s` wants to: %s", mention(owner), escape(p.Tool), escape(p.Description))
+	if !p.ExpiresAt.IsZero() {
+		text += fmt.Sprintf("\nExpires %s.", p.ExpiresAt.UTC().Format("2006-01-02 15:04 MST"))
+	}
+	blocks := []slack.Block{
+		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, text, false, false), nil, nil),
+		slack.NewActionBlock(approvalBlockID+owner,
+			slack.NewButtonBlockElement(actionApprove, id, slack.NewTextBlockObject(slack.PlainTextType, "Approve", false, false)).WithStyle(slack.StylePrimary),
+			slack.NewButtonBlockElement(actionDeny, id, slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false)).WithStyle(slack.StyleDanger),
+		),
+	}
+	ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
+	if err != nil {
+		return fmt.Errorf("slack: post approval %d: %w", p.ID, err)
+	}
+	a.mu.Lock()
+	a.approvals[p.ID] = msgRef{channel: to.Channel, ts: ts}
+	a.mu.Unlock()
+	return nil
+}
+
+// ApprovalDone implements agent.Asker: it replaces the buttons with the
+// outcome.
+func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, state agent.ApprovalState, by agent.Principal) error {
+	if err := a.setup(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	ref, ok := a.approvals[p.ID]
+	delete(a.approvals, p.ID)
+	a.mu.Unlock()
+	if !ok {
+		a.Log.Debug().Int64("approval", int64(p.ID)).Msg("slack: approval message unknown (restarted?); outcome not shown")
+		return nil
+	}
+	var outcome string
+	switch state {
+	case agent.ApprovalApproved:
+		outcome = "✅ Approved by " + mention(by.User)
+	case agent.ApprovalDenied:
+		outcome = "❌ Denied by " + mention(by.User)
+	case agent.ApprovalExpired:
+		outcome = "⌛ Expired — not run"
+	default:
+		outcome = "Decided: " + escape(string(state))
+	}
+	text := fmt.Sprintf("The tool `%s` wanted to: %s\n%s", escape(p.Tool), escape(p.Description), outcome)
+	err := a.retry429(ctx, func() error {
+		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts,
+			slack.MsgOptionText(text, false),
+			slack.MsgOptionBlocks(slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, text, false, false), nil, nil)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("slack: show outcome of approval %d: %w", p.ID, err)
+	}
+	return nil
+}
+
+// handleInteraction handles a block_actions or view_submission payload and
+// returns what to acknowledge it with (nil for an empty ack).
+func (a *Adapter) handleInteraction(ctx context.Context, raw []byte) any {
+	var cb slack.InteractionCallback
+	if err := json.Unmarshal(raw, &cb); err != nil {
+		a.Log.Warn().Msg("slack: malformed interaction payload dropped")
+		return nil
+	}
+	team := cb.Team.ID
+	if team == "" {
+		team = cb.User.TeamID
+	}
+	if !a.pol.teamAllowed(team, cb.Enterprise.ID) {
+		a.Log.Debug().Str("team_id", team).Msg("slack: interaction from a workspace not in allowed_teams dropped")
+		return nil
+	}
+	by := agent.Principal{Platform: Platform, Workspace: workspaceOf(team, cb.Enterprise.ID), User: cb.User.ID}
+	switch cb.Type {
+	case slack.InteractionTypeBlockActions:
+		for _, act := range cb.ActionCallback.BlockActions {
+			if act.ActionID == actionApprove || act.ActionID == actionDeny {
+				a.onApprovalClick(ctx, cb, act, by)
+			}
+		}
+	case slack.InteractionTypeViewSubmission:
+		if cb.View.CallbackID == secretModalID {
+			return a.onSecretSubmit(ctx, cb, by)
+		}
+	}
+	return nil
+}
+
+// onApprovalClick records a click on Approve or Deny.
+func (a *Adapter) onApprovalClick(ctx context.Context, cb slack.InteractionCallback, act *slack.BlockAction, by agent.Principal) {
+	n, err := strconv.ParseInt(act.Value, 10, 64)
+	if err != nil {
+		a.Log.Warn().Msg("slack: approval button with a malformed value")
+		return
+	}
+	id := agent.ApprovalID(n)
+	channel := cb.Container.ChannelID
+	if channel == "" {
+		channel = cb.Channel.ID
+	}
+	thread := cb.Container.ThreadTs
+	if channel != "" && cb.Container.MessageTs != "" {
+		a.mu.Lock()
+		if _, ok := a.approvals[id]; !ok {
+			a.approvals[id] = msgRef{channel: channel, ts: cb.Container.MessageTs}
+		}
+		a.mu.Unlock()
+	}
+	_, err = a.Runtime.Decide(ctx, id, by, act.ActionID == actionApprove)
+	var tell string
+	switch {
+	case err == nil:
+		// The runtime calls ApprovalDone, which replaces the buttons.
+		a.Log.Info().Int64("approval", n).Str("user", by.User).Str("action", act.ActionID).Msg("slack: approval decided")
+		return
+	case errors.Is(err, agent.ErrDecided):
+		return // a double click or a late one: nothing changes
+	case errors.Is(err, agent.ErrNotOwner):
+		owner := mention(strings.TrimPrefix(act.BlockID, approvalBlockID))
+		if owner == "" {
+			owner = "the person who started this conversation"
+		}
+		tell = "Only " + owner + " can decide this."
+	case errors.Is(err, agent.ErrUnknownApproval):
+		tell = "This approval is no longer pending."
+	default:
+		ref := newRef()
+		a.Log.Error().Err(err).Str("ref", ref).Int64("approval", n).Msg("slack: decide approval")
+		tell = "Sorry, your answer could not be recorded (reference " + ref + "). Please try again."
+	}
+	if channel == "" {
+		return
+	}
+	a.background(func(ctx context.Context) {
+		if _, err := a.postEphemeral(ctx, channel, thread, by.User, tell); err != nil {
+			a.Log.Warn().Err(err).Msg("slack: could not answer an approval click")
+		}
+	})
+}

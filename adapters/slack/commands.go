@@ -1,0 +1,241 @@
+package slack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/slack-go/slack"
+
+	"github.com/talonhq/talon/agent"
+)
+
+const secretModalID = "talon_secret_add"
+
+// Block ids of the secret modal; each input's action id is "v".
+const (
+	blockName      = "name"
+	blockValue     = "value"
+	blockHosts     = "hosts"
+	blockInjection = "injection"
+	blockParam     = "param"
+	inputAction    = "v"
+)
+
+const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add`"
+
+// ephemeralText is a slash command's immediate answer, shown only to the
+// person who typed it.
+func ephemeralText(text string) map[string]string {
+	return map[string]string{"response_type": "ephemeral", "text": text}
+}
+
+// handleSlash handles /talon. help, new, status, tools and secrets become an
+// Inbound ("/help", "/new", "/status", "/tools", "/secret") that the runtime
+// answers, ephemerally, in the channel; "secret add" opens the secret modal.
+// It returns the acknowledgement payload, or an error when the command could
+// not be persisted (then it is not acknowledged).
+func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any, error) {
+	if !a.pol.teamAllowed(cmd.TeamID, cmd.EnterpriseID) {
+		return ephemeralText("This workspace is not served by this Talon gateway."), nil
+	}
+	if reason := a.pol.check(cmd.ChannelID, cmd.UserID); reason != "" {
+		return ephemeralText("Sorry, " + reason), nil
+	}
+	sub, rest, _ := strings.Cut(strings.TrimSpace(cmd.Text), " ")
+	sub, rest = strings.ToLower(sub), strings.TrimSpace(rest)
+	var text string
+	switch sub {
+	case "", "help":
+		text = "/help"
+	case "new", "status", "tools":
+		text = "/" + sub
+	case "secrets":
+		text = "/secret"
+	case "secret":
+		if verb, _, _ := strings.Cut(rest, " "); strings.EqualFold(verb, "add") {
+			return a.openSecretModal(ctx, cmd), nil
+		}
+		// Never forward what follows "secret" to the runtime verbatim: a
+		// user may have typed a value there. Only listing goes through.
+		if rest != "" {
+			return ephemeralText("To store a secret use `/talon secret add`: it opens a private form. Never type a secret's value in a message."), nil
+		}
+		text = "/secret"
+	default:
+		return ephemeralText(slashUsage), nil
+	}
+	in := agent.Inbound{
+		DedupeKey: "slack:" + cmd.TeamID + ":cmd:" + cmd.TriggerID,
+		Key: agent.SessionKey{
+			Principal:    agent.Principal{Platform: Platform, Workspace: workspaceOf(cmd.TeamID, cmd.EnterpriseID), User: cmd.UserID},
+			Conversation: agent.Conversation{Channel: cmd.ChannelID},
+		},
+		Text:       text,
+		ReplyTo:    replyTo{Channel: cmd.ChannelID, Ephemeral: cmd.UserID}.encode(),
+		ReceivedAt: a.now(),
+	}
+	if _, err := a.Runtime.Accept(ctx, in); err != nil && !errors.Is(err, agent.ErrDuplicate) {
+		return nil, fmt.Errorf("slack: accept command: %w", err)
+	}
+	return nil, nil
+}
+
+// secretMeta is the modal's private_metadata: where to confirm.
+type secretMeta struct {
+	Channel string `json:"c"`
+}
+
+// openSecretModal opens the form that stores a secret in the vault.
+func (a *Adapter) openSecretModal(ctx context.Context, cmd slack.SlashCommand) any {
+	if a.Secrets == nil {
+		return ephemeralText("The secret vault is not configured on this Talon gateway.")
+	}
+	meta, _ := json.Marshal(secretMeta{Channel: cmd.ChannelID})
+	if _, err := a.api.OpenViewContext(ctx, cmd.TriggerID, secretModal(string(meta))); err != nil {
+		ref := newRef()
+		a.Log.Error().Err(err).Str("ref", ref).Msg("slack: open secret modal")
+		return ephemeralText("Sorry, the form could not be opened (reference " + ref + ").")
+	}
+	return nil
+}
+
+func plain(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, s, false, false)
+}
+
+func textInput(block, label, hint, placeholder string, multiline bool) *slack.InputBlock {
+	el := slack.NewPlainTextInputBlockElement(plain(placeholder), inputAction)
+	el.Multiline = multiline
+	var h *slack.TextBlockObject
+	if hint != "" {
+		h = plain(hint)
+	}
+	return slack.NewInputBlock(block, plain(label), h, el)
+}
+
+// secretModal is the form. Slack has no password input: the value field is
+// a plain_text_input, visible while typed, but it goes from the form
+// straight into the vault and never into a message, a log or the model.
+func secretModal(meta string) slack.ModalViewRequest {
+	opt := func(v, label string) *slack.OptionBlockObject {
+		return slack.NewOptionBlockObject(v, plain(label), nil)
+	}
+	bearer := opt("bearer", "Authorization: Bearer <value>")
+	sel := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("How it is sent"), inputAction,
+		bearer,
+		opt("header", "A header (name below)"),
+		opt("query", "A query parameter (name below)"),
+		opt("basic", "Basic auth (user name below)"),
+	)
+	sel.InitialOption = bearer
+	return slack.ModalViewRequest{
+		Type:            slack.VTModal,
+		CallbackID:      secretModalID,
+		Title:           plain("Store a secret"),
+		Submit:          plain("Store"),
+		Close:           plain("Cancel"),
+		PrivateMetadata: meta,
+		ClearOnClose:    true,
+		Blocks: slack.Blocks{BlockSet: []slack.Block{
+			textInput(blockName, "Name", "Letters, digits, _ . - ; tools ask for it by this name.", "GITHUB_TOKEN", false),
+			textInput(blockValue, "Value", "Slack has no password field, so this is visible while you type. It goes straight into the encrypted vault: never into a message, a log or the model.", "the secret value", false),
+			textInput(blockHosts, "Hosts", "Comma-separated hosts it may be sent to, e.g. api.github.com", "api.example.com", false),
+			slack.NewInputBlock(blockInjection, plain("Sent as"), nil, sel),
+			textInput(blockParam, "Header, query parameter or user name", "Needed for header, query and basic.", "X-Api-Key", false).WithOptional(true),
+		}},
+	}
+}
+
+var (
+	reSecretName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
+	reHost       = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
+	reParam      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+)
+
+const maxSecretBytes = 16 << 10
+
+// onSecretSubmit stores the modal's secret with Secrets.AddSecret. The value
+// goes nowhere else. Validation problems go back to the form as
+// response_action "errors".
+func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallback, by agent.Principal) any {
+	var vals map[string]map[string]slack.BlockAction
+	if cb.View.State != nil {
+		vals = cb.View.State.Values
+	}
+	get := func(block string) string { return strings.TrimSpace(vals[block][inputAction].Value) }
+	name, hostsRaw, param := get(blockName), get(blockHosts), get(blockParam)
+	value := vals[blockValue][inputAction].Value
+	inj := vals[blockInjection][inputAction].SelectedOption.Value
+
+	var meta secretMeta
+	_ = json.Unmarshal([]byte(cb.View.PrivateMetadata), &meta)
+
+	errs := map[string]string{}
+	if !reSecretName.MatchString(name) {
+		errs[blockName] = "Use 1–64 letters, digits, _ . - starting with a letter."
+	}
+	if strings.TrimSpace(value) == "" {
+		errs[blockValue] = "Enter the value."
+	} else if len(value) > maxSecretBytes {
+		errs[blockValue] = "The value is too long."
+	}
+	var hosts []string
+	for h := range strings.SplitSeq(hostsRaw, ",") {
+		h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+		if h == "" {
+			continue
+		}
+		if !reHost.MatchString(h) {
+			errs[blockHosts] = "Not a host name: " + h
+			break
+		}
+		hosts = append(hosts, h)
+	}
+	if len(hosts) == 0 && errs[blockHosts] == "" {
+		errs[blockHosts] = "Name at least one host, e.g. api.github.com"
+	}
+	injection := ""
+	switch inj {
+	case "", "bearer":
+		injection = "bearer"
+	case "header", "query", "basic":
+		if !reParam.MatchString(param) {
+			errs[blockParam] = "Name the header, query parameter or user name (letters, digits, _ . -)."
+		}
+		injection = inj + ":" + param
+	default:
+		errs[blockInjection] = "Choose how the secret is sent."
+	}
+	if a.Secrets == nil {
+		errs[blockName] = "The secret vault is not configured on this Talon gateway."
+	}
+	if reason := a.pol.check(meta.Channel, by.User); reason != "" {
+		errs[blockName] = "Sorry, " + reason
+	}
+	if len(errs) > 0 {
+		return slack.NewErrorsViewSubmissionResponse(errs)
+	}
+	secret := []byte(value)
+	err := a.Secrets.AddSecret(ctx, by, agent.NewSecret{Name: name, Value: secret, Hosts: hosts, Injection: injection})
+	clear(secret)
+	if err != nil {
+		ref := newRef()
+		a.Log.Error().Err(err).Str("ref", ref).Str("user", by.User).Str("secret", name).Msg("slack: store secret")
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{blockName: "Could not store the secret (reference " + ref + ")."})
+	}
+	a.Log.Info().Str("user", by.User).Str("secret", name).Strs("hosts", hosts).Msg("slack: secret stored from the modal")
+	if meta.Channel != "" {
+		confirm := fmt.Sprintf("Stored the secret `%s` for %s. Tools that are granted it can now use it; its value is never shown again.",
+			escape(name), escape(strings.Join(hosts, ", ")))
+		a.background(func(ctx context.Context) {
+			if _, err := a.postEphemeral(ctx, meta.Channel, "", by.User, confirm); err != nil {
+				a.Log.Warn().Err(err).Msg("slack: could not confirm a stored secret")
+			}
+		})
+	}
+	return nil
+}

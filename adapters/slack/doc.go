@@ -1,0 +1,16 @@
+// Package slack is Talon's Slack channel: it receives messages over Socket
+// Mode (the default, no public URL) or the HTTP Events API, turns DMs,
+// mentions and thread follow-ups into agent.Inbound messages, and delivers
+// the runtime's replies, approval prompts and working status back to Slack.
+//
+// It owns Slack's wire concerns: signature checks, acknowledgement after
+// persistence, dedupe of retried events, the loop guard against the bot's own
+// messages, the workspace/channel/user access policy, mrkdwn rendering with
+// neutralised mentions, splitting under Slack's size limits, Retry-After on
+// 429, Block Kit approval buttons, the /talon slash command and the modal
+// that stores a secret in the vault without it ever becoming a message.
+//
+// It never runs turns, never talks to the model and never reads a secret's
+// value back; it never logs message bodies, prompts, tokens or secret values.
+// Of Talon's packages it imports only agent.
+package slack

@@ -1,0 +1,257 @@
+package slack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// callback is the outer envelope of an Events API event, the same in
+// Socket Mode and over HTTP.
+type callback struct {
+	Type         string          `json:"type"`
+	TeamID       string          `json:"team_id"`
+	EnterpriseID string          `json:"enterprise_id"`
+	EventID      string          `json:"event_id"`
+	Challenge    string          `json:"challenge"`
+	Event        json.RawMessage `json:"event"`
+}
+
+// msgEvent holds the fields of app_mention and message events Talon uses.
+type msgEvent struct {
+	Type            string    `json:"type"`
+	Subtype         string    `json:"subtype"`
+	User            string    `json:"user"`
+	BotID           string    `json:"bot_id"`
+	Text            string    `json:"text"`
+	TS              string    `json:"ts"`
+	ThreadTS        string    `json:"thread_ts"`
+	Channel         string    `json:"channel"`
+	ChannelType     string    `json:"channel_type"`
+	Message         *innerMsg `json:"message"`
+	PreviousMessage *innerMsg `json:"previous_message"`
+	DeletedTS       string    `json:"deleted_ts"`
+}
+
+type innerMsg struct {
+	User     string `json:"user"`
+	BotID    string `json:"bot_id"`
+	Subtype  string `json:"subtype"`
+	Text     string `json:"text"`
+	TS       string `json:"ts"`
+	ThreadTS string `json:"thread_ts"`
+}
+
+// DedupeKey is the Inbound.DedupeKey of the Slack message (team, channel,
+// ts): the same message delivered as app_mention and as message, or retried,
+// has one key.
+func DedupeKey(team, channel, ts string) string {
+	return "slack:" + team + ":" + channel + ":" + ts
+}
+
+// replyTo is the decoded Inbound.ReplyTo: where a reply goes.
+type replyTo struct {
+	Channel string `json:"c"`
+	Thread  string `json:"t,omitempty"`
+	// Ephemeral, when set, posts the reply visible only to this user (the
+	// answer to a slash command).
+	Ephemeral string `json:"e,omitempty"`
+}
+
+func (r replyTo) encode() string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+func decodeReplyTo(s string) (replyTo, error) {
+	var r replyTo
+	if err := json.Unmarshal([]byte(s), &r); err != nil || r.Channel == "" {
+		return replyTo{}, errors.New("slack: reply target is not a Slack conversation")
+	}
+	return r, nil
+}
+
+// handleCallback handles one Events API envelope. It returns an error only
+// when the event could not be persisted: the caller then does not
+// acknowledge it and Slack delivers it again. Events that are malformed,
+// unwanted or refused return nil and are acknowledged.
+func (a *Adapter) handleCallback(ctx context.Context, raw []byte) error {
+	var cb callback
+	if err := json.Unmarshal(raw, &cb); err != nil {
+		a.Log.Warn().Msg("slack: malformed event envelope dropped")
+		return nil
+	}
+	if cb.Type != "event_callback" {
+		return nil
+	}
+	now := a.now()
+	if cb.EventID != "" && a.events.has(cb.EventID, now) {
+		return nil // a retry of an event already accepted
+	}
+	if err := a.waitReady(ctx); err != nil {
+		return fmt.Errorf("slack: bot identity unknown: %w", err)
+	}
+	if err := a.handleEvent(ctx, cb); err != nil {
+		return err
+	}
+	if cb.EventID != "" {
+		a.events.add(cb.EventID, now)
+	}
+	return nil
+}
+
+func (a *Adapter) handleEvent(ctx context.Context, cb callback) error {
+	var ev msgEvent
+	if err := json.Unmarshal(cb.Event, &ev); err != nil {
+		a.Log.Warn().Str("event_id", cb.EventID).Msg("slack: malformed event dropped")
+		return nil
+	}
+	if !a.pol.teamAllowed(cb.TeamID, cb.EnterpriseID) {
+		a.Log.Debug().Str("team_id", cb.TeamID).Msg("slack: event from a workspace not in allowed_teams dropped")
+		return nil
+	}
+	switch ev.Type {
+	case "app_mention":
+		if a.fromBot(ev.User, ev.BotID, ev.Subtype) {
+			return nil
+		}
+		return a.startTurn(ctx, cb, ev)
+	case "message":
+	default:
+		return nil
+	}
+	switch ev.Subtype {
+	case "", "file_share", "thread_broadcast":
+	case "message_changed":
+		return a.onEdit(ctx, cb, ev)
+	case "message_deleted":
+		return a.onDelete(ctx, cb, ev)
+	default:
+		return nil
+	}
+	if a.fromBot(ev.User, ev.BotID, ev.Subtype) {
+		return nil
+	}
+	switch {
+	case ev.ChannelType == "im" || isDM(ev.Channel):
+		return a.startTurn(ctx, cb, ev)
+	case a.mentionsBot(ev.Text):
+		// The app_mention event for this message has the same dedupe key.
+		return a.startTurn(ctx, cb, ev)
+	case a.cfg.FollowThreads && ev.ThreadTS != "" && a.threads.has(threadKey(cb.TeamID, ev.Channel, ev.ThreadTS, ev.User), a.now()):
+		return a.startTurn(ctx, cb, ev)
+	}
+	return nil
+}
+
+// fromBot is the loop guard: anything a bot posted, and above all this one.
+func (a *Adapter) fromBot(user, botID, subtype string) bool {
+	return user == "" || botID != "" || subtype == "bot_message" || user == a.botUser || (a.botID != "" && botID == a.botID)
+}
+
+func (a *Adapter) mentionsBot(text string) bool {
+	return a.botUser != "" && strings.Contains(text, "<@"+a.botUser+">")
+}
+
+// stripMention removes the bot's own mention from text.
+func (a *Adapter) stripMention(text string) string {
+	if a.botUser != "" {
+		text = strings.ReplaceAll(text, "<@"+a.botUser+">", "")
+	}
+	return strings.TrimSpace(text)
+}
+
+func threadKey(team, channel, thread, user string) string {
+	return team + ":" + channel + ":" + thread + ":" + user
+}
+
+func workspaceOf(team, enterprise string) string {
+	if enterprise != "" {
+		return enterprise
+	}
+	return team
+}
+
+// startTurn accepts a DM, mention or thread follow-up as an Inbound.
+func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error {
+	dm := ev.ChannelType == "im" || isDM(ev.Channel)
+	thread := ev.ThreadTS
+	if thread == "" && !dm {
+		thread = ev.TS // a top-level mention is answered in a new thread under it
+	}
+	if reason := a.pol.check(ev.Channel, ev.User); reason != "" {
+		a.refuse(cb.TeamID, ev.Channel, thread, ev.User, reason)
+		return nil
+	}
+	text := a.stripMention(ev.Text)
+	if text == "" || ev.TS == "" || ev.Channel == "" {
+		return nil
+	}
+	in := agent.Inbound{
+		DedupeKey: DedupeKey(cb.TeamID, ev.Channel, ev.TS),
+		Key: agent.SessionKey{
+			Principal:    agent.Principal{Platform: Platform, Workspace: workspaceOf(cb.TeamID, cb.EnterpriseID), User: ev.User},
+			Conversation: agent.Conversation{Channel: ev.Channel, Thread: thread},
+		},
+		Text:       text,
+		ReplyTo:    replyTo{Channel: ev.Channel, Thread: thread}.encode(),
+		ReceivedAt: a.now(),
+	}
+	if _, err := a.Runtime.Accept(ctx, in); err != nil && !errors.Is(err, agent.ErrDuplicate) {
+		return fmt.Errorf("slack: accept message: %w", err)
+	}
+	if !dm {
+		// Good enough for now: the threads the bot answers in are known
+		// in memory only, so after a restart a follow-up needs a mention.
+		a.threads.add(threadKey(cb.TeamID, ev.Channel, thread, ev.User), a.now())
+	}
+	return nil
+}
+
+// refuse tells a user once per process why the bot does not answer them.
+func (a *Adapter) refuse(team, channel, thread, user, reason string) {
+	a.Log.Info().Str("user", user).Str("channel", channel).Msg("slack: message refused by the access policy")
+	if !a.refused.add(team+":"+user, a.now()) {
+		return
+	}
+	a.background(func(ctx context.Context) {
+		if err := a.ephemeral(ctx, channel, thread, user, "Sorry, "+reason); err != nil {
+			a.Log.Warn().Err(err).Msg("slack: could not tell a refused user why")
+		}
+	})
+}
+
+// onEdit passes an edit of a message whose turn has not started.
+func (a *Adapter) onEdit(ctx context.Context, cb callback, ev msgEvent) error {
+	m := ev.Message
+	if m == nil || m.TS == "" || a.fromBot(m.User, m.BotID, m.Subtype) {
+		return nil
+	}
+	if ev.PreviousMessage != nil && ev.PreviousMessage.Text == m.Text {
+		return nil // an unfurl or other change that is not an edit
+	}
+	text := a.stripMention(m.Text)
+	if _, err := a.Runtime.Amend(ctx, DedupeKey(cb.TeamID, ev.Channel, m.TS), text, text == ""); err != nil {
+		return fmt.Errorf("slack: amend edited message: %w", err)
+	}
+	return nil
+}
+
+// onDelete cancels a deleted message whose turn has not started.
+func (a *Adapter) onDelete(ctx context.Context, cb callback, ev msgEvent) error {
+	ts := ev.DeletedTS
+	if ts == "" && ev.PreviousMessage != nil {
+		ts = ev.PreviousMessage.TS
+	}
+	if ts == "" || (ev.PreviousMessage != nil && ev.PreviousMessage.User == a.botUser) {
+		return nil
+	}
+	if _, err := a.Runtime.Amend(ctx, DedupeKey(cb.TeamID, ev.Channel, ts), "", true); err != nil {
+		return fmt.Errorf("slack: cancel deleted message: %w", err)
+	}
+	return nil
+}

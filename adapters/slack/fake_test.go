@@ -1,0 +1,419 @@
+package slack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/store"
+)
+
+// Identities of the fake workspace.
+const (
+	team    = "T1"
+	botUser = "UBOT"
+	botID   = "BBOT"
+)
+
+// posted is a message the fake Slack received.
+type posted struct {
+	Method  string // chat.postMessage, chat.update, chat.postEphemeral
+	Channel string
+	Thread  string
+	TS      string
+	Text    string
+	Blocks  string
+	User    string // ephemeral recipient
+}
+
+// fakeSlack speaks Slack's Web API and Socket Mode WebSocket protocol on
+// 127.0.0.1, for the real slack-go client.
+type fakeSlack struct {
+	t    *testing.T
+	srv  *httptest.Server
+	out  chan []byte   // envelopes to send over the socket
+	done chan struct{} // closed at cleanup: ends socket handlers
+
+	mu         sync.Mutex
+	msgs       []posted                   // guarded by mu
+	views      []string                   // views.open bodies; guarded by mu
+	bodies     [][]byte                   // every Web API request body; guarded by mu
+	acks       map[string]json.RawMessage // envelope id → ack payload; guarded by mu
+	conns      int                        // socket connections; guarded by mu
+	ts         int                        // last ts issued; guarded by mu
+	rateLimits int                        // 429s still to answer chat.postMessage with; guarded by mu
+	scopes     string                     // x-oauth-scopes of auth.test; guarded by mu
+}
+
+const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
+
+func newFakeSlack(t *testing.T) *fakeSlack {
+	f := &fakeSlack{t: t, out: make(chan []byte, 100), done: make(chan struct{}), acks: map[string]json.RawMessage{},
+		scopes: "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,im:history,im:write"}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/", f.serveAPI)
+	mux.HandleFunc("/ws", f.serveWS)
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		close(f.done)
+		f.srv.Close()
+	})
+	return f
+}
+
+func (f *fakeSlack) apiURL() string { return f.srv.URL + "/api/" }
+
+func (f *fakeSlack) writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
+	method := strings.TrimPrefix(r.URL.Path, "/api/")
+	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	f.bodies = append(f.bodies, body)
+	f.mu.Unlock()
+	form, _ := url.ParseQuery(string(body))
+	switch method {
+	case "auth.test":
+		f.mu.Lock()
+		w.Header().Set("X-OAuth-Scopes", f.scopes)
+		f.mu.Unlock()
+		f.writeJSON(w, map[string]any{"ok": true, "team": "Acme", "team_id": team, "user_id": botUser, "bot_id": botID, "user": "talon"})
+	case "apps.connections.open":
+		f.writeJSON(w, map[string]any{"ok": true, "url": "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/ws"})
+	case "chat.postMessage", "chat.update", "chat.postEphemeral":
+		f.mu.Lock()
+		if method == "chat.postMessage" && f.rateLimits > 0 {
+			f.rateLimits--
+			f.mu.Unlock()
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		f.ts++
+		ts := fmt.Sprintf("1700000000.%06d", f.ts)
+		if method == "chat.update" {
+			ts = form.Get("ts")
+		}
+		f.msgs = append(f.msgs, posted{Method: method, Channel: form.Get("channel"), Thread: form.Get("thread_ts"), TS: ts,
+			Text: form.Get("text"), Blocks: form.Get("blocks"), User: form.Get("user")})
+		f.mu.Unlock()
+		if method == "chat.postEphemeral" {
+			f.writeJSON(w, map[string]any{"ok": true, "message_ts": ts})
+			return
+		}
+		f.writeJSON(w, map[string]any{"ok": true, "channel": form.Get("channel"), "ts": ts})
+	case "views.open":
+		f.mu.Lock()
+		f.views = append(f.views, string(body))
+		f.mu.Unlock()
+		f.writeJSON(w, map[string]any{"ok": true, "view": map[string]any{"id": "V1"}})
+	case "assistant.threads.setStatus":
+		f.writeJSON(w, map[string]any{"ok": true})
+	default:
+		f.writeJSON(w, map[string]any{"ok": false, "error": "unknown_method"})
+	}
+}
+
+// serveWS is one Socket Mode connection: hello, a ping, then the queued
+// envelopes; acks are recorded. A queued disconnect ends the connection.
+func (f *fakeSlack) serveWS(w http.ResponseWriter, r *http.Request) {
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	f.mu.Lock()
+	f.conns++
+	f.mu.Unlock()
+	var wmu sync.Mutex
+	write := func(b []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return conn.WriteMessage(websocket.TextMessage, b)
+	}
+	if write([]byte(`{"type":"hello","num_connections":1,"debug_info":{"host":"fake"},"connection_info":{"app_id":"A1"}}`)) != nil {
+		return
+	}
+	wmu.Lock()
+	_ = conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second))
+	wmu.Unlock()
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			var ack struct {
+				EnvelopeID string          `json:"envelope_id"`
+				Payload    json.RawMessage `json:"payload"`
+			}
+			if json.Unmarshal(msg, &ack) == nil && ack.EnvelopeID != "" {
+				f.mu.Lock()
+				f.acks[ack.EnvelopeID] = ack.Payload
+				f.mu.Unlock()
+			}
+		}
+	}()
+	for {
+		select {
+		case <-f.done:
+			return
+		case <-closed:
+			return
+		case msg := <-f.out:
+			if err := write(msg); err != nil {
+				return
+			}
+			if string(msg) == disconnectMsg {
+				select {
+				case <-closed:
+				case <-f.done:
+				case <-time.After(5 * time.Second):
+				}
+				return
+			}
+		}
+	}
+}
+
+func (f *fakeSlack) send(msg []byte) { f.out <- msg }
+
+func (f *fakeSlack) messages(method string) []posted {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []posted
+	for _, m := range f.msgs {
+		if method == "" || m.Method == method {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (f *fakeSlack) ack(id string) (json.RawMessage, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.acks[id]
+	return p, ok
+}
+
+func (f *fakeSlack) waitAcks(t *testing.T, ids ...string) {
+	t.Helper()
+	eventually(t, "acks "+strings.Join(ids, ","), func() bool {
+		for _, id := range ids {
+			if _, ok := f.ack(id); !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// eventually polls cond until it holds or a deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// eventsEnvelope wraps an Events API event in a Socket Mode envelope.
+func eventsEnvelope(envID, eventID string, event map[string]any) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"type": "events_api", "envelope_id": envID, "accepts_response_payload": false,
+		"payload": callbackBody(eventID, event),
+	})
+	return b
+}
+
+func callbackBody(eventID string, event map[string]any) map[string]any {
+	return map[string]any{"type": "event_callback", "team_id": team, "api_app_id": "A1", "event_id": eventID, "event_time": 1700000000, "event": event}
+}
+
+func interactiveEnvelope(envID string, payload map[string]any) []byte {
+	b, _ := json.Marshal(map[string]any{"type": "interactive", "envelope_id": envID, "payload": payload, "accepts_response_payload": true})
+	return b
+}
+
+func slashEnvelope(envID string, payload map[string]any) []byte {
+	b, _ := json.Marshal(map[string]any{"type": "slash_commands", "envelope_id": envID, "payload": payload, "accepts_response_payload": true})
+	return b
+}
+
+func dm(user, ts, text string) map[string]any {
+	return map[string]any{"type": "message", "channel": "D1", "channel_type": "im", "user": user, "ts": ts, "text": text, "event_ts": ts}
+}
+
+func channelMsg(typ, user, ts, thread, text string) map[string]any {
+	m := map[string]any{"type": typ, "channel": "C1", "user": user, "ts": ts, "text": text, "event_ts": ts}
+	if typ == "message" {
+		m["channel_type"] = "channel"
+	}
+	if thread != "" {
+		m["thread_ts"] = thread
+	}
+	return m
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testRuntime is the real runtime with Decide replaceable (until the real
+// one lands) and Amend calls recorded.
+type testRuntime struct {
+	*agent.Runtime
+	decide func(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error)
+
+	mu      sync.Mutex
+	amended []string // "key|text|cancel"; guarded by mu
+}
+
+func (r *testRuntime) Decide(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error) {
+	if r.decide != nil {
+		return r.decide(ctx, id, by, approve)
+	}
+	return r.Runtime.Decide(ctx, id, by, approve)
+}
+
+func (r *testRuntime) Amend(ctx context.Context, key, text string, cancel bool) (bool, error) {
+	r.mu.Lock()
+	r.amended = append(r.amended, fmt.Sprintf("%s|%s|%v", key, text, cancel))
+	r.mu.Unlock()
+	return r.Runtime.Amend(ctx, key, text, cancel)
+}
+
+// recordingSecrets is a vault that remembers what was added.
+type recordingSecrets struct {
+	mu    sync.Mutex
+	added []struct {
+		P agent.Principal
+		S agent.NewSecret
+	} // guarded by mu
+}
+
+func (s *recordingSecrets) ListSecrets(context.Context, agent.Principal) ([]agent.SecretInfo, error) {
+	return nil, nil
+}
+
+func (s *recordingSecrets) AddSecret(_ context.Context, p agent.Principal, n agent.NewSecret) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n.Value = bytes.Clone(n.Value) // the adapter wipes its copy
+	s.added = append(s.added, struct {
+		P agent.Principal
+		S agent.NewSecret
+	}{p, n})
+	return nil
+}
+
+func (s *recordingSecrets) RemoveSecret(context.Context, agent.Principal, string) error { return nil }
+
+// harness is a real runtime (SQLite, fake LLM) wired to an adapter that
+// talks to a fake Slack.
+type harness struct {
+	fs   *fakeSlack
+	llm  *llmtest.Server
+	rt   *testRuntime
+	ad   *Adapter
+	logs *syncBuffer
+	ctx  context.Context
+}
+
+func newHarness(t *testing.T, mode string, tweak func(*Adapter)) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	fs := newFakeSlack(t)
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	logs := &syncBuffer{}
+	log := zerolog.New(logs).Level(zerolog.DebugLevel)
+	provider, err := llm.NewOpenAI(llm.Config{BaseURL: srv.URL, Model: "m", MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log}}
+	cfg := DefaultConfig()
+	cfg.Mode = mode
+	cfg.BotToken = "xoxb-test-bot-token"
+	cfg.AppToken = "xapp-test-app-token"
+	cfg.SigningSecret = "signing-secret"
+	cfg.APIURL = fs.apiURL()
+	cfg.AllowedTeams = []string{team}
+	ad := &Adapter{Config: cfg, Runtime: rt, Log: log}
+	if tweak != nil {
+		tweak(ad)
+	}
+	rt.Register(ad)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := rt.Run(ctx); err != nil {
+			t.Errorf("runtime: %v", err)
+		}
+	})
+	<-rt.Ready()
+	wg.Go(func() {
+		if err := ad.Run(ctx); err != nil {
+			t.Errorf("adapter: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = db.Close()
+	})
+	return &harness{fs: fs, llm: srv, rt: rt, ad: ad, logs: logs, ctx: ctx}
+}
+
+// idle waits until every accepted message is answered and delivered.
+func (h *harness) idle(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+	defer cancel()
+	if err := h.rt.WaitIdle(ctx); err != nil {
+		t.Fatalf("wait idle: %v", err)
+	}
+}

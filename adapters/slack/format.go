@@ -1,0 +1,209 @@
+package slack
+
+import (
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// escape makes text literal in Slack: & < > become entities, so model output
+// cannot produce <!here>, <!channel>, <!everyone>, <@U…>, <#C…>,
+// <!subteam^…> or links.
+func escape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+var (
+	reHeading = regexp.MustCompile(`^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$`)
+	reBullet  = regexp.MustCompile(`^(\s*)[-*+]\s+`)
+	reBold    = regexp.MustCompile(`\*\*(\S(?:.*?\S)?)\*\*|__(\S(?:.*?\S)?)__`)
+	reItalic  = regexp.MustCompile(`(^|[^\w*])\*(\S(?:[^*]*?\S)?)\*([^\w*]|$)`)
+	reStrike  = regexp.MustCompile(`~~(\S(?:.*?\S)?)~~`)
+	reLink    = regexp.MustCompile(`\[([^\]\n]+)\]\((https?://[^)\s]+)\)`)
+)
+
+// toMrkdwn renders the model's Markdown as Slack mrkdwn: **bold** → *bold*,
+// *it* → _it_, ~~s~~ → ~s~, headings → bold lines, bullets → •,
+// [label](https://…) → <https://…|label>. Everything is escaped first, so
+// the only markup in the result is what this function writes. Code fences
+// and inline code are escaped but otherwise left alone.
+func toMrkdwn(md string) string {
+	lines := strings.SplitAfter(md, "\n")
+	var b strings.Builder
+	b.Grow(len(md) + len(md)/8)
+	inFence := false
+	for _, line := range lines {
+		body, nl := strings.CutSuffix(line, "\n")
+		if isFenceLine(body) {
+			inFence = !inFence
+			b.WriteString(escape(body))
+		} else if inFence {
+			b.WriteString(escape(body))
+		} else {
+			b.WriteString(inlineMrkdwn(body))
+		}
+		if nl {
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+func isFenceLine(line string) bool {
+	return strings.HasPrefix(strings.TrimLeft(line, " \t"), "```")
+}
+
+// inlineMrkdwn converts one line outside code fences, leaving `code` spans
+// alone.
+func inlineMrkdwn(line string) string {
+	if m := reHeading.FindStringSubmatch(line); m != nil && m[1] != "" {
+		return "*" + inlineMrkdwn(m[1]) + "*"
+	}
+	prefix := ""
+	if m := reBullet.FindStringSubmatch(line); m != nil && !strings.HasPrefix(strings.TrimLeft(line, " "), "**") {
+		prefix = m[1] + "• "
+		line = line[len(m[0]):]
+	}
+	segs := strings.Split(line, "`")
+	if len(segs)%2 == 0 {
+		// An unpaired backtick: treat the tail as text.
+		segs[len(segs)-2] += "`" + segs[len(segs)-1]
+		segs = segs[:len(segs)-1]
+	}
+	for i, s := range segs {
+		if i%2 == 1 {
+			segs[i] = escape(s)
+			continue
+		}
+		segs[i] = spanMrkdwn(s)
+	}
+	return prefix + strings.Join(segs, "`")
+}
+
+// spanMrkdwn converts emphasis and links in text that holds no code.
+func spanMrkdwn(s string) string {
+	// Links first, on the raw text, so their URLs are not mangled by the
+	// emphasis rules; label and URL are escaped.
+	var out strings.Builder
+	last := 0
+	for _, m := range reLink.FindAllStringSubmatchIndex(s, -1) {
+		out.WriteString(emphasis(escape(s[last:m[0]])))
+		label := strings.ReplaceAll(s[m[2]:m[3]], "|", "¦")
+		out.WriteString("<" + escape(s[m[4]:m[5]]) + "|" + emphasis(escape(label)) + ">")
+		last = m[1]
+	}
+	out.WriteString(emphasis(escape(s[last:])))
+	return out.String()
+}
+
+const boldMark = "\x00"
+
+func emphasis(s string) string {
+	s = reBold.ReplaceAllStringFunc(s, func(m string) string {
+		return boldMark + m[2:len(m)-2] + boldMark
+	})
+	s = reItalic.ReplaceAllString(s, "${1}_${2}_${3}")
+	s = reStrike.ReplaceAllString(s, "~${1}~")
+	return strings.ReplaceAll(s, boldMark, "*")
+}
+
+// splitMessage cuts s into parts of at most limit bytes (so at most limit
+// characters), preferring line and then word boundaries. A code fence open
+// at a cut is closed at the end of the part and reopened, with the same
+// opening line (language), at the start of the next, so every part's fences
+// are balanced. Escapes (&amp;) and <…> links are not cut.
+func splitMessage(s string, limit int) []string {
+	if len(s) <= limit {
+		return []string{s}
+	}
+	const closeLen = len("\n```")
+	var (
+		parts  []string
+		cur    strings.Builder
+		fence  string // opening line of the fence open at the end of cur, "" when none
+		prefix int    // bytes of cur that are a reopened fence, not content
+	)
+	flush := func() {
+		part := cur.String()
+		if fence != "" {
+			if !strings.HasSuffix(part, "\n") {
+				part += "\n"
+			}
+			part += "```"
+		}
+		parts = append(parts, part)
+		cur.Reset()
+		prefix = 0
+		if fence != "" {
+			cur.WriteString(fence + "\n")
+			prefix = cur.Len()
+		}
+	}
+	for _, line := range strings.SplitAfter(s, "\n") {
+		if line == "" {
+			continue
+		}
+		fenceLine := isFenceLine(strings.TrimSuffix(line, "\n"))
+		for line != "" {
+			room := limit - cur.Len() - closeLen
+			if fenceLine && fence != "" {
+				room += closeLen // a closing fence needs no added close
+			}
+			if len(line) <= room {
+				cur.WriteString(line)
+				break
+			}
+			if cur.Len() > prefix {
+				flush()
+				continue
+			}
+			cut := cutPoint(line, room)
+			cur.WriteString(line[:cut])
+			line = line[cut:]
+			flush()
+		}
+		if fenceLine {
+			if fence == "" {
+				fence = strings.TrimSpace(line)
+				if fence == "" || len(fence) > 64 {
+					fence = "```"
+				}
+			} else {
+				fence = ""
+			}
+		}
+	}
+	if cur.Len() > prefix || len(parts) == 0 {
+		// A fence the input left open stays open in the last part.
+		parts = append(parts, cur.String())
+	}
+	return parts
+}
+
+// cutPoint returns where to cut line so the head is at most room bytes and
+// non-empty: after the last space in the second half, else at a rune
+// boundary, never inside an &entity; or a <link>.
+func cutPoint(line string, room int) int {
+	room = max(room, 1)
+	if room >= len(line) {
+		return len(line)
+	}
+	cut := room
+	for cut > 0 && !utf8.RuneStart(line[cut]) {
+		cut--
+	}
+	if i := strings.LastIndexByte(line[:cut], ' '); i >= room/2 {
+		cut = i + 1
+	}
+	if i := strings.LastIndexByte(line[:cut], '&'); i >= 0 && i > cut-6 && !strings.Contains(line[i:cut], ";") && i > 0 {
+		cut = i
+	}
+	if i := strings.LastIndexByte(line[:cut], '<'); i > 0 && !strings.Contains(line[i:cut], ">") && i >= room/2 {
+		cut = i
+	}
+	if cut <= 0 {
+		_, n := utf8.DecodeRuneInString(line)
+		cut = n
+	}
+	return cut
+}

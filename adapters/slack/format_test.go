@@ -1,0 +1,189 @@
+package slack
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+)
+
+func TestToMrkdwn(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"here", "ping <!here> now", "ping &lt;!here&gt; now"},
+		{"channel and everyone", "<!channel> <!everyone>", "&lt;!channel&gt; &lt;!everyone&gt;"},
+		{"user, channel, subteam", "<@U123> in <#C42|general> and <!subteam^S1|@ops>", "&lt;@U123&gt; in &lt;#C42|general&gt; and &lt;!subteam^S1|@ops&gt;"},
+		{"ampersand", "a & b", "a &amp; b"},
+		{"bold and italic", "**bold** and *it*", "*bold* and _it_"},
+		{"strike", "~~gone~~", "~gone~"},
+		{"heading", "## Title", "*Title*"},
+		{"bullets", "- one\n* two", "• one\n• two"},
+		{"link", "see [the docs](https://example.com/a?b=1&c=2)", "see <https://example.com/a?b=1&amp;c=2|the docs>"},
+		{"link label cannot inject", "[<!here>](https://x.io)", "<https://x.io|&lt;!here&gt;>"},
+		{"inline code kept", "use `**not bold** <x>`", "use `**not bold** &lt;x&gt;`"},
+		{"fenced code kept", "```go\nif a && *b* {\n```", "```go\nif a &amp;&amp; *b* {\n```"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := toMrkdwn(c.in); got != c.want {
+				t.Errorf("toMrkdwn(%q) = %q, want %q", c.in, got, c.want)
+			}
+		})
+	}
+}
+
+// longReply is about n characters of prose, code blocks in several
+// languages (one longer than a message), and a line without spaces.
+func longReply(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		switch i % 5 {
+		case 0:
+			fmt.Fprintf(&b, "## Part %d\n\nSome **prose** with a [link](https://example.com/%d) & <!here> in it. %s\n\n", i, i, strings.Repeat("word ", 80))
+		case 1:
+			fmt.Fprintf(&b, "```go\n%s```\n\n", strings.Repeat(fmt.Sprintf("fmt.Println(%d) // a < b && c > d\n", i), 40))
+		case 2:
+			fmt.Fprintf(&b, "```python\n%s```\n\n", strings.Repeat("print('x' * 3)\n", 400)) // longer than one message
+		case 3:
+			fmt.Fprintf(&b, "%s\n\n", strings.Repeat("é&x", 1500)) // no spaces, multibyte, entities
+		case 4:
+			fmt.Fprintf(&b, "- item %d\n- item\n\n", i)
+		}
+	}
+	return b.String()
+}
+
+// stripFences removes fence lines and newlines: what must survive a split.
+func stripFences(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if !isFenceLine(l) {
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
+
+func checkParts(t *testing.T, rendered string, parts []string, limit int) {
+	t.Helper()
+	for i, p := range parts {
+		if len(p) > limit {
+			t.Errorf("part %d has %d bytes, limit %d", i, len(p), limit)
+		}
+		fences := 0
+		for _, l := range strings.Split(p, "\n") {
+			if isFenceLine(l) {
+				fences++
+			}
+		}
+		if fences%2 != 0 {
+			t.Errorf("part %d has %d fence lines (unbalanced)", i, fences)
+		}
+		for _, bad := range []string{"&am\n", "&l\n", "&g\n"} {
+			if strings.HasSuffix(p+"\n", bad) {
+				t.Errorf("part %d ends inside an entity", i)
+			}
+		}
+	}
+	if got, want := stripFences(strings.Join(parts, "")), stripFences(rendered); got != want {
+		t.Errorf("content changed by splitting: %d bytes, want %d", len(got), len(want))
+	}
+}
+
+func TestSplitMessage(t *testing.T) {
+	for _, limit := range []int{2000, 3000, 3900} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			rendered := toMrkdwn(longReply(41000))
+			parts := splitMessage(rendered, limit)
+			if len(parts) < len(rendered)/limit {
+				t.Fatalf("%d parts for %d bytes", len(parts), len(rendered))
+			}
+			checkParts(t, rendered, parts, limit)
+			// A block cut in two is reopened with its language.
+			reopened := 0
+			for _, p := range parts[1:] {
+				if strings.HasPrefix(p, "```python\n") {
+					reopened++
+				}
+			}
+			if reopened == 0 {
+				t.Error("no python block was reopened with its language")
+			}
+		})
+	}
+	if got := splitMessage("short", 3900); len(got) != 1 || got[0] != "short" {
+		t.Errorf("short message split: %q", got)
+	}
+}
+
+func newBareAdapter(t *testing.T, fs *fakeSlack) *Adapter {
+	cfg := DefaultConfig()
+	cfg.BotToken, cfg.AppToken, cfg.APIURL, cfg.AllowedTeams = "xoxb-t", "xapp-t", fs.apiURL(), []string{team}
+	return &Adapter{Config: cfg, Log: zerolog.Nop()}
+}
+
+func TestDeliverLongReply(t *testing.T) {
+	fs := newFakeSlack(t)
+	ad := newBareAdapter(t, fs)
+	text := longReply(41000)
+	id, err := ad.Deliver(context.Background(), agent.Reply{ID: 1, Kind: agent.ReplyAnswer, Text: text, ReplyTo: replyTo{Channel: "C1", Thread: "1.1"}.encode()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	posts := fs.messages("chat.postMessage")
+	if len(posts) < 11 || id != posts[0].TS {
+		t.Fatalf("%d posts, id %q; want ≥ 11 and the first ts", len(posts), id)
+	}
+	var parts []string
+	for _, p := range posts {
+		if p.Channel != "C1" || p.Thread != "1.1" {
+			t.Errorf("part posted to %s/%s", p.Channel, p.Thread)
+		}
+		parts = append(parts, p.Text)
+	}
+	checkParts(t, toMrkdwn(text), parts, maxMessageChars)
+	if strings.Contains(strings.Join(parts, ""), "<!here>") {
+		t.Error("a live <!here> was posted")
+	}
+}
+
+func TestDeliverHonoursRetryAfter(t *testing.T) {
+	fs := newFakeSlack(t)
+	fs.rateLimits = 1
+	ad := newBareAdapter(t, fs)
+	_, err := ad.Deliver(context.Background(), agent.Reply{ID: 1, Kind: agent.ReplyAnswer, Text: "after the limit", ReplyTo: replyTo{Channel: "D1"}.encode()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if posts := fs.messages("chat.postMessage"); len(posts) != 1 || posts[0].Text != "after the limit" {
+		t.Errorf("posts = %+v, want one", posts)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.rateLimits != 0 {
+		t.Error("the 429 was never answered")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	fs := newFakeSlack(t)
+	fs.scopes = "app_mentions:read,chat:write,im:history"
+	ad := newBareAdapter(t, fs)
+	rep, err := ad.Check(context.Background())
+	if err == nil {
+		t.Error("missing scopes were not an error")
+	}
+	want := []string{"assistant:write", "channels:history", "commands", "groups:history", "im:write"}
+	if strings.Join(rep.Missing, ",") != strings.Join(want, ",") || !rep.SocketMode || rep.BotUserID != botUser {
+		t.Errorf("report = %+v", rep)
+	}
+	fs.mu.Lock()
+	fs.scopes = "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,im:history,im:write"
+	fs.mu.Unlock()
+	if rep, err := ad.Check(context.Background()); err != nil || len(rep.Missing) != 0 {
+		t.Errorf("full scopes: %+v, %v", rep, err)
+	}
+}

@@ -1,0 +1,150 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// ABIVersion is the version of the tool ABI (ABI.md) this package speaks.
+const ABIVersion = 1
+
+const (
+	hostModule  = "talon"
+	wasiModule  = wasi_snapshot_preview1.ModuleName
+	abiExport   = "talon_abi_version_"
+	allocExport = "talon_alloc"
+	callExport  = "talon_call"
+	memExport   = "memory"
+)
+
+// abi is what the host provides: the signatures of every function a guest
+// may import.
+type abi struct {
+	talon map[string]api.FunctionDefinition
+	wasi  map[string]api.FunctionDefinition
+}
+
+func newABI(ctx context.Context, r wazero.Runtime) (*abi, error) {
+	tc, err := hostBuilder(r, nil).Compile(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compile host module: %w", err)
+	}
+	defer tc.Close(ctx)
+	wc, err := wasi_snapshot_preview1.NewBuilder(r).Compile(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compile wasi module: %w", err)
+	}
+	defer wc.Close(ctx)
+	return &abi{talon: tc.ExportedFunctions(), wasi: wc.ExportedFunctions()}, nil
+}
+
+// Check compiles wasm and checks that it speaks the tool ABI of this Talon:
+// it imports only the host functions of module "talon" and WASI preview 1
+// functions, with the right signatures, and exports memory, talon_alloc,
+// talon_call and talon_abi_version_1. Problems are reported at once; each
+// matches ErrABI, an unknown import is an *ImportError and a module built
+// for another ABI version an *ABIVersionError. It does not run the module.
+func Check(ctx context.Context, wasm []byte) error {
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer r.Close(ctx)
+	a, err := newABI(ctx, r)
+	if err != nil {
+		return fmt.Errorf("sandbox: check: %w", err)
+	}
+	cm, err := r.CompileModule(ctx, wasm)
+	if err != nil {
+		return fmt.Errorf("sandbox: check: not a valid module: %w", err)
+	}
+	defer cm.Close(ctx)
+	return a.check(cm)
+}
+
+func (a *abi) check(cm wazero.CompiledModule) error {
+	exports := cm.ExportedFunctions()
+	// A module for another ABI version gets that one clear message.
+	var versions []int
+	for name := range exports {
+		if v, ok := strings.CutPrefix(name, abiExport); ok {
+			n, err := strconv.Atoi(v)
+			if err == nil && n != ABIVersion {
+				versions = append(versions, n)
+			}
+		}
+	}
+	if _, ok := exports[abiExport+strconv.Itoa(ABIVersion)]; !ok && len(versions) > 0 {
+		sort.Ints(versions)
+		return &ABIVersionError{Version: versions[0]}
+	}
+
+	var errs []error
+	for _, def := range cm.ImportedFunctions() {
+		mod, name, _ := def.Import()
+		var host map[string]api.FunctionDefinition
+		switch mod {
+		case hostModule:
+			host = a.talon
+		case wasiModule:
+			host = a.wasi
+		}
+		want, ok := host[name]
+		if !ok {
+			errs = append(errs, &ImportError{Module: mod, Name: name, Reason: "unknown import"})
+			continue
+		}
+		if !sameSignature(def, want) {
+			errs = append(errs, &ImportError{Module: mod, Name: name,
+				Reason: "signature " + signature(def) + ", want " + signature(want)})
+		}
+	}
+	for _, m := range cm.ImportedMemories() {
+		mod, name, _ := m.Import()
+		errs = append(errs, &ImportError{Module: mod, Name: name, Reason: "a tool must export its memory, not import it"})
+	}
+
+	if _, ok := cm.ExportedMemories()[memExport]; !ok {
+		errs = append(errs, &ExportError{Name: memExport, Reason: "missing memory export"})
+	}
+	i32, i64 := api.ValueTypeI32, api.ValueTypeI64
+	for _, e := range []struct {
+		name            string
+		params, results []api.ValueType
+	}{
+		{abiExport + strconv.Itoa(ABIVersion), nil, nil},
+		{allocExport, []api.ValueType{i32}, []api.ValueType{i32}},
+		{callExport, []api.ValueType{i32, i32}, []api.ValueType{i64}},
+	} {
+		def, ok := exports[e.name]
+		if !ok {
+			errs = append(errs, &ExportError{Name: e.name, Reason: "missing function export"})
+			continue
+		}
+		if !slices.Equal(def.ParamTypes(), e.params) || !slices.Equal(def.ResultTypes(), e.results) {
+			errs = append(errs, &ExportError{Name: e.name, Reason: "signature " + signature(def)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sameSignature(a, b api.FunctionDefinition) bool {
+	return slices.Equal(a.ParamTypes(), b.ParamTypes()) && slices.Equal(a.ResultTypes(), b.ResultTypes())
+}
+
+func signature(d api.FunctionDefinition) string {
+	names := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return "(" + strings.Join(s, ", ") + ")"
+	}
+	return names(d.ParamTypes()) + " -> " + names(d.ResultTypes())
+}

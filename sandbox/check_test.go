@@ -1,0 +1,80 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	ctx := context.Background()
+	for _, good := range []string{"echo", "http", "secret", "fault", "passwd", "wasi", "state"} {
+		if err := Check(ctx, fixture.wasm[good]); err != nil {
+			t.Errorf("Check(%s) = %v, want nil", good, err)
+		}
+	}
+
+	var verr *ABIVersionError
+	err := Check(ctx, fixture.wasm["abi2"])
+	if !errors.As(err, &verr) || verr.Version != 2 || !errors.Is(err, ErrABI) {
+		t.Errorf("Check(abi2) = %v, want *ABIVersionError{2}", err)
+	} else if got, want := err.Error(), "built for tool ABI version 2; this Talon speaks version 1"; got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+
+	err = Check(ctx, fixture.wasm["badimport"])
+	var imps []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ie *ImportError
+		if errors.As(e, &ie) {
+			imps = append(imps, ie.Module+"."+ie.Name)
+		}
+	}
+	if !errors.Is(err, ErrABI) || strings.Join(imps, " ") != "talon.exec env.abort" {
+		t.Errorf("Check(badimport) = %v, want import errors for talon.exec and env.abort", err)
+	}
+
+	err = Check(ctx, fixture.wasm["badsig"])
+	var ie *ImportError
+	if !errors.As(err, &ie) || ie.Name != "log" || !strings.Contains(ie.Reason, "signature") {
+		t.Errorf("Check(badsig) = %v, want a signature ImportError for talon.log", err)
+	}
+
+	err = Check(ctx, fixture.wasm["noexports"])
+	for _, w := range []string{"talon_abi_version_1", "talon_alloc", "export talon_call: signature (i32) -> (i32)"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Check(noexports) = %v, want mention of %q", err, w)
+		}
+	}
+
+	if err := Check(ctx, []byte("not wasm")); err == nil {
+		t.Error("Check(garbage) = nil")
+	}
+}
+
+// New refuses what Check refuses, naming the tool, and modules whose
+// initial memory is above their limit.
+func TestNewRefuses(t *testing.T) {
+	tests := []struct {
+		tool, extra string
+		want        []string
+	}{
+		{"badimport", "", []string{"tool badimport", "import talon.exec: unknown import", "import env.abort: unknown import"}},
+		{"abi2", "", []string{"tool abi2", "built for tool ABI version 2"}},
+		{"bigmin", "limits: {memory_mib: 8}\n", []string{"tool bigmin", "above limits.memory_mib 8"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tool, func(t *testing.T) {
+			_, err := New(context.Background(), Config{CacheDir: fixture.cacheDir, Tools: []Tool{echoTool(t), testTool(t, tt.tool, tt.extra)}})
+			if err == nil {
+				t.Fatal("New succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}

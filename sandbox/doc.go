@@ -1,0 +1,22 @@
+// Package sandbox runs Talon's tools: WebAssembly core modules (WASI preview 1
+// reactors speaking the tool ABI of ABI.md) under an operator-written manifest.
+//
+// It owns one wazero runtime with a compilation cache on disk, the registry
+// of tools (built-in modules from an fs.FS plus an operator tools directory,
+// each with a strictly decoded manifest), the load-time checks of a module's
+// imports and exports, the host module "talon" (HTTP through the egress
+// broker, capped logging, a secret-name check), a small pool of
+// pre-initialised instances per tool, and the limits of a call: deadline,
+// memory, output size, HTTP requests per call and calls per user per minute.
+//
+// Every call runs in a fresh instance that is closed afterwards, so nothing a
+// guest keeps survives to another call or user. Guests get no filesystem, no
+// environment, no arguments and no sockets: their only way out is the host
+// functions, which treat every pointer, length and byte from the guest as
+// hostile. The package never makes network requests itself (the egress broker
+// does, under the tool's policy), never sees secret values, and never logs
+// tool arguments or output; the only guest text it logs is what the guest
+// passes to "log", at debug level and capped.
+//
+// Runtime implements agent.ToolRunner.
+package sandbox

@@ -1,0 +1,277 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/sandbox/egress"
+)
+
+// Caps of the host functions (ABI.md).
+const (
+	maxHTTPRequestJSON = 8 << 20
+	maxLogMessage      = 1 << 10
+	maxLogsPerCall     = 64
+	maxSecretName      = 256
+)
+
+// host holds what the host functions need. The per-call state travels in
+// the call's context (callState).
+type host struct {
+	egress   Egress
+	secrets  Secrets
+	approver Approver
+	logger   zerolog.Logger
+}
+
+// callState is the state of one call, reached by the host functions
+// through the context of talon_call. It is used only by the goroutine that
+// runs the call.
+type callState struct {
+	tool      *loaded
+	principal agent.Principal
+	callID    string
+
+	httpRequests int
+	pending      []byte
+	logs         int
+	// fault is set when the guest broke the ABI; the call then fails with
+	// ErrGuestFault whatever the guest does next.
+	fault string
+}
+
+type callKey struct{}
+
+func stateFrom(ctx context.Context) *callState {
+	st, _ := ctx.Value(callKey{}).(*callState)
+	return st
+}
+
+// guestFault aborts the running call. wazero recovers the panic of a host
+// function and returns it as the error of the guest's call; the reason is
+// also recorded in the call state so classification never depends on how
+// wazero wraps it.
+func guestFault(st *callState, reason string) {
+	if st != nil && st.fault == "" {
+		st.fault = reason
+	}
+	panic(&CallError{Kind: ErrGuestFault, Reason: reason})
+}
+
+// read returns a copy of guest memory [ptr, ptr+n), or faults.
+func read(st *callState, mod api.Module, fn string, ptr, n uint32) []byte {
+	b, ok := mod.Memory().Read(ptr, n)
+	if !ok {
+		guestFault(st, fn+": range outside guest memory")
+	}
+	return bytes.Clone(b)
+}
+
+func hostBuilder(r wazero.Runtime, h *host) wazero.HostModuleBuilder {
+	if h == nil {
+		h = &host{logger: zerolog.Nop()}
+	}
+	i32 := api.ValueTypeI32
+	b := r.NewHostModuleBuilder(hostModule)
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(h.httpRequest),
+		[]api.ValueType{i32, i32}, []api.ValueType{i32}).WithParameterNames("ptr", "len").Export("http_request")
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(h.resultRead),
+		[]api.ValueType{i32, i32}, []api.ValueType{i32}).WithParameterNames("ptr", "len").Export("result_read")
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(h.log),
+		[]api.ValueType{i32, i32, i32}, nil).WithParameterNames("level", "ptr", "len").Export("log")
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(h.hasSecret),
+		[]api.ValueType{i32, i32}, []api.ValueType{i32}).WithParameterNames("ptr", "len").Export("has_secret")
+	return b
+}
+
+type httpError struct {
+	Error struct {
+		Kind    string `json:"kind"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func errorResult(kind, msg string) []byte {
+	var e httpError
+	e.Error.Kind, e.Error.Message = kind, msg
+	b, _ := json.Marshal(e) // cannot fail: two strings
+	return b
+}
+
+// httpRequest is talon.http_request(ptr, len) -> i32.
+func (h *host) httpRequest(ctx context.Context, mod api.Module, stack []uint64) {
+	st := stateFrom(ctx)
+	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	if n > maxHTTPRequestJSON {
+		guestFault(st, "http_request: length above 8 MiB")
+	}
+	in := read(st, mod, "http_request", ptr, n)
+	res := h.doHTTP(ctx, st, in)
+	if st != nil {
+		st.pending = res
+	}
+	stack[0] = api.EncodeI32(int32(len(res)))
+}
+
+func (h *host) doHTTP(ctx context.Context, st *callState, in []byte) []byte {
+	if st == nil {
+		return errorResult("invalid", "no tool call in progress")
+	}
+	lim := st.tool.manifest.Limits.MaxHTTPRequests
+	if st.httpRequests >= lim {
+		return errorResult("limit", "too many HTTP requests in this call")
+	}
+	st.httpRequests++
+
+	var req egress.Request
+	dec := json.NewDecoder(bytes.NewReader(in))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return errorResult("invalid", "the request JSON could not be read")
+	}
+	if req.Method == "" {
+		req.Method = "GET"
+	}
+	req.Method = strings.ToUpper(req.Method)
+
+	if st.tool.manifest.Approval == ApproveNonGet && req.Method != "GET" && req.Method != "HEAD" {
+		if !h.approve(ctx, ApprovalRequest{
+			Tool: st.tool.manifest.Name, Principal: st.principal, CallID: st.callID,
+			Description: req.Method + " " + describeURL(req.URL),
+		}) {
+			return errorResult("approval", "the user did not approve this request")
+		}
+	}
+	if h.egress == nil {
+		return errorResult("denied", "this Talon has no network access for tools")
+	}
+	resp, err := h.egress.Do(ctx, egress.Caller{
+		Tool: st.tool.manifest.Name, Principal: st.principal, Policy: st.tool.policy,
+	}, req)
+	if err != nil {
+		var denied *egress.DeniedError
+		switch {
+		case errors.As(err, &denied):
+			return errorResult("denied", denied.Error())
+		case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+			return errorResult("network", "the request timed out")
+		default:
+			// Never the error text: it may carry the URL with an injected
+			// credential.
+			return errorResult("network", "the request failed")
+		}
+	}
+	if resp == nil {
+		return errorResult("network", "the request failed")
+	}
+	out, err := json.Marshal(resp)
+	if err != nil {
+		return errorResult("network", "the response could not be encoded")
+	}
+	return out
+}
+
+func (h *host) approve(ctx context.Context, req ApprovalRequest) bool {
+	if h.approver == nil {
+		return false
+	}
+	ok, err := h.approver.Approve(ctx, req)
+	return err == nil && ok
+}
+
+// describeURL is scheme://host/path, without query or user info, cut short.
+func describeURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return truncate(raw, 200)
+	}
+	return truncate(u.Scheme+"://"+u.Host+u.EscapedPath(), 200)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
+}
+
+// resultRead is talon.result_read(ptr, len) -> i32.
+func (h *host) resultRead(ctx context.Context, mod api.Module, stack []uint64) {
+	st := stateFrom(ctx)
+	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	if uint64(ptr)+uint64(n) > uint64(mod.Memory().Size()) {
+		guestFault(st, "result_read: range outside guest memory")
+	}
+	if st == nil {
+		stack[0] = 0
+		return
+	}
+	c := min(int(n), len(st.pending))
+	if !mod.Memory().Write(ptr, st.pending[:c]) {
+		guestFault(st, "result_read: range outside guest memory")
+	}
+	st.pending = nil
+	stack[0] = api.EncodeI32(int32(c))
+}
+
+// log is talon.log(level, ptr, len).
+func (h *host) log(ctx context.Context, mod api.Module, stack []uint64) {
+	st := stateFrom(ctx)
+	level, ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1]), api.DecodeU32(stack[2])
+	if level > 3 {
+		guestFault(st, "log: level out of range")
+	}
+	if uint64(ptr)+uint64(n) > uint64(mod.Memory().Size()) {
+		guestFault(st, "log: range outside guest memory")
+	}
+	if st == nil {
+		return
+	}
+	st.logs++
+	if st.logs > maxLogsPerCall {
+		return
+	}
+	msg := read(st, mod, "log", ptr, min(n, maxLogMessage))
+	// The text is the guest's: debug level only, capped, valid UTF-8.
+	h.logger.Debug().
+		Str("tool", st.tool.manifest.Name).
+		Str("guest_level", [...]string{"debug", "info", "warn", "error"}[level]).
+		Str("guest_msg", strings.ToValidUTF8(string(msg), "\uFFFD")).
+		Msg("tool log")
+}
+
+// hasSecret is talon.has_secret(ptr, len) -> i32.
+func (h *host) hasSecret(ctx context.Context, mod api.Module, stack []uint64) {
+	st := stateFrom(ctx)
+	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	if n > maxSecretName {
+		guestFault(st, "has_secret: name longer than 256 bytes")
+	}
+	name := string(read(st, mod, "has_secret", ptr, n))
+	stack[0] = 0
+	if st == nil || h.secrets == nil {
+		return
+	}
+	for _, c := range st.tool.manifest.Credentials {
+		if c == name {
+			if h.secrets.Has(ctx, st.principal, name) {
+				stack[0] = 1
+			}
+			return
+		}
+	}
+}

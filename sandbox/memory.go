@@ -1,0 +1,58 @@
+package sandbox
+
+import (
+	"sync/atomic"
+
+	"github.com/tetratelabs/wazero/experimental"
+)
+
+// limitedMemory backs one instance's linear memory and refuses to grow it
+// past limit bytes, so each tool gets its own memory limit under the
+// runtime-wide page limit. memory.grow past the limit returns -1 to the
+// guest; refused records that it happened, so a guest that then crashes is
+// reported as out of memory.
+type limitedMemory struct {
+	limit   uint64
+	buf     []byte
+	started bool
+	refused atomic.Bool
+}
+
+var (
+	_ experimental.MemoryAllocator = (*limitedMemory)(nil)
+	_ experimental.LinearMemory    = (*limitedMemory)(nil)
+)
+
+// Allocate implements experimental.MemoryAllocator. One limitedMemory is
+// made per instance, so it is its own LinearMemory.
+func (m *limitedMemory) Allocate(capacity, maximum uint64) experimental.LinearMemory {
+	m.buf = make([]byte, 0, min(capacity, maximum, m.limit))
+	return m
+}
+
+// Reallocate implements experimental.LinearMemory.
+func (m *limitedMemory) Reallocate(size uint64) []byte {
+	// The module's declared minimum is checked against the limit at load,
+	// so the first call (size = minimum) always succeeds.
+	first := !m.started
+	m.started = true
+	if size > m.limit && !first {
+		m.refused.Store(true)
+		return nil
+	}
+	if size <= uint64(cap(m.buf)) {
+		// Bytes between len and cap were never reachable by the guest
+		// and are still zero.
+		m.buf = m.buf[:size]
+		return m.buf
+	}
+	c := min(max(size, 2*uint64(cap(m.buf))), m.limit)
+	c = max(c, size)
+	nb := make([]byte, size, c)
+	copy(nb, m.buf)
+	m.buf = nb
+	return m.buf
+}
+
+// Free implements experimental.LinearMemory.
+func (m *limitedMemory) Free() { m.buf = nil }

@@ -1,0 +1,424 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/sandbox/egress"
+)
+
+// Egress makes a tool's HTTP requests under its policy. egress.Broker
+// implements it.
+type Egress interface {
+	Do(ctx context.Context, c egress.Caller, r egress.Request) (*egress.Response, error)
+}
+
+// Secrets says whether a user has a vault entry of a name. It never
+// returns a value.
+type Secrets interface {
+	Has(ctx context.Context, p agent.Principal, name string) bool
+}
+
+// Approver asks the user whether a call or request may go ahead.
+type Approver interface {
+	Approve(ctx context.Context, req ApprovalRequest) (bool, error)
+}
+
+// ApprovalRequest is what the user is asked to approve.
+type ApprovalRequest struct {
+	Tool      string
+	Principal agent.Principal
+	CallID    string
+	// Description is short and human, e.g. "POST https://api.github.com/repos/x/y/issues"
+	// or "run tool deploy".
+	Description string
+	// Args are the call's arguments (approval=always only), to show the
+	// user. Never log them.
+	Args json.RawMessage
+}
+
+// Config configures a Runtime. Only Tools is required.
+type Config struct {
+	// Tools are the tools to serve, as LoadTools returns them. Disabled
+	// tools are not compiled.
+	Tools []Tool
+	// CacheDir holds compiled code across restarts. Empty means an
+	// in-memory cache (every start compiles).
+	CacheDir string
+	// PoolSize is the number of pre-initialised instances kept per tool
+	// once the tool has been used. Zero means 2; negative disables the pool.
+	PoolSize int
+	// Egress makes the tools' HTTP requests; nil refuses every request.
+	Egress Egress
+	// Secrets answers has_secret; nil answers no.
+	Secrets Secrets
+	// Approver is asked before calls of approval=always tools and before
+	// non-GET requests of approval=non_get tools; nil denies.
+	Approver Approver
+	// Logger receives the guests' log messages at debug level. The zero
+	// value discards them.
+	Logger zerolog.Logger
+	// Now is the clock of the per-minute rate limits; nil means time.Now.
+	Now func() time.Time
+}
+
+// Runtime runs tool calls, each in a fresh WebAssembly instance. It is safe
+// for concurrent use. Close it to stop the pools and free the runtime.
+type Runtime struct {
+	rt       wazero.Runtime
+	cache    wazero.CompilationCache
+	host     *host
+	tools    map[string]*loaded // read-only after New
+	names    []string           // enabled tools, sorted
+	poolSize int
+	limiter  *rateLimiter
+
+	// ctx is cancelled by Close; it stops the pool fillers.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // pool fillers
+
+	mu     sync.Mutex
+	pools  map[string]*pool // guarded by mu
+	closed bool             // guarded by mu
+}
+
+var _ agent.ToolRunner = (*Runtime)(nil)
+
+// loaded is an enabled, compiled and checked tool.
+type loaded struct {
+	manifest *Manifest
+	policy   *egress.Policy
+	compiled wazero.CompiledModule
+	memLimit uint64 // bytes
+}
+
+const mib = 1 << 20
+
+// New compiles and checks every enabled tool and returns a Runtime serving
+// them. Every problem is reported at once.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	maxMiB := defaultLimits.MemoryMiB
+	for _, t := range cfg.Tools {
+		if t.Manifest == nil {
+			return nil, errors.New("sandbox: tool without manifest")
+		}
+		if t.Manifest.Enabled {
+			maxMiB = max(maxMiB, t.Manifest.Limits.MemoryMiB)
+		}
+	}
+	var (
+		cache wazero.CompilationCache
+		err   error
+	)
+	if cfg.CacheDir != "" {
+		if cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
+			return nil, fmt.Errorf("sandbox: compilation cache: %w", err)
+		}
+	} else {
+		cache = wazero.NewCompilationCache()
+	}
+	rc := wazero.NewRuntimeConfigCompiler().
+		WithCompilationCache(cache).
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(uint32(maxMiB * (mib / 65536)))
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	fail := func(err error) (*Runtime, error) {
+		rt.Close(ctx)
+		cache.Close(ctx)
+		return nil, err
+	}
+
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	r := &Runtime{
+		rt:       rt,
+		cache:    cache,
+		host:     &host{egress: cfg.Egress, secrets: cfg.Secrets, approver: cfg.Approver, logger: cfg.Logger},
+		tools:    map[string]*loaded{},
+		poolSize: cfg.PoolSize,
+		limiter:  newRateLimiter(now),
+		pools:    map[string]*pool{},
+	}
+	if r.poolSize == 0 {
+		r.poolSize = 2
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return fail(fmt.Errorf("sandbox: instantiate wasi: %w", err))
+	}
+	if _, err := hostBuilder(rt, r.host).Instantiate(ctx); err != nil {
+		return fail(fmt.Errorf("sandbox: instantiate host module: %w", err))
+	}
+	a, err := newABI(ctx, rt)
+	if err != nil {
+		return fail(fmt.Errorf("sandbox: %w", err))
+	}
+
+	var errs []error
+	for _, t := range cfg.Tools {
+		m := t.Manifest
+		if !m.Enabled {
+			continue
+		}
+		if _, dup := r.tools[m.Name]; dup {
+			errs = append(errs, fmt.Errorf("tool %s: listed twice", m.Name))
+			continue
+		}
+		cm, err := rt.CompileModule(ctx, t.Wasm)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tool %s (%s): compile: %w", m.Name, t.Source, err))
+			continue
+		}
+		if err := a.check(cm); err != nil {
+			errs = append(errs, fmt.Errorf("tool %s (%s): %w", m.Name, t.Source, err))
+			continue
+		}
+		lt := &loaded{manifest: m, policy: m.policy(), compiled: cm, memLimit: uint64(m.Limits.MemoryMiB) * mib}
+		if def := cm.ExportedMemories()[memExport]; uint64(def.Min())*65536 > lt.memLimit {
+			errs = append(errs, fmt.Errorf("tool %s (%s): module needs %d MiB of memory at start, above limits.memory_mib %d",
+				m.Name, t.Source, uint64(def.Min())*65536/mib, m.Limits.MemoryMiB))
+			continue
+		}
+		r.tools[m.Name] = lt
+		r.names = append(r.names, m.Name)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fail(fmt.Errorf("sandbox: %w", err))
+	}
+	sort.Strings(r.names)
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	return r, nil
+}
+
+// Close stops the pool fillers, waits for them, and closes every instance
+// and the runtime. Calls still running fail.
+func (r *Runtime) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	pools := r.pools
+	r.pools = nil
+	r.mu.Unlock()
+
+	r.cancel()
+	r.wg.Wait()
+	for _, p := range pools {
+		p.drain(ctx)
+	}
+	err := r.rt.Close(ctx)
+	if cerr := r.cache.Close(ctx); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox: close: %w", err)
+	}
+	return nil
+}
+
+// Tools lists the enabled tools. Every principal sees the same tools.
+func (r *Runtime) Tools(ctx context.Context, p agent.Principal) ([]llm.Tool, error) {
+	out := make([]llm.Tool, 0, len(r.names))
+	for _, n := range r.names {
+		m := r.tools[n].manifest
+		out = append(out, llm.Tool{Name: m.Name, Description: m.Description, Parameters: m.Parameters})
+	}
+	return out, nil
+}
+
+// Run runs one call for the agent. A tool's own error and every limit or
+// guest failure come back as IsError with a short reason for the model; the
+// error is non-nil only when the call could not be attempted (the runtime
+// is closed, or the approver failed).
+func (r *Runtime) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult, error) {
+	res, err := r.Call(ctx, call)
+	var ce *CallError
+	if errors.As(err, &ce) {
+		return agent.ToolResult{Content: ce.Reason, IsError: true}, nil
+	}
+	return res, err
+}
+
+// Call is Run with the failure as a typed error: a *CallError whose Kind is
+// one of the Err* sentinels. A tool that answers {"error": "…"} returns a
+// ToolResult with IsError and a nil error.
+func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResult, error) {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return agent.ToolResult{}, errors.New("sandbox: runtime closed")
+	}
+	t, ok := r.tools[call.Name]
+	if !ok {
+		return agent.ToolResult{}, &CallError{Tool: call.Name, Kind: ErrUnknownTool, Reason: "unknown tool"}
+	}
+	name := t.manifest.Name
+	p := call.Key.Principal
+	if !r.limiter.allow(name, p, t.manifest.Limits.PerMinute) {
+		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrRateLimited,
+			Reason: fmt.Sprintf("rate limited: at most %d calls of this tool per minute", t.manifest.Limits.PerMinute)}
+	}
+	args := call.Args
+	if len(args) == 0 {
+		args = json.RawMessage("{}")
+	}
+	input, err := json.Marshal(struct {
+		Tool string          `json:"tool"`
+		Args json.RawMessage `json:"args"`
+	}{name, args})
+	if err != nil {
+		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrInput, Reason: "the arguments are not valid JSON"}
+	}
+	if len(input) > maxHTTPRequestJSON {
+		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrInput, Reason: "the arguments are too large"}
+	}
+	if t.manifest.Approval == ApproveAlways {
+		if r.host.approver == nil {
+			return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrNotApproved, Reason: "this tool needs approval and none can be asked"}
+		}
+		ok, err := r.host.approver.Approve(ctx, ApprovalRequest{
+			Tool: name, Principal: p, CallID: call.ID, Description: "run tool " + name, Args: args,
+		})
+		if err != nil {
+			return agent.ToolResult{}, fmt.Errorf("sandbox: approve %s: %w", name, err)
+		}
+		if !ok {
+			return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrNotApproved, Reason: "the user did not approve this call"}
+		}
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, t.manifest.Limits.Deadline)
+	defer cancel()
+	st := &callState{tool: t, principal: p, callID: call.ID}
+	cctx = context.WithValue(cctx, callKey{}, st)
+
+	inst, err := r.take(cctx, t)
+	if err != nil {
+		return agent.ToolResult{}, r.classify(cctx, t, st, nil, err)
+	}
+	defer inst.mod.Close(context.WithoutCancel(ctx))
+	return r.invoke(cctx, t, st, inst, input)
+}
+
+func (r *Runtime) invoke(ctx context.Context, t *loaded, st *callState, inst *instance, input []byte) (agent.ToolResult, error) {
+	name := t.manifest.Name
+	res, err := inst.alloc.Call(ctx, uint64(len(input)))
+	if err != nil {
+		return agent.ToolResult{}, r.classify(ctx, t, st, inst, err)
+	}
+	ptr := api.DecodeU32(res[0])
+	if ptr == 0 || !inst.mod.Memory().Write(ptr, input) {
+		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrGuestFault, Reason: "guest fault: talon_alloc returned no usable memory"}
+	}
+	res, err = inst.call.Call(ctx, uint64(ptr), uint64(len(input)))
+	if err != nil || st.fault != "" {
+		return agent.ToolResult{}, r.classify(ctx, t, st, inst, err)
+	}
+	outPtr, outLen := uint32(res[0]>>32), uint32(res[0])
+	if uint64(outLen) > uint64(t.manifest.Limits.MaxOutputBytes) {
+		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrOutputTooLarge,
+			Reason: fmt.Sprintf("the tool's output is larger than its limit of %d bytes", t.manifest.Limits.MaxOutputBytes)}
+	}
+	out, ok := inst.mod.Memory().Read(outPtr, outLen)
+	if !ok {
+		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrBadOutput, Reason: "the tool's output points outside its memory"}
+	}
+	return decodeOutput(name, out)
+}
+
+// decodeOutput reads {"ok": …} or {"error": "…"}.
+func decodeOutput(name string, out []byte) (agent.ToolResult, error) {
+	bad := &CallError{Tool: name, Kind: ErrBadOutput, Reason: `the tool's output is not {"ok": …} or {"error": "…"}`}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(out, &fields); err != nil || len(fields) != 1 {
+		return agent.ToolResult{}, bad
+	}
+	if v, ok := fields["ok"]; ok {
+		return agent.ToolResult{Content: string(v)}, nil
+	}
+	var msg string
+	if err := json.Unmarshal(fields["error"], &msg); err != nil {
+		return agent.ToolResult{}, bad
+	}
+	return agent.ToolResult{Content: msg, IsError: true}, nil
+}
+
+// classify turns the error of a guest call into a *CallError.
+func (r *Runtime) classify(ctx context.Context, t *loaded, st *callState, inst *instance, err error) error {
+	name := t.manifest.Name
+	if st.fault != "" {
+		return &CallError{Tool: name, Kind: ErrGuestFault, Reason: "guest fault: " + st.fault}
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded:
+			return &CallError{Tool: name, Kind: ErrDeadline,
+				Reason: fmt.Sprintf("the tool ran past its deadline (%s) and was stopped", t.manifest.Limits.Deadline)}
+		case sys.ExitCodeContextCanceled:
+			return &CallError{Tool: name, Kind: context.Canceled, Reason: "the call was cancelled"}
+		}
+		return &CallError{Tool: name, Kind: ErrTrap, Reason: fmt.Sprintf("the tool exited with code %d", exit.ExitCode())}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || (ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded)) {
+		return &CallError{Tool: name, Kind: ErrDeadline,
+			Reason: fmt.Sprintf("the tool ran past its deadline (%s) and was stopped", t.manifest.Limits.Deadline)}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &CallError{Tool: name, Kind: context.Canceled, Reason: "the call was cancelled"}
+	}
+	if inst != nil && inst.mem.refused.Load() {
+		return &CallError{Tool: name, Kind: ErrMemory,
+			Reason: fmt.Sprintf("the tool needed more than its memory limit of %d MiB", t.manifest.Limits.MemoryMiB)}
+	}
+	if inst == nil {
+		return &CallError{Tool: name, Kind: ErrTrap, Reason: "the tool failed to start"}
+	}
+	return &CallError{Tool: name, Kind: ErrTrap, Reason: "the tool crashed"}
+}
+
+// instance is one instantiated, initialised module, used for one call.
+type instance struct {
+	mod   api.Module
+	mem   *limitedMemory
+	alloc api.Function
+	call  api.Function
+}
+
+// instantiate makes a fresh instance of t: no filesystem, environment,
+// arguments or sockets; real clocks and crypto random; _initialize run.
+func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error) {
+	mem := &limitedMemory{limit: t.memLimit}
+	cfg := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions("_initialize").
+		WithSysWalltime().
+		WithSysNanotime().
+		WithSysNanosleep().
+		WithRandSource(rand.Reader)
+	mod, err := r.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), t.compiled, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("instantiate %s: %w", t.manifest.Name, err)
+	}
+	return &instance{mod: mod, mem: mem, alloc: mod.ExportedFunction(allocExport), call: mod.ExportedFunction(callExport)}, nil
+}
