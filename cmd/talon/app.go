@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,15 +23,25 @@ import (
 	"github.com/talonhq/talon/store"
 )
 
-// app is everything a gateway process holds open.
+// app is everything a gateway process holds open. openApp builds it in
+// order: data directory lock, store, vault (vault.go), model provider,
+// runtime, tools (tools.go); channels (channels.go) are started by cmdRun.
 type app struct {
 	cfg     *config.Config
+	env     env
 	log     zerolog.Logger
 	lock    *os.File
 	db      *store.DB
 	llm     llm.Provider
 	rt      *agent.Runtime
 	metrics *metrics
+
+	// Set by openVault; nil when no vault is configured.
+	redactor agent.Redactor
+	secrets  agent.Secrets
+
+	// closers run in reverse order in Close.
+	closers []func()
 }
 
 // loadConfig reads the configuration the command line and environment name.
@@ -63,8 +74,8 @@ func newLogger(cfg *config.Config, w io.Writer, minLevel zerolog.Level) zerolog.
 }
 
 // openApp takes the data directory, opens the store and builds the runtime.
-func openApp(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log, metrics: newMetrics()}
+func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger) (*app, error) {
+	a := &app{cfg: cfg, env: e, log: log, metrics: newMetrics()}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w (set data_dir or TALON_DATA_DIR to a writable directory)", cfg.DataDir, err)
 	}
@@ -75,6 +86,10 @@ func openApp(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*app,
 	a.lock = lock
 	a.db, err = store.Open(ctx, cfg.DBPath())
 	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.openVault(ctx); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -99,12 +114,25 @@ func openApp(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*app,
 			MaxTurnsPerUser:    ac.MaxTurnsPerUser,
 			RatePerMinute:      ac.RatePerMinute,
 		},
+		Redactor:        a.redactor,
+		Secrets:         a.secrets,
+		ApprovalTimeout: cfg.Sandbox.ApprovalTimeout.Std(),
+	}
+	if e.tools != nil {
+		a.rt.Tools = e.tools
+	} else if err := a.openTools(ctx); err != nil {
+		a.Close()
+		return nil, err
 	}
 	return a, nil
 }
 
 // Close releases what openApp took, in reverse order.
 func (a *app) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
 	if a.db != nil {
 		if err := a.db.Close(); err != nil {
 			a.log.Error().Err(err).Msg("close database")
@@ -188,13 +216,52 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		minLevel = zerolog.WarnLevel // keep the conversation readable
 	}
 	log := newLogger(cfg, e.stderr, minLevel)
-	a, err := openApp(ctx, cfg, log)
+	a, err := openApp(ctx, e, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if e.tools != nil {
-		a.rt.Tools = e.tools
+
+	var chans []channel
+	if !chat {
+		if chans, err = a.channels(); err != nil {
+			return err
+		}
+	}
+	log.Info().Str("provider", a.llm.Name()).Str("model", a.llm.Model()).Str("data_dir", cfg.DataDir).Msg("starting")
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	if !chat && cfg.HTTP.Listen != "" {
+		mux := http.NewServeMux()
+		for _, ch := range chans {
+			if ch.mount != nil {
+				ch.mount(mux)
+			}
+		}
+		srv, err := a.opsServer(cfg.HTTP.Listen, mux)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return srv.run(gctx) })
+	}
+	g.Go(func() error { return a.rt.Run(gctx) })
+	if len(chans) > 0 {
+		for _, ch := range chans {
+			g.Go(func() error {
+				if err := ch.run(gctx); err != nil && gctx.Err() == nil {
+					return fmt.Errorf("%s: %w", ch.name, err)
+				}
+				return nil
+			})
+		}
+		err = g.Wait()
+		log.Info().Msg("stopped")
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
 	}
 
 	interactive := isTerminal(e.stdin)
@@ -203,21 +270,6 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	if !chat {
 		log.Info().Msg("no Slack or Discord channel is configured, so the terminal channel is running; " +
 			"add a slack: or discord: section to the configuration to serve them (see README.md)")
-	}
-	log.Info().Str("provider", a.llm.Name()).Str("model", a.llm.Model()).Str("data_dir", cfg.DataDir).Msg("starting")
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.rt.Run(gctx) })
-	if !chat && cfg.HTTP.Listen != "" {
-		srv, err := a.opsServer(cfg.HTTP.Listen)
-		if err != nil {
-			cancel()
-			_ = g.Wait()
-			return err
-		}
-		g.Go(func() error { return srv.run(gctx) })
 	}
 	g.Go(func() error {
 		defer cancel() // the conversation is over: stop the gateway

@@ -40,7 +40,10 @@ const usage = `talon: a self-hosted AI agent gateway for Slack and Discord
 Usage:
   talon run     [--config FILE]   run the gateway with every configured channel
   talon chat    [--config FILE]   talk to the agent in this terminal
-  talon doctor  [--config FILE]   check the configuration, data directory and model
+  talon doctor  [--config FILE]   check the configuration, data directory, model and channels
+  talon tool    list|run|check    list, run and check sandboxed tools
+  talon vault   set|list|rm|audit|rotate-key   manage users' credentials
+  talon discord invite-url        print the link that adds the bot to a server
   talon version                   print the version
 
 The configuration file is --config, or $TALON_CONFIG; without one, built-in
@@ -69,6 +72,12 @@ func (e env) main(ctx context.Context, args []string) int {
 		err = cmdRun(ctx, e, rest, true)
 	case "doctor":
 		err = cmdDoctor(ctx, e, rest)
+	case "tool":
+		err = cmdTool(ctx, e, rest)
+	case "vault":
+		err = cmdVault(ctx, e, rest)
+	case "discord":
+		err = cmdDiscord(ctx, e, rest)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

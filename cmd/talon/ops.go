@@ -66,12 +66,13 @@ type opsListener struct {
 	srv *http.Server
 }
 
-func (a *app) opsServer(addr string) (*opsListener, error) {
+// opsServer listens on addr and serves the operational endpoints on mux
+// (which may already carry a channel's endpoints, e.g. Slack's Events API).
+func (a *app) opsServer(addr string, mux *http.ServeMux) (*opsListener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listener on %s: %w (set http.listen to a free address, or \"\" to disable it)", addr, err)
 	}
-	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
