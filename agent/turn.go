@@ -74,6 +74,13 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	}()
 	tctx, cancel := context.WithTimeout(ctx, r.limits.TurnTimeout)
 	defer cancel()
+	r.mu.Lock()
+	ch := r.channels[q.Key.Principal.Platform]
+	r.mu.Unlock()
+	if t, ok := ch.(Typer); ok {
+		stop := t.Working(tctx, q.Key, q.ReplyTo)
+		defer stop()
+	}
 	text, err := r.loop(tctx, q, tid, sess, resumed)
 	switch {
 	case err == nil:

@@ -22,6 +22,16 @@ const Platform = "terminal"
 type Runtime interface {
 	Accept(ctx context.Context, in agent.Inbound) (agent.QueuedInbound, error)
 	WaitIdle(ctx context.Context) error
+	Decide(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error)
+}
+
+// question is something the runtime asks the terminal's user: the next
+// input line answers it instead of becoming a message.
+type question struct {
+	prompt string
+	secret bool             // read without echo
+	answer chan<- string    // receives the line ("" at end of input)
+	id     agent.ApprovalID // for an approval: Run decides it with the answer
 }
 
 // Adapter reads one message per line from In and writes replies to Out.
@@ -38,14 +48,22 @@ type Adapter struct {
 	// Runtime accepts the messages; required.
 	Runtime Runtime
 
-	mu       sync.Mutex                           // guards Out and streamed
-	streamed map[agent.InboundID]*strings.Builder // text shown so far per inbound
+	mu        sync.Mutex                           // guards Out and streamed
+	streamed  map[agent.InboundID]*strings.Builder // text shown so far per inbound
+	questions chan question                        // created by init
+	initOnce  sync.Once
 }
 
 var (
-	_ agent.Channel  = (*Adapter)(nil)
-	_ agent.Streamer = (*Adapter)(nil)
+	_ agent.Channel        = (*Adapter)(nil)
+	_ agent.Streamer       = (*Adapter)(nil)
+	_ agent.Asker          = (*Adapter)(nil)
+	_ agent.SecretPrompter = (*Adapter)(nil)
 )
+
+func (a *Adapter) init() {
+	a.initOnce.Do(func() { a.questions = make(chan question) })
+}
 
 // Key is the session key of the terminal user.
 func (a *Adapter) Key() agent.SessionKey {
@@ -59,12 +77,15 @@ func (a *Adapter) Key() agent.SessionKey {
 // Platform implements agent.Channel.
 func (a *Adapter) Platform() string { return Platform }
 
-// Run reads lines until EOF or ctx ends. At EOF it waits until every
-// message has been answered, then returns nil.
+// Run reads lines until EOF or ctx ends. Each line is a message; Run waits
+// for its answer before reading the next, and meanwhile a question from the
+// runtime (an approval, a secret) is answered by the next line. At EOF it
+// waits until every message has been answered, then returns nil.
 func (a *Adapter) Run(ctx context.Context) error {
 	if a.In == nil || a.Out == nil || a.Runtime == nil {
 		return errors.New("terminal: In, Out and Runtime are required")
 	}
+	a.init()
 	var nonce [6]byte
 	_, _ = rand.Read(nonce[:])
 	run := hex.EncodeToString(nonce[:])
@@ -94,6 +115,9 @@ func (a *Adapter) Run(ctx context.Context) error {
 		var ok bool
 		select {
 		case line, ok = <-lines:
+		case q := <-a.questions:
+			a.ask(ctx, q, lines)
+			continue
 		case <-ctx.Done():
 			return nil
 		}
@@ -115,10 +139,8 @@ func (a *Adapter) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("terminal: accept: %w", err)
 		}
-		if a.Interactive {
-			if err := a.Runtime.WaitIdle(ctx); err != nil {
-				return nil
-			}
+		if !a.waitAnswered(ctx, lines) {
+			return nil
 		}
 	}
 	if a.Interactive {
@@ -131,10 +153,102 @@ func (a *Adapter) Run(ctx context.Context) error {
 		}
 	default:
 	}
-	if err := a.Runtime.WaitIdle(ctx); err != nil {
-		return nil
+	a.waitAnswered(ctx, lines)
+	return nil
+}
+
+// waitAnswered waits until the runtime is idle, answering its questions
+// with input lines meanwhile. It reports false when ctx ended.
+func (a *Adapter) waitAnswered(ctx context.Context, lines <-chan string) bool {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	idle := make(chan struct{})
+	go func() {
+		defer close(idle)
+		_ = a.Runtime.WaitIdle(wctx)
+	}()
+	for {
+		select {
+		case <-idle:
+			return ctx.Err() == nil
+		case q := <-a.questions:
+			a.ask(ctx, q, lines)
+		case <-ctx.Done():
+			<-idle
+			return false
+		}
+	}
+}
+
+// ask shows a question and answers it with the next input line.
+func (a *Adapter) ask(ctx context.Context, q question, lines <-chan string) {
+	a.write(q.prompt)
+	restore := func() {}
+	if q.secret && a.Interactive {
+		restore = echoOff(a.In)
+	}
+	var line string
+	select {
+	case line = <-lines:
+	case <-ctx.Done():
+	}
+	restore()
+	if q.secret {
+		a.write("\n")
+	}
+	if q.answer != nil {
+		q.answer <- line
+		return
+	}
+	yes := strings.EqualFold(strings.TrimSpace(line), "y") || strings.EqualFold(strings.TrimSpace(line), "yes")
+	if _, err := a.Runtime.Decide(ctx, q.id, a.Key().Principal, yes); err != nil && !errors.Is(err, agent.ErrDecided) {
+		a.write("could not record the answer: " + err.Error() + "\n")
+	}
+}
+
+// AskApproval implements agent.Asker: the next input line answers it.
+func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error {
+	a.init()
+	q := question{id: p.ID, prompt: fmt.Sprintf("\nThe tool %s wants to: %s\nAllow it? [y/N] ", p.Tool, p.Description)}
+	// The question is handed over asynchronously: the runtime waits for
+	// Decide, not for this call.
+	go func() {
+		select {
+		case a.questions <- q:
+		case <-ctx.Done():
+		}
+	}()
+	return nil
+}
+
+// ApprovalDone implements agent.Asker.
+func (a *Adapter) ApprovalDone(_ context.Context, p agent.ApprovalPrompt, st agent.ApprovalState, _ agent.Principal) error {
+	if st == agent.ApprovalExpired {
+		a.write(fmt.Sprintf("(the approval for %s expired, so it was denied)\n", p.Tool))
 	}
 	return nil
+}
+
+// PromptSecret implements agent.SecretPrompter: the next input line is the
+// value, read without echo on a terminal. It never becomes a message.
+func (a *Adapter) PromptSecret(ctx context.Context, _ agent.SessionKey, label string) ([]byte, error) {
+	a.init()
+	ans := make(chan string, 1)
+	q := question{prompt: label + ": ", secret: true, answer: ans}
+	select {
+	case a.questions <- q:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case v := <-ans:
+		if v == "" {
+			return nil, errors.New("terminal: no value entered")
+		}
+		return []byte(v), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Stream implements agent.Streamer: it shows the answer as it arrives.
