@@ -75,7 +75,7 @@ func (db *DB) GetApproval(ctx context.Context, id agent.ApprovalID) (agent.Appro
 // DecideApproval moves a pending approval to state (compare-and-set) and
 // returns it as it is afterwards, with whether this call changed it.
 func (db *DB) DecideApproval(ctx context.Context, id agent.ApprovalID, state agent.ApprovalState, by string) (agent.Approval, bool, error) {
-	res, err := db.w.ExecContext(ctx, `UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?
+	res, err := db.execSQL(ctx, `UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?
 		WHERE id = ? AND state = 'pending'`, string(state), db.now(), by, id)
 	if err != nil {
 		return agent.Approval{}, false, fmt.Errorf("store: decide approval: %w", err)
@@ -115,9 +115,9 @@ func (db *DB) AmendInbound(ctx context.Context, dedupeKey, text string, cancel b
 		err error
 	)
 	if cancel {
-		res, err = db.w.ExecContext(ctx, `UPDATE inbound SET state = 'done' WHERE dedupe_key = ? AND state = 'queued'`, dedupeKey)
+		res, err = db.execSQL(ctx, `UPDATE inbound SET state = 'done' WHERE dedupe_key = ? AND state = 'queued'`, dedupeKey)
 	} else {
-		res, err = db.w.ExecContext(ctx, `UPDATE inbound SET text = ? WHERE dedupe_key = ? AND state = 'queued'`, text, dedupeKey)
+		res, err = db.execSQL(ctx, `UPDATE inbound SET text = ? WHERE dedupe_key = ? AND state = 'queued'`, text, dedupeKey)
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("store: amend inbound: %w", err)

@@ -173,7 +173,7 @@ func (db *DB) AppendMessages(ctx context.Context, s agent.SessionID, t agent.Tur
 // messages up to and including id upTo; Recent then starts after upTo. An
 // unknown session is ErrNotFound.
 func (db *DB) SetSummary(ctx context.Context, s agent.SessionID, summary string, upTo int64) error {
-	res, err := db.ws.summarySet.ExecContext(ctx, summary, upTo, s)
+	res, err := db.exec(ctx, db.ws.summarySet, summary, upTo, s)
 	if err == nil {
 		err = oneRow(res)
 	}

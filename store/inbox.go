@@ -180,7 +180,7 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 // RecordStep notes model call number step of turn t. Recording the same
 // step again replaces it.
 func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, step int, u llm.Usage, stop string) error {
-	_, err := db.ws.stepPut.ExecContext(ctx, t, step, u.InputTokens, u.OutputTokens, stop, db.now())
+	_, err := db.exec(ctx, db.ws.stepPut, t, step, u.InputTokens, u.OutputTokens, stop, db.now())
 	if err != nil {
 		return fmt.Errorf("store: record step: %w", err)
 	}
@@ -190,7 +190,7 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, step int, u llm.Us
 // StartToolCall records that call started in step of turn t. Starting a
 // call with the same id again (a resumed turn) records a new attempt.
 func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call llm.ToolCall) error {
-	_, err := db.ws.toolStart.ExecContext(ctx, t, step, call.ID, call.Name, call.Arguments, db.now())
+	_, err := db.exec(ctx, db.ws.toolStart, t, step, call.ID, call.Name, call.Arguments, db.now())
 	if err != nil {
 		return fmt.Errorf("store: start tool call: %w", err)
 	}
@@ -200,7 +200,7 @@ func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call 
 // FinishToolCall records the result of call callID of turn t. A call never
 // started is ErrNotFound.
 func (db *DB) FinishToolCall(ctx context.Context, t agent.TurnID, callID string, result string, isError bool) error {
-	res, err := db.ws.toolFinish.ExecContext(ctx, result, isError, db.now(), t, callID)
+	res, err := db.exec(ctx, db.ws.toolFinish, result, isError, db.now(), t, callID)
 	if err == nil {
 		err = oneRow(res)
 	}

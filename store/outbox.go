@@ -45,7 +45,7 @@ func (db *DB) Undelivered(ctx context.Context) ([]agent.Reply, error) {
 // is not an error; a reply marked failed may still be marked delivered. An
 // unknown reply is ErrNotFound.
 func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID string) error {
-	res, err := db.ws.replyDelivered.ExecContext(ctx, platformID, db.now(), id)
+	res, err := db.exec(ctx, db.ws.replyDelivered, platformID, db.now(), id)
 	if err == nil {
 		err = db.changedOrExists(ctx, res, id)
 	}
@@ -59,7 +59,7 @@ func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID st
 // already delivered or failed is left as it is, without error. An unknown
 // reply is ErrNotFound.
 func (db *DB) MarkFailed(ctx context.Context, id agent.ReplyID, reason string) error {
-	res, err := db.ws.replyFailed.ExecContext(ctx, reason, id)
+	res, err := db.exec(ctx, db.ws.replyFailed, reason, id)
 	if err == nil {
 		err = db.changedOrExists(ctx, res, id)
 	}

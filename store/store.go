@@ -52,6 +52,7 @@ type DB struct {
 
 	ws writeStmts
 	rs readStmts
+	wr *writer
 }
 
 // Open opens the database at path, creating the file (mode 0600) and its
@@ -136,6 +137,7 @@ func (db *DB) open(ctx context.Context) error {
 	if err := db.rs.prepare(ctx, db.r); err != nil {
 		return fmt.Errorf("store: prepare: %w", err)
 	}
+	db.startWriter()
 	return nil
 }
 
@@ -175,6 +177,7 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) closeAll() error {
+	db.stopWriter()
 	var errs []error
 	errs = append(errs, db.ws.close(), db.rs.close())
 	if db.r != nil {
@@ -211,18 +214,4 @@ func fromMS(ms int64) time.Time {
 // nullID stores a zero id as NULL.
 func nullID[T ~int64](id T) sql.NullInt64 {
 	return sql.NullInt64{Int64: int64(id), Valid: id != 0}
-}
-
-// inTx runs fn in one write transaction on the writer connection and
-// commits it if fn succeeds.
-func (db *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback() // the error that matters is fn's
-		return err
-	}
-	return tx.Commit()
 }

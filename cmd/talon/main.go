@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/sandbox/egress"
 )
 
 func main() {
@@ -28,6 +30,10 @@ type env struct {
 	getenv func(string) string
 	// tools, when set, replaces the tool runner (tests use a scripted one).
 	tools agent.ToolRunner
+	// resolver and rootCAs, when set, replace the egress broker's DNS
+	// resolver and TLS roots (tests serve tools' hosts on loopback).
+	resolver egress.Resolver
+	rootCAs  *x509.CertPool
 }
 
 // usageError is a mistake on the command line: exit status 2.
@@ -44,6 +50,8 @@ Usage:
   talon tool    list|run|check    list, run and check sandboxed tools
   talon vault   set|list|rm|audit|rotate-key   manage users' credentials
   talon discord invite-url        print the link that adds the bot to a server
+  talon bench   --users N --messages M [--concurrency C] [--tool-share F] [--llm-latency D] [--llm-url URL] [--json]
+                                  measure throughput and the gateway's own overhead
   talon version                   print the version
 
 The configuration file is --config, or $TALON_CONFIG; without one, built-in
@@ -78,6 +86,8 @@ func (e env) main(ctx context.Context, args []string) int {
 		err = cmdVault(ctx, e, rest)
 	case "discord":
 		err = cmdDiscord(ctx, e, rest)
+	case "bench":
+		err = cmdBench(ctx, e, rest)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/store"
+)
+
+// benchResult is what `talon bench --json` prints.
+type benchResult struct {
+	Users        int     `json:"users"`
+	Messages     int     `json:"messages"`
+	Concurrency  int     `json:"concurrency"`
+	Turns        int     `json:"turns"`
+	Seconds      float64 `json:"seconds"`
+	TurnsPerSec  float64 `json:"turns_per_sec"`
+	OverheadMS   pct     `json:"overhead_ms"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	DBBytes      int64   `json:"db_bytes"`
+	Errors       int     `json:"errors"`
+}
+
+type pct struct {
+	P50 float64 `json:"p50"`
+	P95 float64 `json:"p95"`
+	P99 float64 `json:"p99"`
+}
+
+// cmdBench drives the real runtime and store with an in-process channel and
+// a fake model, and reports throughput and the gateway's own overhead.
+func cmdBench(ctx context.Context, e env, args []string) error {
+	var (
+		users, messages, concurrency int
+		toolShare                    float64
+		latency                      time.Duration
+		llmURL, llmModel, dataDir    string
+		asJSON                       bool
+	)
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.IntVar(&users, "users", 100, "number of users, each with one conversation")
+	fs.IntVar(&messages, "messages", 10, "messages per user, each sent after the previous one is answered")
+	fs.IntVar(&concurrency, "concurrency", 0, "users talking at the same time (default: all)")
+	fs.Float64Var(&toolShare, "tool-share", 0, "share of turns that make one sandboxed tool call (0..1)")
+	fs.DurationVar(&latency, "llm-latency", 0, "time the fake model takes per call")
+	fs.StringVar(&llmURL, "llm-url", "", "drive this OpenAI-compatible endpoint instead of the in-process fake model")
+	fs.StringVar(&llmModel, "llm-model", "bench", "model name sent to --llm-url")
+	fs.StringVar(&dataDir, "data-dir", "", "where to put the database (default: a new temporary directory, removed after)")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{err.Error()}
+	}
+	if users < 1 || messages < 1 || toolShare < 0 || toolShare > 1 {
+		return &usageError{"bench: --users and --messages must be ≥ 1, --tool-share within 0..1"}
+	}
+	if concurrency <= 0 || concurrency > users {
+		concurrency = users
+	}
+	if dataDir == "" {
+		d, err := os.MkdirTemp("", "talon-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dataDir = d
+	}
+	dbPath := filepath.Join(dataDir, "talon.db")
+	db, err := store.Open(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	fake := &benchLLM{latency: latency, toolShare: toolShare}
+	var provider llm.Provider = fake
+	if llmURL != "" {
+		if provider, err = llm.NewOpenAI(llm.Config{BaseURL: llmURL, Model: llmModel, MaxRetries: -1}); err != nil {
+			return err
+		}
+	}
+	var tools agent.ToolRunner
+	if toolShare > 0 {
+		if tools, err = benchTools(ctx, e, dataDir); err != nil {
+			return err
+		}
+	}
+	ch := &benchChannel{done: map[string]chan agent.Reply{}}
+	rt := &agent.Runtime{
+		Store: db, LLM: provider, Tools: tools, Log: zerolog.Nop(),
+		Limits: agent.Limits{MaxConcurrentTurns: max(concurrency, 64), MaxTurnsPerUser: 2, RatePerMinute: 0},
+	}
+	rt.Register(ch)
+	rctx, stop := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	go func() { runDone <- rt.Run(rctx) }()
+	defer func() { stop(); <-runDone }()
+	select {
+	case <-rt.Ready():
+	case err := <-runDone:
+		return err
+	}
+
+	total := users * messages
+	overheads := make([]time.Duration, 0, total)
+	var (
+		mu       sync.Mutex // guards overheads
+		errCount atomic.Int64
+		finished atomic.Int64
+	)
+	progress := newProgress(e, total, asJSON)
+	sem := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			key := agent.SessionKey{Principal: agent.Principal{Platform: "bench", User: "u" + strconv.Itoa(u)}}
+			for m := range messages {
+				dk := fmt.Sprintf("bench:%d:%d", u, m)
+				wait := ch.expect(dk)
+				t0 := time.Now()
+				_, err := rt.Accept(ctx, agent.Inbound{DedupeKey: dk, Key: key, Text: fmt.Sprintf("message %d of user %d", m, u), ReplyTo: dk})
+				if err != nil {
+					errCount.Add(1)
+					continue
+				}
+				select {
+				case rep := <-wait:
+					d := time.Since(t0) - fake.spent(dk)
+					if rep.Kind == agent.ReplyError {
+						errCount.Add(1)
+					}
+					mu.Lock()
+					overheads = append(overheads, d)
+					mu.Unlock()
+				case <-ctx.Done():
+					return
+				}
+				progress.set(int(finished.Add(1)))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	progress.done()
+
+	res := benchResult{
+		Users: users, Messages: messages, Concurrency: concurrency, Turns: len(overheads),
+		Seconds: elapsed.Seconds(), TurnsPerSec: float64(len(overheads)) / elapsed.Seconds(),
+		OverheadMS: percentiles(overheads), PeakRSSBytes: peakRSS(), DBBytes: dirSize(dataDir),
+		Errors: int(errCount.Load()),
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(res)
+	}
+	fmt.Fprintf(e.stdout, "turns:           %d (%d users × %d messages, %d at a time)\n", res.Turns, users, messages, concurrency)
+	fmt.Fprintf(e.stdout, "throughput:      %.0f turns/s over %.2f s\n", res.TurnsPerSec, res.Seconds)
+	fmt.Fprintf(e.stdout, "overhead:        p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (turn latency minus model time)\n", res.OverheadMS.P50, res.OverheadMS.P95, res.OverheadMS.P99)
+	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB\n", float64(res.PeakRSSBytes)/1e6)
+	fmt.Fprintf(e.stdout, "database:        %.1f MB\n", float64(res.DBBytes)/1e6)
+	fmt.Fprintf(e.stdout, "errors:          %d\n", res.Errors)
+	return nil
+}
+
+func percentiles(ds []time.Duration) pct {
+	if len(ds) == 0 {
+		return pct{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(p float64) float64 {
+		i := int(p * float64(len(s)-1))
+		return float64(s[i]) / float64(time.Millisecond)
+	}
+	return pct{P50: at(0.50), P95: at(0.95), P99: at(0.99)}
+}
+
+// peakRSS reads the process's high-water resident set size (Linux).
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// benchChannel hands each delivered reply to whoever waits for it.
+type benchChannel struct {
+	mu   sync.Mutex
+	done map[string]chan agent.Reply // by ReplyTo (the dedupe key); guarded by mu
+}
+
+func (c *benchChannel) Platform() string { return "bench" }
+
+func (c *benchChannel) expect(key string) <-chan agent.Reply {
+	ch := make(chan agent.Reply, 1)
+	c.mu.Lock()
+	c.done[key] = ch
+	c.mu.Unlock()
+	return ch
+}
+
+func (c *benchChannel) Deliver(_ context.Context, r agent.Reply) (string, error) {
+	c.mu.Lock()
+	ch := c.done[r.ReplyTo]
+	delete(c.done, r.ReplyTo)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- r
+	}
+	return r.ReplyTo, nil
+}
+
+// benchLLM is an in-process model: it waits latency, then answers; a share
+// of turns first asks for one tool call. It records the time it spent per
+// turn so the gateway's own overhead can be separated out.
+type benchLLM struct {
+	latency   time.Duration
+	toolShare float64
+	n         atomic.Int64
+	mu        sync.Mutex
+	spentBy   map[string]time.Duration // by turn's last user text; guarded by mu
+}
+
+func (b *benchLLM) Name() string  { return "bench" }
+func (b *benchLLM) Model() string { return "bench" }
+
+func (b *benchLLM) Complete(ctx context.Context, req llm.Request) (*llm.Response, error) {
+	t0 := time.Now()
+	if b.latency > 0 {
+		t := time.NewTimer(b.latency)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, &llm.Error{Kind: llm.ErrTimeout, Provider: "bench", Err: ctx.Err()}
+		}
+	}
+	last := req.Messages[len(req.Messages)-1]
+	var resp *llm.Response
+	if last.Role == llm.RoleUser && b.toolShare > 0 && len(req.Tools) > 0 &&
+		float64(b.n.Add(1)%1000) < b.toolShare*1000 {
+		resp = &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{
+			ID: "call", Name: req.Tools[0].Name, Arguments: benchToolArgs}}}, StopReason: "tool_calls"}
+	} else {
+		resp = &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, Content: "ok: " + last.Content}, StopReason: "stop"}
+	}
+	b.record(req, time.Since(t0))
+	return resp, nil
+}
+
+// record adds d to the time spent on the turn the request belongs to (found
+// by its last user message's dedupe key, which the bench puts in the text).
+func (b *benchLLM) record(req llm.Request, d time.Duration) {
+	var user string
+	for i := len(req.Messages) - 1; i >= 0; i-- {
+		if req.Messages[i].Role == llm.RoleUser {
+			user = req.Messages[i].Content
+			break
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.spentBy == nil {
+		b.spentBy = map[string]time.Duration{}
+	}
+	b.spentBy[user] += d
+}
+
+// spent returns the model time of the turn for dedupe key dk.
+func (b *benchLLM) spent(dk string) time.Duration {
+	var u, m int
+	fmt.Sscanf(dk, "bench:%d:%d", &u, &m)
+	text := fmt.Sprintf("message %d of user %d", m, u)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := b.spentBy[text]
+	delete(b.spentBy, text)
+	return d
+}
+
+// progress draws a bar on a terminal's stderr.
+type progress struct {
+	e     env
+	total int
+	on    bool
+	last  atomic.Int64
+}
+
+func newProgress(e env, total int, quiet bool) *progress {
+	f, ok := e.stderr.(*os.File)
+	return &progress{e: e, total: total, on: !quiet && ok && isTerminal(f)}
+}
+
+func (p *progress) set(n int) {
+	if !p.on {
+		return
+	}
+	now := time.Now().UnixMilli()
+	if last := p.last.Load(); now-last < 100 && n < p.total {
+		return
+	}
+	p.last.Store(now)
+	width := 40
+	filled := n * width / p.total
+	fmt.Fprintf(p.e.stderr, "\r[%s%s] %d/%d turns", strings.Repeat("#", filled), strings.Repeat(" ", width-filled), n, p.total)
+}
+
+func (p *progress) done() {
+	if p.on {
+		fmt.Fprintln(p.e.stderr)
+	}
+}
+
+// benchToolArgs are the arguments of the bench's tool call.
+const benchToolArgs = `{}`
+
+// benchTools returns the sandboxed tools the bench calls.
+func benchTools(ctx context.Context, e env, dataDir string) (agent.ToolRunner, error) {
+	return nil, errors.New("bench: --tool-share is not available yet")
+}
