@@ -52,7 +52,7 @@ func (db *DB) ActiveSession(ctx context.Context, k agent.SessionKey) (agent.Sess
 	if !errors.Is(err, sql.ErrNoRows) {
 		return agent.Session{}, fmt.Errorf("store: active session: %w", err)
 	}
-	err = db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		pid, err := db.principalID(ctx, tx, k.Principal)
 		if err != nil {
 			return err
@@ -69,7 +69,7 @@ func (db *DB) ActiveSession(ctx context.Context, k agent.SessionKey) (agent.Sess
 // one, in one transaction. The retired session keeps its history.
 func (db *DB) NewSession(ctx context.Context, k agent.SessionKey) (agent.Session, error) {
 	s := agent.Session{Key: k}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		pid, err := db.principalID(ctx, tx, k.Principal)
 		if err != nil {
 			return err
@@ -146,7 +146,7 @@ func (db *DB) AppendMessages(ctx context.Context, s agent.SessionID, t agent.Tur
 		}
 		contents[i] = b
 	}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var n int
 		if err := tx.StmtContext(ctx, db.ws.sessionExists).QueryRowContext(ctx, s).Scan(&n); err != nil {
 			return err

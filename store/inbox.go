@@ -62,7 +62,7 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 	}
 	in.ReceivedAt = fromMS(toMS(in.ReceivedAt))
 	var id agent.InboundID
-	err = db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		pid, err := db.principalID(ctx, tx, in.Key.Principal)
 		if err != nil {
 			return err
@@ -125,7 +125,7 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			return 0, s, false, fmt.Errorf("store: start turn %d: encode message: %w", id, err)
 		}
 	}
-	err = db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var (
 			state   string
 			pid     int64
@@ -248,7 +248,7 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 		return 0, fmt.Errorf("store: finish turn: unknown state %q", state)
 	}
 	var rid agent.ReplyID
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := db.now()
 		res, err := tx.StmtContext(ctx, db.ws.inboundFinish).ExecContext(ctx, inState, id)
 		if err != nil {

@@ -46,6 +46,9 @@ type writeStmts struct {
 	replyDelivered *sql.Stmt
 	replyFailed    *sql.Stmt
 	replyState     *sql.Stmt
+	savepoint      *sql.Stmt
+	release        *sql.Stmt
+	rollbackTo     *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -93,6 +96,9 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.replyFailed, `UPDATE outbound SET state = 'failed', reason = ?, attempts = attempts + 1
 			WHERE id = ? AND state = 'pending'`},
 		{&s.replyState, `SELECT state FROM outbound WHERE id = ?`},
+		{&s.savepoint, `SAVEPOINT op`},
+		{&s.release, `RELEASE op`},
+		{&s.rollbackTo, `ROLLBACK TO op`},
 	})
 }
 

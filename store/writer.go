@@ -16,7 +16,7 @@ var ErrClosed = errors.New("store: closed")
 // txReq is one write transaction waiting for the writer.
 type txReq struct {
 	ctx  context.Context
-	fn   func(tx *sql.Tx) error
+	fn   func(ctx context.Context, tx *sql.Tx) error
 	done chan error
 }
 
@@ -52,7 +52,11 @@ func (db *DB) stopWriter() {
 
 // inTx runs fn in a write transaction and returns once it is committed (or
 // rolled back, when fn fails). fn must do all its work through tx.
-func (db *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+//
+// fn receives a context that is never cancelled: once the writer takes a
+// transaction it runs to its end (SQLite statements watching a cancellable
+// context cost a goroutine each, on the one writer every turn waits for).
+func (db *DB) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	r := &txReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	db.wr.mu.RLock()
 	if db.wr.closed {
@@ -109,15 +113,15 @@ func (db *DB) runBatch(batch []*txReq) {
 			errs[i] = err
 			continue
 		}
-		if _, err := tx.Exec("SAVEPOINT op"); err != nil {
+		if _, err := tx.Stmt(db.ws.savepoint).Exec(); err != nil {
 			errs[i] = err
 			continue
 		}
-		if err := r.fn(tx); err != nil {
+		if err := r.fn(context.WithoutCancel(r.ctx), tx); err != nil {
 			errs[i] = err
-			_, _ = tx.Exec("ROLLBACK TO op")
+			_, _ = tx.Stmt(db.ws.rollbackTo).Exec()
 		}
-		if _, err := tx.Exec("RELEASE op"); err != nil && errs[i] == nil {
+		if _, err := tx.Stmt(db.ws.release).Exec(); err != nil && errs[i] == nil {
 			errs[i] = err
 		}
 	}
@@ -142,7 +146,7 @@ func (db *DB) runOne(r *txReq) error {
 	if err != nil {
 		return err
 	}
-	if err := r.fn(tx); err != nil {
+	if err := r.fn(context.WithoutCancel(r.ctx), tx); err != nil {
 		_ = tx.Rollback() // the error that matters is fn's
 		return err
 	}
@@ -152,7 +156,7 @@ func (db *DB) runOne(r *txReq) error {
 // exec runs one statement as a write transaction of its own.
 func (db *DB) exec(ctx context.Context, st *sql.Stmt, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		res, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 		return err
@@ -163,7 +167,7 @@ func (db *DB) exec(ctx context.Context, st *sql.Stmt, args ...any) (sql.Result, 
 // execSQL runs one SQL statement as a write transaction of its own.
 func (db *DB) execSQL(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		res, err = tx.ExecContext(ctx, query, args...)
 		return err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,6 +52,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		latency                      time.Duration
 		llmURL, llmModel, dataDir    string
 		asJSON                       bool
+		cpuProfile                   string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -63,6 +65,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&llmModel, "llm-model", "bench", "model name sent to --llm-url")
 	fs.StringVar(&dataDir, "data-dir", "", "where to put the database (default: a new temporary directory, removed after)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -127,6 +130,17 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		finished atomic.Int64
 	)
 	progress := newProgress(e, total, asJSON)
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	sem := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
 	start := time.Now()
