@@ -183,7 +183,7 @@ func (a *Adapter) identify(ctx context.Context) error {
 			return nil
 		}
 		if fatalAuth(err) {
-			return fmt.Errorf("slack: auth.test: bot token rejected: %w", err)
+			return fmt.Errorf("slack: auth.test: the bot token (slack.bot_token) was rejected: %w", err)
 		}
 		d := backoff(attempt, time.Second, time.Minute)
 		a.Log.Warn().Err(err).Dur("retry_in", d).Msg("slack: auth.test failed")

@@ -39,6 +39,9 @@ type Report struct {
 	// Team and TeamID name the workspace of the bot token; BotUserID and
 	// BotID are the bot's identity (the loop guard uses both).
 	Team, TeamID, BotUserID, BotID string
+	// TeamAllowed reports that the bot's workspace (or its enterprise) is
+	// in AllowedTeams.
+	TeamAllowed bool
 	// SocketMode reports that apps.connections.open accepted the app token
 	// (checked in socket mode only).
 	SocketMode bool
@@ -66,7 +69,11 @@ func (a *Adapter) Check(ctx context.Context) (Report, error) {
 	}
 	res, err := a.api.AuthTestContext(ctx)
 	if err != nil {
-		fail(fmt.Errorf("slack: auth.test with the bot token: %w", err))
+		hint := ""
+		if fatalAuth(err) {
+			hint = "; copy the Bot User OAuth Token (xoxb-…) again from OAuth & Permissions into slack.bot_token (reinstall the app if it was revoked)"
+		}
+		fail(fmt.Errorf("slack: auth.test with the bot token: %w%s", err, hint))
 	} else {
 		rep.Team, rep.TeamID, rep.BotUserID, rep.BotID = res.Team, res.TeamID, res.UserID, res.BotID
 		for s := range strings.SplitSeq(res.Header.Get("X-Oauth-Scopes"), ",") {
@@ -90,13 +97,15 @@ func (a *Adapter) Check(ctx context.Context) (Report, error) {
 		if len(rep.Missing) > 0 {
 			fail(fmt.Errorf("slack: the bot token lacks scopes %s: add them (see the manifest) and reinstall the app", strings.Join(rep.Missing, ", ")))
 		}
-		if !a.pol.teamAllowed(res.TeamID, res.EnterpriseID) {
-			fail(fmt.Errorf("slack: the bot's workspace %s is not in slack.allowed_teams", res.TeamID))
+		rep.TeamAllowed = a.pol.teamAllowed(res.TeamID, res.EnterpriseID)
+		if !rep.TeamAllowed {
+			fail(fmt.Errorf("slack: the bot's workspace %s (%s) is not in slack.allowed_teams; add %s to serve it", res.TeamID, res.Team, res.TeamID))
 		}
 	}
 	if a.cfg.Mode == ModeSocket {
 		if _, _, err := a.api.StartSocketModeContext(ctx); err != nil {
-			fail(fmt.Errorf("slack: apps.connections.open with the app token: %w", err))
+			fail(fmt.Errorf("slack: apps.connections.open with the app token: %w; create an app-level token with connections:write "+
+				"(Basic Information → App-Level Tokens) for slack.app_token and turn on Socket Mode", err))
 		} else {
 			rep.SocketMode = true
 		}

@@ -251,7 +251,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		for _, ch := range chans {
 			g.Go(func() error {
 				if err := ch.run(gctx); err != nil && gctx.Err() == nil {
-					return fmt.Errorf("%s: %w", ch.name, err)
+					return err // the adapters name themselves
 				}
 				return nil
 			})
@@ -291,7 +291,8 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	return nil
 }
 
-// cmdDoctor checks that the gateway can start and reach its model.
+// cmdDoctor checks that the gateway can start and reach its model and, for
+// each enabled channel, that its credentials and settings work.
 func cmdDoctor(ctx context.Context, e env, args []string) error {
 	flagPath, err := parseFlags("doctor", e, args, nil)
 	if err != nil {
@@ -321,6 +322,7 @@ func cmdDoctor(ctx context.Context, e env, args []string) error {
 		_, err := p.Complete(cctx, llm.Request{Messages: []llm.Message{{Role: llm.RoleUser, Content: "Reply with the word ok."}}, MaxTokens: 16})
 		check("model answers", err, fmt.Sprintf(" in %s", time.Since(start).Round(time.Millisecond)))
 	}
+	doctorChannels(ctx, cfg, check)
 	if !ok {
 		return errors.New("doctor found problems")
 	}

@@ -43,6 +43,8 @@ type Config struct {
 	Agent    Agent    `yaml:"agent" json:"agent"`
 	Sandbox  Sandbox  `yaml:"sandbox" json:"sandbox"`
 	Terminal Terminal `yaml:"terminal" json:"terminal"`
+	Slack    Slack    `yaml:"slack" json:"slack"`
+	Discord  Discord  `yaml:"discord" json:"discord"`
 }
 
 // Log configures logging.
@@ -156,6 +158,8 @@ func Default() Config {
 			ApprovalTimeout: Duration(10 * time.Minute),
 		},
 		Terminal: Terminal{User: "local"},
+		Slack:    defaultSlack(),
+		Discord:  defaultDiscord(),
 	}
 }
 

@@ -31,6 +31,14 @@ func TestLoadDefaults(t *testing.T) {
 		},
 		Sandbox:  Sandbox{PoolSize: 2, ApprovalTimeout: Duration(10 * time.Minute)},
 		Terminal: Terminal{User: "local"},
+		Slack: Slack{
+			Mode: "socket", APIURL: "https://slack.com/api/", FollowThreads: true, MaxMessageChars: 3900,
+			EventsPath: "/slack/events",
+		},
+		Discord: Discord{
+			AllowDMs: true, FollowThreads: true, Commands: true, MaxMessageChars: 1900,
+			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50,
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load(\"\") mismatch (-want +got):\n%s", diff)

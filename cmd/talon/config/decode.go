@@ -65,6 +65,8 @@ func decode(data []byte, getenv func(string) string) (*Config, error) {
 	if len(strict.Sandbox.AllowPrivate) == 0 {
 		strict.Sandbox.AllowPrivate = nil
 	}
+	strict.Slack.normalize()
+	strict.Discord.normalize()
 	if errs := strict.validate(w.fromEnv); len(errs) > 0 {
 		return nil, errors.Join(w.sourced(errs)...)
 	}

@@ -174,8 +174,8 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name: "unknown top-level key",
-			file: "data_dir: x\nslack:\n  token: y\n",
-			want: []string{"slack: unknown key (line 2)"},
+			file: "data_dir: x\nmatrix:\n  token: y\n",
+			want: []string{"matrix: unknown key (line 2)"},
 		},
 		{
 			name: "duplicate key",

@@ -43,6 +43,8 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	if !validUser(c.Terminal.User) {
 		v.add("terminal.user", fmt.Sprintf("must be 1 to %d letters, digits or . _ @ -", maxUserLen))
 	}
+	c.Slack.validate(&v, c.HTTP.Listen)
+	c.Discord.validate(&v)
 	return v.errs
 }
 

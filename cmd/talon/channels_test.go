@@ -1,0 +1,457 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/talonhq/talon/adapters/discord"
+	"github.com/talonhq/talon/adapters/slack"
+	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/cmd/talon/config"
+)
+
+// Credentials of the fake Slack workspace: never real, and never expected
+// in any output.
+const (
+	testBotToken      = "xoxb-test-bot-token-not-real"
+	testAppToken      = "xapp-test-app-token-not-real"
+	testSigningSecret = "test-signing-secret-not-real"
+)
+
+func slackEnv() func(string) string {
+	return testEnv(map[string]string{
+		"SLACK_BOT_TOKEN": testBotToken, "SLACK_APP_TOKEN": testAppToken, "SLACK_SIGNING_SECRET": testSigningSecret,
+	})
+}
+
+// fakeSlackAPI answers Slack's Web API on 127.0.0.1: auth.test as workspace
+// T1 (or with authErr), apps.connections.open, and chat.postMessage, which
+// it records.
+type fakeSlackAPI struct {
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	authErr string       // when set, auth.test answers {"ok":false,"error":authErr}; guarded by mu
+	scopes  string       // auth.test's X-OAuth-Scopes; guarded by mu
+	posts   []url.Values // chat.postMessage forms; guarded by mu
+	tokens  []string     // the token of each request (form field or bearer); guarded by mu
+}
+
+func newFakeSlackAPI(t *testing.T) *fakeSlackAPI {
+	t.Helper()
+	scopes, err := slack.ManifestScopes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeSlackAPI{scopes: strings.Join(scopes, ",")}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeSlackAPI) url() string { return f.srv.URL + "/api/" }
+
+func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	form, _ := url.ParseQuery(string(body))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tok := form.Get("token")
+	if tok == "" {
+		tok = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	f.tokens = append(f.tokens, tok)
+	answer := map[string]any{"ok": true}
+	switch strings.TrimPrefix(r.URL.Path, "/api/") {
+	case "auth.test":
+		if f.authErr != "" {
+			answer = map[string]any{"ok": false, "error": f.authErr}
+			break
+		}
+		w.Header().Set("X-OAuth-Scopes", f.scopes)
+		answer = map[string]any{"ok": true, "team": "Acme", "team_id": "T1", "user_id": "UBOT", "bot_id": "BBOT", "user": "talon"}
+	case "apps.connections.open":
+		answer = map[string]any{"ok": true, "url": "ws://127.0.0.1:1/never-dialled"}
+	case "chat.postMessage":
+		f.posts = append(f.posts, form)
+		answer = map[string]any{"ok": true, "channel": form.Get("channel"), "ts": fmt.Sprintf("1700000001.%06d", len(f.posts))}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(answer)
+}
+
+func (f *fakeSlackAPI) postedTo(channel string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var texts []string
+	for _, p := range f.posts {
+		if p.Get("channel") == channel {
+			texts = append(texts, p.Get("text"))
+		}
+	}
+	return texts
+}
+
+// slackSection is a slack: section for the fake at apiURL.
+func slackSection(mode, apiURL string) string {
+	return fmt.Sprintf(`slack:
+  enabled: true
+  mode: %s
+  bot_token: ${SLACK_BOT_TOKEN}
+  app_token: ${SLACK_APP_TOKEN}
+  signing_secret: ${SLACK_SIGNING_SECRET}
+  api_url: %s
+  allowed_teams: [T1]
+`, mode, apiURL)
+}
+
+func TestRunSlackRejectedBotToken(t *testing.T) {
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	fs := newFakeSlackAPI(t)
+	fs.authErr = "invalid_auth"
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL)+slackSection("socket", fs.url()))
+	res := runMain(t, env{getenv: slackEnv()}, "run", "--config", cfg)
+	if res.code == 0 {
+		t.Fatalf("exit 0 with a rejected bot token; stderr:\n%s", res.stderr)
+	}
+	if !strings.Contains(res.stderr, "slack.bot_token") || !strings.Contains(res.stderr, "invalid_auth") {
+		t.Errorf("stderr does not name the Slack bot token and Slack's answer:\n%s", res.stderr)
+	}
+	if strings.Contains(res.stderr, testBotToken) || strings.Contains(res.stderr, testAppToken) {
+		t.Error("stderr shows a token")
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if len(fs.tokens) == 0 || fs.tokens[0] != testBotToken {
+		t.Errorf("auth.test was not called with the configured bot token")
+	}
+}
+
+// signSlack computes X-Slack-Signature: v0=hex(HMAC-SHA256(secret,
+// "v0:"+ts+":"+body)).
+func signSlack(secret, ts string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	fmt.Fprintf(m, "v0:%s:", ts)
+	m.Write(body)
+	return "v0=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func postSlackEvent(t *testing.T, endpoint, secret string, body []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Slack-Request-Timestamp", ts)
+	req.Header.Set("X-Slack-Signature", signSlack(secret, ts, body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestRunSlackEventsMode boots the gateway with Slack in events mode and
+// checks a whole DM: a signed Events API request on the ops listener, the
+// model's answer, and the reply posted in the DM.
+func TestRunSlackEventsMode(t *testing.T) {
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	fs := newFakeSlackAPI(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	body := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1) +
+		slackSection("events", fs.url())
+	cfg := writeConfig(t, dir, body)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		e := env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr, getenv: slackEnv()}
+		done <- e.main(ctx, []string{"run", "--config", cfg})
+	}()
+	waitUntil(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	event, _ := json.Marshal(map[string]any{
+		"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": "Ev1", "event_time": time.Now().Unix(),
+		"event": map[string]any{"type": "message", "channel": "D1", "channel_type": "im", "user": "U1",
+			"ts": "1700000000.000100", "event_ts": "1700000000.000100", "text": "hello gateway"},
+	})
+	endpoint := "http://" + addr + "/slack/events"
+	if code := postSlackEvent(t, endpoint, "forged-secret", event); code != http.StatusUnauthorized {
+		t.Errorf("forged signature: status %d, want 401", code)
+	}
+	if code := postSlackEvent(t, endpoint, testSigningSecret, event); code != http.StatusOK {
+		t.Fatalf("signed event: status %d, want 200; stderr:\n%s", code, stderr.String())
+	}
+	waitUntil(t, func() bool { return len(fs.postedTo("D1")) > 0 })
+	if diff := cmp.Diff([]string{"echo: hello gateway"}, fs.postedTo("D1")); diff != "" {
+		t.Errorf("replies in the DM (-want +got):\n%s", diff)
+	}
+	reqs := llmSrv.Requests()
+	if len(reqs) != 1 || reqs[0].LastUserText() != "hello gateway" {
+		t.Errorf("model requests: %d, want 1 carrying the DM", len(reqs))
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	logs := stderr.String()
+	for _, secret := range []string{testBotToken, testSigningSecret, "hello gateway"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs contain %q", secret)
+		}
+	}
+}
+
+func TestDoctorSlack(t *testing.T) {
+	llmSrv := llmtest.NewServer(t, llmtest.Text("ok"))
+	fs := newFakeSlackAPI(t)
+	dir := t.TempDir()
+	base := baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL)
+
+	cfg := writeConfig(t, dir, base+slackSection("socket", fs.url()))
+	res := runMain(t, env{getenv: slackEnv()}, "doctor", "--config", cfg)
+	if res.code != 0 {
+		t.Errorf("healthy Slack: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	for _, want := range []string{
+		"ok    slack bot token: workspace Acme (T1), bot user UBOT",
+		"ok    slack scopes: ",
+		"ok    slack workspace: T1 is in slack.allowed_teams",
+		"ok    slack app token: Socket Mode connections allowed",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+
+	// Missing scopes and a workspace not allowlisted.
+	fs.mu.Lock()
+	fs.scopes = "chat:write"
+	fs.mu.Unlock()
+	cfg = writeConfig(t, dir, strings.Replace(base+slackSection("socket", fs.url()), "[T1]", "[T2]", 1))
+	res = runMain(t, env{getenv: slackEnv()}, "doctor", "--config", cfg)
+	if res.code == 0 {
+		t.Errorf("doctor passed with missing scopes and another workspace:\n%s", res.stdout)
+	}
+	for _, want := range []string{"FAIL  slack: the bot token lacks scopes app_mentions:read,", "FAIL  slack: the bot's workspace T1 (Acme) is not in slack.allowed_teams"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+
+	// A rejected token.
+	fs.mu.Lock()
+	fs.authErr = "invalid_auth"
+	fs.mu.Unlock()
+	res = runMain(t, env{getenv: slackEnv()}, "doctor", "--config", cfg)
+	if res.code == 0 || !strings.Contains(res.stdout, "FAIL  slack: auth.test with the bot token: invalid_auth; copy the Bot User OAuth Token") {
+		t.Errorf("rejected token: exit %d\n%s", res.code, res.stdout)
+	}
+	if strings.Contains(res.stdout+res.stderr, testBotToken) {
+		t.Error("doctor shows the bot token")
+	}
+}
+
+func TestDiscordInviteURL(t *testing.T) {
+	res := runMain(t, env{}, "discord", "invite-url", "--client-id", "123")
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	u, err := url.Parse(strings.TrimSpace(res.stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{"host": u.Host, "path": u.Path}
+	for k, v := range u.Query() {
+		got[k] = strings.Join(v, "|")
+	}
+	want := map[string]string{
+		"host": "discord.com", "path": "/oauth2/authorize",
+		"client_id": "123", "permissions": "274877975552", "scope": "bot applications.commands",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("invite URL (-want +got):\n%s", diff)
+	}
+	if want := strconv.FormatInt(discord.Permissions, 10); got["permissions"] != want {
+		t.Errorf("permissions %s, want discord.Permissions %s", got["permissions"], want)
+	}
+
+	// Without --client-id: discord.application_id, else a clear error.
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "data_dir: "+filepath.Join(dir, "data")+"\ndiscord:\n  application_id: \"456\"\n")
+	if res := runMain(t, env{}, "discord", "invite-url", "--config", cfg); res.code != 0 || !strings.Contains(res.stdout, "client_id=456&") {
+		t.Errorf("from application_id: exit %d, %q %s", res.code, res.stdout, res.stderr)
+	}
+	cfg = writeConfig(t, dir, "data_dir: "+filepath.Join(dir, "data")+"\n")
+	if res := runMain(t, env{}, "discord", "invite-url", "--config", cfg); res.code != 1 ||
+		!strings.Contains(res.stderr, "discord.token is not configured") || !strings.Contains(res.stderr, "--client-id") {
+		t.Errorf("without id or token: exit %d, %s", res.code, res.stderr)
+	}
+
+	for _, args := range [][]string{{"discord"}, {"discord", "invite"}, {"discord", "invite-url", "--client-id", "abc"}} {
+		if res := runMain(t, env{}, args...); res.code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage); stderr %s", args, res.code, res.stderr)
+		}
+	}
+}
+
+func TestChannelConfigErrorsNameTheKeys(t *testing.T) {
+	cases := []struct {
+		name, body string
+		want       []string
+	}{
+		{"slack without tokens", "slack:\n  enabled: true\n", []string{"slack.bot_token", "slack.app_token", "slack.allowed_teams"}},
+		{"slack events without a signing secret", "slack:\n  enabled: true\n  mode: events\n", []string{"slack.bot_token", "slack.signing_secret", "slack.allowed_teams"}},
+		{"discord without a token", "discord:\n  enabled: true\n", []string{"discord.token"}},
+		{"unknown slack key", "slack:\n  bot-token: x\n", []string{"slack.bot-token: unknown key"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := writeConfig(t, dir, "data_dir: "+filepath.Join(dir, "data")+"\n"+tc.body)
+			res := runMain(t, env{}, "run", "--config", cfg)
+			if res.code == 0 {
+				t.Fatal("exit 0, want failure")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(res.stderr, w) {
+					t.Errorf("stderr does not name %q:\n%s", w, res.stderr)
+				}
+			}
+		})
+	}
+}
+
+// fakeDiscordREST answers GET /users/@me and GET /oauth2/applications/@me
+// for the bot token "test-discord-token"; any other token gets 401.
+func fakeDiscordREST(t *testing.T, appFlags int) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") != "Bot test-discord-token" {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"message":"401: Unauthorized","code":0}`)
+			return
+		}
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/users/@me"):
+			fmt.Fprint(w, `{"id":"900","username":"talon","bot":true}`)
+		case strings.HasSuffix(r.URL.Path, "/oauth2/applications/@me"):
+			fmt.Fprintf(w, `{"id":"901","name":"talon","flags":%d}`, appFlags)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"message":"404: Not Found","code":0}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestDoctorDiscord(t *testing.T) {
+	const intentFlag = 1 << 18 // GATEWAY_MESSAGE_CONTENT
+	cases := []struct {
+		name           string
+		token          string
+		messageContent bool
+		flags          int
+		want           []string
+	}{
+		{
+			name: "healthy", token: "test-discord-token", messageContent: true, flags: intentFlag,
+			want: []string{
+				"ok    discord token: bot talon (900), application 901",
+				"ok    discord message content intent: enabled in the Developer Portal",
+				"ok    discord invite link: " + discord.InviteURL("901"),
+			},
+		},
+		{
+			name: "intent not enabled", token: "test-discord-token", messageContent: true,
+			want: []string{
+				"ok    discord token: bot talon (900), application 901",
+				"FAIL  discord: discord.message_content is true but the Message Content intent is not enabled in the Developer Portal",
+			},
+		},
+		{
+			name: "rejected token", token: "wrong-token",
+			want: []string{"FAIL  discord: discord.token: Discord rejected the token (401)"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := fakeDiscordREST(t, tc.flags)
+			c := config.Default().Discord
+			c.Enabled, c.Token, c.MessageContent = true, config.Secret(tc.token), tc.messageContent
+			ad := newDiscordAdapter(c)
+			ad.APIBase = srv.URL
+			var out strings.Builder
+			doctorDiscord(context.Background(), c, ad, func(name string, err error, detail string) {
+				if err != nil {
+					fmt.Fprintf(&out, "FAIL  %s: %v\n", name, err)
+					return
+				}
+				fmt.Fprintf(&out, "ok    %s%s\n", name, detail)
+			})
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			if strings.Contains(out.String(), tc.token) {
+				t.Error("output shows the token")
+			}
+		})
+	}
+}
+
+func TestDiscordClientIDFromToken(t *testing.T) {
+	srv := fakeDiscordREST(t, 0)
+	c := config.Default().Discord
+	c.Token = "test-discord-token"
+	ad := newDiscordAdapter(c)
+	ad.APIBase = srv.URL
+	if id, err := discordClientID(context.Background(), c, ad); err != nil || id != "901" {
+		t.Errorf("discordClientID = %q, %v; want 901", id, err)
+	}
+	c.Token = "wrong-token"
+	ad = newDiscordAdapter(c)
+	ad.APIBase = srv.URL
+	if _, err := discordClientID(context.Background(), c, ad); err == nil || !strings.Contains(err.Error(), "discord.token") {
+		t.Errorf("rejected token: err = %v, want one naming discord.token", err)
+	}
+}
