@@ -139,6 +139,12 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 		}
 		msg := resp.Message
 		msg.Role = llm.RoleAssistant
+		// What the model wrote is stored and may be sent to tools: a secret
+		// it produced (an invented token, say) is removed first.
+		msg.Content = r.redact(ctx, q.Key.Principal, msg.Content, "reply")
+		for i := range msg.ToolCalls {
+			msg.ToolCalls[i].Arguments = r.redact(ctx, q.Key.Principal, msg.ToolCalls[i].Arguments, "tool_args")
+		}
 		if err := r.Store.AppendMessages(ctx, sess.ID, tid, msg); err != nil {
 			return "", err
 		}

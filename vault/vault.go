@@ -117,8 +117,12 @@ func (v *Vault) Has(ctx context.Context, user, name string) bool {
 }
 
 // Values returns the open values of user's entries, for leak detection. The
-// result is cached until the user's entries change; callers must not
-// modify it.
+// result is cached until the user's entries change through this Vault (or
+// Forget is called); callers must not modify it. An entry that does not
+// open (tampered, moved, sealed under another key) is skipped and reported
+// in the error, which names no value; the values of the others are still
+// returned, so a caller can keep redacting them. A result with an error is
+// not cached.
 func (v *Vault) Values(ctx context.Context, user string) ([][]byte, error) {
 	v.mu.Lock()
 	vals, ok := v.secrets[user]
@@ -131,18 +135,27 @@ func (v *Vault) Values(ctx context.Context, user string) ([][]byte, error) {
 		return nil, fmt.Errorf("vault: list: %w", err)
 	}
 	vals = make([][]byte, 0, len(es))
+	var errs []error
 	for _, s := range es {
 		e, err := Open(v.key, s)
 		if err != nil {
-			return nil, err
+			errs = append(errs, fmt.Errorf("entry %q: %w", s.Name, err))
+			continue
 		}
 		vals = append(vals, e.Value.Reveal())
+	}
+	if len(errs) > 0 {
+		return vals, errors.Join(errs...)
 	}
 	v.mu.Lock()
 	v.secrets[user] = vals
 	v.mu.Unlock()
 	return vals, nil
 }
+
+// Forget drops the cached values of user, so the next Values call reads
+// the storage again (entries may have been changed by another process).
+func (v *Vault) Forget(user string) { v.forget(user) }
 
 func (v *Vault) forget(user string) {
 	v.mu.Lock()

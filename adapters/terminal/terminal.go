@@ -284,6 +284,9 @@ func (a *Adapter) Deliver(_ context.Context, r agent.Reply) (string, error) {
 	switch {
 	case shown != "" && strings.HasSuffix(shown, r.Text):
 		_, err = io.WriteString(a.Out, "\n")
+	case shown != "" && strings.HasSuffix(r.Text, shown):
+		// The reply adds a note before what was streamed: show just that.
+		_, err = io.WriteString(a.Out, "\n"+strings.TrimSpace(strings.TrimSuffix(r.Text, shown))+"\n")
 	case shown != "":
 		_, err = io.WriteString(a.Out, "\n"+r.Text+"\n")
 	case a.Interactive:
