@@ -3,9 +3,24 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
+
+// toolNames lists the names Tools returns.
+func toolNames(t *testing.T, r *Runtime) []string {
+	t.Helper()
+	tools, err := r.Tools(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range tools {
+		names = append(names, tl.Name)
+	}
+	return names
+}
 
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
@@ -53,8 +68,9 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// New refuses what Check refuses, naming the tool, and modules whose
-// initial memory is above their limit.
+// New with Eager refuses what Check refuses, naming the tool, and modules
+// whose initial memory is above their limit. Without Eager the same
+// problems fail the tool's first call with ErrLoad and drop it from Tools.
 func TestNewRefuses(t *testing.T) {
 	tests := []struct {
 		tool, extra string
@@ -66,7 +82,8 @@ func TestNewRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.tool, func(t *testing.T) {
-			_, err := New(context.Background(), Config{CacheDir: fixture.cacheDir, Tools: []Tool{echoTool(t), testTool(t, tt.tool, tt.extra)}})
+			tools := []Tool{echoTool(t), testTool(t, tt.tool, tt.extra)}
+			_, err := New(context.Background(), Config{CacheDir: fixture.cacheDir, Tools: tools, Eager: true})
 			if err == nil {
 				t.Fatal("New succeeded")
 			}
@@ -74,6 +91,33 @@ func TestNewRefuses(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
+			}
+
+			r := newRuntime(t, Config{}, tools...)
+			want := []string{"echo", tt.tool}
+			slices.Sort(want)
+			if got := toolNames(t, r); !slices.Equal(got, want) {
+				t.Errorf("lazy Tools before use = %v, want both", got)
+			}
+			_, err = r.Call(context.Background(), call(tt.tool, `{}`))
+			if !errors.Is(err, ErrLoad) {
+				t.Fatalf("first call: %v, want ErrLoad", err)
+			}
+			var ce *CallError
+			if !errors.As(err, &ce) || strings.Contains(ce.Reason, tt.tool+".wasm") {
+				t.Errorf("first call: %v, want a *CallError with a short reason", err)
+			}
+			lerr := r.Load(context.Background(), tt.tool)
+			for _, w := range tt.want {
+				if lerr == nil || !strings.Contains(lerr.Error(), w) {
+					t.Errorf("Load error %v does not mention %q", lerr, w)
+				}
+			}
+			if got := toolNames(t, r); !slices.Equal(got, []string{"echo"}) {
+				t.Errorf("Tools after the failed load = %v, want [echo]", got)
+			}
+			if res, err := r.Run(context.Background(), call("echo", `{"x":1}`)); err != nil || res.Content != `{"x":1}` {
+				t.Errorf("echo beside the broken tool = %+v, %v", res, err)
 			}
 		})
 	}

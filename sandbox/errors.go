@@ -32,6 +32,10 @@ var (
 	ErrNotApproved = errors.New("not approved")
 	// ErrInput: the arguments could not be handed to the tool.
 	ErrInput = errors.New("bad input")
+	// ErrLoad: the tool's module could not be compiled, does not speak the
+	// tool ABI (the error then matches ErrABI too), or needs more memory
+	// at start than its limit. It is found on first use.
+	ErrLoad = errors.New("tool failed to load")
 )
 
 // CallError is why a call failed. Kind is one of the Err* sentinels above;
@@ -41,14 +45,22 @@ type CallError struct {
 	Tool   string
 	Kind   error
 	Reason string
+	// cause is the full reason behind Kind, for the operator (ErrLoad).
+	cause error
 }
 
 func (e *CallError) Error() string {
 	return fmt.Sprintf("sandbox: tool %s: %s", e.Tool, e.Reason)
 }
 
-// Unwrap makes errors.Is(err, ErrDeadline) and friends work.
-func (e *CallError) Unwrap() error { return e.Kind }
+// Unwrap makes errors.Is(err, ErrDeadline) and friends work, and reaches
+// the full cause of an ErrLoad (errors.Is(err, ErrABI), the compile error).
+func (e *CallError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{e.Kind, e.cause}
+	}
+	return []error{e.Kind}
+}
 
 // ABIVersionError is returned by Check for a module built for another
 // version of the tool ABI. It matches ErrABI.

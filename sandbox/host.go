@@ -40,6 +40,8 @@ type host struct {
 type callState struct {
 	tool      *loaded
 	principal agent.Principal
+	key       agent.SessionKey
+	turn      agent.TurnID
 	callID    string
 
 	httpRequests int
@@ -146,7 +148,7 @@ func (h *host) doHTTP(ctx context.Context, st *callState, in []byte) []byte {
 
 	if st.tool.manifest.Approval == ApproveNonGet && req.Method != "GET" && req.Method != "HEAD" {
 		if !h.approve(ctx, ApprovalRequest{
-			Tool: st.tool.manifest.Name, Principal: st.principal, CallID: st.callID,
+			Tool: st.tool.manifest.Name, Principal: st.principal, Key: st.key, Turn: st.turn, CallID: st.callID,
 			Description: req.Method + " " + describeURL(req.URL),
 		}) {
 			return errorResult("approval", "the user did not approve this request")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -43,7 +44,11 @@ type Approver interface {
 type ApprovalRequest struct {
 	Tool      string
 	Principal agent.Principal
-	CallID    string
+	// Key and Turn are the session and turn of the call (agent.ToolCall),
+	// so an approver can pause that turn and ask that session's owner.
+	Key    agent.SessionKey
+	Turn   agent.TurnID
+	CallID string
 	// Description is short and human, e.g. "POST https://api.github.com/repos/x/y/issues"
 	// or "run tool deploy".
 	Description string
@@ -57,6 +62,12 @@ type Config struct {
 	// Tools are the tools to serve, as LoadTools returns them. Disabled
 	// tools are not compiled.
 	Tools []Tool
+	// Eager compiles and checks every enabled tool in New, so that a
+	// broken module stops the start. The default (false) compiles a tool
+	// on its first use (or Load): start-up then costs milliseconds instead
+	// of seconds per tool on a cold cache, and a broken module fails its
+	// calls (ErrLoad) and drops out of Tools.
+	Eager bool
 	// CacheDir holds compiled code across restarts. Empty means an
 	// in-memory cache (every start compiles).
 	CacheDir string
@@ -70,8 +81,9 @@ type Config struct {
 	// Approver is asked before calls of approval=always tools and before
 	// non-GET requests of approval=non_get tools; nil denies.
 	Approver Approver
-	// Logger receives the guests' log messages at debug level. The zero
-	// value discards them.
+	// Logger receives the guests' log messages at debug level and, once
+	// per tool, why a tool failed to load, at warn level. The zero value
+	// discards them.
 	Logger zerolog.Logger
 	// Now is the clock of the per-minute rate limits; nil means time.Now.
 	Now func() time.Time
@@ -83,6 +95,7 @@ type Runtime struct {
 	rt       wazero.Runtime
 	cache    wazero.CompilationCache
 	host     *host
+	abi      *abi
 	tools    map[string]*loaded // read-only after New
 	names    []string           // enabled tools, sorted
 	poolSize int
@@ -91,7 +104,7 @@ type Runtime struct {
 	// ctx is cancelled by Close; it stops the pool fillers.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // pool fillers
+	wg     sync.WaitGroup // pool fillers and compilations in progress
 
 	mu     sync.Mutex
 	pools  map[string]*pool // guarded by mu
@@ -100,18 +113,28 @@ type Runtime struct {
 
 var _ agent.ToolRunner = (*Runtime)(nil)
 
-// loaded is an enabled, compiled and checked tool.
+// loaded is an enabled tool, compiled and checked on first use.
 type loaded struct {
 	manifest *Manifest
 	policy   *egress.Policy
-	compiled wazero.CompiledModule
 	memLimit uint64 // bytes
+	source   string
+	wasm     []byte
+
+	// failed is set once loading failed, so Tools can skip the tool
+	// without waiting for a compilation in progress.
+	failed atomic.Bool
+
+	mu       sync.Mutex
+	compiled wazero.CompiledModule // guarded by mu; nil until loaded
+	err      error                 // guarded by mu; why loading failed, for good
 }
 
 const mib = 1 << 20
 
-// New compiles and checks every enabled tool and returns a Runtime serving
-// them. Every problem is reported at once.
+// New returns a Runtime serving the enabled tools. Tools are compiled and
+// checked on first use, or here when cfg.Eager is set; every problem New
+// finds is reported at once.
 func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	maxMiB := defaultLimits.MemoryMiB
 	for _, t := range cfg.Tools {
@@ -171,6 +194,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
 
+	r.abi = a
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+
 	var errs []error
 	for _, t := range cfg.Tools {
 		m := t.Manifest
@@ -181,30 +207,89 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 			errs = append(errs, fmt.Errorf("tool %s: listed twice", m.Name))
 			continue
 		}
-		cm, err := rt.CompileModule(ctx, t.Wasm)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tool %s (%s): compile: %w", m.Name, t.Source, err))
-			continue
-		}
-		if err := a.check(cm); err != nil {
-			errs = append(errs, fmt.Errorf("tool %s (%s): %w", m.Name, t.Source, err))
-			continue
-		}
-		lt := &loaded{manifest: m, policy: m.policy(), compiled: cm, memLimit: uint64(m.Limits.MemoryMiB) * mib}
-		if def := cm.ExportedMemories()[memExport]; uint64(def.Min())*65536 > lt.memLimit {
-			errs = append(errs, fmt.Errorf("tool %s (%s): module needs %d MiB of memory at start, above limits.memory_mib %d",
-				m.Name, t.Source, uint64(def.Min())*65536/mib, m.Limits.MemoryMiB))
-			continue
-		}
-		r.tools[m.Name] = lt
+		r.tools[m.Name] = &loaded{manifest: m, policy: m.policy(), memLimit: uint64(m.Limits.MemoryMiB) * mib, source: t.Source, wasm: t.Wasm}
 		r.names = append(r.names, m.Name)
 	}
+	if cfg.Eager {
+		for _, n := range r.names {
+			if _, err := r.module(ctx, r.tools[n]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
+		r.cancel()
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
 	sort.Strings(r.names)
-	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	return r, nil
+}
+
+// Load compiles and checks the named tool now, as its first call would;
+// calls reuse the result, and a failure is kept. It returns the full reason
+// a tool cannot load, for the operator.
+func (r *Runtime) Load(ctx context.Context, name string) error {
+	t, ok := r.tools[name]
+	if !ok {
+		return &CallError{Tool: name, Kind: ErrUnknownTool, Reason: "unknown tool"}
+	}
+	if _, err := r.module(ctx, t); err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	return nil
+}
+
+// errClosed is returned for work asked of a closed Runtime.
+var errClosed = errors.New("sandbox: runtime closed")
+
+// module returns t's compiled module, compiling and checking it on first
+// use. Concurrent first calls wait for one compilation. A compilation is
+// not bound by a call's deadline (it may take seconds on a cold cache);
+// Close waits for it.
+func (r *Runtime) module(ctx context.Context, t *loaded) (wazero.CompiledModule, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errClosed
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	defer r.wg.Done()
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.compiled != nil || t.err != nil {
+		return t.compiled, t.err
+	}
+	cm, err := r.compile(context.WithoutCancel(ctx), t)
+	if err != nil {
+		t.err = err
+		t.failed.Store(true)
+		r.host.logger.Warn().Str("tool", t.manifest.Name).Str("source", t.source).Err(err).Msg("tool failed to load")
+		return nil, err
+	}
+	t.compiled = cm
+	t.wasm = nil // compiled; the binary is no longer needed
+	return cm, nil
+}
+
+// compile compiles t's module and checks its ABI and initial memory.
+func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule, error) {
+	m := t.manifest
+	cm, err := r.rt.CompileModule(ctx, t.wasm)
+	if err != nil {
+		return nil, fmt.Errorf("tool %s (%s): compile: %w", m.Name, t.source, err)
+	}
+	if err := r.abi.check(cm); err != nil {
+		cm.Close(ctx)
+		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+	}
+	if def := cm.ExportedMemories()[memExport]; uint64(def.Min())*65536 > t.memLimit {
+		cm.Close(ctx)
+		return nil, fmt.Errorf("tool %s (%s): module needs %d MiB of memory at start, above limits.memory_mib %d",
+			m.Name, t.source, uint64(def.Min())*65536/mib, m.Limits.MemoryMiB)
+	}
+	return cm, nil
 }
 
 // Close stops the pool fillers, waits for them, and closes every instance
@@ -235,10 +320,14 @@ func (r *Runtime) Close(ctx context.Context) error {
 	return nil
 }
 
-// Tools lists the enabled tools. Every principal sees the same tools.
+// Tools lists the enabled tools, less those that failed to load. Every
+// principal sees the same tools. It never compiles.
 func (r *Runtime) Tools(ctx context.Context, p agent.Principal) ([]llm.Tool, error) {
 	out := make([]llm.Tool, 0, len(r.names))
 	for _, n := range r.names {
+		if r.tools[n].failed.Load() {
+			continue
+		}
 		m := r.tools[n].manifest
 		out = append(out, llm.Tool{Name: m.Name, Description: m.Description, Parameters: m.Parameters})
 	}
@@ -266,11 +355,18 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 	closed := r.closed
 	r.mu.Unlock()
 	if closed {
-		return agent.ToolResult{}, errors.New("sandbox: runtime closed")
+		return agent.ToolResult{}, errClosed
 	}
 	t, ok := r.tools[call.Name]
 	if !ok {
 		return agent.ToolResult{}, &CallError{Tool: call.Name, Kind: ErrUnknownTool, Reason: "unknown tool"}
+	}
+	if _, err := r.module(ctx, t); err != nil {
+		if errors.Is(err, errClosed) {
+			return agent.ToolResult{}, err
+		}
+		return agent.ToolResult{}, &CallError{Tool: t.manifest.Name, Kind: ErrLoad, cause: err,
+			Reason: "the tool could not be loaded; the operator can see why in the log or with talon tool check"}
 	}
 	name := t.manifest.Name
 	p := call.Key.Principal
@@ -297,7 +393,8 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 			return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrNotApproved, Reason: "this tool needs approval and none can be asked"}
 		}
 		ok, err := r.host.approver.Approve(ctx, ApprovalRequest{
-			Tool: name, Principal: p, CallID: call.ID, Description: "run tool " + name, Args: args,
+			Tool: name, Principal: p, Key: call.Key, Turn: call.Turn, CallID: call.ID,
+			Description: "run tool " + name, Args: args,
 		})
 		if err != nil {
 			return agent.ToolResult{}, fmt.Errorf("sandbox: approve %s: %w", name, err)
@@ -309,7 +406,7 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 
 	cctx, cancel := context.WithTimeout(ctx, t.manifest.Limits.Deadline)
 	defer cancel()
-	st := &callState{tool: t, principal: p, callID: call.ID}
+	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID}
 	cctx = context.WithValue(cctx, callKey{}, st)
 
 	inst, err := r.take(cctx, t)
@@ -416,7 +513,11 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 		WithSysNanotime().
 		WithSysNanosleep().
 		WithRandSource(rand.Reader)
-	mod, err := r.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), t.compiled, cfg)
+	cm, err := r.module(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := r.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), cm, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate %s: %w", t.manifest.Name, err)
 	}

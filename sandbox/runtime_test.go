@@ -225,7 +225,7 @@ func TestApprovalAlways(t *testing.T) {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 			if fa, ok := tt.approver.(*fakeApprover); ok {
-				want := []ApprovalRequest{{Tool: "echo", Principal: alice, CallID: "call-1",
+				want := []ApprovalRequest{{Tool: "echo", Principal: alice, Key: agent.SessionKey{Principal: alice}, CallID: "call-1",
 					Description: "run tool echo", Args: json.RawMessage(`{"x":1}`)}}
 				if diff := cmp.Diff(want, fa.reqs); diff != "" {
 					t.Errorf("approval requests (-want +got):\n%s", diff)

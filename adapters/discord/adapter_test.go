@@ -679,7 +679,8 @@ func TestTypingRefreshedUntilStopped(t *testing.T) {
 	e.f.mu.Lock()
 	n := e.f.typing
 	e.f.mu.Unlock()
-	// stop waited for the refresher: no call can start after it.
+	// stop waited for the refresher: no call can start after it. One call
+	// cancelled in flight may still reach the fake server afterwards.
 	e.f.dispatch("MESSAGE_CREATE", dmFrom("41", "7", "sync"))
 	frt := e.a.Runtime.(*fakeRuntime)
 	waitFor(t, "a later event", func() bool {
@@ -689,7 +690,7 @@ func TestTypingRefreshedUntilStopped(t *testing.T) {
 	})
 	e.f.mu.Lock()
 	defer e.f.mu.Unlock()
-	if e.f.typing != n {
+	if e.f.typing > n+1 {
 		t.Errorf("typing calls went on after stop: %d, then %d", n, e.f.typing)
 	}
 }

@@ -110,3 +110,7 @@ func hostHasSecret(name string) bool {
 	runtime.KeepAlive(name)
 	return r == 1
 }
+
+// Main does nothing in the WebAssembly build: a reactor's main.main never
+// runs. Natively it serves one call on stdin and stdout.
+func Main() {}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/talonhq/talon/sandbox/guest"
+	"github.com/talonhq/talon/sandbox/tools/internal/htmltext"
 )
 
 // Bounds of max_chars.
@@ -81,7 +82,7 @@ func shape(resp guest.Response, maxChars int) result {
 	r := result{Status: resp.Status, URL: resp.URL}
 	text := resp.Body
 	if isHTML(header(resp.Headers, "Content-Type"), resp.Body) {
-		p := extract(resp.Body)
+		p := htmltext.Extract(resp.Body)
 		r.Title, text = p.Title, p.Text
 	}
 	var cut bool

@@ -1,4 +1,4 @@
-package main
+package htmltext
 
 import (
 	"strconv"
@@ -6,8 +6,8 @@ import (
 	"unicode/utf8"
 )
 
-// page is the readable content of an HTML document.
-type page struct {
+// Page is the readable content of an HTML document.
+type Page struct {
 	Title string
 	Text  string
 }
@@ -50,12 +50,12 @@ var (
 	cell = map[string]bool{"td": true, "th": true}
 )
 
-// extract returns the title and readable text of an HTML document: text of
+// Extract returns the title and readable text of an HTML document: text of
 // skipped elements (scripts, styles, head, navigation...) is dropped,
 // entities are decoded, runs of whitespace collapse to one space, block
 // elements become line or paragraph breaks, and <pre> keeps its layout. It
 // is a forgiving tokenizer, not a full HTML5 parser, and never fails.
-func extract(doc string) page {
+func Extract(doc string) Page {
 	var (
 		w      textWriter
 		title  string
@@ -136,7 +136,7 @@ func extract(doc string) page {
 		}
 		w.brk(breakFor(name))
 	}
-	return page{Title: title, Text: w.String()}
+	return Page{Title: title, Text: w.String()}
 }
 
 // breakFor is the break an element's start or end tag causes.

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/sandbox"
+	"github.com/talonhq/talon/sandbox/tools"
+)
+
+// benchHTML is the html_text input of the benchmarks: a small article page.
+var benchHTML = "<!doctype html><html><head><title>Bench</title><style>p{}</style></head><body><nav>a | b</nav>" +
+	strings.Repeat("<h2>Section</h2><p>Some <b>bold</b> text &amp; an <a href=x>link</a>, then more words.</p>", 40) +
+	"</body></html>"
+
+// toolBenchSandbox starts a sandbox serving the built-in tools on cacheDir
+// and loads html_text.
+func toolBenchSandbox(b *testing.B, cacheDir string, poolSize int) *sandbox.Runtime {
+	b.Helper()
+	ctx := context.Background()
+	ts, err := sandbox.LoadTools(tools.FS, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := sandbox.New(ctx, sandbox.Config{Tools: ts, CacheDir: cacheDir, PoolSize: poolSize, Now: benchClock()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close(context.Background()) })
+	if err := r.Load(ctx, "html_text"); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+// benchClock moves a minute per reading so rate limits never bite.
+func benchClock() func() time.Time {
+	now := time.Unix(0, 0)
+	return func() time.Time { now = now.Add(time.Minute); return now }
+}
+
+// reportPercentiles reports the p50 and p99 of ds in milliseconds.
+func reportPercentiles(b *testing.B, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	at := func(q float64) float64 { return float64(ds[int(q*float64(len(ds)-1))]) / float64(time.Millisecond) }
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+}
+
+// BenchmarkToolCall is one html_text call through the sandbox (fresh
+// pre-initialised instance from the pool, deadline enforced) against the
+// same Go package built natively and run by fork/exec with the same input
+// on stdin, in the same run. Target: sandboxed p50 <= fork/exec p50.
+func BenchmarkToolCall(b *testing.B) {
+	input, err := json.Marshal(map[string]any{"tool": "html_text", "args": map[string]any{"html": benchHTML}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	args, _ := json.Marshal(map[string]any{"html": benchHTML})
+	cacheDir := b.TempDir()
+	call := agent.ToolCall{ID: "bench", Name: "html_text", Args: args, Key: agent.SessionKey{Principal: agent.Principal{Platform: "terminal", User: "bench"}}}
+
+	var want string
+	// paced leaves the pool's filler time to refill between calls (the
+	// common case: calls are far apart); back-to-back does not.
+	for _, mode := range []string{"paced", "back-to-back"} {
+		b.Run("sandbox-"+mode, func(b *testing.B) {
+			r := toolBenchSandbox(b, cacheDir, 2)
+			ctx := context.Background()
+			if res, err := r.Call(ctx, call); err != nil || res.IsError {
+				b.Fatalf("%+v %v", res, err)
+			} else {
+				want = res.Content
+			}
+			var ds []time.Duration
+			b.ResetTimer()
+			for b.Loop() {
+				if mode == "paced" {
+					b.StopTimer()
+					time.Sleep(5 * time.Millisecond)
+					b.StartTimer()
+				}
+				start := time.Now()
+				res, err := r.Call(ctx, call)
+				ds = append(ds, time.Since(start))
+				if err != nil || res.IsError {
+					b.Fatalf("%+v %v", res, err)
+				}
+			}
+			reportPercentiles(b, ds)
+		})
+	}
+
+	b.Run("native-fork-exec", func(b *testing.B) {
+		bin := filepath.Join(b.TempDir(), "html_text")
+		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./sandbox/tools/html_text")
+		build.Dir = filepath.Join("..", "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			b.Fatalf("go build: %v\n%s", err, out)
+		}
+		var ds []time.Duration
+		b.ResetTimer()
+		for b.Loop() {
+			start := time.Now()
+			cmd := exec.Command(bin)
+			cmd.Stdin = bytes.NewReader(input)
+			out, err := cmd.Output()
+			ds = append(ds, time.Since(start))
+			if err != nil {
+				b.Fatal(err)
+			}
+			var env struct{ OK json.RawMessage }
+			if json.Unmarshal(out, &env) != nil || (want != "" && string(env.OK) != want) {
+				b.Fatalf("native output differs from the sandbox's: %s", out)
+			}
+		}
+		reportPercentiles(b, ds)
+	})
+}
+
+// BenchmarkToolStartWarm is New plus the first Load of each built-in tool
+// over a warm compilation cache: what a restart pays on a tool's first
+// use. Target: <= 100 ms per tool.
+func BenchmarkToolStartWarm(b *testing.B) {
+	ctx := context.Background()
+	ts, err := sandbox.LoadTools(tools.FS, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cacheDir := b.TempDir()
+	for _, t := range ts {
+		name := t.Manifest.Name
+		m := *t.Manifest
+		m.Enabled = true // measure the disabled ones too
+		t.Manifest = &m
+		b.Run(name, func(b *testing.B) {
+			load := func() {
+				r, err := sandbox.New(ctx, sandbox.Config{Tools: []sandbox.Tool{t}, CacheDir: cacheDir})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close(ctx)
+				if err := r.Load(ctx, name); err != nil {
+					b.Fatal(err)
+				}
+			}
+			load() // warm the cache
+			for b.Loop() {
+				load()
+			}
+		})
+	}
+}
+
+// BenchmarkToolPooledMemory reports the Go heap one pre-initialised
+// html_text instance holds (its linear memory is Go-allocated), from the
+// difference between a pool of 9 and a pool of 1. Run it with -benchtime 1x.
+func BenchmarkToolPooledMemory(b *testing.B) {
+	cacheDir := b.TempDir()
+	heapWith := func(pool int) uint64 {
+		r := toolBenchSandbox(b, cacheDir, pool)
+		args, _ := json.Marshal(map[string]any{"html": "<p>x</p>"})
+		if _, err := r.Call(context.Background(), agent.ToolCall{ID: "m", Name: "html_text", Args: args,
+			Key: agent.SessionKey{Principal: agent.Principal{Platform: "terminal", User: "bench"}}}); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(time.Second) // the filler fills the pool
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		r.Close(context.Background())
+		return ms.HeapInuse
+	}
+	// Measured once, whatever b.N: each measurement takes seconds.
+	one, nine := heapWith(1), heapWith(9)
+	for b.Loop() {
+	}
+	b.ReportMetric(float64(int64(nine)-int64(one))/8/(1<<20), "MiB/instance")
+}

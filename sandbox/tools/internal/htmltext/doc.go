@@ -1,0 +1,3 @@
+// Package htmltext turns an HTML document into its title and readable text,
+// for the built-in tools http_fetch and html_text. It only computes: no I/O.
+package htmltext
