@@ -20,6 +20,8 @@ import (
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/sandbox"
+	"github.com/talonhq/talon/sandbox/tools"
 	"github.com/talonhq/talon/store"
 )
 
@@ -100,15 +102,17 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 			return err
 		}
 	}
-	var tools agent.ToolRunner
+	var toolRunner agent.ToolRunner
 	if toolShare > 0 {
-		if tools, err = benchTools(ctx, e, dataDir); err != nil {
+		var closeTools func()
+		if toolRunner, closeTools, err = benchTools(ctx, e, dataDir); err != nil {
 			return err
 		}
+		defer closeTools()
 	}
 	ch := &benchChannel{done: map[string]chan agent.Reply{}}
 	rt := &agent.Runtime{
-		Store: db, LLM: provider, Tools: tools, Log: zerolog.Nop(),
+		Store: db, LLM: provider, Tools: toolRunner, Log: zerolog.Nop(),
 		Limits: agent.Limits{MaxConcurrentTurns: max(concurrency, 64), MaxTurnsPerUser: 2, RatePerMinute: 0},
 	}
 	rt.Register(ch)
@@ -367,10 +371,35 @@ func (p *progress) done() {
 	}
 }
 
-// benchToolArgs are the arguments of the bench's tool call.
-const benchToolArgs = `{}`
+// benchToolArgs are the arguments of the bench's tool call: a small page
+// for the built-in html_text tool, which needs no network.
+const benchToolArgs = `{"html":"<html><head><title>Bench</title></head><body><nav>menu</nav><p>Hello &amp; welcome.</p><script>x()</script><p>Second paragraph.</p></body></html>"}`
 
-// benchTools returns the sandboxed tools the bench calls.
-func benchTools(ctx context.Context, e env, dataDir string) (agent.ToolRunner, error) {
-	return nil, errors.New("bench: --tool-share is not available yet")
+// benchTools returns a sandbox serving only the built-in html_text tool,
+// compiled before the run starts so the measurement sees calls, not the
+// first compilation.
+func benchTools(ctx context.Context, e env, dataDir string) (agent.ToolRunner, func(), error) {
+	all, err := sandbox.LoadTools(tools.FS, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	var only []sandbox.Tool
+	for _, t := range all {
+		if t.Manifest.Name == "html_text" {
+			t.Manifest.Limits.PerMinute = 1 << 30 // the bench's one user per session calls it often
+			only = append(only, t)
+		}
+	}
+	if len(only) == 0 {
+		return nil, nil, errors.New("bench: the built-in html_text tool is missing")
+	}
+	sb, err := sandbox.New(ctx, sandbox.Config{Tools: only, CacheDir: filepath.Join(dataDir, "cache"), PoolSize: 4})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := sb.Load(ctx, "html_text"); err != nil {
+		sb.Close(context.WithoutCancel(ctx))
+		return nil, nil, err
+	}
+	return sb, func() { sb.Close(context.WithoutCancel(ctx)) }, nil
 }
