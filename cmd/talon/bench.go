@@ -37,6 +37,7 @@ type benchResult struct {
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
 	DBBytes      int64   `json:"db_bytes"`
 	Errors       int     `json:"errors"`
+	ToolCalls    int64   `json:"tool_calls"`
 }
 
 type pct struct {
@@ -188,7 +189,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		Users: users, Messages: messages, Concurrency: concurrency, Turns: len(overheads),
 		Seconds: elapsed.Seconds(), TurnsPerSec: float64(len(overheads)) / elapsed.Seconds(),
 		OverheadMS: percentiles(overheads), PeakRSSBytes: peakRSS(), DBBytes: dirSize(dataDir),
-		Errors: int(errCount.Load()),
+		Errors: int(errCount.Load() + fake.toolFails.Load()), ToolCalls: fake.toolCalls.Load(),
 	}
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
@@ -198,6 +199,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(e.stdout, "overhead:        p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (turn latency minus model time)\n", res.OverheadMS.P50, res.OverheadMS.P95, res.OverheadMS.P99)
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB\n", float64(res.PeakRSSBytes)/1e6)
 	fmt.Fprintf(e.stdout, "database:        %.1f MB\n", float64(res.DBBytes)/1e6)
+	fmt.Fprintf(e.stdout, "tool calls:      %d\n", res.ToolCalls)
 	fmt.Fprintf(e.stdout, "errors:          %d\n", res.Errors)
 	return nil
 }
@@ -277,6 +279,8 @@ type benchLLM struct {
 	latency   time.Duration
 	toolShare float64
 	n         atomic.Int64
+	toolCalls atomic.Int64 // answers that asked for a tool
+	toolFails atomic.Int64 // tool results that were errors
 	mu        sync.Mutex
 	spentBy   map[string]time.Duration // by turn's last user text; guarded by mu
 }
@@ -296,9 +300,13 @@ func (b *benchLLM) Complete(ctx context.Context, req llm.Request) (*llm.Response
 		}
 	}
 	last := req.Messages[len(req.Messages)-1]
+	if last.Role == llm.RoleTool && last.IsError {
+		b.toolFails.Add(1)
+	}
 	var resp *llm.Response
 	if last.Role == llm.RoleUser && b.toolShare > 0 && len(req.Tools) > 0 &&
 		float64(b.n.Add(1)%1000) < b.toolShare*1000 {
+		b.toolCalls.Add(1)
 		resp = &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{
 			ID: "call", Name: req.Tools[0].Name, Arguments: benchToolArgs}}}, StopReason: "tool_calls"}
 	} else {
