@@ -57,11 +57,16 @@ type Adapter struct {
 	// Now is the clock (signature freshness, dedupe windows, stream pacing);
 	// nil means time.Now.
 	Now func() time.Time
+	// Sleep waits d, or until ctx ends (then reporting false); it paces
+	// posts and honours Retry-After. nil means a timer. Tests pair it with
+	// Now to run without waiting.
+	Sleep func(ctx context.Context, d time.Duration) bool
 
 	once    sync.Once
 	initErr error
 	cfg     Config
 	pol     policy
+	pace    *pacer
 	api     *slack.Client
 	events  *seenSet // event_ids already accepted
 	refused *seenSet // team:user told why they were refused
@@ -113,6 +118,7 @@ func (a *Adapter) setup() error {
 		}
 		a.cfg = cfg
 		a.pol = newPolicy(cfg)
+		a.pace = newPacer(cfg.PostInterval)
 		hc := a.HTTPClient
 		if hc == nil {
 			hc = &http.Client{Timeout: 30 * time.Second}
@@ -367,6 +373,17 @@ func backoff(attempt int, base, maxD time.Duration) time.Duration {
 	_, _ = rand.Read(b[:])
 	n := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
 	return d/2 + time.Duration(n%uint64(d/2+1))
+}
+
+// sleep waits d with the injected Sleep, or a timer.
+func (a *Adapter) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	if a.Sleep != nil {
+		return a.Sleep(ctx, d)
+	}
+	return sleepCtx(ctx, d)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -57,6 +57,10 @@ type Config struct {
 	// editing it at most once per StreamInterval.
 	StreamEdits    bool
 	StreamInterval time.Duration
+	// PostInterval spaces the messages posted in one channel once a burst
+	// of three has been sent (Slack allows about one a second per channel):
+	// the parts of a long reply follow each other at this pace. Default 1 s.
+	PostInterval time.Duration
 	// MaxMessageChars bounds one posted message (default 3,900; at most
 	// 3,900).
 	MaxMessageChars int
@@ -75,6 +79,7 @@ func DefaultConfig() Config {
 		APIURL:          DefaultAPIURL,
 		FollowThreads:   true,
 		StreamInterval:  time.Second,
+		PostInterval:    time.Second,
 		MaxMessageChars: maxMessageChars,
 		StatusText:      "is thinking…",
 		PingInterval:    30 * time.Second,
@@ -120,6 +125,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.StreamInterval <= 0 {
 		c.StreamInterval = time.Second
+	}
+	if c.PostInterval <= 0 {
+		c.PostInterval = time.Second
 	}
 	if c.MaxMessageChars <= 0 || c.MaxMessageChars > maxMessageChars {
 		c.MaxMessageChars = maxMessageChars

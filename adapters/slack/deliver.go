@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
@@ -20,19 +21,22 @@ type deliveryLog struct {
 	done  int    // parts posted
 }
 
-// stream is an answer shown while it is generated.
+// stream is an answer shown while it is generated: one message, posted
+// with the first words and edited as more arrive.
 type stream struct {
 	text strings.Builder
-	ref  msgRef
-	last time.Time
+	ref  msgRef    // ts is "" until the message is posted
+	next time.Time // no post or edit before this (StreamInterval, Retry-After, pacing)
 }
 
 // Deliver implements agent.Channel: it renders r as mrkdwn with mentions
 // neutralised, splits it under Slack's limits with balanced code fences and
 // posts the parts in r's thread (editing a streamed message into the first
-// part). It returns the ts of the first part. A 429 is retried once after
+// part, then posting the others). It returns the ts of the first part.
+// Parts are paced per channel (see pacer); a 429 is retried once after
 // Retry-After; other failures are returned (writes are never retried on
-// 5xx: they can double-post).
+// 5xx: they can double-post), and a later call for the same r continues
+// with the first part not yet posted.
 func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if err := a.setup(); err != nil {
 		return "", err
@@ -66,19 +70,25 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		a.progress[r.ID] = pl
 	}
 	st := a.streams[r.Inbound]
-	delete(a.streams, r.Inbound)
 	a.mu.Unlock()
 
-	if st != nil && st.ref.ts != "" && pl.done == 0 {
-		err := a.retry429(ctx, func() error {
-			_, _, _, err := a.api.UpdateMessageContext(ctx, st.ref.channel, st.ref.ts, slack.MsgOptionText(parts[0], false))
-			return err
-		})
-		if err == nil {
-			pl.first, pl.done = st.ref.ts, 1
-		} else {
-			a.Log.Warn().Err(err).Msg("slack: could not finish a streamed message; posting the reply anew")
+	if st != nil && pl.done == 0 {
+		a.mu.Lock()
+		ref, next := st.ref, st.next
+		a.mu.Unlock()
+		if ref.ts != "" {
+			switch err := a.finishStream(ctx, ref, next, parts[0]); {
+			case err == nil:
+				pl.first, pl.done = ref.ts, 1
+			case !errors.Is(err, errNotStreamed):
+				return "", err
+			}
 		}
+	}
+	if st != nil {
+		a.mu.Lock()
+		delete(a.streams, r.Inbound)
+		a.mu.Unlock()
 	}
 	for i := pl.done; i < len(parts); i++ {
 		ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(parts[i], false))
@@ -96,10 +106,46 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	return pl.first, nil
 }
 
-// post sends a message to channel (in thread when set) and returns its ts.
+// finishStream edits the streamed message ref into text, keeping to the
+// stream's pace (waiting at most one StreamInterval; a 429 is retried by
+// retry429). A failure Slack may get over (network, 5xx, rate limits) is
+// returned, for the runtime to call Deliver again. When Slack refuses the
+// edit for good (the message was deleted, say), the preview is removed and
+// errNotStreamed returned: the reply is then posted anew.
+func (a *Adapter) finishStream(ctx context.Context, ref msgRef, next time.Time, text string) error {
+	if !a.sleep(ctx, min(next.Sub(a.now()), a.cfg.StreamInterval)) {
+		return ctx.Err()
+	}
+	err := a.retry429(ctx, func() error {
+		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false))
+		return err
+	})
+	var se slack.SlackErrorResponse
+	if err == nil || !errors.As(err, &se) {
+		if err != nil {
+			return fmt.Errorf("slack: finish streamed reply: %w", err)
+		}
+		return nil
+	}
+	a.Log.Warn().Err(err).Msg("slack: could not finish a streamed message; posting the reply anew")
+	if _, _, err := a.api.DeleteMessageContext(ctx, ref.channel, ref.ts); err != nil {
+		a.Log.Debug().Err(err).Msg("slack: stream preview not deleted")
+	}
+	return errNotStreamed
+}
+
+// errNotStreamed: the streamed message could not become the reply.
+var errNotStreamed = errors.New("slack: streamed message not updatable")
+
+// post sends a message to channel (in thread when set) and returns its ts,
+// waiting first for the channel's pace (see pacer).
 func (a *Adapter) post(ctx context.Context, channel, thread string, opts ...slack.MsgOption) (string, error) {
 	if thread != "" {
 		opts = append(opts, slack.MsgOptionTS(thread))
+	}
+	wait, _ := a.pace.reserve(channel, a.now(), false)
+	if !a.sleep(ctx, wait) {
+		return "", ctx.Err()
 	}
 	var ts string
 	err := a.retry429(ctx, func() error {
@@ -137,17 +183,27 @@ func (a *Adapter) retry429(ctx context.Context, fn func() error) error {
 	if !errors.As(err, &rl) {
 		return err
 	}
-	wait := min(max(rl.RetryAfter, time.Second), 2*time.Minute)
+	wait := retryAfter(rl)
 	a.Log.Warn().Dur("retry_after", wait).Msg("slack: rate limited")
-	if !sleepCtx(ctx, wait) {
+	if !a.sleep(ctx, wait) {
 		return ctx.Err()
 	}
 	return fn()
 }
 
+// retryAfter bounds Slack's Retry-After to [1 s, 2 min].
+func retryAfter(rl *slack.RateLimitedError) time.Duration {
+	return min(max(rl.RetryAfter, time.Second), 2*time.Minute)
+}
+
 // Stream implements agent.Streamer. With Config.StreamEdits it posts the
-// answer so far and edits it at most once per StreamInterval; Deliver then
-// edits it into the final text. Failures only cost the preview.
+// answer so far in the reply's thread and edits it at most once per
+// StreamInterval; Deliver then edits it into the final text (further parts
+// of a long answer follow as new messages). Stream never sleeps (a Slack
+// call is bounded to 5 s), so the model's stream is barely held up. A delta
+// that arrives too early is shown with the next edit; a post that the
+// channel's pace or a 429 does not allow now waits for a later delta.
+// Failures only cost the preview.
 func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.SessionKey, rt string, delta string) {
 	if a.setup() != nil || !a.cfg.StreamEdits || delta == "" {
 		return
@@ -161,42 +217,70 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 	st := a.streams[id]
 	if st == nil {
 		if len(a.streams) > 1000 {
-			clear(a.streams)
+			clear(a.streams) // answers never delivered; forget them
 		}
 		st = &stream{ref: msgRef{channel: to.Channel}}
 		a.streams[id] = st
 	}
 	st.text.WriteString(delta)
-	due := st.ref.ts == "" || now.Sub(st.last) >= a.cfg.StreamInterval
-	text := st.text.String()
-	ts := st.ref.ts
-	if due {
-		st.last = now
-	}
+	text, ts, due := st.text.String(), st.ref.ts, !now.Before(st.next)
 	a.mu.Unlock()
-	if !due {
+	if !due || strings.TrimSpace(text) == "" {
 		return
 	}
 	preview := splitMessage(toMrkdwn(text), a.cfg.MaxMessageChars)[0]
+	next := now.Add(a.cfg.StreamInterval)
+	// A slow Slack holds up the model's stream for at most this long.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	if ts == "" {
-		newTS, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(preview, false))
-		if err != nil {
-			a.Log.Debug().Err(err).Msg("slack: stream preview not posted")
+		if wait, ok := a.pace.reserve(to.Channel, now, true); !ok {
+			a.setStreamNext(st, now.Add(wait))
 			return
 		}
-		a.mu.Lock()
-		st.ref.ts = newTS
-		a.mu.Unlock()
+		opts := []slack.MsgOption{slack.MsgOptionText(preview, false)}
+		if to.Thread != "" {
+			opts = append(opts, slack.MsgOptionTS(to.Thread))
+		}
+		_, newTS, err := a.api.PostMessageContext(ctx, to.Channel, opts...)
+		if err == nil {
+			a.mu.Lock()
+			st.ref.ts = newTS
+			a.mu.Unlock()
+		}
+		a.setStreamNext(st, a.afterStreamCall(err, now, next, "posted"))
 		return
 	}
-	if _, _, _, err := a.api.UpdateMessageContext(ctx, to.Channel, ts, slack.MsgOptionText(preview, false)); err != nil {
-		a.Log.Debug().Err(err).Msg("slack: stream preview not updated")
+	_, _, _, err = a.api.UpdateMessageContext(ctx, to.Channel, ts, slack.MsgOptionText(preview, false))
+	a.setStreamNext(st, a.afterStreamCall(err, now, next, "updated"))
+}
+
+// afterStreamCall logs a failed preview call and returns when the next may
+// be made: next, or after Slack's Retry-After.
+func (a *Adapter) afterStreamCall(err error, now, next time.Time, what string) time.Time {
+	if err == nil {
+		return next
 	}
+	var rl *slack.RateLimitedError
+	if errors.As(err, &rl) {
+		next = now.Add(max(retryAfter(rl), a.cfg.StreamInterval))
+	}
+	a.Log.Debug().Err(err).Msg("slack: stream preview not " + what)
+	return next
+}
+
+func (a *Adapter) setStreamNext(st *stream, next time.Time) {
+	a.mu.Lock()
+	st.next = next
+	a.mu.Unlock()
 }
 
 // Working implements agent.Typer with assistant.threads.setStatus in the
-// reply's thread; errors are ignored (the status is a nicety, and needs a
-// thread).
+// reply's thread (Config.StatusText), cleared by stop with an empty status.
+// The status needs a thread: mentions are answered in one, and Slack's
+// assistant DMs are threaded; a top-level DM shows none. Errors are logged
+// at debug level only (the status is a nicety, and Slack refuses it outside
+// assistant threads).
 func (a *Adapter) Working(ctx context.Context, _ agent.SessionKey, rt string) (stop func()) {
 	to, err := decodeReplyTo(rt)
 	if a.setup() != nil || err != nil || to.Thread == "" || to.Ephemeral != "" {
@@ -205,10 +289,14 @@ func (a *Adapter) Working(ctx context.Context, _ agent.SessionKey, rt string) (s
 	set := func(ctx context.Context, status string) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_ = a.api.SetAssistantThreadsStatusContext(ctx, slack.AssistantThreadsSetStatusParameters{
+		err := a.api.SetAssistantThreadsStatusContext(ctx, slack.AssistantThreadsSetStatusParameters{
 			ChannelID: to.Channel, ThreadTS: to.Thread, Status: status,
 		})
+		if err != nil {
+			a.Log.Debug().Err(err).Bool("clear", status == "").Msg("slack: assistant status not set")
+		}
 	}
 	set(ctx, a.cfg.StatusText)
-	return func() { set(context.WithoutCancel(ctx), "") }
+	var once sync.Once
+	return func() { once.Do(func() { set(context.WithoutCancel(ctx), "") }) }
 }

@@ -6,8 +6,10 @@
 // It owns Slack's wire concerns: signature checks, acknowledgement after
 // persistence, dedupe of retried events, the loop guard against the bot's own
 // messages, the workspace/channel/user access policy, mrkdwn rendering with
-// neutralised mentions, splitting under Slack's size limits, Retry-After on
-// 429, Block Kit approval buttons, the /talon slash command and the modal
+// neutralised mentions, splitting under Slack's size limits, streaming by
+// editing one message (Config.StreamEdits, at most once per StreamInterval),
+// pacing posts per channel and Retry-After on 429, the assistant thread
+// status while a turn runs, Block Kit approval buttons, the /talon slash command and the modal
 // that stores a secret in the vault without it ever becoming a message.
 //
 // It never runs turns, never talks to the model and never reads a secret's

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,7 +40,8 @@ type posted struct {
 	TS      string
 	Text    string
 	Blocks  string
-	User    string // ephemeral recipient
+	User    string    // ephemeral recipient
+	At      time.Time // fakeSlack.clock when received (zero without a clock)
 }
 
 // fakeSlack speaks Slack's Web API and Socket Mode WebSocket protocol on
@@ -59,6 +61,7 @@ type fakeSlack struct {
 	ts         int                        // last ts issued; guarded by mu
 	rateLimits int                        // 429s still to answer chat.postMessage with; guarded by mu
 	scopes     string                     // x-oauth-scopes of auth.test; guarded by mu
+	clock      *fakeClock                 // stamps posted.At when set; guarded by mu
 }
 
 const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
@@ -101,6 +104,10 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 		f.writeJSON(w, map[string]any{"ok": true, "url": "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/ws"})
 	case "chat.postMessage", "chat.update", "chat.postEphemeral":
 		f.mu.Lock()
+		var at time.Time
+		if f.clock != nil {
+			at = f.clock.peek()
+		}
 		if method == "chat.postMessage" && f.rateLimits > 0 {
 			f.rateLimits--
 			f.mu.Unlock()
@@ -114,7 +121,7 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 			ts = form.Get("ts")
 		}
 		f.msgs = append(f.msgs, posted{Method: method, Channel: form.Get("channel"), Thread: form.Get("thread_ts"), TS: ts,
-			Text: form.Get("text"), Blocks: form.Get("blocks"), User: form.Get("user")})
+			Text: form.Get("text"), Blocks: form.Get("blocks"), User: form.Get("user"), At: at})
 		f.mu.Unlock()
 		if method == "chat.postEphemeral" {
 			f.writeJSON(w, map[string]any{"ok": true, "message_ts": ts})
@@ -127,6 +134,9 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 		f.mu.Unlock()
 		f.writeJSON(w, map[string]any{"ok": true, "view": map[string]any{"id": "V1"}})
 	case "assistant.threads.setStatus":
+		f.mu.Lock()
+		f.msgs = append(f.msgs, posted{Method: method, Channel: form.Get("channel_id"), Thread: form.Get("thread_ts"), Text: form.Get("status")})
+		f.mu.Unlock()
 		f.writeJSON(w, map[string]any{"ok": true})
 	default:
 		f.writeJSON(w, map[string]any{"ok": false, "error": "unknown_method"})
@@ -231,6 +241,55 @@ func (f *fakeSlack) waitAcks(t *testing.T, ids ...string) {
 	})
 }
 
+// fakeClock is the adapter's Now and Sleep in tests of pacing: Now moves
+// on by step at every call, Sleep moves it on by the duration at once (and
+// records it), so nothing waits for real.
+type fakeClock struct {
+	step time.Duration
+
+	mu     sync.Mutex
+	t      time.Time       // guarded by mu
+	sleeps []time.Duration // guarded by mu
+}
+
+func newFakeClock(step time.Duration) *fakeClock {
+	return &fakeClock{step: step, t: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(c.step)
+	return c.t
+}
+
+func (c *fakeClock) peek() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+	c.sleeps = append(c.sleeps, d)
+	return ctx.Err() == nil
+}
+
+func (c *fakeClock) slept() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Duration(nil), c.sleeps...)
+}
+
+// setClock makes the fake Slack stamp what it receives with c's time.
+func (f *fakeSlack) setClock(c *fakeClock) {
+	f.mu.Lock()
+	f.clock = c
+	f.mu.Unlock()
+}
+
 // eventually polls cond until it holds or a deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -300,13 +359,32 @@ func (s *syncBuffer) String() string {
 }
 
 // testRuntime is the real runtime with Decide replaceable (until the real
-// one lands) and Amend calls recorded.
+// one lands), Amend calls recorded and Accept made to fail on demand.
 type testRuntime struct {
 	*agent.Runtime
 	decide func(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error)
 
-	mu      sync.Mutex
-	amended []string // "key|text|cancel"; guarded by mu
+	mu          sync.Mutex
+	amended     []string // "key|text|cancel"; guarded by mu
+	failAccepts int      // Accept calls still to fail, as a full disk would; guarded by mu
+	accepts     int      // Accept calls; guarded by mu
+}
+
+// errDiskFull is what a failing Accept returns.
+var errDiskFull = errors.New("store: disk full")
+
+func (r *testRuntime) Accept(ctx context.Context, in agent.Inbound) (agent.QueuedInbound, error) {
+	r.mu.Lock()
+	r.accepts++
+	fail := r.failAccepts > 0
+	if fail {
+		r.failAccepts--
+	}
+	r.mu.Unlock()
+	if fail {
+		return agent.QueuedInbound{}, fmt.Errorf("agent: accept: %w", errDiskFull)
+	}
+	return r.Runtime.Accept(ctx, in)
 }
 
 func (r *testRuntime) Decide(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error) {
@@ -362,13 +440,19 @@ type harness struct {
 
 func newHarness(t *testing.T, mode string, tweak func(*Adapter)) *harness {
 	t.Helper()
+	return newHarnessLLM(t, mode, llmtest.Echo(), tweak)
+}
+
+// newHarnessLLM is newHarness with the fake model answering with model.
+func newHarnessLLM(t *testing.T, mode string, model llmtest.Handler, tweak func(*Adapter)) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	fs := newFakeSlack(t)
 	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := llmtest.NewServer(t, llmtest.Echo())
+	srv := llmtest.NewServer(t, model)
 	logs := &syncBuffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
 	provider, err := llm.NewOpenAI(llm.Config{BaseURL: srv.URL, Model: "m", MaxRetries: -1})

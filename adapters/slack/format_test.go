@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/agent"
@@ -128,6 +130,9 @@ func newBareAdapter(t *testing.T, fs *fakeSlack) *Adapter {
 func TestDeliverLongReply(t *testing.T) {
 	fs := newFakeSlack(t)
 	ad := newBareAdapter(t, fs)
+	clock := newFakeClock(0)
+	ad.Now, ad.Sleep = clock.Now, clock.Sleep
+	fs.setClock(clock)
 	text := longReply(41000)
 	id, err := ad.Deliver(context.Background(), agent.Reply{ID: 1, Kind: agent.ReplyAnswer, Text: text, ReplyTo: replyTo{Channel: "C1", Thread: "1.1"}.encode()})
 	if err != nil {
@@ -148,12 +153,72 @@ func TestDeliverLongReply(t *testing.T) {
 	if strings.Contains(strings.Join(parts, ""), "<!here>") {
 		t.Error("a live <!here> was posted")
 	}
+	// Paced: a burst, then one part per PostInterval (on the fake clock).
+	for i := 1; i < len(posts); i++ {
+		gap := posts[i].At.Sub(posts[i-1].At)
+		if i < postBurst && gap != 0 {
+			t.Errorf("part %d waited %v within the burst", i+1, gap)
+		}
+		if i >= postBurst && gap < time.Second {
+			t.Errorf("part %d came %v after the one before, want ≥ 1s", i+1, gap)
+		}
+	}
+	if got, want := len(clock.slept()), len(posts)-postBurst; got != want {
+		t.Errorf("%d waits for %d parts, want %d", got, len(posts), want)
+	}
+}
+
+func TestPacer(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	type call struct {
+		channel string
+		at      time.Duration // after t0
+		onlyNow bool
+		wait    time.Duration
+		ok      bool
+	}
+	cases := []struct {
+		name  string
+		calls []call
+	}{
+		{"burst then one a second", []call{
+			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
+			{"C1", 0, false, time.Second, true}, {"C1", 0, false, 2 * time.Second, true},
+		}},
+		{"channels are independent", []call{
+			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
+			{"C2", 0, false, 0, true}, {"C1", 0, false, time.Second, true},
+		}},
+		{"slots free up with time", []call{
+			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
+			{"C1", 2 * time.Second, false, 0, true}, {"C1", 2 * time.Second, false, 0, true},
+			{"C1", 2 * time.Second, false, time.Second, true},
+		}},
+		{"onlyNow books nothing when it would wait", []call{
+			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
+			{"C1", 0, true, time.Second, false}, {"C1", 0, true, time.Second, false},
+			{"C1", time.Second, true, 0, true},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPacer(time.Second)
+			for i, k := range c.calls {
+				wait, ok := p.reserve(k.channel, t0.Add(k.at), k.onlyNow)
+				if wait != k.wait || ok != k.ok {
+					t.Errorf("call %d: reserve = %v, %v; want %v, %v", i+1, wait, ok, k.wait, k.ok)
+				}
+			}
+		})
+	}
 }
 
 func TestDeliverHonoursRetryAfter(t *testing.T) {
 	fs := newFakeSlack(t)
 	fs.rateLimits = 1
 	ad := newBareAdapter(t, fs)
+	clock := newFakeClock(0)
+	ad.Now, ad.Sleep = clock.Now, clock.Sleep
 	_, err := ad.Deliver(context.Background(), agent.Reply{ID: 1, Kind: agent.ReplyAnswer, Text: "after the limit", ReplyTo: replyTo{Channel: "D1"}.encode()})
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +230,9 @@ func TestDeliverHonoursRetryAfter(t *testing.T) {
 	defer fs.mu.Unlock()
 	if fs.rateLimits != 0 {
 		t.Error("the 429 was never answered")
+	}
+	if diff := cmp.Diff([]time.Duration{time.Second}, clock.slept()); diff != "" {
+		t.Errorf("waits (-want +got):\n%s", diff)
 	}
 }
 
