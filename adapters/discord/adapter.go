@@ -78,6 +78,8 @@ type Adapter struct {
 	told         map[string]bool             // refusals told, by user and reason; guarded by mu
 	interactions map[string]interactionToken // deferred /talon commands, by interaction id; guarded by mu
 	approvals    map[agent.ApprovalID]msgRef // approval prompts posted; guarded by mu
+	threads      map[string]*threadStart     // threads to start, by message id; guarded by mu
+	streams      map[agent.InboundID]*stream // answers being streamed; guarded by mu
 	lost         chan struct{}               // signalled on Disconnect (capacity 1)
 }
 
@@ -97,9 +99,10 @@ type interactionToken struct {
 type msgRef struct{ channel, message string }
 
 var (
-	_ agent.Channel = (*Adapter)(nil)
-	_ agent.Asker   = (*Adapter)(nil)
-	_ agent.Typer   = (*Adapter)(nil)
+	_ agent.Channel  = (*Adapter)(nil)
+	_ agent.Asker    = (*Adapter)(nil)
+	_ agent.Typer    = (*Adapter)(nil)
+	_ agent.Streamer = (*Adapter)(nil)
 )
 
 // Platform returns "discord".
@@ -114,6 +117,8 @@ func (a *Adapter) init() {
 		a.told = make(map[string]bool)
 		a.interactions = make(map[string]interactionToken)
 		a.approvals = make(map[agent.ApprovalID]msgRef)
+		a.threads = make(map[string]*threadStart)
+		a.streams = make(map[agent.InboundID]*stream)
 		if a.Now == nil {
 			a.Now = time.Now
 		}

@@ -59,12 +59,17 @@ type options struct {
 	secrets agent.Secrets
 	handler llmtest.Handler
 	fake    func(*fakeDiscord)
+	now     func() time.Time // the adapter's clock; nil: time.Now
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
 // adapter against a fake Discord, and waits until the bot is ready.
+//
+// The test runs in parallel with the others that start one: closing a
+// discordgo session waits a second for the server, whatever it does.
 func start(t *testing.T, o options) *env {
 	t.Helper()
+	t.Parallel()
 	f := newFake(t)
 	if o.fake != nil {
 		o.fake(f)
@@ -91,7 +96,7 @@ func start(t *testing.T, o options) *env {
 		o.config(&cfg)
 	}
 	logs := &syncBuffer{}
-	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL}
+	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL, Now: o.now}
 	if o.runtime != nil {
 		a.Runtime = o.runtime
 	}

@@ -10,8 +10,8 @@ import (
 
 // Config configures the adapter. The token is given as a value here; the
 // YAML configuration references it (${DISCORD_BOT_TOKEN}) and never holds
-// it. Start from DefaultConfig: the zero Config refuses DMs and does not
-// follow threads.
+// it. Start from DefaultConfig: the zero Config refuses DMs, does not
+// follow threads and starts none.
 type Config struct {
 	// Token is the bot token (with or without the "Bot " prefix); required.
 	Token string
@@ -49,6 +49,22 @@ type Config struct {
 	// in DefaultConfig and in YAML). Needs MessageContent to see the text.
 	// The threads followed are kept in memory and forgotten at restart.
 	FollowThreads bool
+	// Threads answers a mention in a server text channel in a new public
+	// thread started on the mentioning message (named after its first
+	// words), so the conversation continues there (default true in
+	// DefaultConfig and in YAML). It needs the Create Public Threads
+	// permission; without it the bot answers in the channel instead.
+	// Mentions in threads, DMs and channels whose type is not known yet are
+	// answered in place.
+	Threads bool
+	// StreamEdits shows an answer while it is generated: the first words
+	// are posted, the message is edited at most once per StreamInterval,
+	// and the final answer replaces it (default false: see README.md).
+	StreamEdits bool
+	// StreamInterval is the least time between two edits of a streamed
+	// answer (default 1.5 s; 1 s to 60 s). Discord allows about five edits
+	// per five seconds in a channel, shared with every other reply there.
+	StreamInterval time.Duration
 	// Commands registers the /talon application command at start when it
 	// differs from what Discord has (default true in DefaultConfig).
 	Commands bool
@@ -72,7 +88,9 @@ func DefaultConfig() Config {
 	return Config{
 		AllowDMs:        true,
 		FollowThreads:   true,
+		Threads:         true,
 		Commands:        true,
+		StreamInterval:  defaultStreamInterval,
 		MaxMessageChars: defaultMessageChars,
 		TypingInterval:  8 * time.Second,
 		BackfillWindow:  time.Hour,
@@ -85,6 +103,9 @@ const (
 	discordMaxChars = 2000
 	// defaultMessageChars leaves room below the limit.
 	defaultMessageChars = 1900
+	// defaultStreamInterval keeps streamed edits well inside Discord's
+	// per-channel limit of about five edits in five seconds.
+	defaultStreamInterval = 1500 * time.Millisecond
 )
 
 // withDefaults fills zero fields (except the bools) and validates, listing
@@ -109,6 +130,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.TypingInterval > 9*time.Second {
 		errs = append(errs, errors.New("discord.typing_interval: at most 9s (the indicator lasts 10s)"))
+	}
+	if c.StreamInterval == 0 {
+		c.StreamInterval = defaultStreamInterval
+	}
+	if c.StreamInterval < time.Second || c.StreamInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("discord.stream_interval %s: between 1s and 1m", c.StreamInterval))
 	}
 	if c.BackfillWindow == 0 {
 		c.BackfillWindow = time.Hour

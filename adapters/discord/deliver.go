@@ -13,17 +13,26 @@ import (
 )
 
 // replyTo is where a reply goes: a channel (or thread), the message it
-// answers, or the /talon interaction whose deferred answer it completes.
-// Encoded compactly as "m:<channel>:<message>" or "i:<channel>:<interaction>".
+// answers, or the /talon interaction whose deferred answer it completes; or,
+// for a mention in a server text channel with Config.Threads, the thread
+// to start on that message (its id is the message's id). Encoded compactly
+// as "m:<channel>:<message>", "i:<channel>:<interaction>" or
+// "t:<channel>:<message>".
 type replyTo struct {
 	channel     string
 	message     string
 	interaction string
+	// newThread: answer in the thread started on message in channel,
+	// creating it on first use.
+	newThread bool
 }
 
 func (r replyTo) String() string {
-	if r.interaction != "" {
+	switch {
+	case r.interaction != "":
 		return "i:" + r.channel + ":" + r.interaction
+	case r.newThread:
+		return "t:" + r.channel + ":" + r.message
 	}
 	return "m:" + r.channel + ":" + r.message
 }
@@ -31,13 +40,18 @@ func (r replyTo) String() string {
 func parseReplyTo(s string) (replyTo, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) != 3 || !isSnowflake(parts[1]) || (parts[2] != "" && !isSnowflake(parts[2])) {
-		return replyTo{}, fmt.Errorf("discord: reply target %q: want m:<channel>:<message> or i:<channel>:<interaction>", s)
+		return replyTo{}, fmt.Errorf("discord: reply target %q: want m:<channel>:<message>, t:<channel>:<message> or i:<channel>:<interaction>", s)
 	}
 	switch parts[0] {
 	case "m":
 		return replyTo{channel: parts[1], message: parts[2]}, nil
 	case "i":
 		return replyTo{channel: parts[1], interaction: parts[2]}, nil
+	case "t":
+		if parts[2] == "" {
+			return replyTo{}, fmt.Errorf("discord: reply target %q: a thread needs its starting message", s)
+		}
+		return replyTo{channel: parts[1], message: parts[2], newThread: true}, nil
 	}
 	return replyTo{}, fmt.Errorf("discord: reply target %q: unknown kind", s)
 }
@@ -105,9 +119,12 @@ func nonce(kind string, id int64, part int) string {
 // Deliver posts r, split into messages of at most Config.MaxMessageChars,
 // with code fences balanced and no mention able to ping anyone. A reply to
 // a /talon command completes its deferred (ephemeral) answer while the
-// interaction token is valid. It returns the id of the first message. It is
-// safe to call again for the same r: every part carries a nonce derived
-// from r.ID that Discord enforces.
+// interaction token is valid. An answer that was streamed (StreamEdits)
+// replaces the streamed message, further parts following as new messages.
+// It returns the id of the first message. It is safe to call again for
+// the same r: the streamed message is edited again to the same text, and
+// every posted part carries a nonce derived from r.ID that Discord
+// enforces.
 func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if _, err := a.ready(ctx); err != nil {
 		return "", err
@@ -133,17 +150,27 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 			a.Log.Warn().Err(err).Int64("reply", int64(r.ID)).Msg("discord: interaction follow-up failed; posting in the channel")
 		}
 	}
+	if id, ok, err := a.deliverStreamed(ctx, r, parts); ok || err != nil {
+		return id, err
+	}
+	channel, ref := a.target(ctx, to)
+	return a.post(ctx, r, channel, ref, parts, 0)
+}
+
+// post sends parts[from:] as new messages in channel, the first replying
+// to ref (when not ""), and returns the id of the first one.
+func (a *Adapter) post(ctx context.Context, r agent.Reply, channel, ref string, parts []string, from int) (string, error) {
 	first := ""
-	for i, p := range parts {
-		o := outgoing{content: p, nonce: nonce("r", int64(r.ID), i)}
-		if i == 0 {
-			o.replyTo = to.message
+	for i := from; i < len(parts); i++ {
+		o := outgoing{content: parts[i], nonce: nonce("r", int64(r.ID), i)}
+		if i == from {
+			o.replyTo = ref
 		}
-		m, err := a.send(ctx, to.channel, o)
+		m, err := a.send(ctx, channel, o)
 		if err != nil {
 			return "", fmt.Errorf("discord: deliver reply %d part %d/%d: %w", r.ID, i+1, len(parts), err)
 		}
-		if i == 0 {
+		if i == from {
 			first = m.ID
 		}
 	}
@@ -197,21 +224,24 @@ func (a *Adapter) forgetInteraction(id string) {
 // Config.TypingInterval (it lasts 10 s), until stop is called. stop waits
 // for the refreshing goroutine to end.
 func (a *Adapter) Working(ctx context.Context, key agent.SessionKey, replyToStr string) (stop func()) {
-	channel := key.Conversation.Channel
-	if to, err := parseReplyTo(replyToStr); err == nil {
-		if to.interaction != "" {
+	to := replyTo{channel: key.Conversation.Channel}
+	if t, err := parseReplyTo(replyToStr); err == nil {
+		if t.interaction != "" {
 			// A deferred interaction already shows "is thinking…".
 			return func() {}
 		}
-		channel = to.channel
+		to = t
 	}
-	if _, err := a.ready(ctx); err != nil || channel == "" {
+	if _, err := a.ready(ctx); err != nil || to.channel == "" {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// A new thread is started here, at the turn's start, so that the
+		// indicator shows where the answer will be.
+		channel, _ := a.target(ctx, to)
 		for {
 			if err := a.sess.ChannelTyping(channel, discordgo.WithContext(ctx)); err != nil && !errors.Is(ctx.Err(), context.Canceled) {
 				a.Log.Debug().Err(err).Str("channel", channel).Msg("discord: typing indicator")

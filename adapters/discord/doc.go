@@ -2,7 +2,9 @@
 // with discordgo (intents set explicitly, reconnects supervised and resumed,
 // missed messages backfilled after a gap), turns DMs, mentions and thread
 // follow-ups into agent.Inbound messages, and delivers the runtime's
-// replies, approval prompts and typing indicator back to Discord.
+// replies (streamed by edits when configured; a mention in a text channel
+// answered in a thread started on it), approval prompts and typing
+// indicator back to Discord.
 //
 // It owns Discord's wire concerns: dedupe of events delivered more than
 // once, the loop guard against the bot itself, other bots and webhooks, the

@@ -39,6 +39,9 @@ type fakeDiscord struct {
 	attempts  int               // POSTs to /messages, 429s included; guarded by mu
 	fail429   int               // next message POSTs answered 429; guarded by mu
 	edits     []post            // PATCHed messages; guarded by mu
+	writes    []string          // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
+	threads   []post            // threads started on messages (id: the message); guarded by mu
+	threadErr int               // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
 	typing    int               // typing calls; guarded by mu
 	callbacks []callback        // interaction responses; guarded by mu
 	hooks     []post            // webhook edits and follow-ups (interaction answers); guarded by mu
@@ -300,7 +303,22 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		id := f.snowflake()
 		f.posts = append(f.posts, post{channel: ch, path: path, body: body, id: id})
 		content, _ := body["content"].(string)
+		f.writes = append(f.writes, "POST "+ch+" "+content)
 		writeJSON(w, 200, msg{ID: id, ChannelID: ch, Content: content, Author: user{ID: f.botID, Bot: true}})
+	case route == "POST channels" && len(parts) == 5 && parts[2] == "messages" && parts[4] == "threads":
+		// A thread started on a message gets the message's id.
+		if f.threadErr != 0 {
+			writeJSON(w, f.threadErr, map[string]any{"message": "Missing Permissions", "code": 50013})
+			return
+		}
+		for _, th := range f.threads {
+			if th.id == parts[3] {
+				writeJSON(w, 400, map[string]any{"message": "A thread has already been created for this message", "code": 160004})
+				return
+			}
+		}
+		f.threads = append(f.threads, post{channel: parts[1], path: path, body: body, id: parts[3]})
+		writeJSON(w, 201, map[string]any{"id": parts[3], "type": 11, "parent_id": parts[1], "name": body["name"]})
 	case route == "GET channels" && len(parts) == 3 && parts[2] == "messages":
 		after := r.URL.Query().Get("after")
 		var out []msg
@@ -313,6 +331,8 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, out)
 	case route == "PATCH channels" && len(parts) == 4:
 		f.edits = append(f.edits, post{channel: parts[1], path: path, body: body, id: parts[3]})
+		content, _ := body["content"].(string)
+		f.writes = append(f.writes, "PATCH "+parts[1]+" "+content)
 		writeJSON(w, 200, msg{ID: parts[3], ChannelID: parts[1]})
 	case route == "POST channels" && len(parts) == 3 && parts[2] == "typing":
 		f.typing++
@@ -353,6 +373,24 @@ func (f *fakeDiscord) postsSnapshot() []post {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]post(nil), f.posts...)
+}
+
+func (f *fakeDiscord) writesSnapshot() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.writes...)
+}
+
+func (f *fakeDiscord) threadsSnapshot() []post {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]post(nil), f.threads...)
+}
+
+func (f *fakeDiscord) editsSnapshot() []post {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]post(nil), f.edits...)
 }
 
 func (f *fakeDiscord) callbacksSnapshot() []callback {

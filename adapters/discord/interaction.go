@@ -89,7 +89,7 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error
 	}
 	channel, reply := p.Key.Conversation.Channel, ""
 	if to, err := parseReplyTo(p.ReplyTo); err == nil {
-		channel, reply = to.channel, to.message
+		channel, reply = a.target(ctx, to)
 	}
 	m, err := a.send(ctx, channel, outgoing{
 		content:    promptText(p),
@@ -130,7 +130,7 @@ func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, stat
 	}
 	channel := p.Key.Conversation.Channel
 	if to, err := parseReplyTo(p.ReplyTo); err == nil {
-		channel = to.channel
+		channel, _ = a.target(ctx, to)
 	}
 	if _, err := a.send(ctx, channel, outgoing{content: text, nonce: nonce("d", int64(p.ID), 0)}); err != nil {
 		return fmt.Errorf("discord: post approval %d outcome: %w", p.ID, err)

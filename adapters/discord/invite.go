@@ -15,17 +15,21 @@ import (
 //
 //   - View Channels (1<<10): see the channels it is mentioned in.
 //   - Send Messages (1<<11): answer.
+//   - Create Public Threads (1<<35): answer a mention in a text channel in
+//     a thread started on it (Config.Threads); without it the bot answers
+//     in the channel.
 //   - Send Messages in Threads (1<<38): answer and follow up in threads.
 //   - Read Message History (1<<16): reply to a message (message_reference)
 //     and read back messages missed during a gateway outage.
 //
 // Not asked for: Embed Links and Attach Files (replies are plain text,
-// long ones split), Create Public Threads (the bot answers where it is
-// mentioned and never opens threads), Use Application Commands (a member
+// long ones split), Create Private Threads and Manage Threads (the bot
+// never invites anyone or moderates), Use Application Commands (a member
 // permission: /talon works through the applications.commands scope),
 // Mention Everyone (no reply may ping anyone).
 const Permissions int64 = discordgo.PermissionViewChannel |
 	discordgo.PermissionSendMessages |
+	discordgo.PermissionCreatePublicThreads |
 	discordgo.PermissionSendMessagesInThreads |
 	discordgo.PermissionReadMessageHistory
 

@@ -103,15 +103,28 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 		}
 		return
 	}
+	// A mention in a server text channel is answered in a thread started
+	// on it, whose id is the message's: the session is the thread's from
+	// this first turn on (see thread.go).
+	newThread := mentioned && !dm && !thread && a.startsThread(m.GuildID, m.ChannelID)
+	conversation := m.ChannelID
+	if newThread {
+		conversation = m.ID
+	}
 	in := agent.Inbound{
 		DedupeKey: "discord:" + m.ID,
 		Key: agent.SessionKey{
 			Principal:    agent.Principal{Platform: Platform, Workspace: m.GuildID, User: m.Author.ID},
-			Conversation: agent.Conversation{Channel: m.ChannelID},
+			Conversation: agent.Conversation{Channel: conversation},
 		},
 		Text:       text,
-		ReplyTo:    replyTo{channel: m.ChannelID, message: m.ID}.String(),
+		ReplyTo:    replyTo{channel: m.ChannelID, message: m.ID, newThread: newThread}.String(),
 		ReceivedAt: a.Now(),
+	}
+	if newThread {
+		// Before Accept: the turn may start (and need the thread's name)
+		// as soon as the message is accepted.
+		a.planThread(m.ChannelID, m.ID, text)
 	}
 	if _, err := a.Runtime.Accept(ctx, in); err != nil {
 		if errors.Is(err, agent.ErrDuplicate) {
@@ -124,7 +137,10 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	if thread && mentioned && !dm {
 		a.follow(m.ChannelID, m.Author.ID)
 	}
-	log.Info().Bool("dm", dm).Bool("follow_up", followUp).Bool("backfilled", backfilled).Msg("discord: message accepted")
+	if newThread {
+		a.follow(m.ID, m.Author.ID)
+	}
+	log.Info().Bool("dm", dm).Bool("follow_up", followUp).Bool("new_thread", newThread).Bool("backfilled", backfilled).Msg("discord: message accepted")
 }
 
 // noteActivity remembers the newest message of a channel, for backfill.
@@ -159,9 +175,13 @@ func snowflakeLess(x, y string) bool {
 	return x < y
 }
 
-// threadOf reports whether channel is a thread, and its parent, from the
-// gateway state (threads arrive with GUILD_CREATE and THREAD_CREATE).
+// threadOf reports whether channel is a thread, and its parent: one this
+// adapter started, or one in the gateway state (threads arrive with
+// GUILD_CREATE and THREAD_CREATE).
 func (a *Adapter) threadOf(channel string) (bool, string) {
+	if parent := a.startedThread(channel); parent != "" {
+		return true, parent
+	}
 	if a.sess == nil || a.sess.State == nil {
 		return false, ""
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
@@ -130,11 +131,11 @@ func TestRefusal(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	_, err := Config{MaxMessageChars: 5000, AllowedGuilds: []string{"abc"}, BackfillLimit: 500}.withDefaults()
+	_, err := Config{MaxMessageChars: 5000, AllowedGuilds: []string{"abc"}, BackfillLimit: 500, StreamInterval: 100 * time.Millisecond}.withDefaults()
 	if err == nil {
 		t.Fatal("want errors")
 	}
-	for _, key := range []string{"discord.token", "discord.max_message_chars", "discord.allowed_guilds", "discord.backfill_limit"} {
+	for _, key := range []string{"discord.token", "discord.max_message_chars", "discord.allowed_guilds", "discord.backfill_limit", "discord.stream_interval"} {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("error %q does not name %s", err, key)
 		}
@@ -143,19 +144,19 @@ func TestConfigValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MaxMessageChars != 1900 || cfg.botToken() != "Bot t" {
+	if cfg.MaxMessageChars != 1900 || cfg.botToken() != "Bot t" || cfg.StreamInterval != 1500*time.Millisecond {
 		t.Errorf("defaults: %+v", cfg)
 	}
 }
 
 func TestReplyToRoundTrip(t *testing.T) {
-	for _, r := range []replyTo{{channel: "1", message: "2"}, {channel: "1", interaction: "3"}, {channel: "1"}} {
+	for _, r := range []replyTo{{channel: "1", message: "2"}, {channel: "1", interaction: "3"}, {channel: "1"}, {channel: "1", message: "2", newThread: true}} {
 		got, err := parseReplyTo(r.String())
 		if err != nil || got != r {
 			t.Errorf("parse(%q) = %+v, %v", r.String(), got, err)
 		}
 	}
-	for _, bad := range []string{"", "x:1:2", "m:a:2", "m:1"} {
+	for _, bad := range []string{"", "x:1:2", "m:a:2", "m:1", "t:1:"} {
 		if _, err := parseReplyTo(bad); err == nil {
 			t.Errorf("parse(%q) succeeded", bad)
 		}
@@ -176,7 +177,7 @@ func TestInviteURL(t *testing.T) {
 	}
 	q := u.Query()
 	want := map[string]string{"client_id": "123", "scope": "bot applications.commands",
-		"permissions": strconv.FormatInt(1<<10|1<<11|1<<16|1<<38, 10)}
+		"permissions": strconv.FormatInt(1<<10|1<<11|1<<16|1<<35|1<<38, 10)}
 	got := map[string]string{"client_id": q.Get("client_id"), "scope": q.Get("scope"), "permissions": q.Get("permissions")}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("invite (-want +got):\n%s", diff)

@@ -111,6 +111,9 @@ func discordConfig(c config.Discord) discord.Config {
 		dc.BackfillWindow = -1 // the adapter reads 0 as its default and a negative window as off
 	}
 	dc.BackfillLimit = c.BackfillLimit
+	dc.Threads = c.Threads
+	dc.StreamEdits = c.StreamEdits
+	dc.StreamInterval = c.StreamInterval.Std()
 	return dc
 }
 

@@ -303,7 +303,7 @@ func TestDiscordInviteURL(t *testing.T) {
 	}
 	want := map[string]string{
 		"host": "discord.com", "path": "/oauth2/authorize",
-		"client_id": "123", "permissions": "274877975552", "scope": "bot applications.commands",
+		"client_id": "123", "permissions": "309237713920", "scope": "bot applications.commands",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("invite URL (-want +got):\n%s", diff)

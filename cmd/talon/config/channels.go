@@ -106,6 +106,13 @@ type Discord struct {
 	BackfillWindow Duration `yaml:"backfill_window" json:"backfill_window"`
 	// BackfillLimit is how many messages per channel are read back.
 	BackfillLimit int `yaml:"backfill_limit" json:"backfill_limit"`
+	// Threads answers a mention in a server channel in a thread started on
+	// it (needs the Create Public Threads permission).
+	Threads bool `yaml:"threads" json:"threads"`
+	// StreamEdits shows an answer while it is generated, editing the
+	// message at most once per StreamInterval.
+	StreamEdits    bool     `yaml:"stream_edits" json:"stream_edits"`
+	StreamInterval Duration `yaml:"stream_interval" json:"stream_interval"`
 }
 
 func defaultSlack() Slack {
@@ -127,6 +134,8 @@ func defaultDiscord() Discord {
 		TypingInterval:  Duration(8 * time.Second),
 		BackfillWindow:  Duration(time.Hour),
 		BackfillLimit:   50,
+		Threads:         true,
+		StreamInterval:  Duration(1500 * time.Millisecond),
 	}
 }
 
@@ -251,6 +260,7 @@ func (d *Discord) validate(v *validator) {
 	v.duration("discord.typing_interval", d.TypingInterval, time.Second, 9*time.Second)
 	v.duration("discord.backfill_window", d.BackfillWindow, 0, 24*time.Hour)
 	v.intRange("discord.backfill_limit", d.BackfillLimit, 1, 100)
+	v.duration("discord.stream_interval", d.StreamInterval, time.Second, time.Minute)
 	if d.Enabled && d.Token == "" {
 		v.add("discord.token", "required when discord.enabled is true: the bot token (Developer Portal → Bot → Reset Token), referenced as ${DISCORD_BOT_TOKEN}")
 	}

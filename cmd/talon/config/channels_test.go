@@ -66,7 +66,7 @@ discord:
 		Enabled: true, Token: "MTA.token", ApplicationID: "123456789012345678", MessageContent: true,
 		AllowedGuilds: []string{"111"}, AllowedChannels: []string{"222"}, DeniedChannels: []string{"333"},
 		AllowedRoles: []string{"444"}, AllowedUsers: []string{"555"}, DeniedUsers: []string{"666"}, Admins: []string{"777"},
-		MaxMessageChars: 2000, TypingInterval: Duration(5 * time.Second), BackfillLimit: 100,
+		MaxMessageChars: 2000, TypingInterval: Duration(5 * time.Second), BackfillLimit: 100, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
 	}
 	if diff := cmp.Diff(wantDiscord, got.Discord); diff != "" {
 		t.Errorf("discord (-want +got):\n%s", diff)

@@ -37,7 +37,7 @@ func TestLoadDefaults(t *testing.T) {
 		},
 		Discord: Discord{
 			AllowDMs: true, FollowThreads: true, Commands: true, MaxMessageChars: 1900,
-			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50,
+			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
 		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
