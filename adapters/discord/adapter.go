@@ -2,8 +2,6 @@ package discord
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -250,7 +248,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 				return fatal
 			}
 			a.Log.Warn().Err(err).Int("attempt", attempt+1).Msg("discord: gateway connection failed")
-			if !sleepCtx(ctx, backoff(attempt, time.Second, 2*time.Minute)) {
+			if !agent.Sleep(ctx, agent.Backoff(attempt, time.Second, 2*time.Minute)) {
 				return nil
 			}
 			attempt++
@@ -416,32 +414,3 @@ func (a *Adapter) backfill(ctx context.Context) {
 	}
 }
 
-// newRef returns a short id that ties a user-visible error to a log line.
-func newRef() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// backoff is capped exponential backoff with full jitter.
-func backoff(attempt int, base, max time.Duration) time.Duration {
-	d := base << min(attempt, 20)
-	if d <= 0 || d > max {
-		d = max
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	n := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
-	return d/2 + time.Duration(n%uint64(d/2+1))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

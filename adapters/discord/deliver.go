@@ -246,7 +246,7 @@ func (a *Adapter) Working(ctx context.Context, key agent.SessionKey, replyToStr 
 			if err := a.sess.ChannelTyping(channel, discordgo.WithContext(ctx)); err != nil && !errors.Is(ctx.Err(), context.Canceled) {
 				a.Log.Debug().Err(err).Str("channel", channel).Msg("discord: typing indicator")
 			}
-			if !sleepCtx(ctx, a.cfg.TypingInterval) {
+			if !agent.Sleep(ctx, a.cfg.TypingInterval) {
 				return
 			}
 		}

@@ -215,7 +215,7 @@ func (a *Adapter) handleButton(ctx context.Context, i *discordgo.Interaction, d 
 	case errors.Is(err, agent.ErrUnknownApproval):
 		a.respond(ctx, i, ephemeral("I no longer know this approval."))
 	default:
-		ref := newRef()
+		ref := agent.NewRef()
 		log.Error().Err(err).Str("ref", ref).Msg("discord: decide approval")
 		a.respond(ctx, i, ephemeral("Something went wrong recording your answer (ref "+ref+")."))
 	}
@@ -356,7 +356,7 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 		ReceivedAt: a.Now(),
 	})
 	if err != nil && !errors.Is(err, agent.ErrDuplicate) {
-		ref := newRef()
+		ref := agent.NewRef()
 		log.Error().Err(err).Str("ref", ref).Msg("discord: accept command")
 		msg := "Something went wrong (ref " + ref + ")."
 		if _, err := a.sess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &msg, AllowedMentions: noMentions()}, discordgo.WithContext(ctx)); err != nil {
@@ -429,7 +429,7 @@ func (a *Adapter) handleModal(ctx context.Context, i *discordgo.Interaction, d d
 		Injection: strings.TrimSpace(fields[inputInjection]),
 	})
 	if err != nil {
-		ref := newRef()
+		ref := agent.NewRef()
 		log.Error().Err(err).Str("ref", ref).Msg("discord: store secret")
 		a.respond(ctx, i, ephemeral("Could not store the secret (ref "+ref+"). Nothing was stored."))
 		return

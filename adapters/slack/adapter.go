@@ -2,8 +2,6 @@ package slack
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,9 +189,9 @@ func (a *Adapter) identify(ctx context.Context) error {
 		if fatalAuth(err) {
 			return fmt.Errorf("slack: auth.test: the bot token (slack.bot_token) was rejected: %w", err)
 		}
-		d := backoff(attempt, time.Second, time.Minute)
+		d := agent.Backoff(attempt, time.Second, time.Minute)
 		a.Log.Warn().Err(err).Dur("retry_in", d).Msg("slack: auth.test failed")
-		if !sleepCtx(ctx, d) {
+		if !agent.Sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
@@ -213,10 +211,10 @@ func (a *Adapter) superviseSocket(ctx context.Context) error {
 		if time.Since(started) > 2*time.Minute {
 			attempt = 0
 		}
-		d := backoff(attempt, time.Second, 2*time.Minute)
+		d := agent.Backoff(attempt, time.Second, 2*time.Minute)
 		attempt++
 		a.Log.Warn().Err(err).Dur("retry_in", d).Msg("slack: socket mode stopped; restarting")
-		if !sleepCtx(ctx, d) {
+		if !agent.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -356,25 +354,6 @@ func (a *Adapter) background(fn func(ctx context.Context)) {
 	})
 }
 
-// newRef returns a short id that ties a user-visible error to a log line.
-func newRef() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// backoff is capped exponential backoff with full jitter in [d/2, d].
-func backoff(attempt int, base, maxD time.Duration) time.Duration {
-	d := base << min(attempt, 20)
-	if d <= 0 || d > maxD {
-		d = maxD
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	n := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
-	return d/2 + time.Duration(n%uint64(d/2+1))
-}
-
 // sleep waits d with the injected Sleep, or a timer.
 func (a *Adapter) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
@@ -383,18 +362,7 @@ func (a *Adapter) sleep(ctx context.Context, d time.Duration) bool {
 	if a.Sleep != nil {
 		return a.Sleep(ctx, d)
 	}
-	return sleepCtx(ctx, d)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return agent.Sleep(ctx, d)
 }
 
 // waitReady waits until the bot's identity is known.

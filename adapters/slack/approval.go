@@ -173,7 +173,7 @@ func (a *Adapter) onApprovalClick(ctx context.Context, cb slack.InteractionCallb
 	case errors.Is(err, agent.ErrUnknownApproval):
 		tell = "This approval is no longer pending."
 	default:
-		ref := newRef()
+		ref := agent.NewRef()
 		a.Log.Error().Err(err).Str("ref", ref).Int64("approval", n).Msg("slack: decide approval")
 		tell = "Sorry, your answer could not be recorded (reference " + ref + "). Please try again."
 	}

@@ -96,7 +96,7 @@ func (a *Adapter) openSecretModal(ctx context.Context, cmd slack.SlashCommand) a
 	}
 	meta, _ := json.Marshal(secretMeta{Channel: cmd.ChannelID})
 	if _, err := a.api.OpenViewContext(ctx, cmd.TriggerID, secretModal(string(meta))); err != nil {
-		ref := newRef()
+		ref := agent.NewRef()
 		a.Log.Error().Err(err).Str("ref", ref).Msg("slack: open secret modal")
 		return ephemeralText("Sorry, the form could not be opened (reference " + ref + ").")
 	}
@@ -223,7 +223,7 @@ func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallba
 	err := a.Secrets.AddSecret(ctx, by, agent.NewSecret{Name: name, Value: secret, Hosts: hosts, Injection: injection})
 	clear(secret)
 	if err != nil {
-		ref := newRef()
+		ref := agent.NewRef()
 		a.Log.Error().Err(err).Str("ref", ref).Str("user", by.User).Str("secret", name).Msg("slack: store secret")
 		return slack.NewErrorsViewSubmissionResponse(map[string]string{blockName: "Could not store the secret (reference " + ref + ")."})
 	}
