@@ -413,4 +413,3 @@ func (a *Adapter) backfill(ctx context.Context) {
 		}
 	}
 }
-
