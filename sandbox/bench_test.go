@@ -65,14 +65,28 @@ func BenchmarkCallPooledSaturated(b *testing.B) { benchCall(b, 2, false) }
 // BenchmarkCallUnpooled instantiates a fresh instance on the call's path.
 func BenchmarkCallUnpooled(b *testing.B) { benchCall(b, -1, false) }
 
-// BenchmarkStartWarmCache is New over a warm cache directory with one tool
-// (compile from the file cache, instantiate WASI and the host module).
+// BenchmarkStartWarmCache is New over a warm cache directory with one tool,
+// which costs next to nothing (nothing is compiled until first use).
 func BenchmarkStartWarmCache(b *testing.B) {
+	benchStart(b, false)
+}
+
+// BenchmarkFirstLoadWarmCache is New and the first use of a tool over a
+// warm cache directory: build the wazero runtime, instantiate WASI and the
+// host module, and load the compiled module from the file cache.
+func BenchmarkFirstLoadWarmCache(b *testing.B) {
+	benchStart(b, true)
+}
+
+func benchStart(b *testing.B, load bool) {
 	ctx := context.Background()
 	tools := []Tool{echoTool(b)}
 	dir := b.TempDir()
 	warm, err := New(ctx, Config{CacheDir: dir, Tools: tools})
 	if err != nil {
+		b.Fatal(err)
+	}
+	if err := warm.Load(ctx, "echo"); err != nil {
 		b.Fatal(err)
 	}
 	warm.Close(ctx)
@@ -81,6 +95,11 @@ func BenchmarkStartWarmCache(b *testing.B) {
 		r, err := New(ctx, Config{CacheDir: dir, Tools: tools})
 		if err != nil {
 			b.Fatal(err)
+		}
+		if load {
+			if err := r.Load(ctx, "echo"); err != nil {
+				b.Fatal(err)
+			}
 		}
 		r.Close(ctx)
 	}

@@ -18,5 +18,10 @@
 // tool arguments or output; the only guest text it logs is what the guest
 // passes to "log", at debug level and capped.
 //
+// Nothing is paid before a tool is used: the registry parses manifests but
+// reads no module, and a Runtime builds its wazero runtime, reads and
+// compiles a module and starts its pool on the tool's first call, so an idle
+// gateway holds neither compiled code nor module binaries.
+//
 // Runtime implements agent.ToolRunner.
 package sandbox

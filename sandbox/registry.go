@@ -14,10 +14,31 @@ import (
 // by LoadTools. Disabled tools are listed too.
 type Tool struct {
 	Manifest *Manifest
-	// Wasm is the module's binary.
+	// Wasm is the module's binary, when the caller holds it in memory.
+	// LoadTools leaves it nil and sets FS and Path instead, so that a
+	// module is read only when it is first compiled and its bytes do not
+	// stay on the heap of an idle process.
 	Wasm []byte
+	// FS and Path locate the module's binary when Wasm is nil.
+	FS   fs.FS
+	Path string
 	// Source says where the module came from: "builtin" or a file path.
 	Source string
+}
+
+// Binary returns the module's binary: Wasm, or the file at Path in FS.
+func (t Tool) Binary() ([]byte, error) {
+	if t.Wasm != nil {
+		return t.Wasm, nil
+	}
+	if t.FS == nil {
+		return nil, errors.New("no module binary")
+	}
+	b, err := fs.ReadFile(t.FS, t.Path)
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	return b, nil
 }
 
 // LoadTools finds the tools: built-in modules in builtin (each <name>.wasm
@@ -25,7 +46,8 @@ type Tool struct {
 // operator tools in dir (each <name>.wasm with <name>.yaml; dir may be "").
 // An operator <name>.yaml overrides a built-in's default manifest wholly,
 // and an operator <name>.wasm replaces the built-in module. Every problem is
-// reported at once. The result is sorted by name.
+// reported at once. The result is sorted by name. Modules are not read
+// here: a Runtime reads each from its FS when it first compiles it.
 func LoadTools(builtin fs.FS, dir string) ([]Tool, error) {
 	var errs []error
 	tools := map[string]*Tool{}
@@ -37,11 +59,6 @@ func LoadTools(builtin fs.FS, dir string) ([]Tool, error) {
 		}
 		for _, w := range wasms {
 			name := strings.TrimSuffix(w, ".wasm")
-			bin, err := fs.ReadFile(builtin, w)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("built-in %s: %w", w, err))
-				continue
-			}
 			y, err := fs.ReadFile(builtin, name+".yaml")
 			if err != nil {
 				errs = append(errs, fmt.Errorf("built-in %s: no default manifest %s.yaml", w, name))
@@ -52,7 +69,7 @@ func LoadTools(builtin fs.FS, dir string) ([]Tool, error) {
 				errs = append(errs, err)
 				continue
 			}
-			tools[name] = &Tool{Manifest: m, Wasm: bin, Source: "builtin"}
+			tools[name] = &Tool{Manifest: m, FS: builtin, Path: w, Source: "builtin"}
 		}
 	}
 
@@ -61,6 +78,7 @@ func LoadTools(builtin fs.FS, dir string) ([]Tool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: tools directory: %w", err)
 		}
+		dirFS := os.DirFS(dir)
 		files := map[string]bool{}
 		for _, e := range entries {
 			if e.Type().IsRegular() {
@@ -88,13 +106,7 @@ func LoadTools(builtin fs.FS, dir string) ([]Tool, error) {
 					continue
 				}
 				if files[name+".wasm"] {
-					wpath := filepath.Join(dir, name+".wasm")
-					bin, err := os.ReadFile(wpath)
-					if err != nil {
-						errs = append(errs, fmt.Errorf("%s: %w", wpath, err))
-						continue
-					}
-					tools[name] = &Tool{Manifest: m, Wasm: bin, Source: wpath}
+					tools[name] = &Tool{Manifest: m, FS: dirFS, Path: name + ".wasm", Source: filepath.Join(dir, name+".wasm")}
 					continue
 				}
 				b, ok := tools[name]

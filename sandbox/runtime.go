@@ -91,11 +91,14 @@ type Config struct {
 
 // Runtime runs tool calls, each in a fresh WebAssembly instance. It is safe
 // for concurrent use. Close it to stop the pools and free the runtime.
+//
+// Nothing is compiled or instantiated until a tool is first used: the
+// wazero runtime, WASI and the host module are built then (see engine), so
+// an idle gateway holds neither them nor any module's binary.
 type Runtime struct {
-	rt       wazero.Runtime
 	cache    wazero.CompilationCache
+	memPages uint32 // the runtime's memory limit, in 64 KiB pages
 	host     *host
-	abi      *abi
 	tools    map[string]*loaded // read-only after New
 	names    []string           // enabled tools, sorted
 	poolSize int
@@ -109,6 +112,17 @@ type Runtime struct {
 	mu     sync.Mutex
 	pools  map[string]*pool // guarded by mu
 	closed bool             // guarded by mu
+
+	engMu  sync.Mutex
+	eng    *engine // guarded by engMu; nil until the first compilation
+	engErr error   // guarded by engMu; why the engine could not be built
+}
+
+// engine is the wazero runtime with WASI and the host module instantiated,
+// and the host's ABI to check modules against.
+type engine struct {
+	rt  wazero.Runtime
+	abi *abi
 }
 
 var _ agent.ToolRunner = (*Runtime)(nil)
@@ -119,7 +133,7 @@ type loaded struct {
 	policy   *egress.Policy
 	memLimit uint64 // bytes
 	source   string
-	wasm     []byte
+	tool     Tool // where to read the module from; Wasm dropped once compiled
 
 	// failed is set once loading failed, so Tools can skip the tool
 	// without waiting for a compilation in progress.
@@ -156,24 +170,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	} else {
 		cache = wazero.NewCompilationCache()
 	}
-	rc := wazero.NewRuntimeConfigCompiler().
-		WithCompilationCache(cache).
-		WithCloseOnContextDone(true).
-		WithMemoryLimitPages(uint32(maxMiB * (mib / 65536)))
-	rt := wazero.NewRuntimeWithConfig(ctx, rc)
-	fail := func(err error) (*Runtime, error) {
-		rt.Close(ctx)
-		cache.Close(ctx)
-		return nil, err
-	}
-
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
 	r := &Runtime{
-		rt:       rt,
 		cache:    cache,
+		memPages: uint32(maxMiB * (mib / 65536)),
 		host:     &host{egress: cfg.Egress, secrets: cfg.Secrets, approver: cfg.Approver, logger: cfg.Logger},
 		tools:    map[string]*loaded{},
 		poolSize: cfg.PoolSize,
@@ -183,19 +186,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if r.poolSize == 0 {
 		r.poolSize = 2
 	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		return fail(fmt.Errorf("sandbox: instantiate wasi: %w", err))
-	}
-	if _, err := hostBuilder(rt, r.host).Instantiate(ctx); err != nil {
-		return fail(fmt.Errorf("sandbox: instantiate host module: %w", err))
-	}
-	a, err := newABI(ctx, rt)
-	if err != nil {
-		return fail(fmt.Errorf("sandbox: %w", err))
-	}
-
-	r.abi = a
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	fail := func(err error) (*Runtime, error) {
+		r.cancel()
+		r.closeEngine(ctx)
+		cache.Close(ctx)
+		return nil, err
+	}
 
 	var errs []error
 	for _, t := range cfg.Tools {
@@ -207,7 +204,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 			errs = append(errs, fmt.Errorf("tool %s: listed twice", m.Name))
 			continue
 		}
-		r.tools[m.Name] = &loaded{manifest: m, policy: m.policy(), memLimit: uint64(m.Limits.MemoryMiB) * mib, source: t.Source, wasm: t.Wasm}
+		r.tools[m.Name] = &loaded{manifest: m, policy: m.policy(), memLimit: uint64(m.Limits.MemoryMiB) * mib, source: t.Source, tool: t}
 		r.names = append(r.names, m.Name)
 	}
 	if cfg.Eager {
@@ -218,7 +215,6 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		r.cancel()
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
 	sort.Strings(r.names)
@@ -269,18 +265,74 @@ func (r *Runtime) module(ctx context.Context, t *loaded) (wazero.CompiledModule,
 		return nil, err
 	}
 	t.compiled = cm
-	t.wasm = nil // compiled; the binary is no longer needed
+	t.tool.Wasm = nil // compiled; the binary is no longer needed
 	return cm, nil
+}
+
+// engine returns the wazero runtime, building it on first use: the
+// runtime, WASI and the host module cost memory and milliseconds that an
+// idle gateway, or one whose model never calls a tool, should not pay.
+// Callers hold r.wg, so Close waits for a build in progress.
+func (r *Runtime) engine(ctx context.Context) (*engine, error) {
+	r.engMu.Lock()
+	defer r.engMu.Unlock()
+	if r.eng != nil || r.engErr != nil {
+		return r.eng, r.engErr
+	}
+	ctx = context.WithoutCancel(ctx)
+	rc := wazero.NewRuntimeConfigCompiler().
+		WithCompilationCache(r.cache).
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(r.memPages)
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	fail := func(err error) (*engine, error) {
+		rt.Close(ctx)
+		r.engErr = err
+		return nil, err
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return fail(fmt.Errorf("instantiate wasi: %w", err))
+	}
+	if _, err := hostBuilder(rt, r.host).Instantiate(ctx); err != nil {
+		return fail(fmt.Errorf("instantiate host module: %w", err))
+	}
+	a, err := newABI(ctx, rt)
+	if err != nil {
+		return fail(err)
+	}
+	r.eng = &engine{rt: rt, abi: a}
+	return r.eng, nil
+}
+
+// closeEngine closes the wazero runtime, if it was built.
+func (r *Runtime) closeEngine(ctx context.Context) error {
+	r.engMu.Lock()
+	defer r.engMu.Unlock()
+	if r.eng == nil {
+		return nil
+	}
+	err := r.eng.rt.Close(ctx)
+	r.eng = nil
+	r.engErr = errClosed
+	return err
 }
 
 // compile compiles t's module and checks its ABI and initial memory.
 func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule, error) {
 	m := t.manifest
-	cm, err := r.rt.CompileModule(ctx, t.wasm)
+	eng, err := r.engine(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+	}
+	wasm, err := t.tool.Binary()
+	if err != nil {
+		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+	}
+	cm, err := eng.rt.CompileModule(ctx, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("tool %s (%s): compile: %w", m.Name, t.source, err)
 	}
-	if err := r.abi.check(cm); err != nil {
+	if err := eng.abi.check(cm); err != nil {
 		cm.Close(ctx)
 		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
@@ -310,7 +362,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 	for _, p := range pools {
 		p.drain(ctx)
 	}
-	err := r.rt.Close(ctx)
+	err := r.closeEngine(ctx)
 	if cerr := r.cache.Close(ctx); err == nil {
 		err = cerr
 	}
@@ -517,7 +569,11 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 	if err != nil {
 		return nil, err
 	}
-	mod, err := r.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), cm, cfg)
+	eng, err := r.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), cm, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate %s: %w", t.manifest.Name, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/store"
 )
 
@@ -74,7 +75,24 @@ func newLogger(cfg *config.Config, w io.Writer, minLevel zerolog.Level) zerolog.
 }
 
 // openApp takes the data directory, opens the store and builds the runtime.
+// The tools' manifests are read and parsed while the store opens, on
+// another core; no module is read or compiled (see sandbox.Runtime).
 func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger) (*app, error) {
+	var (
+		tools    []sandbox.Tool
+		toolsErr error
+	)
+	toolsDone := make(chan struct{})
+	if e.tools == nil {
+		go func() {
+			defer close(toolsDone)
+			tools, toolsErr = loadTools(cfg.ToolsDir())
+		}()
+	} else {
+		close(toolsDone)
+	}
+	defer func() { <-toolsDone }() // on every path, so the goroutine never outlives openApp
+
 	a := &app{cfg: cfg, env: e, log: log, metrics: newMetrics()}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w (set data_dir or TALON_DATA_DIR to a writable directory)", cfg.DataDir, err)
@@ -120,9 +138,15 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	}
 	if e.tools != nil {
 		a.rt.Tools = e.tools
-	} else if err := a.openTools(ctx); err != nil {
+		return a, nil
+	}
+	<-toolsDone
+	if toolsErr == nil {
+		toolsErr = a.openTools(ctx, tools)
+	}
+	if toolsErr != nil {
 		a.Close()
-		return nil, err
+		return nil, toolsErr
 	}
 	return a, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +15,8 @@ import (
 )
 
 // metrics implements agent.Metrics with Prometheus collectors on a registry
-// of its own (no global state).
+// of its own (no global state). The Go runtime and process collectors join
+// the registry on the first scrape of /metrics (handler).
 type metrics struct {
 	reg        *prometheus.Registry
 	turns      *prometheus.CounterVec
@@ -45,9 +47,22 @@ func newMetrics() *metrics {
 			Help: "Secrets removed, by where they were found; where=\"llm_request\" is the last line of defence and should stay at zero.",
 		}, []string{"where"}),
 	}
-	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.queueDepth, m.redacted,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.queueDepth, m.redacted)
 	return m
+}
+
+// handler serves the registry on /metrics. The Go runtime's and the
+// process's own collectors are added by the first scrape: a gateway nobody
+// scrapes does not pay for them.
+func (m *metrics) handler() http.Handler {
+	var once sync.Once
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		})
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (m *metrics) TurnFinished(outcome string, d time.Duration) {
@@ -89,7 +104,7 @@ func (a *app) opsServer(addr string, mux *http.ServeMux) (*opsListener, error) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", a.metrics.handler())
 	a.log.Info().Str("addr", ln.Addr().String()).Msg("http listener for /healthz, /readyz and /metrics")
 	return &opsListener{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
 }

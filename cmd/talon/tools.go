@@ -26,21 +26,19 @@ import (
 	"github.com/talonhq/talon/sandbox/tools"
 )
 
-// openTools builds the sandbox and egress broker and sets a.rt.Tools.
-// Approvals go to the runtime, which persists them and asks the session's
-// channel. Tools are compiled on first use, so start-up stays fast.
-func (a *app) openTools(ctx context.Context) error {
-	_, err := a.startSandbox(ctx, runtimeApprover{rt: a.rt})
+// openTools builds the sandbox for ts (as loadTools found them) and the
+// egress broker, and sets a.rt.Tools. Approvals go to the runtime, which
+// persists them and asks the session's channel. Tools are read, compiled
+// and pooled on first use, so start-up stays fast and an idle gateway
+// small.
+func (a *app) openTools(ctx context.Context, ts []sandbox.Tool) error {
+	_, err := a.startSandbox(ctx, runtimeApprover{rt: a.rt}, ts)
 	return err
 }
 
-// startSandbox loads the tools, builds the egress broker and the sandbox
-// with approver, sets a.rt.Tools and registers the sandbox's Close.
-func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver) (*sandbox.Runtime, error) {
-	ts, err := loadTools(a.cfg.ToolsDir())
-	if err != nil {
-		return nil, err
-	}
+// startSandbox builds the egress broker and the sandbox for ts with
+// approver, sets a.rt.Tools and registers the sandbox's Close.
+func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver, ts []sandbox.Tool) (*sandbox.Runtime, error) {
 	broker, err := a.newBroker()
 	if err != nil {
 		return nil, err
@@ -68,7 +66,8 @@ func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver) (*san
 }
 
 // loadTools finds the built-in tools and the operator's tools directory; a
-// missing directory means built-ins only.
+// missing directory means built-ins only. It parses the manifests and
+// reads no module.
 func loadTools(dir string) ([]sandbox.Tool, error) {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		dir = ""
@@ -312,7 +311,11 @@ func cmdToolRun(ctx context.Context, e env, args []string) error {
 	}
 	defer a.Close()
 	approver := &cliApprover{approve: *approve}
-	sb, err := a.startSandbox(ctx, approver)
+	ts, err := loadTools(cfg.ToolsDir())
+	if err != nil {
+		return err
+	}
+	sb, err := a.startSandbox(ctx, approver, ts)
 	if err != nil {
 		return err
 	}
