@@ -123,6 +123,20 @@ type Reply struct {
 	CreatedAt time.Time
 }
 
+// Step is one model call of a turn as it is persisted: the tokens it used,
+// why the model stopped, and the messages it adds to the session's history.
+type Step struct {
+	// Session is the turn's session, whose history Messages are appended to.
+	Session SessionID
+	// N numbers the model calls of a turn from 1; recording the same N again
+	// (a resumed turn) replaces the earlier record.
+	N          int
+	Usage      llm.Usage
+	StopReason string
+	// Messages are appended in order, within the turn.
+	Messages []llm.Message
+}
+
 // TurnState is the outcome of a turn.
 type TurnState string
 
@@ -188,8 +202,9 @@ type Inbox interface {
 	// session's history. If the turn had already started (a restart), it
 	// returns that turn with resumed set.
 	StartTurn(ctx context.Context, id InboundID, user *llm.Message) (t TurnID, s Session, resumed bool, err error)
-	// RecordStep notes one model call of a turn.
-	RecordStep(ctx context.Context, t TurnID, step int, u llm.Usage, stop string) error
+	// RecordStep notes one model call of a turn and appends the messages it
+	// produced to the session's history, atomically.
+	RecordStep(ctx context.Context, t TurnID, st Step) error
 	// StartToolCall and FinishToolCall record a tool call's life.
 	StartToolCall(ctx context.Context, t TurnID, step int, call llm.ToolCall) error
 	FinishToolCall(ctx context.Context, t TurnID, callID string, result string, isError bool) error
@@ -200,9 +215,12 @@ type Inbox interface {
 	// dedupe key: cancel marks it done with no reply, otherwise its text
 	// becomes text. changed is false when it is unknown or already started.
 	AmendInbound(ctx context.Context, dedupeKey, text string, cancel bool) (id InboundID, changed bool, err error)
-	// FinishTurn ends the turn and its inbound and persists r, atomically.
-	// t may be 0 for an inbound answered without a turn (never started).
-	FinishTurn(ctx context.Context, id InboundID, t TurnID, state TurnState, r Reply) (ReplyID, error)
+	// FinishTurn ends the turn and its inbound and persists r, atomically;
+	// when last is not nil, the turn's final model call is recorded (as by
+	// RecordStep) in the same transaction. t may be 0 for an inbound answered
+	// without a turn (never started). When r.Key is zero the reply goes where
+	// the inbound came from (its key and ReplyTo).
+	FinishTurn(ctx context.Context, id InboundID, t TurnID, state TurnState, r Reply, last *Step) (ReplyID, error)
 }
 
 // History is a session's conversation record.

@@ -135,6 +135,7 @@ type Runtime struct {
 	queues   map[SessionKey]*queue               // guarded by mu
 	users    map[Principal]*userSlots            // guarded by mu
 	rates    map[Principal]*bucket               // guarded by mu
+	swept    time.Time                           // when rates was last pruned; guarded by mu
 	pending  int                                 // accepted, not yet finished and delivered; guarded by mu
 	idle     chan struct{}                       // closed when pending drops to 0; guarded by mu
 	turnStop map[InboundID]func()                // cancels running turns at shutdown; guarded by mu
@@ -536,6 +537,17 @@ func (r *Runtime) allow(p Principal) bool {
 	now := r.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// A bucket untouched for a minute is full again, the same as no bucket:
+	// dropping those keeps the map as small as the set of recent senders.
+	// Sweeping at most once a minute keeps the cost per turn constant.
+	if now.Sub(r.swept) >= time.Minute {
+		for q, b := range r.rates {
+			if now.Sub(b.last) >= time.Minute {
+				delete(r.rates, q)
+			}
+		}
+		r.swept = now
+	}
 	b := r.rates[p]
 	if b == nil {
 		b = &bucket{tokens: float64(rate), last: now}

@@ -387,6 +387,11 @@ func TestRateLimitRepliesPolitely(t *testing.T) {
 	if limited != 1 || !strings.Contains(strings.Join(got, "|"), "echo: d") || !strings.Contains(strings.Join(got, "|"), "echo: other user") {
 		t.Errorf("replies: got %q, want exactly one polite refusal for u1's third message", got)
 	}
+	// A minute on, both buckets were full again: only the one u1 just used
+	// is kept, so the map does not grow with every user ever seen.
+	if got, want := agent.RateBuckets(h.rt), 1; got != want {
+		t.Errorf("rate buckets after a quiet minute: got %d, want %d", got, want)
+	}
 }
 
 func TestCompactionSummarisesOlderMessages(t *testing.T) {
@@ -481,7 +486,7 @@ func TestRecoveryDeliversUndeliveredAndRepairsInterruptedToolCall(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.FinishTurn(ctx, q1.ID, 0, agent.TurnDone, agent.Reply{Key: key("u1"), Kind: agent.ReplyNotice, Text: "persisted, not delivered"}); err != nil {
+	if _, err := db.FinishTurn(ctx, q1.ID, 0, agent.TurnDone, agent.Reply{Key: key("u1"), Kind: agent.ReplyNotice, Text: "persisted, not delivered"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	q2, _, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "b", Key: key("u1"), Text: "use the tool"})

@@ -21,11 +21,15 @@ var errShutdown = errors.New("agent: shutting down")
 // when the turn was interrupted by shutdown and must resume later.
 func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome string, finished bool) {
 	log := r.Log.With().Int64("inbound", int64(q.ID)).Str("principal", q.Key.Principal.String()).Logger()
-	finish := func(t TurnID, state TurnState, kind ReplyKind, text, outcome string) (Reply, string, bool) {
+	finishStep := func(t TurnID, state TurnState, kind ReplyKind, text, outcome string, last *Step) (Reply, string, bool) {
 		text = r.redact(ctx, q.Key.Principal, text, "reply")
 		rep := Reply{Key: q.Key, ReplyTo: q.ReplyTo, Kind: kind, Text: text, Inbound: q.ID, Turn: t}
+		// The reply goes where the inbound came from: a zero Key tells the
+		// store so, sparing it the look-up of the principal.
+		stored := rep
+		stored.Key, stored.ReplyTo = SessionKey{}, ""
 		// The reply must be persisted even if the turn's context ended.
-		id, err := r.Store.FinishTurn(context.WithoutCancel(ctx), q.ID, t, state, rep)
+		id, err := r.Store.FinishTurn(context.WithoutCancel(ctx), q.ID, t, state, stored, last)
 		if err != nil {
 			log.Error().Err(err).Msg("persist reply")
 			return Reply{}, "", false
@@ -33,6 +37,9 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		rep.ID = id
 		rep.CreatedAt = r.Now()
 		return rep, outcome, true
+	}
+	finish := func(t TurnID, state TurnState, kind ReplyKind, text, outcome string) (Reply, string, bool) {
+		return finishStep(t, state, kind, text, outcome, nil)
 	}
 
 	if !q.Running {
@@ -81,13 +88,13 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		stop := t.Working(tctx, q.Key, q.ReplyTo)
 		defer stop()
 	}
-	text, err := r.loop(tctx, q, tid, sess, resumed)
+	text, last, err := r.loop(tctx, q, tid, sess, resumed)
 	switch {
 	case err == nil:
 		if strings.Contains(q.Text, redactedMarker) {
 			text = pastedSecretAdvice + "\n\n" + text
 		}
-		return finish(tid, TurnDone, ReplyAnswer, text, "answer")
+		return finishStep(tid, TurnDone, ReplyAnswer, text, "answer", last)
 	case ctx.Err() != nil || errors.Is(err, errShutdown):
 		// The runtime is stopping; leave the turn running so it resumes.
 		return Reply{}, "", false
@@ -98,14 +105,16 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 }
 
 // loop calls the model and the tools until the model answers without tool
-// calls, the step limit is reached or the deadline passes.
-func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, resumed bool) (string, error) {
+// calls, the step limit is reached or the deadline passes. The final step,
+// when there is one, is returned unrecorded: FinishTurn records it with the
+// reply, in one transaction.
+func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, resumed bool) (string, *Step, error) {
 	var tools []llm.Tool
 	if r.Tools != nil {
 		var err error
 		tools, err = r.Tools.Tools(ctx, q.Key.Principal)
 		if err != nil {
-			return "", fmt.Errorf("list tools: %w", err)
+			return "", nil, fmt.Errorf("list tools: %w", err)
 		}
 	}
 	var stream *streamRedactor
@@ -119,23 +128,20 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 
 	if resumed {
 		if err := r.finishInterrupted(ctx, q, tid, sess, tools); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	for step := 1; step <= r.limits.MaxSteps; step++ {
 		system, history, err := r.history(ctx, &sess, step == 1)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		req := r.scrubRequest(ctx, q.Key.Principal, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: stream.onDelta()})
 		resp, err := r.LLM.Complete(ctx, req)
 		stream.flush()
 		if err != nil {
 			r.Metrics.LLMError(llm.KindOf(err).String())
-			return "", err
-		}
-		if err := r.Store.RecordStep(ctx, tid, step, resp.Usage, resp.StopReason); err != nil {
-			return "", err
+			return "", nil, err
 		}
 		msg := resp.Message
 		msg.Role = llm.RoleAssistant
@@ -145,25 +151,26 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 		for i := range msg.ToolCalls {
 			msg.ToolCalls[i].Arguments = r.redact(ctx, q.Key.Principal, msg.ToolCalls[i].Arguments, "tool_args")
 		}
-		if err := r.Store.AppendMessages(ctx, sess.ID, tid, msg); err != nil {
-			return "", err
-		}
+		st := &Step{Session: sess.ID, N: step, Usage: resp.Usage, StopReason: resp.StopReason, Messages: []llm.Message{msg}}
 		if len(msg.ToolCalls) == 0 {
 			if strings.TrimSpace(msg.Content) == "" {
-				return "(The model returned an empty answer. Try rephrasing, or /new to start over.)", nil
+				return "(The model returned an empty answer. Try rephrasing, or /new to start over.)", st, nil
 			}
-			return msg.Content, nil
+			return msg.Content, st, nil
+		}
+		if err := r.Store.RecordStep(ctx, tid, *st); err != nil {
+			return "", nil, err
 		}
 		results, err := r.runTools(ctx, q, tid, step, tools, msg.ToolCalls)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if err := r.Store.AppendMessages(ctx, sess.ID, tid, results...); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	return fmt.Sprintf("I stopped after %d steps without a final answer. Ask me to continue, or narrow the request.",
-		r.limits.MaxSteps), nil
+		r.limits.MaxSteps), nil, nil
 }
 
 // finishInterrupted completes the last step of a turn resumed after a

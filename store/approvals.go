@@ -32,7 +32,7 @@ func scanApproval(r rowScanner) (agent.Approval, error) {
 func (db *DB) CreateApproval(ctx context.Context, a agent.Approval) (agent.Approval, bool, error) {
 	var id agent.ApprovalID
 	created := false
-	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		err := tx.QueryRowContext(ctx, `SELECT id FROM approvals WHERE turn_id = ? AND call_id = ? AND description = ?`,
 			a.Turn, a.CallID, a.Description).Scan(&id)
 		if err == nil {

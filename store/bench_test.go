@@ -78,9 +78,9 @@ func BenchmarkRecent(b *testing.B) {
 	}
 }
 
-// BenchmarkTurn is the store's share of one simple turn: accept, start
-// (with the user message), read the history, record the step, append the
-// answer, finish with a reply, mark it delivered. Sessions run one after the
+// BenchmarkTurn is the store's share of one simple turn, as the runtime
+// does it: accept, start (with the user message), read the history, finish
+// with the step, the answer and a reply, mark it delivered. Sessions run one after the
 // other.
 func BenchmarkTurn(b *testing.B) {
 	db, _ := open(b)
@@ -121,13 +121,9 @@ func turn(b *testing.B, db *store.DB, key string) {
 	if _, err := db.Recent(ctx, s.ID, 50); err != nil {
 		b.Fatal(err)
 	}
-	if err := db.RecordStep(ctx, t, 0, llm.Usage{InputTokens: 100, OutputTokens: 10}, "stop"); err != nil {
-		b.Fatal(err)
-	}
-	if err := db.AppendMessages(ctx, s.ID, t, answer); err != nil {
-		b.Fatal(err)
-	}
-	r, err := db.FinishTurn(ctx, q.ID, t, agent.TurnDone, agent.Reply{Key: in.Key, Kind: agent.ReplyAnswer, Text: answer.Content})
+	last := &agent.Step{Session: s.ID, N: 1, Usage: llm.Usage{InputTokens: 100, OutputTokens: 10}, StopReason: "stop",
+		Messages: []llm.Message{answer}}
+	r, err := db.FinishTurn(ctx, q.ID, t, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: answer.Content}, last)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,7 +5,10 @@
 //
 // A DB has one writer connection, used for every write, and a separate pool
 // of read-only connections; the file is in WAL mode so readers never block
-// the writer. Every method that changes state does so in one transaction.
+// the writer. Write transactions that arrive together share one commit
+// (group commit), and a goroutine of the DB checkpoints the log on a
+// connection of its own, so the writer never stops for a checkpoint's copy
+// and fsyncs. Every method that changes state does so in one transaction.
 // Times are stored as unix milliseconds.
 //
 // It never decides what a turn does, never talks to a platform or a model,

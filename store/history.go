@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
@@ -13,7 +14,7 @@ import (
 
 // activeSessionTx fills s (whose Key is set) with the active session of
 // principal pid in s.Key's conversation, creating it if there is none.
-func (db *DB) activeSessionTx(ctx context.Context, tx *sql.Tx, pid int64, s *agent.Session, now int64) error {
+func (db *DB) activeSessionTx(ctx context.Context, tx *wtx, pid int64, s *agent.Session, now int64) error {
 	c := s.Key.Conversation
 	var created int64
 	err := tx.StmtContext(ctx, db.ws.sessionActive).QueryRowContext(ctx, pid, c.Channel, c.Thread).
@@ -27,7 +28,7 @@ func (db *DB) activeSessionTx(ctx context.Context, tx *sql.Tx, pid int64, s *age
 
 // newSessionTx adds an active session for s.Key and fills s with it. The
 // caller makes sure no other session of the key is active.
-func (db *DB) newSessionTx(ctx context.Context, tx *sql.Tx, pid int64, s *agent.Session, now int64) error {
+func (db *DB) newSessionTx(ctx context.Context, tx *wtx, pid int64, s *agent.Session, now int64) error {
 	c := s.Key.Conversation
 	if err := tx.StmtContext(ctx, db.ws.sessionAdd).QueryRowContext(ctx, pid, c.Channel, c.Thread, now).Scan(&s.ID); err != nil {
 		return err
@@ -43,7 +44,7 @@ func (db *DB) ActiveSession(ctx context.Context, k agent.SessionKey) (agent.Sess
 	// The common case, a session that exists, is answered by a reader.
 	var created int64
 	p, c := k.Principal, k.Conversation
-	err := db.rs.activeSession.QueryRowContext(ctx, p.Platform, p.Workspace, p.User, c.Channel, c.Thread).
+	err := db.rs.activeSession.QueryRowContext(quick(ctx), p.Platform, p.Workspace, p.User, c.Channel, c.Thread).
 		Scan(&s.ID, &s.Summary, &s.SummaryUpTo, &created)
 	if err == nil {
 		s.CreatedAt = fromMS(created)
@@ -52,7 +53,7 @@ func (db *DB) ActiveSession(ctx context.Context, k agent.SessionKey) (agent.Sess
 	if !errors.Is(err, sql.ErrNoRows) {
 		return agent.Session{}, fmt.Errorf("store: active session: %w", err)
 	}
-	err = db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		pid, err := db.principalID(ctx, tx, k.Principal)
 		if err != nil {
 			return err
@@ -69,7 +70,7 @@ func (db *DB) ActiveSession(ctx context.Context, k agent.SessionKey) (agent.Sess
 // one, in one transaction. The retired session keeps its history.
 func (db *DB) NewSession(ctx context.Context, k agent.SessionKey) (agent.Session, error) {
 	s := agent.Session{Key: k}
-	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		pid, err := db.principalID(ctx, tx, k.Principal)
 		if err != nil {
 			return err
@@ -94,14 +95,17 @@ func (db *DB) Recent(ctx context.Context, s agent.SessionID, limit int) ([]agent
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	rows, err := db.rs.recent.QueryContext(ctx, s, limit)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store: recent: %w", err)
+	}
+	rows, err := db.rs.recent.QueryContext(quick(ctx), s, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: recent: %w", err)
 	}
 	defer rows.Close()
 	var (
 		msgs    []agent.StoredMessage
-		content []byte
+		content sql.RawBytes
 		turn    sql.NullInt64
 		created int64
 	)
@@ -110,7 +114,7 @@ func (db *DB) Recent(ctx context.Context, s agent.SessionID, limit int) ([]agent
 		if err := rows.Scan(&m.ID, &turn, &content, &created); err != nil {
 			return nil, fmt.Errorf("store: recent: %w", err)
 		}
-		if err := json.Unmarshal(content, &m.Message); err != nil {
+		if err := decodeMessage(content, &m.Message); err != nil {
 			return nil, fmt.Errorf("store: recent: message %d: %w", m.ID, err)
 		}
 		m.Turn, m.CreatedAt = agent.TurnID(turn.Int64), fromMS(created)
@@ -119,14 +123,16 @@ func (db *DB) Recent(ctx context.Context, s agent.SessionID, limit int) ([]agent
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: recent: %w", err)
 	}
+	slices.Reverse(msgs)
 	if len(msgs) == 0 {
 		var n int
-		if err := db.rs.sessionExists.QueryRowContext(ctx, s).Scan(&n); err != nil {
+		if err := db.rs.sessionExists.QueryRowContext(quick(ctx), s).Scan(&n); err != nil {
 			return nil, fmt.Errorf("store: recent: %w", err)
 		}
 		if n == 0 {
 			return nil, fmt.Errorf("store: recent: session %d: %w", s, ErrNotFound)
 		}
+		return nil, nil
 	}
 	return msgs, nil
 }
@@ -138,15 +144,11 @@ func (db *DB) AppendMessages(ctx context.Context, s agent.SessionID, t agent.Tur
 	if len(msgs) == 0 {
 		return nil
 	}
-	contents := make([][]byte, len(msgs))
-	for i := range msgs {
-		b, err := json.Marshal(&msgs[i])
-		if err != nil {
-			return fmt.Errorf("store: append messages: encode message: %w", err)
-		}
-		contents[i] = b
+	contents, err := encodeMessages(msgs)
+	if err != nil {
+		return fmt.Errorf("store: append messages: %w", err)
 	}
-	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		var n int
 		if err := tx.StmtContext(ctx, db.ws.sessionExists).QueryRowContext(ctx, s).Scan(&n); err != nil {
 			return err
@@ -154,17 +156,38 @@ func (db *DB) AppendMessages(ctx context.Context, s agent.SessionID, t agent.Tur
 		if n == 0 {
 			return fmt.Errorf("session %d: %w", s, ErrNotFound)
 		}
-		add := tx.StmtContext(ctx, db.ws.messageAdd)
-		now := db.now()
-		for i, m := range msgs {
-			if _, err := add.ExecContext(ctx, s, nullID(t), string(m.Role), string(contents[i]), now); err != nil {
-				return err
-			}
-		}
-		return nil
+		return db.appendTx(ctx, tx, s, t, msgs, contents, db.now())
 	})
 	if err != nil {
 		return fmt.Errorf("store: append messages: %w", err)
+	}
+	return nil
+}
+
+// encodeMessages returns the JSON of each message, as stored. It runs
+// before the transaction, off the writer.
+func encodeMessages(msgs []llm.Message) ([]string, error) {
+	contents := make([]string, len(msgs))
+	for i := range msgs {
+		b, err := json.Marshal(&msgs[i])
+		if err != nil {
+			return nil, fmt.Errorf("encode message: %w", err)
+		}
+		contents[i] = string(b)
+	}
+	return contents, nil
+}
+
+// appendTx appends msgs, encoded as contents, to session s within turn t.
+func (db *DB) appendTx(ctx context.Context, tx *wtx, s agent.SessionID, t agent.TurnID, msgs []llm.Message, contents []string, now int64) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	add := tx.StmtContext(ctx, db.ws.messageAdd)
+	for i, m := range msgs {
+		if _, err := add.ExecContext(ctx, s, nullID(t), string(m.Role), contents[i], now); err != nil {
+			return err
+		}
 	}
 	return nil
 }

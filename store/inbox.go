@@ -32,7 +32,7 @@ func scanInbound(r rowScanner) (agent.QueuedInbound, error) {
 }
 
 // principalID returns the id of p, adding the principal if it is new.
-func (db *DB) principalID(ctx context.Context, tx *sql.Tx, p agent.Principal) (int64, error) {
+func (db *DB) principalID(ctx context.Context, tx *wtx, p agent.Principal) (int64, error) {
 	var id int64
 	err := tx.StmtContext(ctx, db.ws.principalGet).QueryRowContext(ctx, p.Platform, p.Workspace, p.User).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -51,7 +51,10 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 	}
 	// A key seen before is answered by a reader, keeping duplicate storms
 	// (platform retries) off the writer.
-	if q, err := scanInbound(db.rs.inboundSeen.QueryRowContext(ctx, in.DedupeKey)); err == nil {
+	if err := ctx.Err(); err != nil {
+		return q, false, fmt.Errorf("store: accept inbound: %w", err)
+	}
+	if q, err := scanInbound(db.rs.inboundSeen.QueryRowContext(quick(ctx), in.DedupeKey)); err == nil {
 		return q, true, nil
 	} else if !errors.Is(err, sql.ErrNoRows) {
 		return agent.QueuedInbound{}, false, fmt.Errorf("store: accept inbound: %w", err)
@@ -62,7 +65,7 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 	}
 	in.ReceivedAt = fromMS(toMS(in.ReceivedAt))
 	var id agent.InboundID
-	err = db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		pid, err := db.principalID(ctx, tx, in.Key.Principal)
 		if err != nil {
 			return err
@@ -125,7 +128,7 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			return 0, s, false, fmt.Errorf("store: start turn %d: encode message: %w", id, err)
 		}
 	}
-	err = db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		var (
 			state   string
 			pid     int64
@@ -177,14 +180,32 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 	return t, s, resumed, nil
 }
 
-// RecordStep notes model call number step of turn t. Recording the same
-// step again replaces it.
-func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, step int, u llm.Usage, stop string) error {
-	_, err := db.exec(ctx, db.ws.stepPut, t, step, u.InputTokens, u.OutputTokens, stop, db.now())
+// RecordStep notes model call st.N of turn t and appends st.Messages to
+// the history of session st.Session within t, in one transaction.
+// Recording the same step again replaces its record (the messages are
+// appended again).
+func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) error {
+	contents, err := encodeMessages(st.Messages)
+	if err != nil {
+		return fmt.Errorf("store: record step: %w", err)
+	}
+	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		return db.stepTx(ctx, tx, t, &st, contents)
+	})
 	if err != nil {
 		return fmt.Errorf("store: record step: %w", err)
 	}
 	return nil
+}
+
+// stepTx records st and appends its messages (encoded as contents).
+func (db *DB) stepTx(ctx context.Context, tx *wtx, t agent.TurnID, st *agent.Step, contents []string) error {
+	now := db.now()
+	if _, err := tx.StmtContext(ctx, db.ws.stepPut).ExecContext(ctx,
+		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, st.StopReason, now); err != nil {
+		return err
+	}
+	return db.appendTx(ctx, tx, st.Session, t, st.Messages, contents, now)
 }
 
 // StartToolCall records that call started in step of turn t. Starting a
@@ -233,12 +254,13 @@ func (db *DB) UnfinishedToolCalls(ctx context.Context, t agent.TurnID) ([]llm.To
 }
 
 // FinishTurn, in one transaction, sets turn t (unless t is 0) to state,
-// sets inbound id done (failed when state is TurnFailed) and persists r as a
-// pending reply, returning its id. r's Inbound and Turn are taken from id and
-// t; when r.Key is zero, the reply goes where the inbound came from (its key
-// and ReplyTo). An unknown inbound, or a turn that is not the inbound's, is
-// ErrNotFound; an inbound already finished is ErrFinished.
-func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID, state agent.TurnState, r agent.Reply) (agent.ReplyID, error) {
+// sets inbound id done (failed when state is TurnFailed), records last (if
+// not nil) as RecordStep does, and persists r as a pending reply, returning
+// its id. r's Inbound and Turn are taken from id and t; when r.Key is zero,
+// the reply goes where the inbound came from (its key and ReplyTo). An
+// unknown inbound, or a turn that is not the inbound's, is ErrNotFound; an
+// inbound already finished is ErrFinished.
+func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID, state agent.TurnState, r agent.Reply, last *agent.Step) (agent.ReplyID, error) {
 	inState := "done"
 	switch state {
 	case agent.TurnDone:
@@ -247,16 +269,22 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 	default:
 		return 0, fmt.Errorf("store: finish turn: unknown state %q", state)
 	}
-	var rid agent.ReplyID
-	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		now := db.now()
-		res, err := tx.StmtContext(ctx, db.ws.inboundFinish).ExecContext(ctx, inState, id)
-		if err != nil {
-			return err
+	var contents []string
+	if last != nil {
+		var err error
+		if contents, err = encodeMessages(last.Messages); err != nil {
+			return 0, fmt.Errorf("store: finish turn of inbound %d: %w", id, err)
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+	}
+	var rid agent.ReplyID
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		now := db.now()
+		var (
+			pid                      int64
+			channel, thread, replyTo string
+		)
+		err := tx.StmtContext(ctx, db.ws.inboundFinish).QueryRowContext(ctx, inState, id).Scan(&pid, &channel, &thread, &replyTo)
+		if errors.Is(err, sql.ErrNoRows) {
 			var st string
 			err := tx.StmtContext(ctx, db.ws.inboundState).QueryRowContext(ctx, id).Scan(&st)
 			if errors.Is(err, sql.ErrNoRows) {
@@ -267,6 +295,9 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 			}
 			return ErrFinished
 		}
+		if err != nil {
+			return err
+		}
 		if t != 0 {
 			res, err := tx.StmtContext(ctx, db.ws.turnFinish).ExecContext(ctx, string(state), now, t, id)
 			if err == nil {
@@ -276,18 +307,16 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 				return fmt.Errorf("turn %d: %w", t, err)
 			}
 		}
-		var (
-			pid             int64
-			channel, thread = r.Key.Conversation.Channel, r.Key.Conversation.Thread
-			replyTo         = r.ReplyTo
-		)
-		if r.Key == (agent.SessionKey{}) {
-			err = tx.StmtContext(ctx, db.ws.inboundKey).QueryRowContext(ctx, id).Scan(&pid, &channel, &thread, &replyTo)
-		} else {
-			pid, err = db.principalID(ctx, tx, r.Key.Principal)
+		if last != nil {
+			if err := db.stepTx(ctx, tx, t, last, contents); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
+		if r.Key != (agent.SessionKey{}) {
+			channel, thread, replyTo = r.Key.Conversation.Channel, r.Key.Conversation.Thread, r.ReplyTo
+			if pid, err = db.principalID(ctx, tx, r.Key.Principal); err != nil {
+				return err
+			}
 		}
 		return tx.StmtContext(ctx, db.ws.replyAdd).QueryRowContext(ctx,
 			id, nullID(t), pid, channel, thread, replyTo, string(r.Kind), r.Text, now).Scan(&rid)

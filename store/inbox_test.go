@@ -220,7 +220,7 @@ func TestPendingAfterACrash(t *testing.T) {
 		t.Errorf("Pending after reopening (-want +got):\n%s", diff)
 	}
 
-	if _, err := db.FinishTurn(ctx, q1.ID, 0, agent.TurnDone, agent.Reply{Kind: agent.ReplyNotice, Text: "ok"}); err != nil {
+	if _, err := db.FinishTurn(ctx, q1.ID, 0, agent.TurnDone, agent.Reply{Kind: agent.ReplyNotice, Text: "ok"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(map[agent.InboundID]bool{q2.ID: true, q3.ID: false}, pendingIDs(t, db)); diff != "" {
@@ -302,7 +302,7 @@ func TestStartTurnErrors(t *testing.T) {
 	ctx := context.Background()
 	db, _ := open(t)
 	q := accept(t, db, inbound("1", alice))
-	if _, err := db.FinishTurn(ctx, q.ID, 0, agent.TurnFailed, agent.Reply{Kind: agent.ReplyError, Text: "x"}); err != nil {
+	if _, err := db.FinishTurn(ctx, q.ID, 0, agent.TurnFailed, agent.Reply{Kind: agent.ReplyError, Text: "x"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	before := store.CountRows(t, db)
@@ -337,7 +337,7 @@ func TestFinishTurn(t *testing.T) {
 		ID: 77, Inbound: 88, Turn: 99, // ignored: taken from the arguments
 		Key: bob, ReplyTo: "elsewhere", Kind: agent.ReplyAnswer, Text: "the answer",
 	}
-	id, err := db.FinishTurn(ctx, q.ID, turn, agent.TurnDone, r)
+	id, err := db.FinishTurn(ctx, q.ID, turn, agent.TurnDone, r, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestFinishTurn(t *testing.T) {
 
 	// Finishing again is refused and writes nothing.
 	before := store.CountRows(t, db)
-	if _, err := db.FinishTurn(ctx, q.ID, turn, agent.TurnDone, r); !errors.Is(err, store.ErrFinished) {
+	if _, err := db.FinishTurn(ctx, q.ID, turn, agent.TurnDone, r, nil); !errors.Is(err, store.ErrFinished) {
 		t.Errorf("second FinishTurn: got %v, want ErrFinished", err)
 	}
 	if diff := cmp.Diff(before, store.CountRows(t, db)); diff != "" {
@@ -377,7 +377,7 @@ func TestFinishTurnWithoutTurnRepliesToTheInbound(t *testing.T) {
 	ctx := context.Background()
 	db, _ := open(t)
 	q := accept(t, db, inbound("1", alice))
-	id, err := db.FinishTurn(ctx, q.ID, 0, agent.TurnFailed, agent.Reply{Kind: agent.ReplyError, Text: "sorry (ref x1)"})
+	id, err := db.FinishTurn(ctx, q.ID, 0, agent.TurnFailed, agent.Reply{Kind: agent.ReplyError, Text: "sorry (ref x1)"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,9 +405,12 @@ func TestFinishTurnErrorsWriteNothing(t *testing.T) {
 	q1 := accept(t, db, inbound("1", alice))
 	q2 := accept(t, db, inbound("2", bob))
 	turn1, _ := startTurn(t, db, q1.ID, nil)
-	startTurn(t, db, q2.ID, nil)
+	_, s2 := startTurn(t, db, q2.ID, nil)
 	before := store.CountRows(t, db)
 	r := agent.Reply{Key: alice, Kind: agent.ReplyAnswer, Text: "x"}
+	// The final step must be rolled back with the rest.
+	last := &agent.Step{Session: s2.ID, N: 1, StopReason: "stop",
+		Messages: []llm.Message{{Role: llm.RoleAssistant, Content: "x"}}}
 	tests := []struct {
 		name  string
 		id    agent.InboundID
@@ -422,7 +425,7 @@ func TestFinishTurnErrorsWriteNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := db.FinishTurn(ctx, tt.id, tt.turn, tt.state, r)
+			_, err := db.FinishTurn(ctx, tt.id, tt.turn, tt.state, r, last)
 			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
 				t.Errorf("FinishTurn: got %v, want %v", err, tt.want)
 			}
@@ -436,20 +439,98 @@ func TestFinishTurnErrorsWriteNothing(t *testing.T) {
 	}
 }
 
+func TestFinishTurnRecordsTheFinalStep(t *testing.T) {
+	ctx := context.Background()
+	db, _ := open(t)
+	q := accept(t, db, inbound("1", alice))
+	user := llm.Message{Role: llm.RoleUser, Content: "hi"}
+	turn, s := startTurn(t, db, q.ID, &user)
+	answer := llm.Message{Role: llm.RoleAssistant, Content: "hello\nthere"}
+	last := &agent.Step{Session: s.ID, N: 1, Usage: llm.Usage{InputTokens: 7, OutputTokens: 3}, StopReason: "stop",
+		Messages: []llm.Message{answer}}
+	id, err := db.FinishTurn(ctx, q.ID, turn, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: answer.Content}, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps, in, out int
+	var stop string
+	store.QueryRow(t, db, "SELECT count(*), sum(input_tokens), sum(output_tokens), max(stop_reason) FROM turn_steps WHERE turn_id = ?",
+		[]any{turn}, &steps, &in, &out, &stop)
+	if steps != 1 || in != 7 || out != 3 || stop != "stop" {
+		t.Errorf("steps: %d rows, %d in, %d out, %q; want 1, 7, 3, stop", steps, in, out, stop)
+	}
+	got, err := db.Recent(ctx, s.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []llm.Message
+	for _, m := range got {
+		if m.Turn != turn {
+			t.Errorf("message %d: turn %d, want %d", m.ID, m.Turn, turn)
+		}
+		msgs = append(msgs, m.Message)
+	}
+	if diff := cmp.Diff([]llm.Message{user, answer}, msgs); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
+	}
+	replies, err := db.Undelivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []agent.Reply{{ID: id, Inbound: q.ID, Turn: turn, Key: alice, ReplyTo: q.ReplyTo,
+		Kind: agent.ReplyAnswer, Text: answer.Content, CreatedAt: t0}}
+	if diff := cmp.Diff(want, replies); diff != "" {
+		t.Errorf("Undelivered (-want +got):\n%s", diff)
+	}
+}
+
+func TestRecordStepAppendsItsMessages(t *testing.T) {
+	ctx := context.Background()
+	db, _ := open(t)
+	q := accept(t, db, inbound("1", alice))
+	turn, s := startTurn(t, db, q.ID, nil)
+	msgs := []llm.Message{
+		{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "c1", Name: "f", Arguments: `{}`}}},
+		{Role: llm.RoleTool, ToolCallID: "c1", ToolName: "f", Content: "result"},
+	}
+	if err := db.RecordStep(ctx, turn, agent.Step{Session: s.ID, N: 1, StopReason: "tool_calls", Messages: msgs}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Recent(ctx, s.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotMsgs []llm.Message
+	for _, m := range got {
+		gotMsgs = append(gotMsgs, m.Message)
+	}
+	if diff := cmp.Diff(msgs, gotMsgs); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
+	}
+	// A step of an unknown session is refused and writes nothing.
+	before := store.CountRows(t, db)
+	if err := db.RecordStep(ctx, turn, agent.Step{Session: s.ID + 100, N: 2, Messages: msgs}); err == nil {
+		t.Error("RecordStep into an unknown session: got nil error")
+	}
+	if diff := cmp.Diff(before, store.CountRows(t, db)); diff != "" {
+		t.Errorf("failed RecordStep wrote rows (-before +after):\n%s", diff)
+	}
+}
+
 func TestStepsAndToolCalls(t *testing.T) {
 	ctx := context.Background()
 	db, path := open(t)
 	q := accept(t, db, inbound("1", alice))
 	turn, _ := startTurn(t, db, q.ID, nil)
 
-	if err := db.RecordStep(ctx, turn, 0, llm.Usage{InputTokens: 10, OutputTokens: 2}, "tool_calls"); err != nil {
+	if err := db.RecordStep(ctx, turn, agent.Step{N: 0, Usage: llm.Usage{InputTokens: 10, OutputTokens: 2}, StopReason: "tool_calls"}); err != nil {
 		t.Fatal(err)
 	}
 	// Recording a step again (a resumed turn) replaces it.
-	if err := db.RecordStep(ctx, turn, 0, llm.Usage{InputTokens: 11, OutputTokens: 3}, "tool_calls"); err != nil {
+	if err := db.RecordStep(ctx, turn, agent.Step{N: 0, Usage: llm.Usage{InputTokens: 11, OutputTokens: 3}, StopReason: "tool_calls"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordStep(ctx, turn, 1, llm.Usage{InputTokens: 20, OutputTokens: 5}, "stop"); err != nil {
+	if err := db.RecordStep(ctx, turn, agent.Step{N: 1, Usage: llm.Usage{InputTokens: 20, OutputTokens: 5}, StopReason: "stop"}); err != nil {
 		t.Fatal(err)
 	}
 	var steps, in, out int

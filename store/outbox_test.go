@@ -20,7 +20,7 @@ func replies(tb testing.TB, db *store.DB, n int) []agent.Reply {
 	ctx := context.Background()
 	for i := range n {
 		q := accept(tb, db, inbound(fmt.Sprintf("r%d", i), alice))
-		if _, err := db.FinishTurn(ctx, q.ID, 0, agent.TurnDone, agent.Reply{Key: alice, Kind: agent.ReplyNotice, Text: fmt.Sprint(i)}); err != nil {
+		if _, err := db.FinishTurn(ctx, q.ID, 0, agent.TurnDone, agent.Reply{Key: alice, Kind: agent.ReplyNotice, Text: fmt.Sprint(i)}, nil); err != nil {
 			tb.Fatal(err)
 		}
 	}

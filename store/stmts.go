@@ -26,7 +26,6 @@ type writeStmts struct {
 	principalAdd   *sql.Stmt
 	inboundAdd     *sql.Stmt
 	inboundForTurn *sql.Stmt
-	inboundKey     *sql.Stmt
 	inboundRun     *sql.Stmt
 	inboundFinish  *sql.Stmt
 	inboundState   *sql.Stmt
@@ -63,9 +62,9 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 			t.id, t.session_id
 			FROM inbound i JOIN principals p ON p.id = i.principal_id LEFT JOIN turns t ON t.inbound_id = i.id
 			WHERE i.id = ?`},
-		{&s.inboundKey, `SELECT principal_id, channel, thread, reply_to FROM inbound WHERE id = ?`},
 		{&s.inboundRun, `UPDATE inbound SET state = 'running', turn_id = ? WHERE id = ?`},
-		{&s.inboundFinish, `UPDATE inbound SET state = ? WHERE id = ? AND state IN ('queued', 'running')`},
+		{&s.inboundFinish, `UPDATE inbound SET state = ? WHERE id = ? AND state IN ('queued', 'running')
+			RETURNING principal_id, channel, thread, reply_to`},
 		{&s.inboundState, `SELECT state FROM inbound WHERE id = ?`},
 		{&s.sessionActive, `SELECT id, summary, summary_upto, created_at FROM sessions
 			WHERE principal_id = ? AND channel = ? AND thread = ? AND active = 1`},
@@ -127,12 +126,12 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 			FROM sessions s JOIN principals p ON p.id = s.principal_id
 			WHERE p.platform = ? AND p.workspace = ? AND p.user = ?
 				AND s.channel = ? AND s.thread = ? AND s.active = 1`},
-		{&s.recent, `SELECT id, turn_id, content, created_at FROM (
-				SELECT m.id, m.turn_id, m.content, m.created_at
-				FROM messages m JOIN sessions s ON s.id = m.session_id
-				WHERE m.session_id = ? AND m.id > s.summary_upto
-				ORDER BY m.id DESC LIMIT ?
-			) ORDER BY id`},
+		// Newest first: Recent reverses the rows, which spares SQLite
+		// sorting them (content and all) a second time.
+		{&s.recent, `SELECT m.id, m.turn_id, m.content, m.created_at
+			FROM messages m JOIN sessions s ON s.id = m.session_id
+			WHERE m.session_id = ? AND m.id > s.summary_upto
+			ORDER BY m.id DESC LIMIT ?`},
 		{&s.sessionExists, `SELECT count(*) FROM sessions WHERE id = ?`},
 		{&s.stats, `SELECT (SELECT count(*) FROM messages WHERE session_id = s.id),
 				(SELECT count(*) FROM turns WHERE session_id = s.id)
@@ -145,6 +144,13 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (s *readStmts) close() error { return closeAll(s.all) }
+
+// quick is the context for a short indexed read on the read pool: one that
+// is never cancelled. A cancellable context costs a goroutine per statement
+// in database/sql (closing the rows) and another in the driver (interrupting
+// the statement); a read that takes microseconds is not worth either.
+// Callers check ctx before the read.
+func quick(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 type stmtDef struct {
 	dst   **sql.Stmt

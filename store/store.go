@@ -53,6 +53,7 @@ type DB struct {
 	ws writeStmts
 	rs readStmts
 	wr *writer
+	ck *checkpointer
 }
 
 // Open opens the database at path, creating the file (mode 0600) and its
@@ -137,6 +138,9 @@ func (db *DB) open(ctx context.Context) error {
 	if err := db.rs.prepare(ctx, db.r); err != nil {
 		return fmt.Errorf("store: prepare: %w", err)
 	}
+	if err := db.startCheckpointer(ctx); err != nil {
+		return err
+	}
 	db.startWriter()
 	return nil
 }
@@ -156,6 +160,7 @@ func writerDSN(abs string) string {
 		fmt.Sprintf("_pragma=busy_timeout(%d)", busyTimeoutMS),
 		"_pragma=journal_mode(WAL)",
 		"_pragma=synchronous(NORMAL)",
+		fmt.Sprintf("_pragma=wal_autocheckpoint(%d)", backstopPages),
 		"_pragma=foreign_keys(1)",
 	})
 }
@@ -179,7 +184,7 @@ func (db *DB) Close() error {
 func (db *DB) closeAll() error {
 	db.stopWriter()
 	var errs []error
-	errs = append(errs, db.ws.close(), db.rs.close())
+	errs = append(errs, db.stopCheckpointer(), db.ws.close(), db.rs.close())
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
 	}

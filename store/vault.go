@@ -116,7 +116,7 @@ func (db *DB) DeleteVaultEntry(ctx context.Context, user, name string) (bool, er
 // ReplaceVaultEntries swaps every entry and the key check in one
 // transaction (key rotation).
 func (db *DB) ReplaceVaultEntries(ctx context.Context, entries []VaultEntry, keyCheck []byte) error {
-	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM vault_entries`); err != nil {
 			return err
 		}

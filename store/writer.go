@@ -16,8 +16,27 @@ var ErrClosed = errors.New("store: closed")
 // txReq is one write transaction waiting for the writer.
 type txReq struct {
 	ctx  context.Context
-	fn   func(ctx context.Context, tx *sql.Tx) error
+	fn   func(ctx context.Context, tx *wtx) error
 	done chan error
+}
+
+// wtx is the transaction a write runs in. It binds each prepared statement
+// to the transaction once, for all the writes of a batch.
+type wtx struct {
+	*sql.Tx
+	bound map[*sql.Stmt]*sql.Stmt
+}
+
+func newWtx(tx *sql.Tx) *wtx { return &wtx{Tx: tx, bound: make(map[*sql.Stmt]*sql.Stmt)} }
+
+// StmtContext returns st bound to the transaction, binding it on first use.
+func (t *wtx) StmtContext(ctx context.Context, st *sql.Stmt) *sql.Stmt {
+	b := t.bound[st]
+	if b == nil {
+		b = t.Tx.StmtContext(ctx, st)
+		t.bound[st] = b
+	}
+	return b
 }
 
 // writer runs every write transaction on the single writer connection, and
@@ -56,7 +75,7 @@ func (db *DB) stopWriter() {
 // fn receives a context that is never cancelled: once the writer takes a
 // transaction it runs to its end (SQLite statements watching a cancellable
 // context cost a goroutine each, on the one writer every turn waits for).
-func (db *DB) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+func (db *DB) inTx(ctx context.Context, fn func(ctx context.Context, tx *wtx) error) error {
 	r := &txReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	db.wr.mu.RLock()
 	if db.wr.closed {
@@ -101,31 +120,37 @@ func (db *DB) runBatch(batch []*txReq) {
 		return
 	}
 	errs := make([]error, len(batch))
-	tx, err := db.w.BeginTx(context.Background(), nil)
+	stx, err := db.w.BeginTx(context.Background(), nil)
 	if err != nil {
 		for _, r := range batch {
 			r.done <- err
 		}
 		return
 	}
+	tx := newWtx(stx)
+	savepoint, rollbackTo, release := stx.Stmt(db.ws.savepoint), stx.Stmt(db.ws.rollbackTo), stx.Stmt(db.ws.release)
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err
 			continue
 		}
-		if _, err := tx.Stmt(db.ws.savepoint).Exec(); err != nil {
+		if _, err := savepoint.Exec(); err != nil {
 			errs[i] = err
 			continue
 		}
 		if err := r.fn(context.WithoutCancel(r.ctx), tx); err != nil {
 			errs[i] = err
-			_, _ = tx.Stmt(db.ws.rollbackTo).Exec()
+			_, _ = rollbackTo.Exec()
 		}
-		if _, err := tx.Stmt(db.ws.release).Exec(); err != nil && errs[i] == nil {
+		if _, err := release.Exec(); err != nil && errs[i] == nil {
 			errs[i] = err
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	err = stx.Commit()
+	if err == nil {
+		db.ck.committed()
+	}
+	if err != nil {
 		for i := range errs {
 			if errs[i] == nil {
 				errs[i] = err
@@ -146,17 +171,21 @@ func (db *DB) runOne(r *txReq) error {
 	if err != nil {
 		return err
 	}
-	if err := r.fn(context.WithoutCancel(r.ctx), tx); err != nil {
+	if err := r.fn(context.WithoutCancel(r.ctx), newWtx(tx)); err != nil {
 		_ = tx.Rollback() // the error that matters is fn's
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	db.ck.committed()
+	return nil
 }
 
 // exec runs one statement as a write transaction of its own.
 func (db *DB) exec(ctx context.Context, st *sql.Stmt, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		var err error
 		res, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 		return err
@@ -167,7 +196,7 @@ func (db *DB) exec(ctx context.Context, st *sql.Stmt, args ...any) (sql.Result, 
 // execSQL runs one SQL statement as a write transaction of its own.
 func (db *DB) execSQL(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := db.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		var err error
 		res, err = tx.ExecContext(ctx, query, args...)
 		return err
