@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -37,6 +38,7 @@ type benchResult struct {
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
 	DBBytes      int64   `json:"db_bytes"`
 	Errors       int     `json:"errors"`
+	OfferedPerS  float64 `json:"offered_turns_per_sec,omitempty"`
 	ToolCalls    int64   `json:"tool_calls"`
 }
 
@@ -52,7 +54,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	var (
 		users, messages, concurrency int
 		toolShare                    float64
-		latency                      time.Duration
+		latency, think               time.Duration
 		llmURL, llmModel, dataDir    string
 		asJSON                       bool
 		cpuProfile                   string
@@ -64,6 +66,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.IntVar(&concurrency, "concurrency", 0, "users talking at the same time (default: all)")
 	fs.Float64Var(&toolShare, "tool-share", 0, "share of turns that make one sandboxed tool call (0..1)")
 	fs.DurationVar(&latency, "llm-latency", 0, "time the fake model takes per call")
+	fs.DurationVar(&think, "think", 0, "mean pause of a user between a reply and its next message (exponential; "+
+		"users also start at random offsets within it), so that arrivals are spread as in real use; 0 sends at once")
 	fs.StringVar(&llmURL, "llm-url", "", "drive this OpenAI-compatible endpoint instead of the in-process fake model")
 	fs.StringVar(&llmModel, "llm-model", "bench", "model name sent to --llm-url")
 	fs.StringVar(&dataDir, "data-dir", "", "where to put the database (default: a new temporary directory, removed after)")
@@ -114,7 +118,10 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	ch := &benchChannel{done: map[string]chan agent.Reply{}}
 	rt := &agent.Runtime{
 		Store: db, LLM: provider, Tools: toolRunner, Log: zerolog.Nop(),
-		Limits: agent.Limits{MaxConcurrentTurns: max(concurrency, 64), MaxTurnsPerUser: 2, RatePerMinute: 0},
+		// History compaction is off: its model calls cannot be told apart
+		// from the turn's own, and would count as gateway overhead.
+		Limits: agent.Limits{MaxConcurrentTurns: max(concurrency, 64), MaxTurnsPerUser: 2, RatePerMinute: 0,
+			HistoryMessages: 1000, HistoryTokenBudget: 1 << 30},
 	}
 	rt.Register(ch)
 	rctx, stop := context.WithCancel(ctx)
@@ -156,7 +163,13 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			key := agent.SessionKey{Principal: agent.Principal{Platform: "bench", User: "u" + strconv.Itoa(u)}}
+			if think > 0 && !agent.Sleep(ctx, time.Duration(rand.Float64()*float64(think))) {
+				return
+			}
 			for m := range messages {
+				if think > 0 && m > 0 && !agent.Sleep(ctx, time.Duration(rand.ExpFloat64()*float64(think))) {
+					return
+				}
 				dk := fmt.Sprintf("bench:%d:%d", u, m)
 				wait := ch.expect(dk)
 				t0 := time.Now()
@@ -191,11 +204,17 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		OverheadMS: percentiles(overheads), PeakRSSBytes: peakRSS(), DBBytes: dirSize(dataDir),
 		Errors: int(errCount.Load() + fake.toolFails.Load()), ToolCalls: fake.toolCalls.Load(),
 	}
+	if think > 0 {
+		res.OfferedPerS = float64(concurrency) / (think + latency).Seconds()
+	}
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
 	}
 	fmt.Fprintf(e.stdout, "turns:           %d (%d users × %d messages, %d at a time)\n", res.Turns, users, messages, concurrency)
 	fmt.Fprintf(e.stdout, "throughput:      %.0f turns/s over %.2f s\n", res.TurnsPerSec, res.Seconds)
+	if res.OfferedPerS > 0 {
+		fmt.Fprintf(e.stdout, "offered load:    about %.0f turns/s (%d users, think %s, model %s)\n", res.OfferedPerS, concurrency, think, latency)
+	}
 	fmt.Fprintf(e.stdout, "overhead:        p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (turn latency minus model time)\n", res.OverheadMS.P50, res.OverheadMS.P95, res.OverheadMS.P99)
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB\n", float64(res.PeakRSSBytes)/1e6)
 	fmt.Fprintf(e.stdout, "database:        %.1f MB\n", float64(res.DBBytes)/1e6)
