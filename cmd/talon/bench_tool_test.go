@@ -89,7 +89,7 @@ func BenchmarkToolCall(b *testing.B) {
 			for b.Loop() {
 				if mode == "paced" {
 					b.StopTimer()
-					time.Sleep(5 * time.Millisecond)
+					time.Sleep(25 * time.Millisecond) // longer than one instantiation (~10 ms)
 					b.StartTimer()
 				}
 				start := time.Now()
