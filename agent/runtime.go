@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -456,7 +454,7 @@ func (r *Runtime) deliver(ctx context.Context, rep Reply) {
 	var err error
 	for attempt := 0; attempt < r.limits.DeliveryAttempts; attempt++ {
 		if attempt > 0 {
-			if !sleepCtx(ctx, backoff(attempt, 500*time.Millisecond, 30*time.Second)) {
+			if !Sleep(ctx, Backoff(attempt, 500*time.Millisecond, 30*time.Second)) {
 				return
 			}
 		}
@@ -490,36 +488,6 @@ func (r *Runtime) redact(ctx context.Context, p Principal, text, where string) s
 		r.Log.Warn().Str("principal", p.String()).Str("where", where).Int("findings", n).Msg("secrets redacted")
 	}
 	return out
-}
-
-// newRef returns a short id that ties a user-visible error to a log line.
-func newRef() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// backoff is capped exponential backoff with full jitter.
-func backoff(attempt int, base, max time.Duration) time.Duration {
-	d := base << min(attempt, 20)
-	if d <= 0 || d > max {
-		d = max
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	n := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
-	return d/2 + time.Duration(n%uint64(d/2+1))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // bucket is a token bucket for the per-user turn rate.

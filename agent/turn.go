@@ -46,7 +46,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		if cmd, ok := parseCommand(q.Text); ok {
 			text, err := r.command(ctx, q, cmd)
 			if err != nil {
-				ref := newRef()
+				ref := NewRef()
 				log.Error().Err(err).Str("ref", ref).Str("command", cmd.name).Msg("command failed")
 				return finish(0, TurnFailed, ReplyError, fmt.Sprintf("Sorry, /%s failed (ref %s).", cmd.name, ref), "error")
 			}
@@ -62,7 +62,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	user := llm.Message{Role: llm.RoleUser, Content: q.Text}
 	tid, sess, resumed, err := r.Store.StartTurn(ctx, q.ID, &user)
 	if err != nil {
-		ref := newRef()
+		ref := NewRef()
 		log.Error().Err(err).Str("ref", ref).Msg("start turn")
 		return finish(0, TurnFailed, ReplyError, fmt.Sprintf("Sorry, I could not start on that (ref %s).", ref), "error")
 	}
@@ -99,7 +99,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		// The runtime is stopping; leave the turn running so it resumes.
 		return Reply{}, "", false
 	}
-	ref := newRef()
+	ref := NewRef()
 	log.Error().Err(err).Str("ref", ref).Msg("turn failed")
 	return finish(tid, TurnFailed, ReplyError, userError(err, tctx, r.limits, ref), "error")
 }
