@@ -208,9 +208,6 @@ type Inbox interface {
 	// StartToolCall and FinishToolCall record a tool call's life.
 	StartToolCall(ctx context.Context, t TurnID, step int, call llm.ToolCall) error
 	FinishToolCall(ctx context.Context, t TurnID, callID string, result string, isError bool) error
-	// UnfinishedToolCalls lists calls of a turn that started but never
-	// finished (the process died during them).
-	UnfinishedToolCalls(ctx context.Context, t TurnID) ([]llm.ToolCall, error)
 	// AmendInbound changes a queued inbound (its turn not started) found by
 	// dedupe key: cancel marks it done with no reply, otherwise its text
 	// becomes text. changed is false when it is unknown or already started.

@@ -231,28 +231,6 @@ func (db *DB) FinishToolCall(ctx context.Context, t agent.TurnID, callID string,
 	return nil
 }
 
-// UnfinishedToolCalls lists the calls of turn t that started and never
-// finished, in the order they started.
-func (db *DB) UnfinishedToolCalls(ctx context.Context, t agent.TurnID) ([]llm.ToolCall, error) {
-	rows, err := db.rs.unfinished.QueryContext(ctx, t)
-	if err != nil {
-		return nil, fmt.Errorf("store: unfinished tool calls: %w", err)
-	}
-	defer rows.Close()
-	var calls []llm.ToolCall
-	for rows.Next() {
-		var c llm.ToolCall
-		if err := rows.Scan(&c.ID, &c.Name, &c.Arguments); err != nil {
-			return nil, fmt.Errorf("store: unfinished tool calls: %w", err)
-		}
-		calls = append(calls, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: unfinished tool calls: %w", err)
-	}
-	return calls, nil
-}
-
 // FinishTurn, in one transaction, sets turn t (unless t is 0) to state,
 // sets inbound id done (failed when state is TurnFailed), records last (if
 // not nil) as RecordStep does, and persists r as a pending reply, returning

@@ -110,7 +110,6 @@ type readStmts struct {
 	recent        *sql.Stmt
 	sessionExists *sql.Stmt
 	stats         *sql.Stmt
-	unfinished    *sql.Stmt
 	undelivered   *sql.Stmt
 
 	all []*sql.Stmt
@@ -136,8 +135,6 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.stats, `SELECT (SELECT count(*) FROM messages WHERE session_id = s.id),
 				(SELECT count(*) FROM turns WHERE session_id = s.id)
 			FROM sessions s WHERE s.id = ?`},
-		{&s.unfinished, `SELECT call_id, name, arguments FROM tool_calls
-			WHERE turn_id = ? AND state = 'started' ORDER BY id`},
 		{&s.undelivered, `SELECT ` + replyCols + ` FROM outbound o JOIN principals p ON p.id = o.principal_id
 			WHERE o.state = 'pending' ORDER BY o.id`},
 	})

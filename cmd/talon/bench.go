@@ -110,7 +110,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	var toolRunner agent.ToolRunner
 	if toolShare > 0 {
 		var closeTools func()
-		if toolRunner, closeTools, err = benchTools(ctx, e, dataDir); err != nil {
+		if toolRunner, closeTools, err = benchTools(ctx, dataDir); err != nil {
 			return err
 		}
 		defer closeTools()
@@ -405,7 +405,7 @@ const benchToolArgs = `{"html":"<html><head><title>Bench</title></head><body><na
 // benchTools returns a sandbox serving only the built-in html_text tool,
 // compiled before the run starts so the measurement sees calls, not the
 // first compilation.
-func benchTools(ctx context.Context, e env, dataDir string) (agent.ToolRunner, func(), error) {
+func benchTools(ctx context.Context, dataDir string) (agent.ToolRunner, func(), error) {
 	all, err := sandbox.LoadTools(tools.FS, "")
 	if err != nil {
 		return nil, nil, err
