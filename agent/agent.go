@@ -178,7 +178,8 @@ type Approvals interface {
 	// same turn, call and description: then it returns that one and
 	// created is false.
 	CreateApproval(ctx context.Context, a Approval) (got Approval, created bool, err error)
-	// GetApproval returns an approval by id.
+	// GetApproval returns an approval by id; an unknown id is an error
+	// wrapping ErrUnknownApproval.
 	GetApproval(ctx context.Context, id ApprovalID) (Approval, error)
 	// DecideApproval moves a pending approval to state (compare-and-set). It
 	// returns the approval as it is afterwards and whether this call

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -147,7 +146,7 @@ func (r *Runtime) Decide(ctx context.Context, id ApprovalID, by Principal, appro
 	r.init()
 	a, err := r.Store.GetApproval(ctx, id)
 	if err != nil {
-		return "", fmt.Errorf("agent: decide approval %d: %w", id, errors.Join(ErrUnknownApproval, err))
+		return "", fmt.Errorf("agent: decide approval %d: %w", id, err)
 	}
 	if a.Key.Principal != by {
 		return a.State, ErrNotOwner

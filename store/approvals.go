@@ -64,7 +64,7 @@ func (db *DB) GetApproval(ctx context.Context, id agent.ApprovalID) (agent.Appro
 	a, err := scanApproval(db.w.QueryRowContext(ctx, `SELECT `+approvalCols+`
 		FROM approvals a JOIN principals p ON p.id = a.principal_id WHERE a.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return a, fmt.Errorf("store: approval %d: %w", id, ErrNotFound)
+		return a, fmt.Errorf("store: approval %d: %w: %w", id, ErrNotFound, agent.ErrUnknownApproval)
 	}
 	if err != nil {
 		return a, fmt.Errorf("store: approval %d: %w", id, err)
