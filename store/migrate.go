@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -26,7 +27,8 @@ type migration struct {
 	sql     string
 }
 
-var migrationName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
+// migrationName is compiled when a database is opened, not at start-up.
+var migrationName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`) })
 
 // loadMigrations reads the migrations/ folder of fsys, sorted by version. It
 // refuses a file whose name does not follow NNNN_name.sql, two files with the
@@ -41,7 +43,7 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 		if e.IsDir() {
 			continue
 		}
-		m := migrationName.FindStringSubmatch(e.Name())
+		m := migrationName().FindStringSubmatch(e.Name())
 		if m == nil {
 			return nil, fmt.Errorf("store: migrations: file %q: want NNNN_name.sql", e.Name())
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -254,15 +255,22 @@ func mentions(m *discordgo.Message, bot string) bool {
 // maxFollowed bounds the threads remembered before quiet ones are dropped.
 const maxFollowed = 10000
 
-var userMention = regexp.MustCompile(`<@!?([0-9]+)>`)
+// lazyRegexp compiles expr on first use, so that a process that never
+// serves Discord (talon chat, talon version) does not pay for the patterns
+// at start-up.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
+
+var userMention = lazyRegexp(`<@!?([0-9]+)>`)
 
 // stripMentions removes mentions of the bot from text.
 func stripMentions(text, bot string) string {
 	if bot == "" {
 		return text
 	}
-	return userMention.ReplaceAllStringFunc(text, func(s string) string {
-		if userMention.FindStringSubmatch(s)[1] == bot {
+	return userMention().ReplaceAllStringFunc(text, func(s string) string {
+		if userMention().FindStringSubmatch(s)[1] == bot {
 			return ""
 		}
 		return s

@@ -3,7 +3,6 @@ package discord
 import (
 	"context"
 	"errors"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,12 +141,12 @@ func (a *Adapter) startsThread(guild, channel string) bool {
 // Thread names: at most 100 characters for Discord; kept short.
 const maxThreadName = 60
 
-var discordMarkup = regexp.MustCompile(`<(?:@[!&]?|#)[0-9]+>|<a?:[A-Za-z0-9_]+:[0-9]+>`)
+var discordMarkup = lazyRegexp(`<(?:@[!&]?|#)[0-9]+>|<a?:[A-Za-z0-9_]+:[0-9]+>`)
 
 // threadName is the first words of text (mentions and custom emoji
 // removed), or "Talon" when none are left.
 func threadName(text string) string {
-	words := strings.Fields(discordMarkup.ReplaceAllString(text, " "))
+	words := strings.Fields(discordMarkup().ReplaceAllString(text, " "))
 	var b strings.Builder
 	for i, w := range words {
 		n := utf8.RuneCountInString(b.String())

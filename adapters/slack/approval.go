@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -21,12 +20,12 @@ const (
 	approvalBlockID = "talon_approval:" // followed by the owner's user id
 )
 
-var reSlackID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
+var reSlackID = lazyRegexp(`^[A-Z0-9]{2,32}$`)
 
 // mention renders a Slack user id as a mention, or "" for anything that is
 // not an id.
 func mention(user string) string {
-	if !reSlackID.MatchString(user) {
+	if !reSlackID().MatchString(user) {
 		return ""
 	}
 	return "<@" + user + ">"

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/slack-go/slack"
@@ -151,9 +150,9 @@ func secretModal(meta string) slack.ModalViewRequest {
 }
 
 var (
-	reSecretName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
-	reHost       = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
-	reParam      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+	reSecretName = lazyRegexp(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
+	reHost       = lazyRegexp(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
+	reParam      = lazyRegexp(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
 const maxSecretBytes = 16 << 10
@@ -175,7 +174,7 @@ func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallba
 	_ = json.Unmarshal([]byte(cb.View.PrivateMetadata), &meta)
 
 	errs := map[string]string{}
-	if !reSecretName.MatchString(name) {
+	if !reSecretName().MatchString(name) {
 		errs[blockName] = "Use 1–64 letters, digits, _ . - starting with a letter."
 	}
 	if strings.TrimSpace(value) == "" {
@@ -189,7 +188,7 @@ func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallba
 		if h == "" {
 			continue
 		}
-		if !reHost.MatchString(h) {
+		if !reHost().MatchString(h) {
 			errs[blockHosts] = "Not a host name: " + h
 			break
 		}
@@ -203,7 +202,7 @@ func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallba
 	case "", "bearer":
 		injection = "bearer"
 	case "header", "query", "basic":
-		if !reParam.MatchString(param) {
+		if !reParam().MatchString(param) {
 			errs[blockParam] = "Name the header, query parameter or user name (letters, digits, _ . -)."
 		}
 		injection = inj + ":" + param

@@ -3,6 +3,7 @@ package slack
 import (
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -13,13 +14,20 @@ func escape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
 
+// lazyRegexp compiles expr on first use, so that a process that never
+// serves Slack (talon chat, talon version) does not pay for the patterns at
+// start-up.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
+
 var (
-	reHeading = regexp.MustCompile(`^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$`)
-	reBullet  = regexp.MustCompile(`^(\s*)[-*+]\s+`)
-	reBold    = regexp.MustCompile(`\*\*(\S(?:.*?\S)?)\*\*|__(\S(?:.*?\S)?)__`)
-	reItalic  = regexp.MustCompile(`(^|[^\w*])\*(\S(?:[^*]*?\S)?)\*([^\w*]|$)`)
-	reStrike  = regexp.MustCompile(`~~(\S(?:.*?\S)?)~~`)
-	reLink    = regexp.MustCompile(`\[([^\]\n]+)\]\((https?://[^)\s]+)\)`)
+	reHeading = lazyRegexp(`^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$`)
+	reBullet  = lazyRegexp(`^(\s*)[-*+]\s+`)
+	reBold    = lazyRegexp(`\*\*(\S(?:.*?\S)?)\*\*|__(\S(?:.*?\S)?)__`)
+	reItalic  = lazyRegexp(`(^|[^\w*])\*(\S(?:[^*]*?\S)?)\*([^\w*]|$)`)
+	reStrike  = lazyRegexp(`~~(\S(?:.*?\S)?)~~`)
+	reLink    = lazyRegexp(`\[([^\]\n]+)\]\((https?://[^)\s]+)\)`)
 )
 
 // toMrkdwn renders the model's Markdown as Slack mrkdwn: **bold** → *bold*,
@@ -56,11 +64,11 @@ func isFenceLine(line string) bool {
 // inlineMrkdwn converts one line outside code fences, leaving `code` spans
 // alone.
 func inlineMrkdwn(line string) string {
-	if m := reHeading.FindStringSubmatch(line); m != nil && m[1] != "" {
+	if m := reHeading().FindStringSubmatch(line); m != nil && m[1] != "" {
 		return "*" + inlineMrkdwn(m[1]) + "*"
 	}
 	prefix := ""
-	if m := reBullet.FindStringSubmatch(line); m != nil && !strings.HasPrefix(strings.TrimLeft(line, " "), "**") {
+	if m := reBullet().FindStringSubmatch(line); m != nil && !strings.HasPrefix(strings.TrimLeft(line, " "), "**") {
 		prefix = m[1] + "• "
 		line = line[len(m[0]):]
 	}
@@ -86,7 +94,7 @@ func spanMrkdwn(s string) string {
 	// emphasis rules; label and URL are escaped.
 	var out strings.Builder
 	last := 0
-	for _, m := range reLink.FindAllStringSubmatchIndex(s, -1) {
+	for _, m := range reLink().FindAllStringSubmatchIndex(s, -1) {
 		out.WriteString(emphasis(escape(s[last:m[0]])))
 		label := strings.ReplaceAll(s[m[2]:m[3]], "|", "¦")
 		out.WriteString("<" + escape(s[m[4]:m[5]]) + "|" + emphasis(escape(label)) + ">")
@@ -99,11 +107,11 @@ func spanMrkdwn(s string) string {
 const boldMark = "\x00"
 
 func emphasis(s string) string {
-	s = reBold.ReplaceAllStringFunc(s, func(m string) string {
+	s = reBold().ReplaceAllStringFunc(s, func(m string) string {
 		return boldMark + m[2:len(m)-2] + boldMark
 	})
-	s = reItalic.ReplaceAllString(s, "${1}_${2}_${3}")
-	s = reStrike.ReplaceAllString(s, "~${1}~")
+	s = reItalic().ReplaceAllString(s, "${1}_${2}_${3}")
+	s = reStrike().ReplaceAllString(s, "~${1}~")
 	return strings.ReplaceAll(s, boldMark, "*")
 }
 
