@@ -27,15 +27,21 @@ const (
 	backstopPages = 4000
 )
 
-// checkpointer runs passive checkpoints on its own connection.
+// checkpointer runs passive checkpoints on its own connection. The
+// connection is made by the first checkpoint, not at Open: a short-lived
+// process (talon chat answering one line) ends before the first tick and
+// never pays for a third connection and its reading of the schema.
 type checkpointer struct {
-	conn    *sql.DB
+	conn    *sql.DB      // one connection at most, made on first use
 	commits atomic.Int64 // commits by the writer; counted by the writer
 	stop    context.CancelFunc
 	done    chan struct{}
 }
 
-func (db *DB) startCheckpointer(ctx context.Context) error {
+func (db *DB) startCheckpointer() error {
+	// sql.Open only checks the driver name: the connection is made by the
+	// first checkpoint. One that cannot connect fails like any checkpoint
+	// (see loop), and the writer's backstop checkpoints instead.
 	conn, err := sql.Open("sqlite", checkpointDSN(db.path))
 	if err != nil {
 		return fmt.Errorf("store: open checkpointer: %w", err)
@@ -44,10 +50,6 @@ func (db *DB) startCheckpointer(ctx context.Context) error {
 	conn.SetMaxIdleConns(1)
 	conn.SetConnMaxLifetime(0)
 	conn.SetConnMaxIdleTime(0)
-	if err := conn.PingContext(ctx); err != nil {
-		conn.Close()
-		return fmt.Errorf("store: open checkpointer: %w", err)
-	}
 	cctx, stop := context.WithCancel(context.Background())
 	db.ck = &checkpointer{conn: conn, stop: stop, done: make(chan struct{})}
 	go db.ck.loop(cctx)

@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/talonhq/talon/store"
 )
 
 // TestCheckpointsOffTheWriter checks that committed pages reach the database
@@ -20,6 +22,9 @@ func TestCheckpointsOffTheWriter(t *testing.T) {
 		return fi.Size()
 	}
 	before := size()
+	if n := store.CheckpointerConnections(db); n != 0 {
+		t.Errorf("checkpointer has %d connections before any write, want 0 (it connects on its first checkpoint)", n)
+	}
 	for i := range 20 {
 		accept(t, db, inbound(fmt.Sprint(i), alice))
 	}
@@ -29,5 +34,8 @@ func TestCheckpointsOffTheWriter(t *testing.T) {
 			t.Fatalf("database file still %d bytes 10 s after the writes: nothing was checkpointed", before)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if n := store.CheckpointerConnections(db); n != 1 {
+		t.Errorf("checkpointer has %d connections after checkpointing, want 1", n)
 	}
 }

@@ -24,3 +24,7 @@ func CountRows(tb testing.TB, db *DB) map[string]int {
 	}
 	return counts
 }
+
+// CheckpointerConnections is the number of connections the checkpointer
+// has open.
+func CheckpointerConnections(db *DB) int { return db.ck.conn.Stats().OpenConnections }

@@ -138,7 +138,7 @@ func (db *DB) open(ctx context.Context) error {
 	if err := db.rs.prepare(ctx, db.r); err != nil {
 		return fmt.Errorf("store: prepare: %w", err)
 	}
-	if err := db.startCheckpointer(ctx); err != nil {
+	if err := db.startCheckpointer(); err != nil {
 		return err
 	}
 	db.startWriter()
