@@ -149,6 +149,69 @@ func TestMigrateAppliesInOrderAndOnce(t *testing.T) {
 	}
 }
 
+// TestMigrateFillsAGap checks that a database recording as many versions as
+// there are migrations, and the newest, is still given one it lacks.
+func TestMigrateFillsAGap(t *testing.T) {
+	ctx := context.Background()
+	w := rawWriter(t, filepath.Join(t.TempDir(), "m.db"))
+	ms := []migration{
+		{version: 1, name: "a", sql: "CREATE TABLE a (x INTEGER);"},
+		{version: 2, name: "b", sql: "INSERT INTO a VALUES (2);"},
+		{version: 3, name: "c", sql: "INSERT INTO a VALUES (3);"},
+	}
+	if _, err := migrate(ctx, w, ms, testClock); err != nil {
+		t.Fatal(err)
+	}
+	// Three rows, 1 to 3, but without 2: count and newest match ms.
+	if _, err := w.Exec("DELETE FROM schema_migrations WHERE version = 2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (0, 'odd', 0)"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := migrate(ctx, w, ms, testClock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]int{2}, got); diff != "" {
+		t.Errorf("migrate of a database without version 2 applied (-want +got):\n%s", diff)
+	}
+}
+
+// TestMigrateUpToDateTakesNoWriteLock checks that opening a database that
+// has every migration does not wait for another connection's write
+// transaction (the writer's busy timeout is 5 s; this test allows 2 s).
+func TestMigrateUpToDateTakesNoWriteLock(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.db")
+	w := rawWriter(t, path)
+	ms := []migration{
+		{version: 1, name: "a", sql: "CREATE TABLE a (x INTEGER);"},
+		{version: 2, name: "b", sql: "INSERT INTO a VALUES (2);"},
+	}
+	if _, err := migrate(ctx, w, ms, testClock); err != nil {
+		t.Fatal(err)
+	}
+	other := rawWriter(t, path)
+	tx, err := other.BeginTx(ctx, nil) // BEGIN IMMEDIATE: holds the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // nothing to keep
+	if _, err := tx.Exec("INSERT INTO a VALUES (3)"); err != nil {
+		t.Fatal(err)
+	}
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	got, err := migrate(mctx, w, ms, testClock)
+	if err != nil {
+		t.Fatalf("migrate while another connection writes: %v", err)
+	}
+	if len(got) != 0 {
+		t.Errorf("migrate applied %v, want nothing", got)
+	}
+}
+
 func TestMigrateRollsBackAFailedMigration(t *testing.T) {
 	ctx := context.Background()
 	w := rawWriter(t, filepath.Join(t.TempDir(), "m.db"))
