@@ -12,6 +12,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/talonhq/talon/sandbox/internal/interrupt"
 )
 
 // ABIVersion is the version of the tool ABI (ABI.md) this package speaks.
@@ -23,6 +25,7 @@ const (
 	abiExport   = "talon_abi_version_"
 	allocExport = "talon_alloc"
 	callExport  = "talon_call"
+	initExport  = "_initialize"
 	memExport   = "memory"
 )
 
@@ -57,6 +60,10 @@ func Check(ctx context.Context, wasm []byte) error {
 	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
 	defer r.Close(ctx)
 	a, err := newABI(ctx, r)
+	if err != nil {
+		return fmt.Errorf("sandbox: check: %w", err)
+	}
+	wasm, err = interrupt.Instrument(wasm)
 	if err != nil {
 		return fmt.Errorf("sandbox: check: %w", err)
 	}

@@ -9,6 +9,10 @@
 // pre-initialised instances per tool, and the limits of a call: deadline,
 // memory, output size, HTTP requests per call and calls per user per minute.
 //
+// Every module is instrumented before it is compiled (see package
+// interrupt) so that a call can be stopped at its deadline, and so that a
+// guest yields to the Go scheduler often enough never to stall the host.
+//
 // Every call runs in a fresh instance that is closed afterwards, so nothing a
 // guest keeps survives to another call or user. Guests get no filesystem, no
 // environment, no arguments and no sockets: their only way out is the host

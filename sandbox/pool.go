@@ -5,22 +5,35 @@ import (
 )
 
 // pool keeps up to size pre-initialised instances of one tool. One filler
-// goroutine, owned by the Runtime, keeps the channel full; each instance is
-// taken once and closed after its call.
+// goroutine, owned by the Runtime, makes an instance for each token in
+// need; each instance is taken once and closed after its call, and its
+// token is given back when the call has returned, so that making its
+// replacement does not compete with the call for the CPU.
 type pool struct {
-	ch chan *instance
+	ch   chan *instance // ready instances
+	need chan struct{}  // instances to make; len(ch) + len(need) <= size
 }
 
 // take returns a pooled instance of t if one is ready, else a fresh one.
-func (r *Runtime) take(ctx context.Context, t *loaded) (*instance, error) {
+// Call done when the call has returned.
+func (r *Runtime) take(ctx context.Context, t *loaded) (inst *instance, done func(), err error) {
 	if p := r.pool(t); p != nil {
 		select {
 		case inst := <-p.ch:
-			return inst, nil
+			return inst, p.refill, nil
 		default:
 		}
 	}
-	return r.instantiate(ctx, t)
+	inst, err = r.instantiate(ctx, t)
+	return inst, func() {}, err
+}
+
+// refill asks the filler for one more instance.
+func (p *pool) refill() {
+	select {
+	case p.need <- struct{}{}:
+	default:
+	}
 }
 
 // pool returns t's pool, creating it and starting its filler on first use.
@@ -38,7 +51,10 @@ func (r *Runtime) pool(t *loaded) *pool {
 	if p, ok := r.pools[name]; ok {
 		return p
 	}
-	p := &pool{ch: make(chan *instance, r.poolSize)}
+	p := &pool{ch: make(chan *instance, r.poolSize), need: make(chan struct{}, r.poolSize)}
+	for range r.poolSize {
+		p.need <- struct{}{}
+	}
 	r.pools[name] = p
 	r.wg.Add(1)
 	go func() {
@@ -48,11 +64,17 @@ func (r *Runtime) pool(t *loaded) *pool {
 	return p
 }
 
-// fill keeps p full until the runtime closes. If an instance cannot be
-// made, it removes p and returns: calls then instantiate directly (and see
-// the error), and the next call starts a new filler.
+// fill makes an instance for each token of p.need until the runtime
+// closes. If an instance cannot be made, it removes p and returns: calls
+// then instantiate directly (and see the error), and the next call starts
+// a new filler.
 func (r *Runtime) fill(t *loaded, p *pool) {
 	for {
+		select {
+		case <-p.need:
+		case <-r.ctx.Done():
+			return
+		}
 		// _initialize is guest code: bound it by the tool's deadline.
 		ctx, cancel := context.WithTimeout(r.ctx, t.manifest.Limits.Deadline)
 		inst, err := r.instantiate(ctx, t)

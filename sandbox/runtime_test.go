@@ -21,18 +21,30 @@ import (
 func TestEcho(t *testing.T) {
 	for _, pool := range []int{0, -1} {
 		r := newRuntime(t, Config{PoolSize: pool}, echoTool(t))
-		for _, args := range []string{`{}`, `{"a":[1,2,{"b":"c:d"}]}`, `"x"`, ``} {
+		// Arguments reach the guest compacted, and with <, > and & as
+		// they are, not as \u003c escapes.
+		for _, args := range []string{`{}`, `{"a":[1,2,{"b":"c:d"}]}`, `"x"`, ``, `{ "h" : "<p>&amp;</p>" }`} {
 			got, err := r.Run(context.Background(), call("echo", args))
 			if err != nil {
 				t.Fatalf("pool %d, Run(%s): %v", pool, args, err)
 			}
-			want := args
+			want := strings.ReplaceAll(args, " ", "")
 			if want == "" {
 				want = "{}"
 			}
 			if diff := cmp.Diff(agent.ToolResult{Content: want}, got); diff != "" {
 				t.Errorf("pool %d, Run(%s) (-want +got):\n%s", pool, args, diff)
 			}
+		}
+	}
+}
+
+func TestCallRefusesInvalidArguments(t *testing.T) {
+	r := newRuntime(t, Config{}, echoTool(t))
+	for _, args := range []string{`{"a":`, `{"a":1}x`, `{a:1}`} {
+		_, err := r.Call(context.Background(), call("echo", args))
+		if !errors.Is(err, ErrInput) {
+			t.Errorf("Call(%q) = %v, want ErrInput", args, err)
 		}
 	}
 }
@@ -363,7 +375,8 @@ func alongside(t *testing.T, r *Runtime, hostile func()) {
 
 func TestHostileDeadline(t *testing.T) {
 	const deadline = 200 * time.Millisecond
-	for _, name := range []string{"loop", "initloop"} {
+	// calltree has no loop at all: it is stopped at a function entry.
+	for _, name := range []string{"loop", "initloop", "calltree"} {
 		t.Run(name, func(t *testing.T) {
 			r := newRuntime(t, Config{PoolSize: -1}, echoTool(t), testTool(t, name, "limits: {deadline: 200ms}\n"))
 			alongside(t, r, func() {
@@ -388,6 +401,42 @@ func TestHostileDeadline(t *testing.T) {
 			res, err := r.Run(context.Background(), call(name, `{}`))
 			if err != nil || !res.IsError || !strings.Contains(res.Content, "deadline") {
 				t.Errorf("Run = %+v, %v; want IsError about the deadline", res, err)
+			}
+		})
+	}
+}
+
+// A guest in an endless loop does not hold up the host's garbage collector:
+// compiled guest code cannot be preempted, so without the instrumented
+// exits a collection's stop-the-world would wait for the guest, and with it
+// every goroutine of the gateway.
+func TestHostileLoopDoesNotStallGC(t *testing.T) {
+	for _, name := range []string{"loop", "calltree"} {
+		t.Run(name, func(t *testing.T) {
+			r := newRuntime(t, Config{PoolSize: -1}, testTool(t, name, "limits: {deadline: 10s}\n"))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			returned := make(chan error, 1)
+			go func() {
+				_, err := r.Call(ctx, call(name, `{}`))
+				returned <- err
+			}()
+			time.Sleep(100 * time.Millisecond) // the guest is in its loop by now
+			collected := make(chan struct{})
+			go func() {
+				runtime.GC()
+				close(collected)
+			}()
+			select {
+			case <-collected:
+			case err := <-returned:
+				t.Fatalf("the call returned (%v) before the collection finished: the collection waited for the guest", err)
+			case <-time.After(5 * time.Second):
+				t.Fatal("no collection finished in 5s while the guest looped")
+			}
+			cancel()
+			if err := <-returned; !errors.Is(err, context.Canceled) {
+				t.Errorf("err = %v, want context.Canceled", err)
 			}
 		})
 	}

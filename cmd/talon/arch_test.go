@@ -31,7 +31,8 @@ var allowedImports = []struct {
 	{"sandbox/guest", nil},
 	{"sandbox/tools", []string{"sandbox/guest"}},
 	{"sandbox/egress", []string{"agent"}},
-	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress"}},
+	{"sandbox/internal/interrupt", nil},
+	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress", "sandbox/internal/interrupt"}},
 	{"vault", nil},
 }
 

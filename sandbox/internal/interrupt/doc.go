@@ -1,0 +1,31 @@
+// Package interrupt makes a WebAssembly module stoppable from the host, and
+// preemptible by the Go scheduler, at the cost of a few instructions per
+// function call and loop iteration.
+//
+// Compiled WebAssembly runs as native code that Go cannot preempt: a guest
+// in a long loop would hold its thread through a garbage collection's
+// stop-the-world, stalling every goroutine, and could only be stopped by
+// leaving native code at every iteration (wazero's WithCloseOnContextDone,
+// which made a Go-built tool ten times slower). Instrument instead adds:
+//
+//   - two mutable i32 globals: stop, exported as Export and set by the host
+//     to make the guest trap, and fuel, which only the added code uses;
+//   - a function refuel, which leaves native code (memory.grow 0 is handled
+//     by the host runtime in Go, where the scheduler can preempt the
+//     goroutine), traps with unreachable if stop is set, and resets fuel to
+//     Ticks;
+//   - at the start of every function and the head of every loop, a tick:
+//     fuel is decremented, and refuel called when it reaches zero.
+//
+// Every unbounded execution calls functions or iterates loops, so a guest
+// leaves native code at least every Ticks ticks, and traps at its first
+// refuel after the host sets stop.
+//
+// The decoder is strict: it reads every instruction of every function body
+// with the immediates the WebAssembly 2.0 core specification gives it, and
+// refuses anything it does not know, a body whose blocks do not balance, or
+// an access to a global or function the module does not have. A module it
+// accepts is read exactly as the runtime's validator reads it, so no loop
+// or function escapes the tick, and the added globals and function cannot
+// be touched by the module's own code. It never runs the module.
+package interrupt
