@@ -22,6 +22,18 @@ var handler func(input []byte) []byte
 // earlier one.
 func Run[A any, R any](fn func(args A) (R, error)) {
 	handler = func(input []byte) []byte { return dispatch(input, fn) }
+	warm[A, R]()
+}
+
+// warm decodes an empty call and encodes an empty result, without calling
+// the tool, so that encoding/json builds its per-type caches now: Run is
+// called from init, which the host runs when it prepares an instance,
+// ahead of the call. Each instance serves one call, so without this every
+// call would pay for them.
+func warm[A any, R any]() {
+	_, _ = decodeArgs[A]([]byte(`{"tool":"","args":{}}`))
+	var r R
+	_ = okOutput(r)
 }
 
 // envelope is the input JSON of talon_call.
@@ -39,17 +51,9 @@ type output struct {
 // dispatch runs one call of fn on the input envelope and returns the output
 // envelope. It never panics.
 func dispatch[A any, R any](input []byte, fn func(A) (R, error)) (out []byte) {
-	var env envelope
-	if err := json.Unmarshal(input, &env); err != nil {
-		return errorOutput(fmt.Sprintf("invalid input: %v", err))
-	}
-	var args A
-	if len(env.Args) > 0 && !bytes.Equal(bytes.TrimSpace(env.Args), []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(env.Args))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&args); err != nil {
-			return errorOutput(fmt.Sprintf("invalid arguments: %v", err))
-		}
+	args, err := decodeArgs[A](input)
+	if err != nil {
+		return errorOutput(err.Error())
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -63,17 +67,38 @@ func dispatch[A any, R any](input []byte, fn func(A) (R, error)) (out []byte) {
 	return okOutput(res)
 }
 
+// decodeArgs decodes the input envelope and its args into an A; unknown
+// fields of args are refused.
+func decodeArgs[A any](input []byte) (A, error) {
+	var args A
+	var env envelope
+	if err := json.Unmarshal(input, &env); err != nil {
+		return args, fmt.Errorf("invalid input: %v", err)
+	}
+	if len(env.Args) > 0 && !bytes.Equal(bytes.TrimSpace(env.Args), []byte("null")) {
+		dec := json.NewDecoder(bytes.NewReader(env.Args))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&args); err != nil {
+			return args, fmt.Errorf("invalid arguments: %v", err)
+		}
+	}
+	return args, nil
+}
+
 // okOutput encodes {"ok": v}.
 func okOutput(v any) []byte {
-	raw, err := json.Marshal(v)
-	if err != nil {
+	// Encode v once, straight into the output, and without escaping <, >
+	// and & as json.Marshal does: the host passes the result on as JSON.
+	var b bytes.Buffer
+	b.WriteString(`{"ok":`)
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return errorOutput(fmt.Sprintf("encode result: %v", err))
 	}
-	b, err := json.Marshal(output{OK: raw})
-	if err != nil {
-		return errorOutput(fmt.Sprintf("encode result: %v", err))
-	}
-	return b
+	out := b.Bytes()
+	out[len(out)-1] = '}' // Encode ends with a newline
+	return out
 }
 
 // errorOutput encodes {"error": msg}. An empty message is replaced so that

@@ -44,6 +44,7 @@ func TestDispatch(t *testing.T) {
 		{"unknown field", `{"tool":"greet","args":{"nme":"x"}}`, `{"error":"invalid arguments: json: unknown field \"nme\""}`},
 		{"args not an object", `{"tool":"greet","args":[1]}`, `{"error":"invalid arguments: json: cannot unmarshal array into Go value of type guest.greetArgs"}`},
 		{"malformed envelope", `{"tool":`, `{"error":"invalid input: unexpected end of JSON input"}`},
+		{"html passes unescaped", `{"tool":"greet","args":{"name":"<b>&</b>","times":1}}`, `{"ok":{"greeting":"hi <b>&</b> "}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

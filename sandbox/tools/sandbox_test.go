@@ -263,7 +263,7 @@ func TestHTTPFetchRoundTrip(t *testing.T) {
 		return string(b)
 	}}
 	got := call(t, "http_fetch", `{"tool":"http_fetch","args":{"url":"https://example.com/"}}`, h)
-	want := `{"ok":{"status":200,"url":"https://example.com/final","title":"Talon \u0026 friends","text":"Welcome\n\nTools run in a sandbox.","truncated":false}}`
+	want := `{"ok":{"status":200,"url":"https://example.com/final","title":"Talon & friends","text":"Welcome\n\nTools run in a sandbox.","truncated":false}}`
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("output mismatch (-want +got):\n%s", diff)
 	}
