@@ -488,7 +488,9 @@ func (r *Runtime) invoke(ctx context.Context, t *loaded, st *callState, inst *in
 		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrGuestFault, Reason: "guest fault: talon_alloc returned no usable memory"}
 	}
 	res, err = inst.call.Call(ctx, uint64(ptr), uint64(len(input)))
-	if err != nil || st.fault != "" {
+	if err != nil || st.fault != "" || ctx.Err() != nil {
+		// A guest may return after its deadline without meeting a check
+		// (a cut-short sleep, say): its answer is refused all the same.
 		return agent.ToolResult{}, r.classify(ctx, t, st, inst, err)
 	}
 	outPtr, outLen := uint32(res[0]>>32), uint32(res[0])
@@ -582,28 +584,46 @@ type instance struct {
 	alloc api.Function
 	call  api.Function
 	stop  api.MutableGlobal // the interrupt global
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when the guest is told to stop
 }
 
-// stopAt makes the guest trap at its next loop iteration once ctx is done,
-// by setting its interrupt global (see package interrupt). Call the
-// returned function when the guest has returned. A guest that is inside a
-// host function then sees ctx's error there.
-func (inst *instance) stopAt(ctx context.Context) (release func()) {
-	stop := context.AfterFunc(ctx, func() { inst.stop.Set(1) })
-	return func() { stop() }
+// stopAt makes the guest stop once ctx is done: it sets the interrupt
+// global (see package interrupt), so the guest traps within a thousand
+// function calls or loop iterations, and ends a WASI sleep in progress
+// (see sleep). Host functions see ctx's error themselves. Call the returned
+// function when the guest has returned.
+func (inst *instance) stopAt(ctx context.Context) (release func() bool) {
+	return context.AfterFunc(ctx, func() {
+		inst.stop.Set(1)
+		inst.stopOnce.Do(func() { close(inst.stopped) })
+	})
+}
+
+// sleep is the guest's WASI sleep (poll_oneoff on a clock): real time,
+// cut short when the guest is told to stop.
+func (inst *instance) sleep(ns int64) {
+	t := time.NewTimer(time.Duration(ns))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-inst.stopped:
+	}
 }
 
 // instantiate makes a fresh instance of t: no filesystem, environment,
 // arguments or sockets; real clocks and crypto random; _initialize run.
 func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error) {
 	mem := &limitedMemory{limit: t.memLimit}
+	inst := &instance{mem: mem, stopped: make(chan struct{})}
 	cfg := wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions(). // _initialize is called below, under stopAt
 
 		WithSysWalltime().
 		WithSysNanotime().
-		WithSysNanosleep().
+		WithNanosleep(inst.sleep).
 		WithRandSource(rand.Reader)
 	cm, err := r.module(ctx, t)
 	if err != nil {
@@ -622,7 +642,8 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 		mod.Close(ctx)
 		return nil, fmt.Errorf("instantiate %s: the module was not instrumented", t.manifest.Name)
 	}
-	inst := &instance{mod: mod, mem: mem, alloc: mod.ExportedFunction(allocExport), call: mod.ExportedFunction(callExport), stop: stop}
+	inst.mod, inst.stop = mod, stop
+	inst.alloc, inst.call = mod.ExportedFunction(allocExport), mod.ExportedFunction(callExport)
 	if init := mod.ExportedFunction(initExport); init != nil {
 		release := inst.stopAt(ctx)
 		_, err := init.Call(ctx)
