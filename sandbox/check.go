@@ -65,7 +65,7 @@ func Check(ctx context.Context, wasm []byte) error {
 	}
 	wasm, err = interrupt.Instrument(wasm)
 	if err != nil {
-		return fmt.Errorf("sandbox: check: %w", err)
+		return fmt.Errorf("sandbox: check: %w: %w", ErrABI, err)
 	}
 	cm, err := r.CompileModule(ctx, wasm)
 	if err != nil {

@@ -50,6 +50,11 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check(badimport) = %v, want import errors for talon.exec and env.abort", err)
 	}
 
+	err = Check(ctx, fixture.wasm["reserved"])
+	if !errors.Is(err, ErrABI) || !strings.Contains(err.Error(), `exports "talon.interrupt", a name the host reserves`) {
+		t.Errorf("Check(reserved) = %v, want ErrABI about the reserved export", err)
+	}
+
 	err = Check(ctx, fixture.wasm["badsig"])
 	var ie *ImportError
 	if !errors.As(err, &ie) || ie.Name != "log" || !strings.Contains(ie.Reason, "signature") {

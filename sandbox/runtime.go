@@ -335,7 +335,7 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 	}
 	wasm, err = interrupt.Instrument(wasm)
 	if err != nil {
-		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+		return nil, fmt.Errorf("tool %s (%s): %w: %w", m.Name, t.source, ErrABI, err)
 	}
 	cm, err := eng.rt.CompileModule(ctx, wasm)
 	if err != nil {
