@@ -24,9 +24,12 @@ var (
 )
 
 // Allocate implements experimental.MemoryAllocator. One limitedMemory is
-// made per instance, so it is its own LinearMemory.
+// made per instance, so it is its own LinearMemory. It reserves twice the
+// module's initial memory: a Go-built guest grows its memory during
+// _initialize, and growing past the reserve costs a new zeroed buffer and
+// a copy, which took half of an instantiation.
 func (m *limitedMemory) Allocate(capacity, maximum uint64) experimental.LinearMemory {
-	m.buf = make([]byte, 0, min(capacity, maximum, m.limit))
+	m.buf = make([]byte, 0, min(2*capacity, maximum, m.limit))
 	return m
 }
 
