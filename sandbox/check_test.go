@@ -55,6 +55,11 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check(reserved) = %v, want ErrABI about the reserved export", err)
 	}
 
+	err = Check(ctx, fixture.wasm["startloop"])
+	if !errors.Is(err, ErrABI) || !strings.Contains(err.Error(), "start function") {
+		t.Errorf("Check(startloop) = %v, want ErrABI about the start function", err)
+	}
+
 	err = Check(ctx, fixture.wasm["badsig"])
 	var ie *ImportError
 	if !errors.As(err, &ie) || ie.Name != "log" || !strings.Contains(ie.Reason, "signature") {

@@ -445,6 +445,18 @@ func TestHostileLoopDoesNotStallGC(t *testing.T) {
 
 // The pooled path also stops a looping _initialize (in the filler) and the
 // call falls back to a fresh instance that meets the deadline.
+// A start function would run inside instantiation, where no stop can
+// reach it: the module is refused before it runs.
+func TestHostileStartLoop(t *testing.T) {
+	r := newRuntime(t, Config{}, echoTool(t), testTool(t, "startloop", ""))
+	alongside(t, r, func() {
+		_, err := r.Call(context.Background(), call("startloop", `{}`))
+		if !errors.Is(err, ErrLoad) || !errors.Is(err, ErrABI) {
+			t.Errorf("err = %v, want ErrLoad and ErrABI", err)
+		}
+	})
+}
+
 func TestHostileInitLoopPooled(t *testing.T) {
 	r := newRuntime(t, Config{PoolSize: 1}, testTool(t, "initloop", "limits: {deadline: 100ms}\n"))
 	for range 2 {

@@ -75,6 +75,10 @@ func instrument(wasm []byte) ([]byte, error) {
 	for _, s := range secs {
 		var n uint32
 		switch s.id {
+		case secStart:
+			// It would run while the module is instantiated, before the
+			// host can hold the stop global.
+			return nil, errors.New("the module has a start function; a tool is a reactor (export _initialize instead)")
 		case secImport:
 			err = imports(s.payload, &c)
 		case secType, secFunction, secGlobal, secMemory:

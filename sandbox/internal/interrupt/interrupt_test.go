@@ -197,6 +197,8 @@ func TestInstrumentRefuses(t *testing.T) {
 		{"sections out of order", "out of order", module(memory1, sec(secType, typeVoid))},
 		{"section repeated", "out of order", module(memory1, memory1)},
 		{"unknown section", "unknown section", module([]byte{0x0d, 0x00})},
+		{"start function", "start function", module(sec(secType, typeVoid), sec(secFunction, []byte{0x00}), memory1,
+			[]byte{secStart, 0x01, 0x00}, sec(secCode, foreverBody))},
 		{"no memory", "no memory", module(sec(secType, typeVoid), sec(secFunction, []byte{0x00}), sec(secCode, foreverBody))},
 		{"reserved export", "reserves", module(memory1, sec(secExport, append([]byte{byte(len(Export))}, Export+"\x02\x00"...)))},
 		{"unknown opcode", "unknown opcode 0xff", withCode(body(0x00, 0xff, 0x0b))},
@@ -260,6 +262,12 @@ func TestInstrumentRealModules(t *testing.T) {
 				return // a test guest that is invalid on purpose
 			}
 			out, err := Instrument(wasm)
+			if base := filepath.Base(name); base == "reserved.wasm" || base == "startloop.wasm" { // refused on purpose
+				if !errors.Is(err, ErrUnsupported) {
+					t.Errorf("%s: err = %v, want ErrUnsupported", name, err)
+				}
+				return
+			}
 			if err != nil {
 				t.Errorf("%s: %v", name, err)
 				return
