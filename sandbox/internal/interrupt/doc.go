@@ -15,11 +15,15 @@
 //     goroutine), traps with unreachable if stop is set, and resets fuel to
 //     Ticks;
 //   - at the start of every function and the head of every loop, a tick:
-//     fuel is decremented, and refuel called when it reaches zero.
+//     fuel is decremented, and refuel called when it reaches zero;
+//   - before every bulk instruction (memory.fill, memory.copy, table.fill
+//     and the like, whose work grows with their size operand), a call to
+//     charge, which takes a tick per KiB of that size and refuels when the
+//     fuel is used up.
 //
 // Every unbounded execution calls functions or iterates loops, so a guest
-// leaves native code at least every Ticks ticks, and traps at its first
-// refuel after the host sets stop.
+// leaves native code at least every Ticks ticks (and every MiB of bulk
+// work), and traps at its first refuel after the host sets stop.
 //
 // The decoder is strict: it reads every instruction of every function body
 // with the immediates the WebAssembly 2.0 core specification gives it, and

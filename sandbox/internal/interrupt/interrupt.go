@@ -108,7 +108,7 @@ func instrument(wasm []byte) ([]byte, error) {
 	if c.memories == 0 {
 		return nil, errors.New("the module has no memory")
 	}
-	stop, fuel, refuel := c.globals, c.globals+1, c.funcs
+	stop, fuel, refuel, charge := c.globals, c.globals+1, c.funcs, c.funcs+1
 
 	// What each section gets appended: its added entries' count and bytes.
 	tick := binary.AppendUvarint([]byte{0x23}, uint64(fuel)) // global.get $fuel
@@ -128,6 +128,20 @@ func instrument(wasm []byte) ([]byte, error) {
 	refuelBody = binary.AppendUvarint(refuelBody, uint64(fuel))
 	refuelBody = append(refuelBody, 0x0b)
 
+	// charge (param $n i32) (result i32): fuel -= (n >> 10) + 1, a refuel
+	// if that used it up, and n back, for the bulk instruction that follows.
+	chargeBody := []byte{0x00, 0x23}                                    // no locals; global.get
+	chargeBody = binary.AppendUvarint(chargeBody, uint64(fuel))         // $fuel
+	chargeBody = append(chargeBody, 0x20, 0x00, 0x41, 0x0a, 0x76, 0x6b) // local.get $n, i32.const 10, i32.shr_u, i32.sub
+	chargeBody = append(chargeBody, 0x41, 0x01, 0x6b, 0x24)             // i32.const 1, i32.sub, global.set
+	chargeBody = binary.AppendUvarint(chargeBody, uint64(fuel))         // $fuel
+	chargeBody = append(chargeBody, 0x23)                               // global.get
+	chargeBody = binary.AppendUvarint(chargeBody, uint64(fuel))         // $fuel
+	chargeBody = append(chargeBody, 0x41, 0x01, 0x48, 0x04, 0x40, 0x10) // i32.const 1, i32.lt_s, if, call
+	chargeBody = binary.AppendUvarint(chargeBody, uint64(refuel))       // $refuel
+	chargeBody = append(chargeBody, 0x0b, 0x20, 0x00, 0x0b)             // end, local.get $n, end
+	ins := inserts{tick: tick, charge: binary.AppendUvarint([]byte{0x10}, uint64(charge))}
+
 	exportEntry := binary.AppendUvarint(nil, uint64(len(Export)))
 	exportEntry = append(exportEntry, Export...)
 	exportEntry = append(exportEntry, 0x03) // a global
@@ -137,14 +151,17 @@ func instrument(wasm []byte) ([]byte, error) {
 	globalEntries = appendSleb(globalEntries, Ticks)
 	globalEntries = append(globalEntries, 0x0b)
 
+	codeEntries := append(binary.AppendUvarint(nil, uint64(len(refuelBody))), refuelBody...)
+	codeEntries = binary.AppendUvarint(codeEntries, uint64(len(chargeBody)))
+	codeEntries = append(codeEntries, chargeBody...)
 	added := map[byte][]byte{
-		secType:     {0x60, 0x00, 0x00},                         // func [] -> []
-		secFunction: binary.AppendUvarint(nil, uint64(c.types)), // refuel's type
+		secType:     {0x60, 0x00, 0x00, 0x60, 0x01, 0x7f, 0x01, 0x7f}, // [] -> [], [i32] -> [i32]
+		secFunction: binary.AppendUvarint(binary.AppendUvarint(nil, uint64(c.types)), uint64(c.types)+1),
 		secGlobal:   globalEntries,
 		secExport:   exportEntry,
-		secCode:     append(binary.AppendUvarint(nil, uint64(len(refuelBody))), refuelBody...),
+		secCode:     codeEntries,
 	}
-	addedCount := map[byte]uint64{secType: 1, secFunction: 1, secGlobal: 2, secExport: 1, secCode: 1}
+	addedCount := map[byte]uint64{secType: 2, secFunction: 2, secGlobal: 2, secExport: 1, secCode: 2}
 
 	out := make([]byte, 0, len(wasm)+len(wasm)/8)
 	out = append(out, wasm[:8]...)
@@ -189,7 +206,7 @@ func instrument(wasm []byte) ([]byte, error) {
 		case secExport:
 			err = checkExports(n, rest)
 		case secCode:
-			rest, err = code(n, rest, c, tick)
+			rest, err = code(n, rest, c, ins)
 		}
 		if err != nil {
 			return nil, err
@@ -332,8 +349,14 @@ func checkExports(n uint32, entries []byte) error {
 	return nil
 }
 
-// code returns the n bodies of a code section with their ticks inserted.
-func code(n uint32, entries []byte, c counts, tick []byte) ([]byte, error) {
+// inserts is the code added to the module's functions.
+type inserts struct {
+	tick   []byte // at every function start and loop head
+	charge []byte // before every bulk memory or table instruction
+}
+
+// code returns the n bodies of a code section with their inserts.
+func code(n uint32, entries []byte, c counts, ins inserts) ([]byte, error) {
 	r := newReader(entries)
 	out := make([]byte, 0, len(entries)+len(entries)/8)
 	var body []byte
@@ -346,7 +369,7 @@ func code(n uint32, entries []byte, c counts, tick []byte) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("code section: function %d: %w", i, err)
 		}
-		body, err = function(body[:0], b, c, tick)
+		body, err = function(body[:0], b, c, ins)
 		if err != nil {
 			return nil, fmt.Errorf("code section: function %d: %w", i, err)
 		}
@@ -359,9 +382,11 @@ func code(n uint32, entries []byte, c counts, tick []byte) ([]byte, error) {
 	return out, nil
 }
 
-// function appends to out the body b with tick inserted after its local
-// declarations and after the block type of every loop.
-func function(out, b []byte, c counts, tick []byte) ([]byte, error) {
+// function appends to out the body b with a tick inserted after its local
+// declarations and after the block type of every loop, and a charge
+// before every bulk instruction (whose size operand is on top of the
+// stack).
+func function(out, b []byte, c counts, ins inserts) ([]byte, error) {
 	r := newReader(b)
 	n, err := r.u32() // local declarations: (count, value type)*
 	if err != nil {
@@ -376,7 +401,7 @@ func function(out, b []byte, c counts, tick []byte) ([]byte, error) {
 		}
 	}
 	out = append(out, b[:r.pos]...)
-	out = append(out, tick...)
+	out = append(out, ins.tick...)
 	copied := r.pos // b[:copied] is in out
 	depth := 1      // the body is a block
 	for depth > 0 {
@@ -391,7 +416,7 @@ func function(out, b []byte, c counts, tick []byte) ([]byte, error) {
 		case 0x03: // loop
 			if err = r.blockType(); err == nil {
 				out = append(out, b[copied:r.pos]...)
-				out = append(out, tick...)
+				out = append(out, ins.tick...)
 				copied = r.pos
 			}
 			depth++
@@ -401,6 +426,14 @@ func function(out, b []byte, c counts, tick []byte) ([]byte, error) {
 			var g uint32
 			if g, err = r.u32(); err == nil && g >= c.globals {
 				err = fmt.Errorf("global %d does not exist", g)
+			}
+		case 0xfc:
+			start := r.pos - 1
+			var bulk bool
+			if bulk, err = r.prefixedFC(); err == nil && bulk {
+				out = append(out, b[copied:start]...)
+				out = append(out, ins.charge...)
+				copied = start
 			}
 		case 0x10, 0xd2: // call, ref.func
 			var f uint32

@@ -131,6 +131,47 @@ func TestStopEndsALoop(t *testing.T) {
 	}
 }
 
+// A loop whose iterations each fill 64 MiB is charged by the size of its
+// fills, not one tick an iteration: it leaves compiled code, and sees the
+// stop, after at most one fill, not after a thousand (seconds).
+func TestStopEndsABulkLoop(t *testing.T) {
+	fill := body(0x00,
+		0x03, 0x40, // loop
+		0x41, 0x00, 0x41, 0x00, 0x41, 0x80, 0x80, 0x80, 0x20, // i32.const 0, 0, 64 MiB
+		0xfc, 0x0b, 0x00, // memory.fill
+		0x0c, 0x00, // br 0
+		0x0b, 0x0b)
+	wasm := module(
+		sec(secType, typeVoid),
+		sec(secFunction, []byte{0x00}),
+		sec(secMemory, []byte{0x00, 0x80, 0x08}), // (memory 1024): 64 MiB
+		sec(secExport, append([]byte{0x04}, "fill\x00\x00"...)),
+		sec(secCode, fill),
+	)
+	out, err := Instrument(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := instantiate(t, out)
+	returned := make(chan error, 1)
+	go func() {
+		_, err := m.ExportedFunction("fill").Call(context.Background())
+		returned <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	m.ExportedGlobal(Export).(api.MutableGlobal).Set(1)
+	stopped := time.Now()
+	// No timer here: a guest that does not leave compiled code also holds
+	// up timers, through the garbage collector's stop-the-world.
+	err = <-returned
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("err = %v, want the unreachable trap", err)
+	}
+	if d := time.Since(stopped); d > 500*time.Millisecond {
+		t.Errorf("the guest ran on for %v after stop was set", d)
+	}
+}
+
 // The added function and globals take the next free indices, whatever the
 // module imports or lacks.
 func TestInstrumentShapes(t *testing.T) {

@@ -197,7 +197,8 @@ func (r *reader) immediates(op byte) error {
 		_, err := r.byte()
 		return err
 	case op == 0xfc:
-		return r.prefixedFC()
+		_, err := r.prefixedFC()
+		return err
 	case op == 0xfd:
 		return r.prefixedFD()
 	}
@@ -205,30 +206,33 @@ func (r *reader) immediates(op byte) error {
 }
 
 // prefixedFC skips a 0xFC instruction: saturating conversions, bulk memory
-// and table instructions.
-func (r *reader) prefixedFC() error {
+// and table instructions. bulk reports an instruction whose work grows
+// with the size operand on top of the stack: memory.init, memory.copy,
+// memory.fill, table.init, table.copy, table.grow and table.fill.
+func (r *reader) prefixedFC() (bulk bool, err error) {
 	sub, err := r.u32()
 	if err != nil {
-		return err
+		return false, err
 	}
 	var n int // u32 immediates
 	switch {
 	case sub <= 7: // trunc_sat
-	case sub == 9, sub == 11, sub == 13, sub >= 15 && sub <= 17:
-		// data.drop, memory.fill, elem.drop, table.grow/size/fill
+	case sub == 9, sub == 13, sub == 16: // data.drop, elem.drop, table.size
 		n = 1
+	case sub == 11, sub == 15, sub == 17: // memory.fill, table.grow, table.fill
+		n, bulk = 1, true
 	case sub == 8, sub == 10, sub == 12, sub == 14:
 		// memory.init, memory.copy, table.init, table.copy
-		n = 2
+		n, bulk = 2, true
 	default:
-		return fmt.Errorf("unknown opcode 0xfc %d", sub)
+		return false, fmt.Errorf("unknown opcode 0xfc %d", sub)
 	}
 	for range n {
 		if _, err := r.u32(); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return bulk, nil
 }
 
 // prefixedFD skips a 0xFD (SIMD) instruction.
