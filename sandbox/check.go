@@ -67,7 +67,7 @@ func Check(ctx context.Context, wasm []byte) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: check: %w: %w", ErrABI, err)
 	}
-	cm, err := r.CompileModule(ctx, wasm)
+	cm, err := compileModule(ctx, r, wasm)
 	if err != nil {
 		return fmt.Errorf("sandbox: check: not a valid module: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tetratelabs/wazero"
 )
 
 // toolNames lists the names Tools returns.
@@ -130,5 +132,24 @@ func TestNewRefuses(t *testing.T) {
 				t.Errorf("echo beside the broken tool = %+v, %v", res, err)
 			}
 		})
+	}
+}
+
+// wazero v1.12's validator panics on a call to a function whose type does
+// not exist (found by FuzzInstrument). The instrumenter refuses such a
+// module first; compileModule also turns the panic into an error.
+func TestCompileModuleRecoversWazeroPanic(t *testing.T) {
+	wasm := []byte("\x00asm\x01\x00\x00\x00" +
+		"\x01\x04\x01\x60\x00\x00" + // type section: [] -> []
+		"\x03\x03\x02\x00\x01" + // function section: f0 of type 0, f1 of type 1 (missing)
+		"\x0a\x09\x02\x04\x00\x10\x01\x0b\x02\x00\x0b") // code: f0 calls f1; f1 is empty
+	ctx := context.Background()
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer r.Close(ctx)
+	if _, err := compileModule(ctx, r, wasm); err == nil || !strings.Contains(err.Error(), "failed on the module") {
+		t.Errorf("compileModule = %v, want the recovered panic as an error", err)
+	}
+	if err := Check(ctx, wasm); !errors.Is(err, ErrABI) {
+		t.Errorf("Check = %v, want ErrABI (refused by the instrumenter)", err)
 	}
 }

@@ -337,7 +337,7 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 	if err != nil {
 		return nil, fmt.Errorf("tool %s (%s): %w: %w", m.Name, t.source, ErrABI, err)
 	}
-	cm, err := eng.rt.CompileModule(ctx, wasm)
+	cm, err := compileModule(ctx, eng.rt, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("tool %s (%s): compile: %w", m.Name, t.source, err)
 	}
@@ -351,6 +351,18 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 			m.Name, t.source, uint64(def.Min())*65536/mib, m.Limits.MemoryMiB)
 	}
 	return cm, nil
+}
+
+// compileModule is rt.CompileModule with a panic inside wazero turned into
+// an error: its v1.12 validator panics on some malformed modules, and a
+// hostile module must not take the gateway down.
+func compileModule(ctx context.Context, rt wazero.Runtime, wasm []byte) (cm wazero.CompiledModule, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			cm, err = nil, fmt.Errorf("the WebAssembly runtime failed on the module: %v", p)
+		}
+	}()
+	return rt.CompileModule(ctx, wasm)
 }
 
 // Close stops the pool fillers, waits for them, and closes every instance

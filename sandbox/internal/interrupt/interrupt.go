@@ -81,7 +81,9 @@ func instrument(wasm []byte) ([]byte, error) {
 			return nil, errors.New("the module has a start function; a tool is a reactor (export _initialize instead)")
 		case secImport:
 			err = imports(s.payload, &c)
-		case secType, secFunction, secGlobal, secMemory:
+		case secFunction:
+			n, err = functions(s.payload, c.types)
+		case secType, secGlobal, secMemory:
 			n, _, err = newReader(s.payload).vecLen()
 		}
 		if err != nil {
@@ -295,7 +297,10 @@ func imports(p []byte, c *counts) error {
 		}
 		switch kind {
 		case 0x00: // function: type index
-			_, err = r.u32()
+			var ti uint32
+			if ti, err = r.u32(); err == nil && ti >= c.types {
+				err = fmt.Errorf("function import of type %d, which does not exist", ti)
+			}
 			c.funcs++
 		case 0x01: // table: reference type, limits
 			if _, err = r.byte(); err == nil {
@@ -318,6 +323,30 @@ func imports(p []byte, c *counts) error {
 		return errors.New("import section: trailing bytes")
 	}
 	return nil
+}
+
+// functions reads a function section: the type index of each function,
+// which must exist. (wazero v1.12 does not check them all before it uses
+// them, and panics on a call to a function of a type that does not exist.)
+func functions(p []byte, types uint32) (uint32, error) {
+	r := newReader(p)
+	n, err := r.u32()
+	if err != nil {
+		return 0, fmt.Errorf("function section: %w", err)
+	}
+	for i := range n {
+		ti, err := r.u32()
+		if err != nil {
+			return 0, fmt.Errorf("function section: %w", err)
+		}
+		if ti >= types {
+			return 0, fmt.Errorf("function section: function %d has type %d, which does not exist", i, ti)
+		}
+	}
+	if !r.done() {
+		return 0, errors.New("function section: trailing bytes")
+	}
+	return n, nil
 }
 
 // checkExports reads the n entries of an export section, refusing one
