@@ -209,6 +209,9 @@ type Inbox interface {
 	// StartToolCall and FinishToolCall record a tool call's life.
 	StartToolCall(ctx context.Context, t TurnID, step int, call llm.ToolCall) error
 	FinishToolCall(ctx context.Context, t TurnID, callID string, result string, isError bool) error
+	// ToolResults returns the results FinishToolCall recorded for turn t's
+	// calls, by call id; a call started but not finished has none.
+	ToolResults(ctx context.Context, t TurnID) (map[string]ToolResult, error)
 	// AmendInbound changes a queued inbound (its turn not started) found by
 	// dedupe key: cancel marks it done with no reply, otherwise its text
 	// becomes text. changed is false when it is unknown or already started.

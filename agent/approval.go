@@ -175,50 +175,94 @@ func (r *Runtime) Decide(ctx context.Context, id ApprovalID, by Principal, appro
 // Amend changes a message whose turn has not started: cancel drops it, and
 // otherwise text replaces its text (a platform edit). It reports whether the
 // message was changed; false means its turn had started or it is unknown.
+//
+// The store is written without r.mu held, so queueing and the other
+// sessions go on meanwhile. The message is marked as being amended first:
+// its session's worker does not take it until the amendment is applied to
+// the queue (or failed), so the store and the queue still change together,
+// and a second Amend of the same message waits for the first.
 func (r *Runtime) Amend(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error) {
 	r.init()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	// Under r.mu no worker can take the message from its queue, so the
-	// store and the queue change together. A message a worker has taken
-	// (current) has started.
-	var key SessionKey
-	found := false
-	for k, qu := range r.queues {
-		if qu.current == dedupeKey {
+	var (
+		qu   *queue
+		q    QueuedInbound
+		done chan struct{}
+	)
+	for {
+		r.mu.Lock()
+		var ok bool
+		qu, q, ok = r.queuedLocked(dedupeKey)
+		if !ok {
+			r.mu.Unlock()
 			return false, nil
 		}
-		for _, q := range qu.items {
-			if q.DedupeKey == dedupeKey {
-				key, found = k, true
+		busy := qu.amending[q.ID]
+		if busy == nil {
+			done = make(chan struct{})
+			if qu.amending == nil {
+				qu.amending = make(map[InboundID]chan struct{})
 			}
+			qu.amending[q.ID] = done
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return false, ctx.Err()
 		}
 	}
-	if !found {
-		return false, nil
-	}
+	// The mark ends however Amend returns; apply, when set, changes the
+	// queue in the same critical section. The message is still queued then:
+	// only the worker takes it, and it waits while the mark is set.
+	var apply func()
+	defer func() {
+		r.mu.Lock()
+		if apply != nil {
+			apply()
+		}
+		delete(qu.amending, q.ID)
+		r.mu.Unlock()
+		close(done)
+	}()
+
 	if !cancel {
-		text = r.redact(ctx, key.Principal, text, "inbound")
+		text = r.redact(ctx, q.Key.Principal, text, "inbound")
 	}
-	id, changed, err := r.Store.AmendInbound(ctx, dedupeKey, text, cancel)
+	_, changed, err := r.Store.AmendInbound(ctx, dedupeKey, text, cancel)
 	if err != nil || !changed {
 		return false, err
 	}
-	qu := r.queues[key]
-	if qu == nil {
-		return true, nil
-	}
-	for i, q := range qu.items {
-		if q.ID != id {
-			continue
+	apply = func() {
+		for i, it := range qu.items {
+			if it.ID != q.ID {
+				continue
+			}
+			if cancel {
+				qu.items = append(qu.items[:i], qu.items[i+1:]...)
+				r.addPendingLocked(-1)
+			} else {
+				qu.items[i].Text = text
+			}
+			break
 		}
-		if cancel {
-			qu.items = append(qu.items[:i], qu.items[i+1:]...)
-			r.addPendingLocked(-1)
-		} else {
-			qu.items[i].Text = text
-		}
-		break
 	}
 	return true, nil
+}
+
+// queuedLocked finds the queued message with dedupeKey and its queue. ok is
+// false when it is unknown or a worker has taken it (its turn started).
+func (r *Runtime) queuedLocked(dedupeKey string) (qu *queue, q QueuedInbound, ok bool) {
+	for _, qu := range r.queues {
+		if qu.current == dedupeKey {
+			return nil, QueuedInbound{}, false
+		}
+		for _, q := range qu.items {
+			if q.DedupeKey == dedupeKey {
+				return qu, q, true
+			}
+		}
+	}
+	return nil, QueuedInbound{}, false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -11,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/store"
 )
 
 // askRecorder is a recorder that can ask for approvals.
@@ -202,5 +206,136 @@ func TestAmendQueuedMessage(t *testing.T) {
 	h.idle()
 	if got := strings.Join(h.ch.texts(), "|"); got != "echo: first|echo: fixed" {
 		t.Errorf("replies: %q", got)
+	}
+}
+
+// amendBlocker is the real store, with AmendInbound held until released.
+type amendBlocker struct {
+	*store.DB
+	entered chan struct{} // gets a value when an AmendInbound starts
+	release chan struct{} // closed to let it write
+}
+
+func (s *amendBlocker) AmendInbound(ctx context.Context, dedupeKey, text string, cancel bool) (agent.InboundID, bool, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.DB.AmendInbound(ctx, dedupeKey, text, cancel)
+}
+
+// notifier is a recorder that also sends each delivered reply on a channel.
+type notifier struct {
+	recorder
+	delivered chan agent.Reply
+}
+
+func (c *notifier) Deliver(ctx context.Context, r agent.Reply) (string, error) {
+	id, err := c.recorder.Deliver(ctx, r)
+	c.delivered <- r
+	return id, err
+}
+
+// within receives from ch, failing the test if nothing comes in 10 s.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: nothing in 10 s", what)
+		panic("unreachable")
+	}
+}
+
+// While an Amend writes to the store, other messages are accepted and
+// answered; the amended message's own worker waits for the amendment and
+// then answers the amended text (or nothing, if it was cancelled).
+func TestAmendDoesNotBlockQueueing(t *testing.T) {
+	for _, cancel := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancel=%v", cancel), func(t *testing.T) {
+			firstAsked, releaseFirst := make(chan struct{}, 1), make(chan struct{})
+			srv := llmtest.NewServer(t, func(req llmtest.Request) llmtest.Response {
+				if req.LastUserText() == "first" {
+					firstAsked <- struct{}{}
+					<-releaseFirst
+				}
+				return llmtest.Response{Text: "echo: " + req.LastUserText()}
+			})
+			blocker := &amendBlocker{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			held := make(chan agent.InboundID, 4)
+			ch := &notifier{delivered: make(chan agent.Reply, 16)}
+			h := startHarnessCh(t, filepath.Join(t.TempDir(), "t.db"), srv, ch, func(rt *agent.Runtime) {
+				blocker.DB = rt.Store.(*store.DB)
+				rt.Store = blocker
+				agent.OnHold(rt, func(id agent.InboundID) { held <- id })
+			})
+			var firstOnce, writeOnce sync.Once
+			letFirstAnswer := func() { firstOnce.Do(func() { close(releaseFirst) }) }
+			letAmendWrite := func() { writeOnce.Do(func() { close(blocker.release) }) }
+			t.Cleanup(letFirstAnswer)
+			t.Cleanup(letAmendWrite)
+			ctx := context.Background()
+
+			h.send("u1", "first")
+			typo := h.send("u1", "typo")
+			within(t, firstAsked, "the first turn's model call")
+
+			amended := make(chan error, 1)
+			go func() {
+				ok, err := h.rt.Amend(ctx, typo.DedupeKey, "fixed", cancel)
+				if err == nil && !ok {
+					err = errors.New("Amend reported no change")
+				}
+				amended <- err
+			}()
+			within(t, blocker.entered, "Amend's store write")
+
+			// The write is in progress: another session's message is
+			// accepted and answered meanwhile.
+			accepted := make(chan error, 1)
+			go func() {
+				_, err := h.rt.Accept(ctx, agent.Inbound{DedupeKey: "other-1", Key: key("u2"), Text: "other"})
+				accepted <- err
+			}()
+			if err := within(t, accepted, "Accept during an Amend"); err != nil {
+				t.Fatal(err)
+			}
+			if r := within(t, ch.delivered, "the other session's reply"); r.Text != "echo: other" {
+				t.Errorf("reply during the Amend: %q, want echo: other", r.Text)
+			}
+
+			// The first turn ends; its worker reaches the message being
+			// amended and waits for the amendment.
+			letFirstAnswer()
+			if r := within(t, ch.delivered, "the first reply"); r.Text != "echo: first" {
+				t.Errorf("first reply: %q", r.Text)
+			}
+			if id := within(t, held, "the worker waiting for the Amend"); id != typo.ID {
+				t.Errorf("the worker waited for inbound %d, want %d", id, typo.ID)
+			}
+			letAmendWrite()
+			if err := within(t, amended, "Amend"); err != nil {
+				t.Fatalf("Amend: %v", err)
+			}
+			h.idle()
+
+			var u1 []string
+			for _, r := range ch.all() {
+				if r.Key.Principal.User == "u1" {
+					u1 = append(u1, r.Text)
+				}
+			}
+			want := []string{"echo: first", "echo: fixed"}
+			if cancel {
+				want = want[:1]
+			}
+			if diff := cmp.Diff(want, u1); diff != "" {
+				t.Errorf("u1's replies (-want +got):\n%s", diff)
+			}
+			for _, req := range srv.Requests() {
+				if strings.Contains(string(req.Raw), "typo") {
+					t.Errorf("the model saw the text before the amendment")
+				}
+			}
+		})
 	}
 }

@@ -6,3 +6,7 @@ func RateBuckets(r *Runtime) int {
 	defer r.mu.Unlock()
 	return len(r.rates)
 }
+
+// OnHold sets a function called when a worker of r waits for an Amend of
+// the message it is about to take. Set it before Run.
+func OnHold(r *Runtime, f func(InboundID)) { r.onHold = f }

@@ -141,12 +141,20 @@ type Runtime struct {
 	waiters  map[ApprovalID][]chan ApprovalState // turns waiting for a decision; guarded by mu
 	stopped  bool                                // guarded by mu
 	limits   Limits
+
+	// onHold, for tests, is called when a worker waits for an Amend of the
+	// message it is about to take.
+	onHold func(InboundID)
 }
 
 type queue struct {
 	items   []QueuedInbound
 	running bool
 	current string // dedupe key of the message being answered
+	// amending marks the items an Amend is writing to the store; the
+	// channel is closed when it is done. The worker does not take a marked
+	// item. Guarded by Runtime.mu, like the rest of the queue.
+	amending map[InboundID]chan struct{}
 }
 
 type userSlots struct {
@@ -355,6 +363,18 @@ func (r *Runtime) drain(key SessionKey) {
 			return
 		}
 		q := qu.items[0]
+		if hold := qu.amending[q.ID]; hold != nil {
+			// Take the message as amended (or not at all, if cancelled).
+			r.mu.Unlock()
+			if r.onHold != nil {
+				r.onHold(q.ID)
+			}
+			select {
+			case <-hold:
+			case <-r.stopping:
+			}
+			continue
+		}
 		qu.items = qu.items[1:]
 		qu.current = q.DedupeKey
 		slots := r.userSlotsLocked(key.Principal)

@@ -541,3 +541,228 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// errCrashed is what crashStore's writes return once the process has "died".
+var errCrashed = errors.New("test: the process died before this write")
+
+// crashStore is the real store of a process that dies at one chosen write
+// of a turn: that write and every later one fail, as if they never reached
+// the disk, and the turn is left running for the next process to resume.
+type crashStore struct {
+	*store.DB
+	at   string // the write to die at: "finish c2", "append tool results"
+	once sync.Once
+	dead atomic.Bool
+}
+
+func (s *crashStore) write(op string) error {
+	if op == s.at {
+		s.once.Do(func() { s.dead.Store(true) })
+	}
+	if s.dead.Load() {
+		return errCrashed
+	}
+	return nil
+}
+
+func (s *crashStore) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) error {
+	if err := s.write("record step"); err != nil {
+		return err
+	}
+	return s.DB.RecordStep(ctx, t, st)
+}
+
+func (s *crashStore) StartToolCall(ctx context.Context, t agent.TurnID, step int, c llm.ToolCall) error {
+	if err := s.write("start " + c.ID); err != nil {
+		return err
+	}
+	return s.DB.StartToolCall(ctx, t, step, c)
+}
+
+func (s *crashStore) FinishToolCall(ctx context.Context, t agent.TurnID, callID, result string, isError bool) error {
+	if err := s.write("finish " + callID); err != nil {
+		return err
+	}
+	return s.DB.FinishToolCall(ctx, t, callID, result, isError)
+}
+
+func (s *crashStore) AppendMessages(ctx context.Context, sid agent.SessionID, t agent.TurnID, msgs ...llm.Message) error {
+	op := "append"
+	if len(msgs) > 0 && msgs[0].Role == llm.RoleTool {
+		op = "append tool results"
+	}
+	if err := s.write(op); err != nil {
+		return err
+	}
+	return s.DB.AppendMessages(ctx, sid, t, msgs...)
+}
+
+func (s *crashStore) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID, st agent.TurnState, r agent.Reply, last *agent.Step) (agent.ReplyID, error) {
+	if err := s.write("finish turn"); err != nil {
+		return 0, err
+	}
+	return s.DB.FinishTurn(ctx, id, t, st, r, last)
+}
+
+// A turn whose tool calls ran and whose results were recorded, but not yet
+// appended to the history when the process died, resumes with the recorded
+// results: once each, in the order of the calls, and without running a tool
+// again. Only a call with no recorded result is reported as interrupted.
+func TestRecoveryUsesRecordedToolResults(t *testing.T) {
+	interrupted := "interrupted: the gateway restarted"
+	cases := []struct {
+		name, crashAt string
+		want          []llm.Message // the results the resumed turn sends
+	}{
+		{"died before appending the results", "append tool results", []llm.Message{
+			{Role: llm.RoleTool, ToolCallID: "c1", ToolName: "add", Content: "3"},
+			{Role: llm.RoleTool, ToolCallID: "c2", ToolName: "add", Content: "30"},
+		}},
+		{"died while recording the second result", "finish c2", []llm.Message{
+			{Role: llm.RoleTool, ToolCallID: "c1", ToolName: "add", Content: "3"},
+			{Role: llm.RoleTool, ToolCallID: "c2", ToolName: "add", Content: interrupted, IsError: true},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "talon.db")
+			tools1 := &toolRunner{}
+			srv1 := llmtest.NewServer(t, llmtest.Script(llmtest.Response{ToolCalls: []llm.ToolCall{
+				{ID: "c1", Name: "add", Arguments: `{"a":1,"b":2}`},
+				{ID: "c2", Name: "add", Arguments: `{"a":10,"b":20}`},
+			}}))
+			var crash *crashStore
+			h1 := startHarness(t, path, srv1, &recorder{}, func(rt *agent.Runtime) {
+				crash = &crashStore{DB: rt.Store.(*store.DB), at: tc.crashAt}
+				rt.Store = crash
+				rt.Tools = tools1
+				rt.Limits.ToolParallelism = 1 // c1 is recorded before c2 runs
+			})
+			h1.send("u1", "add things")
+			h1.idle()
+			h1.stop()
+			if !crash.dead.Load() {
+				t.Fatalf("the process did not die at %q", tc.crashAt)
+			}
+			if n := len(tools1.calls); n != 2 {
+				t.Fatalf("tool runs before the crash: %d, want 2", n)
+			}
+			if got := h1.ch.all(); len(got) != 0 {
+				t.Fatalf("replies before the crash: %v", got)
+			}
+
+			tools2 := &toolRunner{}
+			srv2 := llmtest.NewServer(t, llmtest.Text("done"))
+			h2 := startHarness(t, path, srv2, &recorder{}, func(rt *agent.Runtime) { rt.Tools = tools2 })
+			h2.idle()
+			if diff := cmp.Diff([]string{"done"}, h2.ch.texts()); diff != "" {
+				t.Errorf("replies after restart (-want +got):\n%s", diff)
+			}
+			if n := len(tools2.calls); n != 0 {
+				t.Errorf("after restart a tool ran %d times; a call is never run again", n)
+			}
+
+			// What the model read on resuming.
+			reqs := srv2.Requests()
+			if len(reqs) != 1 {
+				t.Fatalf("LLM requests after restart: %d, want 1", len(reqs))
+			}
+			var sent []string
+			for _, m := range reqs[0].Messages {
+				sent = append(sent, fmt.Sprintf("%s %s %.34s", m.Role, m.ToolCallID, m.Content))
+			}
+			want := []string{"user  add things", "assistant  "}
+			for _, m := range tc.want {
+				want = append(want, fmt.Sprintf("%s %s %.34s", m.Role, m.ToolCallID, m.Content))
+			}
+			if diff := cmp.Diff(want, sent); diff != "" {
+				t.Errorf("resumed request (-want +got):\n%s", diff)
+			}
+
+			// What the history keeps: each result once, right after the
+			// call, then the answer.
+			sess, err := h2.db.ActiveSession(context.Background(), key("u1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored, err := h2.db.Recent(context.Background(), sess.ID, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var results []llm.Message
+			var roles []llm.Role
+			for _, m := range stored {
+				roles = append(roles, m.Message.Role)
+				if m.Message.Role == llm.RoleTool {
+					res := m.Message
+					if res.IsError {
+						res.Content = res.Content[:len(interrupted)]
+					}
+					results = append(results, res)
+				}
+			}
+			wantRoles := []llm.Role{llm.RoleUser, llm.RoleAssistant, llm.RoleTool, llm.RoleTool, llm.RoleAssistant}
+			if diff := cmp.Diff(wantRoles, roles); diff != "" {
+				t.Errorf("history roles (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.want, results); diff != "" {
+				t.Errorf("history's tool results (-want +got):\n%s", diff)
+			}
+			// The recorded result is kept, not overwritten.
+			recorded, err := h2.db.ToolResults(context.Background(), stored[0].Turn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := recorded["c1"]; got != (agent.ToolResult{Content: "3"}) {
+				t.Errorf("c1's recorded result: %+v, want 3", got)
+			}
+		})
+	}
+}
+
+// slowTools has one tool that runs until its context ends, then reports
+// what it did.
+type slowTools struct{}
+
+func (slowTools) Tools(context.Context, agent.Principal) ([]llm.Tool, error) {
+	return []llm.Tool{{Name: "slow", Description: "Slow.", Parameters: json.RawMessage(`{"type":"object"}`)}}, nil
+}
+
+func (slowTools) Run(ctx context.Context, _ agent.ToolCall) (agent.ToolResult, error) {
+	<-ctx.Done()
+	return agent.ToolResult{Content: "half done"}, nil
+}
+
+// A turn whose deadline passes during a tool call fails, but the call's
+// result goes into the history: the next turn reads it, not an
+// "interrupted" call.
+func TestTurnTimeoutKeepsToolResults(t *testing.T) {
+	var n atomic.Int32
+	h := newHarness(t, func(req llmtest.Request) llmtest.Response {
+		if n.Add(1) == 1 {
+			return llmtest.Response{ToolCalls: []llm.ToolCall{{ID: "s1", Name: "slow", Arguments: `{}`}}}
+		}
+		return llmtest.Response{Text: "ok"}
+	}, func(rt *agent.Runtime) {
+		rt.Tools = slowTools{}
+		rt.Limits.TurnTimeout = 200 * time.Millisecond
+	})
+	h.send("u1", "slow work")
+	h.idle()
+	h.send("u1", "next")
+	h.idle()
+	got := h.ch.all()
+	if len(got) != 2 || !strings.Contains(got[0].Text, "took longer") || got[1].Text != "ok" {
+		t.Fatalf("replies: %v", got)
+	}
+	reqs := h.llm.Requests()
+	var res []string
+	for _, m := range reqs[len(reqs)-1].Messages {
+		if m.Role == llm.RoleTool {
+			res = append(res, m.ToolCallID+": "+m.Content)
+		}
+	}
+	if diff := cmp.Diff([]string{"s1: half done"}, res); diff != "" {
+		t.Errorf("tool results the next turn sent (-want +got):\n%s", diff)
+	}
+}

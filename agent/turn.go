@@ -165,7 +165,10 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 		if err != nil {
 			return "", nil, err
 		}
-		if err := r.Store.AppendMessages(ctx, sess.ID, tid, results...); err != nil {
+		// The results are recorded (runTool); they go into the history even
+		// when the turn's deadline passed during the calls, so that the next
+		// turn reads them rather than an interrupted call.
+		if err := r.Store.AppendMessages(context.WithoutCancel(ctx), sess.ID, tid, results...); err != nil {
 			return "", nil, err
 		}
 	}
@@ -174,9 +177,14 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 }
 
 // finishInterrupted completes the last step of a turn resumed after a
-// restart: tool calls that were waiting for an approval (so had sent
-// nothing that changes anything) run again; calls that were running are
-// reported to the model as interrupted, never repeated.
+// restart, giving each of its tool calls without a result in the history
+// one, in the order of the calls:
+//   - a call whose result was recorded (it finished, and the process
+//     stopped before the results were appended) gets that result;
+//   - a call that was waiting for an approval (so had sent nothing that
+//     changes anything) runs again;
+//   - any other call was running and is reported to the model as
+//     interrupted, never repeated.
 func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, tools []llm.Tool) error {
 	stored, err := r.Store.Recent(ctx, sess.ID, r.limits.HistoryMessages)
 	if err != nil {
@@ -198,6 +206,20 @@ func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid Tu
 		}
 		have[m.Message.ToolCallID] = true
 	}
+	calls := stored[last].Message.ToolCalls
+	missing := 0
+	for _, c := range calls {
+		if !have[c.ID] {
+			missing++
+		}
+	}
+	if missing == 0 {
+		return nil // the crash came during the next model call
+	}
+	recorded, err := r.Store.ToolResults(ctx, tid)
+	if err != nil {
+		return fmt.Errorf("load tool results: %w", err)
+	}
 	waiting := map[string]bool{}
 	pending, err := r.Store.PendingApprovals(ctx)
 	if err != nil {
@@ -208,27 +230,40 @@ func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid Tu
 			waiting[a.CallID] = true
 		}
 	}
-	var rerun []llm.ToolCall
-	var results []llm.Message
-	for _, c := range stored[last].Message.ToolCalls {
+	var (
+		results []llm.Message
+		rerun   []llm.ToolCall
+		rerunAt []int // where each rerun's result goes in results
+	)
+	for _, c := range calls {
+		if have[c.ID] {
+			continue
+		}
+		res, ok := recorded[c.ID]
 		switch {
-		case have[c.ID]:
+		case ok:
+			// Already recorded, and redacted, by runTool.
 		case waiting[c.ID]:
+			rerunAt = append(rerunAt, len(results))
 			rerun = append(rerun, c)
+			results = append(results, llm.Message{})
+			continue
 		default:
-			res := ToolResult{Content: interruptedResult, IsError: true}
+			res = ToolResult{Content: interruptedResult, IsError: true}
 			if err := r.Store.FinishToolCall(ctx, tid, c.ID, res.Content, true); err != nil {
 				r.Log.Warn().Err(err).Msg("record interrupted tool call")
 			}
-			results = append(results, llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: res.Content, IsError: true})
 		}
+		results = append(results, llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: res.Content, IsError: res.IsError})
 	}
 	if len(rerun) > 0 {
 		more, err := r.runTools(ctx, q, tid, 0, tools, rerun)
 		if err != nil {
 			return err
 		}
-		results = append(results, more...)
+		for i, at := range rerunAt {
+			results[at] = more[i]
+		}
 	}
 	if len(results) == 0 {
 		return nil

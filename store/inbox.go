@@ -231,6 +231,35 @@ func (db *DB) FinishToolCall(ctx context.Context, t agent.TurnID, callID string,
 	return nil
 }
 
+// ToolResults returns the results recorded by FinishToolCall for the calls
+// of turn t that finished, by call id. A call started again since (a
+// resumed turn) is not finished until it is recorded again.
+func (db *DB) ToolResults(ctx context.Context, t agent.TurnID) (map[string]agent.ToolResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store: tool results: %w", err)
+	}
+	rows, err := db.rs.toolResults.QueryContext(quick(ctx), t)
+	if err != nil {
+		return nil, fmt.Errorf("store: tool results: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]agent.ToolResult{}
+	for rows.Next() {
+		var (
+			id  string
+			res agent.ToolResult
+		)
+		if err := rows.Scan(&id, &res.Content, &res.IsError); err != nil {
+			return nil, fmt.Errorf("store: tool results: %w", err)
+		}
+		out[id] = res
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: tool results: %w", err)
+	}
+	return out, nil
+}
+
 // FinishTurn, in one transaction, sets turn t (unless t is 0) to state,
 // sets inbound id done (failed when state is TurnFailed), records last (if
 // not nil) as RecordStep does, and persists r as a pending reply, returning

@@ -581,3 +581,52 @@ func TestStepsAndToolCalls(t *testing.T) {
 		t.Errorf("calls still started after finishing c1: %q, want c3", got)
 	}
 }
+
+func TestToolResults(t *testing.T) {
+	ctx := context.Background()
+	db, path := open(t)
+	q := accept(t, db, inbound("1", alice))
+	turn, _ := startTurn(t, db, q.ID, nil)
+	other, _ := startTurn(t, db, accept(t, db, inbound("2", bob)).ID, nil)
+
+	for _, c := range []llm.ToolCall{{ID: "c1", Name: "fetch"}, {ID: "c2", Name: "shell"}, {ID: "c3", Name: "fetch"}} {
+		if err := db.StartToolCall(ctx, turn, 1, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.StartToolCall(ctx, other, 1, llm.ToolCall{ID: "c1", Name: "fetch"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FinishToolCall(ctx, turn, "c1", "page", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FinishToolCall(ctx, turn, "c2", "denied", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FinishToolCall(ctx, other, "c1", "someone else's", false); err != nil {
+		t.Fatal(err)
+	}
+
+	// They survive a restart, and only finished calls of the turn are listed.
+	db.Close()
+	db = openAt(t, path)
+	got, err := db.ToolResults(ctx, turn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]agent.ToolResult{"c1": {Content: "page"}, "c2": {Content: "denied", IsError: true}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+
+	// A call started again has no result until it finishes again.
+	if err := db.StartToolCall(ctx, turn, 1, llm.ToolCall{ID: "c1", Name: "fetch"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.ToolResults(ctx, turn); err != nil || len(got) != 1 || got["c2"].Content != "denied" {
+		t.Errorf("after restarting c1: %v, %v; want only c2", got, err)
+	}
+	if got, err := db.ToolResults(ctx, agent.TurnID(9999)); err != nil || len(got) != 0 {
+		t.Errorf("unknown turn: %v, %v; want none", got, err)
+	}
+}

@@ -111,6 +111,7 @@ type readStmts struct {
 	sessionExists *sql.Stmt
 	stats         *sql.Stmt
 	undelivered   *sql.Stmt
+	toolResults   *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -137,6 +138,9 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 			FROM sessions s WHERE s.id = ?`},
 		{&s.undelivered, `SELECT ` + replyCols + ` FROM outbound o JOIN principals p ON p.id = o.principal_id
 			WHERE o.state = 'pending' ORDER BY o.id`},
+		// Served by the index of UNIQUE (turn_id, call_id).
+		{&s.toolResults, `SELECT call_id, result, is_error FROM tool_calls
+			WHERE turn_id = ? AND state = 'finished'`},
 	})
 }
 
