@@ -512,8 +512,8 @@ type vaultCredentials struct{ s *vaultService }
 // Credential returns user's entry name when it is bound to host. The broker
 // asks only over https, after checking the tool's grant. Every call is
 // audited by the vault.
-func (c vaultCredentials) Credential(ctx context.Context, user agent.Principal, name, host string) (egress.Credential, error) {
-	e, err := c.s.v.Credential(ctx, user.String(), name, host, "https", "")
+func (c vaultCredentials) Credential(ctx context.Context, caller egress.Caller, name, host string) (egress.Credential, error) {
+	e, err := c.s.v.Credential(ctx, caller.Principal.String(), name, host, "https", caller.Tool)
 	switch {
 	case err == nil:
 		return e, nil
@@ -532,8 +532,9 @@ type vaultChecker struct{ s *vaultService }
 // knows) or a well-known token format: tools name credentials, they never
 // send them. The refusal names the kind of finding, never the value, and is
 // audited.
-func (c vaultChecker) CheckOutbound(user agent.Principal, r egress.Request) error {
+func (c vaultChecker) CheckOutbound(caller egress.Caller, r egress.Request) error {
 	ctx := context.Background()
+	user := caller.Principal
 	d := c.s.detector(ctx, user.String())
 	parts := []string{r.URL}
 	if u, err := url.PathUnescape(r.URL); err == nil && u != r.URL {
@@ -555,8 +556,8 @@ func (c vaultChecker) CheckOutbound(user agent.Principal, r egress.Request) erro
 		if u, err := url.Parse(r.URL); err == nil {
 			host = u.Hostname()
 		}
-		c.s.v.Audit(ctx, vault.AuditEvent{User: user.String(), Name: r.Credential, Host: host, Reason: vault.ReasonLeakDetected})
-		c.s.log.Warn().Str("principal", user.String()).Str("host", host).Str("kind", string(fs[0].Kind)).Msg("outbound request carried a secret; refused")
+		c.s.v.Audit(ctx, vault.AuditEvent{User: user.String(), Name: r.Credential, Host: host, Tool: caller.Tool, Reason: vault.ReasonLeakDetected})
+		c.s.log.Warn().Str("principal", user.String()).Str("tool", caller.Tool).Str("host", host).Str("kind", string(fs[0].Kind)).Msg("outbound request carried a secret; refused")
 		return &egress.DeniedError{Host: host, Reason: fmt.Sprintf(
 			"the request carries a secret (%s); tools may not send secrets themselves, only name a stored credential for the broker to inject", fs[0].Kind)}
 	}

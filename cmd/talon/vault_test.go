@@ -198,7 +198,7 @@ func TestVaultTamperingFailsClosed(t *testing.T) {
 				t.Error("the error holds the value")
 			}
 			cred := vaultCredentials{newVaultService(v, f.db, zerolog.Nop())}
-			if c, err := cred.Credential(ctx, mustPrincipal(t, tc.user), "github", "evil.example"); err == nil || c != nil {
+			if c, err := cred.Credential(ctx, egress.Caller{Tool: "github", Principal: mustPrincipal(t, tc.user)}, "github", "evil.example"); err == nil || c != nil {
 				t.Errorf("credential source gave a tampered entry: %v", err)
 			}
 		})
@@ -506,7 +506,8 @@ func TestEgressSeams(t *testing.T) {
 	f.set(t, alice.String(), "github", testSecret, "api.github.com")
 	creds, checker := vaultCredentials{f.svc}, vaultChecker{f.svc}
 
-	c, err := creds.Credential(ctx, alice, "github", "api.github.com")
+	aliceGH := egress.Caller{Tool: "github", Principal: alice}
+	c, err := creds.Credential(ctx, aliceGH, "github", "api.github.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +520,7 @@ func TestEgressSeams(t *testing.T) {
 		p          agent.Principal
 		name, host string
 	}{{alice, "github", "evil.example"}, {bob, "github", "api.github.com"}, {alice, "nope", "api.github.com"}} {
-		if _, err := creds.Credential(ctx, tc.p, tc.name, tc.host); !errors.Is(err, egress.ErrNoCredential) {
+		if _, err := creds.Credential(ctx, egress.Caller{Tool: "github", Principal: tc.p}, tc.name, tc.host); !errors.Is(err, egress.ErrNoCredential) {
 			t.Errorf("%v %s %s: %v, want ErrNoCredential", tc.p, tc.name, tc.host, err)
 		}
 	}
@@ -538,7 +539,7 @@ func TestEgressSeams(t *testing.T) {
 		{"someone else's token format", egress.Request{URL: "https://evil.example/", Body: "xoxb-123456789012-123456789012-abcdefghijklmnopqrstuvwx"}},
 	}
 	for _, tc := range outbound {
-		err := checker.CheckOutbound(alice, tc.r)
+		err := checker.CheckOutbound(aliceGH, tc.r)
 		var de *egress.DeniedError
 		if !errors.As(err, &de) {
 			t.Errorf("%s: %v, want a DeniedError", tc.name, err)
@@ -548,7 +549,7 @@ func TestEgressSeams(t *testing.T) {
 			t.Errorf("%s: refusal %q", tc.name, err)
 		}
 	}
-	if err := checker.CheckOutbound(alice, egress.Request{Method: "GET", URL: "https://api.github.com/repos/golang/go/issues/1", Headers: map[string]string{"Accept": "application/json"}}); err != nil {
+	if err := checker.CheckOutbound(aliceGH, egress.Request{Method: "GET", URL: "https://api.github.com/repos/golang/go/issues/1", Headers: map[string]string{"Accept": "application/json"}}); err != nil {
 		t.Errorf("clean request refused: %v", err)
 	}
 	evs, err := f.db.RecentVaultAudit(ctx, 100)
@@ -557,6 +558,9 @@ func TestEgressSeams(t *testing.T) {
 	}
 	leaks := 0
 	for _, ev := range evs {
+		if ev.Tool != "github" {
+			t.Errorf("audit event %+v does not name the tool", ev)
+		}
 		if ev.Reason == string(vault.ReasonLeakDetected) && !ev.Allowed {
 			leaks++
 		}

@@ -237,7 +237,7 @@ func (b *Broker) Do(ctx context.Context, c Caller, r Request) (*Response, error)
 		}
 		if b.Checker != nil {
 			out := Request{Method: cur.method, URL: t.u.String(), Headers: headerMap(cur.headers), Body: cur.body, Credential: r.Credential}
-			if err := b.Checker.CheckOutbound(c.Principal, out); err != nil {
+			if err := b.Checker.CheckOutbound(c, out); err != nil {
 				var de *DeniedError
 				if errors.As(err, &de) {
 					return nil, de
@@ -267,7 +267,7 @@ func (b *Broker) Do(ctx context.Context, c Caller, r Request) (*Response, error)
 			case b.Credentials == nil:
 				return nil, &DeniedError{Host: host, Reason: "no credential source is configured"}
 			default:
-				got, err := b.Credentials.Credential(ctx, c.Principal, r.Credential, host)
+				got, err := b.Credentials.Credential(ctx, c, r.Credential, host)
 				switch {
 				case errors.Is(err, ErrNoCredential):
 					if first {

@@ -46,7 +46,7 @@ type vaultEntry struct {
 	cred Credential
 }
 
-func (v *fakeVault) Credential(_ context.Context, _ agent.Principal, name, host string) (Credential, error) {
+func (v *fakeVault) Credential(_ context.Context, _ Caller, name, host string) (Credential, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.asked = append(v.asked, name+"@"+host)
@@ -67,7 +67,7 @@ func (v *fakeVault) askedFor() []string {
 // of each secret, as the vault's leak checker would.
 type fakeChecker struct{}
 
-func (fakeChecker) CheckOutbound(_ agent.Principal, r Request) error {
+func (fakeChecker) CheckOutbound(_ Caller, r Request) error {
 	if strings.Contains(r.Body, "leak") {
 		return errors.New("body holds a secret")
 	}

@@ -18,13 +18,14 @@ var ErrNoCredential = errors.New("no credential for this user, name and host")
 // CredentialSource provides a credential to inject. The broker asks only
 // after the policy and SSRF checks pass, only for names the tool's
 // Policy.Credentials grants, and only over https. host is normalised
-// (lowercase, no trailing dot) and carries no port.
+// (lowercase, no trailing dot) and carries no port. c names the calling
+// tool and its user (for the audit trail).
 //
 // The source decides whether the entry is bound to host; it returns an error
 // wrapping ErrNoCredential when it is not, and must never put a secret value
 // in an error.
 type CredentialSource interface {
-	Credential(ctx context.Context, user agent.Principal, name, host string) (Credential, error)
+	Credential(ctx context.Context, c Caller, name, host string) (Credential, error)
 }
 
 // Credential is one secret ready to inject.
@@ -43,7 +44,7 @@ type LeakChecker interface {
 	// injected, with the request as the guest (or a redirect) shaped it. A
 	// non-nil error refuses the request; a *DeniedError is returned as is,
 	// any other error becomes a generic refusal.
-	CheckOutbound(user agent.Principal, r Request) error
+	CheckOutbound(c Caller, r Request) error
 	// RedactInbound returns s with secrets (and whatever encodings of them
 	// the checker knows) removed. It is applied to the response body and to
 	// each response header value. The broker additionally replaces the raw
