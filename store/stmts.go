@@ -45,6 +45,7 @@ type writeStmts struct {
 	replyDelivered *sql.Stmt
 	replyFailed    *sql.Stmt
 	replyState     *sql.Stmt
+	threadFollow   *sql.Stmt
 	savepoint      *sql.Stmt
 	release        *sql.Stmt
 	rollbackTo     *sql.Stmt
@@ -95,6 +96,10 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.replyFailed, `UPDATE outbound SET state = 'failed', reason = ?, attempts = attempts + 1
 			WHERE id = ? AND state = 'pending'`},
 		{&s.replyState, `SELECT state FROM outbound WHERE id = ?`},
+		{&s.threadFollow, `INSERT INTO followed_threads (platform, workspace, channel, thread, user, active_at)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (platform, workspace, channel, thread, user) DO UPDATE
+				SET active_at = max(active_at, excluded.active_at)`},
 		{&s.savepoint, `SAVEPOINT op`},
 		{&s.release, `RELEASE op`},
 		{&s.rollbackTo, `ROLLBACK TO op`},
@@ -112,6 +117,7 @@ type readStmts struct {
 	stats         *sql.Stmt
 	undelivered   *sql.Stmt
 	toolResults   *sql.Stmt
+	following     *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -141,6 +147,8 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 		// Served by the index of UNIQUE (turn_id, call_id).
 		{&s.toolResults, `SELECT call_id, result, is_error FROM tool_calls
 			WHERE turn_id = ? AND state = 'finished'`},
+		{&s.following, `SELECT count(*) FROM followed_threads
+			WHERE platform = ? AND workspace = ? AND channel = ? AND thread = ? AND user = ? AND active_at >= ?`},
 	})
 }
 

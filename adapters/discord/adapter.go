@@ -28,6 +28,22 @@ type Runtime interface {
 	Amend(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error)
 }
 
+// FollowStore remembers the threads the bot follows for a user (where they
+// mentioned it: Config.FollowThreads), so that a restart does not forget
+// them; *store.DB implements it. A thread is named by the session key of its
+// conversation (a Discord thread is a channel: Conversation.Thread is "").
+type FollowStore interface {
+	// FollowThread records that key's user was active in key's thread at
+	// at.
+	FollowThread(ctx context.Context, key agent.SessionKey, at time.Time) error
+	// FollowingThread reports whether key's thread is followed for its user
+	// with activity at or after since.
+	FollowingThread(ctx context.Context, key agent.SessionKey, since time.Time) (bool, error)
+	// ForgetThreads forgets platform's threads quiet since before, then all
+	// but the keep most recently active, and returns how many it forgot.
+	ForgetThreads(ctx context.Context, platform string, before time.Time, keep int) (int, error)
+}
+
 // Platform is the Principal.Platform of Discord users.
 const Platform = "discord"
 
@@ -42,6 +58,10 @@ type Adapter struct {
 	// Secrets stores what a user enters in the /talon secret-add modal; nil
 	// means the vault is not configured and users are told so.
 	Secrets agent.Secrets
+	// Follows remembers the threads followed across restarts; nil keeps
+	// them in memory only, so that after a restart a follow-up needs a new
+	// mention.
+	Follows FollowStore
 	// Log receives operational events: ids and outcomes, never message
 	// bodies, tokens or secret values.
 	Log zerolog.Logger
@@ -72,13 +92,19 @@ type Adapter struct {
 	sawReady     bool                        // a READY arrived in this Run; guarded by mu
 	disconnected bool                        // a reconnect is pending backfill; guarded by mu
 	active       map[string]*activity        // channel id → recent activity; guarded by mu
-	followed     map[followKey]time.Time     // threads followed for a user; guarded by mu
 	told         map[string]bool             // refusals told, by user and reason; guarded by mu
 	interactions map[string]interactionToken // deferred /talon commands, by interaction id; guarded by mu
 	approvals    map[agent.ApprovalID]msgRef // approval prompts posted; guarded by mu
 	threads      map[string]*threadStart     // threads to start, by message id; guarded by mu
 	streams      map[agent.InboundID]*stream // answers being streamed; guarded by mu
 	lost         chan struct{}               // signalled on Disconnect (capacity 1)
+
+	// Threads followed for a user, by last activity (with Follows, a cache
+	// of it), the threads Follows does not hold, and when Follows was last
+	// pruned; guarded by mu.
+	followed     map[agent.SessionKey]time.Time
+	notFollowed  map[agent.SessionKey]struct{}
+	followPruned time.Time
 }
 
 type activity struct {
@@ -86,8 +112,6 @@ type activity struct {
 	lastID string // newest message id seen in the channel
 	at     time.Time
 }
-
-type followKey struct{ channel, user string }
 
 type interactionToken struct {
 	appID, token string
@@ -111,7 +135,8 @@ func (a *Adapter) init() {
 		a.started = make(chan struct{})
 		a.lost = make(chan struct{}, 1)
 		a.active = make(map[string]*activity)
-		a.followed = make(map[followKey]time.Time)
+		a.followed = make(map[agent.SessionKey]time.Time)
+		a.notFollowed = make(map[agent.SessionKey]struct{})
 		a.told = make(map[string]bool)
 		a.interactions = make(map[string]interactionToken)
 		a.approvals = make(map[agent.ApprovalID]msgRef)

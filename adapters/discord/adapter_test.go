@@ -49,17 +49,24 @@ type env struct {
 	a    *Adapter
 	rt   *agent.Runtime
 	llm  *llmtest.Server
+	db   *store.DB
 	logs *syncBuffer
 	ctx  context.Context
+	// stop stops the adapter and the runtime and closes the database; the
+	// test's cleanup calls it too.
+	stop func()
 }
 
 type options struct {
-	config  func(*Config)
-	runtime Runtime // nil: the real agent runtime
-	secrets agent.Secrets
-	handler llmtest.Handler
-	fake    func(*fakeDiscord)
-	now     func() time.Time // the adapter's clock; nil: time.Now
+	config      func(*Config)
+	runtime     Runtime // nil: the real agent runtime
+	secrets     agent.Secrets
+	handler     llmtest.Handler
+	fake        func(*fakeDiscord)
+	now         func() time.Time // the adapter's clock; nil: time.Now
+	fakeDiscord *fakeDiscord     // the fake to talk to; nil: a new one
+	dbPath      string           // the runtime's database; "": a new one
+	follows     bool             // the database is the adapter's Follows
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
@@ -70,16 +77,28 @@ type options struct {
 func start(t *testing.T, o options) *env {
 	t.Helper()
 	t.Parallel()
-	f := newFake(t)
+	return run(t, o)
+}
+
+// run is start without t.Parallel, to start an adapter again in a test.
+func run(t *testing.T, o options) *env {
+	t.Helper()
+	f := o.fakeDiscord
+	if f == nil {
+		f = newFake(t)
+	}
 	if o.fake != nil {
 		o.fake(f)
+	}
+	if o.dbPath == "" {
+		o.dbPath = filepath.Join(t.TempDir(), "t.db")
 	}
 	if o.handler == nil {
 		o.handler = llmtest.Echo()
 	}
 	srv := llmtest.NewServer(t, o.handler)
 	ctx, cancel := context.WithCancel(context.Background())
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	db, err := store.Open(ctx, o.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,12 +119,16 @@ func start(t *testing.T, o options) *env {
 	if o.runtime != nil {
 		a.Runtime = o.runtime
 	}
+	if o.follows {
+		a.Follows = db
+	}
 	rt.Register(a)
 	rtDone := make(chan error, 1)
 	go func() { rtDone <- rt.Run(ctx) }()
+	connected := f.connections()
 	aDone := make(chan error, 1)
 	go func() { aDone <- a.Run(ctx) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-aDone; err != nil {
 			t.Errorf("adapter Run: %v", err)
@@ -115,12 +138,13 @@ func start(t *testing.T, o options) *env {
 		}
 		db.Close()
 	})
+	t.Cleanup(stop)
 	<-rt.Ready()
-	e := &env{t: t, f: f, a: a, rt: rt, llm: srv, logs: logs, ctx: ctx}
+	e := &env{t: t, f: f, a: a, rt: rt, llm: srv, db: db, logs: logs, ctx: ctx, stop: stop}
 	waitFor(t, "gateway session", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return a.botID == f.botID && f.connections() == 1
+		return a.botID == f.botID && f.connections() == connected+1
 	})
 	return e
 }

@@ -47,7 +47,9 @@ type Config struct {
 	// FollowThreads starts a turn for a follow-up in a thread where the
 	// sender mentioned the bot before, without a new mention (default true
 	// in DefaultConfig and in YAML). Needs MessageContent to see the text.
-	// The threads followed are kept in memory and forgotten at restart.
+	// A thread stays followed for a user until none of their messages
+	// there has reached the bot for a day; with Adapter.Follows (the
+	// gateway's database) it is remembered across restarts.
 	FollowThreads bool
 	// Threads answers a mention in a server text channel in a new public
 	// thread started on the mentioning message (named after its first

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -76,20 +75,20 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	}
 	a.noteActivity(m)
 
+	text := strings.TrimSpace(stripMentions(m.Content, bot))
+	if text == "" {
+		// Nothing to answer (or no MESSAGE_CONTENT intent for a follow-up).
+		return
+	}
 	dm := m.GuildID == ""
 	mentioned := dm || mentions(m, bot)
 	thread, parent := a.threadOf(m.ChannelID)
 	followUp := false
 	if !mentioned {
-		if !a.cfg.FollowThreads || !thread || !a.following(m.ChannelID, m.Author.ID) {
+		if !a.cfg.FollowThreads || !thread || !a.following(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID)) {
 			return
 		}
 		followUp = true
-	}
-	text := strings.TrimSpace(stripMentions(m.Content, bot))
-	if text == "" {
-		// Nothing to answer (or no MESSAGE_CONTENT intent for a follow-up).
-		return
 	}
 	log := a.Log.With().Str("message", m.ID).Str("channel", m.ChannelID).Str("user", m.Author.ID).Logger()
 
@@ -135,11 +134,15 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 		log.Error().Err(err).Msg("discord: accept message")
 		return
 	}
-	if thread && mentioned && !dm {
-		a.follow(m.ChannelID, m.Author.ID)
-	}
-	if newThread {
-		a.follow(m.ID, m.Author.ID)
+	if a.cfg.FollowThreads {
+		switch {
+		case newThread:
+			a.follow(ctx, followKey(m.GuildID, m.ID, m.Author.ID))
+		case thread && !dm:
+			// A mention in a thread starts following it; a follow-up
+			// keeps it followed.
+			a.follow(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID))
+		}
 	}
 	log.Info().Bool("dm", dm).Bool("follow_up", followUp).Bool("new_thread", newThread).Bool("backfilled", backfilled).Msg("discord: message accepted")
 }
@@ -193,33 +196,6 @@ func (a *Adapter) threadOf(channel string) (bool, string) {
 	return true, ch.ParentID
 }
 
-func (a *Adapter) follow(channel, user string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.followed[followKey{channel, user}] = a.Now()
-	// A follow-up refreshes the thread's time (see following).
-	if len(a.followed) > maxFollowed {
-		// Forget threads quiet for a day rather than grow without bound.
-		cutoff := a.Now().Add(-24 * time.Hour)
-		for k, t := range a.followed {
-			if t.Before(cutoff) {
-				delete(a.followed, k)
-			}
-		}
-	}
-}
-
-func (a *Adapter) following(channel, user string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	k := followKey{channel, user}
-	_, ok := a.followed[k]
-	if ok {
-		a.followed[k] = a.Now()
-	}
-	return ok
-}
-
 // tellOnce tells the sender of m, once per reason, why they were refused.
 func (a *Adapter) tellOnce(m *discordgo.Message, reason string) {
 	key := m.Author.ID + "\x00" + reason
@@ -251,9 +227,6 @@ func mentions(m *discordgo.Message, bot string) bool {
 	}
 	return strings.Contains(m.Content, "<@"+bot+">") || strings.Contains(m.Content, "<@!"+bot+">")
 }
-
-// maxFollowed bounds the threads remembered before quiet ones are dropped.
-const maxFollowed = 10000
 
 // lazyRegexp compiles expr on first use, so that a process that never
 // serves Discord (talon chat, talon version) does not pay for the patterns

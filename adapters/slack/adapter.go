@@ -34,6 +34,22 @@ type Runtime interface {
 	Amend(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error)
 }
 
+// FollowStore remembers the threads the bot follows for a user (where they
+// mentioned it: Config.FollowThreads), so that a restart does not forget
+// them; *store.DB implements it. A thread is named by the session key of its
+// conversation.
+type FollowStore interface {
+	// FollowThread records that key's user was active in key's thread at
+	// at.
+	FollowThread(ctx context.Context, key agent.SessionKey, at time.Time) error
+	// FollowingThread reports whether key's thread is followed for its user
+	// with activity at or after since.
+	FollowingThread(ctx context.Context, key agent.SessionKey, since time.Time) (bool, error)
+	// ForgetThreads forgets platform's threads quiet since before, then all
+	// but the keep most recently active, and returns how many it forgot.
+	ForgetThreads(ctx context.Context, platform string, before time.Time, keep int) (int, error)
+}
+
 // Adapter is the Slack channel. Set the exported fields, then call Run (in
 // both modes: it learns the bot's identity, which the loop guard needs, and
 // in socket mode holds the connection). In events mode mount EventsHandler
@@ -46,6 +62,10 @@ type Adapter struct {
 	// Secrets is the vault behind "/talon secret add"; nil means secret
 	// commands answer that the vault is not configured.
 	Secrets agent.Secrets
+	// Follows remembers the threads followed across restarts; nil keeps
+	// them in memory only, so that after a restart a follow-up needs a new
+	// mention.
+	Follows FollowStore
 	// Log receives operational events, never message bodies, tokens or
 	// secret values. The zero Logger discards.
 	Log zerolog.Logger
@@ -68,7 +88,10 @@ type Adapter struct {
 	api     *slack.Client
 	events  *seenSet // event_ids already accepted
 	refused *seenSet // team:user told why they were refused
-	threads *seenSet // team:channel:thread:user the bot answers in
+	threads *seenSet // session keys of the threads followed (with Follows, a cache of it)
+	// notFollowed caches the session keys Follows does not hold, sparing a
+	// read for every message in a thread nobody follows.
+	notFollowed *seenSet
 
 	ready     chan struct{} // closed when the bot's identity is known
 	readyOnce sync.Once
@@ -79,6 +102,7 @@ type Adapter struct {
 	approvals map[agent.ApprovalID]msgRef    // approval prompts posted; guarded by mu
 	streams   map[agent.InboundID]*stream    // answers being streamed; guarded by mu
 	progress  map[agent.ReplyID]*deliveryLog // parts of replies posted; guarded by mu
+	pruned    time.Time                      // when Follows was last pruned; guarded by mu
 
 	bg sync.WaitGroup // background posts (refusals, confirmations); waited by Run
 }
@@ -108,7 +132,8 @@ func (a *Adapter) setup() error {
 		a.progress = make(map[agent.ReplyID]*deliveryLog)
 		a.events = newSeenSet(dedupeMax, dedupeWindow)
 		a.refused = newSeenSet(10000, 365*24*time.Hour)
-		a.threads = newSeenSet(dedupeMax, 7*24*time.Hour)
+		a.threads = newSeenSet(maxFollowed, followQuiet)
+		a.notFollowed = newSeenSet(maxFollowed, followQuiet)
 		cfg, err := a.Config.withDefaults()
 		if err != nil {
 			a.initErr = fmt.Errorf("slack: config: %w", err)

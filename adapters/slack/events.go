@@ -142,7 +142,7 @@ func (a *Adapter) handleEvent(ctx context.Context, cb callback) error {
 	case a.mentionsBot(ev.Text):
 		// The app_mention event for this message has the same dedupe key.
 		return a.startTurn(ctx, cb, ev)
-	case a.cfg.FollowThreads && ev.ThreadTS != "" && a.threads.has(threadKey(cb.TeamID, ev.Channel, ev.ThreadTS, ev.User), a.now()):
+	case a.cfg.FollowThreads && ev.ThreadTS != "" && a.following(ctx, followKey(cb, ev.Channel, ev.ThreadTS, ev.User)):
 		return a.startTurn(ctx, cb, ev)
 	}
 	return nil
@@ -163,10 +163,6 @@ func (a *Adapter) stripMention(text string) string {
 		text = strings.ReplaceAll(text, "<@"+a.botUser+">", "")
 	}
 	return strings.TrimSpace(text)
-}
-
-func threadKey(team, channel, thread, user string) string {
-	return team + ":" + channel + ":" + thread + ":" + user
 }
 
 func workspaceOf(team, enterprise string) string {
@@ -204,10 +200,10 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	if _, err := a.Runtime.Accept(ctx, in); err != nil && !errors.Is(err, agent.ErrDuplicate) {
 		return fmt.Errorf("slack: accept message: %w", err)
 	}
-	if !dm {
-		// Good enough for now: the threads the bot answers in are known
-		// in memory only, so after a restart a follow-up needs a mention.
-		a.threads.add(threadKey(cb.TeamID, ev.Channel, thread, ev.User), a.now())
+	if !dm && a.cfg.FollowThreads {
+		// A mention starts following the thread; a follow-up keeps it
+		// followed.
+		a.follow(ctx, followKey(cb, ev.Channel, thread, ev.User))
 	}
 	return nil
 }

@@ -434,8 +434,12 @@ type harness struct {
 	llm  *llmtest.Server
 	rt   *testRuntime
 	ad   *Adapter
+	db   *store.DB
 	logs *syncBuffer
 	ctx  context.Context
+	// stop stops the adapter and the runtime and closes the database; the
+	// test's cleanup calls it too.
+	stop func()
 }
 
 func newHarness(t *testing.T, mode string, tweak func(*Adapter)) *harness {
@@ -446,13 +450,39 @@ func newHarness(t *testing.T, mode string, tweak func(*Adapter)) *harness {
 // newHarnessLLM is newHarness with the fake model answering with model.
 func newHarnessLLM(t *testing.T, mode string, model llmtest.Handler, tweak func(*Adapter)) *harness {
 	t.Helper()
+	return startHarness(t, harnessOptions{mode: mode, model: model, tweak: tweak})
+}
+
+type harnessOptions struct {
+	mode  string
+	model llmtest.Handler // nil: echo
+	tweak func(*Adapter)
+	// fs is the fake Slack to talk to; nil: a new one.
+	fs *fakeSlack
+	// dbPath is the database of the runtime; "": a new one.
+	dbPath string
+	// follows gives the adapter the database as its Follows.
+	follows bool
+}
+
+func startHarness(t *testing.T, o harnessOptions) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	fs := newFakeSlack(t)
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	fs := o.fs
+	if fs == nil {
+		fs = newFakeSlack(t)
+	}
+	if o.dbPath == "" {
+		o.dbPath = filepath.Join(t.TempDir(), "t.db")
+	}
+	if o.model == nil {
+		o.model = llmtest.Echo()
+	}
+	db, err := store.Open(ctx, o.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := llmtest.NewServer(t, model)
+	srv := llmtest.NewServer(t, o.model)
 	logs := &syncBuffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
 	provider, err := llm.NewOpenAI(llm.Config{BaseURL: srv.URL, Model: "m", MaxRetries: -1})
@@ -461,15 +491,18 @@ func newHarnessLLM(t *testing.T, mode string, model llmtest.Handler, tweak func(
 	}
 	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log}}
 	cfg := DefaultConfig()
-	cfg.Mode = mode
+	cfg.Mode = o.mode
 	cfg.BotToken = "xoxb-test-bot-token"
 	cfg.AppToken = "xapp-test-app-token"
 	cfg.SigningSecret = "signing-secret"
 	cfg.APIURL = fs.apiURL()
 	cfg.AllowedTeams = []string{team}
 	ad := &Adapter{Config: cfg, Runtime: rt, Log: log}
-	if tweak != nil {
-		tweak(ad)
+	if o.follows {
+		ad.Follows = db
+	}
+	if o.tweak != nil {
+		o.tweak(ad)
 	}
 	rt.Register(ad)
 	var wg sync.WaitGroup
@@ -484,12 +517,13 @@ func newHarnessLLM(t *testing.T, mode string, model llmtest.Handler, tweak func(
 			t.Errorf("adapter: %v", err)
 		}
 	})
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		wg.Wait()
 		_ = db.Close()
 	})
-	return &harness{fs: fs, llm: srv, rt: rt, ad: ad, logs: logs, ctx: ctx}
+	t.Cleanup(stop)
+	return &harness{fs: fs, llm: srv, rt: rt, ad: ad, db: db, logs: logs, ctx: ctx, stop: stop}
 }
 
 // idle waits until every accepted message is answered and delivered.

@@ -12,6 +12,14 @@ import (
 	"github.com/talonhq/talon/adapters/discord"
 	"github.com/talonhq/talon/adapters/slack"
 	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/store"
+)
+
+// The database remembers the threads the channels follow (store may not
+// import the adapters, so the assertions are here).
+var (
+	_ slack.FollowStore   = (*store.DB)(nil)
+	_ discord.FollowStore = (*store.DB)(nil)
 )
 
 // channel is a configured platform channel, started by cmdRun.
@@ -41,6 +49,9 @@ func (a *app) channels() ([]channel, error) {
 	if a.cfg.Discord.Enabled {
 		ad := newDiscordAdapter(a.cfg.Discord)
 		ad.Runtime, ad.Secrets = a.rt, a.secrets
+		if a.db != nil {
+			ad.Follows = a.db // threads followed survive a restart
+		}
 		ad.Log = a.log.With().Str("channel", discord.Platform).Logger()
 		a.rt.Register(ad)
 		chans = append(chans, channel{name: "discord", run: ad.Run})
@@ -49,7 +60,8 @@ func (a *app) channels() ([]channel, error) {
 }
 
 // slackAdapter builds the Slack adapter from the configuration. Its Runtime
-// is a.rt when the runtime exists (doctor builds one without).
+// is a.rt when the runtime exists (doctor builds one without), its Follows
+// the database when it is open.
 func (a *app) slackAdapter() *slack.Adapter {
 	ad := &slack.Adapter{
 		Config:  slackConfig(a.cfg.Slack),
@@ -58,6 +70,9 @@ func (a *app) slackAdapter() *slack.Adapter {
 	}
 	if a.rt != nil {
 		ad.Runtime = a.rt
+	}
+	if a.db != nil {
+		ad.Follows = a.db // threads followed survive a restart
 	}
 	return ad
 }

@@ -238,6 +238,86 @@ func TestRunSlackEventsMode(t *testing.T) {
 	}
 }
 
+// TestRunSlackFollowsThreadAcrossRestart boots the gateway (Slack in events
+// mode), mentions the bot in a channel, stops the gateway and boots it
+// again on the same data directory: a follow-up in the thread, without a
+// mention, is answered, because the database remembers the thread.
+func TestRunSlackFollowsThreadAcrossRestart(t *testing.T) {
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	fs := newFakeSlackAPI(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	body := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1) +
+		slackSection("events", fs.url())
+	cfg := writeConfig(t, dir, body)
+	endpoint := "http://" + addr + "/slack/events"
+
+	// boot runs the gateway until the returned function stops it.
+	boot := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var stderr syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			e := env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr, getenv: slackEnv()}
+			done <- e.main(ctx, []string{"run", "--config", cfg})
+		}()
+		waitUntil(t, func() bool {
+			resp, err := http.Get("http://" + addr + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+		return func() {
+			cancel()
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Errorf("exit %d; stderr:\n%s", code, stderr.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("run did not stop")
+			}
+		}
+	}
+	event := func(id string, ev map[string]any) {
+		t.Helper()
+		b, _ := json.Marshal(map[string]any{
+			"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": id, "event_time": time.Now().Unix(), "event": ev,
+		})
+		if code := postSlackEvent(t, endpoint, testSigningSecret, b); code != http.StatusOK {
+			t.Fatalf("event %s: status %d, want 200", id, code)
+		}
+	}
+	inThread := func() []string {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		var texts []string
+		for _, p := range fs.posts {
+			if p.Get("channel") == "C1" && p.Get("thread_ts") == "1700000000.000100" {
+				texts = append(texts, p.Get("text"))
+			}
+		}
+		return texts
+	}
+
+	stop := boot()
+	event("Ev1", map[string]any{"type": "app_mention", "channel": "C1", "user": "U1",
+		"ts": "1700000000.000100", "event_ts": "1700000000.000100", "text": "<@UBOT> plan the offsite"})
+	waitUntil(t, func() bool { return len(inThread()) == 1 })
+	stop()
+
+	stop = boot()
+	defer stop()
+	event("Ev2", map[string]any{"type": "message", "channel": "C1", "channel_type": "channel", "user": "U1",
+		"ts": "1700000000.000200", "thread_ts": "1700000000.000100", "event_ts": "1700000000.000200", "text": "and the budget?"})
+	waitUntil(t, func() bool { return len(inThread()) == 2 })
+	if diff := cmp.Diff([]string{"echo: plan the offsite", "echo: and the budget?"}, inThread()); diff != "" {
+		t.Errorf("replies in the thread (-want +got):\n%s", diff)
+	}
+}
+
 func TestDoctorSlack(t *testing.T) {
 	llmSrv := llmtest.NewServer(t, llmtest.Text("ok"))
 	fs := newFakeSlackAPI(t)
