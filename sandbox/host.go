@@ -44,6 +44,10 @@ type callState struct {
 	turn      agent.TurnID
 	callID    string
 
+	// budget is the call's deadline, paused while a person is asked to
+	// approve a request.
+	budget *budget
+
 	httpRequests int
 	pending      []byte
 	logs         int
@@ -147,10 +151,18 @@ func (h *host) doHTTP(ctx context.Context, st *callState, in []byte) []byte {
 	req.Method = strings.ToUpper(req.Method)
 
 	if st.tool.manifest.Approval == ApproveNonGet && req.Method != "GET" && req.Method != "HEAD" {
-		if !h.approve(ctx, ApprovalRequest{
+		// The deadline does not run while the person decides.
+		if st.budget != nil && !st.budget.pause() {
+			return errorResult("network", "the request timed out")
+		}
+		ok := h.approve(ctx, ApprovalRequest{
 			Tool: st.tool.manifest.Name, Principal: st.principal, Key: st.key, Turn: st.turn, CallID: st.callID,
 			Description: req.Method + " " + describeURL(req.URL),
-		}) {
+		})
+		if st.budget != nil {
+			st.budget.resume()
+		}
+		if !ok {
 			return errorResult("approval", "the user did not approve this request")
 		}
 	}

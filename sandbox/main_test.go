@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/sandbox/egress"
@@ -121,12 +122,21 @@ func (f *fakeEgress) requests() []egress.Request {
 type fakeApprover struct {
 	ok  bool
 	err error
+	// think is how long the person takes to answer.
+	think time.Duration
 
 	mu   sync.Mutex
 	reqs []ApprovalRequest // guarded by mu
 }
 
 func (f *fakeApprover) Approve(ctx context.Context, req ApprovalRequest) (bool, error) {
+	if f.think > 0 {
+		select {
+		case <-time.After(f.think):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reqs = append(f.reqs, req)

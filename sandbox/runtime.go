@@ -474,9 +474,9 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 		}
 	}
 
-	cctx, cancel := context.WithTimeout(ctx, t.manifest.Limits.Deadline)
-	defer cancel()
-	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID}
+	cctx, b := newBudget(ctx, t.manifest.Limits.Deadline)
+	defer b.end()
+	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID, budget: b}
 	cctx = context.WithValue(cctx, callKey{}, st)
 
 	inst, done, err := r.take(cctx, t)

@@ -187,6 +187,11 @@ func TestHTTPRequestLimitAndApproval(t *testing.T) {
 			`{"method":"PUT","url":"https://api.example/x?q=1"}`, "[" + approvalErr + "," + approvalErr + "]", nil},
 		{"non_get GET not asked", "approval: non_get\n", &fakeApprover{ok: false},
 			`{"url":"https://api.example/x?q=1"}`, "[" + ok201 + "," + ok201 + "]", nil},
+		// The deadline (100 ms) does not run while the person decides
+		// (250 ms, twice).
+		{"non_get slow person", "approval: non_get\nlimits: {deadline: 100ms}\n", &fakeApprover{ok: true, think: 250 * time.Millisecond},
+			`{"method":"POST","url":"https://api.example/x?q=1"}`, "[" + ok201 + "," + ok201 + "]",
+			[]string{"POST https://api.example/x", "POST https://api.example/x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
