@@ -659,7 +659,11 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 	if init := mod.ExportedFunction(initExport); init != nil {
 		release := inst.stopAt(ctx)
 		_, err := init.Call(ctx)
-		release()
+		if !release() && err == nil {
+			// The stop came as _initialize returned: the instance's stop
+			// is set for good, so it cannot serve a call.
+			err = context.Cause(ctx)
+		}
 		if err != nil {
 			mod.Close(ctx)
 			return nil, fmt.Errorf("instantiate %s: %s: %w", t.manifest.Name, initExport, err)
