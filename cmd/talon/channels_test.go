@@ -183,22 +183,8 @@ func TestRunSlackEventsMode(t *testing.T) {
 		slackSection("events", fs.url())
 	cfg := writeConfig(t, dir, body)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		e := env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr, getenv: slackEnv()}
-		done <- e.main(ctx, []string{"run", "--config", cfg})
-	}()
-	waitUntil(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	stop := startRunEnv(t, cfg, addr, slackEnv(), &stderr)
 
 	event, _ := json.Marshal(map[string]any{
 		"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": "Ev1", "event_time": time.Now().Unix(),
@@ -221,15 +207,7 @@ func TestRunSlackEventsMode(t *testing.T) {
 		t.Errorf("model requests: %d, want 1 carrying the DM", len(reqs))
 	}
 
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("exit %d; stderr:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not stop")
-	}
+	stop()
 	logs := stderr.String()
 	for _, secret := range []string{testBotToken, testSigningSecret, "hello gateway"} {
 		if strings.Contains(logs, secret) {
@@ -252,35 +230,6 @@ func TestRunSlackFollowsThreadAcrossRestart(t *testing.T) {
 	cfg := writeConfig(t, dir, body)
 	endpoint := "http://" + addr + "/slack/events"
 
-	// boot runs the gateway until the returned function stops it.
-	boot := func() (stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		var stderr syncBuffer
-		done := make(chan int, 1)
-		go func() {
-			e := env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr, getenv: slackEnv()}
-			done <- e.main(ctx, []string{"run", "--config", cfg})
-		}()
-		waitUntil(t, func() bool {
-			resp, err := http.Get("http://" + addr + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
-		return func() {
-			cancel()
-			select {
-			case code := <-done:
-				if code != 0 {
-					t.Errorf("exit %d; stderr:\n%s", code, stderr.String())
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("run did not stop")
-			}
-		}
-	}
 	event := func(id string, ev map[string]any) {
 		t.Helper()
 		b, _ := json.Marshal(map[string]any{
@@ -302,13 +251,13 @@ func TestRunSlackFollowsThreadAcrossRestart(t *testing.T) {
 		return texts
 	}
 
-	stop := boot()
+	stop := startRunEnv(t, cfg, addr, slackEnv(), io.Discard)
 	event("Ev1", map[string]any{"type": "app_mention", "channel": "C1", "user": "U1",
 		"ts": "1700000000.000100", "event_ts": "1700000000.000100", "text": "<@UBOT> plan the offsite"})
 	waitUntil(t, func() bool { return len(inThread()) == 1 })
 	stop()
 
-	stop = boot()
+	stop = startRunEnv(t, cfg, addr, slackEnv(), io.Discard)
 	defer stop()
 	event("Ev2", map[string]any{"type": "message", "channel": "C1", "channel_type": "channel", "user": "U1",
 		"ts": "1700000000.000200", "thread_ts": "1700000000.000100", "event_ts": "1700000000.000200", "text": "and the budget?"})

@@ -48,17 +48,28 @@ func loopbackAddr(tb testing.TB) string {
 // 200, with a function that stops it and waits for it to exit.
 func startRun(tb testing.TB, cfg, addr string) (stop func()) {
 	tb.Helper()
+	return startRunEnv(tb, cfg, addr, testEnv(nil), io.Discard)
+}
+
+// startRunEnv is startRun with an environment and a writer for the logs.
+func startRunEnv(tb testing.TB, cfg, addr string, getenv func(string) string, stderr io.Writer) (stop func()) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stdinR, stdinW := io.Pipe()
 	done := make(chan int, 1)
 	go func() {
-		done <- env{stdin: stdinR, stdout: io.Discard, stderr: io.Discard, getenv: testEnv(nil)}.main(ctx, []string{"run", "--config", cfg})
+		done <- env{stdin: stdinR, stdout: io.Discard, stderr: stderr, getenv: getenv}.main(ctx, []string{"run", "--config", cfg})
 	}()
 	stop = func() {
 		cancel()
 		stdinW.Close()
-		if code := <-done; code != 0 {
-			tb.Errorf("run exited with %d", code)
+		select {
+		case code := <-done:
+			if code != 0 {
+				tb.Errorf("run exited with %d", code)
+			}
+		case <-time.After(30 * time.Second):
+			tb.Fatal("run did not stop in 30 s")
 		}
 	}
 	client := &http.Client{Timeout: time.Second}
