@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/talonhq/talon/adapters/internal/follow"
 	"github.com/talonhq/talon/agent"
 )
 
@@ -30,19 +31,8 @@ type Runtime interface {
 
 // FollowStore remembers the threads the bot follows for a user (where they
 // mentioned it: Config.FollowThreads), so that a restart does not forget
-// them; *store.DB implements it. A thread is named by the session key of its
-// conversation (a Discord thread is a channel: Conversation.Thread is "").
-type FollowStore interface {
-	// FollowThread records that key's user was active in key's thread at
-	// at.
-	FollowThread(ctx context.Context, key agent.SessionKey, at time.Time) error
-	// FollowingThread reports whether key's thread is followed for its user
-	// with activity at or after since.
-	FollowingThread(ctx context.Context, key agent.SessionKey, since time.Time) (bool, error)
-	// ForgetThreads forgets platform's threads quiet since before, then all
-	// but the keep most recently active, and returns how many it forgot.
-	ForgetThreads(ctx context.Context, platform string, before time.Time, keep int) (int, error)
-}
+// them; *store.DB implements it.
+type FollowStore = follow.Store
 
 // Platform is the Principal.Platform of Discord users.
 const Platform = "discord"
@@ -99,12 +89,7 @@ type Adapter struct {
 	streams      map[agent.InboundID]*stream // answers being streamed; guarded by mu
 	lost         chan struct{}               // signalled on Disconnect (capacity 1)
 
-	// Threads followed for a user, by last activity (with Follows, a cache
-	// of it), the threads Follows does not hold, and when Follows was last
-	// pruned; guarded by mu.
-	followed     map[agent.SessionKey]time.Time
-	notFollowed  map[agent.SessionKey]struct{}
-	followPruned time.Time
+	follows *follow.Set // threads followed for a user; Follows behind it
 }
 
 type activity struct {
@@ -135,8 +120,6 @@ func (a *Adapter) init() {
 		a.started = make(chan struct{})
 		a.lost = make(chan struct{}, 1)
 		a.active = make(map[string]*activity)
-		a.followed = make(map[agent.SessionKey]time.Time)
-		a.notFollowed = make(map[agent.SessionKey]struct{})
 		a.told = make(map[string]bool)
 		a.interactions = make(map[string]interactionToken)
 		a.approvals = make(map[agent.ApprovalID]msgRef)
@@ -145,6 +128,7 @@ func (a *Adapter) init() {
 		if a.Now == nil {
 			a.Now = time.Now
 		}
+		a.follows = &follow.Set{Store: a.Follows, Platform: Platform, Quiet: followQuiet, Max: maxFollowed, Now: a.Now, Log: a.Log}
 	})
 }
 

@@ -85,7 +85,7 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	thread, parent := a.threadOf(m.ChannelID)
 	followUp := false
 	if !mentioned {
-		if !a.cfg.FollowThreads || !thread || !a.following(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID)) {
+		if !a.cfg.FollowThreads || !thread || !a.follows.Following(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID)) {
 			return
 		}
 		followUp = true
@@ -137,11 +137,11 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	if a.cfg.FollowThreads {
 		switch {
 		case newThread:
-			a.follow(ctx, followKey(m.GuildID, m.ID, m.Author.ID))
+			a.follows.Follow(ctx, followKey(m.GuildID, m.ID, m.Author.ID))
 		case thread && !dm:
 			// A mention in a thread starts following it; a follow-up
 			// keeps it followed.
-			a.follow(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID))
+			a.follows.Follow(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID))
 		}
 	}
 	log.Info().Bool("dm", dm).Bool("follow_up", followUp).Bool("new_thread", newThread).Bool("backfilled", backfilled).Msg("discord: message accepted")

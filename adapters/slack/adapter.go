@@ -16,6 +16,7 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
+	"github.com/talonhq/talon/adapters/internal/follow"
 	"github.com/talonhq/talon/agent"
 )
 
@@ -36,19 +37,8 @@ type Runtime interface {
 
 // FollowStore remembers the threads the bot follows for a user (where they
 // mentioned it: Config.FollowThreads), so that a restart does not forget
-// them; *store.DB implements it. A thread is named by the session key of its
-// conversation.
-type FollowStore interface {
-	// FollowThread records that key's user was active in key's thread at
-	// at.
-	FollowThread(ctx context.Context, key agent.SessionKey, at time.Time) error
-	// FollowingThread reports whether key's thread is followed for its user
-	// with activity at or after since.
-	FollowingThread(ctx context.Context, key agent.SessionKey, since time.Time) (bool, error)
-	// ForgetThreads forgets platform's threads quiet since before, then all
-	// but the keep most recently active, and returns how many it forgot.
-	ForgetThreads(ctx context.Context, platform string, before time.Time, keep int) (int, error)
-}
+// them; *store.DB implements it.
+type FollowStore = follow.Store
 
 // Adapter is the Slack channel. Set the exported fields, then call Run (in
 // both modes: it learns the bot's identity, which the loop guard needs, and
@@ -86,12 +76,9 @@ type Adapter struct {
 	pol     policy
 	pace    *pacer
 	api     *slack.Client
-	events  *seenSet // event_ids already accepted
-	refused *seenSet // team:user told why they were refused
-	threads *seenSet // session keys of the threads followed (with Follows, a cache of it)
-	// notFollowed caches the session keys Follows does not hold, sparing a
-	// read for every message in a thread nobody follows.
-	notFollowed *seenSet
+	events  *seenSet    // event_ids already accepted
+	refused *seenSet    // team:user told why they were refused
+	follows *follow.Set // threads followed for a user; Follows behind it
 
 	ready     chan struct{} // closed when the bot's identity is known
 	readyOnce sync.Once
@@ -102,7 +89,6 @@ type Adapter struct {
 	approvals map[agent.ApprovalID]msgRef    // approval prompts posted; guarded by mu
 	streams   map[agent.InboundID]*stream    // answers being streamed; guarded by mu
 	progress  map[agent.ReplyID]*deliveryLog // parts of replies posted; guarded by mu
-	pruned    time.Time                      // when Follows was last pruned; guarded by mu
 
 	bg sync.WaitGroup // background posts (refusals, confirmations); waited by Run
 }
@@ -132,8 +118,7 @@ func (a *Adapter) setup() error {
 		a.progress = make(map[agent.ReplyID]*deliveryLog)
 		a.events = newSeenSet(dedupeMax, dedupeWindow)
 		a.refused = newSeenSet(10000, 365*24*time.Hour)
-		a.threads = newSeenSet(maxFollowed, followQuiet)
-		a.notFollowed = newSeenSet(maxFollowed, followQuiet)
+		a.follows = &follow.Set{Store: a.Follows, Platform: Platform, Quiet: followQuiet, Max: maxFollowed, Now: a.now, Log: a.Log}
 		cfg, err := a.Config.withDefaults()
 		if err != nil {
 			a.initErr = fmt.Errorf("slack: config: %w", err)

@@ -142,7 +142,7 @@ func (a *Adapter) handleEvent(ctx context.Context, cb callback) error {
 	case a.mentionsBot(ev.Text):
 		// The app_mention event for this message has the same dedupe key.
 		return a.startTurn(ctx, cb, ev)
-	case a.cfg.FollowThreads && ev.ThreadTS != "" && a.following(ctx, followKey(cb, ev.Channel, ev.ThreadTS, ev.User)):
+	case a.cfg.FollowThreads && ev.ThreadTS != "" && a.follows.Following(ctx, followKey(cb, ev.Channel, ev.ThreadTS, ev.User)):
 		return a.startTurn(ctx, cb, ev)
 	}
 	return nil
@@ -203,7 +203,7 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	if !dm && a.cfg.FollowThreads {
 		// A mention starts following the thread; a follow-up keeps it
 		// followed.
-		a.follow(ctx, followKey(cb, ev.Channel, thread, ev.User))
+		a.follows.Follow(ctx, followKey(cb, ev.Channel, thread, ev.User))
 	}
 	return nil
 }

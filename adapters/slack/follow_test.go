@@ -3,12 +3,10 @@ package slack
 import (
 	"context"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/store"
@@ -95,141 +93,5 @@ func TestSocketThreadForgottenAcrossRestartWithoutStore(t *testing.T) {
 	key := followKey(callback{TeamID: team}, "C1", "2.000100", "U1")
 	if ok, err := after.db.FollowingThread(context.Background(), key, time.Time{}); err != nil || ok {
 		t.Errorf("thread in the database without Follows: %v, %v; want false, nil", ok, err)
-	}
-}
-
-// unitConfig is a valid configuration for an adapter that is not run.
-func unitConfig() Config {
-	c := DefaultConfig()
-	c.BotToken, c.AppToken, c.AllowedTeams = "xoxb-test", "xapp-test", []string{team}
-	return c
-}
-
-// countingFollows is a FollowStore in memory that counts its calls.
-type countingFollows struct {
-	rows    map[agent.SessionKey]time.Time
-	reads   int
-	writes  int
-	prunes  int
-	failing error
-}
-
-func (f *countingFollows) FollowThread(_ context.Context, key agent.SessionKey, at time.Time) error {
-	f.writes++
-	if f.failing != nil {
-		return f.failing
-	}
-	f.rows[key] = at
-	return nil
-}
-
-func (f *countingFollows) FollowingThread(_ context.Context, key agent.SessionKey, since time.Time) (bool, error) {
-	f.reads++
-	if f.failing != nil {
-		return false, f.failing
-	}
-	at, ok := f.rows[key]
-	return ok && !at.Before(since), nil
-}
-
-func (f *countingFollows) ForgetThreads(_ context.Context, _ string, before time.Time, _ int) (int, error) {
-	f.prunes++
-	n := 0
-	for k, at := range f.rows {
-		if at.Before(before) {
-			delete(f.rows, k)
-			n++
-		}
-	}
-	return n, nil
-}
-
-// The memory stands in front of the store: a thread followed in this
-// process, or known not to be, is not read again; the store is pruned at
-// most once per followPruneEvery.
-func TestFollowingCachesTheStore(t *testing.T) {
-	clock := newFakeClock(0)
-	fs := &countingFollows{rows: map[agent.SessionKey]time.Time{}}
-	a := &Adapter{Config: unitConfig(), Follows: fs, Now: clock.Now}
-	if err := a.setup(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	cb := callback{TeamID: team}
-	old := followKey(cb, "C1", "1.000100", "U1")
-	fresh := followKey(cb, "C1", "2.000100", "U1")
-	none := followKey(cb, "C1", "3.000100", "U1")
-	fs.rows[old] = clock.peek() // from before a restart
-
-	for range 3 {
-		if !a.following(ctx, old) {
-			t.Fatal("a thread in the store is not followed")
-		}
-	}
-	if fs.reads != 3 {
-		t.Errorf("%d reads for a thread only the store holds, want 3 (it is cached once followed again)", fs.reads)
-	}
-	fs.reads = 0
-	for range 3 {
-		if a.following(ctx, none) {
-			t.Fatal("a thread nobody follows is followed")
-		}
-	}
-	if fs.reads != 1 {
-		t.Errorf("%d reads for a thread nobody follows, want 1", fs.reads)
-	}
-
-	fs.reads = 0
-	a.follow(ctx, fresh)
-	a.follow(ctx, none)
-	clock.Sleep(ctx, followPruneEvery/2)
-	a.follow(ctx, old)
-	for _, k := range []agent.SessionKey{old, fresh, none} {
-		if !a.following(ctx, k) {
-			t.Errorf("%s not followed after follow", k)
-		}
-	}
-	if fs.reads != 0 || fs.writes != 3 || fs.prunes != 1 {
-		t.Errorf("reads, writes, prunes = %d, %d, %d; want 0, 3, 1", fs.reads, fs.writes, fs.prunes)
-	}
-	clock.Sleep(ctx, followPruneEvery/2)
-	a.follow(ctx, fresh)
-	if fs.prunes != 2 {
-		t.Errorf("%d prunes after %s, want 2", fs.prunes, followPruneEvery)
-	}
-
-	// Expiry is evaluated on read, in memory as in the store.
-	clock.Sleep(ctx, followQuiet)
-	if !a.following(ctx, fresh) {
-		t.Error("a thread active exactly a quiet period ago is not followed")
-	}
-	clock.Sleep(ctx, time.Millisecond)
-	if a.following(ctx, fresh) || a.following(ctx, old) {
-		t.Error("a thread quiet for longer than the quiet period is followed")
-	}
-}
-
-// A store that fails is logged and counts as not followed; the memory still
-// follows what this process saw.
-func TestFollowingWithAFailingStore(t *testing.T) {
-	fs := &countingFollows{rows: map[agent.SessionKey]time.Time{}, failing: context.DeadlineExceeded}
-	logs := &syncBuffer{}
-	a := &Adapter{Config: unitConfig(), Follows: fs, Log: zerolog.New(logs)}
-	if err := a.setup(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	k := followKey(callback{TeamID: team}, "C1", "1.000100", "U1")
-	if a.following(ctx, k) {
-		t.Error("followed when the store cannot be read")
-	}
-	a.follow(ctx, k)
-	if !a.following(ctx, k) {
-		t.Error("not followed after follow, with a store that cannot be written")
-	}
-	for _, want := range []string{"could not read the threads followed", "could not remember a thread followed"} {
-		if !strings.Contains(logs.String(), want) {
-			t.Errorf("logs do not say %q:\n%s", want, logs.String())
-		}
 	}
 }

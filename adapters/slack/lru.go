@@ -60,13 +60,3 @@ func (s *seenSet) add(key string, now time.Time) bool {
 	}
 	return true
 }
-
-// forget removes key.
-func (s *seenSet) forget(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.index[key]; ok {
-		s.order.Remove(e)
-		delete(s.index, key)
-	}
-}
