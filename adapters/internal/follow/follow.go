@@ -100,10 +100,20 @@ func (s *Set) Follow(ctx context.Context, key agent.SessionKey) {
 	s.followed[key] = now
 	delete(s.notFollowed, key)
 	if len(s.followed) > s.Max {
-		// Forget quiet threads rather than grow without bound.
+		// Forget quiet threads rather than grow without bound; if that is
+		// not enough, forget others down to nine tenths of Max (the Store,
+		// when set, still holds them).
 		cutoff := now.Add(-s.Quiet)
 		for k, t := range s.followed {
 			if t.Before(cutoff) {
+				delete(s.followed, k)
+			}
+		}
+		for k := range s.followed {
+			if len(s.followed) <= s.Max*9/10 {
+				break
+			}
+			if k != key {
 				delete(s.followed, k)
 			}
 		}

@@ -156,6 +156,25 @@ func TestFollowingBounded(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d threads in memory after the quiet ones were dropped, want 1", n)
 	}
+
+	// Active threads past Max: memory stays bounded, the newest is kept,
+	// and the Store still answers for the others.
+	fs := &fakeStore{rows: map[agent.SessionKey]time.Time{}}
+	s = newSet(fs, c, zerolog.Nop())
+	for i := range 150 {
+		s.Follow(ctx, key(string(rune('a'+i%26))+string(rune('a'+i/26))))
+	}
+	s.mu.Lock()
+	n = len(s.followed)
+	s.mu.Unlock()
+	if n > 100 {
+		t.Errorf("%d threads in memory, want at most Max (100)", n)
+	}
+	last := key(string(rune('a'+149%26)) + string(rune('a'+149/26)))
+	first := key("aa")
+	if !s.Following(ctx, last) || !s.Following(ctx, first) {
+		t.Error("a thread followed within the quiet period is not followed")
+	}
 }
 
 // A store that fails is logged and counts as not followed; the memory still
