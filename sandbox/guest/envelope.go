@@ -42,10 +42,10 @@ type envelope struct {
 	Args json.RawMessage `json:"args"`
 }
 
-// output is the output JSON of talon_call; exactly one field is set.
-type output struct {
-	OK    json.RawMessage `json:"ok,omitempty"`
-	Error string          `json:"error,omitempty"`
+// errorEnvelope is the output JSON of a failed talon_call; okOutput writes
+// the other form, {"ok": …}, itself.
+type errorEnvelope struct {
+	Error string `json:"error"`
 }
 
 // dispatch runs one call of fn on the input envelope and returns the output
@@ -107,7 +107,7 @@ func errorOutput(msg string) []byte {
 	if msg == "" {
 		msg = "tool failed"
 	}
-	b, err := json.Marshal(output{Error: msg})
+	b, err := json.Marshal(errorEnvelope{Error: msg})
 	if err != nil {
 		// A string always marshals; keep a constant fallback regardless.
 		return []byte(`{"error":"tool failed"}`)
