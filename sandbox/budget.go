@@ -13,7 +13,6 @@ import (
 // context.DeadlineExceeded.
 type budget struct {
 	cancel context.CancelCauseFunc
-	now    func() time.Time
 
 	mu        sync.Mutex
 	left      time.Duration // guarded by mu
@@ -25,7 +24,7 @@ type budget struct {
 // or with ctx, and the budget that ends it. Call end when the call is over.
 func newBudget(ctx context.Context, d time.Duration) (context.Context, *budget) {
 	bctx, cancel := context.WithCancelCause(ctx)
-	b := &budget{cancel: cancel, now: time.Now, left: d}
+	b := &budget{cancel: cancel, left: d}
 	b.resume()
 	return bctx, b
 }
@@ -38,7 +37,7 @@ func (b *budget) pause() bool {
 		return false
 	}
 	b.timer = nil
-	b.left -= b.now().Sub(b.startedAt)
+	b.left -= time.Since(b.startedAt)
 	return true
 }
 
@@ -49,7 +48,7 @@ func (b *budget) resume() {
 	if b.timer != nil {
 		return
 	}
-	b.startedAt = b.now()
+	b.startedAt = time.Now()
 	b.timer = time.AfterFunc(max(b.left, 0), func() { b.cancel(context.DeadlineExceeded) })
 }
 
