@@ -12,13 +12,76 @@ type command struct {
 	args string
 }
 
-// commandHelp lists the commands every channel understands.
-var commandHelp = []struct{ name, help string }{
-	{"new", "start a fresh conversation (the model forgets this one)"},
-	{"status", "show this conversation's session, model and queue"},
-	{"tools", "list the tools the model may use for you"},
-	{"secret", "your stored credentials: /secret (list), /secret add NAME --host HOST [--header NAME [--prefix P] | --query NAME | --basic USER], /secret rm NAME"},
-	{"help", "show this help"},
+// Command names a command the runtime answers without the model. Channels
+// say how their users type it (CommandSyntax).
+type Command string
+
+// The commands the runtime answers. CommandSecrets lists a user's
+// credentials; CommandSecretAdd and CommandSecretRemove change them.
+const (
+	CommandNew          Command = "new"
+	CommandStatus       Command = "status"
+	CommandTools        Command = "tools"
+	CommandSecrets      Command = "secrets"
+	CommandSecretAdd    Command = "secret add"
+	CommandSecretRemove Command = "secret rm"
+	CommandHelp         Command = "help"
+)
+
+// CommandSyntax is a Channel whose users type the runtime's commands their
+// own way: Slack and Discord take them as subcommands of /talon. The
+// runtime writes every help text, usage line and hint with it, so that a
+// user is never told to type what their platform does not take. A channel
+// without it takes the forms DefaultCommandHint gives.
+type CommandSyntax interface {
+	// CommandHint returns what a user of this channel types for cmd,
+	// including the arguments it needs ("/talon secret add").
+	CommandHint(cmd Command) string
+}
+
+// DefaultCommandHint is how cmd is typed on a channel without CommandSyntax
+// (the terminal): "/new", "/secret add NAME --host HOST", ….
+func DefaultCommandHint(cmd Command) string {
+	switch cmd {
+	case CommandSecrets:
+		return "/secret"
+	case CommandSecretAdd:
+		return "/secret add NAME --host HOST [--host HOST2] [--bearer | --header NAME [--prefix P] | --query NAME | --basic USER]"
+	case CommandSecretRemove:
+		return "/secret rm NAME"
+	}
+	return "/" + string(cmd)
+}
+
+// commandHelp lists the commands every channel understands, in the order
+// /help shows them.
+var commandHelp = []struct {
+	cmd  Command
+	help string
+}{
+	{CommandNew, "start a fresh conversation (the model forgets this one)"},
+	{CommandStatus, "show this conversation's session, model and queue"},
+	{CommandTools, "list the tools the model may use for you"},
+	{CommandSecrets, "list your stored credentials (names, never values)"},
+	{CommandSecretAdd, "store a credential for tools to use; the value is asked for privately"},
+	{CommandSecretRemove, "remove a stored credential"},
+	{CommandHelp, "show this help"},
+}
+
+// commandNames are the words parseCommand takes after "/".
+var commandNames = []string{"new", "status", "tools", "secret", "help"}
+
+// hint is how the user of platform types cmd.
+func (r *Runtime) hint(platform string, cmd Command) string {
+	r.mu.Lock()
+	ch := r.channels[platform]
+	r.mu.Unlock()
+	if cs, ok := ch.(CommandSyntax); ok {
+		if h := cs.CommandHint(cmd); h != "" {
+			return h
+		}
+	}
+	return DefaultCommandHint(cmd)
 }
 
 // parseCommand recognises "/name args" for the commands the runtime knows.
@@ -30,8 +93,8 @@ func parseCommand(text string) (command, bool) {
 	}
 	name, args, _ := strings.Cut(t[1:], " ")
 	name = strings.ToLower(name)
-	for _, c := range commandHelp {
-		if c.name == name {
+	for _, c := range commandNames {
+		if c == name {
 			return command{name: name, args: strings.TrimSpace(args)}, true
 		}
 	}
@@ -106,7 +169,7 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 		var b strings.Builder
 		b.WriteString("Talon answers with a language model that can use tools on your behalf. Commands:\n")
 		for _, c := range commandHelp {
-			fmt.Fprintf(&b, "  /%s: %s\n", c.name, c.help)
+			fmt.Fprintf(&b, "  %s: %s\n", r.hint(q.Key.Principal.Platform, c.cmd), c.help)
 		}
 		b.WriteString("Anything else is a message for the model.")
 		return b.String(), nil
@@ -121,6 +184,7 @@ func (r *Runtime) secretCommand(ctx context.Context, q QueuedInbound, args strin
 		return "The credential vault is not configured on this gateway.", nil
 	}
 	p := q.Key.Principal
+	hint := func(c Command) string { return r.hint(p.Platform, c) }
 	fields := strings.Fields(args)
 	if len(fields) == 0 || fields[0] == "list" {
 		infos, err := r.Secrets.ListSecrets(ctx, p)
@@ -128,7 +192,7 @@ func (r *Runtime) secretCommand(ctx context.Context, q QueuedInbound, args strin
 			return "", err
 		}
 		if len(infos) == 0 {
-			return "You have no stored credentials. Add one with /secret add NAME --host HOST.", nil
+			return "You have no stored credentials. Add one with " + hint(CommandSecretAdd) + ".", nil
 		}
 		var b strings.Builder
 		b.WriteString("Your credentials (values are never shown):\n")
@@ -144,23 +208,23 @@ func (r *Runtime) secretCommand(ctx context.Context, q QueuedInbound, args strin
 	switch fields[0] {
 	case "rm", "remove", "delete":
 		if len(fields) != 2 {
-			return "Usage: /secret rm NAME", nil
+			return "Usage: " + hint(CommandSecretRemove), nil
 		}
 		if err := r.Secrets.RemoveSecret(ctx, p, fields[1]); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("Removed %s.", fields[1]), nil
 	case "add":
-		ns, usage := parseSecretAdd(fields[1:])
-		if usage != "" {
-			return usage, nil
+		ns, ok := parseSecretAdd(fields[1:])
+		if !ok {
+			return "Usage: " + hint(CommandSecretAdd), nil
 		}
 		r.mu.Lock()
 		ch := r.channels[p.Platform]
 		r.mu.Unlock()
 		sp, ok := ch.(SecretPrompter)
 		if !ok {
-			return "This channel cannot collect a secret safely here; use the /talon secret add form, or the talon vault set command on the gateway host.", nil
+			return "This channel cannot collect a secret safely; use the talon vault set command on the gateway host.", nil
 		}
 		val, err := sp.PromptSecret(ctx, q.Key, fmt.Sprintf("Value for %s (input hidden)", ns.Name))
 		if err != nil {
@@ -172,14 +236,12 @@ func (r *Runtime) secretCommand(ctx context.Context, q QueuedInbound, args strin
 		}
 		return fmt.Sprintf("Stored %s. Tools granted %q may now use it on %s; the model never sees it.", ns.Name, ns.Name, strings.Join(ns.Hosts, ", ")), nil
 	}
-	return "Usage: /secret, /secret add NAME --host HOST, /secret rm NAME", nil
+	return fmt.Sprintf("Usage: %s, %s, %s", hint(CommandSecrets), hint(CommandSecretAdd), hint(CommandSecretRemove)), nil
 }
 
 // parseSecretAdd reads "NAME --host H [--host H2] [--bearer | --header N
-// [--prefix P] | --query N | --basic U]". It returns a usage text on error.
-func parseSecretAdd(f []string) (NewSecret, string) {
-	const usage = "Usage: /secret add NAME --host HOST [--host HOST2] [--bearer | --header NAME [--prefix P] | --query NAME | --basic USER]"
-	var s NewSecret
+// [--prefix P] | --query N | --basic U]". ok is false when f is not that.
+func parseSecretAdd(f []string) (s NewSecret, ok bool) {
 	var header, prefix string
 	for i := 0; i < len(f); i++ {
 		arg := f[i]
@@ -190,39 +252,38 @@ func parseSecretAdd(f []string) (NewSecret, string) {
 			i++
 			return f[i], true
 		}
-		var ok bool
 		switch arg {
 		case "--host":
 			var h string
 			if h, ok = next(); !ok {
-				return s, usage
+				return s, false
 			}
 			s.Hosts = append(s.Hosts, h)
 		case "--bearer":
 			s.Injection = "bearer"
 		case "--header":
 			if header, ok = next(); !ok {
-				return s, usage
+				return s, false
 			}
 		case "--prefix":
 			if prefix, ok = next(); !ok {
-				return s, usage
+				return s, false
 			}
 		case "--query":
 			var n string
 			if n, ok = next(); !ok {
-				return s, usage
+				return s, false
 			}
 			s.Injection = "query:" + n
 		case "--basic":
 			var u string
 			if u, ok = next(); !ok {
-				return s, usage
+				return s, false
 			}
 			s.Injection = "basic:" + u
 		default:
 			if strings.HasPrefix(arg, "--") || s.Name != "" {
-				return s, usage
+				return s, false
 			}
 			s.Name = arg
 		}
@@ -234,7 +295,7 @@ func parseSecretAdd(f []string) (NewSecret, string) {
 		}
 	}
 	if s.Name == "" || len(s.Hosts) == 0 {
-		return s, usage
+		return s, false
 	}
-	return s, ""
+	return s, true
 }

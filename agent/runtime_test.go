@@ -766,3 +766,32 @@ func TestTurnTimeoutKeepsToolResults(t *testing.T) {
 		t.Errorf("tool results the next turn sent (-want +got):\n%s", diff)
 	}
 }
+
+// talonSyntax is a channel whose users type commands as /talon subcommands.
+type talonSyntax struct{ recorder }
+
+func (*talonSyntax) CommandHint(c agent.Command) string { return "/talon " + string(c) }
+
+func TestHintsUseTheChannelsCommandSyntax(t *testing.T) {
+	ch := &talonSyntax{}
+	srv := llmtest.NewServer(t, llmtest.Text(" "))
+	h := startHarnessCh(t, filepath.Join(t.TempDir(), "talon.db"), srv, ch, nil)
+	h.send("u1", "/help")
+	h.send("u1", "hello")
+	h.idle()
+	got := ch.texts()
+	if len(got) != 2 {
+		t.Fatalf("replies: got %d, want 2", len(got))
+	}
+	for _, want := range []string{"/talon new:", "/talon secret add:", "/talon secrets:", "/talon help:"} {
+		if !strings.Contains(got[0], want) {
+			t.Errorf("help: got %q, want it to contain %q", got[0], want)
+		}
+	}
+	if strings.Contains(got[0], "  /secret") || strings.Contains(got[0], "  /new") {
+		t.Errorf("help names a command this channel does not take: %q", got[0])
+	}
+	if !strings.Contains(got[1], "/talon new to start over") {
+		t.Errorf("empty answer: got %q, want it to name /talon new", got[1])
+	}
+}

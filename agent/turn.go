@@ -92,7 +92,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	switch {
 	case err == nil:
 		if strings.Contains(q.Text, redactedMarker) {
-			text = pastedSecretAdvice + "\n\n" + text
+			text = pastedSecretAdvice(r.hint(q.Key.Principal.Platform, CommandSecretAdd)) + "\n\n" + text
 		}
 		return finishStep(tid, TurnDone, ReplyAnswer, text, "answer", last)
 	case ctx.Err() != nil || errors.Is(err, errShutdown):
@@ -101,7 +101,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	}
 	ref := NewRef()
 	log.Error().Err(err).Str("ref", ref).Msg("turn failed")
-	return finish(tid, TurnFailed, ReplyError, userError(err, tctx, r.limits, ref), "error")
+	return finish(tid, TurnFailed, ReplyError, userError(err, tctx, r.limits, ref, r.hint(q.Key.Principal.Platform, CommandNew)), "error")
 }
 
 // loop calls the model and the tools until the model answers without tool
@@ -154,7 +154,7 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 		st := &Step{Session: sess.ID, N: step, Usage: resp.Usage, StopReason: resp.StopReason, Messages: []llm.Message{msg}}
 		if len(msg.ToolCalls) == 0 {
 			if strings.TrimSpace(msg.Content) == "" {
-				return "(The model returned an empty answer. Try rephrasing, or /new to start over.)", st, nil
+				return "(The model returned an empty answer. Try rephrasing, or " + r.hint(q.Key.Principal.Platform, CommandNew) + " to start over.)", st, nil
 			}
 			return msg.Content, st, nil
 		}
@@ -399,9 +399,13 @@ func (s *streamRedactor) flush() {
 // redactedMarker starts the text that replaces a secret found in a message.
 const redactedMarker = "[REDACTED:"
 
-const pastedSecretAdvice = "Your message contained what looks like a secret, so I removed it before storing " +
-	"it or sending it anywhere. To let tools use a credential, store it in the vault instead: " +
-	"/secret add NAME --host HOST (the value is asked for separately and never shown to the model)."
+// pastedSecretAdvice is the notice for a message that had a secret in it;
+// add is how the user's channel stores one.
+func pastedSecretAdvice(add string) string {
+	return "Your message contained what looks like a secret, so I removed it before storing " +
+		"it or sending it anywhere. To let tools use a credential, store it in the vault instead: " +
+		add + " (the value is asked for separately and never shown to the model)."
+}
 
 // scrubRequest is the last line of defence: every text in a request to the
 // model is checked for secrets once more. A hit here means an earlier check
@@ -439,7 +443,8 @@ func shortReason(err error) string {
 
 // userError is what a chat user reads when a turn fails: short, actionable,
 // with the reference id of the log line that has the details.
-func userError(err error, tctx context.Context, l Limits, ref string) string {
+// newCmd is how the user's channel starts a fresh conversation.
+func userError(err error, tctx context.Context, l Limits, ref, newCmd string) string {
 	if errors.Is(tctx.Err(), context.DeadlineExceeded) {
 		return fmt.Sprintf("Sorry, that took longer than the %s a turn may take, so I stopped. Try a smaller request. (ref %s)", l.TurnTimeout, ref)
 	}
@@ -453,7 +458,7 @@ func userError(err error, tctx context.Context, l Limits, ref string) string {
 	case llm.ErrAuth, llm.ErrModel:
 		return fmt.Sprintf("The gateway's model settings need attention from an operator. (ref %s)", ref)
 	case llm.ErrBadResponse, llm.ErrBadRequest:
-		return fmt.Sprintf("The model returned something I could not use. Please try again, or /new to start over. (ref %s)", ref)
+		return fmt.Sprintf("The model returned something I could not use. Please try again, or %s to start over. (ref %s)", newCmd, ref)
 	}
 	return fmt.Sprintf("Sorry, something went wrong on my side. (ref %s)", ref)
 }
