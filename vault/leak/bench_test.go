@@ -74,3 +74,19 @@ func BenchmarkRedactProse(b *testing.B) {
 		d.Redact(text)
 	}
 }
+
+// BenchmarkScanPathological scans the inputs of TestPathologicalInputs
+// (256 KiB of one format prefix repeated); compare its MB/s with
+// BenchmarkScan1MiBPatterns on ordinary text.
+func BenchmarkScanPathological(b *testing.B) {
+	d := New([][]byte{[]byte("s3cr3t-value-1234")})
+	for _, unit := range []string{"-M", "-eyJ", "-sk-ant-", "-github_pat_", "-----BEGIN PRIVATE KEY-----", "eyJhbGciOiJIUzI1NiJ9."} {
+		text := bytes.Repeat([]byte(unit), (256<<10)/len(unit))
+		b.Run(strings.Trim(unit, "-."), func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				d.Scan(text)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"math/bits"
 	"math/rand/v2"
 	"net/url"
 	"strings"
@@ -236,28 +237,118 @@ func TestMergeOverlapping(t *testing.T) {
 	}
 }
 
-func TestInvalidUTF8AndEdges(t *testing.T) {
-	d := New([][]byte{[]byte("s3cr3t-value-1234")})
-	inputs := [][]byte{
-		nil, {}, {0xff}, bytes.Repeat([]byte{0xff, 0xfe, 0x80}, 1000),
-		[]byte("-----BEGIN PRIVATE KEY-----"), []byte("eyJ"), []byte("sk-"), []byte("Bearer "),
-		append(bytes.Repeat([]byte("A"), 5000), 0xff),
-		bytes.Repeat([]byte("-----BEGIN PRIVATE KEY-----\n"+strings.Repeat("A", 64)+"\n"), 50),
+// checkFindings fails unless fs are valid findings of text: inside it,
+// non-empty, sorted and not overlapping.
+func checkFindings(t *testing.T, text []byte, fs []Finding) {
+	t.Helper()
+	prev := 0
+	for i, f := range fs {
+		if f.Start < prev || f.End <= f.Start || f.End > len(text) {
+			t.Fatalf("finding %d of %d is %v: out of bounds, empty or overlapping (text length %d, previous end %d)", i, len(fs), f, len(text), prev)
+		}
+		prev = f.End
 	}
-	for _, in := range inputs {
-		_ = d.Scan(in)
-		_, _ = d.Redact(string(in))
+}
+
+// TestInvalidUTF8AndEdges scans empty, tiny and invalid UTF-8 inputs and
+// cut-off format prefixes. Each gives exactly the expected findings, and
+// Redact changes nothing but the findings: invalid bytes around a secret
+// come out as they went in.
+func TestInvalidUTF8AndEdges(t *testing.T) {
+	const secret = "s3cr3t-value-1234"
+	d := New([][]byte{[]byte(secret)})
+	invalid := string([]byte{0xff, 0xfe, 0x80})
+	pem := pemBlock("PRIVATE KEY", 3, "\n")
+	tests := []struct {
+		name string
+		in   string
+		want []Finding
+	}{
+		{"empty", "", nil},
+		{"one invalid byte", "\xff", nil},
+		{"invalid UTF-8 only", strings.Repeat(invalid, 1000), nil},
+		{"PEM header without a body", "-----BEGIN PRIVATE KEY-----", nil},
+		{"JWT prefix cut off", "eyJ", nil},
+		{"OpenAI prefix cut off", "sk-", nil},
+		{"Bearer without a token", "Bearer ", nil},
+		{"long run of one letter ending in an invalid byte", strings.Repeat("A", 5000) + "\xff", nil},
+		{"secret between invalid bytes", invalid + secret + invalid, []Finding{{3, 3 + len(secret), KindUserSecret}}},
+		{"secret cut by an invalid byte", secret[:9] + "\xff" + secret[9:], nil},
+		{"secret at the very end", strings.Repeat(invalid, 10) + secret, []Finding{{30, 30 + len(secret), KindUserSecret}}},
+		{"PEM blocks between invalid bytes", invalid + pem + invalid + pem, []Finding{
+			{3, 3 + len(pem), KindPrivateKey}, {6 + len(pem), 6 + 2*len(pem), KindPrivateKey}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := d.Scan([]byte(tt.in))
+			checkFindings(t, []byte(tt.in), fs)
+			if diff := cmp.Diff(tt.want, fs); diff != "" {
+				t.Errorf("Scan (-want +got):\n%s", diff)
+			}
+			out, rfs := d.Redact(tt.in)
+			if diff := cmp.Diff(fs, rfs); diff != "" {
+				t.Errorf("Redact's findings differ from Scan's (-scan +redact):\n%s", diff)
+			}
+			// The expected output: the input with each finding replaced.
+			var want strings.Builder
+			prev := 0
+			for _, f := range tt.want {
+				want.WriteString(tt.in[prev:f.Start] + Marker(f.Kind))
+				prev = f.End
+			}
+			want.WriteString(tt.in[prev:])
+			if out != want.String() {
+				t.Errorf("Redact changed more than the findings: got %q, want %q", out, want.String())
+			}
+		})
 	}
 }
 
 // TestPathologicalInputs scans inputs built to make a naive matcher
-// quadratic (a format prefix at every word start of one long run). They
-// must finish as fast as ordinary text; a regression shows as a test that
-// hangs, not as a timing assertion.
+// quadratic (a format prefix at every word start of one long run), with the
+// user's secret planted after the run. Each gives exactly the expected
+// findings, so the scan neither gave up inside the run nor found what is
+// not there, and scanning allocates nothing but what its findings need
+// (it used to allocate nothing for a run without findings; a matcher that
+// copies or retries per word start shows here). How fast they are scanned
+// is measured by BenchmarkScanPathological, not asserted.
 func TestPathologicalInputs(t *testing.T) {
-	d := New([][]byte{[]byte("s3cr3t-value-1234")})
-	for _, unit := range []string{"-M", "-eyJ", "sk-", "-sk-ant-", "-AIza", "-github_pat_", "-xoxb-", "-----", "-----BEGIN PRIVATE KEY-----", "Ab1+", "eyJhbGciOiJIUzI1NiJ9."} {
-		text := bytes.Repeat([]byte(unit), (256<<10)/len(unit))
-		_ = d.Scan(text)
+	const secret = "s3cr3t-value-1234"
+	d := New([][]byte{[]byte(secret)})
+	// A JWT whose three parts are all the header {"alg":"HS256"}: 62 bytes,
+	// and with its dot 63 per repetition of the unit.
+	const jwtUnit = "eyJhbGciOiJIUzI1NiJ9."
+	for _, tt := range []struct {
+		unit string
+		// jwts is the number of JWTs the run holds; the rest holds nothing.
+		jwts int
+	}{
+		{"-M", 0}, {"-eyJ", 0}, {"sk-", 0}, {"-sk-ant-", 0}, {"-AIza", 0}, {"-github_pat_", 0},
+		{"-xoxb-", 0}, {"-----", 0}, {"-----BEGIN PRIVATE KEY-----", 0}, {"Ab1+", 0},
+		{jwtUnit, (256 << 10) / len(jwtUnit) / 3},
+	} {
+		t.Run(tt.unit, func(t *testing.T) {
+			run := bytes.Repeat([]byte(tt.unit), (256<<10)/len(tt.unit))
+			text := append(append(run, ' '), secret...)
+			var want []Finding
+			for k := range tt.jwts {
+				want = append(want, Finding{Start: 63 * k, End: 63*k + 62, Kind: KindJWT})
+			}
+			want = append(want, Finding{Start: len(run) + 1, End: len(text), Kind: KindUserSecret})
+			fs := d.Scan(text)
+			checkFindings(t, text, fs)
+			if len(fs) != len(want) {
+				t.Fatalf("%d findings, want %d", len(fs), len(want))
+			}
+			if diff := cmp.Diff(want, fs); diff != "" {
+				t.Errorf("Scan (-want +got):\n%s", diff)
+			}
+			// Each JWT decodes its header once; the slice of findings grows
+			// by doubling. Nothing else may allocate.
+			bound := float64(tt.jwts + 2*bits.Len(uint(len(want))) + 2)
+			if got := testing.AllocsPerRun(3, func() { d.Scan(text) }); got > bound {
+				t.Errorf("Scan allocated %.0f times, want at most %.0f", got, bound)
+			}
+		})
 	}
 }
