@@ -215,10 +215,12 @@ func matchHost(p, h string) bool {
 	return len(hh) > len(sh)+1 && strings.HasSuffix(hh, sh) && hh[len(hh)-len(sh)-1] == '.'
 }
 
-// AllowsHost reports whether the entry may be sent to host: host and the
-// entry's hosts are normalised and compared exactly, and "*.suffix"
-// patterns match subdomains of suffix only. An invalid host is never
-// allowed.
+// AllowsHost reports whether the entry may be sent to host, "name" or
+// "name:port": host and the entry's hosts are normalised and compared
+// exactly, ports included (no port means 443, so "example.com" and
+// "example.com:443" are the same binding, and neither allows
+// "example.com:8443"), and "*.suffix" patterns match subdomains of suffix
+// only, on the pattern's port. An invalid host is never allowed.
 func (e Entry) AllowsHost(host string) bool {
 	h, err := NormalizeHost(host)
 	if err != nil {

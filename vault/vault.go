@@ -163,12 +163,15 @@ func (v *Vault) forget(user string) {
 	delete(v.secrets, user)
 }
 
-// Credential returns user's entry name for a request to host over scheme,
-// made by tool, if the entry exists and is bound to host and the scheme is
-// https. Every call is audited, allowed or not. The error wraps
-// ErrNotFound or ErrHostNotBound and names no value.
-func (v *Vault) Credential(ctx context.Context, user, name, host, scheme, tool string) (*Entry, error) {
-	ev := AuditEvent{Time: v.now(), User: user, Name: name, Host: host, Tool: tool}
+// Credential returns user's entry name for a request to hostPort over
+// scheme, made by tool, if the entry exists and is bound to that host and
+// port and the scheme is https. hostPort is "host" (meaning port 443) or
+// "host:port"; an entry bound to "example.com" is not sent to
+// "example.com:8443", and one bound to "example.com:8443" only there. Every
+// call is audited, allowed or not. The error wraps ErrNotFound or
+// ErrHostNotBound and names no value.
+func (v *Vault) Credential(ctx context.Context, user, name, hostPort, scheme, tool string) (*Entry, error) {
+	ev := AuditEvent{Time: v.now(), User: user, Name: name, Host: hostPort, Tool: tool}
 	refuse := func(r Reason, err error) (*Entry, error) {
 		ev.Reason = r
 		_ = v.st.AppendAudit(context.WithoutCancel(ctx), ev)
@@ -188,7 +191,7 @@ func (v *Vault) Credential(ctx context.Context, user, name, host, scheme, tool s
 	if err != nil {
 		return refuse(ReasonOpenFailed, err)
 	}
-	nh, err := NormalizeHost(host)
+	nh, err := NormalizeHost(hostPort)
 	if err != nil {
 		return refuse(ReasonInvalidHost, fmt.Errorf("vault: credential %q: %w", name, err))
 	}

@@ -249,10 +249,12 @@ func TestConfidentiality(t *testing.T) {
 	}
 
 	// The secrets reach the vault through the CLI, on stdin.
-	if res := invoke(aliceToken+"\n", "vault", "set", "--user", "terminal::local", "github", "--host", "api.github.com"); res.code != 0 {
+	// A credential is bound to a host and port; the fake API is not on 443.
+	ghHost := strings.TrimPrefix(ghURL, "https://")
+	if res := invoke(aliceToken+"\n", "vault", "set", "--user", "terminal::local", "github", "--host", ghHost); res.code != 0 {
 		t.Fatalf("vault set: %d %s", res.code, res.stderr)
 	}
-	if res := invoke(bobToken+"\n", "vault", "set", "--user", "slack:T1:UBOB", "bobtoken", "--host", "api.github.com"); res.code != 0 {
+	if res := invoke(bobToken+"\n", "vault", "set", "--user", "slack:T1:UBOB", "bobtoken", "--host", ghHost); res.code != 0 {
 		t.Fatalf("vault set: %d %s", res.code, res.stderr)
 	}
 

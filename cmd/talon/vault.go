@@ -655,7 +655,18 @@ const vaultUsage = `usage:
   talon vault rm --user ID NAME
   talon vault audit [--limit N]
   talon vault rotate-key
-every command takes --config FILE; user IDs are platform:workspace:user (slack:T123:U456, discord::1234, terminal::local)`
+every command takes --config FILE; user IDs are platform:workspace:user (slack:T123:U456, discord::1234, terminal::local);
+a credential is sent only over https to a host and port it is bound to: --host api.example.com means port 443,
+--host api.example.com:8443 port 8443`
+
+// vaultSetHelp is what `talon vault set --help` says before the flags.
+const vaultSetHelp = `Stores a credential for one user, sealed in the vault. The value is read without echo from the
+terminal, or from stdin (one trailing newline removed); never from the command line.
+It is sent only over https, only to the hosts and ports it is bound to: --host api.example.com
+means port 443, --host api.example.com:8443 port 8443 (and not 443); *.example.com means
+any subdomain of example.com on port 443.
+
+`
 
 // cmdVault runs the vault subcommands. set, list, rm and audit may run
 // beside a running gateway (SQLite WAL); rotate-key takes the data
@@ -677,7 +688,8 @@ func cmdVault(ctx context.Context, e env, args []string) error {
 	)
 	switch sub {
 	case "set":
-		fs.Var(&hosts, "host", "a host the credential may be sent to (repeatable; *.example.com for subdomains)")
+		fs.Var(&hosts, "host", "a host the credential may be sent to, over https: HOST means port 443 only, HOST:PORT that port only\n"+
+			"(repeatable; *.example.com for its subdomains, on port 443)")
 		fs.BoolVar(&bearer, "bearer", false, "send as Authorization: Bearer VALUE (the default)")
 		fs.StringVar(&header, "header", "", "send in this header")
 		fs.StringVar(&prefix, "prefix", "", "with --header: text before the value")
@@ -688,6 +700,17 @@ func cmdVault(ctx context.Context, e env, args []string) error {
 	case "list", "rm", "rotate-key":
 	default:
 		return &usageError{fmt.Sprintf("vault: unknown subcommand %q\n%s", sub, vaultUsage)}
+	}
+	fs.Usage = func() {
+		for _, l := range strings.Split(vaultUsage, "\n") {
+			if strings.HasPrefix(l, "  talon vault "+sub+" ") || l == "  talon vault "+sub {
+				fmt.Fprintf(fs.Output(), "usage:\n%s\n\n", l)
+			}
+		}
+		if sub == "set" {
+			fmt.Fprint(fs.Output(), vaultSetHelp)
+		}
+		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, rest)
 	if err != nil {

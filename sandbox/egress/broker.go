@@ -267,7 +267,8 @@ func (b *Broker) Do(ctx context.Context, c Caller, r Request) (*Response, error)
 			case b.Credentials == nil:
 				return nil, &DeniedError{Host: host, Reason: "no credential source is configured"}
 			default:
-				got, err := b.Credentials.Credential(ctx, c, r.Credential, host)
+				hostPort := net.JoinHostPort(host, strconv.Itoa(t.port))
+				got, err := b.Credentials.Credential(ctx, c, r.Credential, hostPort)
 				switch {
 				case errors.Is(err, ErrNoCredential):
 					if first {

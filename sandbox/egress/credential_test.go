@@ -117,10 +117,12 @@ func TestCredentials(t *testing.T) {
 	}))
 	defer plain.Close()
 
+	// The broker asks the source with the request's host and port.
+	apiHP, otherHP := hostRule("api.example.com", api).Host, hostRule("other.example.com", other).Host
 	vault := func() *fakeVault {
 		return &fakeVault{entries: map[string]vaultEntry{
-			"gh":  {host: "api.example.com", cred: bearer{secret}},
-			"key": {host: "api.example.com", cred: queryParam{"key", secret}},
+			"gh":  {host: apiHP, cred: bearer{secret}},
+			"key": {host: apiHP, cred: queryParam{"key", secret}},
 		}}
 	}
 	rules := []Rule{hostRule("api.example.com", api, "GET", "POST"), hostRule("other.example.com", other), hostRule("plain.example.com", plain)}
@@ -144,38 +146,38 @@ func TestCredentials(t *testing.T) {
 			name: "injected and redacted", granted: []string{"gh"},
 			req:      Request{URL: u("/echo"), Credential: "gh"},
 			wantBody: "auth=Bearer [REDACTED] query=", wantHeader: "Bearer [REDACTED]", wantURL: u("/echo"),
-			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@api.example.com"},
+			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@" + apiHP},
 		},
 		{
 			name: "kept on same-host redirect", granted: []string{"gh"},
 			req:      Request{URL: u("/same-host"), Credential: "gh"},
 			wantBody: "auth=Bearer [REDACTED] query=", wantHeader: "Bearer [REDACTED]", wantURL: u("/echo"),
-			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@api.example.com"},
+			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@" + apiHP},
 		},
 		{
 			name: "dropped on cross-host redirect", granted: []string{"gh"},
 			req:      Request{URL: u("/to-other"), Credential: "gh"},
 			wantBody: "other:", wantURL: urlFor("other.example.com", other, "/"),
 			wantSeen:  map[string]string{"api": "Bearer " + secret, "other": ""},
-			wantAsked: []string{"gh@api.example.com", "gh@other.example.com"},
+			wantAsked: []string{"gh@" + apiHP, "gh@" + otherHP},
 		},
 		{
 			name: "query parameter redacted from body and URL", granted: []string{"key"},
 			req:      Request{URL: u("/echo?a=1"), Credential: "key"},
 			wantBody: "auth= query=a=1&key=[REDACTED]", wantURL: u("/echo?a=1"),
-			wantSeen: map[string]string{"api": ""}, wantAsked: []string{"key@api.example.com"},
+			wantSeen: map[string]string{"api": ""}, wantAsked: []string{"key@" + apiHP},
 		},
 		{
 			name: "redacted before the body is cut", granted: []string{"gh"}, maxResp: 21,
 			req:      Request{URL: u("/echo"), Credential: "gh"},
 			wantBody: "auth=Bearer [REDACTED", wantHeader: "Bearer [REDACTED]", wantURL: u("/echo"),
-			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@api.example.com"},
+			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@" + apiHP},
 		},
 		{
 			name: "checker redacts encodings", granted: []string{"gh"}, checker: fakeChecker{},
 			req:      Request{URL: u("/b64"), Credential: "gh"},
 			wantBody: "[B64-REDACTED]", wantURL: u("/b64"),
-			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@api.example.com"},
+			wantSeen: map[string]string{"api": "Bearer " + secret}, wantAsked: []string{"gh@" + apiHP},
 		},
 		{
 			name: "checker refuses outbound", granted: []string{"gh"}, checker: fakeChecker{},
@@ -191,7 +193,7 @@ func TestCredentials(t *testing.T) {
 			name: "source refuses", granted: []string{"gh", "other"},
 			req:       Request{URL: u("/echo"), Credential: "other"},
 			wantErr:   &DeniedError{Host: "api.example.com", Reason: `credential "other" is not available for this host`},
-			wantAsked: []string{"other@api.example.com"},
+			wantAsked: []string{"other@" + apiHP},
 		},
 		{
 			name: "not over http", granted: []string{"gh"},

@@ -17,15 +17,17 @@ var ErrNoCredential = errors.New("no credential for this user, name and host")
 
 // CredentialSource provides a credential to inject. The broker asks only
 // after the policy and SSRF checks pass, only for names the tool's
-// Policy.Credentials grants, and only over https. host is normalised
-// (lowercase, no trailing dot) and carries no port. c names the calling
-// tool and its user (for the audit trail).
+// Policy.Credentials grants, and only over https. hostPort is the
+// request's host, normalised (lowercase, no trailing dot, IPv6 in
+// brackets), and its port, always present ("api.github.com:443",
+// "[2001:db8::1]:8443"). c names the calling tool and its user (for the
+// audit trail).
 //
-// The source decides whether the entry is bound to host; it returns an error
-// wrapping ErrNoCredential when it is not, and must never put a secret value
-// in an error.
+// The source decides whether the entry is bound to that host and port; it
+// returns an error wrapping ErrNoCredential when it is not, and must never
+// put a secret value in an error.
 type CredentialSource interface {
-	Credential(ctx context.Context, c Caller, name, host string) (Credential, error)
+	Credential(ctx context.Context, c Caller, name, hostPort string) (Credential, error)
 }
 
 // Credential is one secret ready to inject.
