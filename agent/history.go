@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/talonhq/talon/agent/llm"
 )
@@ -17,94 +19,124 @@ const summaryPrompt = `You maintain the memory of a chat assistant. Summarise th
 assistant can continue it: facts the user stated, decisions, open questions, results of tool calls that
 still matter. Write plain sentences, at most 250 words. Do not include credentials or tokens.`
 
-// history returns the system prompt and the messages to send for a step.
-// On the first step of a turn it compacts the session when its window is
-// over budget.
-func (r *Runtime) history(ctx context.Context, sess *Session, compact bool) (string, []llm.Message, error) {
-	window := r.limits.HistoryMessages
-	stored, err := r.Store.Recent(ctx, sess.ID, window*4)
+const turnSummaryPrompt = `You maintain the working memory of a chat assistant in the middle of answering one request.
+Summarise the steps below (tool calls and their results) so the assistant can finish the request: what was
+tried, what each tool returned that still matters, what is left to do. Write plain sentences, at most 250
+words. Do not include credentials or tokens.`
+
+// turnSummary is what a turn folded of its own earlier steps when they no
+// longer fitted the window. It lives as long as the turn; a turn resumed
+// after a restart makes it again from the history.
+type turnSummary struct {
+	text string
+	upTo int64 // the last history id it covers
+}
+
+// buildContext makes the system prompt and messages of one model call: it
+// loads everything the session's summary does not cover, lets buildWindow
+// decide what is sent, and folds what is not sent into the session's
+// summary (older turns) or ts (this turn's earlier steps). A summary that
+// fails leaves the window as decided, which is valid on its own; what it
+// should have covered stays in the history and is summarised by a later
+// call.
+func (r *Runtime) buildContext(ctx context.Context, call ModelCall, q QueuedInbound, sess *Session, ts *turnSummary) (string, []llm.Message, error) {
+	stored, err := r.Store.Recent(ctx, sess.ID, 0)
 	if err != nil {
 		return "", nil, fmt.Errorf("load history: %w", err)
 	}
-	if compact && (len(stored) > window || storedTokens(stored) > r.limits.HistoryTokenBudget) {
-		if r.compact(ctx, sess, stored) {
-			if stored, err = r.Store.Recent(ctx, sess.ID, window*4); err != nil {
-				return "", nil, fmt.Errorf("load history: %w", err)
-			}
+	w := buildWindow(stored, ts.upTo, llm.Message{Role: llm.RoleUser, Content: q.Text},
+		windowLimits{Messages: r.limits.HistoryMessages, Tokens: r.limits.HistoryTokenBudget})
+	if len(w.Compact) > 0 {
+		summary, err := r.summarise(ctx, call, summaryPrompt, sess.Summary, w.Compact)
+		if err == nil {
+			err = r.Store.SetSummary(ctx, sess.ID, summary, w.CompactUpTo())
+		}
+		if err != nil {
+			r.Log.Warn().Err(err).Int64("session", int64(sess.ID)).Int("messages", len(w.Compact)).
+				Msg("history compaction failed; the older messages stay unsummarised until a later turn")
+		} else {
+			sess.Summary, sess.SummaryUpTo = summary, w.CompactUpTo()
 		}
 	}
-	if len(stored) > window {
-		stored = stored[len(stored)-window:]
-	}
-	msgs := make([]llm.Message, len(stored))
-	for i, m := range stored {
-		msgs[i] = m.Message
+	if len(w.Fold) > 0 {
+		text, err := r.summarise(ctx, call, turnSummaryPrompt, ts.text, w.Fold)
+		if err != nil {
+			r.Log.Warn().Err(err).Int64("session", int64(sess.ID)).Int("messages", len(w.Fold)).
+				Msg("summary of the turn's earlier steps failed; they are left out of this call")
+		} else {
+			ts.text, ts.upTo = text, w.FoldUpTo()
+		}
 	}
 	system := r.SystemPrompt
 	if sess.Summary != "" {
 		system += "\n\nSummary of the earlier conversation:\n" + sess.Summary
 	}
-	return system, repair(msgs), nil
+	if ts.text != "" {
+		system += "\n\nSummary of the earlier steps of the current request:\n" + ts.text
+	}
+	msgs := make([]llm.Message, len(w.Messages))
+	for i, m := range w.Messages {
+		msgs[i] = m.Msg
+	}
+	return system, msgs, nil
 }
 
-// compact summarises the older part of stored into the session's summary.
-// It reports whether it did; a failure leaves the history as it was.
-func (r *Runtime) compact(ctx context.Context, sess *Session, stored []StoredMessage) bool {
-	keepMax, budget := max(r.limits.HistoryMessages/2, 1), r.limits.HistoryTokenBudget/2
-	split := len(stored)
-	tokens := 0
-	for split > 0 {
-		t := messageTokens(stored[split-1].Message)
-		if len(stored)-split >= keepMax || (tokens+t > budget && split < len(stored)) {
-			break
+// errEmptySummary is a summary request answered with no text.
+var errEmptySummary = errors.New("agent: the model returned an empty summary")
+
+// summarise folds msgs into prev with the model, through the model path,
+// and returns the new summary, redacted. A transcript longer than the
+// history token budget is summarised in chunks, each folded into the
+// summary of the ones before it, so that no request grows with the backlog.
+func (r *Runtime) summarise(ctx context.Context, call ModelCall, prompt, prev string, msgs []windowMsg) (string, error) {
+	call.Purpose = PurposeSummary
+	chunk := max(r.limits.HistoryTokenBudget, 1000)
+	for len(msgs) > 0 {
+		var b strings.Builder
+		n := 0
+		for n < len(msgs) {
+			line := transcriptLine(msgs[n].Msg)
+			if n > 0 && llm.EstimateTokens(b.String())+llm.EstimateTokens(line) > chunk {
+				break
+			}
+			b.WriteString(line)
+			n++
 		}
-		tokens += t
-		split--
+		msgs = msgs[n:]
+		text := b.String()
+		if prev != "" {
+			text = "Earlier summary:\n" + prev + "\n\nConversation since:\n" + text
+		}
+		resp, err := r.complete(ctx, call, llm.Request{
+			System:    prompt,
+			Messages:  []llm.Message{{Role: llm.RoleUser, Content: text}},
+			MaxTokens: 1024,
+		})
+		if err != nil {
+			return "", err
+		}
+		summary := strings.TrimSpace(r.redact(ctx, call.Principal, resp.Message.Content, "summary"))
+		if summary == "" {
+			return "", errEmptySummary
+		}
+		prev = summary
 	}
-	// Never start the kept part in the middle of a tool exchange.
-	for split > 0 && split < len(stored) && stored[split].Message.Role == llm.RoleTool {
-		split--
-	}
-	if split == 0 {
-		return false
-	}
-	head := stored[:split]
-	var b strings.Builder
-	if sess.Summary != "" {
-		b.WriteString("Earlier summary:\n" + sess.Summary + "\n\nConversation since:\n")
-	}
-	for _, m := range head {
-		b.WriteString(transcriptLine(m.Message))
-	}
-	resp, err := r.LLM.Complete(ctx, llm.Request{
-		System:    summaryPrompt,
-		Messages:  []llm.Message{{Role: llm.RoleUser, Content: b.String()}},
-		MaxTokens: 1024,
-	})
-	if err != nil {
-		r.Metrics.LLMError(llm.KindOf(err).String())
-		r.Log.Warn().Err(err).Int64("session", int64(sess.ID)).Msg("history compaction failed; using the recent window only")
-		return false
-	}
-	summary := strings.TrimSpace(resp.Message.Content)
-	if summary == "" {
-		return false
-	}
-	upTo := head[len(head)-1].ID
-	if err := r.Store.SetSummary(ctx, sess.ID, summary, upTo); err != nil {
-		r.Log.Warn().Err(err).Msg("store compaction summary")
-		return false
-	}
-	sess.Summary, sess.SummaryUpTo = summary, upTo
-	return true
+	return prev, nil
 }
 
+// transcriptLine is one message as a summary request shows it; a long
+// content is cut (on a character boundary) to keep the request bounded.
 func transcriptLine(m llm.Message) string {
 	const maxLen = 2000
 	text := m.Content
 	if len(text) > maxLen {
-		text = text[:maxLen] + " …"
+		cut := maxLen
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut] + " …"
 	}
+	text = strings.ReplaceAll(text, "\n", "\n  ")
 	switch m.Role {
 	case llm.RoleTool:
 		return fmt.Sprintf("tool %s result: %s\n", m.ToolName, text)
@@ -126,45 +158,4 @@ func messageTokens(m llm.Message) int {
 		n += llm.EstimateTokens(c.Name) + llm.EstimateTokens(c.Arguments)
 	}
 	return n
-}
-
-func storedTokens(ms []StoredMessage) int {
-	n := 0
-	for _, m := range ms {
-		n += messageTokens(m.Message)
-	}
-	return n
-}
-
-// repair makes a history window valid for every provider: it starts with a
-// user message, every tool call has exactly one result right after its
-// assistant message, and no result is orphaned.
-func repair(in []llm.Message) []llm.Message {
-	for len(in) > 0 && in[0].Role != llm.RoleUser {
-		in = in[1:]
-	}
-	out := make([]llm.Message, 0, len(in))
-	for i := 0; i < len(in); i++ {
-		m := in[i]
-		if m.Role == llm.RoleTool {
-			continue // orphan: its assistant message was not right before it
-		}
-		out = append(out, m)
-		if m.Role != llm.RoleAssistant || len(m.ToolCalls) == 0 {
-			continue
-		}
-		results := map[string]llm.Message{}
-		for i+1 < len(in) && in[i+1].Role == llm.RoleTool {
-			i++
-			results[in[i].ToolCallID] = in[i]
-		}
-		for _, c := range m.ToolCalls {
-			res, ok := results[c.ID]
-			if !ok {
-				res = llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: interruptedResult, IsError: true}
-			}
-			out = append(out, res)
-		}
-	}
-	return out
 }

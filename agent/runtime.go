@@ -69,8 +69,10 @@ type Metrics interface {
 	// TurnFinished counts a turn with its outcome ("answer", "notice",
 	// "error", "rate_limited", "command") and how long it took.
 	TurnFinished(outcome string, d time.Duration)
-	// LLMError counts a failed model call by kind.
-	LLMError(kind string)
+	// ModelUsed meters one model call: its purpose, tokens, duration and
+	// outcome. The model path calls it once for every call (turns and
+	// summaries alike).
+	ModelUsed(u ModelUse)
 	// QueueDepth adds delta to the number of accepted, unfinished messages.
 	QueueDepth(delta int)
 	// Redacted counts secrets removed, by where they were found ("inbound",
@@ -82,7 +84,7 @@ type Metrics interface {
 type nopMetrics struct{}
 
 func (nopMetrics) TurnFinished(string, time.Duration) {}
-func (nopMetrics) LLMError(string)                    {}
+func (nopMetrics) ModelUsed(ModelUse)                 {}
 func (nopMetrics) QueueDepth(int)                     {}
 func (nopMetrics) Redacted(string, int)               {}
 

@@ -394,39 +394,6 @@ func TestRateLimitRepliesPolitely(t *testing.T) {
 	}
 }
 
-func TestCompactionSummarisesOlderMessages(t *testing.T) {
-	h := newHarness(t, func(req llmtest.Request) llmtest.Response {
-		if strings.Contains(req.System, "maintain the memory") {
-			return llmtest.Response{Text: "SUMMARY-OF-EARLIER"}
-		}
-		return llmtest.Response{Text: "echo: " + req.LastUserText()}
-	}, func(rt *agent.Runtime) { rt.Limits.HistoryMessages = 4 })
-	for i := range 4 {
-		h.send("u1", fmt.Sprintf("msg %d", i))
-		h.idle()
-	}
-	reqs := h.llm.Requests()
-	last := reqs[len(reqs)-1]
-	if !strings.Contains(last.System, "SUMMARY-OF-EARLIER") {
-		t.Errorf("last request's system prompt lacks the summary")
-	}
-	if len(last.Messages) > 4 || last.LastUserText() != "msg 3" {
-		t.Errorf("last request: %d messages, last user %q", len(last.Messages), last.LastUserText())
-	}
-	summaries := 0
-	for _, r := range reqs {
-		if strings.Contains(r.System, "maintain the memory") {
-			summaries++
-			if !strings.Contains(string(r.Raw), "msg 0") {
-				t.Errorf("summary request does not include the oldest message")
-			}
-		}
-	}
-	if summaries == 0 {
-		t.Error("no summary request")
-	}
-}
-
 func TestDeliveryRetriesThenSucceeds(t *testing.T) {
 	ch := &recorder{fail: 1}
 	srv := llmtest.NewServer(t, llmtest.Echo())

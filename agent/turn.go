@@ -131,16 +131,16 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 			return "", nil, err
 		}
 	}
+	call := ModelCall{Principal: q.Key.Principal, Session: sess.ID, Turn: tid, Purpose: PurposeTurn}
+	var ts turnSummary
 	for step := 1; step <= r.limits.MaxSteps; step++ {
-		system, history, err := r.history(ctx, &sess, step == 1)
+		system, history, err := r.buildContext(ctx, call, q, &sess, &ts)
 		if err != nil {
 			return "", nil, err
 		}
-		req := r.scrubRequest(ctx, q.Key.Principal, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: stream.onDelta()})
-		resp, err := r.LLM.Complete(ctx, req)
+		resp, err := r.complete(ctx, call, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: stream.onDelta()})
 		stream.flush()
 		if err != nil {
-			r.Metrics.LLMError(llm.KindOf(err).String())
 			return "", nil, err
 		}
 		msg := resp.Message
@@ -186,7 +186,7 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 //   - any other call was running and is reported to the model as
 //     interrupted, never repeated.
 func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, tools []llm.Tool) error {
-	stored, err := r.Store.Recent(ctx, sess.ID, r.limits.HistoryMessages)
+	stored, err := r.Store.Recent(ctx, sess.ID, 0)
 	if err != nil {
 		return fmt.Errorf("load history: %w", err)
 	}
@@ -405,31 +405,6 @@ func pastedSecretAdvice(add string) string {
 	return "Your message contained what looks like a secret, so I removed it before storing " +
 		"it or sending it anywhere. To let tools use a credential, store it in the vault instead: " +
 		add + " (the value is asked for separately and never shown to the model)."
-}
-
-// scrubRequest is the last line of defence: every text in a request to the
-// model is checked for secrets once more. A hit here means an earlier check
-// missed it, so it is counted separately.
-func (r *Runtime) scrubRequest(ctx context.Context, p Principal, req llm.Request) llm.Request {
-	if r.Redactor == nil {
-		return req
-	}
-	req.System = r.redact(ctx, p, req.System, "llm_request")
-	msgs := make([]llm.Message, len(req.Messages))
-	for i, m := range req.Messages {
-		m.Content = r.redact(ctx, p, m.Content, "llm_request")
-		if len(m.ToolCalls) > 0 {
-			calls := make([]llm.ToolCall, len(m.ToolCalls))
-			for j, c := range m.ToolCalls {
-				c.Arguments = r.redact(ctx, p, c.Arguments, "llm_request")
-				calls[j] = c
-			}
-			m.ToolCalls = calls
-		}
-		msgs[i] = m
-	}
-	req.Messages = msgs
-	return req
 }
 
 // shortReason is an error text short enough for the model.

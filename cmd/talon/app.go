@@ -343,6 +343,9 @@ func cmdDoctor(ctx context.Context, e env, args []string) error {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		start := time.Now()
+		// The one request that does not take the runtime's model path
+		// (agent.Runtime's complete): a fixed prompt with no user, history
+		// or secret in it, so nothing to scrub and no one to meter.
 		_, err := p.Complete(cctx, llm.Request{Messages: []llm.Message{{Role: llm.RoleUser, Content: "Reply with the word ok."}}, MaxTokens: 16})
 		check("model answers", err, fmt.Sprintf(" in %s", time.Since(start).Round(time.Millisecond)))
 	}

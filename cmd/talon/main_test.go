@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -270,6 +271,12 @@ func TestOpsEndpoints(t *testing.T) {
 	code, body := get("/metrics")
 	if code != 200 || !strings.Contains(body, `talon_turns_total{outcome="answer"} 1`) || !strings.Contains(body, "talon_turn_duration_seconds") {
 		t.Errorf("/metrics: %d\n%s", code, body)
+	}
+	// The model path meters each call: one turn call, its tokens counted.
+	if !strings.Contains(body, `talon_llm_requests_total{outcome="ok",purpose="turn"} 1`) ||
+		!regexp.MustCompile(`talon_llm_tokens_total\{direction="input",purpose="turn"\} [1-9]`).MatchString(body) ||
+		!strings.Contains(body, `talon_llm_request_duration_seconds_count{purpose="turn"} 1`) {
+		t.Errorf("/metrics lacks the model call's meters:\n%s", body)
 	}
 	stdinW.Close()
 	select {

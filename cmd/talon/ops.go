@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/talonhq/talon/agent"
 )
 
 // metrics implements agent.Metrics with Prometheus collectors on a registry
@@ -22,6 +24,9 @@ type metrics struct {
 	turns      *prometheus.CounterVec
 	turnTime   prometheus.Histogram
 	llmErrors  *prometheus.CounterVec
+	llmCalls   *prometheus.CounterVec
+	llmTokens  *prometheus.CounterVec
+	llmTime    *prometheus.HistogramVec
 	queueDepth prometheus.Gauge
 	redacted   *prometheus.CounterVec
 }
@@ -39,6 +44,17 @@ func newMetrics() *metrics {
 		llmErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "talon_llm_errors_total", Help: "Failed model calls (after retries), by kind.",
 		}, []string{"kind"}),
+		llmCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "talon_llm_requests_total", Help: "Model calls, by purpose (turn, summary) and outcome (ok, or the error kind).",
+		}, []string{"purpose", "outcome"}),
+		llmTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "talon_llm_tokens_total",
+			Help: "Tokens of model calls, by purpose and direction (input, output); as the provider reported them, else estimated.",
+		}, []string{"purpose", "direction"}),
+		llmTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "talon_llm_request_duration_seconds", Help: "Time a model call took, retries included, by purpose.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2.5, 10),
+		}, []string{"purpose"}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "talon_queue_depth", Help: "Accepted messages not yet answered and delivered.",
 		}),
@@ -47,7 +63,7 @@ func newMetrics() *metrics {
 			Help: "Secrets removed, by where they were found; where=\"llm_request\" is the last line of defence and should stay at zero.",
 		}, []string{"where"}),
 	}
-	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.queueDepth, m.redacted)
+	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.llmCalls, m.llmTokens, m.llmTime, m.queueDepth, m.redacted)
 	return m
 }
 
@@ -69,7 +85,21 @@ func (m *metrics) TurnFinished(outcome string, d time.Duration) {
 	m.turns.WithLabelValues(outcome).Inc()
 	m.turnTime.Observe(d.Seconds())
 }
-func (m *metrics) LLMError(kind string) { m.llmErrors.WithLabelValues(kind).Inc() }
+
+// ModelUsed meters one model call. Principals, sessions and turns are not
+// labels: their number is unbounded.
+func (m *metrics) ModelUsed(u agent.ModelUse) {
+	purpose, outcome := string(u.Purpose), "ok"
+	if u.Error != "" {
+		outcome = u.Error
+		m.llmErrors.WithLabelValues(u.Error).Inc()
+	}
+	m.llmCalls.WithLabelValues(purpose, outcome).Inc()
+	m.llmTokens.WithLabelValues(purpose, "input").Add(float64(u.Usage.InputTokens))
+	m.llmTokens.WithLabelValues(purpose, "output").Add(float64(u.Usage.OutputTokens))
+	m.llmTime.WithLabelValues(purpose).Observe(u.Duration.Seconds())
+}
+
 func (m *metrics) QueueDepth(delta int) { m.queueDepth.Add(float64(delta)) }
 func (m *metrics) Redacted(where string, n int) {
 	m.redacted.WithLabelValues(where).Add(float64(n))
