@@ -25,6 +25,21 @@ type Runtime interface {
 	Decide(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error)
 }
 
+// MaxLine is the longest input line, in bytes, that becomes a message. A
+// longer line is read past without being held in memory, and the user is
+// told it was not sent.
+const MaxLine = 1 << 20
+
+// tooLongNotice is what the user reads after a line over MaxLine.
+const tooLongNotice = "That message is too long (the limit is 1 MiB a line); it was not sent.\n"
+
+// inputLine is one line of input: its text, or tooLong when it was over
+// MaxLine (its text is then empty).
+type inputLine struct {
+	text    string
+	tooLong bool
+}
+
 // question is something the runtime asks the terminal's user: the next
 // input line answers it instead of becoming a message.
 type question struct {
@@ -90,20 +105,26 @@ func (a *Adapter) Run(ctx context.Context) error {
 	_, _ = rand.Read(nonce[:])
 	run := hex.EncodeToString(nonce[:])
 
-	lines := make(chan string)
+	lines := make(chan inputLine)
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(lines)
-		sc := bufio.NewScanner(a.In)
-		sc.Buffer(make([]byte, 64*1024), 1<<20)
-		for sc.Scan() {
+		br := bufio.NewReaderSize(a.In, 64*1024)
+		for {
+			l, err := readLine(br, MaxLine)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				readErr <- err
+				return
+			}
 			select {
-			case lines <- sc.Text():
+			case lines <- l:
 			case <-ctx.Done():
 				return
 			}
 		}
-		readErr <- sc.Err()
 	}()
 
 	n := 0
@@ -111,10 +132,10 @@ func (a *Adapter) Run(ctx context.Context) error {
 		if a.Interactive {
 			a.write("you> ")
 		}
-		var line string
+		var l inputLine
 		var ok bool
 		select {
-		case line, ok = <-lines:
+		case l, ok = <-lines:
 		case q := <-a.questions:
 			a.ask(ctx, q, lines)
 			continue
@@ -124,14 +145,18 @@ func (a *Adapter) Run(ctx context.Context) error {
 		if !ok {
 			break
 		}
-		if strings.TrimSpace(line) == "" {
+		if l.tooLong {
+			a.write(tooLongNotice)
+			continue
+		}
+		if strings.TrimSpace(l.text) == "" {
 			continue
 		}
 		n++
 		in := agent.Inbound{
 			DedupeKey: "terminal:" + run + ":" + strconv.Itoa(n),
 			Key:       a.Key(),
-			Text:      line,
+			Text:      l.text,
 		}
 		if _, err := a.Runtime.Accept(ctx, in); err != nil && !errors.Is(err, agent.ErrDuplicate) {
 			if ctx.Err() != nil {
@@ -159,7 +184,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 
 // waitAnswered waits until the runtime is idle, answering its questions
 // with input lines meanwhile. It reports false when ctx ended.
-func (a *Adapter) waitAnswered(ctx context.Context, lines <-chan string) bool {
+func (a *Adapter) waitAnswered(ctx context.Context, lines <-chan inputLine) bool {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	idle := make(chan struct{})
@@ -180,22 +205,27 @@ func (a *Adapter) waitAnswered(ctx context.Context, lines <-chan string) bool {
 	}
 }
 
-// ask shows a question and answers it with the next input line.
-func (a *Adapter) ask(ctx context.Context, q question, lines <-chan string) {
+// ask shows a question and answers it with the next input line. A line
+// over MaxLine answers it as an empty line would (no value, not approved).
+func (a *Adapter) ask(ctx context.Context, q question, lines <-chan inputLine) {
 	a.write(q.prompt)
 	restore := func() {}
 	if q.secret && a.Interactive {
 		restore = echoOff(a.In)
 	}
-	var line string
+	var l inputLine
 	select {
-	case line = <-lines:
+	case l = <-lines:
 	case <-ctx.Done():
 	}
 	restore()
 	if q.secret {
 		a.write("\n")
 	}
+	if l.tooLong {
+		a.write(tooLongNotice)
+	}
+	line := l.text
 	if q.answer != nil {
 		q.answer <- line
 		return
@@ -304,4 +334,44 @@ func (a *Adapter) write(s string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	io.WriteString(a.Out, s)
+}
+
+// readLine reads the next line from br without its line ending ("\n" or
+// "\r\n"). A line of more than max bytes is consumed to its end but not
+// kept: readLine holds at most max plus br's buffer in memory, however long
+// the line, and returns it as tooLong. The last line may lack a newline; at
+// the end of input readLine returns io.EOF.
+func readLine(br *bufio.Reader, max int) (inputLine, error) {
+	var buf []byte
+	tooLong, read := false, false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		read = read || len(chunk) > 0
+		if !tooLong {
+			// max+2 leaves room for the line ending, trimmed below.
+			if len(buf)+len(chunk) > max+2 {
+				tooLong, buf = true, nil
+			} else {
+				buf = append(buf, chunk...)
+			}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if !read {
+				return inputLine{}, io.EOF
+			}
+		case err != nil:
+			return inputLine{}, err
+		}
+		if tooLong {
+			return inputLine{tooLong: true}, nil
+		}
+		s := strings.TrimSuffix(strings.TrimSuffix(string(buf), "\n"), "\r")
+		if len(s) > max {
+			return inputLine{tooLong: true}, nil
+		}
+		return inputLine{text: s}, nil
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -141,5 +142,115 @@ func TestSecretPromptKeepsValueOutOfMessages(t *testing.T) {
 		if bytes.Contains(b, []byte(value)) {
 			t.Errorf("the value is in %s", filepath.Base(f))
 		}
+	}
+}
+
+// longLine reads as n bytes of 'a' followed by rest, without holding the n
+// bytes anywhere.
+type longLine struct {
+	n    int
+	rest *strings.Reader
+}
+
+func (l *longLine) Read(p []byte) (int, error) {
+	if l.n == 0 {
+		return l.rest.Read(p)
+	}
+	k := min(len(p), l.n)
+	for i := range p[:k] {
+		p[i] = 'a'
+	}
+	l.n -= k
+	return k, nil
+}
+
+func TestLineOverTheLimitIsRefusedAndTheNextAnswered(t *testing.T) {
+	const notice = "That message is too long (the limit is 1 MiB a line); it was not sent."
+	long := strings.Repeat("x", terminal.MaxLine)
+	cases := []struct {
+		name, input string
+		want        []string // output lines, in order
+		refused     bool     // the notice appears
+	}{
+		{"2 MiB then a line", strings.Repeat("x", 2<<20) + "\nhello\n", []string{notice, "echo: hello"}, true},
+		{"one byte over", long + "y\nhello\n", []string{notice, "echo: hello"}, true},
+		{"CRLF, over", long + "y\r\nhello\r\n", []string{notice, "echo: hello"}, true},
+		{"last line over, no newline", "hello\n" + long + "y", []string{"echo: hello", notice}, true},
+		{"exactly the limit", long + "\r\nhello\n", []string{"echo: " + long, "echo: hello"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, srv, _ := converse(t, tc.input, nil)
+			if got := strings.Contains(out, notice); got != tc.refused {
+				t.Errorf("notice shown: %v, want %v", got, tc.refused)
+			}
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			if len(lines) != len(tc.want) {
+				t.Fatalf("got %d output lines, want %d (%.200q)", len(lines), len(tc.want), out)
+			}
+			for i, w := range tc.want {
+				if lines[i] != w {
+					t.Errorf("line %d: got %.80q, want %.80q", i, lines[i], w)
+				}
+			}
+			for _, r := range srv.Requests() {
+				if len(r.Raw) > 2*terminal.MaxLine+(64<<10) {
+					t.Errorf("a request of %d bytes reached the model", len(r.Raw))
+				}
+			}
+		})
+	}
+}
+
+func TestApprovalAnsweredWithTooLongLineIsDenied(t *testing.T) {
+	out, _, _ := converse(t, "deploy\n"+strings.Repeat("y", 2<<20)+"\nafter\n", nil)
+	for _, w := range []string{"too long", "result: not approved", "echo: after"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%.500s", w, out)
+		}
+	}
+}
+
+func TestEndlessLineIsNotHeldInMemory(t *testing.T) {
+	// 256 MiB without a newline, then a message: reading it must cost far
+	// less than the line.
+	const size = 256 << 20
+	in := &longLine{n: size, rest: strings.NewReader("\nhello\n")}
+	srv := llmtest.NewServer(t, script)
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	p, err := llm.NewOpenAI(llm.Config{BaseURL: srv.URL, Model: "m", MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &agent.Runtime{Store: db, LLM: p, Log: zerolog.Nop()}
+	var out bytes.Buffer
+	term := &terminal.Adapter{In: in, Out: &out, Runtime: rt}
+	rt.Register(term)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(rctx) }()
+	<-rt.Ready()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err = term.Run(ctx)
+	runtime.ReadMemStats(&after)
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > size/8 {
+		t.Errorf("reading a %d MiB line allocated %d MiB", size>>20, got>>20)
+	}
+	if !strings.Contains(out.String(), "too long") || !strings.HasSuffix(out.String(), "echo: hello\n") {
+		t.Errorf("output: %.300q", out.String())
 	}
 }
