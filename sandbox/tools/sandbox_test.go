@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -281,13 +280,6 @@ func TestHTTPErrorReachesModel(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("output mismatch (-want +got):\n%s", diff)
 	}
-}
-
-func TestCheckGenerated(t *testing.T) {
-	if os.Getenv("TALON_CHECK_GENERATED") != "1" {
-		t.Skip("set TALON_CHECK_GENERATED=1 to rebuild the modules and compare")
-	}
-	checkGenerated(t)
 }
 
 func TestGitHubCredentialOnlyWhenStored(t *testing.T) {
