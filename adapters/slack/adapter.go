@@ -76,9 +76,14 @@ type Adapter struct {
 	pol     policy
 	pace    *pacer
 	api     *slack.Client
-	events  *seenSet    // event_ids already accepted
-	refused *seenSet    // team:user told why they were refused
-	follows *follow.Set // threads followed for a user; Follows behind it
+	events  *seenSet // event_ids already accepted
+	refused *seenSet // team:user told why they were refused
+	// filesTold: messages ("m:"+dedupe key) and users ("u:"+team:user)
+	// told that their files were not read.
+	filesTold *seenSet
+	names     *names       // user and channel names, cached
+	hc        *http.Client // the Web API's client, also for response_url
+	follows   *follow.Set  // threads followed for a user; Follows behind it
 
 	ready     chan struct{} // closed when the bot's identity is known
 	readyOnce sync.Once
@@ -94,10 +99,11 @@ type Adapter struct {
 }
 
 var (
-	_ agent.Channel  = (*Adapter)(nil)
-	_ agent.Streamer = (*Adapter)(nil)
-	_ agent.Asker    = (*Adapter)(nil)
-	_ agent.Typer    = (*Adapter)(nil)
+	_ agent.Channel       = (*Adapter)(nil)
+	_ agent.Streamer      = (*Adapter)(nil)
+	_ agent.Asker         = (*Adapter)(nil)
+	_ agent.Typer         = (*Adapter)(nil)
+	_ agent.CommandSyntax = (*Adapter)(nil)
 )
 
 // msgRef names a posted message.
@@ -118,6 +124,7 @@ func (a *Adapter) setup() error {
 		a.progress = make(map[agent.ReplyID]*deliveryLog)
 		a.events = newSeenSet(dedupeMax, dedupeWindow)
 		a.refused = newSeenSet(10000, 365*24*time.Hour)
+		a.filesTold = newSeenSet(10000, 365*24*time.Hour)
 		a.follows = &follow.Set{Store: a.Follows, Platform: Platform, Quiet: followQuiet, Max: maxFollowed, Now: a.now, Log: a.Log}
 		cfg, err := a.Config.withDefaults()
 		if err != nil {
@@ -131,6 +138,7 @@ func (a *Adapter) setup() error {
 		if hc == nil {
 			hc = &http.Client{Timeout: 30 * time.Second}
 		}
+		a.hc = hc
 		// slack-go's own logger only writes in debug mode, which stays off
 		// (it would print payloads); discard it regardless.
 		a.api = slack.New(cfg.BotToken,
@@ -139,6 +147,7 @@ func (a *Adapter) setup() error {
 			slack.OptionAppLevelToken(cfg.AppToken),
 			slack.OptionLog(log.New(io.Discard, "", 0)),
 		)
+		a.names = newNames(a.api, a.now, a.Log)
 	})
 	return a.initErr
 }
@@ -292,7 +301,7 @@ func (a *Adapter) onSocketEvent(ctx context.Context, client *socketmode.Client, 
 			return
 		}
 		if err := client.AckCtx(ctx, ev.Request.EnvelopeID, payload); err != nil && ctx.Err() == nil {
-			a.Log.Warn().Err(err).Str("envelope", ev.Request.EnvelopeID).Msg("slack: ack failed")
+			a.Log.Warn().Err(err).Str("envelope_id", ev.Request.EnvelopeID).Msg("slack: ack failed")
 		}
 	}
 	switch ev.Type {
@@ -302,7 +311,7 @@ func (a *Adapter) onSocketEvent(ctx context.Context, client *socketmode.Client, 
 		}
 		if err := a.handleCallback(ctx, ev.Request.Payload); err != nil {
 			// Not acknowledged: Slack delivers it again.
-			a.Log.Error().Err(err).Str("envelope", ev.Request.EnvelopeID).Msg("slack: event not persisted; leaving it unacknowledged for Slack to retry")
+			a.Log.Error().Err(err).Str("envelope_id", ev.Request.EnvelopeID).Msg("slack: event not persisted; leaving it unacknowledged for Slack to retry")
 			return
 		}
 		ack(nil)
@@ -335,7 +344,7 @@ func (a *Adapter) onSocketEvent(ctx context.Context, client *socketmode.Client, 
 		if bad != nil {
 			_ = json.Unmarshal(bad.Message, &env)
 		}
-		a.Log.Warn().Str("envelope", env.EnvelopeID).Msg("slack: malformed socket mode message acknowledged and dropped")
+		a.Log.Warn().Str("envelope_id", env.EnvelopeID).Msg("slack: malformed socket mode message acknowledged and dropped")
 		if env.EnvelopeID != "" {
 			if err := client.AckCtx(ctx, env.EnvelopeID, nil); err != nil && ctx.Err() == nil {
 				a.Log.Warn().Err(err).Msg("slack: ack failed")

@@ -75,7 +75,7 @@ func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, stat
 	delete(a.approvals, p.ID)
 	a.mu.Unlock()
 	if !ok {
-		a.Log.Debug().Int64("approval", int64(p.ID)).Msg("slack: approval message unknown (restarted?); outcome not shown")
+		a.Log.Debug().Int64("approval_id", int64(p.ID)).Msg("slack: approval message unknown (restarted?); outcome not shown")
 		return nil
 	}
 	var outcome string
@@ -114,11 +114,38 @@ func (a *Adapter) handleInteraction(ctx context.Context, raw []byte) any {
 	if team == "" {
 		team = cb.User.TeamID
 	}
-	if !a.pol.teamAllowed(team, cb.Enterprise.ID) {
-		a.Log.Debug().Str("team_id", team).Msg("slack: interaction from a workspace not in allowed_teams dropped")
+	by := agent.Principal{Platform: Platform, Workspace: workspaceOf(team, cb.Enterprise.ID), User: cb.User.ID}
+	// Slack delivers only what happens where the app is installed: a click
+	// or a form from a workspace that is not served, or by a user whose own
+	// workspace is not (a Slack Connect guest), is refused politely.
+	ext, err := !a.pol.teamAllowed(team, cb.Enterprise.ID), error(nil)
+	if !ext {
+		ext, err = a.external(ctx, cb.User.TeamID, team, cb.Enterprise.ID, cb.User.ID)
+	}
+	if ext || err != nil {
+		a.Log.Info().Str("team_id", team).Str("user_id", cb.User.ID).Bool("unverified", err != nil).Msg("slack: interaction from outside the served workspaces refused")
+		tell := "Sorry, " + reasonExternal
+		if err != nil {
+			tell = "Sorry, I could not check your workspace just now. Please try again in a minute."
+		}
+		switch cb.Type {
+		case slack.InteractionTypeViewSubmission:
+			return slack.NewErrorsViewSubmissionResponse(map[string]string{blockName: tell})
+		case slack.InteractionTypeBlockActions:
+			channel := cb.Container.ChannelID
+			if channel == "" {
+				channel = cb.Channel.ID
+			}
+			if channel != "" && (err != nil || a.refused.add(cb.User.TeamID+":"+cb.User.ID, a.now())) {
+				a.background(func(ctx context.Context) {
+					if err := a.ephemeral(ctx, channel, cb.Container.ThreadTs, cb.User.ID, tell); err != nil {
+						a.Log.Warn().Err(err).Str("channel_id", channel).Msg("slack: could not tell a refused user why")
+					}
+				})
+			}
+		}
 		return nil
 	}
-	by := agent.Principal{Platform: Platform, Workspace: workspaceOf(team, cb.Enterprise.ID), User: cb.User.ID}
 	switch cb.Type {
 	case slack.InteractionTypeBlockActions:
 		for _, act := range cb.ActionCallback.BlockActions {
@@ -159,7 +186,7 @@ func (a *Adapter) onApprovalClick(ctx context.Context, cb slack.InteractionCallb
 	switch {
 	case err == nil:
 		// The runtime calls ApprovalDone, which replaces the buttons.
-		a.Log.Info().Int64("approval", n).Str("user", by.User).Str("action", act.ActionID).Msg("slack: approval decided")
+		a.Log.Info().Int64("approval_id", n).Str("user_id", by.User).Str("action", act.ActionID).Msg("slack: approval decided")
 		return
 	case errors.Is(err, agent.ErrDecided):
 		return // a double click or a late one: nothing changes
@@ -173,7 +200,7 @@ func (a *Adapter) onApprovalClick(ctx context.Context, cb slack.InteractionCallb
 		tell = "This approval is no longer pending."
 	default:
 		ref := agent.NewRef()
-		a.Log.Error().Err(err).Str("ref", ref).Int64("approval", n).Msg("slack: decide approval")
+		a.Log.Error().Err(err).Str("ref", ref).Int64("approval_id", n).Msg("slack: decide approval")
 		tell = "Sorry, your answer could not be recorded (reference " + ref + "). Please try again."
 	}
 	if channel == "" {

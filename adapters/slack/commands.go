@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
+	"time"
 
 	"github.com/slack-go/slack"
 
@@ -24,7 +26,23 @@ const (
 	inputAction    = "v"
 )
 
-const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add`"
+const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add | secret rm NAME`"
+
+// CommandHint implements agent.CommandSyntax: on Slack the runtime's
+// commands are subcommands of /talon (Slack takes a message that starts
+// with "/" for a slash command of its own), so help, usages and hints name
+// "/talon new", "/talon secret add" (which opens the secret form) and so on.
+// handleSlash takes every form named here.
+func (a *Adapter) CommandHint(cmd agent.Command) string {
+	if cmd == agent.CommandSecretRemove {
+		return "/talon secret rm NAME"
+	}
+	return "/talon " + string(cmd)
+}
+
+// responseURLValidity is how long Slack accepts posts to a slash command's
+// response_url (30 minutes), less a margin for clocks and transit.
+const responseURLValidity = 29 * time.Minute
 
 // ephemeralText is a slash command's immediate answer, shown only to the
 // person who typed it.
@@ -32,11 +50,19 @@ func ephemeralText(text string) map[string]string {
 	return map[string]string{"response_type": "ephemeral", "text": text}
 }
 
-// handleSlash handles /talon. help, new, status, tools and secrets become an
-// Inbound ("/help", "/new", "/status", "/tools", "/secret") that the runtime
-// answers, ephemerally, in the channel; "secret add" opens the secret modal.
-// It returns the acknowledgement payload, or an error when the command could
-// not be persisted (then it is not acknowledged).
+// handleSlash handles /talon. help, new, status, tools, secrets and
+// "secret rm NAME" become an Inbound ("/help", "/new", "/status", "/tools",
+// "/secret", "/secret rm NAME") that the runtime answers, visible only to
+// the user: through the command's response_url, which works where the bot
+// is not a member (a DM between two people, a private channel), else with
+// chat.postEphemeral. "secret add" opens the secret modal. It returns the
+// acknowledgement payload, or an error when the command could not be
+// persisted (then it is not acknowledged).
+//
+// A slash command's team_id is the workspace of the person who typed it:
+// Slack runs a command for a Slack Connect guest only when the app is
+// installed in the guest's own workspace, which is then the one refused
+// here unless it is in AllowedTeams.
 func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any, error) {
 	if !a.pol.teamAllowed(cmd.TeamID, cmd.EnterpriseID) {
 		return ephemeralText("This workspace is not served by this Talon gateway."), nil
@@ -44,7 +70,7 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 	if reason := a.pol.check(cmd.ChannelID, cmd.UserID); reason != "" {
 		return ephemeralText("Sorry, " + reason), nil
 	}
-	sub, rest, _ := strings.Cut(strings.TrimSpace(cmd.Text), " ")
+	sub, rest, _ := strings.Cut(strings.TrimSpace(unescape(cmd.Text)), " ")
 	sub, rest = strings.ToLower(sub), strings.TrimSpace(rest)
 	var text string
 	switch sub {
@@ -55,17 +81,31 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 	case "secrets":
 		text = "/secret"
 	case "secret":
-		if verb, _, _ := strings.Cut(rest, " "); strings.EqualFold(verb, "add") {
+		verb, arg, _ := strings.Cut(rest, " ")
+		arg = strings.TrimSpace(arg)
+		switch strings.ToLower(verb) {
+		case "add":
 			return a.openSecretModal(ctx, cmd), nil
-		}
-		// Never forward what follows "secret" to the runtime verbatim: a
-		// user may have typed a value there. Only listing goes through.
-		if rest != "" {
+		case "rm", "remove", "delete":
+			// Only a name goes through: a user may have typed a value.
+			if !reSecretName().MatchString(arg) {
+				return ephemeralText("Usage: `" + a.CommandHint(agent.CommandSecretRemove) + "`. To store a secret use `/talon secret add`: it opens a private form."), nil
+			}
+			text = "/secret rm " + arg
+		case "", "list":
+			text = "/secret"
+		default:
+			// Never forward what follows "secret" to the runtime
+			// verbatim: a user may have typed a value there.
 			return ephemeralText("To store a secret use `/talon secret add`: it opens a private form. Never type a secret's value in a message."), nil
 		}
-		text = "/secret"
 	default:
 		return ephemeralText(slashUsage), nil
+	}
+	now := a.now()
+	to := replyTo{Channel: cmd.ChannelID, Ephemeral: cmd.UserID}
+	if a.validResponseURL(cmd.ResponseURL) {
+		to.ResponseURL, to.Until = cmd.ResponseURL, now.Add(responseURLValidity).Unix()
 	}
 	in := agent.Inbound{
 		DedupeKey: "slack:" + cmd.TeamID + ":cmd:" + cmd.TriggerID,
@@ -74,13 +114,28 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 			Conversation: agent.Conversation{Channel: cmd.ChannelID},
 		},
 		Text:       text,
-		ReplyTo:    replyTo{Channel: cmd.ChannelID, Ephemeral: cmd.UserID}.encode(),
-		ReceivedAt: a.now(),
+		ReplyTo:    to.encode(),
+		ReceivedAt: now,
 	}
 	if _, err := a.Runtime.Accept(ctx, in); err != nil && !errors.Is(err, agent.ErrDuplicate) {
 		return nil, fmt.Errorf("slack: accept command: %w", err)
 	}
 	return nil, nil
+}
+
+// validResponseURL reports whether u is a response_url Talon may post to:
+// https on Slack's own hosts (slack.com, slack-gov.com and their
+// subdomains), or the host of Config.APIURL (GovSlack, tests).
+func (a *Adapter) validResponseURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || p.User != nil {
+		return false
+	}
+	if api, err := url.Parse(a.cfg.APIURL); err == nil && p.Scheme == api.Scheme && strings.EqualFold(p.Host, api.Host) {
+		return true
+	}
+	h := strings.ToLower(p.Hostname())
+	return p.Scheme == "https" && (h == "slack.com" || strings.HasSuffix(h, ".slack.com") || h == "slack-gov.com" || strings.HasSuffix(h, ".slack-gov.com"))
 }
 
 // secretMeta is the modal's private_metadata: where to confirm.
@@ -223,10 +278,10 @@ func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallba
 	clear(secret)
 	if err != nil {
 		ref := agent.NewRef()
-		a.Log.Error().Err(err).Str("ref", ref).Str("user", by.User).Str("secret", name).Msg("slack: store secret")
+		a.Log.Error().Err(err).Str("ref", ref).Str("user_id", by.User).Str("secret", name).Msg("slack: store secret")
 		return slack.NewErrorsViewSubmissionResponse(map[string]string{blockName: "Could not store the secret (reference " + ref + ")."})
 	}
-	a.Log.Info().Str("user", by.User).Str("secret", name).Strs("hosts", hosts).Msg("slack: secret stored from the modal")
+	a.Log.Info().Str("user_id", by.User).Str("secret", name).Strs("hosts", hosts).Msg("slack: secret stored from the modal")
 	if meta.Channel != "" {
 		confirm := fmt.Sprintf("Stored the secret `%s` for %s. Tools that are granted it can now use it; its value is never shown again.",
 			escape(name), escape(strings.Join(hosts, ", ")))

@@ -48,6 +48,10 @@ type Config struct {
 	AllowedUsers []string
 	DeniedUsers  []string
 	Admins       []string
+	// AllowExternalUsers serves Slack Connect guests: people in a shared
+	// channel whose own workspace is not in AllowedTeams. Off, they are
+	// told once that the assistant serves only its workspace's members.
+	AllowExternalUsers bool
 
 	// FollowThreads starts a turn for a follow-up in a thread where the
 	// sender already talked to the bot, without a new mention (default true

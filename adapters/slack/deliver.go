@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -47,17 +48,7 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	}
 	parts := splitMessage(toMrkdwn(r.Text), a.cfg.MaxMessageChars)
 	if to.Ephemeral != "" {
-		var first string
-		for i, p := range parts {
-			ts, err := a.postEphemeral(ctx, to.Channel, to.Thread, to.Ephemeral, p)
-			if err != nil {
-				return "", fmt.Errorf("slack: post ephemeral reply part %d of %d: %w", i+1, len(parts), err)
-			}
-			if i == 0 {
-				first = ts
-			}
-		}
-		return first, nil
+		return a.deliverEphemeral(ctx, to, parts)
 	}
 
 	a.mu.Lock()
@@ -104,6 +95,60 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	delete(a.progress, r.ID)
 	a.mu.Unlock()
 	return pl.first, nil
+}
+
+// maxResponses is how many messages Slack takes on one response_url.
+const maxResponses = 5
+
+// deliverEphemeral shows the parts of a reply to to.Ephemeral only: through
+// the slash command's response_url while it is valid (Slack takes five
+// posts there, for 30 minutes; it works where the bot is not a member),
+// and for what that cannot carry (expired, failed, more parts) with
+// chat.postEphemeral, which needs the bot in the conversation.
+func (a *Adapter) deliverEphemeral(ctx context.Context, to replyTo, parts []string) (string, error) {
+	done := 0
+	if to.ResponseURL != "" && a.now().Before(time.Unix(to.Until, 0)) {
+		for ; done < min(len(parts), maxResponses); done++ {
+			if err := a.respond(ctx, to.ResponseURL, parts[done]); err != nil {
+				if ctx.Err() != nil {
+					return "", err
+				}
+				a.Log.Warn().Err(err).Str("channel_id", to.Channel).Msg("slack: response_url refused the answer; posting it as an ephemeral message")
+				break
+			}
+		}
+	}
+	var first string
+	for i := done; i < len(parts); i++ {
+		ts, err := a.postEphemeral(ctx, to.Channel, to.Thread, to.Ephemeral, parts[i])
+		if err != nil {
+			return "", fmt.Errorf("slack: post ephemeral reply part %d of %d: %w", i+1, len(parts), err)
+		}
+		if first == "" {
+			first = ts
+		}
+	}
+	return first, nil
+}
+
+// respond posts one ephemeral message to a slash command's response_url.
+// The URL is a bearer capability: the error returned never contains it.
+func (a *Adapter) respond(ctx context.Context, responseURL, mrkdwn string) error {
+	err := slack.PostWebhookCustomHTTPContext(ctx, responseURL, a.hc, &slack.WebhookMessage{
+		Text: mrkdwn, ResponseType: slack.ResponseTypeEphemeral,
+	})
+	if err == nil {
+		return nil
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("slack: post to response_url: %s: %w", ue.Op, ue.Err)
+	}
+	var se slack.StatusCodeError
+	if errors.As(err, &se) {
+		return fmt.Errorf("slack: post to response_url: status %d", se.Code)
+	}
+	return errors.New("slack: post to response_url failed")
 }
 
 // finishStream edits the streamed message ref into text, keeping to the

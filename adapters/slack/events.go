@@ -26,6 +26,7 @@ type msgEvent struct {
 	Type            string    `json:"type"`
 	Subtype         string    `json:"subtype"`
 	User            string    `json:"user"`
+	UserTeam        string    `json:"user_team"` // the sender's own workspace (Slack Connect)
 	BotID           string    `json:"bot_id"`
 	Text            string    `json:"text"`
 	TS              string    `json:"ts"`
@@ -35,10 +36,14 @@ type msgEvent struct {
 	Message         *innerMsg `json:"message"`
 	PreviousMessage *innerMsg `json:"previous_message"`
 	DeletedTS       string    `json:"deleted_ts"`
+	// Files are attached files; only their presence is used (Talon does
+	// not read files yet).
+	Files []json.RawMessage `json:"files"`
 }
 
 type innerMsg struct {
 	User     string `json:"user"`
+	UserTeam string `json:"user_team"`
 	BotID    string `json:"bot_id"`
 	Subtype  string `json:"subtype"`
 	Text     string `json:"text"`
@@ -53,13 +58,20 @@ func DedupeKey(team, channel, ts string) string {
 	return "slack:" + team + ":" + channel + ":" + ts
 }
 
-// replyTo is the decoded Inbound.ReplyTo: where a reply goes.
+// replyTo is the decoded Inbound.ReplyTo: where a reply goes. It is
+// persisted with the inbound message and its reply.
 type replyTo struct {
 	Channel string `json:"c"`
 	Thread  string `json:"t,omitempty"`
 	// Ephemeral, when set, posts the reply visible only to this user (the
 	// answer to a slash command).
 	Ephemeral string `json:"e,omitempty"`
+	// ResponseURL is the slash command's response_url, where the answer
+	// reaches the user even where the bot is not a member; it is a bearer
+	// capability, never logged. Until is when it stops being valid (Unix
+	// seconds).
+	ResponseURL string `json:"u,omitempty"`
+	Until       int64  `json:"x,omitempty"`
 }
 
 func (r replyTo) encode() string {
@@ -154,15 +166,33 @@ func (a *Adapter) fromBot(user, botID, subtype string) bool {
 }
 
 func (a *Adapter) mentionsBot(text string) bool {
-	return a.botUser != "" && strings.Contains(text, "<@"+a.botUser+">")
+	return a.botUser != "" && (strings.Contains(text, "<@"+a.botUser+">") || strings.Contains(text, "<@"+a.botUser+"|"))
 }
 
-// stripMention removes the bot's own mention from text.
-func (a *Adapter) stripMention(text string) string {
-	if a.botUser != "" {
-		text = strings.ReplaceAll(text, "<@"+a.botUser+">", "")
+// decode turns Slack's wire text into what the user typed (decodeText),
+// naming the users and channels it mentions with lookups bounded by
+// namesBudget; the bot's own mention is removed.
+func (a *Adapter) decode(ctx context.Context, raw string) string {
+	refs := unnamedRefs(raw, a.botUser)
+	if len(refs) == 0 {
+		return decodeText(raw, a.botUser, nil)
 	}
-	return strings.TrimSpace(text)
+	known := a.names.resolve(ctx, refs)
+	return decodeText(raw, a.botUser, func(r ref) string { return known[r].name })
+}
+
+// dmWords are the commands a DM with the bot takes as plain words: "new",
+// "status" or "help" alone is answered without the model, as /talon new …
+// is.
+var dmWords = map[string]agent.Command{"new": agent.CommandNew, "status": agent.CommandStatus, "help": agent.CommandHelp}
+
+// dmCommand returns the runtime's form of a plain-word command typed in a
+// DM ("/new"), or text unchanged.
+func dmCommand(text string) string {
+	if c, ok := dmWords[strings.ToLower(strings.TrimSpace(text))]; ok {
+		return "/" + string(c)
+	}
+	return text
 }
 
 func workspaceOf(team, enterprise string) string {
@@ -183,12 +213,29 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 		a.refuse(cb.TeamID, ev.Channel, thread, ev.User, reason)
 		return nil
 	}
-	text := a.stripMention(ev.Text)
-	if text == "" || ev.TS == "" || ev.Channel == "" {
+	switch ext, err := a.external(ctx, ev.UserTeam, cb.TeamID, cb.EnterpriseID, ev.User); {
+	case err != nil:
+		return err
+	case ext:
+		a.refuse(ev.UserTeam, ev.Channel, thread, ev.User, reasonExternal)
 		return nil
 	}
+	if ev.TS == "" || ev.Channel == "" {
+		return nil
+	}
+	key := DedupeKey(cb.TeamID, ev.Channel, ev.TS)
+	text := a.decode(ctx, ev.Text)
+	if text == "" {
+		if len(ev.Files) > 0 {
+			a.tellFiles(key, "", ev.Channel, thread, ev.User, filesOnly)
+		}
+		return nil
+	}
+	if dm {
+		text = dmCommand(text)
+	}
 	in := agent.Inbound{
-		DedupeKey: DedupeKey(cb.TeamID, ev.Channel, ev.TS),
+		DedupeKey: key,
 		Key: agent.SessionKey{
 			Principal:    agent.Principal{Platform: Platform, Workspace: workspaceOf(cb.TeamID, cb.EnterpriseID), User: ev.User},
 			Conversation: agent.Conversation{Channel: ev.Channel, Thread: thread},
@@ -197,8 +244,12 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 		ReplyTo:    replyTo{Channel: ev.Channel, Thread: thread}.encode(),
 		ReceivedAt: a.now(),
 	}
-	if _, err := a.Runtime.Accept(ctx, in); err != nil && !errors.Is(err, agent.ErrDuplicate) {
+	_, err := a.Runtime.Accept(ctx, in)
+	if err != nil && !errors.Is(err, agent.ErrDuplicate) {
 		return fmt.Errorf("slack: accept message: %w", err)
+	}
+	if err == nil && len(ev.Files) > 0 {
+		a.tellFiles(key, cb.TeamID+":"+ev.User, ev.Channel, thread, ev.User, filesWithText)
 	}
 	if !dm && a.cfg.FollowThreads {
 		// A mention starts following the thread; a follow-up keeps it
@@ -208,15 +259,67 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	return nil
 }
 
+// What a user is told about files, which Talon does not read yet (it
+// never downloads them).
+const (
+	filesOnly     = "Sorry, I cannot read files yet, so I did not see what you attached. Paste its text into a message instead."
+	filesWithText = "Note: I cannot read files yet. I answered your message without the attached file."
+)
+
+// tellFiles tells user, ephemerally, that the files of message key were
+// not read: once per message (Slack may send it twice, as app_mention and
+// as message), and when once ("team:user") is not "", once per process for
+// that user too (a message with text is answered; the note is not repeated
+// with every one).
+func (a *Adapter) tellFiles(key, once, channel, thread, user, text string) {
+	now := a.now()
+	if !a.filesTold.add("m:"+key, now) || (once != "" && !a.filesTold.add("u:"+once, now)) {
+		return
+	}
+	a.background(func(ctx context.Context) {
+		if err := a.ephemeral(ctx, channel, thread, user, text); err != nil {
+			a.Log.Warn().Err(err).Str("channel_id", channel).Msg("slack: could not say that files are not read")
+		}
+	})
+}
+
+// reasonExternal is what a Slack Connect guest is told (without
+// Config.AllowExternalUsers).
+const reasonExternal = "this assistant serves only members of its own workspace."
+
+// errUnverified: whether the sender is a member could not be checked now.
+var errUnverified = errors.New("slack: could not check the sender's workspace (users.info); try again")
+
+// external reports whether a sender whose own workspace is userTeam, in an
+// event of workspace team (of Enterprise Grid org enterprise, if any), is
+// from outside the served workspaces: a Slack Connect guest in a shared
+// channel. Config.AllowExternalUsers serves them. A user of another
+// workspace of a served Grid org is a member; users.info tells (cached),
+// and when it cannot be asked now the answer is errUnverified.
+func (a *Adapter) external(ctx context.Context, userTeam, team, enterprise, user string) (bool, error) {
+	if a.cfg.AllowExternalUsers || userTeam == "" || userTeam == team || userTeam == enterprise || a.pol.teamAllowed(userTeam, "") {
+		return false, nil
+	}
+	if enterprise == "" || !a.pol.teamAllowed("", enterprise) {
+		return true, nil
+	}
+	r := ref{'U', user}
+	p, ok := a.names.resolve(ctx, []ref{r})[r]
+	if !ok {
+		return false, errUnverified
+	}
+	return !p.found || p.enterprise != enterprise, nil
+}
+
 // refuse tells a user once per process why the bot does not answer them.
 func (a *Adapter) refuse(team, channel, thread, user, reason string) {
-	a.Log.Info().Str("user", user).Str("channel", channel).Msg("slack: message refused by the access policy")
+	a.Log.Info().Str("user_id", user).Str("channel_id", channel).Msg("slack: message refused by the access policy")
 	if !a.refused.add(team+":"+user, a.now()) {
 		return
 	}
 	a.background(func(ctx context.Context) {
 		if err := a.ephemeral(ctx, channel, thread, user, "Sorry, "+reason); err != nil {
-			a.Log.Warn().Err(err).Msg("slack: could not tell a refused user why")
+			a.Log.Warn().Err(err).Str("channel_id", channel).Msg("slack: could not tell a refused user why")
 		}
 	})
 }
@@ -230,7 +333,13 @@ func (a *Adapter) onEdit(ctx context.Context, cb callback, ev msgEvent) error {
 	if ev.PreviousMessage != nil && ev.PreviousMessage.Text == m.Text {
 		return nil // an unfurl or other change that is not an edit
 	}
-	text := a.stripMention(m.Text)
+	if ext, err := a.external(ctx, m.UserTeam, cb.TeamID, cb.EnterpriseID, m.User); err != nil || ext {
+		return err // a guest's message was never accepted
+	}
+	text := a.decode(ctx, m.Text)
+	if ev.ChannelType == "im" || isDM(ev.Channel) {
+		text = dmCommand(text)
+	}
 	if _, err := a.Runtime.Amend(ctx, DedupeKey(cb.TeamID, ev.Channel, m.TS), text, text == ""); err != nil {
 		return fmt.Errorf("slack: amend edited message: %w", err)
 	}

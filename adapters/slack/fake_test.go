@@ -42,7 +42,13 @@ type posted struct {
 	Blocks  string
 	User    string    // ephemeral recipient
 	At      time.Time // fakeSlack.clock when received (zero without a clock)
+	// ResponseType is the response_type of a post to a response_url
+	// (Method "response_url").
+	ResponseType string
 }
+
+// slackUser is a user the fake's users.info knows.
+type slackUser struct{ name, team, enterprise string }
 
 // fakeSlack speaks Slack's Web API and Socket Mode WebSocket protocol on
 // 127.0.0.1, for the real slack-go client.
@@ -56,22 +62,34 @@ type fakeSlack struct {
 	msgs       []posted                   // guarded by mu
 	views      []string                   // views.open bodies; guarded by mu
 	bodies     [][]byte                   // every Web API request body; guarded by mu
+	methods    []string                   // every Web API method called; guarded by mu
 	acks       map[string]json.RawMessage // envelope id → ack payload; guarded by mu
 	conns      int                        // socket connections; guarded by mu
 	ts         int                        // last ts issued; guarded by mu
 	rateLimits int                        // 429s still to answer chat.postMessage with; guarded by mu
 	scopes     string                     // x-oauth-scopes of auth.test; guarded by mu
 	clock      *fakeClock                 // stamps posted.At when set; guarded by mu
+
+	users       map[string]slackUser // users.info answers; guarded by mu
+	channels    map[string]string    // conversations.info: id → name; guarded by mu
+	lookups     []string             // users.info and conversations.info ids asked; guarded by mu
+	lookupHang  bool                 // users.info and conversations.info never answer; guarded by mu
+	lookup429   bool                 // users.info and conversations.info answer 429; guarded by mu
+	notMember   map[string]bool      // channels where chat.postEphemeral fails (the bot is not in them); guarded by mu
+	respondFail bool                 // response_url answers 500; guarded by mu
+	respondHang bool                 // response_url never answers; guarded by mu
+	respondHung int                  // posts to a response_url left hanging; guarded by mu
 }
 
 const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
 
 func newFakeSlack(t *testing.T) *fakeSlack {
 	f := &fakeSlack{t: t, out: make(chan []byte, 100), done: make(chan struct{}), acks: map[string]json.RawMessage{},
-		scopes: "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,im:history,im:write"}
+		scopes: "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,groups:history,im:history,im:write,users:read"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/", f.serveAPI)
 	mux.HandleFunc("/ws", f.serveWS)
+	mux.HandleFunc("/respond/", f.serveRespond)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		close(f.done)
@@ -81,6 +99,72 @@ func newFakeSlack(t *testing.T) *fakeSlack {
 }
 
 func (f *fakeSlack) apiURL() string { return f.srv.URL + "/api/" }
+
+// responseURL is a slash command's response_url on the fake.
+func (f *fakeSlack) responseURL(id string) string { return f.srv.URL + "/respond/" + id }
+
+// serveRespond records a post to a response_url.
+func (f *fakeSlack) serveRespond(w http.ResponseWriter, r *http.Request) {
+	var msg struct {
+		Text         string `json:"text"`
+		ResponseType string `json:"response_type"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	fail, hang := f.respondFail, f.respondHang
+	f.mu.Unlock()
+	if hang {
+		f.mu.Lock()
+		f.respondHung++
+		f.mu.Unlock()
+		select {
+		case <-r.Context().Done():
+		case <-f.done:
+		}
+		return
+	}
+	if fail || json.Unmarshal(body, &msg) != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	f.mu.Lock()
+	f.msgs = append(f.msgs, posted{Method: "response_url", Channel: strings.TrimPrefix(r.URL.Path, "/respond/"), Text: msg.Text, ResponseType: msg.ResponseType})
+	f.mu.Unlock()
+	_, _ = w.Write([]byte("ok"))
+}
+
+// lookup answers users.info and conversations.info.
+func (f *fakeSlack) lookup(w http.ResponseWriter, r *http.Request, method string, form url.Values) {
+	id := form.Get("user")
+	if method == "conversations.info" {
+		id = form.Get("channel")
+	}
+	f.mu.Lock()
+	f.lookups = append(f.lookups, id)
+	hang, limited := f.lookupHang, f.lookup429
+	u, uok := f.users[id]
+	c, cok := f.channels[id]
+	f.mu.Unlock()
+	switch {
+	case hang:
+		select {
+		case <-r.Context().Done():
+		case <-f.done:
+		}
+	case limited:
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+	case method == "users.info" && uok:
+		f.writeJSON(w, map[string]any{"ok": true, "user": map[string]any{"id": id, "team_id": u.team, "name": "handle",
+			"profile": map[string]any{"display_name": u.name, "real_name": "Real " + u.name}, "enterprise_user": map[string]any{"enterprise_id": u.enterprise}}})
+	case method == "conversations.info" && cok:
+		f.writeJSON(w, map[string]any{"ok": true, "channel": map[string]any{"id": id, "name": c}})
+	case method == "users.info":
+		f.writeJSON(w, map[string]any{"ok": false, "error": "user_not_found"})
+	default:
+		f.writeJSON(w, map[string]any{"ok": false, "error": "channel_not_found"})
+	}
+}
 
 func (f *fakeSlack) writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -92,6 +176,7 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
 	f.bodies = append(f.bodies, body)
+	f.methods = append(f.methods, method)
 	f.mu.Unlock()
 	form, _ := url.ParseQuery(string(body))
 	switch method {
@@ -102,8 +187,15 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 		f.writeJSON(w, map[string]any{"ok": true, "team": "Acme", "team_id": team, "user_id": botUser, "bot_id": botID, "user": "talon"})
 	case "apps.connections.open":
 		f.writeJSON(w, map[string]any{"ok": true, "url": "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/ws"})
+	case "users.info", "conversations.info":
+		f.lookup(w, r, method, form)
 	case "chat.postMessage", "chat.update", "chat.postEphemeral":
 		f.mu.Lock()
+		if method == "chat.postEphemeral" && f.notMember[form.Get("channel")] {
+			f.mu.Unlock()
+			f.writeJSON(w, map[string]any{"ok": false, "error": "channel_not_found"})
+			return
+		}
 		var at time.Time
 		if f.clock != nil {
 			at = f.clock.peek()
@@ -408,6 +500,7 @@ type recordingSecrets struct {
 		P agent.Principal
 		S agent.NewSecret
 	} // guarded by mu
+	removed []string // names removed; guarded by mu
 }
 
 func (s *recordingSecrets) ListSecrets(context.Context, agent.Principal) ([]agent.SecretInfo, error) {
@@ -425,7 +518,12 @@ func (s *recordingSecrets) AddSecret(_ context.Context, p agent.Principal, n age
 	return nil
 }
 
-func (s *recordingSecrets) RemoveSecret(context.Context, agent.Principal, string) error { return nil }
+func (s *recordingSecrets) RemoveSecret(_ context.Context, _ agent.Principal, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removed = append(s.removed, name)
+	return nil
+}
 
 // harness is a real runtime (SQLite, fake LLM) wired to an adapter that
 // talks to a fake Slack.
@@ -435,8 +533,10 @@ type harness struct {
 	rt   *testRuntime
 	ad   *Adapter
 	db   *store.DB
-	logs *syncBuffer
-	ctx  context.Context
+	logs *syncBuffer // the runtime's and the adapter's log
+	// adLogs is the adapter's log alone.
+	adLogs *syncBuffer
+	ctx    context.Context
 	// stop stops the adapter and the runtime and closes the database; the
 	// test's cleanup calls it too.
 	stop func()
@@ -497,7 +597,8 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 	cfg.SigningSecret = "signing-secret"
 	cfg.APIURL = fs.apiURL()
 	cfg.AllowedTeams = []string{team}
-	ad := &Adapter{Config: cfg, Runtime: rt, Log: log}
+	adLogs := &syncBuffer{}
+	ad := &Adapter{Config: cfg, Runtime: rt, Log: zerolog.New(io.MultiWriter(logs, adLogs)).Level(zerolog.DebugLevel)}
 	if o.follows {
 		ad.Follows = db
 	}
@@ -523,7 +624,7 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 		_ = db.Close()
 	})
 	t.Cleanup(stop)
-	return &harness{fs: fs, llm: srv, rt: rt, ad: ad, db: db, logs: logs, ctx: ctx, stop: stop}
+	return &harness{fs: fs, llm: srv, rt: rt, ad: ad, db: db, logs: logs, adLogs: adLogs, ctx: ctx, stop: stop}
 }
 
 // idle waits until every accepted message is answered and delivered.

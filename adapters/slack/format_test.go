@@ -244,12 +244,12 @@ func TestCheck(t *testing.T) {
 	if err == nil {
 		t.Error("missing scopes were not an error")
 	}
-	want := []string{"assistant:write", "channels:history", "commands", "groups:history", "im:write"}
+	want := []string{"assistant:write", "channels:history", "channels:read", "commands", "groups:history", "im:write", "users:read"}
 	if strings.Join(rep.Missing, ",") != strings.Join(want, ",") || !rep.SocketMode || rep.BotUserID != botUser {
 		t.Errorf("report = %+v", rep)
 	}
 	fs.mu.Lock()
-	fs.scopes = "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,im:history,im:write"
+	fs.scopes = "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,groups:history,im:history,im:write,users:read"
 	fs.mu.Unlock()
 	if rep, err := ad.Check(context.Background()); err != nil || len(rep.Missing) != 0 {
 		t.Errorf("full scopes: %+v, %v", rep, err)

@@ -143,6 +143,7 @@ func slashFromForm(f url.Values) slack.SlashCommand {
 		Command:      f.Get("command"),
 		Text:         f.Get("text"),
 		TriggerID:    f.Get("trigger_id"),
+		ResponseURL:  f.Get("response_url"),
 		APIAppID:     f.Get("api_app_id"),
 	}
 }

@@ -66,7 +66,7 @@ func (a *app) slackAdapter() *slack.Adapter {
 	ad := &slack.Adapter{
 		Config:  slackConfig(a.cfg.Slack),
 		Secrets: a.secrets,
-		Log:     a.log.With().Str("channel", slack.Platform).Logger(),
+		Log:     a.log.With().Str("platform", slack.Platform).Logger(),
 	}
 	if a.rt != nil {
 		ad.Runtime = a.rt
@@ -91,6 +91,7 @@ func slackConfig(c config.Slack) slack.Config {
 	sc.AllowedUsers = c.AllowedUsers
 	sc.DeniedUsers = c.DeniedUsers
 	sc.Admins = c.Admins
+	sc.AllowExternalUsers = c.AllowExternalUsers
 	sc.FollowThreads = c.FollowThreads
 	sc.StreamEdits = c.StreamEdits
 	sc.MaxMessageChars = c.MaxMessageChars

@@ -189,7 +189,7 @@ func TestRunSlackEventsMode(t *testing.T) {
 	event, _ := json.Marshal(map[string]any{
 		"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": "Ev1", "event_time": time.Now().Unix(),
 		"event": map[string]any{"type": "message", "channel": "D1", "channel_type": "im", "user": "U1",
-			"ts": "1700000000.000100", "event_ts": "1700000000.000100", "text": "hello gateway"},
+			"ts": "1700000000.000100", "event_ts": "1700000000.000100", "text": "hello gateway: a &lt; b &amp;&amp; <https://x.y/?a=1&amp;b=2>"},
 	})
 	endpoint := "http://" + addr + "/slack/events"
 	if code := postSlackEvent(t, endpoint, "forged-secret", event); code != http.StatusUnauthorized {
@@ -199,12 +199,14 @@ func TestRunSlackEventsMode(t *testing.T) {
 		t.Fatalf("signed event: status %d, want 200; stderr:\n%s", code, stderr.String())
 	}
 	waitUntil(t, func() bool { return len(fs.postedTo("D1")) > 0 })
-	if diff := cmp.Diff([]string{"echo: hello gateway"}, fs.postedTo("D1")); diff != "" {
+	// Slack's wire text reaches the model as typed; the reply is escaped
+	// once.
+	if diff := cmp.Diff([]string{"echo: hello gateway: a &lt; b &amp;&amp; https://x.y/?a=1&amp;b=2"}, fs.postedTo("D1")); diff != "" {
 		t.Errorf("replies in the DM (-want +got):\n%s", diff)
 	}
 	reqs := llmSrv.Requests()
-	if len(reqs) != 1 || reqs[0].LastUserText() != "hello gateway" {
-		t.Errorf("model requests: %d, want 1 carrying the DM", len(reqs))
+	if len(reqs) != 1 || reqs[0].LastUserText() != "hello gateway: a < b && https://x.y/?a=1&b=2" {
+		t.Errorf("model requests: %d, want 1 carrying the DM as typed", len(reqs))
 	}
 
 	stop()
@@ -213,6 +215,10 @@ func TestRunSlackEventsMode(t *testing.T) {
 		if strings.Contains(logs, secret) {
 			t.Errorf("logs contain %q", secret)
 		}
+	}
+	// The platform is "platform", never "channel" (a channel id's key).
+	if strings.Contains(logs, `"channel":"slack"`) || !strings.Contains(logs, `"platform":"slack"`) {
+		t.Errorf("the Slack adapter's lines do not name their platform as platform:\n%s", logs)
 	}
 }
 

@@ -50,6 +50,9 @@ type Slack struct {
 	AllowedUsers []string `yaml:"allowed_users" json:"allowed_users"`
 	DeniedUsers  []string `yaml:"denied_users" json:"denied_users"`
 	Admins       []string `yaml:"admins" json:"admins"`
+	// AllowExternalUsers serves Slack Connect guests: people in a shared
+	// channel whose own workspace is not in AllowedTeams.
+	AllowExternalUsers bool `yaml:"allow_external_users" json:"allow_external_users"`
 	// FollowThreads answers follow-ups in a thread where the sender already
 	// talked to the bot, without a new mention.
 	FollowThreads bool `yaml:"follow_threads" json:"follow_threads"`

@@ -1,0 +1,217 @@
+package slack
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// withFiles adds attached files to a message event.
+func withFiles(ev map[string]any) map[string]any {
+	ev["files"] = []map[string]any{{"id": "F1", "name": "report.pdf", "url_private": "https://files.slack.com/F1"}}
+	if ev["type"] == "message" {
+		ev["subtype"] = "file_share"
+	}
+	return ev
+}
+
+// TestFilesAreNotRead: a message with only a file is answered that files
+// are not read yet (once, though Slack sends it as app_mention and as
+// message); a file with text gets the text answered and the note once.
+// No file is ever fetched.
+func TestFilesAreNotRead(t *testing.T) {
+	h := newHarness(t, ModeSocket, nil)
+	h.fs.send(eventsEnvelope("e1", "Ev1", withFiles(dm("U1", "40.000100", ""))))
+	h.fs.send(eventsEnvelope("e2", "Ev2", withFiles(channelMsg("app_mention", "U2", "40.000200", "", "<@UBOT>"))))
+	h.fs.send(eventsEnvelope("e3", "Ev3", withFiles(channelMsg("message", "U2", "40.000200", "", "<@UBOT>"))))
+	h.fs.waitAcks(t, "e1", "e2", "e3")
+	eventually(t, "two notes", func() bool { return len(h.fs.messages("chat.postEphemeral")) == 2 })
+	h.fs.send(eventsEnvelope("e4", "Ev4", withFiles(dm("U3", "40.000300", "summarise this"))))
+	h.fs.send(eventsEnvelope("e5", "Ev5", withFiles(dm("U3", "40.000400", "and this one"))))
+	h.fs.waitAcks(t, "e4", "e5")
+	h.idle(t)
+	eventually(t, "three notes", func() bool { return len(h.fs.messages("chat.postEphemeral")) == 3 })
+	h.idle(t)
+
+	type note struct{ Channel, Thread, User, Text string }
+	var got []note
+	for _, m := range h.fs.messages("chat.postEphemeral") {
+		got = append(got, note{m.Channel, m.Thread, m.User, m.Text})
+	}
+	want := []note{
+		{"D1", "", "U1", filesOnly},
+		{"C1", "40.000200", "U2", filesOnly},
+		{"D1", "", "U3", filesWithText},
+	}
+	if diff := cmp.Diff(want, got, cmpopts.SortSlices(func(a, b note) bool { return a.User < b.User })); diff != "" {
+		t.Errorf("notes (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"and this one", "summarise this"}, modelTexts(h.llm), sortStrings); diff != "" {
+		t.Errorf("messages for the model (-want +got):\n%s", diff)
+	}
+	h.fs.mu.Lock()
+	defer h.fs.mu.Unlock()
+	for _, m := range h.fs.methods {
+		if strings.HasPrefix(m, "files.") {
+			t.Errorf("called %s", m)
+		}
+	}
+}
+
+// guestMention is a mention in shared channel C1 by user, whose own
+// workspace is userTeam.
+func guestMention(user, userTeam, ts, text string) map[string]any {
+	ev := channelMsg("app_mention", user, ts, "", "<@UBOT> "+text)
+	ev["user_team"] = userTeam
+	ev["source_team"] = userTeam
+	return ev
+}
+
+// TestSlackConnectGuests: a user whose own workspace is not served (a
+// Slack Connect guest in a shared channel) is refused once, politely, at
+// every entry point (messages, approval buttons, the secret form), unless
+// allow_external_users is on.
+func TestSlackConnectGuests(t *testing.T) {
+	sec := &recordingSecrets{}
+	var decided atomic.Int32
+	h := newHarness(t, ModeSocket, func(a *Adapter) { a.Secrets = sec })
+	h.rt.decide = func(_ context.Context, _ agent.ApprovalID, _ agent.Principal, _ bool) (agent.ApprovalState, error) {
+		decided.Add(1)
+		return agent.ApprovalApproved, nil
+	}
+	h.fs.send(eventsEnvelope("e1", "Ev1", guestMention("UG1", "TEXT", "50.000100", "hello")))
+	h.fs.send(eventsEnvelope("e2", "Ev2", guestMention("UG1", "TEXT", "50.000200", "hello again")))
+	h.fs.send(eventsEnvelope("e3", "Ev3", guestMention("U1", team, "50.000300", "I am a member")))
+	click := click("UG2", actionApprove, "42", "50.000900")
+	click["user"] = map[string]any{"id": "UG2", "team_id": "TEXT"}
+	h.fs.send(interactiveEnvelope("i1", click))
+	form := submission("GH_TOKEN", "ghp_value-of-a-guest-0123456789", "api.github.com", "bearer", "")
+	form["user"] = map[string]any{"id": "UG3", "team_id": "TEXT"}
+	h.fs.send(interactiveEnvelope("v1", form))
+	h.fs.waitAcks(t, "e1", "e2", "e3", "i1", "v1")
+	eventually(t, "two refusals", func() bool { return len(h.fs.messages("chat.postEphemeral")) == 2 })
+	h.idle(t)
+
+	if diff := cmp.Diff([]string{"I am a member"}, modelTexts(h.llm)); diff != "" {
+		t.Errorf("messages for the model (-want +got):\n%s", diff)
+	}
+	var refused []string
+	for _, m := range h.fs.messages("chat.postEphemeral") {
+		refused = append(refused, m.User+": "+m.Text)
+	}
+	want := []string{"UG1: Sorry, " + reasonExternal, "UG2: Sorry, " + reasonExternal}
+	if diff := cmp.Diff(want, refused, sortStrings); diff != "" {
+		t.Errorf("refusals (-want +got):\n%s", diff)
+	}
+	ack, _ := h.fs.ack("v1")
+	var resp struct {
+		Action string            `json:"response_action"`
+		Errors map[string]string `json:"errors"`
+	}
+	if err := json.Unmarshal(ack, &resp); err != nil || resp.Action != "errors" || !strings.Contains(resp.Errors[blockName], reasonExternal) {
+		t.Errorf("the guest's form was answered %s, want an error naming the reason", ack)
+	}
+	sec.mu.Lock()
+	if len(sec.added) != 0 {
+		t.Errorf("a guest stored a secret")
+	}
+	sec.mu.Unlock()
+	if decided.Load() != 0 {
+		t.Errorf("a guest's click was decided")
+	}
+
+	// A slash command from the guest's own workspace is not served either.
+	h.fs.send(slashEnvelope("s1", map[string]any{"team_id": "TEXT", "channel_id": "C1", "user_id": "UG1", "command": "/talon", "text": "status", "trigger_id": "tg"}))
+	h.fs.waitAcks(t, "s1")
+	if ack, _ := h.fs.ack("s1"); !strings.Contains(string(ack), "not served") {
+		t.Errorf("the guest's /talon was answered %s", ack)
+	}
+}
+
+func TestSlackConnectGuestsAllowed(t *testing.T) {
+	h := newHarness(t, ModeSocket, func(a *Adapter) { a.Config.AllowExternalUsers = true })
+	h.fs.send(eventsEnvelope("e1", "Ev1", guestMention("UG1", "TEXT", "51.000100", "hello")))
+	h.fs.waitAcks(t, "e1")
+	h.idle(t)
+	if diff := cmp.Diff([]string{"hello"}, modelTexts(h.llm)); diff != "" {
+		t.Errorf("messages for the model (-want +got):\n%s", diff)
+	}
+}
+
+// TestGridMembersAreNotGuests: with an Enterprise Grid org served, a user
+// of another workspace of the org is a member (users.info says which org a
+// user belongs to); a user of another org is a guest.
+func TestGridMembersAreNotGuests(t *testing.T) {
+	h := newHarness(t, ModeSocket, func(a *Adapter) { a.Config.AllowedTeams = []string{"E1"} })
+	h.fs.mu.Lock()
+	h.fs.users = map[string]slackUser{"U7": {name: "Sibling", team: "T2", enterprise: "E1"}, "U6": {name: "Stranger", team: "T6", enterprise: "E6"}}
+	h.fs.mu.Unlock()
+	grid := func(env string, ev map[string]any) []byte {
+		var m map[string]any
+		_ = json.Unmarshal(eventsEnvelope(env, "Ev"+env, ev), &m)
+		m["payload"].(map[string]any)["enterprise_id"] = "E1"
+		b, _ := json.Marshal(m)
+		return b
+	}
+	h.fs.send(grid("e1", guestMention("U7", "T2", "52.000100", "from a sibling workspace")))
+	h.fs.send(grid("e2", guestMention("U6", "T6", "52.000200", "from another org")))
+	h.fs.waitAcks(t, "e1", "e2")
+	eventually(t, "the refusal", func() bool { return len(h.fs.messages("chat.postEphemeral")) == 1 })
+	h.idle(t)
+	if diff := cmp.Diff([]string{"from a sibling workspace"}, modelTexts(h.llm)); diff != "" {
+		t.Errorf("messages for the model (-want +got):\n%s", diff)
+	}
+	if eph := h.fs.messages("chat.postEphemeral"); eph[0].User != "U6" {
+		t.Errorf("refused %s, want U6", eph[0].User)
+	}
+}
+
+// TestLogKeys: the adapter's JSON log uses one key for one meaning:
+// channel_id for a channel, never "channel"; "message" is only the log
+// line's own text; and no line carries what a user wrote.
+func TestLogKeys(t *testing.T) {
+	h := newHarness(t, ModeSocket, func(a *Adapter) { a.Config.DeniedUsers = []string{"UBAD"} })
+	texts := []string{"private words one", "private words two", "private words three", "private words four"}
+	h.fs.send(eventsEnvelope("e1", "Ev1", dm("U1", "60.000100", texts[0])))
+	h.fs.send(eventsEnvelope("e2", "Ev2", channelMsg("app_mention", "U1", "60.000200", "", "<@UBOT> "+texts[1])))
+	h.fs.send(eventsEnvelope("e3", "Ev3", dm("UBAD", "60.000300", texts[2])))
+	h.fs.send(eventsEnvelope("e4", "Ev4", guestMention("UG", "TEXT", "60.000400", texts[3])))
+	h.fs.send([]byte(`{"type":"events_api","envelope_id":"bad1","payload":"not an event"}`))
+	h.fs.waitAcks(t, "e1", "e2", "e3", "e4", "bad1")
+	eventually(t, "the refusals", func() bool { return len(h.fs.messages("chat.postEphemeral")) == 2 })
+	h.idle(t)
+	h.stop()
+
+	lines := strings.Split(strings.TrimSpace(h.adLogs.String()), "\n")
+	withChannelID := 0
+	for _, line := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not a JSON line: %s", line)
+		}
+		if _, ok := m["channel"]; ok {
+			t.Errorf("a line has a channel key: %s", line)
+		}
+		if msg, ok := m["message"].(string); ok && !strings.HasPrefix(msg, "slack: ") {
+			t.Errorf("a line's message is not its text: %s", line)
+		}
+		if _, ok := m["channel_id"]; ok {
+			withChannelID++
+		}
+		for _, text := range texts {
+			if strings.Contains(line, text) || strings.Contains(line, "private words") {
+				t.Errorf("a line carries a message's text: %s", line)
+			}
+		}
+	}
+	if withChannelID == 0 {
+		t.Errorf("no line names a channel_id; the check saw nothing:\n%s", h.adLogs.String())
+	}
+}
