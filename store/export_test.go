@@ -17,7 +17,7 @@ func CountRows(tb testing.TB, db *DB) map[string]int {
 	tb.Helper()
 	counts := map[string]int{}
 	for _, table := range []string{"principals", "sessions", "inbound", "turns", "messages",
-		"turn_steps", "tool_calls", "outbound", "approvals", "followed_threads", "schema_migrations"} {
+		"turn_steps", "tool_calls", "outbound", "approvals", "followed_threads", "channel_cursors", "schema_migrations"} {
 		var n int
 		QueryRow(tb, db, "SELECT count(*) FROM "+table, nil, &n)
 		counts[table] = n

@@ -46,6 +46,7 @@ type writeStmts struct {
 	replyFailed    *sql.Stmt
 	replyState     *sql.Stmt
 	threadFollow   *sql.Stmt
+	cursorSave     *sql.Stmt
 	savepoint      *sql.Stmt
 	release        *sql.Stmt
 	rollbackTo     *sql.Stmt
@@ -100,6 +101,15 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (platform, workspace, channel, thread, user) DO UPDATE
 				SET active_at = max(active_at, excluded.active_at)`},
+		// Snowflakes compare by length, then bytes.
+		{&s.cursorSave, `INSERT INTO channel_cursors (platform, channel, workspace, last_id, active_at)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (platform, channel) DO UPDATE SET
+				last_id = CASE WHEN length(excluded.last_id) > length(last_id)
+						OR (length(excluded.last_id) = length(last_id) AND excluded.last_id > last_id)
+					THEN excluded.last_id ELSE last_id END,
+				workspace = excluded.workspace,
+				active_at = max(active_at, excluded.active_at)`},
 		{&s.savepoint, `SAVEPOINT op`},
 		{&s.release, `RELEASE op`},
 		{&s.rollbackTo, `ROLLBACK TO op`},
