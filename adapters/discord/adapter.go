@@ -1,7 +1,9 @@
 package discord
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -34,6 +36,25 @@ type Runtime interface {
 // them; *store.DB implements it.
 type FollowStore = follow.Store
 
+// CursorStore remembers, across restarts, the channels the adapter reads
+// back after a gap (Config.BackfillWindow) and the newest message seen in
+// each, so that messages sent while Talon was stopped are answered at the
+// next start; *store.DB implements it. Ids compare as Discord snowflakes:
+// by length, then bytes.
+type CursorStore interface {
+	// SaveChannelCursor records that lastID is the newest message seen in
+	// channel (of workspace, "" for a DM) at at. A row moves forward only:
+	// an older id or time never replaces a newer one.
+	SaveChannelCursor(ctx context.Context, platform, workspace, channel, lastID string, at time.Time) error
+	// ChannelCursors calls fn for platform's channels, the most recently
+	// active first, at most limit of them.
+	ChannelCursors(ctx context.Context, platform string, limit int, fn func(workspace, channel, lastID string, at time.Time)) error
+	// ForgetChannelCursors forgets platform's channels active before
+	// before, then all but the keep most recently active, and returns how
+	// many it forgot.
+	ForgetChannelCursors(ctx context.Context, platform string, before time.Time, keep int) (int, error)
+}
+
 // Platform is the Principal.Platform of Discord users.
 const Platform = "discord"
 
@@ -52,6 +73,10 @@ type Adapter struct {
 	// them in memory only, so that after a restart a follow-up needs a new
 	// mention.
 	Follows FollowStore
+	// Cursors remembers the channels to read back and the newest message
+	// seen in each, across restarts; nil keeps them in memory only, so
+	// that messages sent while Talon was stopped are not answered.
+	Cursors CursorStore
 	// Log receives operational events: ids and outcomes, never message
 	// bodies, tokens or secret values.
 	Log zerolog.Logger
@@ -65,37 +90,51 @@ type Adapter struct {
 	// from GET /gateway, so a fake that answers it serves the socket too.
 	APIBase string
 
+	// Tuning that tests shorten; zero means the constant of the same name.
+	reconnectBase, reconnectMax, stableAfter time.Duration
+	flushEvery                               time.Duration
+
 	once    sync.Once
 	started chan struct{} // closed when Run has built the session (or failed to)
 
 	// Set before started is closed, read-only after.
 	cfg      Config
 	sess     *discordgo.Session
+	gw       *gateway
 	startErr error
-	runCtx   context.Context
-	work     chan func(context.Context)
+	runCtx   context.Context // cancelled when Run returns
+
+	// bg counts the goroutines Run waits for: interaction answers, refusal
+	// notices, command registration, backfill and cursor flushes.
+	bg               sync.WaitGroup
+	interactionSlots chan struct{} // bounds the interactions answered at once
+	refusalSlots     chan struct{} // bounds the refusal notices in flight
+	backfillReq      chan struct{} // a gap to read back (capacity 1)
+	flushReq         chan struct{} // a new channel to save (capacity 1)
 
 	mu           sync.Mutex
 	botID        string                      // guarded by mu
 	appID        string                      // guarded by mu
 	commandsDone bool                        // guarded by mu
-	sawReady     bool                        // a READY arrived in this Run; guarded by mu
-	disconnected bool                        // a reconnect is pending backfill; guarded by mu
+	gapSince     time.Time                   // when the unread gap began; zero: none; guarded by mu
+	pendingGuild map[string]bool             // guilds announced by READY, not yet created; guarded by mu
+	guildsReady  chan struct{}               // closed when pendingGuild empties; guarded by mu
 	active       map[string]*activity        // channel id → recent activity; guarded by mu
+	dirty        map[string]activity         // cursors not saved yet, by channel; guarded by mu
 	told         map[string]bool             // refusals told, by user and reason; guarded by mu
+	refusedIn    map[string]time.Time        // last refusal notice, by channel; guarded by mu
 	interactions map[string]interactionToken // deferred /talon commands, by interaction id; guarded by mu
 	approvals    map[agent.ApprovalID]msgRef // approval prompts posted; guarded by mu
 	threads      map[string]*threadStart     // threads to start, by message id; guarded by mu
 	streams      map[agent.InboundID]*stream // answers being streamed; guarded by mu
-	lost         chan struct{}               // signalled on Disconnect (capacity 1)
 
 	follows *follow.Set // threads followed for a user; Follows behind it
 }
 
 type activity struct {
 	guild  string
-	lastID string // newest message id seen in the channel
-	at     time.Time
+	lastID string    // newest message id seen in the channel
+	at     time.Time // when it was seen
 }
 
 type interactionToken struct {
@@ -106,25 +145,51 @@ type interactionToken struct {
 type msgRef struct{ channel, message string }
 
 var (
-	_ agent.Channel  = (*Adapter)(nil)
-	_ agent.Asker    = (*Adapter)(nil)
-	_ agent.Typer    = (*Adapter)(nil)
-	_ agent.Streamer = (*Adapter)(nil)
+	_ agent.Channel       = (*Adapter)(nil)
+	_ agent.Asker         = (*Adapter)(nil)
+	_ agent.Typer         = (*Adapter)(nil)
+	_ agent.Streamer      = (*Adapter)(nil)
+	_ agent.CommandSyntax = (*Adapter)(nil)
 )
 
 // Platform returns "discord".
 func (a *Adapter) Platform() string { return Platform }
 
+// Bounds of the work the adapter does for events, besides turns.
+const (
+	// maxInteractions bounds the interactions answered at once; beyond
+	// it one is left unanswered (and logged) rather than queued.
+	maxInteractions = 64
+	// maxRefusals bounds the refusal notices in flight; beyond it they are
+	// dropped.
+	maxRefusals = 8
+	// maxActive bounds the channels remembered for backfill.
+	maxActive = 1000
+	// flushEvery is how often new cursors are saved to Cursors (a new
+	// channel is saved at once).
+	flushEvery = time.Second
+	// guildWait bounds how long a backfill waits for the guilds announced
+	// by READY (their channels tell threads from channels).
+	guildWait = 10 * time.Second
+)
+
 func (a *Adapter) init() {
 	a.once.Do(func() {
 		a.started = make(chan struct{})
-		a.lost = make(chan struct{}, 1)
+		a.interactionSlots = make(chan struct{}, maxInteractions)
+		a.refusalSlots = make(chan struct{}, maxRefusals)
+		a.backfillReq = make(chan struct{}, 1)
+		a.flushReq = make(chan struct{}, 1)
 		a.active = make(map[string]*activity)
+		a.dirty = make(map[string]activity)
 		a.told = make(map[string]bool)
+		a.refusedIn = make(map[string]time.Time)
 		a.interactions = make(map[string]interactionToken)
 		a.approvals = make(map[agent.ApprovalID]msgRef)
 		a.threads = make(map[string]*threadStart)
 		a.streams = make(map[agent.InboundID]*stream)
+		a.guildsReady = make(chan struct{})
+		close(a.guildsReady)
 		if a.Now == nil {
 			a.Now = time.Now
 		}
@@ -143,7 +208,9 @@ func (c Config) intents() discordgo.Intent {
 }
 
 // newSession builds a discordgo session for cfg whose REST calls go
-// through the adapter's client (and to APIBase when set).
+// through the adapter's client (and to APIBase when set). The adapter
+// holds the gateway connection itself (gateway.go), so the session's own
+// is never opened.
 func (a *Adapter) newSession(cfg Config) (*discordgo.Session, error) {
 	s, err := discordgo.New(cfg.botToken())
 	if err != nil {
@@ -168,11 +235,6 @@ func (a *Adapter) newSession(cfg Config) (*discordgo.Session, error) {
 	}
 	s.Client = client
 	s.Identify.Intents = cfg.intents()
-	// Handlers run in the gateway's reader, in order; they only persist
-	// (a fast database write) and hand REST work to the adapter's workers.
-	s.SyncEvents = true
-	// The adapter supervises reconnection itself, so that it owns every
-	// attempt and can stop them.
 	s.ShouldReconnectOnError = false
 	s.ShouldReconnectVoiceOnSessionError = false
 	s.LogLevel = discordgo.LogError
@@ -193,89 +255,35 @@ func (r rewriteHost) RoundTrip(req *http.Request) (*http.Response, error) {
 	return r.next.RoundTrip(req)
 }
 
-// workers is the number of goroutines doing REST work for events
-// (interaction answers, refusals, backfill, command registration).
-const workers = 4
-
 // Run opens the gateway session and serves until ctx ends, reconnecting
-// (with RESUME when the session is still valid) after every disconnect.
-// It returns an error when the configuration is invalid, or when Discord
-// refuses the session for good: an invalid token (close code 4004) or a
-// privileged intent not enabled in the Developer Portal (4014).
+// after every loss with a capped exponential backoff with jitter (and
+// RESUME when the session is still valid). It returns an error when the
+// configuration is invalid, or a *CloseError naming the fix when Discord
+// refuses the bot for good: an invalid token (close code 4004), a
+// privileged intent not enabled in the Developer Portal (4014), sharding
+// required (4011) and the like.
 func (a *Adapter) Run(ctx context.Context) error {
 	a.init()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	err := a.setup(ctx)
 	a.startErr = err
 	close(a.started)
 	if err != nil {
 		return err
 	}
-	s := a.sess
-	removers := []func(){
-		s.AddHandler(a.onReady),
-		s.AddHandler(a.onResumed),
-		s.AddHandler(a.onDisconnect),
-		s.AddHandler(a.onMessage),
-		s.AddHandler(a.onMessageUpdate),
-		s.AddHandler(a.onMessageDelete),
-		s.AddHandler(a.onInteraction),
-	}
-	defer func() {
-		for _, r := range removers {
-			r()
-		}
-	}()
+	a.loadCursors(ctx)
+	a.goBG(func() { a.flushLoop(ctx) })
+	a.goBG(func() { a.backfillLoop(ctx) })
 
-	wctx, stopWorkers := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case f := <-a.work:
-					f(wctx)
-				case <-wctx.Done():
-					return
-				}
-			}
-		}()
+	err = a.gw.run(ctx)
+	cancel()
+	a.bg.Wait()
+	if err != nil {
+		a.Log.Error().Err(err).Msg("discord: stopping: Discord refused the bot")
+		return err
 	}
-	defer func() {
-		stopWorkers()
-		wg.Wait()
-	}()
-
-	for attempt := 0; ; {
-		err := s.Open()
-		if errors.Is(err, discordgo.ErrWSAlreadyOpen) {
-			err = nil
-		}
-		if err != nil {
-			if fatal := fatalClose(err); fatal != nil {
-				return fatal
-			}
-			a.Log.Warn().Err(err).Int("attempt", attempt+1).Msg("discord: gateway connection failed")
-			if !agent.Sleep(ctx, agent.Backoff(attempt, time.Second, 2*time.Minute)) {
-				return nil
-			}
-			attempt++
-			continue
-		}
-		attempt = 0
-		select {
-		case <-ctx.Done():
-			if err := s.Close(); err != nil {
-				a.Log.Warn().Err(err).Msg("discord: close gateway")
-			}
-			return nil
-		case <-a.lost:
-			// discordgo closed the socket (op 7, a read error, missed
-			// heartbeats): open it again; Open resumes the session.
-			a.Log.Info().Msg("discord: gateway disconnected; reconnecting")
-		}
-	}
+	return nil
 }
 
 func (a *Adapter) setup(ctx context.Context) error {
@@ -293,29 +301,29 @@ func (a *Adapter) setup(ctx context.Context) error {
 	}
 	a.sess = s
 	a.runCtx = ctx
-	a.work = make(chan func(context.Context), 64)
+	a.gw = &gateway{
+		sess:     s,
+		dialer:   &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: dialTimeout},
+		log:      a.Log,
+		base:     cmp.Or(a.reconnectBase, reconnectBase),
+		max:      cmp.Or(a.reconnectMax, reconnectMax),
+		stable:   cmp.Or(a.stableAfter, stableAfter),
+		dispatch: a.dispatch,
+		lost:     a.onDisconnect,
+	}
 	a.mu.Lock()
 	a.appID = cfg.ApplicationID
 	a.mu.Unlock()
 	return nil
 }
 
-// fatalClose returns an error for gateway close codes that retrying cannot
-// fix, else nil.
-func fatalClose(err error) error {
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) {
-		return nil
-	}
-	switch ce.Code {
-	case 4004:
-		return fmt.Errorf("discord: gateway refused the token (close 4004): check discord.token: %w", err)
-	case 4013, 4014:
-		return fmt.Errorf("discord: gateway refused the intents (close %d): enable Message Content in the Developer Portal (Bot → Privileged Gateway Intents) or set discord.message_content: false: %w", ce.Code, err)
-	case 4010, 4011, 4012:
-		return fmt.Errorf("discord: gateway refused the session (close %d): %w", ce.Code, err)
-	}
-	return nil
+// goBG runs f in a goroutine that Run waits for.
+func (a *Adapter) goBG(f func()) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		f()
+	}()
 }
 
 // ready waits until Run has built the session and returns it.
@@ -332,15 +340,110 @@ func (a *Adapter) ready(ctx context.Context) (*discordgo.Session, error) {
 	return a.sess, nil
 }
 
-// enqueue hands REST work to the workers, waiting while they are busy.
-func (a *Adapter) enqueue(f func(context.Context)) {
-	select {
-	case a.work <- f:
-	case <-a.runCtx.Done():
+// dispatch handles one gateway event, in the gateway's reader: it keeps
+// the State cache and passes what the adapter serves to its handlers,
+// which persist (a fast database write) and hand any REST call to a
+// goroutine of its own.
+func (a *Adapter) dispatch(ctx context.Context, e *discordgo.Event) {
+	switch e.Type {
+	case "READY":
+		if r, ok := decodeEvent[discordgo.Ready](a, e); ok {
+			for _, g := range r.Guilds {
+				setGuildIDs(g)
+			}
+			a.state(r)
+			a.onReady(r)
+		}
+	case "RESUMED":
+		a.Log.Info().Msg("discord: gateway session resumed")
+		a.afterGap()
+	case "GUILD_CREATE":
+		if g, ok := decodeEvent[discordgo.GuildCreate](a, e); ok && g.Guild != nil {
+			setGuildIDs(g.Guild)
+			a.state(g)
+			a.guildAvailable(g.ID)
+		}
+	case "GUILD_UPDATE":
+		if g, ok := decodeEvent[discordgo.GuildUpdate](a, e); ok && g.Guild != nil {
+			setGuildIDs(g.Guild)
+			a.state(g)
+		}
+	case "GUILD_DELETE":
+		stateEvent[discordgo.GuildDelete](a, e)
+	case "CHANNEL_CREATE":
+		stateEvent[discordgo.ChannelCreate](a, e)
+	case "CHANNEL_UPDATE":
+		stateEvent[discordgo.ChannelUpdate](a, e)
+	case "CHANNEL_DELETE":
+		stateEvent[discordgo.ChannelDelete](a, e)
+	case "THREAD_CREATE":
+		stateEvent[discordgo.ThreadCreate](a, e)
+	case "THREAD_UPDATE":
+		stateEvent[discordgo.ThreadUpdate](a, e)
+	case "THREAD_DELETE":
+		stateEvent[discordgo.ThreadDelete](a, e)
+	case "THREAD_LIST_SYNC":
+		stateEvent[discordgo.ThreadListSync](a, e)
+	case "MESSAGE_CREATE":
+		if m, ok := decodeEvent[discordgo.MessageCreate](a, e); ok && m.Message != nil {
+			a.handleMessage(ctx, m.Message, false)
+		}
+	case "MESSAGE_UPDATE":
+		if m, ok := decodeEvent[discordgo.MessageUpdate](a, e); ok {
+			a.onMessageUpdate(ctx, m)
+		}
+	case "MESSAGE_DELETE":
+		if m, ok := decodeEvent[discordgo.MessageDelete](a, e); ok {
+			a.onMessageDelete(ctx, m)
+		}
+	case "INTERACTION_CREATE":
+		if ic, ok := decodeEvent[discordgo.InteractionCreate](a, e); ok && ic.Interaction != nil {
+			a.onInteraction(ic.Interaction)
+		}
 	}
 }
 
-func (a *Adapter) onReady(_ *discordgo.Session, r *discordgo.Ready) {
+// decodeEvent decodes e's data as a T; a malformed event is logged (by
+// type and size) and dropped.
+func decodeEvent[T any](a *Adapter, e *discordgo.Event) (*T, bool) {
+	v := new(T)
+	if err := json.Unmarshal(e.RawData, v); err != nil {
+		a.Log.Warn().Err(err).Str("event", e.Type).Int("bytes", len(e.RawData)).Msg("discord: malformed gateway event dropped")
+		return nil, false
+	}
+	return v, true
+}
+
+// stateEvent decodes e as a T and applies it to the State cache.
+func stateEvent[T any](a *Adapter, e *discordgo.Event) {
+	if v, ok := decodeEvent[T](a, e); ok {
+		a.state(v)
+	}
+}
+
+// state applies an event to the session's State cache (channels and
+// threads, for threadOf and startsThread).
+func (a *Adapter) state(ev any) {
+	if err := a.sess.State.OnInterface(a.sess, ev); err != nil {
+		a.Log.Debug().Err(err).Msg("discord: state update")
+	}
+}
+
+// setGuildIDs sets the guild id of a guild's channels and threads, which
+// the gateway leaves out of GUILD_CREATE.
+func setGuildIDs(g *discordgo.Guild) {
+	if g == nil {
+		return
+	}
+	for _, c := range g.Channels {
+		c.GuildID = g.ID
+	}
+	for _, c := range g.Threads {
+		c.GuildID = g.ID
+	}
+}
+
+func (a *Adapter) onReady(r *discordgo.Ready) {
 	a.mu.Lock()
 	if r.User != nil {
 		a.botID = r.User.ID
@@ -350,75 +453,45 @@ func (a *Adapter) onReady(_ *discordgo.Session, r *discordgo.Ready) {
 	}
 	register := a.cfg.Commands && !a.commandsDone
 	a.commandsDone = true
-	// A second READY means a new session (after op 9 or an expired one):
-	// events of the gap were not replayed.
-	if a.sawReady {
-		a.disconnected = true
+	// The guilds READY announces arrive as GUILD_CREATE right after; a
+	// backfill waits for them (guildWait) to know their threads.
+	a.pendingGuild = make(map[string]bool, len(r.Guilds))
+	for _, g := range r.Guilds {
+		if g != nil && g.ID != "" {
+			a.pendingGuild[g.ID] = true
+		}
 	}
-	a.sawReady = true
+	a.guildsReady = make(chan struct{})
+	if len(a.pendingGuild) == 0 {
+		close(a.guildsReady)
+	}
 	a.mu.Unlock()
-	a.Log.Info().Str("session", "ready").Msg("discord: gateway session ready")
+	a.Log.Info().Int("guilds", len(r.Guilds)).Msg("discord: gateway session ready")
 	if register {
-		a.enqueue(a.registerCommands)
+		a.goBG(func() { a.registerCommands(a.runCtx) })
 	}
 	a.afterGap()
 }
 
-func (a *Adapter) onResumed(*discordgo.Session, *discordgo.Resumed) {
-	a.Log.Info().Msg("discord: gateway session resumed")
-	a.afterGap()
-}
-
-func (a *Adapter) onDisconnect(*discordgo.Session, *discordgo.Disconnect) {
+// guildAvailable notes a GUILD_CREATE of a guild READY announced.
+func (a *Adapter) guildAvailable(id string) {
 	a.mu.Lock()
-	a.disconnected = true
-	a.mu.Unlock()
-	select {
-	case a.lost <- struct{}{}:
-	default:
+	defer a.mu.Unlock()
+	if !a.pendingGuild[id] {
+		return
+	}
+	delete(a.pendingGuild, id)
+	if len(a.pendingGuild) == 0 {
+		close(a.guildsReady)
 	}
 }
 
-// afterGap schedules a backfill when the session (re)starts after a
-// disconnect.
-func (a *Adapter) afterGap() {
+// onDisconnect notes that a connection that was ready ended: events from
+// now until the next session may be lost.
+func (a *Adapter) onDisconnect() {
 	a.mu.Lock()
-	gap := a.disconnected
-	a.disconnected = false
-	a.mu.Unlock()
-	if gap && a.cfg.BackfillWindow > 0 {
-		a.enqueue(a.backfill)
-	}
-}
-
-// backfill reads back the channels active within the backfill window for
-// messages newer than the last one seen, and handles them like gateway
-// events; dedupe drops those already accepted.
-func (a *Adapter) backfill(ctx context.Context) {
-	cutoff := a.Now().Add(-a.cfg.BackfillWindow)
-	type job struct{ channel, guild, after string }
-	var jobs []job
-	a.mu.Lock()
-	for ch, act := range a.active {
-		if act.at.After(cutoff) {
-			jobs = append(jobs, job{ch, act.guild, act.lastID})
-		}
-	}
-	a.mu.Unlock()
-	for _, j := range jobs {
-		msgs, err := a.sess.ChannelMessages(j.channel, a.cfg.BackfillLimit, "", j.after, "", discordgo.WithContext(ctx))
-		if err != nil {
-			a.Log.Warn().Err(err).Str("channel", j.channel).Msg("discord: backfill failed")
-			continue
-		}
-		a.Log.Info().Str("channel", j.channel).Int("messages", len(msgs)).Msg("discord: backfilled channel after a gap")
-		// Newest first: handle them oldest first.
-		for i := len(msgs) - 1; i >= 0; i-- {
-			m := msgs[i]
-			if m.GuildID == "" {
-				m.GuildID = j.guild
-			}
-			a.handleMessage(ctx, m, true)
-		}
+	defer a.mu.Unlock()
+	if a.gapSince.IsZero() {
+		a.gapSince = a.Now()
 	}
 }

@@ -67,6 +67,10 @@ type options struct {
 	fakeDiscord *fakeDiscord     // the fake to talk to; nil: a new one
 	dbPath      string           // the runtime's database; "": a new one
 	follows     bool             // the database is the adapter's Follows
+	cursors     bool             // the database is the adapter's Cursors
+	// reconnectBase and reconnectMax tune the adapter's reconnection
+	// backoff (default 5 ms and 50 ms).
+	reconnectBase, reconnectMax time.Duration
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
@@ -115,12 +119,16 @@ func run(t *testing.T, o options) *env {
 		o.config(&cfg)
 	}
 	logs := &syncBuffer{}
-	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL, Now: o.now}
+	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL, Now: o.now,
+		reconnectBase: or(o.reconnectBase, 5*time.Millisecond), reconnectMax: or(o.reconnectMax, 50*time.Millisecond)}
 	if o.runtime != nil {
 		a.Runtime = o.runtime
 	}
 	if o.follows {
 		a.Follows = db
+	}
+	if o.cursors {
+		a.Cursors = db
 	}
 	rt.Register(a)
 	rtDone := make(chan error, 1)
@@ -565,9 +573,10 @@ func TestApprovalButtons(t *testing.T) {
 
 // recordingSecrets is a vault that records what it is given.
 type recordingSecrets struct {
-	mu    sync.Mutex
-	added []agent.NewSecret
-	owner []agent.Principal
+	mu      sync.Mutex
+	added   []agent.NewSecret
+	owner   []agent.Principal
+	removed []string
 }
 
 func (s *recordingSecrets) ListSecrets(context.Context, agent.Principal) ([]agent.SecretInfo, error) {
@@ -588,8 +597,17 @@ func (s *recordingSecrets) AddSecret(_ context.Context, p agent.Principal, n age
 	return nil
 }
 
-func (s *recordingSecrets) RemoveSecret(context.Context, agent.Principal, string) error {
-	return errors.New("not supported")
+func (s *recordingSecrets) RemoveSecret(_ context.Context, _ agent.Principal, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, a := range s.added {
+		if a.Name == name {
+			s.added = append(s.added[:i], s.added[i+1:]...)
+			s.removed = append(s.removed, name)
+			return nil
+		}
+	}
+	return errors.New("no such secret")
 }
 
 func command(id, sub string) map[string]any {
@@ -621,7 +639,7 @@ func TestCommandsAndSecretModal(t *testing.T) {
 		t.Errorf("callbacks = %+v, want one deferred ephemeral answer", cb)
 	}
 	h := e.f.hooksSnapshot()[0]
-	if h.path != "PATCH webhooks/200/tok-901/messages/@original" || !strings.Contains(h.body["content"].(string), "/new") {
+	if h.path != "PATCH webhooks/200/tok-901/messages/@original" || !strings.Contains(h.body["content"].(string), "/talon new") {
 		t.Errorf("help answer = %s %v", h.path, h.body)
 	}
 
@@ -732,4 +750,12 @@ func TestSecretAddWithoutVault(t *testing.T) {
 	if c.Type != 4 || c.Data["flags"] != float64(64) || !strings.Contains(c.Data["content"].(string), "vault is not configured") {
 		t.Errorf("answer = %+v, want an ephemeral 'vault is not configured'", c)
 	}
+}
+
+// or is d, or def when d is zero.
+func or(d, def time.Duration) time.Duration {
+	if d != 0 {
+		return d
+	}
+	return def
 }

@@ -76,9 +76,11 @@ type Config struct {
 	// TypingInterval is how often the typing indicator (which lasts 10 s)
 	// is refreshed while a turn runs (default 8 s).
 	TypingInterval time.Duration
-	// BackfillWindow: after a reconnect, channels with a message accepted
-	// within this window are read back for messages missed during the gap
-	// (default 1 h; negative disables backfill).
+	// BackfillWindow: at start-up and after a reconnect, the channels
+	// active within this window before the gap began are read back, and
+	// the messages missed there that are younger than the window are
+	// handled (default 1 h; negative disables backfill). With
+	// Adapter.Cursors the channels are remembered across restarts.
 	BackfillWindow time.Duration
 	// BackfillLimit is how many messages per channel are read back (default
 	// 50, at most 100).

@@ -85,8 +85,9 @@ type outgoing struct {
 
 // send posts one message. Rate-limit buckets and 429s are handled by
 // discordgo (it waits retry_after and retries the same request, nonce
-// included, so a 429 ends in exactly one message).
-func (a *Adapter) send(ctx context.Context, channel string, o outgoing) (*discordgo.Message, error) {
+// included, so a 429 ends in exactly one message) unless opts say
+// otherwise.
+func (a *Adapter) send(ctx context.Context, channel string, o outgoing, opts ...discordgo.RequestOption) (*discordgo.Message, error) {
 	body := messageSend{
 		Content:         o.content,
 		Components:      o.components,
@@ -99,7 +100,7 @@ func (a *Adapter) send(ctx context.Context, channel string, o outgoing) (*discor
 		body.Reference = &discordgo.MessageReference{MessageID: o.replyTo, ChannelID: channel, FailIfNotExists: &f}
 	}
 	endpoint := discordgo.EndpointChannelMessages(channel)
-	raw, err := a.sess.RequestWithBucketID("POST", endpoint, body, endpoint, discordgo.WithContext(ctx))
+	raw, err := a.sess.RequestWithBucketID("POST", endpoint, body, endpoint, append([]discordgo.RequestOption{discordgo.WithContext(ctx)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("discord: post message in %s: %w", channel, err)
 	}
@@ -244,7 +245,7 @@ func (a *Adapter) Working(ctx context.Context, key agent.SessionKey, replyToStr 
 		channel, _ := a.target(ctx, to)
 		for {
 			if err := a.sess.ChannelTyping(channel, discordgo.WithContext(ctx)); err != nil && !errors.Is(ctx.Err(), context.Canceled) {
-				a.Log.Debug().Err(err).Str("channel", channel).Msg("discord: typing indicator")
+				a.Log.Debug().Err(err).Str("channel_id", channel).Msg("discord: typing indicator")
 			}
 			if !agent.Sleep(ctx, a.cfg.TypingInterval) {
 				return

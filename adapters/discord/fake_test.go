@@ -29,35 +29,41 @@ type fakeDiscord struct {
 	conn      *websocket.Conn // the current gateway socket; guarded by mu
 	wmu       *sync.Mutex     // serialises writes to conn; guarded by mu
 	conns     []*websocket.Conn
-	seq       int64             // last sequence number sent; guarded by mu
-	sessions  int               // sessions identified; guarded by mu
-	frames    []frame           // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
-	connected int               // READY/RESUMED sent; guarded by mu
-	replay    []event           // sent after the next RESUMED; guarded by mu
-	nextID    int64             // snowflakes handed out; guarded by mu
-	posts     []post            // created messages; guarded by mu
-	attempts  int               // POSTs to /messages, 429s included; guarded by mu
-	fail429   int               // next message POSTs answered 429; guarded by mu
-	edits     []post            // PATCHed messages; guarded by mu
-	writes    []string          // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
-	threads   []post            // threads started on messages (id: the message); guarded by mu
-	threadErr int               // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
-	typing    int               // typing calls; guarded by mu
-	callbacks []callback        // interaction responses; guarded by mu
-	hooks     []post            // webhook edits and follow-ups (interaction answers); guarded by mu
-	commands  json.RawMessage   // registered commands; guarded by mu
-	puts      int               // command overwrites; guarded by mu
-	lists     int               // command listings; guarded by mu
-	history   map[string][]msg  // channel → messages for GET …/messages; guarded by mu
-	channels  map[string]string // channel id → JSON for GET /channels/{id}; guarded by mu
-	appFlags  int               // guarded by mu
-	bodies    []string          // every REST request body; guarded by mu
-	closeCode int               // when set, IDENTIFY is answered by closing with it; guarded by mu
+	seq       int64                // last sequence number sent; guarded by mu
+	sessions  int                  // sessions identified; guarded by mu
+	frames    []frame              // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
+	invalid   bool                 // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
+	limited   map[string]string    // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
+	limitHits map[string]int       // 429s answered, by channel; guarded by mu
+	sent      map[string]time.Time // interaction id → when it was dispatched; guarded by mu
+	connected int                  // READY/RESUMED sent; guarded by mu
+	replay    []event              // sent after the next RESUMED; guarded by mu
+	nextID    int64                // snowflakes handed out; guarded by mu
+	posts     []post               // created messages; guarded by mu
+	attempts  int                  // POSTs to /messages, 429s included; guarded by mu
+	fail429   int                  // next message POSTs answered 429; guarded by mu
+	edits     []post               // PATCHed messages; guarded by mu
+	writes    []string             // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
+	threads   []post               // threads started on messages (id: the message); guarded by mu
+	threadErr int                  // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
+	typing    int                  // typing calls; guarded by mu
+	callbacks []callback           // interaction responses; guarded by mu
+	hooks     []post               // webhook edits and follow-ups (interaction answers); guarded by mu
+	commands  json.RawMessage      // registered commands; guarded by mu
+	puts      int                  // command overwrites; guarded by mu
+	lists     int                  // command listings; guarded by mu
+	history   map[string][]msg     // channel → messages for GET …/messages; guarded by mu
+	channels  map[string]string    // channel id → JSON for GET /channels/{id}; guarded by mu
+	appFlags  int                  // guarded by mu
+	bodies    []string             // every REST request body; guarded by mu
+	closeCode int                  // when set, IDENTIFY is answered by closing with it; guarded by mu
 }
 
 type frame struct {
-	Op int             `json:"op"`
-	D  json.RawMessage `json:"d"`
+	Op   int             `json:"op"`
+	D    json.RawMessage `json:"d"`
+	at   time.Time       // when the fake read it
+	path string          // the socket's URL path (/ws, or /ws-resume for resume_gateway_url)
 }
 
 type event struct {
@@ -74,6 +80,7 @@ type post struct {
 
 type callback struct {
 	interaction string
+	at          time.Time      // when the fake received it
 	Type        int            `json:"type"`
 	Data        map[string]any `json:"data"`
 }
@@ -84,6 +91,7 @@ type msg struct {
 	ChannelID string `json:"channel_id"`
 	GuildID   string `json:"guild_id,omitempty"`
 	Content   string `json:"content"`
+	Timestamp string `json:"timestamp,omitempty"` // RFC 3339; GET …/messages fills in the fake's now
 	Type      int    `json:"type"`
 	Author    user   `json:"author"`
 	Mentions  []user `json:"mentions"`
@@ -101,10 +109,13 @@ type user struct {
 
 func newFake(t *testing.T) *fakeDiscord {
 	f := &fakeDiscord{t: t, botID: "100", appID: "200", nextID: 5000,
-		history: map[string][]msg{}, channels: map[string]string{}, commands: json.RawMessage("[]")}
+		history: map[string][]msg{}, channels: map[string]string{}, commands: json.RawMessage("[]"),
+		limited: map[string]string{}, limitHits: map[string]int{}, sent: map[string]time.Time{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws/", f.gateway)
 	mux.HandleFunc("/ws", f.gateway)
+	mux.HandleFunc("/ws-resume/", f.gateway)
+	mux.HandleFunc("/ws-resume", f.gateway)
 	mux.HandleFunc("/api/v9/", f.rest)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
@@ -144,7 +155,9 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 	}
 	for {
 		var fr frame
-		if err := c.ReadJSON(&fr); err != nil {
+		err := c.ReadJSON(&fr)
+		fr.at, fr.path = time.Now(), strings.TrimSuffix(r.URL.Path, "/")
+		if err != nil {
 			f.mu.Lock()
 			if f.conn == c {
 				f.conn = nil
@@ -166,6 +179,11 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 				wmu.Unlock()
 				return
 			}
+			if f.invalid {
+				f.mu.Unlock()
+				_ = write(map[string]any{"op": 9, "d": false})
+				continue
+			}
 			f.sessions++
 			f.seq++
 			ready := map[string]any{"op": 0, "t": "READY", "s": f.seq, "d": map[string]any{
@@ -173,6 +191,8 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 				"user":        user{ID: f.botID, Username: "talon", Bot: true},
 				"application": map[string]any{"id": f.appID},
 				"guilds":      []any{},
+				// Resumes go elsewhere, as on Discord.
+				"resume_gateway_url": "ws://" + r.Host + "/ws-resume",
 			}}
 			f.conn, f.wmu = c, wmu
 			f.mu.Unlock()
@@ -221,6 +241,12 @@ func (f *fakeDiscord) dispatch(typ string, data any) {
 	if err := c.WriteJSON(map[string]any{"op": 0, "t": typ, "s": s, "d": data}); err != nil {
 		f.t.Errorf("dispatch %s: %v", typ, err)
 	}
+	if i, ok := data.(map[string]any); ok && typ == "INTERACTION_CREATE" {
+		id, _ := i["id"].(string)
+		f.mu.Lock()
+		f.sent[id] = time.Now()
+		f.mu.Unlock()
+	}
 }
 
 // sendOp sends a gateway opcode (7 reconnect, 9 invalid session).
@@ -228,11 +254,46 @@ func (f *fakeDiscord) sendOp(op int, d any) {
 	f.mu.Lock()
 	c, wmu := f.conn, f.wmu
 	f.mu.Unlock()
+	if c == nil {
+		f.t.Errorf("send op %d: no gateway connection", op)
+		return
+	}
 	wmu.Lock()
 	defer wmu.Unlock()
 	if err := c.WriteJSON(map[string]any{"op": op, "d": d}); err != nil {
 		f.t.Errorf("send op %d: %v", op, err)
 	}
+}
+
+// closeWith closes the current gateway connection with a close frame
+// carrying code, as Discord does when it ends a session.
+func (f *fakeDiscord) closeWith(code int, reason string) {
+	f.mu.Lock()
+	c, wmu := f.conn, f.wmu
+	f.conn = nil
+	f.mu.Unlock()
+	if c == nil {
+		f.t.Errorf("close %d: no gateway connection", code)
+		return
+	}
+	wmu.Lock()
+	defer wmu.Unlock()
+	_ = c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason))
+	c.Close()
+}
+
+// drop cuts the current gateway connection without a close frame, as a
+// network failure does.
+func (f *fakeDiscord) drop() {
+	f.mu.Lock()
+	c := f.conn
+	f.conn = nil
+	f.mu.Unlock()
+	if c == nil {
+		f.t.Error("drop: no gateway connection")
+		return
+	}
+	c.NetConn().Close()
 }
 
 func (f *fakeDiscord) framesWith(op int) []frame {
@@ -282,6 +343,17 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, user{ID: f.botID, Username: "talon", Bot: true})
 	case r.Method == "GET" && path == "oauth2/applications/@me":
 		writeJSON(w, 200, map[string]any{"id": f.appID, "name": "talon", "flags": f.appFlags})
+	case route == "POST channels" && len(parts) == 3 && parts[2] == "messages" && f.limited[parts[1]] != "":
+		// This channel's message route is rate limited until the test
+		// lifts it: every POST gets a 429 with Retry-After.
+		f.attempts++
+		f.limitHits[parts[1]]++
+		after := f.limited[parts[1]]
+		w.Header().Set("Retry-After", after)
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset-After", after)
+		retry, _ := strconv.ParseFloat(after, 64)
+		writeJSON(w, 429, map[string]any{"message": "You are being rate limited.", "retry_after": retry, "global": false})
 	case route == "POST channels" && len(parts) == 3 && parts[2] == "messages":
 		f.attempts++
 		if f.fail429 > 0 {
@@ -325,7 +397,11 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		hist := f.history[parts[1]]
 		for i := len(hist) - 1; i >= 0; i-- { // newest first, as Discord does
 			if snowflakeLess(after, hist[i].ID) {
-				out = append(out, hist[i])
+				m := hist[i]
+				if m.Timestamp == "" {
+					m.Timestamp = time.Now().UTC().Format(time.RFC3339Nano)
+				}
+				out = append(out, m)
 			}
 		}
 		writeJSON(w, 200, out)
@@ -347,7 +423,7 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 	case route == "POST interactions" && len(parts) == 4:
 		var cb callback
 		_ = json.Unmarshal(raw, &cb)
-		cb.interaction = parts[1]
+		cb.interaction, cb.at = parts[1], time.Now()
 		f.callbacks = append(f.callbacks, cb)
 		w.WriteHeader(204)
 	case parts[0] == "webhooks":

@@ -26,13 +26,23 @@ const (
 // follow-ups (Discord allows 15 minutes).
 const interactionTTL = 14 * time.Minute
 
-func (a *Adapter) onInteraction(_ *discordgo.Session, ic *discordgo.InteractionCreate) {
-	if ic == nil || ic.Interaction == nil {
+// onInteraction answers i on a path of its own: a goroutine per
+// interaction (at most maxInteractions at once), whose first REST call is
+// the answer Discord wants within 3 s (deferred, a modal, or the final
+// answer when it needs no waiting). Nothing else the adapter does (refusal
+// notices, backfill, command registration, replies held by a rate limit)
+// queues in front of it.
+func (a *Adapter) onInteraction(i *discordgo.Interaction) {
+	select {
+	case a.interactionSlots <- struct{}{}:
+	default:
+		a.Log.Warn().Str("interaction", i.ID).Int("limit", maxInteractions).Msg("discord: too many interactions at once; this one is not answered")
 		return
 	}
-	i := ic.Interaction
-	// Answering needs a REST call: hand it to a worker (Discord allows 3 s).
-	a.enqueue(func(ctx context.Context) { a.handleInteraction(ctx, i) })
+	a.goBG(func() {
+		defer func() { <-a.interactionSlots }()
+		a.handleInteraction(a.runCtx, i)
+	})
 }
 
 func (a *Adapter) handleInteraction(ctx context.Context, i *discordgo.Interaction) {
@@ -223,50 +233,102 @@ func (a *Adapter) handleButton(ctx context.Context, i *discordgo.Interaction, d 
 
 // --- the /talon command ---
 
-// commandText maps a /talon subcommand to the runtime's chat command.
-func commandText(sub string) (string, bool) {
-	switch sub {
-	case "help", "new", "status", "tools":
-		return "/" + sub, true
-	case "secrets":
-		return "/secret", true
+// subcommand is one /talon subcommand. The table below is the one source
+// of the command registered with Discord (talonCommand), of what each
+// subcommand does (handleCommand) and of how the runtime's help and hints
+// name the commands (CommandHint), so that they cannot drift apart.
+type subcommand struct {
+	name        string
+	description string
+	cmd         agent.Command
+	// text is the runtime command it runs ("/new"); "" for one the
+	// adapter answers itself.
+	text string
+	// arg, when set, is the string option (required) whose value follows
+	// text.
+	arg, argDescription string
+	// modal opens the secret form instead (secret-add).
+	modal bool
+}
+
+var subcommands = []subcommand{
+	{name: "help", description: "Show what Talon can do", cmd: agent.CommandHelp, text: "/help"},
+	{name: "new", description: "Start a fresh conversation here", cmd: agent.CommandNew, text: "/new"},
+	{name: "status", description: "Show this conversation's session and queue", cmd: agent.CommandStatus, text: "/status"},
+	{name: "tools", description: "List the tools you may use", cmd: agent.CommandTools, text: "/tools"},
+	{name: "secrets", description: "List your stored secrets (names only)", cmd: agent.CommandSecrets, text: "/secret"},
+	{name: "secret-add", description: "Store a secret in your vault through a private form", cmd: agent.CommandSecretAdd, modal: true},
+	{name: "secret-rm", description: "Remove a secret from your vault", cmd: agent.CommandSecretRemove, text: "/secret rm",
+		arg: "name", argDescription: "The name of the secret to remove"},
+}
+
+// lookupSubcommand returns the subcommand named name.
+func lookupSubcommand(name string) (subcommand, bool) {
+	for _, sc := range subcommands {
+		if sc.name == name {
+			return sc, true
+		}
 	}
-	return "", false
+	return subcommand{}, false
+}
+
+// CommandHint implements agent.CommandSyntax: Discord users type the
+// runtime's commands as /talon subcommands ("/talon secret-add").
+func (a *Adapter) CommandHint(cmd agent.Command) string {
+	for _, sc := range subcommands {
+		if sc.cmd == cmd {
+			h := "/talon " + sc.name
+			if sc.arg != "" {
+				h += " " + sc.arg + ":" + strings.ToUpper(sc.arg)
+			}
+			return h
+		}
+	}
+	return ""
 }
 
 // talonCommand is the /talon application command.
 func talonCommand() *discordgo.ApplicationCommand {
-	sub := func(name, desc string) *discordgo.ApplicationCommandOption {
-		return &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionSubCommand, Name: name, Description: desc}
-	}
-	return &discordgo.ApplicationCommand{
+	c := &discordgo.ApplicationCommand{
 		Type:        discordgo.ChatApplicationCommand,
 		Name:        "talon",
 		Description: "Talk to the Talon agent gateway",
-		Options: []*discordgo.ApplicationCommandOption{
-			sub("help", "Show what Talon can do"),
-			sub("new", "Start a fresh conversation here"),
-			sub("status", "Show this conversation's session and queue"),
-			sub("tools", "List the tools you may use"),
-			sub("secrets", "List your stored secrets (names only)"),
-			sub("secret-add", "Store a secret in your vault through a private form"),
-		},
 	}
+	for _, sc := range subcommands {
+		o := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionSubCommand, Name: sc.name, Description: sc.description}
+		if sc.arg != "" {
+			o.Options = []*discordgo.ApplicationCommandOption{{
+				Type: discordgo.ApplicationCommandOptionString, Name: sc.arg, Description: sc.argDescription, Required: true,
+			}}
+		}
+		c.Options = append(c.Options, o)
+	}
+	return c
 }
 
-// commandSignature is what decides whether registered commands differ.
+// commandSignature is what decides whether registered commands differ:
+// every field the adapter sets, options included.
 func commandSignature(cmds []*discordgo.ApplicationCommand) string {
 	var b strings.Builder
+	var opts func([]*discordgo.ApplicationCommandOption)
+	opts = func(os []*discordgo.ApplicationCommandOption) {
+		b.WriteString("[")
+		for _, o := range os {
+			fmt.Fprintf(&b, "%d/%q/%q/%t", o.Type, o.Name, o.Description, o.Required)
+			if len(o.Options) > 0 {
+				opts(o.Options)
+			}
+			b.WriteString(";")
+		}
+		b.WriteString("]")
+	}
 	for _, c := range cmds {
 		t := c.Type
 		if t == 0 {
 			t = discordgo.ChatApplicationCommand
 		}
-		fmt.Fprintf(&b, "%d/%s/%s[", t, c.Name, c.Description)
-		for _, o := range c.Options {
-			fmt.Fprintf(&b, "%d/%s/%s;", o.Type, o.Name, o.Description)
-		}
-		b.WriteString("]")
+		fmt.Fprintf(&b, "%d/%q/%q", t, c.Name, c.Description)
+		opts(c.Options)
 	}
 	return b.String()
 }
@@ -306,18 +368,22 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 		a.respond(ctx, i, ephemeral("I do not know this command."))
 		return
 	}
-	sub := d.Options[0].Name
+	sc, known := lookupSubcommand(d.Options[0].Name)
+	if !known {
+		a.respond(ctx, i, ephemeral("I do not know this command."))
+		return
+	}
 	p, pl, ok := a.who(i)
 	if !ok {
 		return
 	}
-	log := a.Log.With().Str("interaction", i.ID).Str("user", p.User).Str("command", sub).Logger()
+	log := a.Log.With().Str("interaction", i.ID).Str("user", p.User).Str("command", sc.name).Logger()
 	if reason := a.cfg.refusal(pl); reason != "" {
 		log.Info().Str("reason", reason).Msg("discord: command refused by the access policy")
 		a.respond(ctx, i, ephemeral("Sorry, "+reason))
 		return
 	}
-	if sub == "secret-add" {
+	if sc.modal {
 		if a.Secrets == nil {
 			a.respond(ctx, i, ephemeral("The vault is not configured on this Talon gateway, so secrets cannot be stored."))
 			return
@@ -325,10 +391,14 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 		a.respond(ctx, i, secretModal())
 		return
 	}
-	text, ok := commandText(sub)
-	if !ok {
-		a.respond(ctx, i, ephemeral("I do not know this command."))
-		return
+	text := sc.text
+	if sc.arg != "" {
+		v := optionValue(d.Options[0].Options, sc.arg)
+		if v == "" {
+			a.respond(ctx, i, ephemeral("Usage: "+a.CommandHint(sc.cmd)))
+			return
+		}
+		text += " " + v
 	}
 	// Acknowledge first (Discord allows 3 s; the answer comes from the
 	// runtime), so the deferred answer exists before Deliver edits it.
@@ -459,4 +529,18 @@ func modalValues(comps []discordgo.MessageComponent) map[string]string {
 	}
 	walk(comps)
 	return out
+}
+
+// optionValue returns the string option named name, trimmed; "" when it is
+// absent or not a string.
+func optionValue(opts []*discordgo.ApplicationCommandInteractionDataOption, name string) string {
+	for _, o := range opts {
+		if o == nil || o.Name != name {
+			continue
+		}
+		if s, ok := o.Value.(string); ok {
+			return strings.TrimSpace(s)
+		}
+	}
+	return ""
 }

@@ -6,22 +6,16 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/talonhq/talon/agent"
 )
 
-func (a *Adapter) onMessage(_ *discordgo.Session, m *discordgo.MessageCreate) {
-	if m == nil || m.Message == nil {
-		return
-	}
-	a.handleMessage(a.runCtx, m.Message, false)
-}
-
 // onMessageUpdate passes an edit of a message still waiting for its turn
 // to the runtime, so the turn answers what the user meant.
-func (a *Adapter) onMessageUpdate(_ *discordgo.Session, m *discordgo.MessageUpdate) {
+func (a *Adapter) onMessageUpdate(ctx context.Context, m *discordgo.MessageUpdate) {
 	if m == nil || m.Message == nil || m.Author == nil || m.Content == "" {
 		return
 	}
@@ -32,36 +26,37 @@ func (a *Adapter) onMessageUpdate(_ *discordgo.Session, m *discordgo.MessageUpda
 	if text == "" {
 		return
 	}
-	changed, err := a.Runtime.Amend(a.runCtx, "discord:"+m.ID, text, false)
+	changed, err := a.Runtime.Amend(ctx, "discord:"+m.ID, text, false)
 	if err != nil {
-		a.Log.Warn().Err(err).Str("message", m.ID).Msg("discord: amend edited message")
+		a.Log.Warn().Err(err).Str("message_id", m.ID).Msg("discord: amend edited message")
 		return
 	}
 	if changed {
-		a.Log.Info().Str("message", m.ID).Msg("discord: queued message edited")
+		a.Log.Info().Str("message_id", m.ID).Msg("discord: queued message edited")
 	}
 }
 
 // onMessageDelete cancels a deleted message that is still waiting for its
 // turn.
-func (a *Adapter) onMessageDelete(_ *discordgo.Session, m *discordgo.MessageDelete) {
+func (a *Adapter) onMessageDelete(ctx context.Context, m *discordgo.MessageDelete) {
 	if m == nil || m.Message == nil {
 		return
 	}
-	changed, err := a.Runtime.Amend(a.runCtx, "discord:"+m.ID, "", true)
+	changed, err := a.Runtime.Amend(ctx, "discord:"+m.ID, "", true)
 	if err != nil {
-		a.Log.Warn().Err(err).Str("message", m.ID).Msg("discord: cancel deleted message")
+		a.Log.Warn().Err(err).Str("message_id", m.ID).Msg("discord: cancel deleted message")
 		return
 	}
 	if changed {
-		a.Log.Info().Str("message", m.ID).Msg("discord: queued message cancelled")
+		a.Log.Info().Str("message_id", m.ID).Msg("discord: queued message cancelled")
 	}
 }
 
 // handleMessage decides whether m starts a turn and, if so, persists it
-// through Runtime.Accept. It runs in the gateway reader (or a backfill
-// worker) and does no REST call itself: a refusal notice is handed to a
-// worker.
+// through Runtime.Accept. It runs in the gateway reader (or the backfill
+// goroutine) and does no REST call itself: a refusal notice is sent from a
+// goroutine of its own. Once m is handled (accepted, a duplicate, refused
+// or not for the bot), its channel's cursor moves past it.
 func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backfilled bool) {
 	a.mu.Lock()
 	bot := a.botID
@@ -73,12 +68,19 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	if m.Type != discordgo.MessageTypeDefault && m.Type != discordgo.MessageTypeReply {
 		return
 	}
-	a.noteActivity(m)
+	if a.acceptMessage(ctx, m, bot, backfilled) {
+		a.noteActivity(m)
+	}
+}
 
+// acceptMessage is handleMessage past the loop guard. It reports whether m
+// is handled for good: false when Accept failed, so that a read back
+// tries it again.
+func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot string, backfilled bool) bool {
 	text := strings.TrimSpace(stripMentions(m.Content, bot))
 	if text == "" {
 		// Nothing to answer (or no MESSAGE_CONTENT intent for a follow-up).
-		return
+		return true
 	}
 	dm := m.GuildID == ""
 	mentioned := dm || mentions(m, bot)
@@ -86,11 +88,11 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	followUp := false
 	if !mentioned {
 		if !a.cfg.FollowThreads || !thread || !a.follows.Following(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID)) {
-			return
+			return true
 		}
 		followUp = true
 	}
-	log := a.Log.With().Str("message", m.ID).Str("channel", m.ChannelID).Str("user", m.Author.ID).Logger()
+	log := a.Log.With().Str("message_id", m.ID).Str("channel_id", m.ChannelID).Str("user", m.Author.ID).Logger()
 
 	var roles []string
 	if m.Member != nil {
@@ -99,9 +101,9 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	if reason := a.cfg.refusal(place{guild: m.GuildID, channel: m.ChannelID, parent: parent, user: m.Author.ID, roles: roles}); reason != "" {
 		log.Info().Str("reason", reason).Msg("discord: message refused by the access policy")
 		if !backfilled && !followUp {
-			a.tellOnce(m, reason)
+			a.tellRefusal(m, reason)
 		}
-		return
+		return true
 	}
 	// A mention in a server text channel is answered in a thread started
 	// on it, whose id is the message's: the session is the thread's from
@@ -128,11 +130,11 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 	}
 	if _, err := a.Runtime.Accept(ctx, in); err != nil {
 		if errors.Is(err, agent.ErrDuplicate) {
-			log.Debug().Msg("discord: duplicate message dropped")
-			return
+			log.Debug().Bool("backfilled", backfilled).Msg("discord: duplicate message dropped")
+			return true
 		}
 		log.Error().Err(err).Msg("discord: accept message")
-		return
+		return false
 	}
 	if a.cfg.FollowThreads {
 		switch {
@@ -145,38 +147,7 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 		}
 	}
 	log.Info().Bool("dm", dm).Bool("follow_up", followUp).Bool("new_thread", newThread).Bool("backfilled", backfilled).Msg("discord: message accepted")
-}
-
-// noteActivity remembers the newest message of a channel, for backfill.
-func (a *Adapter) noteActivity(m *discordgo.Message) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	act := a.active[m.ChannelID]
-	if act == nil {
-		act = &activity{guild: m.GuildID}
-		a.active[m.ChannelID] = act
-	}
-	if snowflakeLess(act.lastID, m.ID) {
-		act.lastID = m.ID
-	}
-	act.at = a.Now()
-	// Forget channels idle for longer than the backfill window.
-	if len(a.active) > 1000 {
-		cutoff := a.Now().Add(-a.cfg.BackfillWindow)
-		for ch, x := range a.active {
-			if x.at.Before(cutoff) {
-				delete(a.active, ch)
-			}
-		}
-	}
-}
-
-// snowflakeLess compares two Discord ids numerically ("" is smallest).
-func snowflakeLess(x, y string) bool {
-	if len(x) != len(y) {
-		return len(x) < len(y)
-	}
-	return x < y
+	return true
 }
 
 // threadOf reports whether channel is a thread, and its parent: one this
@@ -196,23 +167,102 @@ func (a *Adapter) threadOf(channel string) (bool, string) {
 	return true, ch.ParentID
 }
 
-// tellOnce tells the sender of m, once per reason, why they were refused.
-func (a *Adapter) tellOnce(m *discordgo.Message, reason string) {
+// tellRefusal tells the sender of m, once per reason, why they were
+// refused. The notice never blocks anything: it is sent from a goroutine
+// of its own (at most maxRefusals in flight), at most once per
+// refusalEvery in a channel, and never waits for or retries a rate-limited
+// channel; a notice dropped by these bounds is tried again at the sender's
+// next refused message.
+func (a *Adapter) tellRefusal(m *discordgo.Message, reason string) {
 	key := m.Author.ID + "\x00" + reason
+	channel, id := m.ChannelID, m.ID
+	log := a.Log.With().Str("channel_id", channel).Str("message_id", id).Logger()
 	a.mu.Lock()
-	told := a.told[key]
-	a.told[key] = true
-	a.mu.Unlock()
-	if told {
+	if a.told[key] {
+		a.mu.Unlock()
 		return
 	}
-	channel, id := m.ChannelID, m.ID
-	a.enqueue(func(ctx context.Context) {
-		_, err := a.send(ctx, channel, outgoing{content: "Sorry, " + reason, replyTo: id, nonce: "x" + id})
+	if !a.refusalAllowedLocked(channel) {
+		a.mu.Unlock()
+		log.Debug().Msg("discord: refusal notice dropped: one was sent in this channel recently")
+		return
+	}
+	select {
+	case a.refusalSlots <- struct{}{}:
+	default:
+		a.mu.Unlock()
+		log.Debug().Msg("discord: refusal notice dropped: too many in flight")
+		return
+	}
+	a.told[key] = true
+	a.mu.Unlock()
+	a.goBG(func() {
+		defer func() { <-a.refusalSlots }()
+		// Not told after all: a later message tries again.
+		untold := func() {
+			a.mu.Lock()
+			delete(a.told, key)
+			a.mu.Unlock()
+		}
+		endpoint := discordgo.EndpointChannelMessages(channel)
+		if a.bucketWaiting(endpoint) {
+			untold()
+			log.Info().Msg("discord: refusal notice dropped: the channel is rate limited")
+			return
+		}
+		ctx, cancel := context.WithTimeout(a.runCtx, refusalTimeout)
+		defer cancel()
+		_, err := a.send(ctx, channel, outgoing{content: "Sorry, " + reason, replyTo: id, nonce: "x" + id}, discordgo.WithRetryOnRatelimit(false))
 		if err != nil {
-			a.Log.Warn().Err(err).Str("channel", channel).Msg("discord: tell refusal")
+			untold()
+			log.Warn().Err(err).Msg("discord: refusal notice not sent")
 		}
 	})
+}
+
+// Bounds of refusal notices.
+const (
+	// refusalEvery is the least time between two refusal notices in a
+	// channel.
+	refusalEvery = 10 * time.Second
+	// maxRefusalChannels bounds the channels remembered for refusalEvery.
+	maxRefusalChannels = 1000
+	// refusalTimeout bounds one notice's REST call.
+	refusalTimeout = 10 * time.Second
+)
+
+// refusalAllowedLocked reports whether a refusal notice may be sent in
+// channel now, and if so counts it. Its caller holds a.mu.
+func (a *Adapter) refusalAllowedLocked(channel string) bool {
+	now := a.Now()
+	if last, ok := a.refusedIn[channel]; ok && now.Sub(last) < refusalEvery {
+		return false
+	}
+	if len(a.refusedIn) >= maxRefusalChannels {
+		for ch, last := range a.refusedIn {
+			if now.Sub(last) >= refusalEvery {
+				delete(a.refusedIn, ch)
+			}
+		}
+		if len(a.refusedIn) >= maxRefusalChannels {
+			return false
+		}
+	}
+	a.refusedIn[channel] = now
+	return true
+}
+
+// bucketWaiting reports whether a request on discordgo's rate-limit
+// bucket would wait: the bucket is exhausted until a reset ahead, or a
+// request holds it (discordgo sleeps holding it when it is exhausted).
+func (a *Adapter) bucketWaiting(bucket string) bool {
+	rl := a.sess.Ratelimiter
+	b := rl.GetBucket(bucket)
+	if !b.TryLock() {
+		return true
+	}
+	defer b.Unlock()
+	return rl.GetWaitTime(b, 1) > 0
 }
 
 // mentions reports whether m mentions the bot.

@@ -85,7 +85,7 @@ func (a *Adapter) ensureThread(ctx context.Context, parent, message string) bool
 	if ts.done.Load() || ts.failed {
 		return ts.done.Load()
 	}
-	log := a.Log.With().Str("channel", parent).Str("message", message).Logger()
+	log := a.Log.With().Str("channel_id", parent).Str("message_id", message).Logger()
 	_, err := a.sess.MessageThreadStartComplex(parent, message, &discordgo.ThreadStart{
 		Name: ts.name, AutoArchiveDuration: threadArchiveMinutes,
 	}, discordgo.WithContext(ctx))
