@@ -15,11 +15,13 @@ import (
 	"github.com/talonhq/talon/store"
 )
 
-// The database remembers the threads the channels follow (store may not
-// import the adapters, so the assertions are here).
+// The database remembers the threads the channels follow and the Discord
+// channels to read back (store may not import the adapters, so the
+// assertions are here).
 var (
 	_ slack.FollowStore   = (*store.DB)(nil)
 	_ discord.FollowStore = (*store.DB)(nil)
+	_ discord.CursorStore = (*store.DB)(nil)
 )
 
 // channel is a configured platform channel, started by cmdRun.
@@ -51,8 +53,9 @@ func (a *app) channels() ([]channel, error) {
 		ad.Runtime, ad.Secrets = a.rt, a.secrets
 		if a.db != nil {
 			ad.Follows = a.db // threads followed survive a restart
+			ad.Cursors = a.db // so do the channels to read back
 		}
-		ad.Log = a.log.With().Str("channel", discord.Platform).Logger()
+		ad.Log = a.log.With().Str("platform", discord.Platform).Logger()
 		a.rt.Register(ad)
 		chans = append(chans, channel{name: "discord", run: ad.Run})
 	}
@@ -101,7 +104,11 @@ func slackConfig(c config.Slack) slack.Config {
 // newDiscordAdapter builds the Discord adapter from the configuration,
 // without a runtime.
 func newDiscordAdapter(c config.Discord) *discord.Adapter {
-	return &discord.Adapter{Config: discordConfig(c)}
+	ad := &discord.Adapter{Config: discordConfig(c)}
+	if c.APIURL != config.DefaultDiscordAPIURL {
+		ad.APIBase = c.APIURL
+	}
+	return ad
 }
 
 // discordConfig maps the discord: section onto the adapter's configuration.

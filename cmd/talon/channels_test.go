@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/gorilla/websocket"
 
 	"github.com/talonhq/talon/adapters/discord"
 	"github.com/talonhq/talon/adapters/slack"
@@ -488,5 +489,86 @@ func TestDiscordClientIDFromToken(t *testing.T) {
 	ad.APIBase = srv.URL
 	if _, err := discordClientID(context.Background(), c, ad); err == nil || !strings.Contains(err.Error(), "discord.token") {
 		t.Errorf("rejected token: err = %v, want one naming discord.token", err)
+	}
+}
+
+// fakeDiscordGateway answers GET /api/v9/gateway with its own socket, where
+// it says HELLO, reads the IDENTIFY and closes the connection with code, as
+// Discord does for an invalid token (4004). identifies counts the
+// IDENTIFYs.
+func fakeDiscordGateway(t *testing.T, code int) (srv *httptest.Server, identifies func() int) {
+	t.Helper()
+	var mu sync.Mutex
+	n := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/v9/gateway", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"url":"ws://%s/ws"}`, r.Host)
+	})
+	mux.HandleFunc("/ws/", func(w http.ResponseWriter, r *http.Request) {
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if c.WriteJSON(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 45000}}) != nil {
+			return
+		}
+		var f struct {
+			Op int `json:"op"`
+		}
+		if c.ReadJSON(&f) != nil || f.Op != 2 {
+			return
+		}
+		mu.Lock()
+		n++
+		mu.Unlock()
+		_ = c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, "Authentication failed."))
+	})
+	srv = httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+}
+
+// TestRunDiscordRejectedTokenExits: Discord closing the gateway with 4004
+// stops talon run with a non-zero exit, the fix named on stderr and in a
+// log line at error, after one IDENTIFY.
+func TestRunDiscordRejectedTokenExits(t *testing.T) {
+	const token = "test-discord-token-not-real"
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	srv, identifies := fakeDiscordGateway(t, 4004)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL)+
+		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+srv.URL+"\n")
+	res := runMain(t, env{getenv: testEnv(map[string]string{"DISCORD_BOT_TOKEN": token})}, "run", "--config", cfg)
+	if res.code == 0 {
+		t.Fatalf("exit 0 after Discord rejected the token; stderr:\n%s", res.stderr)
+	}
+	const fix = "reset it in the Developer Portal (Bot → Reset Token) and set DISCORD_BOT_TOKEN"
+	logged := false
+	for _, line := range strings.Split(res.stderr, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil {
+			continue
+		}
+		if m["level"] == "error" && m["platform"] == "discord" && strings.Contains(fmt.Sprint(m["error"]), fix) {
+			logged = true
+		}
+		if _, ok := m["channel"]; ok {
+			t.Errorf("log line with a \"channel\" key: %s", line)
+		}
+	}
+	if !logged || !strings.Contains(res.stderr, "4004") {
+		t.Errorf("stderr does not log the 4004 and its fix at error, with platform discord:\n%s", res.stderr)
+	}
+	if strings.Contains(res.stderr, token) {
+		t.Error("stderr shows the token")
+	}
+	if n := identifies(); n != 1 {
+		t.Errorf("%d IDENTIFYs, want 1 (stopped at the fatal close)", n)
 	}
 }

@@ -20,6 +20,9 @@ const (
 // DefaultSlackAPIURL is Slack's own Web API base URL.
 const DefaultSlackAPIURL = "https://slack.com/api/"
 
+// DefaultDiscordAPIURL is Discord's own REST API host.
+const DefaultDiscordAPIURL = "https://discord.com"
+
 // Slack configures the Slack channel (adapters/slack). Its tokens are
 // Secrets and are meant to be references (${SLACK_BOT_TOKEN}), never
 // literal values in the file.
@@ -73,6 +76,10 @@ type Discord struct {
 	Enabled bool `yaml:"enabled" json:"enabled"`
 	// Token is the bot token from the Developer Portal (Bot → Reset Token).
 	Token Secret `yaml:"token" json:"token"`
+	// APIURL is where the REST API is reached (scheme and host: a proxy,
+	// or a test server); the gateway's address is what its GET /gateway
+	// answers.
+	APIURL string `yaml:"api_url" json:"api_url"`
 	// ApplicationID is the application (client) id; "" means it is learnt
 	// from the token.
 	ApplicationID string `yaml:"application_id" json:"application_id"`
@@ -104,8 +111,9 @@ type Discord struct {
 	// TypingInterval is how often the typing indicator is refreshed while a
 	// turn runs.
 	TypingInterval Duration `yaml:"typing_interval" json:"typing_interval"`
-	// BackfillWindow: after a reconnect, channels active within this window
-	// are read back for missed messages; 0 disables backfill.
+	// BackfillWindow: at start-up and after a reconnect, channels active
+	// within this window before the gap are read back, and missed messages
+	// younger than it answered; 0 disables backfill.
 	BackfillWindow Duration `yaml:"backfill_window" json:"backfill_window"`
 	// BackfillLimit is how many messages per channel are read back.
 	BackfillLimit int `yaml:"backfill_limit" json:"backfill_limit"`
@@ -130,6 +138,7 @@ func defaultSlack() Slack {
 
 func defaultDiscord() Discord {
 	return Discord{
+		APIURL:          DefaultDiscordAPIURL,
 		AllowDMs:        true,
 		FollowThreads:   true,
 		Commands:        true,
@@ -234,6 +243,10 @@ func (s *Slack) validate(v *validator, listen string) {
 
 func (d *Discord) validate(v *validator) {
 	tokenShape(v, "discord.token", d.Token, func(string) string { return "" })
+	validServiceURL(v, "discord.api_url", d.APIURL, "discord.token")
+	if u, err := url.Parse(d.APIURL); err == nil && u.Path != "" && u.Path != "/" {
+		v.add("discord.api_url", "must be a scheme and host only (like https://discord.com), without a path")
+	}
 	if d.ApplicationID != "" && !isSnowflake(d.ApplicationID) {
 		v.add("discord.application_id", fmt.Sprintf("must be a Discord id (digits only), got %s", v.quote("discord.application_id", d.ApplicationID)))
 	}

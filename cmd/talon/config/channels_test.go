@@ -30,6 +30,7 @@ slack:
 discord:
   enabled: true
   token: ${DISCORD_BOT_TOKEN}
+  api_url: http://127.0.0.1:8080
   application_id: "123456789012345678"
   message_content: true
   allow_dms: false
@@ -63,7 +64,7 @@ discord:
 		t.Errorf("slack (-want +got):\n%s", diff)
 	}
 	wantDiscord := Discord{
-		Enabled: true, Token: "MTA.token", ApplicationID: "123456789012345678", MessageContent: true,
+		Enabled: true, Token: "MTA.token", APIURL: "http://127.0.0.1:8080", ApplicationID: "123456789012345678", MessageContent: true,
 		AllowedGuilds: []string{"111"}, AllowedChannels: []string{"222"}, DeniedChannels: []string{"333"},
 		AllowedRoles: []string{"444"}, AllowedUsers: []string{"555"}, DeniedUsers: []string{"666"}, Admins: []string{"777"},
 		MaxMessageChars: 2000, TypingInterval: Duration(5 * time.Second), BackfillLimit: 100, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
@@ -162,6 +163,7 @@ func TestChannelErrors(t *testing.T) {
 		{
 			name: "discord shapes",
 			file: `discord:
+  api_url: http://discord.example.com
   application_id: abc
   allowed_guilds: ["12", "my-server"]
   max_message_chars: 2001
@@ -170,13 +172,19 @@ func TestChannelErrors(t *testing.T) {
   backfill_limit: 0
 `,
 			want: []string{
-				`discord.application_id: must be a Discord id (digits only), got "abc" (line 2)`,
-				`discord.allowed_guilds[1]: must be a Discord id (digits only; Developer Mode → Copy ID), got "my-server" (line 3)`,
-				"discord.max_message_chars: must be between 200 and 2000, got 2001 (line 4)",
-				"discord.typing_interval: must be between 1s and 9s, got 10s (line 5)",
-				"discord.backfill_window: must be between 0s and 24h, got 48h (line 6)",
-				"discord.backfill_limit: must be between 1 and 100, got 0 (line 7)",
+				"discord.api_url: must be https: discord.token is sent to it (plain http is accepted for 127.0.0.1 and localhost only) (line 2)",
+				`discord.application_id: must be a Discord id (digits only), got "abc" (line 3)`,
+				`discord.allowed_guilds[1]: must be a Discord id (digits only; Developer Mode → Copy ID), got "my-server" (line 4)`,
+				"discord.max_message_chars: must be between 200 and 2000, got 2001 (line 5)",
+				"discord.typing_interval: must be between 1s and 9s, got 10s (line 6)",
+				"discord.backfill_window: must be between 0s and 24h, got 48h (line 7)",
+				"discord.backfill_limit: must be between 1 and 100, got 0 (line 8)",
 			},
+		},
+		{
+			name: "discord api url with a path",
+			file: "discord:\n  api_url: https://discord.example.com/api/v9\n",
+			want: []string{"discord.api_url: must be a scheme and host only (like https://discord.com), without a path (line 2)"},
 		},
 		{
 			name: "a token with a line break",

@@ -36,7 +36,7 @@ func TestLoadDefaults(t *testing.T) {
 			EventsPath: "/slack/events",
 		},
 		Discord: Discord{
-			AllowDMs: true, FollowThreads: true, Commands: true, MaxMessageChars: 1900,
+			APIURL: "https://discord.com", AllowDMs: true, FollowThreads: true, Commands: true, MaxMessageChars: 1900,
 			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
 		},
 	}
