@@ -2,6 +2,7 @@ package discord
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +34,9 @@ type fakeDiscord struct {
 	sessions  int                  // sessions identified; guarded by mu
 	frames    []frame              // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
 	invalid   bool                 // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
+	heartbeat int                  // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
+	noAcks    bool                 // when set, heartbeats are not acknowledged; guarded by mu
+	closes    []int                // close codes the client sent; guarded by mu
 	limited   map[string]string    // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
 	limitHits map[string]int       // 429s answered, by channel; guarded by mu
 	sent      map[string]time.Time // interaction id → when it was dispatched; guarded by mu
@@ -148,9 +152,13 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.conns = append(f.conns, c)
+	interval := f.heartbeat
 	f.mu.Unlock()
+	if interval == 0 {
+		interval = 45000
+	}
 	defer c.Close()
-	if write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 45000}}) != nil {
+	if write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": interval}}) != nil {
 		return
 	}
 	for {
@@ -162,12 +170,21 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 			if f.conn == c {
 				f.conn = nil
 			}
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				f.closes = append(f.closes, ce.Code)
+			}
 			f.mu.Unlock()
 			return
 		}
 		switch fr.Op {
 		case 1:
-			_ = write(map[string]any{"op": 11})
+			f.mu.Lock()
+			noAcks := f.noAcks
+			f.mu.Unlock()
+			if !noAcks {
+				_ = write(map[string]any{"op": 11})
+			}
 			continue
 		case 2:
 			f.mu.Lock()

@@ -196,6 +196,39 @@ func TestNetworkDropResumesAfterBackoff(t *testing.T) {
 	}
 }
 
+// A connection whose heartbeats go unacknowledged is a zombie: closed with
+// a code that keeps the session (not 1000) and resumed. A stop closes with
+// 1000, which ends the session.
+func TestZombieConnectionResumed(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	f.heartbeat = 20
+	b := runBare(t, f, time.Millisecond, 10*time.Millisecond, true)
+	f.mu.Lock()
+	f.noAcks = true
+	f.mu.Unlock()
+	waitFor(t, "RESUME", func() bool { return len(f.framesWith(6)) >= 1 })
+	f.mu.Lock()
+	f.noAcks = false
+	closes := append([]int(nil), f.closes...)
+	f.mu.Unlock()
+	if len(closes) == 0 || closes[0] != closeResumable {
+		t.Errorf("client closes = %v, want %d (resumable) first", closes, closeResumable)
+	}
+	waitFor(t, "resumed", func() bool { return f.connections() >= 2 })
+	b.stop()
+	<-b.done
+	b.done <- nil
+	waitFor(t, "the close of the stop", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.closes) >= 2 && f.closes[len(f.closes)-1] == 1000
+	})
+	if n := len(f.framesWith(2)); n != 1 {
+		t.Errorf("IDENTIFY sent %d times, want 1", n)
+	}
+}
+
 func TestFatalCloseCodes(t *testing.T) {
 	t.Parallel()
 	for code := 4000; code <= 4015; code++ {
