@@ -492,45 +492,194 @@ func TestDiscordClientIDFromToken(t *testing.T) {
 	}
 }
 
-// fakeDiscordGateway answers GET /api/v9/gateway with its own socket, where
-// it says HELLO, reads the IDENTIFY and closes the connection with code, as
-// Discord does for an invalid token (4004). identifies counts the
-// IDENTIFYs.
-func fakeDiscordGateway(t *testing.T, code int) (srv *httptest.Server, identifies func() int) {
+// fakeDiscordGateway is Discord on 127.0.0.1, as much of it as a whole
+// conversation through talon run needs: GET /api/v9/gateway names its
+// socket, which says HELLO and answers an IDENTIFY with READY (or, with
+// closeCode, closes the connection with it, as Discord does for an invalid
+// token); dispatch sends events; the REST API records posted messages,
+// serves a channel's history and accepts the /talon registration.
+type fakeDiscordGateway struct {
+	srv       *httptest.Server
+	closeCode int
+
+	mu         sync.Mutex
+	conn       *websocket.Conn     // the current socket; guarded by mu
+	wmu        sync.Mutex          // serialises writes to conn
+	seq        int64               // guarded by mu
+	identifies int                 // guarded by mu
+	posts      []string            // "channel content"; guarded by mu
+	history    map[string][]string // channel → message JSON, oldest first; guarded by mu
+}
+
+func newFakeDiscordGateway(t *testing.T, closeCode int) *fakeDiscordGateway {
 	t.Helper()
-	var mu sync.Mutex
-	n := 0
+	f := &fakeDiscordGateway{closeCode: closeCode, history: map[string][]string{}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/api/v9/gateway", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/ws/", f.socket)
+	mux.HandleFunc("/api/v9/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"url":"ws://%s/ws"}`, r.Host)
+		path := strings.TrimPrefix(r.URL.Path, "/api/v9/")
+		parts := strings.Split(path, "/")
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		switch {
+		case path == "gateway":
+			fmt.Fprintf(w, `{"url":"ws://%s/ws"}`, r.Host)
+		case r.Method == "POST" && len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages":
+			var body struct {
+				Content string `json:"content"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			f.posts = append(f.posts, parts[1]+" "+body.Content)
+			fmt.Fprintf(w, `{"id":"%d","channel_id":%q,"author":{"id":"100","bot":true}}`, 9000+len(f.posts), parts[1])
+		case r.Method == "GET" && len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages":
+			// Newest first, those after the "after" id (ids of equal length).
+			after, hist := r.URL.Query().Get("after"), f.history[parts[1]]
+			var out []string
+			for i := len(hist) - 1; i >= 0; i-- {
+				var m struct {
+					ID string `json:"id"`
+				}
+				_ = json.Unmarshal([]byte(hist[i]), &m)
+				if m.ID > after {
+					out = append(out, hist[i])
+				}
+			}
+			fmt.Fprint(w, "["+strings.Join(out, ",")+"]")
+		case parts[0] == "applications":
+			if r.Method == "PUT" {
+				_, _ = io.Copy(w, r.Body)
+				return
+			}
+			fmt.Fprint(w, "[]")
+		case r.Method == "POST" && parts[0] == "channels" && len(parts) == 3 && parts[2] == "typing":
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"message":"404: Not Found","code":0}`)
+		}
 	})
-	mux.HandleFunc("/ws/", func(w http.ResponseWriter, r *http.Request) {
-		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
-		if err != nil {
-			return
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		f.mu.Lock()
+		if f.conn != nil {
+			f.conn.Close()
 		}
-		defer c.Close()
-		if c.WriteJSON(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 45000}}) != nil {
-			return
-		}
-		var f struct {
+		f.mu.Unlock()
+		f.srv.Close()
+	})
+	return f
+}
+
+func (f *fakeDiscordGateway) socket(w http.ResponseWriter, r *http.Request) {
+	c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	f.wmu.Lock()
+	err = c.WriteJSON(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 45000}})
+	f.wmu.Unlock()
+	if err != nil {
+		return
+	}
+	for {
+		var fr struct {
 			Op int `json:"op"`
 		}
-		if c.ReadJSON(&f) != nil || f.Op != 2 {
+		if c.ReadJSON(&fr) != nil {
 			return
 		}
-		mu.Lock()
-		n++
-		mu.Unlock()
-		_ = c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, "Authentication failed."))
-	})
-	srv = httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv, func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return n
+		switch fr.Op {
+		case 1:
+			f.wmu.Lock()
+			_ = c.WriteJSON(map[string]any{"op": 11})
+			f.wmu.Unlock()
+		case 2:
+			f.mu.Lock()
+			f.identifies++
+			if f.closeCode != 0 {
+				f.mu.Unlock()
+				f.wmu.Lock()
+				_ = c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(f.closeCode, "Authentication failed."))
+				f.wmu.Unlock()
+				return
+			}
+			f.conn = c
+			f.mu.Unlock()
+			f.dispatch("READY", map[string]any{"v": 9, "session_id": "s", "user": map[string]any{"id": "100", "username": "talon", "bot": true},
+				"application": map[string]any{"id": "200"}, "guilds": []any{}})
+		}
+	}
+}
+
+// dispatch sends an event on the current socket.
+func (f *fakeDiscordGateway) dispatch(typ string, data any) {
+	f.mu.Lock()
+	c := f.conn
+	f.seq++
+	s := f.seq
+	f.mu.Unlock()
+	if c == nil {
+		return
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	_ = c.WriteJSON(map[string]any{"op": 0, "t": typ, "s": s, "d": data})
+}
+
+func (f *fakeDiscordGateway) sessions() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.identifies
+}
+
+func (f *fakeDiscordGateway) postsSnapshot() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.posts...)
+}
+
+// discordDM is a DM from user 7 as the gateway and the REST API send it.
+func discordDM(id, text string) map[string]any {
+	return map[string]any{"id": id, "channel_id": "400", "content": text, "type": 0,
+		"timestamp": time.Now().UTC().Format(time.RFC3339Nano), "author": map[string]any{"id": "7", "username": "u7"}}
+}
+
+// TestRunDiscordAnswersMessagesSentWhileStopped: through talon run, a DM
+// sent to the bot while the gateway was stopped is answered, once, after
+// the next start: the database remembers the channel to read back.
+func TestRunDiscordAnswersMessagesSentWhileStopped(t *testing.T) {
+	const token = "test-discord-token-not-real"
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	f := newFakeDiscordGateway(t, 0)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1)+
+		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n")
+	getenv := testEnv(map[string]string{"DISCORD_BOT_TOKEN": token})
+
+	stop := startRunEnv(t, cfg, addr, getenv, io.Discard)
+	waitUntil(t, func() bool { return f.sessions() == 1 })
+	hello := discordDM("1000041", "hello")
+	f.dispatch("MESSAGE_CREATE", hello)
+	waitUntil(t, func() bool { return len(f.postsSnapshot()) == 1 })
+	stop()
+
+	missed := discordDM("1000042", "sent while stopped")
+	h, _ := json.Marshal(hello)
+	m, _ := json.Marshal(missed)
+	f.mu.Lock()
+	f.history["400"] = []string{string(h), string(m)}
+	f.mu.Unlock()
+
+	stop = startRunEnv(t, cfg, addr, getenv, io.Discard)
+	defer stop()
+	waitUntil(t, func() bool { return len(f.postsSnapshot()) >= 2 })
+	f.dispatch("MESSAGE_CREATE", discordDM("1000043", "after"))
+	waitUntil(t, func() bool { return len(f.postsSnapshot()) >= 3 })
+	if diff := cmp.Diff([]string{"400 echo: hello", "400 echo: sent while stopped", "400 echo: after"}, f.postsSnapshot()); diff != "" {
+		t.Errorf("posts (-want +got):\n%s", diff)
 	}
 }
 
@@ -540,10 +689,10 @@ func fakeDiscordGateway(t *testing.T, code int) (srv *httptest.Server, identifie
 func TestRunDiscordRejectedTokenExits(t *testing.T) {
 	const token = "test-discord-token-not-real"
 	llmSrv := llmtest.NewServer(t, llmtest.Echo())
-	srv, identifies := fakeDiscordGateway(t, 4004)
+	f := newFakeDiscordGateway(t, 4004)
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL)+
-		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+srv.URL+"\n")
+		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n")
 	res := runMain(t, env{getenv: testEnv(map[string]string{"DISCORD_BOT_TOKEN": token})}, "run", "--config", cfg)
 	if res.code == 0 {
 		t.Fatalf("exit 0 after Discord rejected the token; stderr:\n%s", res.stderr)
@@ -568,7 +717,7 @@ func TestRunDiscordRejectedTokenExits(t *testing.T) {
 	if strings.Contains(res.stderr, token) {
 		t.Error("stderr shows the token")
 	}
-	if n := identifies(); n != 1 {
+	if n := f.sessions(); n != 1 {
 		t.Errorf("%d IDENTIFYs, want 1 (stopped at the fatal close)", n)
 	}
 }
