@@ -1,6 +1,9 @@
 package slack
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +186,59 @@ func TestResponseURLSurvivesRestart(t *testing.T) {
 	eventually(t, "the answer after the restart", func() bool { return len(fs.messages("response_url")) == 1 })
 	if m := fs.messages("response_url")[0]; m.Channel != "kept" || !strings.HasPrefix(m.Text, "Session ") {
 		t.Errorf("answer = %+v, want the status through the stored response_url", m)
+	}
+}
+
+// TestEventsModeSlashUsesResponseURL: over the HTTP Events API too, a
+// /talon command's response_url carries the answer.
+func TestEventsModeSlashUsesResponseURL(t *testing.T) {
+	h := newHarness(t, ModeEvents, nil)
+	if err := h.ad.setup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ad.waitReady(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.fs.mu.Lock()
+	h.fs.notMember = map[string]bool{"GPRIV": true}
+	h.fs.mu.Unlock()
+	form := url.Values{"team_id": {team}, "channel_id": {"GPRIV"}, "user_id": {"U1"}, "command": {"/talon"}, "text": {"status"},
+		"trigger_id": {"tr1"}, "response_url": {h.fs.responseURL("http1")}}
+	req := signedRequest(t, "signing-secret", time.Now(), form.Encode())
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	h.ad.EventsHandler().ServeHTTP(w, req)
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d", w.Code)
+	}
+	h.idle(t)
+	if got := h.fs.messages("response_url"); len(got) != 1 || got[0].Channel != "http1" || !strings.HasPrefix(got[0].Text, "Session ") {
+		t.Errorf("response_url posts = %+v, want the status", got)
+	}
+}
+
+func TestValidResponseURL(t *testing.T) {
+	a := &Adapter{Config: DefaultConfig()}
+	a.Config.BotToken, a.Config.AppToken, a.Config.AllowedTeams = "xoxb-x", "xapp-x", []string{team}
+	a.Config.APIURL = "http://127.0.0.1:4000/api/"
+	if err := a.setup(); err != nil {
+		t.Fatal(err)
+	}
+	for u, want := range map[string]bool{
+		"https://hooks.slack.com/commands/T1/1/abc": true,
+		"https://hooks.slack-gov.com/commands/x":    true,
+		"http://127.0.0.1:4000/respond/1":           true, // the configured API host (tests, GovSlack)
+		"http://hooks.slack.com/commands/x":         false,
+		"https://hooks.slack.com.evil.io/x":         false,
+		"https://evilslack.com/x":                   false,
+		"https://user@hooks.slack.com/x":            false,
+		"http://127.0.0.1:4001/x":                   false,
+		"http://169.254.169.254/latest/meta-data":   false,
+		"":   false,
+		"::": false,
+	} {
+		if got := a.validResponseURL(u); got != want {
+			t.Errorf("validResponseURL(%q) = %v, want %v", u, got, want)
+		}
 	}
 }
