@@ -22,8 +22,9 @@ type ApprovalRequest struct {
 // again with the same description and finds the same approval (and its
 // decision, if one was made). It is denied when the channel cannot ask,
 // when the owner denies, and when it expires (ApprovalTimeout, or the end of
-// the turn). When the runtime is stopping it returns ctx's error and the
-// approval stays pending.
+// the turn). When the runtime is stopping it returns an error at once and
+// the approval stays pending: the call is abandoned, not recorded, and the
+// resumed turn runs it again, which asks again.
 func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (bool, error) {
 	r.init()
 	r.mu.Lock()
@@ -34,6 +35,7 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 	if !ok {
 		return false, nil
 	}
+
 	timeout := r.ApprovalTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
@@ -50,6 +52,13 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 		return true, nil
 	case ApprovalDenied, ApprovalExpired:
 		return false, nil
+	}
+	if r.isStopping() {
+		// Asked during the shutdown's drain: nothing was sent yet, and the
+		// approval is persisted, so the resumed turn runs the call again and
+		// asks then.
+		r.abandon(req.Turn, req.CallID)
+		return false, errShutdown
 	}
 
 	wait := make(chan ApprovalState, 1)
@@ -84,10 +93,12 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 		return st == ApprovalApproved, nil
 	case <-timer.C:
 	case <-r.stopping:
+		r.abandon(req.Turn, req.CallID)
 		return false, errShutdown
 	case <-ctx.Done():
 		select {
 		case <-r.stopping:
+			r.abandon(req.Turn, req.CallID)
 			return false, ctx.Err()
 		default:
 		}
@@ -265,4 +276,27 @@ func (r *Runtime) queuedLocked(dedupeKey string) (qu *queue, q QueuedInbound, ok
 		}
 	}
 	return nil, QueuedInbound{}, false
+}
+
+// callRef names one tool call of one turn.
+type callRef struct {
+	turn TurnID
+	call string
+}
+
+// abandon marks a call whose approval wait the shutdown ended: its result
+// (a refusal the person never gave) must not be recorded.
+func (r *Runtime) abandon(t TurnID, call string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.abandoned[callRef{t, call}] = true
+}
+
+// wasAbandoned reports, and forgets, whether abandon marked the call.
+func (r *Runtime) wasAbandoned(t TurnID, call string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ok := r.abandoned[callRef{t, call}]
+	delete(r.abandoned, callRef{t, call})
+	return ok
 }

@@ -35,9 +35,10 @@ type Limits struct {
 	ToolParallelism int
 	// DeliveryAttempts is how often a reply delivery is tried (default 5).
 	DeliveryAttempts int
-	// ShutdownGrace is how long Run waits for running turns after its
-	// context ends before interrupting them (default 10 s). Interrupted turns
-	// resume at the next start.
+	// ShutdownGrace is how long Run lets running turns go on after its
+	// context ends before interrupting them (default 10 s), as Shutdown
+	// does with a context of that timeout. Interrupted turns resume at the
+	// next start.
 	ShutdownGrace time.Duration
 }
 
@@ -124,25 +125,32 @@ type Runtime struct {
 	// expires and counts as denied (default 10 minutes).
 	ApprovalTimeout time.Duration
 
-	once     sync.Once
-	ready    chan struct{}
-	stopping chan struct{}
-	global   chan struct{}
-	workers  sync.WaitGroup
+	once      sync.Once
+	ready     chan struct{}
+	stopping  chan struct{} // closed when Shutdown stops the intake
+	drained   chan struct{} // closed when every goroutine of the runtime has ended after stopping
+	stopOnce  sync.Once
+	global    chan struct{}
+	workers   sync.WaitGroup // turns and background deliveries; Add only under mu while !stopped
+	accepting sync.WaitGroup // Accept calls past the intake check; Add only under mu while !stopped
+	// base is the context of every turn and delivery; interrupt cancels
+	// it with errShutdown when the shutdown's grace ends.
+	base      context.Context
+	interrupt context.CancelCauseFunc
 
-	mu       sync.Mutex
-	channels map[string]Channel                  // guarded by mu
-	queues   map[SessionKey]*queue               // guarded by mu
-	users    map[Principal]*userSlots            // guarded by mu
-	rates    map[Principal]*bucket               // guarded by mu
-	swept    time.Time                           // when rates was last pruned; guarded by mu
-	pending  int                                 // accepted, not yet finished and delivered; guarded by mu
-	idle     chan struct{}                       // closed when pending drops to 0; guarded by mu
-	turnStop map[InboundID]func()                // cancels running turns at shutdown; guarded by mu
-	replyTo  map[TurnID]string                   // ReplyTo of running turns, for approvals; guarded by mu
-	waiters  map[ApprovalID][]chan ApprovalState // turns waiting for a decision; guarded by mu
-	stopped  bool                                // guarded by mu
-	limits   Limits
+	mu        sync.Mutex
+	channels  map[string]Channel                  // guarded by mu
+	queues    map[SessionKey]*queue               // guarded by mu
+	users     map[Principal]*userSlots            // guarded by mu
+	rates     map[Principal]*bucket               // guarded by mu
+	swept     time.Time                           // when rates was last pruned; guarded by mu
+	pending   int                                 // accepted, not yet finished and delivered; guarded by mu
+	idle      chan struct{}                       // closed when pending drops to 0; guarded by mu
+	replyTo   map[TurnID]string                   // ReplyTo of running turns, for approvals; guarded by mu
+	waiters   map[ApprovalID][]chan ApprovalState // turns waiting for a decision; guarded by mu
+	abandoned map[callRef]bool                    // calls whose approval wait the shutdown ended; guarded by mu
+	stopped   bool                                // the intake is closed; guarded by mu
+	limits    Limits
 
 	// onHold, for tests, is called when a worker waits for an Amend of the
 	// message it is about to take.
@@ -169,6 +177,8 @@ func (r *Runtime) init() {
 		r.limits = r.Limits.withDefaults()
 		r.ready = make(chan struct{})
 		r.stopping = make(chan struct{})
+		r.drained = make(chan struct{})
+		r.base, r.interrupt = context.WithCancelCause(context.Background())
 		r.global = make(chan struct{}, r.limits.MaxConcurrentTurns)
 		if r.channels == nil {
 			r.channels = make(map[string]Channel)
@@ -176,7 +186,7 @@ func (r *Runtime) init() {
 		r.queues = make(map[SessionKey]*queue)
 		r.users = make(map[Principal]*userSlots)
 		r.rates = make(map[Principal]*bucket)
-		r.turnStop = make(map[InboundID]func())
+		r.abandoned = make(map[callRef]bool)
 		r.replyTo = make(map[TurnID]string)
 		r.waiters = make(map[ApprovalID][]chan ApprovalState)
 		if r.Metrics == nil {
@@ -206,9 +216,17 @@ func (r *Runtime) Ready() <-chan struct{} {
 	return r.ready
 }
 
-// Run recovers what a previous process left (undelivered replies, queued
-// and interrupted turns), then serves until ctx ends. On return every
-// worker has stopped; turns cut short resume at the next Run.
+// ErrStopping is returned by Accept once Shutdown has begun: the message
+// was not accepted, and the channel must not acknowledge it, so that the
+// platform delivers it again (to this process after a restart).
+var ErrStopping = errors.New("agent: shutting down; the message was not accepted")
+
+// Run recovers what a previous process left (queued and interrupted turns;
+// undelivered replies are delivered in the background), closes Ready, and
+// serves until Shutdown has finished or ctx ends. When ctx ends first, Run
+// shuts down as Shutdown does, with Limits.ShutdownGrace as the grace. On
+// return every goroutine of the runtime has ended; turns cut short resume
+// at the next Run.
 func (r *Runtime) Run(ctx context.Context) error {
 	r.init()
 	if r.Store == nil || r.LLM == nil {
@@ -218,37 +236,72 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	close(r.ready)
-	<-ctx.Done()
-
-	r.mu.Lock()
-	r.stopped = true
-	r.mu.Unlock()
-	close(r.stopping)
-	done := make(chan struct{})
-	go func() { r.workers.Wait(); close(done) }()
-	t := time.NewTimer(r.limits.ShutdownGrace)
-	defer t.Stop()
 	select {
-	case <-done:
-		return nil
-	case <-t.C:
+	case <-r.drained:
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.limits.ShutdownGrace)
+		defer cancel()
+		_ = r.Shutdown(sctx) // interrupted turns are not an error of Run
 	}
-	r.mu.Lock()
-	for _, cancel := range r.turnStop {
-		cancel()
-	}
-	r.mu.Unlock()
-	<-done
 	return nil
+}
+
+// Stopping is closed when Shutdown begins: from then on Accept refuses.
+func (r *Runtime) Stopping() <-chan struct{} {
+	r.init()
+	return r.stopping
+}
+
+// Shutdown stops the runtime in order and waits for it:
+//
+//  1. the intake: Accept returns ErrStopping, and Shutdown waits for the
+//     Accept calls already past that check. Queued messages stay queued in
+//     the store for the next start; a tool call waiting for an approval is
+//     abandoned (it has sent nothing) and asked again after the restart.
+//  2. the drain: running turns go on, tool calls and model calls included,
+//     and their replies are delivered, until they finish or ctx ends. Tool
+//     results that arrive meanwhile are recorded, so that a turn cut short
+//     uses them when it resumes. When ctx ends, every turn and delivery
+//     still running is interrupted; the turns resume at the next start.
+//
+// It returns once every goroutine of the runtime has ended: nil when the
+// turns finished, ctx's error when some were interrupted. The caller then
+// stops the channels (deliveries in flight end) and closes the store, in
+// that order. Calling it again waits for the same stop.
+func (r *Runtime) Shutdown(ctx context.Context) error {
+	r.init()
+	r.stopOnce.Do(func() {
+		r.mu.Lock()
+		r.stopped = true
+		running := 0
+		for _, qu := range r.queues {
+			if qu.current != "" {
+				running++
+			}
+		}
+		r.mu.Unlock()
+		close(r.stopping)
+		r.Log.Info().Int("running_turns", running).Msg("stopping: no new messages are accepted; running turns may finish")
+		go func() {
+			r.accepting.Wait()
+			r.workers.Wait()
+			close(r.drained)
+		}()
+	})
+	select {
+	case <-r.drained:
+		return nil
+	case <-ctx.Done():
+	}
+	r.interrupt(errShutdown)
+	<-r.drained
+	return ctx.Err()
 }
 
 func (r *Runtime) recover(ctx context.Context) error {
 	undelivered, err := r.Store.Undelivered(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: recover undelivered replies: %w", err)
-	}
-	for _, rep := range undelivered {
-		r.deliver(ctx, rep)
 	}
 	pending, err := r.Store.Pending(ctx)
 	if err != nil {
@@ -261,6 +314,7 @@ func (r *Runtime) recover(ctx context.Context) error {
 		}
 		r.enqueue(q)
 	}
+	r.redeliver(undelivered)
 	if len(undelivered)+len(pending) > 0 {
 		r.Log.Info().Int("undelivered", len(undelivered)).Int("queued", len(pending)-interrupted).
 			Int("interrupted", interrupted).Msg("recovered work from the previous run")
@@ -268,16 +322,60 @@ func (r *Runtime) recover(ctx context.Context) error {
 	return nil
 }
 
+// redeliver delivers replies a previous process persisted but did not
+// deliver, in the background: a platform that is down delays neither
+// Ready nor Accept. Each platform's replies go in order, on a goroutine of
+// their own, so that one platform's outage does not hold another's.
+func (r *Runtime) redeliver(replies []Reply) {
+	byPlatform := map[string][]Reply{}
+	var order []string
+	for _, rep := range replies {
+		p := rep.Key.Principal.Platform
+		if byPlatform[p] == nil {
+			order = append(order, p)
+		}
+		byPlatform[p] = append(byPlatform[p], rep)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return
+	}
+	for _, p := range order {
+		reps := byPlatform[p]
+		r.addPendingLocked(len(reps))
+		r.workers.Add(1)
+		go func() {
+			defer r.workers.Done()
+			for _, rep := range reps {
+				r.deliver(r.base, rep)
+				r.addPending(-1)
+			}
+		}()
+	}
+}
+
 // Accept persists in and queues it for its session. It returns ErrDuplicate
-// when the message was accepted before. When Accept returns nil the message
-// is durable and the channel may acknowledge it to the platform.
+// when the message was accepted before, and ErrStopping once Shutdown has
+// begun. When Accept returns nil the message is durable and the channel may
+// acknowledge it to the platform; on any other error it must not.
 func (r *Runtime) Accept(ctx context.Context, in Inbound) (QueuedInbound, error) {
 	r.init()
 	select {
 	case <-r.ready:
+	case <-r.stopping:
+		return QueuedInbound{}, ErrStopping
 	case <-ctx.Done():
 		return QueuedInbound{}, ctx.Err()
 	}
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return QueuedInbound{}, ErrStopping
+	}
+	r.accepting.Add(1)
+	r.mu.Unlock()
+	defer r.accepting.Done()
 	if in.ReceivedAt.IsZero() {
 		in.ReceivedAt = r.Now()
 	}
@@ -438,17 +536,7 @@ func (r *Runtime) releaseUser(p Principal, sem chan struct{}) {
 
 // process runs one accepted message to its delivered reply.
 func (r *Runtime) process(q QueuedInbound) {
-	ctx, cancel := context.WithCancel(context.Background())
-	r.mu.Lock()
-	r.turnStop[q.ID] = cancel
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.turnStop, q.ID)
-		r.mu.Unlock()
-		cancel()
-	}()
-
+	ctx := r.base
 	start := r.Now()
 	rep, outcome, finished := r.turn(ctx, q)
 	if !finished {

@@ -274,9 +274,9 @@ func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid Tu
 // runTools runs the calls of one step in parallel and returns their results
 // in the order of the calls.
 //
-// When the runtime stops while a call waits (for an approval, say), the
-// step is abandoned with errShutdown and nothing is recorded for it, so the
-// resumed turn asks again.
+// A call cut short by the shutdown (its approval wait ended, or the grace
+// ran out) abandons the step with errShutdown; the results of the other
+// calls are recorded all the same, and the resumed turn uses them.
 func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, calls []llm.ToolCall) ([]llm.Message, error) {
 	results := make([]llm.Message, len(calls))
 	var stopped atomic.Bool
@@ -302,15 +302,19 @@ func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, ste
 	return results, nil
 }
 
-// runTool runs one call and records it. ok is false when the runtime
-// stopped during the call: then nothing is recorded.
+// runTool runs one call and records its result, also while the runtime
+// stops: a call that finishes during the shutdown's grace is used when the
+// turn resumes. ok is false, and nothing is recorded, when the shutdown cut
+// the call short: its approval wait was abandoned (the resumed turn runs
+// it again) or the grace ran out while it ran (the resumed turn reports it
+// interrupted).
 func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, c llm.ToolCall) (res ToolResult, ok bool) {
 	log := r.Log.With().Int64("turn", int64(tid)).Str("tool", c.Name).Str("call", c.ID).Logger()
 	if err := r.Store.StartToolCall(ctx, tid, step, c); err != nil {
 		log.Error().Err(err).Msg("record tool call")
 	}
 	res = r.checkAndRun(ctx, q, tid, offered, c, &log)
-	if r.isStopping() {
+	if r.wasAbandoned(tid, c.ID) || errors.Is(context.Cause(ctx), errShutdown) {
 		return res, false
 	}
 	res.Content = r.redact(ctx, q.Key.Principal, res.Content, "tool_output")
