@@ -162,6 +162,10 @@ func (a *Adapter) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(err, agent.ErrStopping) {
+				a.write("(Talon is stopping, so that message was not taken; send it again after the restart.)\n")
+				return nil
+			}
 			return fmt.Errorf("terminal: accept: %w", err)
 		}
 		if !a.waitAnswered(ctx, lines) {

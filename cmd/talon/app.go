@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/term"
 
 	"github.com/talonhq/talon/adapters/terminal"
@@ -131,6 +131,9 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 			MaxConcurrentTurns: ac.MaxConcurrentTurns,
 			MaxTurnsPerUser:    ac.MaxTurnsPerUser,
 			RatePerMinute:      ac.RatePerMinute,
+			ToolParallelism:    ac.ToolParallelism,
+			DeliveryAttempts:   ac.DeliveryAttempts,
+			ShutdownGrace:      ac.ShutdownGrace.Std(),
 		},
 		Redactor:        a.redactor,
 		Secrets:         a.secrets,
@@ -221,7 +224,19 @@ func isTerminal(r io.Reader) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// forceWait is how long a second signal lets the stop finish before
+// cmdRun returns without it (and the process exits): every part stops at
+// once when told, so this is only a bound for one that does not.
+const forceWait = 5 * time.Second
+
 // cmdRun serves the gateway (run) or a terminal conversation (chat).
+//
+// It stops on SIGINT or SIGTERM (ctx), when a part fails, or when the
+// terminal conversation ends, in this order: the runtime's intake (no new
+// message is accepted, so the platforms deliver them again later), the
+// drain (running turns may finish for agent.shutdown_grace; a second
+// signal, e.stopNow, ends it at once), the channels and the HTTP listener,
+// and last the store.
 func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	name := "run"
 	if chat {
@@ -244,7 +259,12 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	closeApp := true
+	defer func() {
+		if closeApp {
+			a.Close()
+		}
+	}()
 
 	var chans []channel
 	if !chat {
@@ -252,11 +272,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 			return err
 		}
 	}
-	log.Info().Str("provider", a.llm.Name()).Str("model", a.llm.Model()).Str("data_dir", cfg.DataDir).Msg("starting")
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
+	var ops *opsListener
 	if !chat && cfg.HTTP.Listen != "" {
 		mux := http.NewServeMux()
 		for _, ch := range chans {
@@ -264,53 +280,119 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 				ch.mount(mux)
 			}
 		}
-		srv, err := a.opsServer(cfg.HTTP.Listen, mux)
-		if err != nil {
+		if ops, err = a.opsServer(cfg.HTTP.Listen, mux); err != nil {
 			return err
 		}
-		g.Go(func() error { return srv.run(gctx) })
 	}
-	g.Go(func() error { return a.rt.Run(gctx) })
-	if len(chans) > 0 {
-		for _, ch := range chans {
-			g.Go(func() error {
-				if err := ch.run(gctx); err != nil && gctx.Err() == nil {
-					return err // the adapters name themselves
-				}
-				return nil
-			})
+	var term *terminal.Adapter
+	if len(chans) == 0 {
+		interactive := isTerminal(e.stdin)
+		term = &terminal.Adapter{In: e.stdin, Out: e.stdout, User: cfg.Terminal.User, Interactive: interactive, Runtime: a.rt}
+		a.rt.Register(term)
+		if !chat {
+			log.Info().Msg("no Slack or Discord channel is configured, so the terminal channel is running; " +
+				"add a slack: or discord: section to the configuration to serve them (see README.md)")
 		}
-		err = g.Wait()
-		log.Info().Msg("stopped")
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
-		return nil
+	}
+	log.Info().Str("provider", a.llm.Name()).Str("model", a.llm.Model()).Str("data_dir", cfg.DataDir).Msg("starting")
+
+	// Every part sends on ended when it ends by itself: a failure, or the
+	// end of the terminal conversation (nil). The first starts the stop.
+	ended := make(chan error, len(chans)+3)
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.rt.Run(context.Background()) }()
+	opsCtx, stopOps := context.WithCancel(context.Background())
+	defer stopOps()
+	opsDone := make(chan error, 1)
+	if ops != nil {
+		go func() {
+			err := ops.run(opsCtx)
+			if err != nil {
+				ended <- err
+			}
+			opsDone <- err
+		}()
+	} else {
+		opsDone <- nil
+	}
+	chanCtx, stopChannels := context.WithCancel(context.Background())
+	defer stopChannels()
+	var chanWG sync.WaitGroup
+	for _, ch := range chans {
+		chanWG.Go(func() {
+			if err := ch.run(chanCtx); err != nil && chanCtx.Err() == nil {
+				ended <- err // the adapters name themselves
+			}
+		})
+	}
+	if term != nil {
+		chanWG.Go(func() {
+			select {
+			case <-a.rt.Ready():
+			case <-chanCtx.Done():
+				return
+			}
+			if term.Interactive {
+				fmt.Fprintf(e.stdout, "Talon %s, model %s. Type a message, /help for commands, Ctrl-D to quit.\n", versionString(), a.llm.Model())
+			}
+			err := term.Run(chanCtx)
+			if chanCtx.Err() == nil {
+				ended <- err // the conversation is over: stop the gateway
+			}
+		})
 	}
 
-	interactive := isTerminal(e.stdin)
-	term := &terminal.Adapter{In: e.stdin, Out: e.stdout, User: cfg.Terminal.User, Interactive: interactive, Runtime: a.rt}
-	a.rt.Register(term)
-	if !chat {
-		log.Info().Msg("no Slack or Discord channel is configured, so the terminal channel is running; " +
-			"add a slack: or discord: section to the configuration to serve them (see README.md)")
+	var failure error
+	select {
+	case <-ctx.Done():
+	case failure = <-ended:
+	case failure = <-runDone:
+		runDone <- failure
+		if failure == nil {
+			failure = errors.New("agent: the runtime stopped by itself")
+		}
 	}
-	g.Go(func() error {
-		defer cancel() // the conversation is over: stop the gateway
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		grace := cfg.Agent.ShutdownGrace.Std()
+		gctx, endGrace := context.WithTimeout(context.Background(), grace)
+		defer endGrace()
+		go func() {
+			select {
+			case <-e.stopNow:
+				log.Warn().Msg("second signal: stopping now; running turns resume at the next start")
+				endGrace()
+			case <-gctx.Done():
+			}
+		}()
+		log.Info().Dur("grace", grace).Msg("stopping: running turns may finish; a second Ctrl-C or SIGTERM stops at once")
+		if err := a.rt.Shutdown(gctx); err != nil {
+			log.Warn().Msg("running turns were interrupted; they resume at the next start")
+		}
+		if err := <-runDone; err != nil && failure == nil {
+			failure = err
+		}
+		stopChannels()
+		chanWG.Wait()
+		stopOps()
+		<-opsDone
+	}()
+	select {
+	case <-stopped:
+	case <-e.stopNow:
 		select {
-		case <-a.rt.Ready():
-		case <-gctx.Done():
-			return nil
+		case <-stopped:
+		case <-time.After(forceWait):
+			closeApp = false // a part still holds the store; the process exits around it
+			log.Error().Dur("waited", forceWait).Msg("the stop did not finish after the second signal; exiting without it")
+			return errors.New("stopped without finishing the stop: a part did not end in time (see the log)")
 		}
-		if interactive {
-			fmt.Fprintf(e.stdout, "Talon %s, model %s. Type a message, /help for commands, Ctrl-D to quit.\n", versionString(), a.llm.Model())
-		}
-		return term.Run(gctx)
-	})
-	err = g.Wait()
+	}
 	log.Info().Msg("stopped")
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	if failure != nil && !errors.Is(failure, context.Canceled) {
+		return failure
 	}
 	return nil
 }

@@ -34,6 +34,10 @@ type env struct {
 	// resolver and TLS roots (tests serve tools' hosts on loopback).
 	resolver egress.Resolver
 	rootCAs  *x509.CertPool
+	// stopNow is closed by a second SIGINT or SIGTERM: a stopping gateway
+	// stops at once instead of letting running turns finish. nil means
+	// never.
+	stopNow <-chan struct{}
 }
 
 // usageError is a mistake on the command line: exit status 2.
@@ -69,8 +73,9 @@ func (e env) main(ctx context.Context, args []string) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stopNow, stop := notifySignals(ctx)
 	defer stop()
+	e.stopNow = stopNow
 
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
@@ -108,6 +113,38 @@ func (e env) main(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintf(stderr, "talon: %v\n", err)
 	return 1
+}
+
+// notifySignals turns the first SIGINT or SIGTERM into the end of ctx (a
+// graceful stop) and the second into the closing of now (stop at once).
+// stop releases the signals and ends the goroutine that watches them.
+func notifySignals(parent context.Context) (ctx context.Context, now <-chan struct{}, stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(parent)
+	second := make(chan struct{})
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-sigs:
+			cancel()
+		case <-quit:
+			return
+		}
+		select {
+		case <-sigs:
+			close(second)
+		case <-quit:
+		}
+	}()
+	return ctx, second, func() {
+		signal.Stop(sigs)
+		close(quit)
+		<-done
+		cancel()
+	}
 }
 
 // parseFlags parses the common --config flag and any extra flags.

@@ -123,6 +123,12 @@ func (a *app) opsServer(addr string, mux *http.ServeMux) (*opsListener, error) {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		select {
+		case <-a.rt.Stopping():
+			http.Error(w, "stopping", http.StatusServiceUnavailable)
+			return
+		default:
+		}
+		select {
 		case <-a.rt.Ready():
 		default:
 			http.Error(w, "recovering", http.StatusServiceUnavailable)

@@ -108,6 +108,14 @@ type Agent struct {
 	// RatePerMinute is how many turns a user may start per minute; 0 means
 	// unlimited.
 	RatePerMinute int `yaml:"rate_per_minute" json:"rate_per_minute"`
+	// ToolParallelism bounds the tool calls of one step that run at once.
+	ToolParallelism int `yaml:"tool_parallelism" json:"tool_parallelism"`
+	// DeliveryAttempts is how often a reply's delivery is tried before it
+	// is given up.
+	DeliveryAttempts int `yaml:"delivery_attempts" json:"delivery_attempts"`
+	// ShutdownGrace is how long a stopping gateway lets running turns
+	// finish before it interrupts them (they resume at the next start).
+	ShutdownGrace Duration `yaml:"shutdown_grace" json:"shutdown_grace"`
 }
 
 // Sandbox configures the WASM tool runtime.
@@ -152,6 +160,9 @@ func Default() Config {
 			MaxConcurrentTurns: 64,
 			MaxTurnsPerUser:    2,
 			RatePerMinute:      20,
+			ToolParallelism:    4,
+			DeliveryAttempts:   5,
+			ShutdownGrace:      Duration(10 * time.Second),
 		},
 		Sandbox: Sandbox{
 			PoolSize:        2,

@@ -28,6 +28,7 @@ func TestLoadDefaults(t *testing.T) {
 		Agent: Agent{
 			MaxSteps: 8, TurnTimeout: Duration(5 * time.Minute), HistoryMessages: 40,
 			HistoryTokenBudget: 12000, MaxConcurrentTurns: 64, MaxTurnsPerUser: 2, RatePerMinute: 20,
+			ToolParallelism: 4, DeliveryAttempts: 5, ShutdownGrace: Duration(10 * time.Second),
 		},
 		Sandbox:  Sandbox{PoolSize: 2, ApprovalTimeout: Duration(10 * time.Minute)},
 		Terminal: Terminal{User: "local"},

@@ -233,6 +233,15 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "lifecycle keys out of bounds",
+			file: "agent:\n  tool_parallelism: 0\n  delivery_attempts: 101\n  shutdown_grace: 0s\n",
+			want: []string{
+				"agent.tool_parallelism: must be between 1 and 64, got 0 (line 2)",
+				"agent.delivery_attempts: must be between 1 and 100, got 101 (line 3)",
+				"agent.shutdown_grace: must be between 1s and 30m, got 0s (line 4)",
+			},
+		},
+		{
 			name: "anthropic without key",
 			file: "llm:\n  provider: anthropic\n",
 			want: []string{"llm.api_key: the anthropic provider needs an API key (set ANTHROPIC_API_KEY or llm.api_key)"},

@@ -104,6 +104,9 @@ func (a *Agent) validate(v *validator) {
 		v.add("agent.max_turns_per_user", fmt.Sprintf("must not exceed agent.max_concurrent_turns (%d)", a.MaxConcurrentTurns))
 	}
 	v.intRange("agent.rate_per_minute", a.RatePerMinute, 0, 10_000)
+	v.intRange("agent.tool_parallelism", a.ToolParallelism, 1, 64)
+	v.intRange("agent.delivery_attempts", a.DeliveryAttempts, 1, 100)
+	v.duration("agent.shutdown_grace", a.ShutdownGrace, time.Second, 30*time.Minute)
 }
 
 func (s *Sandbox) validate(v *validator) {
