@@ -30,37 +30,39 @@ type fakeDiscord struct {
 	conn      *websocket.Conn // the current gateway socket; guarded by mu
 	wmu       *sync.Mutex     // serialises writes to conn; guarded by mu
 	conns     []*websocket.Conn
-	seq       int64                // last sequence number sent; guarded by mu
-	sessions  int                  // sessions identified; guarded by mu
-	frames    []frame              // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
-	invalid   bool                 // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
-	heartbeat int                  // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
-	noAcks    bool                 // when set, heartbeats are not acknowledged; guarded by mu
-	closes    []int                // close codes the client sent; guarded by mu
-	limited   map[string]string    // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
-	limitHits map[string]int       // 429s answered, by channel; guarded by mu
-	sent      map[string]time.Time // interaction id → when it was dispatched; guarded by mu
-	connected int                  // READY/RESUMED sent; guarded by mu
-	replay    []event              // sent after the next RESUMED; guarded by mu
-	nextID    int64                // snowflakes handed out; guarded by mu
-	posts     []post               // created messages; guarded by mu
-	attempts  int                  // POSTs to /messages, 429s included; guarded by mu
-	fail429   int                  // next message POSTs answered 429; guarded by mu
-	edits     []post               // PATCHed messages; guarded by mu
-	writes    []string             // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
-	threads   []post               // threads started on messages (id: the message); guarded by mu
-	threadErr int                  // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
-	typing    int                  // typing calls; guarded by mu
-	callbacks []callback           // interaction responses; guarded by mu
-	hooks     []post               // webhook edits and follow-ups (interaction answers); guarded by mu
-	commands  json.RawMessage      // registered commands; guarded by mu
-	puts      int                  // command overwrites; guarded by mu
-	lists     int                  // command listings; guarded by mu
-	history   map[string][]msg     // channel → messages for GET …/messages; guarded by mu
-	channels  map[string]string    // channel id → JSON for GET /channels/{id}; guarded by mu
-	appFlags  int                  // guarded by mu
-	bodies    []string             // every REST request body; guarded by mu
-	closeCode int                  // when set, IDENTIFY is answered by closing with it; guarded by mu
+	seq       int64                    // last sequence number sent; guarded by mu
+	sessions  int                      // sessions identified; guarded by mu
+	frames    []frame                  // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
+	invalid   bool                     // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
+	heartbeat int                      // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
+	noAcks    bool                     // when set, heartbeats are not acknowledged; guarded by mu
+	closes    []int                    // close codes the client sent; guarded by mu
+	stall     map[string]chan struct{} // "METHOD first-segment" → requests wait until it is closed; guarded by mu
+	stalled   map[string]int           // requests that waited on stall, by key; guarded by mu
+	limited   map[string]string        // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
+	limitHits map[string]int           // 429s answered, by channel; guarded by mu
+	sent      map[string]time.Time     // interaction id → when it was dispatched; guarded by mu
+	connected int                      // READY/RESUMED sent; guarded by mu
+	replay    []event                  // sent after the next RESUMED; guarded by mu
+	nextID    int64                    // snowflakes handed out; guarded by mu
+	posts     []post                   // created messages; guarded by mu
+	attempts  int                      // POSTs to /messages, 429s included; guarded by mu
+	fail429   int                      // next message POSTs answered 429; guarded by mu
+	edits     []post                   // PATCHed messages; guarded by mu
+	writes    []string                 // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
+	threads   []post                   // threads started on messages (id: the message); guarded by mu
+	threadErr int                      // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
+	typing    int                      // typing calls; guarded by mu
+	callbacks []callback               // interaction responses; guarded by mu
+	hooks     []post                   // webhook edits and follow-ups (interaction answers); guarded by mu
+	commands  json.RawMessage          // registered commands; guarded by mu
+	puts      int                      // command overwrites; guarded by mu
+	lists     int                      // command listings; guarded by mu
+	history   map[string][]msg         // channel → messages for GET …/messages; guarded by mu
+	channels  map[string]string        // channel id → JSON for GET /channels/{id}; guarded by mu
+	appFlags  int                      // guarded by mu
+	bodies    []string                 // every REST request body; guarded by mu
+	closeCode int                      // when set, IDENTIFY is answered by closing with it; guarded by mu
 }
 
 type frame struct {
@@ -114,7 +116,8 @@ type user struct {
 func newFake(t *testing.T) *fakeDiscord {
 	f := &fakeDiscord{t: t, botID: "100", appID: "200", nextID: 5000,
 		history: map[string][]msg{}, channels: map[string]string{}, commands: json.RawMessage("[]"),
-		limited: map[string]string{}, limitHits: map[string]int{}, sent: map[string]time.Time{}}
+		limited: map[string]string{}, limitHits: map[string]int{}, sent: map[string]time.Time{},
+		stall: map[string]chan struct{}{}, stalled: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws/", f.gateway)
 	mux.HandleFunc("/ws", f.gateway)
@@ -349,6 +352,19 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 	}
 	path := strings.TrimPrefix(r.URL.Path, "/api/v9/")
 	parts := strings.Split(path, "/")
+	f.mu.Lock()
+	stall := f.stall[r.Method+" "+parts[0]]
+	if stall != nil {
+		f.stalled[r.Method+" "+parts[0]]++
+	}
+	f.mu.Unlock()
+	if stall != nil {
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.bodies = append(f.bodies, string(raw))

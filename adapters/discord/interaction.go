@@ -311,9 +311,9 @@ func talonCommand() *discordgo.ApplicationCommand {
 func commandSignature(cmds []*discordgo.ApplicationCommand) string {
 	var b strings.Builder
 	var opts func([]*discordgo.ApplicationCommandOption)
-	opts = func(os []*discordgo.ApplicationCommandOption) {
+	opts = func(list []*discordgo.ApplicationCommandOption) {
 		b.WriteString("[")
-		for _, o := range os {
+		for _, o := range list {
 			fmt.Fprintf(&b, "%d/%q/%q/%t", o.Type, o.Name, o.Description, o.Required)
 			if len(o.Options) > 0 {
 				opts(o.Options)

@@ -16,17 +16,38 @@ import (
 	"github.com/talonhq/talon/agent"
 )
 
-// With one channel's message route answering 429 for seconds and refusal
-// notices piling up there, a slash command and a button click are still
-// acknowledged at once (within 500 ms of their dispatch, by the fake's
-// clock), and the refused channel gets one notice attempt, not one per
-// refused person.
+// With the command registration and a backfill stalled, one channel's
+// message route answering 429 for seconds and refusal notices piling up
+// there, a slash command and a button click are still acknowledged at once
+// (within 500 ms of their dispatch, by the fake's clock), and the refused
+// channel gets one notice attempt, not one per refused person.
 func TestInteractionsAnsweredWhileAChannelIsRateLimited(t *testing.T) {
 	const limitedChannel = "501"
+	release := make(chan struct{})
 	e := start(t, options{
 		config: func(c *Config) { c.DeniedChannels = []string{limitedChannel} },
-		fake:   func(f *fakeDiscord) { f.limited[limitedChannel] = "4" },
+		fake: func(f *fakeDiscord) {
+			f.limited[limitedChannel] = "4"
+			f.stall["GET applications"] = release // the command registration
+		},
 	})
+	t.Cleanup(func() { close(release) }) // before the adapter stops
+	stalled := func(key string) func() bool {
+		return func() bool {
+			e.f.mu.Lock()
+			defer e.f.mu.Unlock()
+			return e.f.stalled[key] >= 1
+		}
+	}
+	waitFor(t, "the registration stalled", stalled("GET applications"))
+	// A gap (op 7) reads back the DM channel: the read back stalls too.
+	e.f.dispatch("MESSAGE_CREATE", dmFrom("40", "7", "hello"))
+	e.replies(1)
+	e.f.mu.Lock()
+	e.f.stall["GET channels"] = release
+	e.f.mu.Unlock()
+	e.f.sendOp(7, nil)
+	waitFor(t, "the read back stalled", stalled("GET channels"))
 	// Six people are refused in the rate-limited channel: before, each
 	// refusal notice held a worker for seconds, retrying its 429.
 	for i := range 6 {
