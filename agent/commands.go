@@ -240,62 +240,9 @@ func (r *Runtime) secretCommand(ctx context.Context, q QueuedInbound, args strin
 }
 
 // parseSecretAdd reads "NAME --host H [--host H2] [--bearer | --header N
-// [--prefix P] | --query N | --basic U]". ok is false when f is not that.
+// [--prefix P] | --query N | --basic U]" with ParseSecretAdd. ok is false
+// when f is not that.
 func parseSecretAdd(f []string) (s NewSecret, ok bool) {
-	var header, prefix string
-	for i := 0; i < len(f); i++ {
-		arg := f[i]
-		next := func() (string, bool) {
-			if i+1 >= len(f) {
-				return "", false
-			}
-			i++
-			return f[i], true
-		}
-		switch arg {
-		case "--host":
-			var h string
-			if h, ok = next(); !ok {
-				return s, false
-			}
-			s.Hosts = append(s.Hosts, h)
-		case "--bearer":
-			s.Injection = "bearer"
-		case "--header":
-			if header, ok = next(); !ok {
-				return s, false
-			}
-		case "--prefix":
-			if prefix, ok = next(); !ok {
-				return s, false
-			}
-		case "--query":
-			var n string
-			if n, ok = next(); !ok {
-				return s, false
-			}
-			s.Injection = "query:" + n
-		case "--basic":
-			var u string
-			if u, ok = next(); !ok {
-				return s, false
-			}
-			s.Injection = "basic:" + u
-		default:
-			if strings.HasPrefix(arg, "--") || s.Name != "" {
-				return s, false
-			}
-			s.Name = arg
-		}
-	}
-	if header != "" {
-		s.Injection = "header:" + header
-		if prefix != "" {
-			s.Injection += ":" + prefix
-		}
-	}
-	if s.Name == "" || len(s.Hosts) == 0 {
-		return s, false
-	}
-	return s, true
+	s, err := ParseSecretAdd(f)
+	return s, err == nil
 }

@@ -1,8 +1,11 @@
 // Package store owns Talon's persistence on SQLite (modernc.org/sqlite, pure
 // Go): the schema and its embedded, ordered migrations, and the
 // implementation of agent.Store (the inbox of accepted messages, session
-// history, turns, tool calls and the outbox of replies), and the threads the
-// channel adapters follow, which a restart must not forget.
+// history, turns, tool calls and the outbox of replies), the threads the
+// channel adapters follow, which a restart must not forget, and
+// vault.Storage (VaultStorage: the credential vault's sealed entries, key
+// check and audit log, in the vault's own types; it never sees a value in
+// clear).
 //
 // A DB has one writer connection, used for every write, and a separate pool
 // of read-only connections; the file is in WAL mode so readers never block

@@ -1,83 +1,92 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/talonhq/talon/vault"
 )
 
-// VaultEntry is a sealed credential as stored: the store never sees a value
-// in clear. Injection is the JSON of the vault's injection rule.
-type VaultEntry struct {
-	User, Name string
-	Version    int
-	Hosts      []string
-	Injection  string
-	KeyID      []byte
-	Salt       []byte
-	Nonce      []byte
-	Ciphertext []byte
-	CreatedAt  time.Time
-	LastUsed   time.Time
-}
+// VaultStorage keeps the credential vault's sealed entries, its key check
+// and its audit log in the database. It never sees a value in clear: an
+// entry's value exists only inside its ciphertext. Get one with
+// DB.VaultStorage.
+type VaultStorage struct{ db *DB }
 
-// VaultAudit is one recorded use or refusal of a credential.
-type VaultAudit struct {
-	At                     time.Time
-	User, Name, Host, Tool string
-	Allowed                bool
-	Reason                 string
-}
+var _ vault.Storage = VaultStorage{}
+
+// VaultStorage returns the vault's storage in db.
+func (db *DB) VaultStorage() VaultStorage { return VaultStorage{db} }
 
 const vaultCols = `user, name, version, hosts, injection, key_id, salt, nonce, ciphertext, created_at, last_used_at`
 
-func scanVault(r rowScanner) (VaultEntry, error) {
+// scanVault reads one row. A row whose injection rule does not decode is
+// returned with an empty rule: the rule is bound by the AEAD, so the entry
+// fails to open and is reported, never used.
+func scanVault(r rowScanner) (vault.SealedEntry, error) {
 	var (
-		e             VaultEntry
-		hosts         string
+		e             vault.SealedEntry
+		hosts, inj    string
 		created, used int64
 	)
-	if err := r.Scan(&e.User, &e.Name, &e.Version, &hosts, &e.Injection, &e.KeyID, &e.Salt, &e.Nonce, &e.Ciphertext, &created, &used); err != nil {
+	if err := r.Scan(&e.User, &e.Name, &e.Version, &hosts, &inj, &e.KeyID, &e.Salt, &e.Nonce, &e.Ciphertext, &created, &used); err != nil {
 		return e, err
 	}
 	if err := json.Unmarshal([]byte(hosts), &e.Hosts); err != nil {
 		return e, fmt.Errorf("decode hosts: %w", err)
 	}
+	dec := json.NewDecoder(strings.NewReader(inj))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e.Injection); err != nil {
+		e.Injection = vault.Injection{}
+	}
 	e.CreatedAt, e.LastUsed = fromMS(created), fromMS(used)
 	return e, nil
 }
 
-func putVault(ctx context.Context, x interface {
+type execer interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
-}, e VaultEntry) error {
+}
+
+// putVault inserts or replaces the entry (user, name). A replaced entry
+// keeps its last use unless e has one.
+func putVault(ctx context.Context, x execer, e vault.SealedEntry) error {
 	hosts, err := json.Marshal(e.Hosts)
 	if err != nil {
 		return err
 	}
-	_, err = x.ExecContext(ctx, `INSERT INTO vault_entries (`+vaultCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+	inj, err := json.Marshal(e.Injection)
+	if err != nil {
+		return err
+	}
+	_, err = x.ExecContext(ctx, `INSERT INTO vault_entries (`+vaultCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (user, name) DO UPDATE SET version = excluded.version, hosts = excluded.hosts,
 			injection = excluded.injection, key_id = excluded.key_id, salt = excluded.salt, nonce = excluded.nonce,
-			ciphertext = excluded.ciphertext, created_at = excluded.created_at`,
-		e.User, e.Name, e.Version, string(hosts), e.Injection, e.KeyID, e.Salt, e.Nonce, e.Ciphertext, toMS(e.CreatedAt))
+			ciphertext = excluded.ciphertext, created_at = excluded.created_at,
+			last_used_at = max(last_used_at, excluded.last_used_at)`,
+		e.User, e.Name, e.Version, string(hosts), string(inj), e.KeyID, e.Salt, e.Nonce, e.Ciphertext, toMS(e.CreatedAt), toMS(e.LastUsed))
 	return err
 }
 
-// PutVaultEntry inserts or replaces the entry (user, name).
-func (db *DB) PutVaultEntry(ctx context.Context, e VaultEntry) error {
-	if err := putVault(ctx, db.w, e); err != nil {
+// PutEntry inserts or replaces the entry (user, name).
+func (s VaultStorage) PutEntry(ctx context.Context, e vault.SealedEntry) error {
+	if err := putVault(ctx, s.db.w, e); err != nil {
 		return fmt.Errorf("store: put vault entry: %w", err)
 	}
 	return nil
 }
 
-// GetVaultEntry returns an entry or an error wrapping ErrNotFound.
-func (db *DB) GetVaultEntry(ctx context.Context, user, name string) (VaultEntry, error) {
-	e, err := scanVault(db.r.QueryRowContext(ctx, `SELECT `+vaultCols+` FROM vault_entries WHERE user = ? AND name = ?`, user, name))
+// GetEntry returns an entry or an error wrapping vault.ErrNotFound.
+func (s VaultStorage) GetEntry(ctx context.Context, user, name string) (vault.SealedEntry, error) {
+	e, err := scanVault(s.db.r.QueryRowContext(ctx, `SELECT `+vaultCols+` FROM vault_entries WHERE user = ? AND name = ?`, user, name))
 	if errors.Is(err, sql.ErrNoRows) {
-		return e, fmt.Errorf("store: vault entry: %w", ErrNotFound)
+		return e, fmt.Errorf("store: vault entry %q: %w", name, vault.ErrNotFound)
 	}
 	if err != nil {
 		return e, fmt.Errorf("store: vault entry: %w", err)
@@ -85,14 +94,15 @@ func (db *DB) GetVaultEntry(ctx context.Context, user, name string) (VaultEntry,
 	return e, nil
 }
 
-// ListVaultEntries returns the entries of user, or everyone's when user is "".
-func (db *DB) ListVaultEntries(ctx context.Context, user string) ([]VaultEntry, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+vaultCols+` FROM vault_entries WHERE ? = '' OR user = ? ORDER BY user, name`, user, user)
+// ListEntries returns the entries of user, or everyone's when user is "",
+// ordered by user and name.
+func (s VaultStorage) ListEntries(ctx context.Context, user string) ([]vault.SealedEntry, error) {
+	rows, err := s.db.r.QueryContext(ctx, `SELECT `+vaultCols+` FROM vault_entries WHERE ? = '' OR user = ? ORDER BY user, name`, user, user)
 	if err != nil {
 		return nil, fmt.Errorf("store: list vault entries: %w", err)
 	}
 	defer rows.Close()
-	var out []VaultEntry
+	var out []vault.SealedEntry
 	for rows.Next() {
 		e, err := scanVault(rows)
 		if err != nil {
@@ -103,9 +113,9 @@ func (db *DB) ListVaultEntries(ctx context.Context, user string) ([]VaultEntry, 
 	return out, rows.Err()
 }
 
-// DeleteVaultEntry removes an entry and reports whether it existed.
-func (db *DB) DeleteVaultEntry(ctx context.Context, user, name string) (bool, error) {
-	res, err := db.w.ExecContext(ctx, `DELETE FROM vault_entries WHERE user = ? AND name = ?`, user, name)
+// DeleteEntry removes an entry and reports whether it existed.
+func (s VaultStorage) DeleteEntry(ctx context.Context, user, name string) (bool, error) {
+	res, err := s.db.w.ExecContext(ctx, `DELETE FROM vault_entries WHERE user = ? AND name = ?`, user, name)
 	if err != nil {
 		return false, fmt.Errorf("store: delete vault entry: %w", err)
 	}
@@ -113,10 +123,10 @@ func (db *DB) DeleteVaultEntry(ctx context.Context, user, name string) (bool, er
 	return n > 0, nil
 }
 
-// ReplaceVaultEntries swaps every entry and the key check in one
-// transaction (key rotation).
-func (db *DB) ReplaceVaultEntries(ctx context.Context, entries []VaultEntry, keyCheck []byte) error {
-	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+// ReplaceAll swaps every entry and the key check in one transaction (key
+// rotation).
+func (s VaultStorage) ReplaceAll(ctx context.Context, entries []vault.SealedEntry, keyCheck []byte) error {
+	err := s.db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM vault_entries`); err != nil {
 			return err
 		}
@@ -135,10 +145,46 @@ func (db *DB) ReplaceVaultEntries(ctx context.Context, entries []VaultEntry, key
 	return nil
 }
 
-// VaultKeyCheck returns the stored key check, or nil when none is stored.
-func (db *DB) VaultKeyCheck(ctx context.Context) ([]byte, error) {
+// Rewrite removes, stores and audits in one transaction (see
+// vault.Storage). An entry of remove that is gone or whose nonce changed
+// makes it write nothing and return an error wrapping vault.ErrConflict.
+func (s VaultStorage) Rewrite(ctx context.Context, remove, add []vault.SealedEntry, events []vault.AuditEvent) error {
+	err := s.db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		for _, e := range remove {
+			var nonce []byte
+			err := tx.QueryRowContext(ctx, `SELECT nonce FROM vault_entries WHERE user = ? AND name = ?`, e.User, e.Name).Scan(&nonce)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && !bytes.Equal(nonce, e.Nonce) {
+				return fmt.Errorf("entry %q of %s: %w", e.Name, e.User, vault.ErrConflict)
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM vault_entries WHERE user = ? AND name = ?`, e.User, e.Name); err != nil {
+				return err
+			}
+		}
+		for _, e := range add {
+			if err := putVault(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		for _, ev := range events {
+			if err := appendAudit(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: rewrite vault entries: %w", err)
+	}
+	return nil
+}
+
+// KeyCheck returns the stored key check, or nil when none is stored.
+func (s VaultStorage) KeyCheck(ctx context.Context) ([]byte, error) {
 	var v []byte
-	err := db.w.QueryRowContext(ctx, `SELECT v FROM vault_meta WHERE k = 'key_check'`).Scan(&v)
+	err := s.db.w.QueryRowContext(ctx, `SELECT v FROM vault_meta WHERE k = 'key_check'`).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -148,9 +194,9 @@ func (db *DB) VaultKeyCheck(ctx context.Context) ([]byte, error) {
 	return v, nil
 }
 
-// SetVaultKeyCheck stores the key check.
-func (db *DB) SetVaultKeyCheck(ctx context.Context, check []byte) error {
-	_, err := db.w.ExecContext(ctx, `INSERT INTO vault_meta (k, v) VALUES ('key_check', ?)
+// SetKeyCheck stores the key check.
+func (s VaultStorage) SetKeyCheck(ctx context.Context, check []byte) error {
+	_, err := s.db.w.ExecContext(ctx, `INSERT INTO vault_meta (k, v) VALUES ('key_check', ?)
 		ON CONFLICT (k) DO UPDATE SET v = excluded.v`, check)
 	if err != nil {
 		return fmt.Errorf("store: set vault key check: %w", err)
@@ -158,46 +204,51 @@ func (db *DB) SetVaultKeyCheck(ctx context.Context, check []byte) error {
 	return nil
 }
 
-// AppendVaultAudit records a credential use or refusal.
-func (db *DB) AppendVaultAudit(ctx context.Context, a VaultAudit) error {
+func appendAudit(ctx context.Context, x execer, a vault.AuditEvent) error {
 	allowed := 0
 	if a.Allowed {
 		allowed = 1
 	}
-	_, err := db.w.ExecContext(ctx, `INSERT INTO vault_audit (at, user, name, host, tool, allowed, reason)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, toMS(a.At), a.User, a.Name, a.Host, a.Tool, allowed, a.Reason)
-	if err != nil {
+	_, err := x.ExecContext(ctx, `INSERT INTO vault_audit (at, user, name, host, tool, allowed, reason)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, toMS(a.Time), a.User, a.Name, a.Host, a.Tool, allowed, string(a.Reason))
+	return err
+}
+
+// AppendAudit records a credential use or refusal.
+func (s VaultStorage) AppendAudit(ctx context.Context, a vault.AuditEvent) error {
+	if err := appendAudit(ctx, s.db.w, a); err != nil {
 		return fmt.Errorf("store: append vault audit: %w", err)
 	}
 	return nil
 }
 
-// RecentVaultAudit returns up to limit audit events, newest first.
-func (db *DB) RecentVaultAudit(ctx context.Context, limit int) ([]VaultAudit, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT at, user, name, host, tool, allowed, reason FROM vault_audit
+// RecentAudit returns up to limit audit events, newest first.
+func (s VaultStorage) RecentAudit(ctx context.Context, limit int) ([]vault.AuditEvent, error) {
+	rows, err := s.db.r.QueryContext(ctx, `SELECT at, user, name, host, tool, allowed, reason FROM vault_audit
 		ORDER BY id DESC LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: vault audit: %w", err)
 	}
 	defer rows.Close()
-	var out []VaultAudit
+	var out []vault.AuditEvent
 	for rows.Next() {
 		var (
-			a  VaultAudit
-			at int64
+			a      vault.AuditEvent
+			at     int64
+			reason string
 		)
-		if err := rows.Scan(&at, &a.User, &a.Name, &a.Host, &a.Tool, &a.Allowed, &a.Reason); err != nil {
+		if err := rows.Scan(&at, &a.User, &a.Name, &a.Host, &a.Tool, &a.Allowed, &reason); err != nil {
 			return nil, fmt.Errorf("store: vault audit: %w", err)
 		}
-		a.At = fromMS(at)
+		a.Time, a.Reason = fromMS(at), vault.Reason(reason)
 		out = append(out, a)
 	}
 	return out, rows.Err()
 }
 
-// TouchVaultEntry records when an entry was last used.
-func (db *DB) TouchVaultEntry(ctx context.Context, user, name string, at time.Time) error {
-	if _, err := db.w.ExecContext(ctx, `UPDATE vault_entries SET last_used_at = ? WHERE user = ? AND name = ?`, toMS(at), user, name); err != nil {
+// Touch records when an entry was last used.
+func (s VaultStorage) Touch(ctx context.Context, user, name string, at time.Time) error {
+	if _, err := s.db.w.ExecContext(ctx, `UPDATE vault_entries SET last_used_at = ? WHERE user = ? AND name = ?`, toMS(at), user, name); err != nil {
 		return fmt.Errorf("store: touch vault entry: %w", err)
 	}
 	return nil

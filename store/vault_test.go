@@ -8,92 +8,141 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/vault"
 )
 
 func TestVaultEntries(t *testing.T) {
 	ctx := context.Background()
-	db, path := open(t)
+	db, _ := open(t)
+	st := db.VaultStorage()
 	created := time.UnixMilli(1_700_000_000_000).UTC()
-	e := store.VaultEntry{
+	e := vault.SealedEntry{
 		User: "terminal::local", Name: "github", Version: 1, Hosts: []string{"api.github.com"},
-		Injection: `{"kind":"bearer"}`, KeyID: []byte{1, 2}, Salt: []byte{3}, Nonce: []byte{4}, Ciphertext: []byte{5, 6},
+		Injection: vault.Injection{Kind: vault.InjectHeader, Name: "X-Key", Prefix: "Key "},
+		KeyID:     []byte{1, 2}, Salt: []byte{3}, Nonce: []byte{4}, Ciphertext: []byte{5, 6},
 		CreatedAt: created,
 	}
-	if err := db.PutVaultEntry(ctx, e); err != nil {
+	if err := st.PutEntry(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	other := e
 	other.User, other.Name = "slack:T1:U1", "jira"
-	if err := db.PutVaultEntry(ctx, other); err != nil {
+	if err := st.PutEntry(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.GetVaultEntry(ctx, e.User, e.Name)
+	got, err := st.GetEntry(ctx, e.User, e.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(e, got); diff != "" {
 		t.Errorf("get (-want +got):\n%s", diff)
 	}
-	if _, err := db.GetVaultEntry(ctx, "terminal::local", "nope"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := st.GetEntry(ctx, "terminal::local", "nope"); !errors.Is(err, vault.ErrNotFound) {
 		t.Errorf("missing entry: %v", err)
 	}
 	// Replacing keeps one row and updates the sealed fields.
 	e.Ciphertext = []byte{9, 9}
-	if err := db.PutVaultEntry(ctx, e); err != nil {
+	if err := st.PutEntry(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	mine, err := db.ListVaultEntries(ctx, "terminal::local")
+	mine, err := st.ListEntries(ctx, "terminal::local")
 	if err != nil || len(mine) != 1 || !cmp.Equal(mine[0].Ciphertext, []byte{9, 9}) {
 		t.Fatalf("list mine: %v %+v", err, mine)
 	}
-	all, _ := db.ListVaultEntries(ctx, "")
+	all, _ := st.ListEntries(ctx, "")
 	if len(all) != 2 {
 		t.Errorf("list all: %d entries", len(all))
 	}
 
 	at := created.Add(time.Hour)
-	if err := db.TouchVaultEntry(ctx, e.User, e.Name, at); err != nil {
+	if err := st.Touch(ctx, e.User, e.Name, at); err != nil {
 		t.Fatal(err)
 	}
-	got, _ = db.GetVaultEntry(ctx, e.User, e.Name)
+	got, _ = st.GetEntry(ctx, e.User, e.Name)
 	if !got.LastUsed.Equal(at) {
 		t.Errorf("last used %v, want %v", got.LastUsed, at)
 	}
+	// Replacing an entry keeps its last use.
+	if err := st.PutEntry(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = st.GetEntry(ctx, e.User, e.Name); !got.LastUsed.Equal(at) {
+		t.Errorf("last used after a replace %v, want %v", got.LastUsed, at)
+	}
 
-	if check, err := db.VaultKeyCheck(ctx); err != nil || check != nil {
+	if check, err := st.KeyCheck(ctx); err != nil || check != nil {
 		t.Errorf("key check before set: %v %v", check, err)
 	}
-	if err := db.SetVaultKeyCheck(ctx, []byte("k1")); err != nil {
+	if err := st.SetKeyCheck(ctx, []byte("k1")); err != nil {
 		t.Fatal(err)
 	}
-	rotated := []store.VaultEntry{e}
+	rotated := []vault.SealedEntry{e}
 	rotated[0].Ciphertext = []byte{7}
-	if err := db.ReplaceVaultEntries(ctx, rotated, []byte("k2")); err != nil {
+	if err := st.ReplaceAll(ctx, rotated, []byte("k2")); err != nil {
 		t.Fatal(err)
 	}
-	all, _ = db.ListVaultEntries(ctx, "")
-	check, _ := db.VaultKeyCheck(ctx)
+	all, _ = st.ListEntries(ctx, "")
+	check, _ := st.KeyCheck(ctx)
 	if len(all) != 1 || !cmp.Equal(all[0].Ciphertext, []byte{7}) || string(check) != "k2" {
 		t.Errorf("after replace: %+v check %q", all, check)
 	}
 
-	ok, err := db.DeleteVaultEntry(ctx, e.User, e.Name)
+	ok, err := st.DeleteEntry(ctx, e.User, e.Name)
 	if err != nil || !ok {
 		t.Fatalf("delete: %v %v", ok, err)
 	}
-	if ok, _ := db.DeleteVaultEntry(ctx, e.User, e.Name); ok {
+	if ok, _ := st.DeleteEntry(ctx, e.User, e.Name); ok {
 		t.Error("second delete reported a row")
 	}
 
-	for i, r := range []string{"injected", "host_not_bound"} {
-		if err := db.AppendVaultAudit(ctx, store.VaultAudit{At: created.Add(time.Duration(i) * time.Second), User: e.User, Name: "github", Host: "api.github.com", Tool: "github", Allowed: i == 0, Reason: r}); err != nil {
+	for i, r := range []vault.Reason{vault.ReasonInjected, vault.ReasonHostNotBound} {
+		if err := st.AppendAudit(ctx, vault.AuditEvent{Time: created.Add(time.Duration(i) * time.Second), User: e.User, Name: "github", Host: "api.github.com", Tool: "github", Allowed: i == 0, Reason: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	evs, err := db.RecentVaultAudit(ctx, 1)
-	if err != nil || len(evs) != 1 || evs[0].Reason != "host_not_bound" || evs[0].Allowed {
-		t.Errorf("recent audit: %v %+v", err, evs)
+	evs, err := st.RecentAudit(ctx, 1)
+	want := []vault.AuditEvent{{Time: created.Add(time.Second), User: e.User, Name: "github", Host: "api.github.com", Tool: "github", Reason: vault.ReasonHostNotBound}}
+	if diff := cmp.Diff(want, evs); err != nil || diff != "" {
+		t.Errorf("recent audit: %v (-want +got):\n%s", err, diff)
 	}
-	_ = path
+}
+
+// TestVaultRewrite checks that Rewrite is all or nothing: an entry to
+// remove that changed meanwhile makes it write nothing.
+func TestVaultRewrite(t *testing.T) {
+	ctx := context.Background()
+	db, _ := open(t)
+	st := db.VaultStorage()
+	old := vault.SealedEntry{User: "discord:G1:U1", Name: "gh", Version: 1, Hosts: []string{"api.github.com"},
+		Injection: vault.Injection{Kind: vault.InjectBearer}, KeyID: []byte{1}, Salt: []byte{2}, Nonce: []byte{3}, Ciphertext: []byte{4},
+		CreatedAt: time.UnixMilli(1_700_000_000_000).UTC(), LastUsed: time.UnixMilli(1_700_000_001_000).UTC()}
+	if err := st.PutEntry(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	moved := old
+	moved.User, moved.Nonce = "discord::U1", []byte{9}
+	ev := vault.AuditEvent{Time: old.CreatedAt, User: "discord:G2:U1", Name: "gh", Reason: vault.ReasonMergedDuplicate}
+
+	stale := old
+	stale.Nonce = []byte{8}
+	if err := st.Rewrite(ctx, []vault.SealedEntry{stale}, []vault.SealedEntry{moved}, []vault.AuditEvent{ev}); !errors.Is(err, vault.ErrConflict) {
+		t.Fatalf("rewrite of a changed entry: %v, want ErrConflict", err)
+	}
+	all, _ := st.ListEntries(ctx, "")
+	evs, _ := st.RecentAudit(ctx, 10)
+	if diff := cmp.Diff([]vault.SealedEntry{old}, all); diff != "" || len(evs) != 0 {
+		t.Errorf("a refused rewrite wrote something: %d events, entries (-want +got):\n%s", len(evs), diff)
+	}
+
+	if err := st.Rewrite(ctx, []vault.SealedEntry{old}, []vault.SealedEntry{moved}, []vault.AuditEvent{ev}); err != nil {
+		t.Fatal(err)
+	}
+	all, _ = st.ListEntries(ctx, "")
+	evs, _ = st.RecentAudit(ctx, 10)
+	if diff := cmp.Diff([]vault.SealedEntry{moved}, all); diff != "" {
+		t.Errorf("entries after the rewrite (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]vault.AuditEvent{ev}, evs); diff != "" {
+		t.Errorf("audit after the rewrite (-want +got):\n%s", diff)
+	}
 }

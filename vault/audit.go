@@ -28,13 +28,17 @@ const (
 	ReasonRedirectHostChanged Reason = "redirect_host_changed"
 	// ReasonOpenFailed: the entry did not open (wrong key or tampered).
 	ReasonOpenFailed Reason = "open_failed"
+	// ReasonMergedDuplicate: the entry was removed when its user was
+	// renamed (Vault.RenameUsers), because the new user had a newer entry
+	// of the same name, which was kept.
+	ReasonMergedDuplicate Reason = "merged_duplicate"
 )
 
 // Reasons returns every Reason, in a fixed order.
 func Reasons() []Reason {
 	return []Reason{
 		ReasonInjected, ReasonNotGranted, ReasonNoEntry, ReasonHostNotBound, ReasonInvalidHost,
-		ReasonNotHTTPS, ReasonLeakDetected, ReasonRedirectHostChanged, ReasonOpenFailed,
+		ReasonNotHTTPS, ReasonLeakDetected, ReasonRedirectHostChanged, ReasonOpenFailed, ReasonMergedDuplicate,
 	}
 }
 

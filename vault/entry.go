@@ -8,6 +8,8 @@ import (
 	"net/textproto"
 	"slices"
 	"strings"
+
+	"github.com/talonhq/talon/vault/leak"
 )
 
 // Limits on entries. They bound what a caller can make the vault seal.
@@ -18,8 +20,45 @@ const (
 	maxFieldLen = 256
 )
 
-// ErrInvalidEntry is wrapped by errors about malformed entries.
+// MinValueLen is the shortest value Vault.Set accepts: the shortest value
+// the leak detector looks for (leak.MinSecretLen). A shorter one could not
+// be told apart from ordinary text, so it would never be redacted from
+// what the model, a reply or a log sees; it is refused rather than stored
+// unprotected. Entries stored before this limit are kept and still work;
+// `talon vault list` marks them.
+const MinValueLen = leak.MinSecretLen
+
+// ErrInvalidEntry is matched by errors about malformed entries (every
+// *EntryError).
 var ErrInvalidEntry = errors.New("vault: invalid entry")
+
+// EntryError says why an entry was refused. It names the field at fault and
+// never holds the value, so its Reason may be shown to the person who
+// entered the secret. errors.Is matches it with ErrInvalidEntry, and with
+// ErrInvalidHost when a host was refused.
+type EntryError struct {
+	// Name is the entry's name; empty when the name itself was refused.
+	Name string
+	// Field is "user", "name", "value", "hosts" or "injection".
+	Field string
+	// Reason says what is wrong and what is accepted, in plain words.
+	Reason string
+	// Err is the underlying error, if any (ErrInvalidHost for hosts).
+	Err error
+}
+
+func (e *EntryError) Error() string {
+	if e.Name != "" {
+		return fmt.Sprintf("vault: invalid entry %q: %s: %s", e.Name, e.Field, e.Reason)
+	}
+	return fmt.Sprintf("vault: invalid entry: %s: %s", e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidEntry.
+func (e *EntryError) Is(target error) bool { return target == ErrInvalidEntry }
+
+// Unwrap returns the underlying error.
+func (e *EntryError) Unwrap() error { return e.Err }
 
 // InjectionKind says how a credential is added to an outbound request.
 type InjectionKind string
@@ -58,7 +97,7 @@ var forbiddenHeaders = map[string]bool{
 // in canonical MIME case).
 func (in Injection) Normalize() (Injection, error) {
 	bad := func(format string, a ...any) (Injection, error) {
-		return Injection{}, fmt.Errorf("%w: injection: "+format, append([]any{ErrInvalidEntry}, a...)...)
+		return Injection{}, &EntryError{Field: "injection", Reason: fmt.Sprintf(format, a...)}
 	}
 	switch in.Kind {
 	case InjectBearer:
@@ -160,23 +199,26 @@ func (e Entry) Normalize() (Entry, error) {
 	if err := checkName(e.Name); err != nil {
 		return Entry{}, err
 	}
+	bad := func(field, format string, a ...any) (Entry, error) {
+		return Entry{}, &EntryError{Name: e.Name, Field: field, Reason: fmt.Sprintf(format, a...)}
+	}
 	if e.Value.IsZero() {
-		return Entry{}, fmt.Errorf("%w: %q: empty value", ErrInvalidEntry, e.Name)
+		return bad("value", "empty")
 	}
 	if e.Value.Len() > MaxValueLen {
-		return Entry{}, fmt.Errorf("%w: %q: value longer than %d bytes", ErrInvalidEntry, e.Name, MaxValueLen)
+		return bad("value", "longer than %d bytes", MaxValueLen)
 	}
 	if bytes.ContainsAny(e.Value.Reveal(), "\r\n\x00") {
-		return Entry{}, fmt.Errorf("%w: %q: value contains CR, LF or NUL", ErrInvalidEntry, e.Name)
+		return bad("value", "contains CR, LF or NUL")
 	}
 	if len(e.Hosts) == 0 || len(e.Hosts) > MaxHosts {
-		return Entry{}, fmt.Errorf("%w: %q: needs 1 to %d hosts", ErrInvalidEntry, e.Name, MaxHosts)
+		return bad("hosts", "name 1 to %d hosts", MaxHosts)
 	}
 	hosts := make([]string, 0, len(e.Hosts))
 	for _, h := range e.Hosts {
 		n, err := NormalizeHostPattern(h)
 		if err != nil {
-			return Entry{}, fmt.Errorf("%w: %q: %w", ErrInvalidEntry, e.Name, err)
+			return Entry{}, &EntryError{Name: e.Name, Field: "hosts", Reason: strings.TrimPrefix(err.Error(), "vault: "), Err: err}
 		}
 		hosts = append(hosts, n)
 	}
@@ -184,7 +226,11 @@ func (e Entry) Normalize() (Entry, error) {
 	hosts = slices.Compact(hosts)
 	in, err := e.Injection.Normalize()
 	if err != nil {
-		return Entry{}, fmt.Errorf("%q: %w", e.Name, err)
+		var ee *EntryError
+		if errors.As(err, &ee) {
+			ee.Name = e.Name
+		}
+		return Entry{}, err
 	}
 	e.Hosts, e.Injection = hosts, in
 	return e, nil
@@ -193,11 +239,11 @@ func (e Entry) Normalize() (Entry, error) {
 func checkUser(u string) error {
 	parts := strings.Split(u, ":")
 	if len(parts) != 3 || len(u) > maxFieldLen || !isPrintable(u) {
-		return fmt.Errorf("%w: user must be platform:workspace:user", ErrInvalidEntry)
+		return &EntryError{Field: "user", Reason: "must be platform:workspace:user"}
 	}
 	for i, p := range parts {
 		if p == "" && i != 1 { // the workspace is empty for DMs and the terminal: discord::1234
-			return fmt.Errorf("%w: user must be platform:workspace:user with a platform and a user", ErrInvalidEntry)
+			return &EntryError{Field: "user", Reason: "must be platform:workspace:user with a platform and a user"}
 		}
 	}
 	return nil
@@ -205,12 +251,12 @@ func checkUser(u string) error {
 
 func checkName(n string) error {
 	if n == "" || len(n) > MaxNameLen {
-		return fmt.Errorf("%w: name must be 1 to %d bytes", ErrInvalidEntry, MaxNameLen)
+		return &EntryError{Field: "name", Reason: fmt.Sprintf("must be 1 to %d bytes", MaxNameLen)}
 	}
 	for i := 0; i < len(n); i++ {
 		c := n[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%w: name %q: only letters, digits, '.', '_' and '-'", ErrInvalidEntry, n)
+			return &EntryError{Field: "name", Reason: fmt.Sprintf("%q: use only letters, digits, '.', '_' and '-'", n)}
 		}
 	}
 	return nil

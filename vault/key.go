@@ -143,7 +143,11 @@ func KeyFromEnv(getenv func(string) string) (k Key, ok bool, err error) {
 // LoadOrCreateKeyFile when the vault already holds entries, so a lost key
 // file is reported rather than silently replaced.
 func LoadKeyFile(dir string) (Key, error) {
-	path := filepath.Join(dir, KeyFileName)
+	return loadKeyFile(filepath.Join(dir, KeyFileName))
+}
+
+// loadKeyFile reads the key file at path, with LoadKeyFile's checks.
+func loadKeyFile(path string) (Key, error) {
 	fi, err := os.Lstat(path)
 	if err != nil {
 		return Key{}, fmt.Errorf("vault: key file: %w", err)

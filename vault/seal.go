@@ -37,8 +37,8 @@ var (
 )
 
 // SealedEntry is exactly what is stored for one credential, one row of
-// vault_entries. Every field except CreatedAt is bound by the AEAD; the
-// value exists only inside Ciphertext.
+// vault_entries. Every field except CreatedAt and LastUsed is bound by the
+// AEAD; the value exists only inside Ciphertext.
 type SealedEntry struct {
 	Version   int
 	User      string
@@ -52,7 +52,14 @@ type SealedEntry struct {
 	Nonce      []byte // 12 random bytes
 	Ciphertext []byte // AES-256-GCM ciphertext and tag
 	CreatedAt  time.Time
+	// LastUsed is when the entry was last injected (zero: never). Like
+	// CreatedAt it is not bound: storage keeps it up to date.
+	LastUsed time.Time
 }
+
+// ValueLen returns the length in bytes of the sealed value, which the
+// ciphertext's length gives away (AES-GCM adds a fixed-size tag).
+func (s SealedEntry) ValueLen() int { return max(0, len(s.Ciphertext)-tagSize) }
 
 // String describes the entry without its ciphertext.
 func (s SealedEntry) String() string {
@@ -130,7 +137,7 @@ func Open(master Key, s SealedEntry) (Entry, error) {
 }
 
 // Rotate opens every entry with old and seals it again under new, with
-// fresh salts and nonces and the original CreatedAt. It returns nothing
+// fresh salts and nonces and the original CreatedAt and LastUsed. It returns nothing
 // unless every entry opens, so the caller can replace all rows in one
 // transaction. Afterwards old opens none of the returned entries.
 func Rotate(old, new Key, entries []SealedEntry) ([]SealedEntry, error) {
@@ -151,6 +158,7 @@ func Rotate(old, new Key, entries []SealedEntry) ([]SealedEntry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vault: rotate entry %d: %w", i, err)
 		}
+		ns.LastUsed = s.LastUsed
 		out = append(out, ns)
 	}
 	return out, nil

@@ -14,9 +14,12 @@ import (
 // ErrNotFound is returned when a user has no entry of a name.
 var ErrNotFound = errors.New("vault: no such entry")
 
+// ErrConflict is wrapped by Storage.Rewrite when an entry it was to remove
+// changed or went away since it was read.
+var ErrConflict = errors.New("vault: an entry changed meanwhile")
+
 // Storage keeps sealed entries, the key check and the audit log. The store
-// package implements it on SQLite (glued in cmd). It never sees a value in
-// clear.
+// package implements it on SQLite. It never sees a value in clear.
 type Storage interface {
 	// PutEntry inserts or replaces the entry (user, name).
 	PutEntry(ctx context.Context, e SealedEntry) error
@@ -29,6 +32,12 @@ type Storage interface {
 	// ReplaceAll swaps every entry and the key check in one transaction
 	// (key rotation).
 	ReplaceAll(ctx context.Context, entries []SealedEntry, keyCheck []byte) error
+	// Rewrite, in one transaction, removes each entry of remove (matched by
+	// user, name and nonce: when one is gone or has changed, nothing is
+	// written and the error wraps ErrConflict), then stores each of add
+	// (replacing an entry of the same user and name; LastUsed as given)
+	// and appends events.
+	Rewrite(ctx context.Context, remove, add []SealedEntry, events []AuditEvent) error
 	// KeyCheck returns the stored key check, or nil when none is stored.
 	KeyCheck(ctx context.Context) ([]byte, error)
 	// SetKeyCheck stores the key check.
@@ -36,6 +45,8 @@ type Storage interface {
 	// AppendAudit records an event; Touch records a use of an entry.
 	AppendAudit(ctx context.Context, ev AuditEvent) error
 	Touch(ctx context.Context, user, name string, at time.Time) error
+	// RecentAudit returns up to limit events, newest first.
+	RecentAudit(ctx context.Context, limit int) ([]AuditEvent, error)
 }
 
 // Vault opens and seals one deployment's entries under its master key, and
@@ -78,7 +89,14 @@ func New(ctx context.Context, key Key, st Storage) (*Vault, error) {
 }
 
 // Set seals e and stores it, replacing an entry of the same user and name.
+// It refuses a value shorter than MinValueLen with an *EntryError saying
+// why, besides everything Entry.Normalize refuses.
 func (v *Vault) Set(ctx context.Context, e Entry) error {
+	if n := e.Value.Len(); n > 0 && n < MinValueLen {
+		return &EntryError{Name: e.Name, Field: "value", Reason: fmt.Sprintf(
+			"the value is %d bytes; a secret must be at least %d bytes, because a shorter one cannot be told apart "+
+				"from ordinary text and so could not be kept out of what the model and the chat see", n, MinValueLen)}
+	}
 	s, err := Seal(v.key, e)
 	if err != nil {
 		return err
@@ -213,6 +231,15 @@ func (v *Vault) Audit(ctx context.Context, ev AuditEvent) {
 		ev.Time = v.now()
 	}
 	_ = v.st.AppendAudit(context.WithoutCancel(ctx), ev)
+}
+
+// RecentAudit returns up to limit audit events, newest first.
+func (v *Vault) RecentAudit(ctx context.Context, limit int) ([]AuditEvent, error) {
+	evs, err := v.st.RecentAudit(ctx, limit)
+	if err != nil {
+		return nil, fmt.Errorf("vault: audit: %w", err)
+	}
+	return evs, nil
 }
 
 // Rotate re-seals every entry under newKey and stores them with the new key

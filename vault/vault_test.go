@@ -1,8 +1,10 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"sync"
@@ -69,6 +71,35 @@ func (m *memStorage) ReplaceAll(_ context.Context, es []SealedEntry, check []byt
 	}
 	m.check = check
 	return nil
+}
+
+func (m *memStorage) Rewrite(_ context.Context, remove, add []SealedEntry, events []AuditEvent) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range remove {
+		cur, ok := m.entries[[2]string{e.User, e.Name}]
+		if !ok || !bytes.Equal(cur.Nonce, e.Nonce) {
+			return fmt.Errorf("entry %q of %s: %w", e.Name, e.User, ErrConflict)
+		}
+	}
+	for _, e := range remove {
+		delete(m.entries, [2]string{e.User, e.Name})
+	}
+	for _, e := range add {
+		m.entries[[2]string{e.User, e.Name}] = e
+	}
+	m.audit = append(m.audit, events...)
+	return nil
+}
+
+func (m *memStorage) RecentAudit(_ context.Context, limit int) ([]AuditEvent, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []AuditEvent
+	for i := len(m.audit) - 1; i >= 0 && len(out) < limit; i-- {
+		out = append(out, m.audit[i])
+	}
+	return out, nil
 }
 
 func (m *memStorage) KeyCheck(context.Context) ([]byte, error) { return m.check, nil }

@@ -498,6 +498,11 @@ func (a *Adapter) handleModal(ctx context.Context, i *discordgo.Interaction, d d
 		Hosts:     hosts,
 		Injection: strings.TrimSpace(fields[inputInjection]),
 	})
+	var refused *agent.SecretError
+	if errors.As(err, &refused) {
+		a.respond(ctx, i, ephemeral("Not stored: "+refused.Reason))
+		return
+	}
 	if err != nil {
 		ref := agent.NewRef()
 		log.Error().Err(err).Str("ref", ref).Msg("discord: store secret")

@@ -276,6 +276,14 @@ func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallba
 	secret := []byte(value)
 	err := a.Secrets.AddSecret(ctx, by, agent.NewSecret{Name: name, Value: secret, Hosts: hosts, Injection: injection})
 	clear(secret)
+	var refused *agent.SecretError
+	if errors.As(err, &refused) {
+		block := map[string]string{"name": blockName, "value": blockValue, "hosts": blockHosts, "injection": blockParam}[refused.Field]
+		if block == "" {
+			block = blockName
+		}
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{block: refused.Reason})
+	}
 	if err != nil {
 		ref := agent.NewRef()
 		a.Log.Error().Err(err).Str("ref", ref).Str("user_id", by.User).Str("secret", name).Msg("slack: store secret")

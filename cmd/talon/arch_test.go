@@ -17,7 +17,9 @@ const module = "github.com/talonhq/talon"
 // allowedImports lists, for each package of ours (by path prefix, most
 // specific first), which packages of ours it may import. This is the
 // direction of DESIGN.md: cmd → everything; adapters, store, sandbox →
-// agent's vocabulary; agent → agent/llm; vault and vault/leak → nothing.
+// agent's vocabulary; agent → agent/llm; store also → vault (it stores the
+// vault's sealed entries, in the vault's types); vault → vault/leak (its
+// service redacts with the detector); vault/leak → nothing.
 var allowedImports = []struct {
 	pkg   string
 	allow []string
@@ -28,13 +30,14 @@ var allowedImports = []struct {
 	{"agent", []string{"agent/llm"}},
 	{"adapters/internal/follow", []string{"agent"}},
 	{"adapters/", []string{"agent", "agent/llm", "adapters/internal/follow"}},
-	{"store", []string{"agent", "agent/llm"}},
+	{"store", []string{"agent", "agent/llm", "vault"}},
 	{"sandbox/guest", nil},
 	{"sandbox/tools", []string{"sandbox/guest"}},
 	{"sandbox/egress", []string{"agent"}},
 	{"sandbox/internal/interrupt", nil},
 	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress", "sandbox/internal/interrupt"}},
-	{"vault", nil},
+	{"vault/leak", nil},
+	{"vault", []string{"vault/leak"}},
 }
 
 // ourPackages maps each package directory (relative to the module root) to

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/url"
@@ -11,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
@@ -22,20 +19,18 @@ import (
 	"github.com/talonhq/talon/vault"
 )
 
+// The vault's own behaviour is tested in package vault; these tests cover
+// the command and the adapters that wire the service to the runtime, the
+// sandbox and the egress broker.
+
 const testSecret = "ghp_TestOnlyNotARealToken0123456789abcd"
 
-// vaultFixture is a data directory with a store and an open vault.
-type vaultFixture struct {
-	dir string
-	db  *store.DB
-	v   *vault.Vault
-	svc *vaultService
-}
-
-func newVaultFixture(t *testing.T, getenv func(string) string) *vaultFixture {
+// openTestVault opens a vault in a fresh data directory, as the gateway
+// does.
+func openTestVault(t *testing.T, getenv func(string) string) (dir string, db *store.DB, v *vault.Vault) {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
+	dir = t.TempDir()
 	db, err := store.Open(ctx, filepath.Join(dir, "talon.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -44,17 +39,16 @@ func newVaultFixture(t *testing.T, getenv func(string) string) *vaultFixture {
 	if getenv == nil {
 		getenv = testEnv(nil)
 	}
-	v, err := openVaultAt(ctx, getenv, dir, db)
+	v, err = openVaultAt(ctx, getenv, dir, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &vaultFixture{dir: dir, db: db, v: v, svc: newVaultService(v, db, zerolog.Nop())}
+	return dir, db, v
 }
 
-func (f *vaultFixture) set(t *testing.T, user, name, value string, hosts ...string) {
+func setEntry(t *testing.T, v *vault.Vault, user, name, value string, hosts ...string) {
 	t.Helper()
-	err := f.svc.AddSecret(context.Background(), mustPrincipal(t, user), agent.NewSecret{Name: name, Value: []byte(value), Hosts: hosts})
-	if err != nil {
+	if err := v.Set(context.Background(), vault.Entry{User: user, Name: name, Value: vault.SecretString(value), Hosts: hosts, Injection: vault.Injection{Kind: vault.InjectBearer}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -68,164 +62,27 @@ func mustPrincipal(t *testing.T, s string) agent.Principal {
 	return p
 }
 
-// rawExec edits the database behind the store's back, as an attacker with
-// the file would.
-func rawExec(t *testing.T, dir, q string, args ...any) {
-	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "talon.db")+"?_pragma=busy_timeout(5000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	res, err := db.Exec(q, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		t.Fatalf("%s: %d rows changed, want 1", q, n)
-	}
-}
-
-func TestVaultKeyFileCreatedPrivateAndReused(t *testing.T) {
-	f := newVaultFixture(t, nil)
-	fi, err := os.Stat(filepath.Join(f.dir, vault.KeyFileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("key file mode %04o, want 0600", fi.Mode().Perm())
-	}
-	f.set(t, "terminal::local", "github", testSecret, "api.github.com")
-	if _, err := openVaultAt(context.Background(), testEnv(nil), f.dir, f.db); err != nil {
-		t.Fatalf("reopen with the key file: %v", err)
-	}
-}
-
-func TestVaultOpenRefusals(t *testing.T) {
-	ctx := context.Background()
-	otherKey, _ := vault.GenerateKey()
-	cases := []struct {
-		name   string
-		prep   func(t *testing.T, f *vaultFixture)
-		getenv func(string) string
-		want   []string
-	}{
-		{"key file missing for a used vault", func(t *testing.T, f *vaultFixture) {
-			os.Remove(filepath.Join(f.dir, vault.KeyFileName))
-		}, nil, []string{"missing", "restore", vault.EnvKey, "do not create a new key"}},
-		{"key file readable by others", func(t *testing.T, f *vaultFixture) {
-			os.Chmod(filepath.Join(f.dir, vault.KeyFileName), 0o644)
-		}, nil, []string{"chmod 600"}},
-		{"wrong key from the environment", nil, testEnv(map[string]string{vault.EnvKey: otherKey.Encode()}),
-			[]string{"wrong vault key", vault.EnvKey, "restore", "Never create a new key"}},
-		{"wrong key file", func(t *testing.T, f *vaultFixture) {
-			p := filepath.Join(f.dir, vault.KeyFileName)
-			os.Remove(p)
-			if err := writeKeyFile(p, otherKey); err != nil {
-				t.Fatal(err)
-			}
-		}, nil, []string{"wrong vault key"}},
-		{"malformed environment key", nil, testEnv(map[string]string{vault.EnvKey: "not base64!"}), []string{vault.EnvKey}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newVaultFixture(t, nil)
-			f.set(t, "terminal::local", "github", testSecret, "api.github.com")
-			if tc.prep != nil {
-				tc.prep(t, f)
-			}
-			getenv := tc.getenv
-			if getenv == nil {
-				getenv = testEnv(nil)
-			}
-			_, err := openVaultAt(ctx, getenv, f.dir, f.db)
-			if err == nil {
-				t.Fatal("opened, want a refusal")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not say %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), testSecret) || strings.Contains(err.Error(), otherKey.Encode()) {
-				t.Error("the error holds a secret")
-			}
-			if _, err := os.Stat(filepath.Join(f.dir, vault.KeyFileName)); tc.name == "key file missing for a used vault" && err == nil {
-				t.Error("a new key file was created for a used vault")
-			}
-		})
-	}
-}
-
-// TestVaultTamperingFailsClosed edits sealed rows in the SQLite file and
-// checks that the entry no longer opens, with a clear error.
-func TestVaultTamperingFailsClosed(t *testing.T) {
-	ctx := context.Background()
-	cases := []struct {
-		name, q string
-		args    []any
-		user    string
-	}{
-		{"ciphertext", `UPDATE vault_entries SET ciphertext = CAST(zeroblob(length(ciphertext)) AS BLOB) WHERE name = 'github'`, nil, "terminal::local"},
-		{"hosts", `UPDATE vault_entries SET hosts = '["evil.example"]' WHERE name = 'github'`, nil, "terminal::local"},
-		{"injection rule", `UPDATE vault_entries SET injection = '{"kind":"query","name":"leak"}' WHERE name = 'github'`, nil, "terminal::local"},
-		{"moved to another user", `UPDATE vault_entries SET user = 'slack:T1:U2' WHERE name = 'github'`, nil, "slack:T1:U2"},
-		{"salt", `UPDATE vault_entries SET salt = CAST(zeroblob(32) AS BLOB) WHERE name = 'github'`, nil, "terminal::local"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newVaultFixture(t, nil)
-			f.set(t, "terminal::local", "github", testSecret, "api.github.com")
-			rawExec(t, f.dir, tc.q, tc.args...)
-			v, err := openVaultAt(ctx, testEnv(nil), f.dir, f.db)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = v.Credential(ctx, tc.user, "github", "api.github.com", "https", "github")
-			if err == nil {
-				t.Fatal("a tampered entry opened")
-			}
-			if tc.name != "hosts" && !errors.Is(err, vault.ErrTampered) {
-				t.Errorf("got %v, want ErrTampered", err)
-			}
-			if tc.name == "hosts" && !errors.Is(err, vault.ErrTampered) {
-				// evil.example is not api.github.com either way; ask for it.
-				if _, err := v.Credential(ctx, tc.user, "github", "evil.example", "https", "github"); !errors.Is(err, vault.ErrTampered) {
-					t.Errorf("tampered hosts: got %v, want ErrTampered", err)
-				}
-			}
-			if strings.Contains(err.Error(), testSecret) {
-				t.Error("the error holds the value")
-			}
-			cred := vaultCredentials{newVaultService(v, f.db, zerolog.Nop())}
-			if c, err := cred.Credential(ctx, egress.Caller{Tool: "github", Principal: mustPrincipal(t, tc.user)}, "github", "evil.example"); err == nil || c != nil {
-				t.Errorf("credential source gave a tampered entry: %v", err)
-			}
-		})
-	}
-}
-
 func TestVaultRotateKeyFile(t *testing.T) {
 	ctx := context.Background()
-	f := newVaultFixture(t, nil)
-	f.set(t, "terminal::local", "github", testSecret, "api.github.com")
-	f.set(t, "slack:T1:U1", "jira", "jira-token-0123456789", "example.atlassian.net")
-	oldKey, err := vault.LoadKeyFile(f.dir)
+	dir, fdb, fv := openTestVault(t, nil)
+	setEntry(t, fv, "terminal::local", "github", testSecret, "api.github.com")
+	setEntry(t, fv, "slack:T1:U1", "jira", "jira-token-0123456789", "example.atlassian.net")
+	oldKey, err := vault.LoadKeyFile(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeConfig(t, f.dir, "data_dir: "+f.dir+"\n")
-	f.db.Close()
+	cfg := writeConfig(t, dir, "data_dir: "+dir+"\n")
+	fdb.Close()
 	res := runMain(t, env{}, "vault", "rotate-key", "--config", cfg)
 	if res.code != 0 || !strings.Contains(res.stdout, "re-sealed 2 entries") {
 		t.Fatalf("rotate-key: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	db, err := store.Open(ctx, filepath.Join(f.dir, "talon.db"))
+	db, err := store.Open(ctx, filepath.Join(dir, "talon.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	v, err := openVaultAt(ctx, testEnv(nil), f.dir, db)
+	v, err := openVaultAt(ctx, testEnv(nil), dir, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,55 +91,17 @@ func TestVaultRotateKeyFile(t *testing.T) {
 			t.Errorf("%s after rotation: %v", c.name, err)
 		}
 	}
-	if _, err := vault.New(ctx, oldKey, vaultStorage{db}); !errors.Is(err, vault.ErrWrongKey) {
+	if _, err := vault.New(ctx, oldKey, db.VaultStorage()); !errors.Is(err, vault.ErrWrongKey) {
 		t.Errorf("old key after rotation: %v, want ErrWrongKey", err)
 	}
-	es, _ := vaultStorage{db}.ListEntries(ctx, "")
+	es, _ := db.VaultStorage().ListEntries(ctx, "")
 	for _, s := range es {
 		if _, err := vault.Open(oldKey, s); err == nil {
 			t.Error("the old key still opens an entry")
 		}
 	}
-	if _, err := os.Stat(filepath.Join(f.dir, newKeyFileName)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s left behind: %v", newKeyFileName, err)
-	}
-}
-
-// TestVaultRotationCrash simulates a crash at each point of a key-file
-// rotation and checks the next open loses nothing.
-func TestVaultRotationCrash(t *testing.T) {
-	ctx := context.Background()
-	for _, committed := range []bool{false, true} {
-		t.Run(map[bool]string{false: "before commit", true: "after commit"}[committed], func(t *testing.T) {
-			f := newVaultFixture(t, nil)
-			f.set(t, "terminal::local", "github", testSecret, "api.github.com")
-			nk, _ := vault.GenerateKey()
-			if err := writeKeyFile(filepath.Join(f.dir, newKeyFileName), nk); err != nil {
-				t.Fatal(err)
-			}
-			if committed {
-				if _, err := f.v.Rotate(ctx, nk); err != nil {
-					t.Fatal(err)
-				}
-			}
-			v, err := openVaultAt(ctx, testEnv(nil), f.dir, f.db)
-			if err != nil {
-				t.Fatalf("open after crash: %v", err)
-			}
-			if _, err := v.Credential(ctx, "terminal::local", "github", "api.github.com", "https", ""); err != nil {
-				t.Errorf("entry after crash: %v", err)
-			}
-			if _, err := os.Stat(filepath.Join(f.dir, newKeyFileName)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("%s left behind", newKeyFileName)
-			}
-			k, err := vault.LoadKeyFile(f.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := k.Equal(nk); got != committed {
-				t.Errorf("vault.key is the new key: %v, want %v", got, committed)
-			}
-		})
+	if _, err := os.Stat(filepath.Join(dir, vault.NewKeyFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left behind: %v", vault.NewKeyFileName, err)
 	}
 }
 
@@ -290,24 +109,24 @@ func TestVaultRotateKeyFromEnvironment(t *testing.T) {
 	ctx := context.Background()
 	k1, _ := vault.GenerateKey()
 	k2, _ := vault.GenerateKey()
-	f := newVaultFixture(t, testEnv(map[string]string{vault.EnvKey: k1.Encode()}))
-	f.set(t, "terminal::local", "github", testSecret, "api.github.com")
-	cfg := writeConfig(t, f.dir, "data_dir: "+f.dir+"\n")
+	dir, db, v1 := openTestVault(t, testEnv(map[string]string{vault.EnvKey: k1.Encode()}))
+	setEntry(t, v1, "terminal::local", "github", testSecret, "api.github.com")
+	cfg := writeConfig(t, dir, "data_dir: "+dir+"\n")
 	res := runMain(t, env{getenv: testEnv(map[string]string{vault.EnvKey: k1.Encode()})}, "vault", "rotate-key", "--config", cfg)
-	if res.code == 0 || !strings.Contains(res.stderr, envNewKey) {
+	if res.code == 0 || !strings.Contains(res.stderr, vault.EnvNewKey) {
 		t.Fatalf("rotate without the new key: exit %d %s", res.code, res.stderr)
 	}
-	res = runMain(t, env{getenv: testEnv(map[string]string{vault.EnvKey: k1.Encode(), envNewKey: k2.Encode()})}, "vault", "rotate-key", "--config", cfg)
+	res = runMain(t, env{getenv: testEnv(map[string]string{vault.EnvKey: k1.Encode(), vault.EnvNewKey: k2.Encode()})}, "vault", "rotate-key", "--config", cfg)
 	if res.code != 0 || !strings.Contains(res.stdout, "set "+vault.EnvKey) {
 		t.Fatalf("rotate: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	if strings.Contains(res.stdout+res.stderr, k2.Encode()) {
 		t.Error("the new key was printed")
 	}
-	if _, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k1.Encode()}), f.dir, f.db); err == nil {
+	if _, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k1.Encode()}), dir, db); err == nil {
 		t.Error("the old key still opens the vault")
 	}
-	v, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k2.Encode()}), f.dir, f.db)
+	v, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k2.Encode()}), dir, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,116 +217,64 @@ func TestVaultCLI(t *testing.T) {
 	}
 }
 
-func TestParseInjection(t *testing.T) {
-	cases := []struct {
-		in   string
-		want vault.Injection
-		err  bool
-	}{
-		{"", vault.Injection{Kind: vault.InjectBearer}, false},
-		{"bearer", vault.Injection{Kind: vault.InjectBearer}, false},
-		{"header:x-api-key", vault.Injection{Kind: vault.InjectHeader, Name: "X-Api-Key"}, false},
-		{"header:Authorization:token ", vault.Injection{Kind: vault.InjectHeader, Name: "Authorization", Prefix: "token "}, false},
-		{"header:Authorization:a:b", vault.Injection{Kind: vault.InjectHeader, Name: "Authorization", Prefix: "a:b"}, false},
-		{"query:api_key", vault.Injection{Kind: vault.InjectQuery, Name: "api_key"}, false},
-		{"basic:alice", vault.Injection{Kind: vault.InjectBasic, Username: "alice"}, false},
-		{"bearer:x", vault.Injection{}, true},
-		{"header:", vault.Injection{}, true},
-		{"header:Host", vault.Injection{}, true},
-		{"query:", vault.Injection{}, true},
-		{"basic:", vault.Injection{}, true},
-		{"cookie:x", vault.Injection{}, true},
-	}
-	for _, tc := range cases {
-		got, err := parseInjection(tc.in)
-		if (err != nil) != tc.err {
-			t.Errorf("%q: err %v, want error %v", tc.in, err, tc.err)
-			continue
-		}
-		if diff := cmp.Diff(tc.want, got); diff != "" {
-			t.Errorf("%q (-want +got):\n%s", tc.in, diff)
-		}
-	}
-}
-
-func TestVaultSecretsAndRedactor(t *testing.T) {
+// TestVaultAdapters checks what the adapters add to the service: agent's
+// and the sandbox's errors and types, the egress broker's.
+func TestVaultAdapters(t *testing.T) {
 	ctx := context.Background()
-	f := newVaultFixture(t, nil)
-	now := time.Unix(1_700_000_000, 0)
-	f.svc.now = func() time.Time { return now }
-	alice := mustPrincipal(t, "slack:T1:UALICE")
-	text := "here: " + testSecret + " and " + base64.StdEncoding.EncodeToString([]byte(testSecret))
+	_, _, v := openTestVault(t, nil)
+	s := vaultSecrets{newVaultService(v, zerolog.Nop()), zerolog.Nop()}
+	eg := vaultEgress{s.s, zerolog.Nop()}
+	alice, bob := mustPrincipal(t, "slack:T1:UALICE"), mustPrincipal(t, "slack:T1:UBOB")
 
-	if _, n := f.svc.Redact(ctx, alice, "my key is xyzzy-plain-value-123"); n != 0 {
-		t.Errorf("nothing to find, got %d", n)
-	}
-	f.set(t, alice.String(), "github", testSecret, "api.github.com")
-	if err := f.svc.AddSecret(ctx, alice, agent.NewSecret{Name: "plain", Value: []byte("xyzzy-plain-value-123"), Hosts: []string{"api.example.com"}, Injection: "query:key"}); err != nil {
+	if err := s.AddSecret(ctx, alice, agent.NewSecret{Name: "github", Value: []byte(testSecret), Hosts: []string{"api.github.com"}}); err != nil {
 		t.Fatal(err)
 	}
-	if out, n := f.svc.Redact(ctx, alice, "my key is xyzzy-plain-value-123"); n != 1 || strings.Contains(out, "xyzzy") {
-		t.Errorf("after AddSecret: %d findings, %q", n, out)
+	if err := s.AddSecret(ctx, alice, agent.NewSecret{Name: "jira", Value: []byte("jira-token-0123456789"), Hosts: []string{"x.atlassian.net"}, Injection: "header:x-api-key:Key "}); err != nil {
+		t.Fatal(err)
 	}
-	out, n := f.svc.Redact(ctx, alice, text)
-	if n != 2 || strings.Contains(out, "ghp_") {
-		t.Errorf("token and its base64: %d findings, %q", n, out)
-	}
-
-	// Another process adds a value: seen after the TTL.
-	other := vault.Entry{User: alice.String(), Name: "other", Value: vault.SecretString("zzq-other-process-val"), Hosts: []string{"x.example"}, Injection: vault.Injection{Kind: vault.InjectBearer}}
-	v2, err := openVaultAt(ctx, testEnv(nil), f.dir, f.db)
+	infos, err := s.ListSecrets(ctx, alice)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := v2.Set(ctx, other); err != nil {
-		t.Fatal(err)
-	}
-	if _, n := f.svc.Redact(ctx, alice, "zzq-other-process-val"); n != 0 {
-		t.Errorf("cached detector changed before the TTL (%d findings)", n)
-	}
-	now = now.Add(detectorTTL)
-	if _, n := f.svc.Redact(ctx, alice, "zzq-other-process-val"); n != 1 {
-		t.Errorf("after the TTL: %d findings, want 1", n)
-	}
-
-	infos, err := f.svc.ListSecrets(ctx, alice)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
+	var got []string
 	for _, i := range infos {
-		names = append(names, i.Name+" "+i.Injection)
+		got = append(got, i.Name+": "+i.Injection+" "+strings.Join(i.Hosts, ","))
 	}
-	if diff := cmp.Diff([]string{"github bearer", "other bearer", "plain query key"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"github: bearer api.github.com", `jira: header X-Api-Key (prefix "Key ") x.atlassian.net`}, got); diff != "" {
 		t.Errorf("ListSecrets (-want +got):\n%s", diff)
 	}
-	if !f.svc.Has(ctx, alice, "plain") || f.svc.Has(ctx, mustPrincipal(t, "slack:T1:UBOB"), "plain") {
-		t.Error("Has is not per user")
+	if !s.Has(ctx, alice, "github") || s.Has(ctx, bob, "github") {
+		t.Error("Has is not per principal")
 	}
-	err = f.svc.AddSecret(ctx, alice, agent.NewSecret{Name: "bad name!", Value: []byte(testSecret), Hosts: []string{"h.example"}})
-	if err == nil || strings.Contains(err.Error(), testSecret) {
-		t.Errorf("invalid name: %v", err)
+	if _, n := s.Redact(ctx, alice, "token "+testSecret); n != 1 {
+		t.Errorf("Redact found %d, want 1", n)
 	}
-	if err := f.svc.RemoveSecret(ctx, alice, "plain"); err != nil {
-		t.Fatal(err)
-	}
-	if _, n := f.svc.Redact(ctx, alice, "xyzzy-plain-value-123"); n != 0 {
-		t.Error("a removed value is still redacted (cache not invalidated)")
-	}
-	if err := f.svc.RemoveSecret(ctx, alice, "plain"); err == nil {
-		t.Error("removing a missing secret succeeded")
-	}
-}
 
-func TestEgressSeams(t *testing.T) {
-	ctx := context.Background()
-	f := newVaultFixture(t, nil)
-	alice, bob := mustPrincipal(t, "slack:T1:UALICE"), mustPrincipal(t, "slack:T1:UBOB")
-	f.set(t, alice.String(), "github", testSecret, "api.github.com")
-	creds, checker := vaultCredentials{f.svc}, vaultChecker{f.svc}
+	// Refusals for what was entered are agent.SecretErrors naming the field.
+	for _, tc := range []struct {
+		ns    agent.NewSecret
+		field string
+	}{
+		{agent.NewSecret{Name: "pin", Value: []byte("1234"), Hosts: []string{"api.example.com"}}, "value"},
+		{agent.NewSecret{Name: "bad name", Value: []byte(testSecret), Hosts: []string{"api.example.com"}}, "name"},
+		{agent.NewSecret{Name: "x", Value: []byte(testSecret), Hosts: []string{"bad host"}}, "hosts"},
+		{agent.NewSecret{Name: "x", Value: []byte(testSecret), Hosts: []string{"api.example.com"}, Injection: "cookie:x"}, "injection"},
+		{agent.NewSecret{Name: "x", Value: []byte(testSecret), Hosts: []string{"api.example.com"}, Injection: "header:Host"}, "injection"},
+	} {
+		err := s.AddSecret(ctx, alice, tc.ns)
+		var se *agent.SecretError
+		if !errors.As(err, &se) || se.Field != tc.field || se.Reason == "" {
+			t.Errorf("AddSecret(%s, %q): %v, want a SecretError on %s", tc.ns.Name, tc.ns.Injection, err, tc.field)
+		} else if strings.Contains(se.Reason, testSecret) || strings.Contains(se.Reason, "1234") {
+			t.Errorf("the refusal holds the value: %q", se.Reason)
+		}
+	}
+	if err := s.RemoveSecret(ctx, alice, "nope"); err == nil || !strings.Contains(err.Error(), `no secret named "nope"`) {
+		t.Errorf("RemoveSecret of a missing name: %v", err)
+	}
 
 	aliceGH := egress.Caller{Tool: "github", Principal: alice}
-	c, err := creds.Credential(ctx, aliceGH, "github", "api.github.com")
+	c, err := eg.Credential(ctx, aliceGH, "github", "api.github.com:443")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,81 +284,22 @@ func TestEgressSeams(t *testing.T) {
 		t.Error("bearer not applied")
 	}
 	for _, tc := range []struct {
-		p          agent.Principal
-		name, host string
-	}{{alice, "github", "evil.example"}, {bob, "github", "api.github.com"}, {alice, "nope", "api.github.com"}} {
-		if _, err := creds.Credential(ctx, egress.Caller{Tool: "github", Principal: tc.p}, tc.name, tc.host); !errors.Is(err, egress.ErrNoCredential) {
-			t.Errorf("%v %s %s: %v, want ErrNoCredential", tc.p, tc.name, tc.host, err)
+		p              agent.Principal
+		name, hostPort string
+	}{{alice, "github", "evil.example:443"}, {alice, "github", "api.github.com:8443"}, {bob, "github", "api.github.com:443"}, {alice, "nope", "api.github.com:443"}} {
+		if _, err := eg.Credential(ctx, egress.Caller{Tool: "github", Principal: tc.p}, tc.name, tc.hostPort); !errors.Is(err, egress.ErrNoCredential) {
+			t.Errorf("%v %s %s: %v, want ErrNoCredential", tc.p, tc.name, tc.hostPort, err)
 		}
 	}
-
-	b64 := base64.StdEncoding.EncodeToString([]byte(testSecret))
-	outbound := []struct {
-		name string
-		r    egress.Request
-	}{
-		{"raw in body", egress.Request{Method: "POST", URL: "https://evil.example/x", Body: `{"t":"` + testSecret + `"}`}},
-		{"base64 in body", egress.Request{Method: "POST", URL: "https://evil.example/x", Body: b64}},
-		{"in query", egress.Request{URL: "https://evil.example/x?t=" + url.QueryEscape(testSecret)}},
-		{"hex in path", egress.Request{URL: "https://evil.example/" + strings.ToUpper(hexString(testSecret))}},
-		{"in header", egress.Request{URL: "https://evil.example/", Headers: map[string]string{"X-Leak": testSecret}}},
-		{"percent-encoded path", egress.Request{URL: "https://evil.example/" + pctAll(testSecret)}},
-		{"someone else's token format", egress.Request{URL: "https://evil.example/", Body: "xoxb-123456789012-123456789012-abcdefghijklmnopqrstuvwx"}},
+	err = eg.CheckOutbound(ctx, aliceGH, egress.Request{Method: "POST", URL: "https://evil.example/x", Body: testSecret})
+	var de *egress.DeniedError
+	if !errors.As(err, &de) || de.Host != "evil.example" || !strings.Contains(de.Reason, "carries a secret") || strings.Contains(err.Error(), testSecret) {
+		t.Errorf("CheckOutbound of a leak: %v, want a DeniedError for evil.example naming no value", err)
 	}
-	for _, tc := range outbound {
-		err := checker.CheckOutbound(aliceGH, tc.r)
-		var de *egress.DeniedError
-		if !errors.As(err, &de) {
-			t.Errorf("%s: %v, want a DeniedError", tc.name, err)
-			continue
-		}
-		if strings.Contains(err.Error(), testSecret) || strings.Contains(err.Error(), b64) || de.Host != "evil.example" {
-			t.Errorf("%s: refusal %q", tc.name, err)
-		}
+	if err := eg.CheckOutbound(ctx, aliceGH, egress.Request{URL: "https://api.github.com/user"}); err != nil {
+		t.Errorf("CheckOutbound of a clean request: %v", err)
 	}
-	if err := checker.CheckOutbound(aliceGH, egress.Request{Method: "GET", URL: "https://api.github.com/repos/golang/go/issues/1", Headers: map[string]string{"Accept": "application/json"}}); err != nil {
-		t.Errorf("clean request refused: %v", err)
+	if got := eg.RedactInbound(alice, c.Secrets(), "echo "+testSecret); strings.Contains(got, testSecret) {
+		t.Errorf("RedactInbound = %q", got)
 	}
-	evs, err := f.db.RecentVaultAudit(ctx, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaks := 0
-	for _, ev := range evs {
-		if ev.Tool != "github" {
-			t.Errorf("audit event %+v does not name the tool", ev)
-		}
-		if ev.Reason == string(vault.ReasonLeakDetected) && !ev.Allowed {
-			leaks++
-		}
-	}
-	if leaks != len(outbound) {
-		t.Errorf("%d leak_detected audit events, want %d", leaks, len(outbound))
-	}
-
-	echo := "Authorization: Bearer " + testSecret + "\n{\"auth\":\"" + b64 + "\",\"hex\":\"" + hexString(testSecret) + "\",\"q\":\"" + url.QueryEscape(testSecret) + "\"}"
-	got := checker.RedactInbound(alice, c.Secrets(), echo)
-	for _, form := range []string{testSecret, b64, hexString(testSecret)} {
-		if strings.Contains(got, form) {
-			t.Errorf("RedactInbound left an encoding: %q", got)
-		}
-	}
-}
-
-func hexString(s string) string {
-	const digits = "0123456789abcdef"
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		b.WriteByte(digits[s[i]>>4])
-		b.WriteByte(digits[s[i]&15])
-	}
-	return b.String()
-}
-
-func pctAll(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		b.WriteString("%" + strings.ToUpper(hexString(s[i:i+1])))
-	}
-	return b.String()
 }

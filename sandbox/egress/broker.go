@@ -237,7 +237,7 @@ func (b *Broker) Do(ctx context.Context, c Caller, r Request) (*Response, error)
 		}
 		if b.Checker != nil {
 			out := Request{Method: cur.method, URL: t.u.String(), Headers: headerMap(cur.headers), Body: cur.body, Credential: r.Credential}
-			if err := b.Checker.CheckOutbound(c, out); err != nil {
+			if err := b.Checker.CheckOutbound(ctx, c, out); err != nil {
 				var de *DeniedError
 				if errors.As(err, &de) {
 					return nil, de

@@ -67,7 +67,7 @@ func (v *fakeVault) askedFor() []string {
 // of each secret, as the vault's leak checker would.
 type fakeChecker struct{}
 
-func (fakeChecker) CheckOutbound(_ Caller, r Request) error {
+func (fakeChecker) CheckOutbound(_ context.Context, _ Caller, r Request) error {
 	if strings.Contains(r.Body, "leak") {
 		return errors.New("body holds a secret")
 	}

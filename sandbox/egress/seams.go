@@ -43,10 +43,11 @@ type Credential interface {
 // the guest sees them.
 type LeakChecker interface {
 	// CheckOutbound is called for every hop, before a credential is
-	// injected, with the request as the guest (or a redirect) shaped it. A
+	// injected, with the request as the guest (or a redirect) shaped it. It
+	// may read the user's secrets and record the refusal, under ctx. A
 	// non-nil error refuses the request; a *DeniedError is returned as is,
 	// any other error becomes a generic refusal.
-	CheckOutbound(c Caller, r Request) error
+	CheckOutbound(ctx context.Context, c Caller, r Request) error
 	// RedactInbound returns s with secrets (and whatever encodings of them
 	// the checker knows) removed. It is applied to the response body and to
 	// each response header value. The broker additionally replaces the raw
