@@ -329,3 +329,52 @@ func TestOneModelPath(t *testing.T) {
 		t.Errorf("calls of the provider (-want +got):\n%s", diff)
 	}
 }
+
+// While summary requests fail, every turn still sends a valid window (the
+// question first, within the limit); the messages that should have been
+// summarised are not lost: once summaries work again, they are in one.
+func TestFailingSummaryLeavesValidWindow(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	h := newHarness(t, func(req llmtest.Request) llmtest.Response {
+		if isSummary(req) {
+			if failing.Load() {
+				return llmtest.Response{Status: 500}
+			}
+			return llmtest.Response{Text: "a summary"}
+		}
+		return llmtest.Response{Text: "echo: " + req.LastUserText()}
+	}, func(rt *agent.Runtime) { rt.Limits.HistoryMessages = 3 })
+	for i := range 4 {
+		h.send("u1", fmt.Sprintf("msg %d", i))
+		h.idle()
+	}
+	failing.Store(false)
+	h.send("u1", "msg 4")
+	h.idle()
+	want := []string{"echo: msg 0", "echo: msg 1", "echo: msg 2", "echo: msg 3", "echo: msg 4"}
+	if diff := cmp.Diff(want, h.ch.texts()); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
+	}
+	var lastSummary, lastWindow llmtest.Request
+	for i, req := range h.llm.Requests() {
+		if isSummary(req) {
+			lastSummary = req
+			continue
+		}
+		lastWindow = req
+		if len(req.Messages) == 0 || req.Messages[0].Role != llm.RoleUser || len(req.Messages) > 3 {
+			t.Errorf("request %d: %d messages; want 1 to 3, the first the user's", i, len(req.Messages))
+		}
+	}
+	// The summary that worked took everything the last window does not
+	// carry, the messages of the failed attempts included.
+	var history []string
+	for i := range 5 {
+		history = append(history, fmt.Sprintf("msg %d", i), fmt.Sprintf("echo: msg %d", i))
+	}
+	got := append(summarised(t, lastSummary), contents(lastWindow.Messages)...)
+	if diff := cmp.Diff(history[:len(history)-1], got); diff != "" {
+		t.Errorf("last summary + last window != history (-history +got):\n%s", diff)
+	}
+}

@@ -18,11 +18,10 @@ type Limits struct {
 	MaxSteps int
 	// TurnTimeout bounds a whole turn (default 5 minutes).
 	TurnTimeout time.Duration
-	// HistoryMessages is the window of messages sent with each turn
-	// (default 40); older ones are summarised.
+	// HistoryMessages bounds the messages sent with each model call
+	// (default 40); what does not fit is summarised (window.go).
 	HistoryMessages int
-	// HistoryTokenBudget triggers compaction when the window's estimated
-	// tokens exceed it (default 12,000).
+	// HistoryTokenBudget bounds their estimated tokens (default 12,000).
 	HistoryTokenBudget int
 	// MaxConcurrentTurns bounds turns across all sessions (default 64).
 	MaxConcurrentTurns int

@@ -95,8 +95,8 @@ type Agent struct {
 	MaxSteps int `yaml:"max_steps" json:"max_steps"`
 	// TurnTimeout bounds a whole turn.
 	TurnTimeout Duration `yaml:"turn_timeout" json:"turn_timeout"`
-	// HistoryMessages is how many messages a turn loads, besides the
-	// compaction summary.
+	// HistoryMessages is how many messages each model call carries,
+	// besides the summaries of what does not fit.
 	HistoryMessages int `yaml:"history_messages" json:"history_messages"`
 	// HistoryTokenBudget is the estimated history size above which older
 	// messages are summarised.
