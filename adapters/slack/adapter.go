@@ -202,7 +202,7 @@ func (a *Adapter) identify(ctx context.Context) error {
 				a.botUser, a.botID = res.UserID, res.BotID
 				close(a.ready)
 			})
-			a.Log.Info().Str("team_id", res.TeamID).Str("bot_user", res.UserID).Str("mode", a.cfg.Mode).Msg("slack: connected to the Web API")
+			a.Log.Info().Str("team_id", res.TeamID).Str("bot_user_id", res.UserID).Str("mode", a.cfg.Mode).Msg("slack: connected to the Web API")
 			return nil
 		}
 		if fatalAuth(err) {
@@ -359,7 +359,7 @@ func (a *Adapter) onSocketEvent(ctx context.Context, client *socketmode.Client, 
 	case socketmode.EventTypeInvalidAuth:
 		a.Log.Error().Msg("slack: socket mode rejected the app token")
 	case socketmode.EventTypeIncomingError, socketmode.EventTypeErrorWriteFailed:
-		a.Log.Warn().Str("event", string(ev.Type)).Msg("slack: socket mode I/O error")
+		a.Log.Warn().Str("event_type", string(ev.Type)).Msg("slack: socket mode I/O error")
 	}
 }
 
