@@ -89,7 +89,7 @@ func instantiate(t *testing.T, wasm []byte) api.Module {
 func TestInstrumentedModuleComputesTheSame(t *testing.T) {
 	ctx := context.Background()
 	plain := instantiate(t, twoFuncs())
-	out, err := Instrument(twoFuncs())
+	out, err := inst(twoFuncs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,12 +109,51 @@ func TestInstrumentedModuleComputesTheSame(t *testing.T) {
 	}
 }
 
-func TestStopEndsALoop(t *testing.T) {
-	out, err := Instrument(twoFuncs())
+// signalled instantiates wasm, which imports env.signal () -> (), and
+// returns the module and a channel closed at its first call of signal.
+func signalled(t *testing.T, wasm []byte) (api.Module, <-chan struct{}) {
+	t.Helper()
+	ctx := context.Background()
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
+	t.Cleanup(func() { r.Close(ctx) })
+	ch := make(chan struct{})
+	var once sync.Once
+	_, err := r.NewHostModuleBuilder("env").NewFunctionBuilder().
+		WithFunc(func() { once.Do(func() { close(ch) }) }).Export("signal").Instantiate(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := instantiate(t, out)
+	m, err := r.Instantiate(ctx, wasm)
+	if err != nil {
+		t.Fatalf("instantiate: %v", err)
+	}
+	return m, ch
+}
+
+// loopSignalling is a module importing env.signal (function 0) whose
+// function 1, exported as name, loops forever: each iteration runs work,
+// and the first calls signal.
+func loopSignalling(name string, work []byte, memory []byte) []byte {
+	code := []byte{0x01, 0x01, 0x7f, 0x03, 0x40}                                                // (local i32) loop
+	code = append(code, 0x20, 0x00, 0x45, 0x04, 0x40, 0x10, 0x00, 0x41, 0x01, 0x21, 0x00, 0x0b) // if !local { signal(); local = 1 }
+	code = append(code, work...)
+	code = append(code, 0x0c, 0x00, 0x0b, 0x0b) // br 0, end, end
+	return module(
+		sec(secType, typeVoid),
+		sec(secImport, append([]byte{0x03, 'e', 'n', 'v', 0x06}, "signal\x00\x00"...)),
+		sec(secFunction, []byte{0x00}),
+		memory,
+		sec(secExport, append(append([]byte{byte(len(name))}, name...), 0x00, 0x01)),
+		sec(secCode, body(code...)),
+	)
+}
+
+func TestStopEndsALoop(t *testing.T) {
+	out, err := inst(loopSignalling("forever", nil, memory1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, looping := signalled(t, out)
 	returned := make(chan error, 1)
 	go func() {
 		_, err := m.ExportedFunction("forever").Call(context.Background())
@@ -123,7 +162,12 @@ func TestStopEndsALoop(t *testing.T) {
 	select {
 	case err := <-returned:
 		t.Fatalf("forever returned before stop was set: %v", err)
-	case <-time.After(20 * time.Millisecond):
+	case <-looping: // the guest is in its loop
+	}
+	select {
+	case err := <-returned:
+		t.Fatalf("forever returned before stop was set: %v", err)
+	default:
 	}
 	m.ExportedGlobal(Export).(api.MutableGlobal).Set(1)
 	if err := <-returned; err == nil || !strings.Contains(err.Error(), "unreachable") {
@@ -135,30 +179,21 @@ func TestStopEndsALoop(t *testing.T) {
 // fills, not one tick an iteration: it leaves compiled code, and sees the
 // stop, after at most one fill, not after a thousand (seconds).
 func TestStopEndsABulkLoop(t *testing.T) {
-	fill := body(0x00,
-		0x03, 0x40, // loop
+	fill := []byte{
 		0x41, 0x00, 0x41, 0x00, 0x41, 0x80, 0x80, 0x80, 0x20, // i32.const 0, 0, 64 MiB
 		0xfc, 0x0b, 0x00, // memory.fill
-		0x0c, 0x00, // br 0
-		0x0b, 0x0b)
-	wasm := module(
-		sec(secType, typeVoid),
-		sec(secFunction, []byte{0x00}),
-		sec(secMemory, []byte{0x00, 0x80, 0x08}), // (memory 1024): 64 MiB
-		sec(secExport, append([]byte{0x04}, "fill\x00\x00"...)),
-		sec(secCode, fill),
-	)
-	out, err := Instrument(wasm)
+	}
+	out, err := inst(loopSignalling("fill", fill, sec(secMemory, []byte{0x00, 0x80, 0x08}))) // (memory 1024): 64 MiB
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := instantiate(t, out)
+	m, looping := signalled(t, out)
 	returned := make(chan error, 1)
 	go func() {
 		_, err := m.ExportedFunction("fill").Call(context.Background())
 		returned <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	<-looping // the guest is in its loop
 	m.ExportedGlobal(Export).(api.MutableGlobal).Set(1)
 	stopped := time.Now()
 	// No timer here: a guest that does not leave compiled code also holds
@@ -206,7 +241,7 @@ func TestInstrumentShapes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := Instrument(tt.wasm)
+			out, err := inst(tt.wasm)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -242,6 +277,17 @@ func TestInstrumentRefuses(t *testing.T) {
 			[]byte{secStart, 0x01, 0x00}, sec(secCode, foreverBody))},
 		{"no memory", "no memory", module(sec(secType, typeVoid), sec(secFunction, []byte{0x00}), sec(secCode, foreverBody))},
 		{"reserved export", "reserves", module(memory1, sec(secExport, append([]byte{byte(len(Export))}, Export+"\x02\x00"...)))},
+		{"reserved prefix", "reserves", module(memory1, sec(secExport, append([]byte{0x07}, "talon.x\x02\x00"...)))},
+		{"export an added function", "index 0 does not exist", module(memory1, sec(secExport, append([]byte{0x01}, "f\x00\x00"...)))},
+		{"export an added global", "index 0 does not exist", module(memory1, sec(secExport, append([]byte{0x01}, "g\x03\x00"...)))},
+		{"table import", "may not import a table", module(sec(secImport, []byte{0x01, 'e', 0x01, 't', 0x01, 0x70, 0x00, 0x01}), memory1)},
+		{"typed table", "unsupported table type", module(sec(secTable, []byte{0x40, 0x00, 0x70, 0x00, 0x01, 0xd0, 0x70, 0x0b}), memory1)},
+		{"element of an added function", "function 1 does not exist", module(sec(secType, typeVoid), sec(secFunction, []byte{0x00}),
+			sec(secTable, []byte{0x70, 0x00, 0x01}), memory1, sec(secElement, []byte{0x00, 0x41, 0x00, 0x0b, 0x01, 0x01}), sec(secCode, foreverBody))},
+		{"global of an added function", "function 1 does not exist", module(sec(secType, typeVoid), sec(secFunction, []byte{0x00}), memory1,
+			sec(secGlobal, []byte{0x70, 0x00, 0xd2, 0x01, 0x0b}), sec(secCode, foreverBody))},
+		{"global reading an added global", "global 0 does not exist", module(memory1,
+			sec(secGlobal, []byte{0x7f, 0x00, 0x23, 0x00, 0x0b}))},
 		{"unknown opcode", "unknown opcode 0xff", withCode(body(0x00, 0xff, 0x0b))},
 		{"unknown 0xfc opcode", "unknown opcode 0xfc 18", withCode(body(0x00, 0xfc, 0x12, 0x0b))},
 		{"unbalanced body", "unexpected end", withCode(body(0x00, 0x02, 0x40, 0x0b))},
@@ -262,7 +308,7 @@ func TestInstrumentRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Instrument(tt.wasm)
+			_, err := inst(tt.wasm)
 			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %v, want ErrUnsupported about %q", err, tt.want)
 			}
@@ -306,10 +352,16 @@ func TestInstrumentRealModules(t *testing.T) {
 			if _, err := r.CompileModule(ctx, wasm); err != nil {
 				return // a test guest that is invalid on purpose
 			}
-			out, err := Instrument(wasm)
-			if base := filepath.Base(name); base == "reserved.wasm" || base == "startloop.wasm" { // refused on purpose
+			out, err := inst(wasm)
+			switch filepath.Base(name) { // refused on purpose
+			case "reserved.wasm", "startloop.wasm":
 				if !errors.Is(err, ErrUnsupported) {
 					t.Errorf("%s: err = %v, want ErrUnsupported", name, err)
+				}
+				return
+			case "nestloops.wasm":
+				if !errors.Is(err, ErrLimit) {
+					t.Errorf("%s: err = %v, want ErrLimit", name, err)
 				}
 				return
 			}
@@ -317,7 +369,7 @@ func TestInstrumentRealModules(t *testing.T) {
 				t.Errorf("%s: %v", name, err)
 				return
 			}
-			again, _ := Instrument(wasm)
+			again, _ := inst(wasm)
 			if string(again) != string(out) {
 				t.Errorf("%s: instrumenting twice gave different modules", name)
 			}
@@ -336,8 +388,207 @@ func BenchmarkInstrument(b *testing.B) {
 	}
 	b.SetBytes(int64(len(wasm)))
 	for b.Loop() {
-		if _, err := Instrument(wasm); err != nil {
+		if _, err := inst(wasm); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// inst instruments wasm under the default limits.
+func inst(wasm []byte) ([]byte, error) {
+	m, err := Instrument(wasm, DefaultLimits())
+	if err != nil {
+		return nil, err
+	}
+	return m.Wasm, nil
+}
+
+// tableModule has a table of 0..max funcref elements (no max when max < 0)
+// and exports grow (n) -> table.grow(ref.null, n) and size.
+func tableModule(max int) []byte {
+	limits := []byte{0x00, 0x00}
+	if max >= 0 {
+		limits = binary.AppendUvarint([]byte{0x01, 0x00}, uint64(max))
+	}
+	grow := body(0x00, 0xd0, 0x70, 0x20, 0x00, 0xfc, 0x0f, 0x00, 0x0b) // ref.null func, local.get 0, table.grow 0
+	size := body(0x00, 0xfc, 0x10, 0x00, 0x0b)                         // table.size 0
+	return module(
+		sec(secType, typeI32, []byte{0x60, 0x00, 0x01, 0x7f}),
+		sec(secFunction, []byte{0x00}, []byte{0x01}),
+		sec(secTable, append([]byte{0x70}, limits...)),
+		memory1,
+		sec(secExport, append([]byte{0x04}, "grow\x00\x00"...), append([]byte{0x04}, "size\x00\x01"...)),
+		sec(secCode, grow, size),
+	)
+}
+
+// table.grow is guarded: the references it adds and the linear memory
+// together stay within the limit the host sets, a refused growth returns
+// -1 and is recorded, and a growth the table's own maximum refuses is not
+// counted.
+func TestTableGrowGuard(t *testing.T) {
+	ctx := context.Background()
+	out, err := inst(tableModule(200000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := instantiate(t, out)
+	grow := func(n uint64) int32 {
+		t.Helper()
+		res, err := m.ExportedFunction("grow").Call(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int32(res[0])
+	}
+	refs := func() uint64 { return m.ExportedGlobal(ReferencesExport).Get() }
+	refused := func() uint64 { return m.ExportedGlobal(RefusedExport).Get() }
+
+	if got := grow(1); got != -1 || refused() != 1 || refs() != 0 {
+		t.Errorf("before the host sets a limit: grow(1) = %d, refused %d, refs %d; want -1, 1, 0", got, refused(), refs())
+	}
+	m.ExportedGlobal(RefusedExport).(api.MutableGlobal).Set(0)
+	// 1 MiB: 64 KiB of memory and room for 122,880 references.
+	m.ExportedGlobal(MemoryLimitExport).(api.MutableGlobal).Set(1 << 20)
+	steps := []struct {
+		n            uint64
+		want         int32
+		refs, refuse uint64
+	}{
+		{100000, 0, 100000, 0},      // fits
+		{30000, -1, 100000, 1},      // 130,000 references would not
+		{22880, 100000, 122880, 1},  // exactly the limit
+		{1, -1, 122880, 1},          // one more would not
+		{1 << 31, -1, 122880, 1},    // nor a huge one
+		{0xffffffff, -1, 122880, 1}, // nor the largest
+	}
+	for _, s := range steps {
+		if got := grow(s.n); got != s.want || refs() != s.refs || refused() != s.refuse {
+			t.Errorf("grow(%d) = %d, refs %d, refused %d; want %d, %d, %d", s.n, got, refs(), refused(), s.want, s.refs, s.refuse)
+		}
+	}
+	res, err := m.ExportedFunction("size").Call(ctx)
+	if err != nil || res[0] != 122880 {
+		t.Errorf("table.size = %v, %v; want 122880", res, err)
+	}
+
+	// The table's own maximum refuses a growth the limit allows; the
+	// references are given back.
+	out, err = inst(tableModule(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = instantiate(t, out)
+	m.ExportedGlobal(MemoryLimitExport).(api.MutableGlobal).Set(1 << 20)
+	if got := grow(11); got != -1 || refs() != 0 || refused() != 0 {
+		t.Errorf("grow past the table's maximum = %d, refs %d, refused %d; want -1, 0, 0", got, refs(), refused())
+	}
+	if got := grow(10); got != 0 || refs() != 10 {
+		t.Errorf("grow(10) = %d, refs %d; want 0, 10", got, refs())
+	}
+}
+
+// Tables declared at start and passive element segments count as
+// references.
+func TestInstrumentCountsReferences(t *testing.T) {
+	elem := sec(secElement,
+		[]byte{0x00, 0x41, 0x00, 0x0b, 0x02, 0x00, 0x00}, // active, table 0, offset 0: f0, f0
+		[]byte{0x01, 0x00, 0x03, 0x00, 0x00, 0x00},       // passive funcref: f0 ×3
+		[]byte{0x05, 0x70, 0x01, 0xd0, 0x70, 0x0b},       // passive, expressions: ref.null
+	)
+	wasm := module(
+		sec(secType, typeVoid),
+		sec(secFunction, []byte{0x00}),
+		sec(secTable, []byte{0x70, 0x00, 0x07}, []byte{0x6f, 0x01, 0x02, 0x09}), // (table 7 funcref) (table 2 9 externref)
+		memory1,
+		elem,
+		sec(secCode, foreverBody),
+	)
+	m, err := Instrument(wasm, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.References != 7+2+3+1 {
+		t.Errorf("References = %d, want 13", m.References)
+	}
+	r := instantiate(t, m.Wasm)
+	if got := r.ExportedGlobal(ReferencesExport).Get(); got != 13 {
+		t.Errorf("the references global starts at %d, want 13", got)
+	}
+}
+
+// Each limit refuses a function one beyond it, and accepts one at it.
+func TestInstrumentLimits(t *testing.T) {
+	withBody := func(b []byte) []byte {
+		return module(sec(secType, typeI32), sec(secFunction, []byte{0x00}), memory1, sec(secCode, b))
+	}
+	nested := func(op byte, n int) []byte { // n blocks or loops nested, empty
+		code := []byte{0x00}
+		for range n {
+			code = append(code, op, 0x40)
+		}
+		for range n {
+			code = append(code, 0x0b)
+		}
+		return body(append(code, 0x20, 0x00, 0x0b)...)
+	}
+	locals := func(n int) []byte { // n-1 i32 locals, plus the parameter
+		return body(append(binary.AppendUvarint([]byte{0x01}, uint64(n-1)), 0x7f, 0x20, 0x00, 0x0b)...)
+	}
+	brIfs := func(n int) []byte {
+		code := []byte{0x00, 0x02, 0x40}
+		for range n - 1 {
+			code = append(code, 0x20, 0x00, 0x0d, 0x00)
+		}
+		return body(append(code, 0x0b, 0x20, 0x00, 0x0b)...)
+	}
+	// stack pushes n values, opens a block and adds them up.
+	stack := func(n int) []byte {
+		code := []byte{0x00}
+		for range n {
+			code = append(code, 0x20, 0x00)
+		}
+		code = append(code, 0x02, 0x40, 0x0b)
+		for range n - 1 {
+			code = append(code, 0x6a)
+		}
+		return body(append(code, 0x0b)...)
+	}
+	tests := []struct {
+		name  string
+		lim   Limits
+		at    []byte
+		above []byte
+		limit string
+	}{
+		{"depth", Limits{Depth: 20}, nested(0x02, 20), nested(0x02, 21), "nesting depth"},
+		{"loop depth", Limits{LoopDepth: 8}, nested(0x03, 8), nested(0x03, 9), "loop nesting depth"},
+		{"locals", Limits{Locals: 100}, locals(100), locals(101), "number of parameters and locals"},
+		{"blocks", Limits{Blocks: 50}, brIfs(50), brIfs(51), "number of control instructions"},
+		{"body", Limits{BodyBytes: 10}, body(0x00, 0x20, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x0b),
+			body(0x00, 0x20, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x0b), "body size in bytes"},
+		// 64 for the function, 304 bytes, 14 for the block, 1 for its
+		// locals, 100 values live across it
+		{"cost", Limits{FunctionCost: 483}, stack(100), stack(101), "estimated compilation cost"},
+		{"module cost", Limits{Cost: 483}, stack(100), stack(101), "estimated compilation cost"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Instrument(withBody(tt.at), tt.lim); err != nil {
+				t.Errorf("at the limit: %v", err)
+			}
+			_, err := Instrument(withBody(tt.above), tt.lim)
+			var le *LimitError
+			if !errors.As(err, &le) || le.Limit != tt.limit || !errors.Is(err, ErrLimit) || errors.Is(err, ErrUnsupported) {
+				t.Fatalf("above the limit: %v, want a *LimitError about %s", err, tt.limit)
+			}
+			if tt.name == "module cost" {
+				if le.Function != -1 {
+					t.Errorf("Function = %d, want -1 (the module)", le.Function)
+				}
+			} else if le.Function != 0 {
+				t.Errorf("Function = %d, want 0", le.Function)
+			}
+		})
 	}
 }
