@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/talonhq/talon/sandbox/internal/interrupt"
@@ -50,29 +52,76 @@ func newABI(ctx context.Context, r wazero.Runtime) (*abi, error) {
 	return &abi{talon: tc.ExportedFunctions(), wasi: wc.ExportedFunctions()}, nil
 }
 
-// Check compiles wasm and checks that it speaks the tool ABI of this Talon:
-// it imports only the host functions of module "talon" and WASI preview 1
-// functions, with the right signatures, and exports memory, talon_alloc,
-// talon_call and talon_abi_version_1. Problems are reported at once; each
-// matches ErrABI, an unknown import is an *ImportError and a module built
-// for another ABI version an *ABIVersionError. It does not run the module.
-func Check(ctx context.Context, wasm []byte) error {
-	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+// Check loads wasm exactly as a Runtime loads a tool on its first use,
+// without running it: it checks the module's shape against the sandbox's
+// limits (a *LimitError, matching ErrLimit), instruments it, compiles it
+// with the optimising compiler, checks that it speaks the tool ABI of this
+// Talon (it imports only the host functions of module "talon" and WASI
+// preview 1 functions, with the right signatures, and exports memory,
+// talon_alloc, talon_call and talon_abi_version_1), and that its memory
+// and tables at start fit m's memory limit (the default limit when m is
+// nil). ABI problems are reported at once; each matches ErrABI, an unknown
+// import is an *ImportError and a module built for another ABI version an
+// *ABIVersionError.
+func Check(ctx context.Context, wasm []byte, m *Manifest) error {
+	memMiB := defaultLimits.MemoryMiB
+	if m != nil {
+		memMiB = m.Limits.MemoryMiB
+	}
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
 	defer r.Close(ctx)
 	a, err := newABI(ctx, r)
 	if err != nil {
 		return fmt.Errorf("sandbox: check: %w", err)
 	}
-	wasm, err = interrupt.Instrument(wasm)
+	cm, err := prepare(compileContext(ctx), r, a, wasm, memMiB)
 	if err != nil {
-		return fmt.Errorf("sandbox: check: %w: %w", ErrABI, err)
+		if errors.Is(err, ErrLimit) || errors.Is(err, ErrABI) && !errors.Is(err, interrupt.ErrUnsupported) {
+			return err // the typed errors, as they are
+		}
+		return fmt.Errorf("sandbox: check: %w", err)
 	}
-	cm, err := compileModule(ctx, r, wasm)
+	return cm.Close(ctx)
+}
+
+// prepare is what loading a tool does to its module: check its shape
+// against the sandbox's limits, instrument it, compile it on rt, and check
+// it against the ABI (a) and its memory limit. ctx may stop the
+// compilation between two functions (see compileContext).
+func prepare(ctx context.Context, rt wazero.Runtime, a *abi, wasm []byte, memMiB int) (wazero.CompiledModule, error) {
+	im, err := interrupt.Instrument(wasm, interrupt.DefaultLimits())
+	if le := (*interrupt.LimitError)(nil); errors.As(err, &le) {
+		return nil, &LimitError{Function: le.Function, Limit: le.Limit, Got: le.Got, Max: le.Max}
+	}
 	if err != nil {
-		return fmt.Errorf("sandbox: check: not a valid module: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrABI, err)
 	}
-	defer cm.Close(ctx)
-	return a.check(cm)
+	cm, err := compileModule(ctx, rt, im.Wasm)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	if err := a.check(cm); err != nil {
+		cm.Close(ctx)
+		return nil, err
+	}
+	// Linear memory and table references (8 bytes each in wazero) count
+	// in one limit; at run time the instrumented table.grow and the
+	// memory allocator keep the sum under it.
+	limit := uint64(memMiB) * mib
+	need := uint64(cm.ExportedMemories()[memExport].Min())*65536 + im.References*interrupt.ReferenceBytes
+	if im.References > limit || need > limit {
+		cm.Close(ctx)
+		return nil, &LimitError{Function: -1, Limit: "memory and tables at start in MiB (limits.memory_mib)",
+			Got: (max(need, im.References) + mib - 1) / mib, Max: uint64(memMiB)}
+	}
+	return cm, nil
+}
+
+// compileContext is ctx for a compilation: wazero's compiler then uses
+// as many goroutines as Go has processors, and stops between two functions
+// once ctx is done (with one goroutine it does not look at ctx).
+func compileContext(ctx context.Context) context.Context {
+	return experimental.WithCompilationWorkers(ctx, max(2, runtime.GOMAXPROCS(0)))
 }
 
 func (a *abi) check(cm wazero.CompiledModule) error {

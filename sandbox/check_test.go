@@ -27,20 +27,20 @@ func toolNames(t *testing.T, r *Runtime) []string {
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
 	for _, good := range []string{"echo", "http", "secret", "fault", "passwd", "wasi", "state"} {
-		if err := Check(ctx, fixture.wasm[good]); err != nil {
+		if err := Check(ctx, fixture.wasm[good], nil); err != nil {
 			t.Errorf("Check(%s) = %v, want nil", good, err)
 		}
 	}
 
 	var verr *ABIVersionError
-	err := Check(ctx, fixture.wasm["abi2"])
+	err := Check(ctx, fixture.wasm["abi2"], nil)
 	if !errors.As(err, &verr) || verr.Version != 2 || !errors.Is(err, ErrABI) {
 		t.Errorf("Check(abi2) = %v, want *ABIVersionError{2}", err)
 	} else if got, want := err.Error(), "built for tool ABI version 2; this Talon speaks version 1"; got != want {
 		t.Errorf("message = %q, want %q", got, want)
 	}
 
-	err = Check(ctx, fixture.wasm["badimport"])
+	err = Check(ctx, fixture.wasm["badimport"], nil)
 	var imps []string
 	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 		var ie *ImportError
@@ -52,30 +52,30 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check(badimport) = %v, want import errors for talon.exec and env.abort", err)
 	}
 
-	err = Check(ctx, fixture.wasm["reserved"])
+	err = Check(ctx, fixture.wasm["reserved"], nil)
 	if !errors.Is(err, ErrABI) || !strings.Contains(err.Error(), `exports "talon.interrupt", a name the host reserves`) {
 		t.Errorf("Check(reserved) = %v, want ErrABI about the reserved export", err)
 	}
 
-	err = Check(ctx, fixture.wasm["startloop"])
+	err = Check(ctx, fixture.wasm["startloop"], nil)
 	if !errors.Is(err, ErrABI) || !strings.Contains(err.Error(), "start function") {
 		t.Errorf("Check(startloop) = %v, want ErrABI about the start function", err)
 	}
 
-	err = Check(ctx, fixture.wasm["badsig"])
+	err = Check(ctx, fixture.wasm["badsig"], nil)
 	var ie *ImportError
 	if !errors.As(err, &ie) || ie.Name != "log" || !strings.Contains(ie.Reason, "signature") {
 		t.Errorf("Check(badsig) = %v, want a signature ImportError for talon.log", err)
 	}
 
-	err = Check(ctx, fixture.wasm["noexports"])
+	err = Check(ctx, fixture.wasm["noexports"], nil)
 	for _, w := range []string{"talon_abi_version_1", "talon_alloc", "export talon_call: signature (i32) -> (i32)"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Check(noexports) = %v, want mention of %q", err, w)
 		}
 	}
 
-	if err := Check(ctx, []byte("not wasm")); err == nil {
+	if err := Check(ctx, []byte("not wasm"), nil); err == nil {
 		t.Error("Check(garbage) = nil")
 	}
 }
@@ -90,7 +90,7 @@ func TestNewRefuses(t *testing.T) {
 	}{
 		{"badimport", "", []string{"tool badimport", "import talon.exec: unknown import", "import env.abort: unknown import"}},
 		{"abi2", "", []string{"tool abi2", "built for tool ABI version 2"}},
-		{"bigmin", "limits: {memory_mib: 8}\n", []string{"tool bigmin", "above limits.memory_mib 8"}},
+		{"bigmin", "limits: {memory_mib: 8}\n", []string{"tool bigmin", "memory and tables at start in MiB (limits.memory_mib) is 13, above the limit of 8"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.tool, func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestCompileModuleRecoversWazeroPanic(t *testing.T) {
 	if _, err := compileModule(ctx, r, wasm); err == nil || !strings.Contains(err.Error(), "failed on the module") {
 		t.Errorf("compileModule = %v, want the recovered panic as an error", err)
 	}
-	if err := Check(ctx, wasm); !errors.Is(err, ErrABI) {
+	if err := Check(ctx, wasm, nil); !errors.Is(err, ErrABI) {
 		t.Errorf("Check = %v, want ErrABI (refused by the instrumenter)", err)
 	}
 }

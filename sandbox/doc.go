@@ -7,11 +7,16 @@
 // imports and exports, the host module "talon" (HTTP through the egress
 // broker, capped logging, a secret-name check), a small pool of
 // pre-initialised instances per tool, and the limits of a call: deadline,
-// memory, output size, HTTP requests per call and calls per user per minute.
+// memory (linear memory and tables together), output size, HTTP requests
+// per call and calls per user per minute.
 //
-// Every module is instrumented before it is compiled (see package
-// interrupt) so that a call can be stopped at its deadline, and so that a
-// guest yields to the Go scheduler often enough never to stall the host.
+// Every module is checked against limits of its shape and instrumented
+// before it is compiled (see package interrupt): so that compiling it stays
+// short, so that a call can be stopped at its deadline, so that a guest
+// yields to the Go scheduler often enough never to stall the host, and so
+// that table.grow stays within the memory limit. A tool is compiled in a
+// goroutine of the Runtime's, not on a caller's path: a call waits for it
+// only as long as its context allows, and Close stops it.
 //
 // Every call runs in a fresh instance that is closed afterwards, so nothing a
 // guest keeps survives to another call or user. Guests get no filesystem, no
@@ -20,7 +25,7 @@
 // hostile. The package never makes network requests itself (the egress broker
 // does, under the tool's policy), never sees secret values, and never logs
 // tool arguments or output; the only guest text it logs is what the guest
-// passes to "log", at debug level and capped.
+// passes to "log", at debug level, capped, and scanned for secrets first.
 //
 // Nothing is paid before a tool is used: the registry parses manifests but
 // reads no module, and a Runtime builds its wazero runtime, reads and

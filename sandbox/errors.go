@@ -33,9 +33,18 @@ var (
 	// ErrInput: the arguments could not be handed to the tool.
 	ErrInput = errors.New("bad input")
 	// ErrLoad: the tool's module could not be compiled, does not speak the
-	// tool ABI (the error then matches ErrABI too), or needs more memory
-	// at start than its limit. It is found on first use.
+	// tool ABI (the error then matches ErrABI too), or is beyond a limit
+	// of the sandbox (ErrLimit too). It is found on first use.
 	ErrLoad = errors.New("tool failed to load")
+	// ErrLimit: the module is beyond a limit the sandbox sets on a
+	// module's shape (so that compiling it stays short) or needs more
+	// memory for its memory and tables at start than limits.memory_mib.
+	// The error is a *LimitError.
+	ErrLimit = errors.New("module beyond a sandbox limit")
+	// ErrCompiling: the call's context ended while the tool was being
+	// compiled for its first use. The compilation goes on; a later call
+	// finds it done.
+	ErrCompiling = errors.New("tool still compiling")
 )
 
 // CallError is why a call failed. Kind is one of the Err* sentinels above;
@@ -103,3 +112,27 @@ func (e *ExportError) Error() string {
 
 // Is reports ErrABI.
 func (e *ExportError) Is(target error) bool { return target == ErrABI }
+
+// LimitError is returned by Check and Load for a module beyond a limit of
+// the sandbox: its shape (a function's size, nesting depth, locals,
+// control instructions, or the estimated cost of compiling it; see
+// ABI.md) or the memory its memory and tables need at start. It matches
+// ErrLimit.
+type LimitError struct {
+	// Function is the index of the function beyond the limit (imported
+	// functions first), or -1 for the module as a whole.
+	Function int64
+	// Limit names what is bounded, e.g. "nesting depth".
+	Limit    string
+	Got, Max uint64
+}
+
+func (e *LimitError) Error() string {
+	if e.Function < 0 {
+		return fmt.Sprintf("the module's %s is %d, above the limit of %d", e.Limit, e.Got, e.Max)
+	}
+	return fmt.Sprintf("function %d: %s is %d, above the limit of %d", e.Function, e.Limit, e.Got, e.Max)
+}
+
+// Is reports ErrLimit.
+func (e *LimitError) Is(target error) bool { return target == ErrLimit }

@@ -32,6 +32,7 @@ type host struct {
 	secrets  Secrets
 	approver Approver
 	logger   zerolog.Logger
+	redactor Redactor
 }
 
 // callState is the state of one call, reached by the host functions
@@ -259,12 +260,26 @@ func (h *host) log(ctx context.Context, mod api.Module, stack []uint64) {
 	if st.logs > maxLogsPerCall {
 		return
 	}
-	msg := read(st, mod, "log", ptr, min(n, maxLogMessage))
-	// The text is the guest's: debug level only, capped, valid UTF-8.
-	h.logger.Debug().
-		Str("tool", st.tool.manifest.Name).
+	ev := h.logger.Debug()
+	if !ev.Enabled() {
+		return // nothing is written: not even scanned
+	}
+	msg := strings.ToValidUTF8(string(read(st, mod, "log", ptr, min(n, maxLogMessage))), "\uFFFD")
+	// The text is the guest's, and may carry the user's secrets (a tool
+	// logging the response of a request that echoed its credential):
+	// debug level only, capped, valid UTF-8, and scanned first.
+	if h.redactor == nil {
+		ev = ev.Bool("guest_msg_withheld", true)
+	} else {
+		var found int
+		msg, found = h.redactor.Redact(ctx, st.principal, msg)
+		ev = ev.Str("guest_msg", msg)
+		if found > 0 {
+			ev = ev.Int("guest_msg_redacted", found)
+		}
+	}
+	ev.Str("tool", st.tool.manifest.Name).
 		Str("guest_level", [...]string{"debug", "info", "warn", "error"}[level]).
-		Str("guest_msg", strings.ToValidUTF8(string(msg), "\uFFFD")).
 		Msg("tool log")
 }
 

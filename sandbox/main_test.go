@@ -155,6 +155,19 @@ func (f fakeSecrets) Has(ctx context.Context, p agent.Principal, name string) bo
 	return false
 }
 
+// fakeRedactor replaces each user's secret values with [REDACTED], and
+// records whom it was asked about.
+type fakeRedactor map[agent.Principal][]string
+
+func (f fakeRedactor) Redact(ctx context.Context, p agent.Principal, text string) (string, int) {
+	n := 0
+	for _, v := range f[p] {
+		n += strings.Count(text, v)
+		text = strings.ReplaceAll(text, v, "[REDACTED]")
+	}
+	return text, n
+}
+
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {
 	mu sync.Mutex

@@ -3,19 +3,34 @@ package sandbox
 import (
 	"sync/atomic"
 
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/talonhq/talon/sandbox/internal/interrupt"
 )
 
 // limitedMemory backs one instance's linear memory and refuses to grow it
-// past limit bytes, so each tool gets its own memory limit under the
-// runtime-wide page limit. memory.grow past the limit returns -1 to the
-// guest; refused records that it happened, so a guest that then crashes is
-// reported as out of memory.
+// past limit bytes, less what the instance's tables hold, so each tool
+// gets its own memory limit under the runtime-wide page limit. memory.grow
+// past the limit returns -1 to the guest; refused records that it
+// happened, so a guest that then crashes is reported as out of memory.
 type limitedMemory struct {
-	limit   uint64
+	limit uint64
+	// refs is the instance's count of table references (see
+	// interrupt.ReferencesExport), set once the instance exists.
+	refs    api.Global
 	buf     []byte
 	started bool
 	refused atomic.Bool
+}
+
+// tableBytes is the memory the instance's tables and element segments
+// hold.
+func (m *limitedMemory) tableBytes() uint64 {
+	if m.refs == nil {
+		return 0
+	}
+	return m.refs.Get() * interrupt.ReferenceBytes
 }
 
 var (
@@ -35,11 +50,12 @@ func (m *limitedMemory) Allocate(capacity, maximum uint64) experimental.LinearMe
 
 // Reallocate implements experimental.LinearMemory.
 func (m *limitedMemory) Reallocate(size uint64) []byte {
-	// The module's declared minimum is checked against the limit at load,
-	// so the first call (size = minimum) always succeeds.
+	// The module's declared minimum (with its tables) is checked against
+	// the limit at load, so the first call (size = minimum) always
+	// succeeds.
 	first := !m.started
 	m.started = true
-	if size > m.limit && !first {
+	if !first && (size > m.limit || m.tableBytes() > m.limit-size) {
 		m.refused.Store(true)
 		return nil
 	}

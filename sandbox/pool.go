@@ -39,7 +39,7 @@ func (p *pool) refill() {
 // pool returns t's pool, creating it and starting its filler on first use.
 // It returns nil when pooling is off or the runtime is closed.
 func (r *Runtime) pool(t *loaded) *pool {
-	if r.poolSize < 0 {
+	if r.poolSize <= 0 {
 		return nil
 	}
 	r.mu.Lock()

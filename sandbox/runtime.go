@@ -37,6 +37,14 @@ type Secrets interface {
 	Has(ctx context.Context, p agent.Principal, name string) bool
 }
 
+// Redactor finds secrets in text: the principal's own vault values (and
+// their encodings) and well-known token formats. agent.Redactor is one.
+type Redactor interface {
+	// Redact returns text with every finding replaced by a marker, and the
+	// number of findings.
+	Redact(ctx context.Context, p agent.Principal, text string) (string, int)
+}
+
 // Approver asks the user whether a call or request may go ahead.
 type Approver interface {
 	Approve(ctx context.Context, req ApprovalRequest) (bool, error)
@@ -74,7 +82,8 @@ type Config struct {
 	// in-memory cache (every start compiles).
 	CacheDir string
 	// PoolSize is the number of pre-initialised instances kept per tool
-	// once the tool has been used. Zero means 2; negative disables the pool.
+	// once the tool has been used. Zero (or negative) means no pool:
+	// every call instantiates its own instance.
 	PoolSize int
 	// Egress makes the tools' HTTP requests; nil refuses every request.
 	Egress Egress
@@ -87,6 +96,10 @@ type Config struct {
 	// per tool, why a tool failed to load, at warn level. The zero value
 	// discards them.
 	Logger zerolog.Logger
+	// Redactor scans the guests' log messages for the calling user's
+	// secrets and well-known token formats before they are logged; nil
+	// withholds their text (the log line says only that the tool logged).
+	Redactor Redactor
 	// Now is the clock of the per-minute rate limits; nil means time.Now.
 	Now func() time.Time
 }
@@ -115,6 +128,8 @@ type Runtime struct {
 	pools  map[string]*pool // guarded by mu
 	closed bool             // guarded by mu
 
+	instances atomic.Int64 // instances made so far
+
 	engMu  sync.Mutex
 	eng    *engine // guarded by engMu; nil until the first compilation
 	engErr error   // guarded by engMu; why the engine could not be built
@@ -135,15 +150,21 @@ type loaded struct {
 	policy   *egress.Policy
 	memLimit uint64 // bytes
 	source   string
-	tool     Tool // where to read the module from; Wasm dropped once compiled
 
 	// failed is set once loading failed, so Tools can skip the tool
 	// without waiting for a compilation in progress.
 	failed atomic.Bool
 
-	mu       sync.Mutex
-	compiled wazero.CompiledModule // guarded by mu; nil until loaded
-	err      error                 // guarded by mu; why loading failed, for good
+	mu sync.Mutex
+	// done is closed when the tool's compilation has ended; nil until it
+	// starts. Guarded by mu.
+	done chan struct{}
+
+	// Written once, by the compilation, before done is closed; read only
+	// after done is closed.
+	tool     Tool                  // where to read the module from; Wasm dropped once compiled
+	compiled wazero.CompiledModule // nil if loading failed
+	err      error                 // why loading failed, for good
 }
 
 const mib = 1 << 20
@@ -179,14 +200,12 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r := &Runtime{
 		cache:    cache,
 		memPages: uint32(maxMiB * (mib / 65536)),
-		host:     &host{egress: cfg.Egress, secrets: cfg.Secrets, approver: cfg.Approver, logger: cfg.Logger},
+		host: &host{egress: cfg.Egress, secrets: cfg.Secrets, approver: cfg.Approver, logger: cfg.Logger,
+			redactor: cfg.Redactor},
 		tools:    map[string]*loaded{},
 		poolSize: cfg.PoolSize,
 		limiter:  newRateLimiter(now),
 		pools:    map[string]*pool{},
-	}
-	if r.poolSize == 0 {
-		r.poolSize = 2
 	}
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	fail := func(err error) (*Runtime, error) {
@@ -232,6 +251,9 @@ func (r *Runtime) Load(ctx context.Context, name string) error {
 		return &CallError{Tool: name, Kind: ErrUnknownTool, Reason: "unknown tool"}
 	}
 	if _, err := r.module(ctx, t); err != nil {
+		if errors.Is(err, ErrCompiling) {
+			return err
+		}
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	return nil
@@ -241,34 +263,62 @@ func (r *Runtime) Load(ctx context.Context, name string) error {
 var errClosed = errors.New("sandbox: runtime closed")
 
 // module returns t's compiled module, compiling and checking it on first
-// use. Concurrent first calls wait for one compilation. A compilation is
-// not bound by a call's deadline (it may take seconds on a cold cache);
-// Close waits for it.
+// use. The compilation runs in a goroutine of its own, owned by the
+// Runtime: concurrent first calls wait for the same one, each only as long
+// as its ctx allows (it then gets ErrCompiling, and the compilation goes
+// on), and no lock is held while it runs, so it delays neither other tools
+// nor Close. Close stops it between two functions; the limits of the
+// module's shape (interrupt.DefaultLimits) bound how long one function
+// takes.
 func (r *Runtime) module(ctx context.Context, t *loaded) (wazero.CompiledModule, error) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, errClosed
-	}
-	r.wg.Add(1)
-	r.mu.Unlock()
-	defer r.wg.Done()
-
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.compiled != nil || t.err != nil {
-		return t.compiled, t.err
+	if t.done == nil {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			t.mu.Unlock()
+			return nil, errClosed
+		}
+		r.wg.Add(1)
+		r.mu.Unlock()
+		t.done = make(chan struct{})
+		go func() {
+			defer r.wg.Done()
+			r.load(t)
+		}()
 	}
-	cm, err := r.compile(context.WithoutCancel(ctx), t)
+	done := t.done
+	t.mu.Unlock()
+	select {
+	case <-done:
+		return t.compiled, t.err
+	default:
+	}
+	select {
+	case <-done:
+		return t.compiled, t.err
+	case <-ctx.Done():
+		return nil, &CallError{Tool: t.manifest.Name, Kind: ErrCompiling, cause: context.Cause(ctx),
+			Reason: "the tool is being prepared for its first use and the call ran out of time; try again in a moment"}
+	}
+}
+
+// load compiles and checks t, under r.ctx, then closes t.done.
+func (r *Runtime) load(t *loaded) {
+	defer close(t.done)
+	cm, err := r.compile(r.ctx, t)
 	if err != nil {
+		if r.ctx.Err() != nil {
+			err = errClosed // stopped by Close, not the module's fault
+		} else {
+			r.host.logger.Warn().Str("tool", t.manifest.Name).Str("source", t.source).Err(err).Msg("tool failed to load")
+		}
 		t.err = err
 		t.failed.Store(true)
-		r.host.logger.Warn().Str("tool", t.manifest.Name).Str("source", t.source).Err(err).Msg("tool failed to load")
-		return nil, err
+		return
 	}
 	t.compiled = cm
 	t.tool.Wasm = nil // compiled; the binary is no longer needed
-	return cm, nil
 }
 
 // engine returns the wazero runtime, building it on first use: the
@@ -322,7 +372,8 @@ func (r *Runtime) closeEngine(ctx context.Context) error {
 	return err
 }
 
-// compile compiles t's module and checks its ABI and initial memory.
+// compile compiles t's module and checks it (see prepare). ctx stops it
+// between two functions.
 func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule, error) {
 	m := t.manifest
 	eng, err := r.engine(ctx)
@@ -333,22 +384,9 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 	if err != nil {
 		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
-	wasm, err = interrupt.Instrument(wasm)
+	cm, err := prepare(compileContext(ctx), eng.rt, eng.abi, wasm, m.Limits.MemoryMiB)
 	if err != nil {
-		return nil, fmt.Errorf("tool %s (%s): %w: %w", m.Name, t.source, ErrABI, err)
-	}
-	cm, err := compileModule(ctx, eng.rt, wasm)
-	if err != nil {
-		return nil, fmt.Errorf("tool %s (%s): compile: %w", m.Name, t.source, err)
-	}
-	if err := eng.abi.check(cm); err != nil {
-		cm.Close(ctx)
 		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
-	}
-	if def := cm.ExportedMemories()[memExport]; uint64(def.Min())*65536 > t.memLimit {
-		cm.Close(ctx)
-		return nil, fmt.Errorf("tool %s (%s): module needs %d MiB of memory at start, above limits.memory_mib %d",
-			m.Name, t.source, uint64(def.Min())*65536/mib, m.Limits.MemoryMiB)
 	}
 	return cm, nil
 }
@@ -393,6 +431,28 @@ func (r *Runtime) Close(ctx context.Context) error {
 	return nil
 }
 
+// Stats is what a Runtime has made.
+type Stats struct {
+	// Instances is the number of instances made so far, for calls and
+	// for pools.
+	Instances int64
+	// Pools is the number of tools with a pool of instances.
+	Pools int
+	// Pooled is the number of pre-initialised instances ready now.
+	Pooled int
+}
+
+// Stats returns what r has made.
+func (r *Runtime) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := Stats{Instances: r.instances.Load(), Pools: len(r.pools)}
+	for _, p := range r.pools {
+		st.Pooled += len(p.ch)
+	}
+	return st
+}
+
 // Tools lists the enabled tools, less those that failed to load. Every
 // principal sees the same tools. It never compiles.
 func (r *Runtime) Tools(ctx context.Context, p agent.Principal) ([]llm.Tool, error) {
@@ -435,7 +495,7 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 		return agent.ToolResult{}, &CallError{Tool: call.Name, Kind: ErrUnknownTool, Reason: "unknown tool"}
 	}
 	if _, err := r.module(ctx, t); err != nil {
-		if errors.Is(err, errClosed) {
+		if errors.Is(err, errClosed) || errors.Is(err, ErrCompiling) {
 			return agent.ToolResult{}, err
 		}
 		return agent.ToolResult{}, &CallError{Tool: t.manifest.Name, Kind: ErrLoad, cause: err,
@@ -579,7 +639,7 @@ func (r *Runtime) classify(ctx context.Context, t *loaded, st *callState, inst *
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		return &CallError{Tool: name, Kind: context.Canceled, Reason: "the call was cancelled"}
 	}
-	if inst != nil && inst.mem.refused.Load() {
+	if inst != nil && (inst.mem.refused.Load() || inst.tableRefused.Get() != 0) {
 		return &CallError{Tool: name, Kind: ErrMemory,
 			Reason: fmt.Sprintf("the tool needed more than its memory limit of %d MiB", t.manifest.Limits.MemoryMiB)}
 	}
@@ -596,6 +656,9 @@ type instance struct {
 	alloc api.Function
 	call  api.Function
 	stop  api.MutableGlobal // the interrupt global
+	// tableRefused is 1 once a table.grow was refused for the memory
+	// limit.
+	tableRefused api.Global
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when the guest is told to stop
@@ -645,16 +708,24 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 	if err != nil {
 		return nil, err
 	}
+	r.instances.Add(1)
 	mod, err := eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), cm, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate %s: %w", t.manifest.Name, err)
 	}
-	stop, ok := mod.ExportedGlobal(interrupt.Export).(api.MutableGlobal)
-	if !ok {
+	stop, ok1 := mod.ExportedGlobal(interrupt.Export).(api.MutableGlobal)
+	limit, ok2 := mod.ExportedGlobal(interrupt.MemoryLimitExport).(api.MutableGlobal)
+	refs, refused := mod.ExportedGlobal(interrupt.ReferencesExport), mod.ExportedGlobal(interrupt.RefusedExport)
+	if !ok1 || !ok2 || refs == nil || refused == nil {
 		mod.Close(ctx)
 		return nil, fmt.Errorf("instantiate %s: the module was not instrumented", t.manifest.Name)
 	}
-	inst.mod, inst.stop = mod, stop
+	// Table references and linear memory share the limit: table.grow is
+	// guarded in the guest against this global, and memory.grow in the
+	// allocator against the references.
+	limit.Set(t.memLimit)
+	mem.refs = refs
+	inst.mod, inst.stop, inst.tableRefused = mod, stop, refused
 	inst.alloc, inst.call = mod.ExportedFunction(allocExport), mod.ExportedFunction(callExport)
 	if init := mod.ExportedFunction(initExport); init != nil {
 		release := inst.stopAt(ctx)

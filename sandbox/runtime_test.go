@@ -19,7 +19,7 @@ import (
 )
 
 func TestEcho(t *testing.T) {
-	for _, pool := range []int{0, -1} {
+	for _, pool := range []int{2, 0} {
 		r := newRuntime(t, Config{PoolSize: pool}, echoTool(t))
 		// Arguments reach the guest compacted, and with <, > and & as
 		// they are, not as \u003c escapes.
@@ -78,7 +78,7 @@ parameters:
 // A guest that keeps state in globals and memory never sees it again: every
 // call answers [7,1,1] (_initialize ran; first call of the instance).
 func TestIsolation(t *testing.T) {
-	for _, pool := range []int{0, -1} {
+	for _, pool := range []int{2, 0} {
 		r := newRuntime(t, Config{PoolSize: pool}, testTool(t, "state", ""))
 		for i := range 5 {
 			got, err := r.Run(context.Background(), call("state", `{}`))
@@ -255,8 +255,9 @@ func TestApprovalAlways(t *testing.T) {
 func TestHasSecretAndLog(t *testing.T) {
 	var logs syncBuffer
 	r := newRuntime(t, Config{
-		Secrets: fakeSecrets{alice: {"github", "gitlab"}},
-		Logger:  zerolog.New(&logs).Level(zerolog.DebugLevel),
+		Secrets:  fakeSecrets{alice: {"github", "gitlab"}},
+		Logger:   zerolog.New(&logs).Level(zerolog.DebugLevel),
+		Redactor: fakeRedactor{},
 	}, testTool(t, "secret", "credentials: [github]\n"))
 	tests := []struct{ name, want string }{
 		{"github", "1"}, // granted and present
@@ -275,6 +276,36 @@ func TestHasSecretAndLog(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, `"tool":"secret"`) || !strings.Contains(l, `"guest_msg":"gitlab"`) ||
 		!strings.Contains(l, `"level":"debug"`) || !strings.Contains(l, `"guest_level":"info"`) {
 		t.Errorf("log = %s; want debug lines with tool, guest_level and guest_msg", l)
+	}
+
+	// A secret in what the guest logs is redacted first; without a
+	// redactor the text is withheld.
+	for _, tt := range []struct {
+		name     string
+		redactor Redactor
+		want     []string
+	}{
+		{"redactor", fakeRedactor{alice: {"s3cr3t-value-of-alice"}},
+			[]string{`"guest_msg":"{\"token\":\"[REDACTED]\",\"again\":\"x[REDACTED]y\"}"`, `"guest_msg_redacted":2`, `"guest_level":"warn"`}},
+		{"none", nil, []string{`"guest_msg_withheld":true`, `"tool":"logargs"`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out syncBuffer
+			r := newRuntime(t, Config{Logger: zerolog.New(&out).Level(zerolog.DebugLevel), Redactor: tt.redactor},
+				testTool(t, "logargs", ""))
+			if _, err := r.Run(context.Background(), call("logargs", `{"token":"s3cr3t-value-of-alice","again":"xs3cr3t-value-of-alicey"}`)); err != nil {
+				t.Fatal(err)
+			}
+			l := out.String()
+			if strings.Contains(l, "s3cr3t") {
+				t.Error("the secret reached the log")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(l, w) {
+					t.Errorf("log %s does not contain %s", l, w)
+				}
+			}
+		})
 	}
 
 	// At info level nothing the guest says is written.
@@ -419,7 +450,10 @@ func TestHostileDeadline(t *testing.T) {
 func TestHostileLoopDoesNotStallGC(t *testing.T) {
 	for _, name := range []string{"loop", "calltree"} {
 		t.Run(name, func(t *testing.T) {
-			r := newRuntime(t, Config{PoolSize: -1}, testTool(t, name, "limits: {deadline: 10s}\n"))
+			// Both guests log once from inside their endless work.
+			inside := newLogSignal(`"message":"tool log"`)
+			r := newRuntime(t, Config{PoolSize: -1, Logger: zerolog.New(inside).Level(zerolog.DebugLevel)},
+				testTool(t, name, "limits: {deadline: 10s}\n"))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			returned := make(chan error, 1)
@@ -427,7 +461,11 @@ func TestHostileLoopDoesNotStallGC(t *testing.T) {
 				_, err := r.Call(ctx, call(name, `{}`))
 				returned <- err
 			}()
-			time.Sleep(100 * time.Millisecond) // the guest is in its loop by now
+			select {
+			case <-inside.seen: // the guest is in its loop
+			case err := <-returned:
+				t.Fatalf("the call returned (%v) before the guest reached its loop", err)
+			}
 			collected := make(chan struct{})
 			go func() {
 				runtime.GC()
@@ -446,6 +484,22 @@ func TestHostileLoopDoesNotStallGC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// logSignal is a log sink that closes seen at the first line holding want.
+type logSignal struct {
+	want string
+	once sync.Once
+	seen chan struct{}
+}
+
+func newLogSignal(want string) *logSignal { return &logSignal{want: want, seen: make(chan struct{})} }
+
+func (l *logSignal) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), l.want) {
+		l.once.Do(func() { close(l.seen) })
+	}
+	return len(p), nil
 }
 
 // The pooled path also stops a looping _initialize (in the filler) and the
@@ -486,7 +540,7 @@ func TestHostileCancelled(t *testing.T) {
 }
 
 func TestHostileMemoryBomb(t *testing.T) {
-	for _, pool := range []int{0, -1} {
+	for _, pool := range []int{2, 0} {
 		r := newRuntime(t, Config{PoolSize: pool}, echoTool(t), testTool(t, "bomb", "limits: {memory_mib: 16}\n"))
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -603,6 +657,20 @@ func TestHostileEnvironmentAndSockets(t *testing.T) {
 			}
 		}
 	})
+}
+
+// PoolSize 0 means no pool: no instance is made but for a call, and calls
+// work.
+func TestPoolSizeZero(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 0}, echoTool(t))
+	for i := range 5 {
+		if res, err := r.Run(context.Background(), call("echo", `{"i":1}`)); err != nil || res.Content != `{"i":1}` {
+			t.Fatalf("call %d = %+v, %v", i, res, err)
+		}
+	}
+	if got, want := r.Stats(), (Stats{Instances: 5}); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
 }
 
 // Pools are made on first use of a tool, filled in the background, and

@@ -51,6 +51,7 @@ func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver, ts []
 		Secrets:  a.toolSecrets(),
 		Approver: approver,
 		Logger:   a.log.With().Str("component", "sandbox").Logger(),
+		Redactor: a.redactor, // the guests' log messages are scanned too
 	})
 	if err != nil {
 		return nil, err
@@ -155,7 +156,9 @@ const toolUsage = `Usage:
       needs approval is refused unless --approve approves it (and every
       request in it) on the principal's behalf.
   talon tool check FILE.wasm [MANIFEST.yaml]
-      check that a module speaks the tool ABI, and that a manifest is valid
+      load a module as the gateway would (limits, compilation, tool ABI,
+      memory at start against the manifest's limits.memory_mib), and check
+      that a manifest is valid
 `
 
 // cmdTool runs the tool subcommands.
@@ -371,17 +374,19 @@ func cmdToolCheck(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("tool check: %w", err)
 	}
-	if err := sandbox.Check(ctx, wasm); err != nil {
-		add(args[0]+": ", err)
-	}
+	var m *sandbox.Manifest // the memory limit to check against; nil: the default
 	if len(args) == 2 {
 		y, err := os.ReadFile(args[1])
 		if err != nil {
 			return fmt.Errorf("tool check: %w", err)
 		}
-		if _, err := sandbox.ParseManifest(args[1], y); err != nil {
+		if m, err = sandbox.ParseManifest(args[1], y); err != nil {
 			add("", err) // each problem names the file and key
 		}
+	}
+	// The checks of a tool's first use, compilation included.
+	if err := sandbox.Check(ctx, wasm, m); err != nil {
+		add(args[0]+": ", err)
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)

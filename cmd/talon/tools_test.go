@@ -163,7 +163,11 @@ func TestToolsEndToEnd(t *testing.T) {
 			{"built-in module and manifest", []string{"../../sandbox/tools/http_fetch.wasm", "../../sandbox/tools/http_fetch.yaml"}, 0, "ok\n"},
 			{"wrong ABI", []string{"../../sandbox/testdata/abi2.wasm"}, 1, "built for tool ABI version 2"},
 			{"unknown import", []string{"../../sandbox/testdata/badimport.wasm"}, 1, "import talon.exec: unknown import"},
-			{"bad manifest", []string{"../../sandbox/tools/http_fetch.wasm", bad}, 1, "description: required"},
+			{"loops nested too deep", []string{"../../sandbox/testdata/nestloops.wasm"}, 1,
+				"function 2: loop nesting depth is 100, above the limit of 64"},
+			{"table too large", []string{"../../sandbox/testdata/tablehuge.wasm"}, 1,
+				"memory and tables at start in MiB (limits.memory_mib) is 1025, above the limit of 64"},
+			{"bad manifest", []string{"../../sandbox/testdata/echo.wasm", bad}, 1, "description: required"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

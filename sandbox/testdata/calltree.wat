@@ -1,6 +1,9 @@
 ;; calltree: hostile; talon_call never returns, without a single loop: each
-;; of 60 functions calls the next twice, 2^60 calls in all.
+;; of 60 functions calls the next twice, 2^60 calls in all. The first call
+;; of the last one logs "in the tree", so that a test knows it is there.
 (module
+  (import "talon" "log" (func $log (param i32 i32 i32)))
+  (global $logged (mut i32) (i32.const 0))
 
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
@@ -111,7 +114,12 @@
   (func $f56 (call $f57) (call $f57))
   (func $f57 (call $f58) (call $f58))
   (func $f58 (call $f59) (call $f59))
-  (func $f59 )
+  (func $f59
+    (if (i32.eqz (global.get $logged))
+      (then
+        (global.set $logged (i32.const 1))
+        (call $log (i32.const 0) (i32.const 32) (i32.const 11)))))
+  (data (i32.const 32) "in the tree")
   (func (export "talon_call") (param $p i32) (param $n i32) (result i64)
     (call $f0)
     (unreachable))

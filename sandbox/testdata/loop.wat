@@ -1,5 +1,7 @@
-;; loop: hostile; never returns.
+;; loop: hostile; never returns. It logs "looping" once, from inside its
+;; loop, so that a test knows it is there.
 (module
+  (import "talon" "log" (func $log (param i32 i32 i32)))
 
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
@@ -51,7 +53,14 @@
         (br $l)))
     (local.get $d))
   (data (i32.const 16) "{\"ok\":[")
+  (data (i32.const 32) "looping")
   (func (export "talon_call") (param $p i32) (param $n i32) (result i64)
-    (loop $l (br $l))
+    (local $logged i32)
+    (loop $l
+      (if (i32.eqz (local.get $logged))
+        (then
+          (call $log (i32.const 0) (i32.const 32) (i32.const 7))
+          (local.set $logged (i32.const 1))))
+      (br $l))
     (unreachable))
 )

@@ -122,7 +122,8 @@ type Agent struct {
 type Sandbox struct {
 	// ToolsDir is where tools are installed; "" means <data_dir>/tools.
 	ToolsDir string `yaml:"tools_dir" json:"tools_dir"`
-	// PoolSize is the number of pre-initialised instances kept per tool.
+	// PoolSize is the number of pre-initialised instances kept per tool;
+	// zero means none (every call instantiates its own).
 	PoolSize int `yaml:"pool_size" json:"pool_size"`
 	// AllowPrivate lists CIDR prefixes tools may reach despite the SSRF
 	// rules, such as 10.0.0.0/8. Validate checks that each one parses with
