@@ -244,7 +244,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 
 // Load compiles and checks the named tool now, as its first call would;
 // calls reuse the result, and a failure is kept. It returns the full reason
-// a tool cannot load, for the operator.
+// a tool cannot load, for the operator, or ErrCompiling if ctx ends first
+// (the compilation goes on).
 func (r *Runtime) Load(ctx context.Context, name string) error {
 	t, ok := r.tools[name]
 	if !ok {
@@ -324,7 +325,8 @@ func (r *Runtime) load(t *loaded) {
 // engine returns the wazero runtime, building it on first use: the
 // runtime, WASI and the host module cost memory and milliseconds that an
 // idle gateway, or one whose model never calls a tool, should not pay.
-// Callers hold r.wg, so Close waits for a build in progress.
+// It is built by a tool's compilation, which holds r.wg (so Close waits
+// for a build in progress); instances are made only after it.
 func (r *Runtime) engine(ctx context.Context) (*engine, error) {
 	r.engMu.Lock()
 	defer r.engMu.Unlock()
@@ -403,8 +405,9 @@ func compileModule(ctx context.Context, rt wazero.Runtime, wasm []byte) (cm waze
 	return rt.CompileModule(ctx, wasm)
 }
 
-// Close stops the pool fillers, waits for them, and closes every instance
-// and the runtime. Calls still running fail.
+// Close stops the pool fillers and the compilations in progress (which stop
+// between two functions), waits for them, and closes every instance and
+// the runtime. Calls still running fail.
 func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {

@@ -94,7 +94,7 @@ func (s shape) cost() uint64 {
 		14*s.blocks + // basic blocks
 		s.blocks*s.blocks/100 + // dominators: walks as long as the blocks
 		s.depth*s.blocks/12 + // nested blocks: branches out of many levels
-		s.loops*s.blocks/4 + // loop headers: each block asks each loop
+		s.loops*s.blocks/2 + // loop headers: each block asks each loop
 		3*s.blocks*s.locals/2 + // phis of the locals at merges
 		s.loops*s.locals*s.loopDepth/16 + // rounds of phi elimination
 		s.below // values live across blocks
