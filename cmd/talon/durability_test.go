@@ -52,10 +52,24 @@ func TestDurabilityUnderSIGKILL(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// The reader tells when the first reply of this round is shown:
+		// the gateway is then up and working, however long its start took
+		// on a loaded machine, and the kill lands mid-flight.
 		outDone := make(chan string)
+		answered := make(chan struct{})
 		go func() {
-			b, _ := io.ReadAll(bufio.NewReader(stdout))
-			outDone <- string(b)
+			var b strings.Builder
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				if b.Len() == 0 {
+					close(answered)
+				}
+				b.WriteString(sc.Text() + "\n")
+			}
+			if b.Len() == 0 {
+				close(answered)
+			}
+			outDone <- b.String()
 		}()
 		stopWriting := make(chan struct{})
 		wrote := make(chan int)
@@ -74,7 +88,12 @@ func TestDurabilityUnderSIGKILL(t *testing.T) {
 				n++
 			}
 		}()
-		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond) // let it work, then kill it mid-flight
+		select {
+		case <-answered:
+		case <-time.After(time.Minute):
+			t.Fatalf("round %d: no reply within a minute of starting the gateway", round)
+		}
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond) // let it work, then kill it mid-flight
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
