@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/sandbox/tools"
 )
 
 const testPage = `<!doctype html><html><head><title>Talon test page</title></head>
@@ -154,13 +156,23 @@ func TestToolsEndToEnd(t *testing.T) {
 		if err := os.WriteFile(bad, []byte("name: other\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// The built-in module as an operator would have it: a .wasm file
+		// (the binary stores it gzipped).
+		module, err := fs.ReadFile(tools.FS, "http_fetch.wasm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetch := filepath.Join(t.TempDir(), "http_fetch.wasm")
+		if err := os.WriteFile(fetch, module, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		tests := []struct {
 			name     string
 			args     []string
 			wantCode int
 			want     string
 		}{
-			{"built-in module and manifest", []string{"../../sandbox/tools/http_fetch.wasm", "../../sandbox/tools/http_fetch.yaml"}, 0, "ok\n"},
+			{"built-in module and manifest", []string{fetch, "../../sandbox/tools/http_fetch.yaml"}, 0, "ok\n"},
 			{"wrong ABI", []string{"../../sandbox/testdata/abi2.wasm"}, 1, "built for tool ABI version 2"},
 			{"unknown import", []string{"../../sandbox/testdata/badimport.wasm"}, 1, "import talon.exec: unknown import"},
 			{"loops nested too deep", []string{"../../sandbox/testdata/nestloops.wasm"}, 1,

@@ -68,11 +68,11 @@ func checkGenerated(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out)
 	}
-	built, err := filepath.Glob(filepath.Join(dir, "*.wasm"))
+	built, err := filepath.Glob(filepath.Join(dir, "*.wasm.gz"))
 	if err != nil || len(built) == 0 {
 		t.Fatalf("rebuild produced no modules (err %v)", err)
 	}
-	for _, b := range built {
+	for _, b := range append(built, filepath.Join(dir, "modules.sha256")) {
 		name := filepath.Base(b)
 		want, err := os.ReadFile(b)
 		if err != nil {
@@ -87,10 +87,10 @@ func checkGenerated(t *testing.T) {
 			t.Errorf("%s is stale: run go generate ./sandbox/tools", name)
 		}
 	}
-	committed, _ := filepath.Glob("*.wasm")
+	committed, _ := filepath.Glob("*.wasm*")
 	for _, c := range committed {
 		if _, err := os.Stat(filepath.Join(dir, c)); err != nil {
-			t.Errorf("%s has no source directory: delete it", c)
+			t.Errorf("%s was not built from a tool directory: delete it", c)
 		}
 	}
 }

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,15 +39,49 @@ func run(argv []string) error {
 	if err != nil {
 		return err
 	}
+	var sums strings.Builder
 	for _, name := range names {
-		if err := Build(*src, name, filepath.Join(outAbs, name+".wasm")); err != nil {
+		wasm, err := Build(*src, name)
+		if err != nil {
 			return err
 		}
+		gz, err := Compress(wasm)
+		if err != nil {
+			return fmt.Errorf("build %s: %w", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(outAbs, name+".wasm.gz"), gz, 0o644); err != nil {
+			return fmt.Errorf("build %s: %w", name, err)
+		}
+		fmt.Fprintf(&sums, "%x  %s.wasm\n", sha256.Sum256(wasm), name)
+	}
+	if err := os.WriteFile(filepath.Join(outAbs, SumsFile), []byte(sums.String()), 0o644); err != nil {
+		return err
 	}
 	if *out == *src {
 		return os.WriteFile(filepath.Join(*src, "GOVERSION"), []byte(runtime.Version()+"\n"), 0o644)
 	}
 	return nil
+}
+
+// SumsFile lists the SHA-256 of every module as it was built, before
+// compression, in the format of sha256sum.
+const SumsFile = "modules.sha256"
+
+// Compress gzips a module at the best compression. The output depends only
+// on wasm and the Go toolchain: the header carries no name and no time.
+func Compress(wasm []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(wasm); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // Tools lists the tool directories under src: those with a main.go.
@@ -65,11 +102,15 @@ func Tools(src string) ([]string, error) {
 	return names, nil
 }
 
-// Build compiles the tool in src/name to the file out, then merges the
-// module's data segments (see MergeDataSegments).
-func Build(src, name, out string) error {
-	linked := out + ".linked"
-	defer os.Remove(linked)
+// Build compiles the tool in src/name and returns the module with its data
+// segments merged (see MergeDataSegments).
+func Build(src, name string) ([]byte, error) {
+	tmp, err := os.MkdirTemp("", "talon-tool-")
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", name, err)
+	}
+	defer os.RemoveAll(tmp)
+	linked := filepath.Join(tmp, name+".wasm")
 	cmd := exec.Command("go", "build",
 		"-buildmode=c-shared", "-trimpath", "-ldflags=-s", "-buildvcs=false",
 		"-o", linked, "./"+name)
@@ -78,11 +119,11 @@ func Build(src, name, out string) error {
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build %s: %w", name, err)
+		return nil, fmt.Errorf("build %s: %w", name, err)
 	}
 	wasm, err := os.ReadFile(linked)
 	if err != nil {
-		return fmt.Errorf("build %s: %w", name, err)
+		return nil, fmt.Errorf("build %s: %w", name, err)
 	}
 	merged, err := MergeDataSegments(wasm, mergeGap)
 	switch {
@@ -90,12 +131,9 @@ func Build(src, name, out string) error {
 		fmt.Fprintf(os.Stderr, "build: %s: data segments left unmerged: %v\n", name, err)
 		merged = wasm
 	case err != nil:
-		return fmt.Errorf("build %s: %w", name, err)
+		return nil, fmt.Errorf("build %s: %w", name, err)
 	}
-	if err := os.WriteFile(out, merged, 0o644); err != nil {
-		return fmt.Errorf("build %s: %w", name, err)
-	}
-	return nil
+	return merged, nil
 }
 
 // filteredEnv is the environment without settings that change the output.
