@@ -86,7 +86,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	if e.tools == nil {
 		go func() {
 			defer close(toolsDone)
-			tools, toolsErr = loadTools(cfg.ToolsDir())
+			tools, toolsErr = loadTools(cfg.ToolsDir(), cfg.CacheDir())
 		}()
 	} else {
 		close(toolsDone)

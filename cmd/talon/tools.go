@@ -68,12 +68,13 @@ func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver, ts []
 
 // loadTools finds the built-in tools and the operator's tools directory; a
 // missing directory means built-ins only. It parses the manifests and
-// reads no module.
-func loadTools(dir string) ([]sandbox.Tool, error) {
+// reads no module. A built-in module is decompressed on its first use and
+// kept decompressed under cacheDir for the next processes.
+func loadTools(dir, cacheDir string) ([]sandbox.Tool, error) {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		dir = ""
 	}
-	return sandbox.LoadTools(tools.FS, dir)
+	return sandbox.LoadTools(tools.CachedFS(filepath.Join(cacheDir, "builtin-tools")), dir)
 }
 
 // newBroker builds the egress broker from the configuration, the vault
@@ -192,7 +193,7 @@ func cmdToolList(e env, args []string) error {
 		return err
 	}
 	dir := cfg.ToolsDir()
-	ts, err := loadTools(dir)
+	ts, err := loadTools(dir, cfg.CacheDir())
 	if err != nil {
 		return err
 	}
@@ -314,7 +315,7 @@ func cmdToolRun(ctx context.Context, e env, args []string) error {
 	}
 	defer a.Close()
 	approver := &cliApprover{approve: *approve}
-	ts, err := loadTools(cfg.ToolsDir())
+	ts, err := loadTools(cfg.ToolsDir(), cfg.CacheDir())
 	if err != nil {
 		return err
 	}

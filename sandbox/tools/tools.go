@@ -6,9 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -28,18 +31,34 @@ var files embed.FS
 // the same name in the configured tools directory.
 //
 // The modules are stored gzipped in the binary (a Go-built module shrinks
-// to about a quarter) and decompressed as they are read, so only the first
-// compilation of a tool in a process pays for it. Listing the directory or
-// asking a module's size decompresses nothing. FS implements fs.ReadDirFS,
-// fs.ReadFileFS and fs.StatFS.
-var FS fs.FS = gzipFS{files}
+// to about a quarter) and decompressed when they are read. Listing the
+// directory or asking a module's size decompresses nothing. FS implements
+// fs.ReadDirFS, fs.ReadFileFS and fs.StatFS.
+var FS fs.FS = gzipFS{fsys: files}
+
+// CachedFS is FS keeping every module it decompresses in dir (created when
+// first needed), so that later processes read it from there instead of
+// decompressing it again: a tool is read once per process, on its first
+// use, and decompressing one costs about as much as the rest of that first
+// use over a warm compilation cache. A file in dir is used only when its
+// length and CRC-32 are the module's; dir holds one file per built-in tool
+// (<name>-<sha256>.wasm). Failing to write dir is not an error: the module
+// is served from memory.
+func CachedFS(dir string) fs.FS { return gzipFS{fsys: files, cache: dir} }
 
 // gzSuffix is the suffix of a stored module; the name FS gives it lacks it.
 const gzSuffix = ".gz"
 
+// sumPrefix starts the comment of a stored module's gzip header; the
+// module's SHA-256 in hex follows.
+const sumPrefix = "sha256:"
+
 // gzipFS serves fsys with every <name>.wasm.gz file in its root as
 // <name>.wasm, decompressed. The files of fsys must implement io.ReaderAt.
-type gzipFS struct{ fsys fs.FS }
+type gzipFS struct {
+	fsys  fs.FS
+	cache string // directory of decompressed modules; "" for none
+}
 
 var (
 	_ fs.ReadDirFS  = gzipFS{}
@@ -78,16 +97,18 @@ func (g gzipFS) Open(name string) (fs.File, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
-	info, err := moduleInfo(f, name)
-	if err != nil {
+	m := &module{f: f}
+	if err := m.readTrailer(name); err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &module{f: f, info: info}, nil
+	return m, nil
 }
 
 // ReadFile implements fs.ReadFileFS: a module is decompressed into a slice
-// of exactly its size, and gzip's checksum and length are verified.
+// of exactly its size, and gzip's checksum and length are verified. With a
+// cache directory, a module found there is read instead, and a module
+// decompressed is written there.
 func (g gzipFS) ReadFile(name string) ([]byte, error) {
 	f, err := g.Open(name)
 	if err != nil {
@@ -97,6 +118,16 @@ func (g gzipFS) ReadFile(name string) ([]byte, error) {
 	m, ok := f.(*module)
 	if !ok {
 		return fs.ReadFile(g.fsys, name)
+	}
+	if err := m.readHeader(); err != nil {
+		return nil, &fs.PathError{Op: "read", Path: name, Err: err}
+	}
+	cached := ""
+	if g.cache != "" && m.sum != "" {
+		cached = filepath.Join(g.cache, strings.TrimSuffix(name, ".wasm")+"-"+m.sum+".wasm")
+		if b, err := os.ReadFile(cached); err == nil && m.matches(b) {
+			return b, nil
+		}
 	}
 	b := make([]byte, m.info.size)
 	if _, err := io.ReadFull(m, b); err != nil {
@@ -109,7 +140,38 @@ func (g gzipFS) ReadFile(name string) ([]byte, error) {
 		}
 		return nil, &fs.PathError{Op: "read", Path: name, Err: err}
 	}
+	if cached != "" {
+		writeCache(cached, b)
+	}
 	return b, nil
+}
+
+// writeCache writes b to path through a temporary file, so that a reader
+// never sees part of it, and removes the other versions of the same module.
+// It gives up silently: the cache only saves time.
+func writeCache(path string, b []byte) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return
+	}
+	_, werr := f.Write(b)
+	cerr := f.Close()
+	if werr != nil || cerr != nil || os.Rename(f.Name(), path) != nil {
+		os.Remove(f.Name())
+		return
+	}
+	base := filepath.Base(path)
+	tool := base[:strings.LastIndexByte(base, '-')+1]
+	others, _ := filepath.Glob(filepath.Join(dir, tool+"*.wasm"))
+	for _, o := range others {
+		if filepath.Base(o) != base {
+			os.Remove(o)
+		}
+	}
 }
 
 // Stat implements fs.StatFS. A module's size is read from its gzip trailer.
@@ -145,46 +207,67 @@ func (g gzipFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	return out, nil
 }
 
-// module is an open <name>.wasm: its gzip stream, decompressed on the
-// first Read.
+// module is an open <name>.wasm: its gzip stream, decompressed as it is
+// read.
 type module struct {
 	f    fs.File
 	info fileInfo
+	crc  uint32 // of the module, from the gzip trailer
 	zr   *gzip.Reader
+	sum  string // the module's SHA-256 in hex, from the gzip header, or ""
 }
 
 func (m *module) Stat() (fs.FileInfo, error) { return m.info, nil }
 
 func (m *module) Read(p []byte) (int, error) {
-	if m.zr == nil {
-		zr, err := gzip.NewReader(m.f)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", m.info.name, err)
-		}
-		m.zr = zr
+	if err := m.readHeader(); err != nil {
+		return 0, err
 	}
 	return m.zr.Read(p)
 }
 
 func (m *module) Close() error { return m.f.Close() }
 
-// moduleInfo describes the module gzipped in f from the last four bytes of
-// its gzip stream, which hold the uncompressed length (modulo 2^32; the
-// sandbox refuses modules anywhere near that size).
-func moduleInfo(f fs.File, name string) (fileInfo, error) {
-	st, err := f.Stat()
+// readHeader reads the gzip header, which decompresses nothing.
+func (m *module) readHeader() error {
+	if m.zr != nil {
+		return nil
+	}
+	zr, err := gzip.NewReader(m.f)
 	if err != nil {
-		return fileInfo{}, err
+		return fmt.Errorf("%s: %w", m.info.name, err)
 	}
-	ra, ok := f.(io.ReaderAt)
-	if !ok || st.Size() < 18+8 { // gzip header and trailer
-		return fileInfo{}, &fs.PathError{Op: "open", Path: name, Err: errors.New("not a gzip stream")}
+	m.zr = zr
+	if s, ok := strings.CutPrefix(zr.Comment, sumPrefix); ok && len(s) == 64 && strings.Trim(s, "0123456789abcdef") == "" {
+		m.sum = s
 	}
-	var trailer [4]byte
-	if _, err := ra.ReadAt(trailer[:], st.Size()-4); err != nil {
-		return fileInfo{}, &fs.PathError{Op: "open", Path: name, Err: err}
+	return nil
+}
+
+// readTrailer reads the last eight bytes of the gzip stream: the CRC-32 of
+// the module and its length (modulo 2^32; the sandbox refuses modules
+// anywhere near that size).
+func (m *module) readTrailer(name string) error {
+	st, err := m.f.Stat()
+	if err != nil {
+		return err
 	}
-	return fileInfo{name: name, size: int64(binary.LittleEndian.Uint32(trailer[:]))}, nil
+	ra, ok := m.f.(io.ReaderAt)
+	if !ok || st.Size() < 18 { // the smallest gzip stream
+		return &fs.PathError{Op: "open", Path: name, Err: errors.New("not a gzip stream")}
+	}
+	var trailer [8]byte
+	if _, err := ra.ReadAt(trailer[:], st.Size()-8); err != nil {
+		return &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	m.crc = binary.LittleEndian.Uint32(trailer[:4])
+	m.info = fileInfo{name: name, size: int64(binary.LittleEndian.Uint32(trailer[4:]))}
+	return nil
+}
+
+// matches reports whether b has the module's length and CRC-32.
+func (m *module) matches(b []byte) bool {
+	return int64(len(b)) == m.info.size && crc32.ChecksumIEEE(b) == m.crc
 }
 
 // fileInfo describes a module as FS serves it.

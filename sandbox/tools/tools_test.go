@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -105,6 +107,15 @@ func TestModulesDecompressToWhatTheBuildProduced(t *testing.T) {
 		if got := hex.EncodeToString(sum[:]); got != want[name] {
 			t.Errorf("%s decompresses to sha256 %s, the build produced %s", name, got, want[name])
 		}
+		f, err := FS.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := f.(*module)
+		if err := m.readHeader(); err != nil || m.sum != want[name] {
+			t.Errorf("%s: the gzip header names sha256 %q (err %v), the build produced %s", name, m.sum, err, want[name])
+		}
+		f.Close()
 		if info, err := fs.Stat(FS, name); err != nil || info.Size() != int64(len(b)) {
 			t.Errorf("%s: Stat says %v (err %v), read %d bytes", name, info.Size(), err, len(b))
 		}
@@ -114,7 +125,7 @@ func TestModulesDecompressToWhatTheBuildProduced(t *testing.T) {
 func TestFSIsAValidFS(t *testing.T) {
 	// fstest reads every file several times: on the real modules that is
 	// seconds, so it checks the same code over small ones.
-	g := gzipFS{fstest.MapFS{
+	g := gzipFS{fsys: fstest.MapFS{
 		"a.wasm.gz": {Data: gz(t, []byte("\x00asm\x01\x00\x00\x00"))},
 		"b.wasm.gz": {Data: gz(t, bytes.Repeat([]byte("module b "), 5000))},
 		"a.yaml":    {Data: []byte("name: a\n")},
@@ -134,11 +145,12 @@ func TestFSIsAValidFS(t *testing.T) {
 	}
 }
 
-// gz gzips b.
+// gz gzips b as the build does, with its SHA-256 in the header.
 func gz(t *testing.T, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
+	zw.Comment = fmt.Sprintf("sha256:%x", sha256.Sum256(b))
 	zw.Write(b)
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
@@ -163,7 +175,7 @@ func TestCorruptModuleFailsToRead(t *testing.T) {
 	}
 	for name, stored := range cases {
 		t.Run(name, func(t *testing.T) {
-			g := gzipFS{fstest.MapFS{"m.wasm.gz": {Data: stored}, "m.yaml": {Data: []byte("name: m\n")}}}
+			g := gzipFS{fsys: fstest.MapFS{"m.wasm.gz": {Data: stored}, "m.yaml": {Data: []byte("name: m\n")}}}
 			// Listing and Stat read only the trailer: a damaged body does
 			// not show until the module is read.
 			if names, err := fs.Glob(g, "*.wasm"); err != nil || !slices.Equal(names, []string{"m.wasm"}) {
@@ -174,8 +186,99 @@ func TestCorruptModuleFailsToRead(t *testing.T) {
 			}
 		})
 	}
-	g := gzipFS{fstest.MapFS{"m.wasm.gz": {Data: good}}}
+	g := gzipFS{fsys: fstest.MapFS{"m.wasm.gz": {Data: good}}}
 	if b, err := fs.ReadFile(g, "m.wasm"); err != nil || !bytes.Equal(b, module) {
 		t.Errorf("intact module: %d bytes, err %v", len(b), err)
+	}
+}
+
+func TestCachedFSDecompressesOncePerVersion(t *testing.T) {
+	module := bytes.Repeat([]byte("\x00asm\x01\x00\x00\x00 cached module "), 2000)
+	good := gz(t, module)
+	// damaged has good's header and trailer around a broken body: only a
+	// read that decompresses notices.
+	damaged := slices.Clone(good)
+	damaged[len(damaged)/2] ^= 0x40
+	sum := fmt.Sprintf("%x", sha256.Sum256(module))
+	cache := filepath.Join(t.TempDir(), "cache")
+	cachedFile := filepath.Join(cache, "m-"+sum+".wasm")
+	stale := filepath.Join(cache, "m-"+strings.Repeat("0", 64)+".wasm")
+	other := filepath.Join(cache, "mm-"+strings.Repeat("0", 64)+".wasm")
+	read := func(stored []byte) ([]byte, error) {
+		return fs.ReadFile(gzipFS{fsys: fstest.MapFS{"m.wasm.gz": {Data: stored}}, cache: cache}, "m.wasm")
+	}
+
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{stale, other} {
+		if err := os.WriteFile(f, []byte("an older version"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := read(good); err != nil || !bytes.Equal(b, module) {
+		t.Fatalf("first read: %d bytes, err %v", len(b), err)
+	}
+	if b, err := os.ReadFile(cachedFile); err != nil || !bytes.Equal(b, module) {
+		t.Fatalf("cache file: %d bytes, err %v", len(b), err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the older version of the module is still cached (err %v)", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another tool's module was removed: %v", err)
+	}
+
+	// The second read comes from the cache: the damaged body is never
+	// decompressed.
+	if b, err := read(damaged); err != nil || !bytes.Equal(b, module) {
+		t.Errorf("cached read: %d bytes, err %v", len(b), err)
+	}
+
+	// A damaged cache file is not used, and is replaced.
+	bad := slices.Clone(module)
+	bad[100] ^= 1
+	if err := os.WriteFile(cachedFile, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read(damaged); err == nil {
+		t.Error("a cache file with the wrong CRC-32 was used")
+	}
+	if b, err := read(good); err != nil || !bytes.Equal(b, module) {
+		t.Errorf("read past a damaged cache file: %d bytes, err %v", len(b), err)
+	}
+	if b, _ := os.ReadFile(cachedFile); !bytes.Equal(b, module) {
+		t.Error("the damaged cache file was not replaced")
+	}
+
+	// A cache that cannot be written only costs time.
+	blocked := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := gzipFS{fsys: fstest.MapFS{"m.wasm.gz": {Data: good}}, cache: filepath.Join(blocked, "cache")}
+	if b, err := fs.ReadFile(g, "m.wasm"); err != nil || !bytes.Equal(b, module) {
+		t.Errorf("unwritable cache: %d bytes, err %v", len(b), err)
+	}
+}
+
+func TestCachedFSServesTheBuiltModules(t *testing.T) {
+	want := sums(t)
+	cache := t.TempDir()
+	for round := range 2 {
+		g := CachedFS(cache)
+		for name, sum := range want {
+			b, err := fs.ReadFile(g, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("%x", sha256.Sum256(b)); got != sum {
+				t.Errorf("round %d: %s has sha256 %s, want %s", round, name, got, sum)
+			}
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(cache, "*"))
+	if len(files) != len(want) {
+		t.Errorf("cache holds %v, want one file per module", files)
 	}
 }

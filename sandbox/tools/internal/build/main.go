@@ -67,14 +67,18 @@ func run(argv []string) error {
 // compression, in the format of sha256sum.
 const SumsFile = "modules.sha256"
 
-// Compress gzips a module at the best compression. The output depends only
-// on wasm and the Go toolchain: the header carries no name and no time.
+// Compress gzips a module at the best compression, with the module's
+// SHA-256 in the header's comment ("sha256:" and 64 hex digits), which
+// names it in the decompressed-module cache (tools.CachedFS). The output
+// depends only on wasm and the Go toolchain: the header carries no name and
+// no time.
 func Compress(wasm []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 	if err != nil {
 		return nil, err
 	}
+	zw.Comment = fmt.Sprintf("sha256:%x", sha256.Sum256(wasm))
 	if _, err := zw.Write(wasm); err != nil {
 		return nil, err
 	}
