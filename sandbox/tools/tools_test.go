@@ -282,3 +282,27 @@ func TestCachedFSServesTheBuiltModules(t *testing.T) {
 		t.Errorf("cache holds %v, want one file per module", files)
 	}
 }
+
+// BenchmarkReadModule reads html_text's module as a tool's first use in a
+// process does: decompressed from the binary (FS), or from the cache of
+// decompressed modules that talon keeps (CachedFS, warm).
+func BenchmarkReadModule(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		fsys fs.FS
+	}{
+		{"decompress", FS},
+		{"cached", CachedFS(b.TempDir())},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			if _, err := fs.ReadFile(tc.fsys, "html_text.wasm"); err != nil { // warm the cache
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := fs.ReadFile(tc.fsys, "html_text.wasm"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
