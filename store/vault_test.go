@@ -134,6 +134,18 @@ func TestVaultRewrite(t *testing.T) {
 		t.Errorf("a refused rewrite wrote something: %d events, entries (-want +got):\n%s", len(evs), diff)
 	}
 
+	// A failure after the removal (a row the database refuses) undoes it.
+	broken := moved
+	broken.KeyID = nil // key_id is NOT NULL
+	if err := st.Rewrite(ctx, []vault.SealedEntry{old}, []vault.SealedEntry{broken}, []vault.AuditEvent{ev}); err == nil {
+		t.Fatal("rewrite with a row the database refuses succeeded")
+	}
+	all, _ = st.ListEntries(ctx, "")
+	evs, _ = st.RecentAudit(ctx, 10)
+	if diff := cmp.Diff([]vault.SealedEntry{old}, all); diff != "" || len(evs) != 0 {
+		t.Errorf("a failed rewrite left a change: %d events, entries (-want +got):\n%s", len(evs), diff)
+	}
+
 	if err := st.Rewrite(ctx, []vault.SealedEntry{old}, []vault.SealedEntry{moved}, []vault.AuditEvent{ev}); err != nil {
 		t.Fatal(err)
 	}

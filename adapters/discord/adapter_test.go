@@ -504,7 +504,7 @@ func click(id, userID, customID string) map[string]any {
 }
 
 func TestApprovalButtons(t *testing.T) {
-	owner := agent.Principal{Platform: Platform, Workspace: guildID, User: "7"}
+	owner := agent.Principal{Platform: Platform, User: "7"}
 	frt := &fakeRuntime{owner: owner, state: map[agent.ApprovalID]agent.ApprovalState{12: agent.ApprovalPending}}
 	e := start(t, options{runtime: frt})
 	p := agent.ApprovalPrompt{ID: 12, Key: agent.SessionKey{Principal: owner, Conversation: agent.Conversation{Channel: channelID}},

@@ -26,9 +26,9 @@ const (
 
 // followKey names the thread followed for user: the session key of the
 // conversation its turns belong to (a thread is a channel).
-func followKey(guild, thread, user string) agent.SessionKey {
+func followKey(thread, user string) agent.SessionKey {
 	return agent.SessionKey{
-		Principal:    agent.Principal{Platform: Platform, Workspace: guild, User: user},
+		Principal:    principal(user),
 		Conversation: agent.Conversation{Channel: thread},
 	}
 }

@@ -106,7 +106,7 @@ func TestThreadFollowedAcrossRestart(t *testing.T) {
 			}
 			if c.followed {
 				// The follow-up moved the thread's time on.
-				ok, err := after.db.FollowingThread(context.Background(), followKey(guildID, "41", "7"), clock.Now())
+				ok, err := after.db.FollowingThread(context.Background(), followKey("41", "7"), clock.Now())
 				if err != nil || !ok {
 					t.Errorf("followed now in the database = %v, %v; want true", ok, err)
 				}

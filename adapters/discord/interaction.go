@@ -70,7 +70,7 @@ func (a *Adapter) who(i *discordgo.Interaction) (agent.Principal, place, bool) {
 		return agent.Principal{}, place{}, false
 	}
 	_, parent := a.threadOf(i.ChannelID)
-	return agent.Principal{Platform: Platform, Workspace: i.GuildID, User: user},
+	return principal(user),
 		place{guild: i.GuildID, channel: i.ChannelID, parent: parent, user: user, roles: roles}, true
 }
 

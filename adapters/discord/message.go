@@ -87,7 +87,7 @@ func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot s
 	thread, parent := a.threadOf(m.ChannelID)
 	followUp := false
 	if !mentioned {
-		if !a.cfg.FollowThreads || !thread || !a.follows.Following(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID)) {
+		if !a.cfg.FollowThreads || !thread || !a.follows.Following(ctx, followKey(m.ChannelID, m.Author.ID)) {
 			return true
 		}
 		followUp = true
@@ -116,7 +116,7 @@ func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot s
 	in := agent.Inbound{
 		DedupeKey: "discord:" + m.ID,
 		Key: agent.SessionKey{
-			Principal:    agent.Principal{Platform: Platform, Workspace: m.GuildID, User: m.Author.ID},
+			Principal:    principal(m.Author.ID),
 			Conversation: agent.Conversation{Channel: conversation},
 		},
 		Text:       text,
@@ -139,11 +139,11 @@ func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot s
 	if a.cfg.FollowThreads {
 		switch {
 		case newThread:
-			a.follows.Follow(ctx, followKey(m.GuildID, m.ID, m.Author.ID))
+			a.follows.Follow(ctx, followKey(m.ID, m.Author.ID))
 		case thread && !dm:
 			// A mention in a thread starts following it; a follow-up
 			// keeps it followed.
-			a.follows.Follow(ctx, followKey(m.GuildID, m.ChannelID, m.Author.ID))
+			a.follows.Follow(ctx, followKey(m.ChannelID, m.Author.ID))
 		}
 	}
 	log.Info().Bool("dm", dm).Bool("follow_up", followUp).Bool("new_thread", newThread).Bool("backfilled", backfilled).Msg("discord: message accepted")

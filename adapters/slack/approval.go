@@ -114,7 +114,7 @@ func (a *Adapter) handleInteraction(ctx context.Context, raw []byte) any {
 	if team == "" {
 		team = cb.User.TeamID
 	}
-	by := agent.Principal{Platform: Platform, Workspace: workspaceOf(team, cb.Enterprise.ID), User: cb.User.ID}
+	by := principal(team, cb.Enterprise.ID, cb.User.ID)
 	// Slack delivers only what happens where the app is installed: a click
 	// or a form from a workspace that is not served, or by a user whose own
 	// workspace is not (a Slack Connect guest), is refused politely.

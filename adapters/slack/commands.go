@@ -110,7 +110,7 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 	in := agent.Inbound{
 		DedupeKey: "slack:" + cmd.TeamID + ":cmd:" + cmd.TriggerID,
 		Key: agent.SessionKey{
-			Principal:    agent.Principal{Platform: Platform, Workspace: workspaceOf(cmd.TeamID, cmd.EnterpriseID), User: cmd.UserID},
+			Principal:    principal(cmd.TeamID, cmd.EnterpriseID, cmd.UserID),
 			Conversation: agent.Conversation{Channel: cmd.ChannelID},
 		},
 		Text:       text,

@@ -237,7 +237,7 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	in := agent.Inbound{
 		DedupeKey: key,
 		Key: agent.SessionKey{
-			Principal:    agent.Principal{Platform: Platform, Workspace: workspaceOf(cb.TeamID, cb.EnterpriseID), User: ev.User},
+			Principal:    principal(cb.TeamID, cb.EnterpriseID, ev.User),
 			Conversation: agent.Conversation{Channel: ev.Channel, Thread: thread},
 		},
 		Text:       text,

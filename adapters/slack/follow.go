@@ -24,7 +24,7 @@ const (
 // conversation its turns belong to.
 func followKey(cb callback, channel, thread, user string) agent.SessionKey {
 	return agent.SessionKey{
-		Principal:    agent.Principal{Platform: Platform, Workspace: workspaceOf(cb.TeamID, cb.EnterpriseID), User: user},
+		Principal:    principal(cb.TeamID, cb.EnterpriseID, user),
 		Conversation: agent.Conversation{Channel: channel, Thread: thread},
 	}
 }

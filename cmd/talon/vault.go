@@ -30,9 +30,17 @@ import (
 // It fails when the vault cannot be opened safely (wrong or missing key,
 // key file readable by others): Talon does not run without its vault.
 func (a *app) openVault(ctx context.Context) error {
-	v, err := openVaultAt(ctx, a.env.getenv, a.cfg.DataDir, a.db)
+	v, renamed, err := openVaultAt(ctx, a.env.getenv, a.cfg.DataDir, a.db)
 	if err != nil {
 		return err
+	}
+	if renamed.Moved > 0 || renamed.Unopened > 0 {
+		a.log.Info().Int("moved", renamed.Moved).Int("dropped", len(renamed.Dropped)).Int("unopened", renamed.Unopened).
+			Msg("vault: entries of Discord and Slack Enterprise Grid users moved to principals without a workspace")
+	}
+	for _, d := range renamed.Dropped {
+		a.log.Warn().Str("principal", d.User).Str("secret", d.Name).
+			Msg("vault: removed an older entry of a name the same user also had elsewhere; the newest was kept (see talon vault audit)")
 	}
 	s := vaultSecrets{newVaultService(v, a.log), a.log}
 	a.redactor = s
@@ -41,9 +49,26 @@ func (a *app) openVault(ctx context.Context) error {
 }
 
 // openVaultAt opens the vault of the data directory over db; the key is
-// checked before anything else.
-func openVaultAt(ctx context.Context, getenv func(string) string, dataDir string, db *store.DB) (*vault.Vault, error) {
-	return vault.OpenInDir(ctx, dataDir, getenv, db.VaultStorage())
+// checked before anything else. Then the entries of principals that
+// migration 0005 renamed (Discord users, Slack Enterprise Grid users, who
+// no longer name a workspace) are re-sealed under their new principal, in
+// one transaction; once done there is nothing left to rename, so later
+// opens change nothing. It says what it renamed.
+func openVaultAt(ctx context.Context, getenv func(string) string, dataDir string, db *store.DB) (*vault.Vault, vault.Renamed, error) {
+	v, err := vault.OpenInDir(ctx, dataDir, getenv, db.VaultStorage())
+	if err != nil {
+		return nil, vault.Renamed{}, err
+	}
+	var r vault.Renamed
+	for range 3 { // another process may change an entry meanwhile: read again
+		if r, err = v.RenameUsers(ctx, store.GlobalUser); !errors.Is(err, vault.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, vault.Renamed{}, err
+	}
+	return v, r, nil
 }
 
 // newVaultService returns the vault's service, logging what it cannot
@@ -226,7 +251,8 @@ const vaultUsage = `usage:
   talon vault rm --user ID NAME
   talon vault audit [--limit N]
   talon vault rotate-key
-every command takes --config FILE; user IDs are platform:workspace:user (slack:T123:U456, discord::1234, terminal::local);
+every command takes --config FILE; user IDs are platform:workspace:user (slack:T123:U456, discord::1234, terminal::local;
+Discord users and Slack Enterprise Grid users, W…, name no workspace);
 a credential is sent only over https to a host and port it is bound to: --host api.example.com means port 443,
 --host api.example.com:8443 port 8443`
 
@@ -293,6 +319,10 @@ func cmdVault(ctx context.Context, e env, args []string) error {
 		if _, err := agent.ParsePrincipal(*user); err != nil {
 			return &usageError{err.Error()}
 		}
+		if g, ok := store.GlobalUser(*user); ok {
+			fmt.Fprintf(e.stderr, "vault: %s is %s: Discord and Slack Enterprise Grid user ids are the same in every workspace\n", *user, g)
+			*user = g
+		}
 	}
 	var in agent.Injection
 	if sub == "set" {
@@ -319,9 +349,15 @@ func cmdVault(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer db.Close()
-	v, err := openVaultAt(ctx, e.getenv, cfg.DataDir, db)
+	v, renamed, err := openVaultAt(ctx, e.getenv, cfg.DataDir, db)
 	if err != nil {
 		return err
+	}
+	if renamed.Moved > 0 {
+		fmt.Fprintf(e.stderr, "vault: moved %d entries of Discord and Slack Enterprise Grid users to principals without a workspace\n", renamed.Moved)
+	}
+	for _, d := range renamed.Dropped {
+		fmt.Fprintf(e.stderr, "vault: removed %q of %s: the same user had a newer entry of that name, which was kept (see talon vault audit)\n", d.Name, d.User)
 	}
 
 	switch sub {
