@@ -42,6 +42,16 @@ func (a *app) openVault(ctx context.Context) error {
 		a.log.Warn().Str("principal", d.User).Str("secret", d.Name).
 			Msg("vault: removed an older entry of a name the same user also had elsewhere; the newest was kept (see talon vault audit)")
 	}
+	es, err := v.List(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		if e.ValueLen() < vault.MinValueLen {
+			a.log.Warn().Str("principal", e.User).Str("secret", e.Name).Int("min_bytes", vault.MinValueLen).
+				Msg("vault: this entry's value is too short to be told from ordinary text, so it is never redacted; store a longer one or remove it")
+		}
+	}
 	s := vaultSecrets{newVaultService(v, a.log), a.log}
 	a.redactor = s
 	a.secrets = s

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -51,6 +52,46 @@ func TestVaultSetRefusesShortValueInBinary(t *testing.T) {
 	}
 	if code, out := run("8bytes!!", "set", "--user", "terminal::local", "pin", "--host", "api.example.com"); code != 0 {
 		t.Errorf("vault set of an 8-byte value: exit %d %s", code, out)
+	}
+	if code, out := run("", "set", "--help"); code != 0 || !strings.Contains(out, "at least 8 bytes") {
+		t.Errorf("vault set --help (exit %d) does not say the minimum:\n%s", code, out)
+	}
+}
+
+// TestVaultListMarksShortValues: an entry stored before the minimum (sealed
+// directly, as an older Talon did) still works, and `talon vault list`
+// says it is never redacted.
+func TestVaultListMarksShortValues(t *testing.T) {
+	ctx := context.Background()
+	dir, db, v := openTestVault(t, nil)
+	key, err := vault.LoadKeyFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := vault.Seal(key, vault.Entry{User: "terminal::local", Name: "pin", Value: vault.SecretString(shortValue), Hosts: []string{"api.example.com"}, Injection: vault.Injection{Kind: vault.InjectBearer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.VaultStorage().PutEntry(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	setEntry(t, v, "terminal::local", "token", "long-enough-value-1", "api.example.com")
+	db.Close()
+	cfg := writeConfig(t, dir, "data_dir: "+dir+"\n")
+	res := runMain(t, env{}, "vault", "list", "--config", cfg)
+	if res.code != 0 || !strings.Contains(res.stdout, `warning: the value of "pin" of terminal::local is shorter than 8 bytes`) ||
+		strings.Contains(res.stdout, `"token" of`) {
+		t.Errorf("vault list: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	// The gateway says so in its log when it starts.
+	model := llmtest.NewServer(t, llmtest.Echo())
+	cfg = writeConfig(t, dir, baseConfig(dir, "openai", model.URL))
+	res = runMain(t, env{}, "chat", "--config", cfg)
+	if res.code != 0 || !strings.Contains(res.stderr, "never redacted") || !strings.Contains(res.stderr, `"secret":"pin"`) || strings.Contains(res.stderr, `"secret":"token"`) {
+		t.Errorf("talon chat: exit %d, log does not warn of the short entry alone:\n%s", res.code, res.stderr)
+	}
+	if strings.Contains(res.stderr, shortValue) {
+		t.Error("the log holds the value")
 	}
 }
 
