@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -113,13 +112,25 @@ func TestInstrumentedModuleComputesTheSame(t *testing.T) {
 // returns the module and a channel closed at its first call of signal.
 func signalled(t *testing.T, wasm []byte) (api.Module, <-chan struct{}) {
 	t.Helper()
+	return signalledHold(t, wasm, nil)
+}
+
+// signalledHold is signalled whose env.signal, when release is not nil,
+// returns only once release is closed: the guest waits at a known point.
+func signalledHold(t *testing.T, wasm []byte, release <-chan struct{}) (api.Module, <-chan struct{}) {
+	t.Helper()
 	ctx := context.Background()
 	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
 	t.Cleanup(func() { r.Close(ctx) })
 	ch := make(chan struct{})
 	var once sync.Once
 	_, err := r.NewHostModuleBuilder("env").NewFunctionBuilder().
-		WithFunc(func() { once.Do(func() { close(ch) }) }).Export("signal").Instantiate(ctx)
+		WithFunc(func() {
+			once.Do(func() { close(ch) })
+			if release != nil {
+				<-release
+			}
+		}).Export("signal").Instantiate(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,31 +190,39 @@ func TestStopEndsALoop(t *testing.T) {
 // fills, not one tick an iteration: it leaves compiled code, and sees the
 // stop, after at most one fill, not after a thousand (seconds).
 func TestStopEndsABulkLoop(t *testing.T) {
+	// Each iteration counts itself in the first word of memory, then fills
+	// the rest of the 64 MiB.
 	fill := []byte{
-		0x41, 0x00, 0x41, 0x00, 0x41, 0x80, 0x80, 0x80, 0x20, // i32.const 0, 0, 64 MiB
+		0x41, 0x00, 0x41, 0x00, 0x28, 0x02, 0x00, 0x41, 0x01, 0x6a, 0x36, 0x02, 0x00, // mem[0] = mem[0] + 1
+		0x41, 0x08, 0x41, 0x00, 0x41, 0xf8, 0xff, 0xff, 0x1f, // i32.const 8, 0, 64 MiB - 8
 		0xfc, 0x0b, 0x00, // memory.fill
 	}
 	out, err := inst(loopSignalling("fill", fill, sec(secMemory, []byte{0x00, 0x80, 0x08}))) // (memory 1024): 64 MiB
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, looping := signalled(t, out)
+	// The guest signals at the top of its first iteration and waits there
+	// until the stop is set, so the stop comes at a known point of its
+	// work, whatever the scheduler does.
+	release := make(chan struct{})
+	m, looping := signalledHold(t, out, release)
 	returned := make(chan error, 1)
 	go func() {
 		_, err := m.ExportedFunction("fill").Call(context.Background())
 		returned <- err
 	}()
-	<-looping // the guest is in its loop
+	<-looping
 	m.ExportedGlobal(Export).(api.MutableGlobal).Set(1)
-	stopped := time.Now()
-	// No timer here: a guest that does not leave compiled code also holds
-	// up timers, through the garbage collector's stop-the-world.
+	close(release)
 	err = <-returned
 	if err == nil || !strings.Contains(err.Error(), "unreachable") {
 		t.Errorf("err = %v, want the unreachable trap", err)
 	}
-	if d := time.Since(stopped); d > 500*time.Millisecond {
-		t.Errorf("the guest ran on for %v after stop was set", d)
+	// Each fill is charged 64 Ki ticks, past the refuel interval, so the
+	// guest checks the stop before its first fill. Without the charge only
+	// loop heads and calls count, and hundreds of fills run first.
+	if n, _ := m.Memory().ReadUint32Le(0); n > 1 {
+		t.Errorf("the guest began %d fills of 64 MiB after stop was set, want at most 1", n)
 	}
 }
 
