@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/talonhq/talon/adapters/internal/chat"
 	"github.com/talonhq/talon/adapters/internal/follow"
 	"github.com/talonhq/talon/agent"
 )
@@ -126,9 +127,9 @@ type Adapter struct {
 	interactions map[string]interactionToken // deferred /talon commands, by interaction id; guarded by mu
 	approvals    map[agent.ApprovalID]msgRef // approval prompts posted; guarded by mu
 	threads      map[string]*threadStart     // threads to start, by message id; guarded by mu
-	streams      map[agent.InboundID]*stream // answers being streamed; guarded by mu
 
-	follows *follow.Set // threads followed for a user; Follows behind it
+	follows *follow.Set           // threads followed for a user; Follows behind it
+	streams *chat.Streams[stream] // answers being streamed; Interval set by setup
 }
 
 type activity struct {
@@ -187,7 +188,7 @@ func (a *Adapter) init() {
 		a.interactions = make(map[string]interactionToken)
 		a.approvals = make(map[agent.ApprovalID]msgRef)
 		a.threads = make(map[string]*threadStart)
-		a.streams = make(map[agent.InboundID]*stream)
+		a.streams = &chat.Streams[stream]{}
 		a.guildsReady = make(chan struct{})
 		close(a.guildsReady)
 		if a.Now == nil {
@@ -295,6 +296,7 @@ func (a *Adapter) setup(ctx context.Context) error {
 		return fmt.Errorf("discord: config: %w", err)
 	}
 	a.cfg = cfg
+	a.streams.Interval = cfg.StreamInterval
 	s, err := a.newSession(cfg)
 	if err != nil {
 		return err

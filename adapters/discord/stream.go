@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -16,25 +15,16 @@ import (
 // stream is an answer shown while it is generated (Config.StreamEdits).
 // The runtime calls Stream from the turn's goroutine, one delta after the
 // other, and Deliver after the turn; mu also keeps a Deliver from running
-// during a streamed edit.
+// during a streamed edit. The adapter's chat.Streams keeps it and paces its
+// writes.
 type stream struct {
-	created time.Time // read-only
-
 	mu      sync.Mutex // guards the fields below; held during the stream's REST calls
 	text    strings.Builder
-	channel string    // where the streamed message is
-	message string    // its id; "" until posted
-	shown   string    // the content it shows
-	last    time.Time // when it was posted or last edited
-	stopped bool      // a post or edit failed: the preview stops there
+	channel string // where the streamed message is
+	message string // its id; "" until posted
+	shown   string // the content it shows
+	stopped bool   // a post or edit failed: the preview stops there
 }
-
-// streamTTL is how long a stream is remembered after it started, so that a
-// repeated Deliver of its reply edits the same message again.
-const streamTTL = 30 * time.Minute
-
-// maxStreams bounds the streams remembered; older ones are dropped first.
-const maxStreams = 1000
 
 // Stream implements agent.Streamer. With Config.StreamEdits it posts the
 // first words of the answer (in the thread the answer goes to, with the
@@ -53,21 +43,22 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 	if err != nil || to.interaction != "" {
 		return
 	}
-	st := a.streamFor(id)
+	now := a.Now()
+	st, ok := a.streams.Open(id, now)
+	if !ok {
+		return
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.text.WriteString(delta)
-	if st.stopped {
-		return
-	}
-	now := a.Now()
-	if st.message != "" && now.Sub(st.last) < a.cfg.StreamInterval {
+	if st.stopped || !a.streams.Due(id, now) {
 		return
 	}
 	preview := a.preview(st.text.String())
 	if preview == "" || preview == st.shown {
 		return
 	}
+	a.streams.Reserve(id, now)
 	log := a.Log.With().Int64("inbound", int64(id)).Logger()
 	if st.message == "" {
 		channel, ref := a.target(ctx, to)
@@ -77,7 +68,7 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 			st.stopped = true
 			return
 		}
-		st.channel, st.message, st.shown, st.last = channel, m.ID, preview, now
+		st.channel, st.message, st.shown = channel, m.ID, preview
 		return
 	}
 	if err := a.edit(ctx, st.channel, st.message, preview); err != nil {
@@ -85,44 +76,17 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 		st.stopped = true
 		return
 	}
-	st.shown, st.last = preview, now
-}
-
-// streamFor returns the stream of inbound id, creating it.
-func (a *Adapter) streamFor(id agent.InboundID) *stream {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if st := a.streams[id]; st != nil {
-		return st
-	}
-	now := a.Now()
-	if len(a.streams) >= maxStreams {
-		for k, st := range a.streams {
-			if now.Sub(st.created) > streamTTL {
-				delete(a.streams, k)
-			}
-		}
-		if len(a.streams) >= maxStreams {
-			clear(a.streams)
-		}
-	}
-	st := &stream{created: now}
-	a.streams[id] = st
-	return st
+	st.shown = preview
 }
 
 // preview is what a streamed message shows for text: its first message's
 // worth, code fences closed, "" when there is nothing to show yet.
 func (a *Adapter) preview(text string) string {
-	parts := splitMessage(text, a.cfg.MaxMessageChars-len("\n"+fenceClose))
+	parts := splitMessage(text, a.cfg.MaxMessageChars)
 	if len(parts) == 0 {
 		return ""
 	}
-	p := parts[0]
-	if strings.Count(p, fenceClose)%2 != 0 {
-		p += "\n" + fenceClose
-	}
-	return p
+	return parts[0]
 }
 
 // deliverStreamed puts r in place of its streamed message: the first part
@@ -132,10 +96,8 @@ func (a *Adapter) deliverStreamed(ctx context.Context, r agent.Reply, parts []st
 	if r.Inbound == 0 {
 		return "", false, nil
 	}
-	a.mu.Lock()
-	st := a.streams[r.Inbound]
-	a.mu.Unlock()
-	if st == nil {
+	st, ok := a.streams.Finish(r.Inbound)
+	if !ok {
 		return "", false, nil
 	}
 	st.mu.Lock()

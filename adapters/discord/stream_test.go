@@ -103,7 +103,7 @@ func TestStreamEditsAtMostOncePerInterval(t *testing.T) {
 		{1600 * time.Millisecond, "world, "}, // 1.6 s after the post: edit
 		{2 * time.Second, "once "},
 		{3 * time.Second, "more "}, // 1.4 s after the edit: not yet
-		{3200 * time.Millisecond, "```go\nx := 1\n"},
+		{3200 * time.Millisecond, "\n```go\nx := 1\n"},
 	}
 	for _, s := range steps {
 		clk.set(s.at)
@@ -123,7 +123,7 @@ func TestStreamEditsAtMostOncePerInterval(t *testing.T) {
 	want := []string{
 		"POST 400 Hello ",
 		"PATCH 400 Hello big wide world, ",
-		"PATCH 400 Hello big wide world, once more ```go\nx := 1\n```", // the open fence closed
+		"PATCH 400 Hello big wide world, once more \n```go\nx := 1\n```", // the open fence closed
 		"PATCH 400 " + final.Text,
 		"PATCH 400 " + final.Text,
 	}
@@ -175,6 +175,28 @@ func TestStreamOffByDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"POST 400 Hello"}, e.f.writesSnapshot()); diff != "" {
+		t.Errorf("writes (-want +got):\n%s", diff)
+	}
+}
+
+// More answers streamed at once than the adapter keeps do not make it
+// forget the live ones: the first answer's preview is still edited into
+// its reply, not posted again beside it (past 1,000 live streams they used
+// to be wiped all at once).
+func TestManyLiveStreamsKeepTheFirst(t *testing.T) {
+	e := start(t, options{runtime: &fakeRuntime{},
+		config: func(c *Config) { c.StreamEdits, c.StreamInterval = true, time.Minute }})
+	key := agent.SessionKey{Principal: agent.Principal{Platform: Platform, User: "7"}, Conversation: agent.Conversation{Channel: dmChannel}}
+	e.a.Stream(e.ctx, 1, key, "m:400:41", "The first answer begins")
+	// A thousand more answers start streaming (nothing to show yet).
+	for id := range agent.InboundID(1001) {
+		e.a.Stream(e.ctx, id+2, key, "m:400:42", " ")
+	}
+	if _, err := e.a.Deliver(e.ctx, agent.Reply{ID: 9, Inbound: 1, Key: key, ReplyTo: "m:400:41", Text: "The first answer, complete."}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"POST 400 The first answer begins", "PATCH 400 The first answer, complete."}
+	if diff := cmp.Diff(want, e.f.writesSnapshot()); diff != "" {
 		t.Errorf("writes (-want +got):\n%s", diff)
 	}
 }

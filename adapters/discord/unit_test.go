@@ -34,7 +34,7 @@ func TestSplitMessage(t *testing.T) {
 		{name: "empty", text: " \n ", limit: 200, want: nil},
 		{name: "paragraphs", limit: 200,
 			text: strings.Repeat("a", 120) + "\n\n" + strings.Repeat("b", 120),
-			want: []string{strings.Repeat("a", 120), strings.Repeat("b", 120)}},
+			want: []string{strings.Repeat("a", 120) + "\n\n", strings.Repeat("b", 120)}},
 		{name: "fence reopened", limit: 200, text: "```go\n" + long(300, "x := 1") + "\n```"},
 		{name: "table", limit: 2000, text: "| a | b |\n|---|---|\n| 1 | 2 |\ntext",
 			want: []string{"```\n| a | b |\n|---|---|\n| 1 | 2 |\n```\ntext"}},

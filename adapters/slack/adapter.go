@@ -16,6 +16,7 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
+	"github.com/talonhq/talon/adapters/internal/chat"
 	"github.com/talonhq/talon/adapters/internal/follow"
 	"github.com/talonhq/talon/agent"
 )
@@ -74,7 +75,7 @@ type Adapter struct {
 	initErr error
 	cfg     Config
 	pol     policy
-	pace    *pacer
+	pace    *chat.Pacer // chat.postMessage calls, per channel
 	api     *slack.Client
 	events  *seenSet // event_ids already accepted
 	refused *seenSet // team:user told why they were refused
@@ -92,8 +93,8 @@ type Adapter struct {
 
 	mu        sync.Mutex
 	approvals map[agent.ApprovalID]msgRef    // approval prompts posted; guarded by mu
-	streams   map[agent.InboundID]*stream    // answers being streamed; guarded by mu
 	progress  map[agent.ReplyID]*deliveryLog // parts of replies posted; guarded by mu
+	streams   *chat.Streams[stream]          // answers being streamed
 
 	bg sync.WaitGroup // background posts (refusals, confirmations); waited by Run
 }
@@ -120,7 +121,6 @@ func (a *Adapter) setup() error {
 	a.once.Do(func() {
 		a.ready = make(chan struct{})
 		a.approvals = make(map[agent.ApprovalID]msgRef)
-		a.streams = make(map[agent.InboundID]*stream)
 		a.progress = make(map[agent.ReplyID]*deliveryLog)
 		a.events = newSeenSet(dedupeMax, dedupeWindow)
 		a.refused = newSeenSet(10000, 365*24*time.Hour)
@@ -133,7 +133,8 @@ func (a *Adapter) setup() error {
 		}
 		a.cfg = cfg
 		a.pol = newPolicy(cfg)
-		a.pace = newPacer(cfg.PostInterval)
+		a.pace = &chat.Pacer{Interval: cfg.PostInterval, Burst: postBurst}
+		a.streams = &chat.Streams[stream]{Interval: cfg.StreamInterval}
 		hc := a.HTTPClient
 		if hc == nil {
 			hc = &http.Client{Timeout: 30 * time.Second}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/talonhq/talon/adapters/internal/chat"
 	"github.com/talonhq/talon/agent"
 )
 
@@ -22,12 +23,27 @@ type deliveryLog struct {
 	done  int    // parts posted
 }
 
+// postBurst is how many messages a channel may receive back to back before
+// pacing starts. Slack allows about one chat.postMessage per second per
+// channel, with short bursts over that.
+const postBurst = 3
+
 // stream is an answer shown while it is generated: one message, posted
-// with the first words and edited as more arrive.
+// with the first words and edited as more arrive (at most once per
+// StreamInterval: the adapter's chat.Streams paces it).
 type stream struct {
+	mu   sync.Mutex // guards the fields below
 	text strings.Builder
-	ref  msgRef    // ts is "" until the message is posted
-	next time.Time // no post or edit before this (StreamInterval, Retry-After, pacing)
+	ref  msgRef // ts is "" until the message is posted
+}
+
+// split cuts mrkdwn into Slack messages of at most MaxMessageChars bytes.
+func (a *Adapter) split(mrkdwn string) []string {
+	parts := chat.Split(mrkdwn, a.cfg.MaxMessageChars, chat.Bytes)
+	if len(parts) == 0 {
+		return []string{"(empty reply)"}
+	}
+	return parts
 }
 
 // Deliver implements agent.Channel: it renders r as mrkdwn with mentions
@@ -46,7 +62,7 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	parts := splitMessage(toMrkdwn(r.Text), a.cfg.MaxMessageChars)
+	parts := a.split(toMrkdwn(r.Text))
 	if to.Ephemeral != "" {
 		return a.deliverEphemeral(ctx, to, parts)
 	}
@@ -60,26 +76,20 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		pl = &deliveryLog{}
 		a.progress[r.ID] = pl
 	}
-	st := a.streams[r.Inbound]
 	a.mu.Unlock()
 
-	if st != nil && pl.done == 0 {
-		a.mu.Lock()
-		ref, next := st.ref, st.next
-		a.mu.Unlock()
+	if st, ok := a.streams.Finish(r.Inbound); ok && pl.done == 0 {
+		st.mu.Lock()
+		ref := st.ref
+		st.mu.Unlock()
 		if ref.ts != "" {
-			switch err := a.finishStream(ctx, ref, next, parts[0]); {
+			switch err := a.finishStream(ctx, r.Inbound, ref, parts[0]); {
 			case err == nil:
 				pl.first, pl.done = ref.ts, 1
 			case !errors.Is(err, errNotStreamed):
 				return "", err
 			}
 		}
-	}
-	if st != nil {
-		a.mu.Lock()
-		delete(a.streams, r.Inbound)
-		a.mu.Unlock()
 	}
 	for i := pl.done; i < len(parts); i++ {
 		ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(parts[i], false))
@@ -94,6 +104,7 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	a.mu.Lock()
 	delete(a.progress, r.ID)
 	a.mu.Unlock()
+	a.streams.Drop(r.Inbound)
 	return pl.first, nil
 }
 
@@ -151,16 +162,18 @@ func (a *Adapter) respond(ctx context.Context, responseURL, mrkdwn string) error
 	return errors.New("slack: post to response_url failed")
 }
 
-// finishStream edits the streamed message ref into text, keeping to the
-// stream's pace (waiting at most one StreamInterval; a 429 is retried by
-// retry429). A failure Slack may get over (network, 5xx, rate limits) is
-// returned, for the runtime to call Deliver again. When Slack refuses the
-// edit for good (the message was deleted, say), the preview is removed and
-// errNotStreamed returned: the reply is then posted anew.
-func (a *Adapter) finishStream(ctx context.Context, ref msgRef, next time.Time, text string) error {
-	if !a.sleep(ctx, min(next.Sub(a.now()), a.cfg.StreamInterval)) {
+// finishStream edits the streamed message ref (of the answer to inbound
+// id) into text, keeping to the stream's pace (waiting at most one
+// StreamInterval; a 429 is retried by retry429). A failure Slack may get
+// over (network, 5xx, rate limits) is returned, for the runtime to call
+// Deliver again. When Slack refuses the edit for good (the message was
+// deleted, say), the preview is removed and errNotStreamed returned: the
+// reply is then posted anew.
+func (a *Adapter) finishStream(ctx context.Context, id agent.InboundID, ref msgRef, text string) error {
+	if !a.sleep(ctx, min(a.streams.Wait(id, a.now()), a.cfg.StreamInterval)) {
 		return ctx.Err()
 	}
+	a.streams.Reserve(id, a.now())
 	err := a.retry429(ctx, func() error {
 		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false))
 		return err
@@ -188,7 +201,7 @@ func (a *Adapter) post(ctx context.Context, channel, thread string, opts ...slac
 	if thread != "" {
 		opts = append(opts, slack.MsgOptionTS(thread))
 	}
-	wait, _ := a.pace.reserve(channel, a.now(), false)
+	wait, _ := a.pace.Reserve(channel, a.now(), false)
 	if !a.sleep(ctx, wait) {
 		return "", ctx.Err()
 	}
@@ -248,7 +261,8 @@ func retryAfter(rl *slack.RateLimitedError) time.Duration {
 // call is bounded to 5 s), so the model's stream is barely held up. A delta
 // that arrives too early is shown with the next edit; a post that the
 // channel's pace or a 429 does not allow now waits for a later delta.
-// Failures only cost the preview.
+// Failures only cost the preview, and so does a full set of live streams
+// (see chat.Streams).
 func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.SessionKey, rt string, delta string) {
 	if a.setup() != nil || !a.cfg.StreamEdits || delta == "" {
 		return
@@ -258,66 +272,54 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 		return
 	}
 	now := a.now()
-	a.mu.Lock()
-	st := a.streams[id]
-	if st == nil {
-		if len(a.streams) > 1000 {
-			clear(a.streams) // answers never delivered; forget them
-		}
-		st = &stream{ref: msgRef{channel: to.Channel}}
-		a.streams[id] = st
-	}
-	st.text.WriteString(delta)
-	text, ts, due := st.text.String(), st.ref.ts, !now.Before(st.next)
-	a.mu.Unlock()
-	if !due || strings.TrimSpace(text) == "" {
+	st, ok := a.streams.Open(id, now)
+	if !ok {
 		return
 	}
-	preview := splitMessage(toMrkdwn(text), a.cfg.MaxMessageChars)[0]
-	next := now.Add(a.cfg.StreamInterval)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.text.WriteString(delta)
+	text := st.text.String()
+	if strings.TrimSpace(text) == "" || !a.streams.Due(id, now) {
+		return
+	}
+	preview := a.split(toMrkdwn(text))[0]
 	// A slow Slack holds up the model's stream for at most this long.
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if ts == "" {
-		if wait, ok := a.pace.reserve(to.Channel, now, true); !ok {
-			a.setStreamNext(st, now.Add(wait))
+	if st.ref.ts == "" {
+		if wait, ok := a.pace.Reserve(to.Channel, now, true); !ok {
+			a.streams.Defer(id, now.Add(wait))
 			return
 		}
+		a.streams.Reserve(id, now)
 		opts := []slack.MsgOption{slack.MsgOptionText(preview, false)}
 		if to.Thread != "" {
 			opts = append(opts, slack.MsgOptionTS(to.Thread))
 		}
-		_, newTS, err := a.api.PostMessageContext(ctx, to.Channel, opts...)
+		_, ts, err := a.api.PostMessageContext(ctx, to.Channel, opts...)
 		if err == nil {
-			a.mu.Lock()
-			st.ref.ts = newTS
-			a.mu.Unlock()
+			st.ref = msgRef{channel: to.Channel, ts: ts}
 		}
-		a.setStreamNext(st, a.afterStreamCall(err, now, next, "posted"))
+		a.afterStreamCall(id, err, now, "posted")
 		return
 	}
-	_, _, _, err = a.api.UpdateMessageContext(ctx, to.Channel, ts, slack.MsgOptionText(preview, false))
-	a.setStreamNext(st, a.afterStreamCall(err, now, next, "updated"))
+	a.streams.Reserve(id, now)
+	_, _, _, err = a.api.UpdateMessageContext(ctx, st.ref.channel, st.ref.ts, slack.MsgOptionText(preview, false))
+	a.afterStreamCall(id, err, now, "updated")
 }
 
-// afterStreamCall logs a failed preview call and returns when the next may
-// be made: next, or after Slack's Retry-After.
-func (a *Adapter) afterStreamCall(err error, now, next time.Time, what string) time.Time {
+// afterStreamCall logs a failed preview call and, after a 429, holds the
+// stream's next write until Slack's Retry-After.
+func (a *Adapter) afterStreamCall(id agent.InboundID, err error, now time.Time, what string) {
 	if err == nil {
-		return next
+		return
 	}
 	var rl *slack.RateLimitedError
 	if errors.As(err, &rl) {
-		next = now.Add(max(retryAfter(rl), a.cfg.StreamInterval))
+		a.streams.Defer(id, now.Add(max(retryAfter(rl), a.cfg.StreamInterval)))
 	}
 	a.Log.Debug().Err(err).Msg("slack: stream preview not " + what)
-	return next
-}
-
-func (a *Adapter) setStreamNext(st *stream, next time.Time) {
-	a.mu.Lock()
-	st.next = next
-	a.mu.Unlock()
 }
 
 // Working implements agent.Typer with assistant.threads.setStatus in the

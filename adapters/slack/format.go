@@ -4,7 +4,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"unicode/utf8"
 )
 
 // escape makes text literal in Slack: & < > become entities, so model output
@@ -113,105 +112,4 @@ func emphasis(s string) string {
 	s = reItalic().ReplaceAllString(s, "${1}_${2}_${3}")
 	s = reStrike().ReplaceAllString(s, "~${1}~")
 	return strings.ReplaceAll(s, boldMark, "*")
-}
-
-// splitMessage cuts s into parts of at most limit bytes (so at most limit
-// characters), preferring line and then word boundaries. A code fence open
-// at a cut is closed at the end of the part and reopened, with the same
-// opening line (language), at the start of the next, so every part's fences
-// are balanced. Escapes (&amp;) and <…> links are not cut.
-func splitMessage(s string, limit int) []string {
-	if len(s) <= limit {
-		return []string{s}
-	}
-	const closeLen = len("\n```")
-	var (
-		parts  []string
-		cur    strings.Builder
-		fence  string // opening line of the fence open at the end of cur, "" when none
-		prefix int    // bytes of cur that are a reopened fence, not content
-	)
-	flush := func() {
-		part := cur.String()
-		if fence != "" {
-			if !strings.HasSuffix(part, "\n") {
-				part += "\n"
-			}
-			part += "```"
-		}
-		parts = append(parts, part)
-		cur.Reset()
-		prefix = 0
-		if fence != "" {
-			cur.WriteString(fence + "\n")
-			prefix = cur.Len()
-		}
-	}
-	for _, line := range strings.SplitAfter(s, "\n") {
-		if line == "" {
-			continue
-		}
-		fenceLine := isFenceLine(strings.TrimSuffix(line, "\n"))
-		for line != "" {
-			room := limit - cur.Len() - closeLen
-			if fenceLine && fence != "" {
-				room += closeLen // a closing fence needs no added close
-			}
-			if len(line) <= room {
-				cur.WriteString(line)
-				break
-			}
-			if cur.Len() > prefix {
-				flush()
-				continue
-			}
-			cut := cutPoint(line, room)
-			cur.WriteString(line[:cut])
-			line = line[cut:]
-			flush()
-		}
-		if fenceLine {
-			if fence == "" {
-				fence = strings.TrimSpace(line)
-				if fence == "" || len(fence) > 64 {
-					fence = "```"
-				}
-			} else {
-				fence = ""
-			}
-		}
-	}
-	if cur.Len() > prefix || len(parts) == 0 {
-		// A fence the input left open stays open in the last part.
-		parts = append(parts, cur.String())
-	}
-	return parts
-}
-
-// cutPoint returns where to cut line so the head is at most room bytes and
-// non-empty: after the last space in the second half, else at a rune
-// boundary, never inside an &entity; or a <link>.
-func cutPoint(line string, room int) int {
-	room = max(room, 1)
-	if room >= len(line) {
-		return len(line)
-	}
-	cut := room
-	for cut > 0 && !utf8.RuneStart(line[cut]) {
-		cut--
-	}
-	if i := strings.LastIndexByte(line[:cut], ' '); i >= room/2 {
-		cut = i + 1
-	}
-	if i := strings.LastIndexByte(line[:cut], '&'); i >= 0 && i > cut-6 && !strings.Contains(line[i:cut], ";") && i > 0 {
-		cut = i
-	}
-	if i := strings.LastIndexByte(line[:cut], '<'); i > 0 && !strings.Contains(line[i:cut], ">") && i >= room/2 {
-		cut = i
-	}
-	if cut <= 0 {
-		_, n := utf8.DecodeRuneInString(line)
-		cut = n
-	}
-	return cut
 }

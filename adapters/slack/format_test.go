@@ -95,32 +95,6 @@ func checkParts(t *testing.T, rendered string, parts []string, limit int) {
 	}
 }
 
-func TestSplitMessage(t *testing.T) {
-	for _, limit := range []int{2000, 3000, 3900} {
-		t.Run(fmt.Sprint(limit), func(t *testing.T) {
-			rendered := toMrkdwn(longReply(41000))
-			parts := splitMessage(rendered, limit)
-			if len(parts) < len(rendered)/limit {
-				t.Fatalf("%d parts for %d bytes", len(parts), len(rendered))
-			}
-			checkParts(t, rendered, parts, limit)
-			// A block cut in two is reopened with its language.
-			reopened := 0
-			for _, p := range parts[1:] {
-				if strings.HasPrefix(p, "```python\n") {
-					reopened++
-				}
-			}
-			if reopened == 0 {
-				t.Error("no python block was reopened with its language")
-			}
-		})
-	}
-	if got := splitMessage("short", 3900); len(got) != 1 || got[0] != "short" {
-		t.Errorf("short message split: %q", got)
-	}
-}
-
 func newBareAdapter(t *testing.T, fs *fakeSlack) *Adapter {
 	cfg := DefaultConfig()
 	cfg.BotToken, cfg.AppToken, cfg.APIURL, cfg.AllowedTeams = "xoxb-t", "xapp-t", fs.apiURL(), []string{team}
@@ -165,51 +139,6 @@ func TestDeliverLongReply(t *testing.T) {
 	}
 	if got, want := len(clock.slept()), len(posts)-postBurst; got != want {
 		t.Errorf("%d waits for %d parts, want %d", got, len(posts), want)
-	}
-}
-
-func TestPacer(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
-	type call struct {
-		channel string
-		at      time.Duration // after t0
-		onlyNow bool
-		wait    time.Duration
-		ok      bool
-	}
-	cases := []struct {
-		name  string
-		calls []call
-	}{
-		{"burst then one a second", []call{
-			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
-			{"C1", 0, false, time.Second, true}, {"C1", 0, false, 2 * time.Second, true},
-		}},
-		{"channels are independent", []call{
-			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
-			{"C2", 0, false, 0, true}, {"C1", 0, false, time.Second, true},
-		}},
-		{"slots free up with time", []call{
-			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
-			{"C1", 2 * time.Second, false, 0, true}, {"C1", 2 * time.Second, false, 0, true},
-			{"C1", 2 * time.Second, false, time.Second, true},
-		}},
-		{"onlyNow books nothing when it would wait", []call{
-			{"C1", 0, false, 0, true}, {"C1", 0, false, 0, true}, {"C1", 0, false, 0, true},
-			{"C1", 0, true, time.Second, false}, {"C1", 0, true, time.Second, false},
-			{"C1", time.Second, true, 0, true},
-		}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			p := newPacer(time.Second)
-			for i, k := range c.calls {
-				wait, ok := p.reserve(k.channel, t0.Add(k.at), k.onlyNow)
-				if wait != k.wait || ok != k.ok {
-					t.Errorf("call %d: reserve = %v, %v; want %v, %v", i+1, wait, ok, k.wait, k.ok)
-				}
-			}
-		})
 	}
 }
 

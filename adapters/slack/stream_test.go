@@ -1,6 +1,7 @@
 package slack
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm/llmtest"
 )
 
@@ -199,5 +201,38 @@ func TestEventsAPIUnpersistedEventIs500(t *testing.T) {
 	h.rt.mu.Unlock()
 	if accepts != 2 {
 		t.Errorf("Accept called %d times, want 2 (the failure, then the retry; the third delivery is a known event id)", accepts)
+	}
+}
+
+// More answers streamed at once than the adapter keeps do not make it
+// forget the live ones: the first answer's preview is still edited into
+// its reply (the 1,002nd stream used to wipe them all, and the reply was
+// posted again under a stale preview).
+func TestManyLiveStreamsKeepTheFirst(t *testing.T) {
+	fs := newFakeSlack(t)
+	ad := newBareAdapter(t, fs)
+	ad.Config.StreamEdits, ad.Config.StreamInterval = true, time.Second
+	clock := newFakeClock(0)
+	ad.Now, ad.Sleep = clock.Now, clock.Sleep
+	ctx := context.Background()
+	to := replyTo{Channel: "C1", Thread: "1.1"}.encode()
+	ad.Stream(ctx, 1, agent.SessionKey{}, to, "The first answer begins")
+	// A thousand more answers start streaming elsewhere (their previews
+	// wait for the channel's pace; their streams are live).
+	for id := range agent.InboundID(1001) {
+		ad.Stream(ctx, id+2, agent.SessionKey{}, replyTo{Channel: "C2"}.encode(), "another answer")
+	}
+	if _, err := ad.Deliver(ctx, agent.Reply{ID: 1, Inbound: 1, Kind: agent.ReplyAnswer, Text: "The first answer, complete.", ReplyTo: to}); err != nil {
+		t.Fatal(err)
+	}
+	var c1 []posted
+	for _, m := range outgoing(fs) {
+		if m.Channel == "C1" {
+			c1 = append(c1, m)
+		}
+	}
+	if len(c1) != 2 || c1[0].Method != "chat.postMessage" || c1[1].Method != "chat.update" || c1[1].TS != c1[0].TS ||
+		c1[1].Text != "The first answer, complete." {
+		t.Errorf("calls in C1 = %+v, want the preview posted, then edited into the reply", c1)
 	}
 }

@@ -1,0 +1,10 @@
+// Package chat is what Talon's chat adapters (Slack, Discord) share, so that
+// each adapter keeps only what its platform owns: splitting a reply into
+// messages under the platform's limit (Split: Slack counts bytes, Discord
+// characters), pacing the messages and edits sent to one place (Pacer), and
+// the answers shown while they are generated (Streams), bounded without
+// ever dropping one that is still live.
+//
+// It does no I/O and never logs: the adapters call the platforms and log.
+// It never sees a secret: what it handles is already on its way to a chat.
+package chat
