@@ -121,6 +121,49 @@ type Reply struct {
 	Text    string
 	// CreatedAt is when it was persisted.
 	CreatedAt time.Time
+
+	// Posted are the parts of the reply that earlier attempts posted, in
+	// this process or an earlier one (they are persisted), in the order of
+	// N. A channel posts only the parts not in it, so that a delivery cut
+	// short by a failure or a crash continues where it stopped. A part
+	// with Preview set is the message that showed the answer while it was
+	// generated: the channel edits it into part N.
+	Posted []PostedPart
+	// Resumed is set when an earlier attempt may have posted a part
+	// without recording it (the process died between the two, or a call
+	// failed after the platform carried it out). A channel that can find
+	// such parts on the platform (Slack: message metadata) or have the
+	// platform drop a repeated post (Discord: an enforced nonce) does so.
+	// It is not persisted.
+	Resumed bool
+	// Record, when not nil, records that part p of the reply was posted. A
+	// channel that posts a reply in parts calls it right after each part
+	// is posted and before it posts the next, so that a later attempt
+	// skips it; the runtime sets it for Deliver (it is not persisted).
+	Record func(ctx context.Context, p PostedPart)
+}
+
+// PostedPart is one message of a reply that a channel posted.
+type PostedPart struct {
+	// N numbers the parts of the reply from 0, as the channel splits its
+	// text (the same text always splits the same way).
+	N int
+	// PlatformID is the platform's id of the message (a Slack ts, a
+	// Discord snowflake); "" when it has none (an ephemeral answer).
+	PlatformID string
+	// Preview marks the message that showed the answer while it was
+	// generated: it shows a beginning of the answer, not part N yet.
+	Preview bool
+}
+
+// PostedPart returns the part n of r that is posted, if it is.
+func (r Reply) PostedPart(n int) (PostedPart, bool) {
+	for _, p := range r.Posted {
+		if p.N == n {
+			return p, true
+		}
+	}
+	return PostedPart{}, false
 }
 
 // Step is one model call of a turn as it is persisted: the tokens it used,
@@ -243,8 +286,18 @@ type History interface {
 
 // Outbox keeps replies until a channel has delivered them.
 type Outbox interface {
-	// Undelivered lists replies not yet delivered, oldest first.
+	// Undelivered lists replies not yet delivered, oldest first, each with
+	// the parts recorded as posted (Reply.Posted): those of RecordPart,
+	// and the preview of RecordPreview as part 0 when part 0 itself is not
+	// recorded.
 	Undelivered(ctx context.Context) ([]Reply, error)
+	// RecordPart records that part p of reply id was posted. Recording a
+	// part again replaces it.
+	RecordPart(ctx context.Context, id ReplyID, p PostedPart) error
+	// RecordPreview records that platformID is the message showing the
+	// answer to inbound id while it is generated; the reply to id starts
+	// with it (its part 0, to be edited).
+	RecordPreview(ctx context.Context, id InboundID, platformID string) error
 	// MarkDelivered records a successful delivery and the platform's id.
 	MarkDelivered(ctx context.Context, id ReplyID, platformID string) error
 	// MarkFailed records a delivery that will not be tried again.
@@ -289,7 +342,10 @@ type Channel interface {
 // Streamer is a Channel that can show a reply while it is generated.
 type Streamer interface {
 	// Stream shows more text of the answer to inbound id. Delivery of the
-	// final Reply follows.
+	// final Reply follows. A channel that posts a message to show the
+	// answer tells the runtime at once (Runtime.Previewed), so that the
+	// reply's delivery, after a restart too, edits that message into its
+	// first part rather than leave it and post the answer again.
 	Stream(ctx context.Context, id InboundID, key SessionKey, replyTo string, delta string)
 }
 

@@ -10,3 +10,7 @@ func RateBuckets(r *Runtime) int {
 // OnHold sets a function called when a worker of r waits for an Amend of
 // the message it is about to take. Set it before Run.
 func OnHold(r *Runtime, f func(InboundID)) { r.onHold = f }
+
+// OnRecoveryWait sets a function called when a turn waits for the replies
+// a previous process left undelivered in its session.
+func OnRecoveryWait(r *Runtime, f func(SessionKey)) { r.onRecoveryWait = f }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -148,12 +149,20 @@ type Runtime struct {
 	replyTo   map[TurnID]string                   // ReplyTo of running turns, for approvals; guarded by mu
 	waiters   map[ApprovalID][]chan ApprovalState // turns waiting for a decision; guarded by mu
 	abandoned map[callRef]bool                    // calls whose approval wait the shutdown ended; guarded by mu
+	previews  map[InboundID]string                // preview messages of the turns being processed; guarded by mu
 	stopped   bool                                // the intake is closed; guarded by mu
 	limits    Limits
+	// recovering holds, per session, a channel closed once the replies a
+	// previous process left undelivered there are delivered (or given up
+	// on): a new turn of the session waits for it. Guarded by mu.
+	recovering map[SessionKey]chan struct{}
 
 	// onHold, for tests, is called when a worker waits for an Amend of the
 	// message it is about to take.
 	onHold func(InboundID)
+	// onRecoveryWait, for tests, is called when a turn waits for its
+	// session's recovered replies.
+	onRecoveryWait func(SessionKey)
 }
 
 type queue struct {
@@ -186,6 +195,8 @@ func (r *Runtime) init() {
 		r.users = make(map[Principal]*userSlots)
 		r.rates = make(map[Principal]*bucket)
 		r.abandoned = make(map[callRef]bool)
+		r.previews = make(map[InboundID]string)
+		r.recovering = make(map[SessionKey]chan struct{})
 		r.replyTo = make(map[TurnID]string)
 		r.waiters = make(map[ApprovalID][]chan ApprovalState)
 		if r.Metrics == nil {
@@ -306,6 +317,8 @@ func (r *Runtime) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: recover pending messages: %w", err)
 	}
+	// The replies first: a session's queued turns wait for its old replies.
+	r.redeliver(undelivered)
 	interrupted := 0
 	for _, q := range pending {
 		if q.Running {
@@ -313,7 +326,6 @@ func (r *Runtime) recover(ctx context.Context) error {
 		}
 		r.enqueue(q)
 	}
-	r.redeliver(undelivered)
 	if len(undelivered)+len(pending) > 0 {
 		r.Log.Info().Int("undelivered", len(undelivered)).Int("queued", len(pending)-interrupted).
 			Int("interrupted", interrupted).Msg("recovered work from the previous run")
@@ -321,37 +333,98 @@ func (r *Runtime) recover(ctx context.Context) error {
 	return nil
 }
 
+// recoveryParallel bounds the sessions of one platform whose old replies
+// are delivered at once.
+const recoveryParallel = 4
+
 // redeliver delivers replies a previous process persisted but did not
 // deliver, in the background: a platform that is down delays neither
-// Ready nor Accept. Each platform's replies go in order, on a goroutine of
-// their own, so that one platform's outage does not hold another's.
+// Ready nor Accept. Each session's replies go in order, and a new turn of
+// that session waits until they are delivered (or given up on), so that no
+// newer answer shows before an older one. Sessions go in parallel, a few
+// per platform, so that one platform's outage does not hold another's.
 func (r *Runtime) redeliver(replies []Reply) {
-	byPlatform := map[string][]Reply{}
-	var order []string
+	bySession := map[SessionKey][]Reply{}
+	var order []SessionKey
 	for _, rep := range replies {
-		p := rep.Key.Principal.Platform
-		if byPlatform[p] == nil {
-			order = append(order, p)
+		if bySession[rep.Key] == nil {
+			order = append(order, rep.Key)
 		}
-		byPlatform[p] = append(byPlatform[p], rep)
+		bySession[rep.Key] = append(bySession[rep.Key], rep)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return
 	}
-	for _, p := range order {
-		reps := byPlatform[p]
+	slots := map[string]chan struct{}{}
+	for _, k := range order {
+		reps := bySession[k]
+		sem := slots[k.Principal.Platform]
+		if sem == nil {
+			sem = make(chan struct{}, recoveryParallel)
+			slots[k.Principal.Platform] = sem
+		}
+		done := make(chan struct{})
+		r.recovering[k] = done
 		r.addPendingLocked(len(reps))
 		r.workers.Add(1)
 		go func() {
 			defer r.workers.Done()
+			defer func() {
+				r.mu.Lock()
+				delete(r.recovering, k)
+				r.mu.Unlock()
+				close(done)
+			}()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-r.base.Done():
+			}
 			for _, rep := range reps {
-				r.deliver(r.base, rep)
+				r.deliver(r.base, rep, true)
 				r.addPending(-1)
 			}
 		}()
 	}
+}
+
+// awaitRecovered waits until the replies of key's session that a previous
+// process left undelivered are delivered. It reports false when ctx ended
+// first.
+func (r *Runtime) awaitRecovered(ctx context.Context, key SessionKey) bool {
+	r.mu.Lock()
+	done := r.recovering[key]
+	r.mu.Unlock()
+	if done != nil {
+		if r.onRecoveryWait != nil {
+			r.onRecoveryWait(key)
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// Previewed records that a channel posted platformID to show the answer
+// to inbound id while its turn generates it (see Streamer): the reply's
+// delivery edits that message into its first part, after a restart too.
+// An error means the record was not written; the channel may still
+// remember the message itself until the process ends.
+func (r *Runtime) Previewed(ctx context.Context, id InboundID, platformID string) error {
+	r.init()
+	r.mu.Lock()
+	if _, ok := r.previews[id]; ok {
+		r.previews[id] = platformID
+	}
+	r.mu.Unlock()
+	if err := r.Store.RecordPreview(context.WithoutCancel(ctx), id, platformID); err != nil {
+		return fmt.Errorf("agent: record the preview of inbound %d: %w", id, err)
+	}
+	return nil
 }
 
 // Accept persists in and queues it for its session. It returns ErrDuplicate
@@ -536,6 +609,20 @@ func (r *Runtime) releaseUser(p Principal, sem chan struct{}) {
 // process runs one accepted message to its delivered reply.
 func (r *Runtime) process(q QueuedInbound) {
 	ctx := r.base
+	if !r.awaitRecovered(ctx, q.Key) {
+		// Stopped while older replies of the session were delivered: the
+		// inbound stays queued in the store for the next start.
+		r.addPending(-1)
+		return
+	}
+	r.mu.Lock()
+	r.previews[q.ID] = ""
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.previews, q.ID)
+		r.mu.Unlock()
+	}()
 	start := r.Now()
 	rep, outcome, finished := r.turn(ctx, q)
 	if !finished {
@@ -545,13 +632,21 @@ func (r *Runtime) process(q QueuedInbound) {
 		return
 	}
 	r.Metrics.TurnFinished(outcome, r.Now().Sub(start))
-	r.deliver(ctx, rep)
+	r.mu.Lock()
+	if pv := r.previews[q.ID]; pv != "" {
+		rep.Posted = []PostedPart{{N: 0, PlatformID: pv, Preview: true}}
+	}
+	r.mu.Unlock()
+	r.deliver(ctx, rep, false)
 	r.addPending(-1)
 }
 
 // deliver hands a persisted reply to its channel, retrying with backoff,
-// and records the outcome.
-func (r *Runtime) deliver(ctx context.Context, rep Reply) {
+// and records the outcome. Each part the channel posts is recorded at
+// once (Reply.Record), so that a later attempt, in this process or after a
+// restart, posts only the others. resumed says an earlier process tried
+// it.
+func (r *Runtime) deliver(ctx context.Context, rep Reply, resumed bool) {
 	r.mu.Lock()
 	ch := r.channels[rep.Key.Principal.Platform]
 	r.mu.Unlock()
@@ -560,6 +655,20 @@ func (r *Runtime) deliver(ctx context.Context, rep Reply) {
 		log.Warn().Msg("no channel for this platform is running; the reply stays queued until it is")
 		return
 	}
+	var (
+		pmu    sync.Mutex
+		posted = slices.Clone(rep.Posted) // guarded by pmu
+	)
+	rep.Record = func(ctx context.Context, p PostedPart) {
+		pmu.Lock()
+		posted = withPart(posted, p)
+		pmu.Unlock()
+		// Recorded even when the delivery's context has ended: the part
+		// is posted.
+		if err := r.Store.RecordPart(context.WithoutCancel(ctx), rep.ID, p); err != nil {
+			log.Error().Err(err).Int("part", p.N).Msg("a part of the reply was posted but not recorded; after a restart it may be posted again")
+		}
+	}
 	var err error
 	for attempt := 0; attempt < r.limits.DeliveryAttempts; attempt++ {
 		if attempt > 0 {
@@ -567,6 +676,10 @@ func (r *Runtime) deliver(ctx context.Context, rep Reply) {
 				return
 			}
 		}
+		pmu.Lock()
+		rep.Posted = slices.Clone(posted)
+		pmu.Unlock()
+		rep.Resumed = resumed || attempt > 0
 		var pid string
 		pid, err = ch.Deliver(ctx, rep)
 		if err == nil {
@@ -584,6 +697,17 @@ func (r *Runtime) deliver(ctx context.Context, rep Reply) {
 		log.Error().Err(err).Msg("mark reply failed")
 	}
 	log.Error().Err(err).Msg("reply not delivered; giving up")
+}
+
+// withPart returns parts with p in place of the part of the same number,
+// or inserted in the order of N.
+func withPart(parts []PostedPart, p PostedPart) []PostedPart {
+	i, found := slices.BinarySearchFunc(parts, p.N, func(q PostedPart, n int) int { return q.N - n })
+	if found {
+		parts[i] = p
+		return parts
+	}
+	return slices.Insert(parts, i, p)
 }
 
 // redact removes secrets from text on behalf of p and counts them.

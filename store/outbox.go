@@ -9,8 +9,99 @@ import (
 	"github.com/talonhq/talon/agent"
 )
 
-// Undelivered lists the replies still pending delivery, oldest first.
+// Undelivered lists the replies still pending delivery, oldest first,
+// with the parts recorded as posted (Reply.Posted, in the order of N): a
+// preview recorded for the reply's inbound is its part 0 unless part 0
+// itself is recorded.
 func (db *DB) Undelivered(ctx context.Context) ([]agent.Reply, error) {
+	replies, err := db.undelivered(ctx)
+	if err != nil || len(replies) == 0 {
+		return replies, err
+	}
+	byID := make(map[agent.ReplyID]*agent.Reply, len(replies))
+	for i := range replies {
+		byID[replies[i].ID] = &replies[i]
+	}
+	rows, err := db.rs.pendingParts.QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: undelivered: parts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id agent.ReplyID
+			p  agent.PostedPart
+		)
+		if err := rows.Scan(&id, &p.N, &p.PlatformID); err != nil {
+			return nil, fmt.Errorf("store: undelivered: parts: %w", err)
+		}
+		if r := byID[id]; r != nil {
+			r.Posted = append(r.Posted, p)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: undelivered: parts: %w", err)
+	}
+	views, err := db.rs.pendingViews.QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: undelivered: previews: %w", err)
+	}
+	defer views.Close()
+	for views.Next() {
+		var (
+			id  agent.ReplyID
+			pid string
+		)
+		if err := views.Scan(&id, &pid); err != nil {
+			return nil, fmt.Errorf("store: undelivered: previews: %w", err)
+		}
+		if r := byID[id]; r != nil {
+			if _, ok := r.PostedPart(0); !ok {
+				r.Posted = append([]agent.PostedPart{{N: 0, PlatformID: pid, Preview: true}}, r.Posted...)
+			}
+		}
+	}
+	if err := views.Err(); err != nil {
+		return nil, fmt.Errorf("store: undelivered: previews: %w", err)
+	}
+	return replies, nil
+}
+
+// RecordPart records that part p of reply id was posted, as the platform's
+// message p.PlatformID; recording the same part again replaces it. An
+// unknown reply is ErrNotFound.
+func (db *DB) RecordPart(ctx context.Context, id agent.ReplyID, p agent.PostedPart) error {
+	if p.N < 0 {
+		return fmt.Errorf("store: record part %d of reply %d: a part number is at least 0", p.N, id)
+	}
+	res, err := db.exec(ctx, db.ws.partRecord, p.N, p.PlatformID, db.now(), id)
+	if err == nil {
+		err = oneRow(res)
+	}
+	if err != nil {
+		return fmt.Errorf("store: record part %d of reply %d: %w", p.N, id, err)
+	}
+	return nil
+}
+
+// RecordPreview records that platformID is the message showing the answer
+// to inbound id while it is generated; recording another replaces it. An
+// unknown inbound is ErrNotFound.
+func (db *DB) RecordPreview(ctx context.Context, id agent.InboundID, platformID string) error {
+	if platformID == "" {
+		return fmt.Errorf("store: record the preview of inbound %d: no message id", id)
+	}
+	res, err := db.exec(ctx, db.ws.previewRecord, platformID, db.now(), id)
+	if err == nil {
+		err = oneRow(res)
+	}
+	if err != nil {
+		return fmt.Errorf("store: record the preview of inbound %d: %w", id, err)
+	}
+	return nil
+}
+
+func (db *DB) undelivered(ctx context.Context) ([]agent.Reply, error) {
 	rows, err := db.rs.undelivered.QueryContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: undelivered: %w", err)

@@ -139,3 +139,67 @@ func TestReopenAppliesNoMigrationTwice(t *testing.T) {
 		db.Close()
 	}
 }
+
+// The parts of a reply recorded as posted come back with it from
+// Undelivered, in order, across a restart; a preview recorded for its
+// inbound is its part 0 until part 0 itself is recorded; a delivered reply
+// is no longer listed.
+func TestOutboxRecordsPostedParts(t *testing.T) {
+	ctx := context.Background()
+	db, path := open(t)
+	rs := replies(t, db, 3)
+	for _, p := range []agent.PostedPart{{N: 1, PlatformID: "m2"}, {N: 0, PlatformID: "m1"}, {N: 1, PlatformID: "m2b"}} {
+		if err := db.RecordPart(ctx, rs[0].ID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.RecordPreview(ctx, rs[1].Inbound, "preview-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordPreview(ctx, rs[2].Inbound, "preview-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordPart(ctx, rs[2].ID, agent.PostedPart{N: 0, PlatformID: "preview-2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordPart(ctx, rs[2].ID, agent.PostedPart{N: 1, PlatformID: "m3"}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = openAt(t, path)
+
+	got, err := db.Undelivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]agent.PostedPart{
+		{{N: 0, PlatformID: "m1"}, {N: 1, PlatformID: "m2b"}},
+		{{N: 0, PlatformID: "preview-1", Preview: true}},
+		{{N: 0, PlatformID: "preview-2"}, {N: 1, PlatformID: "m3"}},
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d undelivered replies, want 3", len(got))
+	}
+	for i, r := range got {
+		if diff := cmp.Diff(want[i], r.Posted); diff != "" {
+			t.Errorf("reply %d's posted parts (-want +got):\n%s", i, diff)
+		}
+	}
+
+	if err := db.MarkDelivered(ctx, rs[0].ID, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.Undelivered(ctx); err != nil || len(got) != 2 || got[0].ID != rs[1].ID {
+		t.Errorf("Undelivered after a delivery: %v, %v; want the other two", got, err)
+	}
+
+	if err := db.RecordPart(ctx, rs[2].ID+100, agent.PostedPart{N: 0, PlatformID: "x"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RecordPart of an unknown reply: %v, want ErrNotFound", err)
+	}
+	if err := db.RecordPreview(ctx, rs[2].Inbound+100, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RecordPreview of an unknown inbound: %v, want ErrNotFound", err)
+	}
+	if err := db.RecordPart(ctx, rs[1].ID, agent.PostedPart{N: -1}); err == nil {
+		t.Error("a negative part number was recorded")
+	}
+}

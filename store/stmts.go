@@ -45,6 +45,8 @@ type writeStmts struct {
 	replyDelivered *sql.Stmt
 	replyFailed    *sql.Stmt
 	replyState     *sql.Stmt
+	partRecord     *sql.Stmt
+	previewRecord  *sql.Stmt
 	threadFollow   *sql.Stmt
 	cursorSave     *sql.Stmt
 	savepoint      *sql.Stmt
@@ -97,6 +99,12 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.replyFailed, `UPDATE outbound SET state = 'failed', reason = ?, attempts = attempts + 1
 			WHERE id = ? AND state = 'pending'`},
 		{&s.replyState, `SELECT state FROM outbound WHERE id = ?`},
+		{&s.partRecord, `INSERT INTO outbound_parts (outbound_id, n, platform_id, posted_at)
+			SELECT id, ?, ?, ? FROM outbound WHERE id = ?
+			ON CONFLICT (outbound_id, n) DO UPDATE SET platform_id = excluded.platform_id, posted_at = excluded.posted_at`},
+		{&s.previewRecord, `INSERT INTO stream_previews (inbound_id, platform_id, created_at)
+			SELECT id, ?, ? FROM inbound WHERE id = ?
+			ON CONFLICT (inbound_id) DO UPDATE SET platform_id = excluded.platform_id`},
 		{&s.threadFollow, `INSERT INTO followed_threads (platform, workspace, channel, thread, user, active_at)
 			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (platform, workspace, channel, thread, user) DO UPDATE
@@ -126,6 +134,8 @@ type readStmts struct {
 	sessionExists *sql.Stmt
 	stats         *sql.Stmt
 	undelivered   *sql.Stmt
+	pendingParts  *sql.Stmt
+	pendingViews  *sql.Stmt
 	toolResults   *sql.Stmt
 	following     *sql.Stmt
 
@@ -154,6 +164,12 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 			FROM sessions s WHERE s.id = ?`},
 		{&s.undelivered, `SELECT ` + replyCols + ` FROM outbound o JOIN principals p ON p.id = o.principal_id
 			WHERE o.state = 'pending' ORDER BY o.id`},
+		{&s.pendingParts, `SELECT p.outbound_id, p.n, p.platform_id FROM outbound o
+			JOIN outbound_parts p ON p.outbound_id = o.id
+			WHERE o.state = 'pending' ORDER BY p.outbound_id, p.n`},
+		{&s.pendingViews, `SELECT o.id, v.platform_id FROM outbound o
+			JOIN stream_previews v ON v.inbound_id = o.inbound_id
+			WHERE o.state = 'pending'`},
 		// Served by the index of UNIQUE (turn_id, call_id).
 		{&s.toolResults, `SELECT call_id, result, is_error FROM tool_calls
 			WHERE turn_id = ? AND state = 'finished'`},
