@@ -424,6 +424,7 @@ type fakeRuntime struct {
 	state    map[agent.ApprovalID]agent.ApprovalState
 	accepted []agent.Inbound
 	amends   []amend
+	previews map[agent.InboundID]string
 }
 
 func (r *fakeRuntime) Accept(_ context.Context, in agent.Inbound) (agent.QueuedInbound, error) {
@@ -464,6 +465,16 @@ func (r *fakeRuntime) Amend(_ context.Context, key, text string, cancel bool) (b
 	defer r.mu.Unlock()
 	r.amends = append(r.amends, amend{key, text, cancel})
 	return true, nil
+}
+
+func (r *fakeRuntime) Previewed(_ context.Context, id agent.InboundID, platformID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.previews == nil {
+		r.previews = map[agent.InboundID]string{}
+	}
+	r.previews[id] = platformID
+	return nil
 }
 
 type amend struct {

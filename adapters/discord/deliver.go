@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -122,10 +123,16 @@ func nonce(kind string, id int64, part int) string {
 // a /talon command completes its deferred (ephemeral) answer while the
 // interaction token is valid. An answer that was streamed (StreamEdits)
 // replaces the streamed message, further parts following as new messages.
-// It returns the id of the first message. It is safe to call again for
-// the same r: the streamed message is edited again to the same text, and
-// every posted part carries a nonce derived from r.ID that Discord
-// enforces.
+// It returns the id of the first message.
+//
+// Each part is recorded (r.Record) as soon as it is posted, and the parts
+// r.Posted lists are not posted again, so a delivery cut short by a
+// failure or a crash continues with the first part not recorded; the
+// message that previewed a streamed answer (r.Posted, or in memory) is
+// edited into the first part. Every posted part also carries a nonce
+// derived from r.ID and its number that Discord enforces: a part posted
+// but not recorded (the process died in between) is not posted again if
+// the retry comes within Discord's nonce window (a few minutes).
 func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if _, err := a.ready(ctx); err != nil {
 		return "", err
@@ -143,47 +150,88 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	}
 	if to.interaction != "" {
 		if tok, ok := a.interactionToken(to.interaction); ok {
-			id, err := a.deliverInteraction(ctx, tok, parts)
+			id, err := a.deliverInteraction(ctx, r, tok, parts)
 			if err == nil {
 				a.forgetInteraction(to.interaction)
 				return id, nil
 			}
 			a.Log.Warn().Err(err).Int64("reply", int64(r.ID)).Msg("discord: interaction follow-up failed; posting in the channel")
+			r.Posted = nil // the follow-ups were private: the channel gets every part
 		}
 	}
-	if id, ok, err := a.deliverStreamed(ctx, r, parts); ok || err != nil {
-		return id, err
+	posted := map[int]string{} // part → message id, of the parts posted
+	preview := ""              // the message that showed the answer while it streamed
+	for _, p := range r.Posted {
+		if p.Preview {
+			preview = p.PlatformID
+		} else {
+			posted[p.N] = p.PlatformID
+		}
 	}
-	channel, ref := a.target(ctx, to)
-	return a.post(ctx, r, channel, ref, parts, 0)
-}
-
-// post sends parts[from:] as new messages in channel, the first replying
-// to ref (when not ""), and returns the id of the first one.
-func (a *Adapter) post(ctx context.Context, r agent.Reply, channel, ref string, parts []string, from int) (string, error) {
-	first := ""
-	for i := from; i < len(parts); i++ {
+	channel, ref := "", ""
+	if st, ok := a.streams.Finish(r.Inbound); ok {
+		st.mu.Lock()
+		st.stopped = true // a late delta must not overwrite the answer
+		if st.message != "" && (preview == "" || preview == st.message) {
+			preview, channel = st.message, st.channel
+		}
+		st.mu.Unlock()
+	}
+	if channel == "" {
+		channel, ref = a.target(ctx, to)
+	}
+	if _, ok := posted[0]; !ok && preview != "" {
+		switch err := a.edit(ctx, channel, preview, parts[0]); {
+		case err == nil:
+			posted[0] = preview
+			record(ctx, r, 0, preview)
+		case isStatus(err, http.StatusNotFound):
+			// Someone deleted the preview: post the answer in full.
+			a.Log.Info().Int64("reply", int64(r.ID)).Msg("discord: streamed message gone; posting the answer")
+		default:
+			return "", fmt.Errorf("discord: deliver reply %d: replace the streamed message: %w", r.ID, err)
+		}
+	}
+	for i := range parts {
+		if _, ok := posted[i]; ok {
+			continue
+		}
 		o := outgoing{content: parts[i], nonce: nonce("r", int64(r.ID), i)}
-		if i == from {
+		if i == 0 {
 			o.replyTo = ref
 		}
 		m, err := a.send(ctx, channel, o)
 		if err != nil {
 			return "", fmt.Errorf("discord: deliver reply %d part %d/%d: %w", r.ID, i+1, len(parts), err)
 		}
-		if i == from {
-			first = m.ID
-		}
+		posted[i] = m.ID
+		record(ctx, r, i, m.ID)
 	}
-	return first, nil
+	a.streams.Drop(r.Inbound)
+	return posted[0], nil
+}
+
+// record tells the runtime that part n of r is posted as message id.
+func record(ctx context.Context, r agent.Reply, n int, id string) {
+	if r.Record != nil {
+		r.Record(ctx, agent.PostedPart{N: n, PlatformID: id})
+	}
 }
 
 // deliverInteraction edits the deferred answer with the first part and
-// sends the rest as ephemeral follow-ups.
-func (a *Adapter) deliverInteraction(ctx context.Context, tok interactionToken, parts []string) (string, error) {
+// sends the rest as ephemeral follow-ups, skipping the parts r.Posted
+// lists and recording the others. A follow-up carries no nonce: one posted
+// just before a crash, and not recorded, is shown again.
+func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok interactionToken, parts []string) (string, error) {
 	i := &discordgo.Interaction{AppID: tok.appID, Token: tok.token}
 	first := ""
+	if p, ok := r.PostedPart(0); ok {
+		first = p.PlatformID
+	}
 	for n, p := range parts {
+		if _, ok := r.PostedPart(n); ok {
+			continue
+		}
 		content := p
 		if n == 0 {
 			m, err := a.sess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &content, AllowedMentions: noMentions()}, discordgo.WithContext(ctx))
@@ -193,13 +241,20 @@ func (a *Adapter) deliverInteraction(ctx context.Context, tok interactionToken, 
 			if m != nil {
 				first = m.ID
 			}
+			record(ctx, r, 0, first)
 			continue
 		}
-		if _, err := a.sess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
+		m, err := a.sess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
 			Content: content, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral,
-		}, discordgo.WithContext(ctx)); err != nil {
+		}, discordgo.WithContext(ctx))
+		if err != nil {
 			return first, fmt.Errorf("discord: follow-up %d: %w", n, err)
 		}
+		id := ""
+		if m != nil {
+			id = m.ID
+		}
+		record(ctx, r, n, id)
 	}
 	return first, nil
 }

@@ -1,6 +1,7 @@
 package discord
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -63,6 +64,17 @@ type fakeDiscord struct {
 	appFlags  int                      // guarded by mu
 	bodies    []string                 // every REST request body; guarded by mu
 	closeCode int                      // when set, IDENTIFY is answered by closing with it; guarded by mu
+	// nonceFrom is the first post whose nonce still counts: forgetNonces
+	// moves it past the others, as Discord's nonce window (a few minutes)
+	// passing does. Guarded by mu.
+	nonceFrom int
+	// postHang: the next message POST or PATCH whose content contains it
+	// is left unanswered, and not carried out (the request is lost on its
+	// way); postLost: the next one is carried out, but its answer never
+	// comes (the process dies before it hears back). Each applies once;
+	// hung gets the content. Guarded by mu.
+	postHang, postLost string
+	hung               chan string
 }
 
 type frame struct {
@@ -117,7 +129,7 @@ func newFake(t *testing.T) *fakeDiscord {
 	f := &fakeDiscord{t: t, botID: "100", appID: "200", nextID: 5000,
 		history: map[string][]msg{}, channels: map[string]string{}, commands: json.RawMessage("[]"),
 		limited: map[string]string{}, limitHits: map[string]int{}, sent: map[string]time.Time{},
-		stall: map[string]chan struct{}{}, stalled: map[string]int{}}
+		stall: map[string]chan struct{}{}, stalled: map[string]int{}, hung: make(chan string, 4)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws/", f.gateway)
 	mux.HandleFunc("/ws", f.gateway)
@@ -352,6 +364,16 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 	}
 	path := strings.TrimPrefix(r.URL.Path, "/api/v9/")
 	parts := strings.Split(path, "/")
+	if content, mode := f.hangFor(r.Method, parts, body); mode != "" {
+		if mode == "lost" {
+			r2 := r.Clone(r.Context())
+			r2.Body = io.NopCloser(bytes.NewReader(raw))
+			f.rest(httptest.NewRecorder(), r2) // carried out; its answer is lost
+		}
+		f.hung <- content
+		<-r.Context().Done()
+		return
+	}
 	f.mu.Lock()
 	stall := f.stall[r.Method+" "+parts[0]]
 	if stall != nil {
@@ -398,7 +420,7 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		}
 		ch := parts[1]
 		if n, _ := body["nonce"].(string); n != "" && body["enforce_nonce"] == true {
-			for _, p := range f.posts {
+			for _, p := range f.posts[f.nonceFrom:] {
 				if p.channel == ch && p.body["nonce"] == n {
 					writeJSON(w, 200, msg{ID: p.id, ChannelID: ch, Author: user{ID: f.botID, Bot: true}})
 					return
@@ -476,6 +498,35 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		f.t.Errorf("fake discord: unexpected %s %s", r.Method, r.URL.Path)
 		writeJSON(w, 404, map[string]any{"message": "404: Not Found", "code": 0})
 	}
+}
+
+// hangFor says whether a message write (a POST to a channel's messages, a
+// PATCH of a message) with body is to hang ("hang", "lost", see postHang
+// and postLost), taking the mode, and returns its content.
+func (f *fakeDiscord) hangFor(method string, parts []string, body map[string]any) (string, string) {
+	if parts[0] != "channels" || len(parts) < 3 || parts[2] != "messages" || !(method == "POST" && len(parts) == 3 || method == "PATCH" && len(parts) == 4) {
+		return "", ""
+	}
+	content, _ := body["content"].(string)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.postHang != "" && strings.Contains(content, f.postHang):
+		f.postHang = ""
+		return content, "hang"
+	case f.postLost != "" && strings.Contains(content, f.postLost):
+		f.postLost = ""
+		return content, "lost"
+	}
+	return content, ""
+}
+
+// forgetNonces lets the nonces of the messages posted so far be used
+// again, as Discord does after a few minutes.
+func (f *fakeDiscord) forgetNonces() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nonceFrom = len(f.posts)
 }
 
 func (f *fakeDiscord) postsSnapshot() []post {

@@ -3,7 +3,6 @@ package discord
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 
@@ -69,6 +68,11 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 			return
 		}
 		st.channel, st.message, st.shown = channel, m.ID, preview
+		// Recorded at once: after a crash the reply's delivery edits this
+		// message instead of leaving it and posting the answer again.
+		if err := a.Runtime.Previewed(ctx, id, m.ID); err != nil {
+			log.Warn().Err(err).Msg("discord: stream preview not recorded")
+		}
 		return
 	}
 	if err := a.edit(ctx, st.channel, st.message, preview); err != nil {
@@ -87,38 +91,6 @@ func (a *Adapter) preview(text string) string {
 		return ""
 	}
 	return parts[0]
-}
-
-// deliverStreamed puts r in place of its streamed message: the first part
-// by an edit, the rest as new messages. ok is false when r was not
-// streamed (or its message is gone), and the caller posts it instead.
-func (a *Adapter) deliverStreamed(ctx context.Context, r agent.Reply, parts []string) (id string, ok bool, err error) {
-	if r.Inbound == 0 {
-		return "", false, nil
-	}
-	st, ok := a.streams.Finish(r.Inbound)
-	if !ok {
-		return "", false, nil
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.stopped = true // a late delta must not overwrite the answer
-	if st.message == "" {
-		return "", false, nil
-	}
-	if err := a.edit(ctx, st.channel, st.message, parts[0]); err != nil {
-		if isStatus(err, http.StatusNotFound) {
-			// Someone deleted the preview: post the answer in full.
-			a.Log.Info().Int64("reply", int64(r.ID)).Msg("discord: streamed message gone; posting the answer")
-			id, err := a.post(ctx, r, st.channel, "", parts, 0)
-			return id, true, err
-		}
-		return "", true, fmt.Errorf("discord: deliver reply %d: replace the streamed message: %w", r.ID, err)
-	}
-	if _, err := a.post(ctx, r, st.channel, "", parts, 1); err != nil {
-		return "", true, err
-	}
-	return st.message, true, nil
 }
 
 // edit replaces the content of a message the bot posted; no mention in it

@@ -34,6 +34,9 @@ type Runtime interface {
 	// Amend applies an edit or deletion to a message whose turn has not
 	// started.
 	Amend(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error)
+	// Previewed records the message posted to show a streamed answer, so
+	// that the reply's delivery edits it, after a restart too.
+	Previewed(ctx context.Context, id agent.InboundID, platformID string) error
 }
 
 // FollowStore remembers the threads the bot follows for a user (where they
@@ -92,9 +95,8 @@ type Adapter struct {
 	botID     string // written before ready is closed
 
 	mu        sync.Mutex
-	approvals map[agent.ApprovalID]msgRef    // approval prompts posted; guarded by mu
-	progress  map[agent.ReplyID]*deliveryLog // parts of replies posted; guarded by mu
-	streams   *chat.Streams[stream]          // answers being streamed
+	approvals map[agent.ApprovalID]msgRef // approval prompts posted; guarded by mu
+	streams   *chat.Streams[stream]       // answers being streamed
 
 	bg sync.WaitGroup // background posts (refusals, confirmations); waited by Run
 }
@@ -121,7 +123,6 @@ func (a *Adapter) setup() error {
 	a.once.Do(func() {
 		a.ready = make(chan struct{})
 		a.approvals = make(map[agent.ApprovalID]msgRef)
-		a.progress = make(map[agent.ReplyID]*deliveryLog)
 		a.events = newSeenSet(dedupeMax, dedupeWindow)
 		a.refused = newSeenSet(10000, 365*24*time.Hour)
 		a.filesTold = newSeenSet(10000, 365*24*time.Hour)

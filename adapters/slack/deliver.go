@@ -15,14 +15,6 @@ import (
 	"github.com/talonhq/talon/agent"
 )
 
-// deliveryLog remembers how much of a reply was posted, so a retried
-// Deliver continues where the last attempt stopped instead of posting the
-// first parts twice.
-type deliveryLog struct {
-	first string // ts of the first part
-	done  int    // parts posted
-}
-
 // postBurst is how many messages a channel may receive back to back before
 // pacing starts. Slack allows about one chat.postMessage per second per
 // channel, with short bursts over that.
@@ -50,10 +42,17 @@ func (a *Adapter) split(mrkdwn string) []string {
 // neutralised, splits it under Slack's limits with balanced code fences and
 // posts the parts in r's thread (editing a streamed message into the first
 // part, then posting the others). It returns the ts of the first part.
-// Parts are paced per channel (see pacer); a 429 is retried once after
-// Retry-After; other failures are returned (writes are never retried on
-// 5xx: they can double-post), and a later call for the same r continues
-// with the first part not yet posted.
+//
+// Each part is recorded (r.Record) as soon as it is posted, and the parts
+// r.Posted lists are not posted again: a delivery cut short, by a failure
+// or a crash, continues with the first part not recorded. Each part also
+// carries message metadata naming the reply and the part, and a resumed
+// delivery (r.Resumed) first looks in the thread for parts that were
+// posted but not recorded (see findPosted), so that even the one part
+// between a post and its record is not posted twice where Slack lets the
+// bot read its history. Parts are paced per channel; a 429 is retried once
+// after Retry-After; other failures are returned (writes are never retried
+// on 5xx: they can double-post).
 func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if err := a.setup(); err != nil {
 		return "", err
@@ -64,48 +63,64 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	}
 	parts := a.split(toMrkdwn(r.Text))
 	if to.Ephemeral != "" {
-		return a.deliverEphemeral(ctx, to, parts)
+		return a.deliverEphemeral(ctx, r, to, parts)
 	}
 
-	a.mu.Lock()
-	pl := a.progress[r.ID]
-	if pl == nil {
-		if len(a.progress) > 1000 {
-			clear(a.progress) // replies given up on; forget them
+	posted := map[int]string{} // part → ts, of the parts posted
+	preview := ""              // the ts of the message that showed the answer while it streamed
+	for _, p := range r.Posted {
+		if p.Preview {
+			preview = p.PlatformID
+		} else {
+			posted[p.N] = p.PlatformID
 		}
-		pl = &deliveryLog{}
-		a.progress[r.ID] = pl
 	}
-	a.mu.Unlock()
-
-	if st, ok := a.streams.Finish(r.Inbound); ok && pl.done == 0 {
+	if st, ok := a.streams.Finish(r.Inbound); ok && preview == "" {
 		st.mu.Lock()
-		ref := st.ref
+		preview = st.ref.ts
 		st.mu.Unlock()
-		if ref.ts != "" {
-			switch err := a.finishStream(ctx, r.Inbound, ref, parts[0]); {
-			case err == nil:
-				pl.first, pl.done = ref.ts, 1
-			case !errors.Is(err, errNotStreamed):
-				return "", err
+	}
+	if r.Resumed && len(posted) < len(parts) {
+		found, pv := a.findPosted(ctx, to, r)
+		for n, ts := range found {
+			if _, ok := posted[n]; !ok && n < len(parts) {
+				posted[n] = ts
+				record(ctx, r, n, ts)
 			}
 		}
+		if preview == "" {
+			preview = pv
+		}
 	}
-	for i := pl.done; i < len(parts); i++ {
-		ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(parts[i], false))
+	if _, ok := posted[0]; !ok && preview != "" {
+		switch err := a.finishStream(ctx, r, msgRef{channel: to.Channel, ts: preview}, parts[0]); {
+		case err == nil:
+			posted[0] = preview
+			record(ctx, r, 0, preview)
+		case !errors.Is(err, errNotStreamed):
+			return "", err
+		}
+	}
+	for i := range parts {
+		if _, ok := posted[i]; ok {
+			continue
+		}
+		ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(parts[i], false), partMetadata(r.ID, i))
 		if err != nil {
 			return "", fmt.Errorf("slack: post reply part %d of %d: %w", i+1, len(parts), err)
 		}
-		if i == 0 {
-			pl.first = ts
-		}
-		pl.done = i + 1
+		posted[i] = ts
+		record(ctx, r, i, ts)
 	}
-	a.mu.Lock()
-	delete(a.progress, r.ID)
-	a.mu.Unlock()
 	a.streams.Drop(r.Inbound)
-	return pl.first, nil
+	return posted[0], nil
+}
+
+// record tells the runtime that part n of r is posted as ts.
+func record(ctx context.Context, r agent.Reply, n int, ts string) {
+	if r.Record != nil {
+		r.Record(ctx, agent.PostedPart{N: n, PlatformID: ts})
+	}
 }
 
 // maxResponses is how many messages Slack takes on one response_url.
@@ -115,26 +130,40 @@ const maxResponses = 5
 // the slash command's response_url while it is valid (Slack takes five
 // posts there, for 30 minutes; it works where the bot is not a member),
 // and for what that cannot carry (expired, failed, more parts) with
-// chat.postEphemeral, which needs the bot in the conversation.
-func (a *Adapter) deliverEphemeral(ctx context.Context, to replyTo, parts []string) (string, error) {
-	done := 0
+// chat.postEphemeral, which needs the bot in the conversation. Parts are
+// recorded as they are posted, as in Deliver; an ephemeral message cannot
+// be found again, so a crash between a post and its record may show that
+// part twice.
+func (a *Adapter) deliverEphemeral(ctx context.Context, r agent.Reply, to replyTo, parts []string) (string, error) {
+	var first string
+	if p, ok := r.PostedPart(0); ok {
+		first = p.PlatformID
+	}
 	if to.ResponseURL != "" && a.now().Before(time.Unix(to.Until, 0)) {
-		for ; done < min(len(parts), maxResponses); done++ {
-			if err := a.respond(ctx, to.ResponseURL, parts[done]); err != nil {
+		for i := range min(len(parts), maxResponses) {
+			if _, ok := r.PostedPart(i); ok {
+				continue
+			}
+			if err := a.respond(ctx, to.ResponseURL, parts[i]); err != nil {
 				if ctx.Err() != nil {
 					return "", err
 				}
 				a.Log.Warn().Err(err).Str("channel_id", to.Channel).Msg("slack: response_url refused the answer; posting it as an ephemeral message")
 				break
 			}
+			r.Posted = append(r.Posted, agent.PostedPart{N: i})
+			record(ctx, r, i, "")
 		}
 	}
-	var first string
-	for i := done; i < len(parts); i++ {
+	for i := range parts {
+		if _, ok := r.PostedPart(i); ok {
+			continue
+		}
 		ts, err := a.postEphemeral(ctx, to.Channel, to.Thread, to.Ephemeral, parts[i])
 		if err != nil {
 			return "", fmt.Errorf("slack: post ephemeral reply part %d of %d: %w", i+1, len(parts), err)
 		}
+		record(ctx, r, i, ts)
 		if first == "" {
 			first = ts
 		}
@@ -162,20 +191,20 @@ func (a *Adapter) respond(ctx context.Context, responseURL, mrkdwn string) error
 	return errors.New("slack: post to response_url failed")
 }
 
-// finishStream edits the streamed message ref (of the answer to inbound
-// id) into text, keeping to the stream's pace (waiting at most one
-// StreamInterval; a 429 is retried by retry429). A failure Slack may get
-// over (network, 5xx, rate limits) is returned, for the runtime to call
-// Deliver again. When Slack refuses the edit for good (the message was
-// deleted, say), the preview is removed and errNotStreamed returned: the
-// reply is then posted anew.
-func (a *Adapter) finishStream(ctx context.Context, id agent.InboundID, ref msgRef, text string) error {
-	if !a.sleep(ctx, min(a.streams.Wait(id, a.now()), a.cfg.StreamInterval)) {
+// finishStream edits the streamed message ref (of the answer to r's
+// inbound) into text, r's first part, keeping to the stream's pace
+// (waiting at most one StreamInterval; a 429 is retried by retry429). A
+// failure Slack may get over (network, 5xx, rate limits) is returned, for
+// the runtime to call Deliver again. When Slack refuses the edit for good
+// (the message was deleted, say), the preview is removed and
+// errNotStreamed returned: the reply is then posted anew.
+func (a *Adapter) finishStream(ctx context.Context, r agent.Reply, ref msgRef, text string) error {
+	if !a.sleep(ctx, min(a.streams.Wait(r.Inbound, a.now()), a.cfg.StreamInterval)) {
 		return ctx.Err()
 	}
-	a.streams.Reserve(id, a.now())
+	a.streams.Reserve(r.Inbound, a.now())
 	err := a.retry429(ctx, func() error {
-		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false))
+		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false), partMetadata(r.ID, 0))
 		return err
 	})
 	var se slack.SlackErrorResponse
@@ -293,13 +322,20 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 			return
 		}
 		a.streams.Reserve(id, now)
-		opts := []slack.MsgOption{slack.MsgOptionText(preview, false)}
+		opts := []slack.MsgOption{slack.MsgOptionText(preview, false), previewMetadata(id)}
 		if to.Thread != "" {
 			opts = append(opts, slack.MsgOptionTS(to.Thread))
 		}
 		_, ts, err := a.api.PostMessageContext(ctx, to.Channel, opts...)
 		if err == nil {
 			st.ref = msgRef{channel: to.Channel, ts: ts}
+			// Recorded at once: after a crash the reply's delivery edits
+			// this message instead of leaving it and posting the answer.
+			if a.Runtime != nil {
+				if err := a.Runtime.Previewed(ctx, id, ts); err != nil {
+					a.Log.Warn().Err(err).Int64("inbound", int64(id)).Msg("slack: stream preview not recorded")
+				}
+			}
 		}
 		a.afterStreamCall(id, err, now, "posted")
 		return

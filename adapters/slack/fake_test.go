@@ -40,8 +40,10 @@ type posted struct {
 	TS      string
 	Text    string
 	Blocks  string
-	User    string    // ephemeral recipient
-	At      time.Time // fakeSlack.clock when received (zero without a clock)
+	// Metadata is the message metadata posted with it (JSON), "" if none.
+	Metadata string
+	User     string    // ephemeral recipient
+	At       time.Time // fakeSlack.clock when received (zero without a clock)
 	// ResponseType is the response_type of a post to a response_url
 	// (Method "response_url").
 	ResponseType string
@@ -79,12 +81,19 @@ type fakeSlack struct {
 	respondFail bool                 // response_url answers 500; guarded by mu
 	respondHang bool                 // response_url never answers; guarded by mu
 	respondHung int                  // posts to a response_url left hanging; guarded by mu
+	// postHang: the next chat.postMessage or chat.update whose text
+	// contains it is left unanswered, and not carried out (the request is
+	// lost on its way); postLost: the next one is carried out, but its
+	// answer never comes (the process dies before it hears back). Each
+	// applies once; hung gets the text.
+	postHang, postLost string // guarded by mu
+	hung               chan string
 }
 
 const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
 
 func newFakeSlack(t *testing.T) *fakeSlack {
-	f := &fakeSlack{t: t, out: make(chan []byte, 100), done: make(chan struct{}), acks: map[string]json.RawMessage{},
+	f := &fakeSlack{t: t, out: make(chan []byte, 100), done: make(chan struct{}), acks: map[string]json.RawMessage{}, hung: make(chan string, 4),
 		scopes: "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,groups:history,im:history,im:write,users:read"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/", f.serveAPI)
@@ -207,19 +216,39 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusTooManyRequests)
 			return
 		}
+		hang, lost := false, false
+		if text := form.Get("text"); method == "chat.postMessage" || method == "chat.update" {
+			if f.postHang != "" && strings.Contains(text, f.postHang) {
+				hang, f.postHang = true, ""
+			} else if f.postLost != "" && strings.Contains(text, f.postLost) {
+				lost, f.postLost = true, ""
+			}
+		}
+		if hang {
+			f.mu.Unlock()
+			f.hang(r, form.Get("text"))
+			return
+		}
 		f.ts++
-		ts := fmt.Sprintf("1700000000.%06d", f.ts)
+		// Real seconds, as Slack's: a ts tells when a message was posted.
+		ts := fmt.Sprintf("%d.%06d", time.Now().Unix(), f.ts)
 		if method == "chat.update" {
 			ts = form.Get("ts")
 		}
 		f.msgs = append(f.msgs, posted{Method: method, Channel: form.Get("channel"), Thread: form.Get("thread_ts"), TS: ts,
-			Text: form.Get("text"), Blocks: form.Get("blocks"), User: form.Get("user"), At: at})
+			Text: form.Get("text"), Blocks: form.Get("blocks"), User: form.Get("user"), At: at, Metadata: form.Get("metadata")})
 		f.mu.Unlock()
+		if lost {
+			f.hang(r, form.Get("text"))
+			return
+		}
 		if method == "chat.postEphemeral" {
 			f.writeJSON(w, map[string]any{"ok": true, "message_ts": ts})
 			return
 		}
 		f.writeJSON(w, map[string]any{"ok": true, "channel": form.Get("channel"), "ts": ts})
+	case "conversations.replies", "conversations.history":
+		f.writeJSON(w, map[string]any{"ok": true, "has_more": false, "messages": f.history(form, method == "conversations.replies")})
 	case "views.open":
 		f.mu.Lock()
 		f.views = append(f.views, string(body))
@@ -233,6 +262,65 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 	default:
 		f.writeJSON(w, map[string]any{"ok": false, "error": "unknown_method"})
 	}
+}
+
+// hang leaves the request r unanswered until it is cancelled or the fake
+// stops, after telling hung.
+func (f *fakeSlack) hang(r *http.Request, text string) {
+	f.hung <- text
+	select {
+	case <-r.Context().Done():
+	case <-f.done:
+	}
+}
+
+// history answers conversations.history (the channel's top-level
+// messages) and conversations.replies (a thread: its parent and replies)
+// with the bot's messages as they are now (posted, then edited), oldest
+// first, those at or after oldest; with their metadata only when
+// include_all_metadata is set, as Slack does.
+func (f *fakeSlack) history(form url.Values, replies bool) []map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	type message struct {
+		posted
+		index int
+	}
+	byTS := map[string]*message{}
+	var order []string
+	for i, m := range f.msgs {
+		switch m.Method {
+		case "chat.postMessage":
+			byTS[m.TS] = &message{posted: m, index: i}
+			order = append(order, m.TS)
+		case "chat.update":
+			if old := byTS[m.TS]; old != nil {
+				old.Text = m.Text
+				if m.Metadata != "" {
+					old.Metadata = m.Metadata
+				}
+			}
+		}
+	}
+	var out []map[string]any
+	for _, ts := range order {
+		m := byTS[ts]
+		if m.Channel != form.Get("channel") || ts < form.Get("oldest") {
+			continue
+		}
+		if replies && m.Thread != form.Get("ts") && ts != form.Get("ts") || !replies && m.Thread != "" {
+			continue
+		}
+		msg := map[string]any{"type": "message", "user": botUser, "bot_id": botID, "text": m.Text, "ts": ts}
+		if m.Thread != "" {
+			msg["thread_ts"] = m.Thread
+		}
+		if m.Metadata != "" && form.Get("include_all_metadata") == "1" {
+			msg["metadata"] = json.RawMessage(m.Metadata)
+		}
+		out = append(out, msg)
+	}
+	return out
 }
 
 // serveWS is one Socket Mode connection: hello, a ping, then the queued
@@ -301,6 +389,13 @@ func (f *fakeSlack) serveWS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeSlack) send(msg []byte) { f.out <- msg }
+
+// methodsCalled returns the Web API methods called, in order.
+func (f *fakeSlack) methodsCalled() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.methods...)
+}
 
 func (f *fakeSlack) messages(method string) []posted {
 	f.mu.Lock()
@@ -563,6 +658,8 @@ type harnessOptions struct {
 	dbPath string
 	// follows gives the adapter the database as its Follows.
 	follows bool
+	// grace is the runtime's shutdown grace; 0: the default.
+	grace time.Duration
 }
 
 func startHarness(t *testing.T, o harnessOptions) *harness {
@@ -589,7 +686,7 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log}}
+	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log, Limits: agent.Limits{ShutdownGrace: o.grace}}}
 	cfg := DefaultConfig()
 	cfg.Mode = o.mode
 	cfg.BotToken = "xoxb-test-bot-token"

@@ -89,7 +89,8 @@ func TestStreamDisabledPostsOnce(t *testing.T) {
 	h.fs.send(eventsEnvelope("e1", "Ev1", dm("U1", "10.000300", "a b c d e f g h")))
 	h.fs.waitAcks(t, "e1")
 	h.idle(t)
-	want := []posted{{Method: "chat.postMessage", Channel: "D1", Text: "echo: a b c d e f g h"}}
+	want := []posted{{Method: "chat.postMessage", Channel: "D1", Text: "echo: a b c d e f g h",
+		Metadata: `{"event_type":"talon_reply","event_payload":{"part":0,"reply":1}}`}}
 	got := outgoing(h.fs)
 	for i := range got {
 		got[i].TS = ""
