@@ -11,8 +11,10 @@
 // It owns Discord's wire concerns: dedupe of events delivered more than
 // once, the loop guard against the bot itself, other bots and webhooks, the
 // guild/channel/role/user access policy, splitting under the 2,000-character
-// limit with code fences kept balanced, allowed_mentions that let no reply
-// ping anyone, idempotent sends (nonce with enforce_nonce), Approve and Deny
+// limit with code fences kept balanced (the shared chat.Split, counting
+// characters), a reply's parts recorded as they are posted so that a
+// restart posts only the others, allowed_mentions that let no reply ping
+// anyone, idempotent sends (nonce with enforce_nonce), Approve and Deny
 // buttons, the /talon application command (one table defines its
 // subcommands and the command hints the runtime writes), interactions
 // answered ahead of any other work, and the modal that stores a secret in

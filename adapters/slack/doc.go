@@ -9,8 +9,12 @@
 // included), decoding Slack's wire text into what the user typed (entities,
 // links, mentions named through users.info and conversations.info with a
 // bounded, expiring cache), mrkdwn rendering escaped exactly once with
-// neutralised mentions, splitting under Slack's size limits, streaming by
-// editing one message (Config.StreamEdits, at most once per StreamInterval),
+// neutralised mentions, splitting under Slack's size limits (the shared
+// chat.Split, counting bytes), posting a reply's parts so that a restart
+// posts only those not recorded (each carries message metadata naming its
+// reply and part, which a resumed delivery looks for in the thread),
+// streaming by editing one message (Config.StreamEdits, at most once per
+// StreamInterval, recorded so that a restart edits it into the reply),
 // pacing posts per channel and Retry-After on 429, the assistant thread
 // status while a turn runs, Block Kit approval buttons, the /talon slash
 // command (answered through its response_url) and how the runtime's
