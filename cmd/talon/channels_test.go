@@ -47,11 +47,17 @@ func slackEnv() func(string) string {
 type fakeSlackAPI struct {
 	srv *httptest.Server
 
-	mu      sync.Mutex
-	authErr string       // when set, auth.test answers {"ok":false,"error":authErr}; guarded by mu
-	scopes  string       // auth.test's X-OAuth-Scopes; guarded by mu
-	posts   []url.Values // chat.postMessage forms; guarded by mu
-	tokens  []string     // the token of each request (form field or bearer); guarded by mu
+	mu       sync.Mutex
+	authErr  string       // when set, auth.test answers {"ok":false,"error":authErr}; guarded by mu
+	scopes   string       // auth.test's X-OAuth-Scopes; guarded by mu
+	posts    []url.Values // chat.postMessage forms; guarded by mu
+	postedAt []time.Time  // when each of posts came; guarded by mu
+	tokens   []string     // the token of each request (form field or bearer); guarded by mu
+	methods  []string     // the methods called; guarded by mu
+	// lost: the next chat.postMessage whose text contains it is posted,
+	// but its answer never comes; hung then gets its text. Guarded by mu.
+	lost string
+	hung chan string
 }
 
 func newFakeSlackAPI(t *testing.T) *fakeSlackAPI {
@@ -60,7 +66,7 @@ func newFakeSlackAPI(t *testing.T) *fakeSlackAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeSlackAPI{scopes: strings.Join(scopes, ",")}
+	f := &fakeSlackAPI{scopes: strings.Join(scopes, ","), hung: make(chan string, 1)}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -72,7 +78,16 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	form, _ := url.ParseQuery(string(body))
 	f.mu.Lock()
+	if text := form.Get("text"); r.URL.Path == "/api/chat.postMessage" && f.lost != "" && strings.Contains(text, f.lost) {
+		f.lost = ""
+		f.posts, f.postedAt = append(f.posts, form), append(f.postedAt, time.Now())
+		f.mu.Unlock()
+		f.hung <- text
+		<-r.Context().Done() // the gateway dies waiting
+		return
+	}
 	defer f.mu.Unlock()
+	f.methods = append(f.methods, strings.TrimPrefix(r.URL.Path, "/api/"))
 	tok := form.Get("token")
 	if tok == "" {
 		tok = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -90,11 +105,30 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 	case "apps.connections.open":
 		answer = map[string]any{"ok": true, "url": "ws://127.0.0.1:1/never-dialled"}
 	case "chat.postMessage":
-		f.posts = append(f.posts, form)
-		answer = map[string]any{"ok": true, "channel": form.Get("channel"), "ts": fmt.Sprintf("1700000001.%06d", len(f.posts))}
+		f.posts, f.postedAt = append(f.posts, form), append(f.postedAt, time.Now())
+		answer = map[string]any{"ok": true, "channel": form.Get("channel"), "ts": f.ts(len(f.posts) - 1)}
+	case "conversations.replies":
+		// The bot's messages in the thread, with their metadata when asked.
+		var msgs []map[string]any
+		for i, p := range f.posts {
+			if p.Get("channel") != form.Get("channel") || p.Get("thread_ts") != form.Get("ts") || f.ts(i) < form.Get("oldest") {
+				continue
+			}
+			m := map[string]any{"type": "message", "user": "UBOT", "bot_id": "BBOT", "text": p.Get("text"), "ts": f.ts(i), "thread_ts": p.Get("thread_ts")}
+			if md := p.Get("metadata"); md != "" && form.Get("include_all_metadata") == "1" {
+				m["metadata"] = json.RawMessage(md)
+			}
+			msgs = append(msgs, m)
+		}
+		answer = map[string]any{"ok": true, "messages": msgs, "has_more": false}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(answer)
+}
+
+// ts is the ts of post i: the real second it was posted, as Slack's are.
+func (f *fakeSlackAPI) ts(i int) string {
+	return fmt.Sprintf("%d.%06d", f.postedAt[i].Unix(), i+1)
 }
 
 func (f *fakeSlackAPI) postedTo(channel string) []string {
