@@ -245,7 +245,8 @@ func (c *orderChannel) free() { c.once.Do(func() { close(c.release) }) }
 
 // A reply a previous process left undelivered is shown before the newer
 // replies of its session, however slow the platform is for it; another
-// session is not held up.
+// session is not held up, even with one turn at a time: the waiting turn
+// holds no slot.
 func TestRecoveredRepliesKeepTheirSessionsOrder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "talon.db")
 	ctx := context.Background()
@@ -263,14 +264,9 @@ func TestRecoveredRepliesKeepTheirSessionsOrder(t *testing.T) {
 
 	ch := &orderChannel{old: "the older answer", entered: make(chan struct{}, 1), release: make(chan struct{})}
 	srv := llmtest.NewServer(t, llmtest.Echo())
-	rt := &agent.Runtime{Store: db, LLM: provider(t, srv.URL), Log: zerolog.Nop()}
-	// When u1's new turn waits for the older reply, the platform gets over
-	// its slowness.
-	agent.OnRecoveryWait(rt, func(k agent.SessionKey) {
-		if k == key("u1") {
-			ch.free()
-		}
-	})
+	rt := &agent.Runtime{Store: db, LLM: provider(t, srv.URL), Log: zerolog.Nop(), Limits: agent.Limits{MaxConcurrentTurns: 1}}
+	waiting := make(chan agent.SessionKey, 1)
+	agent.OnRecoveryWait(rt, func(k agent.SessionKey) { waiting <- k })
 	rt.Register(ch)
 	runCtx, cancel := context.WithCancel(ctx)
 	ran := make(chan error, 1)
@@ -282,13 +278,17 @@ func TestRecoveredRepliesKeepTheirSessionsOrder(t *testing.T) {
 	})
 	within(t, ch.entered, "the slow delivery of the older reply")
 	within(t, rt.Ready(), "ready")
+	if _, err := rt.Accept(ctx, agent.Inbound{DedupeKey: "c", Key: key("u1"), Text: "newer"}); err != nil {
+		t.Fatal(err)
+	}
+	if k := within(t, waiting, "u1's new turn to wait"); k != key("u1") {
+		t.Fatalf("%v waits, want u1", k)
+	}
 	if _, err := rt.Accept(ctx, agent.Inbound{DedupeKey: "b", Key: key("u2"), Text: "another session"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return slices.Contains(ch.texts(), "echo: another session") })
-	if _, err := rt.Accept(ctx, agent.Inbound{DedupeKey: "c", Key: key("u1"), Text: "newer"}); err != nil {
-		t.Fatal(err)
-	}
+	ch.free() // the platform gets over its slowness
 	idle, stop := context.WithTimeout(ctx, 10e9)
 	defer stop()
 	if err := rt.WaitIdle(idle); err != nil {

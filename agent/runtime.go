@@ -391,22 +391,25 @@ func (r *Runtime) redeliver(replies []Reply) {
 }
 
 // awaitRecovered waits until the replies of key's session that a previous
-// process left undelivered are delivered. It reports false when ctx ended
-// first.
-func (r *Runtime) awaitRecovered(ctx context.Context, key SessionKey) bool {
+// process left undelivered are delivered (or given up on). It reports
+// false when the runtime stops first: the turn is not started, and its
+// message stays queued for the next start.
+func (r *Runtime) awaitRecovered(key SessionKey) bool {
 	r.mu.Lock()
 	done := r.recovering[key]
 	r.mu.Unlock()
-	if done != nil {
-		if r.onRecoveryWait != nil {
-			r.onRecoveryWait(key)
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
+	if done == nil {
+		return true
 	}
-	return ctx.Err() == nil
+	if r.onRecoveryWait != nil {
+		r.onRecoveryWait(key)
+	}
+	select {
+	case <-done:
+		return true
+	case <-r.stopping:
+		return false
+	}
 }
 
 // Previewed records that a channel posted platformID to show the answer
@@ -552,7 +555,8 @@ func (r *Runtime) drain(key SessionKey) {
 		slots := r.userSlotsLocked(key.Principal)
 		r.mu.Unlock()
 
-		if !r.acquire(slots) {
+		// Older replies of the session first, and no slot held meanwhile.
+		if !r.awaitRecovered(key) || !r.acquire(slots) {
 			r.releaseUser(key.Principal, nil)
 			return
 		}
@@ -609,12 +613,6 @@ func (r *Runtime) releaseUser(p Principal, sem chan struct{}) {
 // process runs one accepted message to its delivered reply.
 func (r *Runtime) process(q QueuedInbound) {
 	ctx := r.base
-	if !r.awaitRecovered(ctx, q.Key) {
-		// Stopped while older replies of the session were delivered: the
-		// inbound stays queued in the store for the next start.
-		r.addPending(-1)
-		return
-	}
 	r.mu.Lock()
 	r.previews[q.ID] = ""
 	r.mu.Unlock()
