@@ -205,12 +205,18 @@ type Approval struct {
 	CallID      string
 	Tool        string
 	Description string
-	Key         SessionKey
-	ReplyTo     string
-	State       ApprovalState
-	CreatedAt   time.Time
-	ExpiresAt   time.Time
-	DecidedAt   time.Time
+	// Detail is what the call or request would do, as the owner is shown
+	// it (redacted and bounded before it is stored).
+	Detail  ApprovalDetail
+	Key     SessionKey
+	ReplyTo string
+	// Message is the platform message that shows the prompt (opaque channel
+	// data, as AskApproval returned it), "" until one is posted.
+	Message   string
+	State     ApprovalState
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	DecidedAt time.Time
 	// DecidedBy is the principal who decided, "" for an expiry.
 	DecidedBy string
 }
@@ -230,6 +236,9 @@ type Approvals interface {
 	DecideApproval(ctx context.Context, id ApprovalID, state ApprovalState, by string) (Approval, bool, error)
 	// PendingApprovals lists approvals still pending, oldest first.
 	PendingApprovals(ctx context.Context) ([]Approval, error)
+	// SetApprovalMessage records the platform message that shows an
+	// approval's prompt.
+	SetApprovalMessage(ctx context.Context, id ApprovalID, message string) error
 }
 
 // Inbox keeps accepted messages until their turn ends.

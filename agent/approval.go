@@ -1,9 +1,15 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // ApprovalRequest is a tool call, or one request inside it, that needs the
@@ -13,14 +19,26 @@ type ApprovalRequest struct {
 	Turn   TurnID
 	CallID string
 	Tool   string
-	// Description names the action and never a secret.
+	// Description names the action in one line ("POST
+	// https://api.github.com/repos/o/r/issues", "run tool deploy"). With
+	// Turn and CallID it tells the requests of one call apart, so a
+	// resumed call finds its approval again.
 	Description string
+	// Method, Host and Path describe the HTTP request to approve, for a
+	// request of a call: Path with the query's names but not their values.
+	Method, Host, Path string
+	// Args are the call's arguments, for the approval of a whole call.
+	Args json.RawMessage
 }
 
 // RequestApproval asks the owner of req.Key and waits for the answer. The
 // approval is persisted first, so a restart keeps it: the resumed turn asks
 // again with the same description and finds the same approval (and its
-// decision, if one was made). It is denied when the channel cannot ask,
+// decision, if one was made), and the channel shows it again in the
+// platform message it returned the first time. What the owner is shown
+// (the description, the request's method, host and path, or the call's
+// arguments) is redacted for their secrets and known token formats and
+// bounded here, so that every channel shows the same safe text. It is denied when the channel cannot ask,
 // when the owner denies, and when it expires (ApprovalTimeout, or the end of
 // the turn). When the runtime is stopping it returns an error at once and
 // the approval stays pending: the call is abandoned, not recorded, and the
@@ -40,9 +58,13 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
 	}
+	// What the owner is shown is redacted here, once, so that every
+	// channel shows the same and none can forget to.
 	a, _, err := r.Store.CreateApproval(ctx, Approval{
-		Turn: req.Turn, CallID: req.CallID, Tool: req.Tool, Description: req.Description,
-		Key: req.Key, ReplyTo: replyTo, ExpiresAt: r.Now().Add(timeout),
+		Turn: req.Turn, CallID: req.CallID, Tool: req.Tool,
+		Description: clip(visible(r.redact(ctx, req.Key.Principal, req.Description, "approval")), 500),
+		Detail:      r.approvalDetail(ctx, req),
+		Key:         req.Key, ReplyTo: replyTo, ExpiresAt: r.Now().Add(timeout),
 	})
 	if err != nil {
 		return false, fmt.Errorf("agent: request approval: %w", err)
@@ -80,8 +102,28 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 		}
 	}()
 
-	prompt := promptOf(a)
-	if err := asker.AskApproval(ctx, prompt); err != nil {
+	// A decision may come as soon as the prompt is posted, before its
+	// message is stored: announce then waits for the message (ask.done).
+	ask := &asking{done: make(chan struct{})}
+	r.mu.Lock()
+	r.asks[a.ID] = ask
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.asks[a.ID] == ask {
+			delete(r.asks, a.ID)
+		}
+	}()
+	msg, err := asker.AskApproval(ctx, promptOf(a))
+	if err == nil && msg != "" && msg != a.Message {
+		if err := r.Store.SetApprovalMessage(context.WithoutCancel(ctx), a.ID, msg); err != nil {
+			r.Log.Warn().Err(err).Int64("approval", int64(a.ID)).Msg("could not store the approval prompt's message; after a restart it is posted again")
+		}
+	}
+	ask.message = msg
+	close(ask.done)
+	if err != nil {
 		r.Log.Warn().Err(err).Int64("approval", int64(a.ID)).Msg("could not ask for approval; denying")
 		r.settle(context.WithoutCancel(ctx), a.ID, ApprovalDenied, "")
 		return false, nil
@@ -122,9 +164,22 @@ func (r *Runtime) settle(ctx context.Context, id ApprovalID, state ApprovalState
 	return a.State
 }
 
+// asking is a prompt being posted: done is closed when AskApproval has
+// returned, and message is then the message it returned.
+type asking struct {
+	done    chan struct{}
+	message string
+}
+
+// askWait bounds how long announce waits for a prompt being posted.
+const askWait = 10 * time.Second
+
 // announce wakes the waiters of a decided approval and updates the prompt.
 func (r *Runtime) announce(ctx context.Context, a Approval) {
 	r.mu.Lock()
+	// Before the waiters wake: RequestApproval forgets the ask when it
+	// returns.
+	ask := r.asks[a.ID]
 	for _, w := range r.waiters[a.ID] {
 		select {
 		case w <- a.State:
@@ -133,6 +188,18 @@ func (r *Runtime) announce(ctx context.Context, a Approval) {
 	}
 	ch := r.channels[a.Key.Principal.Platform]
 	r.mu.Unlock()
+	if a.Message == "" && ask != nil {
+		// Decided while its prompt was being posted (a quick click): the
+		// outcome goes to the message the prompt is in.
+		t := time.NewTimer(askWait)
+		select {
+		case <-ask.done:
+			a.Message = ask.message
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	if asker, ok := ch.(Asker); ok {
 		var by Principal
 		if a.DecidedBy != "" {
@@ -145,7 +212,158 @@ func (r *Runtime) announce(ctx context.Context, a Approval) {
 }
 
 func promptOf(a Approval) ApprovalPrompt {
-	return ApprovalPrompt{ID: a.ID, Key: a.Key, ReplyTo: a.ReplyTo, Tool: a.Tool, Description: a.Description, ExpiresAt: a.ExpiresAt}
+	return ApprovalPrompt{ID: a.ID, Key: a.Key, ReplyTo: a.ReplyTo, Tool: a.Tool, Description: a.Description,
+		Detail: a.Detail, ExpiresAt: a.ExpiresAt, Message: a.Message}
+}
+
+// Bounds of an approval's detail besides MaxApprovalArgs, in bytes.
+const (
+	maxApprovalHost = 300
+	maxApprovalPath = 500
+	// approvalRedactSlack is how much of the arguments past what is shown
+	// is redacted with it, so that a secret that begins within the shown
+	// part is found whole (and a huge argument is not scanned whole).
+	approvalRedactSlack = 16 << 10
+)
+
+// approvalDetail is what the owner is shown of req: the request's method,
+// host and path, or the call's arguments as compact JSON, each redacted
+// for the owner's secrets and known token formats, then bounded.
+func (r *Runtime) approvalDetail(ctx context.Context, req ApprovalRequest) ApprovalDetail {
+	p := req.Key.Principal
+	d := ApprovalDetail{
+		Method: clip(visible(req.Method), 16),
+		Host:   clip(visible(r.redact(ctx, p, req.Host, "approval")), maxApprovalHost),
+		Path:   clip(visible(r.redact(ctx, p, req.Path, "approval")), maxApprovalPath),
+	}
+	if len(req.Args) == 0 {
+		return d
+	}
+	args := compactArgs(req.Args)
+	head := args
+	if len(head) > MaxApprovalArgs+approvalRedactSlack {
+		head = head[:MaxApprovalArgs+approvalRedactSlack]
+	}
+	shown := r.redact(ctx, p, head, "approval")
+	d.Args = cut(shown, MaxApprovalArgs)
+	d.ArgsOmitted = len(shown) - len(d.Args) + len(args) - len(head)
+	return d
+}
+
+// compactArgs is raw as compact JSON, with every control, format (such as
+// a right-to-left override or an invisible tag character) and line or
+// paragraph separator character written as a \u escape, so that what a
+// person reads is what the tool gets: the JSON still means the same.
+// Arguments that are not JSON are shown as one JSON string.
+func compactArgs(raw []byte) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		b.Reset()
+		q, _ := json.Marshal(strings.ToValidUTF8(string(raw), "\uFFFD"))
+		b.Write(q)
+	}
+	s := strings.ToValidUTF8(plainHTML(b.String()), "\uFFFD")
+	if !strings.ContainsFunc(s, hiddenRune) {
+		return s
+	}
+	var out strings.Builder
+	for _, c := range s {
+		if !hiddenRune(c) {
+			out.WriteRune(c)
+			continue
+		}
+		if r1, r2 := utf16.EncodeRune(c); r1 != utf8.RuneError {
+			fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			fmt.Fprintf(&out, `\u%04x`, c)
+		}
+	}
+	return out.String()
+}
+
+// plainHTML writes the escapes \u003c, \u003e and \u0026 of JSON text
+// (Go's encoder writes < > & so) as the characters they stand for, which
+// the JSON means the same with and a person reads more easily; each
+// channel escapes them for its platform.
+func plainHTML(s string) string {
+	if !strings.Contains(s, `\u00`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		if s[i+1] == 'u' && i+6 <= len(s) {
+			switch strings.ToLower(s[i+2 : i+6]) {
+			case "003c":
+				b.WriteByte('<')
+				i += 5
+				continue
+			case "003e":
+				b.WriteByte('>')
+				i += 5
+				continue
+			case "0026":
+				b.WriteByte('&')
+				i += 5
+				continue
+			}
+		}
+		// Any other escape, \\ included, stays as it is.
+		b.WriteString(s[i : i+2])
+		i++
+	}
+	return b.String()
+}
+
+// visible is s with every hidden character (hiddenRune) and invalid byte
+// shown as U+FFFD, so that a terminal or a chat shows what is there.
+func visible(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if !strings.ContainsFunc(s, hiddenRune) {
+		return s
+	}
+	return strings.Map(func(c rune) rune {
+		if hiddenRune(c) {
+			return '\uFFFD'
+		}
+		return c
+	}, s)
+}
+
+// hiddenRune reports whether c changes how the text around it looks, or is
+// not seen: control and format characters, line and paragraph separators.
+func hiddenRune(c rune) bool {
+	return unicode.IsControl(c) || unicode.Is(unicode.Cf, c) || c == '\u2028' || c == '\u2029'
+}
+
+// clip cuts s to at most n bytes on a character boundary, marking a cut
+// with "…".
+func clip(s string, n int) string {
+	if c := cut(s, n); len(c) < len(s) {
+		return c + "…"
+	}
+	return s
+}
+
+// cut is the longest prefix of s of at most n bytes that ends on a
+// character boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.RuneStart(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	if len(s) > 0 {
+		if r, size := utf8.DecodeLastRuneInString(s); r == utf8.RuneError && size <= 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	return s
 }
 
 // Decide records the owner's answer to an approval: compare-and-set from

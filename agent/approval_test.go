@@ -23,26 +23,36 @@ import (
 // askRecorder is a recorder that can ask for approvals.
 type askRecorder struct {
 	recorder
-	mu      sync.Mutex
-	prompts []agent.ApprovalPrompt
-	done    []agent.ApprovalState
-	asked   chan agent.ApprovalPrompt
+	mu          sync.Mutex
+	prompts     []agent.ApprovalPrompt
+	done        []agent.ApprovalState
+	donePrompts []agent.ApprovalPrompt
+	asked       chan agent.ApprovalPrompt
+	// hold, when set, keeps AskApproval from returning until it is closed
+	// (a post that takes a while).
+	hold chan struct{}
 }
 
 func newAsker() *askRecorder { return &askRecorder{asked: make(chan agent.ApprovalPrompt, 16)} }
 
-func (a *askRecorder) AskApproval(_ context.Context, p agent.ApprovalPrompt) error {
+func (a *askRecorder) AskApproval(_ context.Context, p agent.ApprovalPrompt) (string, error) {
 	a.mu.Lock()
 	a.prompts = append(a.prompts, p)
 	a.mu.Unlock()
 	a.asked <- p
-	return nil
+	if a.hold != nil {
+		<-a.hold
+	}
+	return "msg-" + itoa(p.ID), nil
 }
+
+func itoa(id agent.ApprovalID) string { return fmt.Sprint(int64(id)) }
 
 func (a *askRecorder) ApprovalDone(_ context.Context, p agent.ApprovalPrompt, st agent.ApprovalState, _ agent.Principal) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.done = append(a.done, st)
+	a.donePrompts = append(a.donePrompts, p)
 	return nil
 }
 

@@ -18,25 +18,61 @@ const (
 )
 
 // ApprovalPrompt is what a channel shows a session's owner when a tool call
-// needs their approval. Description names the action ("POST
-// https://api.github.com/repos/o/r/issues") and never a secret.
+// needs their approval. Description names the action in one line ("POST
+// https://api.github.com/repos/o/r/issues", "run tool deploy"); Detail
+// says it in full. Neither carries a secret the Redactor knows: the
+// runtime redacts and bounds them before any channel sees them, so every
+// channel shows the same thing. A channel still escapes them for its
+// platform: they are written by the model or a tool, which may be hostile.
 type ApprovalPrompt struct {
 	ID          ApprovalID
 	Key         SessionKey
 	ReplyTo     string
 	Tool        string
 	Description string
+	Detail      ApprovalDetail
 	ExpiresAt   time.Time
+	// Message is the platform message that shows this prompt, as the
+	// channel's AskApproval returned it (possibly in a previous process),
+	// or "" when none was posted.
+	Message string
 }
+
+// ApprovalDetail is what a call or request that needs approval would do.
+// For one HTTP request of a call, Method, Host and Path are set; for a
+// whole call, Args.
+type ApprovalDetail struct {
+	// Method is the request's HTTP method ("POST").
+	Method string
+	// Host is the request's host, with its port when the URL names one.
+	Host string
+	// Path is the request's path; of its query only the names are shown
+	// ("/search?q=…"), never the values or the URL's user info.
+	Path string
+	// Args are the call's arguments as compact JSON, redacted, cut to at
+	// most MaxApprovalArgs bytes.
+	Args string
+	// ArgsOmitted is how many bytes of the arguments were cut.
+	ArgsOmitted int
+}
+
+// MaxApprovalArgs bounds, in bytes, the arguments an approval prompt
+// shows; a channel may show fewer when its platform needs room.
+const MaxApprovalArgs = 1000
 
 // Asker is a Channel that can ask a session's owner to approve a tool call
 // (a y/n prompt, Approve and Deny buttons). The owner's answer comes back
 // through Runtime.Decide.
 type Asker interface {
-	// AskApproval shows the prompt to p.Key's principal.
-	AskApproval(ctx context.Context, p ApprovalPrompt) error
+	// AskApproval shows the prompt to p.Key's principal and returns the
+	// platform message that shows it ("" when there is none to keep), which
+	// the runtime stores with the approval. When p.Message is set, that
+	// message was posted before (by a process that has since restarted):
+	// the channel shows the prompt there again, live, rather than posting
+	// a second one, and returns another message only when that one is gone.
+	AskApproval(ctx context.Context, p ApprovalPrompt) (message string, err error)
 	// ApprovalDone tells the channel the outcome, so it can replace the
-	// buttons with it. by is the zero Principal for an expiry.
+	// buttons of p.Message with it. by is the zero Principal for an expiry.
 	ApprovalDone(ctx context.Context, p ApprovalPrompt, state ApprovalState, by Principal) error
 }
 

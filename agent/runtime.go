@@ -148,6 +148,7 @@ type Runtime struct {
 	idle      chan struct{}                       // closed when pending drops to 0; guarded by mu
 	replyTo   map[TurnID]string                   // ReplyTo of running turns, for approvals; guarded by mu
 	waiters   map[ApprovalID][]chan ApprovalState // turns waiting for a decision; guarded by mu
+	asks      map[ApprovalID]*asking              // prompts being posted; guarded by mu
 	abandoned map[callRef]bool                    // calls whose approval wait the shutdown ended; guarded by mu
 	previews  map[InboundID]string                // preview messages of the turns being processed; guarded by mu
 	stopped   bool                                // the intake is closed; guarded by mu
@@ -199,6 +200,7 @@ func (r *Runtime) init() {
 		r.recovering = make(map[SessionKey]chan struct{})
 		r.replyTo = make(map[TurnID]string)
 		r.waiters = make(map[ApprovalID][]chan ApprovalState)
+		r.asks = make(map[ApprovalID]*asking)
 		if r.Metrics == nil {
 			r.Metrics = nopMetrics{}
 		}

@@ -156,9 +156,11 @@ func (h *host) doHTTP(ctx context.Context, st *callState, in []byte) []byte {
 		if st.budget != nil && !st.budget.pause() {
 			return errorResult("network", "the request timed out")
 		}
+		target, path := describeRequest(req.URL)
 		ok := h.approve(ctx, ApprovalRequest{
 			Tool: st.tool.manifest.Name, Principal: st.principal, Key: st.key, Turn: st.turn, CallID: st.callID,
-			Description: req.Method + " " + describeURL(req.URL),
+			Description: describeMethod(req.Method) + " " + describeURL(req.URL),
+			Method:      describeMethod(req.Method), Host: target, Path: path,
 		})
 		if st.budget != nil {
 			st.budget.resume()
@@ -204,13 +206,53 @@ func (h *host) approve(ctx context.Context, req ApprovalRequest) bool {
 	return err == nil && ok
 }
 
-// describeURL is scheme://host/path, without query or user info, cut short.
+// describeURL is scheme://host/path, without query or user info, cut
+// short. A URL that does not parse is not shown: it may carry anything.
 func describeURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return truncate(raw, 200)
+		return "(an invalid URL)"
 	}
 	return truncate(u.Scheme+"://"+u.Host+u.EscapedPath(), 200)
+}
+
+// describeMethod is an HTTP method as a person is shown it: a token of
+// letters, or "(invalid)" for anything else (the broker refuses it
+// anyway, after the person was asked).
+func describeMethod(m string) string {
+	if m == "" || len(m) > 16 || strings.TrimFunc(m, func(r rune) bool { return r >= 'A' && r <= 'Z' }) != "" {
+		return "(invalid)"
+	}
+	return m
+}
+
+// describeRequest is the host (with its port when the URL names one) and
+// the path of a request's URL, for an approval: never the user info, and
+// of the query only the names, each followed by "=…", so that a value
+// (which may be a token) is never shown. Both are "" for a URL that does
+// not parse.
+func describeRequest(raw string) (host, path string) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "", ""
+	}
+	path = u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	if u.RawQuery != "" {
+		var names []string
+		for part := range strings.SplitSeq(u.RawQuery, "&") {
+			name, _, _ := strings.Cut(part, "=")
+			if n, err := url.QueryUnescape(name); err == nil && n != "" {
+				names = append(names, url.QueryEscape(n)+"=…")
+			}
+		}
+		if len(names) > 0 {
+			path += "?" + strings.Join(names, "&")
+		}
+	}
+	return strings.ToLower(u.Host), truncate(path, 400)
 }
 
 func truncate(s string, n int) string {

@@ -62,6 +62,11 @@ type ApprovalRequest struct {
 	// Description is short and human, e.g. "POST https://api.github.com/repos/x/y/issues"
 	// or "run tool deploy".
 	Description string
+	// Method, Host and Path describe the HTTP request to approve
+	// (approval=non_get only): Host with its port when the URL names one,
+	// Path with the query's names but not their values, never the user
+	// info.
+	Method, Host, Path string
 	// Args are the call's arguments (approval=always only), to show the
 	// user. Never log them.
 	Args json.RawMessage

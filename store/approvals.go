@@ -10,7 +10,8 @@ import (
 )
 
 const approvalCols = `a.id, a.turn_id, a.call_id, a.tool, a.description, p.platform, p.workspace, p.user,
-	a.channel, a.thread, a.reply_to, a.state, a.created_at, a.expires_at, a.decided_at, a.decided_by`
+	a.channel, a.thread, a.reply_to, a.state, a.created_at, a.expires_at, a.decided_at, a.decided_by,
+	a.method, a.host, a.path, a.args, a.args_omitted, a.message`
 
 func scanApproval(r rowScanner) (agent.Approval, error) {
 	var (
@@ -21,7 +22,8 @@ func scanApproval(r rowScanner) (agent.Approval, error) {
 	err := r.Scan(&a.ID, &a.Turn, &a.CallID, &a.Tool, &a.Description,
 		&a.Key.Principal.Platform, &a.Key.Principal.Workspace, &a.Key.Principal.User,
 		&a.Key.Conversation.Channel, &a.Key.Conversation.Thread, &a.ReplyTo, &state,
-		&created, &expires, &decided, &a.DecidedBy)
+		&created, &expires, &decided, &a.DecidedBy,
+		&a.Detail.Method, &a.Detail.Host, &a.Detail.Path, &a.Detail.Args, &a.Detail.ArgsOmitted, &a.Message)
 	a.State = agent.ApprovalState(state)
 	a.CreatedAt, a.ExpiresAt, a.DecidedAt = fromMS(created), fromMS(expires), fromMS(decided)
 	return a, err
@@ -47,10 +49,11 @@ func (db *DB) CreateApproval(ctx context.Context, a agent.Approval) (agent.Appro
 		}
 		created = true
 		return tx.QueryRowContext(ctx, `INSERT INTO approvals (turn_id, call_id, tool, description, principal_id,
-				channel, thread, reply_to, state, created_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id`,
+				channel, thread, reply_to, state, created_at, expires_at, method, host, path, args, args_omitted, message)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			a.Turn, a.CallID, a.Tool, a.Description, pid, a.Key.Conversation.Channel, a.Key.Conversation.Thread,
-			a.ReplyTo, db.now(), toMS(a.ExpiresAt)).Scan(&id)
+			a.ReplyTo, db.now(), toMS(a.ExpiresAt), a.Detail.Method, a.Detail.Host, a.Detail.Path, a.Detail.Args,
+			a.Detail.ArgsOmitted, a.Message).Scan(&id)
 	})
 	if err != nil {
 		return agent.Approval{}, false, fmt.Errorf("store: create approval: %w", err)
@@ -86,6 +89,19 @@ func (db *DB) DecideApproval(ctx context.Context, id agent.ApprovalID, state age
 	}
 	a, err := db.GetApproval(ctx, id)
 	return a, n == 1, err
+}
+
+// SetApprovalMessage records the platform message that shows approval
+// id's prompt. An unknown id is an error wrapping ErrNotFound.
+func (db *DB) SetApprovalMessage(ctx context.Context, id agent.ApprovalID, message string) error {
+	res, err := db.execSQL(ctx, `UPDATE approvals SET message = ? WHERE id = ?`, message, id)
+	if err != nil {
+		return fmt.Errorf("store: set approval message: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return fmt.Errorf("store: set approval message of %d: %w", id, ErrNotFound)
+	}
+	return nil
 }
 
 // PendingApprovals lists pending approvals, oldest first.

@@ -97,6 +97,7 @@ type Adapter struct {
 	// Tuning that tests shorten; zero means the constant of the same name.
 	reconnectBase, reconnectMax, stableAfter time.Duration
 	flushEvery                               time.Duration
+	maxTold                                  int // people remembered as told a refusal (0: 10,000)
 
 	once    sync.Once
 	started chan struct{} // closed when Run has built the session (or failed to)
@@ -125,14 +126,12 @@ type Adapter struct {
 	guildsReady  chan struct{}               // closed when pendingGuild empties; guarded by mu
 	active       map[string]*activity        // channel id → recent activity; guarded by mu
 	dirty        map[string]activity         // cursors not saved yet, by channel; guarded by mu
-	told         map[string]bool             // refusals told, by user and reason; guarded by mu
-	refusedIn    map[string]time.Time        // last refusal notice, by channel; guarded by mu
 	interactions map[string]interactionToken // deferred /talon commands, by interaction id; guarded by mu
-	approvals    map[agent.ApprovalID]msgRef // approval prompts posted; guarded by mu
 	threads      map[string]*threadStart     // threads to start, by message id; guarded by mu
 
-	follows *follow.Set           // threads followed for a user; Follows behind it
-	streams *chat.Streams[stream] // answers being streamed; Interval set by setup
+	follows  *follow.Set           // threads followed for a user; Follows behind it
+	streams  *chat.Streams[stream] // answers being streamed; Interval set by setup
+	refusals *chat.Refusals        // whom a refusal was told, and notices per channel
 }
 
 type activity struct {
@@ -186,10 +185,8 @@ func (a *Adapter) init() {
 		a.flushReq = make(chan struct{}, 1)
 		a.active = make(map[string]*activity)
 		a.dirty = make(map[string]activity)
-		a.told = make(map[string]bool)
-		a.refusedIn = make(map[string]time.Time)
+		a.refusals = chat.NewRefusals(chat.RefusalLimits{People: a.maxTold, Every: refusalEvery, Channels: maxRefusalChannels})
 		a.interactions = make(map[string]interactionToken)
-		a.approvals = make(map[agent.ApprovalID]msgRef)
 		a.threads = make(map[string]*threadStart)
 		a.streams = &chat.Streams[stream]{}
 		a.guildsReady = make(chan struct{})

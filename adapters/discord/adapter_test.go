@@ -71,6 +71,9 @@ type options struct {
 	// reconnectBase and reconnectMax tune the adapter's reconnection
 	// backoff (default 5 ms and 50 ms).
 	reconnectBase, reconnectMax time.Duration
+	// maxTold bounds the people remembered as told a refusal (0: the
+	// adapter's default).
+	maxTold int
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
@@ -120,7 +123,7 @@ func run(t *testing.T, o options) *env {
 	}
 	logs := &syncBuffer{}
 	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL, Now: o.now,
-		reconnectBase: or(o.reconnectBase, 5*time.Millisecond), reconnectMax: or(o.reconnectMax, 50*time.Millisecond)}
+		reconnectBase: or(o.reconnectBase, 5*time.Millisecond), reconnectMax: or(o.reconnectMax, 50*time.Millisecond), maxTold: o.maxTold}
 	if o.runtime != nil {
 		a.Runtime = o.runtime
 	}
@@ -521,9 +524,11 @@ func TestApprovalButtons(t *testing.T) {
 	p := agent.ApprovalPrompt{ID: 12, Key: agent.SessionKey{Principal: owner, Conversation: agent.Conversation{Channel: channelID}},
 		ReplyTo: "m:500:41", Tool: "http_request", Description: "POST https://api.github.com/repos/o/r/issues @everyone",
 		ExpiresAt: time.Unix(1700000000, 0)}
-	if err := e.a.AskApproval(e.ctx, p); err != nil {
+	msg, err := e.a.AskApproval(e.ctx, p)
+	if err != nil {
 		t.Fatal(err)
 	}
+	p.Message = msg
 	posts := e.f.postsSnapshot()
 	if len(posts) != 1 {
 		t.Fatalf("%d posts, want the prompt", len(posts))

@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+	"unicode/utf16"
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/talonhq/talon/adapters/internal/chat"
 	"github.com/talonhq/talon/agent"
 )
 
@@ -90,44 +92,127 @@ func ephemeral(text string) *discordgo.InteractionResponse {
 
 // --- approvals ---
 
+// approvalMarkup is how Discord writes an approval prompt: Markdown,
+// within a message's 2,000 characters (counted as UTF-16, the stricter
+// reading). Mentions do not ping: every message is sent with
+// allowed_mentions empty.
+var approvalMarkup = chat.Markup{
+	Bold: func(s string) string { return "**" + s + "**" },
+	Mention: func(user string) string {
+		if !isSnowflake(user) {
+			return ""
+		}
+		return "<@" + user + ">"
+	},
+	Time:  func(t time.Time) string { return fmt.Sprintf("<t:%d:R>", t.Unix()) },
+	Len:   utf16Len,
+	Limit: 1900,
+}
+
+func utf16Len(s string) int {
+	n := 0
+	for _, c := range s {
+		n += utf16.RuneLen(c)
+	}
+	return n
+}
+
+// String is the message's reference as agent.ApprovalPrompt.Message
+// keeps it: "channel/message".
+func (r msgRef) String() string { return r.channel + "/" + r.message }
+
+func parseMsgRef(s string) (msgRef, bool) {
+	channel, message, ok := strings.Cut(s, "/")
+	if !ok || !isSnowflake(channel) || !isSnowflake(message) {
+		return msgRef{}, false
+	}
+	return msgRef{channel: channel, message: message}, true
+}
+
 // AskApproval posts the prompt with Approve and Deny buttons in the
-// conversation of p. Only the session's owner can decide (Runtime.Decide
-// checks the clicker); anyone else is told so privately.
-func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error {
+// conversation of p and returns the message. Only the session's owner can
+// decide (Runtime.Decide checks the clicker); anyone else is told so
+// privately. A prompt posted before (p.Message, by a process since
+// restarted) is shown again in that message, with live buttons; a new
+// one is posted only when that message is gone.
+func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (string, error) {
 	if _, err := a.ready(ctx); err != nil {
-		return err
+		return "", err
+	}
+	text := chat.PromptOf(p).Ask(approvalMarkup)
+	comps := approvalButtons(p.ID, false)
+	repost := 0
+	if ref, ok := parseMsgRef(p.Message); ok {
+		_, err := a.sess.ChannelMessageEditComplex(&discordgo.MessageEdit{
+			ID: ref.message, Channel: ref.channel, Content: &text, Components: &comps, AllowedMentions: noMentions(),
+		}, discordgo.WithContext(ctx))
+		if err == nil {
+			return p.Message, nil
+		}
+		if !messageGone(err) {
+			// The message is still there with its buttons, which still
+			// decide: showing it again failed, asking did not.
+			a.Log.Warn().Err(err).Int64("approval", int64(p.ID)).Str("channel_id", ref.channel).Msg("discord: could not refresh the approval prompt; its buttons still work")
+			return p.Message, nil
+		}
+		a.Log.Info().Int64("approval", int64(p.ID)).Str("channel_id", ref.channel).Msg("discord: the approval prompt's message is gone; posting it again")
+		repost = 1 // another nonce: Discord would answer the first with the deleted message
 	}
 	channel, reply := p.Key.Conversation.Channel, ""
 	if to, err := parseReplyTo(p.ReplyTo); err == nil {
 		channel, reply = a.target(ctx, to)
 	}
 	m, err := a.send(ctx, channel, outgoing{
-		content:    promptText(p),
-		components: approvalButtons(p.ID, false),
+		content:    text,
+		components: comps,
 		replyTo:    reply,
-		nonce:      nonce("a", int64(p.ID), 0),
+		nonce:      nonce("a", int64(p.ID), repost),
 	})
 	if err != nil {
-		return fmt.Errorf("discord: ask approval %d: %w", p.ID, err)
+		return "", fmt.Errorf("discord: ask approval %d: %w", p.ID, err)
 	}
-	a.mu.Lock()
-	a.approvals[p.ID] = msgRef{channel: channel, message: m.ID}
-	a.mu.Unlock()
-	return nil
+	return msgRef{channel: channel, message: m.ID}.String(), nil
 }
 
-// ApprovalDone replaces the prompt's buttons with disabled ones and adds
-// the outcome. A prompt this process did not post (a restart) gets the
-// outcome as a new message.
+// messageGone reports whether err says a message (or its channel) no
+// longer exists.
+func messageGone(err error) bool {
+	var re *discordgo.RESTError
+	if !errors.As(err, &re) {
+		return false
+	}
+	if re.Message != nil && (re.Message.Code == discordgo.ErrCodeUnknownMessage || re.Message.Code == discordgo.ErrCodeUnknownChannel) {
+		return true
+	}
+	return re.Response != nil && re.Response.StatusCode == http.StatusNotFound
+}
+
+// clickKey carries, in the context of Runtime.Decide for a button click,
+// where ApprovalDone leaves the outcome for the click's answer, which
+// updates the clicked message (an interaction answer of type 7) instead
+// of a separate edit.
+type clickKey struct{}
+
+type clickOutcome struct {
+	id      agent.ApprovalID
+	message msgRef // the clicked message
+	text    string // set by ApprovalDone when it leaves the update to the click
+}
+
+// ApprovalDone replaces the prompt's buttons with disabled ones and the
+// outcome: in the answer to the click that decided it, or by editing the
+// prompt's message. A prompt whose message is unknown gets the outcome as
+// a new message.
 func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, state agent.ApprovalState, by agent.Principal) error {
 	if _, err := a.ready(ctx); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	ref, ok := a.approvals[p.ID]
-	delete(a.approvals, p.ID)
-	a.mu.Unlock()
-	text := promptText(p) + "\n" + outcomeText(state, by)
+	text := chat.PromptOf(p).Done(approvalMarkup, state, by.User)
+	ref, ok := parseMsgRef(p.Message)
+	if click, _ := ctx.Value(clickKey{}).(*clickOutcome); click != nil && click.id == p.ID && (!ok || click.message == ref) {
+		click.text = text
+		return nil
+	}
 	if ok {
 		comps := approvalButtons(p.ID, true)
 		_, err := a.sess.ChannelMessageEditComplex(&discordgo.MessageEdit{
@@ -146,33 +231,6 @@ func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, stat
 		return fmt.Errorf("discord: post approval %d outcome: %w", p.ID, err)
 	}
 	return nil
-}
-
-func promptText(p agent.ApprovalPrompt) string {
-	desc := p.Description
-	if utf8.RuneCountInString(desc) > 1200 {
-		desc = string([]rune(desc)[:1200]) + "…"
-	}
-	s := fmt.Sprintf("**Approval needed**: the tool `%s` wants to:\n%s\nOnly <@%s> can decide.", p.Tool, desc, p.Key.Principal.User)
-	if !p.ExpiresAt.IsZero() {
-		s += fmt.Sprintf(" Expires <t:%d:R>.", p.ExpiresAt.Unix())
-	}
-	return s
-}
-
-func outcomeText(state agent.ApprovalState, by agent.Principal) string {
-	switch state {
-	case agent.ApprovalApproved:
-		return "✅ Approved by <@" + by.User + ">."
-	case agent.ApprovalDenied:
-		if by.User == "" {
-			return "❌ Denied."
-		}
-		return "❌ Denied by <@" + by.User + ">."
-	case agent.ApprovalExpired:
-		return "⌛ Expired without a decision."
-	}
-	return "Decided: " + string(state) + "."
 }
 
 func approvalButtons(id agent.ApprovalID, disabled bool) []discordgo.MessageComponent {
@@ -205,13 +263,20 @@ func (a *Adapter) handleButton(ctx context.Context, i *discordgo.Interaction, d 
 		return
 	}
 	log := a.Log.With().Int64("approval", n).Str("user", by.User).Logger()
-	state, err := a.Runtime.Decide(ctx, id, by, approve)
+	click := &clickOutcome{id: id}
+	if i.Message != nil {
+		click.message = msgRef{channel: i.ChannelID, message: i.Message.ID}
+	}
+	state, err := a.Runtime.Decide(context.WithValue(ctx, clickKey{}, click), id, by, approve)
 	switch {
 	case err == nil:
 		log.Info().Str("state", string(state)).Msg("discord: approval decided")
-		content := outcomeText(state, by)
-		if i.Message != nil && i.Message.Content != "" {
-			content = i.Message.Content + "\n" + content
+		content := click.text
+		if content == "" {
+			content = chat.Outcome(approvalMarkup, state, by.User)
+			if i.Message != nil && i.Message.Content != "" {
+				content = i.Message.Content + "\n" + content
+			}
 		}
 		a.respond(ctx, i, &discordgo.InteractionResponse{
 			Type: discordgo.InteractionResponseUpdateMessage,
@@ -426,9 +491,16 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 		ReceivedAt: a.Now(),
 	})
 	if err != nil && !errors.Is(err, agent.ErrDuplicate) {
-		ref := agent.NewRef()
-		log.Error().Err(err).Str("ref", ref).Msg("discord: accept command")
-		msg := "Something went wrong (ref " + ref + ")."
+		var msg string
+		if errors.Is(err, agent.ErrStopping) {
+			// Discord never sends an interaction again: say so now.
+			log.Info().Msg("discord: command refused while Talon stops")
+			msg = restarting
+		} else {
+			ref := agent.NewRef()
+			log.Error().Err(err).Str("ref", ref).Msg("discord: accept command")
+			msg = "Something went wrong (ref " + ref + ")."
+		}
 		if _, err := a.sess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &msg, AllowedMentions: noMentions()}, discordgo.WithContext(ctx)); err != nil {
 			log.Warn().Err(err).Msg("discord: answer failed command")
 		}
@@ -437,6 +509,9 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 	}
 	log.Info().Msg("discord: command accepted")
 }
+
+// restarting answers a command that arrives while Talon stops.
+const restarting = "Talon is restarting; try again in a moment."
 
 // The modal's text inputs.
 const (

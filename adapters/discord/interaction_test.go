@@ -100,37 +100,6 @@ func TestInteractionsAnsweredWhileAChannelIsRateLimited(t *testing.T) {
 	}
 }
 
-// Refusal notices are limited per channel, and the memory of the channels
-// is bounded whatever the number of channels.
-func TestRefusalLimitPerChannelBounded(t *testing.T) {
-	t.Parallel()
-	clock := newTestClock()
-	a := &Adapter{Now: clock.Now}
-	a.init()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.refusalAllowedLocked("1") || a.refusalAllowedLocked("1") {
-		t.Fatal("want one notice per channel within refusalEvery")
-	}
-	clock.advance(refusalEvery)
-	if !a.refusalAllowedLocked("1") {
-		t.Fatal("no notice once refusalEvery has passed")
-	}
-	allowed := 0
-	for i := range 5 * maxRefusalChannels {
-		if a.refusalAllowedLocked(strconv.Itoa(1000 + i)) {
-			allowed++
-		}
-	}
-	if len(a.refusedIn) > maxRefusalChannels || allowed > maxRefusalChannels {
-		t.Errorf("%d channels remembered, %d notices allowed; want at most %d", len(a.refusedIn), allowed, maxRefusalChannels)
-	}
-	clock.advance(refusalEvery)
-	if !a.refusalAllowedLocked("99999") {
-		t.Error("a new channel is refused a notice after the others aged")
-	}
-}
-
 var slashWords = regexp.MustCompile(`/[a-z][a-z-]*(?: [a-z][a-z-]*)?`)
 
 // /help through Discord names only the /talon subcommands registered with

@@ -133,6 +133,13 @@ func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot s
 			log.Debug().Bool("backfilled", backfilled).Msg("discord: duplicate message dropped")
 			return true
 		}
+		// Not accepted: its channel's cursor stays before it, and the
+		// channel is read back after the next gap (a restart included).
+		a.noteMissed(m)
+		if errors.Is(err, agent.ErrStopping) {
+			log.Info().Msg("discord: message not accepted while Talon stops; it is read back at the next start")
+			return false
+		}
 		log.Error().Err(err).Msg("discord: accept message")
 		return false
 	}
@@ -172,41 +179,28 @@ func (a *Adapter) threadOf(channel string) (bool, string) {
 // of its own (at most maxRefusals in flight), at most once per
 // refusalEvery in a channel, and never waits for or retries a rate-limited
 // channel; a notice dropped by these bounds is tried again at the sender's
-// next refused message.
+// next refused message. Whom it told is remembered in bounded memory
+// (chat.Refusals).
 func (a *Adapter) tellRefusal(m *discordgo.Message, reason string) {
-	key := m.Author.ID + "\x00" + reason
+	who := m.Author.ID
 	channel, id := m.ChannelID, m.ID
 	log := a.Log.With().Str("channel_id", channel).Str("message_id", id).Logger()
-	a.mu.Lock()
-	if a.told[key] {
-		a.mu.Unlock()
-		return
-	}
-	if !a.refusalAllowedLocked(channel) {
-		a.mu.Unlock()
-		log.Debug().Msg("discord: refusal notice dropped: one was sent in this channel recently")
+	if !a.refusals.Tell(who, reason, channel, a.Now()) {
+		log.Debug().Msg("discord: refusal notice not sent: told already, or one was sent in this channel recently")
 		return
 	}
 	select {
 	case a.refusalSlots <- struct{}{}:
 	default:
-		a.mu.Unlock()
+		a.refusals.Untold(who, reason)
 		log.Debug().Msg("discord: refusal notice dropped: too many in flight")
 		return
 	}
-	a.told[key] = true
-	a.mu.Unlock()
 	a.goBG(func() {
 		defer func() { <-a.refusalSlots }()
-		// Not told after all: a later message tries again.
-		untold := func() {
-			a.mu.Lock()
-			delete(a.told, key)
-			a.mu.Unlock()
-		}
 		endpoint := discordgo.EndpointChannelMessages(channel)
 		if a.bucketWaiting(endpoint) {
-			untold()
+			a.refusals.Untold(who, reason)
 			log.Info().Msg("discord: refusal notice dropped: the channel is rate limited")
 			return
 		}
@@ -214,7 +208,8 @@ func (a *Adapter) tellRefusal(m *discordgo.Message, reason string) {
 		defer cancel()
 		_, err := a.send(ctx, channel, outgoing{content: "Sorry, " + reason, replyTo: id, nonce: "x" + id}, discordgo.WithRetryOnRatelimit(false))
 		if err != nil {
-			untold()
+			// Not told after all: a later message tries again.
+			a.refusals.Untold(who, reason)
 			log.Warn().Err(err).Msg("discord: refusal notice not sent")
 		}
 	})
@@ -230,27 +225,6 @@ const (
 	// refusalTimeout bounds one notice's REST call.
 	refusalTimeout = 10 * time.Second
 )
-
-// refusalAllowedLocked reports whether a refusal notice may be sent in
-// channel now, and if so counts it. Its caller holds a.mu.
-func (a *Adapter) refusalAllowedLocked(channel string) bool {
-	now := a.Now()
-	if last, ok := a.refusedIn[channel]; ok && now.Sub(last) < refusalEvery {
-		return false
-	}
-	if len(a.refusedIn) >= maxRefusalChannels {
-		for ch, last := range a.refusedIn {
-			if now.Sub(last) >= refusalEvery {
-				delete(a.refusedIn, ch)
-			}
-		}
-		if len(a.refusedIn) >= maxRefusalChannels {
-			return false
-		}
-	}
-	a.refusedIn[channel] = now
-	return true
-}
 
 // bucketWaiting reports whether a request on discordgo's rate-limit
 // bucket would wait: the bucket is exhausted until a reset ahead, or a

@@ -59,6 +59,48 @@ func (a *Adapter) noteActivity(m *discordgo.Message) {
 	}
 }
 
+// noteMissed records that m was not accepted: its channel counts as
+// active now, so that the next read back (after a restart too) reads it,
+// and its cursor stays before m (a channel new to the adapter starts just
+// before m). The database keeps a cursor that moved past m already (a
+// later message of the channel accepted before m was refused), since its
+// cursors only move forward.
+func (a *Adapter) noteMissed(m *discordgo.Message) {
+	before := snowflakeBefore(m.ID)
+	if a.cfg.BackfillWindow <= 0 || before == "" {
+		return
+	}
+	now := a.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	act := a.active[m.ChannelID]
+	isNew := act == nil
+	if isNew {
+		if len(a.active) >= maxActive {
+			a.evictActiveLocked()
+		}
+		act = &activity{guild: m.GuildID, lastID: before}
+		a.active[m.ChannelID] = act
+	} else if !snowflakeLess(act.lastID, m.ID) {
+		act.lastID = before
+	}
+	act.at = now
+	if a.gapSince.IsZero() || now.Before(a.gapSince) {
+		// A read back after the next reconnect reads it too.
+		a.gapSince = now
+	}
+	if a.Cursors == nil {
+		return
+	}
+	a.dirty[m.ChannelID] = *act
+	if isNew {
+		select {
+		case a.flushReq <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // evictActiveLocked forgets the channel active longest ago. Its caller
 // holds a.mu.
 func (a *Adapter) evictActiveLocked() {
@@ -276,6 +318,16 @@ func snowflakeTime(id string) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(int64(n>>22) + discordEpoch)
+}
+
+// snowflakeBefore is the id just before id, or "" when id is not a
+// snowflake.
+func snowflakeBefore(id string) string {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil || n == 0 {
+		return ""
+	}
+	return strconv.FormatUint(n-1, 10)
 }
 
 // snowflakeLess compares two Discord ids numerically ("" is smallest).

@@ -80,11 +80,11 @@ type Adapter struct {
 	pol     policy
 	pace    *chat.Pacer // chat.postMessage calls, per channel
 	api     *slack.Client
-	events  *seenSet // event_ids already accepted
-	refused *seenSet // team:user told why they were refused
+	events  *chat.Seen     // event_ids already accepted
+	refused *chat.Refusals // team:user told why they were refused
 	// filesTold: messages ("m:"+dedupe key) and users ("u:"+team:user)
 	// told that their files were not read.
-	filesTold *seenSet
+	filesTold *chat.Seen
 	names     *names       // user and channel names, cached
 	hc        *http.Client // the Web API's client, also for response_url
 	follows   *follow.Set  // threads followed for a user; Follows behind it
@@ -94,9 +94,8 @@ type Adapter struct {
 	botUser   string // written before ready is closed
 	botID     string // written before ready is closed
 
-	mu        sync.Mutex
-	approvals map[agent.ApprovalID]msgRef // approval prompts posted; guarded by mu
-	streams   *chat.Streams[stream]       // answers being streamed
+	mu      sync.Mutex
+	streams *chat.Streams[stream] // answers being streamed
 
 	bg sync.WaitGroup // background posts (refusals, confirmations); waited by Run
 }
@@ -122,10 +121,9 @@ const (
 func (a *Adapter) setup() error {
 	a.once.Do(func() {
 		a.ready = make(chan struct{})
-		a.approvals = make(map[agent.ApprovalID]msgRef)
-		a.events = newSeenSet(dedupeMax, dedupeWindow)
-		a.refused = newSeenSet(10000, 365*24*time.Hour)
-		a.filesTold = newSeenSet(10000, 365*24*time.Hour)
+		a.events = chat.NewSeen(dedupeMax, dedupeWindow)
+		a.refused = chat.NewRefusals(chat.RefusalLimits{})
+		a.filesTold = chat.NewSeen(10000, 365*24*time.Hour)
 		a.follows = &follow.Set{Store: a.Follows, Platform: Platform, Quiet: followQuiet, Max: maxFollowed, Now: a.now, Log: a.Log}
 		cfg, err := a.Config.withDefaults()
 		if err != nil {
@@ -313,6 +311,10 @@ func (a *Adapter) onSocketEvent(ctx context.Context, client *socketmode.Client, 
 		}
 		if err := a.handleCallback(ctx, ev.Request.Payload); err != nil {
 			// Not acknowledged: Slack delivers it again.
+			if errors.Is(err, agent.ErrStopping) {
+				a.Log.Info().Str("envelope_id", ev.Request.EnvelopeID).Msg("slack: event left unacknowledged while Talon stops; Slack delivers it again")
+				return
+			}
 			a.Log.Error().Err(err).Str("envelope_id", ev.Request.EnvelopeID).Msg("slack: event not persisted; leaving it unacknowledged for Slack to retry")
 			return
 		}

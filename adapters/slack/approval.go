@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/slack-go/slack"
 
+	"github.com/talonhq/talon/adapters/internal/chat"
 	"github.com/talonhq/talon/agent"
 )
 
@@ -31,22 +33,41 @@ func mention(user string) string {
 	return "<@" + user + ">"
 }
 
-// AskApproval implements agent.Asker: it posts the prompt in the session's
-// thread with Approve and Deny buttons whose value is the approval id.
-func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error {
-	if err := a.setup(); err != nil {
-		return err
+// approvalMarkup is how Slack writes an approval prompt: mrkdwn, escaped
+// everywhere (inside code too), within a section block's 3,000
+// characters.
+var approvalMarkup = chat.Markup{
+	Bold:    func(s string) string { return "*" + s + "*" },
+	Mention: mention,
+	Time:    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 MST") },
+	Escape:  escape,
+	Limit:   2900,
+}
+
+// String is the message's reference as agent.ApprovalPrompt.Message
+// keeps it: "channel/ts".
+func (r msgRef) String() string { return r.channel + "/" + r.ts }
+
+func parseMsgRef(s string) (msgRef, bool) {
+	channel, ts, ok := strings.Cut(s, "/")
+	if !ok || !reSlackID().MatchString(channel) || ts == "" {
+		return msgRef{}, false
 	}
-	to, err := decodeReplyTo(p.ReplyTo)
-	if err != nil {
-		return err
+	return msgRef{channel: channel, ts: ts}, true
+}
+
+// AskApproval implements agent.Asker: it posts the prompt in the session's
+// thread with Approve and Deny buttons whose value is the approval id, and
+// returns the message. A prompt posted before (p.Message, by a process
+// since restarted) is shown again in that message, with live buttons; a
+// new one is posted only when that message is gone.
+func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (string, error) {
+	if err := a.setup(); err != nil {
+		return "", err
 	}
 	owner := p.Key.Principal.User
 	id := strconv.FormatInt(int64(p.ID), 10)
-	text := fmt.Sprintf("%s *Approval needed* — the tool `%s` wants to: %s", mention(owner), escape(p.Tool), escape(p.Description))
-	if !p.ExpiresAt.IsZero() {
-		text += fmt.Sprintf("\nExpires %s.", p.ExpiresAt.UTC().Format("2006-01-02 15:04 MST"))
-	}
+	text := chat.PromptOf(p).Ask(approvalMarkup)
 	blocks := []slack.Block{
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, text, false, false), nil, nil),
 		slack.NewActionBlock(approvalBlockID+owner,
@@ -54,48 +75,65 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error
 			slack.NewButtonBlockElement(actionDeny, id, slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false)).WithStyle(slack.StyleDanger),
 		),
 	}
+	if ref, ok := parseMsgRef(p.Message); ok {
+		err := a.update(ctx, ref, text, blocks)
+		if err == nil {
+			return p.Message, nil
+		}
+		if !messageGone(err) {
+			// The message is still there with its buttons, which still
+			// decide: showing it again failed, asking did not.
+			a.Log.Warn().Err(err).Int64("approval_id", int64(p.ID)).Str("channel_id", ref.channel).Msg("slack: could not refresh the approval prompt; its buttons still work")
+			return p.Message, nil
+		}
+		a.Log.Info().Int64("approval_id", int64(p.ID)).Str("channel_id", ref.channel).Msg("slack: the approval prompt's message is gone; posting it again")
+	}
+	to, err := decodeReplyTo(p.ReplyTo)
+	if err != nil {
+		return "", err
+	}
 	ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
 	if err != nil {
-		return fmt.Errorf("slack: post approval %d: %w", p.ID, err)
+		return "", fmt.Errorf("slack: post approval %d: %w", p.ID, err)
 	}
-	a.mu.Lock()
-	a.approvals[p.ID] = msgRef{channel: to.Channel, ts: ts}
-	a.mu.Unlock()
-	return nil
+	return msgRef{channel: to.Channel, ts: ts}.String(), nil
 }
 
-// ApprovalDone implements agent.Asker: it replaces the buttons with the
-// outcome.
+// update replaces the text and blocks of ref.
+func (a *Adapter) update(ctx context.Context, ref msgRef, text string, blocks []slack.Block) error {
+	return a.retry429(ctx, func() error {
+		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
+		return err
+	})
+}
+
+// messageGone reports whether err says the message to update no longer
+// exists (deleted, or its channel is gone or closed to the bot).
+func messageGone(err error) bool {
+	var e slack.SlackErrorResponse
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Err {
+	case "message_not_found", "channel_not_found", "cant_update_message", "is_archived", "not_in_channel":
+		return true
+	}
+	return false
+}
+
+// ApprovalDone implements agent.Asker: it replaces the prompt's buttons
+// with the outcome.
 func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, state agent.ApprovalState, by agent.Principal) error {
 	if err := a.setup(); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	ref, ok := a.approvals[p.ID]
-	delete(a.approvals, p.ID)
-	a.mu.Unlock()
+	ref, ok := parseMsgRef(p.Message)
 	if !ok {
-		a.Log.Debug().Int64("approval_id", int64(p.ID)).Msg("slack: approval message unknown (restarted?); outcome not shown")
+		a.Log.Debug().Int64("approval_id", int64(p.ID)).Msg("slack: approval message unknown; outcome not shown")
 		return nil
 	}
-	var outcome string
-	switch state {
-	case agent.ApprovalApproved:
-		outcome = "✅ Approved by " + mention(by.User)
-	case agent.ApprovalDenied:
-		outcome = "❌ Denied by " + mention(by.User)
-	case agent.ApprovalExpired:
-		outcome = "⌛ Expired — not run"
-	default:
-		outcome = "Decided: " + escape(string(state))
-	}
-	text := fmt.Sprintf("The tool `%s` wanted to: %s\n%s", escape(p.Tool), escape(p.Description), outcome)
-	err := a.retry429(ctx, func() error {
-		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts,
-			slack.MsgOptionText(text, false),
-			slack.MsgOptionBlocks(slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, text, false, false), nil, nil)))
-		return err
-	})
+	text := chat.PromptOf(p).Done(approvalMarkup, state, by.User)
+	err := a.update(ctx, ref, text, []slack.Block{slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, text, false, false), nil, nil)})
 	if err != nil {
 		return fmt.Errorf("slack: show outcome of approval %d: %w", p.ID, err)
 	}
@@ -136,7 +174,7 @@ func (a *Adapter) handleInteraction(ctx context.Context, raw []byte) any {
 			if channel == "" {
 				channel = cb.Channel.ID
 			}
-			if channel != "" && (err != nil || a.refused.add(cb.User.TeamID+":"+cb.User.ID, a.now())) {
+			if channel != "" && (err != nil || a.refused.Tell(cb.User.TeamID+":"+cb.User.ID, reasonExternal, channel, a.now())) {
 				a.background(func(ctx context.Context) {
 					if err := a.ephemeral(ctx, channel, cb.Container.ThreadTs, cb.User.ID, tell); err != nil {
 						a.Log.Warn().Err(err).Str("channel_id", channel).Msg("slack: could not tell a refused user why")
@@ -174,13 +212,6 @@ func (a *Adapter) onApprovalClick(ctx context.Context, cb slack.InteractionCallb
 		channel = cb.Channel.ID
 	}
 	thread := cb.Container.ThreadTs
-	if channel != "" && cb.Container.MessageTs != "" {
-		a.mu.Lock()
-		if _, ok := a.approvals[id]; !ok {
-			a.approvals[id] = msgRef{channel: channel, ts: cb.Container.MessageTs}
-		}
-		a.mu.Unlock()
-	}
 	_, err = a.Runtime.Decide(ctx, id, by, act.ActionID == actionApprove)
 	var tell string
 	switch {

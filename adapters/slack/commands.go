@@ -118,10 +118,18 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 		ReceivedAt: now,
 	}
 	if _, err := a.Runtime.Accept(ctx, in); err != nil && !errors.Is(err, agent.ErrDuplicate) {
+		if errors.Is(err, agent.ErrStopping) {
+			// Slack never sends a command again: say so now.
+			a.Log.Info().Str("user_id", cmd.UserID).Msg("slack: command refused while Talon stops")
+			return ephemeralText(restarting), nil
+		}
 		return nil, fmt.Errorf("slack: accept command: %w", err)
 	}
 	return nil, nil
 }
+
+// restarting answers a command that arrives while Talon stops.
+const restarting = "Talon is restarting; try again in a moment."
 
 // validResponseURL reports whether u is a response_url Talon may post to:
 // https on Slack's own hosts (slack.com, slack-gov.com and their

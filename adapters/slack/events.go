@@ -101,7 +101,7 @@ func (a *Adapter) handleCallback(ctx context.Context, raw []byte) error {
 		return nil
 	}
 	now := a.now()
-	if cb.EventID != "" && a.events.has(cb.EventID, now) {
+	if cb.EventID != "" && a.events.Has(cb.EventID, now) {
 		return nil // a retry of an event already accepted
 	}
 	if err := a.waitReady(ctx); err != nil {
@@ -111,7 +111,7 @@ func (a *Adapter) handleCallback(ctx context.Context, raw []byte) error {
 		return err
 	}
 	if cb.EventID != "" {
-		a.events.add(cb.EventID, now)
+		a.events.Add(cb.EventID, now)
 	}
 	return nil
 }
@@ -273,7 +273,7 @@ const (
 // with every one).
 func (a *Adapter) tellFiles(key, once, channel, thread, user, text string) {
 	now := a.now()
-	if !a.filesTold.add("m:"+key, now) || (once != "" && !a.filesTold.add("u:"+once, now)) {
+	if !a.filesTold.Add("m:"+key, now) || (once != "" && !a.filesTold.Add("u:"+once, now)) {
 		return
 	}
 	a.background(func(ctx context.Context) {
@@ -311,10 +311,11 @@ func (a *Adapter) external(ctx context.Context, userTeam, team, enterprise, user
 	return !p.found || p.enterprise != enterprise, nil
 }
 
-// refuse tells a user once per process why the bot does not answer them.
+// refuse tells a user once per process and reason why the bot does not
+// answer them.
 func (a *Adapter) refuse(team, channel, thread, user, reason string) {
 	a.Log.Info().Str("user_id", user).Str("channel_id", channel).Msg("slack: message refused by the access policy")
-	if !a.refused.add(team+":"+user, a.now()) {
+	if !a.refused.Tell(team+":"+user, reason, channel, a.now()) {
 		return
 	}
 	a.background(func(ctx context.Context) {

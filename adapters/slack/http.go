@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/slack-go/slack"
+
+	"github.com/talonhq/talon/agent"
 )
 
 const (
@@ -69,6 +72,11 @@ func (a *Adapter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := a.handleCallback(ctx, body); err != nil {
+			if errors.Is(err, agent.ErrStopping) {
+				a.Log.Info().Msg("slack: event refused while Talon stops; answering 503 for Slack to deliver it again")
+				http.Error(w, "stopping", http.StatusServiceUnavailable)
+				return
+			}
 			a.Log.Error().Err(err).Msg("slack: event not persisted; answering 500 for Slack to retry")
 			http.Error(w, "not persisted", http.StatusInternalServerError)
 			return

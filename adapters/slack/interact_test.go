@@ -66,9 +66,13 @@ func TestApprovals(t *testing.T) {
 		ReplyTo: replyTo{Channel: "C1", Thread: "9.000100"}.encode(), Tool: "github",
 		Description: "POST https://api.github.com/repos/o/r/issues <!here>",
 	}
-	if err := h.ad.AskApproval(h.ctx, fa.prompt); err != nil {
+	msg, err := h.ad.AskApproval(h.ctx, fa.prompt)
+	if err != nil {
 		t.Fatal(err)
 	}
+	fa.mu.Lock()
+	fa.prompt.Message = msg
+	fa.mu.Unlock()
 	asks := h.fs.messages("chat.postMessage")
 	if len(asks) != 1 || asks[0].Thread != "9.000100" {
 		t.Fatalf("approval prompt = %+v, want one post in the thread", asks)

@@ -121,9 +121,11 @@ func TestModelReplyEscapedOnceOnEveryPath(t *testing.T) {
 	// An approval prompt and its outcome.
 	p := agent.ApprovalPrompt{ID: 7, Key: agent.SessionKey{Principal: agent.Principal{Platform: Platform, Workspace: team, User: "U1"}},
 		ReplyTo: replyTo{Channel: "C1", Thread: "21.000100"}.encode(), Tool: "http_fetch", Description: "GET https://x.y/?a=1&b=2 (a < b)"}
-	if err := h.ad.AskApproval(h.ctx, p); err != nil {
+	msg, err := h.ad.AskApproval(h.ctx, p)
+	if err != nil {
 		t.Fatal(err)
 	}
+	p.Message = msg
 	if err := h.ad.ApprovalDone(h.ctx, p, agent.ApprovalApproved, p.Key.Principal); err != nil {
 		t.Fatal(err)
 	}

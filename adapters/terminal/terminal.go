@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/talonhq/talon/adapters/internal/chat"
 	"github.com/talonhq/talon/agent"
 )
 
@@ -240,10 +241,12 @@ func (a *Adapter) ask(ctx context.Context, q question, lines <-chan inputLine) {
 	}
 }
 
-// AskApproval implements agent.Asker: the next input line answers it.
-func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error {
+// AskApproval implements agent.Asker: the next input line answers it. The
+// prompt is plain text: what the tool wants (the request, or the call's
+// arguments as the runtime bounded and redacted them), then the question.
+func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (string, error) {
 	a.init()
-	q := question{id: p.ID, prompt: fmt.Sprintf("\nThe tool %s wants to: %s\nAllow it? [y/N] ", p.Tool, p.Description)}
+	q := question{id: p.ID, prompt: "\n" + approvalText(chat.PromptOf(p)) + "Allow it? [y/N] "}
 	// The question is handed over asynchronously: the runtime waits for
 	// Decide, not for this call.
 	go func() {
@@ -252,7 +255,22 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) error
 		case <-ctx.Done():
 		}
 	}()
-	return nil
+	return "", nil
+}
+
+// approvalText says what p asks, one fact a line.
+func approvalText(p chat.Prompt) string {
+	switch {
+	case p.Request != "":
+		return fmt.Sprintf("The tool %s wants to send this request:\n  %s\n", p.Tool, p.Request)
+	case p.Args != "" || p.ArgsOmitted > 0:
+		s := fmt.Sprintf("The tool %s wants to run with these arguments:\n  %s\n", p.Tool, p.Args)
+		if p.ArgsOmitted > 0 {
+			s += "  " + chat.More(p.ArgsOmitted) + "\n"
+		}
+		return s
+	}
+	return fmt.Sprintf("The tool %s wants to: %s\n", p.Tool, p.Description)
 }
 
 // ApprovalDone implements agent.Asker.

@@ -54,6 +54,8 @@ type fakeSlackAPI struct {
 	postedAt []time.Time  // when each of posts came; guarded by mu
 	tokens   []string     // the token of each request (form field or bearer); guarded by mu
 	methods  []string     // the methods called; guarded by mu
+	updates  []url.Values // chat.update forms; guarded by mu
+	bodies   []string     // every request's body; guarded by mu
 	// lost: the next chat.postMessage whose text contains it is posted,
 	// but its answer never comes; hung then gets its text. Guarded by mu.
 	lost string
@@ -93,6 +95,7 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 		tok = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	}
 	f.tokens = append(f.tokens, tok)
+	f.bodies = append(f.bodies, string(body))
 	answer := map[string]any{"ok": true}
 	switch strings.TrimPrefix(r.URL.Path, "/api/") {
 	case "auth.test":
@@ -121,6 +124,9 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 			msgs = append(msgs, m)
 		}
 		answer = map[string]any{"ok": true, "messages": msgs, "has_more": false}
+	case "chat.update":
+		f.updates = append(f.updates, form)
+		answer = map[string]any{"ok": true, "channel": form.Get("channel"), "ts": form.Get("ts")}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(answer)
@@ -543,6 +549,18 @@ type fakeDiscordGateway struct {
 	identifies int                 // guarded by mu
 	posts      []string            // "channel content"; guarded by mu
 	history    map[string][]string // channel → message JSON, oldest first; guarded by mu
+	sent       []discordSent       // messages posted and edited, in full; guarded by mu
+	callbacks  []discordSent       // interaction answers; guarded by mu
+}
+
+// discordSent is a message body the fake received: posted (Edit false,
+// ID the id it was given) or edited (Edit true), or an interaction's
+// answer (ID the interaction's).
+type discordSent struct {
+	Channel, ID string
+	Edit        bool
+	Raw         string
+	Body        map[string]any
 }
 
 func newFakeDiscordGateway(t *testing.T, closeCode int) *fakeDiscordGateway {
@@ -560,12 +578,26 @@ func newFakeDiscordGateway(t *testing.T, closeCode int) *fakeDiscordGateway {
 		case path == "gateway":
 			fmt.Fprintf(w, `{"url":"ws://%s/ws"}`, r.Host)
 		case r.Method == "POST" && len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages":
-			var body struct {
-				Content string `json:"content"`
-			}
-			_ = json.NewDecoder(r.Body).Decode(&body)
-			f.posts = append(f.posts, parts[1]+" "+body.Content)
-			fmt.Fprintf(w, `{"id":"%d","channel_id":%q,"author":{"id":"100","bot":true}}`, 9000+len(f.posts), parts[1])
+			raw, _ := io.ReadAll(r.Body)
+			var body map[string]any
+			_ = json.Unmarshal(raw, &body)
+			content, _ := body["content"].(string)
+			f.posts = append(f.posts, parts[1]+" "+content)
+			id := strconv.Itoa(9000 + len(f.posts))
+			f.sent = append(f.sent, discordSent{Channel: parts[1], ID: id, Raw: string(raw), Body: body})
+			fmt.Fprintf(w, `{"id":%q,"channel_id":%q,"author":{"id":"100","bot":true}}`, id, parts[1])
+		case r.Method == "PATCH" && len(parts) == 4 && parts[0] == "channels" && parts[2] == "messages":
+			raw, _ := io.ReadAll(r.Body)
+			var body map[string]any
+			_ = json.Unmarshal(raw, &body)
+			f.sent = append(f.sent, discordSent{Channel: parts[1], ID: parts[3], Edit: true, Raw: string(raw), Body: body})
+			fmt.Fprintf(w, `{"id":%q,"channel_id":%q,"author":{"id":"100","bot":true}}`, parts[3], parts[1])
+		case r.Method == "POST" && len(parts) == 4 && parts[0] == "interactions" && parts[3] == "callback":
+			raw, _ := io.ReadAll(r.Body)
+			var body map[string]any
+			_ = json.Unmarshal(raw, &body)
+			f.callbacks = append(f.callbacks, discordSent{ID: parts[1], Raw: string(raw), Body: body})
+			w.WriteHeader(http.StatusNoContent)
 		case r.Method == "GET" && len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages":
 			// Newest first, those after the "after" id (ids of equal length).
 			after, hist := r.URL.Query().Get("after"), f.history[parts[1]]

@@ -113,6 +113,7 @@ type runtimeApprover struct{ rt *agent.Runtime }
 func (r runtimeApprover) Approve(ctx context.Context, req sandbox.ApprovalRequest) (bool, error) {
 	return r.rt.RequestApproval(ctx, agent.ApprovalRequest{
 		Key: req.Key, Turn: req.Turn, CallID: req.CallID, Tool: req.Tool, Description: req.Description,
+		Method: req.Method, Host: req.Host, Path: req.Path, Args: req.Args,
 	})
 }
 
