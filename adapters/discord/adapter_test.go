@@ -775,3 +775,49 @@ func or(d, def time.Duration) time.Duration {
 	}
 	return def
 }
+
+// A prompt asked again (after a restart) is shown in its message; when
+// that message is gone it is posted again, and when refreshing it fails
+// otherwise it is kept (its buttons still decide) and nothing is posted.
+func TestApprovalPromptAskedAgain(t *testing.T) {
+	owner := agent.Principal{Platform: Platform, User: "7"}
+	e := start(t, options{runtime: &fakeRuntime{owner: owner}})
+	e.f.mu.Lock()
+	e.f.editFail = map[string]int{"5002": 404, "5003": 500}
+	e.f.mu.Unlock()
+	p := agent.ApprovalPrompt{ID: 13, Key: agent.SessionKey{Principal: owner, Conversation: agent.Conversation{Channel: channelID}},
+		ReplyTo: "m:500:41", Tool: "deploy", Detail: agent.ApprovalDetail{Args: `{"env":"prod"}`}}
+	for _, tc := range []struct {
+		stored, want string
+		posts        int
+	}{
+		{"500/5001", "500/5001", 0}, // refreshed in place
+		{"500/5002", "", 1},         // gone: posted again
+		{"500/5003", "500/5003", 0}, // failed to refresh: kept
+	} {
+		before := len(e.f.postsSnapshot())
+		p.Message = tc.stored
+		got, err := e.a.AskApproval(e.ctx, p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.stored, err)
+		}
+		posts := e.f.postsSnapshot()[before:]
+		if len(posts) != tc.posts {
+			t.Errorf("%s: %d posts, want %d", tc.stored, len(posts), tc.posts)
+		}
+		if tc.want == "" && len(posts) == 1 {
+			tc.want = "500/" + posts[0].id
+		}
+		if got != tc.want {
+			t.Errorf("%s: message %q, want %q", tc.stored, got, tc.want)
+		}
+	}
+	edits := e.f.editsSnapshot()
+	if len(edits) != 1 || edits[0].id != "5001" {
+		t.Fatalf("edits = %v, want the prompt refreshed in 5001", edits)
+	}
+	comps, _ := jsonRoundTrip(edits[0].body["components"])
+	if strings.Contains(comps, `"disabled":true`) || !strings.Contains(edits[0].body["content"].(string), `{"env":"prod"}`) {
+		t.Errorf("refresh = %v, want live buttons and the arguments", edits[0].body)
+	}
+}

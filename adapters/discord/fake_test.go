@@ -75,6 +75,9 @@ type fakeDiscord struct {
 	// hung gets the content. Guarded by mu.
 	postHang, postLost string
 	hung               chan string
+	// editFail: message id → the status its PATCH is answered with (404:
+	// Unknown Message, deleted). Guarded by mu.
+	editFail map[string]int
 }
 
 type frame struct {
@@ -460,6 +463,12 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		writeJSON(w, 200, out)
+	case route == "PATCH channels" && len(parts) == 4 && f.editFail[parts[3]] != 0:
+		code := 0
+		if f.editFail[parts[3]] == 404 {
+			code = 10008
+		}
+		writeJSON(w, f.editFail[parts[3]], map[string]any{"message": http.StatusText(f.editFail[parts[3]]), "code": code})
 	case route == "PATCH channels" && len(parts) == 4:
 		f.edits = append(f.edits, post{channel: parts[1], path: path, body: body, id: parts[3]})
 		content, _ := body["content"].(string)

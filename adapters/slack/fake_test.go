@@ -81,6 +81,7 @@ type fakeSlack struct {
 	respondFail bool                 // response_url answers 500; guarded by mu
 	respondHang bool                 // response_url never answers; guarded by mu
 	respondHung int                  // posts to a response_url left hanging; guarded by mu
+	updateFail  map[string]string    // ts → the error chat.update answers for it; guarded by mu
 	// postHang: the next chat.postMessage or chat.update whose text
 	// contains it is left unanswered, and not carried out (the request is
 	// lost on its way); postLost: the next one is carried out, but its
@@ -208,6 +209,11 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 		var at time.Time
 		if f.clock != nil {
 			at = f.clock.peek()
+		}
+		if e := f.updateFail[form.Get("ts")]; method == "chat.update" && e != "" {
+			f.mu.Unlock()
+			f.writeJSON(w, map[string]any{"ok": false, "error": e})
+			return
 		}
 		if method == "chat.postMessage" && f.rateLimits > 0 {
 			f.rateLimits--

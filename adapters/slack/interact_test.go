@@ -230,3 +230,46 @@ func TestSlashCommands(t *testing.T) {
 		}
 	}
 }
+
+// A prompt asked again (after a restart) is shown in its message; when
+// that message is gone it is posted again, and when refreshing it fails
+// otherwise it is kept (its buttons still decide) and nothing is posted.
+func TestApprovalPromptAskedAgain(t *testing.T) {
+	h := newHarness(t, ModeSocket, nil)
+	owner := agent.Principal{Platform: Platform, Workspace: team, User: "U1"}
+	p := agent.ApprovalPrompt{ID: 43, Key: agent.SessionKey{Principal: owner, Conversation: agent.Conversation{Channel: "C1", Thread: "9.000100"}},
+		ReplyTo: replyTo{Channel: "C1", Thread: "9.000100"}.encode(), Tool: "deploy", Detail: agent.ApprovalDetail{Args: `{"env":"prod"}`}}
+	h.fs.mu.Lock()
+	h.fs.updateFail = map[string]string{"5.000100": "message_not_found", "6.000100": "internal_error"}
+	h.fs.mu.Unlock()
+
+	for _, tc := range []struct {
+		stored, want string
+		posts        int
+	}{
+		{"C1/4.000100", "C1/4.000100", 0}, // refreshed in place
+		{"C1/5.000100", "", 1},            // gone: posted again
+		{"C1/6.000100", "C1/6.000100", 0}, // failed to refresh: kept
+	} {
+		before := len(h.fs.messages("chat.postMessage"))
+		p.Message = tc.stored
+		got, err := h.ad.AskApproval(h.ctx, p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.stored, err)
+		}
+		posts := h.fs.messages("chat.postMessage")[before:]
+		if len(posts) != tc.posts {
+			t.Errorf("%s: %d posts, want %d", tc.stored, len(posts), tc.posts)
+		}
+		if tc.want == "" && len(posts) == 1 {
+			tc.want = "C1/" + posts[0].TS
+		}
+		if got != tc.want {
+			t.Errorf("%s: message %q, want %q", tc.stored, got, tc.want)
+		}
+	}
+	ups := h.fs.messages("chat.update")
+	if len(ups) != 1 || ups[0].TS != "4.000100" || !strings.Contains(ups[0].Blocks, "talon_approve") || !strings.Contains(ups[0].Text, `{"env":"prod"}`) {
+		t.Errorf("updates = %+v, want the prompt refreshed in 4.000100 with its buttons", ups)
+	}
+}
