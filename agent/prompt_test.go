@@ -23,7 +23,11 @@ func (d *detailTools) Tools(context.Context, agent.Principal) ([]llm.Tool, error
 }
 
 func (d *detailTools) Run(ctx context.Context, c agent.ToolCall) (agent.ToolResult, error) {
-	req := agent.ApprovalRequest{Key: c.Key, Turn: c.Turn, CallID: c.ID, Tool: c.Name, Description: "run tool " + c.Name, Args: c.Args}
+	// The model's arguments were scrubbed before the tool got them; these
+	// carry the secret again (as a tool might), for the approval's own
+	// redaction to find.
+	args := json.RawMessage(strings.ReplaceAll(string(c.Args), "SECRET_HERE", secretValue))
+	req := agent.ApprovalRequest{Key: c.Key, Turn: c.Turn, CallID: c.ID, Tool: c.Name, Description: "run tool " + c.Name, Args: args}
 	if c.Name == "http" {
 		req = agent.ApprovalRequest{Key: c.Key, Turn: c.Turn, CallID: c.ID, Tool: c.Name,
 			Description: "POST https://api.example.com:8443/hook/" + secretValue,
@@ -45,7 +49,7 @@ const secretValue = "hunter2-secret-value"
 // reorder text written as JSON escapes.
 func TestApprovalPromptDetailRedactedAndBounded(t *testing.T) {
 	pad := strings.Repeat("x", 1<<20)
-	args := `{ "note" : "` + secretValue + ` \u202e` + "\u202e" + `<!channel> @everyone ` + "```" + ` \u003c!here\u003e \\u0026", "pad": "` + pad + `" }`
+	args := `{ "note" : "SECRET_HERE \u202e` + "\u202e" + `<!channel> @everyone ` + "```" + ` \u003c!here\u003e \\u0026", "pad": "` + pad + `" }`
 	srv := llmtest.NewServer(t, func(req llmtest.Request) llmtest.Response {
 		last := req.Messages[len(req.Messages)-1]
 		switch {
