@@ -344,7 +344,9 @@ type Channel interface {
 	// Platform is the Principal.Platform this channel serves.
 	Platform() string
 	// Deliver posts r and returns the platform's message id. It must be
-	// safe to call again for the same r after a crash.
+	// safe to call again for the same r, after a failure or a crash: a
+	// channel that posts r in several messages records each one as it is
+	// posted (r.Record) and posts only those r.Posted does not list.
 	Deliver(ctx context.Context, r Reply) (platformID string, err error)
 }
 
