@@ -38,7 +38,7 @@ type fakeDiscord struct {
 	heartbeat int                      // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
 	noAcks    bool                     // when set, heartbeats are not acknowledged; guarded by mu
 	closes    []int                    // close codes the client sent; guarded by mu
-	stall     map[string]chan struct{} // "METHOD first-segment" → requests wait until it is closed; guarded by mu
+	stall     map[string]chan struct{} // "METHOD first-segment" or "METHOD first/third" ("POST channels/messages") → requests wait until it is closed; guarded by mu
 	stalled   map[string]int           // requests that waited on stall, by key; guarded by mu
 	limited   map[string]string        // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
 	limitHits map[string]int           // 429s answered, by channel; guarded by mu
@@ -378,9 +378,13 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	stall := f.stall[r.Method+" "+parts[0]]
+	stallKey := r.Method + " " + parts[0]
+	if len(parts) >= 3 && f.stall[stallKey+"/"+parts[2]] != nil {
+		stallKey += "/" + parts[2] // e.g. "POST channels/messages", not typing
+	}
+	stall := f.stall[stallKey]
 	if stall != nil {
-		f.stalled[r.Method+" "+parts[0]]++
+		f.stalled[stallKey]++
 	}
 	f.mu.Unlock()
 	if stall != nil {

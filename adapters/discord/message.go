@@ -199,7 +199,7 @@ func (a *Adapter) tellRefusal(m *discordgo.Message, reason string) {
 	a.goBG(func() {
 		defer func() { <-a.refusalSlots }()
 		endpoint := discordgo.EndpointChannelMessages(channel)
-		if a.bucketWaiting(endpoint) {
+		if a.bucketWaiting(a.runCtx, endpoint) {
 			a.refusals.Untold(who, reason)
 			log.Info().Msg("discord: refusal notice dropped: the channel is rate limited")
 			return
@@ -224,16 +224,26 @@ const (
 	maxRefusalChannels = 1000
 	// refusalTimeout bounds one notice's REST call.
 	refusalTimeout = 10 * time.Second
+	// bucketHoldWait is how long a notice waits for a request in flight in
+	// its channel before it counts the channel as rate limited.
+	bucketHoldWait = time.Second
 )
 
 // bucketWaiting reports whether a request on discordgo's rate-limit
-// bucket would wait: the bucket is exhausted until a reset ahead, or a
-// request holds it (discordgo sleeps holding it when it is exhausted).
-func (a *Adapter) bucketWaiting(bucket string) bool {
+// bucket would wait for a reset: the bucket is exhausted until a reset
+// ahead, or it stays held longer than a request takes (discordgo sleeps
+// holding it when it is exhausted). A request in flight (a reply being
+// posted in the same channel) holds it only briefly, so a hold is waited
+// out for up to bucketHoldWait before it counts as a rate limit. It runs
+// on the notice's own goroutine, so the wait blocks nothing else.
+func (a *Adapter) bucketWaiting(ctx context.Context, bucket string) bool {
 	rl := a.sess.Ratelimiter
 	b := rl.GetBucket(bucket)
-	if !b.TryLock() {
-		return true
+	deadline := time.Now().Add(bucketHoldWait)
+	for !b.TryLock() {
+		if time.Now().After(deadline) || !agent.Sleep(ctx, 10*time.Millisecond) {
+			return true
+		}
 	}
 	defer b.Unlock()
 	return rl.GetWaitTime(b, 1) > 0
