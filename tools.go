@@ -8,13 +8,11 @@ import (
 	_ "github.com/anthropics/anthropic-sdk-go"
 	_ "github.com/bwmarrin/discordgo"
 	_ "github.com/google/go-cmp/cmp"
-	_ "github.com/openai/openai-go/v3"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/rs/zerolog"
 	_ "github.com/slack-go/slack"
 	_ "github.com/tetratelabs/wazero"
 	_ "go.yaml.in/yaml/v3"
-	_ "golang.org/x/sync/errgroup"
 	_ "golang.org/x/term"
 	_ "modernc.org/sqlite"
 )

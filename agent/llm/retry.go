@@ -187,9 +187,9 @@ func contextFailure(err error) *failure {
 	return &failure{kind: ErrUnknown, err: err}
 }
 
-// classify turns what an SDK call returned into a failure. res is the HTTP
-// response of the attempt if there was one (its body is the buffered error
-// body when the status is an error).
+// classify turns what an HTTP or SDK call returned into a failure. res is
+// the HTTP response of the attempt if there was one (its body is the
+// buffered error body when the status is an error).
 func classify(err error, res *http.Response, now time.Time) *failure {
 	if err == nil {
 		return nil
