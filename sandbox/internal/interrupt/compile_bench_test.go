@@ -4,8 +4,8 @@ package interrupt
 
 import (
 	"context"
-	"os"
-	"path/filepath"
+	"maps"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -29,13 +29,9 @@ func BenchmarkCompile(b *testing.B) {
 		wasm []byte
 	}
 	var cases []bcase
-	files, _ := filepath.Glob("../../tools/*.wasm")
-	for _, f := range files {
-		w, err := os.ReadFile(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cases = append(cases, bcase{"builtin/" + filepath.Base(f), w})
+	builtins := builtinModules(b)
+	for _, name := range slices.Sorted(maps.Keys(builtins)) {
+		cases = append(cases, bcase{name, builtins[name]})
 	}
 	for _, s := range []wasmgen.Shape{
 		// One function near the limits.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/talonhq/talon/sandbox/tools"
 )
 
 // A small module, assembled here section by section.
@@ -339,22 +342,39 @@ func TestInstrumentRefuses(t *testing.T) {
 // compiler emits) and the sandbox's test guests.
 func realModules(t testing.TB) map[string][]byte {
 	t.Helper()
-	files, err := filepath.Glob("../../tools/*.wasm")
-	if err != nil {
-		t.Fatal(err)
+	mods := builtinModules(t)
+	if len(mods) < 4 {
+		t.Fatalf("found %d built-in tools, want 4", len(mods))
 	}
-	guests, _ := filepath.Glob("../../testdata/*.wasm")
-	files = append(files, guests...)
-	if len(files) < 5 {
-		t.Fatalf("found %d modules, want the built-in tools and the test guests", len(files))
+	guests, err := filepath.Glob("../../testdata/*.wasm")
+	if err != nil || len(guests) == 0 {
+		t.Fatalf("found no test guests (%v)", err)
 	}
-	mods := map[string][]byte{}
-	for _, f := range files {
+	for _, f := range guests {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		mods[f] = b
+	}
+	return mods
+}
+
+// builtinModules reads the built-in tools as the gateway does: through
+// tools.FS, which decompresses the modules embedded in the binary.
+func builtinModules(t testing.TB) map[string][]byte {
+	t.Helper()
+	names, err := fs.Glob(tools.FS, "*.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods := map[string][]byte{}
+	for _, n := range names {
+		b, err := fs.ReadFile(tools.FS, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mods["builtin/"+n] = b
 	}
 	return mods
 }
@@ -401,7 +421,7 @@ func TestInstrumentRealModules(t *testing.T) {
 }
 
 func BenchmarkInstrument(b *testing.B) {
-	wasm, err := os.ReadFile("../../tools/html_text.wasm")
+	wasm, err := fs.ReadFile(tools.FS, "html_text.wasm")
 	if err != nil {
 		b.Fatal(err)
 	}
