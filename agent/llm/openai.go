@@ -362,7 +362,7 @@ type openAIStream struct {
 	onDelta func(string)
 
 	text    strings.Builder
-	calls   []ToolCall
+	calls   []streamedCall
 	slots   map[int64]int // wire index → position in calls
 	usage   Usage
 	finish  string
@@ -414,7 +414,10 @@ func (st *openAIStream) read(res *http.Response) (*Response, *failure) {
 	case st.finish == "":
 		return nil, &failure{kind: ErrServer, retryable: true, err: errors.New("the stream ended before the answer was complete")}
 	}
-	msg := Message{Role: RoleAssistant, Content: st.text.String(), ToolCalls: st.calls}
+	msg := Message{Role: RoleAssistant, Content: st.text.String()}
+	for _, c := range st.calls {
+		msg.ToolCalls = append(msg.ToolCalls, ToolCall{ID: c.id, Name: c.name, Arguments: string(c.args)})
+	}
 	return &Response{Message: msg, Usage: st.usage, StopReason: openAIStop(st.finish, len(st.calls) > 0)}, nil
 }
 
@@ -469,13 +472,13 @@ func (st *openAIStream) toolCall(tc wireToolCall) *failure {
 	}
 	id := string(tc.ID)
 	pos, ok := st.slots[idx]
-	if !ok || (id != "" && st.calls[pos].ID != "" && st.calls[pos].ID != id) {
+	if !ok || (id != "" && st.calls[pos].id != "" && st.calls[pos].id != id) {
 		// A new call; servers that omit the index reuse 0 for every call,
 		// so a new id also starts a new call.
 		if len(st.calls) >= MaxToolCalls {
 			return &failure{kind: ErrBadResponse, err: fmt.Errorf("the stream sent more than %d tool calls", MaxToolCalls)}
 		}
-		st.calls = append(st.calls, ToolCall{})
+		st.calls = append(st.calls, streamedCall{})
 		pos = len(st.calls) - 1
 		st.slots[idx] = pos
 	}
@@ -484,13 +487,20 @@ func (st *openAIStream) toolCall(tc wireToolCall) *failure {
 		return f
 	}
 	if id != "" {
-		c.ID = id
+		c.id = id
 	}
 	if tc.Function.Name != "" {
-		c.Name = string(tc.Function.Name)
+		c.name = string(tc.Function.Name)
 	}
-	c.Arguments += string(tc.Function.Arguments)
+	c.args = append(c.args, tc.Function.Arguments...)
 	return nil
+}
+
+// streamedCall is a tool call being assembled from fragments; its
+// arguments grow in amortised linear time however finely they are cut.
+type streamedCall struct {
+	id, name string
+	args     []byte
 }
 
 // grow counts n more bytes of the answer against MaxResponseBytes.

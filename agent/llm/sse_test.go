@@ -221,3 +221,26 @@ func TestOpenAIClientUsesOnlyTheStandardLibrary(t *testing.T) {
 		t.Fatalf("checked only %d files; is the glob broken?", checked)
 	}
 }
+
+// BenchmarkOpenAIStreamFineArguments decodes a stream whose tool-call
+// arguments come one byte per chunk, as a hostile server may send them:
+// the cost must grow linearly with the fragments, not with their square.
+func BenchmarkOpenAIStreamFineArguments(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			var body bytes.Buffer
+			body.WriteString(`data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}` + "\n\n")
+			for range n {
+				body.WriteString(`data: {"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"x"}}]}}]}` + "\n\n")
+			}
+			body.WriteString(`data: {"choices":[{"delta":{},"finish_reason":"tool_calls"}]}` + "\n\n")
+			b.SetBytes(int64(body.Len()))
+			for b.Loop() {
+				resp, f := decodeOpenAIStream(streamResponse(bytes.NewReader(body.Bytes())), func(string) {})
+				if f != nil || len(resp.Message.ToolCalls[0].Arguments) != n {
+					b.Fatalf("decode: %v", f)
+				}
+			}
+		})
+	}
+}
