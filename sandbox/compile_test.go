@@ -78,7 +78,7 @@ func TestCompileAtTheLimits(t *testing.T) {
 	for _, s := range []wasmgen.Shape{
 		{Kind: wasmgen.Nest, N: 64, Locals: 8, Ops: 1},
 		{Kind: wasmgen.NestBlocks, N: 2048, Locals: 2, Ops: 1},
-		{Kind: wasmgen.Live, N: 1, Locals: 4095},
+		{Kind: wasmgen.Live, N: 1, Locals: 2047},
 	} {
 		t.Run(s.String(), func(t *testing.T) {
 			r := newRuntime(t, Config{PoolSize: -1}, genTool(t, "gen", s))

@@ -35,23 +35,26 @@ func BenchmarkCompile(b *testing.B) {
 	}
 	for _, s := range []wasmgen.Shape{
 		// One function near the limits.
-		{Kind: wasmgen.Nest, N: 64, Locals: 3000, Ops: 1},
-		{Kind: wasmgen.NestBlocks, N: 2048, Locals: 80, Ops: 1},
+		{Kind: wasmgen.Nest, N: 64, Locals: 1500, Ops: 1},
+		{Kind: wasmgen.NestBlocks, N: 2048, Locals: 40, Ops: 1},
 		{Kind: wasmgen.Seq, N: 1100, Locals: 20, Ops: 1},
 		{Kind: wasmgen.SeqBlocks, N: 4096},
-		{Kind: wasmgen.Live, N: 500, Locals: 900},
+		{Kind: wasmgen.Live, N: 200, Locals: 1000},
+		{Kind: wasmgen.Live, N: 40, Locals: 2000},
 		{Kind: wasmgen.Stack, N: 1000, Ops: 700},
 		// Modules near the limit of the whole: copies of the above.
 		{Kind: wasmgen.Seq, N: 1100, Locals: 20, Ops: 1, Funcs: 6},
-		{Kind: wasmgen.SeqBlocks, N: 4096, Funcs: 12},
-		{Kind: wasmgen.Live, N: 500, Locals: 900, Funcs: 7},
-		{Kind: wasmgen.Stack, N: 1000, Ops: 700, Funcs: 7},
-		{Kind: wasmgen.NestBlocks, N: 2048, Locals: 80, Ops: 1, Funcs: 6},
+		{Kind: wasmgen.SeqBlocks, N: 4096, Funcs: 11},
+		{Kind: wasmgen.Live, N: 200, Locals: 1000, Funcs: 7},
+		{Kind: wasmgen.Live, N: 40, Locals: 2000, Funcs: 7},
+		{Kind: wasmgen.Stack, N: 1000, Ops: 700, Funcs: 6},
+		{Kind: wasmgen.NestBlocks, N: 2048, Locals: 40, Ops: 1, Funcs: 6},
 		// Beyond the limits (refused at load), for comparison.
 		{Kind: wasmgen.Nest, N: 500, Locals: 50, Ops: 1},
 		{Kind: wasmgen.NestBlocks, N: 4000, Locals: 20, Ops: 1},
 		{Kind: wasmgen.Seq, N: 4000, Locals: 5, Ops: 1},
-		{Kind: wasmgen.Live, N: 1000, Locals: 1000},
+		{Kind: wasmgen.Live, N: 500, Locals: 900, Funcs: 7},
+		{Kind: wasmgen.Live, N: 60, Locals: 4000},
 	} {
 		cases = append(cases, bcase{"gen/" + s.String(), wasmgen.Module(s)})
 	}
