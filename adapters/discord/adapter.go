@@ -103,8 +103,14 @@ type Adapter struct {
 	started chan struct{} // closed when Run has built the session (or failed to)
 
 	// Set before started is closed, read-only after.
-	cfg      Config
-	sess     *discordgo.Session
+	cfg  Config
+	sess *discordgo.Session
+	// isess answers interactions (callbacks, the deferred answer's edit,
+	// follow-ups) with a rate limiter of its own: Discord's global rate
+	// limit does not apply to these endpoints, but discordgo holds every
+	// request of a session while a global 429 lasts, past the 3 s an
+	// interaction has to be answered in.
+	isess    *discordgo.Session
 	gw       *gateway
 	startErr error
 	runCtx   context.Context // cancelled when Run returns
@@ -302,6 +308,9 @@ func (a *Adapter) setup(ctx context.Context) error {
 		return err
 	}
 	a.sess = s
+	if a.isess, err = a.newSession(cfg); err != nil {
+		return err
+	}
 	a.runCtx = ctx
 	a.gw = &gateway{
 		sess:     s,

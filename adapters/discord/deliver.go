@@ -234,7 +234,7 @@ func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok int
 		}
 		content := p
 		if n == 0 {
-			m, err := a.sess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &content, AllowedMentions: noMentions()}, discordgo.WithContext(ctx))
+			m, err := a.isess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &content, AllowedMentions: noMentions()}, discordgo.WithContext(ctx))
 			if err != nil {
 				return "", fmt.Errorf("discord: edit deferred answer: %w", err)
 			}
@@ -244,7 +244,7 @@ func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok int
 			record(ctx, r, 0, first)
 			continue
 		}
-		m, err := a.sess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
+		m, err := a.isess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
 			Content: content, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral,
 		}, discordgo.WithContext(ctx))
 		if err != nil {

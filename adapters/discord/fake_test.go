@@ -42,6 +42,7 @@ type fakeDiscord struct {
 	stalled   map[string]int           // requests that waited on stall, by key; guarded by mu
 	limited   map[string]string        // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
 	limitHits map[string]int           // 429s answered, by channel; guarded by mu
+	global    bool                     // when set, the 429s of limited are global (X-RateLimit-Global); guarded by mu
 	sent      map[string]time.Time     // interaction id → when it was dispatched; guarded by mu
 	connected int                      // READY/RESUMED sent; guarded by mu
 	replay    []event                  // sent after the next RESUMED; guarded by mu
@@ -414,8 +415,12 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", after)
 		w.Header().Set("X-RateLimit-Remaining", "0")
 		w.Header().Set("X-RateLimit-Reset-After", after)
+		if f.global {
+			w.Header().Set("X-RateLimit-Global", "true")
+			w.Header().Set("X-RateLimit-Scope", "global")
+		}
 		retry, _ := strconv.ParseFloat(after, 64)
-		writeJSON(w, 429, map[string]any{"message": "You are being rate limited.", "retry_after": retry, "global": false})
+		writeJSON(w, 429, map[string]any{"message": "You are being rate limited.", "retry_after": retry, "global": f.global})
 	case route == "POST channels" && len(parts) == 3 && parts[2] == "messages":
 		f.attempts++
 		if f.fail429 > 0 {

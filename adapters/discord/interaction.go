@@ -77,7 +77,7 @@ func (a *Adapter) who(i *discordgo.Interaction) (agent.Principal, place, bool) {
 }
 
 func (a *Adapter) respond(ctx context.Context, i *discordgo.Interaction, r *discordgo.InteractionResponse) {
-	if err := a.sess.InteractionRespond(i, r, discordgo.WithContext(ctx)); err != nil {
+	if err := a.isess.InteractionRespond(i, r, discordgo.WithContext(ctx)); err != nil {
 		a.Log.Warn().Err(err).Str("interaction", i.ID).Msg("discord: answer interaction")
 	}
 }
@@ -467,7 +467,7 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 	}
 	// Acknowledge first (Discord allows 3 s; the answer comes from the
 	// runtime), so the deferred answer exists before Deliver edits it.
-	if err := a.sess.InteractionRespond(i, &discordgo.InteractionResponse{
+	if err := a.isess.InteractionRespond(i, &discordgo.InteractionResponse{
 		Type: discordgo.InteractionResponseDeferredChannelMessageWithSource,
 		Data: &discordgo.InteractionResponseData{Flags: discordgo.MessageFlagsEphemeral},
 	}, discordgo.WithContext(ctx)); err != nil {
@@ -501,7 +501,7 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 			log.Error().Err(err).Str("ref", ref).Msg("discord: accept command")
 			msg = "Something went wrong (ref " + ref + ")."
 		}
-		if _, err := a.sess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &msg, AllowedMentions: noMentions()}, discordgo.WithContext(ctx)); err != nil {
+		if _, err := a.isess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &msg, AllowedMentions: noMentions()}, discordgo.WithContext(ctx)); err != nil {
 			log.Warn().Err(err).Msg("discord: answer failed command")
 		}
 		a.forgetInteraction(i.ID)

@@ -302,3 +302,38 @@ func jsonKeys(line string) ([]string, error) {
 	}
 	return keys, nil
 }
+
+// A global rate limit (a 429 with X-RateLimit-Global) holds the bot's
+// other REST calls until it resets, but Discord does not apply it to
+// interaction endpoints: a slash command and a button click are still
+// answered at once (within 500 ms of their dispatch), not after the
+// reset, when Discord has long shown "This interaction failed".
+func TestInteractionsAnsweredUnderAGlobalRateLimit(t *testing.T) {
+	e := start(t, options{fake: func(f *fakeDiscord) {
+		f.limited[dmChannel] = "3"
+		f.global = true
+	}})
+	e.f.dispatch("MESSAGE_CREATE", dmFrom("41", "7", "hello"))
+	waitFor(t, "the reply hit the global rate limit", func() bool {
+		e.f.mu.Lock()
+		defer e.f.mu.Unlock()
+		return e.f.limitHits[dmChannel] >= 1
+	})
+	e.f.dispatch("INTERACTION_CREATE", command("901", "help"))
+	e.f.dispatch("INTERACTION_CREATE", click("902", "7", "talon:approve:12"))
+	waitFor(t, "both interactions answered", func() bool { return len(e.f.callbacksSnapshot()) == 2 })
+	for _, cb := range e.f.callbacksSnapshot() {
+		e.f.mu.Lock()
+		sent := e.f.sent[cb.interaction]
+		e.f.mu.Unlock()
+		if took := cb.at.Sub(sent); took > 500*time.Millisecond {
+			t.Errorf("interaction %s answered %v after its dispatch, want within 500 ms", cb.interaction, took)
+		}
+	}
+	e.f.mu.Lock()
+	delete(e.f.limited, dmChannel)
+	e.f.mu.Unlock()
+	if got := e.replies(1); len(got) != 1 || got[0] != "echo: hello" {
+		t.Errorf("reply after the rate limit = %q, want one \"echo: hello\"", got)
+	}
+}
