@@ -27,44 +27,46 @@ type fakeDiscord struct {
 
 	botID, appID string
 
-	mu        sync.Mutex
-	conn      *websocket.Conn // the current gateway socket; guarded by mu
-	wmu       *sync.Mutex     // serialises writes to conn; guarded by mu
-	conns     []*websocket.Conn
-	seq       int64                    // last sequence number sent; guarded by mu
-	sessions  int                      // sessions identified; guarded by mu
-	frames    []frame                  // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
-	invalid   bool                     // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
-	heartbeat int                      // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
-	noAcks    bool                     // when set, heartbeats are not acknowledged; guarded by mu
-	closes    []int                    // close codes the client sent; guarded by mu
-	stall     map[string]chan struct{} // "METHOD first-segment" or "METHOD first/third" ("POST channels/messages") → requests wait until it is closed; guarded by mu
-	stalled   map[string]int           // requests that waited on stall, by key; guarded by mu
-	limited   map[string]string        // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
-	limitHits map[string]int           // 429s answered, by channel; guarded by mu
-	global    bool                     // when set, the 429s of limited are global (X-RateLimit-Global); guarded by mu
-	sent      map[string]time.Time     // interaction id → when it was dispatched; guarded by mu
-	connected int                      // READY/RESUMED sent; guarded by mu
-	replay    []event                  // sent after the next RESUMED; guarded by mu
-	nextID    int64                    // snowflakes handed out; guarded by mu
-	posts     []post                   // created messages; guarded by mu
-	attempts  int                      // POSTs to /messages, 429s included; guarded by mu
-	fail429   int                      // next message POSTs answered 429; guarded by mu
-	edits     []post                   // PATCHed messages; guarded by mu
-	writes    []string                 // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
-	threads   []post                   // threads started on messages (id: the message); guarded by mu
-	threadErr int                      // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
-	typing    int                      // typing calls; guarded by mu
-	callbacks []callback               // interaction responses; guarded by mu
-	hooks     []post                   // webhook edits and follow-ups (interaction answers); guarded by mu
-	commands  json.RawMessage          // registered commands; guarded by mu
-	puts      int                      // command overwrites; guarded by mu
-	lists     int                      // command listings; guarded by mu
-	history   map[string][]msg         // channel → messages for GET …/messages; guarded by mu
-	channels  map[string]string        // channel id → JSON for GET /channels/{id}; guarded by mu
-	appFlags  int                      // guarded by mu
-	bodies    []string                 // every REST request body; guarded by mu
-	closeCode int                      // when set, IDENTIFY is answered by closing with it; guarded by mu
+	mu         sync.Mutex
+	conn       *websocket.Conn // the current gateway socket; guarded by mu
+	wmu        *sync.Mutex     // serialises writes to conn; guarded by mu
+	conns      []*websocket.Conn
+	seq        int64                    // last sequence number sent; guarded by mu
+	sessions   int                      // sessions identified; guarded by mu
+	frames     []frame                  // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
+	invalid    bool                     // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
+	heartbeat  int                      // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
+	noAcks     bool                     // when set, heartbeats are not acknowledged; guarded by mu
+	closes     []int                    // close codes the client sent; guarded by mu
+	stall      map[string]chan struct{} // "METHOD first-segment" or "METHOD first/third" ("POST channels/messages") → requests wait until it is closed; guarded by mu
+	stalled    map[string]int           // requests that waited on stall, by key; guarded by mu
+	limited    map[string]string        // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
+	limitHits  map[string]int           // 429s answered, by channel; guarded by mu
+	global     bool                     // when set, the 429s of limited are global (X-RateLimit-Global); guarded by mu
+	sent       map[string]time.Time     // interaction id → when it was dispatched; guarded by mu
+	connected  int                      // READY/RESUMED sent; guarded by mu
+	replay     []event                  // sent after the next RESUMED; guarded by mu
+	nextID     int64                    // snowflakes handed out; guarded by mu
+	posts      []post                   // created messages; guarded by mu
+	attempts   int                      // POSTs to /messages, 429s included; guarded by mu
+	fail429    int                      // next message POSTs answered 429; guarded by mu
+	edits      []post                   // PATCHed messages; guarded by mu
+	writes     []string                 // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
+	threads    []post                   // threads started on messages (id: the message); guarded by mu
+	threadErr  int                      // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
+	typing     int                      // typing calls; guarded by mu
+	callbacks  []callback               // interaction responses; guarded by mu
+	hooks      []post                   // webhook edits and follow-ups (interaction answers); guarded by mu
+	commands   json.RawMessage          // registered commands; guarded by mu
+	puts       int                      // command overwrites; guarded by mu
+	lists      int                      // command listings; guarded by mu
+	history    map[string][]msg         // channel → messages for GET …/messages; guarded by mu
+	channels   map[string]string        // channel id → JSON for GET /channels/{id}; guarded by mu
+	members    map[string][]string      // user id → roles, for GET /guilds/{guild}/members/{user}; guarded by mu
+	memberGets int                      // GET /guilds/{guild}/members/{user} answered; guarded by mu
+	appFlags   int                      // guarded by mu
+	bodies     []string                 // every REST request body; guarded by mu
+	closeCode  int                      // when set, IDENTIFY is answered by closing with it; guarded by mu
 	// nonceFrom is the first post whose nonce still counts: forgetNonces
 	// moves it past the others, as Discord's nonce window (a few minutes)
 	// passing does. Guarded by mu.
@@ -131,7 +133,7 @@ type user struct {
 
 func newFake(t *testing.T) *fakeDiscord {
 	f := &fakeDiscord{t: t, botID: "100", appID: "200", nextID: 5000,
-		history: map[string][]msg{}, channels: map[string]string{}, commands: json.RawMessage("[]"),
+		history: map[string][]msg{}, channels: map[string]string{}, members: map[string][]string{}, commands: json.RawMessage("[]"),
 		limited: map[string]string{}, limitHits: map[string]int{}, sent: map[string]time.Time{},
 		stall: map[string]chan struct{}{}, stalled: map[string]int{}, hung: make(chan string, 4)}
 	mux := http.NewServeMux()
@@ -503,6 +505,14 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		id := f.snowflake()
 		f.hooks = append(f.hooks, post{path: r.Method + " " + path, body: body, id: id})
 		writeJSON(w, 200, msg{ID: id})
+	case route == "GET guilds" && len(parts) == 4 && parts[2] == "members":
+		f.memberGets++
+		roles, ok := f.members[parts[3]]
+		if !ok {
+			writeJSON(w, 404, map[string]any{"message": "Unknown Member", "code": 10007})
+			return
+		}
+		writeJSON(w, 200, map[string]any{"user": user{ID: parts[3], Username: "u" + parts[3]}, "roles": roles})
 	case r.Method == "GET" && parts[0] == "applications" && len(parts) == 3:
 		f.lists++
 		w.Header().Set("Content-Type", "application/json")

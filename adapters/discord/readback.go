@@ -267,6 +267,7 @@ func (a *Adapter) backfill(ctx context.Context, gapStart time.Time) {
 	if len(jobs) > maxBackfillChannels {
 		jobs = jobs[:maxBackfillChannels]
 	}
+	members := map[string]*discordgo.Member{} // author → member, asked once per read back
 	for _, j := range jobs {
 		if ctx.Err() != nil {
 			return
@@ -293,11 +294,32 @@ func (a *Adapter) backfill(ctx context.Context, gapStart time.Time) {
 				a.noteActivity(m)
 				continue
 			}
+			if m.Member == nil && m.GuildID != "" && len(a.cfg.AllowedRoles) > 0 && m.Author != nil {
+				m.Member = a.memberOf(ctx, members, m.GuildID, m.Author.ID)
+			}
 			handled++
 			a.handleMessage(ctx, m, true)
 		}
 		a.Log.Info().Str("channel_id", j.channel).Int("messages", handled).Int("too_old", old).Msg("discord: channel read back after a gap")
 	}
+}
+
+// memberOf returns user's membership of guild, for the roles
+// Config.AllowedRoles asks for: messages read back through REST carry no
+// member, unlike the gateway's. seen keeps the answers of one read back
+// (nil: not a member, or not known).
+func (a *Adapter) memberOf(ctx context.Context, seen map[string]*discordgo.Member, guild, user string) *discordgo.Member {
+	key := guild + "/" + user
+	if m, ok := seen[key]; ok {
+		return m
+	}
+	m, err := a.sess.GuildMember(guild, user, discordgo.WithContext(ctx))
+	if err != nil {
+		a.Log.Warn().Err(err).Str("user", user).Msg("discord: could not read a member's roles; their message read back is refused")
+		m = nil
+	}
+	seen[key] = m
+	return m
 }
 
 // messageTime is when m was sent: its timestamp, or the time in its id.

@@ -125,3 +125,46 @@ func TestMessageTime(t *testing.T) {
 		t.Errorf("time of a bad id = %v", got)
 	}
 }
+
+// With allowed_roles, a message read back after a gap is judged by its
+// author's roles like one from the gateway, although Discord's REST
+// messages carry no member: a role holder's message is answered, not
+// silently refused and lost; one without the role is still refused, and
+// each author's roles are asked for once per read back.
+func TestReadBackKnowsAllowedRoles(t *testing.T) {
+	e := start(t, options{config: func(c *Config) { c.AllowedRoles = []string{"900"} }})
+	first := inGuild("1000051", channelID, "7", "<@100> hi", true)
+	first.Member = &struct {
+		Roles []string `json:"roles"`
+	}{Roles: []string{"900"}}
+	e.f.dispatch("MESSAGE_CREATE", first)
+	e.replies(1)
+
+	// Missed while the connection was down: REST messages have no member.
+	e.f.mu.Lock()
+	e.f.members["8"] = []string{"900"}
+	e.f.members["9"] = []string{"901"}
+	e.f.history[channelID] = []msg{
+		first,
+		inGuild("1000052", channelID, "8", "<@100> from a role holder", true),
+		inGuild("1000053", channelID, "9", "<@100> from someone without the role", true),
+		inGuild("1000054", channelID, "8", "<@100> again from the role holder", true),
+	}
+	e.f.mu.Unlock()
+	e.f.sendOp(7, nil)
+	waitFor(t, "the channel read back", func() bool {
+		return strings.Contains(e.logs.String(), "channel read back after a gap")
+	})
+	got := e.replies(3)
+	slices.Sort(got)
+	want := []string{"echo: again from the role holder", "echo: from a role holder", "echo: hi"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
+	}
+	e.f.mu.Lock()
+	gets := e.f.memberGets
+	e.f.mu.Unlock()
+	if gets != 2 {
+		t.Errorf("%d member look-ups, want 2 (one per author)", gets)
+	}
+}
