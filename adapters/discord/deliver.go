@@ -236,6 +236,7 @@ func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok int
 		if n == 0 {
 			m, err := a.isess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &content, AllowedMentions: noMentions()}, discordgo.WithContext(ctx))
 			if err != nil {
+				err = hideToken(err, tok.token)
 				return "", fmt.Errorf("discord: edit deferred answer: %w", err)
 			}
 			if m != nil {
@@ -248,7 +249,7 @@ func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok int
 			Content: content, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral,
 		}, discordgo.WithContext(ctx))
 		if err != nil {
-			return first, fmt.Errorf("discord: follow-up %d: %w", n, err)
+			return first, fmt.Errorf("discord: follow-up %d: %w", n, hideToken(err, tok.token))
 		}
 		id := ""
 		if m != nil {

@@ -78,9 +78,29 @@ func (a *Adapter) who(i *discordgo.Interaction) (agent.Principal, place, bool) {
 
 func (a *Adapter) respond(ctx context.Context, i *discordgo.Interaction, r *discordgo.InteractionResponse) {
 	if err := a.isess.InteractionRespond(i, r, discordgo.WithContext(ctx)); err != nil {
-		a.Log.Warn().Err(err).Str("interaction", i.ID).Msg("discord: answer interaction")
+		a.Log.Warn().Err(hideToken(err, i.Token)).Str("interaction", i.ID).Msg("discord: answer interaction")
 	}
 }
+
+// hideToken keeps an interaction's token out of err's text: the REST
+// calls that answer an interaction carry it in their URL, which a failed
+// request's error (a *url.Error, a RateLimitError) repeats, and anyone
+// holding it can answer as the bot for 15 minutes. errors.As still finds
+// what err wraps.
+func hideToken(err error, token string) error {
+	if err == nil || token == "" || !strings.Contains(err.Error(), token) {
+		return err
+	}
+	return tokenHidden{err: err, token: token}
+}
+
+type tokenHidden struct {
+	err   error
+	token string
+}
+
+func (e tokenHidden) Error() string { return strings.ReplaceAll(e.err.Error(), e.token, "<token>") }
+func (e tokenHidden) Unwrap() error { return e.err }
 
 // ephemeral is an answer only the clicking user sees.
 func ephemeral(text string) *discordgo.InteractionResponse {
@@ -471,7 +491,7 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 		Type: discordgo.InteractionResponseDeferredChannelMessageWithSource,
 		Data: &discordgo.InteractionResponseData{Flags: discordgo.MessageFlagsEphemeral},
 	}, discordgo.WithContext(ctx)); err != nil {
-		log.Warn().Err(err).Msg("discord: defer command answer")
+		log.Warn().Err(hideToken(err, i.Token)).Msg("discord: defer command answer")
 		return
 	}
 	a.mu.Lock()
@@ -502,7 +522,7 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 			msg = "Something went wrong (ref " + ref + ")."
 		}
 		if _, err := a.isess.InteractionResponseEdit(i, &discordgo.WebhookEdit{Content: &msg, AllowedMentions: noMentions()}, discordgo.WithContext(ctx)); err != nil {
-			log.Warn().Err(err).Msg("discord: answer failed command")
+			log.Warn().Err(hideToken(err, i.Token)).Msg("discord: answer failed command")
 		}
 		a.forgetInteraction(i.ID)
 		return

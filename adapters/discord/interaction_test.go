@@ -337,3 +337,29 @@ func TestInteractionsAnsweredUnderAGlobalRateLimit(t *testing.T) {
 		t.Errorf("reply after the rate limit = %q, want one \"echo: hello\"", got)
 	}
 }
+
+// An interaction's token lets anyone holding it answer as the bot for 15
+// minutes: it never reaches a log line, even when the request that
+// carries it in its URL fails (here: cut short by a stop).
+func TestInteractionTokenNeverLogged(t *testing.T) {
+	release := make(chan struct{})
+	e := start(t, options{fake: func(f *fakeDiscord) { f.stall["POST interactions"] = release }})
+	defer close(release)
+	e.f.dispatch("INTERACTION_CREATE", command("901", "help"))
+	e.f.dispatch("INTERACTION_CREATE", click("902", "7", "talon:approve:12"))
+	waitFor(t, "both answers stalled", func() bool {
+		e.f.mu.Lock()
+		defer e.f.mu.Unlock()
+		return e.f.stalled["POST interactions"] == 2
+	})
+	e.stop()
+	logs := e.logs.String()
+	for _, tok := range []string{"tok-901", "tok-902"} {
+		if strings.Contains(logs, tok) {
+			t.Errorf("interaction token %s in the log:\n%s", tok, logs)
+		}
+	}
+	if !strings.Contains(logs, "901") || !strings.Contains(logs, "902") {
+		t.Errorf("the failed answers are not logged by interaction id:\n%s", logs)
+	}
+}
