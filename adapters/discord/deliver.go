@@ -121,7 +121,7 @@ func nonce(kind string, id int64, part int) string {
 // Deliver posts r, split into messages of at most Config.MaxMessageChars,
 // with code fences balanced and no mention able to ping anyone. A reply to
 // a /talon command completes its deferred (ephemeral) answer while the
-// interaction token is valid. An answer that was streamed (StreamEdits)
+// interaction token is valid, and goes to the user's DM after that. An answer that was streamed (StreamEdits)
 // replaces the streamed message, further parts following as new messages.
 // It returns the id of the first message.
 //
@@ -155,9 +155,17 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 				a.forgetInteraction(to.interaction)
 				return id, nil
 			}
-			a.Log.Warn().Err(err).Int64("reply", int64(r.ID)).Msg("discord: interaction follow-up failed; posting in the channel")
-			r.Posted = nil // the follow-ups were private: the channel gets every part
+			a.Log.Warn().Err(err).Int64("reply", int64(r.ID)).Msg("discord: interaction follow-up failed; answering in a DM")
+			r.Posted = nil // the follow-ups were private: the DM gets every part
 		}
+		// The answer is private (ephemeral): without its interaction (the
+		// token expired, or Talon restarted since), it goes to the user's
+		// DM with the bot, never into a server channel.
+		dm, err := a.sess.UserChannelCreate(r.Key.Principal.User, discordgo.WithContext(ctx))
+		if err != nil {
+			return "", fmt.Errorf("discord: deliver reply %d: open a DM for a /talon answer: %w", r.ID, err)
+		}
+		to = replyTo{channel: dm.ID}
 	}
 	posted := map[int]string{} // part → message id, of the parts posted
 	preview := ""              // the message that showed the answer while it streamed

@@ -505,6 +505,10 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		id := f.snowflake()
 		f.hooks = append(f.hooks, post{path: r.Method + " " + path, body: body, id: id})
 		writeJSON(w, 200, msg{ID: id})
+	case r.Method == "POST" && path == "users/@me/channels":
+		// A user's DM channel with the bot: "9" and their id.
+		rcpt, _ := body["recipient_id"].(string)
+		writeJSON(w, 200, map[string]any{"id": "9" + rcpt, "type": 1, "recipients": []user{{ID: rcpt}}})
 	case route == "GET guilds" && len(parts) == 4 && parts[2] == "members":
 		f.memberGets++
 		roles, ok := f.members[parts[3]]

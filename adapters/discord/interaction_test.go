@@ -363,3 +363,48 @@ func TestInteractionTokenNeverLogged(t *testing.T) {
 		t.Errorf("the failed answers are not logged by interaction id:\n%s", logs)
 	}
 }
+
+// A /talon answer is private (ephemeral). When its interaction token is
+// gone (Discord's 15 minutes passed, or Talon restarted in between), the
+// answer goes to the user's DM with the bot, never into the server
+// channel where everyone would read it.
+func TestCommandAnswerWithoutTokenStaysPrivate(t *testing.T) {
+	clock := newTestClock()
+	frt := &fakeRuntime{}
+	e := start(t, options{now: clock.Now, runtime: frt})
+	answer := func(interaction, text string) {
+		t.Helper()
+		r := agentReply()
+		n, _ := strconv.ParseInt(interaction, 10, 64)
+		r.ID = agent.ReplyID(n)
+		r.Key = agent.SessionKey{Principal: principal("7"), Conversation: agent.Conversation{Channel: channelID}}
+		r.ReplyTo = replyTo{channel: channelID, interaction: interaction}.String()
+		r.Text = text
+		if _, err := e.a.Deliver(e.ctx, r); err != nil {
+			t.Fatalf("deliver: %v", err)
+		}
+	}
+	// Talon restarted since the command: no token at all.
+	answer("901", "Your secrets: prod_db_password")
+	// The token expired while the turn ran.
+	g := command("902", "secrets")
+	g["guild_id"], g["channel_id"] = guildID, channelID
+	delete(g, "user")
+	g["member"] = map[string]any{"user": map[string]any{"id": "7", "username": "u"}, "roles": []string{}}
+	e.f.dispatch("INTERACTION_CREATE", g)
+	waitFor(t, "the command accepted", func() bool {
+		frt.mu.Lock()
+		defer frt.mu.Unlock()
+		return len(frt.accepted) == 1
+	})
+	clock.advance(15 * time.Minute)
+	answer("902", "Your secrets: prod_db_password, again")
+
+	var where []string
+	for _, p := range e.f.postsSnapshot() {
+		where = append(where, p.channel)
+	}
+	if diff := cmp.Diff([]string{"97", "97"}, where); diff != "" {
+		t.Errorf("channels the answers went to (-want +got; 97 is user 7's DM):\n%s", diff)
+	}
+}
