@@ -78,6 +78,10 @@ type QueuedInbound struct {
 	// Running is true when a turn for it had started (and so was interrupted
 	// if seen at start-up).
 	Running bool
+	// Preview is the platform message that showed the answer while an
+	// interrupted turn was generating it (Outbox.RecordPreview), "" if
+	// none: the resumed turn's reply is delivered into it.
+	Preview string
 }
 
 // Session is the current conversation state for one SessionKey. /new starts

@@ -616,7 +616,7 @@ func (r *Runtime) releaseUser(p Principal, sem chan struct{}) {
 func (r *Runtime) process(q QueuedInbound) {
 	ctx := r.base
 	r.mu.Lock()
-	r.previews[q.ID] = ""
+	r.previews[q.ID] = q.Preview // an interrupted turn's, before a restart
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()

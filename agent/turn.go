@@ -121,7 +121,10 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 	r.mu.Lock()
 	ch := r.channels[q.Key.Principal.Platform]
 	r.mu.Unlock()
-	if s, ok := ch.(Streamer); ok {
+	// A turn interrupted while it streamed is not streamed again: its
+	// preview, posted before the restart, is the message its reply is
+	// delivered into, and a second one would be left behind.
+	if s, ok := ch.(Streamer); ok && q.Preview == "" {
 		stream = &streamRedactor{emit: func(d string) { s.Stream(ctx, q.ID, q.Key, q.ReplyTo, d) },
 			redact: func(t string) string { return r.redact(ctx, q.Key.Principal, t, "reply") }}
 	}

@@ -25,7 +25,7 @@ func scanInbound(r rowScanner) (agent.QueuedInbound, error) {
 	)
 	err := r.Scan(&q.ID, &state, &q.DedupeKey,
 		&q.Key.Principal.Platform, &q.Key.Principal.Workspace, &q.Key.Principal.User,
-		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received)
+		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &q.Preview)
 	q.Running = state == "running"
 	q.ReceivedAt = fromMS(received)
 	return q, err

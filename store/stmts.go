@@ -12,9 +12,10 @@ import (
 // which reuses the connection's prepared statement.
 
 // inboundCols are the columns scanInbound reads, from inbound i joined with
-// principals p.
+// principals p, and the stream preview recorded for it.
 const inboundCols = `i.id, i.state, i.dedupe_key, p.platform, p.workspace, p.user,
-	i.channel, i.thread, i.text, i.reply_to, i.received_at`
+	i.channel, i.thread, i.text, i.reply_to, i.received_at,
+	COALESCE((SELECT v.platform_id FROM stream_previews v WHERE v.inbound_id = i.id), '')`
 
 // replyCols are the columns scanReply reads, from outbound o joined with
 // principals p.

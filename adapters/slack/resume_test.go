@@ -1,6 +1,8 @@
 package slack
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -8,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
 )
 
@@ -158,5 +162,71 @@ func waitHung(t *testing.T, fs *fakeSlack, text string) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatalf("no post of %q in 15 s", text)
+	}
+}
+
+// stallingTools offers one tool, "lookup": while started is set, a call
+// signals it and then waits for the turn to end (the gateway stops in the
+// middle of it); otherwise it answers "42".
+type stallingTools struct{ started chan struct{} }
+
+func (s *stallingTools) Tools(context.Context, agent.Principal) ([]llm.Tool, error) {
+	return []llm.Tool{{Name: "lookup", Description: "look something up", Parameters: json.RawMessage(`{"type":"object"}`)}}, nil
+}
+
+func (s *stallingTools) Run(ctx context.Context, _ agent.ToolCall) (agent.ToolResult, error) {
+	if s.started == nil {
+		return agent.ToolResult{Content: "42"}, nil
+	}
+	s.started <- struct{}{}
+	<-ctx.Done()
+	return agent.ToolResult{}, ctx.Err()
+}
+
+// A turn stopped while it streamed (its preview posted, a tool running)
+// resumes after the restart and delivers its answer into that preview: the
+// preview is not left showing the first words beside a second message.
+func TestPreviewOfATurnInterruptedMidStreamIsItsReply(t *testing.T) {
+	fs := newFakeSlack(t)
+	path := filepath.Join(t.TempDir(), "talon.db")
+	model := func(req llmtest.Request) llmtest.Response {
+		if last := req.Messages[len(req.Messages)-1]; last.Role == llm.RoleTool {
+			return llmtest.Response{Text: "The answer is " + last.Content + "."}
+		}
+		return llmtest.Response{Text: "Let me look that up for you.", ToolCalls: []llm.ToolCall{{ID: "c1", Name: "lookup", Arguments: `{}`}}}
+	}
+	start := func(tools agent.ToolRunner) *harness {
+		return startHarness(t, harnessOptions{mode: ModeSocket, fs: fs, dbPath: path, model: model, grace: 50 * time.Millisecond,
+			tweak: func(a *Adapter) {
+				a.Config.StreamEdits, a.Config.StreamInterval = true, time.Millisecond
+				a.Runtime.(*testRuntime).Tools = tools
+			}})
+	}
+	started := make(chan struct{}, 1)
+	h1 := start(&stallingTools{started: started})
+	h1.fs.send(eventsEnvelope("e1", "Ev1", channelMsg("app_mention", "U1", "33.000100", "", "<@UBOT> what is it?")))
+	select {
+	case <-started:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the tool was never called")
+	}
+	h1.stop()
+	before := outgoing(fs)
+	if len(before) == 0 || before[0].Method != "chat.postMessage" {
+		t.Fatalf("calls before the restart = %+v, want a preview posted", before)
+	}
+	preview := before[0].TS
+
+	h2 := start(&stallingTools{})
+	h2.idle(t)
+	type call struct{ Method, TS, Text string }
+	var got []call
+	for _, m := range outgoing(fs)[len(before):] {
+		got = append(got, call{m.Method, m.TS, m.Text})
+	}
+	// The call cut short is not run again: the model is told so, and
+	// answers with what it was told.
+	if len(got) != 1 || got[0].Method != "chat.update" || got[0].TS != preview || !strings.HasPrefix(got[0].Text, "The answer is ") {
+		t.Errorf("calls after the restart = %+v,\nwant the preview %s edited into the answer, nothing posted", got, preview)
 	}
 }
