@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -327,6 +328,12 @@ func (g *gateway) target(ctx context.Context, resume bool) (string, error) {
 	}
 	if g.url == "" {
 		u, err := g.sess.Gateway(discordgo.WithContext(ctx))
+		var re *discordgo.RESTError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode == http.StatusUnauthorized {
+			// The token is refused before any socket: as 4004, retrying
+			// cannot help.
+			return "", fatalClose(4004)
+		}
 		if err != nil {
 			return "", fmt.Errorf("discord: ask for the gateway's address: %w", err)
 		}

@@ -239,3 +239,27 @@ func TestFatalCloseCodes(t *testing.T) {
 		}
 	}
 }
+
+// A token Discord refuses on REST (a 401 to GET /gateway, before any
+// socket: the fake answers every call with a wrong token so) stops Run
+// with the fix named, as close code 4004 does, instead of asking again
+// every 2 minutes forever.
+func TestRefusedTokenBeforeTheGatewayStopsRun(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	cfg := DefaultConfig()
+	cfg.Token = "revoked-token"
+	cfg.Commands = false
+	logs := &syncBuffer{}
+	a := &Adapter{Config: cfg, Runtime: &fakeRuntime{}, APIBase: f.srv.URL, Log: zerolog.New(logs),
+		reconnectBase: time.Millisecond, reconnectMax: 5 * time.Millisecond}
+	b := &bare{f: f, a: a, logs: logs, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { b.done <- a.Run(ctx) }()
+	err := b.runEnd(t)
+	var ce *CloseError
+	if !errors.As(err, &ce) || ce.Code != 4004 || !strings.Contains(err.Error(), "Reset Token") {
+		t.Errorf("Run = %v, want the invalid-token CloseError (4004) naming the fix", err)
+	}
+}
