@@ -149,6 +149,11 @@ func (a *Adapter) validResponseURL(u string) bool {
 // secretMeta is the modal's private_metadata: where to confirm.
 type secretMeta struct {
 	Channel string `json:"c"`
+	// ResponseURL is the /talon command's response_url, which reaches the
+	// user where the bot is not a member; Until is when it stops being
+	// valid (Unix seconds). Never logged.
+	ResponseURL string `json:"u,omitempty"`
+	Until       int64  `json:"x,omitempty"`
 }
 
 // openSecretModal opens the form that stores a secret in the vault.
@@ -156,7 +161,11 @@ func (a *Adapter) openSecretModal(ctx context.Context, cmd slack.SlashCommand) a
 	if a.Secrets == nil {
 		return ephemeralText("The secret vault is not configured on this Talon gateway.")
 	}
-	meta, _ := json.Marshal(secretMeta{Channel: cmd.ChannelID})
+	m := secretMeta{Channel: cmd.ChannelID}
+	if a.validResponseURL(cmd.ResponseURL) {
+		m.ResponseURL, m.Until = cmd.ResponseURL, a.now().Add(responseURLValidity).Unix()
+	}
+	meta, _ := json.Marshal(m)
 	if _, err := a.api.OpenViewContext(ctx, cmd.TriggerID, secretModal(string(meta))); err != nil {
 		ref := agent.NewRef()
 		a.Log.Error().Err(err).Str("ref", ref).Msg("slack: open secret modal")
@@ -301,11 +310,23 @@ func (a *Adapter) onSecretSubmit(ctx context.Context, cb slack.InteractionCallba
 	if meta.Channel != "" {
 		confirm := fmt.Sprintf("Stored the secret `%s` for %s. Tools that are granted it can now use it; its value is never shown again.",
 			escape(name), escape(strings.Join(hosts, ", ")))
-		a.background(func(ctx context.Context) {
-			if _, err := a.postEphemeral(ctx, meta.Channel, "", by.User, confirm); err != nil {
-				a.Log.Warn().Err(err).Msg("slack: could not confirm a stored secret")
-			}
-		})
+		a.background(func(ctx context.Context) { a.confirmSecret(ctx, meta, by.User, confirm) })
 	}
 	return nil
+}
+
+// confirmSecret shows confirm to user: through the command's response_url
+// while it is valid (it works where the bot is not a member), else, or
+// when that fails, with chat.postEphemeral.
+func (a *Adapter) confirmSecret(ctx context.Context, meta secretMeta, user, confirm string) {
+	if meta.ResponseURL != "" && a.validResponseURL(meta.ResponseURL) && a.now().Before(time.Unix(meta.Until, 0)) {
+		err := a.respond(ctx, meta.ResponseURL, confirm)
+		if err == nil {
+			return
+		}
+		a.Log.Warn().Err(err).Str("channel_id", meta.Channel).Msg("slack: response_url refused the confirmation; posting it as an ephemeral message")
+	}
+	if _, err := a.postEphemeral(ctx, meta.Channel, "", user, confirm); err != nil {
+		a.Log.Warn().Err(err).Str("channel_id", meta.Channel).Msg("slack: could not confirm a stored secret")
+	}
 }

@@ -1,6 +1,7 @@
 package slack
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -239,6 +240,57 @@ func TestValidResponseURL(t *testing.T) {
 	} {
 		if got := a.validResponseURL(u); got != want {
 			t.Errorf("validResponseURL(%q) = %v, want %v", u, got, want)
+		}
+	}
+}
+
+// TestSecretStoredWhereTheBotIsNotAMember: "/talon secret add" typed where
+// the bot is not a member (a private channel, a DM between two people)
+// confirms the stored secret through the command's response_url, which
+// reaches the user there; chat.postEphemeral would not.
+func TestSecretStoredWhereTheBotIsNotAMember(t *testing.T) {
+	const secret = "ghp_s3cr3tV4lu3-for-a-private-channel"
+	sec := &recordingSecrets{}
+	h := newHarness(t, ModeSocket, func(a *Adapter) { a.Secrets = sec })
+	h.fs.mu.Lock()
+	h.fs.notMember = map[string]bool{"GPRIV": true}
+	h.fs.mu.Unlock()
+	h.slash(t, "s1", "GPRIV", "secret add", "priv")
+
+	// The form is submitted as Slack sends it back: with the metadata the
+	// adapter gave it.
+	h.fs.mu.Lock()
+	views := append([]string(nil), h.fs.views...)
+	h.fs.mu.Unlock()
+	if len(views) != 1 {
+		t.Fatalf("views.open calls = %d, want 1", len(views))
+	}
+	var open struct {
+		View struct {
+			Meta string `json:"private_metadata"`
+		} `json:"view"`
+	}
+	if err := json.Unmarshal([]byte(views[0]), &open); err != nil {
+		t.Fatalf("views.open: %v", err)
+	}
+	sub := submission("GH_TOKEN", secret, "api.github.com", "bearer", "")
+	sub["view"].(map[string]any)["private_metadata"] = open.View.Meta
+	h.fs.send(interactiveEnvelope("v1", sub))
+	h.fs.waitAcks(t, "v1")
+	h.stop() // waits for the confirmation's background post
+
+	got := h.fs.messages("response_url")
+	if len(got) != 1 || got[0].Channel != "priv" || got[0].ResponseType != "ephemeral" || !strings.Contains(got[0].Text, "Stored the secret `GH_TOKEN` for api.github.com") {
+		t.Errorf("response_url posts = %+v, want the confirmation, ephemeral", got)
+	}
+	for _, m := range h.fs.messages("") {
+		if strings.Contains(m.Text, secret) {
+			t.Errorf("the value reached Slack in %s", m.Method)
+		}
+	}
+	for _, l := range []string{h.logs.String(), h.adLogs.String()} {
+		if strings.Contains(l, "/respond/") || strings.Contains(l, secret) {
+			t.Error("a response_url or the value is in the log")
 		}
 	}
 }
