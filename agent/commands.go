@@ -224,6 +224,10 @@ func (r *Runtime) secretCommand(ctx context.Context, q QueuedInbound, args strin
 		r.mu.Unlock()
 		sp, ok := ch.(SecretPrompter)
 		if !ok {
+			if h := hint(CommandSecretAdd); h != DefaultCommandHint(CommandSecretAdd) {
+				// The channel has a form of its own (Slack, Discord).
+				return "A secret cannot be stored from a message here; use " + h + ": it asks for the value privately.", nil
+			}
 			return "This channel cannot collect a secret safely; use the talon vault set command on the gateway host.", nil
 		}
 		val, err := sp.PromptSecret(ctx, q.Key, fmt.Sprintf("Value for %s (input hidden)", ns.Name))

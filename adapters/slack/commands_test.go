@@ -294,3 +294,28 @@ func TestSecretStoredWhereTheBotIsNotAMember(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretAddTypedAsAMessage: "/secret add …" sent as a message (Slack
+// lets a message start with "/" after a space, and a mention may precede
+// it) cannot collect a value on Slack; the answer names the form that
+// can, /talon secret add, not a command on the gateway's host.
+func TestSecretAddTypedAsAMessage(t *testing.T) {
+	sec := &recordingSecrets{}
+	h := newHarness(t, ModeSocket, func(a *Adapter) {
+		a.Secrets = sec
+		a.Runtime.(*testRuntime).Secrets = sec
+	})
+	h.fs.send(eventsEnvelope("e1", "Ev1", dm("U1", "34.000100", " /secret add GH_TOKEN --host api.github.com")))
+	h.fs.send(eventsEnvelope("e2", "Ev2", channelMsg("app_mention", "U1", "34.000200", "", "<@UBOT> /secret add GH_TOKEN --host api.github.com")))
+	h.fs.waitAcks(t, "e1", "e2")
+	h.idle(t)
+	got := replies(h.fs)
+	if len(got) != 2 {
+		t.Fatalf("answers = %+v, want two", got)
+	}
+	for _, p := range got {
+		if text := decodeText(p.Text, botUser, nil); !strings.Contains(text, "/talon secret add") || strings.Contains(text, "vault set") {
+			t.Errorf("answer in %s = %q, want it to name /talon secret add", p.Channel, text)
+		}
+	}
+}
