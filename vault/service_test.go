@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,36 @@ func TestShortValuesRefused(t *testing.T) {
 	}
 	if out, n := f.svc.Redact(ctx, user, "the pin is "+min+"."); n != 1 || strings.Contains(out, min) {
 		t.Errorf("a value of the minimum length is not redacted: %d findings, %q", n, out)
+	}
+}
+
+// TestBlankValuesRefused: a value that is spaces and tabs around fewer
+// than MinValueLen other bytes is refused like a short one. Stored, eight
+// spaces would be "redacted" from every indented line the user or the
+// model writes, and a short word padded with spaces would be redacted
+// nowhere else but where it is padded the same way.
+func TestBlankValuesRefused(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, nil)
+	const user = "terminal::local"
+	for _, value := range []string{"        ", "\t\t\t\t\t\t\t\t", "  pin   ", "hunter2 ", " \thunter2"} {
+		err := f.svc.Add(ctx, vault.Entry{User: user, Name: "pin", Value: vault.SecretString(value), Hosts: []string{"api.example.com"}, Injection: vault.Injection{Kind: vault.InjectBearer}})
+		var ee *vault.EntryError
+		if !errors.As(err, &ee) || ee.Field != "value" || !strings.Contains(ee.Reason, "at least 8 bytes") {
+			t.Errorf("value %q: %v, want an EntryError on the value saying the minimum", value, err)
+		}
+	}
+	if es, _ := f.svc.List(ctx, user); len(es) != 0 {
+		t.Fatalf("%d entries stored after refusals", len(es))
+	}
+	// Spaces inside, or around eight other bytes, are a value's own.
+	for i, value := range []string{"pass word", " 8bytes!! "} {
+		if err := f.svc.Add(ctx, vault.Entry{User: user, Name: "v" + strconv.Itoa(i), Value: vault.SecretString(value), Hosts: []string{"api.example.com"}, Injection: vault.Injection{Kind: vault.InjectBearer}}); err != nil {
+			t.Errorf("value %q: %v", value, err)
+		}
+	}
+	if out, n := f.svc.Redact(ctx, user, "code:\n        return 1"); n != 0 || !strings.Contains(out, "        return") {
+		t.Errorf("indentation is redacted: %d findings, %q", n, out)
 	}
 }
 

@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -89,13 +90,19 @@ func New(ctx context.Context, key Key, st Storage) (*Vault, error) {
 }
 
 // Set seals e and stores it, replacing an entry of the same user and name.
-// It refuses a value shorter than MinValueLen with an *EntryError saying
-// why, besides everything Entry.Normalize refuses.
+// It refuses a value shorter than MinValueLen, not counting the spaces and
+// tabs around it (eight spaces would be found in every indented line),
+// with an *EntryError saying why, besides everything Entry.Normalize
+// refuses.
 func (v *Vault) Set(ctx context.Context, e Entry) error {
-	if n := e.Value.Len(); n > 0 && n < MinValueLen {
+	if n := len(bytes.Trim(e.Value.Reveal(), " \t")); e.Value.Len() > 0 && n < MinValueLen {
+		what := fmt.Sprintf("the value is %d bytes", n)
+		if n != e.Value.Len() {
+			what += " without the spaces around it"
+		}
 		return &EntryError{Name: e.Name, Field: "value", Reason: fmt.Sprintf(
-			"the value is %d bytes; a secret must be at least %d bytes, because a shorter one cannot be told apart "+
-				"from ordinary text and so could not be kept out of what the model and the chat see", n, MinValueLen)}
+			"%s; a secret must be at least %d bytes, because a shorter one cannot be told apart "+
+				"from ordinary text and so could not be kept out of what the model and the chat see", what, MinValueLen)}
 	}
 	s, err := Seal(v.key, e)
 	if err != nil {

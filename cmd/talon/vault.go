@@ -269,8 +269,8 @@ a credential is sent only over https to a host and port it is bound to: --host a
 // vaultSetHelp is what `talon vault set --help` says before the flags.
 var vaultSetHelp = fmt.Sprintf(`Stores a credential for one user, sealed in the vault. The value is read without echo from the
 terminal, or from stdin (one trailing newline removed); never from the command line. It must be
-at least %d bytes: a shorter value cannot be told apart from ordinary text, so it could not be
-redacted from what the model and the chat see.
+at least %d bytes, not counting spaces around it: a shorter value cannot be told apart from
+ordinary text, so it could not be redacted from what the model and the chat see.
 It is sent only over https, only to the hosts and ports it is bound to: --host api.example.com
 means port 443, --host api.example.com:8443 port 8443 (and not 443); *.example.com means
 any subdomain of example.com on port 443.
