@@ -35,12 +35,69 @@ func OpenInDir(ctx context.Context, dir string, getenv func(string) string, st S
 	}
 	v, err := New(ctx, k, st)
 	if errors.Is(err, ErrWrongKey) {
-		return nil, fmt.Errorf("wrong vault key: the database in %s was sealed with another master key. "+
-			"Set %s to the key it was created with, or restore %s from your backup (mode 0600). "+
-			"Never create a new key for a vault that holds entries: they cannot be read without the old one (%w)",
-			dir, EnvKey, filepath.Join(dir, KeyFileName), err)
+		return nil, wrongKeyError(dir, err)
 	}
 	return v, err
+}
+
+// wrongKeyError is OpenInDir's error for a key that does not open the
+// vault of dir; err wraps ErrWrongKey.
+func wrongKeyError(dir string, err error) error {
+	return fmt.Errorf("wrong vault key: the database in %s was sealed with another master key. "+
+		"Set %s to the key it was created with, or restore %s from your backup (mode 0600). "+
+		"Never create a new key for a vault that holds entries: they cannot be read without the old one (%w)",
+		dir, EnvKey, filepath.Join(dir, KeyFileName), err)
+}
+
+// missingKeyFileError is OpenInDir's error for a vault sealed with a key
+// whose key file is gone.
+func missingKeyFileError(keyPath string, entries int) error {
+	return fmt.Errorf("vault: the key file %s is missing but the vault was sealed with a key "+
+		"(%d entries): restore the file (mode 0600) from your backup, or set %s to the key; "+
+		"do not create a new key, the stored credentials cannot be read without the old one",
+		keyPath, entries, EnvKey)
+}
+
+// CheckKeyInDir reports, without changing anything, whether OpenInDir
+// would open the vault of data directory dir, given the vault's stored key
+// check (nil when none) and how many entries it holds: it returns
+// OpenInDir's error for a malformed TALON_VAULT_KEY, an unreadable or
+// missing key file of a used vault, or a wrong key. A rotation interrupted
+// before its key file was renamed counts as opened (OpenInDir finishes
+// it); a vault never used needs no key yet (OpenInDir creates one).
+func CheckKeyInDir(dir string, getenv func(string) string, check []byte, entries int) error {
+	k, ok, err := KeyFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		keyPath := filepath.Join(dir, KeyFileName)
+		if check != nil {
+			if nk, err := loadKeyFile(filepath.Join(dir, NewKeyFileName)); err == nil && VerifyKeyCheck(nk, check) == nil {
+				return nil
+			}
+		}
+		k, err = LoadKeyFile(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			if entries > 0 || check != nil {
+				return missingKeyFileError(keyPath, entries)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if check == nil {
+		if entries > 0 {
+			return errors.New("vault: entries exist but no key check is stored; refusing to guess the key")
+		}
+		return nil
+	}
+	if err := VerifyKeyCheck(k, check); err != nil {
+		return wrongKeyError(dir, err)
+	}
+	return nil
 }
 
 // openKey returns the master key of OpenInDir.
@@ -72,10 +129,7 @@ func openKey(ctx context.Context, dir string, getenv func(string) string, st Sto
 		return Key{}, fmt.Errorf("vault: list entries: %w", err)
 	}
 	if len(entries) > 0 || check != nil {
-		return Key{}, fmt.Errorf("vault: the key file %s is missing but the vault was sealed with a key "+
-			"(%d entries): restore the file (mode 0600) from your backup, or set %s to the key; "+
-			"do not create a new key, the stored credentials cannot be read without the old one",
-			keyPath, len(entries), EnvKey)
+		return Key{}, missingKeyFileError(keyPath, len(entries))
 	}
 	k, _, err = LoadOrCreateKeyFile(dir)
 	return k, err

@@ -22,6 +22,7 @@ import (
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/vault"
 )
 
 // app is everything a gateway process holds open. openApp builds it in
@@ -419,6 +420,7 @@ func cmdDoctor(ctx context.Context, e env, args []string) error {
 		return errors.New("doctor found problems")
 	}
 	check("data directory", checkWritable(cfg.DataDir), " "+cfg.DataDir)
+	doctorStore(ctx, e, cfg, check)
 	p, err := newProvider(cfg)
 	check("model provider", err, fmt.Sprintf(" %s at %s, model %s", cfg.LLM.Provider, cfg.LLM.EffectiveBaseURL(), cfg.LLM.EffectiveModel()))
 	if err == nil {
@@ -436,6 +438,31 @@ func cmdDoctor(ctx context.Context, e env, args []string) error {
 		return errors.New("doctor found problems")
 	}
 	return nil
+}
+
+// doctorStore checks, read-only, what openApp would stop on in the
+// database and the vault: a schema of a newer Talon, a wrong or missing
+// vault key. It says when the next start upgrades the database, which an
+// older Talon then cannot open.
+func doctorStore(ctx context.Context, e env, cfg *config.Config, check checkFunc) {
+	in, err := store.Inspect(ctx, cfg.DBPath())
+	var detail string
+	switch {
+	case err != nil:
+	case !in.Exists:
+		detail = " (created at the first start)"
+	case in.Version > in.Latest:
+		err = fmt.Errorf("%s has schema version %d, this Talon knows up to %d: run a newer Talon or restore a backup", cfg.DBPath(), in.Version, in.Latest)
+	case in.Version < in.Latest:
+		detail = fmt.Sprintf(" %s: schema version %d; the next start upgrades it to %d, which an older Talon cannot open: back up %s first",
+			cfg.DBPath(), in.Version, in.Latest, cfg.DataDir)
+	default:
+		detail = fmt.Sprintf(" %s, schema version %d", cfg.DBPath(), in.Version)
+	}
+	check("database", err, detail)
+	if err == nil {
+		check("vault key", vault.CheckKeyInDir(cfg.DataDir, e.getenv, in.VaultKeyCheck, in.VaultEntries), "")
+	}
 }
 
 func checkWritable(dir string) error {
