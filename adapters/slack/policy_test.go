@@ -3,9 +3,11 @@ package slack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -213,5 +215,61 @@ func TestLogKeys(t *testing.T) {
 	}
 	if withChannelID == 0 {
 		t.Errorf("no line names a channel_id; the check saw nothing:\n%s", h.adLogs.String())
+	}
+}
+
+// failingFollows is a FollowStore whose disk has failed.
+type failingFollows struct{}
+
+var errFollowsDisk = errors.New("disk I/O error")
+
+func (failingFollows) FollowThread(context.Context, agent.SessionKey, time.Time) error {
+	return errFollowsDisk
+}
+
+func (failingFollows) FollowingThread(context.Context, agent.SessionKey, time.Time) (bool, error) {
+	return false, errFollowsDisk
+}
+
+func (failingFollows) ForgetThreads(context.Context, string, time.Time, int) (int, error) {
+	return 0, errFollowsDisk
+}
+
+// TestLogKeysOfFollowedThreads: when the threads followed cannot be read
+// or written, the lines that say so keep the adapter's keys: the platform
+// once (the gateway's logger carries it), the channel as channel_id, and
+// a message that names Slack.
+func TestLogKeysOfFollowedThreads(t *testing.T) {
+	h := newHarness(t, ModeSocket, func(a *Adapter) {
+		a.Follows = failingFollows{}
+		a.Log = a.Log.With().Str("platform", Platform).Logger() // as talon run builds it
+	})
+	h.fs.send(eventsEnvelope("e1", "Ev1", channelMsg("app_mention", "U1", "61.000100", "", "<@UBOT> start a thread")))
+	h.fs.send(eventsEnvelope("e2", "Ev2", channelMsg("message", "U2", "61.000200", "61.000100", "a follow-up")))
+	h.fs.waitAcks(t, "e1", "e2")
+	h.idle(t)
+	h.stop()
+	var seen []string
+	for _, line := range strings.Split(strings.TrimSpace(h.adLogs.String()), "\n") {
+		if !strings.Contains(line, "thread") || !strings.Contains(line, errFollowsDisk.Error()) {
+			continue
+		}
+		seen = append(seen, line)
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not a JSON line: %s", line)
+		}
+		if n := strings.Count(line, `"platform":`); n != 1 {
+			t.Errorf("the platform appears %d times: %s", n, line)
+		}
+		if _, ok := m["conversation"]; ok || (strings.Contains(line, "a follow-up there") && m["channel_id"] != "C1") {
+			t.Errorf("the channel is not under channel_id: %s", line)
+		}
+		if msg, _ := m["message"].(string); !strings.HasPrefix(msg, "slack: ") {
+			t.Errorf("the line's message does not name Slack: %s", line)
+		}
+	}
+	if len(seen) < 2 {
+		t.Errorf("%d lines about the threads followed, want the failed write and the failed read:\n%s", len(seen), h.adLogs.String())
 	}
 }

@@ -41,7 +41,9 @@ type Set struct {
 	Max int
 	// Now is the clock.
 	Now func() time.Time
-	// Log receives failures of the Store.
+	// Log receives failures of the Store: the adapter's logger, which
+	// names the platform (lines say "Platform: …" and the channel under
+	// channel_id).
 	Log zerolog.Logger
 
 	mu          sync.Mutex
@@ -72,7 +74,7 @@ func (s *Set) Following(ctx context.Context, key agent.SessionKey) bool {
 	}
 	ok, err := s.Store.FollowingThread(ctx, key, now.Add(-s.Quiet))
 	if err != nil {
-		s.Log.Warn().Err(err).Str("platform", s.Platform).Str("conversation", key.Conversation.Channel).Msg("could not read the threads followed; a follow-up there needs a mention")
+		s.Log.Warn().Err(err).Str("channel_id", key.Conversation.Channel).Msg(s.Platform + ": could not read the threads followed; a follow-up there needs a mention")
 		return false
 	}
 	if !ok {
@@ -127,17 +129,17 @@ func (s *Set) Follow(ctx context.Context, key agent.SessionKey) {
 		return
 	}
 	if err := s.Store.FollowThread(ctx, key, now); err != nil {
-		s.Log.Warn().Err(err).Str("platform", s.Platform).Str("conversation", key.Conversation.Channel).Msg("could not remember a thread followed; after a restart a follow-up there needs a mention")
+		s.Log.Warn().Err(err).Str("channel_id", key.Conversation.Channel).Msg(s.Platform + ": could not remember a thread followed; after a restart a follow-up there needs a mention")
 	}
 	if !prune {
 		return
 	}
 	n, err := s.Store.ForgetThreads(ctx, s.Platform, now.Add(-s.Quiet), s.Max)
 	if err != nil {
-		s.Log.Warn().Err(err).Str("platform", s.Platform).Msg("could not forget quiet threads")
+		s.Log.Warn().Err(err).Msg(s.Platform + ": could not forget quiet threads")
 		return
 	}
 	if n > 0 {
-		s.Log.Debug().Str("platform", s.Platform).Int("threads", n).Msg("forgot quiet threads")
+		s.Log.Debug().Int("threads", n).Msg(s.Platform + ": forgot quiet threads")
 	}
 }
