@@ -1,6 +1,7 @@
 package slack
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/talonhq/talon/agent"
 )
@@ -309,7 +311,9 @@ func TestSecretAddTypedAsAMessage(t *testing.T) {
 	h.fs.send(eventsEnvelope("e2", "Ev2", channelMsg("app_mention", "U1", "34.000200", "", "<@UBOT> /secret add GH_TOKEN --host api.github.com")))
 	h.fs.waitAcks(t, "e1", "e2")
 	h.idle(t)
-	got := replies(h.fs)
+	// In the channel the answer is shown to the user only (see
+	// TestSecretCommandInAChannelIsShownToItsOwnerOnly).
+	got := append(replies(h.fs), h.fs.messages("chat.postEphemeral")...)
 	if len(got) != 2 {
 		t.Fatalf("answers = %+v, want two", got)
 	}
@@ -317,5 +321,51 @@ func TestSecretAddTypedAsAMessage(t *testing.T) {
 		if text := decodeText(p.Text, botUser, nil); !strings.Contains(text, "/talon secret add") || strings.Contains(text, "vault set") {
 			t.Errorf("answer in %s = %q, want it to name /talon secret add", p.Channel, text)
 		}
+	}
+}
+
+// listedSecrets is a vault holding one entry, PROD_DB_TOKEN.
+type listedSecrets struct{ recordingSecrets }
+
+func (*listedSecrets) ListSecrets(context.Context, agent.Principal) ([]agent.SecretInfo, error) {
+	return []agent.SecretInfo{{Name: "PROD_DB_TOKEN", Hosts: []string{"db.internal.example"}, Injection: "bearer"}}, nil
+}
+
+// TestSecretCommandInAChannelIsShownToItsOwnerOnly: "@talon /secret" (or
+// /secret rm) typed in a channel is answered as /talon secrets is: visible
+// only to the person who asked, in the thread; the names and hosts of
+// their credentials are not posted for the channel to read.
+func TestSecretCommandInAChannelIsShownToItsOwnerOnly(t *testing.T) {
+	sec := &listedSecrets{}
+	h := newHarness(t, ModeSocket, func(a *Adapter) {
+		a.Secrets = sec
+		a.Runtime.(*testRuntime).Secrets = sec
+	})
+	h.fs.send(eventsEnvelope("e1", "Ev1", channelMsg("app_mention", "U1", "35.000100", "", "<@UBOT> /secret")))
+	h.fs.send(eventsEnvelope("e2", "Ev2", channelMsg("app_mention", "U1", "35.000200", "", "<@UBOT> /SECRET rm OLD_TOKEN")))
+	h.fs.send(eventsEnvelope("e3", "Ev3", channelMsg("app_mention", "U1", "35.000300", "", "<@UBOT> /secretary is a word")))
+	h.fs.waitAcks(t, "e1", "e2", "e3")
+	h.idle(t)
+	for _, m := range h.fs.messages("chat.postMessage") {
+		if strings.Contains(m.Text, "PROD_DB_TOKEN") || strings.Contains(m.Text, "OLD_TOKEN") {
+			t.Errorf("posted for the channel to read: %q", m.Text)
+		}
+	}
+	type note struct{ Channel, Thread, User string }
+	var got []note
+	var texts []string
+	for _, m := range h.fs.messages("chat.postEphemeral") {
+		got = append(got, note{m.Channel, m.Thread, m.User})
+		texts = append(texts, m.Text)
+	}
+	want := []note{{"C1", "35.000100", "U1"}, {"C1", "35.000200", "U1"}}
+	if diff := cmp.Diff(want, got, cmpopts.SortSlices(func(a, b note) bool { return a.Thread < b.Thread })); diff != "" {
+		t.Errorf("ephemeral answers (-want +got):\n%s", diff)
+	}
+	if len(texts) != 2 || !strings.Contains(strings.Join(texts, "\n"), "PROD_DB_TOKEN") || !strings.Contains(strings.Join(texts, "\n"), "Removed OLD_TOKEN.") {
+		t.Errorf("ephemeral answers = %q, want the list and the removal", texts)
+	}
+	if diff := cmp.Diff([]string{"/secretary is a word"}, modelTexts(h.llm)); diff != "" {
+		t.Errorf("messages for the model (-want +got):\n%s", diff)
 	}
 }

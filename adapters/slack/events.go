@@ -195,6 +195,13 @@ func dmCommand(text string) string {
 	return text
 }
 
+// secretCommand reports whether text is the runtime's /secret command
+// (list, add or rm), typed as a message.
+func secretCommand(text string) bool {
+	f := strings.Fields(text)
+	return len(f) > 0 && strings.EqualFold(f[0], "/secret")
+}
+
 func workspaceOf(team, enterprise string) string {
 	if enterprise != "" {
 		return enterprise
@@ -231,8 +238,13 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 		}
 		return nil
 	}
+	to := replyTo{Channel: ev.Channel, Thread: thread}
 	if dm {
 		text = dmCommand(text)
+	} else if secretCommand(text) {
+		// What a user's vault holds is shown to them only, as the answer
+		// to /talon secrets is, not to the channel.
+		to.Ephemeral = ev.User
 	}
 	in := agent.Inbound{
 		DedupeKey: key,
@@ -241,7 +253,7 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 			Conversation: agent.Conversation{Channel: ev.Channel, Thread: thread},
 		},
 		Text:       text,
-		ReplyTo:    replyTo{Channel: ev.Channel, Thread: thread}.encode(),
+		ReplyTo:    to.encode(),
 		ReceivedAt: a.now(),
 	}
 	_, err := a.Runtime.Accept(ctx, in)
