@@ -152,11 +152,15 @@ func (a *Adapter) handleInteraction(ctx context.Context, raw []byte) any {
 	if team == "" {
 		team = cb.User.TeamID
 	}
-	by := principal(team, cb.Enterprise.ID, cb.User.ID)
+	by := a.principalOf(team, cb.Enterprise.ID, cb.User.TeamID, cb.User.ID)
 	// Slack delivers only what happens where the app is installed: a click
 	// or a form from a workspace that is not served, or by a user whose own
-	// workspace is not (a Slack Connect guest), is refused politely.
+	// workspace is not (a Slack Connect guest), is refused politely. A
+	// served guest's payload may name the guest's own workspace as its team.
 	ext, err := !a.pol.teamAllowed(team, cb.Enterprise.ID), error(nil)
+	if ext && a.cfg.AllowExternalUsers && cb.User.TeamID == team {
+		ext = false
+	}
 	if !ext {
 		ext, err = a.external(ctx, cb.User.TeamID, team, cb.Enterprise.ID, cb.User.ID)
 	}

@@ -154,7 +154,7 @@ func (a *Adapter) handleEvent(ctx context.Context, cb callback) error {
 	case a.mentionsBot(ev.Text):
 		// The app_mention event for this message has the same dedupe key.
 		return a.startTurn(ctx, cb, ev)
-	case a.cfg.FollowThreads && ev.ThreadTS != "" && a.follows.Following(ctx, followKey(cb, ev.Channel, ev.ThreadTS, ev.User)):
+	case a.cfg.FollowThreads && ev.ThreadTS != "" && a.follows.Following(ctx, a.followKey(cb, ev.Channel, ev.ThreadTS, ev.UserTeam, ev.User)):
 		return a.startTurn(ctx, cb, ev)
 	}
 	return nil
@@ -249,7 +249,7 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	in := agent.Inbound{
 		DedupeKey: key,
 		Key: agent.SessionKey{
-			Principal:    principal(cb.TeamID, cb.EnterpriseID, ev.User),
+			Principal:    a.principalOf(cb.TeamID, cb.EnterpriseID, ev.UserTeam, ev.User),
 			Conversation: agent.Conversation{Channel: ev.Channel, Thread: thread},
 		},
 		Text:       text,
@@ -266,7 +266,7 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	if !dm && a.cfg.FollowThreads {
 		// A mention starts following the thread; a follow-up keeps it
 		// followed.
-		a.follows.Follow(ctx, followKey(cb, ev.Channel, thread, ev.User))
+		a.follows.Follow(ctx, a.followKey(cb, ev.Channel, thread, ev.UserTeam, ev.User))
 	}
 	return nil
 }

@@ -558,9 +558,10 @@ type testRuntime struct {
 	decide func(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error)
 
 	mu          sync.Mutex
-	amended     []string // "key|text|cancel"; guarded by mu
-	failAccepts int      // Accept calls still to fail, as a full disk would; guarded by mu
-	accepts     int      // Accept calls; guarded by mu
+	amended     []string           // "key|text|cancel"; guarded by mu
+	failAccepts int                // Accept calls still to fail, as a full disk would; guarded by mu
+	accepts     int                // Accept calls; guarded by mu
+	keys        []agent.SessionKey // the keys of the inbounds accepted; guarded by mu
 }
 
 // errDiskFull is what a failing Accept returns.
@@ -577,6 +578,9 @@ func (r *testRuntime) Accept(ctx context.Context, in agent.Inbound) (agent.Queue
 	if fail {
 		return agent.QueuedInbound{}, fmt.Errorf("agent: accept: %w", errDiskFull)
 	}
+	r.mu.Lock()
+	r.keys = append(r.keys, in.Key)
+	r.mu.Unlock()
 	return r.Runtime.Accept(ctx, in)
 }
 

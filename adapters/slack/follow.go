@@ -22,9 +22,9 @@ const (
 
 // followKey names the thread followed for user: the session key of the
 // conversation its turns belong to.
-func followKey(cb callback, channel, thread, user string) agent.SessionKey {
+func (a *Adapter) followKey(cb callback, channel, thread, userTeam, user string) agent.SessionKey {
 	return agent.SessionKey{
-		Principal:    principal(cb.TeamID, cb.EnterpriseID, user),
+		Principal:    a.principalOf(cb.TeamID, cb.EnterpriseID, userTeam, user),
 		Conversation: agent.Conversation{Channel: channel, Thread: thread},
 	}
 }

@@ -90,7 +90,7 @@ func TestSocketThreadForgottenAcrossRestartWithoutStore(t *testing.T) {
 	if got := replies(after.fs); len(got) != 0 {
 		t.Errorf("replies after the restart = %v, want none", got)
 	}
-	key := followKey(callback{TeamID: team}, "C1", "2.000100", "U1")
+	key := after.ad.followKey(callback{TeamID: team}, "C1", "2.000100", "", "U1")
 	if ok, err := after.db.FollowingThread(context.Background(), key, time.Time{}); err != nil || ok {
 		t.Errorf("thread in the database without Follows: %v, %v; want false, nil", ok, err)
 	}

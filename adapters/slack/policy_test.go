@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -271,5 +273,50 @@ func TestLogKeysOfFollowedThreads(t *testing.T) {
 	}
 	if len(seen) < 2 {
 		t.Errorf("%d lines about the threads followed, want the failed write and the failed read:\n%s", len(seen), h.adLogs.String())
+	}
+}
+
+// TestGuestIsOnePersonEverywhere: a Slack Connect guest served under
+// allow_external_users is the same principal in their messages and in
+// their clicks, whichever workspace a click's payload names as its team
+// (the host's, where the channel lives, or the guest's own): otherwise
+// they could not decide their own approvals, and a secret stored through
+// the form would not be theirs in their messages.
+func TestGuestIsOnePersonEverywhere(t *testing.T) {
+	var mu sync.Mutex
+	var clickers []agent.Principal
+	h := newHarness(t, ModeSocket, func(a *Adapter) { a.Config.AllowExternalUsers = true })
+	h.rt.decide = func(_ context.Context, _ agent.ApprovalID, by agent.Principal, _ bool) (agent.ApprovalState, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		clickers = append(clickers, by)
+		return agent.ApprovalPending, nil
+	}
+	h.fs.send(eventsEnvelope("e1", "Ev1", guestMention("UG1", "TEXT", "53.000100", "hello")))
+	h.fs.waitAcks(t, "e1")
+	h.idle(t)
+	for i, clickTeam := range []string{team, "TEXT"} {
+		c := click("UG1", actionApprove, "42", "53.000200")
+		c["team"] = map[string]any{"id": clickTeam}
+		c["user"] = map[string]any{"id": "UG1", "team_id": "TEXT"}
+		env := fmt.Sprintf("i%d", i)
+		h.fs.send(interactiveEnvelope(env, c))
+		h.fs.waitAcks(t, env)
+	}
+	h.rt.mu.Lock()
+	keys := append([]agent.SessionKey(nil), h.rt.keys...)
+	h.rt.mu.Unlock()
+	if len(keys) != 1 {
+		t.Fatalf("accepted %d inbounds, want the guest's message", len(keys))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(clickers) != 2 {
+		t.Fatalf("%d clicks reached the runtime, want 2", len(clickers))
+	}
+	for i, by := range clickers {
+		if by != keys[0].Principal {
+			t.Errorf("click %d came from %s, the message from %s: one guest, two identities", i, by, keys[0].Principal)
+		}
 	}
 }
