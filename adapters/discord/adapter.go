@@ -134,6 +134,7 @@ type Adapter struct {
 	dirty        map[string]activity         // cursors not saved yet, by channel; guarded by mu
 	interactions map[string]interactionToken // deferred /talon commands, by interaction id; guarded by mu
 	threads      map[string]*threadStart     // threads to start, by message id; guarded by mu
+	threadOrder  []string                    // keys of threads, oldest first; guarded by mu
 
 	follows  *follow.Set           // threads followed for a user; Follows behind it
 	streams  *chat.Streams[stream] // answers being streamed; Interval set by setup

@@ -36,10 +36,10 @@ type threadStart struct {
 // list (24 h, available on every server).
 const threadArchiveMinutes = 1440
 
-// maxThreadStarts bounds the threads remembered before old ones are
-// dropped (one that is forgotten is simply created again, which Discord
-// answers with "already created").
-const maxThreadStarts = 10000
+// maxThreadStarts bounds the threads remembered; the oldest is dropped
+// first (one that is forgotten is simply created again, which Discord
+// answers with "already created"). A variable for tests.
+var maxThreadStarts = 10000
 
 // planThread remembers that the answer to message in parent goes in a new
 // thread named after text.
@@ -49,10 +49,26 @@ func (a *Adapter) planThread(parent, message, text string) {
 	if _, ok := a.threads[message]; ok {
 		return
 	}
-	if len(a.threads) >= maxThreadStarts {
-		clear(a.threads)
+	a.rememberThread(message, &threadStart{parent: parent, name: threadName(text)})
+}
+
+// rememberThread adds ts under message, dropping the oldest threads past
+// maxThreadStarts: the threads of recent mentions, whose answers are being
+// written, stay known (clearing them all made a follow-up in a thread
+// being answered look like a message in an unknown channel). Call with
+// a.mu held.
+func (a *Adapter) rememberThread(message string, ts *threadStart) {
+	for len(a.threads) >= maxThreadStarts && len(a.threadOrder) > 0 {
+		delete(a.threads, a.threadOrder[0])
+		a.threadOrder[0] = ""
+		a.threadOrder = a.threadOrder[1:]
 	}
-	a.threads[message] = &threadStart{parent: parent, name: threadName(text)}
+	if len(a.threadOrder) == cap(a.threadOrder) && len(a.threadOrder) > 0 {
+		// Compact before append grows it, so the dropped prefix is freed.
+		a.threadOrder = append(make([]string, 0, 2*len(a.threadOrder)), a.threadOrder...)
+	}
+	a.threads[message] = ts
+	a.threadOrder = append(a.threadOrder, message)
 }
 
 // target resolves where output for to goes: the channel and the message
@@ -76,7 +92,7 @@ func (a *Adapter) ensureThread(ctx context.Context, parent, message string) bool
 	if ts == nil {
 		// Not planned in this process (a restart): the name is not known.
 		ts = &threadStart{parent: parent, name: "Talon"}
-		a.threads[message] = ts
+		a.rememberThread(message, ts)
 	}
 	a.mu.Unlock()
 

@@ -125,3 +125,36 @@ func TestThreadName(t *testing.T) {
 		})
 	}
 }
+
+// Past maxThreadStarts the oldest planned threads are forgotten, never the
+// recent ones whose answers are being written (the map used to be cleared
+// whole, and a follow-up in a thread just started looked unknown).
+func TestThreadStartsForgetOldestFirst(t *testing.T) {
+	defer func(n int) { maxThreadStarts = n }(maxThreadStarts)
+	maxThreadStarts = 3
+	a := &Adapter{}
+	a.init()
+	for _, m := range []string{"m1", "m2", "m3"} {
+		a.planThread("c", m, "hello")
+	}
+	a.threads["m3"].done.Store(true) // m3's thread exists
+	a.planThread("c", "m4", "hello")
+	a.planThread("c", "m5", "hello")
+	if got := a.startedThread("m3"); got != "c" {
+		t.Errorf("startedThread(m3) = %q after two newer mentions, want its parent c", got)
+	}
+	for _, m := range []string{"m1", "m2"} {
+		if _, ok := a.threads[m]; ok {
+			t.Errorf("%s still remembered; the oldest should go first", m)
+		}
+	}
+	if len(a.threads) != 3 {
+		t.Errorf("%d threads remembered, want the bound, 3", len(a.threads))
+	}
+	for i := range 100 {
+		a.planThread("c", "x"+strings.Repeat("y", i), "hello")
+	}
+	if len(a.threads) != 3 || len(a.threadOrder) != 3 {
+		t.Errorf("after 100 more: %d threads, %d in order, want 3 and 3", len(a.threads), len(a.threadOrder))
+	}
+}
