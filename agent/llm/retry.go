@@ -136,10 +136,19 @@ func parseRetryAfter(h http.Header, now time.Time) time.Duration {
 // the operator's hint.
 func (c caller) finalError(f *failure) *Error {
 	err := f.err
-	if c.cfg.APIKey != "" && err != nil && strings.Contains(err.Error(), c.cfg.APIKey) {
-		// Defence in depth: nothing we build should hold the key, but a
-		// transport error could echo a URL that does.
-		err = errors.New(strings.ReplaceAll(err.Error(), c.cfg.APIKey, "[redacted]"))
+	if err != nil {
+		// Defence in depth: nothing we build should hold the key or a
+		// header's value, but a transport error could echo a URL or a
+		// server its request. Short values only as whole tokens: a key
+		// "x" must not turn every "x" of the message into "[redacted]".
+		secrets := make([]string, 0, 1+len(c.cfg.Headers))
+		secrets = append(secrets, c.cfg.APIKey)
+		for _, v := range c.cfg.Headers {
+			secrets = append(secrets, v)
+		}
+		if msg := err.Error(); redactSecrets(msg, secrets...) != msg {
+			err = errors.New(redactSecrets(msg, secrets...))
+		}
 	}
 	return &Error{
 		Kind:       f.kind,

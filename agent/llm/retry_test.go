@@ -122,3 +122,21 @@ func containsAny(s string, subs ...string) bool {
 	}
 	return false
 }
+
+func TestRedactSecrets(t *testing.T) {
+	cases := []struct{ in, want string }{
+		// short: whole tokens only
+		{"deadline exceeded, key=x&y=1", "deadline exceeded, key=[redacted]&y=1"},
+		{"x", "[redacted]"},
+		{"x x-ray xx (x)", "[redacted] x-ray xx ([redacted])"},
+		{"Bearer x\n", "Bearer [redacted]\n"},
+		{"naïvex", "naïvex"},
+		// long: everywhere, inside words too
+		{"tok=sk-secret-123abc;prefixsk-secret-123abcsuffix", "tok=[redacted];prefix[redacted]suffix"},
+	}
+	for _, c := range cases {
+		if got := redactSecrets(c.in, "x", "sk-secret-123abc", "", "  "); got != c.want {
+			t.Errorf("redactSecrets(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
