@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -40,6 +41,10 @@ type benchResult struct {
 	Errors       int     `json:"errors"`
 	OfferedPerS  float64 `json:"offered_turns_per_sec,omitempty"`
 	ToolCalls    int64   `json:"tool_calls"`
+	// ToolTurns is how many turns asked the model to call the tool
+	// (--tool-share); with --llm-url the endpoint's model decides whether
+	// it does, and ToolCalls counts the calls that ran.
+	ToolTurns int64 `json:"tool_turns"`
 }
 
 type pct struct {
@@ -64,7 +69,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.IntVar(&users, "users", 100, "number of users, each with one conversation")
 	fs.IntVar(&messages, "messages", 10, "messages per user, each sent after the previous one is answered")
 	fs.IntVar(&concurrency, "concurrency", 0, "users talking at the same time (default: all)")
-	fs.Float64Var(&toolShare, "tool-share", 0, "share of turns that make one sandboxed tool call (0..1)")
+	fs.Float64Var(&toolShare, "tool-share", 0, "share of turns that ask the model for one sandboxed tool call (0..1); "+
+		"with --llm-url the endpoint's model decides, and the calls it made are reported")
 	fs.DurationVar(&latency, "llm-latency", 0, "time the fake model takes per call")
 	fs.DurationVar(&think, "think", 0, "mean pause of a user between a reply and its next message (exponential; "+
 		"users also start at random offsets within it), so that arrivals are spread as in real use; 0 sends at once")
@@ -100,21 +106,26 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	}
 	defer db.Close()
 
-	fake := &benchLLM{latency: latency, toolShare: toolShare}
-	var provider llm.Provider = fake
+	var model llm.Provider = &benchLLM{latency: latency}
 	if llmURL != "" {
-		if provider, err = llm.NewOpenAI(llm.Config{BaseURL: llmURL, Model: llmModel, MaxRetries: -1}); err != nil {
+		if model, err = llm.NewOpenAI(llm.Config{BaseURL: llmURL, Model: llmModel, MaxRetries: -1}); err != nil {
 			return err
 		}
 	}
+	clock := &modelClock{Provider: model}
+	var provider llm.Provider = clock
+	var tools *countingTools
 	var toolRunner agent.ToolRunner
 	if toolShare > 0 {
-		var closeTools func()
-		if toolRunner, closeTools, err = benchTools(ctx, dataDir); err != nil {
+		sb, closeTools, err := benchTools(ctx, dataDir)
+		if err != nil {
 			return err
 		}
 		defer closeTools()
+		tools = &countingTools{ToolRunner: sb}
+		toolRunner = tools
 	}
+	var turnsSent, toolTurns atomic.Int64 // turns so far, to pick which ask for a tool; those that did
 	ch := &benchChannel{done: map[string]chan agent.Reply{}}
 	rt := &agent.Runtime{
 		Store: db, LLM: provider, Tools: toolRunner, Log: zerolog.Nop(),
@@ -173,14 +184,21 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 				dk := fmt.Sprintf("bench:%d:%d", u, m)
 				wait := ch.expect(dk)
 				t0 := time.Now()
-				_, err := rt.Accept(ctx, agent.Inbound{DedupeKey: dk, Key: key, Text: fmt.Sprintf("message %d of user %d", m, u), ReplyTo: dk})
+				text := benchText(u, m)
+				// The n-th turn sent asks when it brings the share's count
+				// up by one: asks are spread evenly, at any run length.
+				if n := float64(turnsSent.Add(1)); math.Floor(n*toolShare) > math.Floor((n-1)*toolShare) {
+					text += benchToolAsk
+					toolTurns.Add(1)
+				}
+				_, err := rt.Accept(ctx, agent.Inbound{DedupeKey: dk, Key: key, Text: text, ReplyTo: dk})
 				if err != nil {
 					errCount.Add(1)
 					continue
 				}
 				select {
 				case rep := <-wait:
-					d := time.Since(t0) - fake.spent(dk)
+					d := time.Since(t0) - clock.spent(u, m)
 					if rep.Kind == agent.ReplyError {
 						errCount.Add(1)
 					}
@@ -202,10 +220,20 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		Users: users, Messages: messages, Concurrency: concurrency, Turns: len(overheads),
 		Seconds: elapsed.Seconds(), TurnsPerSec: float64(len(overheads)) / elapsed.Seconds(),
 		OverheadMS: percentiles(overheads), PeakRSSBytes: peakRSS(), DBBytes: dirSize(dataDir),
-		Errors: int(errCount.Load() + fake.toolFails.Load()), ToolCalls: fake.toolCalls.Load(),
+		Errors: int(errCount.Load()),
+	}
+	if tools != nil {
+		res.ToolCalls, res.ToolTurns = tools.calls.Load(), toolTurns.Load()
+		res.Errors += int(tools.fails.Load())
 	}
 	if think > 0 {
 		res.OfferedPerS = float64(concurrency) / (think + latency).Seconds()
+	}
+	if res.ToolCalls < res.ToolTurns {
+		// Only an endpoint's model can decline: say so rather than report
+		// a tool-free run as one with tools.
+		fmt.Fprintf(e.stderr, "talon bench: the model at --llm-url made %d tool calls where %d turns asked for one; "+
+			"the figures are of turns without the sandbox (use a model that calls tools, or drop --llm-url)\n", res.ToolCalls, res.ToolTurns)
 	}
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
@@ -218,7 +246,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(e.stdout, "overhead:        p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (turn latency minus model time)\n", res.OverheadMS.P50, res.OverheadMS.P95, res.OverheadMS.P99)
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB\n", float64(res.PeakRSSBytes)/1e6)
 	fmt.Fprintf(e.stdout, "database:        %.1f MB\n", float64(res.DBBytes)/1e6)
-	fmt.Fprintf(e.stdout, "tool calls:      %d\n", res.ToolCalls)
+	fmt.Fprintf(e.stdout, "tool calls:      %d (%d turns asked for one)\n", res.ToolCalls, res.ToolTurns)
 	fmt.Fprintf(e.stdout, "errors:          %d\n", res.Errors)
 	return nil
 }
@@ -291,24 +319,22 @@ func (c *benchChannel) Deliver(_ context.Context, r agent.Reply) (string, error)
 	return r.ReplyTo, nil
 }
 
-// benchLLM is an in-process model: it waits latency, then answers; a share
-// of turns first asks for one tool call. It records the time it spent per
-// turn so the gateway's own overhead can be separated out.
+// benchText is user u's m-th message; benchToolAsk is added to the ones
+// that ask for a tool call.
+func benchText(u, m int) string { return fmt.Sprintf("message %d of user %d", m, u) }
+
+const benchToolAsk = ". Call the html_text tool once on this page, then answer in one word: " + benchPage
+
+// benchLLM is an in-process model: it waits latency, then answers; a
+// message that asks for the tool (benchToolAsk) gets one tool call first.
 type benchLLM struct {
-	latency   time.Duration
-	toolShare float64
-	n         atomic.Int64
-	toolCalls atomic.Int64 // answers that asked for a tool
-	toolFails atomic.Int64 // tool results that were errors
-	mu        sync.Mutex
-	spentBy   map[string]time.Duration // by turn's last user text; guarded by mu
+	latency time.Duration
 }
 
 func (b *benchLLM) Name() string  { return "bench" }
 func (b *benchLLM) Model() string { return "bench" }
 
 func (b *benchLLM) Complete(ctx context.Context, req llm.Request) (*llm.Response, error) {
-	t0 := time.Now()
 	if b.latency > 0 {
 		t := time.NewTimer(b.latency)
 		select {
@@ -319,50 +345,66 @@ func (b *benchLLM) Complete(ctx context.Context, req llm.Request) (*llm.Response
 		}
 	}
 	last := req.Messages[len(req.Messages)-1]
-	if last.Role == llm.RoleTool && last.IsError {
-		b.toolFails.Add(1)
+	if last.Role == llm.RoleUser && strings.HasSuffix(last.Content, benchToolAsk) && len(req.Tools) > 0 {
+		return &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{
+			ID: "call", Name: req.Tools[0].Name, Arguments: benchToolArgs}}}, StopReason: "tool_calls"}, nil
 	}
-	var resp *llm.Response
-	if last.Role == llm.RoleUser && b.toolShare > 0 && len(req.Tools) > 0 &&
-		float64(b.n.Add(1)%1000) < b.toolShare*1000 {
-		b.toolCalls.Add(1)
-		resp = &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{
-			ID: "call", Name: req.Tools[0].Name, Arguments: benchToolArgs}}}, StopReason: "tool_calls"}
-	} else {
-		resp = &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, Content: "ok: " + last.Content}, StopReason: "stop"}
-	}
-	b.record(req, time.Since(t0))
-	return resp, nil
+	return &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, Content: "ok: " + last.Content}, StopReason: "stop"}, nil
 }
 
-// record adds d to the time spent on the turn the request belongs to (found
-// by its last user message's dedupe key, which the bench puts in the text).
-func (b *benchLLM) record(req llm.Request, d time.Duration) {
-	var user string
+// modelClock records the time its model spends per turn, so that the
+// gateway's own overhead can be separated out, whichever model answers.
+type modelClock struct {
+	llm.Provider
+	mu      sync.Mutex
+	spentBy map[[2]int]time.Duration // by (user, message); guarded by mu
+}
+
+func (c *modelClock) Complete(ctx context.Context, req llm.Request) (*llm.Response, error) {
+	t0 := time.Now()
+	r, err := c.Provider.Complete(ctx, req)
+	d := time.Since(t0)
+	// The turn is found by its last user message, which the bench wrote.
 	for i := len(req.Messages) - 1; i >= 0; i-- {
-		if req.Messages[i].Role == llm.RoleUser {
-			user = req.Messages[i].Content
-			break
+		if req.Messages[i].Role != llm.RoleUser {
+			continue
 		}
+		var u, m int
+		if _, err := fmt.Sscanf(req.Messages[i].Content, "message %d of user %d", &m, &u); err == nil {
+			c.mu.Lock()
+			if c.spentBy == nil {
+				c.spentBy = map[[2]int]time.Duration{}
+			}
+			c.spentBy[[2]int{u, m}] += d
+			c.mu.Unlock()
+		}
+		break
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.spentBy == nil {
-		b.spentBy = map[string]time.Duration{}
-	}
-	b.spentBy[user] += d
+	return r, err
 }
 
-// spent returns the model time of the turn for dedupe key dk.
-func (b *benchLLM) spent(dk string) time.Duration {
-	var u, m int
-	fmt.Sscanf(dk, "bench:%d:%d", &u, &m)
-	text := fmt.Sprintf("message %d of user %d", m, u)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	d := b.spentBy[text]
-	delete(b.spentBy, text)
+// spent returns, and forgets, the model time of user u's m-th turn.
+func (c *modelClock) spent(u, m int) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.spentBy[[2]int{u, m}]
+	delete(c.spentBy, [2]int{u, m})
 	return d
+}
+
+// countingTools counts the tool calls that ran, and those that failed.
+type countingTools struct {
+	agent.ToolRunner
+	calls, fails atomic.Int64
+}
+
+func (c *countingTools) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult, error) {
+	c.calls.Add(1)
+	r, err := c.ToolRunner.Run(ctx, call)
+	if err != nil || r.IsError {
+		c.fails.Add(1)
+	}
+	return r, err
 }
 
 // progress draws a bar on a terminal's stderr.
@@ -400,7 +442,10 @@ func (p *progress) done() {
 
 // benchToolArgs are the arguments of the bench's tool call: a small page
 // for the built-in html_text tool, which needs no network.
-const benchToolArgs = `{"html":"<html><head><title>Bench</title></head><body><nav>menu</nav><p>Hello &amp; welcome.</p><script>x()</script><p>Second paragraph.</p></body></html>"}`
+const (
+	benchPage     = `<html><head><title>Bench</title></head><body><nav>menu</nav><p>Hello &amp; welcome.</p><script>x()</script><p>Second paragraph.</p></body></html>`
+	benchToolArgs = `{"html":"` + benchPage + `"}`
+)
 
 // benchTools returns a sandbox serving only the built-in html_text tool,
 // compiled before the run starts so the measurement sees calls, not the

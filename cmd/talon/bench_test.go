@@ -2,7 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/agent/llm/llmtest"
 )
 
 func TestBenchReportsJSON(t *testing.T) {
@@ -14,6 +19,7 @@ func TestBenchReportsJSON(t *testing.T) {
 	}{
 		{"no tools", []string{"--users", "20", "--messages", "3", "--concurrency", "10"}, 60, 0},
 		{"every turn calls a sandboxed tool", []string{"--users", "2", "--messages", "2", "--tool-share", "1"}, 4, 4},
+		{"half the turns call it", []string{"--users", "2", "--messages", "2", "--tool-share", "0.5"}, 4, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := runMain(t, env{}, append([]string{"bench", "--json", "--data-dir", t.TempDir()}, tc.args...)...)
@@ -34,5 +40,70 @@ func TestBenchReportsJSON(t *testing.T) {
 				t.Errorf("percentiles out of order: %+v", got.OverheadMS)
 			}
 		})
+	}
+}
+
+// With --llm-url the endpoint's model is asked for the tool in the share of
+// turns --tool-share says, and the calls it makes run in the sandbox and are
+// counted; a model that declines is reported, not passed off as a tool run.
+func TestBenchDrivesToolsThroughEndpoint(t *testing.T) {
+	obeys := func(r llmtest.Request) llmtest.Response {
+		last := r.Messages[len(r.Messages)-1]
+		if last.Role == llm.RoleUser && strings.Contains(last.Content, "Call the html_text tool") && slices.Contains(r.Tools, "html_text") {
+			return llmtest.Response{ToolCalls: []llm.ToolCall{{ID: "c1", Name: "html_text", Arguments: `{"html":"<p>Hi &amp; bye</p>"}`}}}
+		}
+		return llmtest.Response{Text: "done"}
+	}
+	declines := func(llmtest.Request) llmtest.Response { return llmtest.Response{Text: "no"} }
+	for _, tc := range []struct {
+		name        string
+		model       llmtest.Handler
+		share       string
+		calls, asks int64
+		warn        bool
+	}{
+		{"model calls the tool", obeys, "1", 4, 4, false},
+		{"half the turns ask", obeys, "0.5", 2, 2, false},
+		{"model declines", declines, "1", 0, 4, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := llmtest.NewServer(t, tc.model)
+			res := runMain(t, env{}, "bench", "--json", "--data-dir", t.TempDir(), "--users", "2", "--messages", "2",
+				"--tool-share", tc.share, "--llm-url", srv.URL)
+			if res.code != 0 {
+				t.Fatalf("exit %d: %s", res.code, res.stderr)
+			}
+			var got benchResult
+			if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+				t.Fatalf("output is not one JSON object: %v\n%s", err, res.stdout)
+			}
+			if got.Turns != 4 || got.Errors != 0 || got.ToolCalls != tc.calls || got.ToolTurns != tc.asks {
+				t.Errorf("result %+v: want 4 turns, no errors, %d tool calls, %d asked", got, tc.calls, tc.asks)
+			}
+			if warned := strings.Contains(res.stderr, "made 0 tool calls where 4 turns asked"); warned != tc.warn {
+				t.Errorf("warning shown: %v, want %v; stderr: %s", warned, tc.warn, res.stderr)
+			}
+			var toolResults int
+			for _, r := range srv.Requests() {
+				if m := r.Messages[len(r.Messages)-1]; m.Role == llm.RoleTool {
+					toolResults++
+					if m.IsError || !strings.Contains(m.Content, "Hi & bye") {
+						t.Errorf("tool result sent to the model: %+v", m)
+					}
+				}
+			}
+			if int64(toolResults) != tc.calls {
+				t.Errorf("the endpoint got %d tool results, want %d", toolResults, tc.calls)
+			}
+		})
+	}
+}
+
+func TestBenchFlagsDocumented(t *testing.T) {
+	if res := runMain(t, env{}); !strings.Contains(res.stderr, "--think D") || !strings.Contains(res.stderr, "--tool-share F") {
+		t.Errorf("usage does not document bench's --think and --tool-share:\n%s", res.stderr)
+	}
+	if res := runMain(t, env{}, "bench", "--help"); !strings.Contains(res.stderr, "-think") || !strings.Contains(res.stderr, "endpoint's model decides") {
+		t.Errorf("bench --help does not explain --think and --tool-share with --llm-url:\n%s", res.stderr)
 	}
 }

@@ -54,8 +54,12 @@ Usage:
   talon tool    list|run|check    list, run and check sandboxed tools
   talon vault   set|list|rm|audit|rotate-key   manage users' credentials
   talon discord invite-url        print the link that adds the bot to a server
-  talon bench   --users N --messages M [--concurrency C] [--tool-share F] [--llm-latency D] [--llm-url URL] [--json]
-                                  measure throughput and the gateway's own overhead
+  talon bench   --users N --messages M [--concurrency C] [--tool-share F] [--llm-latency D]
+                [--think D] [--llm-url URL [--llm-model M]] [--json]
+                                  measure throughput and the gateway's own overhead;
+                                  --think D: users' mean pause between messages;
+                                  --tool-share F: share of turns asking for a tool call
+                                  (with --llm-url, the endpoint's model decides)
   talon version                   print the version
 
 The configuration file is --config, or $TALON_CONFIG; without one, built-in
