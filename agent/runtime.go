@@ -40,6 +40,12 @@ type Limits struct {
 	// does with a context of that timeout. Interrupted turns resume at the
 	// next start.
 	ShutdownGrace time.Duration
+	// ThreadMessages bounds the messages of a thread a turn reads before
+	// it answers (default 100; negative reads none), and ThreadTokens
+	// their estimated tokens (default 8,000): the newest are kept
+	// (thread.go).
+	ThreadMessages int
+	ThreadTokens   int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -55,6 +61,10 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxTurnsPerUser, 2)
 	def(&l.ToolParallelism, 4)
 	def(&l.DeliveryAttempts, 5)
+	if l.ThreadMessages == 0 {
+		l.ThreadMessages = 100
+	}
+	def(&l.ThreadTokens, 8000)
 	if l.TurnTimeout <= 0 {
 		l.TurnTimeout = 5 * time.Minute
 	}

@@ -60,6 +60,11 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	}
 
 	user := llm.Message{Role: llm.RoleUser, Content: q.Text}
+	if !q.Running {
+		// The thread's new messages enter with the question (thread.go);
+		// a resumed turn has its question stored already.
+		user.Content = r.withThread(ctx, q, &log)
+	}
 	tid, sess, resumed, err := r.Store.StartTurn(ctx, q.ID, &user)
 	if err != nil {
 		ref := NewRef()

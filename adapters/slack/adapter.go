@@ -91,8 +91,11 @@ type Adapter struct {
 
 	ready     chan struct{} // closed when the bot's identity is known
 	readyOnce sync.Once
-	botUser   string // written before ready is closed
-	botID     string // written before ready is closed
+	// threadPage, when not 0, replaces the page size of thread reads
+	// (tests); set before Run.
+	threadPage int
+	botUser    string // written before ready is closed
+	botID      string // written before ready is closed
 
 	mu      sync.Mutex
 	streams *chat.Streams[stream] // answers being streamed

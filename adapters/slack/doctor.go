@@ -34,6 +34,22 @@ func ManifestScopes() ([]string, error) {
 	return s, nil
 }
 
+// scopeUses says what breaks without a scope, for the operator.
+var scopeUses = map[string]string{
+	"app_mentions:read": "mentions in channels are not received",
+	"assistant:write":   "no \"working\" status while a turn runs",
+	"channels:history":  "threads in public channels are not read before answering; no follow-ups without a mention there",
+	"channels:read":     "channels a message mentions are shown to the model by id",
+	"chat:write":        "no reply can be posted",
+	"commands":          "/talon does not work",
+	"files:read":        "files people attach are not read",
+	"groups:history":    "threads in private channels are not read before answering; no follow-ups without a mention there",
+	"im:history":        "DMs are not received, and threads in them not read",
+	"im:write":          "the bot cannot open a DM",
+	"mpim:history":      "threads in group DMs are not read before answering",
+	"users:read":        "people are shown to the model by id, not by name",
+}
+
 // Report is what Check found.
 type Report struct {
 	// Team and TeamID name the workspace of the bot token; BotUserID and
@@ -88,14 +104,18 @@ func (a *Adapter) Check(ctx context.Context) (Report, error) {
 		}
 		for _, s := range want {
 			if !slices.Contains(rep.Granted, s) {
-				if !a.cfg.FollowThreads && (s == "channels:history" || s == "groups:history") {
-					continue
-				}
 				rep.Missing = append(rep.Missing, s)
 			}
 		}
 		if len(rep.Missing) > 0 {
-			fail(fmt.Errorf("slack: the bot token lacks scopes %s: add them (see the manifest) and reinstall the app", strings.Join(rep.Missing, ", ")))
+			var named []string
+			for _, s := range rep.Missing {
+				if use := scopeUses[s]; use != "" {
+					s += " (" + use + ")"
+				}
+				named = append(named, s)
+			}
+			fail(fmt.Errorf("slack: the bot token lacks scopes %s: add them (see the manifest) and reinstall the app", strings.Join(named, "; ")))
 		}
 		rep.TeamAllowed = a.pol.teamAllowed(res.TeamID, res.EnterpriseID)
 		if !rep.TeamAllowed {

@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -89,13 +91,20 @@ type fakeSlack struct {
 	// applies once; hung gets the text.
 	postHang, postLost string // guarded by mu
 	hung               chan string
+	// seeded are messages people wrote, served by conversations.replies
+	// and conversations.history with the bot's; historyCalls the forms of
+	// those calls; historyDenied makes them answer missing_scope. Guarded
+	// by mu.
+	seeded        []map[string]any
+	historyCalls  []url.Values
+	historyDenied bool
 }
 
 const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
 
 func newFakeSlack(t *testing.T) *fakeSlack {
 	f := &fakeSlack{t: t, out: make(chan []byte, 100), done: make(chan struct{}), acks: map[string]json.RawMessage{}, hung: make(chan string, 4),
-		scopes: "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,groups:history,im:history,im:write,users:read"}
+		scopes: "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,groups:history,im:history,im:write,mpim:history,users:read"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/", f.serveAPI)
 	mux.HandleFunc("/ws", f.serveWS)
@@ -254,7 +263,27 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 		}
 		f.writeJSON(w, map[string]any{"ok": true, "channel": form.Get("channel"), "ts": ts})
 	case "conversations.replies", "conversations.history":
-		f.writeJSON(w, map[string]any{"ok": true, "has_more": false, "messages": f.history(form, method == "conversations.replies")})
+		f.mu.Lock()
+		f.historyCalls = append(f.historyCalls, form)
+		denied := f.historyDenied
+		f.mu.Unlock()
+		if denied {
+			f.writeJSON(w, map[string]any{"ok": false, "error": "missing_scope", "needed": "channels:history"})
+			return
+		}
+		msgs := f.history(form, method == "conversations.replies")
+		// Pages of limit messages; the cursor is the offset of the next.
+		off, _ := strconv.Atoi(form.Get("cursor"))
+		off = min(max(off, 0), len(msgs))
+		msgs = msgs[off:]
+		res := map[string]any{"ok": true, "has_more": false}
+		if n, _ := strconv.Atoi(form.Get("limit")); n > 0 && len(msgs) > n {
+			msgs = msgs[:n]
+			res["has_more"] = true
+			res["response_metadata"] = map[string]any{"next_cursor": strconv.Itoa(off + n)}
+		}
+		res["messages"] = msgs
+		f.writeJSON(w, res)
 	case "views.open":
 		f.mu.Lock()
 		f.views = append(f.views, string(body))
@@ -309,9 +338,11 @@ func (f *fakeSlack) history(form url.Values, replies bool) []map[string]any {
 		}
 	}
 	var out []map[string]any
+	latest := form.Get("latest")
+	inclusive := form.Get("inclusive") == "1" || form.Get("inclusive") == "true"
 	for _, ts := range order {
 		m := byTS[ts]
-		if m.Channel != form.Get("channel") || ts < form.Get("oldest") {
+		if m.Channel != form.Get("channel") || ts < form.Get("oldest") || latest != "" && (ts > latest || ts == latest && !inclusive) {
 			continue
 		}
 		if replies && m.Thread != form.Get("ts") && ts != form.Get("ts") || !replies && m.Thread != "" {
@@ -326,7 +357,42 @@ func (f *fakeSlack) history(form url.Values, replies bool) []map[string]any {
 		}
 		out = append(out, msg)
 	}
+	// Messages people wrote (seed), merged in ts order; the parent of a
+	// thread comes first, as Slack sends it.
+	for _, m := range f.seeded {
+		ts, _ := m["ts"].(string)
+		thread, _ := m["thread_ts"].(string)
+		if m["channel"] != form.Get("channel") || ts < form.Get("oldest") && !(replies && ts == form.Get("ts")) ||
+			latest != "" && (ts > latest || ts == latest && !inclusive) {
+			continue
+		}
+		if replies && thread != form.Get("ts") && ts != form.Get("ts") || !replies && thread != "" && thread != ts {
+			continue
+		}
+		msg := map[string]any{}
+		for k, v := range m {
+			if k != "channel" {
+				msg[k] = v
+			}
+		}
+		out = append(out, msg)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ti, tj := out[i]["ts"].(string), out[j]["ts"].(string)
+		if replies && (ti == form.Get("ts")) != (tj == form.Get("ts")) {
+			return ti == form.Get("ts")
+		}
+		return ti < tj
+	})
 	return out
+}
+
+// seed adds messages people wrote to the fake's history, each a message
+// object as Slack sends it plus "channel".
+func (f *fakeSlack) seed(msgs ...map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seeded = append(f.seeded, msgs...)
 }
 
 // serveWS is one Socket Mode connection: hello, a ping, then the queued

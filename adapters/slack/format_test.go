@@ -173,12 +173,19 @@ func TestCheck(t *testing.T) {
 	if err == nil {
 		t.Error("missing scopes were not an error")
 	}
-	want := []string{"assistant:write", "channels:history", "channels:read", "commands", "groups:history", "im:write", "users:read"}
+	want := []string{"assistant:write", "channels:history", "channels:read", "commands", "files:read", "groups:history", "im:write", "mpim:history", "users:read"}
 	if strings.Join(rep.Missing, ",") != strings.Join(want, ",") || !rep.SocketMode || rep.BotUserID != botUser {
 		t.Errorf("report = %+v", rep)
 	}
+	// Each missing scope is named with what it breaks.
+	for _, w := range []string{"channels:history (threads in public channels are not read before answering",
+		"mpim:history (threads in group DMs are not read", "files:read (files people attach are not read)"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("the error does not say %q: %v", w, err)
+		}
+	}
 	fs.mu.Lock()
-	fs.scopes = "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,groups:history,im:history,im:write,users:read"
+	fs.scopes = "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,groups:history,im:history,im:write,mpim:history,users:read"
 	fs.mu.Unlock()
 	if rep, err := ad.Check(context.Background()); err != nil || len(rep.Missing) != 0 {
 		t.Errorf("full scopes: %+v, %v", rep, err)

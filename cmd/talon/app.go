@@ -129,6 +129,8 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 			TurnTimeout:        ac.TurnTimeout.Std(),
 			HistoryMessages:    ac.HistoryMessages,
 			HistoryTokenBudget: ac.HistoryTokenBudget,
+			ThreadMessages:     threadMessages(cfg.Context.ThreadMessages),
+			ThreadTokens:       cfg.Context.ThreadTokens,
 			MaxConcurrentTurns: ac.MaxConcurrentTurns,
 			MaxTurnsPerUser:    ac.MaxTurnsPerUser,
 			RatePerMinute:      ac.RatePerMinute,
@@ -484,4 +486,13 @@ func versionString() string {
 		return version
 	}
 	return strings.TrimSpace(buildVersion())
+}
+
+// threadMessages is context.thread_messages as agent.Limits takes it: 0
+// (read no thread) is negative there, where 0 is the default.
+func threadMessages(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -345,7 +345,7 @@ func TestDoctorSlack(t *testing.T) {
 	if res.code == 0 {
 		t.Errorf("doctor passed with missing scopes and another workspace:\n%s", res.stdout)
 	}
-	for _, want := range []string{"FAIL  slack: the bot token lacks scopes app_mentions:read,", "FAIL  slack: the bot's workspace T1 (Acme) is not in slack.allowed_teams"} {
+	for _, want := range []string{"FAIL  slack: the bot token lacks scopes app_mentions:read (mentions in channels are not received); ", "mpim:history (threads in group DMs are not read before answering)", "FAIL  slack: the bot's workspace T1 (Acme) is not in slack.allowed_teams"} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, res.stdout)
 		}

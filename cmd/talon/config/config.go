@@ -41,6 +41,7 @@ type Config struct {
 	HTTP     HTTP     `yaml:"http" json:"http"`
 	LLM      LLM      `yaml:"llm" json:"llm"`
 	Agent    Agent    `yaml:"agent" json:"agent"`
+	Context  Context  `yaml:"context" json:"context"`
 	Sandbox  Sandbox  `yaml:"sandbox" json:"sandbox"`
 	Terminal Terminal `yaml:"terminal" json:"terminal"`
 	Slack    Slack    `yaml:"slack" json:"slack"`
@@ -118,6 +119,16 @@ type Agent struct {
 	ShutdownGrace Duration `yaml:"shutdown_grace" json:"shutdown_grace"`
 }
 
+// Context configures what a turn reads besides the user's message.
+type Context struct {
+	// ThreadMessages bounds the messages of the thread (Slack thread,
+	// Discord thread, forum post or reply) read before a turn in it is
+	// answered; the newest are kept. 0 reads none.
+	ThreadMessages int `yaml:"thread_messages" json:"thread_messages"`
+	// ThreadTokens bounds their estimated tokens; the newest are kept.
+	ThreadTokens int `yaml:"thread_tokens" json:"thread_tokens"`
+}
+
 // Sandbox configures the WASM tool runtime.
 type Sandbox struct {
 	// ToolsDir is where tools are installed; "" means <data_dir>/tools.
@@ -165,6 +176,7 @@ func Default() Config {
 			DeliveryAttempts:   5,
 			ShutdownGrace:      Duration(10 * time.Second),
 		},
+		Context: Context{ThreadMessages: 100, ThreadTokens: 8000},
 		Sandbox: Sandbox{
 			PoolSize:        2,
 			ApprovalTimeout: Duration(10 * time.Minute),

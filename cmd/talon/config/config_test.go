@@ -30,6 +30,7 @@ func TestLoadDefaults(t *testing.T) {
 			HistoryTokenBudget: 12000, MaxConcurrentTurns: 64, MaxTurnsPerUser: 2, RatePerMinute: 20,
 			ToolParallelism: 4, DeliveryAttempts: 5, ShutdownGrace: Duration(10 * time.Second),
 		},
+		Context:  Context{ThreadMessages: 100, ThreadTokens: 8000},
 		Sandbox:  Sandbox{PoolSize: 2, ApprovalTimeout: Duration(10 * time.Minute)},
 		Terminal: Terminal{User: "local"},
 		Slack: Slack{

@@ -39,6 +39,8 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	}
 	c.LLM.validate(&v)
 	c.Agent.validate(&v)
+	v.intRange("context.thread_messages", c.Context.ThreadMessages, 0, 1000)
+	v.intRange("context.thread_tokens", c.Context.ThreadTokens, 100, 200_000)
 	c.Sandbox.validate(&v)
 	if !validUser(c.Terminal.User) {
 		v.add("terminal.user", fmt.Sprintf("must be 1 to %d letters, digits or . _ @ -", maxUserLen))
