@@ -27,46 +27,51 @@ type fakeDiscord struct {
 
 	botID, appID string
 
-	mu         sync.Mutex
-	conn       *websocket.Conn // the current gateway socket; guarded by mu
-	wmu        *sync.Mutex     // serialises writes to conn; guarded by mu
-	conns      []*websocket.Conn
-	seq        int64                    // last sequence number sent; guarded by mu
-	sessions   int                      // sessions identified; guarded by mu
-	frames     []frame                  // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
-	invalid    bool                     // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
-	heartbeat  int                      // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
-	noAcks     bool                     // when set, heartbeats are not acknowledged; guarded by mu
-	closes     []int                    // close codes the client sent; guarded by mu
-	stall      map[string]chan struct{} // "METHOD first-segment" or "METHOD first/third" ("POST channels/messages") → requests wait until it is closed; guarded by mu
-	stalled    map[string]int           // requests that waited on stall, by key; guarded by mu
-	limited    map[string]string        // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
-	limitHits  map[string]int           // 429s answered, by channel; guarded by mu
-	global     bool                     // when set, the 429s of limited are global (X-RateLimit-Global); guarded by mu
-	sent       map[string]time.Time     // interaction id → when it was dispatched; guarded by mu
-	connected  int                      // READY/RESUMED sent; guarded by mu
-	replay     []event                  // sent after the next RESUMED; guarded by mu
-	nextID     int64                    // snowflakes handed out; guarded by mu
-	posts      []post                   // created messages; guarded by mu
-	attempts   int                      // POSTs to /messages, 429s included; guarded by mu
-	fail429    int                      // next message POSTs answered 429; guarded by mu
-	edits      []post                   // PATCHed messages; guarded by mu
-	writes     []string                 // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
-	threads    []post                   // threads started on messages (id: the message); guarded by mu
-	threadErr  int                      // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
-	typing     int                      // typing calls; guarded by mu
-	callbacks  []callback               // interaction responses; guarded by mu
-	hooks      []post                   // webhook edits and follow-ups (interaction answers); guarded by mu
-	commands   json.RawMessage          // registered commands; guarded by mu
-	puts       int                      // command overwrites; guarded by mu
-	lists      int                      // command listings; guarded by mu
-	history    map[string][]msg         // channel → messages for GET …/messages; guarded by mu
-	channels   map[string]string        // channel id → JSON for GET /channels/{id}; guarded by mu
-	members    map[string][]string      // user id → roles, for GET /guilds/{guild}/members/{user}; guarded by mu
-	memberGets int                      // GET /guilds/{guild}/members/{user} answered; guarded by mu
-	appFlags   int                      // guarded by mu
-	bodies     []string                 // every REST request body; guarded by mu
-	closeCode  int                      // when set, IDENTIFY is answered by closing with it; guarded by mu
+	mu        sync.Mutex
+	conn      *websocket.Conn // the current gateway socket; guarded by mu
+	wmu       *sync.Mutex     // serialises writes to conn; guarded by mu
+	conns     []*websocket.Conn
+	seq       int64                    // last sequence number sent; guarded by mu
+	sessions  int                      // sessions identified; guarded by mu
+	frames    []frame                  // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
+	invalid   bool                     // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
+	heartbeat int                      // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
+	noAcks    bool                     // when set, heartbeats are not acknowledged; guarded by mu
+	closes    []int                    // close codes the client sent; guarded by mu
+	stall     map[string]chan struct{} // "METHOD first-segment" or "METHOD first/third" ("POST channels/messages") → requests wait until it is closed; guarded by mu
+	stalled   map[string]int           // requests that waited on stall, by key; guarded by mu
+	limited   map[string]string        // channel → Retry-After seconds: its message POSTs get 429; guarded by mu
+	limitHits map[string]int           // 429s answered, by channel; guarded by mu
+	global    bool                     // when set, the 429s of limited are global (X-RateLimit-Global); guarded by mu
+	sent      map[string]time.Time     // interaction id → when it was dispatched; guarded by mu
+	connected int                      // READY/RESUMED sent; guarded by mu
+	replay    []event                  // sent after the next RESUMED; guarded by mu
+	nextID    int64                    // snowflakes handed out; guarded by mu
+	posts     []post                   // created messages; guarded by mu
+	attempts  int                      // POSTs to /messages, 429s included; guarded by mu
+	fail429   int                      // next message POSTs answered 429; guarded by mu
+	edits     []post                   // PATCHed messages; guarded by mu
+	writes    []string                 // "POST <channel> <content>" and "PATCH <channel> <content>" of messages, in order; guarded by mu
+	threads   []post                   // threads started on messages (id: the message); guarded by mu
+	threadErr int                      // when set, starting a thread is answered with this status (403: missing permission); guarded by mu
+	typing    int                      // typing calls; guarded by mu
+	callbacks []callback               // interaction responses; guarded by mu
+	hooks     []post                   // webhook edits and follow-ups (interaction answers); guarded by mu
+	commands  json.RawMessage          // registered commands; guarded by mu
+	puts      int                      // command overwrites; guarded by mu
+	lists     int                      // command listings; guarded by mu
+	history   map[string][]msg         // channel → messages for GET …/messages; guarded by mu
+	// historyReads are the history reads asked, "channel?query" or
+	// "channel/message"; historyDenied the channels answered 403. Guarded
+	// by mu.
+	historyReads  []string
+	historyDenied map[string]bool
+	channels      map[string]string   // channel id → JSON for GET /channels/{id}; guarded by mu
+	members       map[string][]string // user id → roles, for GET /guilds/{guild}/members/{user}; guarded by mu
+	memberGets    int                 // GET /guilds/{guild}/members/{user} answered; guarded by mu
+	appFlags      int                 // guarded by mu
+	bodies        []string            // every REST request body; guarded by mu
+	closeCode     int                 // when set, IDENTIFY is answered by closing with it; guarded by mu
 	// nonceFrom is the first post whose nonce still counts: forgetNonces
 	// moves it past the others, as Discord's nonce window (a few minutes)
 	// passing does. Guarded by mu.
@@ -123,6 +128,21 @@ type msg struct {
 	Member    *struct {
 		Roles []string `json:"roles"`
 	} `json:"member,omitempty"`
+	Attachments       []attachment `json:"attachments,omitempty"`
+	MessageReference  *fakeRef     `json:"message_reference,omitempty"`
+	ReferencedMessage *msg         `json:"referenced_message,omitempty"`
+}
+
+type attachment struct {
+	ID          string `json:"id"`
+	Filename    string `json:"filename"`
+	ContentType string `json:"content_type,omitempty"`
+	Size        int    `json:"size"`
+}
+
+type fakeRef struct {
+	MessageID string `json:"message_id"`
+	ChannelID string `json:"channel_id,omitempty"`
 }
 
 type user struct {
@@ -461,11 +481,18 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		f.threads = append(f.threads, post{channel: parts[1], path: path, body: body, id: parts[3]})
 		writeJSON(w, 201, map[string]any{"id": parts[3], "type": 11, "parent_id": parts[1], "name": body["name"]})
 	case route == "GET channels" && len(parts) == 3 && parts[2] == "messages":
-		after := r.URL.Query().Get("after")
+		q := r.URL.Query()
+		after, before := q.Get("after"), q.Get("before")
+		limit, _ := strconv.Atoi(q.Get("limit"))
+		f.historyReads = append(f.historyReads, parts[1]+"?"+q.Encode())
+		if f.historyDenied[parts[1]] {
+			writeJSON(w, 403, map[string]any{"message": "Missing Access", "code": 50001})
+			return
+		}
 		var out []msg
 		hist := f.history[parts[1]]
 		for i := len(hist) - 1; i >= 0; i-- { // newest first, as Discord does
-			if snowflakeLess(after, hist[i].ID) {
+			if snowflakeLess(after, hist[i].ID) && (before == "" || snowflakeLess(hist[i].ID, before)) {
 				m := hist[i]
 				if m.Timestamp == "" {
 					m.Timestamp = time.Now().UTC().Format(time.RFC3339Nano)
@@ -473,7 +500,29 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 				out = append(out, m)
 			}
 		}
+		if limit > 0 && len(out) > limit {
+			out = out[:limit] // the newest before; Discord caps at 100
+		}
 		writeJSON(w, 200, out)
+	case route == "GET channels" && len(parts) == 4 && parts[2] == "messages":
+		f.historyReads = append(f.historyReads, parts[1]+"/"+parts[3])
+		find := func(id string) *msg {
+			for _, m := range f.history[parts[1]] {
+				if m.ID == id {
+					return &m
+				}
+			}
+			return nil
+		}
+		m := find(parts[3])
+		if m == nil {
+			writeJSON(w, 404, map[string]any{"message": "Unknown Message", "code": 10008})
+			return
+		}
+		if m.MessageReference != nil && m.MessageReference.ChannelID == parts[1] {
+			m.ReferencedMessage = find(m.MessageReference.MessageID)
+		}
+		writeJSON(w, 200, m)
 	case route == "PATCH channels" && len(parts) == 4 && f.editFail[parts[3]] != 0:
 		code := 0
 		if f.editFail[parts[3]] == 404 {
