@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,7 +108,11 @@ func (a *Anthropic) params(req Request) (anthropic.MessageNewParams, *failure) {
 	for i, m := range req.Messages {
 		switch m.Role {
 		case RoleUser:
-			p.Messages = append(p.Messages, anthropic.NewUserMessage(anthropic.NewTextBlock(m.Content)))
+			blocks, f := anthropicBlocks(i, m)
+			if f != nil {
+				return p, f
+			}
+			p.Messages = append(p.Messages, anthropic.NewUserMessage(blocks...))
 			toolResults = false
 		case RoleAssistant:
 			var blocks []anthropic.ContentBlockParamUnion
@@ -169,6 +174,33 @@ func (a *Anthropic) params(req Request) (anthropic.MessageNewParams, *failure) {
 		p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &tool})
 	}
 	return p, nil
+}
+
+// anthropicBlocks is user message i (m) as blocks: its text, then each
+// part, images as base64 image blocks. The API refuses an empty text
+// block, so a message with parts and no text starts with its parts.
+func anthropicBlocks(i int, m Message) ([]anthropic.ContentBlockParamUnion, *failure) {
+	if len(m.Parts) == 0 {
+		return []anthropic.ContentBlockParamUnion{anthropic.NewTextBlock(m.Content)}, nil
+	}
+	var blocks []anthropic.ContentBlockParamUnion
+	if m.Content != "" {
+		blocks = append(blocks, anthropic.NewTextBlock(m.Content))
+	}
+	for j, pt := range m.Parts {
+		switch pt.Kind {
+		case PartText:
+			blocks = append(blocks, anthropic.NewTextBlock(pt.Text))
+		case PartImage:
+			if len(pt.Data) == 0 {
+				return nil, invalidRequest("message %d: image %d has no data", i, j)
+			}
+			blocks = append(blocks, anthropic.NewImageBlockBase64(pt.MediaType, base64.StdEncoding.EncodeToString(pt.Data)))
+		default:
+			return nil, invalidRequest("message %d: part %d has unknown kind %q", i, j, pt.Kind)
+		}
+	}
+	return blocks, nil
 }
 
 // toolInput is the stored arguments as a JSON object, or {} when they are

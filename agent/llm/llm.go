@@ -33,6 +33,40 @@ type Message struct {
 	ToolName string `json:"tool_name,omitempty"`
 	// IsError marks a RoleTool result that reports a failure.
 	IsError bool `json:"is_error,omitempty"`
+	// Parts are what a RoleUser message carries beside its Content: the
+	// text of attached files and images. Providers send them after
+	// Content, as content parts (OpenAI) or blocks (Anthropic).
+	Parts []Part `json:"parts,omitempty"`
+}
+
+// PartKind says what a Part holds.
+type PartKind string
+
+// The kinds of Part.
+const (
+	// PartText is text read from a file, framed by the agent.
+	PartText PartKind = "text"
+	// PartImage is an image the model is shown.
+	PartImage PartKind = "image"
+)
+
+// Part is a piece of a user message beside its text.
+type Part struct {
+	Kind PartKind `json:"kind"`
+	// Text is a PartText's text.
+	Text string `json:"text,omitempty"`
+	// Name is the file the part came from, for notes about it.
+	Name string `json:"name,omitempty"`
+	// MediaType is a PartImage's type: image/png, image/jpeg, image/gif
+	// or image/webp.
+	MediaType string `json:"media_type,omitempty"`
+	// Ref names the stored bytes of a PartImage (a content hash): the
+	// history keeps the reference, never the bytes.
+	Ref string `json:"ref,omitempty"`
+	// Data are a PartImage's encoded bytes, which the agent fills in from
+	// Ref before the request is sent. They are never stored; a PartImage
+	// without Data cannot be sent.
+	Data []byte `json:"-"`
 }
 
 // ToolCall is a request from the model to run a tool.
@@ -170,6 +204,11 @@ func KindOf(err error) ErrorKind {
 	}
 	return ErrUnknown
 }
+
+// ImageTokens is what an image is counted as in history budgets: about what
+// providers charge for an image scaled to their limit (Anthropic: width ×
+// height / 750 for 1,568 pixels on the long side).
+const ImageTokens = 1600
 
 // EstimateTokens is a cheap, provider-independent estimate of the tokens in a
 // text (about four bytes a token), used for history budgets.

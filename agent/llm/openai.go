@@ -3,6 +3,7 @@ package llm
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,11 +167,21 @@ type (
 	}
 	chatMessage struct {
 		Role string `json:"role"`
-		// Content is omitted only for an assistant message that has tool
-		// calls and no text.
-		Content    *string        `json:"content,omitempty"`
+		// Content is a *string, or for a user message with parts a
+		// []contentPart; it is omitted only for an assistant message that
+		// has tool calls and no text.
+		Content    any            `json:"content,omitempty"`
 		ToolCalls  []chatToolCall `json:"tool_calls,omitempty"`
 		ToolCallID string         `json:"tool_call_id,omitempty"`
+	}
+	contentPart struct {
+		Type     string    `json:"type"` // "text" or "image_url"
+		Text     string    `json:"text,omitempty"`
+		ImageURL *imageURL `json:"image_url,omitempty"`
+	}
+	imageURL struct {
+		// URL is a data: URL of the image's bytes.
+		URL string `json:"url"`
 	}
 	chatToolCall struct {
 		ID       string       `json:"id"`
@@ -206,7 +217,15 @@ func (o *OpenAI) body(req Request) ([]byte, *failure) {
 	for i, m := range req.Messages {
 		switch m.Role {
 		case RoleUser:
-			p.Messages = append(p.Messages, chatMessage{Role: "user", Content: text(m.Content)})
+			if len(m.Parts) == 0 {
+				p.Messages = append(p.Messages, chatMessage{Role: "user", Content: text(m.Content)})
+				continue
+			}
+			parts, f := openAIParts(i, m)
+			if f != nil {
+				return nil, f
+			}
+			p.Messages = append(p.Messages, chatMessage{Role: "user", Content: parts})
 		case RoleAssistant:
 			a := chatMessage{Role: "assistant"}
 			if m.Content != "" || len(m.ToolCalls) == 0 {
@@ -253,6 +272,43 @@ func (o *OpenAI) body(req Request) ([]byte, *failure) {
 		return nil, invalidRequest("encode the request: %w", err)
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// openAIParts is user message i (m, with parts) as content parts: its text,
+// then each part, images as data: URLs.
+func openAIParts(i int, m Message) ([]contentPart, *failure) {
+	var parts []contentPart
+	if m.Content != "" {
+		parts = append(parts, contentPart{Type: "text", Text: m.Content})
+	}
+	for j, pt := range m.Parts {
+		switch pt.Kind {
+		case PartText:
+			parts = append(parts, contentPart{Type: "text", Text: pt.Text})
+		case PartImage:
+			if len(pt.Data) == 0 {
+				return nil, invalidRequest("message %d: image %d has no data", i, j)
+			}
+			parts = append(parts, contentPart{Type: "image_url", ImageURL: &imageURL{URL: dataURL(pt.MediaType, pt.Data)}})
+		default:
+			return nil, invalidRequest("message %d: part %d has unknown kind %q", i, j, pt.Kind)
+		}
+	}
+	if len(parts) == 0 {
+		parts = append(parts, contentPart{Type: "text", Text: ""})
+	}
+	return parts, nil
+}
+
+// dataURL is data as a base64 data: URL of media type mt.
+func dataURL(mt string, data []byte) string {
+	const prefix = ";base64,"
+	b := make([]byte, 0, len("data:")+len(mt)+len(prefix)+base64.StdEncoding.EncodedLen(len(data)))
+	b = append(b, "data:"...)
+	b = append(b, mt...)
+	b = append(b, prefix...)
+	b = base64.StdEncoding.AppendEncode(b, data)
+	return string(b)
 }
 
 // post sends one attempt and returns the response of a 2xx status, whose

@@ -2,6 +2,7 @@ package llmtest
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,35 @@ import (
 
 	"github.com/talonhq/talon/agent/llm"
 )
+
+// imagesOf reads the image parts of an OpenAI content array: data: URLs
+// become PartImage with their bytes; any other URL is kept in Ref.
+func imagesOf(raw json.RawMessage) []llm.Part {
+	var parts []struct {
+		Type     string `json:"type"`
+		ImageURL struct {
+			URL string `json:"url"`
+		} `json:"image_url"`
+	}
+	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &parts) != nil {
+		return nil
+	}
+	var out []llm.Part
+	for _, p := range parts {
+		if p.Type != "image_url" {
+			continue
+		}
+		part := llm.Part{Kind: llm.PartImage, Ref: p.ImageURL.URL}
+		if rest, ok := strings.CutPrefix(p.ImageURL.URL, "data:"); ok {
+			mt, data, _ := strings.Cut(rest, ";base64,")
+			if b, err := base64.StdEncoding.DecodeString(data); err == nil {
+				part = llm.Part{Kind: llm.PartImage, MediaType: mt, Data: b}
+			}
+		}
+		out = append(out, part)
+	}
+	return out
+}
 
 // textOf reads a content field that is either a string or an array of
 // blocks with text.
@@ -84,7 +114,7 @@ func parseOpenAI(raw []byte) (Request, error) {
 			}
 			req.Messages = append(req.Messages, msg)
 		default:
-			req.Messages = append(req.Messages, llm.Message{Role: llm.Role(m.Role), Content: text})
+			req.Messages = append(req.Messages, llm.Message{Role: llm.Role(m.Role), Content: text, Parts: imagesOf(m.Content)})
 		}
 	}
 	for _, t := range body.Tools {
@@ -126,6 +156,11 @@ func parseAnthropic(raw []byte) (Request, error) {
 			ToolUseID string          `json:"tool_use_id"`
 			Content   json.RawMessage `json:"content"`
 			IsError   bool            `json:"is_error"`
+			Source    struct {
+				Type      string `json:"type"`
+				MediaType string `json:"media_type"`
+				Data      string `json:"data"`
+			} `json:"source"`
 		}
 		if err := json.Unmarshal(m.Content, &blocks); err != nil {
 			return Request{}, err
@@ -143,12 +178,16 @@ func parseAnthropic(raw []byte) (Request, error) {
 					args = c.String()
 				}
 				msg.ToolCalls = append(msg.ToolCalls, llm.ToolCall{ID: b.ID, Name: b.Name, Arguments: args})
+			case "image":
+				part := llm.Part{Kind: llm.PartImage, MediaType: b.Source.MediaType}
+				part.Data, _ = base64.StdEncoding.DecodeString(b.Source.Data)
+				msg.Parts = append(msg.Parts, part)
 			case "tool_result":
 				req.Messages = append(req.Messages, llm.Message{Role: llm.RoleTool, Content: textOf(b.Content), ToolCallID: b.ToolUseID, IsError: b.IsError})
 			}
 		}
 		msg.Content = text.String()
-		if msg.Content != "" || len(msg.ToolCalls) > 0 {
+		if msg.Content != "" || len(msg.ToolCalls) > 0 || len(msg.Parts) > 0 {
 			req.Messages = append(req.Messages, msg)
 		}
 	}
