@@ -22,12 +22,18 @@ func scanInbound(r rowScanner) (agent.QueuedInbound, error) {
 		q        agent.QueuedInbound
 		state    string
 		received int64
+		files    string
 	)
 	err := r.Scan(&q.ID, &state, &q.DedupeKey,
 		&q.Key.Principal.Platform, &q.Key.Principal.Workspace, &q.Key.Principal.User,
-		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &q.Preview)
+		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &files, &q.Preview)
 	q.Running = state == "running"
 	q.ReceivedAt = fromMS(received)
+	if err == nil && files != "" {
+		if jerr := json.Unmarshal([]byte(files), &q.Files); jerr != nil {
+			err = fmt.Errorf("inbound %d: files: %w", q.ID, jerr)
+		}
+	}
 	return q, err
 }
 
@@ -64,6 +70,14 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		in.ReceivedAt = db.Now()
 	}
 	in.ReceivedAt = fromMS(toMS(in.ReceivedAt))
+	files := ""
+	if len(in.Files) > 0 {
+		b, err := json.Marshal(in.Files)
+		if err != nil {
+			return agent.QueuedInbound{}, false, fmt.Errorf("store: accept inbound: files: %w", err)
+		}
+		files = string(b)
+	}
 	var id agent.InboundID
 	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		pid, err := db.principalID(ctx, tx, in.Key.Principal)
@@ -72,7 +86,7 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		}
 		err = tx.StmtContext(ctx, db.ws.inboundAdd).QueryRowContext(ctx,
 			in.DedupeKey, pid, in.Key.Conversation.Channel, in.Key.Conversation.Thread,
-			in.Text, in.ReplyTo, toMS(in.ReceivedAt), db.now()).Scan(&id)
+			in.Text, in.ReplyTo, toMS(in.ReceivedAt), db.now(), files).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			// Accepted between the look-up above and this transaction.
 			dup = true

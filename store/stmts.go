@@ -14,7 +14,7 @@ import (
 // inboundCols are the columns scanInbound reads, from inbound i joined with
 // principals p, and the stream preview recorded for it.
 const inboundCols = `i.id, i.state, i.dedupe_key, p.platform, p.workspace, p.user,
-	i.channel, i.thread, i.text, i.reply_to, i.received_at,
+	i.channel, i.thread, i.text, i.reply_to, i.received_at, i.files,
 	COALESCE((SELECT v.platform_id FROM stream_previews v WHERE v.inbound_id = i.id), '')`
 
 // replyCols are the columns scanReply reads, from outbound o joined with
@@ -61,8 +61,8 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 	return prepareAll(ctx, db, &s.all, []stmtDef{
 		{&s.principalGet, `SELECT id FROM principals WHERE platform = ? AND workspace = ? AND user = ?`},
 		{&s.principalAdd, `INSERT INTO principals (platform, workspace, user, created_at) VALUES (?, ?, ?, ?) RETURNING id`},
-		{&s.inboundAdd, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`},
+		{&s.inboundAdd, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`},
 		{&s.inboundForTurn, `SELECT i.state, i.principal_id, p.platform, p.workspace, p.user, i.channel, i.thread,
 			t.id, t.session_id
 			FROM inbound i JOIN principals p ON p.id = i.principal_id LEFT JOIN turns t ON t.inbound_id = i.id
