@@ -65,6 +65,9 @@ type Inbound struct {
 	DedupeKey string
 	Key       SessionKey
 	Text      string
+	// Files are the files attached to the message; a message may have
+	// files and no text.
+	Files []File
 	// ReplyTo is opaque adapter data that tells it where to post the reply
 	// (thread, message to edit, …). It is stored and handed back in Reply.
 	ReplyTo    string

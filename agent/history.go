@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -30,6 +31,9 @@ words. Do not include credentials or tokens.`
 type turnSummary struct {
 	text string
 	upTo int64 // the last history id it covers
+	// unseen names the images the turn's model calls described rather
+	// than showed (no vision), for the note to the user.
+	unseen []string
 }
 
 // buildContext makes the system prompt and messages of one model call: it
@@ -77,6 +81,12 @@ func (r *Runtime) buildContext(ctx context.Context, call ModelCall, q QueuedInbo
 	msgs := make([]llm.Message, len(w.Messages))
 	for i, m := range w.Messages {
 		msgs[i] = m.Msg
+	}
+	msgs, unseen := r.withImages(ctx, msgs)
+	for _, n := range unseen {
+		if !slices.Contains(ts.unseen, n) {
+			ts.unseen = append(ts.unseen, n)
+		}
 	}
 	return system, msgs, nil
 }
@@ -129,6 +139,14 @@ func (r *Runtime) summarise(ctx context.Context, call ModelCall, prompt, prev st
 func transcriptLine(m llm.Message) string {
 	const maxLen = 2000
 	text := m.Content
+	for _, p := range m.Parts {
+		switch p.Kind {
+		case llm.PartImage:
+			text += "\n[image " + p.Name + "]"
+		default:
+			text += "\n" + p.Text
+		}
+	}
 	if len(text) > maxLen {
 		cut := maxLen
 		for cut > 0 && !utf8.RuneStart(text[cut]) {
@@ -154,6 +172,13 @@ func transcriptLine(m llm.Message) string {
 
 func messageTokens(m llm.Message) int {
 	n := llm.EstimateTokens(m.Content) + 4
+	for _, p := range m.Parts {
+		if p.Kind == llm.PartImage {
+			n += llm.ImageTokens
+		} else {
+			n += llm.EstimateTokens(p.Text)
+		}
+	}
 	for _, c := range m.ToolCalls {
 		n += llm.EstimateTokens(c.Name) + llm.EstimateTokens(c.Arguments)
 	}

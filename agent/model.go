@@ -92,6 +92,14 @@ func (r *Runtime) scrubRequest(ctx context.Context, p Principal, req llm.Request
 	msgs := make([]llm.Message, len(req.Messages))
 	for i, m := range req.Messages {
 		m.Content = r.redact(ctx, p, m.Content, "llm_request")
+		if len(m.Parts) > 0 {
+			parts := make([]llm.Part, len(m.Parts))
+			for j, pt := range m.Parts {
+				pt.Text = r.redact(ctx, p, pt.Text, "llm_request")
+				parts[j] = pt
+			}
+			m.Parts = parts
+		}
 		if len(m.ToolCalls) > 0 {
 			calls := make([]llm.ToolCall, len(m.ToolCalls))
 			for j, c := range m.ToolCalls {

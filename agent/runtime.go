@@ -35,6 +35,8 @@ type Limits struct {
 	ToolParallelism int
 	// DeliveryAttempts is how often a reply delivery is tried (default 5).
 	DeliveryAttempts int
+	// Files bound the files a turn reads.
+	Files FileLimits
 	// ShutdownGrace is how long Run lets running turns go on after its
 	// context ends before interrupting them (default 10 s), as Shutdown
 	// does with a context of that timeout. Interrupted turns resume at the
@@ -71,6 +73,7 @@ func (l Limits) withDefaults() Limits {
 	if l.ShutdownGrace <= 0 {
 		l.ShutdownGrace = 10 * time.Second
 	}
+	l.Files = l.Files.withDefaults()
 	return l
 }
 
@@ -131,9 +134,16 @@ type Runtime struct {
 	// Secrets lets /secret list and add a user's vault entries; nil means
 	// the vault is not configured.
 	Secrets Secrets
+	// Files keeps the files people attach; nil means files are not read
+	// (the user is told, and the model is told they were attached).
+	Files FileStore
+	// Vision says whether the model is shown images; "" means VisionAuto.
+	Vision Vision
 	// ApprovalTimeout is how long an approval waits for its owner before it
 	// expires and counts as denied (default 10 minutes).
 	ApprovalTimeout time.Duration
+
+	vision visionState
 
 	once      sync.Once
 	ready     chan struct{}

@@ -60,10 +60,16 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	}
 
 	user := llm.Message{Role: llm.RoleUser, Content: q.Text}
+	var fileNotes []string
 	if !q.Running {
 		// The thread's new messages enter with the question (thread.go);
 		// a resumed turn has its question stored already.
 		user.Content = r.withThread(ctx, q, &log)
+		if len(q.Files) > 0 {
+			// Downloaded before the turn starts: a crash meanwhile leaves
+			// the message queued, and its files are fetched again.
+			user.Parts, fileNotes = r.ingest(ctx, q)
+		}
 	}
 	tid, sess, resumed, err := r.Store.StartTurn(ctx, q.ID, &user)
 	if err != nil {
@@ -93,9 +99,15 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		stop := t.Working(tctx, q.Key, q.ReplyTo)
 		defer stop()
 	}
-	text, last, err := r.loop(tctx, q, tid, sess, resumed)
+	text, unseen, last, err := r.loop(tctx, q, tid, sess, resumed)
 	switch {
 	case err == nil:
+		if len(unseen) > 0 && r.vision.tell(q.Key.Principal) {
+			fileNotes = append(fileNotes, fmt.Sprintf("The model I use cannot see images, so I could not look at %s.", strings.Join(unseen, ", ")))
+		}
+		if len(fileNotes) > 0 {
+			text = "Note: " + strings.Join(fileNotes, " ") + "\n\n" + text
+		}
 		if strings.Contains(q.Text, redactedMarker) {
 			text = pastedSecretAdvice(r.hint(q.Key.Principal.Platform, CommandSecretAdd)) + "\n\n" + text
 		}
@@ -112,8 +124,15 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 // loop calls the model and the tools until the model answers without tool
 // calls, the step limit is reached or the deadline passes. The final step,
 // when there is one, is returned unrecorded: FinishTurn records it with the
-// reply, in one transaction.
-func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, resumed bool) (string, *Step, error) {
+// reply, in one transaction. unseen names the images the model was not
+// shown for want of vision.
+func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, resumed bool) (text string, unseen []string, last *Step, err error) {
+	var ts turnSummary
+	text, last, err = r.steps(ctx, q, tid, sess, resumed, &ts)
+	return text, ts.unseen, last, err
+}
+
+func (r *Runtime) steps(ctx context.Context, q QueuedInbound, tid TurnID, sess Session, resumed bool, ts *turnSummary) (string, *Step, error) {
 	var tools []llm.Tool
 	if r.Tools != nil {
 		var err error
@@ -140,13 +159,20 @@ func (r *Runtime) loop(ctx context.Context, q QueuedInbound, tid TurnID, sess Se
 		}
 	}
 	call := ModelCall{Principal: q.Key.Principal, Session: sess.ID, Turn: tid, Purpose: PurposeTurn}
-	var ts turnSummary
 	for step := 1; step <= r.limits.MaxSteps; step++ {
-		system, history, err := r.buildContext(ctx, call, q, &sess, &ts)
+		system, history, err := r.buildContext(ctx, call, q, &sess, ts)
 		if err != nil {
 			return "", nil, err
 		}
 		resp, err := r.complete(ctx, call, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: stream.onDelta()})
+		if err != nil && r.learnBlind(err, history) {
+			// The model takes no images (Vision auto): the same step
+			// again, with the images described.
+			if system, history, err = r.buildContext(ctx, call, q, &sess, ts); err != nil {
+				return "", nil, err
+			}
+			resp, err = r.complete(ctx, call, llm.Request{System: system, Messages: history, Tools: tools, OnDelta: stream.onDelta()})
+		}
 		stream.flush()
 		if err != nil {
 			return "", nil, err
