@@ -82,12 +82,9 @@ type Adapter struct {
 	api     *slack.Client
 	events  *chat.Seen     // event_ids already accepted
 	refused *chat.Refusals // team:user told why they were refused
-	// filesTold: messages ("m:"+dedupe key) and users ("u:"+team:user)
-	// told that their files were not read.
-	filesTold *chat.Seen
-	names     *names       // user and channel names, cached
-	hc        *http.Client // the Web API's client, also for response_url
-	follows   *follow.Set  // threads followed for a user; Follows behind it
+	names   *names         // user and channel names, cached
+	hc      *http.Client   // the Web API's client, also for response_url
+	follows *follow.Set    // threads followed for a user; Follows behind it
 
 	ready     chan struct{} // closed when the bot's identity is known
 	readyOnce sync.Once
@@ -126,7 +123,6 @@ func (a *Adapter) setup() error {
 		a.ready = make(chan struct{})
 		a.events = chat.NewSeen(dedupeMax, dedupeWindow)
 		a.refused = chat.NewRefusals(chat.RefusalLimits{})
-		a.filesTold = chat.NewSeen(10000, 365*24*time.Hour)
 		a.follows = &follow.Set{Store: a.Follows, Platform: Platform, Quiet: followQuiet, Max: maxFollowed, Now: a.now, Log: a.Log}
 		cfg, err := a.Config.withDefaults()
 		if err != nil {

@@ -36,8 +36,7 @@ type msgEvent struct {
 	Message         *innerMsg `json:"message"`
 	PreviousMessage *innerMsg `json:"previous_message"`
 	DeletedTS       string    `json:"deleted_ts"`
-	// Files are attached files; only their presence is used (Talon does
-	// not read files yet).
+	// Files are attached files (eventFiles reads them).
 	Files []json.RawMessage `json:"files"`
 }
 
@@ -232,10 +231,8 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	}
 	key := DedupeKey(cb.TeamID, ev.Channel, ev.TS)
 	text := a.decode(ctx, ev.Text)
-	if text == "" {
-		if len(ev.Files) > 0 {
-			a.tellFiles(key, "", ev.Channel, thread, ev.User, filesOnly)
-		}
+	files := eventFiles(ev.Files)
+	if text == "" && len(files) == 0 {
 		return nil
 	}
 	to := replyTo{Channel: ev.Channel, Thread: thread}
@@ -253,6 +250,7 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 			Conversation: agent.Conversation{Channel: ev.Channel, Thread: thread},
 		},
 		Text:       text,
+		Files:      files,
 		ReplyTo:    to.encode(),
 		ReceivedAt: a.now(),
 	}
@@ -260,39 +258,12 @@ func (a *Adapter) startTurn(ctx context.Context, cb callback, ev msgEvent) error
 	if err != nil && !errors.Is(err, agent.ErrDuplicate) {
 		return fmt.Errorf("slack: accept message: %w", err)
 	}
-	if err == nil && len(ev.Files) > 0 {
-		a.tellFiles(key, cb.TeamID+":"+ev.User, ev.Channel, thread, ev.User, filesWithText)
-	}
 	if !dm && a.cfg.FollowThreads {
 		// A mention starts following the thread; a follow-up keeps it
 		// followed.
 		a.follows.Follow(ctx, a.followKey(cb, ev.Channel, thread, ev.UserTeam, ev.User))
 	}
 	return nil
-}
-
-// What a user is told about files, which Talon does not read yet (it
-// never downloads them).
-const (
-	filesOnly     = "Sorry, I cannot read files yet, so I did not see what you attached. Paste its text into a message instead."
-	filesWithText = "Note: I cannot read files yet. I answered your message without the attached file."
-)
-
-// tellFiles tells user, ephemerally, that the files of message key were
-// not read: once per message (Slack may send it twice, as app_mention and
-// as message), and when once ("team:user") is not "", once per process for
-// that user too (a message with text is answered; the note is not repeated
-// with every one).
-func (a *Adapter) tellFiles(key, once, channel, thread, user, text string) {
-	now := a.now()
-	if !a.filesTold.Add("m:"+key, now) || (once != "" && !a.filesTold.Add("u:"+once, now)) {
-		return
-	}
-	a.background(func(ctx context.Context) {
-		if err := a.ephemeral(ctx, channel, thread, user, text); err != nil {
-			a.Log.Warn().Err(err).Str("channel_id", channel).Msg("slack: could not say that files are not read")
-		}
-	})
 }
 
 // reasonExternal is what a Slack Connect guest is told (without

@@ -98,6 +98,8 @@ type fakeSlack struct {
 	seeded        []map[string]any
 	historyCalls  []url.Values
 	historyDenied bool
+	// files serves the files of message events (files_test.go).
+	files fakeFiles
 }
 
 const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
@@ -109,6 +111,7 @@ func newFakeSlack(t *testing.T) *fakeSlack {
 	mux.HandleFunc("/api/", f.serveAPI)
 	mux.HandleFunc("/ws", f.serveWS)
 	mux.HandleFunc("/respond/", f.serveRespond)
+	mux.HandleFunc("/files/", f.files.serve)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		close(f.done)
@@ -762,7 +765,8 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log, Limits: agent.Limits{ShutdownGrace: o.grace}}}
+	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log, Limits: agent.Limits{ShutdownGrace: o.grace},
+		Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}}}
 	cfg := DefaultConfig()
 	cfg.Mode = o.mode
 	cfg.BotToken = "xoxb-test-bot-token"

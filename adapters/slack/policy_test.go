@@ -12,62 +12,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/talonhq/talon/agent"
 )
-
-// withFiles adds attached files to a message event.
-func withFiles(ev map[string]any) map[string]any {
-	ev["files"] = []map[string]any{{"id": "F1", "name": "report.pdf", "url_private": "https://files.slack.com/F1"}}
-	if ev["type"] == "message" {
-		ev["subtype"] = "file_share"
-	}
-	return ev
-}
-
-// TestFilesAreNotRead: a message with only a file is answered that files
-// are not read yet (once, though Slack sends it as app_mention and as
-// message); a file with text gets the text answered and the note once.
-// No file is ever fetched.
-func TestFilesAreNotRead(t *testing.T) {
-	h := newHarness(t, ModeSocket, nil)
-	h.fs.send(eventsEnvelope("e1", "Ev1", withFiles(dm("U1", "40.000100", ""))))
-	h.fs.send(eventsEnvelope("e2", "Ev2", withFiles(channelMsg("app_mention", "U2", "40.000200", "", "<@UBOT>"))))
-	h.fs.send(eventsEnvelope("e3", "Ev3", withFiles(channelMsg("message", "U2", "40.000200", "", "<@UBOT>"))))
-	h.fs.waitAcks(t, "e1", "e2", "e3")
-	eventually(t, "two notes", func() bool { return len(h.fs.messages("chat.postEphemeral")) == 2 })
-	h.fs.send(eventsEnvelope("e4", "Ev4", withFiles(dm("U3", "40.000300", "summarise this"))))
-	h.fs.send(eventsEnvelope("e5", "Ev5", withFiles(dm("U3", "40.000400", "and this one"))))
-	h.fs.waitAcks(t, "e4", "e5")
-	h.idle(t)
-	eventually(t, "three notes", func() bool { return len(h.fs.messages("chat.postEphemeral")) == 3 })
-	h.idle(t)
-
-	type note struct{ Channel, Thread, User, Text string }
-	var got []note
-	for _, m := range h.fs.messages("chat.postEphemeral") {
-		got = append(got, note{m.Channel, m.Thread, m.User, m.Text})
-	}
-	want := []note{
-		{"D1", "", "U1", filesOnly},
-		{"C1", "40.000200", "U2", filesOnly},
-		{"D1", "", "U3", filesWithText},
-	}
-	if diff := cmp.Diff(want, got, cmpopts.SortSlices(func(a, b note) bool { return a.User < b.User })); diff != "" {
-		t.Errorf("notes (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]string{"and this one", "summarise this"}, modelTexts(h.llm), sortStrings); diff != "" {
-		t.Errorf("messages for the model (-want +got):\n%s", diff)
-	}
-	h.fs.mu.Lock()
-	defer h.fs.mu.Unlock()
-	for _, m := range h.fs.methods {
-		if strings.HasPrefix(m, "files.") {
-			t.Errorf("called %s", m)
-		}
-	}
-}
 
 // guestMention is a mention in shared channel C1 by user, whose own
 // workspace is userTeam.
