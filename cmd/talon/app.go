@@ -34,6 +34,7 @@ type app struct {
 	log     zerolog.Logger
 	lock    *os.File
 	db      *store.DB
+	files   *store.FileDir
 	llm     llm.Provider
 	rt      *agent.Runtime
 	metrics *metrics
@@ -103,6 +104,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 		return nil, err
 	}
 	a.lock = lock
+	a.files = &store.FileDir{Dir: cfg.FilesDir()}
 	a.db, err = store.Open(ctx, cfg.DBPath())
 	if err != nil {
 		a.Close()
@@ -137,7 +139,16 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 			ToolParallelism:    ac.ToolParallelism,
 			DeliveryAttempts:   ac.DeliveryAttempts,
 			ShutdownGrace:      ac.ShutdownGrace.Std(),
+			Files: agent.FileLimits{
+				MaxBytes:     cfg.Files.MaxBytes,
+				MaxFiles:     cfg.Files.MaxFiles,
+				TextTokens:   cfg.Files.TextTokens,
+				Timeout:      cfg.Files.Timeout.Std(),
+				ImageMaxSide: imageMaxSide(cfg.LLM.Provider),
+			},
 		},
+		Files:           a.files,
+		Vision:          agent.Vision(cfg.LLM.Vision),
 		Redactor:        a.redactor,
 		Secrets:         a.secrets,
 		ApprovalTimeout: cfg.Sandbox.ApprovalTimeout.Std(),
@@ -170,6 +181,37 @@ func (a *app) Close() {
 	}
 	if a.lock != nil {
 		a.lock.Close()
+	}
+}
+
+// imageMaxSide is the longest side of an image shown to the provider's
+// models: Anthropic recommends 1,568 pixels; OpenAI's high detail scales
+// to 2,048 (then 768 on the short side).
+func imageMaxSide(provider string) int {
+	if provider == config.ProviderAnthropic {
+		return 1568
+	}
+	return 2048
+}
+
+// sweepFiles removes, every hour until ctx ends, the attached files no
+// turn has used for the retention period.
+func (a *app) sweepFiles(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := a.files.Sweep(ctx, a.cfg.Files.Retention.Std())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.log.Warn().Err(err).Msg("sweep attached files")
+		case n > 0:
+			a.log.Info().Int("removed", n).Dur("retention", a.cfg.Files.Retention.Std()).Msg("removed attached files past their retention")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -318,6 +360,11 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	} else {
 		opsDone <- nil
 	}
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		a.sweepFiles(opsCtx)
+	}()
 	chanCtx, stopChannels := context.WithCancel(context.Background())
 	defer stopChannels()
 	var chanWG sync.WaitGroup
@@ -381,6 +428,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		chanWG.Wait()
 		stopOps()
 		<-opsDone
+		<-sweepDone
 	}()
 	select {
 	case <-stopped:

@@ -42,6 +42,7 @@ type Config struct {
 	LLM      LLM      `yaml:"llm" json:"llm"`
 	Agent    Agent    `yaml:"agent" json:"agent"`
 	Context  Context  `yaml:"context" json:"context"`
+	Files    Files    `yaml:"files" json:"files"`
 	Sandbox  Sandbox  `yaml:"sandbox" json:"sandbox"`
 	Terminal Terminal `yaml:"terminal" json:"terminal"`
 	Slack    Slack    `yaml:"slack" json:"slack"`
@@ -85,6 +86,25 @@ type LLM struct {
 	MaxRetries int `yaml:"max_retries" json:"max_retries"`
 	// MaxTokens caps each reply.
 	MaxTokens int `yaml:"max_tokens" json:"max_tokens"`
+	// Vision says whether the model is shown images: auto (until the
+	// provider refuses one), true or false.
+	Vision string `yaml:"vision" json:"vision"`
+}
+
+// Files configures the files people attach to messages.
+type Files struct {
+	// MaxBytes bounds one file, and all the files of one message, in
+	// bytes; checked before download and while downloading.
+	MaxBytes int64 `yaml:"max_bytes" json:"max_bytes"`
+	// MaxFiles is how many files of one message are read.
+	MaxFiles int `yaml:"max_files" json:"max_files"`
+	// TextTokens is the estimated tokens of file text one message adds.
+	TextTokens int `yaml:"text_tokens" json:"text_tokens"`
+	// Timeout bounds the download of one file.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// Retention is how long a file no turn uses is kept under
+	// <data_dir>/files.
+	Retention Duration `yaml:"retention" json:"retention"`
 }
 
 // Agent configures turns.
@@ -163,6 +183,14 @@ func Default() Config {
 			Timeout:    Duration(120 * time.Second),
 			MaxRetries: 3,
 			MaxTokens:  4096,
+			Vision:     "auto",
+		},
+		Files: Files{
+			MaxBytes:   20 << 20,
+			MaxFiles:   10,
+			TextTokens: 6000,
+			Timeout:    Duration(60 * time.Second),
+			Retention:  Duration(30 * 24 * time.Hour),
 		},
 		Agent: Agent{
 			MaxSteps:           8,
@@ -206,6 +234,9 @@ func (c *Config) ToolsDir() string {
 	}
 	return filepath.Join(c.DataDir, "tools")
 }
+
+// FilesDir is where attached files are kept: <data_dir>/files.
+func (c *Config) FilesDir() string { return filepath.Join(c.DataDir, "files") }
 
 // CacheDir is the compilation cache: <data_dir>/cache.
 func (c *Config) CacheDir() string { return filepath.Join(c.DataDir, "cache") }

@@ -23,8 +23,9 @@ func TestLoadDefaults(t *testing.T) {
 		Log:     Log{Level: "info", Format: "auto"},
 		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
 		LLM: LLM{
-			Provider: "openai", Timeout: Duration(120 * time.Second), MaxRetries: 3, MaxTokens: 4096,
+			Provider: "openai", Timeout: Duration(120 * time.Second), MaxRetries: 3, MaxTokens: 4096, Vision: "auto",
 		},
+		Files: Files{MaxBytes: 20 << 20, MaxFiles: 10, TextTokens: 6000, Timeout: Duration(time.Minute), Retention: Duration(720 * time.Hour)},
 		Agent: Agent{
 			MaxSteps: 8, TurnTimeout: Duration(5 * time.Minute), HistoryMessages: 40,
 			HistoryTokenBudget: 12000, MaxConcurrentTurns: 64, MaxTurnsPerUser: 2, RatePerMinute: 20,

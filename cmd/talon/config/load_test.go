@@ -23,10 +23,14 @@ llm:
   timeout: 45s
   max_retries: ${RETRIES}
   max_tokens: "${TOKENS}"
+  vision: false
 agent:
   system_prompt: "costs $$5, ${GREETING}"
   turn_timeout: 90s
   rate_per_minute: 0
+files:
+  max_bytes: 5000000
+  retention: 48h
 sandbox:
   tools_dir: /opt/tools
   allow_private: [10.0.0.0/8, "fd00::/8"]
@@ -57,7 +61,10 @@ terminal:
 		Timeout:    Duration(45 * time.Second),
 		MaxRetries: 5,
 		MaxTokens:  2048,
+		Vision:     "false",
 	}
+	want.Files.MaxBytes = 5_000_000
+	want.Files.Retention = Duration(48 * time.Hour)
 	want.Agent.SystemPrompt = "costs $5, hello"
 	want.Agent.TurnTimeout = Duration(90 * time.Second)
 	want.Agent.RatePerMinute = 0
@@ -350,6 +357,30 @@ extra: 1
 		`sandbox.allow_private[1]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8? (line 26)`,
 		"sandbox.approval_timeout: must be between 10s and 24h, got 1s (line 27)",
 		"terminal.user: must be 1 to 64 letters, digits or . _ @ - (line 29)",
+	}
+	if diff := cmp.Diff(want, problems(err)); diff != "" {
+		t.Errorf("problems mismatch (-want +got):\n%s\nerror: %v", diff, err)
+	}
+}
+
+func TestLoadFilesAndVisionBounds(t *testing.T) {
+	const file = `llm:
+  vision: maybe
+files:
+  max_bytes: 10
+  max_files: 0
+  text_tokens: 5
+  timeout: 0s
+  retention: 1m
+`
+	_, err := loadFile(t, file, nil)
+	want := []string{
+		`llm.vision: must be one of auto, true, false, got "maybe" (line 2)`,
+		"files.max_bytes: must be between 1024 and 536870912 (512 MiB), got 10 (line 4)",
+		"files.max_files: must be between 1 and 100, got 0 (line 5)",
+		"files.text_tokens: must be between 100 and 1000000, got 5 (line 6)",
+		"files.timeout: must be between 1s and 30m, got 0s (line 7)",
+		"files.retention: must be between 1h and 87600h, got 1m (line 8)",
 	}
 	if diff := cmp.Diff(want, problems(err)); diff != "" {
 		t.Errorf("problems mismatch (-want +got):\n%s\nerror: %v", diff, err)

@@ -41,6 +41,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	c.Agent.validate(&v)
 	v.intRange("context.thread_messages", c.Context.ThreadMessages, 0, 1000)
 	v.intRange("context.thread_tokens", c.Context.ThreadTokens, 100, 200_000)
+	c.Files.validate(&v)
 	c.Sandbox.validate(&v)
 	if !validUser(c.Terminal.User) {
 		v.add("terminal.user", fmt.Sprintf("must be 1 to %d letters, digits or . _ @ -", maxUserLen))
@@ -80,6 +81,7 @@ func (l *LLM) validate(v *validator) {
 	v.duration("llm.timeout", l.Timeout, time.Second, 30*time.Minute)
 	v.intRange("llm.max_retries", l.MaxRetries, 0, 10)
 	v.intRange("llm.max_tokens", l.MaxTokens, 1, 1_000_000)
+	v.oneOf("llm.vision", l.Vision, "auto", "true", "false")
 
 	if l.APIKey != "" {
 		return
@@ -109,6 +111,16 @@ func (a *Agent) validate(v *validator) {
 	v.intRange("agent.tool_parallelism", a.ToolParallelism, 1, 64)
 	v.intRange("agent.delivery_attempts", a.DeliveryAttempts, 1, 100)
 	v.duration("agent.shutdown_grace", a.ShutdownGrace, time.Second, 30*time.Minute)
+}
+
+func (f *Files) validate(v *validator) {
+	if f.MaxBytes < 1024 || f.MaxBytes > 512<<20 {
+		v.add("files.max_bytes", fmt.Sprintf("must be between 1024 and %d (512 MiB), got %d", 512<<20, f.MaxBytes))
+	}
+	v.intRange("files.max_files", f.MaxFiles, 1, 100)
+	v.intRange("files.text_tokens", f.TextTokens, 100, 1_000_000)
+	v.duration("files.timeout", f.Timeout, time.Second, 30*time.Minute)
+	v.duration("files.retention", f.Retention, time.Hour, 10*365*24*time.Hour)
 }
 
 func (s *Sandbox) validate(v *validator) {
