@@ -346,6 +346,22 @@ type ToolRunner interface {
 	Run(ctx context.Context, call ToolCall) (ToolResult, error)
 }
 
+// ToolMemory is how busy a ToolRunner's memory budget is: bytes of tool
+// memory in use and the budget, calls waiting for memory now, and the
+// calls that had to wait so far with their total time waiting.
+type ToolMemory struct {
+	Used, Limit uint64
+	Waiting     int
+	Waits       int64
+	WaitTime    time.Duration
+}
+
+// ToolMemoryReporter is a ToolRunner with a memory budget (the sandbox):
+// /status shows its ToolMemory.
+type ToolMemoryReporter interface {
+	ToolMemory() ToolMemory
+}
+
 // Channel delivers replies on one platform.
 type Channel interface {
 	// Platform is the Principal.Platform this channel serves.

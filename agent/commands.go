@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // command is a message answered by the runtime itself, never by the model.
@@ -164,6 +165,9 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 			b.WriteString(" (older messages summarised)")
 		}
 		fmt.Fprintf(&b, ".\nModel: %s (%s).\nTools: %s.\nWaiting messages in this conversation: %d.", r.LLM.Model(), r.LLM.Name(), tools, waiting)
+		if mr, ok := r.Tools.(ToolMemoryReporter); ok {
+			b.WriteString("\n" + toolMemoryStatus(mr.ToolMemory()))
+		}
 		return b.String(), nil
 	default:
 		var b strings.Builder
@@ -174,6 +178,16 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 		b.WriteString("Anything else is a message for the model.")
 		return b.String(), nil
 	}
+}
+
+// toolMemoryStatus is the /status line about the tools' memory budget.
+func toolMemoryStatus(m ToolMemory) string {
+	const mib = 1 << 20
+	s := fmt.Sprintf("Tool memory: %.1f of %d MiB in use; %d tool calls waiting for memory now", float64(m.Used)/mib, m.Limit/mib, m.Waiting)
+	if m.Waits > 0 {
+		s += fmt.Sprintf(" (%d waited so far, %s on average)", m.Waits, (m.WaitTime / time.Duration(m.Waits)).Round(time.Millisecond))
+	}
+	return s + "."
 }
 
 // secretCommand lists, adds or removes the sender's vault entries. A value

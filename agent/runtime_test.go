@@ -356,6 +356,34 @@ func TestCommandsAnsweredWithoutModel(t *testing.T) {
 	}
 }
 
+// memoryTools is a toolRunner with a memory budget.
+type memoryTools struct {
+	toolRunner
+	mem agent.ToolMemory
+}
+
+func (m *memoryTools) ToolMemory() agent.ToolMemory { return m.mem }
+
+// /status shows the tools' memory budget and its waits when the tool
+// runner has one, and nothing about it otherwise.
+func TestStatusShowsToolMemory(t *testing.T) {
+	tools := &memoryTools{mem: agent.ToolMemory{Used: 48 << 20, Limit: 256 << 20, Waiting: 3, Waits: 4, WaitTime: 2 * time.Second}}
+	h := newHarness(t, llmtest.Echo(), func(rt *agent.Runtime) { rt.Tools = tools })
+	h.send("u1", "/status")
+	h.idle()
+	want := "Tool memory: 48.0 of 256 MiB in use; 3 tool calls waiting for memory now (4 waited so far, 500ms on average)."
+	if got := h.ch.texts(); len(got) != 1 || !strings.HasSuffix(got[0], want) {
+		t.Errorf("status = %q, want it to end with %q", got, want)
+	}
+
+	plain := newHarness(t, llmtest.Echo(), func(rt *agent.Runtime) { rt.Tools = &toolRunner{} })
+	plain.send("u1", "/status")
+	plain.idle()
+	if got := plain.ch.texts(); len(got) != 1 || strings.Contains(got[0], "Tool memory") {
+		t.Errorf("status without a memory budget = %q", got)
+	}
+}
+
 func TestRateLimitRepliesPolitely(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	var mu sync.Mutex

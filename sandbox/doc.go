@@ -8,7 +8,8 @@
 // broker, capped logging, a secret-name check), a small pool of
 // pre-initialised instances per tool, and the limits of a call: deadline,
 // memory (linear memory and tables together), output size, HTTP requests
-// per call and calls per user per minute.
+// per call and calls per user per minute; and one budget of memory for
+// all instances together, for which calls wait, users served in turn.
 //
 // Every module is checked against limits of its shape and instrumented
 // before it is compiled (see package interrupt): so that compiling it stays

@@ -14,6 +14,10 @@ var (
 	ErrDeadline = errors.New("deadline exceeded")
 	// ErrMemory: the guest asked for more memory than its limit.
 	ErrMemory = errors.New("memory limit exceeded")
+	// ErrMemoryBusy: the sandbox's memory budget (Config.MaxMemoryMiB)
+	// had no room for the call: it waited for memory until its deadline,
+	// or its memory.grow found the budget full.
+	ErrMemoryBusy = errors.New("sandbox memory budget full")
 	// ErrOutputTooLarge: the guest's output is above max_output_bytes.
 	ErrOutputTooLarge = errors.New("output too large")
 	// ErrRateLimited: the user called the tool more than per_minute times in a minute.

@@ -2,6 +2,10 @@ package sandbox
 
 import (
 	"context"
+	"sync"
+	"time"
+
+	"github.com/talonhq/talon/agent"
 )
 
 // pool keeps up to size pre-initialised instances of one tool. One filler
@@ -9,23 +13,52 @@ import (
 // need; each instance is taken once and closed after its call, and its
 // token is given back when the call has returned, so that making its
 // replacement does not compete with the call for the CPU.
+//
+// Pooled instances are charged to the quota like running ones, but never
+// ahead of a call: the filler makes one only when the budget has room and
+// no call waits, and a call that needs memory evicts idle ones first
+// (Runtime.evict). The token of an evicted instance is kept aside and
+// given back when a call of the tool next finds the pool empty, so an
+// evicted pool refills on demand, not at once. After the tool's last call,
+// its instances are closed once the pool has been idle for poolIdle.
 type pool struct {
 	ch   chan *instance // ready instances
-	need chan struct{}  // instances to make; len(ch) + len(need) <= size
+	need chan struct{}  // instances to make; len(ch) + len(need) + evicted <= size
+
+	mu      sync.Mutex
+	evicted int       // tokens of evicted instances, not yet given back; guarded by mu
+	last    time.Time // when a call last took, or missed, an instance; guarded by mu
 }
 
-// take returns a pooled instance of t if one is ready, else a fresh one.
-// Call done when the call has returned.
-func (r *Runtime) take(ctx context.Context, t *loaded) (inst *instance, done func(), err error) {
-	if p := r.pool(t); p != nil {
+// take returns a pooled instance of t if one is ready, else a fresh one
+// made for p (waiting for memory if need be). Call done when the call has
+// returned.
+func (r *Runtime) take(ctx context.Context, t *loaded, p agent.Principal) (inst *instance, done func(), err error) {
+	if pl := r.pool(t); pl != nil {
 		select {
-		case inst := <-p.ch:
-			return inst, p.refill, nil
+		case inst := <-pl.ch:
+			pl.touch(false)
+			return inst, pl.refill, nil
 		default:
+			pl.touch(true)
 		}
 	}
-	inst, err = r.instantiate(ctx, t)
+	inst, err = r.instantiate(ctx, t, func(n uint64) error { return r.quota.acquire(ctx, p, n) })
 	return inst, func() {}, err
+}
+
+// touch records a call, and on a miss gives the evicted tokens back.
+func (p *pool) touch(missed bool) {
+	p.mu.Lock()
+	p.last = time.Now()
+	n := 0
+	if missed {
+		n, p.evicted = p.evicted, 0
+	}
+	p.mu.Unlock()
+	for range n {
+		p.refill()
+	}
 }
 
 // refill asks the filler for one more instance.
@@ -51,7 +84,7 @@ func (r *Runtime) pool(t *loaded) *pool {
 	if p, ok := r.pools[name]; ok {
 		return p
 	}
-	p := &pool{ch: make(chan *instance, r.poolSize), need: make(chan struct{}, r.poolSize)}
+	p := &pool{ch: make(chan *instance, r.poolSize), need: make(chan struct{}, r.poolSize), last: time.Now()}
 	for range r.poolSize {
 		p.need <- struct{}{}
 	}
@@ -65,21 +98,36 @@ func (r *Runtime) pool(t *loaded) *pool {
 }
 
 // fill makes an instance for each token of p.need until the runtime
-// closes. If an instance cannot be made, it removes p and returns: calls
-// then instantiate directly (and see the error), and the next call starts
-// a new filler.
+// closes, when the quota has room for it. If an instance cannot be made,
+// it removes p and returns: calls then instantiate directly (and see the
+// error), and the next call starts a new filler. It closes p's instances
+// once the tool has not been called for r.poolIdle.
 func (r *Runtime) fill(t *loaded, p *pool) {
+	var idle <-chan time.Time
+	if r.poolIdle > 0 {
+		tick := time.NewTicker(max(r.poolIdle/4, 10*time.Millisecond))
+		defer tick.Stop()
+		idle = tick.C
+	}
 	for {
 		select {
 		case <-p.need:
+		case <-idle:
+			p.mu.Lock()
+			expired := time.Since(p.last) >= r.poolIdle
+			p.mu.Unlock()
+			if expired {
+				r.evictPool(p, ^uint64(0))
+			}
+			continue
 		case <-r.ctx.Done():
 			return
 		}
-		// _initialize is guest code: bound it by the tool's deadline.
-		ctx, cancel := context.WithTimeout(r.ctx, t.manifest.Limits.Deadline)
-		inst, err := r.instantiate(ctx, t)
-		cancel()
+		inst, err := r.fillOne(t)
 		if err != nil {
+			if r.ctx.Err() != nil {
+				return
+			}
 			r.mu.Lock()
 			if r.pools[t.manifest.Name] == p {
 				delete(r.pools, t.manifest.Name)
@@ -95,6 +143,67 @@ func (r *Runtime) fill(t *loaded, p *pool) {
 			return
 		}
 	}
+}
+
+// fillOne makes one instance of t for a pool, once the quota has room for
+// it and no call waits for memory.
+func (r *Runtime) fillOne(t *loaded) (*instance, error) {
+	for {
+		freed := r.quota.released()
+		// _initialize is guest code: bound it by the tool's deadline.
+		ctx, cancel := context.WithTimeout(r.ctx, t.manifest.Limits.Deadline)
+		inst, err := r.instantiate(ctx, t, func(n uint64) error {
+			if !r.quota.tryAcquire(n) {
+				return errQuotaFull
+			}
+			return nil
+		})
+		cancel()
+		if err != errQuotaFull {
+			return inst, err
+		}
+		select {
+		case <-freed:
+		case <-r.ctx.Done():
+			return nil, errClosed
+		}
+	}
+}
+
+// evict closes idle pooled instances, of any tool, until need bytes are
+// given back to the quota or no idle instance is left.
+func (r *Runtime) evict(need uint64) {
+	r.mu.Lock()
+	pools := make([]*pool, 0, len(r.pools))
+	for _, p := range r.pools {
+		pools = append(pools, p)
+	}
+	r.mu.Unlock()
+	for _, p := range pools {
+		if need == 0 {
+			return
+		}
+		need -= min(need, r.evictPool(p, need))
+	}
+}
+
+// evictPool closes p's ready instances until need bytes are freed, keeps
+// their tokens aside (see pool), and returns the bytes freed.
+func (r *Runtime) evictPool(p *pool, need uint64) uint64 {
+	var freed uint64
+	for freed < need {
+		select {
+		case inst := <-p.ch:
+			freed += inst.mem.charged.Load()
+			inst.mod.Close(context.Background())
+			p.mu.Lock()
+			p.evicted++
+			p.mu.Unlock()
+		default:
+			return freed
+		}
+	}
+	return freed
 }
 
 // drain closes the instances left in p. Only after the filler stopped.

@@ -90,6 +90,16 @@ type Config struct {
 	// once the tool has been used. Zero (or negative) means no pool:
 	// every call instantiates its own instance.
 	PoolSize int
+	// MaxMemoryMiB bounds the memory of all instances together: linear
+	// memory and tables at their reserved size, pooled idle instances
+	// included. A call that would exceed it waits (users served in turn)
+	// until its deadline; idle pooled instances are closed first. Zero
+	// means DefaultMaxMemoryMiB.
+	MaxMemoryMiB int
+	// PoolIdle is how long a tool's pool keeps its instances after the
+	// tool's last call; they are closed then, and made again on its next
+	// call. Zero means DefaultPoolIdle; negative keeps them for good.
+	PoolIdle time.Duration
 	// Egress makes the tools' HTTP requests; nil refuses every request.
 	Egress Egress
 	// Secrets answers has_secret; nil answers no.
@@ -122,7 +132,9 @@ type Runtime struct {
 	tools    map[string]*loaded // read-only after New
 	names    []string           // enabled tools, sorted
 	poolSize int
+	poolIdle time.Duration // < 0: never
 	limiter  *rateLimiter
+	quota    *quota
 
 	// ctx is cancelled by Close; it stops the pool fillers.
 	ctx    context.Context
@@ -156,6 +168,11 @@ type loaded struct {
 	memLimit uint64 // bytes
 	source   string
 
+	// What the tool's instances held at the end of _initialize: linear
+	// memory and tables, in bytes (the highest seen). An instance is
+	// charged this much before it is made. Zero until the first one.
+	initMem, initTables atomic.Uint64
+
 	// failed is set once loading failed, so Tools can skip the tool
 	// without waiting for a compilation in progress.
 	failed atomic.Bool
@@ -173,6 +190,17 @@ type loaded struct {
 }
 
 const mib = 1 << 20
+
+// Defaults of Config.
+const (
+	// DefaultMaxMemoryMiB is sized so that a gateway with the default
+	// configuration stays within 512 MB of resident memory: about 75
+	// instances of a built-in tool (3.3 MiB each) at once.
+	DefaultMaxMemoryMiB = 256
+	// DefaultPoolIdle is how long a tool's pooled instances outlive its
+	// last call.
+	DefaultPoolIdle = 5 * time.Minute
+)
 
 // New returns a Runtime serving the enabled tools. Tools are compiled and
 // checked on first use, or here when cfg.Eager is set; every problem New
@@ -202,6 +230,14 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if now == nil {
 		now = time.Now
 	}
+	maxMem := cfg.MaxMemoryMiB
+	if maxMem <= 0 {
+		maxMem = DefaultMaxMemoryMiB
+	}
+	poolIdle := cfg.PoolIdle
+	if poolIdle == 0 {
+		poolIdle = DefaultPoolIdle
+	}
 	r := &Runtime{
 		cache:    cache,
 		memPages: uint32(maxMiB * (mib / 65536)),
@@ -209,9 +245,12 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 			redactor: cfg.Redactor},
 		tools:    map[string]*loaded{},
 		poolSize: cfg.PoolSize,
+		poolIdle: poolIdle,
 		limiter:  newRateLimiter(now),
+		quota:    newQuota(uint64(maxMem) * mib),
 		pools:    map[string]*pool{},
 	}
+	r.quota.evict = r.evict
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	fail := func(err error) (*Runtime, error) {
 		r.cancel()
@@ -439,7 +478,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 	return nil
 }
 
-// Stats is what a Runtime has made.
+// Stats is what a Runtime has made, and its memory.
 type Stats struct {
 	// Instances is the number of instances made so far, for calls and
 	// for pools.
@@ -448,13 +487,27 @@ type Stats struct {
 	Pools int
 	// Pooled is the number of pre-initialised instances ready now.
 	Pooled int
+	// Memory is the memory of the live instances (linear memory and
+	// tables at their reserved size, pooled ones included), MemoryPeak
+	// its highest so far, and MemoryLimit the budget (Config.MaxMemoryMiB),
+	// in bytes. Memory never exceeds MemoryLimit.
+	Memory, MemoryPeak, MemoryLimit uint64
+	// MemoryWaiting is the number of calls waiting for memory now;
+	// MemoryWaits the number that had to wait so far, and MemoryWaitTime
+	// their total time waiting.
+	MemoryWaiting  int
+	MemoryWaits    int64
+	MemoryWaitTime time.Duration
 }
 
 // Stats returns what r has made.
 func (r *Runtime) Stats() Stats {
+	q := r.quota.stats()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := Stats{Instances: r.instances.Load(), Pools: len(r.pools)}
+	st := Stats{Instances: r.instances.Load(), Pools: len(r.pools),
+		Memory: q.used, MemoryPeak: q.peak, MemoryLimit: q.limit,
+		MemoryWaiting: q.waiting, MemoryWaits: q.waits, MemoryWaitTime: q.waitTotal}
 	for _, p := range r.pools {
 		st.Pooled += len(p.ch)
 	}
@@ -544,10 +597,13 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 
 	cctx, b := newBudget(ctx, t.manifest.Limits.Deadline)
 	defer b.end()
+	// Close stops the call: a wait for memory ends, and a guest stops
+	// within a thousand iterations.
+	defer context.AfterFunc(r.ctx, func() { b.cancel(errClosed) })()
 	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID, budget: b}
 	cctx = context.WithValue(cctx, callKey{}, st)
 
-	inst, done, err := r.take(cctx, t)
+	inst, done, err := r.take(cctx, t, p)
 	if err != nil {
 		return agent.ToolResult{}, r.classify(cctx, t, st, nil, err)
 	}
@@ -627,6 +683,21 @@ func (r *Runtime) classify(ctx context.Context, t *loaded, st *callState, inst *
 	if st.fault != "" {
 		return &CallError{Tool: name, Kind: ErrGuestFault, Reason: "guest fault: " + st.fault}
 	}
+	budget := r.quota.limit / mib
+	var qw *quotaWaitError
+	switch {
+	case errors.As(err, &qw) && errors.Is(qw.cause, context.DeadlineExceeded):
+		return &CallError{Tool: name, Kind: ErrMemoryBusy, cause: err,
+			Reason: fmt.Sprintf("the sandbox's memory (sandbox.max_memory_mib: %d MiB) stayed in use by other calls for the call's whole deadline (%s); "+
+				"try again in a moment; the operator can raise sandbox.max_memory_mib or lower agent.tool_parallelism", budget, t.manifest.Limits.Deadline)}
+	case errors.Is(err, errQuotaTooSmall):
+		return &CallError{Tool: name, Kind: ErrMemoryBusy, cause: err,
+			Reason: fmt.Sprintf("the tool needs more memory than the sandbox's whole budget (sandbox.max_memory_mib: %d MiB); the operator can raise it", budget)}
+	case errors.Is(err, errQuotaFull) || (inst != nil && inst.mem.full.Load()):
+		return &CallError{Tool: name, Kind: ErrMemoryBusy, cause: err,
+			Reason: fmt.Sprintf("the sandbox's memory (sandbox.max_memory_mib: %d MiB) was in use by other calls when the tool needed more; "+
+				"try again in a moment; the operator can raise sandbox.max_memory_mib or lower agent.tool_parallelism", budget)}
+	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
@@ -697,8 +768,31 @@ func (inst *instance) sleep(ns int64) {
 
 // instantiate makes a fresh instance of t: no filesystem, environment,
 // arguments or sockets; real clocks and crypto random; _initialize run.
-func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error) {
-	mem := &limitedMemory{limit: t.memLimit}
+// Its memory is charged to the quota by charge before it is made (see
+// limitedMemory), and given back when the instance is closed.
+func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint64) error) (*instance, error) {
+	cm, err := r.module(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := r.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// What the tool's instances held after _initialize, and at least the
+	// module's initial memory: the first call of Reallocate (the initial
+	// memory) must succeed.
+	reserve := t.initMem.Load()
+	if m, ok := cm.ExportedMemories()[memExport]; ok {
+		reserve = max(reserve, uint64(m.Min())*65536)
+	}
+	reserve = min(reserve, t.memLimit)
+	charged := reserve + t.initTables.Load()
+	if err := charge(charged); err != nil {
+		return nil, err
+	}
+	mem := &limitedMemory{limit: t.memLimit, reserve: reserve, quota: r.quota}
+	mem.charged.Store(charged)
 	inst := &instance{mem: mem, stopped: make(chan struct{})}
 	cfg := wazero.NewModuleConfig().
 		WithName("").
@@ -708,17 +802,10 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 		WithSysNanotime().
 		WithNanosleep(inst.sleep).
 		WithRandSource(rand.Reader)
-	cm, err := r.module(ctx, t)
-	if err != nil {
-		return nil, err
-	}
-	eng, err := r.engine(ctx)
-	if err != nil {
-		return nil, err
-	}
 	r.instances.Add(1)
 	mod, err := eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), cm, cfg)
 	if err != nil {
+		mem.release()
 		return nil, fmt.Errorf("instantiate %s: %w", t.manifest.Name, err)
 	}
 	stop, ok1 := mod.ExportedGlobal(interrupt.Export).(api.MutableGlobal)
@@ -726,6 +813,7 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 	refs, refused := mod.ExportedGlobal(interrupt.ReferencesExport), mod.ExportedGlobal(interrupt.RefusedExport)
 	if !ok1 || !ok2 || refs == nil || refused == nil {
 		mod.Close(ctx)
+		mem.release()
 		return nil, fmt.Errorf("instantiate %s: the module was not instrumented", t.manifest.Name)
 	}
 	// Table references and linear memory share the limit: table.grow is
@@ -735,6 +823,13 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 	mem.refs = refs
 	inst.mod, inst.stop, inst.tableRefused = mod, stop, refused
 	inst.alloc, inst.call = mod.ExportedFunction(allocExport), mod.ExportedFunction(callExport)
+	// The tables exist now: charge them (the first instance of a tool
+	// did not know their size).
+	if !mem.charge(uint64(cap(mem.buf))) {
+		mod.Close(ctx)
+		mem.release()
+		return nil, errQuotaFull
+	}
 	if init := mod.ExportedFunction(initExport); init != nil {
 		release := inst.stopAt(ctx)
 		_, err := init.Call(ctx)
@@ -745,8 +840,33 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded) (*instance, error)
 		}
 		if err != nil {
 			mod.Close(ctx)
+			mem.release()
+			if mem.full.Load() {
+				return nil, errQuotaFull
+			}
 			return nil, fmt.Errorf("instantiate %s: %s: %w", t.manifest.Name, initExport, err)
 		}
 	}
+	learn(&t.initMem, uint64(len(mem.buf)))
+	learn(&t.initTables, mem.tableBytes())
 	return inst, nil
 }
+
+// learn raises v to at least n.
+func learn(v *atomic.Uint64, n uint64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// ToolMemory implements agent.ToolMemoryReporter: the memory budget's use
+// and waits, for /status.
+func (r *Runtime) ToolMemory() agent.ToolMemory {
+	q := r.quota.stats()
+	return agent.ToolMemory{Used: q.used, Limit: q.limit, Waiting: q.waiting, Waits: q.waits, WaitTime: q.waitTotal}
+}
+
+var _ agent.ToolMemoryReporter = (*Runtime)(nil)

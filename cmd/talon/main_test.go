@@ -278,6 +278,13 @@ func TestOpsEndpoints(t *testing.T) {
 		!strings.Contains(body, `talon_llm_request_duration_seconds_count{purpose="turn"} 1`) {
 		t.Errorf("/metrics lacks the model call's meters:\n%s", body)
 	}
+	// The sandbox's memory budget: the default, nothing waiting.
+	for _, want := range []string{"talon_sandbox_memory_limit_bytes 2.68435456e+08", "talon_sandbox_memory_waiting 0",
+		"talon_sandbox_memory_waits_total 0", "talon_sandbox_memory_wait_seconds_total 0", "talon_sandbox_memory_bytes "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
 	stdinW.Close()
 	select {
 	case c := <-done:

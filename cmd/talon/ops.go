@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/sandbox"
 )
 
 // metrics implements agent.Metrics with Prometheus collectors on a registry
@@ -65,6 +66,31 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.turns, m.turnTime, m.llmErrors, m.llmCalls, m.llmTokens, m.llmTime, m.queueDepth, m.redacted)
 	return m
+}
+
+// sandbox exports the sandbox's memory budget: the memory of its live
+// instances, the budget, the calls waiting for memory, and the calls that
+// had to wait with their total time waiting (their ratio is the mean
+// wait).
+func (m *metrics) sandbox(sb *sandbox.Runtime) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "talon_sandbox_memory_bytes",
+			Help: "Memory of the live tool instances (linear memory and tables at their reserved size, pooled ones included).",
+		}, func() float64 { return float64(sb.Stats().Memory) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "talon_sandbox_memory_limit_bytes", Help: "The budget of tool memory: sandbox.max_memory_mib.",
+		}, func() float64 { return float64(sb.Stats().MemoryLimit) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "talon_sandbox_memory_waiting", Help: "Tool calls waiting for memory now.",
+		}, func() float64 { return float64(sb.Stats().MemoryWaiting) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "talon_sandbox_memory_waits_total", Help: "Tool calls that had to wait for memory.",
+		}, func() float64 { return float64(sb.Stats().MemoryWaits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "talon_sandbox_memory_wait_seconds_total", Help: "Time tool calls spent waiting for memory.",
+		}, func() float64 { return sb.Stats().MemoryWaitTime.Seconds() }),
+	)
 }
 
 // handler serves the registry on /metrics. The Go runtime's and the

@@ -44,19 +44,22 @@ func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver, ts []
 		return nil, err
 	}
 	sb, err := sandbox.New(ctx, sandbox.Config{
-		Tools:    ts,
-		CacheDir: a.cfg.CacheDir(),
-		PoolSize: a.cfg.Sandbox.PoolSize,
-		Egress:   broker,
-		Secrets:  a.toolSecrets(),
-		Approver: approver,
-		Logger:   a.log.With().Str("component", "sandbox").Logger(),
-		Redactor: a.redactor, // the guests' log messages are scanned too
+		Tools:        ts,
+		CacheDir:     a.cfg.CacheDir(),
+		PoolSize:     a.cfg.Sandbox.PoolSize,
+		MaxMemoryMiB: a.cfg.Sandbox.MaxMemoryMiB,
+		PoolIdle:     a.cfg.Sandbox.PoolIdle.Std(),
+		Egress:       broker,
+		Secrets:      a.toolSecrets(),
+		Approver:     approver,
+		Logger:       a.log.With().Str("component", "sandbox").Logger(),
+		Redactor:     a.redactor, // the guests' log messages are scanned too
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.rt.Tools = sb
+	a.metrics.sandbox(sb)
 	a.closers = append(a.closers, func() {
 		if err := sb.Close(context.Background()); err != nil {
 			a.log.Error().Err(err).Msg("close sandbox")

@@ -156,6 +156,13 @@ type Sandbox struct {
 	// PoolSize is the number of pre-initialised instances kept per tool;
 	// zero means none (every call instantiates its own).
 	PoolSize int `yaml:"pool_size" json:"pool_size"`
+	// MaxMemoryMiB bounds the memory of all tool instances together
+	// (running and pooled); calls beyond it wait, in turn per user, within
+	// their deadline.
+	MaxMemoryMiB int `yaml:"max_memory_mib" json:"max_memory_mib"`
+	// PoolIdle is how long a tool's pooled instances outlive its last
+	// call.
+	PoolIdle Duration `yaml:"pool_idle" json:"pool_idle"`
 	// AllowPrivate lists CIDR prefixes tools may reach despite the SSRF
 	// rules, such as 10.0.0.0/8. Validate checks that each one parses with
 	// netip.ParsePrefix.
@@ -207,6 +214,8 @@ func Default() Config {
 		Context: Context{ThreadMessages: 100, ThreadTokens: 8000},
 		Sandbox: Sandbox{
 			PoolSize:        2,
+			MaxMemoryMiB:    256,
+			PoolIdle:        Duration(5 * time.Minute),
 			ApprovalTimeout: Duration(10 * time.Minute),
 		},
 		Terminal: Terminal{User: "local"},

@@ -33,6 +33,8 @@ files:
   retention: 48h
 sandbox:
   tools_dir: /opt/tools
+  max_memory_mib: 128
+  pool_idle: 30s
   allow_private: [10.0.0.0/8, "fd00::/8"]
   approval_timeout: 1h30m
 terminal:
@@ -71,6 +73,8 @@ terminal:
 	want.Sandbox = Sandbox{
 		ToolsDir:        "/opt/tools",
 		PoolSize:        2,
+		MaxMemoryMiB:    128,
+		PoolIdle:        Duration(30 * time.Second),
 		AllowPrivate:    []string{"10.0.0.0/8", "fd00::/8"},
 		ApprovalTimeout: Duration(90 * time.Minute),
 	}
@@ -326,6 +330,8 @@ agent:
   rate_per_minute: 10001
 sandbox:
   pool_size: 65
+  max_memory_mib: 8
+  pool_idle: 0s
   allow_private: [10.0.0.0, 10.0.0.1/8, 192.168.0.0/16]
   approval_timeout: 1s
 terminal:
@@ -336,7 +342,7 @@ extra: 1
 	want := []string{
 		"llm.modle: unknown key (line 15)",
 		`agent.turn_timeout: invalid duration "forever" (line 18)`,
-		"extra: unknown key (line 30)",
+		"extra: unknown key (line 32)",
 		"data_dir: must not be empty (line 1)",
 		`log.level: must be one of debug, info, warn, error, got "loud" (line 3)`,
 		`log.format: must be one of auto, json, console, got "xml" (line 4)`,
@@ -353,10 +359,12 @@ extra: 1
 		"agent.max_turns_per_user: must not exceed agent.max_concurrent_turns (4) (line 22)",
 		"agent.rate_per_minute: must be between 0 and 10000, got 10001 (line 23)",
 		"sandbox.pool_size: must be between 0 and 64, got 65 (line 25)",
-		`sandbox.allow_private[0]: invalid CIDR prefix "10.0.0.0" (want e.g. 10.0.0.0/8) (line 26)`,
-		`sandbox.allow_private[1]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8? (line 26)`,
-		"sandbox.approval_timeout: must be between 10s and 24h, got 1s (line 27)",
-		"terminal.user: must be 1 to 64 letters, digits or . _ @ - (line 29)",
+		"sandbox.max_memory_mib: must be between 16 and 65536, got 8 (line 26)",
+		"sandbox.pool_idle: must be between 1s and 24h, got 0s (line 27)",
+		`sandbox.allow_private[0]: invalid CIDR prefix "10.0.0.0" (want e.g. 10.0.0.0/8) (line 28)`,
+		`sandbox.allow_private[1]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8? (line 28)`,
+		"sandbox.approval_timeout: must be between 10s and 24h, got 1s (line 29)",
+		"terminal.user: must be 1 to 64 letters, digits or . _ @ - (line 31)",
 	}
 	if diff := cmp.Diff(want, problems(err)); diff != "" {
 		t.Errorf("problems mismatch (-want +got):\n%s\nerror: %v", diff, err)

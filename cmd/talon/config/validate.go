@@ -125,6 +125,8 @@ func (f *Files) validate(v *validator) {
 
 func (s *Sandbox) validate(v *validator) {
 	v.intRange("sandbox.pool_size", s.PoolSize, 0, 64)
+	v.intRange("sandbox.max_memory_mib", s.MaxMemoryMiB, 16, 65536)
+	v.duration("sandbox.pool_idle", s.PoolIdle, time.Second, 24*time.Hour)
 	if len(s.AllowPrivate) > maxAllowPrivate {
 		v.add("sandbox.allow_private", fmt.Sprintf("at most %d prefixes", maxAllowPrivate))
 	}

@@ -1,0 +1,333 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// waitFor polls cond until it holds, or fails the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func user(name string) agent.Principal {
+	return agent.Principal{Platform: "slack", Workspace: "T1", User: name}
+}
+
+func callAs(p agent.Principal, name, args string) agent.ToolCall {
+	return agent.ToolCall{ID: "c", Name: name, Args: []byte(args), Key: agent.SessionKey{Principal: p}}
+}
+
+// sleepers starts n calls of the sleep tool (one 64 KiB instance each,
+// held until ctx ends) and waits until they hold their memory.
+func sleepers(t *testing.T, ctx context.Context, r *Runtime, n int) *sync.WaitGroup {
+	t.Helper()
+	var wg sync.WaitGroup
+	before := r.Stats().Memory
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.Call(ctx, callAs(user(fmt.Sprintf("S%d", i)), "sleep", `{}`))
+		}()
+	}
+	waitFor(t, "the sleepers' memory", func() bool { return r.Stats().Memory >= before+uint64(n)*65536 })
+	return &wg
+}
+
+// Many users calling tools at once: the memory of the live instances, as
+// the runtime counts it, never exceeds the budget, and every call is
+// served (those that did not fit waited).
+func TestMemoryBudgetNeverExceeded(t *testing.T) {
+	// bigmin starts with 12.5 MiB: three fit in 40 MiB.
+	r := newRuntime(t, Config{PoolSize: 2, MaxMemoryMiB: 40, Now: forever()},
+		testTool(t, "bigmin", "limits: {per_minute: 100000}\n"), echoTool(t))
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var over sync.WaitGroup
+	over.Add(1)
+	var seen uint64
+	go func() {
+		defer over.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			st := r.Stats()
+			seen = max(seen, st.Memory)
+			if st.Memory > st.MemoryLimit {
+				t.Errorf("memory %d above the budget %d", st.Memory, st.MemoryLimit)
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	var failed sync.Map
+	for u := range 30 {
+		for _, tool := range []string{"bigmin", "echo"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := r.Call(ctx, callAs(user(fmt.Sprintf("U%d", u)), tool, `{"u":1}`))
+				if tool == "bigmin" && errors.Is(err, ErrBadOutput) {
+					return // bigmin answers nothing: it ran
+				}
+				if err != nil || res.IsError {
+					failed.Store(fmt.Sprintf("user %d %s", u, tool), fmt.Sprint(res, err))
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(stop)
+	over.Wait()
+	failed.Range(func(k, v any) bool {
+		t.Errorf("%s: %s", k, v)
+		return true
+	})
+	st := r.Stats()
+	if st.MemoryLimit != 40*mib {
+		t.Errorf("MemoryLimit = %d, want %d", st.MemoryLimit, 40*mib)
+	}
+	if st.MemoryPeak > st.MemoryLimit {
+		t.Errorf("MemoryPeak = %d, above the budget %d", st.MemoryPeak, st.MemoryLimit)
+	}
+	if st.MemoryPeak < 2*200*65536 {
+		t.Errorf("MemoryPeak = %d: the calls never ran two bigmin instances at once; the test proves nothing", st.MemoryPeak)
+	}
+	if st.MemoryWaits == 0 {
+		t.Errorf("no call waited for memory: 30 bigmin calls at once in room for 3")
+	}
+	// What is left charged is the pools' instances.
+	waitFor(t, "the pools to settle", func() bool {
+		st := r.Stats()
+		return st.MemoryWaiting == 0 && st.Memory <= st.MemoryLimit
+	})
+}
+
+// A call that finds the budget full waits within its deadline, then ends
+// with a message that says what to do; the memory it waited for is not
+// leaked.
+func TestMemoryBudgetWaitEndsAtDeadline(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 0, MaxMemoryMiB: 1, Now: forever()},
+		testTool(t, "sleep", "limits: {deadline: 1m, per_minute: 100000}\n"),
+		testTool(t, "echo", "limits: {deadline: 150ms, per_minute: 100000}\n"))
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := sleepers(t, ctx, r, 16) // 16 × 64 KiB: the whole MiB
+	defer wg.Wait()
+	defer cancel()
+
+	start := time.Now()
+	_, err := r.Call(context.Background(), callAs(user("U1"), "echo", `{}`))
+	waited := time.Since(start)
+	if !errors.Is(err, ErrMemoryBusy) {
+		t.Fatalf("err = %v, want ErrMemoryBusy", err)
+	}
+	var ce *CallError
+	errors.As(err, &ce)
+	for _, want := range []string{"sandbox.max_memory_mib: 1 MiB", "150ms", "raise sandbox.max_memory_mib", "agent.tool_parallelism"} {
+		if !strings.Contains(ce.Reason, want) {
+			t.Errorf("reason %q lacks %q", ce.Reason, want)
+		}
+	}
+	if waited < 150*time.Millisecond {
+		t.Errorf("gave up after %s, before the deadline", waited)
+	}
+	// Run (the agent's view) says the same to the model.
+	res, err := r.Run(context.Background(), callAs(user("U1"), "echo", `{}`))
+	if err != nil || !res.IsError || !strings.Contains(res.Content, "sandbox.max_memory_mib") {
+		t.Errorf("Run = %+v, %v; want IsError with the reason", res, err)
+	}
+	st := r.Stats()
+	if st.MemoryWaiting != 0 || st.MemoryWaits < 2 || st.MemoryWaitTime < 300*time.Millisecond {
+		t.Errorf("Stats = %+v, want 0 waiting, ≥ 2 waits of ≥ 300ms in all", st)
+	}
+	if st.Memory != st.MemoryLimit {
+		t.Errorf("Memory = %d, want the sleepers' %d", st.Memory, st.MemoryLimit)
+	}
+	cancel()
+	wg.Wait()
+	if st := r.Stats(); st.Memory != 0 {
+		t.Errorf("Memory = %d after every call ended, want 0", st.Memory)
+	}
+	// Now there is room.
+	if res, err := r.Call(context.Background(), callAs(user("U1"), "echo", `{"a":1}`)); err != nil || res.Content != `{"a":1}` {
+		t.Errorf("call after the sleepers = %+v, %v", res, err)
+	}
+}
+
+// One user's flood of calls does not starve another user's single call:
+// waiting calls are served one user at a time in turn.
+func TestMemoryBudgetFairAcrossUsers(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 0, MaxMemoryMiB: 1, Now: forever()},
+		testTool(t, "sleep", "limits: {deadline: 1m, per_minute: 100000}\n"), echoTool(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	// 15 sleepers and one sleeper we stop first: then one instance at a
+	// time runs, so the waiting calls finish in the order they are
+	// granted memory.
+	wg := sleepers(t, ctx, r, 15)
+	defer wg.Wait()
+	defer cancel()
+	lastCtx, stopLast := context.WithCancel(ctx)
+	lastWG := sleepers(t, lastCtx, r, 1)
+
+	var mu sync.Mutex
+	var order []string
+	var calls sync.WaitGroup
+	run := func(who string, p agent.Principal) {
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			if res, err := r.Call(context.Background(), callAs(p, "echo", `{}`)); err != nil || res.IsError {
+				t.Errorf("%s: %+v, %v", who, res, err)
+			}
+			mu.Lock()
+			order = append(order, who)
+			mu.Unlock()
+		}()
+	}
+	for i := range 10 {
+		run(fmt.Sprintf("flood%d", i), user("A"))
+	}
+	waitFor(t, "the flood to wait", func() bool { return r.Stats().MemoryWaiting == 10 })
+	run("single", user("B"))
+	waitFor(t, "the single call to wait", func() bool { return r.Stats().MemoryWaiting == 11 })
+	stopLast()
+	lastWG.Wait()
+	calls.Wait()
+	// In turn: flood0, single, flood1, …; a call's goroutine may record
+	// itself after the next one's, so allow one place of slack.
+	pos := -1
+	for i, who := range order {
+		if who == "single" {
+			pos = i
+		}
+	}
+	if pos < 0 || pos > 2 {
+		t.Errorf("order = %v: the single call finished at place %d, want among the first three", order, pos+1)
+	}
+}
+
+// A call that needs memory closes idle pooled instances (of any tool)
+// rather than wait behind them.
+func TestMemoryBudgetEvictsIdlePools(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 2, MaxMemoryMiB: 1, Now: forever()},
+		testTool(t, "sleep", "limits: {deadline: 1m, per_minute: 100000}\n"), echoTool(t), testTool(t, "state", ""))
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, err := r.Call(ctx, callAs(user("U1"), "echo", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "echo's pool", func() bool { return r.Stats().Pooled == 2 })
+	// 14 sleepers and 2 pooled instances (echo's, or the sleep tool's
+	// pool's): 16 × 64 KiB, the whole MiB.
+	wg := sleepers(t, ctx, r, 14)
+	defer wg.Wait()
+	defer cancel()
+	waitFor(t, "the budget to be full of running and pooled instances", func() bool {
+		st := r.Stats()
+		return st.Memory == st.MemoryLimit && st.Pooled > 0
+	})
+	waits := r.Stats().MemoryWaits
+	start := time.Now()
+	if res, err := r.Call(context.Background(), callAs(user("U2"), "state", `{}`)); err != nil || res.IsError {
+		t.Fatalf("state call = %+v, %v", res, err)
+	}
+	if st := r.Stats(); st.MemoryWaits != waits {
+		t.Errorf("the call waited (%d waits, was %d) instead of evicting idle instances; took %s", st.MemoryWaits, waits, time.Since(start))
+	}
+	if st := r.Stats(); st.Memory > st.MemoryLimit {
+		t.Errorf("Memory %d above the budget %d", st.Memory, st.MemoryLimit)
+	}
+}
+
+// A tool's pooled instances are closed once it has not been called for
+// PoolIdle, and made again on its next call.
+func TestPoolIdleRelease(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 2, PoolIdle: 100 * time.Millisecond, Now: forever()}, echoTool(t))
+	ctx := context.Background()
+	if _, err := r.Call(ctx, call("echo", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pool to fill", func() bool { return r.Stats().Pooled == 2 })
+	waitFor(t, "the idle pool to be released", func() bool {
+		st := r.Stats()
+		return st.Pooled == 0 && st.Memory == 0
+	})
+	made := r.Stats().Instances
+	// Still released a while later: nothing refills an idle pool.
+	time.Sleep(150 * time.Millisecond)
+	if st := r.Stats(); st.Instances != made || st.Memory != 0 {
+		t.Errorf("Stats = %+v: the idle pool was refilled", st)
+	}
+	if res, err := r.Call(ctx, call("echo", `{"b":2}`)); err != nil || res.Content != `{"b":2}` {
+		t.Fatalf("call after release = %+v, %v", res, err)
+	}
+	waitFor(t, "the pool to refill after a call", func() bool { return r.Stats().Pooled == 2 })
+}
+
+// Unit test of the queue's order: users in turn, each user's calls in
+// order, and a waiter that gives up lets the line move on.
+func TestQuotaOrder(t *testing.T) {
+	q := newQuota(1)
+	if !q.tryAcquire(1) {
+		t.Fatal("tryAcquire on an empty quota failed")
+	}
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	wait := func(ctx context.Context, who string, p agent.Principal) {
+		n := q.stats().waiting
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := q.acquire(ctx, p, 1); err != nil {
+				return
+			}
+			mu.Lock()
+			order = append(order, who)
+			mu.Unlock()
+			q.release(1)
+		}()
+		waitFor(t, who+" to wait", func() bool { return q.stats().waiting == n+1 })
+	}
+	gone, leave := context.WithCancel(context.Background())
+	wait(context.Background(), "a1", user("A"))
+	wait(context.Background(), "a2", user("A"))
+	wait(gone, "c1", user("C"))
+	wait(context.Background(), "a3", user("A"))
+	wait(context.Background(), "b1", user("B"))
+	if q.tryAcquire(1) {
+		t.Error("tryAcquire went ahead of waiting calls")
+	}
+	leave()
+	waitFor(t, "c1 to give up", func() bool { return q.stats().waiting == 4 })
+	q.release(1)
+	wg.Wait()
+	want := "a1 b1 a2 a3"
+	if got := strings.Join(order, " "); got != want {
+		t.Errorf("order = %s, want %s", got, want)
+	}
+	if st := q.stats(); st.used != 0 || st.peak != 1 || st.waiting != 0 {
+		t.Errorf("stats = %+v, want nothing used, peak 1, nobody waiting", st)
+	}
+	if err := q.acquire(context.Background(), user("A"), 2); !errors.Is(err, errQuotaTooSmall) {
+		t.Errorf("acquire above the budget = %v, want errQuotaTooSmall", err)
+	}
+}
