@@ -249,14 +249,15 @@ func (a *Adapter) newSession(cfg Config) (*discordgo.Session, error) {
 	return s, nil
 }
 
-// rewriteHost sends requests for discord.com to another host (tests).
+// rewriteHost sends requests for discord.com and its CDN to another host
+// (tests).
 type rewriteHost struct {
 	scheme, host string
 	next         http.RoundTripper
 }
 
 func (r rewriteHost) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host == "discord.com" {
+	if req.URL.Host == "discord.com" || cdnHosts[req.URL.Host] {
 		req = req.Clone(req.Context())
 		req.URL.Scheme, req.URL.Host, req.Host = r.scheme, r.host, ""
 	}

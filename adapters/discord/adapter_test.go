@@ -114,7 +114,7 @@ func run(t *testing.T, o options) *env {
 		t.Fatal(err)
 	}
 	rt := &agent.Runtime{Store: db, LLM: provider, Log: zerolog.Nop(), Secrets: o.secrets,
-		Limits: agent.Limits{ShutdownGrace: 50 * time.Millisecond}}
+		Limits: agent.Limits{ShutdownGrace: 50 * time.Millisecond}, Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}}
 	cfg := DefaultConfig()
 	cfg.Token = "test-token"
 	cfg.AllowedGuilds = []string{guildID}

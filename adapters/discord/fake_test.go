@@ -86,6 +86,8 @@ type fakeDiscord struct {
 	// editFail: message id → the status its PATCH is answered with (404:
 	// Unknown Message, deleted). Guarded by mu.
 	editFail map[string]int
+	// cdn serves attachments as Discord's CDN (files_test.go).
+	cdn fakeCDN
 }
 
 type frame struct {
@@ -138,6 +140,7 @@ type attachment struct {
 	Filename    string `json:"filename"`
 	ContentType string `json:"content_type,omitempty"`
 	Size        int    `json:"size"`
+	URL         string `json:"url,omitempty"`
 }
 
 type fakeRef struct {
@@ -162,6 +165,7 @@ func newFake(t *testing.T) *fakeDiscord {
 	mux.HandleFunc("/ws-resume/", f.gateway)
 	mux.HandleFunc("/ws-resume", f.gateway)
 	mux.HandleFunc("/api/v9/", f.rest)
+	mux.HandleFunc("/attachments/", f.cdn.serve)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		f.mu.Lock()

@@ -78,7 +78,8 @@ func (a *Adapter) handleMessage(ctx context.Context, m *discordgo.Message, backf
 // tries it again.
 func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot string, backfilled bool) bool {
 	text := strings.TrimSpace(stripMentions(m.Content, bot))
-	if text == "" {
+	files := attachedFiles(m)
+	if text == "" && len(files) == 0 {
 		// Nothing to answer (or no MESSAGE_CONTENT intent for a follow-up).
 		return true
 	}
@@ -120,6 +121,7 @@ func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot s
 			Conversation: agent.Conversation{Channel: conversation},
 		},
 		Text:       text,
+		Files:      files,
 		ReplyTo:    replyTo{channel: m.ChannelID, message: m.ID, newThread: newThread}.String(),
 		ReceivedAt: a.Now(),
 	}

@@ -2,16 +2,13 @@ package slack
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
-	"image"
-	"image/png"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/talonhq/talon/agent/attach/attachtest"
 	"github.com/talonhq/talon/agent/llm/llmtest"
 )
 
@@ -75,30 +72,6 @@ func withFiles(ev map[string]any, files ...map[string]any) map[string]any {
 	return ev
 }
 
-func testPNG(t *testing.T, w, h int) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	if err := png.Encode(&b, image.NewGray(image.Rect(0, 0, w, h))); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
-// bombHeader is a PNG header claiming w×h pixels, with no pixel data.
-func bombHeader(w, h uint32) []byte {
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], w)
-	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 6
-	_ = binary.Write(&b, binary.BigEndian, uint32(13))
-	chunk := append([]byte("IHDR"), ihdr...)
-	b.Write(chunk)
-	_ = binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
-	return b.Bytes()
-}
-
 // replyTexts is every text the bot posted or edited.
 func (f *fakeSlack) replyTexts() string {
 	var b strings.Builder
@@ -111,14 +84,16 @@ func (f *fakeSlack) replyTexts() string {
 
 // TestSlackFilesIn: a DM with only files (no text) is a message; the files
 // are downloaded from url_private with the bot token, and the model gets
-// the CSV's text and the PNG as an image part.
+// the CSV's and the PDF's text and the PNG as an image part.
 func TestSlackFilesIn(t *testing.T) {
 	h := newHarnessLLM(t, ModeSocket, llmtest.Text("got them"), nil)
-	img := testPNG(t, 40, 30)
+	img := attachtest.PNG(40, 30)
 	csv := []byte("name,score\nada,10\ngrace,12\n")
+	pdf := attachtest.PDF("Revenue grew 7 percent")
 	ev := withFiles(dm("U1", "60.000100", ""),
 		h.fs.file("F1", "scores.csv", "text/csv", csv, int64(len(csv))),
-		h.fs.file("F2", "chart.png", "image/png", img, int64(len(img))))
+		h.fs.file("F2", "chart.png", "image/png", img, int64(len(img))),
+		h.fs.file("F5", "q3.pdf", "application/pdf", pdf, int64(len(pdf))))
 	h.fs.send(eventsEnvelope("e1", "Ev1", ev))
 	h.fs.waitAcks(t, "e1")
 	eventually(t, "a model request", func() bool { return len(h.llm.Requests()) == 1 })
@@ -127,6 +102,9 @@ func TestSlackFilesIn(t *testing.T) {
 	user := req.Messages[len(req.Messages)-1]
 	if !strings.Contains(user.Content, "grace,12") || !strings.Contains(user.Content, `name="scores.csv"`) {
 		t.Errorf("the model did not get the CSV's text: %q", user.Content)
+	}
+	if !strings.Contains(user.Content, "Revenue grew 7 percent") {
+		t.Errorf("the model did not get the PDF's text: %q", user.Content)
 	}
 	if len(user.Parts) != 1 || !bytes.Equal(user.Parts[0].Data, img) || user.Parts[0].MediaType != "image/png" {
 		t.Errorf("the model did not get the PNG as an image part (%d parts)", len(user.Parts))
@@ -145,7 +123,7 @@ func TestSlackFilesIn(t *testing.T) {
 // user with the reason, and the message's text is still answered.
 func TestSlackFilesRefused(t *testing.T) {
 	h := newHarnessLLM(t, ModeSocket, llmtest.Text("answered"), nil)
-	bomb := bombHeader(50000, 50000)
+	bomb := attachtest.BombHeader(50000, 50000)
 	offsite := map[string]any{"id": "F9", "name": "x.txt", "size": 10, "mode": "hosted", "url_private": "https://evil.example/x.txt"}
 	ev := withFiles(channelMsg("app_mention", "U2", "61.000100", "", "<@UBOT> what are these?"),
 		h.fs.file("F3", "backup.zip", "application/zip", []byte("small really"), 200<<20),

@@ -2,10 +2,8 @@ package attach_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -14,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/talonhq/talon/agent/attach"
+	"github.com/talonhq/talon/agent/attach/attachtest"
 )
 
 func TestSniff(t *testing.T) {
@@ -78,24 +77,8 @@ func TestReadTextKeepsHeadAndTail(t *testing.T) {
 	}
 }
 
-// pngHeader is a PNG signature and an IHDR chunk claiming w×h pixels, and
-// no image data: what a decompression bomb's header looks like.
-func pngHeader(w, h uint32) []byte {
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], w)
-	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 6 // 8-bit RGBA
-	_ = binary.Write(&b, binary.BigEndian, uint32(len(ihdr)))
-	chunk := append([]byte("IHDR"), ihdr...)
-	b.Write(chunk)
-	_ = binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
-	return b.Bytes()
-}
-
 func TestBombRefusedBeforeDecoding(t *testing.T) {
-	bomb := pngHeader(50000, 50000)
+	bomb := attachtest.BombHeader(50000, 50000)
 	_, err := attach.ReadConfig(bytes.NewReader(bomb))
 	if !errors.Is(err, attach.ErrTooLarge) {
 		t.Fatalf("ReadConfig(50000×50000) = %v, want ErrTooLarge", err)
@@ -106,7 +89,7 @@ func TestBombRefusedBeforeDecoding(t *testing.T) {
 	if !errors.Is(err, attach.ErrTooLarge) {
 		t.Fatalf("Scale(50000×50000) = %v, want ErrTooLarge", err)
 	}
-	if _, err := attach.ReadConfig(bytes.NewReader(pngHeader(1, 25_000_001))); !errors.Is(err, attach.ErrTooLarge) {
+	if _, err := attach.ReadConfig(bytes.NewReader(attachtest.BombHeader(1, 25_000_001))); !errors.Is(err, attach.ErrTooLarge) {
 		t.Errorf("a 1×25,000,001 strip: %v, want ErrTooLarge", err)
 	}
 	if _, err := attach.ReadConfig(strings.NewReader("not an image")); !errors.Is(err, attach.ErrNotImage) {
@@ -158,34 +141,8 @@ func TestScale(t *testing.T) {
 	}
 }
 
-// minimalPDF is a one-page PDF whose page shows text, with a correct xref.
-func minimalPDF(text string) []byte {
-	content := fmt.Sprintf("BT /F1 12 Tf 72 720 Td (%s) Tj ET", text)
-	objs := []string{
-		"<< /Type /Catalog /Pages 2 0 R >>",
-		"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-		"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-		fmt.Sprintf("<< /Length %d >>\nstream\n%s\nendstream", len(content), content),
-		"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-	}
-	var b bytes.Buffer
-	b.WriteString("%PDF-1.4\n")
-	offs := make([]int, len(objs))
-	for i, o := range objs {
-		offs[i] = b.Len()
-		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", i+1, o)
-	}
-	xref := b.Len()
-	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(objs)+1)
-	for _, o := range offs {
-		fmt.Fprintf(&b, "%010d 00000 n \n", o)
-	}
-	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(objs)+1, xref)
-	return b.Bytes()
-}
-
 func TestReadPDF(t *testing.T) {
-	doc := minimalPDF("Quarterly revenue grew 12 percent")
+	doc := attachtest.PDF("Quarterly revenue grew 12 percent")
 	ex, err := attach.ReadPDF(bytes.NewReader(doc), int64(len(doc)), 4000)
 	if err != nil {
 		t.Fatal(err)

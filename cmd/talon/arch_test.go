@@ -27,6 +27,7 @@ var allowedImports = []struct {
 	{"cmd/", []string{"*"}},
 	{"agent/llm/llmtest", []string{"agent/llm"}},
 	{"agent/llm", nil},
+	{"agent/attach/attachtest", nil},
 	{"agent/attach", nil},
 	{"agent", []string{"agent/llm", "agent/attach"}},
 	{"adapters/internal/follow", []string{"agent"}},
