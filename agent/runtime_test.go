@@ -66,7 +66,7 @@ type harness struct {
 	path string
 }
 
-func provider(t *testing.T, url string) llm.Provider {
+func provider(t testing.TB, url string) llm.Provider {
 	t.Helper()
 	p, err := llm.NewOpenAI(llm.Config{BaseURL: url, Model: "test-model", MaxRetries: -1, Timeout: 10 * time.Second})
 	if err != nil {
