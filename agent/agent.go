@@ -96,6 +96,9 @@ type Session struct {
 	// Summary condenses the messages up to SummaryUpTo (compaction).
 	Summary     string
 	SummaryUpTo int64
+	// Taint is the source of the first taint of any of its turns (see
+	// Runtime.Taint), "" when none read untrusted content.
+	Taint string
 }
 
 // StoredMessage is a history entry.
@@ -275,6 +278,10 @@ type Inbox interface {
 	// dedupe key: cancel marks it done with no reply, otherwise its text
 	// becomes text. changed is false when it is unknown or already started.
 	AmendInbound(ctx context.Context, dedupeKey, text string, cancel bool) (id InboundID, changed bool, err error)
+	// TaintTurn records that turn t read untrusted content from source;
+	// the first source of the turn, and of its session (Session.Taint), is
+	// kept.
+	TaintTurn(ctx context.Context, t TurnID, source string) error
 	// FinishTurn ends the turn and its inbound and persists r, atomically;
 	// when last is not nil, the turn's final model call is recorded (as by
 	// RecordStep) in the same transaction. t may be 0 for an inbound answered
@@ -328,6 +335,10 @@ type ToolCall struct {
 	Args json.RawMessage
 	Key  SessionKey
 	Turn TurnID
+	// Taint is the source of the turn's taint when the call was made (see
+	// Runtime.Taint), "" when the turn had read no untrusted content. A
+	// runner then asks the owner before the call sends data out.
+	Taint string
 }
 
 // ToolResult is what a tool call produced. Failures of the tool are data
@@ -335,6 +346,10 @@ type ToolCall struct {
 type ToolResult struct {
 	Content string
 	IsError bool
+	// Taint, when not "", says the content is untrusted and names its
+	// source ("example.org"): the runtime marks the turn tainted (see
+	// Runtime.Taint) with "tool <name>: <Taint>".
+	Taint string
 }
 
 // ToolRunner runs tools for the agent. The sandbox implements it.

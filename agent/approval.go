@@ -29,6 +29,12 @@ type ApprovalRequest struct {
 	Method, Host, Path string
 	// Args are the call's arguments, for the approval of a whole call.
 	Args json.RawMessage
+	// Reason is set for a request asked because the turn read untrusted
+	// content (see Runtime.Taint): why it is asked. Path then holds the
+	// query's values too, since they are the data that would leave;
+	// URLBytes and BodyBytes are the lengths of the whole URL and body.
+	Reason              string
+	URLBytes, BodyBytes int
 }
 
 // RequestApproval asks the owner of req.Key and waits for the answer. The
@@ -220,6 +226,8 @@ func promptOf(a Approval) ApprovalPrompt {
 const (
 	maxApprovalHost = 300
 	maxApprovalPath = 500
+	// maxApprovalReason bounds why a tainted turn's request is asked.
+	maxApprovalReason = 600
 	// approvalRedactSlack is how much of the arguments past what is shown
 	// is redacted with it, so that a secret that begins within the shown
 	// part is found whole (and a huge argument is not scanned whole).
@@ -235,6 +243,13 @@ func (r *Runtime) approvalDetail(ctx context.Context, req ApprovalRequest) Appro
 		Method: clip(visible(req.Method), 16),
 		Host:   clip(visible(r.redact(ctx, p, req.Host, "approval")), maxApprovalHost),
 		Path:   clip(visible(r.redact(ctx, p, req.Path, "approval")), maxApprovalPath),
+	}
+	if req.Reason != "" {
+		d.Reason = clip(visible(r.redact(ctx, p, req.Reason, "approval")), maxApprovalReason)
+		d.URLBytes, d.BodyBytes = max(req.URLBytes, 0), max(req.BodyBytes, 0)
+		if strings.Contains(strings.ToLower(d.Host), "xn--") {
+			d.Reason += " (the host is a name written in another script, shown in its xn-- form: check it is the one you mean)"
+		}
 	}
 	if len(req.Args) == 0 {
 		return d

@@ -54,6 +54,16 @@ type ApprovalDetail struct {
 	Args string
 	// ArgsOmitted is how many bytes of the arguments were cut.
 	ArgsOmitted int
+	// Reason, for a request asked because its turn read untrusted content
+	// (Runtime.Taint), says so and why the request is not let through
+	// ("this conversation read content from tool http_fetch: evil.example;
+	// it goes to evil.example, which is not a trusted host"). Path is then
+	// the whole path and query, values included (they are the data that
+	// would leave), redacted and cut; URLBytes is the whole URL's length
+	// and BodyBytes the body's, in bytes.
+	Reason    string
+	URLBytes  int
+	BodyBytes int
 }
 
 // MaxApprovalArgs bounds, in bytes, the arguments an approval prompt

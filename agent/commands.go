@@ -165,6 +165,13 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 			b.WriteString(" (older messages summarised)")
 		}
 		fmt.Fprintf(&b, ".\nModel: %s (%s).\nTools: %s.\nWaiting messages in this conversation: %d.", r.LLM.Model(), r.LLM.Name(), tools, waiting)
+		if s.Taint != "" {
+			fmt.Fprintf(&b, "\nUntrusted content: this conversation read some (%s), so a tool request that would send data "+
+				"to a host the operator does not trust, or much data anywhere, asks you first. %s starts a clean one.",
+				strings.TrimPrefix(s.Taint, TaintPrefixEarlier), r.hint(q.Key.Principal.Platform, CommandNew))
+		} else {
+			b.WriteString("\nUntrusted content: none read in this conversation.")
+		}
 		if mr, ok := r.Tools.(ToolMemoryReporter); ok {
 			b.WriteString("\n" + toolMemoryStatus(mr.ToolMemory()))
 		}

@@ -171,6 +171,7 @@ type Runtime struct {
 	asks      map[ApprovalID]*asking              // prompts being posted; guarded by mu
 	abandoned map[callRef]bool                    // calls whose approval wait the shutdown ended; guarded by mu
 	previews  map[InboundID]string                // preview messages of the turns being processed; guarded by mu
+	taints    map[TurnID]turnTaint                // taint of the running turns; guarded by mu
 	stopped   bool                                // the intake is closed; guarded by mu
 	limits    Limits
 	// recovering holds, per session, a channel closed once the replies a
@@ -219,6 +220,7 @@ func (r *Runtime) init() {
 		r.previews = make(map[InboundID]string)
 		r.recovering = make(map[SessionKey]chan struct{})
 		r.replyTo = make(map[TurnID]string)
+		r.taints = make(map[TurnID]turnTaint)
 		r.waiters = make(map[ApprovalID][]chan ApprovalState)
 		r.asks = make(map[ApprovalID]*asking)
 		if r.Metrics == nil {

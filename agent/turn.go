@@ -85,10 +85,12 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	r.mu.Lock()
 	r.replyTo[tid] = q.ReplyTo
 	r.mu.Unlock()
+	r.startTaint(ctx, tid, sess)
 	defer func() {
 		r.mu.Lock()
 		delete(r.replyTo, tid)
 		r.mu.Unlock()
+		r.endTaint(tid)
 	}()
 	tctx, cancel := context.WithTimeout(ctx, r.limits.TurnTimeout)
 	defer cancel()
@@ -352,6 +354,11 @@ func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step
 		return res, false
 	}
 	res.Content = r.redact(ctx, q.Key.Principal, res.Content, "tool_output")
+	if res.Taint != "" {
+		// Before the result is recorded: a turn resumed after it was
+		// recorded is tainted by it.
+		r.Taint(ctx, tid, TaintPrefixTool+c.Name+": "+res.Taint)
+	}
 	if err := r.Store.FinishToolCall(context.WithoutCancel(ctx), tid, c.ID, res.Content, res.IsError); err != nil {
 		log.Error().Err(err).Msg("record tool result")
 	}
@@ -393,7 +400,7 @@ func (r *Runtime) checkAndRun(ctx context.Context, q QueuedInbound, tid TurnID, 
 	if !json.Valid([]byte(args)) {
 		return ToolResult{IsError: true, Content: "the arguments are not valid JSON; call the tool again with a JSON object matching its schema"}
 	}
-	res, err := r.Tools.Run(ctx, ToolCall{ID: c.ID, Name: c.Name, Args: json.RawMessage(args), Key: q.Key, Turn: tid})
+	res, err := r.Tools.Run(ctx, ToolCall{ID: c.ID, Name: c.Name, Args: json.RawMessage(args), Key: q.Key, Turn: tid, Taint: r.TurnTaint(tid)})
 	if err != nil {
 		log.Warn().Err(err).Msg("tool call could not run")
 		return ToolResult{IsError: true, Content: "the tool could not be run: " + shortReason(err)}

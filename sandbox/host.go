@@ -2,7 +2,10 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -33,6 +36,7 @@ type host struct {
 	approver Approver
 	logger   zerolog.Logger
 	redactor Redactor
+	taint    *egress.Taint
 }
 
 // callState is the state of one call, reached by the host functions
@@ -44,6 +48,17 @@ type callState struct {
 	key       agent.SessionKey
 	turn      agent.TurnID
 	callID    string
+	// taint is the source of the turn's taint when the call was made
+	// (agent.ToolCall.Taint), "" for an untainted turn.
+	taint string
+	// untrusted is the host of the first untrusted response the call
+	// received: its result taints the turn.
+	untrusted string
+	// refused is set when the owner refused a request of the call that
+	// would have sent data out of a tainted turn: the call's result is
+	// then the refusal alone, whatever the tool made of it (a tool
+	// quoting the URL it was refused would hand the data back).
+	refused bool
 
 	// budget is the call's deadline, paused while a person is asked to
 	// approve a request.
@@ -151,7 +166,31 @@ func (h *host) doHTTP(ctx context.Context, st *callState, in []byte) []byte {
 	}
 	req.Method = strings.ToUpper(req.Method)
 
-	if st.tool.manifest.Approval == ApproveNonGet && req.Method != "GET" && req.Method != "HEAD" {
+	approved := false
+	if st.taint != "" {
+		if why := h.taint.Check(st.tool.policy, req.Method, req.URL, req.Body); why != "" {
+			if st.budget != nil && !st.budget.pause() {
+				return errorResult("network", "the request timed out")
+			}
+			target, path := describeData(req.URL)
+			ok := h.approve(ctx, ApprovalRequest{
+				Tool: st.tool.manifest.Name, Principal: st.principal, Key: st.key, Turn: st.turn, CallID: st.callID,
+				Description: "send data " + digest(req) + ": " + describeMethod(req.Method) + " " + describeURL(req.URL),
+				Method:      describeMethod(req.Method), Host: target, Path: path,
+				Reason:   "this conversation read untrusted content (" + st.taint + "), and " + why,
+				URLBytes: len(req.URL), BodyBytes: len(req.Body),
+			})
+			if st.budget != nil {
+				st.budget.resume()
+			}
+			if !ok {
+				st.refused = true
+				return errorResult("approval", refusedData)
+			}
+			approved = true
+		}
+	}
+	if !approved && st.tool.manifest.Approval == ApproveNonGet && req.Method != "GET" && req.Method != "HEAD" {
 		// The deadline does not run while the person decides.
 		if st.budget != nil && !st.budget.pause() {
 			return errorResult("network", "the request timed out")
@@ -174,6 +213,7 @@ func (h *host) doHTTP(ctx context.Context, st *callState, in []byte) []byte {
 	}
 	resp, err := h.egress.Do(ctx, egress.Caller{
 		Tool: st.tool.manifest.Name, Principal: st.principal, Policy: st.tool.policy,
+		Tainted: st.taint, Approved: approved,
 	}, req)
 	if err != nil {
 		var denied *egress.DeniedError
@@ -191,11 +231,50 @@ func (h *host) doHTTP(ctx context.Context, st *callState, in []byte) []byte {
 	if resp == nil {
 		return errorResult("network", "the request failed")
 	}
+	if st.untrusted == "" {
+		final := cmp.Or(resp.URL, req.URL)
+		if h.taint.Untrusted(st.tool.policy, req.Method, final) {
+			st.untrusted, _ = describeRequest(final)
+			st.untrusted = cmp.Or(st.untrusted, "an unknown host")
+		}
+	}
 	out, err := json.Marshal(resp)
 	if err != nil {
 		return errorResult("network", "the response could not be encoded")
 	}
 	return out
+}
+
+// refusedData is what the model is told of a request its owner refused in
+// a tainted turn: that they refused it, never what it carried.
+const refusedData = "the user refused this request: it would have sent data out of a conversation " +
+	"that read untrusted content. Do not send it another way; tell the user what you wanted to send, and where, and why."
+
+// digest tells apart the requests of one call in their approvals: a short
+// hash of the method, URL and body (which are not shown whole).
+func digest(req egress.Request) string {
+	h := sha256.New()
+	h.Write([]byte(req.Method + "\x00" + req.URL + "\x00" + req.Body))
+	return "#" + hex.EncodeToString(h.Sum(nil)[:4])
+}
+
+// describeData is the host (with its port when the URL names one) and the
+// path of a request's URL with its query, values included: what a request
+// of a tainted turn would send, for its owner to see. Never the user info.
+// Both are "" for a URL that does not parse.
+func describeData(raw string) (host, path string) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "", ""
+	}
+	path = u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	if u.RawQuery != "" {
+		path += "?" + u.RawQuery
+	}
+	return strings.ToLower(u.Host), truncate(path, 1000)
 }
 
 func (h *host) approve(ctx context.Context, req ApprovalRequest) bool {

@@ -70,6 +70,12 @@ type ApprovalRequest struct {
 	// Args are the call's arguments (approval=always only), to show the
 	// user. Never log them.
 	Args json.RawMessage
+	// Reason is set for a request asked because the turn read untrusted
+	// content (agent.ToolCall.Taint): why it is asked. Path then holds the
+	// query's values too (the data that would leave); URLBytes and
+	// BodyBytes are the whole URL's and body's lengths.
+	Reason              string
+	URLBytes, BodyBytes int
 }
 
 // Config configures a Runtime. Only Tools is required.
@@ -117,6 +123,10 @@ type Config struct {
 	Redactor Redactor
 	// Now is the clock of the per-minute rate limits; nil means time.Now.
 	Now func() time.Time
+	// Taint says which requests of a tainted turn (agent.ToolCall.Taint)
+	// need the owner's approval, and which responses taint a turn; give
+	// the broker the same. nil trusts no host.
+	Taint *egress.Taint
 }
 
 // Runtime runs tool calls, each in a fresh WebAssembly instance. It is safe
@@ -241,7 +251,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r := &Runtime{
 		cache:    cache,
 		memPages: uint32(maxMiB * (mib / 65536)),
-		host: &host{egress: cfg.Egress, secrets: cfg.Secrets, approver: cfg.Approver, logger: cfg.Logger,
+		host: &host{egress: cfg.Egress, secrets: cfg.Secrets, approver: cfg.Approver, logger: cfg.Logger, taint: cfg.Taint,
 			redactor: cfg.Redactor},
 		tools:    map[string]*loaded{},
 		poolSize: cfg.PoolSize,
@@ -600,7 +610,7 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 	// Close stops the call: a wait for memory ends, and a guest stops
 	// within a thousand iterations.
 	defer context.AfterFunc(r.ctx, func() { b.cancel(errClosed) })()
-	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID, budget: b}
+	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID, budget: b, taint: call.Taint}
 	cctx = context.WithValue(cctx, callKey{}, st)
 
 	inst, done, err := r.take(cctx, t, p)
@@ -609,7 +619,14 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 	}
 	defer done()
 	defer inst.mod.Close(context.WithoutCancel(ctx))
-	return r.invoke(cctx, t, st, inst, input)
+	res, err := r.invoke(cctx, t, st, inst, input)
+	switch {
+	case st.refused:
+		return agent.ToolResult{Content: refusedData, IsError: true}, nil
+	case err == nil && st.untrusted != "":
+		res.Taint = st.untrusted
+	}
+	return res, err
 }
 
 func (r *Runtime) invoke(ctx context.Context, t *loaded, st *callState, inst *instance, input []byte) (agent.ToolResult, error) {

@@ -11,7 +11,7 @@ import (
 
 const approvalCols = `a.id, a.turn_id, a.call_id, a.tool, a.description, p.platform, p.workspace, p.user,
 	a.channel, a.thread, a.reply_to, a.state, a.created_at, a.expires_at, a.decided_at, a.decided_by,
-	a.method, a.host, a.path, a.args, a.args_omitted, a.message`
+	a.method, a.host, a.path, a.args, a.args_omitted, a.message, a.reason, a.url_bytes, a.body_bytes`
 
 func scanApproval(r rowScanner) (agent.Approval, error) {
 	var (
@@ -23,7 +23,8 @@ func scanApproval(r rowScanner) (agent.Approval, error) {
 		&a.Key.Principal.Platform, &a.Key.Principal.Workspace, &a.Key.Principal.User,
 		&a.Key.Conversation.Channel, &a.Key.Conversation.Thread, &a.ReplyTo, &state,
 		&created, &expires, &decided, &a.DecidedBy,
-		&a.Detail.Method, &a.Detail.Host, &a.Detail.Path, &a.Detail.Args, &a.Detail.ArgsOmitted, &a.Message)
+		&a.Detail.Method, &a.Detail.Host, &a.Detail.Path, &a.Detail.Args, &a.Detail.ArgsOmitted, &a.Message,
+		&a.Detail.Reason, &a.Detail.URLBytes, &a.Detail.BodyBytes)
 	a.State = agent.ApprovalState(state)
 	a.CreatedAt, a.ExpiresAt, a.DecidedAt = fromMS(created), fromMS(expires), fromMS(decided)
 	return a, err
@@ -49,11 +50,12 @@ func (db *DB) CreateApproval(ctx context.Context, a agent.Approval) (agent.Appro
 		}
 		created = true
 		return tx.QueryRowContext(ctx, `INSERT INTO approvals (turn_id, call_id, tool, description, principal_id,
-				channel, thread, reply_to, state, created_at, expires_at, method, host, path, args, args_omitted, message)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+				channel, thread, reply_to, state, created_at, expires_at, method, host, path, args, args_omitted, message,
+				reason, url_bytes, body_bytes)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			a.Turn, a.CallID, a.Tool, a.Description, pid, a.Key.Conversation.Channel, a.Key.Conversation.Thread,
 			a.ReplyTo, db.now(), toMS(a.ExpiresAt), a.Detail.Method, a.Detail.Host, a.Detail.Path, a.Detail.Args,
-			a.Detail.ArgsOmitted, a.Message).Scan(&id)
+			a.Detail.ArgsOmitted, a.Message, a.Detail.Reason, a.Detail.URLBytes, a.Detail.BodyBytes).Scan(&id)
 	})
 	if err != nil {
 		return agent.Approval{}, false, fmt.Errorf("store: create approval: %w", err)

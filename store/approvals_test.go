@@ -22,7 +22,8 @@ func TestApprovalDetailAndMessageSurviveReopen(t *testing.T) {
 	db, path := open(t)
 	q := accept(t, db, inbound("k1", alice))
 	turn, _ := startTurn(t, db, q.ID, &llm.Message{Role: llm.RoleUser, Content: "ship it"})
-	detail := agent.ApprovalDetail{Method: "POST", Host: "api.github.com:8443", Path: "/repos/o/r/issues?state=…", Args: `{"a":1}`, ArgsOmitted: 1234}
+	detail := agent.ApprovalDetail{Method: "POST", Host: "api.github.com:8443", Path: "/repos/o/r/issues?state=…", Args: `{"a":1}`, ArgsOmitted: 1234,
+		Reason: "this conversation read untrusted content", URLBytes: 4321, BodyBytes: 99}
 	a, created, err := db.CreateApproval(ctx, agent.Approval{Turn: turn, CallID: "c1", Tool: "github", Description: "POST https://api.github.com:8443/repos/o/r/issues",
 		Detail: detail, Key: alice, ReplyTo: "r", ExpiresAt: t0.Add(time.Hour)})
 	if err != nil || !created {

@@ -18,7 +18,7 @@ func (db *DB) activeSessionTx(ctx context.Context, tx *wtx, pid int64, s *agent.
 	c := s.Key.Conversation
 	var created int64
 	err := tx.StmtContext(ctx, db.ws.sessionActive).QueryRowContext(ctx, pid, c.Channel, c.Thread).
-		Scan(&s.ID, &s.Summary, &s.SummaryUpTo, &created)
+		Scan(&s.ID, &s.Summary, &s.SummaryUpTo, &created, &s.Taint)
 	if errors.Is(err, sql.ErrNoRows) {
 		return db.newSessionTx(ctx, tx, pid, s, now)
 	}
@@ -33,7 +33,7 @@ func (db *DB) newSessionTx(ctx context.Context, tx *wtx, pid int64, s *agent.Ses
 	if err := tx.StmtContext(ctx, db.ws.sessionAdd).QueryRowContext(ctx, pid, c.Channel, c.Thread, now).Scan(&s.ID); err != nil {
 		return err
 	}
-	s.Summary, s.SummaryUpTo, s.CreatedAt = "", 0, fromMS(now)
+	s.Summary, s.SummaryUpTo, s.CreatedAt, s.Taint = "", 0, fromMS(now), ""
 	return nil
 }
 
@@ -45,7 +45,7 @@ func (db *DB) ActiveSession(ctx context.Context, k agent.SessionKey) (agent.Sess
 	var created int64
 	p, c := k.Principal, k.Conversation
 	err := db.rs.activeSession.QueryRowContext(quick(ctx), p.Platform, p.Workspace, p.User, c.Channel, c.Thread).
-		Scan(&s.ID, &s.Summary, &s.SummaryUpTo, &created)
+		Scan(&s.ID, &s.Summary, &s.SummaryUpTo, &created, &s.Taint)
 	if err == nil {
 		s.CreatedAt = fromMS(created)
 		return s, nil

@@ -165,7 +165,7 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		if turn.Valid {
 			t, s.ID, resumed = agent.TurnID(turn.Int64), agent.SessionID(session.Int64), true
 			var created int64
-			if err := tx.StmtContext(ctx, db.ws.sessionByID).QueryRowContext(ctx, s.ID).Scan(&s.Summary, &s.SummaryUpTo, &created); err != nil {
+			if err := tx.StmtContext(ctx, db.ws.sessionByID).QueryRowContext(ctx, s.ID).Scan(&s.Summary, &s.SummaryUpTo, &created, &s.Taint); err != nil {
 				return err
 			}
 			s.CreatedAt = fromMS(created)
@@ -192,6 +192,35 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		return 0, agent.Session{}, false, fmt.Errorf("store: start turn %d: %w", id, err)
 	}
 	return t, s, resumed, nil
+}
+
+// TaintTurn records that turn t read untrusted content from source, on the
+// turn and on its session, each keeping its first source, in one
+// transaction. An unknown turn is ErrNotFound.
+func (db *DB) TaintTurn(ctx context.Context, t agent.TurnID, source string) error {
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		if _, err := tx.StmtContext(ctx, db.ws.turnTaint).ExecContext(ctx, source, t); err != nil {
+			return err
+		}
+		res, err := tx.StmtContext(ctx, db.ws.sessionTaint).ExecContext(ctx, source, t)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			var exists int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM turns WHERE id = ?`, t).Scan(&exists); err != nil {
+				return err
+			}
+			if exists == 0 {
+				return ErrNotFound
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: taint turn %d: %w", t, err)
+	}
+	return nil
 }
 
 // RecordStep notes model call st.N of turn t and appends st.Messages to

@@ -37,6 +37,8 @@ type writeStmts struct {
 	sessionExists  *sql.Stmt
 	summarySet     *sql.Stmt
 	turnAdd        *sql.Stmt
+	turnTaint      *sql.Stmt
+	sessionTaint   *sql.Stmt
 	turnFinish     *sql.Stmt
 	messageAdd     *sql.Stmt
 	stepPut        *sql.Stmt
@@ -71,9 +73,12 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.inboundFinish, `UPDATE inbound SET state = ? WHERE id = ? AND state IN ('queued', 'running')
 			RETURNING principal_id, channel, thread, reply_to`},
 		{&s.inboundState, `SELECT state FROM inbound WHERE id = ?`},
-		{&s.sessionActive, `SELECT id, summary, summary_upto, created_at FROM sessions
+		{&s.sessionActive, `SELECT id, summary, summary_upto, created_at, taint FROM sessions
 			WHERE principal_id = ? AND channel = ? AND thread = ? AND active = 1`},
-		{&s.sessionByID, `SELECT summary, summary_upto, created_at FROM sessions WHERE id = ?`},
+		{&s.sessionByID, `SELECT summary, summary_upto, created_at, taint FROM sessions WHERE id = ?`},
+		{&s.turnTaint, `UPDATE turns SET taint = ?1 WHERE id = ?2 AND taint = ''`},
+		{&s.sessionTaint, `UPDATE sessions SET taint = ?1
+			WHERE id = (SELECT session_id FROM turns WHERE id = ?2) AND taint = ''`},
 		{&s.sessionAdd, `INSERT INTO sessions (principal_id, channel, thread, active, created_at) VALUES (?, ?, ?, 1, ?) RETURNING id`},
 		{&s.sessionRetire, `UPDATE sessions SET active = 0, retired_at = ?
 			WHERE principal_id = ? AND channel = ? AND thread = ? AND active = 1`},
@@ -149,7 +154,7 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 			WHERE i.dedupe_key = ?`},
 		{&s.pending, `SELECT ` + inboundCols + ` FROM inbound i JOIN principals p ON p.id = i.principal_id
 			WHERE i.state IN ('queued', 'running') ORDER BY i.id`},
-		{&s.activeSession, `SELECT s.id, s.summary, s.summary_upto, s.created_at
+		{&s.activeSession, `SELECT s.id, s.summary, s.summary_upto, s.created_at, s.taint
 			FROM sessions s JOIN principals p ON p.id = s.principal_id
 			WHERE p.platform = ? AND p.workspace = ? AND p.user = ?
 				AND s.channel = ? AND s.thread = ? AND s.active = 1`},

@@ -261,6 +261,12 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (stri
 // approvalText says what p asks, one fact a line.
 func approvalText(p chat.Prompt) string {
 	switch {
+	case p.Request != "" && p.Reason != "":
+		s := fmt.Sprintf("The tool %s wants to send data out:\n  %s\n  The URL is %d bytes long", p.Tool, p.Request, p.URLBytes)
+		if p.BodyBytes > 0 {
+			s += fmt.Sprintf(", with a body of %d bytes (not shown)", p.BodyBytes)
+		}
+		return s + ".\n  Asked because " + p.Reason + ".\n"
 	case p.Request != "":
 		return fmt.Sprintf("The tool %s wants to send this request:\n  %s\n", p.Tool, p.Request)
 	case p.Args != "" || p.ArgsOmitted > 0:

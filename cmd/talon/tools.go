@@ -44,6 +44,7 @@ func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver, ts []
 		return nil, err
 	}
 	sb, err := sandbox.New(ctx, sandbox.Config{
+		Taint:        broker.Taint,
 		Tools:        ts,
 		CacheDir:     a.cfg.CacheDir(),
 		PoolSize:     a.cfg.Sandbox.PoolSize,
@@ -83,9 +84,18 @@ func loadTools(dir, cacheDir string) ([]sandbox.Tool, error) {
 // newBroker builds the egress broker from the configuration, the vault
 // hooks and the env's test seams.
 func (a *app) newBroker() (*egress.Broker, error) {
+	trusted, err := agent.ParseTrustedHosts(a.cfg.Egress.TrustedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("egress.trusted_hosts: %w", err)
+	}
+	taint := &egress.Taint{Trusted: trusted, MaxURLData: a.cfg.Egress.TaintedURLBytes}
+	if taint.MaxURLData == 0 {
+		taint.MaxURLData = -1 // nothing unasked
+	}
 	b := &egress.Broker{
 		Credentials: a.egressCredentials(),
 		Checker:     a.egressChecker(),
+		Taint:       taint,
 	}
 	var errs []error
 	for _, s := range a.cfg.Sandbox.AllowPrivate {
@@ -117,6 +127,7 @@ func (r runtimeApprover) Approve(ctx context.Context, req sandbox.ApprovalReques
 	return r.rt.RequestApproval(ctx, agent.ApprovalRequest{
 		Key: req.Key, Turn: req.Turn, CallID: req.CallID, Tool: req.Tool, Description: req.Description,
 		Method: req.Method, Host: req.Host, Path: req.Path, Args: req.Args,
+		Reason: req.Reason, URLBytes: req.URLBytes, BodyBytes: req.BodyBytes,
 	})
 }
 

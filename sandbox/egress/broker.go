@@ -53,6 +53,9 @@ type Broker struct {
 	Checker LeakChecker
 	// Now is the clock for per-request deadlines; nil means time.Now.
 	Now func() time.Time
+	// Taint guards the requests of tainted callers (Caller.Tainted); nil
+	// trusts no host and bounds the URL's data by DefaultTaintedURLData.
+	Taint *Taint
 
 	// dialAddr replaces the TCP dial in tests, so a test can prove no
 	// connection was attempted; nil means a net.Dialer.
@@ -235,6 +238,18 @@ func (b *Broker) Do(ctx context.Context, c Caller, r Request) (*Response, error)
 		if reason != "" {
 			return nil, &DeniedError{Host: host, Reason: reason}
 		}
+		if c.Tainted != "" && !c.Approved {
+			if why := b.Taint.check(pol, cur.method, t, cur.body); why != "" {
+				reason := "the request needs the user's approval in a conversation that read untrusted content, because " + why
+				if redirect > 0 {
+					// The model may ask for the target itself, which asks
+					// the user; the URL is its own request's doing.
+					reason = "a redirect needs the user's approval in a conversation that read untrusted content, because " + why +
+						"; request " + clipURL(t.u.String(), 500) + " directly so that the user is asked"
+				}
+				return nil, &DeniedError{Host: host, Reason: reason}
+			}
+		}
 		if b.Checker != nil {
 			out := Request{Method: cur.method, URL: t.u.String(), Headers: headerMap(cur.headers), Body: cur.body, Credential: r.Credential}
 			if err := b.Checker.CheckOutbound(ctx, c, out); err != nil {
@@ -332,6 +347,14 @@ func (b *Broker) Do(ctx context.Context, c Caller, r Request) (*Response, error)
 		}
 		return b.readResponse(c, pol, resp, t.u.String(), secrets)
 	}
+}
+
+// clipURL is u cut to at most n bytes, marked "…" when cut.
+func clipURL(u string, n int) string {
+	if len(u) <= n {
+		return u
+	}
+	return u[:n] + "…"
 }
 
 func isRedirect(code int) bool {

@@ -42,6 +42,10 @@ type Rule struct {
 	Methods []string `yaml:"methods" json:"methods,omitempty"`
 	// PathPrefixes allowed; empty means any path.
 	PathPrefixes []string `yaml:"path_prefixes" json:"path_prefixes,omitempty"`
+	// Trusted marks the hosts of this rule trusted (Taint): a turn that
+	// read untrusted content may send them a little data unasked, and
+	// what they answer does not taint a turn. Not allowed with Host "*".
+	Trusted bool `yaml:"trusted" json:"trusted,omitempty"`
 }
 
 // Policy is what one tool may do on the network.
@@ -63,6 +67,14 @@ type Caller struct {
 	Tool      string
 	Principal agent.Principal
 	Policy    *Policy
+	// Tainted is the source of the calling turn's taint (agent.Taint), ""
+	// for a turn that read no untrusted content. The broker then refuses
+	// every hop that Broker.Taint says needs approval, unless Approved.
+	Tainted string
+	// Approved says the owner approved this request, as the sandbox showed
+	// it to them (its first hop): its redirects then go unchecked by the
+	// taint guard (still by the policy and the SSRF rules).
+	Approved bool
 }
 
 // DeniedError is returned when the broker refuses a request. Its message

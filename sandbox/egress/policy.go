@@ -221,8 +221,10 @@ func (r Rule) Validate() error {
 	if s := strings.ToLower(r.Scheme); s != "" && s != "http" && s != "https" {
 		errs = append(errs, fmt.Errorf("rule scheme %q: want http or https", r.Scheme))
 	}
-	if _, err := parseHostPattern(r.Host); err != nil {
+	if hp, err := parseHostPattern(r.Host); err != nil {
 		errs = append(errs, err)
+	} else if hp.any && r.Trusted {
+		errs = append(errs, errors.New(`rule host "*" may not be trusted: name the hosts you trust`))
 	}
 	for _, m := range r.Methods {
 		if !validToken(m) || strings.EqualFold(m, http.MethodConnect) {

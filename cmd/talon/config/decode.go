@@ -65,6 +65,9 @@ func decode(data []byte, getenv func(string) string) (*Config, error) {
 	if len(strict.Sandbox.AllowPrivate) == 0 {
 		strict.Sandbox.AllowPrivate = nil
 	}
+	if len(strict.Egress.TrustedHosts) == 0 {
+		strict.Egress.TrustedHosts = nil
+	}
 	strict.Slack.normalize()
 	strict.Discord.normalize()
 	if errs := strict.validate(w.fromEnv); len(errs) > 0 {

@@ -253,6 +253,16 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "egress trusted hosts",
+			file: "egress:\n  trusted_hosts: [api.github.com, \"*.corp.example\", \"*\", \"https://x.example\", \"exämple.com\"]\n  tainted_url_bytes: 9000\n",
+			want: []string{
+				`egress.trusted_hosts[2]: "*" is not a host name or *.suffix (ASCII, the xn-- form for other scripts, no port or scheme) (line 2)`,
+				`egress.trusted_hosts[3]: "https://x.example" is not a host name or *.suffix (ASCII, the xn-- form for other scripts, no port or scheme) (line 2)`,
+				`egress.trusted_hosts[4]: "exämple.com" is not a host name or *.suffix (ASCII, the xn-- form for other scripts, no port or scheme) (line 2)`,
+				"egress.tainted_url_bytes: must be between 0 and 8192, got 9000 (line 3)",
+			},
+		},
+		{
 			name: "anthropic without key",
 			file: "llm:\n  provider: anthropic\n",
 			want: []string{"llm.api_key: the anthropic provider needs an API key (set ANTHROPIC_API_KEY or llm.api_key)"},

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/talonhq/talon/agent"
 )
 
 // Bounds enforced by Validate.
@@ -18,6 +20,7 @@ const (
 	maxSystemPromptLen = 100_000
 	maxHeaders         = 64
 	maxAllowPrivate    = 256
+	maxTrustedHosts    = 1024
 	maxUserLen         = 64
 )
 
@@ -43,6 +46,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	v.intRange("context.thread_tokens", c.Context.ThreadTokens, 100, 200_000)
 	c.Files.validate(&v)
 	c.Sandbox.validate(&v)
+	c.Egress.validate(&v)
 	if !validUser(c.Terminal.User) {
 		v.add("terminal.user", fmt.Sprintf("must be 1 to %d letters, digits or . _ @ -", maxUserLen))
 	}
@@ -141,6 +145,19 @@ func (s *Sandbox) validate(v *validator) {
 		}
 	}
 	v.duration("sandbox.approval_timeout", s.ApprovalTimeout, 10*time.Second, 24*time.Hour)
+}
+
+func (e *Egress) validate(v *validator) {
+	if len(e.TrustedHosts) > maxTrustedHosts {
+		v.add("egress.trusted_hosts", fmt.Sprintf("at most %d hosts", maxTrustedHosts))
+	}
+	for i, h := range e.TrustedHosts {
+		key := "egress.trusted_hosts[" + strconv.Itoa(i) + "]"
+		if _, err := agent.ParseTrustedHosts([]string{h}); err != nil || strings.TrimSpace(h) == "*" {
+			v.add(key, fmt.Sprintf("%s is not a host name or *.suffix (ASCII, the xn-- form for other scripts, no port or scheme)", v.quote(key, h)))
+		}
+	}
+	v.intRange("egress.tainted_url_bytes", e.TaintedURLBytes, 0, 8192)
 }
 
 // validator collects problems.
