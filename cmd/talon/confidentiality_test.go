@@ -258,13 +258,18 @@ func TestConfidentiality(t *testing.T) {
 		t.Fatalf("vault set: %d %s", res.code, res.stderr)
 	}
 
+	// Each step starts a fresh session (/new): a tool's network result
+	// taints the session, and a tainted session's later requests ask the
+	// user first (TestTaintedTurnsCannotCarryDataOut), which this test of
+	// the vault does not answer.
 	conversation := []string{
-		"use github",
-		"echo auth",
-		"send to evil",
-		"read issue",
+		"use github", "/new",
+		"echo auth", "/new",
+		"send to evil", "/new",
+		"read issue", "/new",
 		"my token is " + pastedToken,         // (5) a pasted token of a known format
 		"and the vault one is " + aliceToken, // (5) a pasted copy of the user's own secret
+		"/new",
 		"use bob",
 	}
 	res := invoke(strings.Join(conversation, "\n")+"\n", "run")
