@@ -156,7 +156,7 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 // given about files that were not read (each naming the file and why).
 // A file that is not read is named to the model too, so that it does not
 // answer as if it had seen it.
-func (r *Runtime) ingest(ctx context.Context, q QueuedInbound) (parts []llm.Part, notes []string) {
+func (r *Runtime) ingest(ctx context.Context, q QueuedInbound) (parts []llm.Part, notes []string, taint string) {
 	l := r.limits.Files
 	r.mu.Lock()
 	ch := r.channels[q.Key.Principal.Platform]
@@ -206,8 +206,13 @@ func (r *Runtime) ingest(ctx context.Context, q QueuedInbound) (parts []llm.Part
 			continue
 		}
 		parts = append(parts, p)
+		if taint == "" {
+			// A file's content is untrusted whoever attached it: it may
+			// have been written to steer the model (agent.Taint).
+			taint = "file " + name
+		}
 	}
-	return parts, notes
+	return parts, notes, taint
 }
 
 // download streams f into the file store, at most limit bytes, within

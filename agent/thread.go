@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -128,26 +129,51 @@ const (
 // withThread returns the question of q's turn: q.Text, after the framed
 // messages of its thread that the session has not seen, when its channel
 // reads threads. A read that fails leaves the question alone (logged).
-func (r *Runtime) withThread(ctx context.Context, q QueuedInbound, log *zerolog.Logger) string {
+// taint names the first shown message written by someone other than the
+// session's owner and the bot ("thread message by Mallory"), "" when there
+// is none: the turn is tainted by it (Runtime.Taint).
+func (r *Runtime) withThread(ctx context.Context, q QueuedInbound, log *zerolog.Logger) (question, taint string) {
+	text, read := r.readThread(ctx, q, log)
+	if read == nil {
+		return text, ""
+	}
+	msgs := read.Messages
+	if read.Referenced != nil {
+		msgs = append([]ThreadMessage{*read.Referenced}, msgs...)
+	}
+	for _, m := range msgs {
+		if !m.Own && !m.Bot {
+			who := oneLine(m.Author, maxThreadAuthor)
+			if who == "" {
+				who = cmp.Or(oneLine(m.AuthorID, maxThreadAuthor), "someone else")
+			}
+			return text, "thread message by " + who
+		}
+	}
+	return text, ""
+}
+
+// readThread is withThread's question, and what was read when it is in it.
+func (r *Runtime) readThread(ctx context.Context, q QueuedInbound, log *zerolog.Logger) (string, *ThreadRead) {
 	if r.limits.ThreadMessages <= 0 {
-		return q.Text
+		return q.Text, nil
 	}
 	r.mu.Lock()
 	reader, ok := r.channels[q.Key.Principal.Platform].(ThreadReader)
 	r.mu.Unlock()
 	cursors, ok2 := r.Store.(ThreadCursors)
 	if !ok || !ok2 {
-		return q.Text
+		return q.Text, nil
 	}
 	sess, err := r.Store.ActiveSession(ctx, q.Key)
 	if err != nil {
 		log.Warn().Err(err).Msg("thread context not read: the session could not be loaded")
-		return q.Text
+		return q.Text, nil
 	}
 	after, err := cursors.ThreadCursor(ctx, sess.ID)
 	if err != nil {
 		log.Warn().Err(err).Msg("thread context not read: its cursor could not be loaded")
-		return q.Text
+		return q.Text, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, threadReadTimeout)
 	read, err := reader.ReadThread(rctx, ThreadRequest{Key: q.Key, DedupeKey: q.DedupeKey, ReplyTo: q.ReplyTo,
@@ -155,7 +181,7 @@ func (r *Runtime) withThread(ctx context.Context, q QueuedInbound, log *zerolog.
 	cancel()
 	if err != nil {
 		log.Warn().Err(err).Msg("thread context not read; the message is answered without it")
-		return threadUnread + q.Text
+		return threadUnread + q.Text, nil
 	}
 	if read.Cursor != "" && read.Cursor != after {
 		// Before the turn starts: it counts once StartTurn has run.
@@ -176,13 +202,13 @@ func (r *Runtime) withThread(ctx context.Context, q QueuedInbound, log *zerolog.
 	}
 	framed := frameThread(q.Key.Principal.Platform, read, r.limits.ThreadMessages, r.limits.ThreadTokens)
 	if framed == "" {
-		return q.Text
+		return q.Text, nil
 	}
 	// Other people's pasted tokens are removed too, before the database
 	// or the model sees them.
 	framed = r.redact(ctx, q.Key.Principal, framed, "thread")
 	log.Debug().Int("thread_messages", len(read.Messages)).Msg("thread context read")
-	return framed + q.Text
+	return framed + q.Text, &read
 }
 
 // Framing of thread context: the model reads other people's messages as

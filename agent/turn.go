@@ -61,14 +61,15 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 
 	user := llm.Message{Role: llm.RoleUser, Content: q.Text}
 	var fileNotes []string
+	var threadTaint, fileTaint string
 	if !q.Running {
 		// The thread's new messages enter with the question (thread.go);
 		// a resumed turn has its question stored already.
-		user.Content = r.withThread(ctx, q, &log)
+		user.Content, threadTaint = r.withThread(ctx, q, &log)
 		if len(q.Files) > 0 {
 			// Downloaded before the turn starts: a crash meanwhile leaves
 			// the message queued, and its files are fetched again.
-			user.Parts, fileNotes = r.ingest(ctx, q)
+			user.Parts, fileNotes, fileTaint = r.ingest(ctx, q)
 		}
 	}
 	tid, sess, resumed, err := r.Store.StartTurn(ctx, q.ID, &user)
@@ -86,6 +87,14 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	r.replyTo[tid] = q.ReplyTo
 	r.mu.Unlock()
 	r.startTaint(ctx, tid, sess)
+	// Before any model call: other people's messages, or a file's
+	// content, are in the question.
+	if threadTaint != "" {
+		r.Taint(ctx, tid, threadTaint)
+	}
+	if fileTaint != "" {
+		r.Taint(ctx, tid, fileTaint)
+	}
 	defer func() {
 		r.mu.Lock()
 		delete(r.replyTo, tid)
