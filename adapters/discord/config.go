@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/talonhq/talon/agent"
 )
 
 // Config configures the adapter. The token is given as a value here; the
@@ -23,6 +25,12 @@ type Config struct {
 	// 4014. Without it the bot still reads DMs and messages that mention
 	// it, but cannot follow threads without a mention.
 	MessageContent bool
+	// TrustedLinks are the hosts (egress.trusted_hosts) whose links in
+	// the bot's messages Discord may embed. A message with any other link
+	// (or none) is sent and edited with SUPPRESS_EMBEDS, so that Discord's
+	// servers fetch no URL a prompt injection put data in. The zero value
+	// embeds nothing.
+	TrustedLinks agent.TrustedHosts
 
 	// AllowDMs lets people talk to the bot in direct messages (default true
 	// in DefaultConfig and in YAML).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/talonhq/talon/adapters/internal/chat"
 	"github.com/talonhq/talon/agent"
 )
 
@@ -75,6 +76,9 @@ type messageSend struct {
 	// again, so a retried send does not double-post.
 	Nonce        string `json:"nonce,omitempty"`
 	EnforceNonce bool   `json:"enforce_nonce,omitempty"`
+	// Flags carries SUPPRESS_EMBEDS for a message with a link to a host
+	// that is not trusted (see Adapter.embeds).
+	Flags discordgo.MessageFlags `json:"flags,omitempty"`
 }
 
 type outgoing struct {
@@ -95,6 +99,7 @@ func (a *Adapter) send(ctx context.Context, channel string, o outgoing, opts ...
 		AllowedMentions: noMentions(),
 		Nonce:           o.nonce,
 		EnforceNonce:    o.nonce != "",
+		Flags:           a.embeds(o.content),
 	}
 	if o.replyTo != "" {
 		f := false
@@ -110,6 +115,16 @@ func (a *Adapter) send(ctx context.Context, channel string, o outgoing, opts ...
 		return nil, fmt.Errorf("discord: post message in %s: decode: %w", channel, err)
 	}
 	return &m, nil
+}
+
+// embeds is the flags of a message with content: SUPPRESS_EMBEDS unless
+// every link in it is to a trusted host (chat.Unfurl), so that Discord's
+// servers fetch no URL a prompt injection put the conversation in.
+func (a *Adapter) embeds(content string) discordgo.MessageFlags {
+	if chat.Unfurl(content, a.cfg.TrustedLinks) {
+		return 0
+	}
+	return discordgo.MessageFlagsSuppressEmbeds
 }
 
 // nonce derives a send's nonce from what it delivers and its part index,
@@ -254,7 +269,7 @@ func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok int
 			continue
 		}
 		m, err := a.isess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
-			Content: content, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral,
+			Content: content, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral | a.embeds(content),
 		}, discordgo.WithContext(ctx))
 		if err != nil {
 			return first, fmt.Errorf("discord: follow-up %d: %w", n, hideToken(err, tok.token))

@@ -165,6 +165,7 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (stri
 	if ref, ok := parseMsgRef(p.Message); ok {
 		_, err := a.sess.ChannelMessageEditComplex(&discordgo.MessageEdit{
 			ID: ref.message, Channel: ref.channel, Content: &text, Components: &comps, AllowedMentions: noMentions(),
+			Flags: a.embeds(text),
 		}, discordgo.WithContext(ctx))
 		if err == nil {
 			return p.Message, nil
@@ -237,6 +238,7 @@ func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, stat
 		comps := approvalButtons(p.ID, true)
 		_, err := a.sess.ChannelMessageEditComplex(&discordgo.MessageEdit{
 			ID: ref.message, Channel: ref.channel, Content: &text, Components: &comps, AllowedMentions: noMentions(),
+			Flags: a.embeds(text),
 		}, discordgo.WithContext(ctx))
 		if err != nil {
 			return fmt.Errorf("discord: show approval %d outcome: %w", p.ID, err)

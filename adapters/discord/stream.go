@@ -97,7 +97,7 @@ func (a *Adapter) preview(text string) string {
 // can ping anyone.
 func (a *Adapter) edit(ctx context.Context, channel, message, content string) error {
 	_, err := a.sess.ChannelMessageEditComplex(&discordgo.MessageEdit{
-		ID: message, Channel: channel, Content: &content, AllowedMentions: noMentions(),
+		ID: message, Channel: channel, Content: &content, AllowedMentions: noMentions(), Flags: a.embeds(content),
 	}, discordgo.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("discord: edit message in %s: %w", channel, err)

@@ -92,7 +92,7 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (stri
 	if err != nil {
 		return "", err
 	}
-	ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
+	ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...), noUnfurl())
 	if err != nil {
 		return "", fmt.Errorf("slack: post approval %d: %w", p.ID, err)
 	}
@@ -102,7 +102,7 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (stri
 // update replaces the text and blocks of ref.
 func (a *Adapter) update(ctx context.Context, ref msgRef, text string, blocks []slack.Block) error {
 	return a.retry429(ctx, func() error {
-		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
+		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...), noUnfurl())
 		return err
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/talonhq/talon/agent"
 )
 
 // Transport modes of Config.Mode.
@@ -52,6 +54,12 @@ type Config struct {
 	// channel whose own workspace is not in AllowedTeams. Off, they are
 	// told once that the assistant serves only its workspace's members.
 	AllowExternalUsers bool
+	// TrustedLinks are the hosts (egress.trusted_hosts) whose links in
+	// the bot's messages Slack may unfurl. A message with any other link
+	// (or none) is posted with unfurl_links and unfurl_media false, so
+	// that Slack's servers fetch no URL a prompt injection put data in.
+	// The zero value unfurls nothing.
+	TrustedLinks agent.TrustedHosts
 
 	// FollowThreads starts a turn for a follow-up in a thread where the
 	// sender already talked to the bot, without a new mention (default true

@@ -105,7 +105,7 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		if _, ok := posted[i]; ok {
 			continue
 		}
-		ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(parts[i], false), partMetadata(r.ID, i))
+		ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(parts[i], false), partMetadata(r.ID, i), a.unfurl(parts[i]))
 		if err != nil {
 			return "", fmt.Errorf("slack: post reply part %d of %d: %w", i+1, len(parts), err)
 		}
@@ -204,7 +204,7 @@ func (a *Adapter) finishStream(ctx context.Context, r agent.Reply, ref msgRef, t
 	}
 	a.streams.Reserve(r.Inbound, a.now())
 	err := a.retry429(ctx, func() error {
-		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false), partMetadata(r.ID, 0))
+		_, _, _, err := a.api.UpdateMessageContext(ctx, ref.channel, ref.ts, slack.MsgOptionText(text, false), partMetadata(r.ID, 0), noUnfurl())
 		return err
 	})
 	var se slack.SlackErrorResponse
@@ -223,6 +223,20 @@ func (a *Adapter) finishStream(ctx context.Context, r agent.Reply, ref msgRef, t
 
 // errNotStreamed: the streamed message could not become the reply.
 var errNotStreamed = errors.New("slack: streamed message not updatable")
+
+// unfurl is the option that lets Slack unfurl a message with text only
+// when every link in it is trusted (chat.Unfurl); otherwise noUnfurl.
+func (a *Adapter) unfurl(text string) slack.MsgOption {
+	if chat.Unfurl(text, a.cfg.TrustedLinks) {
+		return slack.MsgOptionCompose()
+	}
+	return noUnfurl()
+}
+
+// noUnfurl turns off Slack's link and media previews of a message.
+func noUnfurl() slack.MsgOption {
+	return slack.MsgOptionCompose(slack.MsgOptionDisableLinkUnfurl(), slack.MsgOptionDisableMediaUnfurl())
+}
 
 // post sends a message to channel (in thread when set) and returns its ts,
 // waiting first for the channel's pace (see pacer).
@@ -322,7 +336,9 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 			return
 		}
 		a.streams.Reserve(id, now)
-		opts := []slack.MsgOption{slack.MsgOptionText(preview, false), previewMetadata(id)}
+		// A preview never unfurls: the links still to come are unknown,
+		// and its edits become the reply.
+		opts := []slack.MsgOption{slack.MsgOptionText(preview, false), previewMetadata(id), noUnfurl()}
 		if to.Thread != "" {
 			opts = append(opts, slack.MsgOptionTS(to.Thread))
 		}
@@ -341,7 +357,7 @@ func (a *Adapter) Stream(ctx context.Context, id agent.InboundID, _ agent.Sessio
 		return
 	}
 	a.streams.Reserve(id, now)
-	_, _, _, err = a.api.UpdateMessageContext(ctx, st.ref.channel, st.ref.ts, slack.MsgOptionText(preview, false))
+	_, _, _, err = a.api.UpdateMessageContext(ctx, st.ref.channel, st.ref.ts, slack.MsgOptionText(preview, false), noUnfurl())
 	a.afterStreamCall(id, err, now, "updated")
 }
 

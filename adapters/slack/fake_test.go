@@ -49,6 +49,9 @@ type posted struct {
 	// ResponseType is the response_type of a post to a response_url
 	// (Method "response_url").
 	ResponseType string
+	// Unfurl is the post's unfurl_links and unfurl_media, "links/media"
+	// ("/" when neither is set: Slack's defaults, which unfurl).
+	Unfurl string
 }
 
 // slackUser is a user the fake's users.info knows.
@@ -254,7 +257,8 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 			ts = form.Get("ts")
 		}
 		f.msgs = append(f.msgs, posted{Method: method, Channel: form.Get("channel"), Thread: form.Get("thread_ts"), TS: ts,
-			Text: form.Get("text"), Blocks: form.Get("blocks"), User: form.Get("user"), At: at, Metadata: form.Get("metadata")})
+			Text: form.Get("text"), Blocks: form.Get("blocks"), User: form.Get("user"), At: at, Metadata: form.Get("metadata"),
+			Unfurl: form.Get("unfurl_links") + "/" + form.Get("unfurl_media")})
 		f.mu.Unlock()
 		if lost {
 			f.hang(r, form.Get("text"))

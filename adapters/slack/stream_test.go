@@ -90,7 +90,7 @@ func TestStreamDisabledPostsOnce(t *testing.T) {
 	h.fs.waitAcks(t, "e1")
 	h.idle(t)
 	want := []posted{{Method: "chat.postMessage", Channel: "D1", Text: "echo: a b c d e f g h",
-		Metadata: `{"event_type":"talon_reply","event_payload":{"part":0,"reply":1}}`}}
+		Metadata: `{"event_type":"talon_reply","event_payload":{"part":0,"reply":1}}`, Unfurl: "false/false"}}
 	got := outgoing(h.fs)
 	for i := range got {
 		got[i].TS = ""

@@ -11,6 +11,7 @@ import (
 
 	"github.com/talonhq/talon/adapters/discord"
 	"github.com/talonhq/talon/adapters/slack"
+	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/store"
 )
@@ -50,6 +51,7 @@ func (a *app) channels() ([]channel, error) {
 	}
 	if a.cfg.Discord.Enabled {
 		ad := newDiscordAdapter(a.cfg.Discord)
+		ad.Config.TrustedLinks = a.trustedLinks()
 		ad.Runtime, ad.Secrets = a.rt, a.secrets
 		if a.db != nil {
 			ad.Follows = a.db // threads followed survive a restart
@@ -71,6 +73,7 @@ func (a *app) slackAdapter() *slack.Adapter {
 		Secrets: a.secrets,
 		Log:     a.log.With().Str("platform", slack.Platform).Logger(),
 	}
+	ad.Config.TrustedLinks = a.trustedLinks()
 	if a.rt != nil {
 		ad.Runtime = a.rt
 	}
@@ -78,6 +81,17 @@ func (a *app) slackAdapter() *slack.Adapter {
 		ad.Follows = a.db // threads followed survive a restart
 	}
 	return ad
+}
+
+// trustedLinks are the hosts whose links in replies the platforms may
+// unfurl: egress.trusted_hosts (validated when the configuration loaded;
+// nothing is trusted should it not parse).
+func (a *app) trustedLinks() agent.TrustedHosts {
+	th, err := agent.ParseTrustedHosts(a.cfg.Egress.TrustedHosts)
+	if err != nil {
+		return agent.TrustedHosts{}
+	}
+	return th
 }
 
 // slackConfig maps the slack: section onto the adapter's configuration.
