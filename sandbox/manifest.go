@@ -161,6 +161,9 @@ func ParseManifest(file string, data []byte) (*Manifest, error) {
 		if strings.TrimSpace(r.Host) == "" {
 			bad(key+".host", "required")
 		}
+		if r.Trusted && strings.TrimSpace(r.Host) == "*" {
+			bad(key+".trusted", `a rule for host "*" may not be trusted: name the hosts you trust`)
+		}
 		switch r.Scheme {
 		case "", "https", "http":
 		default:

@@ -72,6 +72,7 @@ limits: {deadline: 11m, memory_mib: 0, max_output_bytes: -1, max_http_requests: 
 			"x.yaml: limits.max_output_bytes", "x.yaml: limits.max_http_requests", "x.yaml: limits.per_minute",
 			"x.yaml: limits.max_response_bytes", "x.yaml: limits.max_request_bytes"}},
 		{"empty", "x.yaml", "", []string{"x.yaml: empty manifest"}},
+		{"trusted any host", "x.yaml", "name: x\ndescription: d\nhttp: [{host: \"*\", trusted: true}]\n", []string{"x.yaml: http[0].trusted"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
