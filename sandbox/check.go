@@ -74,21 +74,25 @@ func Check(ctx context.Context, wasm []byte, m *Manifest) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: check: %w", err)
 	}
-	cm, err := prepare(compileContext(ctx), r, a, wasm, memMiB)
+	im, err := instrument(wasm)
+	if err == nil {
+		var cm wazero.CompiledModule
+		if cm, err = prepare(compileContext(ctx), r, a, im, memMiB); err == nil {
+			return cm.Close(ctx)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrLimit) || errors.Is(err, ErrABI) && !errors.Is(err, interrupt.ErrUnsupported) {
 			return err // the typed errors, as they are
 		}
 		return fmt.Errorf("sandbox: check: %w", err)
 	}
-	return cm.Close(ctx)
+	return nil
 }
 
-// prepare is what loading a tool does to its module: check its shape
-// against the sandbox's limits, instrument it, compile it on rt, and check
-// it against the ABI (a) and its memory limit. ctx may stop the
-// compilation between two functions (see compileContext).
-func prepare(ctx context.Context, rt wazero.Runtime, a *abi, wasm []byte, memMiB int) (wazero.CompiledModule, error) {
+// instrument is the first half of what loading a tool does to its module:
+// check its shape against the sandbox's limits and instrument it.
+func instrument(wasm []byte) (*interrupt.Module, error) {
 	im, err := interrupt.Instrument(wasm, interrupt.DefaultLimits())
 	if le := (*interrupt.LimitError)(nil); errors.As(err, &le) {
 		return nil, &LimitError{Function: le.Function, Limit: le.Limit, Got: le.Got, Max: le.Max}
@@ -96,6 +100,13 @@ func prepare(ctx context.Context, rt wazero.Runtime, a *abi, wasm []byte, memMiB
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrABI, err)
 	}
+	return im, nil
+}
+
+// prepare is the second half: compile the instrumented module im on rt,
+// and check it against the ABI (a) and its memory limit. ctx may stop the
+// compilation between two functions (see compileContext).
+func prepare(ctx context.Context, rt wazero.Runtime, a *abi, im *interrupt.Module, memMiB int) (wazero.CompiledModule, error) {
 	cm, err := compileModule(ctx, rt, im.Wasm)
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)

@@ -89,8 +89,10 @@ type Config struct {
 	// of seconds per tool on a cold cache, and a broken module fails its
 	// calls (ErrLoad) and drops out of Tools.
 	Eager bool
-	// CacheDir holds compiled code across restarts. Empty means an
-	// in-memory cache (every start compiles).
+	// CacheDir holds instrumented modules and compiled code across
+	// restarts, each verified before use (see diskCache). Empty, or a
+	// directory Talon cannot write (a warning is logged), means an
+	// in-memory cache: every start instruments and compiles.
 	CacheDir string
 	// PoolSize is the number of pre-initialised instances kept per tool
 	// once the tool has been used. Zero (or negative) means no pool:
@@ -137,7 +139,8 @@ type Config struct {
 // an idle gateway holds neither them nor any module's binary.
 type Runtime struct {
 	cache    wazero.CompilationCache
-	memPages uint32 // the runtime's memory limit, in 64 KiB pages
+	disk     *diskCache // nil without a usable CacheDir
+	memPages uint32     // the runtime's memory limit, in 64 KiB pages
 	host     *host
 	tools    map[string]*loaded // read-only after New
 	names    []string           // enabled tools, sorted
@@ -155,7 +158,10 @@ type Runtime struct {
 	pools  map[string]*pool // guarded by mu
 	closed bool             // guarded by mu
 
-	instances atomic.Int64 // instances made so far
+	instances    atomic.Int64 // instances made so far
+	instrumented atomic.Int64 // modules instrumented (not found in the disk cache)
+	compiled     atomic.Int64 // modules compiled (not found in the disk cache)
+	loadedN      atomic.Int64 // tools loaded and ready for calls
 
 	engMu  sync.Mutex
 	eng    *engine // guarded by engMu; nil until the first compilation
@@ -229,7 +235,11 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cache wazero.CompilationCache
 		err   error
 	)
+	var disk *diskCache
 	if cfg.CacheDir != "" {
+		disk = openDiskCache(cfg.CacheDir, cfg.Logger)
+	}
+	if disk != nil {
 		if cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
 			return nil, fmt.Errorf("sandbox: compilation cache: %w", err)
 		}
@@ -250,6 +260,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	}
 	r := &Runtime{
 		cache:    cache,
+		disk:     disk,
 		memPages: uint32(maxMiB * (mib / 65536)),
 		host: &host{egress: cfg.Egress, secrets: cfg.Secrets, approver: cfg.Approver, logger: cfg.Logger, taint: cfg.Taint,
 			redactor: cfg.Redactor},
@@ -314,6 +325,43 @@ func (r *Runtime) Load(ctx context.Context, name string) error {
 	return nil
 }
 
+// WarmAfter loads in the background, one after the other, once ready is
+// closed, the enabled tools that an earlier process over the same cache
+// directory loaded, as their first calls would (see Load): their first
+// calls after a restart then find them ready, loaded from the verified
+// cache. Tools never used stay unloaded until their first use, so an idle
+// gateway holds no module it does not need. It returns at once; Close stops
+// the warming. A call that comes first waits for the same load.
+func (r *Runtime) WarmAfter(ready <-chan struct{}) {
+	if r.disk == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		select {
+		case <-ready:
+		case <-r.ctx.Done():
+			return
+		}
+		used := r.disk.used()
+		for _, n := range r.names {
+			if r.ctx.Err() != nil {
+				return
+			}
+			if used[n] {
+				_, _ = r.module(r.ctx, r.tools[n]) // a failure is logged by load, and kept
+			}
+		}
+	}()
+}
+
 // errClosed is returned for work asked of a closed Runtime.
 var errClosed = errors.New("sandbox: runtime closed")
 
@@ -374,6 +422,10 @@ func (r *Runtime) load(t *loaded) {
 	}
 	t.compiled = cm
 	t.tool.Wasm = nil // compiled; the binary is no longer needed
+	r.loadedN.Add(1)
+	if r.disk != nil {
+		r.disk.markUsed(t.manifest.Name)
+	}
 }
 
 // engine returns the wazero runtime, building it on first use: the
@@ -440,7 +492,26 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 	if err != nil {
 		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
-	cm, err := prepare(compileContext(ctx), eng.rt, eng.abi, wasm, m.Limits.MemoryMiB)
+	var im *interrupt.Module
+	if r.disk != nil {
+		r.disk.verify()
+		im = r.disk.instrumented(wasm)
+	}
+	if im == nil {
+		if im, err = instrument(wasm); err != nil {
+			return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+		}
+		r.instrumented.Add(1)
+		if r.disk != nil {
+			r.disk.keepInstrumented(wasm, im)
+		}
+	}
+	cm, err := prepare(compileContext(ctx), eng.rt, eng.abi, im, m.Limits.MemoryMiB)
+	if r.disk != nil {
+		r.compiled.Add(int64(r.disk.record()))
+	} else if err == nil {
+		r.compiled.Add(1)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
@@ -508,6 +579,11 @@ type Stats struct {
 	MemoryWaiting  int
 	MemoryWaits    int64
 	MemoryWaitTime time.Duration
+	// Instrumented and Compiled are the modules this Runtime instrumented
+	// and compiled: those it did not find in the cache directory.
+	Instrumented, Compiled int64
+	// Loaded is the number of tools loaded and ready for calls.
+	Loaded int64
 }
 
 // Stats returns what r has made.
@@ -517,7 +593,8 @@ func (r *Runtime) Stats() Stats {
 	defer r.mu.Unlock()
 	st := Stats{Instances: r.instances.Load(), Pools: len(r.pools),
 		Memory: q.used, MemoryPeak: q.peak, MemoryLimit: q.limit,
-		MemoryWaiting: q.waiting, MemoryWaits: q.waits, MemoryWaitTime: q.waitTotal}
+		MemoryWaiting: q.waiting, MemoryWaits: q.waits, MemoryWaitTime: q.waitTotal,
+		Instrumented: r.instrumented.Load(), Compiled: r.compiled.Load(), Loaded: r.loadedN.Load()}
 	for _, p := range r.pools {
 		st.Pooled += len(p.ch)
 	}

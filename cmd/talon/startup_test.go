@@ -113,6 +113,28 @@ func BenchmarkStartToReady(b *testing.B) {
 	}
 }
 
+// BenchmarkStartToReadyUsedTools is BenchmarkStartToReady over a data
+// directory where html_text was used: each start then loads it again in the
+// background once ready, which must not delay ready.
+func BenchmarkStartToReadyUsedTools(b *testing.B) {
+	srv := llmtest.NewServer(b, llmtest.Echo())
+	dataDir := filepath.Join(b.TempDir(), "data")
+	addr := loopbackAddr(b)
+	cfg := startupConfig(b, dataDir, srv.URL, addr)
+	var out, errOut bytes.Buffer
+	if code := (env{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut, getenv: testEnv(nil)}).main(context.Background(),
+		[]string{"tool", "run", "--config", cfg, "html_text", "--args", `{"html":"<p>x</p>"}`}); code != 0 {
+		b.Fatalf("tool run: exit %d: %s", code, errOut.String())
+	}
+	startRun(b, cfg, addr)()
+	for b.Loop() {
+		stop := startRun(b, cfg, addr)
+		b.StopTimer()
+		stop()
+		b.StartTimer()
+	}
+}
+
 // BenchmarkChatOneLine is `printf 'hi\n' | talon chat` in-process, against a
 // fake model that answers at once: start, one streamed turn, shutdown.
 func BenchmarkChatOneLine(b *testing.B) {
@@ -276,5 +298,46 @@ func TestIdleSessionsHoldLittleMemory(t *testing.T) {
 	heap, _ := idleSessionsGrowth(t, users, 50)
 	if perSession := heap / users; perSession > 3000 {
 		t.Errorf("heap grew by %d bytes a session over %d idle sessions, want ≤ 3000", perSession, users)
+	}
+}
+
+// After a restart, the tools an earlier process used are loaded in the
+// background once the gateway is ready, from the compilation cache: not
+// instrumented nor compiled again; the others stay unloaded.
+func TestRestartWarmsUsedToolsFromCache(t *testing.T) {
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	dataDir := filepath.Join(t.TempDir(), "data")
+	addr := loopbackAddr(t)
+	cfg := startupConfig(t, dataDir, srv.URL, addr)
+	if res := runMain(t, env{}, "tool", "run", "--config", cfg, "html_text", "--args", `{"html":"<p>body</p>"}`); res.code != 0 {
+		t.Fatalf("tool run: exit %d: %s", res.code, res.stderr)
+	}
+	stop := startRun(t, cfg, addr)
+	defer stop()
+	metric := func(body, name string) string {
+		for _, l := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	var body string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if body = string(b); metric(body, "talon_sandbox_tools_loaded") == "1" {
+			break
+		}
+	}
+	for name, want := range map[string]string{"talon_sandbox_tools_loaded": "1",
+		"talon_sandbox_modules_instrumented_total": "0", "talon_sandbox_modules_compiled_total": "0"} {
+		if got := metric(body, name); got != want {
+			t.Errorf("%s = %q, want %s", name, got, want)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/agent"
@@ -28,12 +29,32 @@ import (
 
 // openTools builds the sandbox for ts (as loadTools found them) and the
 // egress broker, and sets a.rt.Tools. Approvals go to the runtime, which
-// persists them and asks the session's channel. Tools are read, compiled
-// and pooled on first use, so start-up stays fast and an idle gateway
-// small.
+// persists them and asks the session's channel. Nothing is compiled before
+// the runtime is ready, so start-up stays fast; then the enabled tools are
+// loaded in the background (from the verified compilation cache after a
+// restart), so that their first calls do not pay for it. Pools fill on
+// first use.
 func (a *app) openTools(ctx context.Context, ts []sandbox.Tool) error {
-	_, err := a.startSandbox(ctx, runtimeApprover{rt: a.rt}, ts)
-	return err
+	sb, err := a.startSandbox(ctx, runtimeApprover{rt: a.rt}, ts)
+	if err != nil {
+		return err
+	}
+	sb.WarmAfter(a.rt.Ready())
+	stat := func(f func(sandbox.Stats) int64) func() float64 {
+		return func() float64 { return float64(f(sb.Stats())) }
+	}
+	a.metrics.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "talon_sandbox_tools_loaded",
+			Help: "Tools compiled and ready for calls (loaded in the background after start-up, or by a first call)."},
+			stat(func(s sandbox.Stats) int64 { return s.Loaded })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "talon_sandbox_modules_instrumented_total",
+			Help: "Tool modules instrumented since start, i.e. not found in the compilation cache."},
+			stat(func(s sandbox.Stats) int64 { return s.Instrumented })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "talon_sandbox_modules_compiled_total",
+			Help: "Tool modules compiled since start, i.e. not found in the compilation cache."},
+			stat(func(s sandbox.Stats) int64 { return s.Compiled })),
+	)
+	return nil
 }
 
 // startSandbox builds the egress broker and the sandbox for ts with

@@ -121,3 +121,9 @@ func (l Limits) check(fn int64, s shape) error {
 	}
 	return nil
 }
+
+// Version identifies what Instrument makes of a module. Bump it whenever
+// the output for the same input can change (new instrumentation, another
+// encoding): modules instrumented by another version are not reused from
+// a cache.
+const Version = 1
