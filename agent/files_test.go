@@ -338,3 +338,42 @@ func TestSweptImage(t *testing.T) {
 		t.Errorf("first message = %q, want a note for the swept image", first.Content)
 	}
 }
+
+// A turn interrupted by a restart after its files were read resumes with
+// them, from the file store: the model gets the image and the file's text
+// again, and nothing is downloaded a second time.
+func TestResumedTurnKeepsFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "talon.db")
+	fd := &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}
+	img := pngBytes(t, 12, 10)
+	asked := make(chan struct{}, 1)
+	srv1 := llmtest.NewServer(t, func(llmtest.Request) llmtest.Response {
+		asked <- struct{}{}
+		return llmtest.Response{Hang: true} // outlasts the grace
+	})
+	ch1 := newFileChannel()
+	h1 := startHarnessCh(t, path, srv1, ch1, func(rt *agent.Runtime) { rt.Files = fd })
+	ch1.serve("src/a.png", img)
+	ch1.serve("src/b.csv", []byte("k,v\nx,1\n"))
+	if _, err := h1.rt.Accept(context.Background(), agent.Inbound{DedupeKey: "resume-1", Key: key("u1"), Text: "look",
+		Files: []agent.File{{ID: "A", Name: "a.png", Size: int64(len(img)), Source: "src/a.png"}, {ID: "B", Name: "b.csv", Size: 8, Source: "src/b.csv"}}}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, asked, "the model call")
+	h1.stop()
+
+	ch2 := newFileChannel()
+	srv2 := llmtest.NewServer(t, llmtest.Text("resumed"))
+	h2 := startHarnessCh(t, path, srv2, ch2, func(rt *agent.Runtime) { rt.Files = fd })
+	h2.idle()
+	if got := h2.ch.texts(); len(got) != 1 || got[0] != "resumed" {
+		t.Fatalf("replies after the restart = %q", got)
+	}
+	m := lastUser(t, srv2.Requests())
+	if len(m.Parts) != 1 || !bytes.Equal(m.Parts[0].Data, img) || !strings.Contains(m.Content, "x,1") {
+		t.Errorf("the resumed turn lost its files: %q, %d images", m.Content, len(m.Parts))
+	}
+	if n := ch1.downloads("src/a.png") + ch2.downloads("src/a.png"); n != 1 {
+		t.Errorf("the image was downloaded %d times, want once", n)
+	}
+}
