@@ -107,9 +107,10 @@ type ThreadReader interface {
 // ThreadCursors is a Store that remembers how far each session has read
 // its thread. *store.DB implements it.
 type ThreadCursors interface {
-	// ThreadCursor returns the cursor of the latest started turn of
-	// session s that recorded one, "" when none did.
-	ThreadCursor(ctx context.Context, s SessionID) (string, error)
+	// ThreadCursor returns the cursor of the latest started turn of k's
+	// active session that recorded one, "" when none did (a session /new
+	// started reads its thread afresh).
+	ThreadCursor(ctx context.Context, k SessionKey) (string, error)
 	// SetThreadCursor records cursor for inbound id before its turn
 	// starts. It counts once the turn has started (StartTurn): a read whose
 	// turn never started is read again.
@@ -165,12 +166,7 @@ func (r *Runtime) readThread(ctx context.Context, q QueuedInbound, log *zerolog.
 	if !ok || !ok2 {
 		return q.Text, nil
 	}
-	sess, err := r.Store.ActiveSession(ctx, q.Key)
-	if err != nil {
-		log.Warn().Err(err).Msg("thread context not read: the session could not be loaded")
-		return q.Text, nil
-	}
-	after, err := cursors.ThreadCursor(ctx, sess.ID)
+	after, err := cursors.ThreadCursor(ctx, q.Key)
 	if err != nil {
 		log.Warn().Err(err).Msg("thread context not read: its cursor could not be loaded")
 		return q.Text, nil

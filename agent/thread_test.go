@@ -291,3 +291,51 @@ func TestThreadFraming(t *testing.T) {
 		}
 	}
 }
+
+// A turn interrupted after it started (the process stopped during the
+// model call) resumes with the thread context it read, without reading
+// the thread again; the next turn reads after that turn's message.
+func TestThreadContextResumedTurn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "talon.db")
+	release := make(chan struct{})
+	var calls sync.Mutex
+	n := 0
+	srv := llmtest.NewServer(t, func(req llmtest.Request) llmtest.Response {
+		calls.Lock()
+		n++
+		first := n == 1
+		calls.Unlock()
+		if first {
+			<-release // the process stops meanwhile
+		}
+		return llmtest.Response{Text: "ok"}
+	})
+	ch := &threadChannel{}
+	ch.post(people(1, 10)...)
+	h := startHarnessCh(t, path, srv, ch, nil)
+	h.sendAt("0011", "summarise")
+	waitFor(t, func() bool { return len(srv.Requests()) == 1 })
+	h.stop()
+	close(release)
+	first := srv.Requests()[0].LastUserText()
+
+	ch.post(people(12, 2)...)
+	h = startHarnessCh(t, path, srv, ch, nil)
+	h.idle()
+	if got := ch.requests(); len(got) != 1 {
+		t.Fatalf("thread reads = %d, want 1: the resumed turn reads nothing again", len(got))
+	}
+	reqs := srv.Requests()
+	if got := reqs[len(reqs)-1].LastUserText(); got != first {
+		t.Errorf("the resumed turn's question differs from the first attempt's:\n%s\nwant:\n%s", got, first)
+	}
+	h.sendAt("0014", "more?")
+	h.idle()
+	if got := ch.requests(); len(got) != 2 || got[1].After != "0011" {
+		t.Fatalf("the next read is after %q, want after 0011", got[len(got)-1].After)
+	}
+	reqs = srv.Requests()
+	if q := reqs[len(reqs)-1].LastUserText(); !strings.Contains(q, "> thread line 12\n") || strings.Contains(q, "> thread line 10\n") {
+		t.Errorf("the next turn's question:\n%s", q)
+	}
+}

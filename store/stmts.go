@@ -144,6 +144,7 @@ type readStmts struct {
 	pendingViews  *sql.Stmt
 	toolResults   *sql.Stmt
 	following     *sql.Stmt
+	threadCursor  *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -181,6 +182,14 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 			WHERE turn_id = ? AND state = 'finished'`},
 		{&s.following, `SELECT count(*) FROM followed_threads
 			WHERE platform = ? AND workspace = ? AND channel = ? AND thread = ? AND user = ? AND active_at >= ?`},
+		// The active session by sessions_active_key, its turns newest first
+		// by turns_session (whose entries end with the rowid), each inbound
+		// by its key.
+		{&s.threadCursor, `SELECT i.thread_cursor FROM turns t JOIN inbound i ON i.id = t.inbound_id
+			WHERE t.session_id = (SELECT s.id FROM sessions s JOIN principals p ON p.id = s.principal_id
+				WHERE p.platform = ? AND p.workspace = ? AND p.user = ? AND s.channel = ? AND s.thread = ? AND s.active = 1)
+				AND i.thread_cursor != ''
+			ORDER BY t.id DESC LIMIT 1`},
 	})
 }
 

@@ -27,11 +27,15 @@ func (db *DB) SetThreadCursor(ctx context.Context, id agent.InboundID, cursor st
 }
 
 // ThreadCursor returns the thread cursor of the latest started turn of
-// session s that recorded one, "" when none did.
-func (db *DB) ThreadCursor(ctx context.Context, s agent.SessionID) (string, error) {
+// k's active session that recorded one, "" when none did (or k has no
+// session yet). It only reads.
+func (db *DB) ThreadCursor(ctx context.Context, k agent.SessionKey) (string, error) {
 	var cursor string
-	err := db.r.QueryRowContext(ctx, `SELECT i.thread_cursor FROM turns t JOIN inbound i ON i.id = t.inbound_id
-		WHERE t.session_id = ? AND i.thread_cursor != '' ORDER BY t.id DESC LIMIT 1`, s).Scan(&cursor)
+	p, c := k.Principal, k.Conversation
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("store: thread cursor: %w", err)
+	}
+	err := db.rs.threadCursor.QueryRowContext(quick(ctx), p.Platform, p.Workspace, p.User, c.Channel, c.Thread).Scan(&cursor)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

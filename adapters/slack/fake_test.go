@@ -60,7 +60,7 @@ type slackUser struct{ name, team, enterprise string }
 // fakeSlack speaks Slack's Web API and Socket Mode WebSocket protocol on
 // 127.0.0.1, for the real slack-go client.
 type fakeSlack struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *httptest.Server
 	out  chan []byte   // envelopes to send over the socket
 	done chan struct{} // closed at cleanup: ends socket handlers
@@ -107,7 +107,7 @@ type fakeSlack struct {
 
 const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
 
-func newFakeSlack(t *testing.T) *fakeSlack {
+func newFakeSlack(t testing.TB) *fakeSlack {
 	f := &fakeSlack{t: t, out: make(chan []byte, 100), done: make(chan struct{}), acks: map[string]json.RawMessage{}, hung: make(chan string, 4),
 		scopes: "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,groups:history,im:history,im:write,mpim:history,users:read"}
 	mux := http.NewServeMux()
@@ -743,9 +743,12 @@ type harnessOptions struct {
 	follows bool
 	// grace is the runtime's shutdown grace; 0: the default.
 	grace time.Duration
+	// threadMessages is the runtime's Limits.ThreadMessages (negative:
+	// no thread is read); 0: the default.
+	threadMessages int
 }
 
-func startHarness(t *testing.T, o harnessOptions) *harness {
+func startHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	fs := o.fs
@@ -769,7 +772,7 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log, Limits: agent.Limits{ShutdownGrace: o.grace},
+	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log, Limits: agent.Limits{ShutdownGrace: o.grace, ThreadMessages: o.threadMessages},
 		Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}}}
 	cfg := DefaultConfig()
 	cfg.Mode = o.mode
@@ -809,7 +812,7 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 }
 
 // idle waits until every accepted message is answered and delivered.
-func (h *harness) idle(t *testing.T) {
+func (h *harness) idle(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,10 @@ type fakeSlackAPI struct {
 	// but its answer never comes; hung then gets its text. Guarded by mu.
 	lost string
 	hung chan string
+	// thread are messages people wrote, each as Slack sends it plus
+	// "channel": conversations.replies serves them with the bot's.
+	// Guarded by mu.
+	thread []map[string]any
 }
 
 func newFakeSlackAPI(t *testing.T) *fakeSlackAPI {
@@ -123,6 +128,12 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 			}
 			msgs = append(msgs, m)
 		}
+		for _, m := range f.thread {
+			if m["channel"] == form.Get("channel") && (m["thread_ts"] == form.Get("ts") || m["ts"] == form.Get("ts")) {
+				msgs = append(msgs, m)
+			}
+		}
+		sort.Slice(msgs, func(i, j int) bool { return msgs[i]["ts"].(string) < msgs[j]["ts"].(string) })
 		answer = map[string]any{"ok": true, "messages": msgs, "has_more": false}
 	case "chat.update":
 		f.updates = append(f.updates, form)
