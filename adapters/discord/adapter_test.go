@@ -74,6 +74,8 @@ type options struct {
 	// maxTold bounds the people remembered as told a refusal (0: the
 	// adapter's default).
 	maxTold int
+	// redactor is the runtime's leak detector; nil: none.
+	redactor agent.Redactor
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
@@ -114,7 +116,7 @@ func run(t *testing.T, o options) *env {
 		t.Fatal(err)
 	}
 	rt := &agent.Runtime{Store: db, LLM: provider, Log: zerolog.Nop(), Secrets: o.secrets,
-		Limits: agent.Limits{ShutdownGrace: 50 * time.Millisecond}, Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}}
+		Limits: agent.Limits{ShutdownGrace: 50 * time.Millisecond}, Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}, Redactor: o.redactor}
 	cfg := DefaultConfig()
 	cfg.Token = "test-token"
 	cfg.AllowedGuilds = []string{guildID}

@@ -1,6 +1,7 @@
 package discord
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -159,7 +160,13 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		}
 		to = replyTo{channel: r.Key.Conversation.Channel}
 	}
-	parts := splitMessage(r.Text, a.cfg.MaxMessageChars)
+	text, files := r.Text, []chat.File(nil)
+	if to.interaction == "" {
+		// An interaction's answer is split whole: its follow-ups are
+		// ephemeral, and a file there would outlive the answer.
+		text, files = chat.Outsized(r.Text, a.cfg.MaxMessageChars, chat.Runes, chat.MaxParts, fileprefix(r.ID))
+	}
+	parts := splitMessage(text, a.cfg.MaxMessageChars)
 	if len(parts) == 0 {
 		parts = []string{"(empty reply)"}
 	}
@@ -230,8 +237,52 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		posted[i] = m.ID
 		record(ctx, r, i, m.ID)
 	}
+	for k, f := range files {
+		n := len(parts) + k
+		if _, ok := posted[n]; ok {
+			continue
+		}
+		m, err := a.sendFile(ctx, channel, f, nonce("r", int64(r.ID), n))
+		if err != nil {
+			return "", fmt.Errorf("discord: deliver reply %d file %d/%d: %w", r.ID, k+1, len(files), err)
+		}
+		posted[n] = m.ID
+		record(ctx, r, n, m.ID)
+	}
 	a.streams.Drop(r.Inbound)
 	return posted[0], nil
+}
+
+// fileprefix names the files of reply id: talon-r<id>-1.go, …
+func fileprefix(id agent.ReplyID) string {
+	return "talon-r" + strconv.FormatInt(int64(id), 10)
+}
+
+// sendFile posts f as the attachment of a message without text (a
+// multipart create-message request, the JSON body in payload_json), with
+// the nonce Discord enforces: a retry after a crash, within the nonce
+// window, returns the message already posted instead of a second one.
+// Embeds are suppressed when the file names a host that is not trusted,
+// as for text (Discord does not embed a text file's links, so this only
+// keeps to the rule).
+func (a *Adapter) sendFile(ctx context.Context, channel string, f chat.File, nonce string) (*discordgo.Message, error) {
+	body := messageSend{AllowedMentions: noMentions(), Nonce: nonce, EnforceNonce: true, Flags: a.embeds(string(f.Content))}
+	ctype, payload, err := discordgo.MultipartBodyWithJSON(body, []*discordgo.File{{
+		Name: f.Name, ContentType: "text/plain; charset=utf-8", Reader: bytes.NewReader(f.Content),
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("discord: attach %s: %w", f.Name, err)
+	}
+	endpoint := discordgo.EndpointChannelMessages(channel)
+	raw, err := a.sess.RequestRaw("POST", endpoint, ctype, payload, endpoint, 0, discordgo.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("discord: post file %s in %s: %w", f.Name, channel, err)
+	}
+	var m discordgo.Message
+	if err := discordgo.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("discord: post file %s in %s: decode: %w", f.Name, channel, err)
+	}
+	return &m, nil
 }
 
 // record tells the runtime that part n of r is posted as message id.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -107,6 +109,45 @@ type post struct {
 	path    string
 	body    map[string]any
 	id      string
+	// files are the attachments of a multipart create-message request.
+	files []upload
+}
+
+// upload is a file attached to a created message.
+type upload struct {
+	name, contentType string
+	data              []byte
+}
+
+// multipartBody reads a multipart create-message request as Discord does:
+// the JSON body from payload_json, the files from files[n] parts.
+func multipartBody(r *http.Request, raw []byte) (body map[string]any, files []upload, err error) {
+	_, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, nil, err
+	}
+	mr := multipart.NewReader(bytes.NewReader(raw), params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return body, files, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		data, err := io.ReadAll(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		switch name := p.FormName(); {
+		case name == "payload_json":
+			if err := json.Unmarshal(data, &body); err != nil {
+				return nil, nil, err
+			}
+		case strings.HasPrefix(name, "files["):
+			files = append(files, upload{name: p.FileName(), contentType: p.Header.Get("Content-Type"), data: data})
+		}
+	}
 }
 
 type callback struct {
@@ -388,8 +429,17 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 401, map[string]any{"message": "401: Unauthorized", "code": 0})
 		return
 	}
-	var body map[string]any
-	if len(raw) > 0 {
+	var (
+		body  map[string]any
+		files []upload
+	)
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+		var err error
+		if body, files, err = multipartBody(r, raw); err != nil {
+			writeJSON(w, 400, map[string]any{"message": "Invalid Form Body", "code": 50035})
+			return
+		}
+	} else if len(raw) > 0 {
 		_ = json.Unmarshal(raw, &body)
 	}
 	path := strings.TrimPrefix(r.URL.Path, "/api/v9/")
@@ -466,10 +516,18 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		id := f.snowflake()
-		f.posts = append(f.posts, post{channel: ch, path: path, body: body, id: id})
 		content, _ := body["content"].(string)
+		if content == "" && len(files) == 0 {
+			writeJSON(w, 400, map[string]any{"message": "Cannot send an empty message", "code": 50006})
+			return
+		}
+		f.posts = append(f.posts, post{channel: ch, path: path, body: body, id: id, files: files})
 		f.writes = append(f.writes, "POST "+ch+" "+content)
-		writeJSON(w, 200, msg{ID: id, ChannelID: ch, Content: content, Author: user{ID: f.botID, Bot: true}})
+		m := msg{ID: id, ChannelID: ch, Content: content, Author: user{ID: f.botID, Bot: true}}
+		for i, fl := range files {
+			m.Attachments = append(m.Attachments, attachment{ID: id + strconv.Itoa(i), Filename: fl.name, ContentType: fl.contentType, Size: len(fl.data)})
+		}
+		writeJSON(w, 200, m)
 	case route == "POST channels" && len(parts) == 5 && parts[2] == "messages" && parts[4] == "threads":
 		// A thread started on a message gets the message's id.
 		if f.threadErr != 0 {

@@ -1,6 +1,7 @@
 package slack
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,10 +62,12 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	parts := a.split(toMrkdwn(r.Text))
 	if to.Ephemeral != "" {
-		return a.deliverEphemeral(ctx, r, to, parts)
+		// An ephemeral message carries no file: the reply is split whole.
+		return a.deliverEphemeral(ctx, r, to, a.split(toMrkdwn(r.Text)))
 	}
+	text, files := chat.Outsized(r.Text, a.cfg.MaxMessageChars, chat.Bytes, chat.MaxParts, fileprefix(r.ID))
+	parts := a.split(toMrkdwn(text))
 
 	posted := map[int]string{} // part → ts, of the parts posted
 	preview := ""              // the ts of the message that showed the answer while it streamed
@@ -80,10 +83,14 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		preview = st.ref.ts
 		st.mu.Unlock()
 	}
-	if r.Resumed && len(posted) < len(parts) {
-		found, pv := a.findPosted(ctx, to, r)
+	if r.Resumed && len(posted) < len(parts)+len(files) {
+		names := map[string]int{}
+		for k, f := range files {
+			names[f.Name] = len(parts) + k
+		}
+		found, pv := a.findPosted(ctx, to, r, names)
 		for n, ts := range found {
-			if _, ok := posted[n]; !ok && n < len(parts) {
+			if _, ok := posted[n]; !ok && n < len(parts)+len(files) {
 				posted[n] = ts
 				record(ctx, r, n, ts)
 			}
@@ -112,8 +119,106 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		posted[i] = ts
 		record(ctx, r, i, ts)
 	}
+	for k, f := range files {
+		n := len(parts) + k
+		if _, ok := posted[n]; ok {
+			continue
+		}
+		id, err := a.upload(ctx, to, f)
+		if errors.Is(err, errNoFilesWrite) {
+			// The app was installed without files:write: say so where
+			// the file would be, rather than fail the whole reply.
+			a.Log.Warn().Str("channel_id", to.Channel).Msg("slack: the app lacks the files:write scope; a reply's file was not sent (add the scope, see the manifest, and reinstall the app)")
+			id, err = a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(escape(fmt.Sprintf(
+				"I could not attach %s: this Slack app lacks the files:write scope (an admin can add it and reinstall the app).", f.Name)), false),
+				partMetadata(r.ID, n), noUnfurl())
+		}
+		if err != nil {
+			return "", fmt.Errorf("slack: upload file %d of %d of the reply: %w", k+1, len(files), err)
+		}
+		posted[n] = id
+		record(ctx, r, n, id)
+	}
 	a.streams.Drop(r.Inbound)
 	return posted[0], nil
+}
+
+// fileprefix names the files of reply id: talon-r<id>-1.go, … The reply's
+// id in the name lets a resumed delivery find a file it uploaded but did
+// not record (see findPosted).
+func fileprefix(id agent.ReplyID) string {
+	return fmt.Sprintf("talon-r%d", id)
+}
+
+// upload shares f in to's conversation (in its thread) with Slack's
+// external upload: files.getUploadURLExternal, the bytes posted to the URL
+// it returns, and files.completeUploadExternal, which shares the file as a
+// message of the bot. It returns the file's id. A file's contents are
+// never unfurled by Slack, whatever links they hold. The upload is paced
+// with the channel's messages; a 429 is retried once after Retry-After.
+// Only completeUploadExternal makes the file visible: a failure before it
+// leaves an unshared upload that Slack discards, and the delivery's retry
+// uploads anew.
+func (a *Adapter) upload(ctx context.Context, to replyTo, f chat.File) (string, error) {
+	wait, _ := a.pace.Reserve(to.Channel, a.now(), false)
+	if !a.sleep(ctx, wait) {
+		return "", ctx.Err()
+	}
+	var u *slack.GetUploadURLExternalResponse
+	err := a.retry429(ctx, func() error {
+		var err error
+		u, err = a.api.GetUploadURLExternalContext(ctx, slack.GetUploadURLExternalParameters{
+			FileName: f.Name, FileSize: len(f.Content), SnippetType: snippetType(f),
+		})
+		return err
+	})
+	var se slack.SlackErrorResponse
+	if errors.As(err, &se) && (se.Err == "missing_scope" || se.Err == "no_permission") {
+		return "", errNoFilesWrite
+	}
+	if err != nil {
+		return "", fmt.Errorf("files.getUploadURLExternal: %w", err)
+	}
+	err = a.api.UploadToURL(ctx, slack.UploadToURLParameters{UploadURL: u.UploadURL, Filename: f.Name, Reader: bytes.NewReader(f.Content)})
+	if err != nil {
+		return "", fmt.Errorf("upload %s: %w", f.Name, uploadErr(err))
+	}
+	var done *slack.CompleteUploadExternalResponse
+	err = a.retry429(ctx, func() error {
+		var err error
+		done, err = a.api.CompleteUploadExternalContext(ctx, slack.CompleteUploadExternalParameters{
+			Files: []slack.FileSummary{{ID: u.FileID, Title: f.Name}}, Channel: to.Channel, ThreadTimestamp: to.Thread,
+		})
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("files.completeUploadExternal: %w", err)
+	}
+	if len(done.Files) == 1 && done.Files[0].ID != "" {
+		return done.Files[0].ID, nil
+	}
+	return u.FileID, nil
+}
+
+// errNoFilesWrite: Slack refused an upload for a missing scope.
+var errNoFilesWrite = errors.New("slack: the app lacks the files:write scope")
+
+// uploadErr keeps the upload URL (a capability) out of an error.
+func uploadErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+// snippetType is the syntax Slack highlights a code file with ("" lets it
+// guess from the name).
+func snippetType(f chat.File) string {
+	if f.Table {
+		return "markdown"
+	}
+	return ""
 }
 
 // record tells the runtime that part n of r is posted as ts.

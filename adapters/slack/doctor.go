@@ -43,6 +43,7 @@ var scopeUses = map[string]string{
 	"chat:write":        "no reply can be posted",
 	"commands":          "/talon does not work",
 	"files:read":        "files people attach are not read",
+	"files:write":       "a long code block or table of a reply cannot be sent as a file: a note says so instead",
 	"groups:history":    "threads in private channels are not read before answering; no follow-ups without a mention there",
 	"im:history":        "DMs are not received, and threads in them not read",
 	"im:write":          "the bot cannot open a DM",

@@ -103,18 +103,135 @@ type fakeSlack struct {
 	historyDenied bool
 	// files serves the files of message events (files_test.go).
 	files fakeFiles
+	// uploads are the files uploaded with files.getUploadURLExternal, by
+	// id; uploadFail makes the next files.completeUploadExternal fail with
+	// that error; completeLost carries out the next one but never answers
+	// (the process dies before it hears back). Guarded by mu.
+	uploads      map[string]*fakeUpload
+	uploadOrder  []string
+	uploadFail   string
+	completeLost bool
+}
+
+// fakeUpload is a file uploaded to the fake Slack.
+type fakeUpload struct {
+	ID, Name, Title string
+	Length          int    // the length announced to files.getUploadURLExternal
+	Content         []byte // the bytes posted to the upload URL
+	Auth            string // the Authorization header of that post
+	Channel, Thread string // where files.completeUploadExternal shared it
+	Shared          bool
+	SharedTS        string // the ts of the message that shares it
+	Completions     int
+	SnippetType     string
+}
+
+// sharedFiles returns the files shared so far, in upload order.
+func (f *fakeSlack) sharedFiles() []fakeUpload {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []fakeUpload
+	for _, id := range f.uploadOrder {
+		if u := f.uploads[id]; u.Shared {
+			out = append(out, *u)
+		}
+	}
+	return out
+}
+
+// serveUpload takes the bytes of an external upload (a multipart form with
+// the file in "file", as slack-go posts them).
+func (f *fakeSlack) serveUpload(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimPrefix(r.URL.Path, "/upload/")
+	file, _, err := r.FormFile("file")
+	if err != nil {
+		http.Error(w, "no file", http.StatusBadRequest)
+		return
+	}
+	data, _ := io.ReadAll(file)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u := f.uploads[id]
+	if u == nil || len(data) != u.Length {
+		http.Error(w, "bad upload", http.StatusBadRequest)
+		return
+	}
+	u.Content, u.Auth = data, r.Header.Get("Authorization")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("OK - " + strconv.Itoa(len(data))))
+}
+
+// serveUploadAPI answers files.getUploadURLExternal and
+// files.completeUploadExternal; a completed upload becomes a message of
+// the bot sharing the file in its channel (and thread).
+func (f *fakeSlack) serveUploadAPI(w http.ResponseWriter, r *http.Request, method string, form url.Values) {
+	f.mu.Lock()
+	if f.uploads == nil {
+		f.uploads = map[string]*fakeUpload{}
+	}
+	if method == "files.getUploadURLExternal" {
+		if !strings.Contains(f.scopes, "files:write") {
+			f.mu.Unlock()
+			f.writeJSON(w, map[string]any{"ok": false, "error": "missing_scope", "needed": "files:write"})
+			return
+		}
+		n, err := strconv.Atoi(form.Get("length"))
+		if err != nil || n <= 0 || form.Get("filename") == "" {
+			f.mu.Unlock()
+			f.writeJSON(w, map[string]any{"ok": false, "error": "invalid_arguments"})
+			return
+		}
+		id := fmt.Sprintf("F%03d", len(f.uploadOrder)+1)
+		f.uploads[id] = &fakeUpload{ID: id, Name: form.Get("filename"), Length: n, SnippetType: form.Get("snippet_type")}
+		f.uploadOrder = append(f.uploadOrder, id)
+		f.mu.Unlock()
+		f.writeJSON(w, map[string]any{"ok": true, "upload_url": f.srv.URL + "/upload/" + id, "file_id": id})
+		return
+	}
+	if e := f.uploadFail; e != "" {
+		f.uploadFail = ""
+		f.mu.Unlock()
+		f.writeJSON(w, map[string]any{"ok": false, "error": e})
+		return
+	}
+	var files []struct{ ID, Title string }
+	_ = json.Unmarshal([]byte(form.Get("files")), &files)
+	var out []map[string]any
+	for _, fl := range files {
+		u := f.uploads[fl.ID]
+		if u == nil || u.Content == nil {
+			f.mu.Unlock()
+			f.writeJSON(w, map[string]any{"ok": false, "error": "file_not_found"})
+			return
+		}
+		u.Completions++
+		u.Title, u.Channel, u.Thread, u.Shared = fl.Title, form.Get("channel_id"), form.Get("thread_ts"), true
+		f.ts++
+		u.SharedTS = fmt.Sprintf("%d.%06d", time.Now().Unix(), f.ts)
+		f.msgs = append(f.msgs, posted{Method: method, Channel: u.Channel, Thread: u.Thread, TS: u.SharedTS, Text: u.Name})
+		out = append(out, map[string]any{"id": u.ID, "title": u.Title})
+	}
+	lost := f.completeLost
+	f.completeLost = false
+	f.mu.Unlock()
+	if lost {
+		f.hang(r, "files.completeUploadExternal")
+		return
+	}
+	f.writeJSON(w, map[string]any{"ok": true, "files": out})
 }
 
 const disconnectMsg = `{"type":"disconnect","reason":"refresh_requested","debug_info":{"host":"fake"}}`
 
 func newFakeSlack(t testing.TB) *fakeSlack {
 	f := &fakeSlack{t: t, out: make(chan []byte, 100), done: make(chan struct{}), acks: map[string]json.RawMessage{}, hung: make(chan string, 4),
-		scopes: "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,groups:history,im:history,im:write,mpim:history,users:read"}
+		scopes: "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,files:write,groups:history,im:history,im:write,mpim:history,users:read"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/", f.serveAPI)
 	mux.HandleFunc("/ws", f.serveWS)
 	mux.HandleFunc("/respond/", f.serveRespond)
 	mux.HandleFunc("/files/", f.files.serve)
+	mux.HandleFunc("/upload/", f.serveUpload)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		close(f.done)
@@ -291,6 +408,8 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 		}
 		res["messages"] = msgs
 		f.writeJSON(w, res)
+	case "files.getUploadURLExternal", "files.completeUploadExternal":
+		f.serveUploadAPI(w, r, method, form)
 	case "views.open":
 		f.mu.Lock()
 		f.views = append(f.views, string(body))
@@ -332,7 +451,7 @@ func (f *fakeSlack) history(form url.Values, replies bool) []map[string]any {
 	var order []string
 	for i, m := range f.msgs {
 		switch m.Method {
-		case "chat.postMessage":
+		case "chat.postMessage", "files.completeUploadExternal":
 			byTS[m.TS] = &message{posted: m, index: i}
 			order = append(order, m.TS)
 		case "chat.update":
@@ -356,6 +475,15 @@ func (f *fakeSlack) history(form url.Values, replies bool) []map[string]any {
 			continue
 		}
 		msg := map[string]any{"type": "message", "user": botUser, "bot_id": botID, "text": m.Text, "ts": ts}
+		if m.Method == "files.completeUploadExternal" {
+			// A file share: its text is empty, the file named in files.
+			msg["text"], msg["files"] = "", []map[string]any{{"id": "", "name": m.Text}}
+			for _, u := range f.uploads {
+				if u.SharedTS == ts {
+					msg["files"] = []map[string]any{{"id": u.ID, "name": u.Name, "title": u.Title}}
+				}
+			}
+		}
 		if m.Thread != "" {
 			msg["thread_ts"] = m.Thread
 		}
@@ -746,6 +874,8 @@ type harnessOptions struct {
 	// threadMessages is the runtime's Limits.ThreadMessages (negative:
 	// no thread is read); 0: the default.
 	threadMessages int
+	// redactor is the runtime's leak detector; nil: none.
+	redactor agent.Redactor
 }
 
 func startHarness(t testing.TB, o harnessOptions) *harness {
@@ -773,7 +903,7 @@ func startHarness(t testing.TB, o harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log, Limits: agent.Limits{ShutdownGrace: o.grace, ThreadMessages: o.threadMessages},
-		Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}}}
+		Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}, Redactor: o.redactor}}
 	cfg := DefaultConfig()
 	cfg.Mode = o.mode
 	cfg.BotToken = "xoxb-test-bot-token"

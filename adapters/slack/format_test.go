@@ -173,7 +173,7 @@ func TestCheck(t *testing.T) {
 	if err == nil {
 		t.Error("missing scopes were not an error")
 	}
-	want := []string{"assistant:write", "channels:history", "channels:read", "commands", "files:read", "groups:history", "im:write", "mpim:history", "users:read"}
+	want := []string{"assistant:write", "channels:history", "channels:read", "commands", "files:read", "files:write", "groups:history", "im:write", "mpim:history", "users:read"}
 	if strings.Join(rep.Missing, ",") != strings.Join(want, ",") || !rep.SocketMode || rep.BotUserID != botUser {
 		t.Errorf("report = %+v", rep)
 	}
@@ -185,7 +185,7 @@ func TestCheck(t *testing.T) {
 		}
 	}
 	fs.mu.Lock()
-	fs.scopes = "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,groups:history,im:history,im:write,mpim:history,users:read"
+	fs.scopes = "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,files:write,groups:history,im:history,im:write,mpim:history,users:read"
 	fs.mu.Unlock()
 	if rep, err := ad.Check(context.Background()); err != nil || len(rep.Missing) != 0 {
 		t.Errorf("full scopes: %+v, %v", rep, err)

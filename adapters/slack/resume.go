@@ -44,11 +44,15 @@ func previewMetadata(id agent.InboundID) slack.MsgOption {
 // findPosted looks in r's thread (or, for a reply outside a thread, in its
 // channel) since r was persisted for the bot's messages whose metadata
 // names r: the parts found, by number, and the message that previewed its
-// answer, if any. Reading needs the conversation's history scope
+// answer, if any. A file of r (files: name → part number) is found by its
+// name, which holds r's id, in the bot's messages that share files: the
+// part found is the file's id. Slack shares an uploaded file
+// asynchronously, so a file completed just before a crash may not show yet
+// and is then uploaded again. Reading needs the conversation's history scope
 // (channels:history, groups:history, im:history, mpim:history); when Slack
 // refuses, nothing is found and the delivery goes on (a part posted but
 // not recorded is then posted again).
-func (a *Adapter) findPosted(ctx context.Context, to replyTo, r agent.Reply) (parts map[int]string, preview string) {
+func (a *Adapter) findPosted(ctx context.Context, to replyTo, r agent.Reply, files map[string]int) (parts map[int]string, preview string) {
 	parts = map[int]string{}
 	oldest := ""
 	if !r.CreatedAt.IsZero() {
@@ -84,6 +88,14 @@ func (a *Adapter) findPosted(ctx context.Context, to replyTo, r agent.Reply) (pa
 			return parts, preview
 		}
 		for _, m := range msgs {
+			if bot.known && m.BotID != bot.bot && m.User != bot.user {
+				continue
+			}
+			for _, f := range m.Files {
+				if n, ok := files[f.Name]; ok && f.ID != "" {
+					parts[n] = f.ID
+				}
+			}
 			if m.Metadata.EventType != metaType || (bot.known && m.BotID != bot.bot && m.User != bot.user) {
 				continue
 			}
