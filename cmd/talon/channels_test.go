@@ -65,6 +65,12 @@ type fakeSlackAPI struct {
 	// "channel": conversations.replies serves them with the bot's.
 	// Guarded by mu.
 	thread []map[string]any
+	// files: what /files/NAME serves (url_private). unfurl, when set,
+	// is called with the text of each chat.postMessage and chat.update
+	// that Slack would unfurl (unfurl_links or unfurl_media not "false"),
+	// as Slack's servers would fetch its links. Guarded by mu.
+	files  map[string]string
+	unfurl func(text string)
 }
 
 func newFakeSlackAPI(t *testing.T) *fakeSlackAPI {
@@ -94,6 +100,15 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.mu.Unlock()
+	if name, ok := strings.CutPrefix(r.URL.Path, "/files/"); ok {
+		w.Header().Set("Content-Type", "text/csv")
+		fmt.Fprint(w, f.files[name])
+		return
+	}
+	if m := strings.TrimPrefix(r.URL.Path, "/api/"); f.unfurl != nil && (m == "chat.postMessage" || m == "chat.update") &&
+		(form.Get("unfurl_links") != "false" || form.Get("unfurl_media") != "false") {
+		f.unfurl(form.Get("text")) // before the post is answered, so a test need not wait for it
+	}
 	f.methods = append(f.methods, strings.TrimPrefix(r.URL.Path, "/api/"))
 	tok := form.Get("token")
 	if tok == "" {

@@ -54,11 +54,18 @@ func startRun(tb testing.TB, cfg, addr string) (stop func()) {
 // startRunEnv is startRun with an environment and a writer for the logs.
 func startRunEnv(tb testing.TB, cfg, addr string, getenv func(string) string, stderr io.Writer) (stop func()) {
 	tb.Helper()
+	return startRunEnvWith(tb, cfg, addr, env{getenv: getenv}, stderr)
+}
+
+// startRunEnvWith is startRunEnv with e's seams (resolver, roots) too.
+func startRunEnvWith(tb testing.TB, cfg, addr string, e env, stderr io.Writer) (stop func()) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stdinR, stdinW := io.Pipe()
 	done := make(chan int, 1)
+	e.stdin, e.stdout, e.stderr = stdinR, io.Discard, stderr
 	go func() {
-		done <- env{stdin: stdinR, stdout: io.Discard, stderr: stderr, getenv: getenv}.main(ctx, []string{"run", "--config", cfg})
+		done <- e.main(ctx, []string{"run", "--config", cfg})
 	}()
 	stop = func() {
 		cancel()

@@ -130,14 +130,16 @@ func slicesContains(ss []string, s string) bool {
 func obedientModel(t *testing.T) *llmtest.Server {
 	do := regexp.MustCompile(`DO: (\w+) ([A-Z]+) ([^\s"\\]+)(?: BODY ([^\s"\\]+))?`)
 	direct := regexp.MustCompile(`request (https://[^\s"\\]+) directly`)
+	remember := regexp.MustCompile(`remember: [A-Za-z0-9-]+`)
+	reply := regexp.MustCompile(`REPLY: (.+)`)
 	return llmtest.NewServer(t, func(req llmtest.Request) llmtest.Response {
 		if strings.HasPrefix(req.System, "You maintain the") {
 			return llmtest.Response{Text: "a summary"}
 		}
 		var private string
 		for _, m := range req.Messages {
-			if m.Role == llm.RoleUser && strings.HasPrefix(m.Content, "remember: ") {
-				private = m.Content
+			if p := remember.FindString(m.Content); m.Role == llm.RoleUser && p != "" {
+				private = p
 			}
 		}
 		fill := strings.NewReplacer("{DATA}", url.PathEscape(private), "{ESC}", url.QueryEscape(private),
@@ -166,6 +168,18 @@ func obedientModel(t *testing.T) *llmtest.Server {
 		}
 		if u, ok := strings.CutPrefix(last.Content, "fetch "); ok {
 			return callTool("http_fetch", "GET", u, "")
+		}
+		// An instruction in what the user's message brought along (a
+		// thread message, a file).
+		text := last.Content
+		for _, p := range last.Parts {
+			text += "\n" + p.Text
+		}
+		if m := do.FindStringSubmatch(text); m != nil {
+			return callTool(m[1], m[2], fill.Replace(m[3]), fill.Replace(m[4]))
+		}
+		if m := reply.FindStringSubmatch(text); m != nil {
+			return llmtest.Response{Text: fill.Replace(m[1])}
 		}
 		return llmtest.Response{Text: "ok"}
 	})
