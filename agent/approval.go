@@ -247,7 +247,9 @@ func (r *Runtime) approvalDetail(ctx context.Context, req ApprovalRequest) Appro
 	if req.Reason != "" {
 		d.Reason = clip(visible(r.redact(ctx, p, req.Reason, "approval")), maxApprovalReason)
 		d.URLBytes, d.BodyBytes = max(req.URLBytes, 0), max(req.BodyBytes, 0)
-		if strings.Contains(strings.ToLower(d.Host), "xn--") {
+		if !isASCII(d.Host) {
+			d.Reason += " (the host is not written in ASCII: it is not the host it may look like)"
+		} else if strings.Contains(strings.ToLower(d.Host), "xn--") {
 			d.Reason += " (the host is a name written in another script, shown in its xn-- form: check it is the one you mean)"
 		}
 	}
@@ -263,6 +265,16 @@ func (r *Runtime) approvalDetail(ctx context.Context, req ApprovalRequest) Appro
 	d.Args = cut(shown, MaxApprovalArgs)
 	d.ArgsOmitted = len(shown) - len(d.Args) + len(args) - len(head)
 	return d
+}
+
+// isASCII reports whether s is plain ASCII.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // compactArgs is raw as compact JSON, with every control, format (such as

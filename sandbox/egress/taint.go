@@ -38,12 +38,14 @@ func (g *Taint) maxURLData() int {
 // Check returns why a request of a tainted turn, by a tool with policy pol,
 // needs its owner's approval: its host is not trusted, its path and query
 // are longer than the bound, or it has a body. It returns "" when it may
-// go unasked. A URL that does not parse needs approval (the broker refuses
-// it anyway).
+// go unasked. A URL the broker cannot send (malformed, not http(s), a host
+// not in ASCII such as a look-alike "аpple.com") needs no approval: the
+// broker refuses it, and asking would only show the person a deceptive
+// destination.
 func (g *Taint) Check(pol *Policy, method, rawURL, body string) string {
 	t, _, err := parseTarget(rawURL)
 	if err != nil {
-		return "the URL could not be checked"
+		return ""
 	}
 	return g.check(pol, method, t, body)
 }
