@@ -25,10 +25,15 @@ import (
 // Sources of untrusted content, and where they mark the turn:
 //   - tool results from the network: the sandbox sets ToolResult.Taint,
 //     the runtime marks the turn when it records the result (runTool);
-//   - thread or channel messages not written by the turn's owner, files,
-//     MCP results, memory written by others: whatever adds them to the
-//     model's context calls Runtime.Taint with the turn's id and a source,
-//     before the model call that reads them.
+//   - thread messages not written by the turn's owner or the bot
+//     (withThread) and attached files (ingest): the turn is marked right
+//     after it starts, before its first model call (Runtime.turn);
+//   - any later source (MCP results, memory written by others, channel
+//     history): whatever adds the content to the model's context calls
+//     Runtime.Taint with the turn's id and a source, before the model call
+//     that reads it. A source known before the turn starts is kept and
+//     passed to Taint once StartTurn has given the turn its id, as the
+//     thread and files are.
 //
 // A session stays tainted once one of its turns is (its history, or the
 // summary of it, keeps the content): every later turn starts tainted with
