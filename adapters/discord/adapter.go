@@ -135,6 +135,11 @@ type Adapter struct {
 	interactions map[string]interactionToken // deferred /talon commands, by interaction id; guarded by mu
 	threads      map[string]*threadStart     // threads to start, by message id; guarded by mu
 	threadOrder  []string                    // keys of threads, oldest first; guarded by mu
+	// refs: message id → the id of the message it replies to ("" for
+	// none), for the messages accepted by this process, so that reading a
+	// thread (history.go) asks Discord only for what it needs. Guarded by
+	// mu.
+	refs map[string]string
 
 	follows  *follow.Set           // threads followed for a user; Follows behind it
 	streams  *chat.Streams[stream] // answers being streamed; Interval set by setup
@@ -195,6 +200,7 @@ func (a *Adapter) init() {
 		a.refusals = chat.NewRefusals(chat.RefusalLimits{People: a.maxTold, Every: refusalEvery, Channels: maxRefusalChannels})
 		a.interactions = make(map[string]interactionToken)
 		a.threads = make(map[string]*threadStart)
+		a.refs = make(map[string]string)
 		a.streams = &chat.Streams[stream]{}
 		a.guildsReady = make(chan struct{})
 		close(a.guildsReady)

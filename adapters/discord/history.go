@@ -61,11 +61,22 @@ func (a *Adapter) ReadThread(ctx context.Context, req agent.ThreadRequest) (agen
 		}
 	}
 	if trigger == nil {
-		// The message itself says what it replies to.
-		trigger, err = a.sess.ChannelMessage(to.channel, id, discordgo.WithContext(ctx))
-		if err != nil {
-			a.Log.Warn().Err(err).Str("channel_id", to.channel).Str("message_id", id).Msg("discord: could not read the message to see what it replies to")
-			trigger = nil
+		a.mu.Lock()
+		ref, known := a.refs[id]
+		a.mu.Unlock()
+		switch {
+		case known && ref == "":
+			// Not a reply (seen when it arrived): nothing more to read.
+		case known:
+			trigger = &discordgo.Message{ID: id, MessageReference: &discordgo.MessageReference{MessageID: ref, ChannelID: to.channel}}
+		default:
+			// Accepted before a restart: the message itself says what it
+			// replies to.
+			trigger, err = a.sess.ChannelMessage(to.channel, id, discordgo.WithContext(ctx))
+			if err != nil {
+				a.Log.Warn().Err(err).Str("channel_id", to.channel).Str("message_id", id).Msg("discord: could not read the message to see what it replies to")
+				trigger = nil
+			}
 		}
 	}
 	if trigger != nil && trigger.MessageReference != nil && trigger.MessageReference.MessageID != "" {
@@ -90,6 +101,29 @@ func (a *Adapter) ReadThread(ctx context.Context, req agent.ThreadRequest) (agen
 		read.Messages = append(read.Messages, threadMessage(m, req.Key.Principal.User, bot))
 	}
 	return read, nil
+}
+
+// maxRefs bounds the replies remembered (refs); past it they are
+// forgotten, and a thread read asks Discord instead.
+const maxRefs = 10000
+
+// noteReference remembers what m replies to, for ReadThread: a reply in
+// the same channel, or "" for none (a forward from another channel is
+// named by its channel and refused there).
+func (a *Adapter) noteReference(m *discordgo.Message) {
+	ref := ""
+	if r := m.MessageReference; r != nil && r.MessageID != "" {
+		if r.ChannelID != "" && r.ChannelID != m.ChannelID {
+			return // not known here: ReadThread reads the message and says why it is not followed
+		}
+		ref = r.MessageID
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.refs == nil || len(a.refs) >= maxRefs {
+		a.refs = make(map[string]string)
+	}
+	a.refs[m.ID] = ref
 }
 
 // history reads channel's messages after after ("" for all) and before

@@ -159,12 +159,22 @@ func TestThreadHistoryReplyAndRefusal(t *testing.T) {
 		}
 	}
 
+	// A mention that replies to nothing costs no read: the adapter saw
+	// it arrive.
+	e.f.dispatch("MESSAGE_CREATE", inGuild("952", channelID, "7", "<@100> plain", true))
+	e.replies(3)
+	for _, r := range e.f.reads() {
+		if strings.Contains(r, "952") {
+			t.Errorf("a message that replies to nothing was read back: %s", r)
+		}
+	}
+
 	e.f.mu.Lock()
 	e.f.historyDenied = map[string]bool{threadID: true}
 	e.f.mu.Unlock()
 	in := inGuild("960", threadID, "7", "<@100> hello", true)
 	e.f.dispatch("MESSAGE_CREATE", in)
-	e.replies(3)
+	e.replies(4)
 	reqs = e.llm.Requests()
 	if q := reqs[len(reqs)-1].LastUserText(); !strings.HasSuffix(q, "hello") || !strings.Contains(q, "could not be read") {
 		t.Errorf("a refused read: question %q, want the message with a note", q)

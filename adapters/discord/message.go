@@ -130,6 +130,7 @@ func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot s
 		// as soon as the message is accepted.
 		a.planThread(m.ChannelID, m.ID, text)
 	}
+	a.noteReference(m)
 	if _, err := a.Runtime.Accept(ctx, in); err != nil {
 		if errors.Is(err, agent.ErrDuplicate) {
 			log.Debug().Bool("backfilled", backfilled).Msg("discord: duplicate message dropped")
