@@ -1,6 +1,7 @@
 package main
 
 import (
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"io/fs"
@@ -17,7 +18,8 @@ const module = "github.com/talonhq/talon"
 // allowedImports lists, for each package of ours (by path prefix, most
 // specific first), which packages of ours it may import. This is the
 // direction of DESIGN.md: cmd → everything; adapters, store, sandbox →
-// agent's vocabulary; agent → agent/llm; store also → vault (it stores the
+// agent's vocabulary; mcp → agent's vocabulary and sandbox/egress (its only
+// way to the network); agent → agent/llm; store also → vault (it stores the
 // vault's sealed entries, in the vault's types); vault → vault/leak (its
 // service redacts with the detector); vault/leak → nothing.
 var allowedImports = []struct {
@@ -39,6 +41,7 @@ var allowedImports = []struct {
 	{"sandbox/egress", []string{"agent"}},
 	{"sandbox/internal/interrupt", nil},
 	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress", "sandbox/internal/interrupt"}},
+	{"mcp", []string{"agent", "agent/llm", "sandbox/egress"}},
 	{"vault/leak", nil},
 	{"vault", []string{"vault/leak"}},
 }
@@ -142,5 +145,39 @@ func TestEveryPackageHasDoc(t *testing.T) {
 		if !documented {
 			t.Errorf("package %s has no package comment saying what it owns (add a doc.go)", pkg)
 		}
+	}
+}
+
+// TestMCPReachesTheNetworkOnlyThroughEgress: the mcp package builds no
+// transport or dialer of its own and uses no default client; its only way
+// out is the broker's RoundTripper (DESIGN.md, Phase 2).
+func TestMCPReachesTheNetworkOnlyThroughEgress(t *testing.T) {
+	_, pkgs := ourPackages(t)
+	files := pkgs["mcp"]
+	if len(files) == 0 {
+		t.Fatal("no mcp package found")
+	}
+	forbidden := map[string]bool{
+		"http.DefaultClient": true, "http.DefaultTransport": true, "http.Transport": true,
+		"http.Get": true, "http.Post": true, "http.Head": true, "http.PostForm": true,
+		"net.Dial": true, "net.DialTimeout": true, "net.Dialer": true, "tls.Dial": true, "tls.Dialer": true,
+	}
+	fset := token.NewFileSet()
+	for _, file := range files {
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if id, ok := sel.X.(*ast.Ident); ok && forbidden[id.Name+"."+sel.Sel.Name] {
+				t.Errorf("%s: mcp uses %s.%s; it must reach the network only through the egress broker's RoundTripper",
+					fset.Position(sel.Pos()), id.Name, sel.Sel.Name)
+			}
+			return true
+		})
 	}
 }

@@ -1,0 +1,389 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/sandbox/egress"
+)
+
+// Egress provides the only way to the network: an http.RoundTripper that
+// checks each request for caller c and injects the credential named
+// credential at the edge. *egress.Broker implements it.
+type Egress interface {
+	RoundTripper(c egress.Caller, credential string) http.RoundTripper
+}
+
+// Approver asks a session's owner before a call and waits for the answer.
+// *agent.Runtime implements it.
+type Approver interface {
+	RequestApproval(ctx context.Context, req agent.ApprovalRequest) (bool, error)
+}
+
+// Pins records each tool's hash (of its description and schema) as first
+// seen and as approved by the operator. The store implements it.
+type Pins interface {
+	// SeeTool records the tool as the server describes it now and returns
+	// the hash the operator approved: the first hash ever seen, or the one
+	// last approved with ApproveTools.
+	SeeTool(ctx context.Context, server string, t ToolPin) (approved string, err error)
+	// ApproveTools approves the hashes last seen of every tool of server
+	// and returns how many changed.
+	ApproveTools(ctx context.Context, server string) (int, error)
+	// ToolPins lists the tools of server as last seen, by name.
+	ToolPins(ctx context.Context, server string) ([]ToolPin, error)
+}
+
+// ToolPin is one tool of a server as last seen.
+type ToolPin struct {
+	// Tool is the server's own name of the tool.
+	Tool string
+	// Hash is of the tool as last seen; Approved the hash approved.
+	Hash, Approved string
+	// Description is the description as last seen, capped.
+	Description string
+	ReadOnly    bool
+	SeenAt      time.Time
+}
+
+// Client offers the tools of the configured servers. It implements
+// agent.ToolRunner for tool names with a configured server's prefix.
+//
+// Set the fields, then call Tools and Run from any goroutine; Close ends
+// every session.
+type Client struct {
+	// Servers are the configured servers, validated.
+	Servers []Server
+	// Egress is required.
+	Egress Egress
+	// Approver asks before calls that need approval; nil refuses them.
+	Approver Approver
+	// Pins records tool hashes; nil pins nothing (every tool is enabled).
+	Pins Pins
+	// Status, when set, receives a call's progress notifications as a
+	// short line of text ("40% — indexing").
+	Status func(call agent.ToolCall, text string)
+	// Logger receives connection and listing problems, never arguments or
+	// results.
+	Logger zerolog.Logger
+	// MaxSessions bounds the open sessions (server × user); the least
+	// recently used is closed beyond it. 0 means 256.
+	MaxSessions int
+	// Version is sent as the client's version.
+	Version string
+
+	mu       sync.Mutex
+	sessions map[sessionKey]*session // guarded by mu
+	closed   bool                    // guarded by mu
+	progress sync.Map                // progress token (string) → agent.ToolCall
+}
+
+var _ agent.ToolRunner = (*Client)(nil)
+
+type sessionKey struct {
+	server string
+	user   agent.Principal
+}
+
+// ErrUnknownServer is returned for a tool name with no configured server.
+var ErrUnknownServer = errors.New("mcp: no such server")
+
+// Owns reports whether name is the name of one of c's tools (it has a
+// configured server's prefix).
+func (c *Client) Owns(name string) bool {
+	_, ok := c.serverOf(name)
+	return ok
+}
+
+func (c *Client) serverOf(toolName string) (*Server, bool) {
+	prefix, _, ok := strings.Cut(toolName, "__")
+	if !ok {
+		return nil, false
+	}
+	return c.Server(prefix)
+}
+
+// Server returns the configured server named name.
+func (c *Client) Server(name string) (*Server, bool) {
+	for i := range c.Servers {
+		if c.Servers[i].Name == name {
+			return &c.Servers[i], true
+		}
+	}
+	return nil, false
+}
+
+// Tools lists the tools of every server that p may use: those the server
+// lists (on p's session), allowed by the configuration and not disabled. A
+// server that cannot be reached is left out and logged.
+// The servers are asked in parallel; one that failed is not asked again
+// for 30 seconds.
+func (c *Client) Tools(ctx context.Context, p agent.Principal) ([]llm.Tool, error) {
+	lists := make([][]Tool, len(c.Servers))
+	var wg sync.WaitGroup
+	for i := range c.Servers {
+		wg.Go(func() {
+			srv := &c.Servers[i]
+			ts, err := c.List(ctx, srv.Name, p)
+			if err != nil {
+				c.Logger.Warn().Err(err).Str("mcp_server", srv.Name).Str("principal", p.String()).Msg("mcp server's tools are not offered")
+				return
+			}
+			lists[i] = ts
+		})
+	}
+	wg.Wait()
+	var out []llm.Tool
+	for _, ts := range lists {
+		for _, t := range ts {
+			if t.Disabled == "" {
+				out = append(out, t.Spec)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Tool is one tool of a server as Talon offers it.
+type Tool struct {
+	// Spec is what the model sees: the prefixed name, the capped
+	// description and the input schema.
+	Spec llm.Tool
+	// Remote is the server's own name of the tool.
+	Remote   string
+	Hash     string
+	ReadOnly bool
+	// Disabled says why the tool is not offered ("" when it is).
+	Disabled string
+}
+
+// List returns the tools of server as p's session sees them now, disabled
+// ones included (with why).
+func (c *Client) List(ctx context.Context, server string, p agent.Principal) ([]Tool, error) {
+	s, err := c.session(server, p)
+	if err != nil {
+		return nil, err
+	}
+	return s.list(ctx, c)
+}
+
+// Run calls one tool. It returns an error only for a name that is not one
+// of c's; a call that fails, is refused or is not approved is a result
+// with IsError and a message for the model.
+func (c *Client) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult, error) {
+	srv, ok := c.serverOf(call.Name)
+	if !ok {
+		return agent.ToolResult{}, fmt.Errorf("%w: tool %q", ErrUnknownServer, call.Name)
+	}
+	fail := func(format string, args ...any) (agent.ToolResult, error) {
+		return agent.ToolResult{IsError: true, Content: fmt.Sprintf(format, args...)}, nil
+	}
+	s, err := c.session(srv.Name, call.Key.Principal)
+	if err != nil {
+		return fail("%v", err)
+	}
+	tools, err := s.list(ctx, c)
+	if err != nil {
+		return fail("the MCP server %s cannot be reached: %s", srv.Name, reason(err))
+	}
+	var tool *Tool
+	for i := range tools {
+		if tools[i].Spec.Name == call.Name {
+			tool = &tools[i]
+		}
+	}
+	switch {
+	case tool == nil:
+		return fail("the MCP server %s no longer offers the tool %s", srv.Name, call.Name)
+	case tool.Disabled != "":
+		return fail("the tool %s is disabled: %s", call.Name, tool.Disabled)
+	}
+
+	var why string
+	switch {
+	case call.Taint != "":
+		why = "the conversation read untrusted content (" + call.Taint + ")"
+	case srv.approval() == ApproveAlways:
+		why = "the server's tools always ask"
+	case srv.approval() == ApproveWrites && !tool.ReadOnly:
+		why = "the tool is not marked read-only"
+	}
+	if why != "" {
+		if c.Approver == nil {
+			return fail("the tool %s needs the user's approval and none can be asked", call.Name)
+		}
+		req := agent.ApprovalRequest{Key: call.Key, Turn: call.Turn, CallID: call.ID, Tool: call.Name,
+			Description: "run MCP tool " + call.Name, Args: call.Args}
+		if call.Taint != "" {
+			req.Reason = why
+		}
+		ok, err := c.Approver.RequestApproval(ctx, req)
+		if err != nil {
+			return agent.ToolResult{}, fmt.Errorf("mcp: approve %s: %w", call.Name, err)
+		}
+		if !ok {
+			return fail("the user did not approve this call of %s", call.Name)
+		}
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, srv.timeout())
+	defer cancel()
+	params := &sdk.CallToolParams{Name: tool.Remote, Arguments: call.Args}
+	if c.Status != nil && call.ID != "" {
+		token := srv.Name + "/" + call.ID
+		params.SetProgressToken(token)
+		c.progress.Store(token, call)
+		defer c.progress.Delete(token)
+	}
+	cs, err := s.conn(cctx, c)
+	if err != nil {
+		return fail("the MCP server %s cannot be reached: %s", srv.Name, reason(err))
+	}
+	res, err := cs.CallTool(cctx, params)
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return fail("the call of %s was cancelled: the turn ran out of time", call.Name)
+		case cctx.Err() != nil:
+			return fail("the MCP server %s did not answer within %s; the call was cancelled", srv.Name, srv.timeout())
+		}
+		var de *egress.DeniedError
+		if !errors.As(err, &de) {
+			// The session may be broken; the next call opens a new one.
+			s.drop(cs)
+		}
+		return fail("the call of %s failed: %s", call.Name, reason(err))
+	}
+	return agent.ToolResult{
+		Content: resultText(res, srv.maxResult()),
+		IsError: res.IsError,
+		Taint:   "MCP server " + srv.Name,
+	}, nil
+}
+
+// Approve approves the current description and schema of every tool of
+// server, re-enabling those disabled because they changed.
+func (c *Client) Approve(ctx context.Context, server string) (int, error) {
+	if _, ok := c.Server(server); !ok {
+		return 0, fmt.Errorf("%w: %q", ErrUnknownServer, server)
+	}
+	if c.Pins == nil {
+		return 0, errors.New("mcp: no store for tool pins")
+	}
+	n, err := c.Pins.ApproveTools(ctx, server)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	for k, s := range c.sessions {
+		if k.server == server {
+			s.invalidate()
+		}
+	}
+	c.mu.Unlock()
+	return n, nil
+}
+
+// Close ends every session.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	ss := c.sessions
+	c.sessions, c.closed = nil, true
+	c.mu.Unlock()
+	for _, s := range ss {
+		s.close()
+	}
+	return nil
+}
+
+// session returns p's session of server, creating it (not yet connected)
+// if needed. Beyond MaxSessions the least recently used one is closed.
+func (c *Client) session(server string, p agent.Principal) (*session, error) {
+	srv, ok := c.Server(server)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownServer, server)
+	}
+	s, evicted, err := c.sessionLocked(srv, p)
+	if evicted != nil {
+		evicted.close() // may wait on the network: never under c.mu
+	}
+	return s, err
+}
+
+func (c *Client) sessionLocked(srv *Server, p agent.Principal) (s, evicted *session, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, errors.New("mcp: client closed")
+	}
+	if c.sessions == nil {
+		c.sessions = map[sessionKey]*session{}
+	}
+	k := sessionKey{server: srv.Name, user: p}
+	s = c.sessions[k]
+	if s == nil {
+		limit := c.MaxSessions
+		if limit <= 0 {
+			limit = 256
+		}
+		if len(c.sessions) >= limit {
+			var oldest sessionKey
+			first := true
+			for k, s := range c.sessions {
+				if first || s.used.Load() < c.sessions[oldest].used.Load() {
+					oldest, first = k, false
+				}
+			}
+			evicted = c.sessions[oldest]
+			delete(c.sessions, oldest)
+		}
+		s = &session{srv: srv, user: p}
+		c.sessions[k] = s
+	}
+	s.touch()
+	return s, evicted, nil
+}
+
+func (c *Client) onProgress(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
+	if c.Status == nil || req == nil || req.Params == nil {
+		return
+	}
+	tok, _ := req.Params.ProgressToken.(string)
+	v, ok := c.progress.Load(tok)
+	if !ok {
+		return
+	}
+	text := ""
+	if req.Params.Total > 0 {
+		text = fmt.Sprintf("%.0f%%", 100*req.Params.Progress/req.Params.Total)
+	}
+	if m := clip(oneLine(req.Params.Message), 120); m != "" {
+		if text != "" {
+			text += " — "
+		}
+		text += m
+	}
+	if text != "" {
+		c.Status(v.(agent.ToolCall), text)
+	}
+}
+
+// reason is err's message for the model: an egress refusal as the broker
+// says it, anything else as the SDK says it, one line and bounded.
+func reason(err error) string {
+	var de *egress.DeniedError
+	if errors.As(err, &de) {
+		return clip(de.Error(), 500)
+	}
+	return clip(oneLine(err.Error()), 500)
+}
