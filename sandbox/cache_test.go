@@ -165,7 +165,7 @@ func TestWarmAfter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.WarmAfter(ready)
+		r.WarmAfter(ready, 0)
 		return r
 	}
 	closed := make(chan struct{})
@@ -180,9 +180,10 @@ func TestWarmAfter(t *testing.T) {
 	r.Close(ctx)
 
 	r = start(make(chan struct{})) // never ready: nothing loads, Close does not wait
+	r.WarmAfter(closed, time.Hour) // ready, but not yet time: the same
 	r.Close(ctx)
 	if st := r.Stats(); st.Loaded != 0 || st.Instrumented != 0 {
-		t.Errorf("warmed before ready: %+v", st)
+		t.Errorf("warmed before ready and its delay: %+v", st)
 	}
 
 	r = start(closed)

@@ -325,14 +325,14 @@ func (r *Runtime) Load(ctx context.Context, name string) error {
 	return nil
 }
 
-// WarmAfter loads in the background, one after the other, once ready is
-// closed, the enabled tools that an earlier process over the same cache
+// WarmAfter loads in the background, one after the other, delay after
+// ready is closed, the enabled tools that an earlier process over the same cache
 // directory loaded, as their first calls would (see Load): their first
 // calls after a restart then find them ready, loaded from the verified
 // cache. Tools never used stay unloaded until their first use, so an idle
 // gateway holds no module it does not need. It returns at once; Close stops
 // the warming. A call that comes first waits for the same load.
-func (r *Runtime) WarmAfter(ready <-chan struct{}) {
+func (r *Runtime) WarmAfter(ready <-chan struct{}, delay time.Duration) {
 	if r.disk == nil {
 		return
 	}
@@ -347,6 +347,13 @@ func (r *Runtime) WarmAfter(ready <-chan struct{}) {
 		defer r.wg.Done()
 		select {
 		case <-ready:
+		case <-r.ctx.Done():
+			return
+		}
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
 		case <-r.ctx.Done():
 			return
 		}

@@ -213,7 +213,7 @@ func BenchmarkToolFirstCall(b *testing.B) {
 		t0 := time.Now()
 		ready := make(chan struct{})
 		close(ready)
-		r.WarmAfter(ready)
+		r.WarmAfter(ready, 0)
 		for r.Stats().Loaded == 0 {
 			time.Sleep(100 * time.Microsecond)
 		}

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -26,6 +27,12 @@ import (
 	"github.com/talonhq/talon/sandbox/egress"
 	"github.com/talonhq/talon/sandbox/tools"
 )
+
+// warmDelay is how long after ready the used tools start loading in the
+// background: their burst of work (reading, verifying, decoding the
+// modules) would otherwise slow the start's last steps and the first
+// health checks; a first message rarely comes sooner.
+const warmDelay = 200 * time.Millisecond
 
 // openTools builds the sandbox for ts (as loadTools found them) and the
 // egress broker, and sets a.rt.Tools. Approvals go to the runtime, which
@@ -39,7 +46,7 @@ func (a *app) openTools(ctx context.Context, ts []sandbox.Tool) error {
 	if err != nil {
 		return err
 	}
-	sb.WarmAfter(a.rt.Ready())
+	sb.WarmAfter(a.rt.Ready(), warmDelay)
 	stat := func(f func(sandbox.Stats) int64) func() float64 {
 		return func() float64 { return float64(f(sb.Stats())) }
 	}
