@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/talonhq/talon/agent/llm"
 )
 
 // Taint is the mark of a turn whose model context holds untrusted content:
@@ -203,3 +205,28 @@ func (th TrustedHosts) TrustsURL(raw string) bool {
 
 // Empty reports whether th trusts no host.
 func (th TrustedHosts) Empty() bool { return len(th.exact) == 0 && len(th.suffixes) == 0 }
+
+// storedTaint is the taint of the question turn t of session s stored when
+// it started, for a turn resumed after a restart: its thread's messages or
+// its files, "" for neither. It is read only on that rare path.
+func (r *Runtime) storedTaint(ctx context.Context, s SessionID, t TurnID) string {
+	msgs, err := r.Store.Recent(ctx, s, 0)
+	if err != nil {
+		r.Log.Warn().Err(err).Int64("turn", int64(t)).Msg("could not check a resumed turn's question for untrusted content; treating it as tainted")
+		return "untrusted content (a resumed turn whose question could not be checked)"
+	}
+	for _, m := range msgs {
+		if m.Turn != t || m.Message.Role != llm.RoleUser {
+			continue
+		}
+		if strings.Contains(m.Message.Content, threadEnd) {
+			return "thread messages read before a restart"
+		}
+		for _, p := range m.Message.Parts {
+			if p.Name != "" {
+				return "file " + p.Name
+			}
+		}
+	}
+	return ""
+}

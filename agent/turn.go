@@ -95,6 +95,13 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	if fileTaint != "" {
 		r.Taint(ctx, tid, fileTaint)
 	}
+	if resumed && r.TurnTaint(tid) == "" {
+		// A crash between StartTurn and the marks above left the
+		// question stored with its untrusted content, unmarked.
+		if src := r.storedTaint(ctx, sess.ID, tid); src != "" {
+			r.Taint(ctx, tid, src)
+		}
+	}
 	defer func() {
 		r.mu.Lock()
 		delete(r.replyTo, tid)
