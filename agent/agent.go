@@ -183,7 +183,10 @@ type Step struct {
 	Session SessionID
 	// N numbers the model calls of a turn from 1; recording the same N again
 	// (a resumed turn) replaces the earlier record.
-	N          int
+	N int
+	// Model names the model that answered; Usage is what its provider
+	// reported for the call.
+	Model      string
 	Usage      llm.Usage
 	StopReason string
 	// Messages are appended in order, within the turn.

@@ -203,7 +203,7 @@ func (r *Runtime) steps(ctx context.Context, q QueuedInbound, tid TurnID, sess S
 		for i := range msg.ToolCalls {
 			msg.ToolCalls[i].Arguments = r.redact(ctx, q.Key.Principal, msg.ToolCalls[i].Arguments, "tool_args")
 		}
-		st := &Step{Session: sess.ID, N: step, Usage: resp.Usage, StopReason: resp.StopReason, Messages: []llm.Message{msg}}
+		st := &Step{Session: sess.ID, N: step, Model: r.LLM.Model(), Usage: resp.Usage, StopReason: resp.StopReason, Messages: []llm.Message{msg}}
 		if len(msg.ToolCalls) == 0 {
 			if strings.TrimSpace(msg.Content) == "" {
 				return "(The model returned an empty answer. Try rephrasing, or " + r.hint(q.Key.Principal.Platform, CommandNew) + " to start over.)", st, nil

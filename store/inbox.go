@@ -245,7 +245,7 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 func (db *DB) stepTx(ctx context.Context, tx *wtx, t agent.TurnID, st *agent.Step, contents []string) error {
 	now := db.now()
 	if _, err := tx.StmtContext(ctx, db.ws.stepPut).ExecContext(ctx,
-		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, st.StopReason, now); err != nil {
+		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, st.StopReason, now, st.Model); err != nil {
 		return err
 	}
 	return db.appendTx(ctx, tx, st.Session, t, st.Messages, contents, now)

@@ -87,10 +87,11 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.turnAdd, `INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES (?, ?, 'running', ?) RETURNING id`},
 		{&s.turnFinish, `UPDATE turns SET state = ?, finished_at = ? WHERE id = ? AND inbound_id = ?`},
 		{&s.messageAdd, `INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)`},
-		{&s.stepPut, `INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at)
-			VALUES (?, ?, ?, ?, ?, ?)
+		{&s.stepPut, `INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,
-				output_tokens = excluded.output_tokens, stop_reason = excluded.stop_reason, created_at = excluded.created_at`},
+				output_tokens = excluded.output_tokens, stop_reason = excluded.stop_reason, created_at = excluded.created_at,
+				model = excluded.model`},
 		{&s.toolStart, `INSERT INTO tool_calls (turn_id, step, call_id, name, arguments, started_at)
 			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (turn_id, call_id) DO UPDATE SET step = excluded.step, name = excluded.name,

@@ -318,12 +318,19 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		}
 	}
 	var ops *opsListener
+	var states channelStates
+	for _, ch := range chans {
+		states.set(ch.name, "starting")
+	}
 	if !chat && cfg.HTTP.Listen != "" {
 		mux := http.NewServeMux()
 		for _, ch := range chans {
 			if ch.mount != nil {
 				ch.mount(mux)
 			}
+		}
+		if err := a.mountConsole(mux, &states); err != nil {
+			return err
 		}
 		if ops, err = a.opsServer(cfg.HTTP.Listen, mux); err != nil {
 			return err
@@ -370,7 +377,10 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	var chanWG sync.WaitGroup
 	for _, ch := range chans {
 		chanWG.Go(func() {
-			if err := ch.run(chanCtx); err != nil && chanCtx.Err() == nil {
+			states.set(ch.name, "running")
+			err := ch.run(chanCtx)
+			states.set(ch.name, "stopped")
+			if err != nil && chanCtx.Err() == nil {
 				ended <- err // the adapters name themselves
 			}
 		})

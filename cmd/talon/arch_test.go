@@ -21,7 +21,9 @@ const module = "github.com/talonhq/talon"
 // agent's vocabulary; mcp → agent's vocabulary and sandbox/egress (its only
 // way to the network); agent → agent/llm; store also → vault (it stores the
 // vault's sealed entries, in the vault's types); vault → vault/leak (its
-// service redacts with the detector); vault/leak → nothing.
+// service redacts with the detector); vault/leak → nothing; console → store
+// (its queries' types), agent's vocabulary and vault (the service the CLI
+// uses to change entries).
 var allowedImports = []struct {
 	pkg   string
 	allow []string
@@ -42,6 +44,7 @@ var allowedImports = []struct {
 	{"sandbox/internal/interrupt", nil},
 	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress", "sandbox/internal/interrupt"}},
 	{"mcp", []string{"agent", "agent/llm", "sandbox/egress"}},
+	{"console", []string{"agent", "store", "vault"}},
 	{"vault/leak", nil},
 	{"vault", []string{"vault/leak"}},
 }

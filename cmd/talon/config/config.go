@@ -48,6 +48,7 @@ type Config struct {
 	Terminal Terminal `yaml:"terminal" json:"terminal"`
 	Slack    Slack    `yaml:"slack" json:"slack"`
 	Discord  Discord  `yaml:"discord" json:"discord"`
+	Console  Console  `yaml:"console" json:"console"`
 }
 
 // Log configures logging.
@@ -62,6 +63,27 @@ type Log struct {
 type HTTP struct {
 	// Listen is a host:port; "" disables the server.
 	Listen string `yaml:"listen" json:"listen"`
+	// PublicURL is the address people reach the listener at behind a proxy
+	// ("" = not published); the console's cookies are Secure when it is
+	// https.
+	PublicURL string `yaml:"public_url" json:"public_url"`
+}
+
+// Console configures the operator's web console (package console).
+type Console struct {
+	// Enabled serves the console under /console/ on http.listen. The admin
+	// token is read from TALON_CONSOLE_TOKEN, never from the file.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// Admins are principals (platform:workspace:user) exempt from budgets.
+	Admins []string `yaml:"admins" json:"admins"`
+	// SessionTTL is how long a console sign-in lasts.
+	SessionTTL Duration `yaml:"session_ttl" json:"session_ttl"`
+}
+
+// Price is what a model costs, in US dollars per million tokens.
+type Price struct {
+	Input  float64 `yaml:"input" json:"input"`
+	Output float64 `yaml:"output" json:"output"`
 }
 
 // LLM configures the model provider.
@@ -90,6 +112,8 @@ type LLM struct {
 	// Vision says whether the model is shown images: auto (until the
 	// provider refuses one), true or false.
 	Vision string `yaml:"vision" json:"vision"`
+	// Prices per model name estimate the cost of usage in the console.
+	Prices map[string]Price `yaml:"prices" json:"prices"`
 }
 
 // Files configures the files people attach to messages.
@@ -198,6 +222,7 @@ func Default() Config {
 	return Config{
 		DataDir: "./talon-data",
 		Log:     Log{Level: "info", Format: "auto"},
+		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
 		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
 		LLM: LLM{
 			Provider:   ProviderOpenAI,
@@ -205,6 +230,7 @@ func Default() Config {
 			MaxRetries: 3,
 			MaxTokens:  4096,
 			Vision:     "auto",
+			Prices:     map[string]Price{},
 		},
 		Files: Files{
 			MaxBytes:   20 << 20,

@@ -24,6 +24,7 @@ func TestLoadDefaults(t *testing.T) {
 		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
 		LLM: LLM{
 			Provider: "openai", Timeout: Duration(120 * time.Second), MaxRetries: 3, MaxTokens: 4096, Vision: "auto",
+			Prices: map[string]Price{},
 		},
 		Files: Files{MaxBytes: 20 << 20, MaxFiles: 10, TextTokens: 6000, Timeout: Duration(time.Minute), Retention: Duration(720 * time.Hour)},
 		Agent: Agent{
@@ -43,6 +44,7 @@ func TestLoadDefaults(t *testing.T) {
 			APIURL: "https://discord.com", AllowDMs: true, FollowThreads: true, Commands: true, MaxMessageChars: 1900,
 			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
 		},
+		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load(\"\") mismatch (-want +got):\n%s", diff)

@@ -64,6 +64,7 @@ terminal:
 		MaxRetries: 5,
 		MaxTokens:  2048,
 		Vision:     "false",
+		Prices:     map[string]Price{},
 	}
 	want.Files.MaxBytes = 5_000_000
 	want.Files.Retention = Duration(48 * time.Hour)

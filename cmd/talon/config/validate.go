@@ -22,6 +22,8 @@ const (
 	maxAllowPrivate    = 256
 	maxTrustedHosts    = 1024
 	maxUserLen         = 64
+	maxConsoleAdmins   = 1000
+	maxPrices          = 1000
 )
 
 // Validate reports every problem with c, each as a *KeyError naming its key,
@@ -40,6 +42,12 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	if c.HTTP.Listen != "" && !validListen(c.HTTP.Listen) {
 		v.add("http.listen", `must be host:port (e.g. 127.0.0.1:8080), or "" to disable`)
 	}
+	if c.HTTP.PublicURL != "" {
+		if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.add("http.public_url", `must be an http or https URL (e.g. https://talon.example.com), or ""`)
+		}
+	}
+	c.Console.validate(&v, c.HTTP.Listen)
 	c.LLM.validate(&v)
 	c.Agent.validate(&v)
 	v.intRange("context.thread_messages", c.Context.ThreadMessages, 0, 1000)
@@ -56,6 +64,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 }
 
 func (l *LLM) validate(v *validator) {
+	validPrices(v, l.Prices)
 	v.oneOf("llm.provider", l.Provider, ProviderOpenAI, ProviderAnthropic)
 	if l.BaseURL != "" {
 		// The value is never shown: it could carry credentials.
@@ -245,4 +254,33 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func (c *Console) validate(v *validator, listen string) {
+	if c.Enabled && listen == "" {
+		v.add("console.enabled", "needs http.listen: the console is served on it under /console/")
+	}
+	if len(c.Admins) > maxConsoleAdmins {
+		v.add("console.admins", fmt.Sprintf("at most %d principals", maxConsoleAdmins))
+	}
+	for _, a := range c.Admins {
+		if parts := strings.Split(a, ":"); len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+			v.add("console.admins", fmt.Sprintf("%s is not a principal: want platform:workspace:user (e.g. slack:T012:U034, discord::123)", v.quote("console.admins", a)))
+		}
+	}
+	v.duration("console.session_ttl", c.SessionTTL, 5*time.Minute, 30*24*time.Hour)
+}
+
+func validPrices(v *validator, prices map[string]Price) {
+	if len(prices) > maxPrices {
+		v.add("llm.prices", fmt.Sprintf("at most %d models", maxPrices))
+	}
+	for model, p := range prices {
+		if model == "" || len(model) > maxModelLen {
+			v.add("llm.prices", fmt.Sprintf("model names must be 1 to %d bytes", maxModelLen))
+		}
+		if !(p.Input >= 0 && p.Input <= 10_000) || !(p.Output >= 0 && p.Output <= 10_000) {
+			v.add("llm.prices."+model, "input and output must be US dollars per million tokens, 0 to 10000")
+		}
+	}
 }

@@ -1,0 +1,61 @@
+package config
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestLoadConsoleAndPrices(t *testing.T) {
+	const file = `http:
+  listen: 127.0.0.1:9000
+  public_url: https://talon.example.com
+llm:
+  prices:
+    gpt-4o-mini: {input: 0.15, output: 0.6}
+console:
+  enabled: true
+  admins: [slack:T1:U1, discord::42]
+  session_ttl: 1h
+`
+	got, err := loadFile(t, file, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := Console{Enabled: true, Admins: []string{"slack:T1:U1", "discord::42"}, SessionTTL: Duration(time.Hour)}
+	if diff := cmp.Diff(want, got.Console); diff != "" {
+		t.Errorf("console mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]Price{"gpt-4o-mini": {Input: 0.15, Output: 0.6}}, got.LLM.Prices); diff != "" {
+		t.Errorf("prices mismatch (-want +got):\n%s", diff)
+	}
+	if got.HTTP.PublicURL != "https://talon.example.com" {
+		t.Errorf("http.public_url = %q", got.HTTP.PublicURL)
+	}
+}
+
+func TestLoadConsoleInvalid(t *testing.T) {
+	const file = `http:
+  listen: ""
+  public_url: ftp://x
+llm:
+  prices:
+    m: {input: -1, output: 2}
+console:
+  enabled: true
+  admins: [alice]
+  session_ttl: 1s
+`
+	_, err := loadFile(t, file, nil)
+	want := []string{
+		`http.public_url: must be an http or https URL (e.g. https://talon.example.com), or "" (line 3)`,
+		"console.enabled: needs http.listen: the console is served on it under /console/ (line 8)",
+		`console.admins: "alice" is not a principal: want platform:workspace:user (e.g. slack:T012:U034, discord::123) (line 9)`,
+		"console.session_ttl: must be between 5m and 720h, got 1s (line 10)",
+		"llm.prices.m: input and output must be US dollars per million tokens, 0 to 10000 (line 6)",
+	}
+	if diff := cmp.Diff(want, problems(err)); diff != "" {
+		t.Errorf("problems mismatch (-want +got):\n%s\nerror: %v", diff, err)
+	}
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/talonhq/talon/console"
+)
+
+// channelStates tracks whether each platform channel is running, for the
+// console's Overview.
+type channelStates struct {
+	mu sync.Mutex
+	// state by channel name; guarded by mu.
+	state map[string]string
+}
+
+func (c *channelStates) set(name, state string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == nil {
+		c.state = map[string]string{}
+	}
+	c.state[name] = state
+}
+
+func (c *channelStates) list() []console.Channel {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]console.Channel, 0, len(c.state))
+	for name, st := range c.state {
+		out = append(out, console.Channel{Name: name, State: st})
+	}
+	slices.SortFunc(out, func(a, b console.Channel) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// mountConsole serves the operator's console under /console/ on mux when
+// console.enabled is set. The admin token comes from TALON_CONSOLE_TOKEN.
+func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
+	cc := a.cfg.Console
+	if !cc.Enabled {
+		return nil
+	}
+	prices := make(map[string]console.Price, len(a.cfg.LLM.Prices))
+	for m, p := range a.cfg.LLM.Prices {
+		prices[m] = console.Price{Input: p.Input, Output: p.Output}
+	}
+	s := &console.Server{
+		Store:      a.db,
+		Token:      a.env.getenv("TALON_CONSOLE_TOKEN"),
+		Secure:     strings.HasPrefix(a.cfg.HTTP.PublicURL, "https://"),
+		SessionTTL: cc.SessionTTL.Std(),
+		Prices:     prices,
+		Channels:   states.list,
+		Log:        a.log,
+	}
+	h, err := s.Handler()
+	if err != nil {
+		return err // names TALON_CONSOLE_TOKEN and how to make one
+	}
+	mux.Handle(console.Prefix, h)
+	a.log.Info().Str("path", console.Prefix).Bool("secure_cookie", s.Secure).Msg("console enabled")
+	return nil
+}

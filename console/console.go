@@ -1,0 +1,345 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/store"
+)
+
+// Store is what the console reads and writes in the database.
+type Store interface {
+	Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error)
+	TokensPer(ctx context.Context, from time.Time, bucket time.Duration) ([]store.TokenBucket, error)
+	TurnsPer(ctx context.Context, from time.Time, bucket time.Duration) ([]store.TurnBucket, error)
+	TurnDurations(ctx context.Context, from time.Time) ([]time.Duration, error)
+	AddConsoleAction(ctx context.Context, a store.ConsoleAction) error
+	ConsoleActions(ctx context.Context, limit int) ([]store.ConsoleAction, error)
+}
+
+var _ Store = (*store.DB)(nil)
+
+// Price is what a model costs, in US dollars per million tokens.
+type Price struct{ Input, Output float64 }
+
+// Channel is one platform connection and its state, for the Overview.
+type Channel struct{ Name, State string }
+
+// Prefix is where the console is mounted.
+const Prefix = "/console/"
+
+// Bounds of sign-in.
+const (
+	// MinTokenLen is the shortest admin token accepted.
+	MinTokenLen = 16
+	// signInBurst sign-in attempts are allowed per client address per
+	// signInWindow; more are refused with 429 until the window ends.
+	signInBurst  = 5
+	signInWindow = time.Minute
+	maxClients   = 10_000
+	maxSessions  = 1000
+)
+
+const (
+	sessionCookie = "talon_console"
+	preCookie     = "talon_console_pre"
+)
+
+// Server serves the console. Set the fields, then call Handler.
+type Server struct {
+	// Store is required.
+	Store Store
+	// Token is the admin token; at least MinTokenLen bytes.
+	Token string
+	// Secure marks cookies Secure (set it when people reach the console
+	// over https).
+	Secure bool
+	// SessionTTL is how long a sign-in lasts; zero means 12 hours.
+	SessionTTL time.Duration
+	// Prices per model estimate cost; a model not listed costs 0.
+	Prices map[string]Price
+	// Channels, when set, lists the platform connections and their state.
+	Channels func() []Channel
+	// Log receives failures (with a reference shown to the operator);
+	// zero value discards.
+	Log zerolog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu sync.Mutex
+	// sessions by the SHA-256 of their cookie value, and sign-in attempts
+	// by client address; guarded by mu.
+	sessions map[[32]byte]*session
+	attempts map[string]*attempt
+}
+
+type session struct {
+	csrf    string
+	expires time.Time
+}
+
+type attempt struct {
+	start time.Time
+	n     int
+}
+
+// stylesheet is the console's one stylesheet.
+//
+//go:embed style.css
+var stylesheet []byte
+
+// Handler validates s and returns the console's handler, to be mounted at
+// Prefix.
+func (s *Server) Handler() (http.Handler, error) {
+	if s.Store == nil {
+		return nil, errors.New("console: no store")
+	}
+	if len(s.Token) < MinTokenLen {
+		return nil, errors.New("console: the admin token (TALON_CONSOLE_TOKEN) must be at least 16 characters; generate one with: openssl rand -hex 32")
+	}
+	if s.SessionTTL <= 0 {
+		s.SessionTTL = 12 * time.Hour
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	s.sessions = map[[32]byte]*session{}
+	s.attempts = map[string]*attempt{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /console/style.css", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+		_, _ = w.Write(stylesheet)
+	})
+	mux.HandleFunc("GET /console/signin", s.signInPage)
+	mux.HandleFunc("POST /console/signin", s.signIn)
+	mux.Handle("POST /console/signout", s.auth(s.signOut))
+	mux.Handle("GET /console/{$}", s.auth(s.overview))
+	mux.Handle("GET /console/usage", s.auth(s.usage))
+	mux.Handle("GET /console/usage.csv", s.auth(s.usageCSV))
+	return headers(mux), nil
+}
+
+// csp allows the page's own stylesheet and nothing else: no script at all,
+// no inline style, no framing, forms only back to the console.
+const csp = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+func headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", csp)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+type ctxKey struct{}
+
+// auth serves next to a signed-in admin, sends others to the sign-in page,
+// and refuses a POST whose csrf field is not the session's.
+func (s *Server) auth(next func(w http.ResponseWriter, r *http.Request, sess *session)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sess := s.session(r)
+		if sess == nil {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "not signed in: sign in at /console/signin", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost {
+			if !equal(formValue(w, r, "csrf"), sess.csrf) {
+				http.Error(w, "missing or wrong CSRF token: reload the page and try again", http.StatusForbidden)
+				return
+			}
+		}
+		next(w, r, sess)
+	})
+}
+
+func (s *Server) session(r *http.Request) *session {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
+		return nil
+	}
+	key := sha256.Sum256([]byte(c.Value))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.sessions[key]
+	if sess == nil {
+		return nil
+	}
+	if !s.Now().Before(sess.expires) {
+		delete(s.sessions, key)
+		return nil
+	}
+	return sess
+}
+
+func (s *Server) signInPage(w http.ResponseWriter, r *http.Request) {
+	if s.session(r) != nil {
+		http.Redirect(w, r, Prefix, http.StatusSeeOther)
+		return
+	}
+	pre := randomToken()
+	http.SetCookie(w, s.cookie(preCookie, pre, 10*time.Minute))
+	wrong := r.URL.Query().Get("e") != ""
+	s.render(w, http.StatusOK, page{Title: "Sign in"}, func(d *doc) {
+		d.raw(`<form method="post" action="/console/signin" class="card signin">
+<p>Sign in with the admin token the gateway reads from <code>TALON_CONSOLE_TOKEN</code>.</p>
+`)
+		if wrong {
+			d.raw(`<p class="error" role="alert">That token is not the admin token. Check <code>TALON_CONSOLE_TOKEN</code> where the gateway runs.</p>
+`)
+		}
+		d.hiddenCSRF(pre)
+		d.raw(`<label for="token">Admin token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button>
+</form>
+`)
+	})
+}
+
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
+	remote := clientAddr(r)
+	if !s.allowAttempt(remote) {
+		w.Header().Set("Retry-After", "60")
+		http.Error(w, "too many sign-in attempts from this address: wait a minute and try again", http.StatusTooManyRequests)
+		return
+	}
+	pre, err := r.Cookie(preCookie)
+	if err != nil || !equal(formValue(w, r, "csrf"), pre.Value) {
+		http.Error(w, "missing or wrong CSRF token: open /console/signin again and sign in from there", http.StatusForbidden)
+		return
+	}
+	if !equal(formValue(w, r, "token"), s.Token) {
+		s.audit(r.Context(), "-", "sign-in refused", "", remote)
+		http.Redirect(w, r, "/console/signin?e=1", http.StatusSeeOther)
+		return
+	}
+	value := randomToken()
+	s.mu.Lock()
+	now := s.Now()
+	for k, sess := range s.sessions {
+		if !now.Before(sess.expires) {
+			delete(s.sessions, k)
+		}
+	}
+	if len(s.sessions) >= maxSessions {
+		s.mu.Unlock()
+		http.Error(w, "too many open console sessions: sign out elsewhere or wait for them to expire", http.StatusServiceUnavailable)
+		return
+	}
+	s.sessions[sha256.Sum256([]byte(value))] = &session{csrf: randomToken(), expires: now.Add(s.SessionTTL)}
+	s.mu.Unlock()
+	s.audit(r.Context(), "admin", "sign-in", "", remote)
+	http.SetCookie(w, s.cookie(preCookie, "", -1))
+	http.SetCookie(w, s.cookie(sessionCookie, value, s.SessionTTL))
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+}
+
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ *session) {
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		s.mu.Lock()
+		delete(s.sessions, sha256.Sum256([]byte(c.Value)))
+		s.mu.Unlock()
+	}
+	s.audit(r.Context(), "admin", "sign-out", "", clientAddr(r))
+	http.SetCookie(w, s.cookie(sessionCookie, "", -1))
+	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
+}
+
+// allowAttempt counts a sign-in attempt from remote and reports whether it
+// is within signInBurst per signInWindow.
+func (s *Server) allowAttempt(remote string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	a := s.attempts[remote]
+	if a == nil || now.Sub(a.start) >= signInWindow {
+		if len(s.attempts) >= maxClients {
+			for k, old := range s.attempts {
+				if now.Sub(old.start) >= signInWindow {
+					delete(s.attempts, k)
+				}
+			}
+			if len(s.attempts) >= maxClients {
+				return false // a flood from many addresses: refuse until windows end
+			}
+		}
+		a = &attempt{start: now}
+		s.attempts[remote] = a
+	}
+	a.n++
+	return a.n <= signInBurst
+}
+
+// cookie is a console cookie; maxAge < 0 deletes it.
+func (s *Server) cookie(name, value string, maxAge time.Duration) *http.Cookie {
+	c := &http.Cookie{Name: name, Value: value, Path: Prefix, HttpOnly: true, Secure: s.Secure, SameSite: http.SameSiteStrictMode}
+	if maxAge < 0 {
+		c.MaxAge = -1
+	} else {
+		c.MaxAge = int(maxAge / time.Second)
+	}
+	return c
+}
+
+func (s *Server) audit(ctx context.Context, actor, action, target, remote string) {
+	err := s.Store.AddConsoleAction(context.WithoutCancel(ctx), store.ConsoleAction{At: s.Now(), Actor: actor, Action: action, Target: target, Remote: remote})
+	if err != nil {
+		s.Log.Error().Err(err).Str("action", action).Msg("console: audit log")
+	}
+}
+
+// formValue reads a field of a POST's url-encoded body (at most 16 KiB; no
+// multipart forms: the console's forms are small).
+func formValue(w http.ResponseWriter, r *http.Request, name string) string {
+	if r.PostForm == nil {
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+		if err := r.ParseForm(); err != nil {
+			return ""
+		}
+	}
+	return r.PostForm.Get(name)
+}
+
+// clientAddr is the client's IP address without the port.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// equal compares in constant time (for equal lengths; hashing first makes
+// the length of the secret irrelevant too).
+func equal(got, want string) bool {
+	if got == "" || want == "" {
+		return false
+	}
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b)
+}
