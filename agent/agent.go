@@ -146,6 +146,12 @@ type Reply struct {
 	// platform drop a repeated post (Discord: an enforced nonce) does so.
 	// It is not persisted.
 	Resumed bool
+	// Files are files for the user that the turn's tools returned, in the
+	// order they were returned, sent after the text. The runtime loads
+	// them before Deliver (they are persisted with the turn, see
+	// TurnFileStore); a channel numbers their parts after the text's.
+	Files []OutFile
+
 	// Record, when not nil, records that part p of the reply was posted. A
 	// channel that posts a reply in parts calls it right after each part
 	// is posted and before it posts the next, so that a later attempt
@@ -353,6 +359,10 @@ type ToolResult struct {
 	// source ("example.org"): the runtime marks the turn tainted (see
 	// Runtime.Taint) with "tool <name>: <Taint>".
 	Taint string
+	// File, when not nil, is a file the tool returned for the user: the
+	// runtime checks it for leaks, keeps it and attaches it to the turn's
+	// reply; the model gets a note naming it, never its bytes.
+	File *OutFile
 }
 
 // ToolRunner runs tools for the agent. The sandbox implements it.

@@ -677,6 +677,7 @@ func (r *Runtime) deliver(ctx context.Context, rep Reply, resumed bool) {
 		log.Warn().Msg("no channel for this platform is running; the reply stays queued until it is")
 		return
 	}
+	rep.Files = r.replyFiles(ctx, rep)
 	var (
 		pmu    sync.Mutex
 		posted = slices.Clone(rep.Posted) // guarded by pmu

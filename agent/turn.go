@@ -370,6 +370,9 @@ func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step
 		return res, false
 	}
 	res.Content = r.redact(ctx, q.Key.Principal, res.Content, "tool_output")
+	if res.File != nil {
+		res = r.keepFile(context.WithoutCancel(ctx), q, tid, c.ID, res)
+	}
 	if res.Taint != "" {
 		// Before the result is recorded: a turn resumed after it was
 		// recorded is tainted by it.

@@ -36,6 +36,9 @@ type Limits struct {
 	PerMinute        int
 	MaxResponseBytes int64
 	MaxRequestBytes  int64
+	// MaxFileBytes bounds the file a call may return for the user (0: the
+	// tool may return none).
+	MaxFileBytes int
 }
 
 // Defaults and bounds of Limits.
@@ -47,6 +50,7 @@ var defaultLimits = Limits{
 	PerMinute:        60,
 	MaxResponseBytes: 5 << 20,
 	MaxRequestBytes:  1 << 20,
+	MaxFileBytes:     8 << 20,
 }
 
 const (
@@ -57,6 +61,8 @@ const (
 	maxPerMinute     = 100000
 	maxResponseBytes = 64 << 20
 	maxRequestBytes  = 8 << 20
+	// maxFileBytes is what Discord takes in a bot's message by default.
+	maxFileBytes = 25 << 20
 )
 
 // Manifest is the operator's grant to one tool: what it is, what it may
@@ -93,6 +99,7 @@ type rawLimits struct {
 	PerMinute        *int           `yaml:"per_minute"`
 	MaxResponseBytes *int64         `yaml:"max_response_bytes"`
 	MaxRequestBytes  *int64         `yaml:"max_request_bytes"`
+	MaxFileBytes     *int           `yaml:"max_file_bytes"`
 }
 
 var toolName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
@@ -217,6 +224,7 @@ func ParseManifest(file string, data []byte) (*Manifest, error) {
 	intLimit("limits.per_minute", l.PerMinute, &m.Limits.PerMinute, 1, maxPerMinute)
 	int64Limit("limits.max_response_bytes", l.MaxResponseBytes, &m.Limits.MaxResponseBytes, 0, maxResponseBytes)
 	int64Limit("limits.max_request_bytes", l.MaxRequestBytes, &m.Limits.MaxRequestBytes, 0, maxRequestBytes)
+	intLimit("limits.max_file_bytes", l.MaxFileBytes, &m.Limits.MaxFileBytes, 0, maxFileBytes)
 
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -40,7 +40,7 @@ limits:
 		Credentials: []string{"github"},
 		Approval:    ApproveNever,
 		Limits: Limits{Deadline: 5 * time.Second, MemoryMiB: 64, MaxOutputBytes: 1 << 20, MaxHTTPRequests: 16,
-			PerMinute: 60, MaxResponseBytes: 5 << 20, MaxRequestBytes: 1 << 20},
+			PerMinute: 60, MaxResponseBytes: 5 << 20, MaxRequestBytes: 1 << 20, MaxFileBytes: 8 << 20},
 	}
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

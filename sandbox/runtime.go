@@ -731,7 +731,7 @@ func (r *Runtime) invoke(ctx context.Context, t *loaded, st *callState, inst *in
 		return agent.ToolResult{}, r.classify(ctx, t, st, inst, err)
 	}
 	outPtr, outLen := uint32(res[0]>>32), uint32(res[0])
-	if uint64(outLen) > uint64(t.manifest.Limits.MaxOutputBytes) {
+	if uint64(outLen) > uint64(t.manifest.Limits.MaxOutputBytes)+fileAllowance(t.manifest.Limits.MaxFileBytes) {
 		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrOutputTooLarge,
 			Reason: fmt.Sprintf("the tool's output is larger than its limit of %d bytes", t.manifest.Limits.MaxOutputBytes)}
 	}
@@ -739,7 +739,7 @@ func (r *Runtime) invoke(ctx context.Context, t *loaded, st *callState, inst *in
 	if !ok {
 		return agent.ToolResult{}, &CallError{Tool: name, Kind: ErrBadOutput, Reason: "the tool's output points outside its memory"}
 	}
-	return decodeOutput(name, out)
+	return decodeOutput(name, out, t.manifest.Limits)
 }
 
 // envelope is the input of talon_call: {"tool": name, "args": args}, with
@@ -759,23 +759,6 @@ func envelope(name string, args json.RawMessage) ([]byte, error) {
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
-}
-
-// decodeOutput reads {"ok": …} or {"error": "…"}.
-func decodeOutput(name string, out []byte) (agent.ToolResult, error) {
-	bad := &CallError{Tool: name, Kind: ErrBadOutput, Reason: `the tool's output is not {"ok": …} or {"error": "…"}`}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(out, &fields); err != nil || len(fields) != 1 {
-		return agent.ToolResult{}, bad
-	}
-	if v, ok := fields["ok"]; ok {
-		return agent.ToolResult{Content: string(v)}, nil
-	}
-	var msg string
-	if err := json.Unmarshal(fields["error"], &msg); err != nil {
-		return agent.ToolResult{}, bad
-	}
-	return agent.ToolResult{Content: msg, IsError: true}, nil
 }
 
 // classify turns the error of a guest call into a *CallError.

@@ -76,6 +76,8 @@ type options struct {
 	maxTold int
 	// redactor is the runtime's leak detector; nil: none.
 	redactor agent.Redactor
+	// tools runs the runtime's tools; nil: none.
+	tools agent.ToolRunner
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
@@ -116,7 +118,7 @@ func run(t *testing.T, o options) *env {
 		t.Fatal(err)
 	}
 	rt := &agent.Runtime{Store: db, LLM: provider, Log: zerolog.Nop(), Secrets: o.secrets,
-		Limits: agent.Limits{ShutdownGrace: 50 * time.Millisecond}, Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}, Redactor: o.redactor}
+		Limits: agent.Limits{ShutdownGrace: 50 * time.Millisecond}, Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}, Redactor: o.redactor, Tools: o.tools}
 	cfg := DefaultConfig()
 	cfg.Token = "test-token"
 	cfg.AllowedGuilds = []string{guildID}

@@ -164,7 +164,9 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if to.interaction == "" {
 		// An interaction's answer is split whole: its follow-ups are
 		// ephemeral, and a file there would outlive the answer.
-		text, files = chat.Outsized(r.Text, a.cfg.MaxMessageChars, chat.Runes, chat.MaxParts, fileprefix(r.ID))
+		var cut []chat.File
+		text, cut = chat.Outsized(r.Text, a.cfg.MaxMessageChars, chat.Runes, chat.MaxParts, fileprefix(r.ID))
+		files = chat.WithReplyFiles(cut, r.Files)
 	}
 	parts := splitMessage(text, a.cfg.MaxMessageChars)
 	if len(parts) == 0 {
@@ -253,6 +255,15 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	return posted[0], nil
 }
 
+// contentType is the type a file is sent with: a tool's own, text for a
+// block cut from the reply.
+func contentType(f chat.File) string {
+	if f.MediaType != "" {
+		return f.MediaType
+	}
+	return "text/plain; charset=utf-8"
+}
+
 // fileprefix names the files of reply id: talon-r<id>-1.go, …
 func fileprefix(id agent.ReplyID) string {
 	return "talon-r" + strconv.FormatInt(int64(id), 10)
@@ -268,7 +279,7 @@ func fileprefix(id agent.ReplyID) string {
 func (a *Adapter) sendFile(ctx context.Context, channel string, f chat.File, nonce string) (*discordgo.Message, error) {
 	body := messageSend{AllowedMentions: noMentions(), Nonce: nonce, EnforceNonce: true, Flags: a.embeds(string(f.Content))}
 	ctype, payload, err := discordgo.MultipartBodyWithJSON(body, []*discordgo.File{{
-		Name: f.Name, ContentType: "text/plain; charset=utf-8", Reader: bytes.NewReader(f.Content),
+		Name: f.Name, ContentType: contentType(f), Reader: bytes.NewReader(f.Content),
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("discord: attach %s: %w", f.Name, err)

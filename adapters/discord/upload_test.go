@@ -2,12 +2,16 @@ package discord
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/vault/leak"
 )
 
@@ -123,5 +127,90 @@ func TestDiscordAttachmentRedeliveryIdempotent(t *testing.T) {
 	}
 	if n := len(e.f.postsSnapshot()); n != 3 {
 		t.Errorf("redeliveries posted %d messages, want 3", n)
+	}
+}
+
+// fileTool is the sandbox with the test guest fileout, which returns the
+// file its arguments describe ({"name", "type", "data"}) beside "done".
+func fileTool(t *testing.T) agent.ToolRunner {
+	t.Helper()
+	wasm, err := os.ReadFile("../../sandbox/testdata/fileout.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := sandbox.ParseManifest("fileout.yaml", []byte("name: fileout\ndescription: returns a file\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := sandbox.New(context.Background(), sandbox.Config{Tools: []sandbox.Tool{{Manifest: m, Wasm: wasm, Source: "test"}}, CacheDir: t.TempDir(), PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Close(context.Background()) })
+	return sb
+}
+
+// TestDiscordToolFileIsAttached: files two tools return (sandboxed guests,
+// through the tool ABI) are attached after the answer's text, each in a
+// message of its own with its type, a secret in one redacted, a second
+// file of the same name renamed; a binary file holding a secret is
+// withheld and the model told; the model gets notes, never the bytes.
+func TestDiscordToolFileIsAttached(t *testing.T) {
+	const key = "AKIAZ7Q2M4X9P3K8R6TB"
+	file := func(name, typ string, data []byte) string {
+		b, _ := json.Marshal(map[string]any{"name": name, "type": typ, "data": data})
+		return string(b)
+	}
+	model := llmtest.Script(
+		llmtest.Response{ToolCalls: []llm.ToolCall{
+			{ID: "c1", Name: "fileout", Arguments: file("report.csv", "text/csv", []byte("a,b\nkey,"+key+"\n"))},
+			{ID: "c2", Name: "fileout", Arguments: file("report.csv", "text/csv", []byte("c,d\n"))},
+			{ID: "c3", Name: "fileout", Arguments: file("blob.bin", "application/octet-stream", append([]byte{0xff, 0xfe, 0}, key...))},
+		}},
+		llmtest.Response{Text: "Both reports are attached."})
+	e := start(t, options{handler: model, redactor: patternRedactor{}, tools: fileTool(t)})
+	e.f.dispatch("MESSAGE_CREATE", dmFrom("41", "7", "make the reports"))
+	waitFor(t, "the attachments", func() bool { return len(e.f.postsSnapshot()) >= 3 })
+	if err := e.rt.WaitIdle(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	posts := e.f.postsSnapshot()
+	if len(posts) != 3 {
+		t.Fatalf("%d messages, want the text and two files", len(posts))
+	}
+	if c, _ := posts[0].body["content"].(string); !strings.Contains(c, "Both reports are attached.") || len(posts[0].files) != 0 {
+		t.Errorf("first message %q with %d files", c, len(posts[0].files))
+	}
+	byName := map[string]string{}
+	for _, p := range posts[1:] {
+		if len(p.files) != 1 {
+			t.Fatalf("a file message has %d files", len(p.files))
+		}
+		f := p.files[0]
+		byName[f.name] = string(f.data)
+		if f.contentType != "text/csv" {
+			t.Errorf("%s sent as %q", f.name, f.contentType)
+		}
+		if strings.Contains(string(f.data), key) {
+			t.Errorf("%s holds the secret: %q", f.name, f.data)
+		}
+	}
+	// The calls ran in parallel: either may keep the name.
+	a, b := byName["report.csv"], byName["report-2.csv"]
+	if a == "c,d\n" {
+		a, b = b, a
+	}
+	if !strings.HasPrefix(a, "a,b\nkey,[REDACTED:") || b != "c,d\n" {
+		t.Errorf("files %q", byName)
+	}
+	reqs := e.llm.Requests()
+	notes := ""
+	for _, m := range reqs[len(reqs)-1].Messages {
+		if m.Role == llm.RoleTool {
+			notes += m.Content + "\n"
+		}
+	}
+	if strings.Count(notes, "attached to your reply") != 2 || !strings.Contains(notes, "blob.bin, but it was withheld") || strings.Contains(notes, "c,d") {
+		t.Errorf("the model's tool results:\n%s", notes)
 	}
 }

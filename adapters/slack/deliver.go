@@ -66,7 +66,8 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		// An ephemeral message carries no file: the reply is split whole.
 		return a.deliverEphemeral(ctx, r, to, a.split(toMrkdwn(r.Text)))
 	}
-	text, files := chat.Outsized(r.Text, a.cfg.MaxMessageChars, chat.Bytes, chat.MaxParts, fileprefix(r.ID))
+	text, cut := chat.Outsized(r.Text, a.cfg.MaxMessageChars, chat.Bytes, chat.MaxParts, fileprefix(r.ID))
+	files := chat.WithReplyFiles(cut, r.Files)
 	parts := a.split(toMrkdwn(text))
 
 	posted := map[int]string{} // part → ts, of the parts posted

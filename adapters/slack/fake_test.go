@@ -876,6 +876,8 @@ type harnessOptions struct {
 	threadMessages int
 	// redactor is the runtime's leak detector; nil: none.
 	redactor agent.Redactor
+	// tools runs the runtime's tools; nil: none.
+	tools agent.ToolRunner
 }
 
 func startHarness(t testing.TB, o harnessOptions) *harness {
@@ -903,7 +905,7 @@ func startHarness(t testing.TB, o harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	rt := &testRuntime{Runtime: &agent.Runtime{Store: db, LLM: provider, Log: log, Limits: agent.Limits{ShutdownGrace: o.grace, ThreadMessages: o.threadMessages},
-		Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}, Redactor: o.redactor}}
+		Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}, Redactor: o.redactor, Tools: o.tools}}
 	cfg := DefaultConfig()
 	cfg.Mode = o.mode
 	cfg.BotToken = "xoxb-test-bot-token"

@@ -2,12 +2,16 @@ package slack
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/vault/leak"
 )
 
@@ -188,5 +192,68 @@ func TestSlackUploadWithoutScope(t *testing.T) {
 	}
 	if len(fs.sharedFiles()) != 0 {
 		t.Error("a file was shared without the scope")
+	}
+}
+
+// fileTool is the sandbox with the test guest fileout, which returns the
+// file its arguments describe ({"name", "type", "data"}) beside "done".
+func fileTool(t *testing.T) agent.ToolRunner {
+	t.Helper()
+	wasm, err := os.ReadFile("../../sandbox/testdata/fileout.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := sandbox.ParseManifest("fileout.yaml", []byte("name: fileout\ndescription: returns a file\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := sandbox.New(context.Background(), sandbox.Config{Tools: []sandbox.Tool{{Manifest: m, Wasm: wasm, Source: "test"}}, CacheDir: t.TempDir(), PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Close(context.Background()) })
+	return sb
+}
+
+// TestSlackToolFileIsUploaded: a tool that returns a file (a sandboxed
+// guest, through the tool ABI) has it uploaded in the reply's thread after
+// the answer's text, with a secret in it redacted; the model gets a note
+// naming the file, never its bytes.
+func TestSlackToolFileIsUploaded(t *testing.T) {
+	const key = "AKIAZ7Q2M4X9P3K8R6TB"
+	csv := "region,revenue\nnorth,12\nkey," + key + "\n"
+	args, _ := json.Marshal(map[string]any{"name": "report.csv", "type": "text/csv", "data": []byte(csv)})
+	model := llmtest.Script(
+		llmtest.Response{ToolCalls: []llm.ToolCall{{ID: "c1", Name: "fileout", Arguments: string(args)}}},
+		llmtest.Response{Text: "The report is attached."})
+	h := startHarness(t, harnessOptions{mode: ModeSocket, model: model, redactor: patternRedactor{}, tools: fileTool(t)})
+	h.fs.send(eventsEnvelope("e1", "Ev1", channelMsg("app_mention", "U1", "90.000100", "", "<@UBOT> make the report")))
+	h.fs.waitAcks(t, "e1")
+	eventually(t, "a shared file", func() bool { return len(h.fs.sharedFiles()) == 1 })
+	h.idle(t)
+
+	f := h.fs.sharedFiles()[0]
+	if f.Name != "report.csv" || f.Channel != "C1" || f.Thread != "90.000100" {
+		t.Errorf("file %s shared in %s/%s", f.Name, f.Channel, f.Thread)
+	}
+	if got := string(f.Content); strings.Contains(got, key) || !strings.HasPrefix(got, "region,revenue\nnorth,12\nkey,[REDACTED:") {
+		t.Errorf("file content %q: the secret is not redacted", got)
+	}
+	posts := h.fs.messages("chat.postMessage")
+	if len(posts) != 1 || !strings.Contains(posts[0].Text, "The report is attached.") {
+		t.Errorf("posts %+v", posts)
+	}
+	reqs := h.llm.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d model requests, want 2", len(reqs))
+	}
+	var toolMsg string
+	for _, m := range reqs[1].Messages {
+		if m.Role == llm.RoleTool {
+			toolMsg = m.Content
+		}
+	}
+	if !strings.Contains(toolMsg, "report.csv") || !strings.Contains(toolMsg, "attached to your reply") || strings.Contains(toolMsg, "north,12") || strings.Contains(toolMsg, "cmVnaW9u") {
+		t.Errorf("the model's tool result %q: want a note naming the file, without its bytes", toolMsg)
 	}
 }

@@ -352,6 +352,11 @@ func (a *Adapter) Deliver(_ context.Context, r agent.Reply) (string, error) {
 	default:
 		_, err = io.WriteString(a.Out, r.Text+"\n")
 	}
+	for _, f := range r.Files {
+		if err == nil {
+			_, err = fmt.Fprintf(a.Out, "[a tool's file %s (%d bytes): the terminal does not show files]\n", f.Name, len(f.Data))
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("terminal: write reply: %w", err)
 	}

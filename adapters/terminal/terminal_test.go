@@ -254,3 +254,16 @@ func TestEndlessLineIsNotHeldInMemory(t *testing.T) {
 		t.Errorf("output: %.300q", out.String())
 	}
 }
+
+// A reply's files are named, never printed: the terminal shows no files.
+func TestReplyFilesAreNamed(t *testing.T) {
+	var out bytes.Buffer
+	term := &terminal.Adapter{Out: &out}
+	_, err := term.Deliver(context.Background(), agent.Reply{ID: 1, Text: "Here.", Files: []agent.OutFile{{Name: "report.csv", Data: []byte("a,b\n")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != "Here.\n[a tool's file report.csv (4 bytes): the terminal does not show files]\n" {
+		t.Errorf("output %q", got)
+	}
+}

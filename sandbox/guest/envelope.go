@@ -60,11 +60,13 @@ func dispatch[A any, R any](input []byte, fn func(A) (R, error)) (out []byte) {
 			out = errorOutput(fmt.Sprintf("tool panicked: %v", r))
 		}
 	}()
+	attached = nil
 	res, err := fn(args)
 	if err != nil {
+		attached = nil
 		return errorOutput(err.Error())
 	}
-	return okOutput(res)
+	return withFile(okOutput(res))
 }
 
 // decodeArgs decodes the input envelope and its args into an A; unknown

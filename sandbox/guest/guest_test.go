@@ -188,3 +188,31 @@ func FuzzTruncate(f *testing.F) {
 		}
 	})
 }
+
+// A handler that calls Attach returns its file beside the result, in
+// base64; one that fails after Attach returns no file, and the next call
+// starts without one.
+func TestAttach(t *testing.T) {
+	report := func(a greetArgs) (string, error) {
+		Attach("report.csv", "text/csv", []byte("a,b\n1,2\n"))
+		if a.Name == "fail" {
+			return "", errors.New("no report")
+		}
+		return "see the file", nil
+	}
+	got := string(dispatch([]byte(`{"tool":"report","args":{}}`), report))
+	want := `{"ok":"see the file","file":{"name":"report.csv","type":"text/csv","data":"YSxiCjEsMgo="}}`
+	if got != want {
+		t.Errorf("output %s, want %s", got, want)
+	}
+	var out map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(got), &out); err != nil || len(out) != 2 {
+		t.Errorf("output is not one JSON object of two fields: %v", err)
+	}
+	if got := string(dispatch([]byte(`{"tool":"report","args":{"name":"fail"}}`), report)); got != `{"error":"no report"}` {
+		t.Errorf("failed call output %s", got)
+	}
+	if got := string(dispatch([]byte(`{"tool":"greet","args":{"name":"x","times":1}}`), greet)); strings.Contains(got, "file") {
+		t.Errorf("a call without Attach returned %s", got)
+	}
+}

@@ -2,7 +2,10 @@ package chat
 
 import (
 	"fmt"
+	"path"
 	"strings"
+
+	"github.com/talonhq/talon/agent"
 )
 
 // MaxParts is how many messages a code block or a table of a reply may
@@ -17,6 +20,8 @@ type File struct {
 	Content []byte
 	// Table: a Markdown table, not a code block.
 	Table bool
+	// MediaType is the type of a tool's file, "" when not known.
+	MediaType string
 }
 
 // Outsized returns text with each code block (```lang … ```) and Markdown
@@ -133,4 +138,27 @@ func extension(opener string) string {
 		return ext
 	}
 	return ".txt"
+}
+
+// WithReplyFiles returns the files to send with a reply: those Outsized
+// cut from its text, then the files its turn's tools returned (as the
+// runtime loaded them), in order, every name made unique within the reply
+// ("report.csv", "report-2.csv"), so that a file can be told from another
+// by its name. MediaType is kept for the platform; "" for a cut block.
+func WithReplyFiles(cut []File, out []agent.OutFile) []File {
+	files := append([]File(nil), cut...)
+	seen := map[string]bool{}
+	for _, f := range cut {
+		seen[f.Name] = true
+	}
+	for _, o := range out {
+		name := o.Name
+		for i := 2; seen[name]; i++ {
+			ext := path.Ext(o.Name)
+			name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(o.Name, ext), i, ext)
+		}
+		seen[name] = true
+		files = append(files, File{Name: name, Content: o.Data, MediaType: o.MediaType})
+	}
+	return files
 }
