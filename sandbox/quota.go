@@ -35,7 +35,8 @@ type quota struct {
 	peak    uint64                           // the highest used so far; guarded by mu
 	queues  map[agent.Principal][]*memWaiter // waiting calls per user, oldest first; guarded by mu
 	turn    []agent.Principal                // users with waiting calls, next served first; guarded by mu
-	waiting int                              // calls waiting; guarded by mu
+	growers []*memWaiter                     // running instances waiting to grow, served first; guarded by mu
+	waiting int                              // calls waiting, growers included; guarded by mu
 	// freed is closed (and replaced) whenever memory is released, so the
 	// pool fillers, which never queue, can try again. Guarded by mu.
 	freed     chan struct{}
@@ -132,10 +133,15 @@ func (q *quota) tryAcquire(n uint64) bool {
 }
 
 // grow charges n more bytes for an instance that is running (its
-// memory.grow): ahead of the waiting calls, since a running call releases
-// its memory when it ends, after evicting idle pooled instances if need
-// be. It returns false when the budget has no room even then.
-func (q *quota) grow(n uint64) bool {
+// memory.grow), after evicting idle pooled instances if need be. If the
+// budget has no room even then, it waits until ctx ends, served ahead of
+// the calls waiting to start (a running call releases its memory when it
+// ends; a call waiting to start holds none). It returns false when ctx
+// ended first or n is above the whole budget.
+func (q *quota) grow(ctx context.Context, n uint64) bool {
+	if n > q.limit {
+		return false
+	}
 	q.mu.Lock()
 	if q.used+n <= q.limit {
 		q.chargeLocked(n)
@@ -144,16 +150,38 @@ func (q *quota) grow(n uint64) bool {
 	}
 	need := q.used + n - q.limit
 	q.mu.Unlock()
-	if n > q.limit {
-		return false
-	}
 	q.evict(need)
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.used+n <= q.limit {
+	if q.used+n <= q.limit && len(q.growers) == 0 {
 		q.chargeLocked(n)
+		q.mu.Unlock()
 		return true
 	}
+	w := &memWaiter{n: n, ready: make(chan struct{})}
+	q.growers = append(q.growers, w)
+	q.waiting++
+	q.grantLocked()
+	q.mu.Unlock()
+	start := time.Now()
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.waits++
+	q.waitTotal += time.Since(start)
+	if w.granted {
+		return true
+	}
+	for i, x := range q.growers {
+		if x == w {
+			q.growers = append(q.growers[:i:i], q.growers[i+1:]...)
+			break
+		}
+	}
+	q.waiting--
+	q.grantLocked()
 	return false
 }
 
@@ -182,9 +210,21 @@ func (q *quota) chargeLocked(n uint64) {
 	q.peak = max(q.peak, q.used)
 }
 
-// grantLocked serves the waiting calls, one user at a time in turn, while
-// the call at the head of the line fits.
+// grantLocked serves the instances waiting to grow, then the calls
+// waiting to start, one user at a time in turn, while the one at the head
+// of the line fits.
 func (q *quota) grantLocked() {
+	for len(q.growers) > 0 {
+		w := q.growers[0]
+		if q.used+w.n > q.limit {
+			return
+		}
+		q.chargeLocked(w.n)
+		w.granted = true
+		close(w.ready)
+		q.waiting--
+		q.growers = q.growers[1:]
+	}
 	for len(q.turn) > 0 {
 		p := q.turn[0]
 		ws := q.queues[p]

@@ -50,28 +50,25 @@ func sleepers(t *testing.T, ctx context.Context, r *Runtime, n int) *sync.WaitGr
 }
 
 // Many users calling tools at once: the memory of the live instances, as
-// the runtime counts it, never exceeds the budget, and every call is
-// served (those that did not fit waited).
+// the runtime counts it, never exceeds the budget. 40 users each start a
+// call that holds its instance until its deadline (sleep) and one that
+// returns at once (echo), in room for 16 instances.
 func TestMemoryBudgetNeverExceeded(t *testing.T) {
-	// bigmin starts with 12.5 MiB: three fit in 40 MiB.
-	r := newRuntime(t, Config{PoolSize: 2, MaxMemoryMiB: 40, Now: forever()},
-		testTool(t, "bigmin", "limits: {per_minute: 100000}\n"), echoTool(t))
+	r := newRuntime(t, Config{PoolSize: 2, MaxMemoryMiB: 1, Now: forever()},
+		testTool(t, "sleep", "limits: {deadline: 300ms, per_minute: 100000}\n"), echoTool(t))
 	ctx := context.Background()
 	stop := make(chan struct{})
-	var over sync.WaitGroup
-	over.Add(1)
-	var seen uint64
+	var sampler sync.WaitGroup
+	sampler.Add(1)
 	go func() {
-		defer over.Done()
+		defer sampler.Done()
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			st := r.Stats()
-			seen = max(seen, st.Memory)
-			if st.Memory > st.MemoryLimit {
+			if st := r.Stats(); st.Memory > st.MemoryLimit {
 				t.Errorf("memory %d above the budget %d", st.Memory, st.MemoryLimit)
 				return
 			}
@@ -79,47 +76,52 @@ func TestMemoryBudgetNeverExceeded(t *testing.T) {
 		}
 	}()
 	var wg sync.WaitGroup
-	var failed sync.Map
-	for u := range 30 {
-		for _, tool := range []string{"bigmin", "echo"} {
+	var mu sync.Mutex
+	kinds := map[string]int{}
+	for u := range 40 {
+		for _, tool := range []string{"sleep", "echo"} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				res, err := r.Call(ctx, callAs(user(fmt.Sprintf("U%d", u)), tool, `{"u":1}`))
-				if tool == "bigmin" && errors.Is(err, ErrBadOutput) {
-					return // bigmin answers nothing: it ran
+				kind := "ok"
+				switch {
+				case errors.Is(err, ErrDeadline):
+					kind = "deadline"
+				case errors.Is(err, ErrMemoryBusy):
+					kind = "memory busy"
+				case err != nil || res.IsError:
+					kind = fmt.Sprint(res, err)
 				}
-				if err != nil || res.IsError {
-					failed.Store(fmt.Sprintf("user %d %s", u, tool), fmt.Sprint(res, err))
-				}
+				mu.Lock()
+				kinds[tool+": "+kind]++
+				mu.Unlock()
 			}()
 		}
 	}
 	wg.Wait()
 	close(stop)
-	over.Wait()
-	failed.Range(func(k, v any) bool {
-		t.Errorf("%s: %s", k, v)
-		return true
-	})
+	sampler.Wait()
+	for k := range kinds {
+		switch k {
+		case "sleep: deadline", "sleep: memory busy", "echo: ok":
+		default:
+			t.Errorf("unexpected outcome %q (%d calls)", k, kinds[k])
+		}
+	}
+	if kinds["echo: ok"] != 40 {
+		t.Errorf("outcomes %v: want every echo call served", kinds)
+	}
 	st := r.Stats()
-	if st.MemoryLimit != 40*mib {
-		t.Errorf("MemoryLimit = %d, want %d", st.MemoryLimit, 40*mib)
+	if st.MemoryLimit != mib {
+		t.Errorf("MemoryLimit = %d, want %d", st.MemoryLimit, mib)
 	}
-	if st.MemoryPeak > st.MemoryLimit {
-		t.Errorf("MemoryPeak = %d, above the budget %d", st.MemoryPeak, st.MemoryLimit)
+	if st.MemoryPeak != st.MemoryLimit {
+		t.Errorf("MemoryPeak = %d, want the whole budget %d used at some point: the test proves nothing otherwise", st.MemoryPeak, st.MemoryLimit)
 	}
-	if st.MemoryPeak < 2*200*65536 {
-		t.Errorf("MemoryPeak = %d: the calls never ran two bigmin instances at once; the test proves nothing", st.MemoryPeak)
+	if st.MemoryWaits < 24 {
+		t.Errorf("%d calls waited for memory; 80 calls in room for 16, 40 of them holding their instance, want ≥ 24", st.MemoryWaits)
 	}
-	if st.MemoryWaits == 0 {
-		t.Errorf("no call waited for memory: 30 bigmin calls at once in room for 3")
-	}
-	// What is left charged is the pools' instances.
-	waitFor(t, "the pools to settle", func() bool {
-		st := r.Stats()
-		return st.MemoryWaiting == 0 && st.Memory <= st.MemoryLimit
-	})
 }
 
 // A call that finds the budget full waits within its deadline, then ends
@@ -329,5 +331,60 @@ func TestQuotaOrder(t *testing.T) {
 	}
 	if err := q.acquire(context.Background(), user("A"), 2); !errors.Is(err, errQuotaTooSmall) {
 		t.Errorf("acquire above the budget = %v, want errQuotaTooSmall", err)
+	}
+}
+
+// Close stops the calls in progress and waits for them before it closes
+// their instances (whose memory is unmapped then): the calls fail as
+// cancelled, nothing stays charged, and the process survives.
+func TestCloseStopsRunningCalls(t *testing.T) {
+	r, err := New(context.Background(), Config{Tools: []Tool{testTool(t, "sleep", "limits: {deadline: 1m, per_minute: 100000}\n")},
+		CacheDir: fixture.cacheDir, PoolSize: 2, Now: forever()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			_, err := r.Call(context.Background(), callAs(user(fmt.Sprintf("U%d", i)), "sleep", `{}`))
+			errs <- err
+		}()
+	}
+	waitFor(t, "the calls to run", func() bool { return r.Stats().Memory >= 8*65536 })
+	start := time.Now()
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Close took %s", d)
+	}
+	for range 8 {
+		if err := <-errs; !errors.Is(err, context.Canceled) {
+			t.Errorf("call during Close = %v, want cancelled", err)
+		}
+	}
+	if st := r.Stats(); st.Memory != 0 {
+		t.Errorf("Memory = %d after Close, want 0", st.Memory)
+	}
+}
+
+// A running guest whose memory.grow finds the budget full waits for room
+// within its deadline, then fails saying the budget was full (not that
+// the tool passed its own limit); its memory is given back.
+func TestMemoryBudgetGrowWaitsThenFails(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 0, MaxMemoryMiB: 16, Now: forever()},
+		testTool(t, "bomb", "limits: {deadline: 200ms, memory_mib: 64}\n"))
+	start := time.Now()
+	_, err := r.Call(context.Background(), call("bomb", `{}`))
+	if !errors.Is(err, ErrMemoryBusy) {
+		t.Fatalf("err = %v, want ErrMemoryBusy", err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("failed after %s, before its deadline: the grow did not wait", d)
+	}
+	st := r.Stats()
+	// bomb grows 1 MiB at a time: it stops within a MiB of the budget.
+	if st.MemoryPeak+mib <= st.MemoryLimit || st.MemoryPeak > st.MemoryLimit || st.Memory != 0 || st.MemoryWaits != 1 {
+		t.Errorf("Stats = %+v, want the budget filled to within a MiB, one wait, nothing left charged", st)
 	}
 }

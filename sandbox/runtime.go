@@ -153,6 +153,10 @@ type Runtime struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // pool fillers and compilations in progress
+	// calls is the calls in progress; Add only under mu while !closed.
+	// Close waits for them before it closes any instance: an instance's
+	// memory is unmapped when it is closed.
+	calls sync.WaitGroup
 
 	mu     sync.Mutex
 	pools  map[string]*pool // guarded by mu
@@ -537,9 +541,9 @@ func compileModule(ctx context.Context, rt wazero.Runtime, wasm []byte) (cm waze
 	return rt.CompileModule(ctx, wasm)
 }
 
-// Close stops the pool fillers and the compilations in progress (which stop
-// between two functions), waits for them, and closes every instance and
-// the runtime. Calls still running fail.
+// Close stops the calls in progress (they fail, as cancelled), the pool
+// fillers and the compilations in progress (which stop between two
+// functions), waits for them, and closes every instance and the runtime.
 func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -552,6 +556,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Unlock()
 
 	r.cancel()
+	r.calls.Wait()
 	r.wg.Wait()
 	for _, p := range pools {
 		p.drain(ctx)
@@ -640,11 +645,19 @@ func (r *Runtime) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResul
 // ToolResult with IsError and a nil error.
 func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResult, error) {
 	r.mu.Lock()
-	closed := r.closed
-	r.mu.Unlock()
-	if closed {
+	if r.closed {
+		r.mu.Unlock()
 		return agent.ToolResult{}, errClosed
 	}
+	r.calls.Add(1)
+	r.mu.Unlock()
+	defer r.calls.Done()
+	// Close stops the call (an approval or a wait for memory ends, a guest
+	// stops within a thousand iterations) and waits for it before it
+	// closes the instances.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	defer context.AfterFunc(r.ctx, func() { stop(errClosed) })()
 	t, ok := r.tools[call.Name]
 	if !ok {
 		return agent.ToolResult{}, &CallError{Tool: call.Name, Kind: ErrUnknownTool, Reason: "unknown tool"}
@@ -691,9 +704,6 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 
 	cctx, b := newBudget(ctx, t.manifest.Limits.Deadline)
 	defer b.end()
-	// Close stops the call: a wait for memory ends, and a guest stops
-	// within a thousand iterations.
-	defer context.AfterFunc(r.ctx, func() { b.cancel(errClosed) })()
 	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID, budget: b, taint: call.Taint}
 	cctx = context.WithValue(cctx, callKey{}, st)
 
@@ -716,6 +726,7 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 func (r *Runtime) invoke(ctx context.Context, t *loaded, st *callState, inst *instance, input []byte) (agent.ToolResult, error) {
 	name := t.manifest.Name
 	defer inst.stopAt(ctx)()
+	inst.mem.ctx = ctx // memory.grow waits for the quota within the call's deadline
 	res, err := inst.alloc.Call(ctx, uint64(len(input)))
 	if err != nil {
 		return agent.ToolResult{}, r.classify(ctx, t, st, inst, err)
@@ -875,7 +886,7 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 	if err := charge(charged); err != nil {
 		return nil, err
 	}
-	mem := &limitedMemory{limit: t.memLimit, reserve: reserve, quota: r.quota}
+	mem := &limitedMemory{limit: t.memLimit, reserve: reserve, quota: r.quota, ctx: ctx}
 	mem.charged.Store(charged)
 	inst := &instance{mem: mem, stopped: make(chan struct{})}
 	cfg := wazero.NewModuleConfig().
@@ -909,7 +920,7 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 	inst.alloc, inst.call = mod.ExportedFunction(allocExport), mod.ExportedFunction(callExport)
 	// The tables exist now: charge them (the first instance of a tool
 	// did not know their size).
-	if !mem.charge(uint64(cap(mem.buf))) {
+	if !mem.charge(mem.reserved()) {
 		mod.Close(ctx)
 		mem.release()
 		return nil, errQuotaFull
