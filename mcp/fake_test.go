@@ -52,7 +52,7 @@ type searchIn struct {
 	Query string `json:"query"`
 }
 
-func newFakeServer(t *testing.T, opts *sdk.ServerOptions) *fakeServer {
+func newFakeServer(t testing.TB, opts *sdk.ServerOptions) *fakeServer {
 	t.Helper()
 	f := &fakeServer{cancels: make(chan struct{}, 4), ids: map[string]bool{}}
 	f.mcp = sdk.NewServer(&sdk.Implementation{Name: "fake", Version: "1"}, opts)
@@ -214,7 +214,7 @@ func (l *logBuf) String() string {
 
 // newClient returns a client for the servers, through a real egress broker
 // that trusts the test CA and may reach 127.0.0.1 only.
-func newClient(t *testing.T, srv *httptest.Server, servers ...mcp.Server) (*mcp.Client, *approver, *logBuf) {
+func newClient(t testing.TB, srv *httptest.Server, servers ...mcp.Server) (*mcp.Client, *approver, *logBuf) {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())

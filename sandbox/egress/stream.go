@@ -212,6 +212,7 @@ type streamBody struct {
 	host    string
 
 	read    int64
+	buf     []byte // one read from the server
 	pending []byte // read, redacted, not yet returned
 	out     []byte // ready to return
 	err     error  // sticky: io.EOF or the failure
@@ -230,12 +231,14 @@ func (s *streamBody) Read(p []byte) (int, error) {
 		if s.err != nil {
 			return 0, s.err
 		}
-		buf := make([]byte, 32<<10)
-		n, err := s.rc.Read(buf)
+		if s.buf == nil {
+			s.buf = make([]byte, 8<<10)
+		}
+		n, err := s.rc.Read(s.buf)
 		s.read += int64(n)
-		s.pending = append(s.pending, buf[:n]...)
+		s.pending = append(s.pending, s.buf[:n]...)
 		for _, sec := range s.secrets {
-			if len(sec) > 0 {
+			if len(sec) > 0 && bytes.Contains(s.pending, sec) {
 				s.pending = bytes.ReplaceAll(s.pending, sec, []byte(Redacted))
 			}
 		}
@@ -248,8 +251,8 @@ func (s *streamBody) Read(p []byte) (int, error) {
 			s.err = err
 		default:
 			if k := len(s.pending) - s.keep(); k > 0 {
-				s.out = append(s.out, s.pending[:k]...)
-				s.pending = append(s.pending[:0:0], s.pending[k:]...)
+				s.out = append(s.out[:0], s.pending[:k]...)
+				s.pending = append(s.pending[:0], s.pending[k:]...)
 			}
 		}
 	}
