@@ -30,9 +30,17 @@ type File struct {
 // those files, in order. Files are named prefix-N with an extension from
 // the block's language (.txt when unknown; a table is .md). Like Split,
 // the result depends only on its arguments, so a resumed delivery plans
-// the same messages and files.
+// the same messages and files. A text of at most maxParts half-limits is
+// returned whole without looking for blocks (the usual short reply).
 func Outsized(text string, limit int, unit Unit, maxParts int, prefix string) (string, []File) {
 	text = strings.ReplaceAll(text, "\r\n", "\n")
+	if unit.size(text) <= max(limit, MinLimit)*maxParts/2 || !strings.Contains(text, "```") && !strings.Contains(text, "|") {
+		// No block to cut: none is in it, or the whole text is short
+		// enough to be at most maxParts messages unless its lines are
+		// longer than a message (then it is sent as messages, as any
+		// text is).
+		return text, nil
+	}
 	lines := strings.SplitAfter(text, "\n")
 	if lines[len(lines)-1] == "" {
 		lines = lines[:len(lines)-1]
@@ -64,7 +72,7 @@ func Outsized(text string, limit int, unit Unit, maxParts int, prefix string) (s
 			continue
 		}
 		block := strings.Join(lines[i:end], "")
-		if len(Split(block, limit, unit)) <= maxParts {
+		if unit.size(block) <= max(limit, MinLimit) || len(Split(block, limit, unit)) <= maxParts {
 			out.WriteString(block)
 			i = end
 			continue

@@ -106,3 +106,37 @@ func FuzzOutsized(f *testing.F) {
 		}
 	})
 }
+
+// benchReply is a long answer of about 12 KB (three messages of 4,000
+// bytes): prose, a 60-line code block and a 20-row table that stay inline.
+func benchReply() string {
+	var b strings.Builder
+	for range 40 {
+		b.WriteString("A paragraph of the answer explaining what the code does and why, in a few sentences of prose.\n\n")
+	}
+	b.WriteString("```go\n" + codeLines(60) + "```\n\n| name | value |\n|---|---|\n")
+	for i := range 20 {
+		fmt.Fprintf(&b, "| row %d | %d |\n", i, i)
+	}
+	return b.String()
+}
+
+// BenchmarkSplitReply is the delivery's planning before files out: Split
+// alone. BenchmarkOutsizedThenSplit adds Outsized, as Deliver now does;
+// run both in one go test invocation to compare.
+func BenchmarkSplitReply(b *testing.B) {
+	text := benchReply()
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		_ = Split(text, 4000, Bytes)
+	}
+}
+
+func BenchmarkOutsizedThenSplit(b *testing.B) {
+	text := benchReply()
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		rest, _ := Outsized(text, 4000, Bytes, MaxParts, "talon-r1")
+		_ = Split(rest, 4000, Bytes)
+	}
+}
