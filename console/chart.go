@@ -60,7 +60,12 @@ func barChart(title string, bars []bar) markup {
 		}
 		b.WriteString(`</g>`)
 		if x.Label != "" {
-			b.WriteString(`<text class="tick" x="` + ftoa(left+w/2) + `" y="` + ftoa(base+18) + `" text-anchor="middle">` + esc(x.Label) + `</text>`)
+			// Labels near an edge are anchored inside the chart, not cut.
+			x0, anchor := left+w/2, "middle"
+			if x0 > chartW-60 {
+				x0, anchor = chartW-padR, "end"
+			}
+			b.WriteString(`<text class="tick" x="` + ftoa(x0) + `" y="` + ftoa(base+18) + `" text-anchor="` + anchor + `">` + esc(x.Label) + `</text>`)
 		}
 	}
 	b.WriteString(`</svg>`)

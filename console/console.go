@@ -15,7 +15,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/vault"
 )
 
 // Store is what the console reads and writes in the database.
@@ -26,6 +28,16 @@ type Store interface {
 	TurnDurations(ctx context.Context, from time.Time) ([]time.Duration, error)
 	AddConsoleAction(ctx context.Context, a store.ConsoleAction) error
 	ConsoleActions(ctx context.Context, limit int) ([]store.ConsoleAction, error)
+	Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error)
+	Transcript(ctx context.Context, s agent.SessionID, limit int) (store.Conversation, []agent.StoredMessage, []store.Approval, error)
+}
+
+// Credentials is the vault service the gateway and the CLI use: entries
+// are listed without their values and removed through it.
+type Credentials interface {
+	List(ctx context.Context, user string) ([]vault.SealedEntry, error)
+	Remove(ctx context.Context, user, name string) error
+	RecentAudit(ctx context.Context, limit int) ([]vault.AuditEvent, error)
 }
 
 var _ Store = (*store.DB)(nil)
@@ -60,6 +72,8 @@ const (
 type Server struct {
 	// Store is required.
 	Store Store
+	// Credentials is the vault service; nil when no vault is configured.
+	Credentials Credentials
 	// Token is the admin token; at least MinTokenLen bytes.
 	Token string
 	// Secure marks cookies Secure (set it when people reach the console
@@ -127,6 +141,10 @@ func (s *Server) Handler() (http.Handler, error) {
 	mux.Handle("GET /console/{$}", s.auth(s.overview))
 	mux.Handle("GET /console/usage", s.auth(s.usage))
 	mux.Handle("GET /console/usage.csv", s.auth(s.usageCSV))
+	mux.Handle("GET /console/conversations", s.auth(s.conversations))
+	mux.Handle("GET /console/conversations/{id}", s.auth(s.transcript))
+	mux.Handle("GET /console/credentials", s.auth(s.credentials))
+	mux.Handle("POST /console/credentials/delete", s.auth(s.deleteCredential))
 	return headers(mux), nil
 }
 

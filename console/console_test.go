@@ -22,6 +22,7 @@ import (
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/vault"
 )
 
 const testToken = "correct-horse-battery-staple"
@@ -36,11 +37,12 @@ func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t 
 func (c *clock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
 type fixture struct {
-	db  *store.DB
-	clk *clock
-	srv *httptest.Server
-	cs  *Server
-	seq int
+	db    *store.DB
+	clk   *clock
+	srv   *httptest.Server
+	cs    *Server
+	vault *vault.Vault
+	seq   int
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -59,6 +61,15 @@ func newFixture(t *testing.T) *fixture {
 		Prices:   map[string]Price{"gpt-big": {Input: 2, Output: 8}},
 		Channels: func() []Channel { return []Channel{{Name: "slack", State: "connected"}} },
 	}
+	key, err := vault.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.New(context.Background(), key, db.VaultStorage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.Credentials = serviceCredentials{vault.NewService(v)}
 	h, err := cs.Handler()
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +78,15 @@ func newFixture(t *testing.T) *fixture {
 	mux.Handle(Prefix, h)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &fixture{db: db, clk: clk, srv: srv, cs: cs}
+	return &fixture{db: db, clk: clk, srv: srv, cs: cs, vault: v}
+}
+
+// serviceCredentials is what cmd/talon hands the console: the vault
+// service, and the vault's audit log.
+type serviceCredentials struct{ *vault.Service }
+
+func (s serviceCredentials) RecentAudit(ctx context.Context, limit int) ([]vault.AuditEvent, error) {
+	return s.Vault().RecentAudit(ctx, limit)
 }
 
 // turn stores a finished turn of who in channel at the clock's time, with

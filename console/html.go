@@ -75,6 +75,8 @@ var navItems = []struct {
 }{
 	{"overview", "/console/", "Overview"},
 	{"usage", "/console/usage", "Usage"},
+	{"conversations", "/console/conversations", "Conversations"},
+	{"credentials", "/console/credentials", "Credentials"},
 }
 
 // layout wraps content in the page: head, navigation (when signed in),

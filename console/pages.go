@@ -159,7 +159,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess *session)
 	for i := range 30 {
 		day := dayStart.AddDate(0, 0, i)
 		label := ""
-		if i%7 == 0 || i == 29 {
+		if (29-i)%7 == 0 {
 			label = day.Format("Jan 2")
 		}
 		dayBars = append(dayBars, bar{Label: label, Value: float64(byDay[day]),
@@ -267,7 +267,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
 	for i := range days {
 		day := from.AddDate(0, 0, i)
 		label := ""
-		if i%step == 0 {
+		if (days-1-i)%step == 0 {
 			label = day.Format("Jan 2")
 		}
 		bars = append(bars, bar{Label: label, Value: float64(perDay[day]),

@@ -44,7 +44,7 @@ var allowedImports = []struct {
 	{"sandbox/internal/interrupt", nil},
 	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress", "sandbox/internal/interrupt"}},
 	{"mcp", []string{"agent", "agent/llm", "sandbox/egress"}},
-	{"console", []string{"agent", "store", "vault"}},
+	{"console", []string{"agent", "agent/llm", "store", "vault"}},
 	{"vault/leak", nil},
 	{"vault", []string{"vault/leak"}},
 }

@@ -1,13 +1,23 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/talonhq/talon/console"
+	"github.com/talonhq/talon/vault"
 )
+
+// consoleCredentials is the vault service (the one the gateway uses; the
+// CLI's rm and list do the same on the vault) with the vault's audit log.
+type consoleCredentials struct{ *vault.Service }
+
+func (c consoleCredentials) RecentAudit(ctx context.Context, limit int) ([]vault.AuditEvent, error) {
+	return c.Vault().RecentAudit(ctx, limit)
+}
 
 // channelStates tracks whether each platform channel is running, for the
 // console's Overview.
@@ -56,6 +66,9 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 		Prices:     prices,
 		Channels:   states.list,
 		Log:        a.log,
+	}
+	if svc := a.vaultSvc(); svc != nil {
+		s.Credentials = consoleCredentials{svc}
 	}
 	h, err := s.Handler()
 	if err != nil {
