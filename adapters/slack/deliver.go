@@ -87,7 +87,7 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	if r.Resumed && len(posted) < len(parts)+len(files) {
 		names := map[string]int{}
 		for k, f := range files {
-			names[f.Name] = len(parts) + k
+			names[slackFileName(r.ID, f)] = len(parts) + k
 		}
 		found, pv := a.findPosted(ctx, to, r, names)
 		for n, ts := range found {
@@ -125,7 +125,7 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 		if _, ok := posted[n]; ok {
 			continue
 		}
-		id, err := a.upload(ctx, to, f)
+		id, err := a.upload(ctx, to, slackFileName(r.ID, f), f)
 		if errors.Is(err, errNoFilesWrite) {
 			// The app was installed without files:write: say so where
 			// the file would be, rather than fail the whole reply.
@@ -144,6 +144,19 @@ func (a *Adapter) Deliver(ctx context.Context, r agent.Reply) (string, error) {
 	return posted[0], nil
 }
 
+// slackFileName is the name f is uploaded with for reply id: its own when
+// it is a block cut from the reply (talon-r12-1.go), else prefixed with the
+// reply (talon-r12-report.csv), so that every file of every reply has a
+// name of its own for findPosted; Slack shows the file's title, its own
+// name.
+func slackFileName(id agent.ReplyID, f chat.File) string {
+	p := fileprefix(id) + "-"
+	if strings.HasPrefix(f.Name, p) {
+		return f.Name
+	}
+	return p + f.Name
+}
+
 // fileprefix names the files of reply id: talon-r<id>-1.go, … The reply's
 // id in the name lets a resumed delivery find a file it uploaded but did
 // not record (see findPosted).
@@ -151,7 +164,7 @@ func fileprefix(id agent.ReplyID) string {
 	return fmt.Sprintf("talon-r%d", id)
 }
 
-// upload shares f in to's conversation (in its thread) with Slack's
+// upload shares f, named name, in to's conversation (in its thread) with Slack's
 // external upload: files.getUploadURLExternal, the bytes posted to the URL
 // it returns, and files.completeUploadExternal, which shares the file as a
 // message of the bot. It returns the file's id. A file's contents are
@@ -160,7 +173,7 @@ func fileprefix(id agent.ReplyID) string {
 // Only completeUploadExternal makes the file visible: a failure before it
 // leaves an unshared upload that Slack discards, and the delivery's retry
 // uploads anew.
-func (a *Adapter) upload(ctx context.Context, to replyTo, f chat.File) (string, error) {
+func (a *Adapter) upload(ctx context.Context, to replyTo, name string, f chat.File) (string, error) {
 	wait, _ := a.pace.Reserve(to.Channel, a.now(), false)
 	if !a.sleep(ctx, wait) {
 		return "", ctx.Err()
@@ -169,7 +182,7 @@ func (a *Adapter) upload(ctx context.Context, to replyTo, f chat.File) (string, 
 	err := a.retry429(ctx, func() error {
 		var err error
 		u, err = a.api.GetUploadURLExternalContext(ctx, slack.GetUploadURLExternalParameters{
-			FileName: f.Name, FileSize: len(f.Content), SnippetType: snippetType(f),
+			FileName: name, FileSize: len(f.Content), SnippetType: snippetType(f),
 		})
 		return err
 	})
@@ -180,7 +193,7 @@ func (a *Adapter) upload(ctx context.Context, to replyTo, f chat.File) (string, 
 	if err != nil {
 		return "", fmt.Errorf("files.getUploadURLExternal: %w", err)
 	}
-	err = a.api.UploadToURL(ctx, slack.UploadToURLParameters{UploadURL: u.UploadURL, Filename: f.Name, Reader: bytes.NewReader(f.Content)})
+	err = a.api.UploadToURL(ctx, slack.UploadToURLParameters{UploadURL: u.UploadURL, Filename: name, Reader: bytes.NewReader(f.Content)})
 	if err != nil {
 		return "", fmt.Errorf("upload %s: %w", f.Name, uploadErr(err))
 	}

@@ -86,8 +86,9 @@ func TestSlackLongCodeBlockIsUploaded(t *testing.T) {
 
 // TestSlackUploadResumed: a delivery resumed after a crash does not upload
 // again a file it recorded, nor one Slack shared whose record was lost (it
-// is found in the thread by its name), and uploads a file that was never
-// shared.
+// is found in the thread by its name), and uploads the files that were
+// never shared, a tool's file among them (named with the reply, titled
+// with its own name).
 func TestSlackUploadResumed(t *testing.T) {
 	fs := newFakeSlack(t)
 	ad := newBareAdapter(t, fs)
@@ -96,6 +97,7 @@ func TestSlackUploadResumed(t *testing.T) {
 	text := "a\n```go\n" + longProgram(400) + "```\nb\n```py\n" + strings.ReplaceAll(longProgram(400), "println", "print") + "```\n"
 	var recorded []agent.PostedPart
 	r := agent.Reply{ID: 9, Kind: agent.ReplyAnswer, Text: text, ReplyTo: to,
+		Files:  []agent.OutFile{{Name: "report.csv", MediaType: "text/csv", Data: []byte("a,b\n")}},
 		Record: func(_ context.Context, p agent.PostedPart) { recorded = append(recorded, p) }}
 
 	// First attempt: the text is posted, the first file shared but its
@@ -120,17 +122,17 @@ func TestSlackUploadResumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := fs.sharedFiles()
-	if len(files) != 2 || files[0].Name != "talon-r9-1.go" || files[1].Name != "talon-r9-2.py" {
+	if len(files) != 3 || files[0].Name != "talon-r9-1.go" || files[1].Name != "talon-r9-2.py" || files[2].Name != "talon-r9-report.csv" || files[2].Title != "report.csv" {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Name)
 		}
-		t.Fatalf("files shared %v, want talon-r9-1.go once and talon-r9-2.py once", names)
+		t.Fatalf("files shared %v, want talon-r9-1.go, talon-r9-2.py and talon-r9-report.csv once each", names)
 	}
 	if n := len(fs.messages("chat.postMessage")); n != 1 {
 		t.Errorf("the text was posted %d times", n)
 	}
-	if len(recorded) != 3 || recorded[1].PlatformID != files[0].ID || recorded[2].PlatformID != files[1].ID {
+	if len(recorded) != 4 || recorded[1].PlatformID != files[0].ID || recorded[2].PlatformID != files[1].ID || recorded[3].PlatformID != files[2].ID {
 		t.Errorf("recorded %+v", recorded)
 	}
 
@@ -139,7 +141,7 @@ func TestSlackUploadResumed(t *testing.T) {
 	if _, err := ad.Deliver(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	if len(fs.sharedFiles()) != 2 || len(fs.messages("chat.postMessage")) != 1 {
+	if len(fs.sharedFiles()) != 3 || len(fs.messages("chat.postMessage")) != 1 {
 		t.Error("a delivery with every part recorded posted again")
 	}
 }
@@ -233,8 +235,10 @@ func TestSlackToolFileIsUploaded(t *testing.T) {
 	h.idle(t)
 
 	f := h.fs.sharedFiles()[0]
-	if f.Name != "report.csv" || f.Channel != "C1" || f.Thread != "90.000100" {
-		t.Errorf("file %s shared in %s/%s", f.Name, f.Channel, f.Thread)
+	// Slack shows the title; the name carries the reply, for a resumed
+	// delivery to find it.
+	if f.Title != "report.csv" || !strings.HasPrefix(f.Name, "talon-r") || !strings.HasSuffix(f.Name, "-report.csv") || f.Channel != "C1" || f.Thread != "90.000100" {
+		t.Errorf("file %s (%s) shared in %s/%s", f.Title, f.Name, f.Channel, f.Thread)
 	}
 	if got := string(f.Content); strings.Contains(got, key) || !strings.HasPrefix(got, "region,revenue\nnorth,12\nkey,[REDACTED:") {
 		t.Errorf("file content %q: the secret is not redacted", got)
