@@ -23,6 +23,7 @@ const (
 	CommandNew          Command = "new"
 	CommandStatus       Command = "status"
 	CommandTools        Command = "tools"
+	CommandUsage        Command = "usage"
 	CommandSecrets      Command = "secrets"
 	CommandSecretAdd    Command = "secret add"
 	CommandSecretRemove Command = "secret rm"
@@ -63,6 +64,7 @@ var commandHelp = []struct {
 	{CommandNew, "start a fresh conversation (the model forgets this one)"},
 	{CommandStatus, "show this conversation's session, model and queue"},
 	{CommandTools, "list the tools the model may use for you"},
+	{CommandUsage, "show the tokens you used today and this month, against your budgets"},
 	{CommandSecrets, "list your stored credentials (names, never values)"},
 	{CommandSecretAdd, "store a credential for tools to use; the value is asked for privately"},
 	{CommandSecretRemove, "remove a stored credential"},
@@ -70,7 +72,7 @@ var commandHelp = []struct {
 }
 
 // commandNames are the words parseCommand takes after "/".
-var commandNames = []string{"new", "status", "tools", "secret", "help"}
+var commandNames = []string{"new", "status", "tools", "usage", "secret", "help"}
 
 // hint is how the user of platform types cmd.
 func (r *Runtime) hint(platform string, cmd Command) string {
@@ -130,6 +132,8 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 		return strings.TrimRight(b.String(), "\n"), nil
 	case "secret":
 		return r.secretCommand(ctx, q, c.args)
+	case "usage":
+		return r.usageCommand(ctx, q.Key.Principal)
 	case "status":
 		s, err := r.Store.ActiveSession(ctx, q.Key)
 		if err != nil {

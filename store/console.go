@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/talonhq/talon/agent"
 )
 
 // What the operator's console reads: usage per day, turns and tokens per
@@ -199,3 +201,41 @@ func (db *DB) ConsoleActions(ctx context.Context, limit int) ([]ConsoleAction, e
 	}
 	return out, nil
 }
+
+// PrincipalTokens sums the tokens (input and output) of p's model calls
+// made since since.
+func (db *DB) PrincipalTokens(ctx context.Context, p agent.Principal, since time.Time) (int64, error) {
+	var n int64
+	err := db.r.QueryRowContext(ctx, `
+		SELECT coalesce(sum(ts.input_tokens + ts.output_tokens), 0)
+		FROM principals p
+		JOIN sessions s ON s.principal_id = p.id
+		JOIN turns t ON t.session_id = s.id
+		JOIN turn_steps ts ON ts.turn_id = t.id
+		WHERE p.platform = ? AND p.workspace = ? AND p.user = ? AND ts.created_at >= ?`,
+		p.Platform, p.Workspace, p.User, toMS(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: principal tokens: %w", err)
+	}
+	return n, nil
+}
+
+// WorkspaceTokens sums the tokens of the model calls of every principal of
+// one workspace since since.
+func (db *DB) WorkspaceTokens(ctx context.Context, platform, workspace string, since time.Time) (int64, error) {
+	var n int64
+	err := db.r.QueryRowContext(ctx, `
+		SELECT coalesce(sum(ts.input_tokens + ts.output_tokens), 0)
+		FROM turn_steps ts
+		JOIN turns t ON t.id = ts.turn_id
+		JOIN sessions s ON s.id = t.session_id
+		JOIN principals p ON p.id = s.principal_id
+		WHERE ts.created_at >= ? AND p.platform = ? AND p.workspace = ?`,
+		toMS(since), platform, workspace).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: workspace tokens: %w", err)
+	}
+	return n, nil
+}
+
+var _ agent.UsageMeter = (*DB)(nil)

@@ -343,6 +343,7 @@ var subcommands = []subcommand{
 	{name: "new", description: "Start a fresh conversation here", cmd: agent.CommandNew, text: "/new"},
 	{name: "status", description: "Show this conversation's session and queue", cmd: agent.CommandStatus, text: "/status"},
 	{name: "tools", description: "List the tools you may use", cmd: agent.CommandTools, text: "/tools"},
+	{name: "usage", description: "Show the tokens you used and your budgets", cmd: agent.CommandUsage, text: "/usage"},
 	{name: "secrets", description: "List your stored secrets (names only)", cmd: agent.CommandSecrets, text: "/secret"},
 	{name: "secret-add", description: "Store a secret in your vault through a private form", cmd: agent.CommandSecretAdd, modal: true},
 	{name: "secret-rm", description: "Remove a secret from your vault", cmd: agent.CommandSecretRemove, text: "/secret rm",

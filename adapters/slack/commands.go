@@ -76,7 +76,7 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 	switch sub {
 	case "", "help":
 		text = "/help"
-	case "new", "status", "tools":
+	case "new", "status", "tools", "usage":
 		text = "/" + sub
 	case "secrets":
 		text = "/secret"

@@ -122,6 +122,8 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	ac := cfg.Agent
 	a.rt = &agent.Runtime{
 		Store:        a.db,
+		Usage:        a.db,
+		Budgets:      budgets(cfg),
 		LLM:          a.llm,
 		Log:          log,
 		Metrics:      a.metrics,

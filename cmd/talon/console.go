@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/vault"
 )
@@ -77,4 +79,20 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 	mux.Handle(console.Prefix, h)
 	a.log.Info().Str("path", console.Prefix).Bool("secure_cookie", s.Secure).Msg("console enabled")
 	return nil
+}
+
+// budgets are the runtime's token budgets; console.admins are exempt.
+func budgets(cfg *config.Config) agent.Budgets {
+	b := agent.Budgets{
+		UserDaily:        cfg.Budgets.UserDailyTokens,
+		UserMonthly:      cfg.Budgets.UserMonthlyTokens,
+		WorkspaceMonthly: cfg.Budgets.WorkspaceMonthlyTokens,
+		Exempt:           map[agent.Principal]bool{},
+	}
+	for _, s := range cfg.Console.Admins {
+		if p, err := agent.ParsePrincipal(s); err == nil {
+			b.Exempt[p] = true
+		}
+	}
+	return b
 }

@@ -49,6 +49,16 @@ type Config struct {
 	Slack    Slack    `yaml:"slack" json:"slack"`
 	Discord  Discord  `yaml:"discord" json:"discord"`
 	Console  Console  `yaml:"console" json:"console"`
+	Budgets  Budgets  `yaml:"budgets" json:"budgets"`
+}
+
+// Budgets bound the tokens (input and output, as the providers report them)
+// that turns may use; 0 means no bound. Days and months are UTC; the
+// principals in console.admins are exempt.
+type Budgets struct {
+	UserDailyTokens        int64 `yaml:"user_daily_tokens" json:"user_daily_tokens"`
+	UserMonthlyTokens      int64 `yaml:"user_monthly_tokens" json:"user_monthly_tokens"`
+	WorkspaceMonthlyTokens int64 `yaml:"workspace_monthly_tokens" json:"workspace_monthly_tokens"`
 }
 
 // Log configures logging.

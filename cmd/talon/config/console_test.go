@@ -59,3 +59,18 @@ console:
 		t.Errorf("problems mismatch (-want +got):\n%s\nerror: %v", diff, err)
 	}
 }
+
+func TestLoadBudgets(t *testing.T) {
+	got, err := loadFile(t, "budgets:\n  user_daily_tokens: 1000\n  user_monthly_tokens: 20000\n  workspace_monthly_tokens: 500000\n", nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if want := (Budgets{UserDailyTokens: 1000, UserMonthlyTokens: 20000, WorkspaceMonthlyTokens: 500000}); got.Budgets != want {
+		t.Errorf("budgets = %+v, want %+v", got.Budgets, want)
+	}
+	_, err = loadFile(t, "budgets:\n  user_daily_tokens: -1\n", nil)
+	want := []string{"budgets.user_daily_tokens: must be between 0 (no budget) and 1000000000000000 tokens (line 2)"}
+	if diff := cmp.Diff(want, problems(err)); diff != "" {
+		t.Errorf("problems mismatch (-want +got):\n%s", diff)
+	}
+}

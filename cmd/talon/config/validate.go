@@ -48,6 +48,18 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 		}
 	}
 	c.Console.validate(&v, c.HTTP.Listen)
+	for _, b := range []struct {
+		key string
+		n   int64
+	}{
+		{"budgets.user_daily_tokens", c.Budgets.UserDailyTokens},
+		{"budgets.user_monthly_tokens", c.Budgets.UserMonthlyTokens},
+		{"budgets.workspace_monthly_tokens", c.Budgets.WorkspaceMonthlyTokens},
+	} {
+		if b.n < 0 || b.n > 1e15 {
+			v.add(b.key, "must be between 0 (no budget) and 1000000000000000 tokens")
+		}
+	}
 	c.LLM.validate(&v)
 	c.Agent.validate(&v)
 	v.intRange("context.thread_messages", c.Context.ThreadMessages, 0, 1000)

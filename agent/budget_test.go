@@ -1,0 +1,51 @@
+package agent_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm/llmtest"
+)
+
+func TestBudgetsRefuseWithResetTimeAndExemptAdmins(t *testing.T) {
+	admin := key("boss").Principal
+	h := newHarness(t, llmtest.Echo(), func(rt *agent.Runtime) {
+		rt.Usage = rt.Store.(agent.UsageMeter)
+		rt.Budgets = agent.Budgets{UserDaily: 1, Exempt: map[agent.Principal]bool{admin: true}}
+	})
+	h.send("u1", "first")
+	h.send("boss", "first")
+	h.idle()
+	h.send("u1", "second")
+	h.send("boss", "second")
+	h.idle()
+	h.send("u1", "/usage")
+	h.send("boss", "/usage")
+	h.idle()
+	got := h.ch.texts()
+	if len(got) != 6 {
+		t.Fatalf("replies: %q", got)
+	}
+	all := strings.Join(got, "|")
+	for _, want := range []string{"echo: first", "echo: second"} {
+		if strings.Count(all, want) != map[string]int{"echo: first": 2, "echo: second": 1}[want] {
+			t.Errorf("replies %q: wrong count of %q", got, want)
+		}
+	}
+	tomorrow := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour).Format("2006-01-02 15:04 MST")
+	if !strings.Contains(all, "You have used your token budget for today") || !strings.Contains(all, "It resets at "+tomorrow) {
+		t.Errorf("u1 was not told plainly with the reset time %s: %q", tomorrow, got)
+	}
+	if strings.Count(all, "token budget for today") != 1 {
+		t.Errorf("want exactly one refusal (u1's second message), got %q", got)
+	}
+	if !strings.Contains(all, "Your usage: today ") || !strings.Contains(all, " of 1 tokens") || !strings.Contains(all, "You are an admin: budgets do not apply to you.") {
+		t.Errorf("/usage answers lack the figures: %q", got)
+	}
+	// The refused message never reached the model: three turns, three calls.
+	if n := len(h.llm.Requests()); n != 3 {
+		t.Errorf("model calls: %d, want 3", n)
+	}
+}
