@@ -33,7 +33,14 @@ type pool struct {
 // take returns a pooled instance of t if one is ready, else a fresh one
 // made for p (waiting for memory if need be). Call done when the call has
 // returned.
-func (r *Runtime) take(ctx context.Context, t *loaded, p agent.Principal) (inst *instance, done func(), err error) {
+//
+// While the call waits in the memory queue, its clock b is stopped and
+// the wait is bounded by wait, the caller's context (the turn's deadline),
+// not by the tool's deadline: like an approval, the wait is none of the
+// tool's own work, and under a burst of calls the queue is longer than a
+// tool's few seconds (1,000 users calling at once failed hundreds of
+// calls that only waited their turn).
+func (r *Runtime) take(ctx context.Context, t *loaded, p agent.Principal, wait context.Context, b *budget) (inst *instance, done func(), err error) {
 	if pl := r.pool(t); pl != nil {
 		select {
 		case inst := <-pl.ch:
@@ -43,7 +50,16 @@ func (r *Runtime) take(ctx context.Context, t *loaded, p agent.Principal) (inst 
 			pl.touch(true)
 		}
 	}
-	inst, err = r.instantiate(ctx, t, func(n uint64) error { return r.quota.acquire(ctx, p, n) })
+	inst, err = r.instantiate(ctx, t, func(n uint64) error {
+		if r.quota.tryAcquire(n) {
+			return nil
+		}
+		if !b.pause() {
+			return r.quota.acquire(ctx, p, n) // the budget is spent: fails at once
+		}
+		defer b.resume()
+		return r.quota.acquire(wait, p, n)
+	})
 	return inst, func() {}, err
 }
 

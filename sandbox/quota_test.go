@@ -136,30 +136,35 @@ func TestMemoryBudgetWaitEndsAtDeadline(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 
+	// The turn has 400 ms; the tool's own 150 ms do not count the wait.
+	turn, cancelTurn := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancelTurn()
 	start := time.Now()
-	_, err := r.Call(context.Background(), callAs(user("U1"), "echo", `{}`))
+	_, err := r.Call(turn, callAs(user("U1"), "echo", `{}`))
 	waited := time.Since(start)
 	if !errors.Is(err, ErrMemoryBusy) {
 		t.Fatalf("err = %v, want ErrMemoryBusy", err)
 	}
 	var ce *CallError
 	errors.As(err, &ce)
-	for _, want := range []string{"sandbox.max_memory_mib: 1 MiB", "150ms", "raise sandbox.max_memory_mib", "agent.tool_parallelism"} {
+	for _, want := range []string{"sandbox.max_memory_mib: 1 MiB", "until this turn ran out of time", "raise sandbox.max_memory_mib", "agent.tool_parallelism"} {
 		if !strings.Contains(ce.Reason, want) {
 			t.Errorf("reason %q lacks %q", ce.Reason, want)
 		}
 	}
-	if waited < 150*time.Millisecond {
-		t.Errorf("gave up after %s, before the deadline", waited)
+	if waited < 400*time.Millisecond {
+		t.Errorf("gave up after %s, before the turn's deadline (the tool's own 150ms must not count the wait)", waited)
 	}
 	// Run (the agent's view) says the same to the model.
-	res, err := r.Run(context.Background(), callAs(user("U1"), "echo", `{}`))
+	turn2, cancelTurn2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelTurn2()
+	res, err := r.Run(turn2, callAs(user("U1"), "echo", `{}`))
 	if err != nil || !res.IsError || !strings.Contains(res.Content, "sandbox.max_memory_mib") {
 		t.Errorf("Run = %+v, %v; want IsError with the reason", res, err)
 	}
 	st := r.Stats()
-	if st.MemoryWaiting != 0 || st.MemoryWaits < 2 || st.MemoryWaitTime < 300*time.Millisecond {
-		t.Errorf("Stats = %+v, want 0 waiting, ≥ 2 waits of ≥ 300ms in all", st)
+	if st.MemoryWaiting != 0 || st.MemoryWaits < 2 || st.MemoryWaitTime < 500*time.Millisecond {
+		t.Errorf("Stats = %+v, want 0 waiting, ≥ 2 waits of ≥ 500ms in all", st)
 	}
 	if st.Memory != st.MemoryLimit {
 		t.Errorf("Memory = %d, want the sleepers' %d", st.Memory, st.MemoryLimit)
@@ -172,6 +177,37 @@ func TestMemoryBudgetWaitEndsAtDeadline(t *testing.T) {
 	// Now there is room.
 	if res, err := r.Call(context.Background(), callAs(user("U1"), "echo", `{"a":1}`)); err != nil || res.Content != `{"a":1}` {
 		t.Errorf("call after the sleepers = %+v, %v", res, err)
+	}
+}
+
+// A call that waits for memory longer than its tool's own deadline still
+// runs when memory frees within the turn's: the tool's clock is stopped
+// while it waits (1,000 users calling at once failed hundreds of calls
+// that had only waited their turn).
+func TestMemoryWaitDoesNotSpendTheToolsDeadline(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 0, MaxMemoryMiB: 1, Now: forever()},
+		testTool(t, "sleep", "limits: {deadline: 1m, per_minute: 100000}\n"),
+		testTool(t, "echo", "limits: {deadline: 150ms, per_minute: 100000}\n"))
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := sleepers(t, ctx, r, 16)
+	defer wg.Wait()
+	defer cancel()
+
+	got := make(chan error, 1)
+	go func() {
+		turn, cancelTurn := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancelTurn()
+		res, err := r.Call(turn, callAs(user("U1"), "echo", `{"b":2}`))
+		if err == nil && res.Content != `{"b":2}` {
+			err = fmt.Errorf("result %q", res.Content)
+		}
+		got <- err
+	}()
+	waitFor(t, "the echo call to queue", func() bool { return r.Stats().MemoryWaiting == 1 })
+	time.Sleep(400 * time.Millisecond) // well past echo's 150 ms
+	cancel()                           // the sleepers end and free their memory
+	if err := <-got; err != nil {
+		t.Errorf("echo after waiting 400 ms for memory: %v, want its answer", err)
 	}
 }
 

@@ -707,7 +707,7 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 	st := &callState{tool: t, principal: p, key: call.Key, turn: call.Turn, callID: call.ID, budget: b, taint: call.Taint}
 	cctx = context.WithValue(cctx, callKey{}, st)
 
-	inst, done, err := r.take(cctx, t, p)
+	inst, done, err := r.take(cctx, t, p, ctx, b)
 	if err != nil {
 		return agent.ToolResult{}, r.classify(cctx, t, st, nil, err)
 	}
@@ -783,8 +783,8 @@ func (r *Runtime) classify(ctx context.Context, t *loaded, st *callState, inst *
 	switch {
 	case errors.As(err, &qw) && errors.Is(qw.cause, context.DeadlineExceeded):
 		return &CallError{Tool: name, Kind: ErrMemoryBusy, cause: err,
-			Reason: fmt.Sprintf("the sandbox's memory (sandbox.max_memory_mib: %d MiB) stayed in use by other calls for the call's whole deadline (%s); "+
-				"try again in a moment; the operator can raise sandbox.max_memory_mib or lower agent.tool_parallelism", budget, t.manifest.Limits.Deadline)}
+			Reason: fmt.Sprintf("the sandbox's memory (sandbox.max_memory_mib: %d MiB) stayed in use by other calls until this turn ran out of time; "+
+				"try again in a moment; the operator can raise sandbox.max_memory_mib or lower agent.tool_parallelism", budget)}
 	case errors.Is(err, errQuotaTooSmall):
 		return &CallError{Tool: name, Kind: ErrMemoryBusy, cause: err,
 			Reason: fmt.Sprintf("the tool needs more memory than the sandbox's whole budget (sandbox.max_memory_mib: %d MiB); the operator can raise it", budget)}
