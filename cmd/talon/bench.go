@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -45,6 +46,10 @@ type benchResult struct {
 	// (--tool-share); with --llm-url the endpoint's model decides whether
 	// it does, and ToolCalls counts the calls that ran.
 	ToolTurns int64 `json:"tool_turns"`
+	// ToolErrors counts the failed tool calls by why they failed (a
+	// sandbox error kind, or "tool error" for a tool that answered with
+	// one).
+	ToolErrors map[string]int64 `json:"tool_errors,omitempty"`
 }
 
 type pct struct {
@@ -225,6 +230,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	if tools != nil {
 		res.ToolCalls, res.ToolTurns = tools.calls.Load(), toolTurns.Load()
 		res.Errors += int(tools.fails.Load())
+		res.ToolErrors = tools.failures()
 	}
 	if think > 0 {
 		res.OfferedPerS = float64(concurrency) / (think + latency).Seconds()
@@ -248,6 +254,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(e.stdout, "database:        %.1f MB\n", float64(res.DBBytes)/1e6)
 	fmt.Fprintf(e.stdout, "tool calls:      %d (%d turns asked for one)\n", res.ToolCalls, res.ToolTurns)
 	fmt.Fprintf(e.stdout, "errors:          %d\n", res.Errors)
+	for _, k := range slices.Sorted(maps.Keys(res.ToolErrors)) {
+		fmt.Fprintf(e.stdout, "  tool calls failed, %s: %d\n", k, res.ToolErrors[k])
+	}
 	return nil
 }
 
@@ -396,15 +405,49 @@ func (c *modelClock) spent(u, m int) time.Duration {
 type countingTools struct {
 	agent.ToolRunner
 	calls, fails atomic.Int64
+
+	mu     sync.Mutex
+	byKind map[string]int64 // guarded by mu
 }
 
 func (c *countingTools) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult, error) {
 	c.calls.Add(1)
-	r, err := c.ToolRunner.Run(ctx, call)
+	var r agent.ToolResult
+	var err error
+	var ce *sandbox.CallError
+	if sb, ok := c.ToolRunner.(*sandbox.Runtime); ok {
+		// Call keeps the failure's kind, which Run turns into text for
+		// the model the same way.
+		if r, err = sb.Call(ctx, call); errors.As(err, &ce) {
+			r, err = agent.ToolResult{Content: ce.Reason, IsError: true}, nil
+		}
+	} else {
+		r, err = c.ToolRunner.Run(ctx, call)
+	}
 	if err != nil || r.IsError {
 		c.fails.Add(1)
+		kind := "tool error"
+		switch {
+		case ce != nil:
+			kind = ce.Kind.Error()
+		case err != nil:
+			kind = "other"
+		}
+		c.mu.Lock()
+		if c.byKind == nil {
+			c.byKind = map[string]int64{}
+		}
+		c.byKind[kind]++
+		c.mu.Unlock()
 	}
 	return r, err
+}
+
+// failures returns the failed calls by kind.
+func (c *countingTools) failures() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.byKind)
 }
 
 // progress draws a bar on a terminal's stderr.
