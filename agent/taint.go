@@ -25,13 +25,13 @@ import (
 // content itself.
 //
 // Sources of untrusted content, and where they mark the turn:
-//   - tool results from the network: the sandbox sets ToolResult.Taint,
-//     the runtime marks the turn when it records the result (runTool);
+//   - tool results from the network: the sandbox, and the MCP client for
+//     every result of a remote MCP server, set ToolResult.Taint; the
+//     runtime marks the turn when it records the result (runTool);
 //   - thread messages not written by the turn's owner or the bot
 //     (withThread) and attached files (ingest): the turn is marked right
 //     after it starts, before its first model call (Runtime.turn);
-//   - any later source (MCP results, memory written by others, channel
-//     history): whatever adds the content to the model's context calls
+//   - any later source (memory written by others, channel history): whatever adds the content to the model's context calls
 //     Runtime.Taint with the turn's id and a source, before the model call
 //     that reads it. A source known before the turn starts is kept and
 //     passed to Taint once StartTurn has given the turn its id, as the

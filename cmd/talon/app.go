@@ -21,6 +21,7 @@ import (
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/sandbox"
+	"github.com/talonhq/talon/sandbox/egress"
 	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/vault"
 )
@@ -38,6 +39,9 @@ type app struct {
 	llm     llm.Provider
 	rt      *agent.Runtime
 	metrics *metrics
+	// broker is the egress broker of the sandbox and the MCP client, set
+	// by startSandbox.
+	broker *egress.Broker
 
 	// Set by openVault; nil when no vault is configured.
 	redactor agent.Redactor

@@ -34,8 +34,8 @@ import (
 // health checks; a first message rarely comes sooner.
 const warmDelay = 200 * time.Millisecond
 
-// openTools builds the sandbox for ts (as loadTools found them) and the
-// egress broker, and sets a.rt.Tools. Approvals go to the runtime, which
+// openTools builds the sandbox for ts (as loadTools found them), the
+// egress broker and the MCP client, and sets a.rt.Tools. Approvals go to the runtime, which
 // persists them and asks the session's channel. Nothing is compiled before
 // the runtime is ready, so start-up stays fast; then the enabled tools are
 // loaded in the background (from the verified compilation cache after a
@@ -61,6 +61,11 @@ func (a *app) openTools(ctx context.Context, ts []sandbox.Tool) error {
 			Help: "Tool modules compiled since start, i.e. not found in the compilation cache."},
 			stat(func(s sandbox.Stats) int64 { return s.Compiled })),
 	)
+	// The MCP servers' tools go through the same broker: the same SSRF
+	// rules, leak checks and credential injection.
+	if c := a.newMCP(a.broker, a.rt); c != nil {
+		a.rt.Tools = toolSet{sandbox: sb, mcp: c}
+	}
 	return nil
 }
 
@@ -88,6 +93,7 @@ func (a *app) startSandbox(ctx context.Context, approver sandbox.Approver, ts []
 		return nil, err
 	}
 	a.rt.Tools = sb
+	a.broker = broker
 	a.metrics.sandbox(sb)
 	a.closers = append(a.closers, func() {
 		if err := sb.Close(context.Background()); err != nil {

@@ -50,6 +50,7 @@ type Config struct {
 	Discord  Discord  `yaml:"discord" json:"discord"`
 	Console  Console  `yaml:"console" json:"console"`
 	Budgets  Budgets  `yaml:"budgets" json:"budgets"`
+	MCP      MCP      `yaml:"mcp" json:"mcp"`
 }
 
 // Budgets bound the tokens (input and output, as the providers report them)

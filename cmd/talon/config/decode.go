@@ -68,6 +68,9 @@ func decode(data []byte, getenv func(string) string) (*Config, error) {
 	if len(strict.Egress.TrustedHosts) == 0 {
 		strict.Egress.TrustedHosts = nil
 	}
+	if len(strict.MCP.Servers) == 0 {
+		strict.MCP.Servers = nil
+	}
 	strict.Slack.normalize()
 	strict.Discord.normalize()
 	if errs := strict.validate(w.fromEnv); len(errs) > 0 {

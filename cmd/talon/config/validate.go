@@ -72,6 +72,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	}
 	c.Slack.validate(&v, c.HTTP.Listen)
 	c.Discord.validate(&v)
+	c.MCP.validate(&v)
 	return v.errs
 }
 
