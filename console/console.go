@@ -23,7 +23,7 @@ import (
 // Store is what the console reads and writes in the database.
 type Store interface {
 	Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error)
-	TokensPer(ctx context.Context, from time.Time, bucket time.Duration) ([]store.TokenBucket, error)
+	TokensPerDay(ctx context.Context, from time.Time) ([]store.TokenBucket, error)
 	TurnsPer(ctx context.Context, from time.Time, bucket time.Duration) ([]store.TurnBucket, error)
 	TurnDurations(ctx context.Context, from time.Time) ([]time.Duration, error)
 	AddConsoleAction(ctx context.Context, a store.ConsoleAction) error

@@ -414,8 +414,8 @@ func TestUsagePageAndCSV(t *testing.T) {
 	}
 	want := [][]string{
 		{"day", "platform", "workspace", "user", "channel", "model", "calls", "input_tokens", "output_tokens", "cost_usd"},
-		{"2026-03-10", "slack", "T1", "<script>alert(1)</script>", "'=cmd|' /C calc'!A0", "<img src=x onerror=alert(1)>", "1", "7", "3", "0.000000"},
 		{"2026-03-10", "slack", "T1", "UALICE", "C1", "gpt-big", "2", "5000", "1000", "0.018000"},
+		{"2026-03-10", "slack", "T1", "<script>alert(1)</script>", "'=cmd|' /C calc'!A0", "<img src=x onerror=alert(1)>", "1", "7", "3", "0.000000"},
 		{"2026-03-08", "slack", "T1", "UALICE", "C1", "gpt-big", "1", "1000", "500", "0.006000"},
 		{"2026-02-18", "discord", "", "42", "D9", "gpt-big", "1", "1", "1", "0.000010"},
 	}

@@ -139,7 +139,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess *session)
 
 	today := now.Truncate(24 * time.Hour)
 	dayStart := today.AddDate(0, 0, -29)
-	tok, err := s.Store.TokensPer(ctx, dayStart, 24*time.Hour)
+	tok, err := s.Store.TokensPerDay(ctx, dayStart)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -195,6 +195,7 @@ type usageData struct {
 	Models                      []usageTotal
 	Rows                        []usageRow
 	More                        int
+	UserCount                   int
 }
 
 type usageRow struct {
@@ -202,8 +203,12 @@ type usageRow struct {
 	Cost float64
 }
 
-// maxUsageRows is how many daily rows the page shows; the CSV has all.
-const maxUsageRows = 200
+// The page shows the newest maxUsageRows daily rows and the
+// maxUsageUsers users and channels that used most; the CSV has all.
+const (
+	maxUsageRows  = 200
+	maxUsageUsers = 100
+)
 
 // usageDays reads ?days= (1 to 366, default 30).
 func usageDays(r *http.Request) int {
@@ -222,8 +227,6 @@ func (s *Server) usageRows(r *http.Request) ([]store.UsageRow, time.Time, int, e
 	return rows, from, days, err
 }
 
-func principal(u store.UsageRow) string { return u.Platform + ":" + u.Workspace + ":" + u.User }
-
 func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
 	rows, from, days, err := s.usageRows(r)
 	if err != nil {
@@ -231,15 +234,18 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 	d := usageData{Days: days}
-	sums := [4]map[string]*usageTotal{{}, {}, {}, {}}
+	// Keyed by the parts of each name, joined only for a new entry.
+	type key struct{ a, b, c string }
+	sums := [4]map[key]*usageTotal{{}, {}, {}, {}}
 	perDay := map[time.Time]int64{}
 	for _, u := range rows {
 		c := s.cost(u.Model, u.InputTokens, u.OutputTokens)
-		keys := [4]string{principal(u), u.Platform + ":" + u.Workspace, u.Platform + ":" + u.Channel, u.Model}
+		keys := [4]key{{u.Platform, u.Workspace, u.User}, {u.Platform, u.Workspace, ""}, {u.Platform, u.Channel, ""}, {u.Model, "", ""}}
 		for i, k := range keys {
 			t := sums[i][k]
 			if t == nil {
-				t = &usageTotal{Key: k}
+				name := [4]string{k.a + ":" + k.b + ":" + k.c, k.a + ":" + k.b, k.a + ":" + k.b, k.a}[i]
+				t = &usageTotal{Key: name}
 				sums[i][k] = t
 			}
 			t.add(u, c)
@@ -262,6 +268,9 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
 		})
 	}
 	d.Users, d.Workspaces, d.Channels, d.Models = lists[0], lists[1], lists[2], lists[3]
+	d.UserCount = len(d.Users)
+	d.Users = d.Users[:min(len(d.Users), maxUsageUsers)]
+	d.Channels = d.Channels[:min(len(d.Channels), maxUsageUsers)]
 	var bars []bar
 	step := max(1, days/5)
 	for i := range days {

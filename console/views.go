@@ -131,6 +131,13 @@ func (u *usageData) write(d *doc) {
 `)
 	figure(d, u.Chart, "Tokens per day (UTC).")
 	totals(d, "By user", "by-user", u.Users)
+	if u.UserCount > len(u.Users) {
+		d.raw(`<p>The `)
+		d.text(strconv.Itoa(len(u.Users)))
+		d.raw(` users who used most, of `)
+		d.text(strconv.Itoa(u.UserCount))
+		d.raw(`; the CSV has everyone.</p>`)
+	}
 	totals(d, "By workspace or server", "by-workspace", u.Workspaces)
 	totals(d, "By channel", "by-channel", u.Channels)
 	totals(d, "By model", "by-model", u.Models)

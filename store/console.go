@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/talonhq/talon/agent"
@@ -22,39 +23,101 @@ type UsageRow struct {
 
 const dayMS = int64(24 * time.Hour / time.Millisecond)
 
-// Usage returns the usage of the model calls made in [from, to), by day
-// (newest first), principal, channel and model.
+// Usage returns the usage of the model calls made on the UTC days from
+// from's to the one before to's, by day (newest first), principal, channel
+// and model (principals in the order they were first seen). Days before
+// today are read once and kept (usageCache); today is always read.
 func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]UsageRow, error) {
-	rows, err := db.r.QueryContext(ctx, `
-		SELECT ts.created_at / ?3 AS day, p.platform, p.workspace, p.user, s.channel, ts.model,
-			count(*), sum(ts.input_tokens), sum(ts.output_tokens)
-		FROM turn_steps ts
-		JOIN turns t ON t.id = ts.turn_id
-		JOIN sessions s ON s.id = t.session_id
-		JOIN principals p ON p.id = s.principal_id
-		WHERE ts.created_at >= ?1 AND ts.created_at < ?2
-		GROUP BY day, p.id, s.channel, ts.model
-		ORDER BY day DESC, p.platform, p.workspace, p.user, s.channel, ts.model`,
-		toMS(from), toMS(to), dayMS)
-	if err != nil {
-		return nil, fmt.Errorf("store: usage: %w", err)
-	}
-	defer rows.Close()
+	today := dayOf(db.Now())
 	var out []UsageRow
-	for rows.Next() {
-		var u UsageRow
-		var day int64
-		if err := rows.Scan(&day, &u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model,
-			&u.Calls, &u.InputTokens, &u.OutputTokens); err != nil {
+	for d := dayOf(to) - 1; d >= dayOf(from); d-- {
+		rows, err := db.usageDay(ctx, d, d < today)
+		if err != nil {
 			return nil, fmt.Errorf("store: usage: %w", err)
 		}
-		u.Day = fromMS(day * dayMS)
-		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: usage: %w", err)
+		out = append(out, rows...)
 	}
 	return out, nil
+}
+
+// usageDay reads the usage rows of one day, from the cache when cache is
+// set (a closed day) and it holds them.
+func (db *DB) usageDay(ctx context.Context, day int64, cache bool) ([]UsageRow, error) {
+	gen, rows, ok := db.usage.get(day)
+	if cache && ok {
+		return rows, nil
+	}
+	rs, err := db.r.QueryContext(ctx, `
+		SELECT p.platform, p.workspace, p.user, u.channel, u.model, u.calls, u.input_tokens, u.output_tokens
+		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
+		WHERE u.day = ? AND u.calls > 0
+		ORDER BY u.principal_id, u.channel, u.model`, day)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	rows = nil
+	at := fromMS(day * dayMS)
+	for rs.Next() {
+		u := UsageRow{Day: at}
+		if err := rs.Scan(&u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Calls, &u.InputTokens, &u.OutputTokens); err != nil {
+			return nil, err
+		}
+		rows = append(rows, u)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, err
+	}
+	if cache {
+		db.usage.put(day, gen, rows)
+	}
+	return rows, nil
+}
+
+// usageCache keeps the usage rows of closed days, which change only when a
+// resumed turn records a step of that day again: stepTx drops the day when
+// it replaces such a step, and again once its transaction has ended, and a
+// read that overlapped either drop does not store what it read.
+type usageCache struct {
+	mu sync.Mutex
+	// gen counts drops; days holds rows by day, at most maxUsageCacheDays;
+	// guarded by mu.
+	gen  uint64
+	days map[int64][]UsageRow
+}
+
+const maxUsageCacheDays = 400
+
+func (c *usageCache) get(day int64) (gen uint64, rows []UsageRow, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rows, ok = c.days[day]
+	return c.gen, rows, ok
+}
+
+func (c *usageCache) put(day int64, gen uint64, rows []UsageRow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if c.days == nil || len(c.days) >= maxUsageCacheDays {
+		c.days = map[int64][]UsageRow{}
+	}
+	c.days[day] = rows
+}
+
+func (c *usageCache) drop(day int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.days, day)
+}
+
+func (c *usageCache) dropAfterCommit(day int64) {
+	if day >= 0 {
+		c.drop(day)
+	}
 }
 
 // TokenBucket is the tokens of the model calls of one model in one time
@@ -65,19 +128,15 @@ type TokenBucket struct {
 	InputTokens, OutputTokens int64
 }
 
-// TokensPer sums the tokens of the model calls made since from, per bucket
-// (aligned on the Unix epoch, so a day is a UTC day) and model, oldest first.
-func (db *DB) TokensPer(ctx context.Context, from time.Time, bucket time.Duration) ([]TokenBucket, error) {
-	b := bucket.Milliseconds()
-	if b <= 0 {
-		return nil, fmt.Errorf("store: tokens per bucket: bucket %v is not positive", bucket)
-	}
+// TokensPerDay sums the tokens of the model calls made since from's UTC
+// day, per day and model, oldest first.
+func (db *DB) TokensPerDay(ctx context.Context, from time.Time) ([]TokenBucket, error) {
 	rows, err := db.r.QueryContext(ctx, `
-		SELECT created_at / ?2 AS b, model, sum(input_tokens), sum(output_tokens)
-		FROM turn_steps WHERE created_at >= ?1
-		GROUP BY b, model ORDER BY b, model`, toMS(from), b)
+		SELECT day, model, sum(input_tokens), sum(output_tokens)
+		FROM usage_daily WHERE day >= ? AND calls > 0
+		GROUP BY day, model ORDER BY day, model`, dayOf(from))
 	if err != nil {
-		return nil, fmt.Errorf("store: tokens per bucket: %w", err)
+		return nil, fmt.Errorf("store: tokens per day: %w", err)
 	}
 	defer rows.Close()
 	var out []TokenBucket
@@ -85,16 +144,19 @@ func (db *DB) TokensPer(ctx context.Context, from time.Time, bucket time.Duratio
 		var t TokenBucket
 		var n int64
 		if err := rows.Scan(&n, &t.Model, &t.InputTokens, &t.OutputTokens); err != nil {
-			return nil, fmt.Errorf("store: tokens per bucket: %w", err)
+			return nil, fmt.Errorf("store: tokens per day: %w", err)
 		}
-		t.Start = fromMS(n * b)
+		t.Start = fromMS(n * dayMS)
 		out = append(out, t)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: tokens per bucket: %w", err)
+		return nil, fmt.Errorf("store: tokens per day: %w", err)
 	}
 	return out, nil
 }
+
+// dayOf is the UTC day number of t (unix days).
+func dayOf(t time.Time) int64 { return t.UnixMilli() / dayMS }
 
 // TurnBucket is the turns started in one time bucket, and how many of them
 // failed.
@@ -203,17 +265,14 @@ func (db *DB) ConsoleActions(ctx context.Context, limit int) ([]ConsoleAction, e
 }
 
 // PrincipalTokens sums the tokens (input and output) of p's model calls
-// made since since.
+// made since since's UTC day began.
 func (db *DB) PrincipalTokens(ctx context.Context, p agent.Principal, since time.Time) (int64, error) {
 	var n int64
 	err := db.r.QueryRowContext(ctx, `
-		SELECT coalesce(sum(ts.input_tokens + ts.output_tokens), 0)
-		FROM principals p
-		JOIN sessions s ON s.principal_id = p.id
-		JOIN turns t ON t.session_id = s.id
-		JOIN turn_steps ts ON ts.turn_id = t.id
-		WHERE p.platform = ? AND p.workspace = ? AND p.user = ? AND ts.created_at >= ?`,
-		p.Platform, p.Workspace, p.User, toMS(since)).Scan(&n)
+		SELECT coalesce(sum(u.input_tokens + u.output_tokens), 0)
+		FROM principals p JOIN usage_daily u ON u.principal_id = p.id
+		WHERE p.platform = ? AND p.workspace = ? AND p.user = ? AND u.day >= ?`,
+		p.Platform, p.Workspace, p.User, dayOf(since)).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("store: principal tokens: %w", err)
 	}
@@ -221,17 +280,14 @@ func (db *DB) PrincipalTokens(ctx context.Context, p agent.Principal, since time
 }
 
 // WorkspaceTokens sums the tokens of the model calls of every principal of
-// one workspace since since.
+// one workspace since since's UTC day began.
 func (db *DB) WorkspaceTokens(ctx context.Context, platform, workspace string, since time.Time) (int64, error) {
 	var n int64
 	err := db.r.QueryRowContext(ctx, `
-		SELECT coalesce(sum(ts.input_tokens + ts.output_tokens), 0)
-		FROM turn_steps ts
-		JOIN turns t ON t.id = ts.turn_id
-		JOIN sessions s ON s.id = t.session_id
-		JOIN principals p ON p.id = s.principal_id
-		WHERE ts.created_at >= ? AND p.platform = ? AND p.workspace = ?`,
-		toMS(since), platform, workspace).Scan(&n)
+		SELECT coalesce(sum(u.input_tokens + u.output_tokens), 0)
+		FROM principals p JOIN usage_daily u ON u.principal_id = p.id
+		WHERE p.platform = ? AND p.workspace = ? AND u.day >= ?`,
+		platform, workspace, dayOf(since)).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("store: workspace tokens: %w", err)
 	}

@@ -232,9 +232,11 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 	if err != nil {
 		return fmt.Errorf("store: record step: %w", err)
 	}
+	replaced := int64(-1)
 	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
-		return db.stepTx(ctx, tx, t, &st, contents)
+		return db.stepTx(ctx, tx, t, &st, contents, &replaced)
 	})
+	db.usage.dropAfterCommit(replaced)
 	if err != nil {
 		return fmt.Errorf("store: record step: %w", err)
 	}
@@ -242,10 +244,30 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 }
 
 // stepTx records st and appends its messages (encoded as contents).
-func (db *DB) stepTx(ctx context.Context, tx *wtx, t agent.TurnID, st *agent.Step, contents []string) error {
+// The UTC day of a step it replaces is set in *replaced, whose cached usage
+// the caller drops again once the transaction has ended (usageCache).
+func (db *DB) stepTx(ctx context.Context, tx *wtx, t agent.TurnID, st *agent.Step, contents []string, replaced *int64) error {
 	now := db.now()
+	// The daily usage sums (usage_daily) take the step's figures, and give
+	// back those of the step it replaces (a resumed turn).
+	var oldIn, oldOut, oldAt int64
+	var oldModel string
+	err := tx.StmtContext(ctx, db.ws.stepOld).QueryRowContext(ctx, t, st.N).Scan(&oldIn, &oldOut, &oldAt, &oldModel)
+	switch {
+	case err == nil:
+		*replaced = oldAt / dayMS
+		db.usage.drop(*replaced)
+		if _, err := tx.StmtContext(ctx, db.ws.usageAdd).ExecContext(ctx, oldAt, oldModel, -1, -oldIn, -oldOut, t); err != nil {
+			return err
+		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
 	if _, err := tx.StmtContext(ctx, db.ws.stepPut).ExecContext(ctx,
 		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, st.StopReason, now, st.Model); err != nil {
+		return err
+	}
+	if _, err := tx.StmtContext(ctx, db.ws.usageAdd).ExecContext(ctx, now, st.Model, 1, st.Usage.InputTokens, st.Usage.OutputTokens, t); err != nil {
 		return err
 	}
 	return db.appendTx(ctx, tx, st.Session, t, st.Messages, contents, now)
@@ -327,6 +349,8 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 		}
 	}
 	var rid agent.ReplyID
+	replaced := int64(-1)
+	defer func() { db.usage.dropAfterCommit(replaced) }()
 	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		now := db.now()
 		var (
@@ -358,7 +382,7 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 			}
 		}
 		if last != nil {
-			if err := db.stepTx(ctx, tx, t, last, contents); err != nil {
+			if err := db.stepTx(ctx, tx, t, last, contents, &replaced); err != nil {
 				return err
 			}
 		}

@@ -42,6 +42,8 @@ type writeStmts struct {
 	turnFinish     *sql.Stmt
 	messageAdd     *sql.Stmt
 	stepPut        *sql.Stmt
+	stepOld        *sql.Stmt
+	usageAdd       *sql.Stmt
 	toolStart      *sql.Stmt
 	toolFinish     *sql.Stmt
 	replyAdd       *sql.Stmt
@@ -87,6 +89,12 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.turnAdd, `INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES (?, ?, 'running', ?) RETURNING id`},
 		{&s.turnFinish, `UPDATE turns SET state = ?, finished_at = ? WHERE id = ? AND inbound_id = ?`},
 		{&s.messageAdd, `INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)`},
+		{&s.stepOld, `SELECT input_tokens, output_tokens, created_at, model FROM turn_steps WHERE turn_id = ? AND step = ?`},
+		{&s.usageAdd, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
+			SELECT ?1 / 86400000, s.principal_id, s.channel, ?2, ?3, ?4, ?5
+			FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = ?6
+			ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = calls + excluded.calls,
+				input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens`},
 		{&s.stepPut, `INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
 			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,

@@ -54,6 +54,8 @@ type DB struct {
 	rs readStmts
 	wr *writer
 	ck *checkpointer
+
+	usage usageCache
 }
 
 // Open opens the database at path, creating the file (mode 0600) and its
