@@ -157,6 +157,7 @@ func BenchmarkPages(b *testing.B) {
 		{"conversations-user", "/console/conversations?user=slack:T7:U05007"},
 		{"transcript", "/console/conversations/5000"},
 		{"credentials", "/console/credentials"},
+		{"users", "/console/users"},
 	} {
 		b.Run(p.name, func(b *testing.B) {
 			var ds []time.Duration

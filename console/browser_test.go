@@ -167,6 +167,13 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("delete: notice %q, entry still there: %v", got, f.vault.Has(ctx, "slack:T1:UALICE", "github"))
 	}
 	shots(t, bctx, "credentials")
+	do("users",
+		chromedp.Navigate(base+"/console/users"),
+		chromedp.WaitVisible(chromedp.CSS("table")))
+	if got := text("tbody"); !strings.Contains(got, "slack:T1:UALICE") {
+		t.Errorf("Users page lacks alice: %q", got)
+	}
+	shots(t, bctx, "users")
 
 	// Sign out: the console asks for the token again.
 	do("sign out",

@@ -30,6 +30,7 @@ type Store interface {
 	ConsoleActions(ctx context.Context, limit int) ([]store.ConsoleAction, error)
 	Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error)
 	Transcript(ctx context.Context, s agent.SessionID, limit int) (store.Conversation, []agent.StoredMessage, []store.Approval, error)
+	UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error)
 }
 
 // Credentials is the vault service the gateway and the CLI use: entries
@@ -83,6 +84,8 @@ type Server struct {
 	SessionTTL time.Duration
 	// Prices per model estimate cost; a model not listed costs 0.
 	Prices map[string]Price
+	// Budgets are shown against each user's figures on the Users page.
+	Budgets Budgets
 	// Channels, when set, lists the platform connections and their state.
 	Channels func() []Channel
 	// Log receives failures (with a reference shown to the operator);
@@ -144,6 +147,7 @@ func (s *Server) Handler() (http.Handler, error) {
 	mux.Handle("GET /console/conversations", s.auth(s.conversations))
 	mux.Handle("GET /console/conversations/{id}", s.auth(s.transcript))
 	mux.Handle("GET /console/credentials", s.auth(s.credentials))
+	mux.Handle("GET /console/users", s.auth(s.users))
 	mux.Handle("POST /console/credentials/delete", s.auth(s.deleteCredential))
 	return headers(mux), nil
 }

@@ -156,3 +156,30 @@ func TestCredentialsListAndDelete(t *testing.T) {
 		t.Errorf("the deletion is not in the audit log on the Overview")
 	}
 }
+
+func TestUsersPage(t *testing.T) {
+	f := newFixture(t)
+	f.cs.Budgets = Budgets{UserDaily: 1000, UserMonthly: 100_000, Admins: map[string]bool{"discord::42": true}}
+	f.turn(t, alice, "C1", "gpt-big", false, time.Second, [2]int{1500, 500})
+	f.turn(t, bob, "D9", "gpt-big", false, time.Second, [2]int{10, 5})
+	f.turn(t, xss, "C1", "gpt-big", false, time.Second, [2]int{1, 1})
+	c := f.client(t)
+	f.signIn(t, c)
+	_, body := get(t, c, f.srv.URL+"/console/users")
+	for _, want := range []string{
+		"<td>slack:T1:UALICE</td><td>2026-03-10</td><td>2,000 of 1,000 (200%) over budget</td><td>2,000 of 100,000 (2%)</td>",
+		"<td>discord::42</td><td>2026-03-10</td><td>15 (admin: exempt)</td><td>15 (admin: exempt)</td>",
+		"&lt;script&gt;alert(1)&lt;/script&gt;",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("Users page lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Index(body, "UALICE") > strings.Index(body, "discord::42") {
+		t.Errorf("Users page is not ordered by tokens")
+	}
+	_, body = get(t, c, f.srv.URL+"/console/users?q=discord")
+	if !strings.Contains(body, "discord::42") || strings.Contains(body, "UALICE") {
+		t.Errorf("search for discord:\n%s", body)
+	}
+}

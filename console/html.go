@@ -77,6 +77,7 @@ var navItems = []struct {
 	{"usage", "/console/usage", "Usage"},
 	{"conversations", "/console/conversations", "Conversations"},
 	{"credentials", "/console/credentials", "Credentials"},
+	{"users", "/console/users", "Users"},
 }
 
 // layout wraps content in the page: head, navigation (when signed in),

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,3 +296,50 @@ func (db *DB) WorkspaceTokens(ctx context.Context, platform, workspace string, s
 }
 
 var _ agent.UsageMeter = (*DB)(nil)
+
+// UserUsage is one principal's use of the model this month and today, and
+// the last day they used it.
+type UserUsage struct {
+	Platform, Workspace, User string
+	Month, Today              int64
+	LastDay                   time.Time
+}
+
+// UsersByUsage returns the principals who used the model since month's UTC
+// day, most tokens first, at most limit, narrowed to those whose
+// "platform:workspace:user" contains match (when not ""); and how many
+// matched in all.
+func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]UserUsage, int, error) {
+	like := "%"
+	if match != "" {
+		like = "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(match) + "%"
+	}
+	rows, err := db.r.QueryContext(ctx, `
+		WITH m AS (
+			SELECT u.principal_id AS pid, sum(u.input_tokens + u.output_tokens) AS month,
+				sum(CASE WHEN u.day >= ?2 THEN u.input_tokens + u.output_tokens ELSE 0 END) AS today, max(u.day) AS last
+			FROM usage_daily u WHERE u.day >= ?1 AND u.calls > 0 GROUP BY u.principal_id)
+		SELECT p.platform, p.workspace, p.user, m.month, m.today, m.last, count(*) OVER ()
+		FROM m JOIN principals p ON p.id = m.pid
+		WHERE p.platform || ':' || p.workspace || ':' || p.user LIKE ?3 ESCAPE '\'
+		ORDER BY m.month DESC, p.id LIMIT ?4`, dayOf(month), dayOf(today), like, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: users by usage: %w", err)
+	}
+	defer rows.Close()
+	var out []UserUsage
+	total := 0
+	for rows.Next() {
+		var u UserUsage
+		var last int64
+		if err := rows.Scan(&u.Platform, &u.Workspace, &u.User, &u.Month, &u.Today, &last, &total); err != nil {
+			return nil, 0, fmt.Errorf("store: users by usage: %w", err)
+		}
+		u.LastDay = fromMS(last * dayMS)
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("store: users by usage: %w", err)
+	}
+	return out, total, nil
+}

@@ -69,6 +69,10 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 		Channels:   states.list,
 		Log:        a.log,
 	}
+	s.Budgets = console.Budgets{UserDaily: a.cfg.Budgets.UserDailyTokens, UserMonthly: a.cfg.Budgets.UserMonthlyTokens, Admins: map[string]bool{}}
+	for _, p := range a.cfg.Console.Admins {
+		s.Budgets.Admins[p] = true
+	}
 	if svc := a.vaultSvc(); svc != nil {
 		s.Credentials = consoleCredentials{svc}
 	}
