@@ -31,6 +31,7 @@ type Store interface {
 	Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error)
 	Transcript(ctx context.Context, s agent.SessionID, limit int) (store.Conversation, []agent.StoredMessage, []store.Approval, error)
 	UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error)
+	ToolStats(ctx context.Context, since time.Time) ([]store.ToolStat, error)
 }
 
 // Credentials is the vault service the gateway and the CLI use: entries
@@ -84,6 +85,10 @@ type Server struct {
 	SessionTTL time.Duration
 	// Prices per model estimate cost; a model not listed costs 0.
 	Prices map[string]Price
+	// Tools, when set, lists the sandboxed tools; MCP, when set, the MCP
+	// servers and their tools as last seen.
+	Tools func() []Tool
+	MCP   func(ctx context.Context) ([]MCPServer, error)
 	// Budgets are shown against each user's figures on the Users page.
 	Budgets Budgets
 	// Channels, when set, lists the platform connections and their state.
@@ -148,6 +153,7 @@ func (s *Server) Handler() (http.Handler, error) {
 	mux.Handle("GET /console/conversations/{id}", s.auth(s.transcript))
 	mux.Handle("GET /console/credentials", s.auth(s.credentials))
 	mux.Handle("GET /console/users", s.auth(s.users))
+	mux.Handle("GET /console/tools", s.auth(s.tools))
 	mux.Handle("POST /console/credentials/delete", s.auth(s.deleteCredential))
 	return headers(mux), nil
 }

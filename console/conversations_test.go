@@ -11,6 +11,7 @@ import (
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/vault"
 )
 
@@ -181,5 +182,49 @@ func TestUsersPage(t *testing.T) {
 	_, body = get(t, c, f.srv.URL+"/console/users?q=discord")
 	if !strings.Contains(body, "discord::42") || strings.Contains(body, "UALICE") {
 		t.Errorf("search for discord:\n%s", body)
+	}
+}
+
+func TestToolsPage(t *testing.T) {
+	f := newFixture(t)
+	f.cs.Tools = func() []Tool {
+		return []Tool{{Name: "http_request", Enabled: true, Hosts: []string{"api.example.com"}, Credentials: []string{"github"}, Approval: "always"}}
+	}
+	f.cs.MCP = func(context.Context) ([]MCPServer, error) {
+		return []MCPServer{{Name: "docs", URL: "https://mcp.example.com", Approval: "writes", Tools: []store.MCPTool{
+			{Server: "docs", Tool: "search", Hash: "aaaaaaaaaaaaaaaa", Approved: "aaaaaaaaaaaaaaaa"},
+			{Server: "docs", Tool: "write<x>", Hash: "bbbbbbbbbbbbbbbb", Approved: "cccccccccccccccc"},
+		}}}, nil
+	}
+	f.toolTurn(t, alice, "post it", "slack:T1:UALICE")
+	ctx := context.Background()
+	// A second call of the tool that failed.
+	q, _, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "err1", Key: agent.SessionKey{Principal: alice}, Text: "again"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := llm.Message{Role: llm.RoleUser, Content: "again"}
+	tid, _, _, err := f.db.StartTurn(ctx, q.ID, &u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.StartToolCall(ctx, tid, 1, llm.ToolCall{ID: "c2", Name: "http_request", Arguments: "{}"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.FinishToolCall(ctx, tid, "c2", "boom", true); err != nil {
+		t.Fatal(err)
+	}
+	c := f.client(t)
+	f.signIn(t, c)
+	_, body := get(t, c, f.srv.URL+"/console/tools")
+	for _, want := range []string{
+		"<td>http_request</td><td>enabled</td><td>api.example.com</td><td>github</td><td>always</td><td class=\"num\">1</td><td class=\"num\">100%</td>",
+		"<h3>docs</h3><p>https://mcp.example.com, approval: writes</p>",
+		"<td>search</td><td>aaaaaaaaaaaa</td><td>approved</td>",
+		"<td>write&lt;x&gt;</td><td>bbbbbbbbbbbb</td><td>changed since approved: disabled until talon mcp approve docs</td>",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("Tools page lacks %q:\n%s", want, body)
+		}
 	}
 }

@@ -78,6 +78,7 @@ var navItems = []struct {
 	{"conversations", "/console/conversations", "Conversations"},
 	{"credentials", "/console/credentials", "Credentials"},
 	{"users", "/console/users", "Users"},
+	{"tools", "/console/tools", "Tools"},
 }
 
 // layout wraps content in the page: head, navigation (when signed in),

@@ -343,3 +343,35 @@ func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match st
 	}
 	return out, total, nil
 }
+
+// ToolStat is how one tool was called since a time.
+type ToolStat struct {
+	Name          string
+	Calls, Errors int64
+	Last          time.Time
+}
+
+// ToolStats counts the calls of each tool started since since, and its
+// calls that ended in an error.
+func (db *DB) ToolStats(ctx context.Context, since time.Time) ([]ToolStat, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT name, count(*), sum(is_error), max(started_at) FROM tool_calls
+		WHERE started_at >= ? GROUP BY name ORDER BY name`, toMS(since))
+	if err != nil {
+		return nil, fmt.Errorf("store: tool stats: %w", err)
+	}
+	defer rows.Close()
+	var out []ToolStat
+	for rows.Next() {
+		var s ToolStat
+		var last int64
+		if err := rows.Scan(&s.Name, &s.Calls, &s.Errors, &last); err != nil {
+			return nil, fmt.Errorf("store: tool stats: %w", err)
+		}
+		s.Last = fromMS(last)
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: tool stats: %w", err)
+	}
+	return out, nil
+}

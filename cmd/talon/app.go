@@ -39,6 +39,9 @@ type app struct {
 	llm     llm.Provider
 	rt      *agent.Runtime
 	metrics *metrics
+	// sandboxTools are the tools openTools was given (the console lists
+	// them).
+	sandboxTools []sandbox.Tool
 	// broker is the egress broker of the sandbox and the MCP client, set
 	// by startSandbox.
 	broker *egress.Broker

@@ -10,6 +10,7 @@ import (
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/console"
+	"github.com/talonhq/talon/mcp"
 	"github.com/talonhq/talon/vault"
 )
 
@@ -72,6 +73,33 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 	s.Budgets = console.Budgets{UserDaily: a.cfg.Budgets.UserDailyTokens, UserMonthly: a.cfg.Budgets.UserMonthlyTokens, Admins: map[string]bool{}}
 	for _, p := range a.cfg.Console.Admins {
 		s.Budgets.Admins[p] = true
+	}
+	s.Tools = func() []console.Tool {
+		out := make([]console.Tool, 0, len(a.sandboxTools))
+		for _, t := range a.sandboxTools {
+			m := t.Manifest
+			ct := console.Tool{Name: m.Name, Description: m.Description, Enabled: m.Enabled, Credentials: m.Credentials, Approval: string(m.Approval)}
+			for _, h := range m.HTTP {
+				ct.Hosts = append(ct.Hosts, h.Host)
+			}
+			out = append(out, ct)
+		}
+		return out
+	}
+	s.MCP = func(ctx context.Context) ([]console.MCPServer, error) {
+		var out []console.MCPServer
+		for _, sv := range a.cfg.MCP.MCPServers() {
+			ts, err := a.db.MCPTools(ctx, sv.Name)
+			if err != nil {
+				return nil, err
+			}
+			approval := string(sv.Approval)
+			if approval == "" {
+				approval = string(mcp.ApproveWrites)
+			}
+			out = append(out, console.MCPServer{Name: sv.Name, URL: sv.URL, Approval: approval, Tools: ts})
+		}
+		return out, nil
 	}
 	if svc := a.vaultSvc(); svc != nil {
 		s.Credentials = consoleCredentials{svc}

@@ -42,6 +42,7 @@ const warmDelay = 200 * time.Millisecond
 // restart), so that their first calls do not pay for it. Pools fill on
 // first use.
 func (a *app) openTools(ctx context.Context, ts []sandbox.Tool) error {
+	a.sandboxTools = ts
 	sb, err := a.startSandbox(ctx, runtimeApprover{rt: a.rt}, ts)
 	if err != nil {
 		return err

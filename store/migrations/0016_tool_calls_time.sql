@@ -1,0 +1,4 @@
+-- 0016_tool_calls_time: tool calls by start time, for the console's Tools
+-- page (calls and errors of each tool in the last days).
+
+CREATE INDEX tool_calls_started ON tool_calls (started_at);
