@@ -30,12 +30,18 @@ const dayMS = int64(24 * time.Hour / time.Millisecond)
 // today are read once and kept (usageCache); today is always read.
 func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]UsageRow, error) {
 	today := dayOf(db.Now())
-	var out []UsageRow
+	days := make([][]UsageRow, 0, max(0, dayOf(to)-dayOf(from)))
+	n := 0
 	for d := dayOf(to) - 1; d >= dayOf(from); d-- {
 		rows, err := db.usageDay(ctx, d, d < today)
 		if err != nil {
 			return nil, fmt.Errorf("store: usage: %w", err)
 		}
+		days = append(days, rows)
+		n += len(rows)
+	}
+	out := make([]UsageRow, 0, n)
+	for _, rows := range days {
 		out = append(out, rows...)
 	}
 	return out, nil
