@@ -250,23 +250,10 @@ func (b *Broker) Do(ctx context.Context, c Caller, r Request) (*Response, error)
 				return nil, &DeniedError{Host: host, Reason: reason}
 			}
 		}
-		if b.Checker != nil {
-			out := Request{Method: cur.method, URL: t.u.String(), Headers: headerMap(cur.headers), Body: cur.body, Credential: r.Credential}
-			if err := b.Checker.CheckOutbound(ctx, c, out); err != nil {
-				var de *DeniedError
-				if errors.As(err, &de) {
-					return nil, de
-				}
-				return nil, &DeniedError{Host: host, Reason: "refused by the outbound leak check"}
-			}
-		}
-		hp, _ := parseHostPattern(rule.Host)
-		addrs, reason, err := b.resolve(ctx, t, !hp.any)
+		out := Request{Method: cur.method, URL: t.u.String(), Headers: headerMap(cur.headers), Body: cur.body, Credential: r.Credential}
+		addrs, err := b.vet(ctx, c, out, rule, t)
 		if err != nil {
 			return nil, err
-		}
-		if reason != "" {
-			return nil, &DeniedError{Host: host, Reason: reason}
 		}
 
 		// Credential: granted name (checked above), https, and the source
@@ -435,4 +422,30 @@ func headerMap(h http.Header) map[string]string {
 		m[k] = h.Get(k)
 	}
 	return m
+}
+
+// vet is the last check of a request (or a redirect's hop) to t that its
+// rule allows: the outbound leak check of out, then t's addresses, each
+// checked against the SSRF rules unless the rule names the host exactly.
+// It returns the addresses to dial. Do and the RoundTripper share it.
+func (b *Broker) vet(ctx context.Context, c Caller, out Request, rule Rule, t target) ([]netip.Addr, error) {
+	host := t.host.Name
+	if b.Checker != nil {
+		if err := b.Checker.CheckOutbound(ctx, c, out); err != nil {
+			var de *DeniedError
+			if errors.As(err, &de) {
+				return nil, de
+			}
+			return nil, &DeniedError{Host: host, Reason: "refused by the outbound leak check"}
+		}
+	}
+	hp, _ := parseHostPattern(rule.Host)
+	addrs, reason, err := b.resolve(ctx, t, !hp.any)
+	if err != nil {
+		return nil, err
+	}
+	if reason != "" {
+		return nil, &DeniedError{Host: host, Reason: reason}
+	}
+	return addrs, nil
 }

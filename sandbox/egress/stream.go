@@ -98,23 +98,9 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	ctx := req.Context()
-	if b.Checker != nil {
-		out := Request{Method: method, URL: t.u.String(), Headers: headerMap(hdr), Body: string(body), Credential: rt.credential}
-		if err := b.Checker.CheckOutbound(ctx, c, out); err != nil {
-			var de *DeniedError
-			if errors.As(err, &de) {
-				return nil, de
-			}
-			return nil, &DeniedError{Host: host, Reason: "refused by the outbound leak check"}
-		}
-	}
-	hp, _ := parseHostPattern(rule.Host)
-	addrs, reason, err := b.resolve(ctx, t, !hp.any)
+	addrs, err := b.vet(ctx, c, Request{Method: method, URL: t.u.String(), Headers: headerMap(hdr), Body: string(body), Credential: rt.credential}, rule, t)
 	if err != nil {
 		return nil, err
-	}
-	if reason != "" {
-		return nil, &DeniedError{Host: host, Reason: reason}
 	}
 	var (
 		cred    Credential
