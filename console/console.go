@@ -89,6 +89,9 @@ type Server struct {
 	// servers and their tools as last seen.
 	Tools func() []Tool
 	MCP   func(ctx context.Context) ([]MCPServer, error)
+	// ApproveMCP approves the changed tools of a configured MCP server as
+	// talon mcp approve does, returning how many; nil hides the action.
+	ApproveMCP func(ctx context.Context, server string) (int, error)
 	// Budgets are shown against each user's figures on the Users page.
 	Budgets Budgets
 	// Channels, when set, lists the platform connections and their state.
@@ -154,6 +157,7 @@ func (s *Server) Handler() (http.Handler, error) {
 	mux.Handle("GET /console/credentials", s.auth(s.credentials))
 	mux.Handle("GET /console/users", s.auth(s.users))
 	mux.Handle("GET /console/tools", s.auth(s.tools))
+	mux.Handle("POST /console/tools/approve", s.auth(s.approveMCP))
 	mux.Handle("POST /console/credentials/delete", s.auth(s.deleteCredential))
 	return headers(mux), nil
 }

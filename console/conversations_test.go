@@ -196,6 +196,11 @@ func TestToolsPage(t *testing.T) {
 			{Server: "docs", Tool: "write<x>", Hash: "bbbbbbbbbbbbbbbb", Approved: "cccccccccccccccc"},
 		}}}, nil
 	}
+	var approved []string
+	f.cs.ApproveMCP = func(_ context.Context, server string) (int, error) {
+		approved = append(approved, server)
+		return 1, nil
+	}
 	f.toolTurn(t, alice, "post it", "slack:T1:UALICE")
 	ctx := context.Background()
 	// A second call of the tool that failed.
@@ -218,6 +223,7 @@ func TestToolsPage(t *testing.T) {
 	f.signIn(t, c)
 	_, body := get(t, c, f.srv.URL+"/console/tools")
 	for _, want := range []string{
+		`aria-label="Approve the changed tools of docs">Approve 1 changed tools</button>`,
 		"<td>http_request</td><td>enabled</td><td>api.example.com</td><td>github</td><td>always</td><td class=\"num\">1</td><td class=\"num\">100%</td>",
 		"<h3>docs</h3><p>https://mcp.example.com, approval: writes</p>",
 		"<td>search</td><td>aaaaaaaaaaaa</td><td>approved</td>",
@@ -226,5 +232,15 @@ func TestToolsPage(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("Tools page lacks %q:\n%s", want, body)
 		}
+	}
+	if resp, _ := post(t, c, f.srv.URL+"/console/tools/approve", url.Values{"server": {"docs"}}); resp.StatusCode != http.StatusForbidden || len(approved) != 0 {
+		t.Errorf("approve without csrf = %d, approved %v", resp.StatusCode, approved)
+	}
+	resp, _ := post(t, c, f.srv.URL+"/console/tools/approve", url.Values{"csrf": {csrfOf(t, body)}, "server": {"docs"}})
+	if resp.Request.URL.Path != "/console/tools" || len(approved) != 1 || approved[0] != "docs" {
+		t.Errorf("approve ended at %s, approved %v", resp.Request.URL, approved)
+	}
+	if _, body := get(t, c, f.srv.URL+"/console/"); !strings.Contains(body, "<td>approve MCP tools</td><td>docs (1)</td>") {
+		t.Errorf("the approval is not in the audit log")
 	}
 }

@@ -91,6 +91,23 @@ func (s *Server) tools(w http.ResponseWriter, r *http.Request, sess *session) {
 				d.raw(`<p>No tools seen yet (<code>talon mcp test</code>).</p>`)
 				continue
 			}
+			changed := 0
+			for _, t := range sv.Tools {
+				if t.Hash != t.Approved {
+					changed++
+				}
+			}
+			if changed > 0 && s.ApproveMCP != nil {
+				d.raw(`<form method="post" action="/console/tools/approve">`)
+				d.hiddenCSRF(sess.csrf)
+				d.raw(`<input type="hidden" name="server"`)
+				d.attr("value", sv.Name)
+				d.raw(`><button type="submit"`)
+				d.attr("aria-label", "Approve the changed tools of "+sv.Name)
+				d.raw(`>Approve `)
+				d.text(strconv.Itoa(changed))
+				d.raw(` changed tools</button> (read their descriptions with <code>talon mcp list</code> first; the gateway offers them from its next start)</form>`)
+			}
 			var rows [][]string
 			for _, t := range sv.Tools {
 				state := "approved"
@@ -108,4 +125,24 @@ func (s *Server) tools(w http.ResponseWriter, r *http.Request, sess *session) {
 		d.raw(`</section>
 `)
 	})
+}
+
+// approveMCP approves a server's changed tools, audited.
+func (s *Server) approveMCP(w http.ResponseWriter, r *http.Request, _ *session) {
+	if s.ApproveMCP == nil {
+		http.Error(w, "no MCP server is configured", http.StatusNotFound)
+		return
+	}
+	server := formValue(w, r, "server")
+	if server == "" {
+		http.Error(w, "server is required", http.StatusBadRequest)
+		return
+	}
+	n, err := s.ApproveMCP(r.Context(), server)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.audit(r.Context(), "admin", "approve MCP tools", server+" ("+strconv.Itoa(n)+")", clientAddr(r))
+	http.Redirect(w, r, "/console/tools", http.StatusSeeOther)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -100,6 +101,14 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 			out = append(out, console.MCPServer{Name: sv.Name, URL: sv.URL, Approval: approval, Tools: ts})
 		}
 		return out, nil
+	}
+	s.ApproveMCP = func(ctx context.Context, server string) (int, error) {
+		for _, sv := range a.cfg.MCP.Servers {
+			if sv.Name == server {
+				return mcpPins{a.db}.ApproveTools(ctx, server)
+			}
+		}
+		return 0, fmt.Errorf("console: approve MCP tools: no server %q in mcp.servers", server)
 	}
 	if svc := a.vaultSvc(); svc != nil {
 		s.Credentials = consoleCredentials{svc}
