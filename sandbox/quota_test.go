@@ -137,9 +137,9 @@ func TestMemoryBudgetWaitEndsAtDeadline(t *testing.T) {
 	defer cancel()
 
 	// The turn has 400 ms; the tool's own 150 ms do not count the wait.
+	start := time.Now()
 	turn, cancelTurn := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancelTurn()
-	start := time.Now()
 	_, err := r.Call(turn, callAs(user("U1"), "echo", `{}`))
 	waited := time.Since(start)
 	if !errors.Is(err, ErrMemoryBusy) {
