@@ -96,6 +96,7 @@ type Adapter struct {
 
 	// Tuning that tests shorten; zero means the constant of the same name.
 	reconnectBase, reconnectMax, stableAfter time.Duration
+	maxFrame                                 int64 // 0: maxGatewayFrame
 	flushEvery                               time.Duration
 	maxTold                                  int // people remembered as told a refusal (0: 10,000)
 
@@ -327,6 +328,7 @@ func (a *Adapter) setup(ctx context.Context) error {
 		base:     cmp.Or(a.reconnectBase, reconnectBase),
 		max:      cmp.Or(a.reconnectMax, reconnectMax),
 		stable:   cmp.Or(a.stableAfter, stableAfter),
+		maxFrame: cmp.Or(a.maxFrame, maxGatewayFrame),
 		dispatch: a.dispatch,
 		lost:     a.onDisconnect,
 	}

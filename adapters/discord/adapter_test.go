@@ -71,6 +71,7 @@ type options struct {
 	// reconnectBase and reconnectMax tune the adapter's reconnection
 	// backoff (default 5 ms and 50 ms).
 	reconnectBase, reconnectMax time.Duration
+	maxFrame                    int64 // the gateway's frame limit; 0: the default
 	// maxTold bounds the people remembered as told a refusal (0: the
 	// adapter's default).
 	maxTold int
@@ -127,7 +128,7 @@ func run(t *testing.T, o options) *env {
 	}
 	logs := &syncBuffer{}
 	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL, Now: o.now,
-		reconnectBase: or(o.reconnectBase, 5*time.Millisecond), reconnectMax: or(o.reconnectMax, 50*time.Millisecond), maxTold: o.maxTold}
+		reconnectBase: or(o.reconnectBase, 5*time.Millisecond), reconnectMax: or(o.reconnectMax, 50*time.Millisecond), maxTold: o.maxTold, maxFrame: o.maxFrame}
 	if o.runtime != nil {
 		a.Runtime = o.runtime
 	}

@@ -330,19 +330,26 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 // dispatch sends an event on the current socket with the next sequence
 // number.
 func (f *fakeDiscord) dispatch(typ string, data any) {
+	if err := f.send(typ, data); err != nil {
+		f.t.Errorf("dispatch %s: %v", typ, err)
+	}
+}
+
+// send is dispatch that returns the write's error (the client may close
+// the socket while the frame is written).
+func (f *fakeDiscord) send(typ string, data any) error {
 	f.mu.Lock()
 	c, wmu := f.conn, f.wmu
 	f.seq++
 	s := f.seq
 	f.mu.Unlock()
 	if c == nil {
-		f.t.Errorf("dispatch %s: no gateway connection", typ)
-		return
+		return errors.New("no gateway connection")
 	}
 	wmu.Lock()
 	defer wmu.Unlock()
 	if err := c.WriteJSON(map[string]any{"op": 0, "t": typ, "s": s, "d": data}); err != nil {
-		f.t.Errorf("dispatch %s: %v", typ, err)
+		return err
 	}
 	if i, ok := data.(map[string]any); ok && typ == "INTERACTION_CREATE" {
 		id, _ := i["id"].(string)
@@ -350,6 +357,7 @@ func (f *fakeDiscord) dispatch(typ string, data any) {
 		f.sent[id] = time.Now()
 		f.mu.Unlock()
 	}
+	return nil
 }
 
 // sendOp sends a gateway opcode (7 reconnect, 9 invalid session).

@@ -106,6 +106,8 @@ type gateway struct {
 	// base, max and stable tune the backoff (reconnectBase, reconnectMax,
 	// stableAfter; tests shorten them).
 	base, max, stable time.Duration
+	// maxFrame bounds one frame read (maxGatewayFrame).
+	maxFrame int64
 	// dispatch handles an event (op 0), in the order received.
 	dispatch func(ctx context.Context, e *discordgo.Event)
 	// lost is called when a connection that was ready ends.
@@ -178,6 +180,9 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 		return 0, fmt.Errorf("discord: connect to the gateway: %w", err)
 	}
 	defer c.Close()
+	// A frame larger than this ends the connection (and is resumed)
+	// instead of growing the process's memory without bound.
+	c.SetReadLimit(g.maxFrame)
 
 	var wmu sync.Mutex // serialises writes
 	send := func(v any) error {
@@ -363,7 +368,15 @@ func withGatewayQuery(raw string) (string, error) {
 // readError classifies why reading the gateway failed: a fatal close code
 // becomes a *CloseError; a code after which the session cannot be resumed
 // makes the next connection identify.
+// maxGatewayFrame bounds one gateway frame (gateway.maxFrame, which
+// tests lower). Discord's largest, a large server's GUILD_CREATE, is a few
+// MiB.
+const maxGatewayFrame = 64 << 20
+
 func (g *gateway) readError(err error) error {
+	if errors.Is(err, websocket.ErrReadLimit) {
+		return fmt.Errorf("discord: a gateway frame was larger than %d bytes; reconnecting", g.maxFrame)
+	}
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) {
 		return fmt.Errorf("discord: read from the gateway: %w", err)

@@ -263,3 +263,16 @@ func TestRefusedTokenBeforeTheGatewayStopsRun(t *testing.T) {
 		t.Errorf("Run = %v, want the invalid-token CloseError (4004) naming the fix", err)
 	}
 }
+
+// A gateway frame above the limit (maxGatewayFrame) ends the connection, which is
+// resumed, instead of being read whole into memory; later messages are
+// answered.
+func TestOversizedGatewayFrameResumes(t *testing.T) {
+	e := start(t, options{reconnectBase: 50 * time.Millisecond, reconnectMax: 200 * time.Millisecond, maxFrame: 64 << 10})
+	_ = e.f.send("MESSAGE_CREATE", dmFrom("41", "7", strings.Repeat("x", 100<<10))) // the adapter may close mid-write
+	waitFor(t, "RESUME after the oversized frame", func() bool { return len(e.f.framesWith(6)) >= 1 })
+	e.f.dispatch("MESSAGE_CREATE", dmFrom("42", "7", "two"))
+	if got := e.replies(1); got[0] != "echo: two" {
+		t.Errorf("replies = %q, want the next message answered", got)
+	}
+}
