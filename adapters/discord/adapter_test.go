@@ -552,6 +552,8 @@ func TestApprovalButtons(t *testing.T) {
 	waitFor(t, "decision", func() bool { return len(e.f.callbacksSnapshot()) == 2 })
 	e.f.dispatch("INTERACTION_CREATE", click("803", "7", "talon:deny:12")) // double click
 	waitFor(t, "already decided", func() bool { return len(e.f.callbacksSnapshot()) == 3 })
+	e.f.dispatch("INTERACTION_CREATE", click("804", "7", "other-bot:vote:1")) // not a button of Talon's
+	waitFor(t, "unknown button", func() bool { return len(e.f.callbacksSnapshot()) == 4 })
 
 	type answer struct {
 		Interaction string
@@ -571,6 +573,7 @@ func TestApprovalButtons(t *testing.T) {
 		{"801", 4, true, "Only the person who started this conversation can decide this.", false},
 		{"802", 7, false, "prompt\n✅ Approved by <@7>.", true},
 		{"803", 4, true, "This was already decided (approved).", false},
+		{"804", 4, true, "This button is not one of mine.", false},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("interaction answers (-want +got):\n%s", diff)
@@ -710,6 +713,24 @@ func TestCommandsAndSecretModal(t *testing.T) {
 	}
 	if c := e.f.callbacksSnapshot()[2]; c.Type != 4 || c.Data["flags"] != float64(64) || !strings.Contains(c.Data["content"].(string), "Stored `github`") {
 		t.Errorf("modal answer = %+v, want an ephemeral confirmation", c)
+	}
+
+	// A form that is not Talon's is answered (else Discord says "This
+	// interaction failed") and stores nothing.
+	e.f.dispatch("INTERACTION_CREATE", map[string]any{
+		"id": "904", "application_id": "200", "type": 5, "token": "tok-904", "channel_id": dmChannel,
+		"user": map[string]any{"id": "7", "username": "u"},
+		"data": map[string]any{"custom_id": "other:form", "components": []any{row("name", "x"), row("value", value)}},
+	})
+	waitFor(t, "answer to the unknown form", func() bool { return len(e.f.callbacksSnapshot()) == 4 })
+	if c := e.f.callbacksSnapshot()[3]; c.Type != 4 || c.Data["flags"] != float64(64) || c.Data["content"] != "This form is not one of mine." {
+		t.Errorf("unknown form's answer = %+v, want an ephemeral refusal", c)
+	}
+	vault.mu.Lock()
+	n := len(vault.added)
+	vault.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d secrets stored, want only the first", n)
 	}
 }
 

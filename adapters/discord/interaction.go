@@ -271,6 +271,9 @@ func (a *Adapter) handleButton(ctx context.Context, i *discordgo.Interaction, d 
 	rest, ok := strings.CutPrefix(d.CustomID, approvePrefix)
 	if !ok {
 		if rest, ok = strings.CutPrefix(d.CustomID, denyPrefix); !ok {
+			// Unanswered, Discord would tell the person "This
+			// interaction failed".
+			a.respond(ctx, i, ephemeral("This button is not one of mine."))
 			return
 		}
 	}
@@ -567,6 +570,7 @@ func secretModal() *discordgo.InteractionResponse {
 // goes nowhere else: not into a message, a log line or the runtime.
 func (a *Adapter) handleModal(ctx context.Context, i *discordgo.Interaction, d discordgo.ModalSubmitInteractionData) {
 	if d.CustomID != secretModalID {
+		a.respond(ctx, i, ephemeral("This form is not one of mine."))
 		return
 	}
 	p, pl, ok := a.who(i)
