@@ -102,16 +102,9 @@ func (q *quota) acquire(ctx context.Context, p agent.Principal, n uint64) error 
 	q.grantLocked() // memory may have been freed since the eviction
 	q.mu.Unlock()
 
-	start := time.Now()
-	select {
-	case <-w.ready:
-	case <-ctx.Done():
-	}
-	q.mu.Lock()
+	granted := q.await(ctx, w)
 	defer q.mu.Unlock()
-	q.waits++
-	q.waitTotal += time.Since(start)
-	if w.granted {
+	if granted {
 		return nil
 	}
 	q.removeLocked(p, w)
@@ -162,16 +155,9 @@ func (q *quota) grow(ctx context.Context, n uint64) bool {
 	q.waiting++
 	q.grantLocked()
 	q.mu.Unlock()
-	start := time.Now()
-	select {
-	case <-w.ready:
-	case <-ctx.Done():
-	}
-	q.mu.Lock()
+	granted := q.await(ctx, w)
 	defer q.mu.Unlock()
-	q.waits++
-	q.waitTotal += time.Since(start)
-	if w.granted {
+	if granted {
 		return true
 	}
 	for i, x := range q.growers {
@@ -183,6 +169,21 @@ func (q *quota) grow(ctx context.Context, n uint64) bool {
 	q.waiting--
 	q.grantLocked()
 	return false
+}
+
+// await waits, without q.mu, until w is granted or ctx ends, counts the
+// wait, and returns with q.mu held whether w was granted (a grant racing
+// with ctx's end counts: the caller then owns the bytes).
+func (q *quota) await(ctx context.Context, w *memWaiter) bool {
+	start := time.Now()
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	q.waits++
+	q.waitTotal += time.Since(start)
+	return w.granted
 }
 
 // release gives back n bytes and serves the waiting calls.
