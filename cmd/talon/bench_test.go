@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
 )
@@ -105,5 +106,35 @@ func TestBenchFlagsDocumented(t *testing.T) {
 	}
 	if res := runMain(t, env{}, "bench", "--help"); !strings.Contains(res.stderr, "-think") || !strings.Contains(res.stderr, "endpoint's model decides") {
 		t.Errorf("bench --help does not explain --think and --tool-share with --llm-url:\n%s", res.stderr)
+	}
+}
+
+// The bench counts failed tool calls by the sandbox's kind of failure
+// (Run alone turns the kind into text for the model), and a tool's own
+// error apart; the model still gets the same text as from Run.
+func TestBenchCountsToolFailuresByKind(t *testing.T) {
+	ctx := t.Context()
+	sb, closeTools, err := benchTools(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeTools()
+	c := &countingTools{ToolRunner: sb}
+	key := agent.SessionKey{Principal: agent.Principal{Platform: "terminal", User: "bench"}}
+	unknown := agent.ToolCall{ID: "1", Name: "no_such_tool", Args: []byte(`{}`), Key: key}
+	want, _ := sb.Run(ctx, unknown)
+	res, err := c.Run(ctx, unknown)
+	if err != nil || !res.IsError || res.Content != want.Content {
+		t.Errorf("unknown tool: %+v, %v; want Run's %+v", res, err, want)
+	}
+	if _, err := c.Run(ctx, agent.ToolCall{ID: "2", Name: "html_text", Args: []byte(`{"html": 3}`), Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Run(ctx, agent.ToolCall{ID: "3", Name: "html_text", Args: []byte(`{"html": "<p>hi</p>"}`), Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	got := c.failures()
+	if got["unknown tool"] != 1 || len(got) != 2 || c.calls.Load() != 3 || c.fails.Load() != 2 {
+		t.Errorf("failures = %v (calls %d, fails %d), want 1 unknown tool and 1 other failure of 3 calls", got, c.calls.Load(), c.fails.Load())
 	}
 }
