@@ -12,31 +12,9 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/store"
 )
-
-// An inbound's files survive in the database, so that a message queued
-// across a restart is answered with them.
-func TestInboundFilesPersist(t *testing.T) {
-	db, path := open(t)
-	in := inbound("slack:T1:C1:1.0001", alice)
-	in.Text = ""
-	in.Files = []agent.File{{ID: "F1", Name: "a.csv", MediaType: "text/csv", Size: 12, Source: "https://files.slack.com/F1"}}
-	if _, _, err := db.AcceptInbound(context.Background(), in); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	pending, err := openAt(t, path).Pending(context.Background())
-	if err != nil || len(pending) != 1 {
-		t.Fatalf("Pending = %v, %v", pending, err)
-	}
-	if diff := cmp.Diff(in.Files, pending[0].Files); diff != "" {
-		t.Errorf("files (-want +got):\n%s", diff)
-	}
-}
 
 func TestFileDir(t *testing.T) {
 	ctx := context.Background()

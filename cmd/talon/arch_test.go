@@ -21,7 +21,8 @@ const module = "github.com/talonhq/talon"
 // agent's vocabulary; mcp → agent's vocabulary and sandbox/egress (its only
 // way to the network); agent → agent/llm; store also → vault (it stores the
 // vault's sealed entries, in the vault's types); vault → vault/leak (its
-// service redacts with the detector); vault/leak → nothing; console → store
+// service redacts with the detector); store/postgres and store/storetest
+// → store (the sentinels both stores wrap); vault/leak → nothing; console → store
 // (its queries' types), agent's vocabulary and vault (the service the CLI
 // uses to change entries).
 var allowedImports = []struct {
@@ -37,6 +38,8 @@ var allowedImports = []struct {
 	{"adapters/internal/follow", []string{"agent"}},
 	{"adapters/internal/chat", []string{"agent"}},
 	{"adapters/", []string{"agent", "agent/llm", "adapters/internal/follow", "adapters/internal/chat"}},
+	{"store/storetest", []string{"agent", "agent/llm", "store", "vault"}},
+	{"store/postgres", []string{"agent", "agent/llm", "store", "vault"}},
 	{"store", []string{"agent", "agent/llm", "vault"}},
 	{"sandbox/guest", nil},
 	{"sandbox/tools", []string{"sandbox/guest"}},

@@ -1,4 +1,4 @@
-package store_test
+package storetest
 
 import (
 	"context"
@@ -13,9 +13,15 @@ import (
 	"github.com/talonhq/talon/store"
 )
 
+var outboxTests = []test{
+	{"Outbox", testOutbox},
+	{"UndeliveredSurvivesARestart", testUndeliveredSurvivesARestart},
+	{"OutboxRecordsPostedParts", testOutboxRecordsPostedParts},
+}
+
 // replies finishes n inbound messages of alice without a turn and returns
 // their replies as Undelivered lists them.
-func replies(tb testing.TB, db *store.DB, n int) []agent.Reply {
+func replies(tb testing.TB, db Store, n int) []agent.Reply {
 	tb.Helper()
 	ctx := context.Background()
 	for i := range n {
@@ -33,21 +39,21 @@ func replies(tb testing.TB, db *store.DB, n int) []agent.Reply {
 
 type replyRow struct {
 	State, PlatformID, Reason string
-	Attempts                  int
+	Attempts                  int64
 	DeliveredAt               *int64
 }
 
-func readReply(tb testing.TB, db *store.DB, id agent.ReplyID) replyRow {
+func (e *env) readReply(tb testing.TB, id agent.ReplyID) replyRow {
 	tb.Helper()
 	var r replyRow
-	store.QueryRow(tb, db, "SELECT state, platform_id, reason, attempts, delivered_at FROM outbound WHERE id = ?",
-		[]any{id}, &r.State, &r.PlatformID, &r.Reason, &r.Attempts, &r.DeliveredAt)
+	e.query(tb, "SELECT state, platform_id, reason, attempts, delivered_at FROM outbound WHERE id = ?",
+		[]any{int64(id)}, &r.State, &r.PlatformID, &r.Reason, &r.Attempts, &r.DeliveredAt)
 	return r
 }
 
-func TestOutbox(t *testing.T) {
+func testOutbox(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
+	db := e.db
 	rs := replies(t, db, 3)
 	if len(rs) != 3 {
 		t.Fatalf("%d undelivered replies, want 3", len(rs))
@@ -62,12 +68,12 @@ func TestOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second delivery report changes nothing.
-	db.Now = func() time.Time { return t0.Add(time.Hour) }
+	e.clk.set(t0.Add(time.Hour))
 	if err := db.MarkDelivered(ctx, rs[1].ID, "other"); err != nil {
 		t.Errorf("second MarkDelivered: %v", err)
 	}
 	ms := t0.UnixMilli()
-	if diff := cmp.Diff(replyRow{State: "delivered", PlatformID: "1700.5", Attempts: 1, DeliveredAt: &ms}, readReply(t, db, rs[1].ID)); diff != "" {
+	if diff := cmp.Diff(replyRow{State: "delivered", PlatformID: "1700.5", Attempts: 1, DeliveredAt: &ms}, e.readReply(t, rs[1].ID)); diff != "" {
 		t.Errorf("delivered reply (-want +got):\n%s", diff)
 	}
 
@@ -77,14 +83,14 @@ func TestOutbox(t *testing.T) {
 	if err := db.MarkFailed(ctx, rs[2].ID, "again"); err != nil {
 		t.Errorf("second MarkFailed: %v", err)
 	}
-	if diff := cmp.Diff(replyRow{State: "failed", Reason: "channel gone", Attempts: 1}, readReply(t, db, rs[2].ID)); diff != "" {
+	if diff := cmp.Diff(replyRow{State: "failed", Reason: "channel gone", Attempts: 1}, e.readReply(t, rs[2].ID)); diff != "" {
 		t.Errorf("failed reply (-want +got):\n%s", diff)
 	}
 	// A failure reported after the delivery leaves it delivered.
 	if err := db.MarkFailed(ctx, rs[1].ID, "late"); err != nil {
 		t.Errorf("MarkFailed of a delivered reply: %v", err)
 	}
-	if got := readReply(t, db, rs[1].ID).State; got != "delivered" {
+	if got := e.readReply(t, rs[1].ID).State; got != "delivered" {
 		t.Errorf("delivered reply marked failed is %s", got)
 	}
 
@@ -105,13 +111,10 @@ func TestOutbox(t *testing.T) {
 	}
 }
 
-func TestUndeliveredSurvivesARestart(t *testing.T) {
+func testUndeliveredSurvivesARestart(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, path := open(t)
-	rs := replies(t, db, 2)
-	db.Close()
-	db = openAt(t, path)
-	got, err := db.Undelivered(ctx)
+	rs := replies(t, e.db, 2)
+	got, err := e.reopen(t).Undelivered(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,33 +123,13 @@ func TestUndeliveredSurvivesARestart(t *testing.T) {
 	}
 }
 
-func TestReopenAppliesNoMigrationTwice(t *testing.T) {
-	db, path := open(t)
-	want := store.CountRows(t, db)["schema_migrations"]
-	var appliedAt int64
-	store.QueryRow(t, db, "SELECT applied_at FROM schema_migrations WHERE version = 1", nil, &appliedAt)
-	db.Close()
-	for range 2 {
-		db = openAt(t, path)
-		if got := store.CountRows(t, db)["schema_migrations"]; got != want {
-			t.Errorf("after reopening: %d migrations recorded, want %d", got, want)
-		}
-		var again int64
-		store.QueryRow(t, db, "SELECT applied_at FROM schema_migrations WHERE version = 1", nil, &again)
-		if again != appliedAt {
-			t.Errorf("migration 1 applied at %d, then at %d", appliedAt, again)
-		}
-		db.Close()
-	}
-}
-
 // The parts of a reply recorded as posted come back with it from
 // Undelivered, in order, across a restart; a preview recorded for its
 // inbound is its part 0 until part 0 itself is recorded; a delivered reply
 // is no longer listed.
-func TestOutboxRecordsPostedParts(t *testing.T) {
+func testOutboxRecordsPostedParts(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, path := open(t)
+	db := e.db
 	rs := replies(t, db, 3)
 	for _, p := range []agent.PostedPart{{N: 1, PlatformID: "m2"}, {N: 0, PlatformID: "m1"}, {N: 1, PlatformID: "m2b"}} {
 		if err := db.RecordPart(ctx, rs[0].ID, p); err != nil {
@@ -165,8 +148,7 @@ func TestOutboxRecordsPostedParts(t *testing.T) {
 	if err := db.RecordPart(ctx, rs[2].ID, agent.PostedPart{N: 1, PlatformID: "m3"}); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
-	db = openAt(t, path)
+	db = e.reopen(t)
 
 	got, err := db.Undelivered(ctx)
 	if err != nil {

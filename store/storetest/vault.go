@@ -1,6 +1,7 @@
-package store_test
+package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -11,38 +12,43 @@ import (
 	"github.com/talonhq/talon/vault"
 )
 
-func TestVaultEntries(t *testing.T) {
+var vaultTests = []test{
+	{"VaultEntries", testVaultEntries},
+	{"VaultRewrite", testVaultRewrite},
+	{"VaultEntriesStaySealed", testVaultEntriesStaySealed},
+}
+
+func testVaultEntries(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
-	st := db.VaultStorage()
+	st := e.vault()
 	created := time.UnixMilli(1_700_000_000_000).UTC()
-	e := vault.SealedEntry{
+	ent := vault.SealedEntry{
 		User: "terminal::local", Name: "github", Version: 1, Hosts: []string{"api.github.com"},
 		Injection: vault.Injection{Kind: vault.InjectHeader, Name: "X-Key", Prefix: "Key "},
 		KeyID:     []byte{1, 2}, Salt: []byte{3}, Nonce: []byte{4}, Ciphertext: []byte{5, 6},
 		CreatedAt: created,
 	}
-	if err := st.PutEntry(ctx, e); err != nil {
+	if err := st.PutEntry(ctx, ent); err != nil {
 		t.Fatal(err)
 	}
-	other := e
+	other := ent
 	other.User, other.Name = "slack:T1:U1", "jira"
 	if err := st.PutEntry(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	got, err := st.GetEntry(ctx, e.User, e.Name)
+	got, err := st.GetEntry(ctx, ent.User, ent.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(e, got); diff != "" {
+	if diff := cmp.Diff(ent, got); diff != "" {
 		t.Errorf("get (-want +got):\n%s", diff)
 	}
 	if _, err := st.GetEntry(ctx, "terminal::local", "nope"); !errors.Is(err, vault.ErrNotFound) {
 		t.Errorf("missing entry: %v", err)
 	}
 	// Replacing keeps one row and updates the sealed fields.
-	e.Ciphertext = []byte{9, 9}
-	if err := st.PutEntry(ctx, e); err != nil {
+	ent.Ciphertext = []byte{9, 9}
+	if err := st.PutEntry(ctx, ent); err != nil {
 		t.Fatal(err)
 	}
 	mine, err := st.ListEntries(ctx, "terminal::local")
@@ -50,23 +56,23 @@ func TestVaultEntries(t *testing.T) {
 		t.Fatalf("list mine: %v %+v", err, mine)
 	}
 	all, _ := st.ListEntries(ctx, "")
-	if len(all) != 2 {
-		t.Errorf("list all: %d entries", len(all))
+	if len(all) != 2 || all[0].User != "slack:T1:U1" || all[1].User != "terminal::local" {
+		t.Errorf("list all: %+v, want two, by user", all)
 	}
 
 	at := created.Add(time.Hour)
-	if err := st.Touch(ctx, e.User, e.Name, at); err != nil {
+	if err := st.Touch(ctx, ent.User, ent.Name, at); err != nil {
 		t.Fatal(err)
 	}
-	got, _ = st.GetEntry(ctx, e.User, e.Name)
+	got, _ = st.GetEntry(ctx, ent.User, ent.Name)
 	if !got.LastUsed.Equal(at) {
 		t.Errorf("last used %v, want %v", got.LastUsed, at)
 	}
 	// Replacing an entry keeps its last use.
-	if err := st.PutEntry(ctx, e); err != nil {
+	if err := st.PutEntry(ctx, ent); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ = st.GetEntry(ctx, e.User, e.Name); !got.LastUsed.Equal(at) {
+	if got, _ = st.GetEntry(ctx, ent.User, ent.Name); !got.LastUsed.Equal(at) {
 		t.Errorf("last used after a replace %v, want %v", got.LastUsed, at)
 	}
 
@@ -76,7 +82,7 @@ func TestVaultEntries(t *testing.T) {
 	if err := st.SetKeyCheck(ctx, []byte("k1")); err != nil {
 		t.Fatal(err)
 	}
-	rotated := []vault.SealedEntry{e}
+	rotated := []vault.SealedEntry{ent}
 	rotated[0].Ciphertext = []byte{7}
 	if err := st.ReplaceAll(ctx, rotated, []byte("k2")); err != nil {
 		t.Fatal(err)
@@ -87,32 +93,34 @@ func TestVaultEntries(t *testing.T) {
 		t.Errorf("after replace: %+v check %q", all, check)
 	}
 
-	ok, err := st.DeleteEntry(ctx, e.User, e.Name)
+	ok, err := st.DeleteEntry(ctx, ent.User, ent.Name)
 	if err != nil || !ok {
 		t.Fatalf("delete: %v %v", ok, err)
 	}
-	if ok, _ := st.DeleteEntry(ctx, e.User, e.Name); ok {
+	if ok, _ := st.DeleteEntry(ctx, ent.User, ent.Name); ok {
 		t.Error("second delete reported a row")
 	}
 
 	for i, r := range []vault.Reason{vault.ReasonInjected, vault.ReasonHostNotBound} {
-		if err := st.AppendAudit(ctx, vault.AuditEvent{Time: created.Add(time.Duration(i) * time.Second), User: e.User, Name: "github", Host: "api.github.com", Tool: "github", Allowed: i == 0, Reason: r}); err != nil {
+		if err := st.AppendAudit(ctx, vault.AuditEvent{Time: created.Add(time.Duration(i) * time.Second), User: ent.User, Name: "github", Host: "api.github.com", Tool: "github", Allowed: i == 0, Reason: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	evs, err := st.RecentAudit(ctx, 1)
-	want := []vault.AuditEvent{{Time: created.Add(time.Second), User: e.User, Name: "github", Host: "api.github.com", Tool: "github", Reason: vault.ReasonHostNotBound}}
+	want := []vault.AuditEvent{{Time: created.Add(time.Second), User: ent.User, Name: "github", Host: "api.github.com", Tool: "github", Reason: vault.ReasonHostNotBound}}
 	if diff := cmp.Diff(want, evs); err != nil || diff != "" {
 		t.Errorf("recent audit: %v (-want +got):\n%s", err, diff)
 	}
+	if evs, err := st.RecentAudit(ctx, 10); err != nil || len(evs) != 2 || !evs[1].Allowed {
+		t.Errorf("recent audit, all: %+v, %v", evs, err)
+	}
 }
 
-// TestVaultRewrite checks that Rewrite is all or nothing: an entry to
-// remove that changed meanwhile makes it write nothing.
-func TestVaultRewrite(t *testing.T) {
+// Rewrite is all or nothing: an entry to remove that changed meanwhile
+// makes it write nothing.
+func testVaultRewrite(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
-	st := db.VaultStorage()
+	st := e.vault()
 	old := vault.SealedEntry{User: "discord:G1:U1", Name: "gh", Version: 1, Hosts: []string{"api.github.com"},
 		Injection: vault.Injection{Kind: vault.InjectBearer}, KeyID: []byte{1}, Salt: []byte{2}, Nonce: []byte{3}, Ciphertext: []byte{4},
 		CreatedAt: time.UnixMilli(1_700_000_000_000).UTC(), LastUsed: time.UnixMilli(1_700_000_001_000).UTC()}
@@ -156,5 +164,45 @@ func TestVaultRewrite(t *testing.T) {
 	}
 	if diff := cmp.Diff([]vault.AuditEvent{ev}, evs); diff != "" {
 		t.Errorf("audit after the rewrite (-want +got):\n%s", diff)
+	}
+}
+
+// A real vault seals its entries into the store and opens them again after
+// a restart; the value is nowhere in the stored row.
+func testVaultEntriesStaySealed(t *testing.T, e *env) {
+	ctx := context.Background()
+	key, err := vault.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.New(ctx, key, e.vault())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"
+	if err := v.Set(ctx, vault.Entry{User: "slack:T1:U1", Name: "github", Value: vault.NewSecret([]byte(secret)),
+		Hosts: []string{"api.github.com"}, Injection: vault.Injection{Kind: vault.InjectBearer}}); err != nil {
+		t.Fatal(err)
+	}
+	var stored []byte
+	e.query(t, "SELECT ciphertext FROM vault_entries WHERE name = ?", []any{"github"}, &stored)
+	if len(stored) == 0 || bytes.Contains(stored, []byte(secret)) {
+		t.Errorf("the stored ciphertext is empty or holds the value")
+	}
+	e.reopen(t)
+	v, err = vault.New(ctx, key, e.vault())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := v.Credential(ctx, "slack:T1:U1", "github", "api.github.com", "https", "github")
+	if err != nil || string(got.Value.Reveal()) != secret {
+		t.Errorf("the entry after a restart does not open: %v", err)
+	}
+	other, err := vault.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vault.New(ctx, other, e.vault()); !errors.Is(err, vault.ErrWrongKey) {
+		t.Errorf("another key opens the vault: %v, want ErrWrongKey", err)
 	}
 }

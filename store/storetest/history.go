@@ -1,4 +1,4 @@
-package store_test
+package storetest
 
 import (
 	"context"
@@ -13,12 +13,20 @@ import (
 	"github.com/talonhq/talon/store"
 )
 
+var historyTests = []test{
+	{"ActiveSession", testActiveSession},
+	{"NewSession", testNewSession},
+	{"Recent", testRecent},
+	{"AppendMessagesRoundTrip", testAppendMessagesRoundTrip},
+	{"HistoryUnknownSession", testHistoryUnknownSession},
+}
+
 func userMsg(i int) llm.Message {
 	return llm.Message{Role: llm.RoleUser, Content: fmt.Sprintf("m%d", i)}
 }
 
 // appendN appends n user messages to s and returns them as stored.
-func appendN(tb testing.TB, db *store.DB, s agent.SessionID, n int) []agent.StoredMessage {
+func appendN(tb testing.TB, db Store, s agent.SessionID, n int) []agent.StoredMessage {
 	tb.Helper()
 	ctx := context.Background()
 	msgs := make([]llm.Message, n)
@@ -35,9 +43,9 @@ func appendN(tb testing.TB, db *store.DB, s agent.SessionID, n int) []agent.Stor
 	return got
 }
 
-func TestActiveSession(t *testing.T) {
+func testActiveSession(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
+	db := e.db
 	s1, err := db.ActiveSession(ctx, alice)
 	if err != nil {
 		t.Fatal(err)
@@ -66,14 +74,14 @@ func TestActiveSession(t *testing.T) {
 			t.Errorf("ActiveSession(%v): session %d key %v, want a new session of its own", k, s.ID, s.Key)
 		}
 	}
-	if got := store.CountRows(t, db)["sessions"]; got != 4 {
+	if got := e.count(t, "sessions"); got != 4 {
 		t.Errorf("%d sessions, want 4", got)
 	}
 }
 
-func TestNewSession(t *testing.T) {
+func testNewSession(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
+	db := e.db
 	old, err := db.ActiveSession(ctx, alice)
 	if err != nil {
 		t.Fatal(err)
@@ -119,9 +127,9 @@ func TestNewSession(t *testing.T) {
 	}
 }
 
-func TestRecent(t *testing.T) {
+func testRecent(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
+	db := e.db
 	s, err := db.ActiveSession(ctx, alice)
 	if err != nil {
 		t.Fatal(err)
@@ -175,9 +183,9 @@ func TestRecent(t *testing.T) {
 	}
 }
 
-func TestAppendMessagesRoundTrip(t *testing.T) {
+func testAppendMessagesRoundTrip(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
+	db := e.db
 	q := accept(t, db, inbound("1", alice))
 	turn, s := startTurn(t, db, q.ID, &llm.Message{Role: llm.RoleUser, Content: "list files"})
 	msgs := []llm.Message{
@@ -186,7 +194,7 @@ func TestAppendMessagesRoundTrip(t *testing.T) {
 		}},
 		{Role: llm.RoleTool, Content: "a.txt\nb.txt", ToolCallID: "c1", ToolName: "shell"},
 		{Role: llm.RoleTool, Content: "boom", ToolCallID: "c2", ToolName: "shell", IsError: true},
-		{Role: llm.RoleAssistant, Content: "two files: a.txt, b.txt ✓"},
+		{Role: llm.RoleAssistant, Content: "two files: a.txt, b.txt ✓ \"quoted\" \\ back\u2028slash"},
 	}
 	if err := db.AppendMessages(ctx, s.ID, turn, msgs...); err != nil {
 		t.Fatal(err)
@@ -217,15 +225,15 @@ func TestAppendMessagesRoundTrip(t *testing.T) {
 	}
 }
 
-func TestHistoryUnknownSession(t *testing.T) {
+func testHistoryUnknownSession(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, _ := open(t)
+	db := e.db
 	s, err := db.ActiveSession(ctx, alice)
 	if err != nil {
 		t.Fatal(err)
 	}
 	unknown := s.ID + 100
-	before := store.CountRows(t, db)
+	before := e.counts(t)
 	tests := []struct {
 		name string
 		call func() error
@@ -242,7 +250,7 @@ func TestHistoryUnknownSession(t *testing.T) {
 			}
 		})
 	}
-	if diff := cmp.Diff(before, store.CountRows(t, db)); diff != "" {
+	if diff := cmp.Diff(before, e.counts(t)); diff != "" {
 		t.Errorf("calls on an unknown session wrote rows (-before +after):\n%s", diff)
 	}
 	// An existing, empty session is not an error.
