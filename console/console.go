@@ -76,8 +76,11 @@ type Server struct {
 	Store Store
 	// Credentials is the vault service; nil when no vault is configured.
 	Credentials Credentials
-	// Token is the admin token; at least MinTokenLen bytes.
+	// Token is the admin token; at least MinTokenLen bytes, or empty to
+	// sign in only with Slack (SlackOIDC).
 	Token string
+	// SlackOIDC, when set, offers "Sign in with Slack" to its Admins.
+	SlackOIDC *SlackOIDC
 	// Secure marks cookies Secure (set it when people reach the console
 	// over https).
 	Secure bool
@@ -103,13 +106,17 @@ type Server struct {
 	Now func() time.Time
 
 	mu sync.Mutex
-	// sessions by the SHA-256 of their cookie value, and sign-in attempts
-	// by client address; guarded by mu.
+	// sessions by the SHA-256 of their cookie value, sign-in attempts by
+	// client address, Slack sign-ins in progress by the SHA-256 of their
+	// state; guarded by mu.
 	sessions map[[32]byte]*session
 	attempts map[string]*attempt
+	pending  map[[32]byte]*pendingOIDC
 }
 
 type session struct {
+	// who signed in: "admin" (the token) or a principal (Slack).
+	who     string
 	csrf    string
 	expires time.Time
 }
@@ -130,17 +137,24 @@ func (s *Server) Handler() (http.Handler, error) {
 	if s.Store == nil {
 		return nil, errors.New("console: no store")
 	}
-	if len(s.Token) < MinTokenLen {
+	if len(s.Token) < MinTokenLen && (s.Token != "" || s.SlackOIDC == nil) {
 		return nil, errors.New("console: the admin token (TALON_CONSOLE_TOKEN) must be at least 16 characters; generate one with: openssl rand -hex 32")
 	}
-	if s.SessionTTL <= 0 {
-		s.SessionTTL = 12 * time.Hour
+	if s.SlackOIDC != nil {
+		if err := s.SlackOIDC.init(); err != nil {
+			return nil, err
+		}
+		s.SlackOIDC.verifier = s.SlackOIDC.verifierFor(s.Now)
 	}
 	if s.Now == nil {
 		s.Now = time.Now
 	}
+	if s.SessionTTL <= 0 {
+		s.SessionTTL = 12 * time.Hour
+	}
 	s.sessions = map[[32]byte]*session{}
 	s.attempts = map[string]*attempt{}
+	s.pending = map[[32]byte]*pendingOIDC{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /console/style.css", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
@@ -149,6 +163,10 @@ func (s *Server) Handler() (http.Handler, error) {
 	mux.HandleFunc("GET /console/signin", s.signInPage)
 	mux.HandleFunc("POST /console/signin", s.signIn)
 	mux.Handle("POST /console/signout", s.auth(s.signOut))
+	if s.SlackOIDC != nil {
+		mux.HandleFunc("GET /console/oidc/start", s.oidcStart)
+		mux.HandleFunc("GET /console/oidc/callback", s.oidcCallback)
+	}
 	mux.Handle("GET /console/{$}", s.auth(s.overview))
 	mux.Handle("GET /console/usage", s.auth(s.usage))
 	mux.Handle("GET /console/usage.csv", s.auth(s.usageCSV))
@@ -227,10 +245,20 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, Prefix, http.StatusSeeOther)
 		return
 	}
-	pre := randomToken()
-	http.SetCookie(w, s.cookie(preCookie, pre, 10*time.Minute))
 	wrong := r.URL.Query().Get("e") != ""
 	s.render(w, http.StatusOK, page{Title: "Sign in"}, func(d *doc) {
+		if s.SlackOIDC != nil {
+			d.raw(`<div class="card signin">
+<p>Console admins (<code>console.admins</code>) can sign in with their Slack account.</p>
+<a class="button" href="/console/oidc/start">Sign in with Slack</a>
+</div>
+`)
+		}
+		if s.Token == "" {
+			return
+		}
+		pre := randomToken()
+		http.SetCookie(w, s.cookie(preCookie, pre, 10*time.Minute))
 		d.raw(`<form method="post" action="/console/signin" class="card signin">
 <p>Sign in with the admin token the gateway reads from <code>TALON_CONSOLE_TOKEN</code>.</p>
 `)
@@ -259,11 +287,21 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing or wrong CSRF token: open /console/signin again and sign in from there", http.StatusForbidden)
 		return
 	}
-	if !equal(formValue(w, r, "token"), s.Token) {
+	if s.Token == "" || !equal(formValue(w, r, "token"), s.Token) {
 		s.audit(r.Context(), "-", "sign-in refused", "", remote)
 		http.Redirect(w, r, "/console/signin?e=1", http.StatusSeeOther)
 		return
 	}
+	if !s.startSession(w, r, "admin") {
+		return
+	}
+	http.SetCookie(w, s.cookie(preCookie, "", -1))
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+}
+
+// startSession opens a session for who and sets its cookie; it answers the
+// request itself and returns false when there are too many sessions.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, who string) bool {
 	value := randomToken()
 	s.mu.Lock()
 	now := s.Now()
@@ -275,23 +313,22 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	if len(s.sessions) >= maxSessions {
 		s.mu.Unlock()
 		http.Error(w, "too many open console sessions: sign out elsewhere or wait for them to expire", http.StatusServiceUnavailable)
-		return
+		return false
 	}
-	s.sessions[sha256.Sum256([]byte(value))] = &session{csrf: randomToken(), expires: now.Add(s.SessionTTL)}
+	s.sessions[sha256.Sum256([]byte(value))] = &session{who: who, csrf: randomToken(), expires: now.Add(s.SessionTTL)}
 	s.mu.Unlock()
-	s.audit(r.Context(), "admin", "sign-in", "", remote)
-	http.SetCookie(w, s.cookie(preCookie, "", -1))
+	s.audit(r.Context(), who, "sign-in", "", clientAddr(r))
 	http.SetCookie(w, s.cookie(sessionCookie, value, s.SessionTTL))
-	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+	return true
 }
 
-func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ *session) {
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) {
 	if c, err := r.Cookie(sessionCookie); err == nil {
 		s.mu.Lock()
 		delete(s.sessions, sha256.Sum256([]byte(c.Value)))
 		s.mu.Unlock()
 	}
-	s.audit(r.Context(), "admin", "sign-out", "", clientAddr(r))
+	s.audit(r.Context(), sess.who, "sign-out", "", clientAddr(r))
 	http.SetCookie(w, s.cookie(sessionCookie, "", -1))
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 }

@@ -45,7 +45,11 @@ type fixture struct {
 	seq   int
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { t.Helper(); return newFixtureWith(t, nil) }
+
+// newFixtureWith is newFixture with opt applied to the Server before its
+// Handler is built.
+func newFixtureWith(t *testing.T, opt func(*Server)) *fixture {
 	t.Helper()
 	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "talon.db"))
 	if err != nil {
@@ -70,6 +74,9 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	cs.Credentials = serviceCredentials{vault.NewService(v)}
+	if opt != nil {
+		opt(cs)
+	}
 	h, err := cs.Handler()
 	if err != nil {
 		t.Fatal(err)

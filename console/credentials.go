@@ -106,7 +106,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *sessi
 
 // deleteCredential removes one entry through the vault service, audited in
 // the console's log.
-func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request, _ *session) {
+func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request, sess *session) {
 	if s.Credentials == nil {
 		http.Error(w, "no vault is configured", http.StatusNotFound)
 		return
@@ -125,7 +125,7 @@ func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request, _ *ses
 		s.fail(w, r, err)
 		return
 	}
-	s.audit(r.Context(), "admin", "delete credential", user+" "+name, clientAddr(r))
+	s.audit(r.Context(), sess.who, "delete credential", user+" "+name, clientAddr(r))
 	http.Redirect(w, r, "/console/credentials?"+url.Values{"done": {"Deleted " + name + " of " + user + "."}}.Encode(), http.StatusSeeOther)
 }
 

@@ -11,7 +11,9 @@
 //
 // Sign-in exchanges the admin token (TALON_CONSOLE_TOKEN, compared in
 // constant time, rate-limited per client address) for a session cookie
-// (HttpOnly, SameSite=Strict, Secure behind https) that expires; every POST
+// (HttpOnly, SameSite=Strict, Secure behind https) that expires, and so does
+// "Sign in with Slack" (OpenID Connect, oidc.go) for the Slack principals
+// among the admins; every POST
 // carries the session's CSRF token; every response carries a strict
 // Content-Security-Policy. Admin actions land in an audit log shown on the
 // Overview page.

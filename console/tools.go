@@ -128,7 +128,7 @@ func (s *Server) tools(w http.ResponseWriter, r *http.Request, sess *session) {
 }
 
 // approveMCP approves a server's changed tools, audited.
-func (s *Server) approveMCP(w http.ResponseWriter, r *http.Request, _ *session) {
+func (s *Server) approveMCP(w http.ResponseWriter, r *http.Request, sess *session) {
 	if s.ApproveMCP == nil {
 		http.Error(w, "no MCP server is configured", http.StatusNotFound)
 		return
@@ -143,6 +143,6 @@ func (s *Server) approveMCP(w http.ResponseWriter, r *http.Request, _ *session) 
 		s.fail(w, r, err)
 		return
 	}
-	s.audit(r.Context(), "admin", "approve MCP tools", server+" ("+strconv.Itoa(n)+")", clientAddr(r))
+	s.audit(r.Context(), sess.who, "approve MCP tools", server+" ("+strconv.Itoa(n)+")", clientAddr(r))
 	http.Redirect(w, r, "/console/tools", http.StatusSeeOther)
 }

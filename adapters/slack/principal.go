@@ -6,6 +6,13 @@ import (
 	"github.com/talonhq/talon/agent"
 )
 
+// Principal is the Principal of Slack user user of workspace team (of
+// Enterprise Grid org enterprise, or ""), as messages from them are named;
+// "Sign in with Slack" names the console's admins by it.
+func Principal(team, enterprise, user string) agent.Principal {
+	return principal(team, enterprise, user)
+}
+
 // principal is the Principal of a Slack user. A user id is scoped to its
 // workspace (or Enterprise Grid organisation, workspaceOf), except Enterprise
 // Grid user ids, which start with W and are the same in every workspace:

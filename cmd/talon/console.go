@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/talonhq/talon/adapters/slack"
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/console"
@@ -109,6 +110,17 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 			}
 		}
 		return 0, fmt.Errorf("console: approve MCP tools: no server %q in mcp.servers", server)
+	}
+	if o := cc.SlackOIDC; o.ClientID != "" {
+		s.SlackOIDC = &console.SlackOIDC{
+			ClientID:     o.ClientID,
+			ClientSecret: o.ClientSecret.Reveal(),
+			RedirectURL:  strings.TrimSuffix(a.cfg.HTTP.PublicURL, "/") + "/console/oidc/callback",
+			Admins:       s.Budgets.Admins,
+			Principal: func(team, enterprise, user string) string {
+				return slack.Principal(team, enterprise, user).String()
+			},
+		}
 	}
 	if svc := a.vaultSvc(); svc != nil {
 		s.Credentials = consoleCredentials{svc}

@@ -25,15 +25,15 @@ func TestConsoleServedByRun(t *testing.T) {
 	srv := llmtest.NewServer(t, llmtest.Echo())
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	cfgText := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", srv.URL), `listen: ""`, "listen: "+addr, 1) +
-		"console:\n  enabled: true\n"
+	cfgText := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", srv.URL), `listen: ""`, "listen: "+addr+"\n  public_url: https://talon.example.com/", 1) +
+		"console:\n  enabled: true\n  admins: [slack:T1:U1]\n  slack_oidc: {client_id: \"123.456\", client_secret: \"${SLACK_CLIENT_SECRET}\"}\n"
 	cfg := writeConfig(t, dir, cfgText)
 	const token = "console-token-0123456789"
 	stdinR, stdinW := io.Pipe()
 	var out syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- env{stdin: stdinR, stdout: &out, stderr: io.Discard, getenv: testEnv(map[string]string{"TALON_CONSOLE_TOKEN": token})}.
+		done <- env{stdin: stdinR, stdout: &out, stderr: io.Discard, getenv: testEnv(map[string]string{"TALON_CONSOLE_TOKEN": token, "SLACK_CLIENT_SECRET": "client-secret-xyz"})}.
 			main(context.Background(), []string{"run", "--config", cfg})
 	}()
 	base := "http://" + addr
@@ -62,6 +62,15 @@ func TestConsoleServedByRun(t *testing.T) {
 	resp, page := read(c.Get(base + "/console/"))
 	if resp.Request.URL.Path != "/console/signin" {
 		t.Fatalf("unsigned GET /console/ ended at %s, want the sign-in page", resp.Request.URL)
+	}
+	// Sign in with Slack starts at Slack, coming back to http.public_url.
+	noFollow := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, _ = read(noFollow.Get(base + "/console/oidc/start"))
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if loc == nil || loc.Host != "slack.com" || loc.Path != "/openid/connect/authorize" ||
+		loc.Query().Get("client_id") != "123.456" || loc.Query().Get("redirect_uri") != "https://talon.example.com/console/oidc/callback" ||
+		strings.Contains(loc.String(), "client-secret-xyz") {
+		t.Errorf("Sign in with Slack sends the browser to %q", resp.Header.Get("Location"))
 	}
 	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
 	if m == nil {

@@ -89,6 +89,16 @@ type Console struct {
 	Admins []string `yaml:"admins" json:"admins"`
 	// SessionTTL is how long a console sign-in lasts.
 	SessionTTL Duration `yaml:"session_ttl" json:"session_ttl"`
+	// SlackOIDC, when its client_id is set, offers "Sign in with Slack" to
+	// the Slack principals in Admins.
+	SlackOIDC SlackOIDC `yaml:"slack_oidc" json:"slack_oidc"`
+}
+
+// SlackOIDC is a Slack app's credentials for "Sign in with Slack" (OpenID
+// Connect); the app's redirect URL is http.public_url + /console/oidc/callback.
+type SlackOIDC struct {
+	ClientID     string `yaml:"client_id" json:"client_id"`
+	ClientSecret Secret `yaml:"client_secret" json:"client_secret"`
 }
 
 // Price is what a model costs, in US dollars per million tokens.

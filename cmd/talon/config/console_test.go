@@ -60,6 +60,33 @@ console:
 	}
 }
 
+func TestLoadConsoleSlackOIDC(t *testing.T) {
+	const file = `http:
+  listen: 127.0.0.1:9000
+  public_url: https://talon.example.com
+console:
+  enabled: true
+  admins: [slack:T1:U1]
+  slack_oidc: {client_id: "123.456", client_secret: "${SLACK_CLIENT_SECRET}"}
+`
+	got, err := loadFile(t, file, map[string]string{"SLACK_CLIENT_SECRET": "shh-client-secret"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if o := got.Console.SlackOIDC; o.ClientID != "123.456" || o.ClientSecret.Reveal() != "shh-client-secret" {
+		t.Errorf("slack_oidc = %+v (secret %q)", o, o.ClientSecret.Reveal())
+	}
+
+	_, err = loadFile(t, "console:\n  slack_oidc: {client_id: \"123.456\"}\n", nil)
+	want := []string{
+		"console.slack_oidc.client_secret: is required with client_id: the Slack app's Client Secret, e.g. ${SLACK_CLIENT_SECRET}",
+		"console.slack_oidc: needs http.public_url: Slack sends the browser back to <public_url>/console/oidc/callback (line 2)",
+	}
+	if diff := cmp.Diff(want, problems(err)); diff != "" {
+		t.Errorf("problems mismatch (-want +got):\n%s\nerror: %v", diff, err)
+	}
+}
+
 func TestLoadBudgets(t *testing.T) {
 	got, err := loadFile(t, "budgets:\n  user_daily_tokens: 1000\n  user_monthly_tokens: 20000\n  workspace_monthly_tokens: 500000\n", nil)
 	if err != nil {

@@ -47,7 +47,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 			v.add("http.public_url", `must be an http or https URL (e.g. https://talon.example.com), or ""`)
 		}
 	}
-	c.Console.validate(&v, c.HTTP.Listen)
+	c.Console.validate(&v, c.HTTP.Listen, c.HTTP.PublicURL)
 	for _, b := range []struct {
 		key string
 		n   int64
@@ -269,7 +269,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func (c *Console) validate(v *validator, listen string) {
+func (c *Console) validate(v *validator, listen, publicURL string) {
+	if o := c.SlackOIDC; o.ClientID != "" || o.ClientSecret != "" {
+		if o.ClientID == "" {
+			v.add("console.slack_oidc.client_id", "is required with client_secret: the Slack app's Client ID (Basic Information → App Credentials)")
+		}
+		if o.ClientSecret == "" {
+			v.add("console.slack_oidc.client_secret", "is required with client_id: the Slack app's Client Secret, e.g. ${SLACK_CLIENT_SECRET}")
+		}
+		if publicURL == "" {
+			v.add("console.slack_oidc", "needs http.public_url: Slack sends the browser back to <public_url>/console/oidc/callback")
+		}
+	}
 	if c.Enabled && listen == "" {
 		v.add("console.enabled", "needs http.listen: the console is served on it under /console/")
 	}
