@@ -10,6 +10,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +30,9 @@ type Store interface {
 	TurnDurations(ctx context.Context, from time.Time) ([]time.Duration, error)
 	AddConsoleAction(ctx context.Context, a store.ConsoleAction) error
 	ConsoleActions(ctx context.Context, limit int) ([]store.ConsoleAction, error)
+	AddConsoleSession(ctx context.Context, sess store.ConsoleSession, max int) error
+	ConsoleSession(ctx context.Context, hash [32]byte, now time.Time) (store.ConsoleSession, error)
+	DeleteConsoleSession(ctx context.Context, hash [32]byte) error
 	Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error)
 	Transcript(ctx context.Context, s agent.SessionID, limit int) (store.Conversation, []agent.StoredMessage, []store.Approval, error)
 	UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error)
@@ -99,6 +104,11 @@ type Server struct {
 	Budgets Budgets
 	// Channels, when set, lists the platform connections and their state.
 	Channels func() []Channel
+	// TrustedProxies are the addresses of the reverse proxies in front of
+	// the console: a request from one of them is counted (sign-in limit)
+	// and audited by the client address its X-Forwarded-For names (the
+	// nearest one that is not itself a trusted proxy). Empty: the peer's.
+	TrustedProxies []netip.Prefix
 	// Log receives failures (with a reference shown to the operator);
 	// zero value discards.
 	Log zerolog.Logger
@@ -106,19 +116,18 @@ type Server struct {
 	Now func() time.Time
 
 	mu sync.Mutex
-	// sessions by the SHA-256 of their cookie value, sign-in attempts by
-	// client address, Slack sign-ins in progress by the SHA-256 of their
-	// state; guarded by mu.
-	sessions map[[32]byte]*session
+	// sign-in attempts by client address, Slack sign-ins in progress by
+	// the SHA-256 of their state; guarded by mu. (Sessions are in the
+	// store.)
 	attempts map[string]*attempt
 	pending  map[[32]byte]*pendingOIDC
 }
 
+// session is a signed-in admin's: who signed in ("admin" for the token, or
+// a principal for Slack) and the CSRF token their forms carry.
 type session struct {
-	// who signed in: "admin" (the token) or a principal (Slack).
-	who     string
-	csrf    string
-	expires time.Time
+	who  string
+	csrf string
 }
 
 type attempt struct {
@@ -152,7 +161,6 @@ func (s *Server) Handler() (http.Handler, error) {
 	if s.SessionTTL <= 0 {
 		s.SessionTTL = 12 * time.Hour
 	}
-	s.sessions = map[[32]byte]*session{}
 	s.attempts = map[string]*attempt{}
 	s.pending = map[[32]byte]*pendingOIDC{}
 	mux := http.NewServeMux()
@@ -221,23 +229,31 @@ func (s *Server) auth(next func(w http.ResponseWriter, r *http.Request, sess *se
 	})
 }
 
+// session is the request's session, or nil when its cookie names none
+// (or one that expired). The store holds only the SHA-256 of the cookie
+// value; the CSRF token is derived from the value (csrfFor), so it is not
+// stored either.
 func (s *Server) session(r *http.Request) *session {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil || c.Value == "" {
 		return nil
 	}
-	key := sha256.Sum256([]byte(c.Value))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sess := s.sessions[key]
-	if sess == nil {
+	got, err := s.Store.ConsoleSession(r.Context(), sha256.Sum256([]byte(c.Value)), s.Now())
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.Log.Error().Err(err).Msg("console: read session")
+		}
 		return nil
 	}
-	if !s.Now().Before(sess.expires) {
-		delete(s.sessions, key)
-		return nil
-	}
-	return sess
+	return &session{who: got.Who, csrf: csrfFor(c.Value)}
+}
+
+// csrfFor is the CSRF token of the session whose cookie value is value: a
+// hash of it under its own label, so neither the token nor the stored hash
+// gives away the other or the value.
+func csrfFor(value string) string {
+	h := sha256.Sum256([]byte("talon console csrf\x00" + value))
+	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
 func (s *Server) signInPage(w http.ResponseWriter, r *http.Request) {
@@ -276,7 +292,7 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
-	remote := clientAddr(r)
+	remote := s.clientAddr(r)
 	if !s.allowAttempt(remote) {
 		w.Header().Set("Retry-After", "60")
 		http.Error(w, "too many sign-in attempts from this address: wait a minute and try again", http.StatusTooManyRequests)
@@ -303,32 +319,29 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 // request itself and returns false when there are too many sessions.
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, who string) bool {
 	value := randomToken()
-	s.mu.Lock()
 	now := s.Now()
-	for k, sess := range s.sessions {
-		if !now.Before(sess.expires) {
-			delete(s.sessions, k)
-		}
-	}
-	if len(s.sessions) >= maxSessions {
-		s.mu.Unlock()
+	err := s.Store.AddConsoleSession(r.Context(), store.ConsoleSession{Hash: sha256.Sum256([]byte(value)), Who: who, Created: now, Expires: now.Add(s.SessionTTL)}, maxSessions)
+	if errors.Is(err, store.ErrTooManySessions) {
 		http.Error(w, "too many open console sessions: sign out elsewhere or wait for them to expire", http.StatusServiceUnavailable)
 		return false
 	}
-	s.sessions[sha256.Sum256([]byte(value))] = &session{who: who, csrf: randomToken(), expires: now.Add(s.SessionTTL)}
-	s.mu.Unlock()
-	s.audit(r.Context(), who, "sign-in", "", clientAddr(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return false
+	}
+	s.audit(r.Context(), who, "sign-in", "", s.clientAddr(r))
 	http.SetCookie(w, s.cookie(sessionCookie, value, s.SessionTTL))
 	return true
 }
 
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) {
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		s.mu.Lock()
-		delete(s.sessions, sha256.Sum256([]byte(c.Value)))
-		s.mu.Unlock()
+		if err := s.Store.DeleteConsoleSession(r.Context(), sha256.Sum256([]byte(c.Value))); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
-	s.audit(r.Context(), sess.who, "sign-out", "", clientAddr(r))
+	s.audit(r.Context(), sess.who, "sign-out", "", s.clientAddr(r))
 	http.SetCookie(w, s.cookie(sessionCookie, "", -1))
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 }
@@ -388,13 +401,41 @@ func formValue(w http.ResponseWriter, r *http.Request, name string) string {
 	return r.PostForm.Get(name)
 }
 
-// clientAddr is the client's IP address without the port.
-func clientAddr(r *http.Request) string {
+// clientAddr is the client's IP address: the peer's, or behind a trusted
+// proxy the nearest address in X-Forwarded-For that is not a trusted
+// proxy's (entries further left are whatever the client sent, and are not
+// read).
+func (s *Server) clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !s.trusted(addr) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // not written by a proxy we trust
+		}
+		addr = hop.Unmap()
+		if !s.trusted(addr) {
+			break
+		}
+	}
+	return addr.String()
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // equal compares in constant time (for equal lengths; hashing first makes

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -452,4 +453,86 @@ func TestDocEscapes(t *testing.T) {
 	if got != want {
 		t.Errorf("escaped = %s\nwant      %s", got, want)
 	}
+}
+
+// A restart (a new Server on the same database) keeps a sign-in and its
+// CSRF token; sign-out on the new one ends it.
+func TestSessionSurvivesRestart(t *testing.T) {
+	f := newFixture(t)
+	c := f.client(t)
+	page := f.signIn(t, c)
+	csrf := csrfOf(t, page)
+
+	again := &Server{Store: f.db, Token: testToken, Now: f.clk.Now}
+	h, err := again.Handler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(Prefix, h)
+	srv := httptest.NewServer(mux) // the same host, so the jar sends the cookie
+	defer srv.Close()
+	resp, body := get(t, c, srv.URL+"/console/")
+	if resp.Request.URL.Path != "/console/" || csrfOf(t, body) != csrf {
+		t.Fatalf("after a restart the sign-in ended at %s", resp.Request.URL)
+	}
+	u, _ := url.Parse(srv.URL + "/console/")
+	kept := c.Jar.Cookies(u)
+	resp, _ = post(t, c, srv.URL+"/console/signout", url.Values{"csrf": {csrf}})
+	if resp.Request.URL.Path != "/console/signin" {
+		t.Fatalf("sign-out after a restart ended at %s", resp.Request.URL)
+	}
+	c.Jar.SetCookies(u, kept) // the old cookie, presented again
+	if resp, _ := get(t, c, f.srv.URL+"/console/"); resp.Request.URL.Path != "/console/signin" {
+		t.Error("signed out on one server, still signed in on the other")
+	}
+}
+
+// Behind a trusted proxy, sign-in attempts are counted and audited per
+// client address from X-Forwarded-For; from anyone else the header is
+// ignored.
+func TestSignInLimitBehindProxy(t *testing.T) {
+	attempt := func(t *testing.T, f *fixture, xff string) int {
+		t.Helper()
+		c := f.client(t)
+		_, page := get(t, c, f.srv.URL+"/console/signin")
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/console/signin",
+			strings.NewReader(url.Values{"csrf": {csrfOf(t, page)}, "token": {"wrong-wrong-wrong-wrong"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := (&http.Client{Jar: c.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	t.Run("trusted", func(t *testing.T) {
+		f := newFixtureWith(t, func(s *Server) { s.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
+		// The client forges a left entry; the proxy appends the real one.
+		for i := range signInBurst {
+			if got := attempt(t, f, fmt.Sprintf("10.9.9.%d, 203.0.113.7", i)); got != http.StatusSeeOther {
+				t.Fatalf("attempt %d from 203.0.113.7 = %d, want 303 (refused, within the limit)", i+1, got)
+			}
+		}
+		if got := attempt(t, f, "10.9.9.99, 203.0.113.7"); got != http.StatusTooManyRequests {
+			t.Errorf("attempt %d from 203.0.113.7 = %d, want 429", signInBurst+1, got)
+		}
+		if got := attempt(t, f, "198.51.100.2, 127.0.0.9"); got != http.StatusSeeOther { // through two of our proxies
+			t.Errorf("another client's first attempt = %d, want 303", got)
+		}
+		acts, err := f.db.ConsoleActions(context.Background(), 100)
+		if err != nil || len(acts) == 0 || acts[0].Remote != "198.51.100.2" || acts[1].Remote != "203.0.113.7" {
+			t.Errorf("audited addresses = %+v, %v", acts, err)
+		}
+	})
+	t.Run("untrusted", func(t *testing.T) {
+		f := newFixture(t)
+		for i := range signInBurst {
+			attempt(t, f, fmt.Sprintf("203.0.113.%d", i))
+		}
+		if got := attempt(t, f, "203.0.113.200"); got != http.StatusTooManyRequests {
+			t.Errorf("a forged X-Forwarded-For from an untrusted peer escaped the limit: %d", got)
+		}
+	})
 }

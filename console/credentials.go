@@ -125,7 +125,7 @@ func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request, sess *
 		s.fail(w, r, err)
 		return
 	}
-	s.audit(r.Context(), sess.who, "delete credential", user+" "+name, clientAddr(r))
+	s.audit(r.Context(), sess.who, "delete credential", user+" "+name, s.clientAddr(r))
 	http.Redirect(w, r, "/console/credentials?"+url.Values{"done": {"Deleted " + name + " of " + user + "."}}.Encode(), http.StatusSeeOther)
 }
 

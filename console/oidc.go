@@ -106,7 +106,7 @@ func (o *SlackOIDC) verifierFor(now func() time.Time) *oidc.IDTokenVerifier {
 // state is also set in a cookie, so only this browser can finish.
 func (s *Server) oidcStart(w http.ResponseWriter, r *http.Request) {
 	o := s.SlackOIDC
-	if !s.allowAttempt(clientAddr(r)) {
+	if !s.allowAttempt(s.clientAddr(r)) {
 		w.Header().Set("Retry-After", "60")
 		http.Error(w, "too many sign-in attempts from this address: wait a minute and try again", http.StatusTooManyRequests)
 		return
@@ -164,7 +164,7 @@ type slackClaims struct {
 // carry the sign-in's nonce; its principal must be in Admins.
 func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 	o := s.SlackOIDC
-	remote := clientAddr(r)
+	remote := s.clientAddr(r)
 	if !s.allowAttempt(remote) {
 		w.Header().Set("Retry-After", "60")
 		http.Error(w, "too many sign-in attempts from this address: wait a minute and try again", http.StatusTooManyRequests)
@@ -249,7 +249,7 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 
 // refuseOIDC shows why a Slack sign-in was refused and audits it.
 func (s *Server) refuseOIDC(w http.ResponseWriter, r *http.Request, who, why string, status int) {
-	s.audit(r.Context(), who, "sign-in refused (Slack)", "", clientAddr(r))
+	s.audit(r.Context(), who, "sign-in refused (Slack)", "", s.clientAddr(r))
 	s.render(w, status, page{Title: "Sign-in refused"}, func(d *doc) {
 		d.raw(`<div class="card signin"><p class="error" role="alert">`)
 		d.text(why)
@@ -262,6 +262,6 @@ func (s *Server) refuseOIDC(w http.ResponseWriter, r *http.Request, who, why str
 // goes to the log under a reference, the browser gets the reference.
 func (s *Server) oidcFailed(w http.ResponseWriter, r *http.Request, err error) {
 	ref := randomToken()[:10]
-	s.Log.Warn().Err(err).Str("ref", ref).Str("remote", clientAddr(r)).Msg("console: Slack sign-in refused")
+	s.Log.Warn().Err(err).Str("ref", ref).Str("remote", s.clientAddr(r)).Msg("console: Slack sign-in refused")
 	s.refuseOIDC(w, r, "-", "Slack's answer could not be verified (reference "+ref+" in the gateway's log)", http.StatusForbidden)
 }

@@ -143,6 +143,6 @@ func (s *Server) approveMCP(w http.ResponseWriter, r *http.Request, sess *sessio
 		s.fail(w, r, err)
 		return
 	}
-	s.audit(r.Context(), sess.who, "approve MCP tools", server+" ("+strconv.Itoa(n)+")", clientAddr(r))
+	s.audit(r.Context(), sess.who, "approve MCP tools", server+" ("+strconv.Itoa(n)+")", s.clientAddr(r))
 	http.Redirect(w, r, "/console/tools", http.StatusSeeOther)
 }

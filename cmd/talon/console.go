@@ -64,13 +64,14 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 		prices[m] = console.Price{Input: p.Input, Output: p.Output}
 	}
 	s := &console.Server{
-		Store:      a.db,
-		Token:      a.env.getenv("TALON_CONSOLE_TOKEN"),
-		Secure:     strings.HasPrefix(a.cfg.HTTP.PublicURL, "https://"),
-		SessionTTL: cc.SessionTTL.Std(),
-		Prices:     prices,
-		Channels:   states.list,
-		Log:        a.log,
+		Store:          a.db,
+		Token:          a.env.getenv("TALON_CONSOLE_TOKEN"),
+		Secure:         strings.HasPrefix(a.cfg.HTTP.PublicURL, "https://"),
+		SessionTTL:     cc.SessionTTL.Std(),
+		Prices:         prices,
+		Channels:       states.list,
+		TrustedProxies: a.cfg.HTTP.TrustedPrefixes(),
+		Log:            a.log,
 	}
 	s.Budgets = console.Budgets{UserDaily: a.cfg.Budgets.UserDailyTokens, UserMonthly: a.cfg.Budgets.UserMonthlyTokens, Admins: map[string]bool{}}
 	for _, p := range a.cfg.Console.Admins {

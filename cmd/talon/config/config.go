@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -78,6 +79,32 @@ type HTTP struct {
 	// ("" = not published); the console's cookies are Secure when it is
 	// https.
 	PublicURL string `yaml:"public_url" json:"public_url"`
+	// TrustedProxies are the addresses (IP or CIDR) of the reverse proxies
+	// in front of the listener, whose X-Forwarded-For names the client for
+	// the console's sign-in limit and audit log.
+	TrustedProxies []string `yaml:"trusted_proxies" json:"trusted_proxies"`
+}
+
+// TrustedPrefixes returns TrustedProxies as prefixes (an IP is a /32 or
+// /128); Load has checked them.
+func (h HTTP) TrustedPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(h.TrustedProxies))
+	for _, s := range h.TrustedProxies {
+		if p, ok := parsePrefix(s); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parsePrefix(s string) (netip.Prefix, bool) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), true
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), true
+	}
+	return netip.Prefix{}, false
 }
 
 // Console configures the operator's web console (package console).
@@ -244,7 +271,7 @@ func Default() Config {
 		DataDir: "./talon-data",
 		Log:     Log{Level: "info", Format: "auto"},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
-		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
+		HTTP:    HTTP{Listen: "127.0.0.1:8080", TrustedProxies: []string{}},
 		LLM: LLM{
 			Provider:   ProviderOpenAI,
 			Timeout:    Duration(120 * time.Second),

@@ -21,7 +21,7 @@ func TestLoadDefaults(t *testing.T) {
 	want := &Config{
 		DataDir: "./talon-data",
 		Log:     Log{Level: "info", Format: "auto"},
-		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
+		HTTP:    HTTP{Listen: "127.0.0.1:8080", TrustedProxies: []string{}},
 		LLM: LLM{
 			Provider: "openai", Timeout: Duration(120 * time.Second), MaxRetries: 3, MaxTokens: 4096, Vision: "auto",
 			Prices: map[string]Price{},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ func TestLoadConsoleAndPrices(t *testing.T) {
 	const file = `http:
   listen: 127.0.0.1:9000
   public_url: https://talon.example.com
+  trusted_proxies: [10.0.0.0/8, 192.0.2.1, "::ffff:192.0.2.9"]
 llm:
   prices:
     gpt-4o-mini: {input: 0.15, output: 0.6}
@@ -30,6 +32,9 @@ console:
 	if diff := cmp.Diff(map[string]Price{"gpt-4o-mini": {Input: 0.15, Output: 0.6}}, got.LLM.Prices); diff != "" {
 		t.Errorf("prices mismatch (-want +got):\n%s", diff)
 	}
+	if got, want := fmt.Sprint(got.HTTP.TrustedPrefixes()), "[10.0.0.0/8 192.0.2.1/32 192.0.2.9/32]"; got != want {
+		t.Errorf("trusted prefixes = %s, want %s", got, want)
+	}
 	if got.HTTP.PublicURL != "https://talon.example.com" {
 		t.Errorf("http.public_url = %q", got.HTTP.PublicURL)
 	}
@@ -39,6 +44,7 @@ func TestLoadConsoleInvalid(t *testing.T) {
 	const file = `http:
   listen: ""
   public_url: ftp://x
+  trusted_proxies: [10.0.0.0/8, proxy.local]
 llm:
   prices:
     m: {input: -1, output: 2}
@@ -50,10 +56,11 @@ console:
 	_, err := loadFile(t, file, nil)
 	want := []string{
 		`http.public_url: must be an http or https URL (e.g. https://talon.example.com), or "" (line 3)`,
-		"console.enabled: needs http.listen: the console is served on it under /console/ (line 8)",
-		`console.admins: "alice" is not a principal: want platform:workspace:user (e.g. slack:T012:U034, discord::123) (line 9)`,
-		"console.session_ttl: must be between 5m and 720h, got 1s (line 10)",
-		"llm.prices.m: input and output must be US dollars per million tokens, 0 to 10000 (line 6)",
+		`http.trusted_proxies: "proxy.local" is not an IP address or CIDR range (e.g. 10.0.0.5, 10.0.0.0/24, fd00::/8) (line 4)`,
+		"console.enabled: needs http.listen: the console is served on it under /console/ (line 9)",
+		`console.admins: "alice" is not a principal: want platform:workspace:user (e.g. slack:T012:U034, discord::123) (line 10)`,
+		"console.session_ttl: must be between 5m and 720h, got 1s (line 11)",
+		"llm.prices.m: input and output must be US dollars per million tokens, 0 to 10000 (line 7)",
 	}
 	if diff := cmp.Diff(want, problems(err)); diff != "" {
 		t.Errorf("problems mismatch (-want +got):\n%s\nerror: %v", diff, err)

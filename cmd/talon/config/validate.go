@@ -47,6 +47,14 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 			v.add("http.public_url", `must be an http or https URL (e.g. https://talon.example.com), or ""`)
 		}
 	}
+	if len(c.HTTP.TrustedProxies) > 100 {
+		v.add("http.trusted_proxies", "at most 100 addresses or ranges")
+	}
+	for _, p := range c.HTTP.TrustedProxies {
+		if _, ok := parsePrefix(p); !ok {
+			v.add("http.trusted_proxies", fmt.Sprintf("%s is not an IP address or CIDR range (e.g. 10.0.0.5, 10.0.0.0/24, fd00::/8)", v.quote("http.trusted_proxies", p)))
+		}
+	}
 	c.Console.validate(&v, c.HTTP.Listen, c.HTTP.PublicURL)
 	for _, b := range []struct {
 		key string
