@@ -1,0 +1,24 @@
+// Package postgres is Talon's store on PostgreSQL (github.com/jackc/pgx/v5
+// and its pool), for deployments that run several replicas of Talon on one
+// database. It implements what the SQLite store in package store
+// implements for the runtime, the channel adapters and the vault (the
+// conformance suite in store/storetest holds both to the same behaviour),
+// with its own embedded, versioned migrations, numbered as SQLite's are.
+//
+// Several processes may use one database at once. Every method that
+// changes state does so in one transaction; what SQLite's single writer
+// made safe is made safe here by the database: unique constraints decide
+// which replica accepts a message, records a tool call or creates an
+// approval; a row lock (SELECT … FOR UPDATE) serialises the start of a
+// turn, the steps of a turn and the rewrite of a vault entry; an update
+// that names the state it expects (compare-and-set) finishes a turn,
+// decides an approval or marks a reply once. Migrations run under an
+// advisory lock, so replicas starting together migrate once.
+//
+// Times are unix milliseconds, as in the SQLite store, and vault entries
+// are the vault's sealed bytes. Text PostgreSQL cannot hold (a NUL byte)
+// is stored with U+FFFD in its place. It never logs and never puts a
+// message body, a reply or a secret in an error; it wraps store.ErrNotFound
+// and store.ErrFinished like the SQLite store, so callers branch on one
+// sentinel.
+package postgres

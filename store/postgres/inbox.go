@@ -1,0 +1,457 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/store"
+)
+
+// errRollback makes inTx roll back without it being a failure.
+var errRollback = errors.New("postgres: roll back")
+
+// inboundCols are the columns scanInbound reads, from inbound i joined with
+// principals p, and the stream preview recorded for it.
+const inboundCols = `i.id, i.state, i.dedupe_key, p.platform, p.workspace, p."user",
+	i.channel, i.thread, i.text, i.reply_to, i.received_at, i.files,
+	COALESCE((SELECT v.platform_id FROM stream_previews v WHERE v.inbound_id = i.id), '')`
+
+func scanInbound(r pgx.Row) (agent.QueuedInbound, error) {
+	var (
+		q        agent.QueuedInbound
+		state    string
+		received int64
+		files    string
+	)
+	err := r.Scan(&q.ID, &state, &q.DedupeKey,
+		&q.Key.Principal.Platform, &q.Key.Principal.Workspace, &q.Key.Principal.User,
+		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &files, &q.Preview)
+	q.Running = state == "running"
+	q.ReceivedAt = fromMS(received)
+	if err == nil && files != "" {
+		if jerr := json.Unmarshal([]byte(files), &q.Files); jerr != nil {
+			err = fmt.Errorf("inbound %d: files: %w", q.ID, jerr)
+		}
+	}
+	return q, err
+}
+
+// querier is the pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// principalID returns the id of p, adding the principal if it is new (a
+// replica that adds it at the same time makes this one find it).
+func (db *DB) principalID(ctx context.Context, tx pgx.Tx, p agent.Principal) (int64, error) {
+	const get = `SELECT id FROM principals WHERE platform = $1 AND workspace = $2 AND "user" = $3`
+	var id int64
+	err := tx.QueryRow(ctx, get, text(p.Platform), text(p.Workspace), text(p.User)).Scan(&id)
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return id, err
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO principals (platform, workspace, "user", created_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (platform, workspace, "user") DO NOTHING RETURNING id`, text(p.Platform), text(p.Workspace), text(p.User), db.now()).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = tx.QueryRow(ctx, get, text(p.Platform), text(p.Workspace), text(p.User)).Scan(&id)
+	}
+	return id, err
+}
+
+func (db *DB) inboundByKey(ctx context.Context, q querier, key string) (agent.QueuedInbound, error) {
+	return scanInbound(q.QueryRow(ctx, `SELECT `+inboundCols+` FROM inbound i JOIN principals p ON p.id = i.principal_id
+		WHERE i.dedupe_key = $1`, text(key)))
+}
+
+// AcceptInbound persists in and queues it, adding its principal if new, in
+// one transaction. If its DedupeKey was seen before (by any replica),
+// nothing is written, dup is true and q is the inbound accepted first. A
+// zero ReceivedAt is set to the clock's time. Times are kept to the
+// millisecond.
+func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.QueuedInbound, dup bool, err error) {
+	if in.DedupeKey == "" {
+		return q, false, errors.New("postgres: accept inbound: empty dedupe key")
+	}
+	if q, err := db.inboundByKey(ctx, db.pool, in.DedupeKey); err == nil {
+		return q, true, nil
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
+	}
+	if in.ReceivedAt.IsZero() {
+		in.ReceivedAt = db.Now()
+	}
+	in.ReceivedAt = fromMS(toMS(in.ReceivedAt))
+	files := ""
+	if len(in.Files) > 0 {
+		b, err := json.Marshal(in.Files)
+		if err != nil {
+			return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: files: %w", err)
+		}
+		files = string(b)
+	}
+	var id agent.InboundID
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		pid, err := db.principalID(ctx, tx, in.Key.Principal)
+		if err != nil {
+			return err
+		}
+		// A replica inserting the same key at the same time makes this
+		// insert wait for its commit, then do nothing.
+		err = tx.QueryRow(ctx, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+			text(in.DedupeKey), pid, text(in.Key.Conversation.Channel), text(in.Key.Conversation.Thread),
+			text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files)).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			dup = true
+			return errRollback
+		}
+		return err
+	})
+	if dup {
+		q, err := db.inboundByKey(ctx, db.pool, in.DedupeKey)
+		if err != nil {
+			return agent.QueuedInbound{}, true, fmt.Errorf("postgres: accept inbound: %w", err)
+		}
+		return q, true, nil
+	}
+	if err != nil {
+		return q, false, fmt.Errorf("postgres: accept inbound: %w", err)
+	}
+	return agent.QueuedInbound{ID: id, Inbound: in}, false, nil
+}
+
+// Pending lists the inbound messages whose turn has not finished (queued or
+// running), in the order they were accepted.
+func (db *DB) Pending(ctx context.Context) ([]agent.QueuedInbound, error) {
+	rows, err := db.pool.Query(ctx, `SELECT `+inboundCols+` FROM inbound i JOIN principals p ON p.id = i.principal_id
+		WHERE i.state IN ('queued', 'running') ORDER BY i.id`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: pending: %w", err)
+	}
+	defer rows.Close()
+	var qs []agent.QueuedInbound
+	for rows.Next() {
+		q, err := scanInbound(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: pending: %w", err)
+		}
+		qs = append(qs, q)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: pending: %w", err)
+	}
+	return qs, nil
+}
+
+// StartTurn marks inbound id running in one transaction: it resolves the
+// active session of the inbound's key (creating it if needed), creates the
+// turn and appends user (if not nil) to the session's history. The
+// inbound's row is locked first, so that of two replicas starting it at
+// once one creates the turn and the other finds it: a turn started before
+// is returned with its session and resumed set, and nothing is written. An
+// unknown id is store.ErrNotFound; an inbound that has finished is
+// store.ErrFinished.
+func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Message) (t agent.TurnID, s agent.Session, resumed bool, err error) {
+	var content []byte
+	if user != nil {
+		if content, err = json.Marshal(user); err != nil {
+			return 0, s, false, fmt.Errorf("postgres: start turn %d: encode message: %w", id, err)
+		}
+	}
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		var (
+			state string
+			pid   int64
+			turn  *int64
+		)
+		err := tx.QueryRow(ctx, `SELECT state, principal_id, channel, thread, turn_id FROM inbound WHERE id = $1 FOR UPDATE`, id).
+			Scan(&state, &pid, &s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if state == "done" || state == "failed" {
+			return store.ErrFinished
+		}
+		p := &s.Key.Principal
+		if err := tx.QueryRow(ctx, `SELECT platform, workspace, "user" FROM principals WHERE id = $1`, pid).Scan(&p.Platform, &p.Workspace, &p.User); err != nil {
+			return err
+		}
+		if turn != nil {
+			t, resumed = agent.TurnID(*turn), true
+			var created int64
+			if err := tx.QueryRow(ctx, `SELECT s.id, s.summary, s.summary_upto, s.created_at, s.taint
+				FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = $1`, t).
+				Scan(&s.ID, &s.Summary, &s.SummaryUpTo, &created, &s.Taint); err != nil {
+				return err
+			}
+			s.CreatedAt = fromMS(created)
+			return errRollback
+		}
+		now := db.now()
+		if err := db.activeSessionTx(ctx, tx, pid, &s, now); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id`,
+			s.ID, id, now).Scan(&t); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE inbound SET state = 'running', turn_id = $1 WHERE id = $2`, t, id); err != nil {
+			return err
+		}
+		if user != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)`,
+				s.ID, t, string(user.Role), string(content), now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && !(resumed && errors.Is(err, errRollback)) {
+		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, err)
+	}
+	return t, s, resumed, nil
+}
+
+// TaintTurn records that turn t read untrusted content from source, on the
+// turn and on its session, each keeping its first source, in one
+// transaction. An unknown turn is store.ErrNotFound.
+func (db *DB) TaintTurn(ctx context.Context, t agent.TurnID, source string) error {
+	source = text(source)
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		var session int64
+		err := tx.QueryRow(ctx, `SELECT session_id FROM turns WHERE id = $1`, t).Scan(&session)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE turns SET taint = $1 WHERE id = $2 AND taint = ''`, source, t); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE sessions SET taint = $1 WHERE id = $2 AND taint = ''`, source, session)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: taint turn %d: %w", t, err)
+	}
+	return nil
+}
+
+// RecordStep notes model call st.N of turn t and appends st.Messages to
+// the history of session st.Session within t, in one transaction.
+// Recording the same step again replaces its record (the messages are
+// appended again).
+func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) error {
+	contents, err := encodeMessages(st.Messages)
+	if err != nil {
+		return fmt.Errorf("postgres: record step: %w", err)
+	}
+	if err := db.inTx(ctx, func(tx pgx.Tx) error { return db.stepTx(ctx, tx, t, &st, contents) }); err != nil {
+		return fmt.Errorf("postgres: record step: %w", err)
+	}
+	return nil
+}
+
+const usageAdd = `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
+	SELECT $1::bigint / 86400000, s.principal_id, s.channel, $2, $3, $4, $5
+	FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = $6
+	ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls,
+		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+		output_tokens = usage_daily.output_tokens + excluded.output_tokens`
+
+// stepTx records st and appends its messages (encoded as contents). The
+// turn's row is locked first, so that a step recorded by two processes at
+// once is counted once in the daily sums.
+func (db *DB) stepTx(ctx context.Context, tx pgx.Tx, t agent.TurnID, st *agent.Step, contents []string) error {
+	now := db.now()
+	var one int
+	err := tx.QueryRow(ctx, `SELECT 1 FROM turns WHERE id = $1 FOR UPDATE`, t).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("turn %d: %w", t, store.ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	var oldIn, oldOut, oldAt int64
+	var oldModel string
+	err = tx.QueryRow(ctx, `SELECT input_tokens, output_tokens, created_at, model FROM turn_steps WHERE turn_id = $1 AND step = $2`,
+		t, st.N).Scan(&oldIn, &oldOut, &oldAt, &oldModel)
+	switch {
+	case err == nil:
+		if _, err := tx.Exec(ctx, usageAdd, oldAt, oldModel, -1, -oldIn, -oldOut, t); err != nil {
+			return err
+		}
+	case !errors.Is(err, pgx.ErrNoRows):
+		return err
+	}
+	model := text(st.Model)
+	if _, err := tx.Exec(ctx, `INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,
+			output_tokens = excluded.output_tokens, stop_reason = excluded.stop_reason, created_at = excluded.created_at,
+			model = excluded.model`,
+		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, text(st.StopReason), now, model); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, usageAdd, now, model, 1, st.Usage.InputTokens, st.Usage.OutputTokens, t); err != nil {
+		return err
+	}
+	return appendTx(ctx, tx, st.Session, t, st.Messages, contents, now)
+}
+
+// StartToolCall records that call started in step of turn t. Starting a
+// call with the same id again (a resumed turn, or another replica) records
+// a new attempt in the same row: a call is never recorded twice.
+func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call llm.ToolCall) error {
+	_, err := db.pool.Exec(ctx, `INSERT INTO tool_calls (turn_id, step, call_id, name, arguments, started_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (turn_id, call_id) DO UPDATE SET step = excluded.step, name = excluded.name,
+			arguments = excluded.arguments, started_at = excluded.started_at,
+			state = 'started', result = '', is_error = FALSE, finished_at = NULL`,
+		t, step, text(call.ID), text(call.Name), text(call.Arguments), db.now())
+	if err != nil {
+		return fmt.Errorf("postgres: start tool call: %w", err)
+	}
+	return nil
+}
+
+// FinishToolCall records the result of call callID of turn t. A call never
+// started is store.ErrNotFound.
+func (db *DB) FinishToolCall(ctx context.Context, t agent.TurnID, callID string, result string, isError bool) error {
+	err := oneRow(db.pool.Exec(ctx, `UPDATE tool_calls SET state = 'finished', result = $1, is_error = $2, finished_at = $3
+		WHERE turn_id = $4 AND call_id = $5`, text(result), isError, db.now(), t, text(callID)))
+	if err != nil {
+		return fmt.Errorf("postgres: finish tool call: %w", err)
+	}
+	return nil
+}
+
+// ToolResults returns the results recorded by FinishToolCall for the calls
+// of turn t that finished, by call id.
+func (db *DB) ToolResults(ctx context.Context, t agent.TurnID) (map[string]agent.ToolResult, error) {
+	rows, err := db.pool.Query(ctx, `SELECT call_id, result, is_error FROM tool_calls WHERE turn_id = $1 AND state = 'finished'`, t)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: tool results: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]agent.ToolResult{}
+	for rows.Next() {
+		var (
+			id  string
+			res agent.ToolResult
+		)
+		if err := rows.Scan(&id, &res.Content, &res.IsError); err != nil {
+			return nil, fmt.Errorf("postgres: tool results: %w", err)
+		}
+		out[id] = res
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: tool results: %w", err)
+	}
+	return out, nil
+}
+
+// FinishTurn, in one transaction, sets inbound id done (failed when state
+// is TurnFailed) if it is queued or running, sets turn t (unless t is 0) to
+// state, records last (if not nil) as RecordStep does, and persists r as a
+// pending reply, returning its id. Two replicas finishing the same inbound
+// finish it once: the second finds it finished (store.ErrFinished). When
+// r.Key is zero the reply goes where the inbound came from. An unknown
+// inbound, or a turn that is not the inbound's, is store.ErrNotFound.
+func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID, state agent.TurnState, r agent.Reply, last *agent.Step) (agent.ReplyID, error) {
+	inState := "done"
+	switch state {
+	case agent.TurnDone:
+	case agent.TurnFailed:
+		inState = "failed"
+	default:
+		return 0, fmt.Errorf("postgres: finish turn: unknown state %q", state)
+	}
+	var contents []string
+	if last != nil {
+		var err error
+		if contents, err = encodeMessages(last.Messages); err != nil {
+			return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)
+		}
+	}
+	var rid agent.ReplyID
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		now := db.now()
+		var (
+			pid                      int64
+			channel, thread, replyTo string
+		)
+		err := tx.QueryRow(ctx, `UPDATE inbound SET state = $1 WHERE id = $2 AND state IN ('queued', 'running')
+			RETURNING principal_id, channel, thread, reply_to`, inState, id).Scan(&pid, &channel, &thread, &replyTo)
+		if errors.Is(err, pgx.ErrNoRows) {
+			var st string
+			err := tx.QueryRow(ctx, `SELECT state FROM inbound WHERE id = $1`, id).Scan(&st)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return store.ErrFinished
+		}
+		if err != nil {
+			return err
+		}
+		if t != 0 {
+			err := oneRow(tx.Exec(ctx, `UPDATE turns SET state = $1, finished_at = $2 WHERE id = $3 AND inbound_id = $4`, string(state), now, t, id))
+			if err != nil {
+				return fmt.Errorf("turn %d: %w", t, err)
+			}
+		}
+		if last != nil {
+			if err := db.stepTx(ctx, tx, t, last, contents); err != nil {
+				return err
+			}
+		}
+		if r.Key != (agent.SessionKey{}) {
+			channel, thread, replyTo = r.Key.Conversation.Channel, r.Key.Conversation.Thread, r.ReplyTo
+			if pid, err = db.principalID(ctx, tx, r.Key.Principal); err != nil {
+				return err
+			}
+		}
+		return tx.QueryRow(ctx, `INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+			id, nullID(t), pid, text(channel), text(thread), text(replyTo), string(r.Kind), text(r.Text), now).Scan(&rid)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)
+	}
+	return rid, nil
+}
+
+// AmendInbound changes a queued inbound found by dedupe key: cancel marks
+// it done (no reply), otherwise its text is replaced. changed is false
+// when it is unknown or its turn has started.
+func (db *DB) AmendInbound(ctx context.Context, dedupeKey, newText string, cancel bool) (agent.InboundID, bool, error) {
+	var (
+		id  agent.InboundID
+		err error
+	)
+	if cancel {
+		err = db.pool.QueryRow(ctx, `UPDATE inbound SET state = 'done' WHERE dedupe_key = $1 AND state = 'queued' RETURNING id`, text(dedupeKey)).Scan(&id)
+	} else {
+		err = db.pool.QueryRow(ctx, `UPDATE inbound SET text = $1 WHERE dedupe_key = $2 AND state = 'queued' RETURNING id`, text(newText), text(dedupeKey)).Scan(&id)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("postgres: amend inbound: %w", err)
+	}
+	return id, true, nil
+}

@@ -1,0 +1,128 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/store/postgres"
+)
+
+func pool(t *testing.T, u string) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Replicas starting together on an empty database migrate it once, to the
+// latest version, with the same version numbers as the SQLite store; a
+// database migrated by a newer Talon is refused.
+func TestMigrations(t *testing.T) {
+	ctx := context.Background()
+	u := testURL(t)
+	if in, err := postgres.Inspect(ctx, u); err != nil || in.Version != 0 || in.Latest != postgres.Latest() {
+		t.Fatalf("Inspect of an empty schema: %+v, %v", in, err)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			db, err := postgres.Open(ctx, u)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			db.Close()
+		})
+	}
+	wg.Wait()
+	p := pool(t, u)
+	var n, newest int64
+	if err := p.QueryRow(ctx, `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &newest); err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(postgres.Latest()) || newest != int64(postgres.Latest()) || postgres.Latest() < 16 {
+		t.Errorf("%d migrations recorded, newest %d; want %d of them", n, newest, postgres.Latest())
+	}
+	in, err := postgres.Inspect(ctx, u)
+	if err != nil || in.Version != postgres.Latest() || in.VaultEntries != 0 || in.VaultKeyCheck != nil {
+		t.Errorf("Inspect after migrating: %+v, %v", in, err)
+	}
+
+	if _, err := p.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.Open(ctx, u); !errors.Is(err, postgres.ErrSchemaTooNew) {
+		t.Errorf("Open of a newer schema: %v, want ErrSchemaTooNew", err)
+	}
+}
+
+// A connection that fails names what to fix and never the password.
+func TestOpenErrorsHideThePassword(t *testing.T) {
+	ctx := context.Background()
+	for _, u := range []string{
+		"postgres://talon:s3cretPassw0rd@127.0.0.1:1/talon?sslmode=disable&connect_timeout=2",
+		"postgres://talon:s3cretPassw0rd@127.0.0.1:5432/talon?sslmode=bogus",
+		"host=127.0.0.1 port=1 password=s3cretPassw0rd sslmode=disable connect_timeout=2",
+	} {
+		_, err := postgres.Open(ctx, u)
+		if err == nil {
+			t.Errorf("Open succeeded")
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cretPassw0rd") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+		_, err = postgres.Inspect(ctx, u)
+		if err == nil || strings.Contains(err.Error(), "s3cretPassw0rd") {
+			t.Errorf("Inspect: %v", err)
+		}
+	}
+}
+
+// Text PostgreSQL cannot hold (a NUL byte, which a platform message or a
+// tool's output may carry) is stored with U+FFFD in its place instead of
+// failing the message or the turn.
+func TestTextWithNULIsStored(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "T1", User: "U1"}, Conversation: agent.Conversation{Channel: "C1"}}
+	q, _, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "k\x00", Key: key, Text: "a\x00b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn, _, _, err := db.StartTurn(ctx, q.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.StartToolCall(ctx, turn, 1, agentCall("c1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FinishToolCall(ctx, turn, "c1", "out\x00put", false); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.ToolResults(ctx, turn)
+	if err != nil || res["c1"].Content != "out\uFFFDput" {
+		t.Errorf("tool result %+v, %v", res, err)
+	}
+	qs, err := db.Pending(ctx)
+	if err != nil || len(qs) != 1 || qs[0].Text != "a\uFFFDb" {
+		t.Errorf("Pending: %+v, %v", qs, err)
+	}
+	// The same platform message again is still a duplicate.
+	if _, dup, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "k\x00", Key: key, Text: "a\x00b"}); err != nil || !dup {
+		t.Errorf("the same key again: dup=%v, %v", dup, err)
+	}
+}

@@ -1,0 +1,311 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/store"
+)
+
+// ErrSchemaTooNew is wrapped by Open's error when the database was migrated
+// by a newer version of Talon than this one.
+var ErrSchemaTooNew = errors.New("postgres: database schema is newer than this program")
+
+var (
+	_ agent.Store         = (*DB)(nil)
+	_ agent.ThreadCursors = (*DB)(nil)
+	_ agent.TurnFileStore = (*DB)(nil)
+	_ agent.UsageMeter    = (*DB)(nil)
+)
+
+// DB is Talon's store on PostgreSQL. Every method is safe for concurrent
+// use, by this process and by others on the same database.
+type DB struct {
+	// Now is the clock used for every timestamp written. Open sets it to
+	// time.Now; tests may replace it before the first call.
+	Now func() time.Time
+
+	pool *pgxpool.Pool
+}
+
+// Open connects to the database at url (a postgres:// URL or key=value
+// string, as libpq takes them) and applies the embedded migrations not yet
+// applied, under an advisory lock so that replicas starting together
+// migrate once. It refuses a database migrated by a newer version
+// (ErrSchemaTooNew). Its errors never include the URL, which may hold a
+// password.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: the connection URL does not parse (want postgres://user@host:5432/db?sslmode=…): %w", scrub(err))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", scrub(err))
+	}
+	db := &DB{Now: time.Now, pool: pool}
+	if err := db.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Close closes the connections. Calls in flight may fail; closing again is
+// harmless.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: ping: %w", scrub(err))
+	}
+	return nil
+}
+
+// scrub keeps err's message but drops what pgconn may quote from the
+// connection string: a *pgconn.ParseConfigError holds it.
+func scrub(err error) error {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return errors.New("invalid connection string")
+	}
+	return err
+}
+
+// now is the current time of db's clock in unix milliseconds.
+func (db *DB) now() int64 { return toMS(db.Now()) }
+
+func toMS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// nullID is a zero id as NULL.
+func nullID[T ~int64](id T) *int64 {
+	if id == 0 {
+		return nil
+	}
+	v := int64(id)
+	return &v
+}
+
+// text returns s as PostgreSQL can store it: a TEXT value cannot hold a
+// NUL byte, which becomes U+FFFD (invalid UTF-8 likewise). Everything else
+// is kept as it is.
+func text(s string) string {
+	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// inTx runs fn in a transaction, committed when fn returns nil.
+func (db *DB) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, db.pool, fn)
+}
+
+// oneRow turns a change of no row into store.ErrNotFound.
+func oneRow(tag pgconn.CommandTag, err error) error {
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// migrationFiles holds the schema migrations, NNNN_name.sql from 0001
+// without gaps, numbered as the SQLite store's are. A released migration
+// is never edited.
+//
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+var migrationName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
+
+func loadMigrations(fsys fs.FS) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("postgres: migrations: %w", err)
+	}
+	var ms []migration
+	for _, e := range entries {
+		m := migrationName.FindStringSubmatch(e.Name())
+		if m == nil {
+			return nil, fmt.Errorf("postgres: migrations: file %q: want NNNN_name.sql", e.Name())
+		}
+		v, _ := strconv.Atoi(m[1])
+		body, err := fs.ReadFile(fsys, "migrations/"+e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("postgres: migrations: %w", err)
+		}
+		ms = append(ms, migration{version: v, name: m[2], sql: string(body)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("postgres: migrations: version %04d (%s) where %04d was expected", m.version, m.name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// Latest is the schema version this program migrates a database to.
+func Latest() int {
+	ms, err := loadMigrations(migrationFiles)
+	if err != nil {
+		return 0
+	}
+	return len(ms)
+}
+
+// migrationLock is the key of the advisory lock migrations run under
+// ("talon" in ASCII).
+const migrationLock = 0x74616c6f6e
+
+const createSchemaMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    BIGINT PRIMARY KEY,
+	name       TEXT   NOT NULL,
+	applied_at BIGINT NOT NULL
+)`
+
+// migrate applies, in order and each in its own transaction with its
+// record, the migrations not yet recorded in schema_migrations, holding an
+// advisory lock: a second replica waits for the first, then finds them
+// applied.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := loadMigrations(migrationFiles)
+	if err != nil {
+		return err
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: connect: %w", scrub(err))
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLock)) //nolint:errcheck // the session ends with the connection anyway
+	if _, err := conn.Exec(ctx, createSchemaMigrations); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	var count, oldest, newest int64
+	if err := conn.QueryRow(ctx, `SELECT count(*), coalesce(min(version), 0), coalesce(max(version), 0) FROM schema_migrations`).
+		Scan(&count, &oldest, &newest); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if int(newest) > len(ms) {
+		return fmt.Errorf("postgres: migrate: the database has schema version %d, this program knows up to %d; run a newer Talon or restore a backup: %w",
+			newest, len(ms), ErrSchemaTooNew)
+	}
+	// Versions are distinct (the primary key): len(ms) of them from 1 to
+	// len(ms) are all of ms, and the usual open ends here.
+	if int(count) == len(ms) && oldest == 1 && int(newest) == len(ms) {
+		return nil
+	}
+	for _, m := range ms {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&n); err != nil || n > 0 {
+				return err
+			}
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`, m.version, m.name, db.now())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("postgres: migrate to %04d_%s: %w", m.version, m.name, err)
+		}
+	}
+	return nil
+}
+
+// Inspection is what Inspect reads from a database.
+type Inspection struct {
+	// Version is the database's schema version (0 for one never
+	// migrated); Latest is the version Open migrates it to.
+	Version, Latest int
+	// VaultKeyCheck is the vault's stored key check, nil when none.
+	VaultKeyCheck []byte
+	// VaultEntries is how many vault entries are stored.
+	VaultEntries int
+}
+
+// Inspect connects to the database at url and reads its schema version and
+// the vault's key check and entry count, without migrating or writing
+// anything (talon doctor uses it). It may run while replicas serve the
+// database.
+func Inspect(ctx context.Context, url string) (Inspection, error) {
+	in := Inspection{Latest: Latest()}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return in, fmt.Errorf("postgres: the connection URL does not parse (want postgres://user@host:5432/db?sslmode=…): %w", scrub(err))
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return in, fmt.Errorf("postgres: connect: %w", scrub(err))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return in, fmt.Errorf("postgres: inspect: %w", err)
+	}
+	if !exists {
+		return in, nil
+	}
+	var v int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return in, fmt.Errorf("postgres: inspect: %w", err)
+	}
+	in.Version = int(v)
+	if in.Version < 2 {
+		return in, nil
+	}
+	err = conn.QueryRow(ctx, `SELECT v FROM vault_meta WHERE k = 'key_check'`).Scan(&in.VaultKeyCheck)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return in, fmt.Errorf("postgres: inspect: vault key check: %w", err)
+	}
+	var n int64
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM vault_entries`).Scan(&n); err != nil {
+		return in, fmt.Errorf("postgres: inspect: vault entries: %w", err)
+	}
+	in.VaultEntries = int(n)
+	return in, nil
+}
