@@ -29,6 +29,14 @@ type UsageMeter interface {
 	WorkspaceTokens(ctx context.Context, platform, workspace string, since time.Time) (int64, error)
 }
 
+// AccessList says whether an operator denied a principal.
+type AccessList interface {
+	Denied(ctx context.Context, p Principal) (bool, error)
+}
+
+// deniedText is the refusal a denied principal gets.
+const deniedText = "An administrator has turned off your access to this assistant, so I cannot answer you. Ask them if you think this is a mistake."
+
 // usageFigures is a principal's use against their budgets.
 type usageFigures struct {
 	day, month, workspace int64

@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +49,33 @@ func TestBudgetsRefuseWithResetTimeAndExemptAdmins(t *testing.T) {
 	// The refused message never reached the model: three turns, three calls.
 	if n := len(h.llm.Requests()); n != 3 {
 		t.Errorf("model calls: %d, want 3", n)
+	}
+}
+
+// denyList is an AccessList that fails for "broken" and denies "banned".
+type denyList struct{}
+
+func (denyList) Denied(_ context.Context, p agent.Principal) (bool, error) {
+	if p.User == "broken" {
+		return false, errors.New("disk on fire")
+	}
+	return p.User == "banned", nil
+}
+
+// A denied principal is refused before commands and the model; when the
+// list cannot be read, the message is refused too (it fails closed).
+func TestDeniedPrincipalIsRefusedWithoutTheModel(t *testing.T) {
+	h := newHarness(t, llmtest.Echo(), func(rt *agent.Runtime) { rt.Access = denyList{} })
+	h.send("banned", "hello")
+	h.send("banned", "/usage")
+	h.send("broken", "hello")
+	h.send("u1", "hello")
+	h.idle()
+	all := strings.Join(h.ch.texts(), "|")
+	if strings.Count(all, "turned off your access") != 2 || strings.Count(all, "could not check your access (ref ") != 1 || strings.Count(all, "echo: hello") != 1 {
+		t.Errorf("replies: %q", h.ch.texts())
+	}
+	if n := len(h.llm.Requests()); n != 1 {
+		t.Errorf("model requests = %d, want 1 (u1's)", n)
 	}
 }

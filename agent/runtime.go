@@ -119,6 +119,10 @@ type Runtime struct {
 	Usage UsageMeter
 	// Budgets bound the tokens a principal's turns may use.
 	Budgets Budgets
+	// Access, when set, names the principals an operator denied (talon
+	// user deny): their messages are refused without the model. nil means
+	// no one is denied.
+	Access AccessList
 	// LLM answers; required.
 	LLM llm.Provider
 	// Tools runs tool calls; nil means the model gets no tools.

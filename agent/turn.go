@@ -42,6 +42,19 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		return finishStep(t, state, kind, text, outcome, nil)
 	}
 
+	if !q.Running && r.Access != nil {
+		// Before commands, too: a denied user is not served at all. A
+		// failure to read the list refuses (fails closed).
+		denied, err := r.Access.Denied(ctx, q.Key.Principal)
+		if err != nil {
+			ref := NewRef()
+			log.Error().Err(err).Str("ref", ref).Msg("read the deny list; the message is refused")
+			return finish(0, TurnFailed, ReplyError, fmt.Sprintf("Sorry, I could not check your access (ref %s).", ref), "error")
+		}
+		if denied {
+			return finish(0, TurnDone, ReplyNotice, deniedText, "denied")
+		}
+	}
 	if !q.Running {
 		if cmd, ok := parseCommand(q.Text); ok {
 			text, err := r.command(ctx, q, cmd)

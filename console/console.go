@@ -37,6 +37,8 @@ type Store interface {
 	Transcript(ctx context.Context, s agent.SessionID, limit int) (store.Conversation, []agent.StoredMessage, []store.Approval, error)
 	UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error)
 	ToolStats(ctx context.Context, since time.Time) ([]store.ToolStat, error)
+	DeniedPrincipals(ctx context.Context) ([]store.DeniedPrincipal, error)
+	SetDenied(ctx context.Context, p agent.Principal, denied bool, a store.ConsoleAction) (bool, error)
 }
 
 // Credentials is the vault service the gateway and the CLI use: entries
@@ -182,6 +184,7 @@ func (s *Server) Handler() (http.Handler, error) {
 	mux.Handle("GET /console/conversations/{id}", s.auth(s.transcript))
 	mux.Handle("GET /console/credentials", s.auth(s.credentials))
 	mux.Handle("GET /console/users", s.auth(s.users))
+	mux.Handle("POST /console/users/access", s.auth(s.setAccess))
 	mux.Handle("GET /console/tools", s.auth(s.tools))
 	mux.Handle("POST /console/tools/approve", s.auth(s.approveMCP))
 	mux.Handle("POST /console/credentials/delete", s.auth(s.deleteCredential))

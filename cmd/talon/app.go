@@ -130,6 +130,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	a.rt = &agent.Runtime{
 		Store:        a.db,
 		Usage:        a.db,
+		Access:       a.db,
 		Budgets:      budgets(cfg),
 		LLM:          a.llm,
 		Log:          log,
