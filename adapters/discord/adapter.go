@@ -86,6 +86,10 @@ type Adapter struct {
 	Log zerolog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnState, when set, is told the gateway connection's state as it
+	// changes: "connecting", "connected", "connected (resumed)",
+	// "reconnecting" or "reconnecting (resuming)". It must not block.
+	OnState func(state string)
 	// HTTPClient makes the REST calls; nil means a client with a 20 s
 	// timeout.
 	HTTPClient *http.Client
@@ -292,6 +296,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 	a.goBG(func() { a.flushLoop(ctx) })
 	a.goBG(func() { a.backfillLoop(ctx) })
 
+	a.report("connecting")
 	err = a.gw.run(ctx)
 	cancel()
 	a.bg.Wait()
@@ -331,11 +336,25 @@ func (a *Adapter) setup(ctx context.Context) error {
 		maxFrame: cmp.Or(a.maxFrame, maxGatewayFrame),
 		dispatch: a.dispatch,
 		lost:     a.onDisconnect,
+		reconnecting: func(resume bool) {
+			if resume {
+				a.report("reconnecting (resuming)")
+			} else {
+				a.report("reconnecting")
+			}
+		},
 	}
 	a.mu.Lock()
 	a.appID = cfg.ApplicationID
 	a.mu.Unlock()
 	return nil
+}
+
+// report tells OnState the connection's state.
+func (a *Adapter) report(state string) {
+	if a.OnState != nil {
+		a.OnState(state)
+	}
 }
 
 // goBG runs f in a goroutine that Run waits for.
@@ -374,9 +393,11 @@ func (a *Adapter) dispatch(ctx context.Context, e *discordgo.Event) {
 			}
 			a.state(r)
 			a.onReady(r)
+			a.report("connected")
 		}
 	case "RESUMED":
 		a.Log.Info().Msg("discord: gateway session resumed")
+		a.report("connected (resumed)")
 		a.afterGap()
 	case "GUILD_CREATE":
 		if g, ok := decodeEvent[discordgo.GuildCreate](a, e); ok && g.Guild != nil {

@@ -79,6 +79,8 @@ type options struct {
 	redactor agent.Redactor
 	// tools runs the runtime's tools; nil: none.
 	tools agent.ToolRunner
+	// onState is the adapter's OnState; nil: none.
+	onState func(string)
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
@@ -127,7 +129,7 @@ func run(t *testing.T, o options) *env {
 		o.config(&cfg)
 	}
 	logs := &syncBuffer{}
-	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL, Now: o.now,
+	a := &Adapter{Config: cfg, Runtime: rt, Secrets: o.secrets, Log: zerolog.New(logs).Level(zerolog.DebugLevel), APIBase: f.srv.URL, Now: o.now, OnState: o.onState,
 		reconnectBase: or(o.reconnectBase, 5*time.Millisecond), reconnectMax: or(o.reconnectMax, 50*time.Millisecond), maxTold: o.maxTold, maxFrame: o.maxFrame}
 	if o.runtime != nil {
 		a.Runtime = o.runtime

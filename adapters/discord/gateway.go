@@ -112,6 +112,9 @@ type gateway struct {
 	dispatch func(ctx context.Context, e *discordgo.Event)
 	// lost is called when a connection that was ready ends.
 	lost func()
+	// reconnecting, when set, is called before each wait for a new
+	// connection, saying whether it will resume.
+	reconnecting func(resume bool)
 
 	// Used by run's goroutine only.
 	url       string // from GET /gateway, with the version and encoding
@@ -151,6 +154,9 @@ func (g *gateway) run(ctx context.Context) error {
 		}
 		d := agent.Backoff(attempt, g.base, g.max)
 		attempt++
+		if g.reconnecting != nil {
+			g.reconnecting(g.sessionID != "")
+		}
 		g.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", d).Bool("resume", g.sessionID != "").
 			Msg("discord: gateway connection lost; reconnecting")
 		if !agent.Sleep(ctx, d) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,7 +165,13 @@ func TestRepeatedInvalidSessionBacksOff(t *testing.T) {
 // with its sequence number) after a backoff, and the events missed are
 // replayed without a new IDENTIFY.
 func TestNetworkDropResumesAfterBackoff(t *testing.T) {
-	e := start(t, options{reconnectBase: 200 * time.Millisecond, reconnectMax: time.Second})
+	var mu sync.Mutex
+	var states []string
+	e := start(t, options{reconnectBase: 200 * time.Millisecond, reconnectMax: time.Second, onState: func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		states = append(states, s)
+	}})
 	e.f.dispatch("MESSAGE_CREATE", dmFrom("41", "7", "one"))
 	e.replies(1)
 	e.f.mu.Lock()
@@ -193,6 +200,13 @@ func TestNetworkDropResumesAfterBackoff(t *testing.T) {
 	}
 	if n := len(e.f.framesWith(2)); n != 1 {
 		t.Errorf("IDENTIFY sent %d times, want 1 (resumed)", n)
+	}
+	// The connection's state as the console's Overview shows it.
+	mu.Lock()
+	seen := strings.Join(states, "|")
+	mu.Unlock()
+	if want := "connecting|connected|reconnecting (resuming)|connected (resumed)"; seen != want {
+		t.Errorf("states = %s, want %s", seen, want)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -73,6 +74,10 @@ type Adapter struct {
 	// posts and honours Retry-After. nil means a timer. Tests pair it with
 	// Now to run without waiting.
 	Sleep func(ctx context.Context, d time.Duration) bool
+	// OnState, when set, is told the connection's state as it changes:
+	// "connecting", "connected" (Socket Mode), "receiving events over
+	// HTTP" (Events API), "reconnecting" with why. It must not block.
+	OnState func(state string)
 
 	once    sync.Once
 	initErr error
@@ -85,6 +90,10 @@ type Adapter struct {
 	names   *names         // user and channel names, cached
 	hc      *http.Client   // the Web API's client, also for response_url
 	follows *follow.Set    // threads followed for a user; Follows behind it
+
+	// wasConnected is whether Socket Mode was connected when it next
+	// says it is connecting (then it is reconnecting).
+	wasConnected atomic.Bool
 
 	ready     chan struct{} // closed when the bot's identity is known
 	readyOnce sync.Once
@@ -173,6 +182,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 		return errors.New("slack: Runtime is required")
 	}
 	defer a.bg.Wait()
+	a.state("connecting")
 	if err := a.identify(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -180,10 +190,17 @@ func (a *Adapter) Run(ctx context.Context) error {
 		return err
 	}
 	if a.cfg.Mode == ModeEvents {
+		a.state("receiving events over HTTP")
 		<-ctx.Done()
 		return nil
 	}
 	return a.superviseSocket(ctx)
+}
+
+func (a *Adapter) state(s string) {
+	if a.OnState != nil {
+		a.OnState(s)
+	}
 }
 
 // fatalAuth reports errors that retrying cannot fix.
@@ -232,6 +249,8 @@ func (a *Adapter) superviseSocket(ctx context.Context) error {
 		d := agent.Backoff(attempt, time.Second, 2*time.Minute)
 		attempt++
 		a.Log.Warn().Err(err).Dur("retry_in", d).Msg("slack: socket mode stopped; restarting")
+		a.wasConnected.Store(false)
+		a.state("reconnecting (socket mode stopped; retry in " + d.Round(time.Second).String() + ")")
 		if !agent.Sleep(ctx, d) {
 			return nil
 		}
@@ -353,14 +372,26 @@ func (a *Adapter) onSocketEvent(ctx context.Context, client *socketmode.Client, 
 				a.Log.Warn().Err(err).Msg("slack: ack failed")
 			}
 		}
+	case socketmode.EventTypeConnecting:
+		// The library reconnects by itself (Slack's disconnect, a
+		// failed ping) and says only that it is connecting again.
+		if a.wasConnected.Swap(false) {
+			a.state("reconnecting")
+		} else {
+			a.state("connecting")
+		}
 	case socketmode.EventTypeConnected:
 		a.Log.Info().Msg("slack: socket mode connected")
+		a.wasConnected.Store(true)
+		a.state("connected")
 	case socketmode.EventTypeConnectionError:
+		a.state("reconnecting (connection failed)")
 		if ce, ok := ev.Data.(*slack.ConnectionErrorEvent); ok {
 			a.Log.Warn().Err(ce.ErrorObj).Dur("retry_in", ce.Backoff).Msg("slack: socket mode connection failed")
 		}
 	case socketmode.EventTypeInvalidAuth:
 		a.Log.Error().Msg("slack: socket mode rejected the app token")
+		a.state("reconnecting (the app token was rejected)")
 	case socketmode.EventTypeIncomingError, socketmode.EventTypeErrorWriteFailed:
 		a.Log.Warn().Str("event_type", string(ev.Type)).Msg("slack: socket mode I/O error")
 	}

@@ -2,6 +2,7 @@ package slack
 
 import (
 	"encoding/json"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -93,8 +94,23 @@ func TestSocketLoopGuard(t *testing.T) {
 	}
 }
 
+// stateLog records what an adapter reports through OnState.
+type stateLog struct {
+	mu sync.Mutex
+	// states in order; guarded by mu.
+	states []string
+}
+
+func (l *stateLog) add(s string) { l.mu.Lock(); defer l.mu.Unlock(); l.states = append(l.states, s) }
+func (l *stateLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.states...)
+}
+
 func TestSocketDisconnectLosesAndDoublesNothing(t *testing.T) {
-	h := newHarness(t, ModeSocket, nil)
+	var states stateLog
+	h := newHarness(t, ModeSocket, func(a *Adapter) { a.OnState = states.add })
 	h.fs.send(eventsEnvelope("e1", "Ev1", dm("U1", "5.000100", "first")))
 	h.fs.waitAcks(t, "e1")
 	// Slack asks for a reconnect mid-conversation; after it, Slack redelivers
@@ -113,6 +129,13 @@ func TestSocketDisconnectLosesAndDoublesNothing(t *testing.T) {
 	h.fs.mu.Unlock()
 	if conns < 2 {
 		t.Errorf("socket connections = %d, want a reconnect", conns)
+	}
+	// The connection's state as the console's Overview shows it.
+	want = nil
+	got := states.get()
+	wantStates := []string{"connecting", "connecting", "connected", "reconnecting", "connected"}
+	if diff := cmp.Diff(wantStates, got); diff != "" {
+		t.Errorf("states (-want +got):\n%s", diff)
 	}
 }
 

@@ -331,6 +331,9 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	var states channelStates
 	for _, ch := range chans {
 		states.set(ch.name, "starting")
+		if ch.onState != nil {
+			ch.onState(func(state string) { states.set(ch.name, state) })
+		}
 	}
 	if !chat && cfg.HTTP.Listen != "" {
 		mux := http.NewServeMux()

@@ -33,6 +33,9 @@ type channel struct {
 	// mount, when set, adds the channel's HTTP endpoints to the gateway's
 	// listener (Slack's Events API).
 	mount func(mux *http.ServeMux)
+	// onState, when set, hands the adapter the function it tells its
+	// connection's state to (the console's Overview shows it).
+	onState func(report func(state string))
 }
 
 // channels builds the configured Slack and Discord channels and registers
@@ -42,7 +45,7 @@ func (a *app) channels() ([]channel, error) {
 	if sc := a.cfg.Slack; sc.Enabled {
 		ad := a.slackAdapter()
 		a.rt.Register(ad)
-		ch := channel{name: "slack", run: ad.Run}
+		ch := channel{name: "slack", run: ad.Run, onState: func(f func(string)) { ad.OnState = f }}
 		if sc.Mode == config.SlackModeEvents {
 			path := sc.EventsPath
 			ch.mount = func(mux *http.ServeMux) { mux.Handle(path, ad.EventsHandler()) }
@@ -59,7 +62,7 @@ func (a *app) channels() ([]channel, error) {
 		}
 		ad.Log = a.log.With().Str("platform", discord.Platform).Logger()
 		a.rt.Register(ad)
-		chans = append(chans, channel{name: "discord", run: ad.Run})
+		chans = append(chans, channel{name: "discord", run: ad.Run, onState: func(f func(string)) { ad.OnState = f }})
 	}
 	return chans, nil
 }

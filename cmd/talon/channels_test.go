@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -247,11 +249,47 @@ func TestRunSlackEventsMode(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	body := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1) +
-		slackSection("events", fs.url())
+		slackSection("events", fs.url()) + "console:\n  enabled: true\n"
 	cfg := writeConfig(t, dir, body)
 
 	var stderr syncBuffer
-	stop := startRunEnv(t, cfg, addr, slackEnv(), &stderr)
+	const consoleToken = "console-token-0123456789"
+	getenv := func(k string) string {
+		if k == "TALON_CONSOLE_TOKEN" {
+			return consoleToken
+		}
+		return slackEnv()(k)
+	}
+	stop := startRunEnv(t, cfg, addr, getenv, &stderr)
+
+	// The console's Overview shows what the adapter reports of its
+	// connection.
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	resp, err := c.Get("http://" + addr + "/console/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if m == nil {
+		t.Fatalf("no csrf field on the sign-in page:\n%s", page)
+	}
+	resp, err = c.PostForm("http://"+addr+"/console/signin", url.Values{"csrf": {string(m[1])}, "token": {consoleToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitUntil(t, func() bool {
+		resp, err := c.Get("http://" + addr + "/console/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		page, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(page), "<td>slack</td><td>receiving events over HTTP</td>")
+	})
 
 	event, _ := json.Marshal(map[string]any{
 		"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": "Ev1", "event_time": time.Now().Unix(),

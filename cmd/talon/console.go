@@ -24,8 +24,9 @@ func (c consoleCredentials) RecentAudit(ctx context.Context, limit int) ([]vault
 	return c.Vault().RecentAudit(ctx, limit)
 }
 
-// channelStates tracks whether each platform channel is running, for the
-// console's Overview.
+// channelStates tracks each platform channel's state, for the console's
+// Overview: starting, what its adapter reports of its connection
+// (connecting, connected, reconnecting), stopped.
 type channelStates struct {
 	mu sync.Mutex
 	// state by channel name; guarded by mu.
