@@ -27,6 +27,8 @@ const (
 	CommandSecrets      Command = "secrets"
 	CommandSecretAdd    Command = "secret add"
 	CommandSecretRemove Command = "secret rm"
+	CommandMemory       Command = "memory"
+	CommandMemoryRemove Command = "memory rm"
 	CommandHelp         Command = "help"
 )
 
@@ -51,6 +53,8 @@ func DefaultCommandHint(cmd Command) string {
 		return "/secret add NAME --host HOST [--host HOST2] [--bearer | --header NAME [--prefix P] | --query NAME | --basic USER]"
 	case CommandSecretRemove:
 		return "/secret rm NAME"
+	case CommandMemoryRemove:
+		return "/memory rm ID"
 	}
 	return "/" + string(cmd)
 }
@@ -68,11 +72,13 @@ var commandHelp = []struct {
 	{CommandSecrets, "list your stored credentials (names, never values)"},
 	{CommandSecretAdd, "store a credential for tools to use; the value is asked for privately"},
 	{CommandSecretRemove, "remove a stored credential"},
+	{CommandMemory, "list what I remember for you and in this channel"},
+	{CommandMemoryRemove, "make me forget an entry of your memory"},
 	{CommandHelp, "show this help"},
 }
 
 // commandNames are the words parseCommand takes after "/".
-var commandNames = []string{"new", "status", "tools", "usage", "secret", "help"}
+var commandNames = []string{"new", "status", "tools", "usage", "secret", "memory", "help"}
 
 // hint is how the user of platform types cmd.
 func (r *Runtime) hint(platform string, cmd Command) string {
@@ -134,6 +140,8 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 		return r.secretCommand(ctx, q, c.args)
 	case "usage":
 		return r.usageCommand(ctx, q.Key.Principal)
+	case "memory":
+		return r.memoryCommand(ctx, q, c.args)
 	case "status":
 		s, err := r.Store.ActiveSession(ctx, q.Key)
 		if err != nil {

@@ -143,6 +143,9 @@ type Runtime struct {
 	// Secrets lets /secret list and add a user's vault entries; nil means
 	// the vault is not configured.
 	Secrets Secrets
+	// Memory lets /memory list and delete a user's memory entries; nil
+	// means memory is not enabled.
+	Memory Memory
 	// Files keeps the files people attach; nil means files are not read
 	// (the user is told, and the model is told they were attached).
 	Files FileStore

@@ -31,7 +31,10 @@ import (
 //   - thread messages not written by the turn's owner or the bot
 //     (withThread) and attached files (ingest): the turn is marked right
 //     after it starts, before its first model call (Runtime.turn);
-//   - any later source (memory written by others, channel history): whatever adds the content to the model's context calls
+//   - memory: a search's result that holds an entry written by someone
+//     else, or saved by a tainted turn, sets ToolResult.Taint like a
+//     tool's network result (package memory);
+//   - any later source (channel history): whatever adds the content to the model's context calls
 //     Runtime.Taint with the turn's id and a source, before the model call
 //     that reads it. A source known before the turn starts is kept and
 //     passed to Taint once StartTurn has given the turn its id, as the

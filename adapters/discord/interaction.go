@@ -351,6 +351,9 @@ var subcommands = []subcommand{
 	{name: "secret-add", description: "Store a secret in your vault through a private form", cmd: agent.CommandSecretAdd, modal: true},
 	{name: "secret-rm", description: "Remove a secret from your vault", cmd: agent.CommandSecretRemove, text: "/secret rm",
 		arg: "name", argDescription: "The name of the secret to remove"},
+	{name: "memory", description: "List what Talon remembers for you and in this channel", cmd: agent.CommandMemory, text: "/memory"},
+	{name: "memory-rm", description: "Make Talon forget an entry of your memory", cmd: agent.CommandMemoryRemove, text: "/memory rm",
+		arg: "id", argDescription: "The entry's number, as /talon memory shows it"},
 }
 
 // lookupSubcommand returns the subcommand named name.

@@ -26,7 +26,7 @@ const (
 	inputAction    = "v"
 )
 
-const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add | secret rm NAME`"
+const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add | secret rm NAME | memory | memory rm ID`"
 
 // CommandHint implements agent.CommandSyntax: on Slack the runtime's
 // commands are subcommands of /talon (Slack takes a message that starts
@@ -34,8 +34,11 @@ const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secre
 // "/talon new", "/talon secret add" (which opens the secret form) and so on.
 // handleSlash takes every form named here.
 func (a *Adapter) CommandHint(cmd agent.Command) string {
-	if cmd == agent.CommandSecretRemove {
+	switch cmd {
+	case agent.CommandSecretRemove:
 		return "/talon secret rm NAME"
+	case agent.CommandMemoryRemove:
+		return "/talon memory rm ID"
 	}
 	return "/talon " + string(cmd)
 }
@@ -80,6 +83,21 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 		text = "/" + sub
 	case "secrets":
 		text = "/secret"
+	case "memory":
+		verb, arg, _ := strings.Cut(rest, " ")
+		switch strings.ToLower(verb) {
+		case "", "list":
+			text = "/memory"
+		case "rm", "remove", "delete", "forget":
+			// Only a number goes through.
+			arg = strings.TrimPrefix(strings.TrimSpace(arg), "#")
+			if arg == "" || strings.Trim(arg, "0123456789") != "" || len(arg) > 18 {
+				return ephemeralText("Usage: `" + a.CommandHint(agent.CommandMemoryRemove) + "`, with the number `/talon memory` shows."), nil
+			}
+			text = "/memory rm " + arg
+		default:
+			return ephemeralText("Usage: `/talon memory` lists what I remember for you, `" + a.CommandHint(agent.CommandMemoryRemove) + "` deletes an entry."), nil
+		}
 	case "secret":
 		verb, arg, _ := strings.Cut(rest, " ")
 		arg = strings.TrimSpace(arg)

@@ -273,3 +273,34 @@ func TestApprovalPromptAskedAgain(t *testing.T) {
 		t.Errorf("updates = %+v, want the prompt refreshed in 4.000100 with its buttons", ups)
 	}
 }
+
+// /talon memory reaches the runtime as /memory; "memory rm" passes only
+// an entry number on, never other text (a user may have typed a secret).
+func TestSlashMemory(t *testing.T) {
+	h := newHarness(t, ModeSocket, nil) // the runtime has no memory
+	cmd := func(env, text, trigger string) {
+		h.fs.send(slashEnvelope(env, map[string]any{"team_id": team, "channel_id": "C1", "user_id": "U1", "command": "/talon", "text": text, "trigger_id": trigger}))
+	}
+	cmd("m1", "memory", "t1")
+	cmd("m2", "memory rm hunter2hunter2", "t2")
+	cmd("m3", "memory frob", "t3")
+	cmd("m4", "memory rm #12", "t4")
+	h.fs.waitAcks(t, "m1", "m2", "m3", "m4")
+	h.idle(t)
+	for env, want := range map[string]string{"m2": "/talon memory rm ID", "m3": "/talon memory"} {
+		ack, _ := h.fs.ack(env)
+		if !strings.Contains(string(ack), want) {
+			t.Errorf("ack of %s = %s, want it to mention %q", env, ack, want)
+		}
+	}
+	var answers []string
+	for _, m := range h.fs.messages("chat.postEphemeral") {
+		answers = append(answers, m.Text)
+	}
+	if len(answers) != 2 || answers[0] != "Memory is not enabled on this gateway." || answers[1] != answers[0] {
+		t.Errorf("ephemeral answers = %q, want two from the runtime", answers)
+	}
+	if len(h.llm.Requests()) != 0 {
+		t.Error("a memory command reached the model")
+	}
+}

@@ -165,6 +165,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	}
 	if e.tools != nil {
 		a.rt.Tools = e.tools
+		a.openMemory()
 		return a, nil
 	}
 	<-toolsDone
@@ -175,6 +176,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 		a.Close()
 		return nil, toolsErr
 	}
+	a.openMemory()
 	return a, nil
 }
 

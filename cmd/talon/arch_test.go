@@ -24,7 +24,8 @@ const module = "github.com/talonhq/talon"
 // service redacts with the detector); store/postgres and store/storetest
 // → store (the sentinels both stores wrap); vault/leak → nothing; console → store
 // (its queries' types), agent's vocabulary and vault (the service the CLI
-// uses to change entries).
+// uses to change entries); memory → store (its entries' types), agent's
+// vocabulary.
 var allowedImports = []struct {
 	pkg   string
 	allow []string
@@ -47,6 +48,7 @@ var allowedImports = []struct {
 	{"sandbox/internal/interrupt", nil},
 	{"sandbox", []string{"agent", "agent/llm", "sandbox/egress", "sandbox/internal/interrupt"}},
 	{"mcp", []string{"agent", "agent/llm", "sandbox/egress"}},
+	{"memory", []string{"agent", "agent/llm", "store"}},
 	{"console", []string{"agent", "agent/llm", "store", "vault"}},
 	{"vault/leak", nil},
 	{"vault", []string{"vault/leak"}},

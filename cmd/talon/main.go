@@ -55,6 +55,7 @@ Usage:
   talon vault   set|list|rm|audit|rotate-key   manage users' credentials
   talon mcp     list|test|approve   list, test and approve remote MCP servers' tools
   talon user    deny|allow|list   turn a user away (no model call) or serve them again
+  talon memory  list|rm|export    list and delete what the model remembers; export a user's
   talon discord invite-url        print the link that adds the bot to a server
   talon bench   --users N --messages M [--concurrency C] [--tool-share F] [--llm-latency D]
                 [--think D] [--llm-url URL [--llm-model M]] [--json]
@@ -101,6 +102,8 @@ func (e env) main(ctx context.Context, args []string) int {
 		err = cmdMCP(ctx, e, rest)
 	case "user":
 		err = cmdUser(ctx, e, rest)
+	case "memory":
+		err = cmdMemory(ctx, e, rest)
 	case "bench":
 		err = cmdBench(ctx, e, rest)
 	case "version", "--version":

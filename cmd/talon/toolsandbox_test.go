@@ -76,9 +76,13 @@ func logargsApp(t *testing.T, sandboxYAML string, log zerolog.Logger, before fun
 // sandboxOf returns the app's sandbox.
 func sandboxOf(t *testing.T, a *app) *sandbox.Runtime {
 	t.Helper()
-	sb, ok := a.rt.Tools.(*sandbox.Runtime)
+	tools := a.rt.Tools
+	if mt, ok := tools.(memoryTools); ok {
+		tools = mt.next
+	}
+	sb, ok := tools.(*sandbox.Runtime)
 	if !ok {
-		t.Fatalf("the runtime's tools are a %T, want the sandbox", a.rt.Tools)
+		t.Fatalf("the runtime's tools are a %T, want the sandbox", tools)
 	}
 	return sb
 }

@@ -52,6 +52,22 @@ type Config struct {
 	Console  Console  `yaml:"console" json:"console"`
 	Budgets  Budgets  `yaml:"budgets" json:"budgets"`
 	MCP      MCP      `yaml:"mcp" json:"mcp"`
+	Memory   Memory   `yaml:"memory" json:"memory"`
+}
+
+// Memory configures what the model remembers for people (package memory):
+// a memory per user and a shared memory per channel.
+type Memory struct {
+	// Enabled offers the memory tools to the model and /memory to users.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// MaxEntries bounds the entries of one user's memory and of one
+	// channel's.
+	MaxEntries int `yaml:"max_entries" json:"max_entries"`
+	// ChannelWriters maps a channel ("slack:C123", "discord:456") to the
+	// principals who may change its shared memory besides the admins
+	// (console.admins, slack.admins, discord.admins); "*" lets every
+	// member. Every member may read it.
+	ChannelWriters map[string][]string `yaml:"channel_writers" json:"channel_writers"`
 }
 
 // Budgets bound the tokens (input and output, as the providers report them)
@@ -271,6 +287,7 @@ func Default() Config {
 		DataDir: "./talon-data",
 		Log:     Log{Level: "info", Format: "auto"},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
+		Memory:  Memory{Enabled: true, MaxEntries: 1000, ChannelWriters: map[string][]string{}},
 		HTTP:    HTTP{Listen: "127.0.0.1:8080", TrustedProxies: []string{}},
 		LLM: LLM{
 			Provider:   ProviderOpenAI,

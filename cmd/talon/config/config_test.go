@@ -45,6 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
 		},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
+		Memory:  Memory{Enabled: true, MaxEntries: 1000, ChannelWriters: map[string][]string{}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load(\"\") mismatch (-want +got):\n%s", diff)

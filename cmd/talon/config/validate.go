@@ -81,6 +81,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	c.Slack.validate(&v, c.HTTP.Listen)
 	c.Discord.validate(&v)
 	c.MCP.validate(&v)
+	c.Memory.validate(&v)
 	return v.errs
 }
 
@@ -313,6 +314,36 @@ func validPrices(v *validator, prices map[string]Price) {
 		}
 		if !(p.Input >= 0 && p.Input <= 10_000) || !(p.Output >= 0 && p.Output <= 10_000) {
 			v.add("llm.prices."+model, "input and output must be US dollars per million tokens, 0 to 10000")
+		}
+	}
+}
+
+// maxMemoryChannels bounds memory.channel_writers.
+const maxMemoryChannels = 10_000
+
+func (m *Memory) validate(v *validator) {
+	v.intRange("memory.max_entries", m.MaxEntries, 1, 100_000)
+	if len(m.ChannelWriters) > maxMemoryChannels {
+		v.add("memory.channel_writers", fmt.Sprintf("at most %d channels", maxMemoryChannels))
+		return
+	}
+	for _, ch := range sortedKeys(m.ChannelWriters) {
+		platform, id, ok := strings.Cut(ch, ":")
+		if !ok || (platform != "slack" && platform != "discord") || id == "" || strings.ContainsAny(id, ": ") || len(ch) > 100 {
+			v.add("memory.channel_writers", fmt.Sprintf("%s is not a channel: want slack:CHANNEL_ID or discord:CHANNEL_ID (e.g. slack:C0123, discord:123456)", v.quote("memory.channel_writers", ch)))
+			continue
+		}
+		key := "memory.channel_writers." + ch
+		if len(m.ChannelWriters[ch]) > maxConsoleAdmins {
+			v.add(key, fmt.Sprintf("at most %d writers", maxConsoleAdmins))
+		}
+		for _, w := range m.ChannelWriters[ch] {
+			if w == "*" {
+				continue
+			}
+			if parts := strings.Split(w, ":"); len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+				v.add(key, fmt.Sprintf("%s is not a principal: want platform:workspace:user (e.g. slack:T012:U034, discord::123), or * for every member", v.quote(key, w)))
+			}
 		}
 	}
 }
