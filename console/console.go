@@ -38,15 +38,16 @@ type Store interface {
 	UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error)
 	ToolStats(ctx context.Context, since time.Time) ([]store.ToolStat, error)
 	DeniedPrincipals(ctx context.Context) ([]store.DeniedPrincipal, error)
+	VaultAudit(ctx context.Context, f store.VaultAuditFilter, limit int) ([]vault.AuditEvent, error)
 	SetDenied(ctx context.Context, p agent.Principal, denied bool, a store.ConsoleAction) (bool, error)
 }
 
 // Credentials is the vault service the gateway and the CLI use: entries
-// are listed without their values and removed through it.
+// are listed without their values and removed through it. (Its audit log
+// is read through Store.VaultAudit, filtered in the database.)
 type Credentials interface {
 	List(ctx context.Context, user string) ([]vault.SealedEntry, error)
 	Remove(ctx context.Context, user, name string) error
-	RecentAudit(ctx context.Context, limit int) ([]vault.AuditEvent, error)
 }
 
 var _ Store = (*store.DB)(nil)

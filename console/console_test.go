@@ -74,7 +74,7 @@ func newFixtureWith(t *testing.T, opt func(*Server)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs.Credentials = serviceCredentials{vault.NewService(v)}
+	cs.Credentials = vault.NewService(v) // what cmd/talon hands the console
 	if opt != nil {
 		opt(cs)
 	}
@@ -87,14 +87,6 @@ func newFixtureWith(t *testing.T, opt func(*Server)) *fixture {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &fixture{db: db, clk: clk, srv: srv, cs: cs, vault: v}
-}
-
-// serviceCredentials is what cmd/talon hands the console: the vault
-// service, and the vault's audit log.
-type serviceCredentials struct{ *vault.Service }
-
-func (s serviceCredentials) RecentAudit(ctx context.Context, limit int) ([]vault.AuditEvent, error) {
-	return s.Vault().RecentAudit(ctx, limit)
 }
 
 // turn stores a finished turn of who in channel at the clock's time, with

@@ -4,18 +4,59 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/vault"
 )
 
-// auditRows is how many of the vault's latest audit events are read.
+// auditRows is how many of the vault's audit events the page shows at most.
 const auditRows = 500
+
+// auditFilter reads the audit log's filters from the query: user, name,
+// host, tool, result (allowed, refused) and the UTC days from and to
+// (inclusive, YYYY-MM-DD). A value that does not parse is left out and
+// reported.
+func auditFilter(q url.Values) (store.VaultAuditFilter, []string) {
+	clip := func(s string) string {
+		s = strings.TrimSpace(s)
+		if len(s) > 200 {
+			s = s[:200]
+		}
+		return s
+	}
+	f := store.VaultAuditFilter{User: clip(q.Get("user")), Name: clip(q.Get("name")), Host: clip(q.Get("host")), Tool: clip(q.Get("tool"))}
+	var bad []string
+	switch r := q.Get("result"); r {
+	case "", "allowed", "refused":
+		f.Result = r
+	default:
+		bad = append(bad, "result must be allowed or refused")
+	}
+	if v := q.Get("from"); v != "" {
+		if d, err := time.Parse(time.DateOnly, v); err == nil {
+			f.From = d
+		} else {
+			bad = append(bad, "from must be a day, YYYY-MM-DD")
+		}
+	}
+	if v := q.Get("to"); v != "" {
+		if d, err := time.Parse(time.DateOnly, v); err == nil {
+			f.To = d.AddDate(0, 0, 1)
+		} else {
+			bad = append(bad, "to must be a day, YYYY-MM-DD")
+		}
+	}
+	return f, bad
+}
 
 func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *session) {
 	q := r.URL.Query()
-	user := q.Get("user")
+	af, bad := auditFilter(q)
+	user := af.User
 	p := page{Title: "Credentials", Nav: "credentials", CSRF: sess.csrf}
 	if s.Credentials == nil {
 		s.render(w, http.StatusOK, p, func(d *doc) {
@@ -28,7 +69,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *sessi
 		s.fail(w, r, err)
 		return
 	}
-	events, err := s.Credentials.RecentAudit(r.Context(), auditRows)
+	events, err := s.Store.VaultAudit(r.Context(), af, auditRows)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -43,9 +84,39 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *sessi
 <label for="user">User</label><input id="user" name="user" placeholder="slack:T1:U1"`)
 		d.attr("value", user)
 		d.raw(`>
+<label for="name">Entry</label><input id="name" name="name" placeholder="github"`)
+		d.attr("value", af.Name)
+		d.raw(`>
+<label for="host">Host</label><input id="host" name="host" placeholder="api.github.com"`)
+		d.attr("value", af.Host)
+		d.raw(`>
+<label for="tool">Tool</label><input id="tool" name="tool"`)
+		d.attr("value", af.Tool)
+		d.raw(`>
+<label for="result">Result</label><select id="result" name="result">`)
+		for _, o := range []struct{ v, label markup }{{"", "any"}, {"allowed", "allowed"}, {"refused", "refused"}} {
+			d.raw(`<option value="` + o.v + `"`)
+			if string(o.v) == af.Result {
+				d.raw(` selected`)
+			}
+			d.raw(`>` + o.label + `</option>`)
+		}
+		d.raw(`</select>
+<label for="from">From</label><input id="from" name="from" type="date"`)
+		d.attr("value", q.Get("from"))
+		d.raw(`>
+<label for="to">To</label><input id="to" name="to" type="date"`)
+		d.attr("value", q.Get("to"))
+		d.raw(`>
 <button type="submit">Filter</button>
 </form>
-<section aria-labelledby="entries"><h2 id="entries">Entries</h2>
+`)
+		for _, b := range bad {
+			d.raw(`<p class="error" role="alert">`)
+			d.text(b)
+			d.raw(`; it was left out.</p>`)
+		}
+		d.raw(`<section aria-labelledby="entries"><h2 id="entries">Entries</h2>
 <p>Names, hosts and how each is sent; never a value.</p>
 `)
 		if len(entries) == 0 {
@@ -53,6 +124,9 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *sessi
 		} else {
 			d.raw(`<div class="scroll"><table><thead><tr><th scope="col">User</th><th scope="col">Name</th><th scope="col">Hosts</th><th scope="col">Sent as</th><th scope="col">Created (UTC)</th><th scope="col">Last used (UTC)</th><th scope="col">Action</th></tr></thead><tbody>`)
 			for _, e := range entries {
+				if af.Name != "" && e.Name != af.Name || af.Host != "" && !slices.Contains(e.Hosts, af.Host) {
+					continue
+				}
 				d.raw(`<tr><td>`)
 				d.text(e.User)
 				d.raw(`</td><td>`)
@@ -82,9 +156,6 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *sessi
 `)
 		var rows [][]string
 		for _, ev := range events {
-			if user != "" && ev.User != user {
-				continue
-			}
 			allowed := "refused"
 			if ev.Allowed {
 				allowed = "allowed"

@@ -13,16 +13,7 @@ import (
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/mcp"
-	"github.com/talonhq/talon/vault"
 )
-
-// consoleCredentials is the vault service (the one the gateway uses; the
-// CLI's rm and list do the same on the vault) with the vault's audit log.
-type consoleCredentials struct{ *vault.Service }
-
-func (c consoleCredentials) RecentAudit(ctx context.Context, limit int) ([]vault.AuditEvent, error) {
-	return c.Vault().RecentAudit(ctx, limit)
-}
 
 // channelStates tracks each platform channel's state, for the console's
 // Overview: starting, what its adapter reports of its connection
@@ -125,7 +116,7 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 		}
 	}
 	if svc := a.vaultSvc(); svc != nil {
-		s.Credentials = consoleCredentials{svc}
+		s.Credentials = svc // the vault service the gateway uses; the CLI's rm and list do the same on the vault
 	}
 	h, err := s.Handler()
 	if err != nil {
