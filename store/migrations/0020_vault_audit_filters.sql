@@ -1,4 +1,4 @@
--- 0019_vault_audit_filters: the console filters the vault's audit log by
+-- 0020_vault_audit_filters: the console filters the vault's audit log by
 -- user and by time; newest first within each.
 
 CREATE INDEX vault_audit_user ON vault_audit (user, id);
