@@ -81,7 +81,7 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 	case ApprovalDenied, ApprovalExpired:
 		return false, nil
 	}
-	if r.isStopping() {
+	if r.isStopping() || released(ctx) {
 		// Asked during the shutdown's drain: nothing was sent yet, and the
 		// approval is persisted, so the resumed turn runs the call again and
 		// asks then.
@@ -129,6 +129,10 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 	}
 	ask.message = msg
 	close(ask.done)
+	if err != nil && released(ctx) {
+		r.abandon(req.Turn, req.CallID)
+		return false, errShutdown
+	}
 	if err != nil {
 		r.Log.Warn().Err(err).Int64("approval", int64(a.ID)).Msg("could not ask for approval; denying")
 		r.settle(context.WithoutCancel(ctx), a.ID, ApprovalDenied, "")
@@ -144,6 +148,12 @@ func (r *Runtime) RequestApproval(ctx context.Context, req ApprovalRequest) (boo
 		r.abandon(req.Turn, req.CallID)
 		return false, errShutdown
 	case <-ctx.Done():
+		if released(ctx) {
+			// Its Scope ended: the turn resumes where its session is
+			// served now, and asks there.
+			r.abandon(req.Turn, req.CallID)
+			return false, ctx.Err()
+		}
 		select {
 		case <-r.stopping:
 			r.abandon(req.Turn, req.CallID)
@@ -497,6 +507,7 @@ func (r *Runtime) Amend(ctx context.Context, dedupeKey, text string, cancel bool
 			}
 			if cancel {
 				qu.items = append(qu.items[:i], qu.items[i+1:]...)
+				r.forgetLocked(it.ID)
 				r.addPendingLocked(-1)
 			} else {
 				qu.items[i].Text = text

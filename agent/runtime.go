@@ -154,6 +154,13 @@ type Runtime struct {
 	// ApprovalTimeout is how long an approval waits for its owner before it
 	// expires and counts as denied (default 10 minutes).
 	ApprovalTimeout time.Duration
+	// Dispatch, when not nil, decides which process runs the turns of an
+	// accepted message (the cluster package: the replica that owns its
+	// session's partition). Accept hands it every message it accepts
+	// instead of queueing it here, and Run recovers nothing by itself: the
+	// dispatcher adopts the sessions this process is to serve (Adopt). nil
+	// runs every turn in this process, as a single gateway does.
+	Dispatch Dispatcher
 
 	vision visionState
 
@@ -184,8 +191,13 @@ type Runtime struct {
 	abandoned map[callRef]bool                    // calls whose approval wait the shutdown ended; guarded by mu
 	previews  map[InboundID]string                // preview messages of the turns being processed; guarded by mu
 	taints    map[TurnID]turnTaint                // taint of the running turns; guarded by mu
-	stopped   bool                                // the intake is closed; guarded by mu
-	limits    Limits
+	scoped    map[InboundID]*Scope                // messages a Scope queued, until their turn ends; guarded by mu
+	// finished remembers the messages of scopes whose turn finished here
+	// lately, so that a look at the store taken before one finished does
+	// not queue it again (Scope.Take). Guarded by mu.
+	finished recentIDs
+	stopped  bool // the intake is closed; guarded by mu
+	limits   Limits
 	// recovering holds, per session, a channel closed once the replies a
 	// previous process left undelivered there are delivered (or given up
 	// on): a new turn of the session waits for it. Guarded by mu.
@@ -233,6 +245,7 @@ func (r *Runtime) init() {
 		r.recovering = make(map[SessionKey]chan struct{})
 		r.replyTo = make(map[TurnID]string)
 		r.taints = make(map[TurnID]turnTaint)
+		r.scoped = make(map[InboundID]*Scope)
 		r.waiters = make(map[ApprovalID][]chan ApprovalState)
 		r.asks = make(map[ApprovalID]*asking)
 		if r.Metrics == nil {
@@ -278,8 +291,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if r.Store == nil || r.LLM == nil {
 		return errors.New("agent: runtime needs a Store and an LLM")
 	}
-	if err := r.recover(ctx); err != nil {
-		return err
+	if r.Dispatch == nil {
+		if err := r.recover(ctx); err != nil {
+			return err
+		}
 	}
 	close(r.ready)
 	select {
@@ -354,7 +369,7 @@ func (r *Runtime) recover(ctx context.Context) error {
 		return fmt.Errorf("agent: recover pending messages: %w", err)
 	}
 	// The replies first: a session's queued turns wait for its old replies.
-	r.redeliver(undelivered)
+	r.redeliver(undelivered, nil)
 	interrupted := 0
 	for _, q := range pending {
 		if q.Running {
@@ -379,7 +394,10 @@ const recoveryParallel = 4
 // that session waits until they are delivered (or given up on), so that no
 // newer answer shows before an older one. Sessions go in parallel, a few
 // per platform, so that one platform's outage does not hold another's.
-func (r *Runtime) redeliver(replies []Reply) {
+//
+// With a Scope, the deliveries end when its context ends, and count as its
+// work.
+func (r *Runtime) redeliver(replies []Reply, sc *Scope) {
 	bySession := map[SessionKey][]Reply{}
 	var order []SessionKey
 	for _, rep := range replies {
@@ -405,21 +423,31 @@ func (r *Runtime) redeliver(replies []Reply) {
 		r.recovering[k] = done
 		r.addPendingLocked(len(reps))
 		r.workers.Add(1)
+		if sc != nil {
+			sc.n++
+		}
 		go func() {
 			defer r.workers.Done()
+			ctx, cancel := sc.context(r.base)
+			defer cancel()
 			defer func() {
 				r.mu.Lock()
-				delete(r.recovering, k)
+				if r.recovering[k] == done {
+					delete(r.recovering, k)
+				}
+				if sc != nil {
+					sc.doneLocked()
+				}
 				r.mu.Unlock()
 				close(done)
 			}()
 			select {
 			case sem <- struct{}{}:
 				defer func() { <-sem }()
-			case <-r.base.Done():
+			case <-ctx.Done():
 			}
 			for _, rep := range reps {
-				r.deliver(r.base, rep, true)
+				r.deliver(ctx, rep, true)
 				r.addPending(-1)
 			}
 		}()
@@ -430,7 +458,7 @@ func (r *Runtime) redeliver(replies []Reply) {
 // process left undelivered are delivered (or given up on). It reports
 // false when the runtime stops first: the turn is not started, and its
 // message stays queued for the next start.
-func (r *Runtime) awaitRecovered(key SessionKey) bool {
+func (r *Runtime) awaitRecovered(key SessionKey, cut <-chan struct{}) bool {
 	r.mu.Lock()
 	done := r.recovering[key]
 	r.mu.Unlock()
@@ -444,6 +472,8 @@ func (r *Runtime) awaitRecovered(key SessionKey) bool {
 	case <-done:
 		return true
 	case <-r.stopping:
+		return false
+	case <-cut:
 		return false
 	}
 }
@@ -499,6 +529,14 @@ func (r *Runtime) Accept(ctx context.Context, in Inbound) (QueuedInbound, error)
 	if dup {
 		return q, ErrDuplicate
 	}
+	if r.Dispatch != nil {
+		// The message is durable: its owner finds it in the store when the
+		// dispatcher could not tell it (Dispatcher).
+		if err := r.Dispatch.Dispatch(ctx, q); err != nil {
+			r.Log.Warn().Err(err).Int64("inbound", int64(q.ID)).Msg("an accepted message was not dispatched; its owner finds it in the store")
+		}
+		return q, nil
+	}
 	r.enqueue(q)
 	return q, nil
 }
@@ -544,13 +582,29 @@ func (r *Runtime) addPendingLocked(delta int) {
 func (r *Runtime) enqueue(q QueuedInbound) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.enqueueLocked(q, nil)
+}
+
+// enqueueLocked queues q for its session. A Scope's message goes in the
+// order of the ids among the messages not started, since replicas may
+// announce messages of one session out of the order the store accepted
+// them in.
+func (r *Runtime) enqueueLocked(q QueuedInbound, sc *Scope) {
 	r.addPendingLocked(1)
 	qu := r.queues[q.Key]
 	if qu == nil {
 		qu = &queue{}
 		r.queues[q.Key] = qu
 	}
-	qu.items = append(qu.items, q)
+	at := len(qu.items)
+	if sc != nil {
+		r.scoped[q.ID] = sc
+		sc.n++
+		for at > 0 && qu.items[at-1].ID > q.ID {
+			at--
+		}
+	}
+	qu.items = slices.Insert(qu.items, at, q)
 	if qu.running || r.stopped {
 		return
 	}
@@ -565,6 +619,11 @@ func (r *Runtime) drain(key SessionKey) {
 	for {
 		r.mu.Lock()
 		qu := r.queues[key]
+		if r.stopped {
+			// The scopes' messages are left to the store, as the others
+			// are; the scopes' Wait ends.
+			qu.items = slices.DeleteFunc(qu.items, func(q QueuedInbound) bool { return r.forgetLocked(q.ID) })
+		}
 		if len(qu.items) == 0 || r.stopped {
 			qu.running = false
 			if len(qu.items) == 0 {
@@ -574,6 +633,15 @@ func (r *Runtime) drain(key SessionKey) {
 			return
 		}
 		q := qu.items[0]
+		sc := r.scoped[q.ID]
+		if sc != nil && sc.ctx.Err() != nil {
+			// Its scope ended: another process runs it now.
+			qu.items = qu.items[1:]
+			r.forgetLocked(q.ID)
+			r.addPendingLocked(-1)
+			r.mu.Unlock()
+			continue
+		}
 		if hold := qu.amending[q.ID]; hold != nil {
 			// Take the message as amended (or not at all, if cancelled).
 			r.mu.Unlock()
@@ -592,13 +660,28 @@ func (r *Runtime) drain(key SessionKey) {
 		r.mu.Unlock()
 
 		// Older replies of the session first, and no slot held meanwhile.
-		if !r.awaitRecovered(key) || !r.acquire(slots) {
-			r.releaseUser(key.Principal, nil)
-			return
+		var cut <-chan struct{}
+		if sc != nil {
+			cut = sc.ctx.Done()
 		}
-		r.process(q)
+		if !r.awaitRecovered(key, cut) || !r.acquire(slots, cut) {
+			r.releaseUser(key.Principal, nil)
+			r.mu.Lock()
+			qu.current = ""
+			if r.forgetLocked(q.ID) {
+				r.addPendingLocked(-1)
+			}
+			r.mu.Unlock()
+			continue // the runtime stops, or the scope ended
+		}
+		ctx, cancel := sc.context(r.base)
+		finished := r.process(ctx, q)
+		cancel()
 		r.mu.Lock()
 		qu.current = ""
+		if r.forgetLocked(q.ID) && finished {
+			r.finished.add(q.ID)
+		}
 		r.mu.Unlock()
 		<-r.global
 		r.releaseUser(key.Principal, slots.sem)
@@ -616,20 +699,23 @@ func (r *Runtime) userSlotsLocked(p Principal) *userSlots {
 }
 
 // acquire takes a per-user slot, then a global one. It gives up when the
-// runtime stops.
-func (r *Runtime) acquire(s *userSlots) bool {
+// runtime stops or cut is closed.
+func (r *Runtime) acquire(s *userSlots, cut <-chan struct{}) bool {
 	select {
 	case s.sem <- struct{}{}:
 	case <-r.stopping:
+		return false
+	case <-cut:
 		return false
 	}
 	select {
 	case r.global <- struct{}{}:
 		return true
 	case <-r.stopping:
-		<-s.sem
-		return false
+	case <-cut:
 	}
+	<-s.sem
+	return false
 }
 
 func (r *Runtime) releaseUser(p Principal, sem chan struct{}) {
@@ -646,9 +732,9 @@ func (r *Runtime) releaseUser(p Principal, sem chan struct{}) {
 	}
 }
 
-// process runs one accepted message to its delivered reply.
-func (r *Runtime) process(q QueuedInbound) {
-	ctx := r.base
+// process runs one accepted message to its delivered reply. It reports
+// false when the turn was interrupted, and resumes later.
+func (r *Runtime) process(ctx context.Context, q QueuedInbound) bool {
 	r.mu.Lock()
 	r.previews[q.ID] = q.Preview // an interrupted turn's, before a restart
 	r.mu.Unlock()
@@ -663,7 +749,7 @@ func (r *Runtime) process(q QueuedInbound) {
 		// Interrupted by shutdown: the inbound stays running in the store
 		// and resumes at the next start.
 		r.addPending(-1)
-		return
+		return false
 	}
 	r.Metrics.TurnFinished(outcome, r.Now().Sub(start))
 	r.mu.Lock()
@@ -673,6 +759,7 @@ func (r *Runtime) process(q QueuedInbound) {
 	r.mu.Unlock()
 	r.deliver(ctx, rep, false)
 	r.addPending(-1)
+	return true
 }
 
 // deliver hands a persisted reply to its channel, retrying with backoff,

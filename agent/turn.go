@@ -22,6 +22,11 @@ var errShutdown = errors.New("agent: shutting down")
 func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome string, finished bool) {
 	log := r.Log.With().Int64("inbound", int64(q.ID)).Str("principal", q.Key.Principal.String()).Logger()
 	finishStep := func(t TurnID, state TurnState, kind ReplyKind, text, outcome string, last *Step) (Reply, string, bool) {
+		if state == TurnFailed && released(ctx) {
+			// The failure is the interruption: the turn resumes where its
+			// session is served now.
+			return Reply{}, "", false
+		}
 		text = r.redact(ctx, q.Key.Principal, text, "reply")
 		rep := Reply{Key: q.Key, ReplyTo: q.ReplyTo, Kind: kind, Text: text, Inbound: q.ID, Turn: t}
 		// The reply goes where the inbound came from: a zero Key tells the

@@ -25,7 +25,8 @@ const module = "github.com/talonhq/talon"
 // → store (the sentinels both stores wrap); vault/leak → nothing; console → store
 // (its queries' types), agent's vocabulary and vault (the service the CLI
 // uses to change entries); memory → store (its entries' types), agent's
-// vocabulary.
+// vocabulary; cluster → agent's vocabulary (it hands the runtime the
+// sessions of the partitions it owns).
 var allowedImports = []struct {
 	pkg   string
 	allow []string
@@ -50,6 +51,7 @@ var allowedImports = []struct {
 	{"mcp", []string{"agent", "agent/llm", "sandbox/egress"}},
 	{"memory", []string{"agent", "agent/llm", "store"}},
 	{"console", []string{"agent", "agent/llm", "store", "vault"}},
+	{"cluster", []string{"agent"}},
 	{"vault/leak", nil},
 	{"vault", []string{"vault/leak"}},
 }

@@ -1,0 +1,365 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// Runtime is what a Node needs of agent.Runtime: adopting the sessions of
+// a partition it owns.
+type Runtime interface {
+	Adopt(ctx context.Context, owns func(agent.SessionKey) bool) (*agent.Scope, error)
+}
+
+// Store is what a Node needs of the store: the accepted messages whose
+// turn has not finished. The store is the truth about the work; the stream
+// only rings the bell.
+type Store interface {
+	Pending(ctx context.Context) ([]agent.QueuedInbound, error)
+}
+
+// InboundGetter is a Store that can load one accepted message whose turn
+// has not finished; ok is false when it is unknown or finished. Without
+// it, a Node finds each announced message with Pending.
+type InboundGetter interface {
+	PendingInbound(ctx context.Context, id agent.InboundID) (q agent.QueuedInbound, ok bool, err error)
+}
+
+// Defaults.
+const (
+	DefaultPartitions = 32
+	DefaultLeaseTTL   = 10 * time.Second
+	DefaultSweep      = 30 * time.Second
+	// DefaultPrefix names the stream ("TALON_IN"), its subjects
+	// ("talon.in.<partition>") and the buckets ("talon_partitions").
+	DefaultPrefix = "talon"
+)
+
+// Config configures a Node. Zero values take the defaults.
+type Config struct {
+	// Partitions is P: a session's partition is a hash of its key mod P.
+	// Every replica of a deployment must use the same P; the first to
+	// start records it in the bucket and the others check it.
+	Partitions int
+	// Replica is this replica's id (NewReplicaID when "").
+	Replica string
+	// LeaseTTL is how long a partition's lease lasts unrenewed
+	// (default 10 s): a dead replica's partitions are taken over within
+	// about LeaseTTL plus a fifth of it.
+	LeaseTTL time.Duration
+	// Sweep is how often the owner of a partition looks in the store for
+	// its messages whose announcement was lost (default 30 s).
+	Sweep time.Duration
+	// Prefix names the stream, subjects and buckets (DefaultPrefix).
+	Prefix string
+	// StreamReplicas is the replication of the stream and buckets in a
+	// NATS cluster (default 1).
+	StreamReplicas int
+}
+
+// Node distributes the turns of sessions over the replicas of a
+// deployment: an accepted message is announced on the subject of its
+// session's partition (Dispatch), and the one replica that holds the
+// partition's lease takes it from there into its runtime, in order.
+type Node struct {
+	cfg     Config
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	rt      Runtime
+	store   Store
+	log     zerolog.Logger
+	stream  string
+	leases  *Leases
+	started chan struct{}
+
+	mu     sync.Mutex
+	scopes map[int]*agent.Scope // the partitions this replica serves; guarded by mu
+}
+
+// Open makes sure the stream and the lease bucket exist (creating them, or
+// updating their settings) and returns a Node that has not started.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, log zerolog.Logger) (*Node, error) {
+	if rt == nil || st == nil {
+		return nil, errors.New("cluster: a node needs a runtime and a store")
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = DefaultPartitions
+	}
+	if cfg.Partitions > 1024 {
+		return nil, fmt.Errorf("cluster: %d partitions: at most 1024", cfg.Partitions)
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.Sweep <= 0 {
+		cfg.Sweep = DefaultSweep
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Replica == "" {
+		cfg.Replica = NewReplicaID("talon")
+	}
+	if !validID(cfg.Replica) || !validID(cfg.Prefix) {
+		return nil, fmt.Errorf("cluster: replica id %q and prefix %q may have only letters, digits, '-' and '_'", cfg.Replica, cfg.Prefix)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: jetstream: %w", err)
+	}
+	n := &Node{cfg: cfg, js: js, rt: rt, store: st, log: log.With().Str("replica", cfg.Replica).Logger(),
+		stream: streamName(cfg.Prefix), started: make(chan struct{}), scopes: map[int]*agent.Scope{}}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        n.stream,
+		Description: "Talon: ids of accepted messages, by partition of their session (the store has the messages)",
+		Subjects:    []string{cfg.Prefix + ".in.*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		// An announcement older than this is moot: the owner's sweep has
+		// found its message in the store.
+		MaxAge:   24 * time.Hour,
+		Replicas: max(cfg.StreamReplicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: work stream %s: %w (is JetStream enabled on the server? nats-server -js)", n.stream, err)
+	}
+	if n.kv, err = EnsureBucket(ctx, js, cfg.Prefix+"_partitions", cfg.LeaseTTL, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
+	if err := checkPartitions(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log}
+	return n, nil
+}
+
+// checkPartitions records P in a bucket of its own (which never expires)
+// or checks it against the recorded one: two replicas that hash sessions
+// differently would both run one session's turns.
+func checkPartitions(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: cfg.Prefix + "_cluster", Description: "Talon: settings every replica must share",
+		History: 1, Storage: jetstream.FileStorage, Replicas: max(cfg.StreamReplicas, 1),
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: settings bucket: %w", err)
+	}
+	want := strconv.Itoa(cfg.Partitions)
+	if _, err := kv.Create(ctx, "partitions", []byte(want)); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("cluster: record nats.partitions: %w", err)
+	}
+	e, err := kv.Get(ctx, "partitions")
+	if err != nil {
+		return fmt.Errorf("cluster: read the recorded partitions: %w", err)
+	}
+	if got := string(e.Value()); got != want {
+		return fmt.Errorf("cluster: nats.partitions is %s here but %s in the deployment's NATS (bucket %s_cluster): every replica must use the same; "+
+			"to change it, stop every replica, then delete that key (nats kv del %s_cluster partitions)", want, got, cfg.Prefix, cfg.Prefix)
+	}
+	return nil
+}
+
+func streamName(prefix string) string {
+	b := []byte(prefix)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b) + "_IN"
+}
+
+// Replica returns this replica's id.
+func (n *Node) Replica() string { return n.cfg.Replica }
+
+// Partitions returns P.
+func (n *Node) Partitions() int { return n.cfg.Partitions }
+
+// Partition returns the partition of a session: FNV-1a of its key mod P.
+func (n *Node) Partition(k agent.SessionKey) int { return Partition(k, n.cfg.Partitions) }
+
+// Partition returns the partition of session k among p: FNV-1a of the key
+// mod p. It never changes for a key, in any process.
+func Partition(k agent.SessionKey, p int) int {
+	h := fnv.New64a()
+	h.Write([]byte(k.String()))
+	return int(h.Sum64() % uint64(p))
+}
+
+// Held lists the partitions this replica serves now.
+func (n *Node) Held() []int { return n.leases.Held() }
+
+// Dispatch announces an accepted message to its partition's owner
+// (agent.Dispatcher). It waits for the stream's acknowledgement, at most
+// 5 seconds.
+func (n *Node) Dispatch(ctx context.Context, q agent.QueuedInbound) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	subj := n.cfg.Prefix + ".in." + strconv.Itoa(n.Partition(q.Key))
+	if _, err := n.js.Publish(ctx, subj, strconv.AppendInt(nil, int64(q.ID), 10)); err != nil {
+		return fmt.Errorf("cluster: announce inbound %d: %w", q.ID, err)
+	}
+	return nil
+}
+
+// Run takes part in the deployment until ctx ends: it claims its share of
+// the partitions, serves them, and sweeps the store for messages whose
+// announcement was lost. On return its partitions are given up.
+func (n *Node) Run(ctx context.Context) error {
+	sctx, stopSweep := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { n.sweep(sctx) })
+	close(n.started)
+	err := n.leases.Run(ctx)
+	stopSweep()
+	wg.Wait()
+	return err
+}
+
+// serve runs partition p while its lease lasts: the store's pending
+// messages of p's sessions first, then what is announced on p's subject.
+func (n *Node) serve(ctx context.Context, p int) {
+	log := n.log.With().Int("partition", p).Logger()
+	// The consumer first, so that nothing announced from now on is missed;
+	// then the store, for what was accepted before. Take skips a message
+	// the two both name.
+	cons, err := n.js.CreateOrUpdateConsumer(ctx, n.stream, jetstream.ConsumerConfig{
+		Durable:       n.cfg.Prefix + "-p" + strconv.Itoa(p),
+		FilterSubject: n.cfg.Prefix + ".in." + strconv.Itoa(p),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 1000,
+	})
+	if err != nil {
+		log.Warn().Err(err).Msg("cluster: partition consumer; the store sweep finds its messages meanwhile")
+	}
+	sc, err := n.rt.Adopt(ctx, func(k agent.SessionKey) bool { return n.Partition(k) == p })
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error().Err(err).Msg("cluster: could not adopt a partition's sessions")
+		}
+		<-ctx.Done()
+		return
+	}
+	n.mu.Lock()
+	n.scopes[p] = sc
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.scopes, p)
+		n.mu.Unlock()
+		sc.Wait()
+	}()
+	if cons == nil {
+		<-ctx.Done()
+		return
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		n.take(ctx, sc, p, m, &log)
+	}, jetstream.PullMaxMessages(256))
+	if err != nil {
+		log.Warn().Err(err).Msg("cluster: consume a partition; the store sweep finds its messages meanwhile")
+		<-ctx.Done()
+		return
+	}
+	<-ctx.Done()
+	cc.Stop()
+	<-cc.Closed()
+}
+
+// take hands an announced message to the scope, then acknowledges it: the
+// runtime has it (it is durable in the store), or it has finished.
+func (n *Node) take(ctx context.Context, sc *agent.Scope, p int, m jetstream.Msg, log *zerolog.Logger) {
+	id, err := strconv.ParseInt(string(m.Data()), 10, 64)
+	if err != nil || id <= 0 {
+		log.Warn().Str("subject", m.Subject()).Msg("cluster: an announcement that is not an inbound id; dropped")
+		_ = m.Term()
+		return
+	}
+	q, ok, err := n.load(ctx, agent.InboundID(id))
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn().Err(err).Int64("inbound", id).Msg("cluster: load an announced message; it is announced again")
+			_ = m.Nak()
+		}
+		return
+	}
+	if ok && n.Partition(q.Key) == p {
+		sc.Take(q)
+	}
+	_ = m.Ack()
+}
+
+// load finds an accepted message whose turn has not finished.
+func (n *Node) load(ctx context.Context, id agent.InboundID) (agent.QueuedInbound, bool, error) {
+	if g, ok := n.store.(InboundGetter); ok {
+		return g.PendingInbound(ctx, id)
+	}
+	pending, err := n.store.Pending(ctx)
+	if err != nil {
+		return agent.QueuedInbound{}, false, err
+	}
+	for _, q := range pending {
+		if q.ID == id {
+			return q, true, nil
+		}
+	}
+	return agent.QueuedInbound{}, false, nil
+}
+
+// sweep hands, every Sweep, the pending messages of the partitions this
+// replica serves to their scopes: an announcement lost (the replica that
+// accepted it died before it was published, or NATS failed) delays a
+// message by at most Sweep.
+func (n *Node) sweep(ctx context.Context) {
+	t := time.NewTicker(n.cfg.Sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.sweepOnce(ctx)
+	}
+}
+
+func (n *Node) sweepOnce(ctx context.Context) {
+	n.mu.Lock()
+	none := len(n.scopes) == 0
+	n.mu.Unlock()
+	if none {
+		return
+	}
+	pending, err := n.store.Pending(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn().Err(err).Msg("cluster: sweep the store for pending messages")
+		}
+		return
+	}
+	taken := 0
+	n.mu.Lock()
+	for _, q := range pending {
+		if sc := n.scopes[n.Partition(q.Key)]; sc != nil && sc.Take(q) {
+			taken++
+		}
+	}
+	n.mu.Unlock()
+	if taken > 0 {
+		n.log.Info().Int("taken", taken).Msg("cluster: the sweep found accepted messages whose announcement was lost")
+	}
+}

@@ -1,0 +1,309 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/store"
+)
+
+// echo is a model that answers with the user's last message.
+type echo struct{}
+
+func (echo) Name() string  { return "echo" }
+func (echo) Model() string { return "echo-1" }
+func (echo) Complete(ctx context.Context, req llm.Request) (*llm.Response, error) {
+	last := ""
+	for _, m := range req.Messages {
+		if m.Role == llm.RoleUser {
+			last = m.Content
+		}
+	}
+	return &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, Content: "re: " + last}}, nil
+}
+
+// delivered records every reply every replica delivered.
+type delivered struct {
+	mu      sync.Mutex
+	by      map[agent.InboundID][]string // replicas that delivered a reply to it; guarded by mu
+	session map[agent.SessionKey][]agent.InboundID
+}
+
+func newDelivered() *delivered {
+	return &delivered{by: map[agent.InboundID][]string{}, session: map[agent.SessionKey][]agent.InboundID{}}
+}
+
+// channel is one replica's channel on the shared platform "test".
+type channel struct {
+	d       *delivered
+	replica string
+}
+
+func (c channel) Platform() string { return "test" }
+func (c channel) Deliver(_ context.Context, r agent.Reply) (string, error) {
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	c.d.by[r.Inbound] = append(c.d.by[r.Inbound], c.replica)
+	c.d.session[r.Key] = append(c.d.session[r.Key], r.Inbound)
+	return fmt.Sprint(r.ID), nil
+}
+
+func (d *delivered) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.by)
+}
+
+// replica is one gateway process: a runtime and a node on a connection
+// of its own, sharing the store.
+type replica struct {
+	id     string
+	rt     *agent.Runtime
+	node   *Node
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type fixture struct {
+	t      *testing.T
+	url    string
+	prefix string
+	db     *store.DB
+	d      *delivered
+	cfg    Config
+}
+
+func newFixture(t *testing.T, url, prefix string) *fixture {
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "talon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &fixture{t: t, url: url, prefix: prefix, db: db, d: newDelivered(),
+		cfg: Config{Partitions: 8, LeaseTTL: testTTL, Sweep: 300 * time.Millisecond, Prefix: prefix}}
+}
+
+func (f *fixture) start(id string) *replica {
+	t := f.t
+	t.Helper()
+	nc := connect(t, f.url)
+	rt := &agent.Runtime{Store: f.db, LLM: echo{}, Log: zerolog.Nop(), Limits: agent.Limits{ShutdownGrace: time.Second}}
+	rt.Register(channel{d: f.d, replica: id})
+	cfg := f.cfg
+	cfg.Replica = id
+	ctx, cancel := context.WithCancel(context.Background())
+	node, err := Open(ctx, nc, cfg, rt, f.db, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Dispatch = node
+	r := &replica{id: id, rt: rt, node: node, nc: nc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = rt.Run(ctx) })
+		<-rt.Ready()
+		_ = node.Run(ctx)
+		wg.Wait()
+	}()
+	<-rt.Ready()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *replica) stop() {
+	r.cancel()
+	<-r.done
+}
+
+func key(user int, thread int) agent.SessionKey {
+	return agent.SessionKey{Principal: agent.Principal{Platform: "test", User: fmt.Sprint("u", user)},
+		Conversation: agent.Conversation{Channel: "c", Thread: fmt.Sprint(thread)}}
+}
+
+// checkAnswered waits until every id has a reply, and checks there is
+// exactly one each and that each session's replies came in the order its
+// messages were accepted.
+func (f *fixture) checkAnswered(ids []agent.InboundID, within time.Duration) {
+	t := f.t
+	t.Helper()
+	eventually(t, within, fmt.Sprintf("all %d messages answered", len(ids)), func() bool { return f.d.count() >= len(ids) })
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	for _, id := range ids {
+		if got := f.d.by[id]; len(got) != 1 {
+			t.Errorf("inbound %d: delivered by %v, want exactly one replica", id, got)
+		}
+	}
+	for k, got := range f.d.session {
+		if !slices.IsSorted(got) {
+			t.Errorf("session %s: replies to %v, want them in the order the messages were accepted", k, got)
+		}
+	}
+}
+
+// TestNodeRunsEachSessionOnOneReplicaInOrder accepts messages of many
+// sessions on three replicas in turn and checks each is answered once, in
+// order per session, and that the partitions are spread.
+func TestNodeRunsEachSessionOnOneReplicaInOrder(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	rs := []*replica{f.start("a"), f.start("b"), f.start("c")}
+	eventually(t, 10*testTTL, "8 partitions spread over 3 replicas (at most 3 each)", func() bool {
+		total := 0
+		for _, r := range rs {
+			n := len(r.node.Held())
+			if n > 3 {
+				return false
+			}
+			total += n
+		}
+		return total == 8
+	})
+	var ids []agent.InboundID
+	ctx := context.Background()
+	for i := range 120 {
+		r := rs[i%len(rs)]
+		q, err := r.rt.Accept(ctx, agent.Inbound{DedupeKey: fmt.Sprint("m", i), Key: key(i%10, i%3), Text: fmt.Sprint("hello ", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, q.ID)
+	}
+	f.checkAnswered(ids, 60*time.Second)
+	served := map[string]bool{}
+	f.d.mu.Lock()
+	for _, by := range f.d.by {
+		served[by[0]] = true
+	}
+	f.d.mu.Unlock()
+	if len(served) < 2 {
+		t.Errorf("replicas that answered: %v, want the work spread", served)
+	}
+}
+
+// TestNodeFindsMessagesWhoseAnnouncementWasLost: a message accepted in the
+// store without an announcement (its replica died between the two) is
+// answered, by the adoption of its partition and by the sweep.
+func TestNodeFindsMessagesWhoseAnnouncementWasLost(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	ctx := context.Background()
+	var ids []agent.InboundID
+	accept := func(i int) {
+		q, dup, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: fmt.Sprint("lost", i), Key: key(i, 0), Text: "hi", ReceivedAt: time.Now()})
+		if err != nil || dup {
+			t.Fatal(err, dup)
+		}
+		ids = append(ids, q.ID)
+	}
+	for i := range 5 {
+		accept(i) // before any replica runs: the adoption finds them
+	}
+	a := f.start("a")
+	f.checkAnswered(ids, 30*time.Second)
+	eventually(t, 10*testTTL, "a holds every partition", func() bool { return len(a.node.Held()) == 8 })
+	for i := 5; i < 10; i++ {
+		accept(i) // while a serves: the sweep finds them
+	}
+	f.checkAnswered(ids, 30*time.Second)
+}
+
+// TestNodeTakesOverADeadReplicasWork: a replica dies (its connection
+// cut) with messages accepted in its partitions; the survivor answers
+// each of them once.
+func TestNodeTakesOverADeadReplicasWork(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	f.cfg.Sweep = time.Hour // the takeover, not the sweep, finds the messages
+	a, b := f.start("a"), f.start("b")
+	eventually(t, 10*testTTL, "a and b hold 4 partitions each", func() bool {
+		return len(a.node.Held()) == 4 && len(b.node.Held()) == 4
+	})
+	held := a.node.Held()
+	a.nc.Close() // a dies: it can announce nothing, and its leases lapse
+	ctx := context.Background()
+	var ids []agent.InboundID
+	for i := 0; len(ids) < 6; i++ {
+		k := key(i, 1)
+		if !slices.Contains(held, f.cfg.partition(k)) {
+			continue
+		}
+		// Accepted through a: the store has it, the announcement fails.
+		q, err := a.rt.Accept(ctx, agent.Inbound{DedupeKey: fmt.Sprint("dead", i), Key: k, Text: "hi"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, q.ID)
+	}
+	start := time.Now()
+	f.checkAnswered(ids, 15*testTTL)
+	t.Logf("b answered a's messages %s after a died (lease TTL %s)", time.Since(start).Round(time.Millisecond), testTTL)
+	if got := len(b.node.Held()); got != 8 {
+		t.Errorf("b holds %d partitions, want 8", got)
+	}
+}
+
+func (c Config) partition(k agent.SessionKey) int { return Partition(k, c.Partitions) }
+
+func TestPartitionIsStable(t *testing.T) {
+	// A change of the hash would move sessions between replicas running
+	// different versions: these values must never change.
+	for _, tc := range []struct {
+		k    agent.SessionKey
+		p    int
+		want int
+	}{
+		{key(1, 1), 32, 29}, // "test::u1/c/1"
+		{key(42, 0), 32, 3}, // "test::u42/c/0"
+		{key(1, 1), 7, 0},
+		{key(42, 0), 7, 0},
+	} {
+		if got := Partition(tc.k, tc.p); got != tc.want {
+			t.Errorf("Partition(%s, %d) = %d, want %d", tc.k, tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestOpenRefusesAnotherPartitionCount(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	f.start("a")
+	nc := connect(t, url)
+	rt := &agent.Runtime{Store: f.db, LLM: echo{}}
+	_, err := Open(context.Background(), nc, Config{Partitions: 16, Prefix: "talon", LeaseTTL: testTTL}, rt, f.db, zerolog.Nop())
+	if err == nil {
+		t.Fatal("Open with 16 partitions where 8 are recorded: nil error")
+	}
+	t.Log(err)
+}
+
+// TestNodeOnRealNATS runs the ordering test against the NATS server of
+// TALON_TEST_NATS.
+func TestNodeOnRealNATS(t *testing.T) {
+	url := realNATS(t)
+	f := newFixture(t, url, testPrefix(t, url))
+	a, b := f.start("a"), f.start("b")
+	eventually(t, 10*testTTL, "8 partitions held", func() bool { return len(a.node.Held())+len(b.node.Held()) == 8 })
+	var ids []agent.InboundID
+	for i := range 40 {
+		r := []*replica{a, b}[i%2]
+		q, err := r.rt.Accept(context.Background(), agent.Inbound{DedupeKey: fmt.Sprint("m", i), Key: key(i%5, 0), Text: "hi"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, q.ID)
+	}
+	f.checkAnswered(ids, 60*time.Second)
+}

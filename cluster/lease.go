@@ -1,0 +1,475 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Leases claims, in a JetStream KV bucket, a fair share of numbered slots
+// (the partitions of the work stream, or the shards of the Discord
+// gateway) for one replica, and runs Work for each slot while it holds it.
+//
+// The bucket keeps one key per slot, "owner.<slot>", whose value is the
+// owner's replica id, and one per live replica, "alive.<replica>". The
+// bucket's MaxAge is the lease TTL: a key that is not rewritten within TTL
+// disappears on the server, by the server's clock. A replica
+//
+//   - writes its alive key every Renew;
+//   - renews each slot it holds with a compare-and-set on the revision it
+//     last wrote (kv.Update): a failed CAS means the slot is not its own any
+//     more, and its Work is cancelled at once;
+//   - cancels a slot's Work by itself when Deadline has passed since it
+//     sent the last renewal that succeeded (a fence): that is before the
+//     key can expire on the server (Deadline < TTL), so two replicas never
+//     run Work for one slot at the same time, however the network fails;
+//   - claims free slots (kv.Create, which fails when the key exists) up to
+//     ceil(slots / live replicas), and gives up its highest slots above
+//     that share once their Work has returned, so that ownership evens out
+//     when replicas join.
+//
+// A slot is claimed again, by anyone, only after its Work has returned in
+// the replica that held it, or the lease has expired.
+type Leases struct {
+	// KV is the bucket; its MaxAge must be TTL (EnsureBucket).
+	KV jetstream.KeyValue
+	// Replica is this replica's id: letters, digits, '-' and '_'.
+	Replica string
+	// Slots is how many slots there are, numbered from 0.
+	Slots int
+	// TTL is the bucket's MaxAge: how long a lease lasts without renewal.
+	TTL time.Duration
+	// Renew is how often leases are renewed and free slots claimed
+	// (default TTL/5).
+	Renew time.Duration
+	// Deadline is how long after the last successful renewal was sent a
+	// slot's Work is cancelled (default TTL - 2*Renew). It must be less
+	// than TTL.
+	Deadline time.Duration
+	// Work runs while this replica holds slot; its context ends when the
+	// lease is lost, given up or fenced, or Run ends. It should return
+	// soon after.
+	Work func(ctx context.Context, slot int)
+	// Log receives lease changes.
+	Log zerolog.Logger
+
+	mu   sync.Mutex
+	held map[int]*lease // guarded by mu
+}
+
+// lease is one slot this replica holds, or held and waits for its Work.
+type lease struct {
+	rev    uint64
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Work has returned
+	fence  *time.Timer
+	// state is held (renewed), release (giving up: renewed until Work
+	// returns, then deleted) or lost (not ours; forgotten when Work
+	// returns). Guarded by Leases.mu.
+	state leaseState
+}
+
+type leaseState int
+
+const (
+	stateHeld leaseState = iota
+	stateRelease
+	stateLost
+)
+
+// EnsureBucket creates or updates the KV bucket of a Leases with MaxAge ttl.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "Talon leases: owner.<slot> = replica id, alive.<replica>; keys expire after the lease TTL",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: lease bucket %s: %w", bucket, err)
+	}
+	return kv, nil
+}
+
+func (l *Leases) defaults() error {
+	if l.KV == nil || l.Work == nil || l.Slots <= 0 || l.TTL <= 0 {
+		return errors.New("cluster: leases need a KV bucket, Work, Slots and a TTL")
+	}
+	if !validID(l.Replica) {
+		return fmt.Errorf("cluster: replica id %q: use letters, digits, '-' and '_'", l.Replica)
+	}
+	if l.Renew <= 0 {
+		l.Renew = l.TTL / 5
+	}
+	if l.Deadline <= 0 {
+		l.Deadline = l.TTL - 2*l.Renew
+	}
+	if l.Deadline >= l.TTL || l.Deadline <= l.Renew {
+		return fmt.Errorf("cluster: lease deadline %s must be between the renewal interval %s and the TTL %s", l.Deadline, l.Renew, l.TTL)
+	}
+	return nil
+}
+
+// Run claims and renews leases until ctx ends. Then it cancels every
+// Work, waits for them, and deletes its keys, so that the other replicas
+// take its slots over at once rather than after TTL.
+func (l *Leases) Run(ctx context.Context) error {
+	if err := l.defaults(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.held = map[int]*lease{}
+	l.mu.Unlock()
+	t := time.NewTicker(l.Renew)
+	defer t.Stop()
+	for {
+		l.tick(ctx)
+		select {
+		case <-ctx.Done():
+			l.stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Held lists the slots whose Work runs now, in order.
+func (l *Leases) Held() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []int
+	for i := range l.Slots {
+		if le := l.held[i]; le != nil && le.state != stateLost {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func ownerKey(slot int) string       { return "owner." + strconv.Itoa(slot) }
+func aliveKey(replica string) string { return "alive." + replica }
+
+// call bounds one request to the bucket.
+func (l *Leases) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, l.Renew)
+}
+
+// tick renews, gives up and claims leases once.
+func (l *Leases) tick(ctx context.Context) {
+	cctx, cancel := l.call(ctx)
+	_, err := l.KV.Put(cctx, aliveKey(l.Replica), []byte(time.Now().UTC().Format(time.RFC3339)))
+	cancel()
+	if err != nil {
+		l.Log.Warn().Err(err).Msg("cluster: could not announce this replica; its leases end if this goes on")
+	}
+	owners, alive, err := l.snapshot(ctx)
+	if err != nil {
+		l.Log.Warn().Err(err).Msg("cluster: could not read the leases")
+	}
+
+	// Renew, or find lost, what is held; forget what has ended.
+	l.mu.Lock()
+	var renew []int
+	for slot, le := range l.held {
+		select {
+		case <-le.done:
+			if le.state == stateRelease {
+				renew = append(renew, slot) // to delete, below
+				continue
+			}
+			l.stopFence(le)
+			delete(l.held, slot)
+			continue
+		default:
+		}
+		if le.state != stateLost && err == nil {
+			if o, ok := owners[slot]; !ok || o.replica != l.Replica || o.rev != le.rev {
+				l.loseLocked(slot, le, "the lease is gone or taken")
+				continue
+			}
+		}
+		if le.state != stateLost {
+			renew = append(renew, slot)
+		}
+	}
+	l.mu.Unlock()
+	for _, slot := range renew {
+		l.renew(ctx, slot)
+	}
+	if err != nil || ctx.Err() != nil {
+		return
+	}
+
+	// The share: ceil(slots / live replicas), this one counted.
+	alive[l.Replica] = true
+	share := (l.Slots + len(alive) - 1) / len(alive)
+	l.mu.Lock()
+	var active []int
+	for slot, le := range l.held {
+		if le.state == stateHeld {
+			active = append(active, slot)
+		}
+	}
+	if extra := len(active) - share; extra > 0 {
+		// The highest slots go: each replica's choice is the same, and
+		// they are the ones a newcomer claims first (below).
+		slicesSortDesc(active)
+		for _, slot := range active[:extra] {
+			le := l.held[slot]
+			le.state = stateRelease
+			le.cancel()
+			l.Log.Info().Int("slot", slot).Int("share", share).Msg("cluster: giving up a lease for a fair share")
+		}
+	}
+	busy := len(l.held)
+	l.mu.Unlock()
+
+	// Claim free slots, highest first from a point of this replica's
+	// own, to meet the share.
+	want := share - busy
+	if want <= 0 {
+		return
+	}
+	start := int(hash32(l.Replica) % uint32(l.Slots))
+	for k := range l.Slots {
+		if want == 0 || ctx.Err() != nil {
+			return
+		}
+		slot := (start + k) % l.Slots
+		if _, taken := owners[slot]; taken {
+			continue
+		}
+		l.mu.Lock()
+		_, mine := l.held[slot]
+		l.mu.Unlock()
+		if mine {
+			continue
+		}
+		if l.claim(ctx, slot) {
+			want--
+		}
+	}
+}
+
+// owner is a slot's lease as the bucket has it.
+type owner struct {
+	replica string
+	rev     uint64
+}
+
+// snapshot reads every key of the bucket.
+func (l *Leases) snapshot(ctx context.Context) (map[int]owner, map[string]bool, error) {
+	cctx, cancel := l.call(ctx)
+	defer cancel()
+	w, err := l.KV.WatchAll(cctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, nil, err
+	}
+	defer w.Stop()
+	owners := map[int]owner{}
+	alive := map[string]bool{}
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, nil, errors.New("cluster: the lease watch ended early")
+			}
+			if e == nil {
+				return owners, alive, nil
+			}
+			k := e.Key()
+			switch {
+			case strings.HasPrefix(k, "owner."):
+				if slot, err := strconv.Atoi(k[len("owner."):]); err == nil && slot >= 0 && slot < l.Slots {
+					owners[slot] = owner{replica: string(e.Value()), rev: e.Revision()}
+				}
+			case strings.HasPrefix(k, "alive."):
+				alive[k[len("alive."):]] = true
+			}
+		case <-cctx.Done():
+			return nil, nil, cctx.Err()
+		}
+	}
+}
+
+// claim creates slot's key; on success Work starts.
+func (l *Leases) claim(ctx context.Context, slot int) bool {
+	sent := time.Now()
+	cctx, cancel := l.call(ctx)
+	rev, err := l.KV.Create(cctx, ownerKey(slot), []byte(l.Replica))
+	cancel()
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			l.Log.Warn().Err(err).Int("slot", slot).Msg("cluster: could not claim a lease")
+		}
+		return false
+	}
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	le := &lease{rev: rev, cancel: wcancel, done: make(chan struct{})}
+	l.mu.Lock()
+	l.held[slot] = le
+	le.fence = time.AfterFunc(l.Deadline-time.Since(sent), func() { l.fenced(slot, le) })
+	l.mu.Unlock()
+	l.Log.Info().Int("slot", slot).Msg("cluster: lease claimed")
+	go func() {
+		defer close(le.done)
+		l.Work(wctx, slot)
+	}()
+	return true
+}
+
+// renew rewrites slot's key with a CAS on its revision; a slot given up
+// whose Work has returned is deleted instead.
+func (l *Leases) renew(ctx context.Context, slot int) {
+	l.mu.Lock()
+	le := l.held[slot]
+	if le == nil || le.state == stateLost {
+		l.mu.Unlock()
+		return
+	}
+	rev := le.rev
+	release := false
+	if le.state == stateRelease {
+		select {
+		case <-le.done:
+			release = true
+		default:
+		}
+	}
+	l.mu.Unlock()
+	cctx, cancel := l.call(context.WithoutCancel(ctx))
+	defer cancel()
+	if release {
+		err := l.KV.Delete(cctx, ownerKey(slot), jetstream.LastRevision(rev))
+		l.mu.Lock()
+		l.stopFence(le)
+		delete(l.held, slot)
+		l.mu.Unlock()
+		if err != nil {
+			l.Log.Warn().Err(err).Int("slot", slot).Msg("cluster: could not give up a lease; it expires by itself")
+		}
+		return
+	}
+	sent := time.Now()
+	next, err := l.KV.Update(cctx, ownerKey(slot), []byte(l.Replica), rev)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held[slot] != le || le.state == stateLost {
+		return
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
+			l.loseLocked(slot, le, "the lease was taken")
+			return
+		}
+		l.Log.Warn().Err(err).Int("slot", slot).Msg("cluster: could not renew a lease")
+		return // the fence cancels Work if this goes on
+	}
+	le.rev = next
+	le.fence.Reset(l.Deadline - time.Since(sent))
+}
+
+// fenced cancels a slot's Work when its lease may be about to expire.
+func (l *Leases) fenced(slot int, le *lease) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held[slot] != le || le.state == stateLost {
+		return
+	}
+	l.loseLocked(slot, le, "not renewed in time")
+}
+
+// loseLocked cancels the Work of a slot that is not this replica's any
+// more; the slot is forgotten (and may be claimed again) once Work has
+// returned.
+func (l *Leases) loseLocked(slot int, le *lease, why string) {
+	le.state = stateLost
+	le.cancel()
+	l.Log.Warn().Int("slot", slot).Str("reason", why).Msg("cluster: lease lost; its work stops")
+}
+
+func (l *Leases) stopFence(le *lease) {
+	if le.fence != nil {
+		le.fence.Stop()
+	}
+}
+
+// stop cancels every Work, waits for them, and deletes this replica's keys.
+func (l *Leases) stop() {
+	l.mu.Lock()
+	held := l.held
+	for _, le := range held {
+		le.cancel()
+		l.stopFence(le)
+	}
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), l.TTL)
+	defer cancel()
+	for slot, le := range held {
+		<-le.done
+		l.mu.Lock()
+		lost := le.state == stateLost
+		l.mu.Unlock()
+		if !lost {
+			_ = l.KV.Delete(ctx, ownerKey(slot), jetstream.LastRevision(le.rev))
+		}
+	}
+	_ = l.KV.Delete(ctx, aliveKey(l.Replica))
+	l.mu.Lock()
+	l.held = map[int]*lease{}
+	l.mu.Unlock()
+}
+
+// validID reports whether s may be a replica id (a KV key token).
+func validID(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func hash32(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
+}
+
+func slicesSortDesc(s []int) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] > s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// NewReplicaID returns an id for this process: the host name's safe
+// characters and a random suffix.
+func NewReplicaID(host string) string {
+	var b strings.Builder
+	for _, c := range host {
+		if validID(string(c)) && b.Len() < 40 {
+			b.WriteRune(c)
+		}
+	}
+	if b.Len() == 0 {
+		b.WriteString("talon")
+	}
+	fmt.Fprintf(&b, "-%08x", rand.Uint32())
+	return b.String()
+}
