@@ -378,3 +378,51 @@ func TestFailingSummaryLeavesValidWindow(t *testing.T) {
 		t.Errorf("last summary + last window != history (-history +got):\n%s", diff)
 	}
 }
+
+// Summary calls count in the usage sums (budgets, /usage, the console) as
+// the turns' steps do: every model call once, with what its provider
+// reported.
+func TestSummaryCallsCountInUsage(t *testing.T) {
+	h := newHarness(t, func(req llmtest.Request) llmtest.Response {
+		if isSummary(req) {
+			return llmtest.Response{Text: "SUMMARY"}
+		}
+		return llmtest.Response{Text: "echo: " + req.LastUserText()}
+	}, func(rt *agent.Runtime) {
+		rt.Limits.HistoryMessages = 2
+		rt.UsageLog = rt.Store.(agent.UsageLog)
+	})
+	for i := range 6 {
+		h.send("u1", fmt.Sprintf("msg %d", i))
+		h.idle()
+	}
+	summaries := 0
+	for _, req := range h.llm.Requests() {
+		if isSummary(req) {
+			summaries++
+		}
+	}
+	if summaries == 0 {
+		t.Fatal("no summary request")
+	}
+	now := time.Now()
+	rows, err := h.db.Usage(context.Background(), now.Add(-48*time.Hour), now.Add(48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls, tokens int64
+	for _, r := range rows {
+		calls += r.Calls
+		tokens += r.InputTokens + r.OutputTokens
+		if r.Model != "test-model" || r.User != "u1" {
+			t.Errorf("usage row %+v: want test-model and u1", r)
+		}
+	}
+	if want := int64(len(h.llm.Requests())); calls != want {
+		t.Errorf("usage counts %d calls, want %d (6 turns and %d summaries)", calls, want, summaries)
+	}
+	used, err := h.db.PrincipalTokens(context.Background(), key("u1").Principal, now.Add(-24*time.Hour))
+	if err != nil || used != tokens || used == 0 {
+		t.Errorf("PrincipalTokens = %d, %v; want the %d tokens of every call", used, err, tokens)
+	}
+}

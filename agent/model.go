@@ -46,6 +46,13 @@ type ModelUse struct {
 	Error string
 }
 
+// UsageLog records model calls made outside a turn's steps.
+type UsageLog interface {
+	// RecordModelUse adds one call of model, for session s, with the
+	// tokens its provider reported, to the usage sums.
+	RecordModelUse(ctx context.Context, s SessionID, model string, u llm.Usage) error
+}
+
 // complete is the model path: every request to the model, whatever asks
 // for it (a turn's step, a summary, anything added later), is scrubbed of
 // secrets here as the last line of defence, sent, and metered here, once.
@@ -64,6 +71,13 @@ func (r *Runtime) complete(ctx context.Context, call ModelCall, req llm.Request)
 		}
 	}
 	r.Metrics.ModelUsed(use)
+	if err == nil && call.Purpose != PurposeTurn && r.UsageLog != nil && call.Session != 0 {
+		// What the provider reported, as a step records it. A failure
+		// costs the count, not the call.
+		if err := r.UsageLog.RecordModelUse(context.WithoutCancel(ctx), call.Session, r.LLM.Model(), resp.Usage); err != nil {
+			r.Log.Warn().Err(err).Str("purpose", string(call.Purpose)).Msg("usage of a model call not counted")
+		}
+	}
 	return resp, err
 }
 

@@ -119,6 +119,11 @@ type Runtime struct {
 	Usage UsageMeter
 	// Budgets bound the tokens a principal's turns may use.
 	Budgets Budgets
+	// UsageLog, when set, counts the model calls made outside a turn's
+	// steps (summaries) in the usage sums Usage, budgets and the console
+	// read; the steps are counted by Store.RecordStep. nil: summaries are
+	// metered (Metrics) but not counted.
+	UsageLog UsageLog
 	// Access, when set, names the principals an operator denied (talon
 	// user deny): their messages are refused without the model. nil means
 	// no one is denied.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
 )
 
 // What the operator's console reads: usage per day, turns and tokens per
@@ -269,6 +270,21 @@ func (db *DB) ConsoleActions(ctx context.Context, limit int) ([]ConsoleAction, e
 		return nil, fmt.Errorf("store: console audit: %w", err)
 	}
 	return out, nil
+}
+
+// RecordModelUse adds one model call made for session s outside a turn's
+// steps (a summary) to the daily usage sums, under the session's principal
+// and channel, today.
+func (db *DB) RecordModelUse(ctx context.Context, s agent.SessionID, model string, u llm.Usage) error {
+	_, err := db.execSQL(ctx, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
+		SELECT ?1 / 86400000, s.principal_id, s.channel, ?2, 1, ?3, ?4 FROM sessions s WHERE s.id = ?5
+		ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = calls + 1,
+			input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens`,
+		db.now(), model, u.InputTokens, u.OutputTokens, s)
+	if err != nil {
+		return fmt.Errorf("store: record model use: %w", err)
+	}
+	return nil
 }
 
 // PrincipalTokens sums the tokens (input and output) of p's model calls

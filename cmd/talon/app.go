@@ -131,6 +131,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 		Store:        a.db,
 		Usage:        a.db,
 		Access:       a.db,
+		UsageLog:     a.db,
 		Budgets:      budgets(cfg),
 		LLM:          a.llm,
 		Log:          log,
