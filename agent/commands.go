@@ -192,6 +192,9 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 		var b strings.Builder
 		b.WriteString("Talon answers with a language model that can use tools on your behalf. Commands:\n")
 		for _, c := range commandHelp {
+			if (c.cmd == CommandMemory || c.cmd == CommandMemoryRemove) && r.Memory == nil {
+				continue // memory.enabled is false
+			}
 			fmt.Fprintf(&b, "  %s: %s\n", r.hint(q.Key.Principal.Platform, c.cmd), c.help)
 		}
 		b.WriteString("Anything else is a message for the model.")

@@ -70,6 +70,10 @@ type Service struct {
 	// MaxEntries bounds the entries of one user's memory and of one
 	// channel's; 0 means DefaultMaxEntries.
 	MaxEntries int
+	// Parents, by platform, gives the channel a conversation's channel
+	// belongs to (a thread's parent), so that a channel's threads share
+	// its memory; a platform without one uses the conversation's channel.
+	Parents map[string]func(channel string) string
 	// Log receives failures (never an entry's text or a query).
 	Log zerolog.Logger
 }
@@ -199,8 +203,20 @@ type scope struct {
 	channel string // the channel's name, "" outside a channel
 }
 
-func scopeOf(c agent.ToolCall) scope {
-	return scope{user: UserSpace(c.Key.Principal), channel: ChannelName(c.Key.Principal, c.Key.Conversation)}
+func (s *Service) scopeOf(c agent.ToolCall) scope {
+	return scope{user: UserSpace(c.Key.Principal), channel: s.channelOf(c.Key)}
+}
+
+// channelOf names the channel whose memory k's conversation shares (a
+// ChannelName), "" for none.
+func (s *Service) channelOf(k agent.SessionKey) string {
+	c := k.Conversation
+	if parent := s.Parents[k.Principal.Platform]; parent != nil && c.Channel != "" {
+		if p := parent(c.Channel); p != "" {
+			c.Channel = p
+		}
+	}
+	return ChannelName(k.Principal, c)
 }
 
 const noChannel = "This conversation is not in a channel, so it has no channel memory; use scope user."
@@ -220,7 +236,7 @@ func (s *Service) save(ctx context.Context, c agent.ToolCall) (agent.ToolResult,
 	if err := s.checkSecrets(ctx, c.Key.Principal, text); err != nil {
 		return agent.ToolResult{}, err
 	}
-	sc := scopeOf(c)
+	sc := s.scopeOf(c)
 	space, where := sc.user, "your memory"
 	switch a.Scope {
 	case "", "user":
@@ -341,7 +357,7 @@ func (s *Service) search(ctx context.Context, c agent.ToolCall) (agent.ToolResul
 		limit = DefaultResults
 	}
 	limit = min(limit, MaxResults)
-	sc := scopeOf(c)
+	sc := s.scopeOf(c)
 	var spaces []string
 	switch a.Scope {
 	case "", "all":
@@ -389,7 +405,7 @@ func (s *Service) forgetID(ctx context.Context, k agent.SessionKey, id int64) (b
 		return false, nil
 	}
 	spaces := []string{UserSpace(k.Principal)}
-	if ch := ChannelName(k.Principal, k.Conversation); s.Policy.MayWrite(k.Principal, ch) {
+	if ch := s.channelOf(k); s.Policy.MayWrite(k.Principal, ch) {
 		spaces = append(spaces, ChannelSpace(ch))
 	}
 	return s.Store.ForgetMemory(ctx, id, spaces...)
@@ -402,7 +418,7 @@ func (s *Service) MemoryEntries(ctx context.Context, k agent.SessionKey, limit i
 		return nil, err
 	}
 	var shared []store.Memory
-	if ch := ChannelName(k.Principal, k.Conversation); ch != "" {
+	if ch := s.channelOf(k); ch != "" {
 		if shared, err = s.Store.ListMemories(ctx, store.MemoryFilter{Space: ChannelSpace(ch)}, limit); err != nil {
 			return nil, err
 		}

@@ -162,6 +162,32 @@ func TestChannelMemoryReadByMembersChangedByWriters(t *testing.T) {
 	}
 }
 
+// On Discord a mention starts a thread: its conversation shares the memory
+// of the channel the thread is in, and the writers are the channel's.
+func TestThreadsShareTheirChannelsMemory(t *testing.T) {
+	s := newService(t, openStore(t))
+	dave := agent.Principal{Platform: "discord", User: "4"}
+	erin := agent.Principal{Platform: "discord", User: "5"}
+	s.Policy.Writers["discord:100"] = []string{dave.String()}
+	s.Parents = map[string]func(string) string{"discord": func(ch string) string {
+		if strings.HasPrefix(ch, "thread-") {
+			return "100"
+		}
+		return ch
+	}}
+	savedID(t, call(t, s, dave, agent.Conversation{Channel: "thread-1"}, "", memory.ToolSave, map[string]any{"text": "Release train leaves Tuesdays", "scope": "channel"}))
+	res := call(t, s, erin, agent.Conversation{Channel: "thread-2"}, "", memory.ToolSearch, map[string]any{"query": "release train"})
+	if !strings.Contains(res.Content, "> Release train leaves Tuesdays") {
+		t.Errorf("another thread of the channel: %q", res.Content)
+	}
+	if res := call(t, s, erin, agent.Conversation{Channel: "100"}, "", memory.ToolSave, map[string]any{"text": "x", "scope": "channel"}); !res.IsError {
+		t.Errorf("a non-writer saved to the channel from the channel itself: %q", res.Content)
+	}
+	if res := call(t, s, erin, agent.Conversation{Channel: "200"}, "", memory.ToolSearch, map[string]any{"query": "release"}); strings.Contains(res.Content, "Release") {
+		t.Errorf("another channel reads it: %q", res.Content)
+	}
+}
+
 func TestSecretsAreNeverSaved(t *testing.T) {
 	db := openStore(t)
 	s := newService(t, db)

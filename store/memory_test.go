@@ -171,3 +171,16 @@ func TestMemorySpaceBound(t *testing.T) {
 		t.Errorf("spaces: %+v, %v", sp, err)
 	}
 }
+
+// A forgotten entry's number is never given to another entry.
+func TestMemoryIDsAreNotReused(t *testing.T) {
+	ctx := context.Background()
+	db, _ := open(t)
+	a := saveMemory(t, db, "user:a:b:c", "a:b:c", "first")
+	if ok, err := db.ForgetMemory(ctx, a.ID, "user:a:b:c"); !ok || err != nil {
+		t.Fatalf("forget: %v, %v", ok, err)
+	}
+	if b := saveMemory(t, db, "user:x:y:z", "x:y:z", "second"); b.ID <= a.ID {
+		t.Errorf("the next entry got #%d, after #%d was forgotten", b.ID, a.ID)
+	}
+}

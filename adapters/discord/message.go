@@ -177,6 +177,17 @@ func (a *Adapter) threadOf(channel string) (bool, string) {
 	return true, ch.ParentID
 }
 
+// ParentChannel returns the channel a conversation in channel belongs to:
+// a thread's parent, or channel itself when it is no thread (or one not
+// known). Memory uses it so that the threads Talon starts on mentions
+// share their channel's memory. Safe for concurrent use.
+func (a *Adapter) ParentChannel(channel string) string {
+	if thread, parent := a.threadOf(channel); thread && parent != "" {
+		return parent
+	}
+	return channel
+}
+
 // tellRefusal tells the sender of m, once per reason, why they were
 // refused. The notice never blocks anything: it is sent from a goroutine
 // of its own (at most maxRefusals in flight), at most once per

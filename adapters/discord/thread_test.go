@@ -143,6 +143,12 @@ func TestThreadStartsForgetOldestFirst(t *testing.T) {
 	if got := a.startedThread("m3"); got != "c" {
 		t.Errorf("startedThread(m3) = %q after two newer mentions, want its parent c", got)
 	}
+	if got := a.ParentChannel("m3"); got != "c" {
+		t.Errorf("ParentChannel(m3) = %q, want its parent c", got)
+	}
+	if got := a.ParentChannel("c"); got != "c" {
+		t.Errorf("ParentChannel(c) = %q, want c itself", got)
+	}
 	for _, m := range []string{"m1", "m2"} {
 		if _, ok := a.threads[m]; ok {
 			t.Errorf("%s still remembered; the oldest should go first", m)

@@ -20,6 +20,7 @@ import (
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/memory"
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/egress"
 	"github.com/talonhq/talon/store"
@@ -45,6 +46,10 @@ type app struct {
 	// broker is the egress broker of the sandbox and the MCP client, set
 	// by startSandbox.
 	broker *egress.Broker
+
+	// memory is what the model remembers (openMemory); nil when
+	// memory.enabled is false.
+	memory *memory.Service
 
 	// Set by openVault; nil when no vault is configured.
 	redactor agent.Redactor

@@ -61,6 +61,7 @@ func (a *app) channels() ([]channel, error) {
 			ad.Cursors = a.db // so do the channels to read back
 		}
 		ad.Log = a.log.With().Str("platform", discord.Platform).Logger()
+		a.memoryParents(discord.Platform, ad.ParentChannel) // a thread shares its channel's memory
 		a.rt.Register(ad)
 		chans = append(chans, channel{name: "discord", run: ad.Run, onState: func(f func(string)) { ad.OnState = f }})
 	}

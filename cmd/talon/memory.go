@@ -42,8 +42,21 @@ func (a *app) openMemory() {
 		MaxEntries: mc.MaxEntries,
 		Log:        a.log.With().Str("component", "memory").Logger(),
 	}
+	a.memory = svc
 	a.rt.Memory = svc
 	a.rt.Tools = memoryTools{mem: svc, next: a.rt.Tools}
+}
+
+// memoryParents lets memory find the channel of platform's threads with
+// parent, before the runtime runs.
+func (a *app) memoryParents(platform string, parent func(channel string) string) {
+	if a.memory == nil {
+		return
+	}
+	if a.memory.Parents == nil {
+		a.memory.Parents = map[string]func(string) string{}
+	}
+	a.memory.Parents[platform] = parent
 }
 
 // isAdmin reports whether p is one of console.admins, or of slack.admins

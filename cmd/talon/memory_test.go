@@ -150,6 +150,20 @@ func TestChatMemoryAcrossSessionsRestartsAndUsers(t *testing.T) {
 	if out := chat(alice, "recall staging\n"); strings.Contains(out, "staging-7") {
 		t.Errorf("found after talon memory rm:\n%s", out)
 	}
+	// Alice deletes her own entry with /memory rm; /help names the
+	// commands.
+	out = chat(alice, "remember Lunch is at noon\n/memory rm 2\nrecall lunch\n/help\n")
+	for _, want := range []string{"Saved as #2", "Deleted entry #2: I no longer remember it.", "No memory entries found for \"lunch\"", "/memory rm ID: make me forget"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("alice's chat does not say %q:\n%s", want, out)
+		}
+	}
+	// With memory.enabled false: no tools, no /memory in the help.
+	off := writeConfig(t, filepath.Join(dir, "alice"), base+"terminal:\n  user: alice\nmemory:\n  enabled: false\n")
+	out = chat(off, "/memory\n/help\n/tools\n")
+	if !strings.Contains(out, "Memory is not enabled on this gateway.") || strings.Contains(out, "/memory rm") || strings.Contains(out, "memory_save") {
+		t.Errorf("memory disabled:\n%s", out)
+	}
 }
 
 // TestChatMemoryRefusesSecrets: a user's vault value (redacted from the
