@@ -38,6 +38,19 @@ type limitedMemory struct {
 	refused atomic.Bool // memory.grow past limit
 	full    atomic.Bool // memory.grow refused by the quota
 	mapped  bool        // buf is a mapping of limit bytes (see Allocate)
+	// slots keeps the memory for the next instance when the Runtime
+	// closes this one (recycle); nil never keeps it.
+	slots *slots
+	// slot is a kept memory that Allocate uses instead of a new mapping;
+	// nil once used, or when there was none.
+	slot *slot
+	// floor is the number of bytes from the start that a kept memory held
+	// resident when this instance took it: charged from the start, like
+	// the memory's size.
+	floor uint64
+	// recycle is set by the Runtime when it closes the instance after its
+	// call: Free then gives the memory to slots.
+	recycle bool
 	// ctx is the context of the guest code running in the instance
 	// (_initialize, then the call): memory.grow waits for the quota
 	// until it ends. Set before the guest runs.
@@ -70,13 +83,26 @@ var (
 // memory in use). What is charged to the quota is the memory's size,
 // every byte the guest can touch.
 //
+// A memory kept by slots from a closed instance (m.slot), already zeroed,
+// is used instead of a new mapping: its pages are resident already, so
+// the guest's first touches cost no page faults. What it holds resident
+// (m.floor) is charged from the start, like the memory's size.
+//
 // Where mapping fails (or on systems without mmap), the memory is a Go
 // slice reserving what the tool's instances needed at the end of
 // _initialize (m.reserve): a Go-built guest grows its memory during
 // _initialize, and growing past the reserve costs a new zeroed buffer and
 // a copy. Such a slice is charged at its capacity.
 func (m *limitedMemory) Allocate(capacity, maximum uint64) experimental.LinearMemory {
-	if region, ok := mapMemory(min(maximum, m.limit)); ok {
+	if s := m.slot; s != nil {
+		m.slot = nil
+		m.mapped, m.buf, m.floor = true, s.region[:0], s.resident
+		return m
+	}
+	// The whole limit, whatever the module's maximum (wazero keeps the
+	// memory under it): so the mapping can serve, recycled, any instance
+	// with this limit.
+	if region, ok := mapMemory(m.limit); ok {
 		m.mapped = true
 		m.buf = region[:0]
 		return m
@@ -88,7 +114,7 @@ func (m *limitedMemory) Allocate(capacity, maximum uint64) experimental.LinearMe
 // charge makes sure memBytes of linear memory and the tables are charged
 // to the quota, and reports whether they are.
 func (m *limitedMemory) charge(memBytes uint64) bool {
-	need := memBytes + m.tableBytes()
+	need := max(memBytes, m.floor) + m.tableBytes()
 	c := m.charged.Load()
 	if need <= c {
 		return true
@@ -149,7 +175,7 @@ func (m *limitedMemory) Reallocate(size uint64) []byte {
 // when mapped, its capacity when on the Go heap.
 func (m *limitedMemory) reserved() uint64 {
 	if m.mapped {
-		return uint64(len(m.buf))
+		return max(uint64(len(m.buf)), m.floor)
 	}
 	return uint64(cap(m.buf))
 }
@@ -159,9 +185,27 @@ func (m *limitedMemory) reserved() uint64 {
 // happen once. Nothing may touch the memory afterwards: the Runtime
 // closes an instance only when no call runs in it (Close waits for the
 // calls).
+//
+// When the Runtime closes the instance after its call (recycle), the
+// memory goes to slots instead, with the charge of what it holds
+// resident.
 func (m *limitedMemory) Free() {
+	if s := m.slot; s != nil { // taken for this instance, never used
+		m.slot = nil
+		unmapMemory(s.region)
+	}
 	if m.mapped && cap(m.buf) > 0 {
-		unmapMemory(m.buf[:cap(m.buf)])
+		size := uint64(len(m.buf))
+		s := &slot{region: m.buf[:cap(m.buf)], limit: m.limit, dirty: size, resident: max(size, m.floor)}
+		m.buf = nil
+		if m.recycle && m.slots != nil {
+			charged := m.charged.Swap(0)
+			if m.slots.put(s, charged) {
+				return
+			}
+			m.charged.Add(charged)
+		}
+		unmapMemory(s.region)
 	}
 	m.buf = nil
 	m.release()

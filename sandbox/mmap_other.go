@@ -6,3 +6,8 @@ package sandbox
 func mapMemory(n uint64) ([]byte, bool) { return nil, false }
 
 func unmapMemory(b []byte) {}
+
+// recycleMemory: without mappings there is nothing to recycle.
+const recycleMemory = false
+
+func discardMemory(b []byte) {}

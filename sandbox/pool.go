@@ -17,7 +17,9 @@ import (
 // Pooled instances are charged to the quota like running ones, but never
 // ahead of a call: the filler makes one only when the budget has room and
 // no call waits, and a call that needs memory evicts idle ones first
-// (Runtime.evict). The token of an evicted instance is kept aside and
+// (Runtime.evict), after the linear memories kept for reuse (slots). The
+// filler makes its instances on those kept memories when there are any,
+// so a refill costs no page faults. The token of an evicted instance is kept aside and
 // given back when a call of the tool next finds the pool empty, so an
 // evicted pool refills on demand, not at once. After the tool's last call,
 // its instances are closed once the pool has been idle for poolIdle.
@@ -129,6 +131,7 @@ func (r *Runtime) fill(t *loaded, p *pool) {
 		select {
 		case <-p.need:
 		case <-idle:
+			r.slots.drop(0, time.Now().Add(-r.poolIdle))
 			p.mu.Lock()
 			expired := time.Since(p.last) >= r.poolIdle
 			p.mu.Unlock()
@@ -186,9 +189,14 @@ func (r *Runtime) fillOne(t *loaded) (*instance, error) {
 	}
 }
 
-// evict closes idle pooled instances, of any tool, until need bytes are
-// given back to the quota or no idle instance is left.
+// evict gives back the kept linear memories, then closes idle pooled
+// instances, of any tool, until need bytes are given back to the quota or
+// nothing idle is left.
 func (r *Runtime) evict(need uint64) {
+	need -= min(need, r.slots.drop(need, time.Time{}))
+	if need == 0 {
+		return
+	}
 	r.mu.Lock()
 	pools := make([]*pool, 0, len(r.pools))
 	for _, p := range r.pools {

@@ -148,6 +148,7 @@ type Runtime struct {
 	poolIdle time.Duration // < 0: never
 	limiter  *rateLimiter
 	quota    *quota
+	slots    *slots // linear memories kept for reuse
 
 	// ctx is cancelled by Close; it stops the pool fillers.
 	ctx    context.Context
@@ -275,6 +276,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		quota:    newQuota(uint64(maxMem) * mib),
 		pools:    map[string]*pool{},
 	}
+	// Memories are kept for as many instances as a pool holds, and one
+	// call's; none without pools (the operator chose the least memory).
+	keep := 0
+	if r.poolSize > 0 {
+		keep = r.poolSize + 1
+	}
+	r.slots = newSlots(r.quota, keep)
 	r.quota.evict = r.evict
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	fail := func(err error) (*Runtime, error) {
@@ -561,6 +569,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 	for _, p := range pools {
 		p.drain(ctx)
 	}
+	r.slots.close()
 	err := r.closeEngine(ctx)
 	if cerr := r.cache.Close(ctx); err == nil {
 		err = cerr
@@ -581,7 +590,8 @@ type Stats struct {
 	// Pooled is the number of pre-initialised instances ready now.
 	Pooled int
 	// Memory is the memory of the live instances (linear memory and
-	// tables at their reserved size, pooled ones included), MemoryPeak
+	// tables at their reserved size, pooled ones included) and of the
+	// linear memories kept for reuse (what they hold resident), MemoryPeak
 	// its highest so far, and MemoryLimit the budget (Config.MaxMemoryMiB),
 	// in bytes. Memory never exceeds MemoryLimit.
 	Memory, MemoryPeak, MemoryLimit uint64
@@ -596,6 +606,12 @@ type Stats struct {
 	Instrumented, Compiled int64
 	// Loaded is the number of tools loaded and ready for calls.
 	Loaded int64
+	// Kept is the number of linear memories of closed instances kept
+	// for the next instances, KeptMemory the bytes of Memory they hold,
+	// and Reused the number of instances made on one so far (see slots).
+	Kept       int
+	KeptMemory uint64
+	Reused     int64
 }
 
 // Stats returns what r has made.
@@ -607,6 +623,7 @@ func (r *Runtime) Stats() Stats {
 		Memory: q.used, MemoryPeak: q.peak, MemoryLimit: q.limit,
 		MemoryWaiting: q.waiting, MemoryWaits: q.waits, MemoryWaitTime: q.waitTotal,
 		Instrumented: r.instrumented.Load(), Compiled: r.compiled.Load(), Loaded: r.loadedN.Load()}
+	st.Kept, st.KeptMemory, st.Reused = r.slots.count()
 	for _, p := range r.pools {
 		st.Pooled += len(p.ch)
 	}
@@ -712,7 +729,7 @@ func (r *Runtime) Call(ctx context.Context, call agent.ToolCall) (agent.ToolResu
 		return agent.ToolResult{}, r.classify(cctx, t, st, nil, err)
 	}
 	defer done()
-	defer inst.mod.Close(context.WithoutCancel(ctx))
+	defer inst.close(context.WithoutCancel(ctx))
 	res, err := r.invoke(cctx, t, st, inst, input)
 	switch {
 	case st.refused:
@@ -850,6 +867,13 @@ func (inst *instance) stopAt(ctx context.Context) (release func() bool) {
 	})
 }
 
+// close closes the instance once its call has returned, and gives its
+// linear memory to be recycled (see slots).
+func (inst *instance) close(ctx context.Context) {
+	inst.mem.recycle = true
+	inst.mod.Close(ctx)
+}
+
 // sleep is the guest's WASI sleep (poll_oneoff on a clock): real time,
 // cut short when the guest is told to stop.
 func (inst *instance) sleep(ns int64) {
@@ -882,11 +906,21 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 		reserve = max(reserve, uint64(m.Min())*65536)
 	}
 	reserve = min(reserve, t.memLimit)
-	charged := reserve + t.initTables.Load()
-	if err := charge(charged); err != nil {
+	// A kept memory comes with its charge: what it holds resident.
+	slot := r.slots.take(t.memLimit)
+	var have, floor uint64
+	if slot != nil {
+		have, floor = slot.resident, slot.resident
+	}
+	charged := max(reserve, floor) + t.initTables.Load()
+	if err := charge(charged - have); err != nil {
+		if slot != nil {
+			unmapMemory(slot.region)
+			r.quota.release(have)
+		}
 		return nil, err
 	}
-	mem := &limitedMemory{limit: t.memLimit, reserve: reserve, quota: r.quota, ctx: ctx}
+	mem := &limitedMemory{limit: t.memLimit, reserve: reserve, quota: r.quota, ctx: ctx, slots: r.slots, slot: slot}
 	mem.charged.Store(charged)
 	inst := &instance{mem: mem, stopped: make(chan struct{})}
 	cfg := wazero.NewModuleConfig().
@@ -900,7 +934,7 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 	r.instances.Add(1)
 	mod, err := eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), cm, cfg)
 	if err != nil {
-		mem.release()
+		mem.Free() // wazero does not close a module it failed to make
 		return nil, fmt.Errorf("instantiate %s: %w", t.manifest.Name, err)
 	}
 	stop, ok1 := mod.ExportedGlobal(interrupt.Export).(api.MutableGlobal)
