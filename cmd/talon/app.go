@@ -24,6 +24,7 @@ import (
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/egress"
 	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/store/postgres"
 	"github.com/talonhq/talon/vault"
 )
 
@@ -35,7 +36,7 @@ type app struct {
 	env     env
 	log     zerolog.Logger
 	lock    *os.File
-	db      *store.DB
+	db      openedStore
 	files   *store.FileDir
 	llm     llm.Provider
 	rt      *agent.Runtime
@@ -117,7 +118,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	}
 	a.lock = lock
 	a.files = &store.FileDir{Dir: cfg.FilesDir()}
-	a.db, err = store.Open(ctx, cfg.DBPath())
+	a.db, err = openStore(ctx, cfg)
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -192,7 +193,7 @@ func (a *app) Close() {
 		a.closers[i]()
 	}
 	a.closers = nil
-	if a.db != nil {
+	if a.db.gatewayStore != nil {
 		if err := a.db.Close(); err != nil {
 			a.log.Error().Err(err).Msg("close database")
 		}
@@ -526,6 +527,10 @@ func cmdDoctor(ctx context.Context, e env, args []string) error {
 // vault key. It says when the next start upgrades the database, which an
 // older Talon then cannot open.
 func doctorStore(ctx context.Context, e env, cfg *config.Config, check checkFunc) {
+	if cfg.Store.Driver == config.StorePostgres {
+		doctorPostgres(ctx, e, cfg, check)
+		return
+	}
 	in, err := store.Inspect(ctx, cfg.DBPath())
 	var detail string
 	switch {
@@ -539,6 +544,31 @@ func doctorStore(ctx context.Context, e env, cfg *config.Config, check checkFunc
 			cfg.DBPath(), in.Version, in.Latest, cfg.DataDir)
 	default:
 		detail = fmt.Sprintf(" %s, schema version %d", cfg.DBPath(), in.Version)
+	}
+	check("database", err, detail)
+	if err == nil {
+		check("vault key", vault.CheckKeyInDir(cfg.DataDir, e.getenv, in.VaultKeyCheck, in.VaultEntries), "")
+	}
+}
+
+// doctorPostgres checks, read-only, that PostgreSQL at store.url answers
+// and what its schema version is, then the vault key against it.
+func doctorPostgres(ctx context.Context, e env, cfg *config.Config, check checkFunc) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	in, err := postgres.Inspect(cctx, cfg.Store.URL.Reveal())
+	var detail string
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%w (check store.url and that the server accepts this host)", err)
+	case in.Version == 0:
+		detail = fmt.Sprintf(" (postgres) answers; empty: the first start creates schema version %d", in.Latest)
+	case in.Version > in.Latest:
+		err = fmt.Errorf("postgres: schema version %d, this Talon knows up to %d: run a newer Talon on every replica, or restore a backup", in.Version, in.Latest)
+	case in.Version < in.Latest:
+		detail = fmt.Sprintf(" (postgres): schema version %d; the next start upgrades it to %d, which an older Talon cannot open: back up the database and upgrade every replica", in.Version, in.Latest)
+	default:
+		detail = fmt.Sprintf(" (postgres) answers, schema version %d", in.Version)
 	}
 	check("database", err, detail)
 	if err == nil {

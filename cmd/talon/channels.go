@@ -56,7 +56,7 @@ func (a *app) channels() ([]channel, error) {
 		ad := newDiscordAdapter(a.cfg.Discord)
 		ad.Config.TrustedLinks = a.trustedLinks()
 		ad.Runtime, ad.Secrets = a.rt, a.secrets
-		if a.db != nil {
+		if a.db.gatewayStore != nil {
 			ad.Follows = a.db // threads followed survive a restart
 			ad.Cursors = a.db // so do the channels to read back
 		}
@@ -81,7 +81,7 @@ func (a *app) slackAdapter() *slack.Adapter {
 	if a.rt != nil {
 		ad.Runtime = a.rt
 	}
-	if a.db != nil {
+	if a.db.gatewayStore != nil {
 		ad.Follows = a.db // threads followed survive a restart
 	}
 	return ad

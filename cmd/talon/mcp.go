@@ -76,7 +76,7 @@ func (t toolSet) ToolMemory() agent.ToolMemory {
 }
 
 // mcpPins keeps the MCP tools' hashes in the store.
-type mcpPins struct{ db *store.DB }
+type mcpPins struct{ db gatewayStore }
 
 func (p mcpPins) SeeTool(ctx context.Context, server string, t mcp.ToolPin) (string, error) {
 	return p.db.SeeMCPTool(ctx, store.MCPTool{Server: server, Tool: t.Tool, Hash: t.Hash, Description: t.Description, ReadOnly: t.ReadOnly, SeenAt: t.SeenAt})

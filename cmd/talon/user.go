@@ -70,7 +70,7 @@ func cmdUser(ctx context.Context, e env, args []string) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
 	}
-	db, err := store.Open(ctx, cfg.DBPath())
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

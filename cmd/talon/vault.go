@@ -30,7 +30,7 @@ import (
 // It fails when the vault cannot be opened safely (wrong or missing key,
 // key file readable by others): Talon does not run without its vault.
 func (a *app) openVault(ctx context.Context) error {
-	v, renamed, err := openVaultAt(ctx, a.env.getenv, a.cfg.DataDir, a.db)
+	v, renamed, err := openVaultAt(ctx, a.env.getenv, a.cfg.DataDir, a.db.vault)
 	if err != nil {
 		return err
 	}
@@ -64,8 +64,8 @@ func (a *app) openVault(ctx context.Context) error {
 // no longer name a workspace) are re-sealed under their new principal, in
 // one transaction; once done there is nothing left to rename, so later
 // opens change nothing. It says what it renamed.
-func openVaultAt(ctx context.Context, getenv func(string) string, dataDir string, db *store.DB) (*vault.Vault, vault.Renamed, error) {
-	v, err := vault.OpenInDir(ctx, dataDir, getenv, db.VaultStorage())
+func openVaultAt(ctx context.Context, getenv func(string) string, dataDir string, st vault.Storage) (*vault.Vault, vault.Renamed, error) {
+	v, err := vault.OpenInDir(ctx, dataDir, getenv, st)
 	if err != nil {
 		return nil, vault.Renamed{}, err
 	}
@@ -354,12 +354,12 @@ func cmdVault(ctx context.Context, e env, args []string) error {
 		}
 		defer lock.Close()
 	}
-	db, err := store.Open(ctx, cfg.DBPath())
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	v, renamed, err := openVaultAt(ctx, e.getenv, cfg.DataDir, db)
+	v, renamed, err := openVaultAt(ctx, e.getenv, cfg.DataDir, db.vault)
 	if err != nil {
 		return err
 	}

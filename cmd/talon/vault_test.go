@@ -39,7 +39,7 @@ func openTestVault(t *testing.T, getenv func(string) string) (dir string, db *st
 	if getenv == nil {
 		getenv = testEnv(nil)
 	}
-	v, _, err = openVaultAt(ctx, getenv, dir, db)
+	v, _, err = openVaultAt(ctx, getenv, dir, db.VaultStorage())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestVaultRotateKeyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	v, _, err := openVaultAt(ctx, testEnv(nil), dir, db)
+	v, _, err := openVaultAt(ctx, testEnv(nil), dir, db.VaultStorage())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,10 +123,10 @@ func TestVaultRotateKeyFromEnvironment(t *testing.T) {
 	if strings.Contains(res.stdout+res.stderr, k2.Encode()) {
 		t.Error("the new key was printed")
 	}
-	if _, _, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k1.Encode()}), dir, db); err == nil {
+	if _, _, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k1.Encode()}), dir, db.VaultStorage()); err == nil {
 		t.Error("the old key still opens the vault")
 	}
-	v, _, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k2.Encode()}), dir, db)
+	v, _, err := openVaultAt(ctx, testEnv(map[string]string{vault.EnvKey: k2.Encode()}), dir, db.VaultStorage())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestVaultCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _, err := openVaultAt(ctx, testEnv(nil), data, db)
+	v, _, err := openVaultAt(ctx, testEnv(nil), data, db.VaultStorage())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/vault"
 )
 
@@ -28,6 +29,14 @@ type Store interface {
 	ChannelCursors(ctx context.Context, platform string, limit int, fn func(workspace, channel, lastID string, at time.Time)) error
 	ForgetChannelCursors(ctx context.Context, platform string, before time.Time, keep int) (int, error)
 
+	agent.AccessList
+	SetDenied(ctx context.Context, p agent.Principal, denied bool, a store.ConsoleAction) (bool, error)
+	DeniedPrincipals(ctx context.Context) ([]store.DeniedPrincipal, error)
+
+	SeeMCPTool(ctx context.Context, t store.MCPTool) (string, error)
+	ApproveMCPTools(ctx context.Context, server string) (int, error)
+	MCPTools(ctx context.Context, server string) ([]store.MCPTool, error)
+
 	Close() error
 }
 
@@ -48,11 +57,12 @@ type Harness struct {
 	Query func(tb testing.TB, q string, args []any, dest ...any)
 }
 
-// Run runs the suite. newHarness is called once per test, for a database
-// of its own.
+// Run runs the suite, its tests in parallel. newHarness is called once per
+// test, for a database of its own.
 func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each test has a database of its own
 			tc.fn(t, newEnv(t, newHarness(t)))
 		})
 	}
@@ -65,7 +75,7 @@ type test struct {
 
 // tests lists the suite; each file adds its own (see init-free lists in
 // the files: inboxTests, historyTests, …).
-var tests = concat(inboxTests, historyTests, outboxTests, approvalTests, vaultTests, threadTests, replicaTests)
+var tests = concat(inboxTests, historyTests, outboxTests, approvalTests, vaultTests, threadTests, accessTests, mcpTests, replicaTests)
 
 func concat(lists ...[]test) []test {
 	var out []test

@@ -38,6 +38,7 @@ type Config struct {
 	// DataDir holds the database, the key file, the compilation cache and the
 	// tools. A relative path is relative to the working directory.
 	DataDir  string   `yaml:"data_dir" json:"data_dir"`
+	Store    Store    `yaml:"store" json:"store"`
 	Log      Log      `yaml:"log" json:"log"`
 	HTTP     HTTP     `yaml:"http" json:"http"`
 	LLM      LLM      `yaml:"llm" json:"llm"`
@@ -68,6 +69,24 @@ type Memory struct {
 	// (console.admins, slack.admins, discord.admins); "*" lets every
 	// member. Every member may read it.
 	ChannelWriters map[string][]string `yaml:"channel_writers" json:"channel_writers"`
+}
+
+// The store drivers.
+const (
+	StoreSQLite   = "sqlite"
+	StorePostgres = "postgres"
+)
+
+// Store selects the database. SQLite (the default) is the file
+// <data_dir>/talon.db; PostgreSQL is a server that several replicas of
+// Talon can share.
+type Store struct {
+	// Driver is sqlite or postgres.
+	Driver string `yaml:"driver" json:"driver"`
+	// URL is PostgreSQL's connection URL (postgres://user@host:5432/db?…),
+	// usually ${DATABASE_URL}; it may hold a password, so it is a Secret.
+	// Empty for sqlite.
+	URL Secret `yaml:"url" json:"url"`
 }
 
 // Budgets bound the tokens (input and output, as the providers report them)
@@ -285,6 +304,7 @@ type Terminal struct {
 func Default() Config {
 	return Config{
 		DataDir: "./talon-data",
+		Store:   Store{Driver: StoreSQLite},
 		Log:     Log{Level: "info", Format: "auto"},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
 		Memory:  Memory{Enabled: true, MaxEntries: 1000, ChannelWriters: map[string][]string{}},

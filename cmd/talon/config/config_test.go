@@ -20,6 +20,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	want := &Config{
 		DataDir: "./talon-data",
+		Store:   Store{Driver: "sqlite"},
 		Log:     Log{Level: "info", Format: "auto"},
 		HTTP:    HTTP{Listen: "127.0.0.1:8080", TrustedProxies: []string{}},
 		LLM: LLM{

@@ -37,6 +37,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		v.add("data_dir", "must not be empty")
 	}
+	c.Store.validate(&v, c.Console.Enabled)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
 	if c.HTTP.Listen != "" && !validListen(c.HTTP.Listen) {
@@ -344,6 +345,27 @@ func (m *Memory) validate(v *validator) {
 			if parts := strings.Split(w, ":"); len(parts) != 3 || parts[0] == "" || parts[2] == "" {
 				v.add(key, fmt.Sprintf("%s is not a principal: want platform:workspace:user (e.g. slack:T012:U034, discord::123), or * for every member", v.quote(key, w)))
 			}
+		}
+	}
+}
+
+func (s Store) validate(v *validator, console bool) {
+	v.oneOf("store.driver", s.Driver, StoreSQLite, StorePostgres)
+	switch s.Driver {
+	case StoreSQLite:
+		if s.URL != "" {
+			v.add("store.url", "is for driver postgres; the sqlite database is the file <data_dir>/talon.db (remove store.url, or set store.driver: postgres)")
+		}
+	case StorePostgres:
+		u := s.URL.Reveal()
+		if u == "" {
+			v.add("store.url", "is required with driver postgres: the connection URL, e.g. ${DATABASE_URL} with DATABASE_URL=postgres://talon@db.example.com:5432/talon?sslmode=verify-full")
+		} else if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+			// Never quoted: the value may hold a password.
+			v.add("store.url", "must be a postgres:// or postgresql:// URL, e.g. postgres://talon@db.example.com:5432/talon?sslmode=verify-full")
+		}
+		if console {
+			v.add("console.enabled", "the console reads the SQLite store only for now: set console.enabled: false with store.driver: postgres")
 		}
 	}
 }

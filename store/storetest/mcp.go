@@ -1,4 +1,4 @@
-package store_test
+package storetest
 
 import (
 	"context"
@@ -8,12 +8,16 @@ import (
 	"github.com/talonhq/talon/store"
 )
 
+var mcpTests = []test{
+	{"MCPToolPins", testMCPToolPins},
+}
+
 // A tool is approved on first sight; a change is recorded but not approved
 // until ApproveMCPTools, and survives a reopen.
-func TestMCPToolPins(t *testing.T) {
+func testMCPToolPins(t *testing.T, e *env) {
 	ctx := context.Background()
-	db, path := open(t)
-	see := func(db *store.DB, hash string) string {
+	db := e.db
+	see := func(db Store, hash string) string {
 		t.Helper()
 		got, err := db.SeeMCPTool(ctx, store.MCPTool{Server: "linear", Tool: "create_issue", Hash: hash, Description: "Create.", SeenAt: time.UnixMilli(1000)})
 		if err != nil {
@@ -30,8 +34,7 @@ func TestMCPToolPins(t *testing.T) {
 	if got := see(db, "h2"); got != "h1" {
 		t.Errorf("changed tool approved %q, want still h1", got)
 	}
-	db.Close()
-	db = openAt(t, path)
+	db = e.reopen(t)
 	ts, err := db.MCPTools(ctx, "linear")
 	if err != nil || len(ts) != 1 || ts[0].Hash != "h2" || ts[0].Approved != "h1" || ts[0].Description != "Create." {
 		t.Fatalf("MCPTools = %+v, %v; want create_issue seen h2, approved h1", ts, err)

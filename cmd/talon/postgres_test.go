@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/talonhq/talon/agent/llm/llmtest"
+)
+
+// postgresSchema returns the URL of a fresh schema of the database
+// TALON_TEST_POSTGRES names, and a pool on it; the schema is dropped when
+// the test ends. The test is skipped when the variable is not set.
+func postgresSchema(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	base := os.Getenv("TALON_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("TALON_TEST_POSTGRES is not set: set it to a PostgreSQL URL (postgres://root@127.0.0.1:5432/test?sslmode=disable) to run the tests of talon on PostgreSQL")
+	}
+	ctx := context.Background()
+	admin, err := pgxpool.New(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "talon_cmd_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	// The tests do not crash the server: a commit need not wait for the
+	// disk, which makes the suite several times faster on a busy machine.
+	q.Set("synchronous_commit", "off")
+	u.RawQuery = q.Encode()
+	p, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return u.String(), p
+}
+
+// talon chat on PostgreSQL: doctor sees the empty database, a
+// conversation is answered and kept in PostgreSQL (no SQLite file is
+// made), and doctor then sees the schema version.
+func TestChatOnPostgres(t *testing.T) {
+	dbURL, pool := postgresSchema(t)
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, baseConfig(data, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\n")
+	e := func() env { return env{getenv: testEnv(map[string]string{"DATABASE_URL": dbURL})} }
+
+	res := runMain(t, e(), "doctor", "--config", cfg)
+	if !strings.Contains(res.stdout, "database (postgres) answers; empty") {
+		t.Errorf("doctor on an empty database: stdout %s", res.stdout)
+	}
+	chat := e()
+	chat.stdin = strings.NewReader("hello\nagain\n")
+	res = runMain(t, chat, "chat", "--config", cfg)
+	if res.code != 0 || res.stdout != "echo: hello\necho: again\n" {
+		t.Fatalf("chat: exit %d, stdout %q; stderr %.500s", res.code, res.stdout, res.stderr)
+	}
+	ctx := context.Background()
+	var inbound, delivered, messages int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM inbound WHERE state = 'done'),
+		(SELECT count(*) FROM outbound WHERE state = 'delivered'), (SELECT count(*) FROM messages)`).Scan(&inbound, &delivered, &messages); err != nil {
+		t.Fatal(err)
+	}
+	if inbound != 2 || delivered != 2 || messages != 4 {
+		t.Errorf("in PostgreSQL: %d inbound done, %d replies delivered, %d messages; want 2, 2, 4", inbound, delivered, messages)
+	}
+	if _, err := os.Stat(filepath.Join(data, "talon.db")); !os.IsNotExist(err) {
+		t.Errorf("an SQLite file was made in the data directory: %v", err)
+	}
+	res = runMain(t, e(), "doctor", "--config", cfg)
+	if !strings.Contains(res.stdout, "database (postgres) answers, schema version") || strings.Contains(res.stdout, "FAIL  database") {
+		t.Errorf("doctor after a conversation: stdout %s", res.stdout)
+	}
+
+	// The deny list lives in PostgreSQL too: a denied user is refused
+	// without the model.
+	if res := runMain(t, e(), "user", "deny", "terminal::local", "--config", cfg); res.code != 0 {
+		t.Fatalf("user deny: exit %d, %s %s", res.code, res.stdout, res.stderr)
+	}
+	if res := runMain(t, e(), "user", "list", "--config", cfg); !strings.Contains(res.stdout, "terminal::local") {
+		t.Errorf("user list: %s", res.stdout)
+	}
+	before := len(srv.Requests())
+	chat = e()
+	chat.stdin = strings.NewReader("hello\n")
+	res = runMain(t, chat, "chat", "--config", cfg)
+	if !strings.Contains(res.stdout, "turned off your access") || len(srv.Requests()) != before {
+		t.Errorf("a denied user's chat: stdout %q, %d model requests", res.stdout, len(srv.Requests())-before)
+	}
+}
+
+// A database that cannot be reached: doctor says so and run refuses to
+// start, and neither prints the URL's password.
+func TestPostgresUnreachable(t *testing.T) {
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\n")
+	e := env{getenv: testEnv(map[string]string{"DATABASE_URL": "postgres://talon:pg-s3cret-pw@127.0.0.1:1/talon?sslmode=disable&connect_timeout=2"})}
+	res := runMain(t, e, "doctor", "--config", cfg)
+	if res.code == 0 || !strings.Contains(res.stdout, "FAIL  database") {
+		t.Errorf("doctor: exit %d, stdout %s", res.code, res.stdout)
+	}
+	res2 := runMain(t, e, "chat", "--config", cfg)
+	if res2.code == 0 {
+		t.Errorf("chat started without its database")
+	}
+	for _, out := range []string{res.stdout, res.stderr, res2.stdout, res2.stderr} {
+		if strings.Contains(out, "pg-s3cret-pw") {
+			t.Errorf("the password is printed: %s", out)
+		}
+	}
+}

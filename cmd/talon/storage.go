@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/talonhq/talon/adapters/discord"
+	"github.com/talonhq/talon/adapters/slack"
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/store/postgres"
+	"github.com/talonhq/talon/vault"
+)
+
+// gatewayStore is what the gateway needs from its database, whichever
+// driver serves it: the runtime's interfaces, the threads the channels
+// follow and the channels they read back, the deny list (talon user),
+// the MCP tools' pins, and a health check. The SQLite store and the PostgreSQL store both implement
+// it (store/storetest holds them to the same behaviour).
+type gatewayStore interface {
+	agent.Store
+	agent.UsageMeter
+	agent.AccessList
+	agent.ThreadCursors
+	agent.TurnFileStore
+	slack.FollowStore
+	discord.CursorStore
+	SetDenied(ctx context.Context, p agent.Principal, denied bool, a store.ConsoleAction) (bool, error)
+	DeniedPrincipals(ctx context.Context) ([]store.DeniedPrincipal, error)
+	SeeMCPTool(ctx context.Context, t store.MCPTool) (string, error)
+	ApproveMCPTools(ctx context.Context, server string) (int, error)
+	MCPTools(ctx context.Context, server string) ([]store.MCPTool, error)
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+var (
+	_ gatewayStore = (*store.DB)(nil)
+	_ gatewayStore = (*postgres.DB)(nil)
+)
+
+// openedStore is the configured store, open.
+type openedStore struct {
+	gatewayStore
+	// vault is the vault's storage in it.
+	vault vault.Storage
+	// sqlite is the SQLite store, nil on PostgreSQL: the console reads
+	// only SQLite for now (the configuration refuses console.enabled with
+	// store.driver postgres).
+	sqlite *store.DB
+}
+
+// openStore opens the store cfg names: SQLite's file in the data
+// directory, or PostgreSQL at store.url.
+func openStore(ctx context.Context, cfg *config.Config) (openedStore, error) {
+	switch cfg.Store.Driver {
+	case config.StorePostgres:
+		db, err := postgres.Open(ctx, cfg.Store.URL.Reveal())
+		if err != nil {
+			return openedStore{}, err
+		}
+		return openedStore{gatewayStore: db, vault: db.VaultStorage()}, nil
+	case config.StoreSQLite, "":
+		db, err := store.Open(ctx, cfg.DBPath())
+		if err != nil {
+			return openedStore{}, err
+		}
+		return openedStore{gatewayStore: db, vault: db.VaultStorage(), sqlite: db}, nil
+	}
+	return openedStore{}, errors.New("store.driver: must be sqlite or postgres")
+}
