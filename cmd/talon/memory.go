@@ -28,7 +28,7 @@ import (
 // configuration's own credentials.
 func (a *app) openMemory() {
 	mc := a.cfg.Memory
-	if !mc.Enabled {
+	if !mc.Enabled || a.db.sqlite == nil { // the configuration refuses memory.enabled on postgres
 		return
 	}
 	dets := []agent.Redactor{configSecrets{leak.New(a.configSecretValues())}}
@@ -36,7 +36,7 @@ func (a *app) openMemory() {
 		dets = append(dets, a.redactor)
 	}
 	svc := &memory.Service{
-		Store:      a.db,
+		Store:      a.db.sqlite,
 		Detectors:  dets,
 		Policy:     memory.Policy{Writers: mc.ChannelWriters, Admin: a.isAdmin},
 		MaxEntries: mc.MaxEntries,
@@ -252,6 +252,9 @@ func cmdMemory(ctx context.Context, e env, args []string) error {
 	cfg, err := loadConfig(e, *configPath)
 	if err != nil {
 		return err
+	}
+	if cfg.Store.Driver == config.StorePostgres {
+		return errors.New("memory: the memory is kept in the SQLite store only for now, and store.driver is postgres")
 	}
 	db, err := store.Open(ctx, cfg.DBPath())
 	if err != nil {

@@ -45,9 +45,9 @@ type openedStore struct {
 	gatewayStore
 	// vault is the vault's storage in it.
 	vault vault.Storage
-	// sqlite is the SQLite store, nil on PostgreSQL: the console reads
-	// only SQLite for now (the configuration refuses console.enabled with
-	// store.driver postgres).
+	// sqlite is the SQLite store, nil on PostgreSQL: the console and the
+	// memory use only SQLite for now (the configuration refuses
+	// console.enabled and memory.enabled with store.driver postgres).
 	sqlite *store.DB
 }
 
