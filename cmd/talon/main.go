@@ -57,6 +57,8 @@ Usage:
   talon user    deny|allow|list   turn a user away (no model call) or serve them again
   talon memory  list|rm|export    list and delete what the model remembers; export a user's
   talon discord invite-url        print the link that adds the bot to a server
+  talon migrate-store --from sqlite:PATH --to postgres[:URL]
+                                  copy a stopped gateway's SQLite database into PostgreSQL
   talon bench   --users N --messages M [--concurrency C] [--tool-share F] [--llm-latency D]
                 [--think D] [--llm-url URL [--llm-model M]] [--json]
                                   measure throughput and the gateway's own overhead;
@@ -104,6 +106,8 @@ func (e env) main(ctx context.Context, args []string) int {
 		err = cmdUser(ctx, e, rest)
 	case "memory":
 		err = cmdMemory(ctx, e, rest)
+	case "migrate-store":
+		err = cmdMigrateStore(ctx, e, rest)
 	case "bench":
 		err = cmdBench(ctx, e, rest)
 	case "version", "--version":

@@ -3,9 +3,12 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -124,5 +127,35 @@ func TestTextWithNULIsStored(t *testing.T) {
 	// The same platform message again is still a duplicate.
 	if _, dup, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "k\x00", Key: key, Text: "a\x00b"}); err != nil || !dup {
 		t.Errorf("the same key again: dup=%v, %v", dup, err)
+	}
+}
+
+// Import copies every table the migrations create (a table added later
+// must be added to its list, parents first).
+func TestImportCopiesEveryTable(t *testing.T) {
+	ctx := context.Background()
+	u := testURL(t)
+	db, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	rows, err := pool(t, u).Query(ctx, `SELECT table_name FROM information_schema.tables
+		WHERE table_schema = current_schema() AND table_name <> 'schema_migrations' ORDER BY table_name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, name)
+	}
+	want := slices.Clone(postgres.ImportTables())
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tables Import copies (-list +schema):\n%s", diff)
 	}
 }

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/store/postgres"
+	"github.com/talonhq/talon/vault"
+)
+
+// A team's SQLite data moves to PostgreSQL with talon migrate-store: every
+// row of every table, ids kept; the vault opens its entries there with the
+// same key; the gateway then carries on from PostgreSQL; a second copy into
+// the same database is refused.
+func TestMigrateStoreRoundTrip(t *testing.T) {
+	dbURL, pool := postgresSchema(t)
+	ctx := context.Background()
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	key, _ := vault.GenerateKey()
+	dir := t.TempDir()
+	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	cfgA := writeConfig(t, filepath.Join(dir), baseConfig(dataA, "openai", srv.URL))
+	envVars := map[string]string{vault.EnvKey: key.Encode(), "DATABASE_URL": dbURL}
+	invoke := func(stdin string, args ...string) result {
+		t.Helper()
+		return runMain(t, env{getenv: testEnv(envVars), stdin: strings.NewReader(stdin)}, args...)
+	}
+
+	const token = "ghp_migrateStoreRoundTripTokenValue0123456789"
+	if res := invoke(token+"\n", "vault", "set", "--config", cfgA, "--user", "terminal::local", "github", "--host", "api.github.com"); res.code != 0 {
+		t.Fatalf("vault set: %d %s", res.code, res.stderr)
+	}
+	if res := invoke("hello\nagain\n", "chat", "--config", cfgA); res.code != 0 || res.stdout != "echo: hello\necho: again\n" {
+		t.Fatalf("chat: %d %q %s", res.code, res.stdout, res.stderr)
+	}
+	if res := invoke("", "user", "deny", "slack:T1:U9", "--config", cfgA); res.code != 0 {
+		t.Fatalf("user deny: %d %s", res.code, res.stderr)
+	}
+
+	dbPath := filepath.Join(dataA, "talon.db")
+	res := invoke("", "migrate-store", "--from", "sqlite:"+dbPath, "--to", "postgres:"+dbURL)
+	if res.code != 0 || !strings.Contains(res.stdout, "Copied ") {
+		t.Fatalf("migrate-store: exit %d, stdout %s, stderr %s", res.code, res.stdout, res.stderr)
+	}
+
+	// Every table holds the same rows in both.
+	sq, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	counts := func(q func(table string) int64) map[string]int64 {
+		out := map[string]int64{}
+		for _, table := range postgres.ImportTables() {
+			out[table] = q(table)
+		}
+		return out
+	}
+	inSQLite := counts(func(table string) int64 {
+		var n int64
+		if err := sq.QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	})
+	inPostgres := counts(func(table string) int64 {
+		var n int64
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	})
+	if diff := cmp.Diff(inSQLite, inPostgres); diff != "" {
+		t.Errorf("rows per table (-sqlite +postgres):\n%s", diff)
+	}
+	if inPostgres["messages"] != 4 || inPostgres["vault_entries"] != 1 || inPostgres["denied_principals"] != 1 {
+		t.Errorf("copied %v; want the conversation, the secret and the denial", inPostgres)
+	}
+	var sqliteMax, pgMax int64
+	_ = sq.QueryRow(`SELECT max(id) FROM messages`).Scan(&sqliteMax)
+	_ = pool.QueryRow(ctx, `SELECT max(id) FROM messages`).Scan(&pgMax)
+	if sqliteMax != pgMax {
+		t.Errorf("message ids: %d in SQLite, %d in PostgreSQL", sqliteMax, pgMax)
+	}
+
+	// The vault opens the entry from PostgreSQL with the same key.
+	pdb, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pdb.Close()
+	v, err := vault.New(ctx, key, pdb.VaultStorage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := v.Credential(ctx, "terminal::local", "github", "api.github.com", "https", "github")
+	if err != nil || string(e.Value.Reveal()) != token {
+		t.Errorf("the entry does not open from PostgreSQL: %v", err)
+	}
+
+	// The gateway carries on from PostgreSQL: new rows after the copied ids.
+	cfgB := writeConfig(t, t.TempDir(), baseConfig(dataB, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\n")
+	if res := invoke("third\n", "chat", "--config", cfgB); res.code != 0 || res.stdout != "echo: third\n" {
+		t.Fatalf("chat on PostgreSQL: %d %q %s", res.code, res.stdout, res.stderr)
+	}
+	var n int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM messages WHERE id > $1`, pgMax).Scan(&n); err != nil || n != 2 {
+		t.Errorf("messages after the copied ones: %d, %v; want 2", n, err)
+	}
+	if res := invoke("", "vault", "list", "--config", cfgB); !strings.Contains(res.stdout, "github") {
+		t.Errorf("vault list on PostgreSQL: %s %s", res.stdout, res.stderr)
+	}
+
+	// A second copy into a database with data is refused and copies nothing.
+	res = invoke("", "migrate-store", "--from", "sqlite:"+dbPath, "--to", "postgres:"+dbURL)
+	if res.code == 0 || !strings.Contains(res.stderr, "already holds rows") {
+		t.Errorf("a second copy: exit %d, stderr %s", res.code, res.stderr)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 6 {
+		t.Errorf("messages after a refused copy: %d, %v; want 6", n, err)
+	}
+}
+
+// migrate-store refuses a password on its command line (everyone on the
+// machine sees it in the process list) without printing it, and bad
+// arguments with what to type.
+func TestMigrateStoreArguments(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--from", "sqlite:" + filepath.Join(dir, "talon.db"), "--to", "postgres:postgres://talon:hunter2-pw@db/talon"}, "PGPASSWORD"},
+		{[]string{"--from", "sqlite:" + filepath.Join(dir, "talon.db"), "--to", "postgres:postgres://talon@db/talon?password=hunter2-pw"}, "PGPASSWORD"},
+		{[]string{"--from", filepath.Join(dir, "talon.db"), "--to", "postgres:postgres://db/x"}, "--from must be sqlite:PATH"},
+		{[]string{"--from", "sqlite:" + filepath.Join(dir, "talon.db"), "--to", "mysql://db/x"}, "--to must be postgres:URL"},
+		{[]string{"--from", "sqlite:" + filepath.Join(dir, "none.db"), "--to", "postgres:postgres://db/x"}, "no such file"},
+		{[]string{"--from", "sqlite:" + filepath.Join(dir, "talon.db"), "--to", "postgres"}, "has none"},
+	} {
+		res := runMain(t, env{getenv: testEnv(nil)}, append([]string{"migrate-store"}, tt.args...)...)
+		if res.code == 0 || !strings.Contains(res.stderr, tt.want) || strings.Contains(res.stdout+res.stderr, "hunter2") {
+			t.Errorf("%v: exit %d, stderr %s; want an error saying %q, no password", tt.args, res.code, res.stderr, tt.want)
+		}
+	}
+}
