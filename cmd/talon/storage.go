@@ -21,6 +21,7 @@ import (
 type gatewayStore interface {
 	agent.Store
 	agent.UsageMeter
+	agent.UsageLog
 	agent.AccessList
 	agent.ThreadCursors
 	agent.TurnFileStore

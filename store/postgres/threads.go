@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
 )
 
 // FollowThread records that key's user was active in key's thread at at (the
@@ -247,4 +248,21 @@ func (db *DB) WorkspaceTokens(ctx context.Context, platform, workspace string, s
 		return 0, fmt.Errorf("postgres: workspace tokens: %w", err)
 	}
 	return n, nil
+}
+
+var _ agent.UsageLog = (*DB)(nil)
+
+// RecordModelUse adds one call of model for session s (a model call that
+// is not a turn's step, such as a summary) to the daily usage sums.
+func (db *DB) RecordModelUse(ctx context.Context, s agent.SessionID, model string, u llm.Usage) error {
+	_, err := db.pool.Exec(ctx, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
+		SELECT $1::bigint / 86400000, s.principal_id, s.channel, $2, 1, $3, $4 FROM sessions s WHERE s.id = $5
+		ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = usage_daily.calls + 1,
+			input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+			output_tokens = usage_daily.output_tokens + excluded.output_tokens`,
+		db.now(), text(model), u.InputTokens, u.OutputTokens, s)
+	if err != nil {
+		return fmt.Errorf("postgres: record model use: %w", err)
+	}
+	return nil
 }

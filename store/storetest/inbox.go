@@ -949,4 +949,11 @@ func testUsageMeter(t *testing.T, e *env) {
 	if n, err := db.PrincipalTokens(ctx, p, day); err != nil || n != 339 {
 		t.Errorf("tokens of both days: %d, %v; want 339", n, err)
 	}
+	// A model call that is not a step (a summary) counts too.
+	if err := db.RecordModelUse(ctx, sess.ID, "m", llm.Usage{InputTokens: 40, OutputTokens: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.PrincipalTokens(ctx, p, day.Add(24*time.Hour)); err != nil || n != 51 {
+		t.Errorf("tokens with a summary's: %d, %v; want 51", n, err)
+	}
 }

@@ -20,6 +20,7 @@ type Store interface {
 	agent.ThreadCursors
 	agent.TurnFileStore
 	agent.UsageMeter
+	agent.UsageLog
 
 	FollowThread(ctx context.Context, key agent.SessionKey, at time.Time) error
 	FollowingThread(ctx context.Context, key agent.SessionKey, since time.Time) (bool, error)
