@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +28,11 @@ const (
 	benchTurns = 50
 )
 
+// benchDBMade is set once benchDB has been called.
+var benchDBMade atomic.Bool
+
 var benchDB = sync.OnceValues(func() (string, error) {
+	benchDBMade.Store(true)
 	dir, err := os.MkdirTemp("", "talon-console-bench")
 	if err != nil {
 		return "", err
@@ -114,6 +119,17 @@ var benchDB = sync.OnceValues(func() (string, error) {
 	return path, nil
 })
 
+// TestMain removes the benchmark database, when a benchmark made one.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchDBMade.Load() {
+		if path, err := benchDB(); err == nil {
+			os.RemoveAll(filepath.Dir(path))
+		}
+	}
+	os.Exit(code)
+}
+
 // BenchmarkPages serves each page from a database of 1,000,000 messages of
 // 10,000 users (a year of use) and reports its p50 and p95 (the README's figure; the bound
 // is 50 ms). Run: go test ./console -run '^$' -bench Pages -benchtime 50x
@@ -155,6 +171,10 @@ func BenchmarkPages(b *testing.B) {
 		{"usage-csv-30d", "/console/usage.csv?days=30"},
 		{"conversations", "/console/conversations"},
 		{"conversations-user", "/console/conversations?user=slack:T7:U05007"},
+		// Text search: a word in every session (the newest 50 match at
+		// once), and one in none (every message is read).
+		{"conversations-search", "/console/conversations?q=weather"},
+		{"conversations-search-none", "/console/conversations?q=zebra"},
 		{"transcript", "/console/conversations/5000"},
 		{"credentials", "/console/credentials"},
 		{"users", "/console/users"},

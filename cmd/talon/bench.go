@@ -50,6 +50,10 @@ type benchResult struct {
 	// sandbox error kind, or "tool error" for a tool that answered with
 	// one).
 	ToolErrors map[string]int64 `json:"tool_errors,omitempty"`
+	// ConsolePolls is how many times the console's pages were loaded
+	// during the run (--console-poll), ConsoleErrors how many loads failed.
+	ConsolePolls  int64 `json:"console_polls,omitempty"`
+	ConsoleErrors int64 `json:"console_errors,omitempty"`
 }
 
 type pct struct {
@@ -68,6 +72,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		llmURL, llmModel, dataDir    string
 		asJSON                       bool
 		cpuProfile                   string
+		consolePoll                  time.Duration
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -84,6 +89,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&dataDir, "data-dir", "", "where to put the database (default: a new temporary directory, removed after)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.DurationVar(&consolePoll, "console-poll", 0, "serve the console on loopback and load its Overview, Usage, Conversations and Users "+
+		"pages once every this often during the run, as an operator's open tab would; 0: no console")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -157,6 +164,13 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		errCount atomic.Int64
 		finished atomic.Int64
 	)
+	var poller *consolePoller
+	if consolePoll > 0 {
+		if poller, err = startConsolePoller(ctx, db, consolePoll); err != nil {
+			return err
+		}
+		defer poller.stop()
+	}
 	progress := newProgress(e, total, asJSON)
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
@@ -220,6 +234,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	progress.done()
+	if poller != nil {
+		poller.stop()
+	}
 
 	res := benchResult{
 		Users: users, Messages: messages, Concurrency: concurrency, Turns: len(overheads),
@@ -231,6 +248,10 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		res.ToolCalls, res.ToolTurns = tools.calls.Load(), toolTurns.Load()
 		res.Errors += int(tools.fails.Load())
 		res.ToolErrors = tools.failures()
+	}
+	if poller != nil {
+		res.ConsolePolls, res.ConsoleErrors = poller.polls.Load(), poller.errors.Load()
+		res.Errors += int(res.ConsoleErrors)
 	}
 	if think > 0 {
 		res.OfferedPerS = float64(concurrency) / (think + latency).Seconds()
@@ -253,6 +274,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB\n", float64(res.PeakRSSBytes)/1e6)
 	fmt.Fprintf(e.stdout, "database:        %.1f MB\n", float64(res.DBBytes)/1e6)
 	fmt.Fprintf(e.stdout, "tool calls:      %d (%d turns asked for one)\n", res.ToolCalls, res.ToolTurns)
+	if poller != nil {
+		fmt.Fprintf(e.stdout, "console:         pages loaded %d times (every %s), %d failed\n", res.ConsolePolls, consolePoll, res.ConsoleErrors)
+	}
 	fmt.Fprintf(e.stdout, "errors:          %d\n", res.Errors)
 	for _, k := range slices.Sorted(maps.Keys(res.ToolErrors)) {
 		fmt.Fprintf(e.stdout, "  tool calls failed, %s: %d\n", k, res.ToolErrors[k])

@@ -100,6 +100,22 @@ func TestBenchDrivesToolsThroughEndpoint(t *testing.T) {
 	}
 }
 
+// With --console-poll the console is served over the bench's database and
+// its pages load while the turns run.
+func TestBenchPollsConsole(t *testing.T) {
+	res := runMain(t, env{}, "bench", "--json", "--data-dir", t.TempDir(), "--users", "4", "--messages", "5", "--llm-latency", "20ms", "--console-poll", "10ms")
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	var got benchResult
+	if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, res.stdout)
+	}
+	if got.Turns != 20 || got.Errors != 0 || got.ConsoleErrors != 0 || got.ConsolePolls < 1 {
+		t.Errorf("result: %+v; want 20 turns, the console polled at least once, no errors", got)
+	}
+}
+
 func TestBenchFlagsDocumented(t *testing.T) {
 	if res := runMain(t, env{}); !strings.Contains(res.stderr, "--think D") || !strings.Contains(res.stderr, "--tool-share F") {
 		t.Errorf("usage does not document bench's --think and --tool-share:\n%s", res.stderr)

@@ -60,11 +60,12 @@ Usage:
   talon migrate-store --from sqlite:PATH --to postgres[:URL]
                                   copy a stopped gateway's SQLite database into PostgreSQL
   talon bench   --users N --messages M [--concurrency C] [--tool-share F] [--llm-latency D]
-                [--think D] [--llm-url URL [--llm-model M]] [--json]
+                [--think D] [--llm-url URL [--llm-model M]] [--console-poll D] [--json]
                                   measure throughput and the gateway's own overhead;
                                   --think D: users' mean pause between messages;
                                   --tool-share F: share of turns asking for a tool call
-                                  (with --llm-url, the endpoint's model decides)
+                                  (with --llm-url, the endpoint's model decides);
+                                  --console-poll D: load the console's pages every D meanwhile
   talon version                   print the version
 
 The configuration file is --config, or $TALON_CONFIG; without one, built-in
