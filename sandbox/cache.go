@@ -29,9 +29,13 @@ import (
 // SHA-256 of its content and is decoded and validated again by wazero.
 // wazero checks only a CRC-32 of a compiled file's code (not its function
 // table), so every compiled file is recorded with its SHA-256 in
-// compiledSums when this process sees it appear, and checked against it
-// before the first compilation of a process: a file that does not match,
-// or that nobody recorded, is removed and its module compiled again.
+// compiledSums when this process sees it appear, with the instrumented
+// modules being compiled then (its owners). Before a process's first
+// compilation, every compiled file that nobody recorded is removed; before
+// a module's compilation, the files it owns are checked against their
+// digests, and removed (the module is compiled again) if they do not
+// match. Only those: a call of one tool does not wait for the digests of
+// every tool's code.
 //
 // This guards against corruption (a torn write, a full disk, a bad
 // sector, a file left by another build) and against writers other than
@@ -42,14 +46,30 @@ type diskCache struct {
 	dir string
 	log zerolog.Logger
 
-	mu       sync.Mutex
-	verified bool              // the root was checked against sums; guarded by mu
-	sums     map[string]string // compiled file name -> hex SHA-256; guarded by mu
+	mu     sync.Mutex
+	listed bool                  // unrecorded files were removed; guarded by mu
+	sums   map[string]*fileEntry // compiled file name -> its record; guarded by mu
+	// checked holds the compiled files whose digest this process checked
+	// (or computed); guarded by mu.
+	checked map[string]bool
+	// compiling counts the compilations in progress per module key: a
+	// file that appears meanwhile may be any of theirs. Guarded by mu.
+	compiling map[string]int
+}
+
+// fileEntry is what compiledSums records of a compiled file.
+type fileEntry struct {
+	sum    string          // hex SHA-256
+	owners map[string]bool // keys of the instrumented modules it may hold
 }
 
 const (
-	// compiledSums lists the compiled files' digests, as sha256sum does.
-	compiledSums = "compiled.sha256"
+	// compiledSums lists the compiled files' digests, as sha256sum does,
+	// each followed by its owners: "<sum>  <file>  <key>[,<key>…]".
+	compiledSums = "compiled.sums"
+	// oldSums is where an earlier Talon kept digests without owners: its
+	// files are removed as unrecorded, and compiled again once.
+	oldSums = "compiled.sha256"
 	// instrumentedDir holds instrumented modules.
 	instrumentedDir = "instrumented"
 	// usedTools names the tools loaded by earlier processes, one a line:
@@ -80,7 +100,7 @@ func openDiskCache(dir string, log zerolog.Logger) *diskCache {
 			Msg("compilation cache unusable: tools are compiled again at every start; make the directory writable by Talon")
 		return nil
 	}
-	return &diskCache{dir: dir, log: log}
+	return &diskCache{dir: dir, log: log, checked: map[string]bool{}, compiling: map[string]int{}}
 }
 
 // instrumentedPath is where the instrumented form of raw is kept.
@@ -93,30 +113,34 @@ func (c *diskCache) instrumentedPath(raw []byte) string {
 }
 
 // instrumented returns the instrumented form of raw kept by an earlier
-// process, or nil. A file whose content does not match its digest is
-// removed.
-func (c *diskCache) instrumented(raw []byte) *interrupt.Module {
+// process, and its key (see keepInstrumented); or nil. A file whose
+// content does not match its digest is removed.
+func (c *diskCache) instrumented(raw []byte) (*interrupt.Module, string) {
 	p := c.instrumentedPath(raw)
 	b, err := os.ReadFile(p)
 	if err != nil {
-		return nil
+		return nil, ""
 	}
 	const head = len(instrumentedMagic) + sha256.Size
 	if len(b) < head+16 || string(b[:len(instrumentedMagic)]) != instrumentedMagic {
 		c.discard(p, "not an instrumented module")
-		return nil
+		return nil, ""
 	}
-	if sum := sha256.Sum256(b[head:]); !bytes.Equal(sum[:], b[len(instrumentedMagic):head]) {
+	sum := sha256.Sum256(b[head:])
+	if !bytes.Equal(sum[:], b[len(instrumentedMagic):head]) {
 		c.discard(p, "content does not match its digest")
-		return nil
+		return nil, ""
 	}
 	body := b[head:]
-	return &interrupt.Module{References: binary.LittleEndian.Uint64(body), Cost: binary.LittleEndian.Uint64(body[8:]), Wasm: body[16:]}
+	return &interrupt.Module{References: binary.LittleEndian.Uint64(body), Cost: binary.LittleEndian.Uint64(body[8:]), Wasm: body[16:]},
+		hex.EncodeToString(sum[:])
 }
 
-// keepInstrumented stores im as the instrumented form of raw. Failing is
-// not an error: the next process instruments again.
-func (c *diskCache) keepInstrumented(raw []byte, im *interrupt.Module) {
+// keepInstrumented stores im as the instrumented form of raw, and returns
+// its key: the SHA-256 of what is stored (the module and its counts),
+// which names the compiled files it owns. Failing to store is not an
+// error: the next process instruments again.
+func (c *diskCache) keepInstrumented(raw []byte, im *interrupt.Module) string {
 	body := make([]byte, 16, 16+len(im.Wasm))
 	binary.LittleEndian.PutUint64(body, im.References)
 	binary.LittleEndian.PutUint64(body[8:], im.Cost)
@@ -129,6 +153,7 @@ func (c *diskCache) keepInstrumented(raw []byte, im *interrupt.Module) {
 	if err := writeAtomic(c.instrumentedPath(raw), buf.Bytes()); err != nil {
 		c.log.Warn().Err(err).Msg("compilation cache: cannot keep an instrumented module; the next start instruments it again")
 	}
+	return hex.EncodeToString(sum[:])
 }
 
 // discard removes a cache file that cannot be used, saying why.
@@ -178,48 +203,70 @@ func (c *diskCache) compiledFiles() ([]string, error) {
 	return out, nil
 }
 
-// verify checks, once per process and before the first compilation, every
-// compiled file against the recorded digests, and removes those that do
-// not match or were never recorded.
-func (c *diskCache) verify() {
+// begin readies the cache for compiling the instrumented module of key:
+// once per process, it removes the compiled files nobody recorded; once
+// per module, it checks the files that key owns against their digests
+// and removes those that do not match. Call end when the compilation is
+// over.
+func (c *diskCache) begin(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.verified {
-		return
+	c.compiling[key]++
+	if !c.listed {
+		c.listed = true
+		c.sums = c.readSums()
+		_ = os.Remove(filepath.Join(c.dir, oldSums))
+		names, err := c.compiledFiles()
+		if err != nil {
+			c.log.Warn().Err(err).Msg("compilation cache: cannot list it")
+		}
+		present := map[string]bool{}
+		for _, name := range names {
+			present[name] = true
+			if _, ok := c.sums[name]; !ok {
+				c.discard(filepath.Join(c.dir, name), "not recorded by Talon")
+			}
+		}
+		n := len(c.sums)
+		for name := range c.sums {
+			if !present[name] {
+				delete(c.sums, name)
+			}
+		}
+		if len(c.sums) != n {
+			c.writeSums()
+		}
 	}
-	c.verified = true
-	c.sums = c.readSums()
-	names, err := c.compiledFiles()
-	if err != nil {
-		c.log.Warn().Err(err).Msg("compilation cache: cannot list it")
-		return
-	}
-	keep := map[string]string{}
-	for _, name := range names {
+	changed := false
+	for name, e := range c.sums {
+		if !e.owners[key] || c.checked[name] {
+			continue
+		}
+		c.checked[name] = true
 		p := filepath.Join(c.dir, name)
-		want, ok := c.sums[name]
-		if !ok {
-			c.discard(p, "not recorded by Talon")
-			continue
-		}
-		if got, err := fileSum(p); err != nil || got != want {
+		if got, err := fileSum(p); err != nil || got != e.sum {
 			c.discard(p, "content does not match its recorded digest")
-			continue
+			delete(c.sums, name)
+			changed = true
 		}
-		keep[name] = want
 	}
-	if len(keep) != len(c.sums) {
-		c.sums = keep
+	if changed {
 		c.writeSums()
 	}
 }
 
-// record adds the compiled files that appeared since the last look to the
-// digests, and returns how many there were: the compilations that missed
-// the cache.
-func (c *diskCache) record() int {
+// end records the compiled files that appeared since the last look, owned
+// by key and by every other module being compiled meanwhile (either may
+// have written them), and returns how many there were: the compilations
+// that missed the cache.
+func (c *diskCache) end(key string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer func() {
+		if c.compiling[key]--; c.compiling[key] <= 0 {
+			delete(c.compiling, key)
+		}
+	}()
 	names, err := c.compiledFiles()
 	if err != nil {
 		return 0
@@ -233,7 +280,12 @@ func (c *diskCache) record() int {
 		if err != nil {
 			continue
 		}
-		c.sums[name] = sum
+		owners := map[string]bool{}
+		for k := range c.compiling {
+			owners[k] = true
+		}
+		c.sums[name] = &fileEntry{sum: sum, owners: owners}
+		c.checked[name] = true
 		n++
 	}
 	if n > 0 {
@@ -242,18 +294,27 @@ func (c *diskCache) record() int {
 	return n
 }
 
-func (c *diskCache) readSums() map[string]string {
-	sums := map[string]string{}
+func (c *diskCache) readSums() map[string]*fileEntry {
+	sums := map[string]*fileEntry{}
 	f, err := os.Open(filepath.Join(c.dir, compiledSums))
 	if err != nil {
 		return sums
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, 1<<20))
+	sc := bufio.NewScanner(io.LimitReader(f, 4<<20))
 	for sc.Scan() {
-		sum, name, ok := strings.Cut(sc.Text(), "  ")
-		if ok && isHexName(sum) && isCompiledFile(name) {
-			sums[name] = sum
+		fields := strings.Split(sc.Text(), "  ")
+		if len(fields) != 3 || !isHexName(fields[0]) || !isCompiledFile(fields[1]) {
+			continue
+		}
+		e := &fileEntry{sum: fields[0], owners: map[string]bool{}}
+		for _, k := range strings.Split(fields[2], ",") {
+			if isHexName(k) {
+				e.owners[k] = true
+			}
+		}
+		if len(e.owners) > 0 {
+			sums[fields[1]] = e
 		}
 	}
 	return sums
@@ -263,10 +324,10 @@ func (c *diskCache) readSums() map[string]string {
 // process recorded there meanwhile for files that still exist; the caller
 // holds c.mu.
 func (c *diskCache) writeSums() {
-	for name, sum := range c.readSums() {
+	for name, e := range c.readSums() {
 		if _, ok := c.sums[name]; !ok {
 			if _, err := os.Stat(filepath.Join(c.dir, name)); err == nil {
-				c.sums[name] = sum
+				c.sums[name] = e
 			}
 		}
 	}
@@ -277,7 +338,13 @@ func (c *diskCache) writeSums() {
 	sort.Strings(names)
 	var b bytes.Buffer
 	for _, n := range names {
-		fmt.Fprintf(&b, "%s  %s\n", c.sums[n], n)
+		e := c.sums[n]
+		owners := make([]string, 0, len(e.owners))
+		for k := range e.owners {
+			owners = append(owners, k)
+		}
+		sort.Strings(owners)
+		fmt.Fprintf(&b, "%s  %s  %s\n", e.sum, n, strings.Join(owners, ","))
 	}
 	if err := writeAtomic(filepath.Join(c.dir, compiledSums), b.Bytes()); err != nil {
 		c.log.Warn().Err(err).Msg("compilation cache: cannot record digests; the next start compiles again")

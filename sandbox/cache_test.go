@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +197,60 @@ func TestWarmAfter(t *testing.T) {
 	if st.Loaded != 1 || st.Instrumented != 0 || st.Compiled != 0 || st.Instances != 0 {
 		t.Errorf("after warming: %+v, want echo loaded from the cache, and no instance made", st)
 	}
+}
+
+// A tool's first use checks the digests of its own compiled code only: a
+// damaged file of another tool is neither read nor reported until that
+// tool is used, and then it is removed and compiled again.
+func TestCacheChecksOnlyTheModuleUsed(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	startEcho(t, dir)
+	echoFiles, _ := cacheFiles(t, dir)
+	var logs syncBuffer
+	start := func() *Runtime {
+		r, err := New(ctx, Config{CacheDir: dir, Tools: []Tool{echoTool(t), testTool(t, "state", "")}, Logger: zerolog.New(&logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := start()
+	if err := r.Load(ctx, "state"); err != nil {
+		t.Fatal(err)
+	}
+	r.Close(ctx)
+	all, _ := cacheFiles(t, dir)
+	var stateFile string
+	for _, f := range all {
+		if !slices.Contains(echoFiles, f) {
+			stateFile = f
+		}
+	}
+	if stateFile == "" {
+		t.Fatalf("no compiled file of state among %v", all)
+	}
+	b, err := os.ReadFile(stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x5a
+	os.WriteFile(stateFile, b, 0o600)
+
+	r = start()
+	defer r.Close(ctx)
+	if res, err := r.Call(ctx, call("echo", `{"x":1}`)); err != nil || res.IsError {
+		t.Fatalf("echo call: %+v, %v", res, err)
+	}
+	if _, err := os.Stat(stateFile); err != nil || strings.Contains(logs.String(), "file removed") {
+		t.Errorf("echo's first use checked state's compiled file (%v): %s", err, logs.String())
+	}
+	wantWork(t, r.Stats(), 0, 0)
+	if err := r.Load(ctx, "state"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "does not match its recorded digest") {
+		t.Errorf("state's damaged file was not reported: %s", logs.String())
+	}
+	wantWork(t, r.Stats(), 0, 1)
 }

@@ -511,10 +511,12 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 	if err != nil {
 		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
-	var im *interrupt.Module
+	var (
+		im  *interrupt.Module
+		key string // names the compiled files of im in the cache
+	)
 	if r.disk != nil {
-		r.disk.verify()
-		im = r.disk.instrumented(wasm)
+		im, key = r.disk.instrumented(wasm)
 	}
 	if im == nil {
 		if im, err = instrument(wasm); err != nil {
@@ -522,12 +524,15 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 		}
 		r.instrumented.Add(1)
 		if r.disk != nil {
-			r.disk.keepInstrumented(wasm, im)
+			key = r.disk.keepInstrumented(wasm, im)
 		}
+	}
+	if r.disk != nil {
+		r.disk.begin(key)
 	}
 	cm, err := prepare(compileContext(ctx), eng.rt, eng.abi, im, m.Limits.MemoryMiB)
 	if r.disk != nil {
-		r.compiled.Add(int64(r.disk.record()))
+		r.compiled.Add(int64(r.disk.end(key)))
 	} else if err == nil {
 		r.compiled.Add(1)
 	}
