@@ -310,7 +310,8 @@ func TestIdleSessionsHoldLittleMemory(t *testing.T) {
 
 // After a restart, the tools an earlier process used are loaded in the
 // background once the gateway is ready, from the compilation cache: not
-// instrumented nor compiled again; the others stay unloaded.
+// instrumented nor compiled again; the others stay unloaded. With
+// sandbox.warm: false, nothing is loaded before a call asks for it.
 func TestRestartWarmsUsedToolsFromCache(t *testing.T) {
 	srv := llmtest.NewServer(t, llmtest.Echo())
 	dataDir := filepath.Join(t.TempDir(), "data")
@@ -320,7 +321,7 @@ func TestRestartWarmsUsedToolsFromCache(t *testing.T) {
 		t.Fatalf("tool run: exit %d: %s", res.code, res.stderr)
 	}
 	stop := startRun(t, cfg, addr)
-	defer stop()
+	defer func() { stop() }()
 	metric := func(body, name string) string {
 		for _, l := range strings.Split(body, "\n") {
 			if v, ok := strings.CutPrefix(l, name+" "); ok {
@@ -345,6 +346,29 @@ func TestRestartWarmsUsedToolsFromCache(t *testing.T) {
 		"talon_sandbox_modules_instrumented_total": "0", "talon_sandbox_modules_compiled_total": "0"} {
 		if got := metric(body, name); got != want {
 			t.Errorf("%s = %q, want %s", name, got, want)
+		}
+	}
+	stop()
+
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, append(b, "sandbox:\n  warm: false\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop = startRun(t, cfg, addr)
+	// The warming starts 200 ms after ready and took 90–150 ms above:
+	// 1.5 s without a load shows it is off.
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := metric(string(b), "talon_sandbox_tools_loaded"); got != "0" {
+			t.Fatalf("with sandbox.warm: false, talon_sandbox_tools_loaded = %q, want 0 until a call", got)
 		}
 	}
 }

@@ -47,7 +47,9 @@ func (a *app) openTools(ctx context.Context, ts []sandbox.Tool) error {
 	if err != nil {
 		return err
 	}
-	sb.WarmAfter(a.rt.Ready(), warmDelay)
+	if a.cfg.Sandbox.Warm {
+		sb.WarmAfter(a.rt.Ready(), warmDelay)
+	}
 	stat := func(f func(sandbox.Stats) int64) func() float64 {
 		return func() float64 { return float64(f(sb.Stats())) }
 	}

@@ -271,6 +271,11 @@ type Sandbox struct {
 	// PoolIdle is how long a tool's pooled instances outlive its last
 	// call.
 	PoolIdle Duration `yaml:"pool_idle" json:"pool_idle"`
+	// Warm loads, in the background after start-up, the tools used before
+	// the restart, so that their first calls do not wait for it; false
+	// leaves every tool unloaded until its first call (less memory while
+	// idle, a slower first call).
+	Warm bool `yaml:"warm" json:"warm"`
 	// AllowPrivate lists CIDR prefixes tools may reach despite the SSRF
 	// rules, such as 10.0.0.0/8. Validate checks that each one parses with
 	// netip.ParsePrefix.
@@ -341,6 +346,7 @@ func Default() Config {
 			PoolSize:        2,
 			MaxMemoryMiB:    256,
 			PoolIdle:        Duration(5 * time.Minute),
+			Warm:            true,
 			ApprovalTimeout: Duration(10 * time.Minute),
 		},
 		Egress:   Egress{TaintedURLBytes: 256},

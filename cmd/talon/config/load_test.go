@@ -35,6 +35,7 @@ sandbox:
   tools_dir: /opt/tools
   max_memory_mib: 128
   pool_idle: 30s
+  warm: false
   allow_private: [10.0.0.0/8, "fd00::/8"]
   approval_timeout: 1h30m
 terminal:
