@@ -173,7 +173,22 @@ func TestBrowser(t *testing.T) {
 	if got := text("tbody"); !strings.Contains(got, "slack:T1:UALICE") {
 		t.Errorf("Users page lacks alice: %q", got)
 	}
+	// Deny alice with the form as served: the runtime's list has her.
+	deny := chromedp.CSS(`button[aria-label="Deny slack:T1:UALICE"]`)
+	do("deny",
+		chromedp.Click(deny),
+		chromedp.WaitVisible(chromedp.CSS(".notice")))
+	if got := text(".notice"); !strings.Contains(got, "Denied slack:T1:UALICE") {
+		t.Errorf("deny: notice %q", got)
+	}
+	if d, err := f.db.Denied(ctx, alice); err != nil || !d {
+		t.Errorf("after Deny, alice denied = %v, %v", d, err)
+	}
 	shots(t, bctx, "users")
+	do("credentials filtered",
+		chromedp.Navigate(base+"/console/credentials?result=refused&from=2026-03-01&to=2026-03-10"),
+		chromedp.WaitVisible(chromedp.CSS("#result")))
+	shots(t, bctx, "credentials-filtered")
 
 	// Sign out: the console asks for the token again.
 	do("sign out",
@@ -181,6 +196,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.Navigate(base+"/console/usage"),
 		chromedp.WaitVisible(chromedp.CSS("#token")))
+	shots(t, bctx, "signin")
 }
 
 // shots saves the current page at desktop and phone widths when

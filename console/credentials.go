@@ -80,20 +80,24 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *sessi
 			d.text(msg)
 			d.raw(`</p>`)
 		}
-		d.raw(`<form method="get" action="/console/credentials" class="filters">
-<label for="user">User</label><input id="user" name="user" placeholder="slack:T1:U1"`)
-		d.attr("value", user)
-		d.raw(`>
-<label for="name">Entry</label><input id="name" name="name" placeholder="github"`)
-		d.attr("value", af.Name)
-		d.raw(`>
-<label for="host">Host</label><input id="host" name="host" placeholder="api.github.com"`)
-		d.attr("value", af.Host)
-		d.raw(`>
-<label for="tool">Tool</label><input id="tool" name="tool"`)
-		d.attr("value", af.Tool)
-		d.raw(`>
-<label for="result">Result</label><select id="result" name="result">`)
+		d.raw(`<form method="get" action="/console/credentials" class="filters">`)
+		field := func(id, label markup, typ markup, placeholder markup, value string) {
+			d.raw(`<span class="field"><label for="` + id + `">` + label + `</label><input id="` + id + `" name="` + id + `"`)
+			if typ != "" {
+				d.raw(` type="` + typ + `"`)
+			}
+			if placeholder != "" {
+				d.raw(` placeholder="` + placeholder + `"`)
+			}
+			d.attr("value", value)
+			d.raw(`></span>
+`)
+		}
+		field("user", "User", "", "slack:T1:U1", user)
+		field("name", "Entry", "", "github", af.Name)
+		field("host", "Host", "", "api.github.com", af.Host)
+		field("tool", "Tool", "", "", af.Tool)
+		d.raw(`<span class="field"><label for="result">Result</label><select id="result" name="result">`)
 		for _, o := range []struct{ v, label markup }{{"", "any"}, {"allowed", "allowed"}, {"refused", "refused"}} {
 			d.raw(`<option value="` + o.v + `"`)
 			if string(o.v) == af.Result {
@@ -101,14 +105,11 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request, sess *sessi
 			}
 			d.raw(`>` + o.label + `</option>`)
 		}
-		d.raw(`</select>
-<label for="from">From</label><input id="from" name="from" type="date"`)
-		d.attr("value", q.Get("from"))
-		d.raw(`>
-<label for="to">To</label><input id="to" name="to" type="date"`)
-		d.attr("value", q.Get("to"))
-		d.raw(`>
-<button type="submit">Filter</button>
+		d.raw(`</select></span>
+`)
+		field("from", "From", "date", "", q.Get("from"))
+		field("to", "To", "date", "", q.Get("to"))
+		d.raw(`<button type="submit">Filter</button>
 </form>
 `)
 		for _, b := range bad {
