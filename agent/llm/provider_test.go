@@ -484,8 +484,11 @@ func TestTimeout(t *testing.T) {
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("errors.Is(err, DeadlineExceeded) = false for %v", err)
 				}
-				if n := len(srv.Requests()); n != 1 {
-					t.Errorf("server got %d requests, want 1", n)
+				// A timeout is not retried. (Under heavy load the attempt's
+				// 50 ms can pass before the server has read the request, so
+				// none at all is no failure.)
+				if n := len(srv.Requests()); n > 1 {
+					t.Errorf("server got %d requests, want at most 1 (a timeout is not retried)", n)
 				}
 			})
 		}
