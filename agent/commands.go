@@ -11,6 +11,8 @@ import (
 type command struct {
 	name string
 	args string
+	// handler answers it when it is a CommandHandler's.
+	handler CommandHandler
 }
 
 // Command names a command the runtime answers without the model. Channels
@@ -80,6 +82,49 @@ var commandHelp = []struct {
 // commandNames are the words parseCommand takes after "/".
 var commandNames = []string{"new", "status", "tools", "usage", "secret", "memory", "help"}
 
+// CommandHandler answers commands of a part the runtime does not own
+// (routines): the runtime hands it "/name args" for each name it lists,
+// and shows its help lines in /help. Its answers are notices, like the
+// runtime's own commands; a command never reaches the model.
+type CommandHandler interface {
+	// CommandInfo lists the commands it answers, in the order /help shows
+	// them.
+	CommandInfo() []CommandInfo
+	// HandleCommand answers "/name args" for the sender of q. An error is
+	// logged and the user told the command failed, with a reference.
+	HandleCommand(ctx context.Context, q QueuedInbound, name, args string) (string, error)
+}
+
+// CommandInfo is one command of a CommandHandler: Name is the word after
+// "/", Cmd what CommandSyntax.CommandHint is asked for, Help its line in
+// /help.
+type CommandInfo struct {
+	Name string
+	Cmd  Command
+	Help string
+}
+
+// parseCommand recognises the runtime's commands and its handlers'.
+func (r *Runtime) parseCommand(text string) (command, bool) {
+	if c, ok := parseCommand(text); ok {
+		return c, true
+	}
+	t := strings.TrimSpace(text)
+	if !strings.HasPrefix(t, "/") || len(r.Commands) == 0 {
+		return command{}, false
+	}
+	name, args, _ := strings.Cut(t[1:], " ")
+	name = strings.ToLower(name)
+	for _, h := range r.Commands {
+		for _, c := range h.CommandInfo() {
+			if c.Name == name {
+				return command{name: name, args: strings.TrimSpace(args), handler: h}, true
+			}
+		}
+	}
+	return command{}, false
+}
+
 // hint is how the user of platform types cmd.
 func (r *Runtime) hint(platform string, cmd Command) string {
 	r.mu.Lock()
@@ -112,6 +157,9 @@ func parseCommand(text string) (command, bool) {
 
 // command answers c for the sender of q.
 func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (string, error) {
+	if c.handler != nil {
+		return c.handler.HandleCommand(ctx, q, c.name, c.args)
+	}
 	switch c.name {
 	case "new":
 		s, err := r.Store.NewSession(ctx, q.Key)
@@ -196,6 +244,11 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 				continue // memory.enabled is false
 			}
 			fmt.Fprintf(&b, "  %s: %s\n", r.hint(q.Key.Principal.Platform, c.cmd), c.help)
+		}
+		for _, h := range r.Commands {
+			for _, c := range h.CommandInfo() {
+				fmt.Fprintf(&b, "  %s: %s\n", r.hint(q.Key.Principal.Platform, c.Cmd), c.Help)
+			}
 		}
 		b.WriteString("Anything else is a message for the model.")
 		return b.String(), nil

@@ -156,6 +156,8 @@ type Runtime struct {
 	Files FileStore
 	// Vision says whether the model is shown images; "" means VisionAuto.
 	Vision Vision
+	// Commands answer commands of other parts (routines); nil means none.
+	Commands []CommandHandler
 	// ApprovalTimeout is how long an approval waits for its owner before it
 	// expires and counts as denied (default 10 minutes).
 	ApprovalTimeout time.Duration

@@ -61,7 +61,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		}
 	}
 	if !q.Running {
-		if cmd, ok := parseCommand(q.Text); ok {
+		if cmd, ok := r.parseCommand(q.Text); ok {
 			text, err := r.command(ctx, q, cmd)
 			if err != nil {
 				ref := NewRef()

@@ -26,7 +26,7 @@ const (
 	inputAction    = "v"
 )
 
-const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add | secret rm NAME | memory | memory rm ID`"
+const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add | secret rm NAME | memory | memory rm ID | routines | routine add \"SCHEDULE\" PROMPT | tz ZONE`"
 
 // CommandHint implements agent.CommandSyntax: on Slack the runtime's
 // commands are subcommands of /talon (Slack takes a message that starts
@@ -79,8 +79,10 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 	switch sub {
 	case "", "help":
 		text = "/help"
-	case "new", "status", "tools", "usage":
+	case "new", "status", "tools", "usage", "routines":
 		text = "/" + sub
+	case "routine", "tz":
+		text = strings.TrimSpace("/" + sub + " " + rest)
 	case "secrets":
 		text = "/secret"
 	case "memory":

@@ -21,6 +21,7 @@ import (
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/memory"
+	"github.com/talonhq/talon/routines"
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/egress"
 	"github.com/talonhq/talon/store"
@@ -51,6 +52,9 @@ type app struct {
 	// memory is what the model remembers (openMemory); nil when
 	// memory.enabled is false.
 	memory *memory.Service
+	// Set by openRoutines; nil when routines are disabled.
+	routines *routines.Service
+	router   *routineRouter
 
 	// Set by openVault; nil when no vault is configured.
 	redactor agent.Redactor
@@ -172,18 +176,18 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	}
 	if e.tools != nil {
 		a.rt.Tools = e.tools
-		a.openMemory()
-		return a, nil
-	}
-	<-toolsDone
-	if toolsErr == nil {
-		toolsErr = a.openTools(ctx, tools)
-	}
-	if toolsErr != nil {
-		a.Close()
-		return nil, toolsErr
+	} else {
+		<-toolsDone
+		if toolsErr == nil {
+			toolsErr = a.openTools(ctx, tools)
+		}
+		if toolsErr != nil {
+			a.Close()
+			return nil, toolsErr
+		}
 	}
 	a.openMemory()
+	a.openRoutines()
 	return a, nil
 }
 
@@ -362,7 +366,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	if len(chans) == 0 {
 		interactive := isTerminal(e.stdin)
 		term = &terminal.Adapter{In: e.stdin, Out: e.stdout, User: cfg.Terminal.User, Interactive: interactive, Runtime: a.rt}
-		a.rt.Register(term)
+		a.register(term)
 		if !chat {
 			log.Info().Msg("no Slack or Discord channel is configured, so the terminal channel is running; " +
 				"add a slack: or discord: section to the configuration to serve them (see README.md)")
@@ -393,6 +397,15 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	go func() {
 		defer close(sweepDone)
 		a.sweepFiles(opsCtx)
+	}()
+	// The scheduler stops with the intake: a run it records meanwhile is
+	// handed in at the next start.
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	defer stopSched()
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		a.runRoutines(schedCtx)
 	}()
 	chanCtx, stopChannels := context.WithCancel(context.Background())
 	defer stopChannels()
@@ -449,6 +462,8 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 			case <-gctx.Done():
 			}
 		}()
+		stopSched()
+		<-schedDone
 		log.Info().Dur("grace", grace).Msg("stopping: running turns may finish; a second Ctrl-C or SIGTERM stops at once")
 		if err := a.rt.Shutdown(gctx); err != nil {
 			log.Warn().Msg("running turns were interrupted; they resume at the next start")

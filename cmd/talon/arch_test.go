@@ -52,6 +52,7 @@ var allowedImports = []struct {
 	{"memory", []string{"agent", "agent/llm", "store"}},
 	{"console", []string{"agent", "agent/llm", "store", "vault"}},
 	{"cluster", []string{"agent"}},
+	{"routines", []string{"agent", "agent/llm", "store"}},
 	{"vault/leak", nil},
 	{"vault", []string{"vault/leak"}},
 }

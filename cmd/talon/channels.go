@@ -44,7 +44,7 @@ func (a *app) channels() ([]channel, error) {
 	var chans []channel
 	if sc := a.cfg.Slack; sc.Enabled {
 		ad := a.slackAdapter()
-		a.rt.Register(ad)
+		a.register(ad)
 		ch := channel{name: "slack", run: ad.Run, onState: func(f func(string)) { ad.OnState = f }}
 		if sc.Mode == config.SlackModeEvents {
 			path := sc.EventsPath
@@ -62,7 +62,7 @@ func (a *app) channels() ([]channel, error) {
 		}
 		ad.Log = a.log.With().Str("platform", discord.Platform).Logger()
 		a.memoryParents(discord.Platform, ad.ParentChannel) // a thread shares its channel's memory
-		a.rt.Register(ad)
+		a.register(ad)
 		chans = append(chans, channel{name: "discord", run: ad.Run, onState: func(f func(string)) { ad.OnState = f }})
 	}
 	return chans, nil

@@ -152,6 +152,12 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		sort.Slice(msgs, func(i, j int) bool { return msgs[i]["ts"].(string) < msgs[j]["ts"].(string) })
 		answer = map[string]any{"ok": true, "messages": msgs, "has_more": false}
+	case "conversations.info":
+		if form.Get("channel") == "C404" {
+			answer = map[string]any{"ok": false, "error": "channel_not_found"}
+		}
+	case "conversations.open":
+		answer = map[string]any{"ok": true, "channel": map[string]any{"id": "D" + form.Get("users")}}
 	case "chat.update":
 		f.updates = append(f.updates, form)
 		answer = map[string]any{"ok": true, "channel": form.Get("channel"), "ts": form.Get("ts")}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/sandbox/egress"
@@ -34,6 +35,10 @@ type env struct {
 	// resolver and TLS roots (tests serve tools' hosts on loopback).
 	resolver egress.Resolver
 	rootCAs  *x509.CertPool
+	// now, when set, is the routines' clock, and routineTick the longest
+	// wait of their scheduler (tests move time on).
+	now         func() time.Time
+	routineTick time.Duration
 	// stopNow is closed by a second SIGINT or SIGTERM: a stopping gateway
 	// stops at once instead of letting running turns finish. nil means
 	// never.
@@ -56,6 +61,7 @@ Usage:
   talon mcp     list|test|approve   list, test and approve remote MCP servers' tools
   talon user    deny|allow|list   turn a user away (no model call) or serve them again
   talon memory  list|rm|export    list and delete what the model remembers; export a user's
+  talon routine list|add|rm|pause|resume|run-now   manage scheduled routines
   talon discord invite-url        print the link that adds the bot to a server
   talon migrate-store --from sqlite:PATH --to postgres[:URL]
                                   copy a stopped gateway's SQLite database into PostgreSQL
@@ -109,6 +115,8 @@ func (e env) main(ctx context.Context, args []string) int {
 		err = cmdMemory(ctx, e, rest)
 	case "migrate-store":
 		err = cmdMigrateStore(ctx, e, rest)
+	case "routine":
+		err = cmdRoutine(ctx, e, rest)
 	case "bench":
 		err = cmdBench(ctx, e, rest)
 	case "version", "--version":

@@ -105,7 +105,7 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	}
 
 	// The gateway carries on from PostgreSQL: new rows after the copied ids.
-	cfgB := writeConfig(t, t.TempDir(), baseConfig(dataB, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\n")
+	cfgB := writeConfig(t, t.TempDir(), baseConfig(dataB, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n")
 	if res := invoke("third\n", "chat", "--config", cfgB); res.code != 0 || res.stdout != "echo: third\n" {
 		t.Fatalf("chat on PostgreSQL: %d %q %s", res.code, res.stdout, res.stderr)
 	}

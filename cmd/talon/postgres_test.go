@@ -63,7 +63,7 @@ func TestChatOnPostgres(t *testing.T) {
 	srv := llmtest.NewServer(t, llmtest.Echo())
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	cfg := writeConfig(t, dir, baseConfig(data, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\n")
+	cfg := writeConfig(t, dir, baseConfig(data, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n")
 	e := func() env { return env{getenv: testEnv(map[string]string{"DATABASE_URL": dbURL})} }
 
 	res := runMain(t, e(), "doctor", "--config", cfg)
@@ -115,7 +115,7 @@ func TestChatOnPostgres(t *testing.T) {
 func TestPostgresUnreachable(t *testing.T) {
 	srv := llmtest.NewServer(t, llmtest.Echo())
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\n")
+	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n")
 	e := env{getenv: testEnv(map[string]string{"DATABASE_URL": "postgres://talon:pg-s3cret-pw@127.0.0.1:1/talon?sslmode=disable&connect_timeout=2"})}
 	res := runMain(t, e, "doctor", "--config", cfg)
 	if res.code == 0 || !strings.Contains(res.stdout, "FAIL  database") {

@@ -54,6 +54,7 @@ type Config struct {
 	Budgets  Budgets  `yaml:"budgets" json:"budgets"`
 	MCP      MCP      `yaml:"mcp" json:"mcp"`
 	Memory   Memory   `yaml:"memory" json:"memory"`
+	Routines Routines `yaml:"routines" json:"routines"`
 }
 
 // Memory configures what the model remembers for people (package memory):
@@ -87,6 +88,26 @@ type Store struct {
 	// usually ${DATABASE_URL}; it may hold a password, so it is a Secret.
 	// Empty for sqlite.
 	URL Secret `yaml:"url" json:"url"`
+}
+
+// Routines bound the scheduled requests and reminders people make.
+type Routines struct {
+	// Enabled offers the routine tools and commands and runs the
+	// scheduler.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// MaxPerUser bounds the routines (not yet done) of one person.
+	MaxPerUser int `yaml:"max_per_user" json:"max_per_user"`
+	// MinInterval is the least time between two runs of a routine.
+	MinInterval Duration `yaml:"min_interval" json:"min_interval"`
+	// CatchUp: a run missed while the gateway was down runs at start-up
+	// if it is younger, else it is recorded missed.
+	CatchUp Duration `yaml:"catch_up" json:"catch_up"`
+	// MaxFailures is how many runs may fail in a row before the routine
+	// pauses and its owner is told.
+	MaxFailures int `yaml:"max_failures" json:"max_failures"`
+	// DefaultTimezone is the IANA zone of people who set none and whose
+	// platform has none ("" means UTC).
+	DefaultTimezone string `yaml:"default_timezone" json:"default_timezone"`
 }
 
 // Budgets bound the tokens (input and output, as the providers report them)
@@ -341,7 +362,8 @@ func Default() Config {
 			DeliveryAttempts:   5,
 			ShutdownGrace:      Duration(10 * time.Second),
 		},
-		Context: Context{ThreadMessages: 100, ThreadTokens: 8000},
+		Context:  Context{ThreadMessages: 100, ThreadTokens: 8000},
+		Routines: Routines{Enabled: true, MaxPerUser: 20, MinInterval: Duration(5 * time.Minute), CatchUp: Duration(time.Hour), MaxFailures: 3},
 		Sandbox: Sandbox{
 			PoolSize:        2,
 			MaxMemoryMiB:    256,

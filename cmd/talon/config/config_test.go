@@ -34,6 +34,7 @@ func TestLoadDefaults(t *testing.T) {
 			ToolParallelism: 4, DeliveryAttempts: 5, ShutdownGrace: Duration(10 * time.Second),
 		},
 		Context:  Context{ThreadMessages: 100, ThreadTokens: 8000},
+		Routines: Routines{Enabled: true, MaxPerUser: 20, MinInterval: Duration(5 * time.Minute), CatchUp: Duration(time.Hour), MaxFailures: 3},
 		Sandbox:  Sandbox{PoolSize: 2, MaxMemoryMiB: 256, PoolIdle: Duration(5 * time.Minute), Warm: true, ApprovalTimeout: Duration(10 * time.Minute)},
 		Egress:   Egress{TaintedURLBytes: 256},
 		Terminal: Terminal{User: "local"},

@@ -14,6 +14,8 @@ func TestLoadStorePostgres(t *testing.T) {
   url: ${DATABASE_URL}
 memory:
   enabled: false
+routines:
+  enabled: false
 `
 	const url = "postgres://talon:pw-in-env@db:5432/talon?sslmode=verify-full"
 	got, err := loadFile(t, file, map[string]string{"DATABASE_URL": url})
@@ -36,18 +38,20 @@ func TestLoadStoreInvalid(t *testing.T) {
 	}{
 		{"unknown driver", "store:\n  driver: mysql\n", nil,
 			[]string{`store.driver: must be one of sqlite, postgres, got "mysql" (line 2)`}},
-		{"postgres without a URL", "store:\n  driver: postgres\nmemory:\n  enabled: false\n", nil,
+		{"postgres without a URL", "store:\n  driver: postgres\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n", nil,
 			[]string{"store.url: is required with driver postgres: the connection URL, e.g. ${DATABASE_URL} with DATABASE_URL=postgres://talon@db.example.com:5432/talon?sslmode=verify-full"}},
 		{"the variable unset", "store:\n  driver: postgres\n  url: ${DATABASE_URL}\n", nil,
 			nil}, // Load names the missing variable
-		{"not a postgres URL, never quoted", "store:\n  driver: postgres\n  url: mysql://root:hunter2@db/x\nmemory:\n  enabled: false\n", nil,
+		{"not a postgres URL, never quoted", "store:\n  driver: postgres\n  url: mysql://root:hunter2@db/x\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n", nil,
 			[]string{"store.url: must be a postgres:// or postgresql:// URL, e.g. postgres://talon@db.example.com:5432/talon?sslmode=verify-full (line 3)"}},
 		{"a URL with sqlite", "store:\n  url: postgres://db/x\n", nil,
 			[]string{"store.url: is for driver postgres; the sqlite database is the file <data_dir>/talon.db (remove store.url, or set store.driver: postgres) (line 2)"}},
-		{"the console on postgres", "http:\n  listen: 127.0.0.1:9000\nconsole:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\nmemory:\n  enabled: false\n", map[string]string{"TALON_CONSOLE_TOKEN": "0123456789abcdef0123"},
+		{"the console on postgres", "http:\n  listen: 127.0.0.1:9000\nconsole:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n", map[string]string{"TALON_CONSOLE_TOKEN": "0123456789abcdef0123"},
 			[]string{"console.enabled: the console reads the SQLite store only for now: set console.enabled: false with store.driver: postgres (line 4)"}},
-		{"the memory on postgres", "memory:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\n", nil,
+		{"the memory on postgres", "memory:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\nroutines:\n  enabled: false\n", nil,
 			[]string{"memory.enabled: the memory is kept in the SQLite store only for now: set memory.enabled: false with store.driver: postgres (line 2)"}},
+		{"routines on postgres", "routines:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\nmemory:\n  enabled: false\n", nil,
+			[]string{"routines.enabled: routines are kept in the SQLite store only for now: set routines.enabled: false with store.driver: postgres (line 2)"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := loadFile(t, tt.file, tt.vars)

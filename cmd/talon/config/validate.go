@@ -37,7 +37,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		v.add("data_dir", "must not be empty")
 	}
-	c.Store.validate(&v, c.Console.Enabled, c.Memory.Enabled)
+	c.Store.validate(&v, c.Console.Enabled, c.Memory.Enabled, c.Routines.Enabled)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
 	if c.HTTP.Listen != "" && !validListen(c.HTTP.Listen) {
@@ -74,6 +74,15 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	v.intRange("context.thread_messages", c.Context.ThreadMessages, 0, 1000)
 	v.intRange("context.thread_tokens", c.Context.ThreadTokens, 100, 200_000)
 	c.Files.validate(&v)
+	v.intRange("routines.max_per_user", c.Routines.MaxPerUser, 1, 10_000)
+	v.duration("routines.min_interval", c.Routines.MinInterval, time.Minute, 7*24*time.Hour)
+	v.duration("routines.catch_up", c.Routines.CatchUp, time.Minute, 7*24*time.Hour)
+	v.intRange("routines.max_failures", c.Routines.MaxFailures, 1, 100)
+	if tz := c.Routines.DefaultTimezone; tz != "" {
+		if _, err := time.LoadLocation(tz); err != nil || strings.EqualFold(tz, "local") {
+			v.add("routines.default_timezone", "must be an IANA time zone name such as Europe/Paris, or \"\" for UTC")
+		}
+	}
 	c.Sandbox.validate(&v)
 	c.Egress.validate(&v)
 	if !validUser(c.Terminal.User) {
@@ -349,7 +358,7 @@ func (m *Memory) validate(v *validator) {
 	}
 }
 
-func (s Store) validate(v *validator, console, memory bool) {
+func (s Store) validate(v *validator, console, memory, routines bool) {
 	v.oneOf("store.driver", s.Driver, StoreSQLite, StorePostgres)
 	switch s.Driver {
 	case StoreSQLite:
@@ -369,6 +378,9 @@ func (s Store) validate(v *validator, console, memory bool) {
 		}
 		if memory {
 			v.add("memory.enabled", "the memory is kept in the SQLite store only for now: set memory.enabled: false with store.driver: postgres")
+		}
+		if routines {
+			v.add("routines.enabled", "routines are kept in the SQLite store only for now: set routines.enabled: false with store.driver: postgres")
 		}
 	}
 }
