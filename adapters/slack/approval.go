@@ -92,11 +92,15 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (stri
 	if err != nil {
 		return "", err
 	}
-	ts, err := a.post(ctx, to.Channel, to.Thread, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...), noUnfurl())
+	channel, thread := to.Channel, to.Thread
+	if to.Approvals != "" {
+		channel, thread = to.Approvals, ""
+	}
+	ts, err := a.post(ctx, channel, thread, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...), noUnfurl())
 	if err != nil {
 		return "", fmt.Errorf("slack: post approval %d: %w", p.ID, err)
 	}
-	return msgRef{channel: to.Channel, ts: ts}.String(), nil
+	return msgRef{channel: channel, ts: ts}.String(), nil
 }
 
 // update replaces the text and blocks of ref.

@@ -71,6 +71,10 @@ type replyTo struct {
 	// seconds).
 	ResponseURL string `json:"u,omitempty"`
 	Until       int64  `json:"x,omitempty"`
+	// Approvals, when set, is the conversation approval prompts go to
+	// instead (a routine's owner's DM: the run posts in a channel, where
+	// the call's details are not for everyone).
+	Approvals string `json:"a,omitempty"`
 }
 
 func (r replyTo) encode() string {

@@ -55,7 +55,11 @@ type posted struct {
 }
 
 // slackUser is a user the fake's users.info knows.
-type slackUser struct{ name, team, enterprise string }
+type slackUser struct {
+	name, team, enterprise string
+	tz                     string // the profile's time zone
+	deleted                bool   // deactivated
+}
 
 // fakeSlack speaks Slack's Web API and Socket Mode WebSocket protocol on
 // 127.0.0.1, for the real slack-go client.
@@ -297,7 +301,7 @@ func (f *fakeSlack) lookup(w http.ResponseWriter, r *http.Request, method string
 		w.Header().Set("Retry-After", "60")
 		w.WriteHeader(http.StatusTooManyRequests)
 	case method == "users.info" && uok:
-		f.writeJSON(w, map[string]any{"ok": true, "user": map[string]any{"id": id, "team_id": u.team, "name": "handle",
+		f.writeJSON(w, map[string]any{"ok": true, "user": map[string]any{"id": id, "team_id": u.team, "name": "handle", "tz": u.tz, "deleted": u.deleted,
 			"profile": map[string]any{"display_name": u.name, "real_name": "Real " + u.name}, "enterprise_user": map[string]any{"enterprise_id": u.enterprise}}})
 	case method == "conversations.info" && cok:
 		f.writeJSON(w, map[string]any{"ok": true, "channel": map[string]any{"id": id, "name": c}})
@@ -331,6 +335,8 @@ func (f *fakeSlack) serveAPI(w http.ResponseWriter, r *http.Request) {
 		f.writeJSON(w, map[string]any{"ok": true, "url": "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/ws"})
 	case "users.info", "conversations.info":
 		f.lookup(w, r, method, form)
+	case "conversations.open":
+		f.writeJSON(w, map[string]any{"ok": true, "channel": map[string]any{"id": "D" + form.Get("users")}})
 	case "chat.postMessage", "chat.update", "chat.postEphemeral":
 		f.mu.Lock()
 		if method == "chat.postEphemeral" && f.notMember[form.Get("channel")] {

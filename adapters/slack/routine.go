@@ -11,21 +11,19 @@ import (
 // RoutineTarget returns where a routine of user posts: the top level of
 // channel, or, when dm, user's direct messages with the bot (opened with
 // conversations.open). It returns the conversation's channel id and the
-// ReplyTo of a post there. It fails, saying why, when the configuration
-// does not let user talk to the bot in that channel.
+// ReplyTo of a post there, whose approval prompts go to user's direct
+// messages. It fails, saying why, when the configuration does not let
+// user talk to the bot in that channel.
 func (a *Adapter) RoutineTarget(ctx context.Context, user, channel string, dm bool) (string, string, error) {
 	if err := a.setup(); err != nil {
 		return "", "", err
 	}
-	if dm {
-		ch, _, _, err := a.api.OpenConversationContext(ctx, &slack.OpenConversationParameters{Users: []string{user}})
-		if err != nil {
-			return "", "", fmt.Errorf("slack: open a direct message with %s: %w", user, err)
-		}
-		if ch == nil {
-			return "", "", errors.New("slack: conversations.open returned no conversation")
-		}
-		channel = ch.ID
+	im, err := a.openDM(ctx, user)
+	switch {
+	case dm && err != nil:
+		return "", "", err
+	case dm:
+		channel = im
 	}
 	if !reSlackID().MatchString(channel) {
 		return "", "", errors.New("this is not a Slack conversation I can post in")
@@ -33,7 +31,25 @@ func (a *Adapter) RoutineTarget(ctx context.Context, user, channel string, dm bo
 	if reason := a.pol.check(channel, user); reason != "" {
 		return "", "", errors.New(reason)
 	}
-	return channel, replyTo{Channel: channel}.encode(), nil
+	to := replyTo{Channel: channel}
+	if im != channel {
+		// Without a DM (it could not be opened) the prompt is posted in
+		// the channel, its buttons for user alone.
+		to.Approvals = im
+	}
+	return channel, to.encode(), nil
+}
+
+// openDM returns the id of user's direct messages with the bot.
+func (a *Adapter) openDM(ctx context.Context, user string) (string, error) {
+	ch, _, _, err := a.api.OpenConversationContext(ctx, &slack.OpenConversationParameters{Users: []string{user}})
+	if err != nil {
+		return "", fmt.Errorf("slack: open a direct message with %s: %w", user, err)
+	}
+	if ch == nil || !reSlackID().MatchString(ch.ID) {
+		return "", errors.New("slack: conversations.open returned no conversation")
+	}
+	return ch.ID, nil
 }
 
 // ChannelReplyTo is the ReplyTo of a post at the top level of channel.
