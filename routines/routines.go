@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	_ "time/tzdata" // owners' time zones, also on hosts without a zoneinfo database
 
 	"github.com/rs/zerolog"
 

@@ -91,8 +91,8 @@ func TestToolsEndToEnd(t *testing.T) {
 	if len(reqs) != 2 {
 		t.Fatalf("model requests: got %d, want 2", len(reqs))
 	}
-	if offered := strings.Join(reqs[0].Tools, ","); offered != "github,html_text,http_fetch,memory_save,memory_search,memory_forget" {
-		t.Errorf("tools offered to the model = %s, want the enabled ones and memory's: github,html_text,http_fetch,memory_save,memory_search,memory_forget", offered)
+	if offered := strings.Join(reqs[0].Tools, ","); offered != "github,html_text,http_fetch,memory_save,memory_search,memory_forget,routine_create,routine_list,routine_delete" {
+		t.Errorf("tools offered to the model = %s, want the enabled ones, memory's and the routine tools", offered)
 	}
 
 	t.Run("list", func(t *testing.T) {

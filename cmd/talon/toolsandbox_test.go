@@ -77,6 +77,9 @@ func logargsApp(t *testing.T, sandboxYAML string, log zerolog.Logger, before fun
 func sandboxOf(t *testing.T, a *app) *sandbox.Runtime {
 	t.Helper()
 	tools := a.rt.Tools
+	if rs, ok := tools.(routineToolSet); ok {
+		tools = rs.inner // the routine tools are offered besides the others
+	}
 	if mt, ok := tools.(memoryTools); ok {
 		tools = mt.next
 	}
