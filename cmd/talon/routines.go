@@ -16,6 +16,7 @@ import (
 	"github.com/talonhq/talon/adapters/terminal"
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/routines"
 	"github.com/talonhq/talon/store"
 )
@@ -253,6 +254,9 @@ func cmdRoutine(ctx context.Context, e env, args []string) error {
 	cfg, err := loadConfig(e, *configPath)
 	if err != nil {
 		return err
+	}
+	if cfg.Store.Driver == config.StorePostgres {
+		return errors.New("routine: routines are kept in the SQLite store only for now, and store.driver is postgres")
 	}
 	db, err := store.Open(ctx, cfg.DBPath())
 	if err != nil {
