@@ -26,6 +26,7 @@ import (
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/tools"
 	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/store/postgres"
 )
 
 // benchResult is what `talon bench --json` prints.
@@ -70,6 +71,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		toolShare                    float64
 		latency, think               time.Duration
 		llmURL, llmModel, dataDir    string
+		storeArg                     string
 		asJSON                       bool
 		cpuProfile                   string
 		consolePoll                  time.Duration
@@ -87,6 +89,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&llmURL, "llm-url", "", "drive this OpenAI-compatible endpoint instead of the in-process fake model")
 	fs.StringVar(&llmModel, "llm-model", "bench", "model name sent to --llm-url")
 	fs.StringVar(&dataDir, "data-dir", "", "where to put the database (default: a new temporary directory, removed after)")
+	fs.StringVar(&storeArg, "store", "sqlite", "the store: sqlite (a file in the data directory) or postgres:URL (no password in the URL: use PGPASSWORD); "+
+		"the run's users are new to it, so a database with data is fine")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.DurationVar(&consolePoll, "console-poll", 0, "serve the console on loopback and load its Overview, Usage, Conversations and Users "+
@@ -111,15 +115,42 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		defer os.RemoveAll(d)
 		dataDir = d
 	}
-	dbPath := filepath.Join(dataDir, "talon.db")
-	db, err := store.Open(ctx, dbPath)
-	if err != nil {
-		return err
+	var (
+		db       agent.Store
+		sqliteDB *store.DB // the console poller reads it; nil on PostgreSQL
+	)
+	switch {
+	case storeArg == "sqlite":
+		sdb, err := store.Open(ctx, filepath.Join(dataDir, "talon.db"))
+		if err != nil {
+			return err
+		}
+		defer sdb.Close()
+		db, sqliteDB = sdb, sdb
+	case strings.HasPrefix(storeArg, "postgres:"):
+		if consolePoll > 0 {
+			return &usageError{"bench: --console-poll reads the SQLite store only (the console is not on PostgreSQL yet)"}
+		}
+		u, err := postgresArg(strings.TrimPrefix(storeArg, "postgres:"))
+		if err != nil {
+			return fmt.Errorf("bench: --store: %w", err)
+		}
+		pdb, err := postgres.Open(ctx, u)
+		if err != nil {
+			return err
+		}
+		defer pdb.Close()
+		db = pdb
+	default:
+		return &usageError{"bench: --store must be sqlite or postgres:URL"}
 	}
-	defer db.Close()
+	// The run's users and messages are its own, so that a database used
+	// before (PostgreSQL's) answers this run's messages as new.
+	runID := strconv.FormatInt(time.Now().UnixNano(), 36)
 
 	var model llm.Provider = &benchLLM{latency: latency}
 	if llmURL != "" {
+		var err error
 		if model, err = llm.NewOpenAI(llm.Config{BaseURL: llmURL, Model: llmModel, MaxRetries: -1}); err != nil {
 			return err
 		}
@@ -166,7 +197,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	)
 	var poller *consolePoller
 	if consolePoll > 0 {
-		if poller, err = startConsolePoller(ctx, db, consolePoll); err != nil {
+		var err error
+		if poller, err = startConsolePoller(ctx, sqliteDB, consolePoll); err != nil {
 			return err
 		}
 		defer poller.stop()
@@ -192,7 +224,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			key := agent.SessionKey{Principal: agent.Principal{Platform: "bench", User: "u" + strconv.Itoa(u)}}
+			key := agent.SessionKey{Principal: agent.Principal{Platform: "bench", User: runID + "-u" + strconv.Itoa(u)}}
 			if think > 0 && !agent.Sleep(ctx, time.Duration(rand.Float64()*float64(think))) {
 				return
 			}
@@ -200,7 +232,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 				if think > 0 && m > 0 && !agent.Sleep(ctx, time.Duration(rand.ExpFloat64()*float64(think))) {
 					return
 				}
-				dk := fmt.Sprintf("bench:%d:%d", u, m)
+				dk := fmt.Sprintf("bench:%s:%d:%d", runID, u, m)
 				wait := ch.expect(dk)
 				t0 := time.Now()
 				text := benchText(u, m)

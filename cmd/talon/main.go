@@ -65,8 +65,9 @@ Usage:
   talon discord invite-url        print the link that adds the bot to a server
   talon migrate-store --from sqlite:PATH --to postgres[:URL]
                                   copy a stopped gateway's SQLite database into PostgreSQL
-  talon bench   --users N --messages M [--concurrency C] [--tool-share F] [--llm-latency D]
-                [--think D] [--llm-url URL [--llm-model M]] [--console-poll D] [--json]
+  talon bench   --users N --messages M [--store sqlite|postgres:URL] [--concurrency C]
+                [--tool-share F] [--llm-latency D] [--think D]
+                [--llm-url URL [--llm-model M]] [--console-poll D] [--json]
                                   measure throughput and the gateway's own overhead;
                                   --think D: users' mean pause between messages;
                                   --tool-share F: share of turns asking for a tool call

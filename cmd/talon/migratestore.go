@@ -125,12 +125,23 @@ func migrateTarget(e env, to, configPath string) (string, error) {
 	if !ok || u == "" {
 		return "", &usageError{"migrate-store: --to must be postgres:URL (postgres://user@host:5432/db) or postgres\n" + migrateStoreUsage}
 	}
+	u, err := postgresArg(u)
+	if err != nil {
+		return "", fmt.Errorf("migrate-store: --to: %w", err)
+	}
+	return u, nil
+}
+
+// postgresArg checks a PostgreSQL URL given on the command line: a
+// postgres:// URL without a password, which the process list would show
+// to everyone on the machine.
+func postgresArg(u string) (string, error) {
 	pu, err := url.Parse(u)
 	if err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
-		return "", &usageError{"migrate-store: --to postgres:URL wants a postgres:// URL, e.g. postgres:postgres://talon@db:5432/talon\n" + migrateStoreUsage}
+		return "", &usageError{"want a postgres:// URL after postgres:, e.g. postgres:postgres://talon@db:5432/talon"}
 	}
 	if _, has := pu.User.Password(); has || pu.Query().Has("password") {
-		return "", errors.New("migrate-store: the --to URL holds a password, which the process list shows to everyone on this machine: put it in PGPASSWORD or ~/.pgpass, or use --to postgres with store.url from the environment")
+		return "", errors.New("the URL holds a password, which the process list shows to everyone on this machine: put it in PGPASSWORD or ~/.pgpass (or, for migrate-store, use --to postgres with store.url from the environment)")
 	}
 	return u, nil
 }

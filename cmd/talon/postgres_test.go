@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -129,5 +130,33 @@ func TestPostgresUnreachable(t *testing.T) {
 		if strings.Contains(out, "pg-s3cret-pw") {
 			t.Errorf("the password is printed: %s", out)
 		}
+	}
+}
+
+// talon bench runs on PostgreSQL, twice on the same database (each run's
+// users and messages are its own), and refuses a password on its command
+// line.
+func TestBenchOnPostgres(t *testing.T) {
+	dbURL, pool := postgresSchema(t)
+	for range 2 {
+		res := runMain(t, env{}, "bench", "--json", "--data-dir", t.TempDir(), "--users", "5", "--messages", "3", "--store", "postgres:"+dbURL)
+		if res.code != 0 {
+			t.Fatalf("exit %d: %s", res.code, res.stderr)
+		}
+		var got benchResult
+		if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+			t.Fatalf("output is not one JSON object: %v\n%s", err, res.stdout)
+		}
+		if got.Turns != 15 || got.Errors != 0 || got.TurnsPerSec <= 0 {
+			t.Errorf("result: %+v; want 15 turns and no errors", got)
+		}
+	}
+	var n int64
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbound WHERE state = 'delivered'`).Scan(&n); err != nil || n != 30 {
+		t.Errorf("%d replies delivered in PostgreSQL, %v; want 30", n, err)
+	}
+	res := runMain(t, env{}, "bench", "--users", "1", "--messages", "1", "--store", "postgres:postgres://u:hunter2-pw@127.0.0.1:1/x")
+	if res.code == 0 || !strings.Contains(res.stderr, "PGPASSWORD") || strings.Contains(res.stdout+res.stderr, "hunter2") {
+		t.Errorf("a password on the command line: exit %d, %s", res.code, res.stderr)
 	}
 }
