@@ -33,6 +33,8 @@ type Store interface {
 	AddConsoleSession(ctx context.Context, sess store.ConsoleSession, max int) error
 	ConsoleSession(ctx context.Context, hash [32]byte, now time.Time) (store.ConsoleSession, error)
 	DeleteConsoleSession(ctx context.Context, hash [32]byte) error
+	AddOIDCState(ctx context.Context, hash [32]byte, nonce string, expires time.Time, max int) error
+	TakeOIDCState(ctx context.Context, hash [32]byte, now time.Time) (string, error)
 	Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error)
 	Transcript(ctx context.Context, s agent.SessionID, limit int) (store.Conversation, []agent.StoredMessage, []store.Approval, error)
 	UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error)
@@ -119,11 +121,9 @@ type Server struct {
 	Now func() time.Time
 
 	mu sync.Mutex
-	// sign-in attempts by client address, Slack sign-ins in progress by
-	// the SHA-256 of their state; guarded by mu. (Sessions are in the
-	// store.)
+	// sign-in attempts by client address; guarded by mu. (Sessions and
+	// Slack sign-ins in progress are in the store.)
 	attempts map[string]*attempt
-	pending  map[[32]byte]*pendingOIDC
 }
 
 // session is a signed-in admin's: who signed in ("admin" for the token, or
@@ -165,7 +165,6 @@ func (s *Server) Handler() (http.Handler, error) {
 		s.SessionTTL = 12 * time.Hour
 	}
 	s.attempts = map[string]*attempt{}
-	s.pending = map[[32]byte]*pendingOIDC{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /console/style.css", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")

@@ -11,6 +11,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/slack-go/slack"
+
+	"github.com/talonhq/talon/store"
 )
 
 // SlackOIDC configures "Sign in with Slack" (OpenID Connect): a Slack user
@@ -51,13 +53,6 @@ const (
 	oidcCookie = "talon_console_oidc"
 	oidcPath   = Prefix + "oidc/"
 )
-
-// pendingOIDC is a started sign-in: its nonce and when it expires. It is
-// keyed by the SHA-256 of its state, which the browser holds in a cookie.
-type pendingOIDC struct {
-	nonce   string
-	expires time.Time
-}
 
 func (o *SlackOIDC) init() error {
 	var missing []error
@@ -111,23 +106,19 @@ func (s *Server) oidcStart(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many sign-in attempts from this address: wait a minute and try again", http.StatusTooManyRequests)
 		return
 	}
+	// The store keeps the SHA-256 of the state (the browser holds the
+	// state in a cookie) with the nonce, so a restart does not fail a
+	// sign-in in progress.
 	state, nonce := randomToken(), randomToken()
-	s.mu.Lock()
-	now := s.Now()
-	if len(s.pending) >= maxPending {
-		for k, p := range s.pending {
-			if !now.Before(p.expires) {
-				delete(s.pending, k)
-			}
-		}
-	}
-	if len(s.pending) >= maxPending {
-		s.mu.Unlock()
+	err := s.Store.AddOIDCState(r.Context(), sha256.Sum256([]byte(state)), nonce, s.Now().Add(oidcTTL), maxPending)
+	if errors.Is(err, store.ErrTooManySessions) {
 		http.Error(w, "too many Slack sign-ins in progress: try again in a few minutes", http.StatusServiceUnavailable)
 		return
 	}
-	s.pending[sha256.Sum256([]byte(state))] = &pendingOIDC{nonce: nonce, expires: now.Add(oidcTTL)}
-	s.mu.Unlock()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	http.SetCookie(w, s.oidcStateCookie(state, oidcTTL))
 	q := url.Values{
 		"response_type": {"code"},
@@ -178,13 +169,14 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		s.refuseOIDC(w, r, "-", "this sign-in was not started in this browser, or it was already used", http.StatusForbidden)
 		return
 	}
-	key := sha256.Sum256([]byte(state))
-	s.mu.Lock()
-	p := s.pending[key]
-	delete(s.pending, key) // single use, whatever happens next
-	s.mu.Unlock()
-	if p == nil || !s.Now().Before(p.expires) {
+	// Taken once, whatever happens next.
+	nonce, err := s.Store.TakeOIDCState(r.Context(), sha256.Sum256([]byte(state)), s.Now())
+	if errors.Is(err, store.ErrNotFound) {
 		s.refuseOIDC(w, r, "-", "this sign-in expired or was already used", http.StatusForbidden)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if e := q.Get("error"); e != "" {
@@ -211,7 +203,7 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		s.oidcFailed(w, r, fmt.Errorf("console: slack id_token claims: %w", err))
 		return
 	}
-	if !equal(cl.Nonce, p.nonce) {
+	if !equal(cl.Nonce, nonce) {
 		s.oidcFailed(w, r, errors.New("console: slack id_token: the nonce is not this sign-in's"))
 		return
 	}

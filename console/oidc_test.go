@@ -390,3 +390,35 @@ func TestSlackSignInConfig(t *testing.T) {
 		}
 	}
 }
+
+// A sign-in started before a restart finishes after it (the state is in
+// the store), once.
+func TestSlackSignInSurvivesRestart(t *testing.T) {
+	f, fake := newOIDCFixture(t)
+	c := f.client(t)
+	state, nonce := fake.begin(t, f, c)
+
+	again := &Server{Store: f.db, Token: testToken, Now: f.clk.Now, SlackOIDC: &SlackOIDC{
+		ClientID: oidcClientID, ClientSecret: oidcClientSecret, RedirectURL: oidcRedirect,
+		Admins:  map[string]bool{"slack:T1:UADMIN": true},
+		AuthURL: fake.srv.URL + "/openid/connect/authorize", APIURL: fake.srv.URL + "/api/", JWKSURL: fake.srv.URL + "/openid/connect/keys",
+	}}
+	h, err := again.Handler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(Prefix, h)
+	srv := httptest.NewServer(mux) // the same host: the jar sends the state cookie
+	defer srv.Close()
+	tok := sign(t, "RS256", fake.key, nil, claims(f, "T1", "UADMIN", nonce))
+	resp, body := get(t, c, srv.URL+"/console/oidc/callback?"+url.Values{"state": {state}, "code": {fake.code(tok)}}.Encode())
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Signed in as") {
+		t.Fatalf("after a restart the callback = %d:\n%s", resp.StatusCode, body)
+	}
+	u, _ := url.Parse(srv.URL + "/console/oidc/")
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: oidcCookie, Value: state, Path: oidcPath}})
+	if resp, _ := finish(t, f, c, state, fake.code(tok)); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("the same state on the first server = %d, want 403 (used)", resp.StatusCode)
+	}
+}

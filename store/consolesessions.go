@@ -69,3 +69,44 @@ func (db *DB) DeleteConsoleSession(ctx context.Context, hash [32]byte) error {
 	}
 	return nil
 }
+
+// AddOIDCState stores a started sign-in (the SHA-256 of its state, its
+// nonce) until expires, after deleting the expired ones, unless max are
+// pending (then ErrTooManySessions).
+func (db *DB) AddOIDCState(ctx context.Context, hash [32]byte, nonce string, expires time.Time, max int) error {
+	return db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM console_oidc_states WHERE expires_at <= ?`, db.now()); err != nil {
+			return fmt.Errorf("store: oidc state: %w", err)
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM console_oidc_states`).Scan(&n); err != nil {
+			return fmt.Errorf("store: oidc state: %w", err)
+		}
+		if n >= max {
+			return ErrTooManySessions
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO console_oidc_states (state_hash, nonce, expires_at) VALUES (?, ?, ?)`,
+			hash[:], nonce, toMS(expires)); err != nil {
+			return fmt.Errorf("store: oidc state: %w", err)
+		}
+		return nil
+	})
+}
+
+// TakeOIDCState removes the started sign-in whose state hashes to hash and
+// returns its nonce if it had not expired by now; otherwise ErrNotFound.
+// A state is taken once: a second take finds nothing.
+func (db *DB) TakeOIDCState(ctx context.Context, hash [32]byte, now time.Time) (string, error) {
+	var nonce string
+	var expires int64
+	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		return tx.QueryRowContext(ctx, `DELETE FROM console_oidc_states WHERE state_hash = ? RETURNING nonce, expires_at`, hash[:]).Scan(&nonce, &expires)
+	})
+	if errors.Is(err, sql.ErrNoRows) || err == nil && expires <= toMS(now) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: oidc state: %w", err)
+	}
+	return nonce, nil
+}

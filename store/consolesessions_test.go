@@ -57,3 +57,30 @@ func TestConsoleSessions(t *testing.T) {
 		}
 	}
 }
+
+func TestOIDCStates(t *testing.T) {
+	ctx := context.Background()
+	db, path := open(t)
+	h := sha256.Sum256([]byte("state-1"))
+	if err := db.AddOIDCState(ctx, h, "nonce-1", t0.Add(10*time.Minute), 2); err != nil {
+		t.Fatal(err)
+	}
+	old := sha256.Sum256([]byte("state-old"))
+	if err := db.AddOIDCState(ctx, old, "nonce-old", t0.Add(time.Minute), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AddOIDCState(ctx, sha256.Sum256([]byte("x")), "n", t0.Add(time.Minute), 2); !errors.Is(err, store.ErrTooManySessions) {
+		t.Errorf("a third pending sign-in of at most 2 = %v", err)
+	}
+	db.Close()
+	db = openAt(t, path) // a restart keeps them
+	if _, err := db.TakeOIDCState(ctx, old, t0.Add(time.Minute)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an expired state = %v, want ErrNotFound", err)
+	}
+	if n, err := db.TakeOIDCState(ctx, h, t0.Add(9*time.Minute)); err != nil || n != "nonce-1" {
+		t.Fatalf("TakeOIDCState = %q, %v", n, err)
+	}
+	if _, err := db.TakeOIDCState(ctx, h, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a state taken twice = %v, want ErrNotFound", err)
+	}
+}
