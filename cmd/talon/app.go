@@ -19,6 +19,7 @@ import (
 	"github.com/talonhq/talon/adapters/terminal"
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/cluster"
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/memory"
 	"github.com/talonhq/talon/routines"
@@ -55,6 +56,10 @@ type app struct {
 	// Set by openRoutines; nil when routines are disabled.
 	routines *routines.Service
 	router   *routineRouter
+
+	// node distributes turns over replicas (cluster.go); nil without
+	// nats.url.
+	node *cluster.Node
 
 	// Set by openVault; nil when no vault is configured.
 	redactor agent.Redactor
@@ -339,6 +344,13 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		if chans, err = a.channels(); err != nil {
 			return err
 		}
+		if len(chans) > 0 {
+			if err := a.openCluster(ctx); err != nil {
+				return err
+			}
+		} else if cfg.NATS.Enabled() {
+			log.Warn().Msg("nats.url is set but only the terminal channel runs, in this process; it takes no part in the cluster")
+		}
 	}
 	var ops *opsListener
 	var states channelStates
@@ -376,9 +388,31 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 
 	// Every part sends on ended when it ends by itself: a failure, or the
 	// end of the terminal conversation (nil). The first starts the stop.
-	ended := make(chan error, len(chans)+3)
+	ended := make(chan error, len(chans)+4)
 	runDone := make(chan error, 1)
 	go func() { runDone <- a.rt.Run(context.Background()) }()
+	// The node takes part in the deployment once the runtime is ready, and
+	// gives its partitions up after the runtime has stopped.
+	nodeCtx, stopNode := context.WithCancel(context.Background())
+	defer stopNode()
+	nodeDone := make(chan error, 1)
+	if a.node != nil {
+		go func() {
+			select {
+			case <-a.rt.Ready():
+			case <-nodeCtx.Done():
+				nodeDone <- nil
+				return
+			}
+			err := a.node.Run(nodeCtx)
+			if err != nil {
+				ended <- err
+			}
+			nodeDone <- err
+		}()
+	} else {
+		nodeDone <- nil
+	}
 	opsCtx, stopOps := context.WithCancel(context.Background())
 	defer stopOps()
 	opsDone := make(chan error, 1)
@@ -471,6 +505,8 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		if err := <-runDone; err != nil && failure == nil {
 			failure = err
 		}
+		stopNode()
+		<-nodeDone
 		stopChannels()
 		chanWG.Wait()
 		stopOps()
@@ -518,6 +554,7 @@ func cmdDoctor(ctx context.Context, e env, args []string) error {
 	}
 	check("data directory", checkWritable(cfg.DataDir), " "+cfg.DataDir)
 	doctorStore(ctx, e, cfg, check)
+	doctorNATS(ctx, cfg, check)
 	p, err := newProvider(cfg)
 	check("model provider", err, fmt.Sprintf(" %s at %s, model %s", cfg.LLM.Provider, cfg.LLM.EffectiveBaseURL(), cfg.LLM.EffectiveModel()))
 	if err == nil {

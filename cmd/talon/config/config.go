@@ -55,6 +55,7 @@ type Config struct {
 	MCP      MCP      `yaml:"mcp" json:"mcp"`
 	Memory   Memory   `yaml:"memory" json:"memory"`
 	Routines Routines `yaml:"routines" json:"routines"`
+	NATS     NATS     `yaml:"nats" json:"nats"`
 }
 
 // Memory configures what the model remembers for people (package memory):
@@ -375,6 +376,7 @@ func Default() Config {
 		Terminal: Terminal{User: "local"},
 		Slack:    defaultSlack(),
 		Discord:  defaultDiscord(),
+		NATS:     defaultNATS(),
 	}
 }
 

@@ -48,6 +48,7 @@ func TestLoadDefaults(t *testing.T) {
 		},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
 		Memory:  Memory{Enabled: true, MaxEntries: 1000, ChannelWriters: map[string][]string{}},
+		NATS:    NATS{Partitions: 32, LeaseTTL: Duration(10 * time.Second)},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load(\"\") mismatch (-want +got):\n%s", diff)

@@ -85,6 +85,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	}
 	c.Sandbox.validate(&v)
 	c.Egress.validate(&v)
+	c.NATS.validate(&v)
 	if !validUser(c.Terminal.User) {
 		v.add("terminal.user", fmt.Sprintf("must be 1 to %d letters, digits or . _ @ -", maxUserLen))
 	}

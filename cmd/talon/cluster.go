@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/talonhq/talon/cluster"
+	"github.com/talonhq/talon/cmd/talon/config"
+)
+
+// natsConnect connects to the servers of nats.url. Errors never show the
+// URL, which may carry a password.
+func natsConnect(cfg config.NATS, name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(strings.Join(cfg.Servers(), ","),
+		nats.Name(name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	if err != nil {
+		return nil, fmt.Errorf("nats: connect to %s: %w (check nats.url and that nats-server runs with -js)", cfg.Hosts(), scrubURL(err, cfg))
+	}
+	return nc, nil
+}
+
+// scrubURL returns err with nats.url's servers replaced by their hosts.
+func scrubURL(err error, cfg config.NATS) error {
+	msg := err.Error()
+	for _, s := range cfg.Servers() {
+		msg = strings.ReplaceAll(msg, s, "the server in nats.url")
+	}
+	return errors.New(msg)
+}
+
+// openCluster joins the deployment when nats.url is set: the runtime then
+// hands each accepted message to the node, and runs the turns of the
+// partitions this replica holds. It must run before the runtime's Run.
+func (a *app) openCluster(ctx context.Context) error {
+	nc := a.cfg.NATS
+	if !nc.Enabled() {
+		return nil
+	}
+	replica := nc.Replica
+	if replica == "" {
+		host, _ := os.Hostname()
+		replica = cluster.NewReplicaID(host)
+	}
+	conn, err := natsConnect(nc, "talon "+replica)
+	if err != nil {
+		return err
+	}
+	a.closers = append(a.closers, conn.Close)
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	node, err := cluster.Open(octx, conn, cluster.Config{
+		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(),
+	}, a.rt, a.db.gatewayStore, a.log)
+	if err != nil {
+		return err
+	}
+	a.node = node
+	a.rt.Dispatch = node
+	if a.cfg.Store.Driver != config.StorePostgres {
+		a.log.Warn().Msg("nats.url with the SQLite store: no other replica can share this store, so run only this one; " +
+			"replicas share a PostgreSQL store (store.driver: postgres)")
+	}
+	a.log.Info().Str("replica", replica).Int("partitions", nc.Partitions).Str("nats", nc.Hosts()).
+		Msg("cluster: this replica runs the turns of the partitions it holds; every replica must share the store")
+	return nil
+}
+
+// doctorNATS checks that nats.url reaches a server with JetStream.
+func doctorNATS(ctx context.Context, cfg *config.Config, check checkFunc) {
+	if !cfg.NATS.Enabled() {
+		return
+	}
+	nc, err := natsConnect(cfg.NATS, "talon doctor")
+	if err != nil {
+		check("nats", err, "")
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var info *jetstream.AccountInfo
+		if info, err = js.AccountInfo(cctx); err != nil {
+			err = fmt.Errorf("JetStream is not available on %s: %w (start nats-server with -js)", cfg.NATS.Hosts(), err)
+		} else {
+			check("nats", nil, fmt.Sprintf(" %s, server %s, JetStream with %d streams", cfg.NATS.Hosts(), nc.ConnectedServerVersion(), info.Streams))
+			return
+		}
+	}
+	check("nats", err, "")
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/talonhq/talon/agent/llm/llmtest"
+)
+
+// testNATS starts an in-process NATS server with JetStream in t.TempDir()
+// and returns its URL.
+func testNATS(t *testing.T) string {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the in-process NATS server did not start")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s.ClientURL()
+}
+
+// TestRunWithNATSAnswersThroughThePartitions runs the gateway with
+// nats.url and Discord: every message is announced on its partition's
+// subject, taken from there by the replica that holds the partition, and
+// answered in order.
+func TestRunWithNATSAnswersThroughThePartitions(t *testing.T) {
+	const token = "test-discord-token-not-real"
+	url := testNATS(t)
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	f := newFakeDiscordGateway(t, 0)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1)+
+		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n"+
+		"nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: test-1\n")
+	var logs syncBuffer
+	stop := startRunEnv(t, cfg, addr, testEnv(map[string]string{"DISCORD_BOT_TOKEN": token, "TEST_NATS_URL": url}), &logs)
+	waitUntil(t, func() bool { return f.sessions() == 1 })
+	for i, text := range []string{"one", "two", "three"} {
+		f.dispatch("MESSAGE_CREATE", discordDM(fmt.Sprint(1000051+i), text))
+	}
+	waitUntil(t, func() bool { return len(f.postsSnapshot()) >= 3 })
+	stop()
+	if diff := cmp.Diff([]string{"400 echo: one", "400 echo: two", "400 echo: three"}, f.postsSnapshot()); diff != "" {
+		t.Errorf("posts (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(logs.String(), "lease claimed") {
+		t.Errorf("the log does not show a partition claimed:\n%s", logs.String())
+	}
+
+	// The messages went through the stream: the one consumer that took
+	// them delivered and acknowledged three.
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "TALON_IN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivered uint64
+	for p := range 4 {
+		c, err := st.Consumer(ctx, "talon-p"+string(rune('0'+p)))
+		if err != nil {
+			continue // no message of this partition
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		delivered += info.AckFloor.Consumer
+	}
+	if delivered != 3 {
+		t.Errorf("announcements taken and acknowledged: %d, want 3", delivered)
+	}
+	// The replica gave its leases up when it stopped.
+	kv, err := js.KeyValue(ctx, "talon_partitions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := kv.Keys(ctx); err == nil && len(keys) > 0 {
+		t.Errorf("leases left after the stop: %v", keys)
+	}
+}
+
+func TestDoctorChecksNATS(t *testing.T) {
+	url := testNATS(t)
+	srv := llmtest.NewServer(t, llmtest.Text("ok"))
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", srv.URL)+"nats:\n  url: ${TEST_NATS_URL}\n")
+	res := runMain(t, env{getenv: testEnv(map[string]string{"TEST_NATS_URL": url})}, "doctor", "--config", cfg)
+	if res.code != 0 || !strings.Contains(res.stdout, "ok    nats "+strings.TrimPrefix(url, "nats://")) || !strings.Contains(res.stdout, "JetStream") {
+		t.Errorf("doctor with NATS up: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	down := "nats://talon:s3cret@" + freeAddr(t)
+	res = runMain(t, env{getenv: testEnv(map[string]string{"TEST_NATS_URL": down})}, "doctor", "--config", cfg)
+	if res.code == 0 || !strings.Contains(res.stdout, "FAIL  nats") {
+		t.Errorf("doctor with NATS down: exit %d\n%s", res.code, res.stdout)
+	}
+	if strings.Contains(res.stdout+res.stderr, "s3cret") {
+		t.Errorf("doctor shows the password of nats.url:\n%s%s", res.stdout, res.stderr)
+	}
+}
