@@ -435,6 +435,10 @@ func (r *Runtime) Decide(ctx context.Context, id ApprovalID, by Principal, appro
 		return a.State, ErrDecided
 	}
 	r.announce(ctx, a)
+	if n, ok := r.Dispatch.(DecisionNotifier); ok {
+		// The turn waiting for it may run in another process.
+		n.Decided(ctx, id)
+	}
 	return a.State, nil
 }
 

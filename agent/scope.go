@@ -18,6 +18,45 @@ type Dispatcher interface {
 	Dispatch(ctx context.Context, q QueuedInbound) error
 }
 
+// DecisionNotifier is a Dispatcher that also tells the other processes
+// of an approval decided in this one (Decide): the turn waiting for it may
+// run in another, which then goes on at once (Wake). A notice that is lost
+// only delays that turn until the approval's expiry, which then finds the
+// decision in the store.
+type DecisionNotifier interface {
+	Decided(ctx context.Context, id ApprovalID)
+}
+
+// Wake lets the turns of this process that wait for approval id go on,
+// when another process has decided it: the decision is read from the
+// store. It does nothing when no turn here waits for it, or it is still
+// pending.
+func (r *Runtime) Wake(ctx context.Context, id ApprovalID) error {
+	r.init()
+	r.mu.Lock()
+	n := len(r.waiters[id])
+	r.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	a, err := r.Store.GetApproval(ctx, id)
+	if err != nil {
+		return fmt.Errorf("agent: wake approval %d: %w", id, err)
+	}
+	if a.State == ApprovalPending {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.waiters[id] {
+		select {
+		case w <- a.State:
+		default:
+		}
+	}
+	return nil
+}
+
 // Scope is a share of the sessions whose turns this process runs while
 // its context lasts: a replica adopts one for each partition it owns
 // (Adopt). When the context ends, the scope's turns stop as at a shutdown

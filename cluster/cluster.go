@@ -20,6 +20,9 @@ import (
 // a partition it owns.
 type Runtime interface {
 	Adopt(ctx context.Context, owns func(agent.SessionKey) bool) (*agent.Scope, error)
+	// Wake lets a turn waiting here for an approval decided on another
+	// replica go on.
+	Wake(ctx context.Context, id agent.ApprovalID) error
 }
 
 // Store is what a Node needs of the store: the accepted messages whose
@@ -74,6 +77,7 @@ type Config struct {
 // partition's lease takes it from there into its runtime, in order.
 type Node struct {
 	cfg     Config
+	nc      *nats.Conn
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	rt      Runtime
@@ -118,7 +122,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: jetstream: %w", err)
 	}
-	n := &Node{cfg: cfg, js: js, rt: rt, store: st, log: log.With().Str("replica", cfg.Replica).Logger(),
+	n := &Node{cfg: cfg, nc: nc, js: js, rt: rt, store: st, log: log.With().Str("replica", cfg.Replica).Logger(),
 		stream: streamName(cfg.Prefix), started: make(chan struct{}), scopes: map[int]*agent.Scope{}}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        n.stream,
@@ -215,6 +219,18 @@ func (n *Node) Dispatch(ctx context.Context, q agent.QueuedInbound) error {
 	return nil
 }
 
+func (n *Node) decidedSubject() string { return n.cfg.Prefix + ".decided" }
+
+// Decided tells every replica that approval id was decided here
+// (agent.DecisionNotifier), so that the one whose turn waits for it goes on
+// at once. It is a plain NATS message: one that is lost delays that turn
+// until the approval's expiry, which finds the decision in the store.
+func (n *Node) Decided(_ context.Context, id agent.ApprovalID) {
+	if err := n.nc.Publish(n.decidedSubject(), strconv.AppendInt(nil, int64(id), 10)); err != nil {
+		n.log.Warn().Err(err).Int64("approval", int64(id)).Msg("cluster: could not tell the other replicas of a decided approval")
+	}
+}
+
 // Run takes part in the deployment until ctx ends: it claims its share of
 // the partitions, serves them, and sweeps the store for messages whose
 // announcement was lost. On return its partitions are given up.
@@ -222,8 +238,22 @@ func (n *Node) Run(ctx context.Context) error {
 	sctx, stopSweep := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { n.sweep(sctx) })
+	sub, err := n.nc.Subscribe(n.decidedSubject(), func(m *nats.Msg) {
+		id, err := strconv.ParseInt(string(m.Data), 10, 64)
+		if err != nil || id <= 0 {
+			return
+		}
+		if err := n.rt.Wake(sctx, agent.ApprovalID(id)); err != nil && sctx.Err() == nil {
+			n.log.Warn().Err(err).Int64("approval", id).Msg("cluster: wake a turn for an approval decided on another replica")
+		}
+	})
+	if err != nil {
+		n.log.Warn().Err(err).Msg("cluster: approvals decided on other replicas reach turns here only at their expiry")
+	} else {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	close(n.started)
-	err := n.leases.Run(ctx)
+	err = n.leases.Run(ctx)
 	stopSweep()
 	wg.Wait()
 	return err

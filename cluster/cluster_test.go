@@ -37,6 +37,7 @@ type delivered struct {
 	mu      sync.Mutex
 	by      map[agent.InboundID][]string // replicas that delivered a reply to it; guarded by mu
 	session map[agent.SessionKey][]agent.InboundID
+	asked   int // approval prompts shown; guarded by mu
 }
 
 func newDelivered() *delivered {
@@ -56,6 +57,18 @@ func (c channel) Deliver(_ context.Context, r agent.Reply) (string, error) {
 	c.d.by[r.Inbound] = append(c.d.by[r.Inbound], c.replica)
 	c.d.session[r.Key] = append(c.d.session[r.Key], r.Inbound)
 	return fmt.Sprint(r.ID), nil
+}
+
+// AskApproval and ApprovalDone make the channel an agent.Asker that shows
+// nothing.
+func (c channel) AskApproval(context.Context, agent.ApprovalPrompt) (string, error) {
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	c.d.asked++
+	return "", nil
+}
+func (c channel) ApprovalDone(context.Context, agent.ApprovalPrompt, agent.ApprovalState, agent.Principal) error {
+	return nil
 }
 
 func (d *delivered) count() int {
@@ -98,7 +111,8 @@ func (f *fixture) start(id string) *replica {
 	t := f.t
 	t.Helper()
 	nc := connect(t, f.url)
-	rt := &agent.Runtime{Store: f.db, LLM: echo{}, Log: zerolog.Nop(), Limits: agent.Limits{ShutdownGrace: time.Second}}
+	rt := &agent.Runtime{Store: f.db, LLM: echo{}, Log: zerolog.Nop(), Limits: agent.Limits{ShutdownGrace: time.Second},
+		ApprovalTimeout: 10 * time.Minute}
 	rt.Register(channel{d: f.d, replica: id})
 	cfg := f.cfg
 	cfg.Replica = id
@@ -306,4 +320,57 @@ func TestNodeOnRealNATS(t *testing.T) {
 		ids = append(ids, q.ID)
 	}
 	f.checkAnswered(ids, 60*time.Second)
+}
+
+// TestApprovalDecidedOnAnotherReplicaWakesTheTurn: a turn on b waits for
+// an approval; its owner's click reaches a, which decides it; b's turn
+// goes on at once, long before the approval would expire.
+func TestApprovalDecidedOnAnotherReplicaWakesTheTurn(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	a, b := f.start("a"), f.start("b")
+	ctx := context.Background()
+	k := key(1, 9)
+	q, _, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "approve", Key: k, Text: "deploy", ReceivedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid, _, _, err := f.db.StartTurn(ctx, q.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan bool, 1)
+	go func() {
+		ok, err := b.rt.RequestApproval(ctx, agent.ApprovalRequest{Key: k, Turn: tid, CallID: "c1", Tool: "deploy", Description: "run tool deploy"})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- ok
+	}()
+	var id agent.ApprovalID
+	eventually(t, 30*time.Second, "the approval is pending", func() bool {
+		pending, err := f.db.PendingApprovals(ctx)
+		if err != nil || len(pending) != 1 {
+			return false
+		}
+		id = pending[0].ID
+		return true
+	})
+	// The owner sees the prompt once b waits.
+	eventually(t, 30*time.Second, "the prompt is shown", func() bool {
+		f.d.mu.Lock()
+		defer f.d.mu.Unlock()
+		return f.d.asked == 1
+	})
+	if _, err := a.rt.Decide(ctx, id, k.Principal, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Error("RequestApproval on b: denied, want approved")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the turn on b still waits 30 s after a decided its approval")
+	}
 }
