@@ -359,6 +359,9 @@ type ToolResult struct {
 	// source ("example.org"): the runtime marks the turn tainted (see
 	// Runtime.Taint) with "tool <name>: <Taint>".
 	Taint string
+	// ToolsChanged says the tools the user may use changed (they connected
+	// an account): the runtime lists them again before the next step.
+	ToolsChanged bool
 	// File, when not nil, is a file the tool returned for the user: the
 	// runtime checks it for leaks, keeps it and attaches it to the turn's
 	// reply; the model gets a note naming it, never its bytes.

@@ -37,6 +37,25 @@ type ApprovalRequest struct {
 	URLBytes, BodyBytes int
 }
 
+// NotifyPrivately shows text to key's principal only, in the conversation
+// of turn, through a channel that can (Noticer). ok is false when the
+// channel cannot show a private message.
+func (r *Runtime) NotifyPrivately(ctx context.Context, key SessionKey, turn TurnID, text string) (bool, error) {
+	r.init()
+	r.mu.Lock()
+	ch := r.channels[key.Principal.Platform]
+	replyTo := r.replyTo[turn]
+	r.mu.Unlock()
+	n, ok := ch.(Noticer)
+	if !ok {
+		return false, nil
+	}
+	if err := n.NoticePrivately(ctx, key, replyTo, text); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // RequestApproval asks the owner of req.Key and waits for the answer. The
 // approval is persisted first, so a restart keeps it: the resumed turn asks
 // again with the same description and finds the same approval (and its

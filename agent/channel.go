@@ -150,3 +150,32 @@ type Typer interface {
 	// conversation until stop is called.
 	Working(ctx context.Context, key SessionKey, replyTo string) (stop func())
 }
+
+// Noticer is a Channel that can show one person a message nobody else in
+// the conversation sees (Slack's ephemeral messages; the terminal, which
+// has one user). Connect links go only this way.
+type Noticer interface {
+	// NoticePrivately shows text to key's principal only, in the
+	// conversation replyTo names.
+	NoticePrivately(ctx context.Context, key SessionKey, replyTo, text string) error
+}
+
+// ConnectionInfo is one of a user's connected accounts (an MCP server with
+// auth: oauth).
+type ConnectionInfo struct {
+	Server      string
+	ConnectedAt time.Time
+	ExpiresAt   time.Time
+}
+
+// Connector connects users' own accounts of remote tools (MCP servers with
+// auth: oauth). cmd wires the MCP client's flow.
+type Connector interface {
+	// ConnectLink returns a one-time link for p to connect server.
+	ConnectLink(ctx context.Context, p Principal, server string) (string, error)
+	// Disconnect revokes and deletes p's connection to server and says
+	// what it did, in a sentence for p.
+	Disconnect(ctx context.Context, p Principal, server string) (string, error)
+	// Connections lists p's connections, and the servers p could connect.
+	Connections(ctx context.Context, p Principal) (connected []ConnectionInfo, available []string, err error)
+}

@@ -31,6 +31,9 @@ const (
 	CommandSecretRemove Command = "secret rm"
 	CommandMemory       Command = "memory"
 	CommandMemoryRemove Command = "memory rm"
+	CommandConnect      Command = "connect"
+	CommandDisconnect   Command = "disconnect"
+	CommandConnections  Command = "connections"
 	CommandHelp         Command = "help"
 )
 
@@ -57,6 +60,8 @@ func DefaultCommandHint(cmd Command) string {
 		return "/secret rm NAME"
 	case CommandMemoryRemove:
 		return "/memory rm ID"
+	case CommandConnect, CommandDisconnect:
+		return "/" + string(cmd) + " NAME"
 	}
 	return "/" + string(cmd)
 }
@@ -76,11 +81,14 @@ var commandHelp = []struct {
 	{CommandSecretRemove, "remove a stored credential"},
 	{CommandMemory, "list what I remember for you and in this channel"},
 	{CommandMemoryRemove, "make me forget an entry of your memory"},
+	{CommandConnections, "list the accounts you connected (MCP servers that sign in with OAuth)"},
+	{CommandConnect, "connect your own account of a server: you get a private sign-in link"},
+	{CommandDisconnect, "revoke and forget your connection to a server"},
 	{CommandHelp, "show this help"},
 }
 
 // commandNames are the words parseCommand takes after "/".
-var commandNames = []string{"new", "status", "tools", "usage", "secret", "memory", "help"}
+var commandNames = []string{"new", "status", "tools", "usage", "secret", "memory", "connect", "disconnect", "connections", "help"}
 
 // CommandHandler answers commands of a part the runtime does not own
 // (routines): the runtime hands it "/name args" for each name it lists,
@@ -186,6 +194,8 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 		return strings.TrimRight(b.String(), "\n"), nil
 	case "secret":
 		return r.secretCommand(ctx, q, c.args)
+	case "connect", "disconnect", "connections":
+		return r.connectCommand(ctx, q, c)
 	case "usage":
 		return r.usageCommand(ctx, q.Key.Principal)
 	case "memory":
@@ -338,4 +348,57 @@ func (r *Runtime) secretCommand(ctx context.Context, q QueuedInbound, args strin
 func parseSecretAdd(f []string) (s NewSecret, ok bool) {
 	s, err := ParseSecretAdd(f)
 	return s, err == nil
+}
+
+// connectCommand connects, disconnects or lists the sender's accounts of
+// MCP servers. A connect link goes only privately (Noticer), never as an
+// ordinary reply, which others in the conversation could read and use.
+func (r *Runtime) connectCommand(ctx context.Context, q QueuedInbound, c command) (string, error) {
+	if r.Connector == nil {
+		return "No server here signs in with your own account.", nil
+	}
+	p := q.Key.Principal
+	hint := func(c Command) string { return r.hint(p.Platform, c) }
+	name := strings.ToLower(strings.TrimSpace(c.args))
+	if c.name != "connections" && (name == "" || strings.ContainsAny(name, " \t")) {
+		return "Usage: " + hint(Command(c.name)) + ". " + hint(CommandConnections) + " lists the servers.", nil
+	}
+	switch c.name {
+	case "connections":
+		conns, avail, err := r.Connector.Connections(ctx, p)
+		if err != nil {
+			return "", err
+		}
+		var b strings.Builder
+		if len(conns) == 0 {
+			b.WriteString("You have connected no account.")
+		} else {
+			b.WriteString("Your connected accounts:\n")
+			for _, c := range conns {
+				fmt.Fprintf(&b, "  %s: connected %s\n", c.Server, c.ConnectedAt.UTC().Format("2006-01-02 15:04 MST"))
+			}
+		}
+		if len(avail) > 0 {
+			fmt.Fprintf(&b, "\nServers you can connect: %s (%s).", strings.Join(avail, ", "), hint(CommandConnect))
+		}
+		return strings.TrimRight(b.String(), "\n"), nil
+	case "disconnect":
+		return r.Connector.Disconnect(ctx, p, name)
+	}
+	r.mu.Lock()
+	ch := r.channels[p.Platform]
+	r.mu.Unlock()
+	n, ok := ch.(Noticer)
+	if !ok {
+		return "This channel cannot show you a private link, so none was made. Use " + hint(CommandConnect) + " where Talon answers only you (a direct message, or the slash command).", nil
+	}
+	link, err := r.Connector.ConnectLink(ctx, p, name)
+	if err != nil {
+		return fmt.Sprintf("Cannot connect %s: %v", name, err), nil
+	}
+	text := fmt.Sprintf("Connect your %s account here (this link is for you only, works once and lasts 10 minutes): %s", name, link)
+	if err := n.NoticePrivately(ctx, q.Key, q.ReplyTo, text); err != nil {
+		return "", fmt.Errorf("send the connect link privately: %w", err)
+	}
+	return fmt.Sprintf("I sent you a private link to connect %s.", name), nil
 }

@@ -151,6 +151,9 @@ type Runtime struct {
 	// Memory lets /memory list and delete a user's memory entries; nil
 	// means memory is not enabled.
 	Memory Memory
+	// Connector connects users' own accounts (/connect, /disconnect,
+	// /connections); nil answers that there is none to connect.
+	Connector Connector
 	// Files keeps the files people attach; nil means files are not read
 	// (the user is told, and the model is told they were attached).
 	Files FileStore

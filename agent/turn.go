@@ -234,9 +234,16 @@ func (r *Runtime) steps(ctx context.Context, q QueuedInbound, tid TurnID, sess S
 		if err := r.Store.RecordStep(ctx, tid, *st); err != nil {
 			return "", nil, err
 		}
-		results, err := r.runTools(ctx, q, tid, step, tools, msg.ToolCalls)
+		results, changed, err := r.runTools(ctx, q, tid, step, tools, msg.ToolCalls)
 		if err != nil {
 			return "", nil, err
+		}
+		if changed {
+			// A call changed what the user may use (they connected an
+			// account): the next step offers the tools as they are now.
+			if more, err := r.Tools.Tools(ctx, q.Key.Principal); err == nil {
+				tools = more
+			}
 		}
 		// The results are recorded (runTool); they go into the history even
 		// when the turn's deadline passed during the calls, so that the next
@@ -330,7 +337,7 @@ func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid Tu
 		results = append(results, llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: res.Content, IsError: res.IsError})
 	}
 	if len(rerun) > 0 {
-		more, err := r.runTools(ctx, q, tid, 0, tools, rerun)
+		more, _, err := r.runTools(ctx, q, tid, 0, tools, rerun)
 		if err != nil {
 			return err
 		}
@@ -350,9 +357,9 @@ func (r *Runtime) finishInterrupted(ctx context.Context, q QueuedInbound, tid Tu
 // A call cut short by the shutdown (its approval wait ended, or the grace
 // ran out) abandons the step with errShutdown; the results of the other
 // calls are recorded all the same, and the resumed turn uses them.
-func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, calls []llm.ToolCall) ([]llm.Message, error) {
+func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, calls []llm.ToolCall) ([]llm.Message, bool, error) {
 	results := make([]llm.Message, len(calls))
-	var stopped atomic.Bool
+	var stopped, changed atomic.Bool
 	sem := make(chan struct{}, r.limits.ToolParallelism)
 	var wg sync.WaitGroup
 	for i, c := range calls {
@@ -365,14 +372,17 @@ func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, ste
 			if !ok {
 				stopped.Store(true)
 			}
+			if res.ToolsChanged {
+				changed.Store(true)
+			}
 			results[i] = llm.Message{Role: llm.RoleTool, ToolCallID: c.ID, ToolName: c.Name, Content: res.Content, IsError: res.IsError}
 		}()
 	}
 	wg.Wait()
 	if stopped.Load() {
-		return nil, errShutdown
+		return nil, false, errShutdown
 	}
-	return results, nil
+	return results, changed.Load(), nil
 }
 
 // runTool runs one call and records its result, also while the runtime

@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -81,6 +82,9 @@ type Client struct {
 	MaxSessions int
 	// Version is sent as the client's version.
 	Version string
+	// OAuth runs the authorization flow of servers with auth: oauth; nil
+	// leaves those servers out.
+	OAuth *OAuth
 
 	mu       sync.Mutex
 	sessions map[sessionKey]*session // guarded by mu
@@ -135,6 +139,10 @@ func (c *Client) Tools(ctx context.Context, p agent.Principal) ([]llm.Tool, erro
 		wg.Go(func() {
 			srv := &c.Servers[i]
 			ts, err := c.List(ctx, srv.Name, p)
+			if errors.Is(err, ErrNotConnected) {
+				lists[i] = []Tool{connectTool(srv)}
+				return
+			}
 			if err != nil {
 				c.Logger.Warn().Err(err).Str("mcp_server", srv.Name).Str("principal", p.String()).Msg("mcp server's tools are not offered")
 				return
@@ -169,12 +177,109 @@ type Tool struct {
 
 // List returns the tools of server as p's session sees them now, disabled
 // ones included (with why).
+// For a server with auth: oauth it returns ErrNotConnected when p has not
+// connected their account.
 func (c *Client) List(ctx context.Context, server string, p agent.Principal) ([]Tool, error) {
+	var tools []Tool
+	err := c.withAuth(ctx, server, p, func(s *session) error {
+		var err error
+		tools, err = s.list(ctx, c)
+		return err
+	})
+	return tools, err
+}
+
+// withAuth runs fn on p's session of server. For a server with auth:
+// oauth it first makes sure p is connected, with an access token that is
+// not about to expire, and when the server refuses the token (401) it
+// refreshes it once (one refresh at a time per user and server) and runs
+// fn again. It returns ErrNotConnected when p must connect.
+func (c *Client) withAuth(ctx context.Context, server string, p agent.Principal, fn func(s *session) error) error {
 	s, err := c.session(server, p)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return s.list(ctx, c)
+	if s.srv.Auth != AuthOAuth {
+		return fn(s)
+	}
+	if c.OAuth == nil {
+		return fmt.Errorf("mcp: %s uses oauth, which needs http.public_url", server)
+	}
+	conn, err := c.OAuth.ensure(ctx, s.srv, p)
+	if err != nil {
+		return err
+	}
+	s.unauth.Store(false)
+	err = fn(s)
+	if err == nil || !s.unauth.Swap(false) {
+		return err
+	}
+	s.reset()
+	if _, err := c.OAuth.refresh(ctx, s.srv, p, conn.RefreshedAt); err != nil {
+		return err
+	}
+	err = fn(s)
+	if err != nil && s.unauth.Swap(false) {
+		// Refused again with a fresh token: the grant is gone.
+		s.reset()
+		c.OAuth.forget(ctx, s.srv, p)
+		return ErrNotConnected
+	}
+	return err
+}
+
+// connectToolName is the tool offered in place of an OAuth server's tools
+// to a user who has not connected it.
+func connectToolName(server string) string { return server + "__connect_account" }
+
+func connectTool(srv *Server) Tool {
+	return Tool{
+		Spec: llm.Tool{
+			Name: connectToolName(srv.Name),
+			Description: fmt.Sprintf("Connect the user's own %s account so that the tools of %s can act on it. "+
+				"Call this when the user asks for something in %s: they are sent a private sign-in link, and the call "+
+				"returns once they signed in; then the tools of %s are offered.", srv.Name, srv.Name, srv.Name, srv.Name),
+			Parameters: json.RawMessage(`{"type":"object","properties":{}}`),
+		},
+		Remote:   "",
+		ReadOnly: true,
+	}
+}
+
+// connect sends p a private link to connect server and waits until they
+// did, ctx ends or the link expires. ok is false (and res says why, for
+// the model) when p is not connected.
+func (c *Client) connect(ctx context.Context, call agent.ToolCall, srv *Server) (res agent.ToolResult, ok bool) {
+	p := call.Key.Principal
+	fail := func(format string, args ...any) (agent.ToolResult, bool) {
+		return agent.ToolResult{IsError: true, Content: fmt.Sprintf(format, args...)}, false
+	}
+	if c.OAuth == nil {
+		return fail("the MCP server %s needs each user to connect their account, and this gateway has no http.public_url for the sign-in", srv.Name)
+	}
+	if c.OAuth.Notifier == nil {
+		return fail("the user has not connected their %s account; they can connect it with /talon connect %s, then ask again", srv.Name, srv.Name)
+	}
+	link, err := c.OAuth.Link(ctx, srv, p)
+	if err != nil {
+		c.Logger.Warn().Err(err).Str("mcp_server", srv.Name).Str("principal", p.String()).Msg("mcp: prepare a connect link")
+		return fail("the user must connect their %s account, and Talon could not prepare the sign-in: %s", srv.Name, reason(err))
+	}
+	text := fmt.Sprintf("To let me use %s on your own account, connect it here (this link is for you only, works once and lasts %d minutes): %s",
+		srv.Name, int(StateTTL/time.Minute), link)
+	sent, err := c.OAuth.Notifier.NotifyPrivately(ctx, call.Key, call.Turn, text)
+	if err != nil || !sent {
+		if err != nil {
+			c.Logger.Warn().Err(err).Str("mcp_server", srv.Name).Str("principal", p.String()).Msg("mcp: send a connect link")
+		}
+		return fail("the user has not connected their %s account, and a private link cannot be shown to them here; they can connect with /talon connect %s (answered privately), then ask again", srv.Name, srv.Name)
+	}
+	wctx, cancel := context.WithTimeout(ctx, StateTTL)
+	defer cancel()
+	if err := c.OAuth.Wait(wctx, srv.Name, p); err != nil {
+		return fail("the user was sent a private link to connect their %s account and has not used it yet; tell them to open it (it lasts %d minutes) and then ask again", srv.Name, int(StateTTL/time.Minute))
+	}
+	return agent.ToolResult{}, true
 }
 
 // Run calls one tool. It returns an error only for a name that is not one
@@ -188,11 +293,28 @@ func (c *Client) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult
 	fail := func(format string, args ...any) (agent.ToolResult, error) {
 		return agent.ToolResult{IsError: true, Content: fmt.Sprintf(format, args...)}, nil
 	}
-	s, err := c.session(srv.Name, call.Key.Principal)
-	if err != nil {
-		return fail("%v", err)
+	p := call.Key.Principal
+	if srv.Auth == AuthOAuth && call.Name == connectToolName(srv.Name) {
+		if c.OAuth != nil {
+			if _, ok, err := c.OAuth.Connection(ctx, srv.Name, p); err == nil && ok {
+				return agent.ToolResult{Content: fmt.Sprintf("The user's %s account is connected; the tools of %s are offered.", srv.Name, srv.Name), ToolsChanged: true}, nil
+			}
+		}
+		if res, ok := c.connect(ctx, call, srv); !ok {
+			return res, nil
+		}
+		return agent.ToolResult{Content: fmt.Sprintf("The user connected their %s account; the tools of %s are offered now.", srv.Name, srv.Name), ToolsChanged: true}, nil
 	}
-	tools, err := s.list(ctx, c)
+	tools, err := c.List(ctx, srv.Name, p)
+	if errors.Is(err, ErrNotConnected) {
+		if res, ok := c.connect(ctx, call, srv); !ok {
+			return res, nil
+		}
+		tools, err = c.List(ctx, srv.Name, p)
+	}
+	if errors.Is(err, ErrNotConnected) {
+		return fail("the user's %s account is not connected; they can connect it with /talon connect %s", srv.Name, srv.Name)
+	}
 	if err != nil {
 		return fail("the MCP server %s cannot be reached: %s", srv.Name, reason(err))
 	}
@@ -245,22 +367,39 @@ func (c *Client) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult
 		c.progress.Store(token, call)
 		defer c.progress.Delete(token)
 	}
-	cs, err := s.conn(cctx, c)
-	if err != nil {
-		return fail("the MCP server %s cannot be reached: %s", srv.Name, reason(err))
+	var (
+		res     *sdk.CallToolResult
+		connErr error
+	)
+	err = c.withAuth(cctx, srv.Name, p, func(s *session) error {
+		cs, err := s.conn(cctx, c)
+		if err != nil {
+			connErr = err
+			return err
+		}
+		connErr = nil
+		res, err = cs.CallTool(cctx, params)
+		if err != nil && cctx.Err() == nil {
+			var de *egress.DeniedError
+			if !errors.As(err, &de) {
+				// The session may be broken; the next call opens a new one.
+				s.drop(cs)
+			}
+		}
+		return err
+	})
+	if errors.Is(err, ErrNotConnected) {
+		return fail("the user's %s account is no longer connected (the provider refused its token); they can connect it again with /talon connect %s", srv.Name, srv.Name)
 	}
-	res, err := cs.CallTool(cctx, params)
+	if connErr != nil {
+		return fail("the MCP server %s cannot be reached: %s", srv.Name, reason(connErr))
+	}
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
 			return fail("the call of %s was cancelled: the turn ran out of time", call.Name)
 		case cctx.Err() != nil:
 			return fail("the MCP server %s did not answer within %s; the call was cancelled", srv.Name, srv.timeout())
-		}
-		var de *egress.DeniedError
-		if !errors.As(err, &de) {
-			// The session may be broken; the next call opens a new one.
-			s.drop(cs)
 		}
 		return fail("the call of %s failed: %s", call.Name, reason(err))
 	}
@@ -292,6 +431,24 @@ func (c *Client) Approve(ctx context.Context, server string) (int, error) {
 	}
 	c.mu.Unlock()
 	return n, nil
+}
+
+// Disconnect revokes and deletes p's connection to server (auth: oauth)
+// and closes p's session of it. It reports whether there was a connection
+// and whether the provider accepted the revocation.
+func (c *Client) Disconnect(ctx context.Context, server string, p agent.Principal) (had, revoked bool, err error) {
+	srv, ok := c.Server(server)
+	if !ok || srv.Auth != AuthOAuth || c.OAuth == nil {
+		return false, false, fmt.Errorf("%w: %q uses no oauth", ErrUnknownServer, server)
+	}
+	had, revoked, err = c.OAuth.Disconnect(ctx, srv, p)
+	c.mu.Lock()
+	s := c.sessions[sessionKey{server: server, user: p}]
+	c.mu.Unlock()
+	if s != nil {
+		s.reset()
+	}
+	return had, revoked, err
 }
 
 // Close ends every session.

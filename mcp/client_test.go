@@ -339,7 +339,11 @@ func TestServerValidate(t *testing.T) {
 		{mcp.Server{Name: "Bad__Name", URL: "http://mcp.example.com/mcp", Auth: "basic", Approval: "maybe", Timeout: time.Hour, MaxResultBytes: -1},
 			[]string{"name:", "url: must be https", "auth: \"basic\"", "approval:", "timeout:", "max_result_bytes:"}},
 		{mcp.Server{Name: "gh", URL: "https://api.githubcopilot.com/mcp/", Auth: mcp.AuthBearer}, []string{"credential: auth: bearer needs"}},
-		{mcp.Server{Name: "gh", URL: "https://x.example/mcp", Auth: mcp.AuthOAuth}, []string{"oauth is not supported yet"}},
+		{mcp.Server{Name: "gh", URL: "https://x.example/mcp", Auth: mcp.AuthOAuth}, nil},
+		{mcp.Server{Name: "gh", URL: "https://x.example/mcp", Auth: mcp.AuthOAuth, Credential: "gh", OAuth: &mcp.OAuthClientConfig{ClientSecret: "s"}},
+			[]string{"credential: not used with auth: oauth", "oauth: client_secret needs a client_id"}},
+		{mcp.Server{Name: "gh", URL: "https://x.example/mcp", Auth: mcp.AuthBearer, Credential: "gh", OAuth: &mcp.OAuthClientConfig{ClientID: "c"}},
+			[]string{"oauth: only used with auth: oauth"}},
 	}
 	for _, tt := range tests {
 		err := tt.s.Validate()

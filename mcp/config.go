@@ -22,7 +22,8 @@ const (
 	// as "Authorization: Bearer …"; the entry must be bound to the
 	// server's host and port.
 	AuthBearer Auth = "bearer"
-	// AuthOAuth is the MCP authorization flow (not offered yet).
+	// AuthOAuth is the MCP authorization flow: each user connects their
+	// own account through a one-time link (see OAuth).
 	AuthOAuth Auth = "oauth"
 )
 
@@ -69,8 +70,12 @@ type Server struct {
 	// URL is the server's endpoint (https; http only for a loopback
 	// address).
 	URL string
-	// Auth is none (default) or bearer.
+	// Auth is none (default), bearer or oauth.
 	Auth Auth
+	// OAuth is the operator's client for auth: oauth, when the
+	// authorization server offers no dynamic registration; nil registers
+	// one.
+	OAuth *OAuthClientConfig
 	// Credential names the user's vault entry for Auth bearer.
 	Credential string
 	// Approval is writes (default), never or always.
@@ -127,9 +132,17 @@ func (s *Server) Validate() error {
 			bad("url", "auth: bearer needs an https URL")
 		}
 	case AuthOAuth:
-		bad("auth", "oauth is not supported yet; use none or bearer")
+		if s.Credential != "" {
+			bad("credential", "not used with auth: oauth (each user's tokens are kept by Talon)")
+		}
+		if s.OAuth != nil && s.OAuth.ClientID == "" && s.OAuth.ClientSecret != "" {
+			bad("oauth", "client_secret needs a client_id")
+		}
 	default:
-		bad("auth", "%q must be none or bearer", s.Auth)
+		bad("auth", "%q must be none, bearer or oauth", s.Auth)
+	}
+	if s.OAuth != nil && s.Auth != AuthOAuth {
+		bad("oauth", "only used with auth: oauth")
 	}
 	switch s.Approval {
 	case "", ApproveNever, ApproveWrites, ApproveAlways:

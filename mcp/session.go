@@ -43,6 +43,9 @@ type session struct {
 	failErr   error
 	failUntil time.Time
 	stale     atomic.Bool // the server sent tools/list_changed
+	// unauth is set when the server answered 401: the user's token was
+	// refused.
+	unauth atomic.Bool
 }
 
 // retryAfter is how long a failure to connect or list is remembered.
@@ -74,13 +77,18 @@ func (s *session) connLocked(ctx context.Context, c *Client) (*sdk.ClientSession
 		Timeout:          s.srv.timeout(),
 	}
 	cred := ""
-	if s.srv.Auth == AuthBearer {
+	switch s.srv.Auth {
+	case AuthBearer:
 		cred = s.srv.Credential
+	case AuthOAuth:
+		cred = AccessTokenName(s.srv.Name)
+	}
+	if cred != "" {
 		pol.Credentials = []string{cred}
 	}
 	caller := egress.Caller{Tool: "mcp:" + s.srv.Name, Principal: s.user, Policy: pol}
 	hc := &http.Client{
-		Transport: &originOnly{scheme: scheme, hostPort: hostPort, next: c.Egress.RoundTripper(caller, cred)},
+		Transport: &originOnly{scheme: scheme, hostPort: hostPort, next: c.Egress.RoundTripper(caller, cred), unauth: &s.unauth},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -123,6 +131,18 @@ func (s *session) drop(cs *sdk.ClientSession) {
 	}
 	s.mu.Unlock()
 	_ = cs.Close()
+}
+
+// reset forgets the connection, the tool list and a remembered failure:
+// the user's token changed.
+func (s *session) reset() {
+	s.mu.Lock()
+	cs := s.cs
+	s.cs, s.listed, s.failErr = nil, false, nil
+	s.mu.Unlock()
+	if cs != nil {
+		_ = cs.Close()
+	}
 }
 
 func (s *session) close() {
@@ -390,6 +410,8 @@ func oneLine(s string) string {
 type originOnly struct {
 	scheme, hostPort string
 	next             http.RoundTripper
+	// unauth, when set, is set on a 401 answer.
+	unauth *atomic.Bool
 }
 
 func (o *originOnly) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -407,5 +429,9 @@ func (o *originOnly) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, &egress.DeniedError{Host: r.URL.Hostname(), Reason: "an MCP server may only be reached at its configured origin " + o.scheme + "://" + o.hostPort}
 	}
-	return o.next.RoundTrip(r)
+	resp, err := o.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && o.unauth != nil {
+		o.unauth.Store(true)
+	}
+	return resp, err
 }

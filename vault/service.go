@@ -129,6 +129,17 @@ func (s *Service) Add(ctx context.Context, e Entry) error {
 	return nil
 }
 
+// AddAll seals and stores es in one transaction (see Vault.SetAll).
+func (s *Service) AddAll(ctx context.Context, es ...Entry) error {
+	if err := s.v.SetAll(ctx, es...); err != nil {
+		return err
+	}
+	for _, e := range es {
+		s.invalidate(e.User)
+	}
+	return nil
+}
+
 // Remove deletes user's entry name; the error wraps ErrNotFound when there
 // is none.
 func (s *Service) Remove(ctx context.Context, user, name string) error {

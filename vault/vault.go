@@ -95,16 +95,7 @@ func New(ctx context.Context, key Key, st Storage) (*Vault, error) {
 // with an *EntryError saying why, besides everything Entry.Normalize
 // refuses.
 func (v *Vault) Set(ctx context.Context, e Entry) error {
-	if n := len(bytes.Trim(e.Value.Reveal(), " \t")); e.Value.Len() > 0 && n < MinValueLen {
-		what := fmt.Sprintf("the value is %d bytes", n)
-		if n != e.Value.Len() {
-			what += " without the spaces around it"
-		}
-		return &EntryError{Name: e.Name, Field: "value", Reason: fmt.Sprintf(
-			"%s; a secret must be at least %d bytes, because a shorter one cannot be told apart "+
-				"from ordinary text and so could not be kept out of what the model and the chat see", what, MinValueLen)}
-	}
-	s, err := Seal(v.key, e)
+	s, err := v.sealChecked(e)
 	if err != nil {
 		return err
 	}
@@ -113,6 +104,40 @@ func (v *Vault) Set(ctx context.Context, e Entry) error {
 	}
 	v.forget(s.User)
 	return nil
+}
+
+// SetAll seals every entry as Set does and stores them all in one
+// transaction, or none: an access token and the refresh token that came
+// with it are replaced together.
+func (v *Vault) SetAll(ctx context.Context, es ...Entry) error {
+	sealed := make([]SealedEntry, 0, len(es))
+	for _, e := range es {
+		s, err := v.sealChecked(e)
+		if err != nil {
+			return err
+		}
+		sealed = append(sealed, s)
+	}
+	if err := v.st.Rewrite(ctx, nil, sealed, nil); err != nil {
+		return fmt.Errorf("vault: store entries: %w", err)
+	}
+	for _, s := range sealed {
+		v.forget(s.User)
+	}
+	return nil
+}
+
+func (v *Vault) sealChecked(e Entry) (SealedEntry, error) {
+	if n := len(bytes.Trim(e.Value.Reveal(), " \t")); e.Value.Len() > 0 && n < MinValueLen {
+		what := fmt.Sprintf("the value is %d bytes", n)
+		if n != e.Value.Len() {
+			what += " without the spaces around it"
+		}
+		return SealedEntry{}, &EntryError{Name: e.Name, Field: "value", Reason: fmt.Sprintf(
+			"%s; a secret must be at least %d bytes, because a shorter one cannot be told apart "+
+				"from ordinary text and so could not be kept out of what the model and the chat see", what, MinValueLen)}
+	}
+	return Seal(v.key, e)
 }
 
 // List returns the sealed entries of user ("" for everyone): names, hosts

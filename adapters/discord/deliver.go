@@ -345,6 +345,30 @@ func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok int
 	return first, nil
 }
 
+// NoticePrivately implements agent.Noticer: text is shown to key's user
+// only, as an ephemeral follow-up of the /talon command replyTo answers.
+// A conversation not started by a command has no private way to the user
+// (a bot's channel message is seen by all): it is refused, and the runtime
+// tells the user to use the command instead.
+func (a *Adapter) NoticePrivately(ctx context.Context, _ agent.SessionKey, replyTo, text string) error {
+	to, err := parseReplyTo(replyTo)
+	if err != nil {
+		return err
+	}
+	tok, ok := a.interactionToken(to.interaction)
+	if to.interaction == "" || !ok {
+		return errors.New("discord: no private way to the user in this conversation; use /talon connect")
+	}
+	i := &discordgo.Interaction{AppID: tok.appID, Token: tok.token}
+	_, err = a.isess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
+		Content: text, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral | discordgo.MessageFlagsSuppressEmbeds,
+	}, discordgo.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("discord: private follow-up: %w", hideToken(err, tok.token))
+	}
+	return nil
+}
+
 func (a *Adapter) interactionToken(id string) (interactionToken, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

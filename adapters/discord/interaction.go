@@ -354,6 +354,11 @@ var subcommands = []subcommand{
 	{name: "memory", description: "List what Talon remembers for you and in this channel", cmd: agent.CommandMemory, text: "/memory"},
 	{name: "memory-rm", description: "Make Talon forget an entry of your memory", cmd: agent.CommandMemoryRemove, text: "/memory rm",
 		arg: "id", argDescription: "The entry's number, as /talon memory shows it"},
+	{name: "connections", description: "List the accounts you connected", cmd: agent.CommandConnections, text: "/connections"},
+	{name: "connect", description: "Connect your own account of a server (a private sign-in link)", cmd: agent.CommandConnect, text: "/connect",
+		arg: "name", argDescription: "The server to connect"},
+	{name: "disconnect", description: "Revoke and forget your connection to a server", cmd: agent.CommandDisconnect, text: "/disconnect",
+		arg: "name", argDescription: "The server to disconnect"},
 }
 
 // lookupSubcommand returns the subcommand named name.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -26,7 +27,10 @@ const (
 	inputAction    = "v"
 )
 
-const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add | secret rm NAME | memory | memory rm ID | routines | routine add \"SCHEDULE\" PROMPT | tz ZONE`"
+const slashUsage = "Usage: `/talon help | new | status | tools | secrets | secret add | secret rm NAME | memory | memory rm ID | routines | routine add \"SCHEDULE\" PROMPT | tz ZONE | connections | connect NAME | disconnect NAME`"
+
+// reServerName is an MCP server's name as configured.
+var reServerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,23}$`)
 
 // CommandHint implements agent.CommandSyntax: on Slack the runtime's
 // commands are subcommands of /talon (Slack takes a message that starts
@@ -39,6 +43,8 @@ func (a *Adapter) CommandHint(cmd agent.Command) string {
 		return "/talon secret rm NAME"
 	case agent.CommandMemoryRemove:
 		return "/talon memory rm ID"
+	case agent.CommandConnect, agent.CommandDisconnect:
+		return "/talon " + string(cmd) + " NAME"
 	}
 	return "/talon " + string(cmd)
 }
@@ -100,6 +106,13 @@ func (a *Adapter) handleSlash(ctx context.Context, cmd slack.SlashCommand) (any,
 		default:
 			return ephemeralText("Usage: `/talon memory` lists what I remember for you, `" + a.CommandHint(agent.CommandMemoryRemove) + "` deletes an entry."), nil
 		}
+	case "connections":
+		text = "/connections"
+	case "connect", "disconnect":
+		if !reServerName.MatchString(rest) {
+			return ephemeralText("Usage: `/talon " + sub + " NAME`; `/talon connections` lists the servers."), nil
+		}
+		text = "/" + sub + " " + rest
 	case "secret":
 		verb, arg, _ := strings.Cut(rest, " ")
 		arg = strings.TrimSpace(arg)

@@ -376,6 +376,25 @@ func (a *Adapter) post(ctx context.Context, channel, thread string, opts ...slac
 	return ts, err
 }
 
+// NoticePrivately implements agent.Noticer: text is shown to key's user
+// only, through the slash command's response_url while it is valid, else
+// with chat.postEphemeral in the conversation replyTo names.
+func (a *Adapter) NoticePrivately(ctx context.Context, key agent.SessionKey, replyTo, text string) error {
+	if err := a.setup(); err != nil {
+		return err
+	}
+	to, err := decodeReplyTo(replyTo)
+	if err != nil {
+		return err
+	}
+	if to.ResponseURL != "" && a.now().Unix() < to.Until {
+		if err := a.respond(ctx, to.ResponseURL, escape(text)); err == nil {
+			return nil
+		}
+	}
+	return a.ephemeral(ctx, to.Channel, to.Thread, key.Principal.User, text)
+}
+
 // ephemeral shows text to user only.
 func (a *Adapter) ephemeral(ctx context.Context, channel, thread, user, text string) error {
 	_, err := a.postEphemeral(ctx, channel, thread, user, escape(text))

@@ -408,3 +408,9 @@ func readLine(br *bufio.Reader, max int) (inputLine, error) {
 		return inputLine{text: s}, nil
 	}
 }
+
+// NoticePrivately implements agent.Noticer: the terminal has one user.
+func (a *Adapter) NoticePrivately(_ context.Context, _ agent.SessionKey, _ string, text string) error {
+	a.write(text + "\n")
+	return nil
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/cluster"
 	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/mcp"
 	"github.com/talonhq/talon/memory"
 	"github.com/talonhq/talon/routines"
 	"github.com/talonhq/talon/sandbox"
@@ -49,6 +50,8 @@ type app struct {
 	// broker is the egress broker of the sandbox and the MCP client, set
 	// by startSandbox.
 	broker *egress.Broker
+	// mcp is the MCP client, set by newMCP; nil without mcp.servers.
+	mcp *mcp.Client
 
 	// memory is what the model remembers (openMemory); nil when
 	// memory.enabled is false.
@@ -235,6 +238,11 @@ func (a *app) sweepFiles(ctx context.Context) {
 		case n > 0:
 			a.log.Info().Int("removed", n).Dur("retention", a.cfg.Files.Retention.Std()).Msg("removed attached files past their retention")
 		}
+		if a.db.sqlite != nil {
+			if _, err := a.db.sqlite.SweepOAuthStates(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
+				a.log.Warn().Err(err).Msg("sweep expired connect links")
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -274,6 +282,10 @@ func newProvider(cfg *config.Config) (llm.Provider, error) {
 	return p, nil
 }
 
+// errDataDirLocked is wrapped when another process holds the data
+// directory.
+var errDataDirLocked = errors.New("data directory in use")
+
 // lockDataDir makes sure one process at a time serves a data directory:
 // two would both recover and answer the same queued messages.
 func lockDataDir(dir string) (*os.File, error) {
@@ -285,7 +297,7 @@ func lockDataDir(dir string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another talon process is using the data directory %s; stop it first, or give this one another data_dir", dir)
+			return nil, fmt.Errorf("another talon process is using the data directory %s; stop it first, or give this one another data_dir: %w", dir, errDataDirLocked)
 		}
 		return nil, fmt.Errorf("lock data directory: %w", err)
 	}
@@ -370,6 +382,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		if err := a.mountConsole(mux, &states); err != nil {
 			return err
 		}
+		a.mountOAuth(mux)
 		if ops, err = a.opsServer(cfg.HTTP.Listen, mux); err != nil {
 			return err
 		}
@@ -568,6 +581,7 @@ func cmdDoctor(ctx context.Context, e env, args []string) error {
 		check("model answers", err, fmt.Sprintf(" in %s", time.Since(start).Round(time.Millisecond)))
 	}
 	doctorChannels(ctx, cfg, check)
+	doctorMCP(ctx, e, cfg, check)
 	if !ok {
 		return errors.New("doctor found problems")
 	}

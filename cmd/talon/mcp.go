@@ -33,6 +33,13 @@ func (a *app) newMCP(broker *egress.Broker, approver mcp.Approver) *mcp.Client {
 		Logger:   a.log.With().Str("component", "mcp").Logger(),
 		Version:  versionString(),
 	}
+	// Links reach users privately through the runtime's channels.
+	notifier, _ := approver.(mcp.Notifier)
+	c.OAuth = a.newOAuth(broker, notifier)
+	if c.OAuth != nil && a.rt != nil {
+		a.rt.Connector = mcpConnector{c}
+	}
+	a.mcp = c
 	a.closers = append(a.closers, func() { _ = c.Close() })
 	return c
 }
@@ -107,6 +114,11 @@ const mcpUsage = `Usage:
       connect to server NAME as PRINCIPAL (platform:workspace:user, default
       terminal::<terminal.user>) through the egress broker, list its tools
       and say which are offered
+  talon mcp login   NAME --user PRINCIPAL [--config FILE]
+      connect PRINCIPAL's own account of server NAME (auth: oauth): print a
+      one-time link and serve its callback on http.listen until they signed
+      in; the gateway must be stopped (while it runs, /talon connect NAME in
+      chat does the same)
   talon mcp approve NAME [--config FILE]
       approve the current description and schema of every tool of server
       NAME, enabling the tools disabled because they changed
@@ -115,7 +127,7 @@ const mcpUsage = `Usage:
 // cmdMCP runs the mcp subcommands.
 func cmdMCP(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 {
-		return &usageError{"mcp: list, test or approve?\n" + mcpUsage}
+		return &usageError{"mcp: list, test, login or approve?\n" + mcpUsage}
 	}
 	switch sub, rest := args[0], args[1:]; sub {
 	case "list":
@@ -124,6 +136,8 @@ func cmdMCP(ctx context.Context, e env, args []string) error {
 		return cmdMCPTest(ctx, e, rest)
 	case "approve":
 		return cmdMCPApprove(ctx, e, rest)
+	case "login":
+		return cmdMCPLogin(ctx, e, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, mcpUsage)
 		return nil
@@ -206,6 +220,20 @@ func cmdMCPList(ctx context.Context, e env, args []string) error {
 		if s.Auth == mcp.AuthBearer {
 			auth += " (vault entry " + s.Credential + ")"
 		}
+		if s.Auth == mcp.AuthOAuth && a.db.sqlite != nil {
+			cs, err := a.db.sqlite.OAuthConnections(ctx, s.Name, "")
+			if err != nil {
+				return err
+			}
+			users := make([]string, len(cs))
+			for i, c := range cs {
+				users[i] = c.Principal
+			}
+			if len(users) == 0 {
+				users = []string{"none yet"}
+			}
+			auth += " (connected users: " + strings.Join(users, ", ") + ")"
+		}
 		approval := string(s.Approval)
 		if approval == "" {
 			approval = string(mcp.ApproveWrites)
@@ -284,6 +312,9 @@ func cmdMCPTest(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("mcp test: no server %q in mcp.servers", name)
 	}
 	ts, err := c.List(ctx, name, p)
+	if errors.Is(err, mcp.ErrNotConnected) {
+		return fmt.Errorf("mcp test %s as %s: that user has not connected their account; connect it with talon mcp login %s --user %s (or /talon connect %s in chat)", name, p, name, p, name)
+	}
 	if err != nil {
 		var de *egress.DeniedError
 		if errors.As(err, &de) {

@@ -23,7 +23,7 @@ type MCPServer struct {
 	Name string `yaml:"name" json:"name"`
 	// URL is the server's streamable HTTP (or SSE) endpoint.
 	URL string `yaml:"url" json:"url"`
-	// Auth is none (default), bearer or oauth (not supported yet).
+	// Auth is none (default), bearer or oauth.
 	Auth string `yaml:"auth" json:"auth"`
 	// Credential names the user's vault entry for auth: bearer.
 	Credential string `yaml:"credential" json:"credential"`
@@ -56,11 +56,25 @@ type MCPToolFilter struct {
 
 // Server is s as the mcp package takes it.
 func (s MCPServer) Server() mcp.Server {
-	return mcp.Server{
+	srv := mcp.Server{
 		Name: s.Name, URL: s.URL, Auth: mcp.Auth(s.Auth), Credential: s.Credential,
 		Approval: mcp.Approval(s.Approval), Allow: s.Tools.Allow, Deny: s.Tools.Deny,
 		Timeout: s.Timeout.Std(), MaxResultBytes: s.MaxResultBytes,
 	}
+	if srv.Auth == mcp.AuthOAuth && (s.OAuth.ClientID != "" || s.OAuth.ClientSecret != "" || len(s.OAuth.Scopes) > 0) {
+		srv.OAuth = &mcp.OAuthClientConfig{ClientID: s.OAuth.ClientID, ClientSecret: s.OAuth.ClientSecret.Reveal(), Scopes: s.OAuth.Scopes}
+	}
+	return srv
+}
+
+// UsesOAuth reports whether a server signs users in with OAuth.
+func (m *MCP) UsesOAuth() bool {
+	for _, s := range m.Servers {
+		if s.Auth == string(mcp.AuthOAuth) {
+			return true
+		}
+	}
+	return false
 }
 
 // MCPServers are the configured servers as the mcp package takes them.

@@ -24,8 +24,20 @@ func TestLoadMCPServers(t *testing.T) {
       max_result_bytes: 10000
     - name: docs
       url: https://docs.example.com/mcp
+    - name: notion
+      url: https://mcp.notion.com/mcp
+      auth: oauth
+    - name: github
+      url: https://api.githubcopilot.com/mcp/
+      auth: oauth
+      oauth:
+        client_id: Iv1.abc
+        client_secret: ${GH_SECRET}
+        scopes: [repo]
+http:
+  public_url: https://talon.example.com
 `
-	c, err := loadFile(t, file, nil)
+	c, err := loadFile(t, file, map[string]string{"GH_SECRET": "gh-client-secret"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +45,9 @@ func TestLoadMCPServers(t *testing.T) {
 		{Name: "linear", URL: "https://mcp.linear.app/mcp", Auth: mcp.AuthBearer, Credential: "linear", Approval: mcp.ApproveAlways,
 			Allow: []string{"list_*", "create_issue"}, Deny: []string{"delete_issue"}, Timeout: 30 * time.Second, MaxResultBytes: 10000},
 		{Name: "docs", URL: "https://docs.example.com/mcp"},
+		{Name: "notion", URL: "https://mcp.notion.com/mcp", Auth: mcp.AuthOAuth},
+		{Name: "github", URL: "https://api.githubcopilot.com/mcp/", Auth: mcp.AuthOAuth,
+			OAuth: &mcp.OAuthClientConfig{ClientID: "Iv1.abc", ClientSecret: "gh-client-secret", Scopes: []string{"repo"}}},
 	}
 	if diff := cmp.Diff(want, c.MCP.MCPServers()); diff != "" {
 		t.Errorf("servers mismatch (-want +got):\n%s", diff)
@@ -70,8 +85,8 @@ func TestLoadMCPErrors(t *testing.T) {
 		"mcp.servers[0].timeout: 1h0m0s must be between 0 and 10m0s (line 9)",
 		"mcp.servers[0].max_result_bytes: 5000000 must be between 0 and 1048576 (line 10)",
 		"mcp.servers[0].oauth: only used with auth: oauth (line 11)",
-		"mcp.servers[1].auth: oauth is not supported yet; use none or bearer (line 15)",
 		`mcp.servers[2].name: "docs" is the name of another server (line 16)`,
+		"http.public_url: is required by mcp.servers with auth: oauth: the address people's browsers reach Talon's http.listen at (e.g. https://talon.example.com); providers redirect to <public_url>/oauth/callback",
 	}
 	got := problems(err)
 	if diff := cmp.Diff(want, got); diff != "" {

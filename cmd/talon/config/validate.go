@@ -93,6 +93,19 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	c.Discord.validate(&v)
 	c.MCP.validate(&v)
 	c.Memory.validate(&v)
+	if c.MCP.UsesOAuth() && c.Store.Driver == StorePostgres {
+		v.add("mcp.servers", "auth: oauth keeps its sign-ins in the SQLite store only for now: use auth: bearer, or store.driver: sqlite")
+	}
+	if c.MCP.UsesOAuth() {
+		// The provider sends each user's browser back to
+		// public_url/oauth/callback, served on http.listen.
+		if c.HTTP.PublicURL == "" {
+			v.add("http.public_url", "is required by mcp.servers with auth: oauth: the address people's browsers reach Talon's http.listen at (e.g. https://talon.example.com); providers redirect to <public_url>/oauth/callback")
+		}
+		if c.HTTP.Listen == "" {
+			v.add("http.listen", "is required by mcp.servers with auth: oauth: /oauth/start and /oauth/callback are served there")
+		}
+	}
 	return v.errs
 }
 

@@ -1,0 +1,4 @@
+package mcp
+
+// ResourceMetadata exposes resourceMetadata to the tests.
+var ResourceMetadata = resourceMetadata
