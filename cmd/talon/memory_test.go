@@ -14,6 +14,7 @@ import (
 
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/cmd/talon/config"
 )
 
 // rememberer is the fake model's script for memory: "remember [channel]
@@ -106,6 +107,14 @@ func TestChatMemoryAcrossSessionsRestartsAndUsers(t *testing.T) {
 	if out := chat(alice, "recall staging\n"); !strings.Contains(out, "staging-7") {
 		t.Errorf("alice's entry is gone after bob's attempts:\n%s", out)
 	}
+	// FTS5 syntax and invalid UTF-8 in a search are words, never errors.
+	out = chat(alice, "recall \"staging\" OR text: NEAR(host *) tag: *\nrecall staging \xff\xfehost\nremember caf\xe9 at 9\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 3 || !strings.HasPrefix(lines[0], "tool said: No memory entries found") || strings.Contains(strings.ToLower(out), "sql") ||
+		strings.Contains(out, "fts5") || strings.Contains(out, "(ref ") || !strings.Contains(out, "> Our staging host is staging-7.internal") ||
+		!strings.Contains(out, "Saved as #2") {
+		t.Errorf("searches with query syntax and invalid UTF-8:\n%s", out)
+	}
 
 	// The operator.
 	res := runMain(t, env{}, "memory", "list", "--config", alice)
@@ -130,7 +139,8 @@ func TestChatMemoryAcrossSessionsRestartsAndUsers(t *testing.T) {
 	if err := json.Unmarshal([]byte(res.stdout), &exp); err != nil || res.code != 0 {
 		t.Fatalf("memory export: exit %d, %v\n%s%s", res.code, err, res.stdout, res.stderr)
 	}
-	if exp.User != "terminal::alice" || len(exp.Entries) != 1 || exp.Entries[0].Text != "Our staging host is staging-7.internal" ||
+	if exp.User != "terminal::alice" || len(exp.Entries) != 2 || exp.Entries[0].Text != "Our staging host is staging-7.internal" ||
+		exp.Entries[1].Text != "caf\uFFFD at 9" ||
 		exp.Entries[0].Author != "terminal::alice" || exp.Entries[0].SavedAt.IsZero() {
 		t.Errorf("export: %+v", exp)
 	}
@@ -152,8 +162,8 @@ func TestChatMemoryAcrossSessionsRestartsAndUsers(t *testing.T) {
 	}
 	// Alice deletes her own entry with /memory rm; /help names the
 	// commands.
-	out = chat(alice, "remember Lunch is at noon\n/memory rm 2\nrecall lunch\n/help\n")
-	for _, want := range []string{"Saved as #2", "Deleted entry #2: I no longer remember it.", "No memory entries found for \"lunch\"", "/memory rm ID: make me forget"} {
+	out = chat(alice, "remember Lunch is at noon\n/memory rm 3\nrecall lunch\n/help\n")
+	for _, want := range []string{"Saved as #3", "Deleted entry #3: I no longer remember it.", "No memory entries found for \"lunch\"", "/memory rm ID: make me forget"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("alice's chat does not say %q:\n%s", want, out)
 		}
@@ -265,5 +275,26 @@ func TestSlackChannelMemory(t *testing.T) {
 	}
 	if got := mention("U2", "recall Fridays"); strings.Count(got, "Deploys") != 1 {
 		t.Errorf("after the non-writer's attempts: %q", got)
+	}
+}
+
+// Every credential of the configuration is one memory refuses: each
+// config.Secret field, wherever it is (maps and lists included), and the
+// environment's credentials.
+func TestConfigSecretValuesFindsEveryCredential(t *testing.T) {
+	cfg := config.Default()
+	cfg.LLM.APIKey = "llm-key-0123456789"
+	cfg.LLM.Headers = map[string]config.Secret{"X-Org": "org-header-secret-99"}
+	cfg.Slack.BotToken = "xoxb-bot-token-not-real-1"
+	cfg.Discord.Token = "discord-token-not-real-22"
+	a := &app{cfg: &cfg, env: env{getenv: testEnv(map[string]string{"TALON_CONSOLE_TOKEN": "console-token-333333", "TALON_VAULT_KEY": "vault-key-base64-4444"})}}
+	got := map[string]bool{}
+	for _, v := range a.configSecretValues() {
+		got[string(v)] = true
+	}
+	for _, want := range []string{"llm-key-0123456789", "org-header-secret-99", "xoxb-bot-token-not-real-1", "discord-token-not-real-22", "console-token-333333", "vault-key-base64-4444"} {
+		if !got[want] {
+			t.Errorf("configSecretValues misses %q", want)
+		}
 	}
 }
