@@ -88,11 +88,17 @@ type replica struct {
 	done   chan struct{}
 }
 
+// sharedStore is the store every replica of a fixture shares.
+type sharedStore interface {
+	agent.Store
+	Close() error
+}
+
 type fixture struct {
 	t      *testing.T
 	url    string
 	prefix string
-	db     *store.DB
+	db     sharedStore
 	d      *delivered
 	cfg    Config
 }
@@ -102,6 +108,11 @@ func newFixture(t *testing.T, url, prefix string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFixtureOn(t, url, prefix, db)
+}
+
+// newFixtureOn is newFixture on another store.
+func newFixtureOn(t *testing.T, url, prefix string, db sharedStore) *fixture {
 	t.Cleanup(func() { db.Close() })
 	return &fixture{t: t, url: url, prefix: prefix, db: db, d: newDelivered(),
 		cfg: Config{Partitions: 8, LeaseTTL: testTTL, Sweep: 300 * time.Millisecond, Prefix: prefix}}
