@@ -278,10 +278,11 @@ func (n *Node) serve(ctx context.Context, p int) {
 	}
 	sc, err := n.rt.Adopt(ctx, func(k agent.SessionKey) bool { return n.Partition(k) == p })
 	if err != nil {
+		// Returning leaves the lease to expire unrenewed: the partition is
+		// claimed again, here or elsewhere, after the TTL.
 		if ctx.Err() == nil {
-			log.Error().Err(err).Msg("cluster: could not adopt a partition's sessions")
+			log.Error().Err(err).Msg("cluster: could not adopt a partition's sessions; it is claimed again after the lease TTL")
 		}
-		<-ctx.Done()
 		return
 	}
 	n.mu.Lock()
