@@ -52,9 +52,8 @@ func postgresStore(t *testing.T) *postgres.DB {
 	return db
 }
 
-// TestNodeOnPostgres: three replicas on the PostgreSQL store (which has
-// no PendingInbound yet: each announcement is found with Pending) answer
-// every message once, in order per session.
+// TestNodeOnPostgres: three replicas on the PostgreSQL store answer every
+// message once, in order per session.
 func TestNodeOnPostgres(t *testing.T) {
 	db := postgresStore(t)
 	f := newFixtureOn(t, testNATS(t), "talon", db)

@@ -149,6 +149,23 @@ func (db *DB) Pending(ctx context.Context) ([]agent.QueuedInbound, error) {
 	return qs, nil
 }
 
+// PendingInbound returns accepted message id if its turn has not finished
+// (queued or running); ok is false when there is no such message or it has
+// finished. A replica given an announced id loads it with this rather than
+// listing every pending message.
+func (db *DB) PendingInbound(ctx context.Context, id agent.InboundID) (q agent.QueuedInbound, ok bool, err error) {
+	row := db.pool.QueryRow(ctx, `SELECT `+inboundCols+` FROM inbound i JOIN principals p ON p.id = i.principal_id
+		WHERE i.id = $1 AND i.state IN ('queued', 'running')`, int64(id))
+	q, err = scanInbound(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return agent.QueuedInbound{}, false, nil
+	}
+	if err != nil {
+		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: pending inbound %d: %w", id, err)
+	}
+	return q, true, nil
+}
+
 // StartTurn marks inbound id running in one transaction: it resolves the
 // active session of the inbound's key (creating it if needed), creates the
 // turn and appends user (if not nil) to the session's history. The

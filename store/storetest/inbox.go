@@ -250,6 +250,17 @@ func testPendingAfterACrash(t *testing.T, e *env) {
 	if diff := cmp.Diff(map[agent.InboundID]bool{q2.ID: true, q3.ID: false}, pendingIDs(t, db)); diff != "" {
 		t.Errorf("Pending after finishing the first (-want +got):\n%s", diff)
 	}
+	// One message by id, as a replica loads an announced one: running,
+	// queued, finished (not pending) and unknown.
+	for _, c := range []struct {
+		id      agent.InboundID
+		ok, run bool
+	}{{q2.ID, true, true}, {q3.ID, true, false}, {q1.ID, false, false}, {q3.ID + 1000, false, false}} {
+		q, ok, err := db.PendingInbound(ctx, c.id)
+		if err != nil || ok != c.ok || (ok && (q.ID != c.id || q.Running != c.run || q.Inbound.Text == "")) {
+			t.Errorf("PendingInbound(%d) = %+v, %v, %v; want ok %v, running %v", c.id, q, ok, err, c.ok, c.run)
+		}
+	}
 	// The preview of an interrupted turn comes back with its inbound.
 	if err := db.RecordPreview(ctx, q2.ID, "preview-2"); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,8 @@ type Store interface {
 	agent.TurnFileStore
 	agent.UsageMeter
 	agent.UsageLog
+	// PendingInbound loads one message not yet answered (cluster.Store).
+	PendingInbound(ctx context.Context, id agent.InboundID) (q agent.QueuedInbound, ok bool, err error)
 
 	FollowThread(ctx context.Context, key agent.SessionKey, at time.Time) error
 	FollowingThread(ctx context.Context, key agent.SessionKey, since time.Time) (bool, error)
