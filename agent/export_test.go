@@ -1,5 +1,7 @@
 package agent
 
+import "context"
+
 // RateBuckets counts the per-principal rate-limit buckets r holds.
 func RateBuckets(r *Runtime) int {
 	r.mu.Lock()
@@ -14,3 +16,10 @@ func OnHold(r *Runtime, f func(InboundID)) { r.onHold = f }
 // OnRecoveryWait sets a function called when a turn waits for the replies
 // a previous process left undelivered in its session.
 func OnRecoveryWait(r *Runtime, f func(SessionKey)) { r.onRecoveryWait = f }
+
+// StartStatus prepares turn's working status on ch, as a turn does; the
+// returned func ends it.
+func StartStatus(r *Runtime, ctx context.Context, turn TurnID, ch Channel, key SessionKey, replyTo string) func() {
+	r.init()
+	return r.startStatus(ctx, turn, ch, key, replyTo)
+}

@@ -201,6 +201,7 @@ type Runtime struct {
 	abandoned map[callRef]bool                    // calls whose approval wait the shutdown ended; guarded by mu
 	previews  map[InboundID]string                // preview messages of the turns being processed; guarded by mu
 	taints    map[TurnID]turnTaint                // taint of the running turns; guarded by mu
+	statuses  map[TurnID]*turnStatus              // working status of the running turns; guarded by mu
 	scoped    map[InboundID]*Scope                // messages a Scope queued, until their turn ends; guarded by mu
 	// finished remembers the messages of scopes whose turn finished here
 	// lately, so that a look at the store taken before one finished does

@@ -138,6 +138,9 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		stop := t.Working(tctx, q.Key, q.ReplyTo)
 		defer stop()
 	}
+	// Ended before the indicator stops, so that no tool's status is shown
+	// after it was cleared.
+	defer r.startStatus(tctx, tid, ch, q.Key, q.ReplyTo)()
 	text, unseen, last, err := r.loop(tctx, q, tid, sess, resumed)
 	switch {
 	case err == nil:

@@ -537,3 +537,26 @@ func (a *Adapter) Working(ctx context.Context, _ agent.SessionKey, rt string) (s
 	var once sync.Once
 	return func() { once.Do(func() { set(context.WithoutCancel(ctx), "") }) }
 }
+
+// ShowStatus implements agent.Statuser: text (a tool's progress, made safe
+// by the runtime) joins Config.StatusText in the reply thread's assistant
+// status, "is thinking… (40% — indexing)". Where Working shows no status
+// (no thread) it shows none either.
+func (a *Adapter) ShowStatus(ctx context.Context, _ agent.SessionKey, rt, text string) error {
+	to, err := decodeReplyTo(rt)
+	if err != nil || to.Thread == "" || to.Ephemeral != "" {
+		return nil
+	}
+	if err := a.setup(); err != nil {
+		return err
+	}
+	err = a.api.SetAssistantThreadsStatusContext(ctx, slack.AssistantThreadsSetStatusParameters{
+		ChannelID: to.Channel, ThreadTS: to.Thread, Status: a.cfg.StatusText + " (" + text + ")",
+	})
+	if err != nil {
+		return fmt.Errorf("slack: set assistant status: %w", err)
+	}
+	return nil
+}
+
+var _ agent.Statuser = (*Adapter)(nil)

@@ -409,8 +409,17 @@ func readLine(br *bufio.Reader, max int) (inputLine, error) {
 	}
 }
 
+// ShowStatus implements agent.Statuser with a status line: "… 40% —
+// indexing".
+func (a *Adapter) ShowStatus(_ context.Context, _ agent.SessionKey, _ string, text string) error {
+	a.write("… " + text + "\n")
+	return nil
+}
+
 // NoticePrivately implements agent.Noticer: the terminal has one user.
 func (a *Adapter) NoticePrivately(_ context.Context, _ agent.SessionKey, _ string, text string) error {
 	a.write(text + "\n")
 	return nil
 }
+
+var _ agent.Statuser = (*Adapter)(nil)

@@ -39,6 +39,11 @@ func (a *app) newMCP(broker *egress.Broker, approver mcp.Approver) *mcp.Client {
 	if c.OAuth != nil && a.rt != nil {
 		a.rt.Connector = mcpConnector{c}
 	}
+	if rt := a.rt; rt != nil {
+		// Progress notifications become the turn's working status; the
+		// runtime bounds, defuses and throttles them, and never blocks.
+		c.Status = func(call agent.ToolCall, text string) { rt.ToolStatus(call.Key, call.Turn, text) }
+	}
 	a.mcp = c
 	a.closers = append(a.closers, func() { _ = c.Close() })
 	return c
