@@ -46,14 +46,14 @@ const (
 
 const memoryCols = `m.id, m.space, m.author, m.text, m.taint, m.created_at`
 
-// memoryTag is space as one token of the full-text index: "m" and the
+// MemoryTag is space as one token of the full-text index: "m" and the
 // first 64 bits of its SHA-256 in 20 decimal digits, so that the tokenizer
 // keeps it whole and the stemmer leaves it alone. A search matches the
 // tags of its spaces inside the index, so its work grows with the entries
 // of its own spaces, not with the whole table; the rows' spaces are
 // checked again when they are read, so even a collision finds nothing of
 // another space.
-func memoryTag(space string) string {
+func MemoryTag(space string) string {
 	h := sha256.Sum256([]byte(space))
 	return fmt.Sprintf("m%020d", binary.BigEndian.Uint64(h[:8]))
 }
@@ -81,7 +81,7 @@ func (db *DB) SaveMemory(ctx context.Context, m Memory, max int) (Memory, error)
 		}
 		return tx.QueryRowContext(ctx, `INSERT INTO memories (space, tag, author, text, taint, created_at)
 			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			m.Space, memoryTag(m.Space), m.Author, m.Text, m.Taint, toMS(m.CreatedAt)).Scan(&m.ID)
+			m.Space, MemoryTag(m.Space), m.Author, m.Text, m.Taint, toMS(m.CreatedAt)).Scan(&m.ID)
 	})
 	if err != nil {
 		return Memory{}, fmt.Errorf("store: save memory: %w", err)
@@ -207,7 +207,7 @@ func (db *DB) SearchMemories(ctx context.Context, spaces []string, query string,
 	}
 	tags := make([]string, len(spaces))
 	for i, s := range spaces {
-		tags[i] = `"` + memoryTag(s) + `"`
+		tags[i] = `"` + MemoryTag(s) + `"`
 	}
 	quoted := make([]string, len(terms))
 	for i, t := range terms {

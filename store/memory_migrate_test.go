@@ -28,7 +28,7 @@ func TestMemoryIDsMigration(t *testing.T) {
 	space := "user:slack:T1:U1"
 	for i, text := range []string{"first note about ferries", "second note about trains"} {
 		if _, err := w.Exec(`INSERT INTO memories (id, space, tag, author, text, created_at) VALUES (?, ?, ?, 'slack:T1:U1', ?, 1)`,
-			i+1, space, memoryTag(space), text); err != nil {
+			i+1, space, MemoryTag(space), text); err != nil {
 			t.Fatal(err)
 		}
 	}

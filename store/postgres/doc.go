@@ -1,7 +1,8 @@
 // Package postgres is Talon's store on PostgreSQL (github.com/jackc/pgx/v5
 // and its pool), for deployments that run several replicas of Talon on one
 // database. It implements what the SQLite store in package store
-// implements for the runtime, the channel adapters and the vault (the
+// implements for the runtime, the channel adapters, the vault, the memory
+// and the routines (the
 // conformance suite in store/storetest holds both to the same behaviour),
 // with its own embedded, versioned migrations, numbered as SQLite's are.
 //
@@ -12,7 +13,10 @@
 // approval; a row lock (SELECT … FOR UPDATE) serialises the start of a
 // turn, the steps of a turn and the rewrite of a vault entry; an update
 // that names the state it expects (compare-and-set) finishes a turn,
-// decides an approval or marks a reply once. Migrations run under an
+// decides an approval or marks a reply once; a routine's run is a row
+// unique per routine and time, inserted ON CONFLICT DO NOTHING, so one
+// replica starts it. The memory's full-text search is a GIN index over a
+// tsvector of the words the program finds as SQLite's FTS5 does. Migrations run under an
 // advisory lock, so replicas starting together migrate once.
 //
 // Times are unix milliseconds, as in the SQLite store, and vault entries

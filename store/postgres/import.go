@@ -19,7 +19,12 @@ var importTables = []string{
 	"vault_entries", "vault_meta", "vault_audit",
 	"followed_threads", "channel_cursors", "mcp_tools", "console_audit", "turn_files",
 	"usage_daily", "console_sessions", "denied_principals",
+	"memories", "routines", "routine_runs", "principal_zones",
 }
+
+// derivedColumns are columns that only this store has, computed from the
+// copied ones after the copy (memories.words, the full-text index).
+var derivedColumns = map[string][]string{"memories": {"words"}}
 
 // Imported is what Import copied.
 type Imported struct {
@@ -55,6 +60,9 @@ func (db *DB) Import(ctx context.Context, src *sql.Tx) (Imported, error) {
 				return fmt.Errorf("table %s: %w", t, err)
 			}
 			out.Rows[t] = n
+		}
+		if err := indexMemories(ctx, tx); err != nil {
+			return fmt.Errorf("table memories: index: %w", err)
 		}
 		// inbound.turn_id was copied empty (the turns came after it): each
 		// started inbound points at its one turn.
@@ -107,6 +115,7 @@ func copyTable(ctx context.Context, tx pgx.Tx, src *sql.Tx, t string) (int64, er
 	if len(cols) == 0 {
 		return 0, errors.New("not in this database")
 	}
+	cols = slices.DeleteFunc(cols, func(c column) bool { return slices.Contains(derivedColumns[t], c.name) })
 	names := make([]string, len(cols))
 	sel := make([]string, len(cols))
 	for i, c := range cols {

@@ -40,6 +40,9 @@ type Store interface {
 	ApproveMCPTools(ctx context.Context, server string) (int, error)
 	MCPTools(ctx context.Context, server string) ([]store.MCPTool, error)
 
+	MemoryStore
+	RoutineStore
+
 	Close() error
 }
 
@@ -78,7 +81,8 @@ type test struct {
 
 // tests lists the suite; each file adds its own (see init-free lists in
 // the files: inboxTests, historyTests, …).
-var tests = concat(inboxTests, historyTests, outboxTests, approvalTests, vaultTests, threadTests, accessTests, mcpTests, replicaTests)
+var tests = concat(inboxTests, historyTests, outboxTests, approvalTests, vaultTests, threadTests, accessTests, mcpTests, replicaTests,
+	memoryTests, routineTests)
 
 func concat(lists ...[]test) []test {
 	var out []test
