@@ -171,6 +171,11 @@ type Runtime struct {
 	// dispatcher adopts the sessions this process is to serve (Adopt). nil
 	// runs every turn in this process, as a single gateway does.
 	Dispatch Dispatcher
+	// Limiter, when not nil, holds Limits.MaxConcurrentTurns,
+	// MaxTurnsPerUser and RatePerMinute across every process that shares
+	// it (the cluster package: the replicas of a deployment), in addition
+	// to this process's own bounds. nil: they hold in this process.
+	Limiter Limiter
 
 	vision visionState
 
@@ -685,9 +690,22 @@ func (r *Runtime) drain(key SessionKey) {
 			r.mu.Unlock()
 			continue // the runtime stops, or the scope ended
 		}
+		shared, ok := r.acquireShared(key.Principal, cut)
+		if !ok {
+			<-r.global
+			r.releaseUser(key.Principal, slots.sem)
+			r.mu.Lock()
+			qu.current = ""
+			if r.forgetLocked(q.ID) {
+				r.addPendingLocked(-1)
+			}
+			r.mu.Unlock()
+			continue // the runtime stops, or the scope ended
+		}
 		ctx, cancel := sc.context(r.base)
 		finished := r.process(ctx, q)
 		cancel()
+		shared()
 		r.mu.Lock()
 		qu.current = ""
 		if r.forgetLocked(q.ID) && finished {

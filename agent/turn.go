@@ -70,7 +70,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 			}
 			return finish(0, TurnDone, ReplyNotice, text, "command")
 		}
-		if !r.allow(q.Key.Principal) {
+		if !r.allowTurn(ctx, q.Key.Principal) {
 			return finish(0, TurnDone, ReplyNotice, fmt.Sprintf(
 				"You are sending messages faster than I can take them (at most %d a minute). "+
 					"Please wait a moment and send that again.", r.limits.RatePerMinute), "rate_limited")

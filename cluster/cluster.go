@@ -85,6 +85,7 @@ type Node struct {
 	log     zerolog.Logger
 	stream  string
 	leases  *Leases
+	limits  *Limits
 	started chan struct{}
 
 	mu     sync.Mutex
@@ -142,6 +143,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 		return nil, err
 	}
 	if err := checkPartitions(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	if n.limits, err = OpenLimits(ctx, js, cfg.Prefix, cfg.Replica, cfg.LeaseTTL, cfg.StreamReplicas, n.log); err != nil {
 		return nil, err
 	}
 	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log}
@@ -203,6 +207,10 @@ func Partition(k agent.SessionKey, p int) int {
 	return int(h.Sum64() % uint64(p))
 }
 
+// Limiter returns the turn limits every replica shares (Limits), for
+// agent.Runtime.Limiter.
+func (n *Node) Limiter() *Limits { return n.limits }
+
 // Held lists the partitions this replica serves now.
 func (n *Node) Held() []int { return n.leases.Held() }
 
@@ -238,6 +246,7 @@ func (n *Node) Run(ctx context.Context) error {
 	sctx, stopSweep := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { n.sweep(sctx) })
+	wg.Go(func() { n.limits.Run(sctx) })
 	sub, err := n.nc.Subscribe(n.decidedSubject(), func(m *nats.Msg) {
 		id, err := strconv.ParseInt(string(m.Data), 10, 64)
 		if err != nil || id <= 0 {

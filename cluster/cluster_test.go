@@ -101,6 +101,11 @@ type fixture struct {
 	db     sharedStore
 	d      *delivered
 	cfg    Config
+	// model answers on every replica (echo when nil); limits are every
+	// replica's runtime limits.
+	model  llm.Provider
+	limits agent.Limits
+	now    func() time.Time // every replica's clock (time.Now when nil)
 }
 
 func newFixture(t *testing.T, url, prefix string) *fixture {
@@ -122,8 +127,14 @@ func (f *fixture) start(id string) *replica {
 	t := f.t
 	t.Helper()
 	nc := connect(t, f.url)
-	rt := &agent.Runtime{Store: f.db, LLM: echo{}, Log: zerolog.Nop(), Limits: agent.Limits{ShutdownGrace: time.Second},
-		ApprovalTimeout: 10 * time.Minute}
+	var model llm.Provider = echo{}
+	if f.model != nil {
+		model = f.model
+	}
+	limits := f.limits
+	limits.ShutdownGrace = time.Second
+	rt := &agent.Runtime{Store: f.db, LLM: model, Log: zerolog.Nop(), Limits: limits,
+		ApprovalTimeout: 10 * time.Minute, Now: f.now}
 	rt.Register(channel{d: f.d, replica: id})
 	cfg := f.cfg
 	cfg.Replica = id
@@ -133,6 +144,8 @@ func (f *fixture) start(id string) *replica {
 		t.Fatal(err)
 	}
 	rt.Dispatch = node
+	rt.Limiter = node.Limiter()
+	node.Limiter().Now = f.now
 	r := &replica{id: id, rt: rt, node: node, nc: nc, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)

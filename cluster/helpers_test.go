@@ -60,6 +60,8 @@ func testPrefix(t testing.TB, url string) string {
 		_ = js.DeleteKeyValue(ctx, prefix+"_partitions")
 		_ = js.DeleteKeyValue(ctx, prefix+"_cluster")
 		_ = js.DeleteKeyValue(ctx, prefix+"_test")
+		_ = js.DeleteKeyValue(ctx, prefix+"_slots")
+		_ = js.DeleteKeyValue(ctx, prefix+"_rates")
 	})
 	return prefix
 }

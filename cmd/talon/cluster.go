@@ -63,6 +63,7 @@ func (a *app) openCluster(ctx context.Context) error {
 	}
 	a.node = node
 	a.rt.Dispatch = node
+	a.rt.Limiter = node.Limiter() // agent's turn limits hold across the replicas
 	if a.cfg.Store.Driver != config.StorePostgres {
 		a.log.Warn().Msg("nats.url with the SQLite store: no other replica can share this store, so run only this one; " +
 			"replicas share a PostgreSQL store (store.driver: postgres)")

@@ -1,0 +1,418 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+)
+
+// Limits holds the runtime's turn limits across the replicas of a
+// deployment (agent.Limiter), in two JetStream KV buckets:
+//
+//   - "<prefix>_slots": one key per turn running anywhere, in two sets of
+//     numbered slots: "g.<i>" for the global bound (i < the bound) and
+//     "u.<principal hash>.<i>" for one person's (i < the per-user bound).
+//     A turn takes a free key of each with kv.Create, which fails when the
+//     key exists, and deletes both when it ends. The bucket's MaxAge is the
+//     lease TTL and the holder rewrites its keys every TTL/4 (a
+//     compare-and-set on the revision it wrote), so the slots of a replica
+//     that dies free themselves within the TTL, by the server's clock.
+//   - "<prefix>_rates": one key per person, "r.<principal hash>", holding a
+//     token bucket (tokens and the time they were counted), changed with a
+//     compare-and-set. Its MaxAge is a minute: a bucket untouched for a
+//     minute is full again, the same as no key.
+//
+// Limits are a bound on load, not a safety property: a replica cut off
+// from NATS for longer than the TTL may still run turns whose slots have
+// been taken by others meanwhile, so the bound can be passed for that
+// long. A failing bucket makes the runtime fall back to its own bounds.
+type Limits struct {
+	slots   jetstream.KeyValue
+	rates   jetstream.KeyValue
+	replica string
+	ttl     time.Duration
+	log     zerolog.Logger
+	// Now is the clock of the rate buckets (time.Now when nil).
+	Now func() time.Time
+
+	mu   sync.Mutex
+	held map[*slot]struct{} // slots held here, renewed; guarded by mu
+	// view is the last state of each slot key seen (a watch of the
+	// bucket, and this replica's own writes), so that a free slot is
+	// taken with one compare-and-set; guarded by mu.
+	view map[string]seen
+	// freed is closed (and replaced) when the watch sees a slot freed;
+	// guarded by mu.
+	freed chan struct{}
+}
+
+// seen is a slot key's state as last seen.
+type seen struct {
+	rev  uint64
+	free bool      // its value is "": released
+	at   time.Time // when it was written, by the server's clock
+}
+
+// slot is one key this replica holds.
+type slot struct {
+	key  string
+	mu   sync.Mutex // serialises its renewal and its release
+	rev  uint64     // guarded by mu
+	gone bool       // released or lost; guarded by mu
+}
+
+// OpenLimits makes sure the two buckets exist (with their MaxAge) and
+// returns the Limits of replica. Run must run for the slots it holds to
+// be renewed.
+func OpenLimits(ctx context.Context, js jetstream.JetStream, prefix, replica string, ttl time.Duration, replicas int, log zerolog.Logger) (*Limits, error) {
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	slots, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      prefix + "_slots",
+		Description: "Talon: the turns running in the deployment, g.<i> and u.<principal hash>.<i> = replica id; keys expire after the lease TTL",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: turn slots bucket: %w", err)
+	}
+	rates, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      prefix + "_rates",
+		Description: "Talon: each person's turns a minute, r.<principal hash> = tokens and when they were counted; a key untouched for a minute expires (full)",
+		History:     1,
+		TTL:         time.Minute,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: turn rate bucket: %w", err)
+	}
+	return &Limits{slots: slots, rates: rates, replica: replica, ttl: ttl, log: log,
+		held: map[*slot]struct{}{}, view: map[string]seen{}, freed: make(chan struct{})}, nil
+}
+
+// Run watches the slots and renews those held here every TTL/4 until ctx
+// ends.
+func (l *Limits) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { l.watch(ctx) })
+	t := time.NewTicker(l.ttl / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l.renew(ctx)
+	}
+}
+
+func (l *Limits) renew(ctx context.Context) {
+	l.mu.Lock()
+	held := make([]*slot, 0, len(l.held))
+	for s := range l.held {
+		held = append(held, s)
+	}
+	l.mu.Unlock()
+	for _, s := range held {
+		s.mu.Lock()
+		if !s.gone {
+			rev, err := l.slots.Update(ctx, s.key, []byte(l.replica), s.rev)
+			switch {
+			case err == nil:
+				s.rev = rev
+				l.saw(s.key, seen{rev: rev, at: time.Now()})
+			case ctx.Err() != nil:
+			case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) || isWrongSequence(err):
+				// Expired and perhaps taken: the turn goes on, and the
+				// bound may be passed by one until it ends.
+				s.gone = true
+				l.forget(s)
+				l.log.Warn().Str("slot", s.key).Msg("cluster: a running turn's slot expired before it was renewed; the turn limits may be passed by one until it ends")
+			default:
+				l.log.Warn().Err(err).Str("slot", s.key).Msg("cluster: renew a running turn's slot")
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// watch keeps view up to date until ctx ends, watching again after an
+// error. (A key that expires leaves no trace in a watch: a slot seen held
+// for longer than the TTL is tried as if it were free.)
+func (l *Limits) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := l.slots.WatchAll(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.log.Warn().Err(err).Msg("cluster: watch the turn slots; slots are taken by trying them meanwhile")
+			}
+			if !sleepCtx(ctx, l.ttl/4) {
+				return
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue // the end of the initial values
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				l.saw(e.Key(), seen{rev: e.Revision(), free: true, at: e.Created()})
+				continue
+			}
+			l.saw(e.Key(), seen{rev: e.Revision(), free: len(e.Value()) == 0, at: e.Created()})
+		}
+		_ = w.Stop()
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// saw records a slot's state, unless a newer one is known.
+func (l *Limits) saw(key string, st seen) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.view[key]; ok && cur.rev >= st.rev {
+		return
+	}
+	l.view[key] = st
+	if st.free {
+		close(l.freed)
+		l.freed = make(chan struct{})
+	}
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+func (l *Limits) forget(s *slot) {
+	l.mu.Lock()
+	delete(l.held, s)
+	l.mu.Unlock()
+}
+
+// principalHash names a principal in keys: the first 16 bytes of the
+// SHA-256 of its string, in hex (keys allow few characters, and the bucket
+// need not show who talks to Talon).
+func principalHash(p agent.Principal) string {
+	h := sha256.Sum256([]byte(p.String()))
+	return hex.EncodeToString(h[:16])
+}
+
+// Acquire waits for one of p's perUser slots and one of the global slots
+// (agent.Limiter). It polls while they are all taken, at most every half
+// second.
+func (l *Limits) Acquire(ctx context.Context, p agent.Principal, perUser, global int) (func(), error) {
+	if perUser <= 0 || global <= 0 {
+		return nil, errors.New("cluster: turn limits must be positive")
+	}
+	user, err := l.take(ctx, "u."+principalHash(p)+".", perUser)
+	if err != nil {
+		return nil, err
+	}
+	all, err := l.take(ctx, "g.", global)
+	if err != nil {
+		l.release(user)
+		return nil, err
+	}
+	return func() {
+		l.release(all)
+		l.release(user)
+	}, nil
+}
+
+// take claims a free key among prefix0 … prefix(n-1), starting at a
+// random one, and waits while there is none: until the watch sees one
+// freed, or a quarter of the TTL (a slot whose holder died expires
+// without a trace in the watch).
+func (l *Limits) take(ctx context.Context, prefix string, n int) (*slot, error) {
+	for {
+		l.mu.Lock()
+		freed := l.freed
+		l.mu.Unlock()
+		start := rand.IntN(n)
+		for i := range n {
+			key := prefix + strconv.Itoa((start+i)%n)
+			rev, ok, err := l.claim(ctx, key)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				s := &slot{key: key, rev: rev}
+				l.mu.Lock()
+				l.held[s] = struct{}{}
+				l.mu.Unlock()
+				return s, nil
+			}
+		}
+		t := time.NewTimer(l.ttl / 4)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-freed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// claim tries to take key: with a compare-and-set on the revision of its
+// release when it was seen free, else by creating it, unless it was seen
+// held within the TTL.
+func (l *Limits) claim(ctx context.Context, key string) (uint64, bool, error) {
+	l.mu.Lock()
+	st, known := l.view[key]
+	l.mu.Unlock()
+	me := []byte(l.replica)
+	if known && st.free {
+		rev, err := l.slots.Update(ctx, key, me, st.rev)
+		if err == nil {
+			l.saw(key, seen{rev: rev, at: time.Now()})
+			return rev, true, nil
+		}
+		if ctx.Err() != nil {
+			return 0, false, ctx.Err()
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return 0, false, fmt.Errorf("cluster: take a turn slot: %w", err)
+		}
+		// Taken since, or expired: creating it tells which.
+	} else if known && time.Since(st.at) < l.ttl {
+		return 0, false, nil // held, and renewed lately
+	}
+	rev, err := l.slots.Create(ctx, key, me)
+	if err == nil {
+		l.saw(key, seen{rev: rev, at: time.Now()})
+		return rev, true, nil
+	}
+	if ctx.Err() != nil {
+		return 0, false, ctx.Err()
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, false, nil
+	}
+	return 0, false, fmt.Errorf("cluster: take a turn slot: %w", err)
+}
+
+// release marks a slot free (its value ""), if it is still the one this
+// replica wrote: the next taker needs one compare-and-set.
+func (l *Limits) release(s *slot) {
+	l.forget(s)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return
+	}
+	s.gone = true
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rev, err := l.slots.Update(ctx, s.key, nil, s.rev)
+	switch {
+	case err == nil:
+		l.saw(s.key, seen{rev: rev, free: true, at: time.Now()})
+	case errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err):
+		// Expired, and perhaps taken since: not ours to free.
+	default:
+		l.log.Warn().Err(err).Str("slot", s.key).Msg("cluster: free a turn slot; it frees itself after the lease TTL")
+	}
+}
+
+// Allow takes a token from p's bucket of perMinute turns a minute
+// (agent.Limiter), with a compare-and-set that is retried when another
+// replica changed the bucket meanwhile.
+func (l *Limits) Allow(ctx context.Context, p agent.Principal, perMinute int) (bool, error) {
+	if perMinute <= 0 {
+		return true, nil
+	}
+	now := time.Now
+	if l.Now != nil {
+		now = l.Now
+	}
+	key := "r." + principalHash(p)
+	rate := float64(perMinute)
+	for range 20 {
+		t := now()
+		e, err := l.rates.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			// A full bucket: take one.
+			_, err := l.rates.Create(ctx, key, bucketValue(rate-1, t))
+			if err == nil {
+				return true, nil
+			}
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue // another replica created it first
+			}
+			return false, fmt.Errorf("cluster: turn rate: %w", err)
+		}
+		if err != nil {
+			return false, fmt.Errorf("cluster: turn rate: %w", err)
+		}
+		tokens, last, ok := parseBucket(e.Value())
+		if !ok {
+			tokens, last = rate, t // a value this version cannot read counts as full
+		}
+		if d := t.Sub(last); d > 0 {
+			tokens = min(rate, tokens+d.Minutes()*rate)
+		} else {
+			// Another replica's clock runs ahead of ours: count from its time.
+			t = last
+		}
+		if tokens < 1 {
+			return false, nil
+		}
+		_, err = l.rates.Update(ctx, key, bucketValue(tokens-1, t), e.Revision())
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return false, fmt.Errorf("cluster: turn rate: %w", err)
+		}
+	}
+	return false, errors.New("cluster: turn rate: the bucket changed under every try")
+}
+
+func bucketValue(tokens float64, t time.Time) []byte {
+	return []byte(strconv.FormatFloat(tokens, 'g', -1, 64) + " " + strconv.FormatInt(t.UnixNano(), 10))
+}
+
+func parseBucket(v []byte) (tokens float64, last time.Time, ok bool) {
+	a, b, found := strings.Cut(string(v), " ")
+	if !found {
+		return 0, time.Time{}, false
+	}
+	tokens, err1 := strconv.ParseFloat(a, 64)
+	ns, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, time.Time{}, false
+	}
+	return tokens, time.Unix(0, ns), true
+}
