@@ -77,9 +77,15 @@ type Client struct {
 	// Logger receives connection and listing problems, never arguments or
 	// results.
 	Logger zerolog.Logger
-	// MaxSessions bounds the open sessions (server × user); the least
-	// recently used is closed beyond it. 0 means 256.
+	// MaxSessions bounds the open sessions (server × user): beyond it the
+	// least recently used session not in use is closed. Sessions in use at
+	// once (bounded by the runtime's concurrent turns) are never closed
+	// under a call. 0 means DefaultMaxSessions.
 	MaxSessions int
+	// IdleTimeout is how long a session may go unused before it is closed
+	// (the server is told, and forgets it); the next call opens a new one.
+	// 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Version is sent as the client's version.
 	Version string
 	// OAuth runs the authorization flow of servers with auth: oauth; nil
@@ -89,10 +95,20 @@ type Client struct {
 	mu       sync.Mutex
 	sessions map[sessionKey]*session // guarded by mu
 	closed   bool                    // guarded by mu
+	// sweeping is closed to stop the goroutine that closes idle sessions,
+	// and swept when it has ended; nil until the first session. Guarded
+	// by mu.
+	sweeping, swept chan struct{}
 	progress sync.Map                // progress token (string) → agent.ToolCall
 }
 
 var _ agent.ToolRunner = (*Client)(nil)
+
+// Defaults of the session bounds.
+const (
+	DefaultMaxSessions = 256
+	DefaultIdleTimeout = 10 * time.Minute
+)
 
 type sessionKey struct {
 	server string
@@ -199,6 +215,7 @@ func (c *Client) withAuth(ctx context.Context, server string, p agent.Principal,
 	if err != nil {
 		return err
 	}
+	defer s.release()
 	if s.srv.Auth != AuthOAuth {
 		return fn(s)
 	}
@@ -456,15 +473,63 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	ss := c.sessions
 	c.sessions, c.closed = nil, true
+	sweeping, swept := c.sweeping, c.swept
+	c.sweeping = nil
 	c.mu.Unlock()
+	if sweeping != nil {
+		close(sweeping)
+		<-swept
+	}
 	for _, s := range ss {
 		s.close()
 	}
 	return nil
 }
 
+func (c *Client) idleTimeout() time.Duration {
+	if c.IdleTimeout > 0 {
+		return c.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+// sweep closes the sessions idle longer than IdleTimeout, every quarter
+// of it (at most every minute), until stop is closed.
+func (c *Client) sweep(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	every := min(max(c.idleTimeout()/4, 10*time.Millisecond), time.Minute)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		for _, s := range c.idle(time.Now().Add(-c.idleTimeout())) {
+			s.close() // may wait on the network: never under c.mu
+		}
+	}
+}
+
+// idle removes and returns the sessions not in use and last used before
+// cutoff.
+func (c *Client) idle(cutoff time.Time) []*session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*session
+	for k, s := range c.sessions {
+		if s.busy.Load() == 0 && s.used.Load() < cutoff.UnixNano() {
+			delete(c.sessions, k)
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // session returns p's session of server, creating it (not yet connected)
-// if needed. Beyond MaxSessions the least recently used one is closed.
+// if needed, marked in use until its release. Beyond MaxSessions the least
+// recently used one not in use is closed.
 func (c *Client) session(server string, p agent.Principal) (*session, error) {
 	srv, ok := c.Server(server)
 	if !ok {
@@ -486,27 +551,34 @@ func (c *Client) sessionLocked(srv *Server, p agent.Principal) (s, evicted *sess
 	if c.sessions == nil {
 		c.sessions = map[sessionKey]*session{}
 	}
+	if c.sweeping == nil {
+		c.sweeping, c.swept = make(chan struct{}), make(chan struct{})
+		go c.sweep(c.sweeping, c.swept)
+	}
 	k := sessionKey{server: srv.Name, user: p}
 	s = c.sessions[k]
 	if s == nil {
 		limit := c.MaxSessions
 		if limit <= 0 {
-			limit = 256
+			limit = DefaultMaxSessions
 		}
 		if len(c.sessions) >= limit {
-			var oldest sessionKey
-			first := true
+			var oldest *session
+			var oldestKey sessionKey
 			for k, s := range c.sessions {
-				if first || s.used.Load() < c.sessions[oldest].used.Load() {
-					oldest, first = k, false
+				if s.busy.Load() == 0 && (oldest == nil || s.used.Load() < oldest.used.Load()) {
+					oldest, oldestKey = s, k
 				}
 			}
-			evicted = c.sessions[oldest]
-			delete(c.sessions, oldest)
+			if oldest != nil {
+				evicted = oldest
+				delete(c.sessions, oldestKey)
+			}
 		}
 		s = &session{srv: srv, user: p}
 		c.sessions[k] = s
 	}
+	s.busy.Add(1)
 	s.touch()
 	return s, evicted, nil
 }

@@ -408,3 +408,105 @@ func TestSessionBoundsAndFailures(t *testing.T) {
 		t.Errorf("call on a server that is down = %+v", res)
 	}
 }
+
+// open counts the sessions the SDK's server side holds.
+func (f *fakeServer) open() int {
+	n := 0
+	for range f.mcp.Sessions() {
+		n++
+	}
+	return n
+}
+
+// TestIdleSessionsClosed: a session unused for IdleTimeout is closed (the
+// server is told with a DELETE and forgets it), the next call opens a new
+// one transparently, and a session in use by a call that outlasts the
+// timeout is not closed under it.
+func TestIdleSessionsClosed(t *testing.T) {
+	f := newFakeServer(t, nil)
+	c, _, _ := newClient(t, f.Server, mcp.Server{Name: "s"})
+	c.IdleTimeout = 100 * time.Millisecond
+	if res := run(t, c, call("s__search", `{"query":"q"}`)); res.Content != "found: q" {
+		t.Fatalf("search = %+v", res)
+	}
+	if n := f.sessions.Load(); n != 1 {
+		t.Fatalf("server saw %d sessions, want 1", n)
+	}
+	eventually(t, "the idle session to end at the server", func() bool { return f.deletes.Load() == 1 && f.open() == 0 })
+	if res := run(t, c, call("s__search", `{"query":"again"}`)); res.Content != "found: again" {
+		t.Fatalf("search after the idle session closed = %+v", res)
+	}
+	if n := f.sessions.Load(); n != 2 {
+		t.Errorf("server saw %d sessions, want 2 (a new one after the idle one closed)", n)
+	}
+	eventually(t, "the second idle session to end", func() bool { return f.deletes.Load() == 2 && f.open() == 0 })
+
+	// A call that outlasts the idle timeout keeps its session.
+	started := make(chan struct{})
+	var once sync.Once
+	c.Status = func(agent.ToolCall, string) { once.Do(func() { close(started) }) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan agent.ToolResult, 1)
+	go func() {
+		res, _ := c.Run(ctx, call("s__slow", `{}`))
+		done <- res
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow call never started")
+	}
+	time.Sleep(10 * c.IdleTimeout) // ten idle timeouts, forty sweeps
+	if n := f.deletes.Load(); n != 2 {
+		t.Errorf("DELETEs while a call ran = %d, want 2 (the session in use kept)", n)
+	}
+	cancel()
+	if res := <-done; !res.IsError {
+		t.Errorf("slow after cancel = %+v", res)
+	}
+	select {
+	case <-f.cancels:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's handler was never cancelled")
+	}
+	eventually(t, "the session to end once idle", func() bool { return f.deletes.Load() == 3 })
+}
+
+// TestSessionCapSkipsBusy: beyond MaxSessions the least recently used
+// session not in use is closed, never one a call is using.
+func TestSessionCapSkipsBusy(t *testing.T) {
+	f := newFakeServer(t, nil)
+	c, _, _ := newClient(t, f.Server, mcp.Server{Name: "s"})
+	c.MaxSessions = 1
+	started := make(chan struct{})
+	var once sync.Once
+	c.Status = func(agent.ToolCall, string) { once.Do(func() { close(started) }) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan agent.ToolResult, 1)
+	go func() {
+		res, _ := c.Run(ctx, call("s__slow", `{}`))
+		done <- res
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow call never started")
+	}
+	other := agent.Principal{Platform: "terminal", Workspace: "local", User: "c"}
+	if res := run(t, c, callAs(other, "s__search", `{"query":"q"}`)); res.Content != "found: q" {
+		t.Fatalf("search as another user = %+v", res)
+	}
+	if n := f.deletes.Load(); n != 0 {
+		t.Errorf("DELETEs = %d, want 0: A's session is in use", n)
+	}
+	cancel()
+	if res := <-done; !res.IsError || !strings.Contains(res.Content, "the turn ran out of time") {
+		t.Errorf("A's slow call = %+v, want cancelled by its context, not by a closed session", res)
+	}
+	select {
+	case <-f.cancels:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's handler was never cancelled")
+	}
+}

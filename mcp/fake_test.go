@@ -42,6 +42,7 @@ type fakeServer struct {
 	*httptest.Server
 	mcp      *sdk.Server
 	sessions atomic.Int32 // distinct session ids seen
+	deletes  atomic.Int32 // DELETE requests (a client ending its session)
 	cancels  chan struct{}
 	mu       sync.Mutex
 	auth     []string        // Authorization headers seen, guarded by mu
@@ -93,6 +94,9 @@ func newFakeServer(t testing.TB, opts *sdk.ServerOptions) *fakeServer {
 		f.mu.Lock()
 		f.auth = append(f.auth, r.Header.Get("Authorization"))
 		f.mu.Unlock()
+		if r.Method == http.MethodDelete {
+			f.deletes.Add(1)
+		}
 		if id := r.Header.Get("Mcp-Session-Id"); id != "" && !f.ids[id] {
 			f.ids[id] = true
 			f.sessions.Add(1)

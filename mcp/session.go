@@ -32,6 +32,7 @@ type session struct {
 	srv  *Server
 	user agent.Principal
 	used atomic.Int64 // unix nanoseconds of the last use
+	busy atomic.Int32 // calls and listings using it now (set under Client.mu)
 
 	mu     sync.Mutex // guards the fields below; held while connecting and listing
 	cs     *sdk.ClientSession
@@ -52,6 +53,12 @@ type session struct {
 const retryAfter = 30 * time.Second
 
 func (s *session) touch() { s.used.Store(time.Now().UnixNano()) }
+
+// release ends a use begun by Client.session.
+func (s *session) release() {
+	s.touch()
+	s.busy.Add(-1)
+}
 
 func (s *session) invalidate() { s.stale.Store(true) }
 

@@ -32,6 +32,10 @@ func (a *app) newMCP(broker *egress.Broker, approver mcp.Approver) *mcp.Client {
 		Pins:     mcpPins{a.db},
 		Logger:   a.log.With().Str("component", "mcp").Logger(),
 		Version:  versionString(),
+		// Sessions per (server, user) are reused, closed when idle, and
+		// bounded in number.
+		IdleTimeout: a.cfg.MCP.IdleTimeout.Std(),
+		MaxSessions: a.cfg.MCP.MaxSessions,
 	}
 	// Links reach users privately through the runtime's channels.
 	notifier, _ := approver.(mcp.Notifier)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/talonhq/talon/mcp"
 )
 
 // Providers accepted in llm.provider.
@@ -334,6 +336,7 @@ func Default() Config {
 		Store:   Store{Driver: StoreSQLite},
 		Log:     Log{Level: "info", Format: "auto"},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
+		MCP:     MCP{IdleTimeout: Duration(mcp.DefaultIdleTimeout), MaxSessions: mcp.DefaultMaxSessions},
 		Memory:  Memory{Enabled: true, MaxEntries: 1000, ChannelWriters: map[string][]string{}},
 		HTTP:    HTTP{Listen: "127.0.0.1:8080", TrustedProxies: []string{}},
 		LLM: LLM{

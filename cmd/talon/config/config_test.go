@@ -47,6 +47,7 @@ func TestLoadDefaults(t *testing.T) {
 			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
 		},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
+		MCP:     MCP{IdleTimeout: Duration(10 * time.Minute), MaxSessions: 256},
 		Memory:  Memory{Enabled: true, MaxEntries: 1000, ChannelWriters: map[string][]string{}},
 		NATS:    NATS{Partitions: 32, LeaseTTL: Duration(10 * time.Second)},
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/talonhq/talon/mcp"
 )
@@ -15,6 +16,12 @@ const maxMCPServers = 32
 // on the calling user's own account.
 type MCP struct {
 	Servers []MCPServer `yaml:"servers" json:"servers"`
+	// IdleTimeout closes a user's session with a server unused this long
+	// (the next call opens a new one).
+	IdleTimeout Duration `yaml:"idle_timeout" json:"idle_timeout"`
+	// MaxSessions bounds the sessions open at once (server × user); beyond
+	// it the least recently used one not in use is closed.
+	MaxSessions int `yaml:"max_sessions" json:"max_sessions"`
 }
 
 // MCPServer is one remote MCP server (see mcp.Server).
@@ -87,6 +94,8 @@ func (m *MCP) MCPServers() []mcp.Server {
 }
 
 func (m *MCP) validate(v *validator) {
+	v.duration("mcp.idle_timeout", m.IdleTimeout, 10*time.Second, 24*time.Hour)
+	v.intRange("mcp.max_sessions", m.MaxSessions, 1, 100000)
 	if len(m.Servers) > maxMCPServers {
 		v.add("mcp.servers", fmt.Sprintf("at most %d servers", maxMCPServers))
 	}

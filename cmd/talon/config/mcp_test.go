@@ -73,10 +73,14 @@ func TestLoadMCPErrors(t *testing.T) {
     - name: docs
       url: https://docs.example.com/mcp
       transport: stdio
+  idle_timeout: 1s
+  max_sessions: 0
 `
 	_, err := loadFile(t, file, nil)
 	want := []string{
 		"mcp.servers[2].transport: unknown key (line 18)",
+		"mcp.idle_timeout: must be between 10s and 24h, got 1s (line 19)",
+		"mcp.max_sessions: must be between 1 and 100000, got 0 (line 20)",
 		`mcp.servers[0].name: "Linear__x" must be 1 to 24 of a-z, 0-9, _ and -, starting with a letter or digit, without __ (line 3)`,
 		"mcp.servers[0].url: must be https (http only for a loopback address) (line 4)",
 		"mcp.servers[0].credential: auth: bearer needs the name of the user's vault entry",
