@@ -28,7 +28,7 @@ import (
 // configuration's own credentials.
 func (a *app) openMemory() {
 	mc := a.cfg.Memory
-	if !mc.Enabled || a.db.sqlite == nil { // the configuration refuses memory.enabled on postgres
+	if !mc.Enabled {
 		return
 	}
 	dets := []agent.Redactor{configSecrets{leak.New(a.configSecretValues())}}
@@ -36,7 +36,7 @@ func (a *app) openMemory() {
 		dets = append(dets, a.redactor)
 	}
 	svc := &memory.Service{
-		Store:      a.db.sqlite,
+		Store:      a.db,
 		Detectors:  dets,
 		Policy:     memory.Policy{Writers: mc.ChannelWriters, Admin: a.isAdmin},
 		MaxEntries: mc.MaxEntries,
@@ -253,10 +253,7 @@ func cmdMemory(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Store.Driver == config.StorePostgres {
-		return errors.New("memory: the memory is kept in the SQLite store only for now, and store.driver is postgres")
-	}
-	db, err := store.Open(ctx, cfg.DBPath())
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -309,7 +306,7 @@ func memoryPrincipal(s string) agent.Principal {
 
 // memoryListEntries prints the entries of f (and of also, when it names
 // something: the user's entries in channels), newest first.
-func memoryListEntries(ctx context.Context, e env, db *store.DB, f, also store.MemoryFilter, limit int) error {
+func memoryListEntries(ctx context.Context, e env, db memoryStore, f, also store.MemoryFilter, limit int) error {
 	ms, err := db.ListMemories(ctx, f, limit)
 	if err != nil {
 		return err
@@ -338,7 +335,7 @@ func memoryListEntries(ctx context.Context, e env, db *store.DB, f, also store.M
 	return tw.Flush()
 }
 
-func memoryRemove(ctx context.Context, e env, db *store.DB, ids []int64) error {
+func memoryRemove(ctx context.Context, e env, db memoryStore, ids []int64) error {
 	var missing []string
 	for _, id := range ids {
 		m, err := db.GetMemory(ctx, id)
@@ -378,7 +375,7 @@ type memoryExportEntry struct {
 
 // memoryExport writes everything memory holds of user: their own memory
 // and the entries they saved in channels' memories, oldest first.
-func memoryExport(ctx context.Context, e env, db *store.DB, user string) error {
+func memoryExport(ctx context.Context, e env, db memoryStore, user string) error {
 	own := memory.UserSpace(memoryPrincipal(user))
 	entries := []memoryExportEntry{}
 	seen := map[int64]bool{}

@@ -9,14 +9,17 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/store/postgres"
 	"github.com/talonhq/talon/vault"
 )
 
 // A team's SQLite data moves to PostgreSQL with talon migrate-store: every
 // row of every table, ids kept; the vault opens its entries there with the
-// same key; the gateway then carries on from PostgreSQL; a second copy into
+// same key; the memory is found by its words and the routines listed there;
+// the gateway then carries on from PostgreSQL; a second copy into
 // the same database is refused.
 func TestMigrateStoreRoundTrip(t *testing.T) {
 	dbURL, pool := postgresSchema(t)
@@ -42,6 +45,27 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	if res := invoke("", "user", "deny", "slack:T1:U9", "--config", cfgA); res.code != 0 {
 		t.Fatalf("user deny: %d %s", res.code, res.stderr)
 	}
+	if res := invoke("", "routine", "add", "--config", cfgA, "--user", "terminal::local", "--name", "digest", "every 2h", "Summarise the day."); res.code != 0 {
+		t.Fatalf("routine add: %d %s", res.code, res.stderr)
+	}
+	// The memory: two entries, one of them forgotten (its number is never
+	// given again, there either), and a time zone.
+	sdb, err := store.Open(ctx, filepath.Join(dataA, "talon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"Our staging host is staging-7.internal", "forgotten note"} {
+		if _, err := sdb.SaveMemory(ctx, store.Memory{Space: "user:terminal::local", Author: "terminal::local", Text: text}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := sdb.ForgetMemory(ctx, 2, "user:terminal::local"); !ok || err != nil {
+		t.Fatalf("forget: %v, %v", ok, err)
+	}
+	if err := sdb.SetTimeZone(ctx, agent.Principal{Platform: "terminal", User: "local"}, "Europe/Paris"); err != nil {
+		t.Fatal(err)
+	}
+	sdb.Close()
 
 	dbPath := filepath.Join(dataA, "talon.db")
 	res := invoke("", "migrate-store", "--from", "sqlite:"+dbPath, "--to", "postgres:"+dbURL)
@@ -79,8 +103,9 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	if diff := cmp.Diff(inSQLite, inPostgres); diff != "" {
 		t.Errorf("rows per table (-sqlite +postgres):\n%s", diff)
 	}
-	if inPostgres["messages"] != 4 || inPostgres["vault_entries"] != 1 || inPostgres["denied_principals"] != 1 {
-		t.Errorf("copied %v; want the conversation, the secret and the denial", inPostgres)
+	if inPostgres["messages"] != 4 || inPostgres["vault_entries"] != 1 || inPostgres["denied_principals"] != 1 ||
+		inPostgres["memories"] != 1 || inPostgres["routines"] != 1 || inPostgres["principal_zones"] != 1 {
+		t.Errorf("copied %v; want the conversation, the secret, the denial, the memory, the routine and the zone", inPostgres)
 	}
 	var sqliteMax, pgMax int64
 	_ = sq.QueryRow(`SELECT max(id) FROM messages`).Scan(&sqliteMax)
@@ -105,7 +130,7 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	}
 
 	// The gateway carries on from PostgreSQL: new rows after the copied ids.
-	cfgB := writeConfig(t, t.TempDir(), baseConfig(dataB, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n")
+	cfgB := writeConfig(t, t.TempDir(), baseConfig(dataB, "openai", srv.URL)+"store:\n  driver: postgres\n  url: ${DATABASE_URL}\n")
 	if res := invoke("third\n", "chat", "--config", cfgB); res.code != 0 || res.stdout != "echo: third\n" {
 		t.Fatalf("chat on PostgreSQL: %d %q %s", res.code, res.stdout, res.stderr)
 	}
@@ -115,6 +140,21 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	}
 	if res := invoke("", "vault", "list", "--config", cfgB); !strings.Contains(res.stdout, "github") {
 		t.Errorf("vault list on PostgreSQL: %s %s", res.stdout, res.stderr)
+	}
+	// The memory is found there by its words (the index is rebuilt), and
+	// a new entry takes a number after the forgotten one; the routine is
+	// listed, with its zone's owner.
+	if got, err := pdb.SearchMemories(ctx, []string{"user:terminal::local"}, "staging hosts", 10); err != nil || len(got) != 1 || got[0].ID != 1 {
+		t.Errorf("search on PostgreSQL after the copy: %+v, %v", got, err)
+	}
+	if m, err := pdb.SaveMemory(ctx, store.Memory{Space: "user:terminal::local", Author: "terminal::local", Text: "new"}, 0); err != nil || m.ID != 3 {
+		t.Errorf("a new entry after the copy: #%d, %v; want #3", m.ID, err)
+	}
+	if res := invoke("", "routine", "list", "--config", cfgB); res.code != 0 || !strings.Contains(res.stdout, "digest") || !strings.Contains(res.stdout, "every 2h") {
+		t.Errorf("routine list on PostgreSQL: %s %s", res.stdout, res.stderr)
+	}
+	if tz, err := pdb.TimeZone(ctx, agent.Principal{Platform: "terminal", User: "local"}); err != nil || tz != "Europe/Paris" {
+		t.Errorf("time zone on PostgreSQL: %q, %v", tz, err)
 	}
 
 	// A second copy into a database with data is refused and copies nothing.

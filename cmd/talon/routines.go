@@ -16,7 +16,6 @@ import (
 	"github.com/talonhq/talon/adapters/terminal"
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
-	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/routines"
 	"github.com/talonhq/talon/store"
 )
@@ -114,12 +113,12 @@ func (r *routineRouter) hint(platform string, cmd agent.Command) string {
 // runtime's. The scheduler runs in cmdRun.
 func (a *app) openRoutines() {
 	rc := a.cfg.Routines
-	if !rc.Enabled || a.db.sqlite == nil { // the configuration refuses routines.enabled on postgres
+	if !rc.Enabled {
 		return
 	}
 	a.router = &routineRouter{}
 	a.routines = &routines.Service{
-		Store:       a.db.sqlite,
+		Store:       a.db,
 		Runtime:     a.rt,
 		Router:      a.router,
 		Log:         a.log.With().Str("component", "routines").Logger(),
@@ -255,10 +254,7 @@ func cmdRoutine(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Store.Driver == config.StorePostgres {
-		return errors.New("routine: routines are kept in the SQLite store only for now, and store.driver is postgres")
-	}
-	db, err := store.Open(ctx, cfg.DBPath())
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/talonhq/talon/adapters/slack"
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/memory"
+	"github.com/talonhq/talon/routines"
 	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/store/postgres"
 	"github.com/talonhq/talon/vault"
@@ -16,8 +18,8 @@ import (
 // gatewayStore is what the gateway needs from its database, whichever
 // driver serves it: the runtime's interfaces, the threads the channels
 // follow and the channels they read back, the deny list (talon user),
-// the MCP tools' pins, and a health check. The SQLite store and the PostgreSQL store both implement
-// it (store/storetest holds them to the same behaviour).
+// the MCP tools' pins, the memory and the routines, and a health check. The SQLite store and the
+// PostgreSQL store both implement it (store/storetest holds them to the same behaviour).
 type gatewayStore interface {
 	agent.Store
 	agent.UsageMeter
@@ -32,6 +34,8 @@ type gatewayStore interface {
 	SeeMCPTool(ctx context.Context, t store.MCPTool) (string, error)
 	ApproveMCPTools(ctx context.Context, server string) (int, error)
 	MCPTools(ctx context.Context, server string) ([]store.MCPTool, error)
+	memoryStore
+	routines.Store
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -41,14 +45,21 @@ var (
 	_ gatewayStore = (*postgres.DB)(nil)
 )
 
+// memoryStore is the memory's storage and what `talon memory` reads.
+type memoryStore interface {
+	memory.Store
+	GetMemory(ctx context.Context, id int64) (store.Memory, error)
+	MemorySpaces(ctx context.Context) ([]store.MemorySpace, error)
+}
+
 // openedStore is the configured store, open.
 type openedStore struct {
 	gatewayStore
 	// vault is the vault's storage in it.
 	vault vault.Storage
-	// sqlite is the SQLite store, nil on PostgreSQL: the console and the
-	// memory use only SQLite for now (the configuration refuses
-	// console.enabled and memory.enabled with store.driver postgres).
+	// sqlite is the SQLite store, nil on PostgreSQL: the console uses
+	// only SQLite for now (the configuration refuses console.enabled with
+	// store.driver postgres).
 	sqlite *store.DB
 }
 

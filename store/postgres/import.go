@@ -78,9 +78,13 @@ func (db *DB) Import(ctx context.Context, src *sql.Tx) (Imported, error) {
 		if err != nil {
 			return err
 		}
+		used, err := sqliteSequences(ctx, src)
+		if err != nil {
+			return err
+		}
 		for _, t := range ids {
 			q := pgx.Identifier{t}.Sanitize()
-			if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence($1, 'id'), coalesce(max(id), 0) + 1, false) FROM `+q, q); err != nil {
+			if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence($1, 'id'), greatest(coalesce(max(id), 0), $2) + 1, false) FROM `+q, q, used[t]); err != nil {
 				return fmt.Errorf("table %s: sequence: %w", t, err)
 			}
 		}
@@ -93,6 +97,33 @@ func (db *DB) Import(ctx context.Context, src *sql.Tx) (Imported, error) {
 		return out, fmt.Errorf("postgres: import: %w", err)
 	}
 	return out, nil
+}
+
+// sqliteSequences returns, by table, the largest id src ever gave in a
+// table whose ids are never reused (AUTOINCREMENT: the memory's), so that
+// the sequence here does not give a forgotten entry's number again.
+func sqliteSequences(ctx context.Context, src *sql.Tx) (map[string]int64, error) {
+	out := map[string]int64{}
+	var exists int
+	if err := src.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'`).Scan(&exists); err != nil || exists == 0 {
+		return out, err
+	}
+	rows, err := src.QueryContext(ctx, `SELECT name, seq FROM sqlite_sequence`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			name string
+			seq  int64
+		)
+		if err := rows.Scan(&name, &seq); err != nil {
+			return nil, err
+		}
+		out[name] = seq
+	}
+	return out, rows.Err()
 }
 
 // copyTable copies table t's rows from src with COPY, converting each

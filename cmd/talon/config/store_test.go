@@ -8,19 +8,20 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
+// PostgreSQL serves the memory and routines too: they stay enabled (their
+// default).
 func TestLoadStorePostgres(t *testing.T) {
 	const file = `store:
   driver: postgres
   url: ${DATABASE_URL}
-memory:
-  enabled: false
-routines:
-  enabled: false
 `
 	const url = "postgres://talon:pw-in-env@db:5432/talon?sslmode=verify-full"
 	got, err := loadFile(t, file, map[string]string{"DATABASE_URL": url})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
+	}
+	if !got.Memory.Enabled || !got.Routines.Enabled {
+		t.Errorf("memory.enabled %v, routines.enabled %v on postgres; want both on by default", got.Memory.Enabled, got.Routines.Enabled)
 	}
 	if got.Store.Driver != StorePostgres || got.Store.URL.Reveal() != url {
 		t.Errorf("store = %s %q, want postgres and the URL from the environment", got.Store.Driver, got.Store.URL.Reveal())
@@ -38,20 +39,16 @@ func TestLoadStoreInvalid(t *testing.T) {
 	}{
 		{"unknown driver", "store:\n  driver: mysql\n", nil,
 			[]string{`store.driver: must be one of sqlite, postgres, got "mysql" (line 2)`}},
-		{"postgres without a URL", "store:\n  driver: postgres\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n", nil,
+		{"postgres without a URL", "store:\n  driver: postgres", nil,
 			[]string{"store.url: is required with driver postgres: the connection URL, e.g. ${DATABASE_URL} with DATABASE_URL=postgres://talon@db.example.com:5432/talon?sslmode=verify-full"}},
 		{"the variable unset", "store:\n  driver: postgres\n  url: ${DATABASE_URL}\n", nil,
 			nil}, // Load names the missing variable
-		{"not a postgres URL, never quoted", "store:\n  driver: postgres\n  url: mysql://root:hunter2@db/x\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n", nil,
+		{"not a postgres URL, never quoted", "store:\n  driver: postgres\n  url: mysql://root:hunter2@db/x", nil,
 			[]string{"store.url: must be a postgres:// or postgresql:// URL, e.g. postgres://talon@db.example.com:5432/talon?sslmode=verify-full (line 3)"}},
 		{"a URL with sqlite", "store:\n  url: postgres://db/x\n", nil,
 			[]string{"store.url: is for driver postgres; the sqlite database is the file <data_dir>/talon.db (remove store.url, or set store.driver: postgres) (line 2)"}},
-		{"the console on postgres", "http:\n  listen: 127.0.0.1:9000\nconsole:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n", map[string]string{"TALON_CONSOLE_TOKEN": "0123456789abcdef0123"},
+		{"the console on postgres", "http:\n  listen: 127.0.0.1:9000\nconsole:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x", map[string]string{"TALON_CONSOLE_TOKEN": "0123456789abcdef0123"},
 			[]string{"console.enabled: the console reads the SQLite store only for now: set console.enabled: false with store.driver: postgres (line 4)"}},
-		{"the memory on postgres", "memory:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\nroutines:\n  enabled: false\n", nil,
-			[]string{"memory.enabled: the memory is kept in the SQLite store only for now: set memory.enabled: false with store.driver: postgres (line 2)"}},
-		{"routines on postgres", "routines:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x\nmemory:\n  enabled: false\n", nil,
-			[]string{"routines.enabled: routines are kept in the SQLite store only for now: set routines.enabled: false with store.driver: postgres (line 2)"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := loadFile(t, tt.file, tt.vars)

@@ -37,7 +37,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		v.add("data_dir", "must not be empty")
 	}
-	c.Store.validate(&v, c.Console.Enabled, c.Memory.Enabled, c.Routines.Enabled)
+	c.Store.validate(&v, c.Console.Enabled)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
 	if c.HTTP.Listen != "" && !validListen(c.HTTP.Listen) {
@@ -372,7 +372,7 @@ func (m *Memory) validate(v *validator) {
 	}
 }
 
-func (s Store) validate(v *validator, console, memory, routines bool) {
+func (s Store) validate(v *validator, console bool) {
 	v.oneOf("store.driver", s.Driver, StoreSQLite, StorePostgres)
 	switch s.Driver {
 	case StoreSQLite:
@@ -389,12 +389,6 @@ func (s Store) validate(v *validator, console, memory, routines bool) {
 		}
 		if console {
 			v.add("console.enabled", "the console reads the SQLite store only for now: set console.enabled: false with store.driver: postgres")
-		}
-		if memory {
-			v.add("memory.enabled", "the memory is kept in the SQLite store only for now: set memory.enabled: false with store.driver: postgres")
-		}
-		if routines {
-			v.add("routines.enabled", "routines are kept in the SQLite store only for now: set routines.enabled: false with store.driver: postgres")
 		}
 	}
 }
