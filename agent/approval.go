@@ -461,17 +461,14 @@ func (r *Runtime) Decide(ctx context.Context, id ApprovalID, by Principal, appro
 	return a.State, nil
 }
 
-// Amend changes a message whose turn has not started: cancel drops it, and
-// otherwise text replaces its text (a platform edit). It reports whether the
-// message was changed; false means its turn had started or it is unknown.
+// amendLocal is Amend of a message queued in this process.
 //
 // The store is written without r.mu held, so queueing and the other
 // sessions go on meanwhile. The message is marked as being amended first:
 // its session's worker does not take it until the amendment is applied to
 // the queue (or failed), so the store and the queue still change together,
 // and a second Amend of the same message waits for the first.
-func (r *Runtime) Amend(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error) {
-	r.init()
+func (r *Runtime) amendLocal(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error) {
 	var (
 		qu   *queue
 		q    QueuedInbound

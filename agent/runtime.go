@@ -664,9 +664,14 @@ func (r *Runtime) drain(key SessionKey) {
 			if r.onHold != nil {
 				r.onHold(q.ID)
 			}
+			var cut <-chan struct{}
+			if sc != nil {
+				cut = sc.ctx.Done() // the scope's end drops it (above)
+			}
 			select {
 			case <-hold:
 			case <-r.stopping:
+			case <-cut:
 			}
 			continue
 		}

@@ -139,6 +139,11 @@ func (s *Scope) Take(q QueuedInbound) bool {
 	r := s.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return s.takeLocked(q)
+}
+
+func (s *Scope) takeLocked(q QueuedInbound) bool {
+	r := s.r
 	if r.stopped || s.ctx.Err() != nil || r.scoped[q.ID] != nil || r.finished.has(q.ID) {
 		return false
 	}

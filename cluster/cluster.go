@@ -89,7 +89,8 @@ type Node struct {
 	started chan struct{}
 
 	mu     sync.Mutex
-	scopes map[int]*agent.Scope // the partitions this replica serves; guarded by mu
+	scopes map[int]*agent.Scope      // the partitions this replica serves; guarded by mu
+	holds  map[agent.InboundID]*held // messages held for other replicas' amendments (amend.go); guarded by mu
 }
 
 // Open makes sure the stream and the lease bucket exist (creating them, or
@@ -303,6 +304,7 @@ func (n *Node) serve(ctx context.Context, p int) {
 		n.mu.Unlock()
 		sc.Wait()
 	}()
+	defer n.serveAmendments(ctx, p, sc, &log)()
 	if cons == nil {
 		<-ctx.Done()
 		return

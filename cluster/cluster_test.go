@@ -37,11 +37,12 @@ type delivered struct {
 	mu      sync.Mutex
 	by      map[agent.InboundID][]string // replicas that delivered a reply to it; guarded by mu
 	session map[agent.SessionKey][]agent.InboundID
-	asked   int // approval prompts shown; guarded by mu
+	text    map[agent.InboundID]string // the last reply's text; guarded by mu
+	asked   int                        // approval prompts shown; guarded by mu
 }
 
 func newDelivered() *delivered {
-	return &delivered{by: map[agent.InboundID][]string{}, session: map[agent.SessionKey][]agent.InboundID{}}
+	return &delivered{by: map[agent.InboundID][]string{}, session: map[agent.SessionKey][]agent.InboundID{}, text: map[agent.InboundID]string{}}
 }
 
 // channel is one replica's channel on the shared platform "test".
@@ -56,6 +57,7 @@ func (c channel) Deliver(_ context.Context, r agent.Reply) (string, error) {
 	defer c.d.mu.Unlock()
 	c.d.by[r.Inbound] = append(c.d.by[r.Inbound], c.replica)
 	c.d.session[r.Key] = append(c.d.session[r.Key], r.Inbound)
+	c.d.text[r.Inbound] = r.Text
 	return fmt.Sprint(r.ID), nil
 }
 
