@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/bwmarrin/discordgo"
 )
@@ -57,4 +58,56 @@ func (a *Adapter) RoutineTarget(ctx context.Context, user, channel string, dm bo
 	}
 	rt, err := ChannelReplyTo(p.channel)
 	return p.channel, rt, err
+}
+
+// RoutineCheck says why a routine of user may no longer post in channel,
+// before a run: the channel is gone or the bot cannot see it any more (it
+// was deleted, or the bot was removed from it or from its server), the
+// owner is no longer a member of its server, or the configuration no
+// longer lets user talk to the bot there. It returns nil when the routine
+// may post, and also when Discord could not be asked (the connection is
+// down, a server error): a run is not paused for a passing failure, and
+// the platform's answer to its reply decides then.
+func (a *Adapter) RoutineCheck(ctx context.Context, user, channel string) error {
+	s, err := a.ready(ctx)
+	if err != nil {
+		return nil
+	}
+	ch, err := s.Channel(channel, discordgo.WithContext(ctx))
+	switch status := restStatus(err); {
+	case status == 403 || status == 404:
+		return errors.New("its channel is gone, or the bot was removed from it")
+	case err != nil:
+		a.Log.Warn().Err(err).Str("channel", channel).Msg("discord: a routine's channel could not be checked; it runs")
+		return nil
+	}
+	p := place{channel: channel, user: user, guild: ch.GuildID}
+	if ch.IsThread() {
+		p.parent = ch.ParentID
+	}
+	if p.guild != "" {
+		m, err := s.GuildMember(p.guild, user, discordgo.WithContext(ctx))
+		switch status := restStatus(err); {
+		case status == 404:
+			return errors.New("its owner is no longer a member of the server")
+		case err != nil:
+			a.Log.Warn().Err(err).Str("channel", channel).Msg("discord: a routine's owner could not be checked; it runs")
+			return nil
+		}
+		p.roles = m.Roles
+	}
+	if reason := a.cfg.refusal(p); reason != "" {
+		return errors.New("the configuration no longer lets its owner use it there (" + strings.TrimSuffix(reason, ".") + ")")
+	}
+	return nil
+}
+
+// restStatus is the HTTP status of a REST error, 0 for none or another
+// error.
+func restStatus(err error) int {
+	var re *discordgo.RESTError
+	if errors.As(err, &re) && re.Response != nil {
+		return re.Response.StatusCode
+	}
+	return 0
 }

@@ -69,6 +69,8 @@ func (r *routineRouter) Check(ctx context.Context, owner agent.Principal, p rout
 	switch ch := r.channel(owner.Platform).(type) {
 	case *slack.Adapter:
 		return ch.RoutineCheck(ctx, owner.User, p.Channel)
+	case *discord.Adapter:
+		return ch.RoutineCheck(ctx, owner.User, p.Channel)
 	case nil:
 		return errNoChannel
 	}
