@@ -28,6 +28,10 @@ type replyTo struct {
 	// newThread: answer in the thread started on message in channel,
 	// creating it on first use.
 	newThread bool
+	// approvals, when set, is the DM channel where approval prompts go
+	// instead of channel: a routine's owner decides there, out of the
+	// sight of the channel its run posts in.
+	approvals string
 }
 
 func (r replyTo) String() string {
@@ -36,18 +40,24 @@ func (r replyTo) String() string {
 		return "i:" + r.channel + ":" + r.interaction
 	case r.newThread:
 		return "t:" + r.channel + ":" + r.message
+	case r.approvals != "":
+		return "m:" + r.channel + ":" + r.message + ":" + r.approvals
 	}
 	return "m:" + r.channel + ":" + r.message
 }
 
 func parseReplyTo(s string) (replyTo, error) {
 	parts := strings.Split(s, ":")
+	approvals := ""
+	if len(parts) == 4 && parts[0] == "m" && isSnowflake(parts[3]) {
+		parts, approvals = parts[:3], parts[3]
+	}
 	if len(parts) != 3 || !isSnowflake(parts[1]) || (parts[2] != "" && !isSnowflake(parts[2])) {
-		return replyTo{}, fmt.Errorf("discord: reply target %q: want m:<channel>:<message>, t:<channel>:<message> or i:<channel>:<interaction>", s)
+		return replyTo{}, fmt.Errorf("discord: reply target %q: want m:<channel>:<message>[:<approvals DM>], t:<channel>:<message> or i:<channel>:<interaction>", s)
 	}
 	switch parts[0] {
 	case "m":
-		return replyTo{channel: parts[1], message: parts[2]}, nil
+		return replyTo{channel: parts[1], message: parts[2], approvals: approvals}, nil
 	case "i":
 		return replyTo{channel: parts[1], interaction: parts[2]}, nil
 	case "t":

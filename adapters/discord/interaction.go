@@ -150,7 +150,8 @@ func parseMsgRef(s string) (msgRef, bool) {
 }
 
 // AskApproval posts the prompt with Approve and Deny buttons in the
-// conversation of p and returns the message. Only the session's owner can
+// conversation of p (a routine's run: in its owner's DM with the bot) and
+// returns the message. Only the session's owner can
 // decide (Runtime.Decide checks the clicker); anyone else is told so
 // privately. A prompt posted before (p.Message, by a process since
 // restarted) is shown again in that message, with live buttons; a new
@@ -180,7 +181,9 @@ func (a *Adapter) AskApproval(ctx context.Context, p agent.ApprovalPrompt) (stri
 		repost = 1 // another nonce: Discord would answer the first with the deleted message
 	}
 	channel, reply := p.Key.Conversation.Channel, ""
-	if to, err := parseReplyTo(p.ReplyTo); err == nil {
+	if to, err := parseReplyTo(p.ReplyTo); err == nil && to.approvals != "" {
+		channel = to.approvals // a routine's owner, in their DM
+	} else if err == nil {
 		channel, reply = a.target(ctx, to)
 	}
 	m, err := a.send(ctx, channel, outgoing{
@@ -246,7 +249,9 @@ func (a *Adapter) ApprovalDone(ctx context.Context, p agent.ApprovalPrompt, stat
 		return nil
 	}
 	channel := p.Key.Conversation.Channel
-	if to, err := parseReplyTo(p.ReplyTo); err == nil {
+	if to, err := parseReplyTo(p.ReplyTo); err == nil && to.approvals != "" {
+		channel = to.approvals
+	} else if err == nil {
 		channel, _ = a.target(ctx, to)
 	}
 	if _, err := a.send(ctx, channel, outgoing{content: text, nonce: nonce("d", int64(p.ID), 0)}); err != nil {

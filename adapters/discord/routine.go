@@ -19,8 +19,10 @@ func ChannelReplyTo(channel string) (string, error) {
 
 // RoutineTarget returns where a routine of user posts: channel (at its top
 // level), or, when dm, user's direct messages with the bot. It returns the
-// channel id and the ReplyTo of a post there. It fails, saying why, when
-// the configuration does not let user talk to the bot there.
+// channel id and the ReplyTo of a post there, whose approval prompts go to
+// user's direct messages (in the channel, buttons for user alone, when
+// the DM cannot be opened). It fails, saying why, when the configuration
+// does not let user talk to the bot there.
 func (a *Adapter) RoutineTarget(ctx context.Context, user, channel string, dm bool) (string, string, error) {
 	s, err := a.ready(ctx)
 	if err != nil {
@@ -56,8 +58,18 @@ func (a *Adapter) RoutineTarget(ctx context.Context, user, channel string, dm bo
 	if reason := a.cfg.refusal(p); reason != "" {
 		return "", "", errors.New(reason)
 	}
-	rt, err := ChannelReplyTo(p.channel)
-	return p.channel, rt, err
+	if !isSnowflake(p.channel) {
+		return "", "", fmt.Errorf("discord: %q is not a channel id", p.channel)
+	}
+	to := replyTo{channel: p.channel}
+	if !dm {
+		if ch, err := s.UserChannelCreate(user, discordgo.WithContext(ctx)); err == nil && isSnowflake(ch.ID) {
+			to.approvals = ch.ID
+		} else {
+			a.Log.Warn().Err(err).Msg("discord: no DM with a routine's owner; its approval prompts go to its channel")
+		}
+	}
+	return p.channel, to.String(), nil
 }
 
 // RoutineCheck says why a routine of user may no longer post in channel,
