@@ -76,6 +76,7 @@ type fakeSlack struct {
 	methods    []string                   // every Web API method called; guarded by mu
 	acks       map[string]json.RawMessage // envelope id → ack payload; guarded by mu
 	conns      int                        // socket connections; guarded by mu
+	sentOn     map[int]int                // envelopes written on each connection (1, 2, …); guarded by mu
 	ts         int                        // last ts issued; guarded by mu
 	rateLimits int                        // 429s still to answer chat.postMessage with; guarded by mu
 	scopes     string                     // x-oauth-scopes of auth.test; guarded by mu
@@ -547,6 +548,7 @@ func (f *fakeSlack) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer conn.Close()
 	f.mu.Lock()
 	f.conns++
+	n := f.conns
 	f.mu.Unlock()
 	var wmu sync.Mutex
 	write := func(b []byte) error {
@@ -589,6 +591,12 @@ func (f *fakeSlack) serveWS(w http.ResponseWriter, r *http.Request) {
 			if err := write(msg); err != nil {
 				return
 			}
+			f.mu.Lock()
+			if f.sentOn == nil {
+				f.sentOn = map[int]int{}
+			}
+			f.sentOn[n]++
+			f.mu.Unlock()
 			if string(msg) == disconnectMsg {
 				select {
 				case <-closed:
