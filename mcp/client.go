@@ -99,7 +99,7 @@ type Client struct {
 	// and swept when it has ended; nil until the first session. Guarded
 	// by mu.
 	sweeping, swept chan struct{}
-	progress sync.Map                // progress token (string) → agent.ToolCall
+	progress        sync.Map // progress token (string) → agent.ToolCall
 }
 
 var _ agent.ToolRunner = (*Client)(nil)
@@ -189,6 +189,8 @@ type Tool struct {
 	ReadOnly bool
 	// Disabled says why the tool is not offered ("" when it is).
 	Disabled string
+	// changed: disabled because it changed since it was approved.
+	changed bool
 }
 
 // List returns the tools of server as p's session sees them now, disabled

@@ -510,3 +510,31 @@ func TestSessionCapSkipsBusy(t *testing.T) {
 		t.Fatal("the server's handler was never cancelled")
 	}
 }
+
+// TestApprovedElsewhere: a tool disabled because it changed is enabled
+// again when its change is approved in the pin store by someone else (the
+// `talon mcp approve` process, the console), without Client.Approve and
+// without the server saying anything.
+func TestApprovedElsewhere(t *testing.T) {
+	f := newFakeServer(t, nil)
+	c, _, _ := newClient(t, f.Server, mcp.Server{Name: "docs", Approval: mcp.ApproveNever})
+	if got := toolNames(t, c, userA); !slices.Contains(got, "docs__search") {
+		t.Fatalf("tools = %v", got)
+	}
+	f.mcp.AddTool(&sdk.Tool{Name: "search", Description: "Search issues, changed.", InputSchema: objectSchema()},
+		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "changed"}}}, nil
+		})
+	eventually(t, "the changed tool disabled", func() bool {
+		return !slices.Contains(toolNames(t, c, userA), "docs__search")
+	})
+	if n, err := c.Pins.ApproveTools(context.Background(), "docs"); err != nil || n != 1 {
+		t.Fatalf("ApproveTools = %d, %v", n, err)
+	}
+	eventually(t, "the tool approved elsewhere offered again", func() bool {
+		return slices.Contains(toolNames(t, c, userA), "docs__search")
+	})
+	if res := run(t, c, call("docs__search", `{"query":"x"}`)); res.IsError || res.Content != "changed" {
+		t.Errorf("approved tool's call = %+v, want it to run", res)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,9 @@ type session struct {
 	failErr   error
 	failUntil time.Time
 	stale     atomic.Bool // the server sent tools/list_changed
+	// pinsRead is when the approvals of tools disabled because they
+	// changed were last read again (see recheck).
+	pinsRead time.Time
 	// unauth is set when the server answered 401: the user's token was
 	// refused.
 	unauth atomic.Bool
@@ -51,6 +55,11 @@ type session struct {
 
 // retryAfter is how long a failure to connect or list is remembered.
 const retryAfter = 30 * time.Second
+
+// pinRecheck is how often a session with tools disabled because they
+// changed reads their approvals again, so that `talon mcp approve` (another
+// process) or the console reaches a running gateway.
+const pinRecheck = 2 * time.Second
 
 func (s *session) touch() { s.used.Store(time.Now().UnixNano()) }
 
@@ -168,6 +177,7 @@ func (s *session) list(ctx context.Context, c *Client) ([]Tool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.listed && !s.stale.Load() {
+		s.recheck(ctx, c)
 		return s.tools, nil
 	}
 	if s.failErr != nil && time.Now().Before(s.failUntil) {
@@ -204,6 +214,37 @@ func (s *session) relist(ctx context.Context, c *Client) ([]Tool, error) {
 		// reconnect once.
 		s.cs, s.listed = nil, false
 		_ = cs.Close()
+	}
+}
+
+// recheck reads again, at most every pinRecheck, the approvals of the
+// tools disabled because they changed, and enables those approved since.
+// s.mu is held.
+func (s *session) recheck(ctx context.Context, c *Client) {
+	if c.Pins == nil || time.Since(s.pinsRead) < pinRecheck || !slices.ContainsFunc(s.tools, func(t Tool) bool { return t.changed }) {
+		return
+	}
+	s.pinsRead = time.Now()
+	pins, err := c.Pins.ToolPins(ctx, s.srv.Name)
+	if err != nil {
+		c.Logger.Warn().Err(err).Str("mcp_server", s.srv.Name).Msg("mcp: read tool approvals")
+		return
+	}
+	approved := make(map[string]string, len(pins))
+	for _, p := range pins {
+		approved[p.Tool] = p.Approved
+	}
+	var tools []Tool
+	for i, t := range s.tools {
+		if t.changed && approved[t.Remote] == t.Hash {
+			if tools == nil {
+				tools = slices.Clone(s.tools) // the old slice may be read by a caller
+			}
+			tools[i].changed, tools[i].Disabled = false, ""
+		}
+	}
+	if tools != nil {
+		s.tools = tools
 	}
 }
 
@@ -278,6 +319,7 @@ func (s *session) check(ctx context.Context, c *Client, t *sdk.Tool) Tool {
 		tool.Disabled = "its approval could not be checked"
 		c.Logger.Error().Err(err).Str("mcp_server", s.srv.Name).Msg("mcp: record tool hash")
 	case approved != hash:
+		tool.changed = true
 		tool.Disabled = fmt.Sprintf("its description or schema changed since the operator approved it; the operator can review it with `talon mcp list` and enable it with `talon mcp approve %s`", s.srv.Name)
 	}
 	return tool

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -130,7 +131,8 @@ const mcpUsage = `Usage:
       chat does the same)
   talon mcp approve NAME [--config FILE]
       approve the current description and schema of every tool of server
-      NAME, enabling the tools disabled because they changed
+      NAME, enabling the tools disabled because they changed; a running
+      gateway offers them within a few seconds
 `
 
 // cmdMCP runs the mcp subcommands.
@@ -367,16 +369,21 @@ func cmdMCPApprove(ctx context.Context, e env, args []string) error {
 	if !found {
 		return fmt.Errorf("mcp approve: no server %q in mcp.servers", name)
 	}
-	a, err := openMCPApp(ctx, e, cfg)
+	// The store only, without the data directory's lock: a running
+	// gateway reads the approvals again within seconds (mcp.pinRecheck).
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+	}
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	n, err := a.db.ApproveMCPTools(ctx, name)
+	defer db.Close()
+	n, err := db.ApproveMCPTools(ctx, name)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s: approved %d changed tools; the gateway offers them from its next start\n", name, n)
+	fmt.Fprintf(e.stdout, "%s: approved %d changed tools; a running gateway offers them within a few seconds\n", name, n)
 	return nil
 }
 
