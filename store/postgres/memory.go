@@ -209,7 +209,12 @@ func (db *DB) SearchMemories(ctx context.Context, spaces []string, query string,
 		for i, s := range spaces {
 			tags[i] = store.MemoryTag(text(s))
 		}
-		ms, err = db.queryMemories(ctx, `SELECT `+memoryCols+` FROM memories
+		// Planned with the values each time (never a prepared
+		// statement's generic plan): the query's words are then a
+		// constant whose matches the planner can estimate, choosing the
+		// GIN index for rare words and the entries newest first for
+		// common ones (migration 0021).
+		ms, err = db.queryMemoriesMode(ctx, pgx.QueryExecModeExec, `SELECT `+memoryCols+` FROM memories
 			WHERE words @@ talon_memory_query($1, $2) AND space = ANY($3) ORDER BY id DESC LIMIT $4`,
 			tags, words, texts(spaces), clampLimit(limit))
 	}
@@ -220,7 +225,11 @@ func (db *DB) SearchMemories(ctx context.Context, spaces []string, query string,
 }
 
 func (db *DB) queryMemories(ctx context.Context, query string, args ...any) ([]store.Memory, error) {
-	rows, err := db.pool.Query(ctx, query, args...)
+	return db.queryMemoriesMode(ctx, pgx.QueryExecModeCacheStatement, query, args...)
+}
+
+func (db *DB) queryMemoriesMode(ctx context.Context, mode pgx.QueryExecMode, query string, args ...any) ([]store.Memory, error) {
+	rows, err := db.pool.Query(ctx, query, append([]any{mode}, args...)...)
 	if err != nil {
 		return nil, err
 	}
