@@ -159,6 +159,13 @@ func (c *Client) Tools(ctx context.Context, p agent.Principal) ([]llm.Tool, erro
 				lists[i] = []Tool{connectTool(srv)}
 				return
 			}
+			if errors.Is(err, ErrRefreshUnavailable) {
+				// p stays connected: offer what p's session listed last,
+				// so that a call tells p to try again rather than the
+				// model not knowing the tools.
+				lists[i] = c.lastTools(srv.Name, p)
+				return
+			}
 			if err != nil {
 				c.Logger.Warn().Err(err).Str("mcp_server", srv.Name).Str("principal", p.String()).Msg("mcp server's tools are not offered")
 				return
@@ -334,6 +341,9 @@ func (c *Client) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult
 	if errors.Is(err, ErrNotConnected) {
 		return fail("the user's %s account is not connected; they can connect it with /talon connect %s", srv.Name, srv.Name)
 	}
+	if errors.Is(err, ErrRefreshUnavailable) {
+		return refreshUnavailable(srv, err), nil
+	}
 	if err != nil {
 		return fail("the MCP server %s cannot be reached: %s", srv.Name, reason(err))
 	}
@@ -408,7 +418,27 @@ func (c *Client) Run(ctx context.Context, call agent.ToolCall) (agent.ToolResult
 		return err
 	})
 	if errors.Is(err, ErrNotConnected) {
-		return fail("the user's %s account is no longer connected (the provider refused its token); they can connect it again with /talon connect %s", srv.Name, srv.Name)
+		// The provider refused the refresh token: the user connects again,
+		// through a private link, and the call runs once more.
+		if res, ok := c.connect(ctx, call, srv); !ok {
+			return res, nil
+		}
+		connErr = nil
+		err = c.withAuth(cctx, srv.Name, p, func(s *session) error {
+			cs, err := s.conn(cctx, c)
+			if err != nil {
+				connErr = err
+				return err
+			}
+			res, err = cs.CallTool(cctx, params)
+			return err
+		})
+		if errors.Is(err, ErrNotConnected) {
+			return fail("the user's %s account is no longer connected (the provider refused its token); they can connect it again with /talon connect %s", srv.Name, srv.Name)
+		}
+	}
+	if errors.Is(err, ErrRefreshUnavailable) {
+		return refreshUnavailable(srv, err), nil
 	}
 	if connErr != nil {
 		return fail("the MCP server %s cannot be reached: %s", srv.Name, reason(connErr))
@@ -607,6 +637,32 @@ func (c *Client) onProgress(_ context.Context, req *sdk.ProgressNotificationClie
 	if text != "" {
 		c.Status(v.(agent.ToolCall), text)
 	}
+}
+
+// refreshUnavailable tells the model that p's access could not be renewed
+// now, and that p should try again, not reconnect.
+func refreshUnavailable(srv *Server, err error) agent.ToolResult {
+	detail := "no answer"
+	var re *RefreshError
+	if errors.As(err, &re) {
+		detail = re.Detail
+	}
+	return agent.ToolResult{IsError: true, Content: fmt.Sprintf("the sign-in provider of %s could not renew the user's access just now (%s). "+
+		"Their account is still connected: tell them to try again in a minute; they do not need to connect it again.", srv.Name, detail)}
+}
+
+// lastTools is what p's session of server listed last, without the
+// disabled tools; nil when it listed nothing.
+func (c *Client) lastTools(server string, p agent.Principal) []Tool {
+	c.mu.Lock()
+	s := c.sessions[sessionKey{server: server, user: p}]
+	c.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tools
 }
 
 // reason is err's message for the model: an egress refusal as the broker

@@ -54,6 +54,26 @@ func RefreshTokenName(server string) string { return "oauth." + server + ".refre
 // server (or it was revoked): they must connect first.
 var ErrNotConnected = errors.New("mcp: not connected")
 
+// ErrRefreshUnavailable is wrapped when the authorization server could not
+// renew a user's access token just now (it answered 5xx or 429, or not at
+// all): the tokens are kept, and trying again later may succeed; the user
+// need not connect again.
+var ErrRefreshUnavailable = errors.New("mcp: the sign-in provider could not renew the access now")
+
+// RefreshError is a refresh that failed with ErrRefreshUnavailable: Detail
+// says how ("HTTP 503", "HTTP 503: temporarily_unavailable", a network
+// error), without the response body.
+type RefreshError struct {
+	Server, Detail string
+}
+
+func (e *RefreshError) Error() string {
+	return fmt.Sprintf("mcp: the sign-in provider of %s could not renew the access now (%s)", e.Server, e.Detail)
+}
+
+// Is makes a RefreshError match ErrRefreshUnavailable.
+func (e *RefreshError) Is(target error) bool { return target == ErrRefreshUnavailable }
+
 // ErrNoState is wrapped by OAuthStore when a state does not exist.
 var ErrNoState = errors.New("mcp: no such oauth state")
 
@@ -517,13 +537,30 @@ func (o *OAuth) refresh(ctx context.Context, srv *Server, p agent.Principal, see
 		return Connection{}, err
 	}
 	cfg := o.config(c.ClientID, secret, "", c.TokenURL)
-	tok, err := cfg.TokenSource(o.clientCtx(ctx, srv, p), &oauth2.Token{RefreshToken: rt, Expiry: time.Unix(1, 0)}).Token()
+	// The refresh names the resource too (RFC 8707 §2.2), which x/oauth2's
+	// refresh does not send: the flow's transport adds it.
+	rctx := context.WithValue(o.clientCtx(ctx, srv, p), refreshResourceKey{}, c.Resource)
+	tok, err := cfg.TokenSource(rctx, &oauth2.Token{RefreshToken: rt, Expiry: time.Unix(1, 0)}).Token()
 	if err != nil {
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && (re.ErrorCode == "invalid_grant" || re.ErrorCode == "unauthorized_client" || re.ErrorCode == "invalid_client") {
+		isRE := errors.As(err, &re)
+		switch {
+		case isRE && (re.ErrorCode == "invalid_grant" || re.ErrorCode == "unauthorized_client" || re.ErrorCode == "invalid_client"):
 			o.Logger.Info().Str("mcp_server", srv.Name).Str("principal", p.String()).Str("reason", tokenErr(err)).Msg("oauth: refresh token refused; the user must connect again")
 			o.forget(ctx, srv, p)
 			return Connection{}, ErrNotConnected
+		case ctx.Err() == nil && (!isRE || re.Response == nil || re.Response.StatusCode >= 500 || re.Response.StatusCode == http.StatusTooManyRequests):
+			// The provider is down or busy: the tokens stay, a later
+			// call tries again.
+			o.Logger.Warn().Str("mcp_server", srv.Name).Str("principal", p.String()).Str("reason", tokenErr(err)).Msg("oauth: the token could not be refreshed now; the tokens are kept")
+			detail := tokenErr(err)
+			if isRE && re.Response != nil {
+				detail = "HTTP " + strconv.Itoa(re.Response.StatusCode)
+				if re.ErrorCode != "" {
+					detail += ": " + clip(oneLine(re.ErrorCode), 60)
+				}
+			}
+			return Connection{}, &RefreshError{Server: srv.Name, Detail: detail}
 		}
 		return Connection{}, fmt.Errorf("mcp: refresh the token of %s: %s", srv.Name, tokenErr(err))
 	}
@@ -666,10 +703,45 @@ func (o *OAuth) Credential(ctx context.Context, c egress.Caller, name, _ string)
 	return clientAuth(v), nil
 }
 
+// refreshResourceKey carries the resource a refresh request names.
+type refreshResourceKey struct{}
+
+// withResource adds resource to a refresh_token grant request that lacks
+// it (x/oauth2 sends only grant_type and refresh_token, and the client's
+// authentication).
+func withResource(r *http.Request, resource string) (*http.Request, error) {
+	if r.Body == nil {
+		return r, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
+	_ = r.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > 64<<10 {
+		return nil, errors.New("mcp: refresh request too large")
+	}
+	v, err := url.ParseQuery(string(body))
+	if err == nil && v.Get("grant_type") == "refresh_token" && !v.Has("resource") {
+		v.Set("resource", resource)
+		body = []byte(v.Encode())
+	}
+	r = r.Clone(r.Context())
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r.ContentLength = int64(len(body))
+	return r, nil
+}
+
 func (t *flowTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	scheme, origin, err := t.srv.origin()
 	if err != nil {
 		return nil, err
+	}
+	if res, _ := r.Context().Value(refreshResourceKey{}).(string); res != "" && r.Method == http.MethodPost {
+		if r, err = withResource(r, res); err != nil {
+			return nil, err
+		}
 	}
 	cred := ""
 	if a := r.Header.Get("Authorization"); a != "" {

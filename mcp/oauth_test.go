@@ -608,3 +608,69 @@ func FuzzResourceMetadata(f *testing.F) {
 		}
 	})
 }
+
+// TestOAuthRefreshFailures: a token endpoint that answers 5xx on refresh
+// leaves the stored tokens and the connection intact, and the model is
+// told to have the user try again, not reconnect (the tools stay offered);
+// once the provider is back the same refresh token works. A refresh
+// refused with invalid_grant (the user revoked the app) sends the user a
+// private connect link, and the call runs once they connected again.
+func TestOAuthRefreshFailures(t *testing.T) {
+	f := newOAuthFixture(t, oauthtest.Options{ExpiresIn: time.Hour}, mcp.Server{})
+	ctx := context.Background()
+	f.note.click = func(link string) { f.browser().connect(t, link) }
+	if res := runT(t, f.client, call("linear__search", `{"query":"a"}`)); res.Content != "found as alice: a" {
+		t.Fatalf("search after connecting = %+v", res)
+	}
+	f.note.click = nil
+	tokenHP := hostOf(f.as.URL)
+	access, _ := f.mem.Token(ctx, userA, mcp.AccessTokenName("linear"), tokenHP)
+	refresh, _ := f.mem.Token(ctx, userA, mcp.RefreshTokenName("linear"), tokenHP)
+
+	f.as.FailRefresh(http.StatusServiceUnavailable)
+	f.advance(time.Hour) // the access token expired: the next call refreshes
+	if got := toolNames(t, f.client, userA); strings.Join(got, ",") != "linear__create_issue,linear__echo_headers,linear__search" {
+		t.Errorf("tools while the provider is down = %v, want the server's (the user is still connected)", got)
+	}
+	res := runT(t, f.client, call("linear__search", `{"query":"b"}`))
+	if !res.IsError || !strings.Contains(res.Content, "try again") || !strings.Contains(res.Content, "HTTP 503") ||
+		!strings.Contains(res.Content, "do not need to connect it again") || strings.Contains(res.Content, "/talon connect") {
+		t.Errorf("call while the provider is down = %+v, want: try again, no need to reconnect", res)
+	}
+	if len(f.note.sent) != 1 {
+		t.Errorf("links sent = %q, want none more (the user is still connected)", f.note.sent)
+	}
+	if got, _ := f.mem.Token(ctx, userA, mcp.AccessTokenName("linear"), tokenHP); got != access {
+		t.Errorf("the access token changed after a failed refresh")
+	}
+	if got, _ := f.mem.Token(ctx, userA, mcp.RefreshTokenName("linear"), tokenHP); got != refresh {
+		t.Errorf("the refresh token changed after a failed refresh")
+	}
+	if _, ok, err := f.mem.Connection(ctx, "linear", userA); !ok || err != nil {
+		t.Errorf("the connection is gone after a failed refresh (%v)", err)
+	}
+
+	// The provider is back: the same refresh token works.
+	f.as.FailRefresh(0)
+	if res := runT(t, f.client, call("linear__search", `{"query":"c"}`)); res.IsError || res.Content != "found as alice: c" {
+		t.Errorf("call once the provider is back = %+v", res)
+	}
+	if _, refreshes, _, fails := f.as.Snapshot(); refreshes != 1 || len(fails) != 0 {
+		t.Errorf("refreshes = %d, failures %q; want 1 and none", refreshes, fails)
+	}
+
+	// The user revoked the app at the provider: invalid_grant. The call
+	// sends them a private link; once they connected it runs.
+	f.as.DropGrants()
+	f.advance(time.Hour)
+	f.note.click = func(link string) { f.browser().connect(t, link) }
+	if res := runT(t, f.client, call("linear__search", `{"query":"d"}`)); res.IsError || res.Content != "found as alice: d" {
+		t.Errorf("call after invalid_grant = %+v, want it to run once the user connected again", res)
+	}
+	if len(f.note.sent) != 2 || !strings.HasPrefix(f.note.sent[1], userA.String()+": ") || !strings.Contains(f.note.sent[1], "/oauth/start?state=") {
+		t.Errorf("links sent = %q, want a second one, to user A", f.note.sent)
+	}
+	if _, _, _, fails := f.as.Snapshot(); len(fails) != 1 || fails[0] != "unknown or rotated refresh token" {
+		t.Errorf("token endpoint failures = %q, want the one refused refresh", fails)
+	}
+}

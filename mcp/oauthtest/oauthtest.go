@@ -4,6 +4,7 @@
 // metadata (RFC 9728), authorization server metadata (RFC 8414), dynamic
 // client registration (RFC 7591, or none), authorization codes bound to
 // a PKCE S256 challenge and a resource (RFC 8707), refresh with rotation
+// (naming the resource too), a token endpoint that fails on demand
 // and revocation (RFC 7009). Only tests import it.
 package oauthtest
 
@@ -60,8 +61,12 @@ type Server struct {
 	Failures  []string             // why token requests were refused, guarded by mu
 	Auth      []string             // Authorization headers the MCP endpoint saw, guarded by mu
 	Login     string               // the account the next authorization signs in, guarded by mu
-	issued    []string             // every token issued, guarded by mu
-	n         int
+	// refreshStatus, when set, is the HTTP status every refresh grant
+	// answers (a provider that is down), its tokens untouched. Guarded by
+	// mu.
+	refreshStatus int
+	issued        []string // every token issued, guarded by mu
+	n             int
 }
 
 type codeGrant struct {
@@ -283,10 +288,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		}
 		user = g.user
 	case "refresh_token":
+		if s.refreshStatus != 0 {
+			writeJSON(w, s.refreshStatus, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
 		rt := r.PostForm.Get("refresh_token")
 		u, ok := s.refresh[rt]
-		if !ok {
+		switch {
+		case !ok:
 			s.fail(w, "unknown or rotated refresh token")
+			return
+		case r.PostForm.Get("resource") != s.URL+"/mcp":
+			// RFC 8707: a refresh names the resource as the grant did.
+			s.fail(w, "resource missing or wrong on refresh")
 			return
 		}
 		delete(s.refresh, rt) // rotation: a refresh token is used once
@@ -327,6 +341,23 @@ func (s *Server) Expire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.access)
+}
+
+// FailRefresh makes every refresh grant answer status (a 5xx: the
+// provider is down) without touching any token; 0 answers them again.
+func (s *Server) FailRefresh(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refreshStatus = status
+}
+
+// DropGrants forgets every access and refresh token (a user who revoked
+// the app at the provider): a refresh is then refused with invalid_grant.
+func (s *Server) DropGrants() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.access)
+	clear(s.refresh)
 }
 
 // Tokens returns every access and refresh token the fake issued and still
