@@ -2,50 +2,22 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/store/postgres"
+	"github.com/talonhq/talon/store/postgres/pgtest"
 )
 
 // postgresStore opens the PostgreSQL store in a fresh schema of the
 // database TALON_TEST_POSTGRES names (dropped at the end), or skips.
 func postgresStore(t *testing.T) *postgres.DB {
 	t.Helper()
-	base := os.Getenv("TALON_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("set TALON_TEST_POSTGRES=postgres://root@127.0.0.1:5432/test?sslmode=disable to run this test on PostgreSQL")
-	}
+	u := pgtest.URL(t)
 	ctx := context.Background()
-	admin, err := pgxpool.New(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "talon_cluster_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	q.Set("synchronous_commit", "off")
-	u.RawQuery = q.Encode()
-	db, err := postgres.Open(ctx, u.String())
+	db, err := postgres.Open(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/store/postgres/pgtest"
 )
 
 // postgresSchema returns the URL of a fresh schema of the database
@@ -21,39 +19,8 @@ import (
 // the test ends. The test is skipped when the variable is not set.
 func postgresSchema(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
-	base := os.Getenv("TALON_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("TALON_TEST_POSTGRES is not set: set it to a PostgreSQL URL (postgres://root@127.0.0.1:5432/test?sslmode=disable) to run the tests of talon on PostgreSQL")
-	}
-	ctx := context.Background()
-	admin, err := pgxpool.New(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "talon_cmd_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	// The tests do not crash the server: a commit need not wait for the
-	// disk, which makes the suite several times faster on a busy machine.
-	q.Set("synchronous_commit", "off")
-	u.RawQuery = q.Encode()
-	p, err := pgxpool.New(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return u.String(), p
+	u := pgtest.URL(t)
+	return u, pgtest.Pool(t, u)
 }
 
 // talon chat on PostgreSQL: doctor sees the empty database, a

@@ -20,6 +20,7 @@ var importTables = []string{
 	"followed_threads", "channel_cursors", "mcp_tools", "console_audit", "turn_files",
 	"usage_daily", "console_sessions", "denied_principals",
 	"memories", "routines", "routine_runs", "principal_zones",
+	"console_oidc_states", "oauth_states", "oauth_clients", "oauth_connections",
 }
 
 // derivedColumns are columns that only this store has, computed from the

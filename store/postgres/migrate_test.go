@@ -14,17 +14,10 @@ import (
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/store/postgres"
+	"github.com/talonhq/talon/store/postgres/pgtest"
 )
 
-func pool(t *testing.T, u string) *pgxpool.Pool {
-	t.Helper()
-	p, err := pgxpool.New(context.Background(), u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
-}
+func pool(t *testing.T, u string) *pgxpool.Pool { return pgtest.Pool(t, u) }
 
 // Replicas starting together on an empty database migrate it once, to the
 // latest version, with the same version numbers as the SQLite store; a
@@ -157,5 +150,52 @@ func TestImportCopiesEveryTable(t *testing.T) {
 	slices.Sort(want)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("tables Import copies (-list +schema):\n%s", diff)
+	}
+}
+
+// Where pg_trgm is installed (pgtest installs it in public), the
+// conversation search has its trigram index, and the planner uses it.
+func TestConversationSearchIndex(t *testing.T) {
+	ctx := context.Background()
+	u := testURL(t)
+	db, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	p := pool(t, u)
+	var installed bool
+	if err := p.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')`).Scan(&installed); err != nil {
+		t.Fatal(err)
+	}
+	if !installed {
+		t.Skip("pg_trgm is not installed on this server: the search scans the messages")
+	}
+	var def string
+	if err := p.QueryRow(ctx, `SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'messages_content_trgm'`).Scan(&def); err != nil {
+		t.Fatalf("the trigram index of messages.content: %v", err)
+	}
+	tx, err := p.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, `EXPLAIN SELECT id FROM messages WHERE content ILIKE '%quokka%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, l)
+	}
+	if all := strings.Join(lines, "\n"); !strings.Contains(all, "messages_content_trgm") {
+		t.Errorf("the search's plan does not use the trigram index:\n%s", all)
 	}
 }

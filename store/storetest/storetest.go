@@ -82,7 +82,8 @@ type test struct {
 // tests lists the suite; each file adds its own (see init-free lists in
 // the files: inboxTests, historyTests, …).
 var tests = concat(inboxTests, historyTests, outboxTests, approvalTests, vaultTests, threadTests, accessTests, mcpTests, replicaTests,
-	memoryTests, routineTests)
+	memoryTests, routineTests,
+	consoleTests, oauthTests)
 
 func concat(lists ...[]test) []test {
 	var out []test
