@@ -238,10 +238,8 @@ func (a *app) sweepFiles(ctx context.Context) {
 		case n > 0:
 			a.log.Info().Int("removed", n).Dur("retention", a.cfg.Files.Retention.Std()).Msg("removed attached files past their retention")
 		}
-		if a.db.sqlite != nil {
-			if _, err := a.db.sqlite.SweepOAuthStates(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
-				a.log.Warn().Err(err).Msg("sweep expired connect links")
-			}
+		if _, err := a.db.SweepOAuthStates(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
+			a.log.Warn().Err(err).Msg("sweep expired connect links")
 		}
 		select {
 		case <-ctx.Done():

@@ -23,6 +23,7 @@ import (
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/tools"
 	"github.com/talonhq/talon/store"
@@ -116,8 +117,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		dataDir = d
 	}
 	var (
-		db       agent.Store
-		sqliteDB *store.DB // the console poller reads it; nil on PostgreSQL
+		db        agent.Store
+		consoleDB console.Store // the console poller reads it
 	)
 	switch {
 	case storeArg == "sqlite":
@@ -126,11 +127,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 			return err
 		}
 		defer sdb.Close()
-		db, sqliteDB = sdb, sdb
+		db, consoleDB = sdb, sdb
 	case strings.HasPrefix(storeArg, "postgres:"):
-		if consolePoll > 0 {
-			return &usageError{"bench: --console-poll reads the SQLite store only (the console is not on PostgreSQL yet)"}
-		}
 		u, err := postgresArg(strings.TrimPrefix(storeArg, "postgres:"))
 		if err != nil {
 			return fmt.Errorf("bench: --store: %w", err)
@@ -140,7 +138,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 			return err
 		}
 		defer pdb.Close()
-		db = pdb
+		db, consoleDB = pdb, pdb
 	default:
 		return &usageError{"bench: --store must be sqlite or postgres:URL"}
 	}
@@ -198,7 +196,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	var poller *consolePoller
 	if consolePoll > 0 {
 		var err error
-		if poller, err = startConsolePoller(ctx, sqliteDB, consolePoll); err != nil {
+		if poller, err = startConsolePoller(ctx, consoleDB, consolePoll); err != nil {
 			return err
 		}
 		defer poller.stop()

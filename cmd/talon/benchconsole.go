@@ -20,7 +20,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/console"
-	"github.com/talonhq/talon/store"
 )
 
 // benchConsolePages are what an operator's open console loads: each of
@@ -37,7 +36,7 @@ type consolePoller struct {
 	srv           *http.Server
 }
 
-func startConsolePoller(ctx context.Context, db *store.DB, every time.Duration) (*consolePoller, error) {
+func startConsolePoller(ctx context.Context, db console.Store, every time.Duration) (*consolePoller, error) {
 	token := randomHex(16)
 	cs := &console.Server{Store: db, Token: token, Log: zerolog.Nop()}
 	h, err := cs.Handler()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -52,15 +51,12 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 	if !cc.Enabled {
 		return nil
 	}
-	if a.db.sqlite == nil { // the configuration refuses this; never serve a console without its store
-		return errors.New("console.enabled: the console reads the SQLite store only for now: set console.enabled: false with store.driver: postgres")
-	}
 	prices := make(map[string]console.Price, len(a.cfg.LLM.Prices))
 	for m, p := range a.cfg.LLM.Prices {
 		prices[m] = console.Price{Input: p.Input, Output: p.Output}
 	}
 	s := &console.Server{
-		Store:          a.db.sqlite,
+		Store:          a.db.gatewayStore,
 		Token:          a.env.getenv("TALON_CONSOLE_TOKEN"),
 		Secure:         strings.HasPrefix(a.cfg.HTTP.PublicURL, "https://"),
 		SessionTTL:     cc.SessionTTL.Std(),

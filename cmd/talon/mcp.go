@@ -231,8 +231,8 @@ func cmdMCPList(ctx context.Context, e env, args []string) error {
 		if s.Auth == mcp.AuthBearer {
 			auth += " (vault entry " + s.Credential + ")"
 		}
-		if s.Auth == mcp.AuthOAuth && a.db.sqlite != nil {
-			cs, err := a.db.sqlite.OAuthConnections(ctx, s.Name, "")
+		if s.Auth == mcp.AuthOAuth {
+			cs, err := a.db.OAuthConnections(ctx, s.Name, "")
 			if err != nil {
 				return err
 			}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -67,7 +69,35 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	}
 	sdb.Close()
 
+	// The console's sign-ins and audit log and the MCP authorization
+	// flow's links, clients and connections are in the file too.
 	dbPath := filepath.Join(dataA, "talon.db")
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	sessHash, oidcHash := sha256.Sum256([]byte("cookie value")), sha256.Sum256([]byte("oidc state"))
+	conn := store.OAuthConnection{Server: "linear", Principal: "terminal::local", Issuer: "https://as.example", ClientID: "c1",
+		TokenURL: "https://as.example/token", Resource: "https://mcp.linear.app/mcp", ExpiresAt: now.Add(time.Hour), ConnectedAt: now, RefreshedAt: now}
+	func() {
+		sdb, err := store.Open(ctx, dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sdb.Close()
+		for _, err := range []error{
+			sdb.AddConsoleSession(ctx, store.ConsoleSession{Hash: sessHash, Who: "admin", Created: now, Expires: now.Add(time.Hour)}, 10),
+			sdb.AddOIDCState(ctx, oidcHash, "nonce-1", now.Add(10*time.Minute), 10),
+			sdb.AddConsoleAction(ctx, store.ConsoleAction{At: now, Actor: "admin", Action: "sign-in", Remote: "192.0.2.1"}),
+			sdb.PutOAuthState(ctx, store.OAuthState{ID: "state-hash", Principal: "terminal::local", Server: "linear", Verifier: "v", Issuer: "https://as.example",
+				AuthURL: "https://as.example/authorize", TokenURL: "https://as.example/token", ClientID: "c1", Resource: "https://mcp.linear.app/mcp",
+				CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}),
+			sdb.PutOAuthClient(ctx, store.OAuthClient{Server: "linear", Issuer: "https://as.example", ClientID: "c1", RegisteredAt: now}),
+			sdb.PutOAuthConnection(ctx, conn),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}()
+
 	res := invoke("", "migrate-store", "--from", "sqlite:"+dbPath, "--to", "postgres:"+dbURL)
 	if res.code != 0 || !strings.Contains(res.stdout, "Copied ") {
 		t.Fatalf("migrate-store: exit %d, stdout %s, stderr %s", res.code, res.stdout, res.stderr)
@@ -104,8 +134,10 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 		t.Errorf("rows per table (-sqlite +postgres):\n%s", diff)
 	}
 	if inPostgres["messages"] != 4 || inPostgres["vault_entries"] != 1 || inPostgres["denied_principals"] != 1 ||
-		inPostgres["memories"] != 1 || inPostgres["routines"] != 1 || inPostgres["principal_zones"] != 1 {
-		t.Errorf("copied %v; want the conversation, the secret, the denial, the memory, the routine and the zone", inPostgres)
+		inPostgres["memories"] != 1 || inPostgres["routines"] != 1 || inPostgres["principal_zones"] != 1 ||
+		inPostgres["console_sessions"] != 1 || inPostgres["console_oidc_states"] != 1 || inPostgres["oauth_states"] != 1 ||
+		inPostgres["oauth_clients"] != 1 || inPostgres["oauth_connections"] != 1 {
+		t.Errorf("copied %v; want the conversation, the secret, the denial, the memory, the routine, the zone, the console's and the OAuth flow's rows", inPostgres)
 	}
 	var sqliteMax, pgMax int64
 	_ = sq.QueryRow(`SELECT max(id) FROM messages`).Scan(&sqliteMax)
@@ -127,6 +159,20 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	e, err := v.Credential(ctx, "terminal::local", "github", "api.github.com", "https", "github")
 	if err != nil || string(e.Value.Reveal()) != token {
 		t.Errorf("the entry does not open from PostgreSQL: %v", err)
+	}
+
+	// The console's sign-in and the user's connection carry on there.
+	if s, err := pdb.ConsoleSession(ctx, sessHash, now); err != nil || s.Who != "admin" {
+		t.Errorf("the console session on PostgreSQL: %+v, %v", s, err)
+	}
+	if n, err := pdb.TakeOIDCState(ctx, oidcHash, now); err != nil || n != "nonce-1" {
+		t.Errorf("the Slack sign-in in progress on PostgreSQL: %q, %v", n, err)
+	}
+	if got, err := pdb.GetOAuthConnection(ctx, "linear", "terminal::local"); err != nil || got != conn {
+		t.Errorf("the OAuth connection on PostgreSQL: %+v, %v; want %+v", got, err, conn)
+	}
+	if s, err := pdb.TakeOAuthState(ctx, "state-hash"); err != nil || s.Server != "linear" || s.Verifier != "v" {
+		t.Errorf("the connect link on PostgreSQL: %+v, %v", s, err)
 	}
 
 	// The gateway carries on from PostgreSQL: new rows after the copied ids.

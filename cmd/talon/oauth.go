@@ -30,15 +30,15 @@ import (
 // OAuth or no vault is open.
 func (a *app) newOAuth(broker *egress.Broker, notifier mcp.Notifier) *mcp.OAuth {
 	svc := a.vaultSvc()
-	if !a.cfg.MCP.UsesOAuth() || svc == nil || a.db.sqlite == nil {
-		return nil // the configuration refuses auth: oauth on PostgreSQL
+	if !a.cfg.MCP.UsesOAuth() || svc == nil {
+		return nil
 	}
 	// No leak check on this broker: its requests carry the user's refresh
 	// token to the token endpoint, which the vault's check would refuse.
 	flow := &egress.Broker{AllowPrivate: broker.AllowPrivate, Resolver: broker.Resolver, TLSConfig: broker.TLSConfig, MaxRedirects: -1}
 	o := &mcp.OAuth{
 		Egress:    flow,
-		Store:     oauthStore{a.db.sqlite},
+		Store:     oauthStore{a.db.gatewayStore},
 		Tokens:    vaultTokens{svc},
 		PublicURL: a.cfg.HTTP.PublicURL,
 		Notifier:  notifier,
@@ -142,8 +142,24 @@ func page(w http.ResponseWriter, status int, title, message string) {
 	fmt.Fprintf(w, pageHTML, t, t, m)
 }
 
+// oauthDB is what the flow keeps in the store; the SQLite store and the
+// PostgreSQL store both implement it (store/storetest holds them to the
+// same behaviour).
+type oauthDB interface {
+	PutOAuthState(ctx context.Context, s store.OAuthState) error
+	StartOAuthState(ctx context.Context, id, browser string, at time.Time) (store.OAuthState, bool, error)
+	TakeOAuthState(ctx context.Context, id string) (store.OAuthState, error)
+	SweepOAuthStates(ctx context.Context, before time.Time) (int, error)
+	GetOAuthClient(ctx context.Context, server, issuer string) (store.OAuthClient, error)
+	PutOAuthClient(ctx context.Context, c store.OAuthClient) error
+	PutOAuthConnection(ctx context.Context, c store.OAuthConnection) error
+	GetOAuthConnection(ctx context.Context, server, principal string) (store.OAuthConnection, error)
+	DeleteOAuthConnection(ctx context.Context, server, principal string) (bool, error)
+	OAuthConnections(ctx context.Context, server, principal string) ([]store.OAuthConnection, error)
+}
+
 // oauthStore is the store as the flow's persistence.
-type oauthStore struct{ db *store.DB }
+type oauthStore struct{ db oauthDB }
 
 var _ mcp.OAuthStore = oauthStore{}
 

@@ -3,10 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -125,5 +132,89 @@ func TestBenchOnPostgres(t *testing.T) {
 	res := runMain(t, env{}, "bench", "--users", "1", "--messages", "1", "--store", "postgres:postgres://u:hunter2-pw@127.0.0.1:1/x")
 	if res.code == 0 || !strings.Contains(res.stderr, "PGPASSWORD") || strings.Contains(res.stdout+res.stderr, "hunter2") {
 		t.Errorf("a password on the command line: exit %d, %s", res.code, res.stderr)
+	}
+}
+
+// The console on PostgreSQL: talon run with console.enabled and
+// store.driver postgres serves it; after a conversation on the terminal,
+// an admin signs in (the session is kept in PostgreSQL), finds the
+// conversation by searching a word of it in another case, and reads its
+// transcript.
+func TestConsoleOnPostgres(t *testing.T) {
+	dbURL, pool := postgresSchema(t)
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfgText := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", srv.URL), `listen: ""`, "listen: "+addr, 1) +
+		"console:\n  enabled: true\nstore:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n"
+	cfg := writeConfig(t, dir, cfgText)
+	const token = "console-token-0123456789"
+	stdinR, stdinW := io.Pipe()
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- env{stdin: stdinR, stdout: &out, stderr: io.Discard, getenv: testEnv(map[string]string{"TALON_CONSOLE_TOKEN": token, "DATABASE_URL": dbURL})}.
+			main(context.Background(), []string{"run", "--config", cfg})
+	}()
+	base := "http://" + addr
+	waitUntil(t, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	fmt.Fprintln(stdinW, "the Quokka report")
+	waitUntil(t, func() bool { return strings.Contains(out.String(), "echo: the Quokka report") })
+
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	read := func(resp *http.Response, err error) (*http.Response, string) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	_, page := read(c.Get(base + "/console/signin"))
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no csrf field on the sign-in page:\n%s", page)
+	}
+	resp, page := read(c.PostForm(base+"/console/signin", url.Values{"csrf": {m[1]}, "token": {token}}))
+	if resp.Request.URL.Path != "/console/" || !strings.Contains(page, "<h1>Overview</h1>") {
+		t.Fatalf("sign-in ended at %s:\n%s", resp.Request.URL, page)
+	}
+	ctx := context.Background()
+	var sessions, signins int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM console_sessions), (SELECT count(*) FROM console_audit WHERE action = 'sign-in')`).
+		Scan(&sessions, &signins); err != nil || sessions != 1 || signins != 1 {
+		t.Errorf("in PostgreSQL: %d console sessions, %d sign-ins audited, %v; want 1, 1", sessions, signins, err)
+	}
+
+	_, page = read(c.Get(base + "/console/conversations?q=QUOKKA"))
+	link := regexp.MustCompile(`href="(/console/conversations/\d+)"`).FindStringSubmatch(page)
+	if link == nil || !strings.Contains(page, "local") {
+		t.Fatalf("the search for QUOKKA does not list the conversation:\n%s", page)
+	}
+	_, none := read(c.Get(base + "/console/conversations?q=platypus"))
+	if regexp.MustCompile(`href="/console/conversations/\d+"`).MatchString(none) {
+		t.Errorf("the search for platypus lists a conversation:\n%s", none)
+	}
+	resp, page = read(c.Get(base + link[1]))
+	if resp.StatusCode != 200 || !strings.Contains(page, "the Quokka report") || !strings.Contains(page, "echo: the Quokka report") {
+		t.Errorf("the transcript (HTTP %d) does not show the conversation:\n%s", resp.StatusCode, page)
+	}
+	stdinW.Close()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop at end of input")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/talonhq/talon/adapters/slack"
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/memory"
 	"github.com/talonhq/talon/routines"
 	"github.com/talonhq/talon/store"
@@ -18,9 +19,13 @@ import (
 // gatewayStore is what the gateway needs from its database, whichever
 // driver serves it: the runtime's interfaces, the threads the channels
 // follow and the channels they read back, the deny list (talon user),
-// the MCP tools' pins, the memory and the routines, and a health check. The SQLite store and the
-// PostgreSQL store both implement it (store/storetest holds them to the same behaviour).
+// the MCP tools' pins, the memory and the routines, what the console reads
+// (console.Store), the MCP authorization flow's state (oauthDB), and a
+// health check. The SQLite store and the PostgreSQL store both implement
+// it (store/storetest holds them to the same behaviour).
 type gatewayStore interface {
+	console.Store
+	oauthDB
 	agent.Store
 	agent.UsageMeter
 	agent.UsageLog
@@ -29,8 +34,6 @@ type gatewayStore interface {
 	agent.TurnFileStore
 	slack.FollowStore
 	discord.CursorStore
-	SetDenied(ctx context.Context, p agent.Principal, denied bool, a store.ConsoleAction) (bool, error)
-	DeniedPrincipals(ctx context.Context) ([]store.DeniedPrincipal, error)
 	SeeMCPTool(ctx context.Context, t store.MCPTool) (string, error)
 	ApproveMCPTools(ctx context.Context, server string) (int, error)
 	MCPTools(ctx context.Context, server string) ([]store.MCPTool, error)
@@ -57,10 +60,6 @@ type openedStore struct {
 	gatewayStore
 	// vault is the vault's storage in it.
 	vault vault.Storage
-	// sqlite is the SQLite store, nil on PostgreSQL: the console uses
-	// only SQLite for now (the configuration refuses console.enabled with
-	// store.driver postgres).
-	sqlite *store.DB
 }
 
 // openStore opens the store cfg names: SQLite's file in the data
@@ -78,7 +77,7 @@ func openStore(ctx context.Context, cfg *config.Config) (openedStore, error) {
 		if err != nil {
 			return openedStore{}, err
 		}
-		return openedStore{gatewayStore: db, vault: db.VaultStorage(), sqlite: db}, nil
+		return openedStore{gatewayStore: db, vault: db.VaultStorage()}, nil
 	}
 	return openedStore{}, errors.New("store.driver: must be sqlite or postgres")
 }

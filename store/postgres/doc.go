@@ -4,7 +4,8 @@
 // implements for the runtime, the channel adapters, the vault, the memory
 // and the routines (the
 // conformance suite in store/storetest holds both to the same behaviour),
-// with its own embedded, versioned migrations, numbered as SQLite's are.
+// with its own embedded, versioned migrations (the first 18 numbered as
+// SQLite's; later ones in the order features came to PostgreSQL).
 //
 // Several processes may use one database at once. Every method that
 // changes state does so in one transaction; what SQLite's single writer

@@ -20,8 +20,7 @@ import (
 func pool(t *testing.T, u string) *pgxpool.Pool { return pgtest.Pool(t, u) }
 
 // Replicas starting together on an empty database migrate it once, to the
-// latest version, with the same version numbers as the SQLite store; a
-// database migrated by a newer Talon is refused.
+// latest version; a database migrated by a newer Talon is refused.
 func TestMigrations(t *testing.T) {
 	ctx := context.Background()
 	u := testURL(t)

@@ -143,8 +143,10 @@ func oneRow(tag pgconn.CommandTag, err error) error {
 }
 
 // migrationFiles holds the schema migrations, NNNN_name.sql from 0001
-// without gaps, numbered as the SQLite store's are. A released migration
-// is never edited.
+// without gaps. 0001–0018 are numbered as the SQLite store's are; features
+// that came to PostgreSQL later have the next free number here, whatever
+// their number in SQLite (the tables and columns are the same). A released
+// migration is never edited.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS

@@ -31,6 +31,36 @@ func TestLoadStorePostgres(t *testing.T) {
 	}
 }
 
+// The console and MCP servers with auth: oauth keep their state on
+// PostgreSQL as on SQLite: the configuration accepts them with it.
+func TestLoadStorePostgresWithConsoleAndOAuth(t *testing.T) {
+	const file = `http:
+  listen: 127.0.0.1:9000
+  public_url: https://talon.example.com
+console:
+  enabled: true
+mcp:
+  servers:
+    - name: linear
+      url: https://mcp.linear.app/mcp
+      auth: oauth
+store:
+  driver: postgres
+  url: postgres://db/x
+memory:
+  enabled: false
+routines:
+  enabled: false
+`
+	got, err := loadFile(t, file, map[string]string{"TALON_CONSOLE_TOKEN": "0123456789abcdef0123"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if !got.Console.Enabled || !got.MCP.UsesOAuth() || got.Store.Driver != StorePostgres {
+		t.Errorf("console %v, oauth %v, driver %s; want the console and OAuth on postgres", got.Console.Enabled, got.MCP.UsesOAuth(), got.Store.Driver)
+	}
+}
+
 func TestLoadStoreInvalid(t *testing.T) {
 	for _, tt := range []struct {
 		name, file string
@@ -47,8 +77,6 @@ func TestLoadStoreInvalid(t *testing.T) {
 			[]string{"store.url: must be a postgres:// or postgresql:// URL, e.g. postgres://talon@db.example.com:5432/talon?sslmode=verify-full (line 3)"}},
 		{"a URL with sqlite", "store:\n  url: postgres://db/x\n", nil,
 			[]string{"store.url: is for driver postgres; the sqlite database is the file <data_dir>/talon.db (remove store.url, or set store.driver: postgres) (line 2)"}},
-		{"the console on postgres", "http:\n  listen: 127.0.0.1:9000\nconsole:\n  enabled: true\nstore:\n  driver: postgres\n  url: postgres://db/x", map[string]string{"TALON_CONSOLE_TOKEN": "0123456789abcdef0123"},
-			[]string{"console.enabled: the console reads the SQLite store only for now: set console.enabled: false with store.driver: postgres (line 4)"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := loadFile(t, tt.file, tt.vars)

@@ -37,7 +37,7 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		v.add("data_dir", "must not be empty")
 	}
-	c.Store.validate(&v, c.Console.Enabled)
+	c.Store.validate(&v)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
 	if c.HTTP.Listen != "" && !validListen(c.HTTP.Listen) {
@@ -93,9 +93,6 @@ func (c *Config) validate(fromEnv map[string]bool) []error {
 	c.Discord.validate(&v)
 	c.MCP.validate(&v)
 	c.Memory.validate(&v)
-	if c.MCP.UsesOAuth() && c.Store.Driver == StorePostgres {
-		v.add("mcp.servers", "auth: oauth keeps its sign-ins in the SQLite store only for now: use auth: bearer, or store.driver: sqlite")
-	}
 	if c.MCP.UsesOAuth() {
 		// The provider sends each user's browser back to
 		// public_url/oauth/callback, served on http.listen.
@@ -372,7 +369,7 @@ func (m *Memory) validate(v *validator) {
 	}
 }
 
-func (s Store) validate(v *validator, console bool) {
+func (s Store) validate(v *validator) {
 	v.oneOf("store.driver", s.Driver, StoreSQLite, StorePostgres)
 	switch s.Driver {
 	case StoreSQLite:
@@ -386,9 +383,6 @@ func (s Store) validate(v *validator, console bool) {
 		} else if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
 			// Never quoted: the value may hold a password.
 			v.add("store.url", "must be a postgres:// or postgresql:// URL, e.g. postgres://talon@db.example.com:5432/talon?sslmode=verify-full")
-		}
-		if console {
-			v.add("console.enabled", "the console reads the SQLite store only for now: set console.enabled: false with store.driver: postgres")
 		}
 	}
 }
