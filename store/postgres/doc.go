@@ -1,8 +1,8 @@
 // Package postgres is Talon's store on PostgreSQL (github.com/jackc/pgx/v5
 // and its pool), for deployments that run several replicas of Talon on one
 // database. It implements what the SQLite store in package store
-// implements for the runtime, the channel adapters, the vault, the memory
-// and the routines (the
+// implements for the runtime, the channel adapters, the vault, the memory,
+// the routines, the console and the MCP authorization flow (the
 // conformance suite in store/storetest holds both to the same behaviour),
 // with its own embedded, versioned migrations (the first 18 numbered as
 // SQLite's; later ones in the order features came to PostgreSQL).
