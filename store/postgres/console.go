@@ -273,7 +273,7 @@ func scanConversation(r pgx.Row) (store.Conversation, error) {
 
 // Conversations lists sessions newest first, as f narrows them. The search
 // matches text anywhere in a stored message, ignoring case (ILIKE), served
-// by the trigram index of migration 0021 where pg_trgm is installed.
+// by the trigram index of migration 0022 where pg_trgm is installed.
 func (db *DB) Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50

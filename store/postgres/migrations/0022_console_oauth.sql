@@ -1,4 +1,4 @@
--- 0021_console_oauth: what the console and the MCP authorization flow keep
+-- 0022_console_oauth: what the console and the MCP authorization flow keep
 -- (SQLite's 0020, 0023 and 0024): the vault audit log's filters, "Sign in
 -- with Slack" in progress, the OAuth connect links, registered clients and
 -- connections; and the index of the console's conversation search.
