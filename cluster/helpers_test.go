@@ -4,44 +4,22 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/talonhq/talon/cluster/natstest"
 )
 
 // testNATS returns the URL of a NATS server with JetStream: an in-process
 // one whose store is in t.TempDir().
-func testNATS(t testing.TB) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the in-process NATS server did not start")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s.ClientURL()
-}
+func testNATS(t testing.TB) string { return natstest.Server(t) }
 
 // realNATS returns TALON_TEST_NATS, or skips the test.
-func realNATS(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("TALON_TEST_NATS")
-	if u == "" {
-		t.Skip("set TALON_TEST_NATS=nats://127.0.0.1:4222 to run this test against a real NATS server with JetStream")
-	}
-	return u
-}
+func realNATS(t testing.TB) string { return natstest.Real(t) }
 
 // testPrefix is a prefix no other test run uses, for tests on a shared
 // server; its stream and buckets are deleted at the end.

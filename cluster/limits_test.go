@@ -17,6 +17,8 @@ import (
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/store"
+
+	"github.com/talonhq/talon/cluster/natstest"
 )
 
 // counting is a model that counts the calls running at once, in all and
@@ -245,7 +247,7 @@ func TestLimitsSlotsOfADeadReplicaFreeThemselves(t *testing.T) {
 func BenchmarkTurnLimits(b *testing.B) {
 	url := testNATS(b)
 	prefix := "talon"
-	if u := os.Getenv("TALON_TEST_NATS"); u != "" {
+	if u := os.Getenv(natstest.EnvURL); u != "" {
 		url = u
 		prefix = testPrefix(b, url)
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
@@ -19,6 +18,8 @@ import (
 	"github.com/talonhq/talon/agent/llm/llmtest"
 	"github.com/talonhq/talon/cluster"
 	"github.com/talonhq/talon/store"
+
+	"github.com/talonhq/talon/cluster/natstest"
 )
 
 // countingRuntime counts the messages one replica's adapter accepted.
@@ -44,15 +45,7 @@ func (c *countingRuntime) Accept(ctx context.Context, in agent.Inbound) (agent.Q
 // (retries, on any connection): every message is answered exactly once,
 // and each person's answers come in the order they wrote.
 func TestSocketModeOnThreeReplicas(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the in-process NATS server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	natsURL := natstest.Server(t)
 
 	fs := newFakeSlack(t)
 	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
@@ -64,7 +57,7 @@ func TestSocketModeOnThreeReplicas(t *testing.T) {
 
 	var rts []*countingRuntime
 	for _, id := range []string{"a", "b", "c"} {
-		nc, err := nats.Connect(ns.ClientURL())
+		nc, err := nats.Connect(natsURL)
 		if err != nil {
 			t.Fatal(err)
 		}
