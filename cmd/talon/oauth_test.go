@@ -436,3 +436,105 @@ mcp:
 		}
 	}
 }
+
+// TestMCPOAuthOnPostgres: the flow with the store on PostgreSQL. The
+// user's call prints a connect link; the browser signs in through Talon's
+// pages; the turn continues on the user's account; the connection is a
+// row in PostgreSQL (the link's state consumed), and no token is in any
+// of its tables in clear.
+func TestMCPOAuthOnPostgres(t *testing.T) {
+	dbURL, pool := postgresSchema(t)
+	as := oauthtest.New(t, oauthtest.Options{})
+	roots := x509.NewCertPool()
+	roots.AddCert(as.Certificate())
+	model := llmtest.NewServer(t, func(req llmtest.Request) llmtest.Response {
+		offered := map[string]bool{}
+		for _, tl := range req.Tools {
+			offered[tl] = true
+		}
+		last := req.Messages[len(req.Messages)-1]
+		switch {
+		case last.Role == llm.RoleTool && strings.Contains(last.Content, "connected their linear account"):
+			return llmtest.Response{ToolCalls: []llm.ToolCall{{ID: "call_search", Name: "linear__search", Arguments: `{"query":"login"}`}}}
+		case last.Role == llm.RoleTool:
+			return llmtest.Response{Text: "tool said: " + strings.ReplaceAll(last.Content, "\n", " | ")}
+		case !offered["linear__search"] && offered["linear__connect_account"]:
+			return llmtest.Response{ToolCalls: []llm.ToolCall{{ID: "call_connect", Name: "linear__connect_account", Arguments: `{}`}}}
+		}
+		return llmtest.Response{Text: "ok"}
+	})
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	base := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", model.URL), "http:\n  listen: \"\"\n",
+		fmt.Sprintf("http:\n  listen: %s\n  public_url: http://%s\n", listen, listen), 1)
+	cfg := writeConfig(t, dir, base+fmt.Sprintf(`sandbox:
+  allow_private: [127.0.0.1/32]
+mcp:
+  servers:
+    - name: linear
+      url: %s/mcp
+      auth: oauth
+store:
+  driver: postgres
+  url: ${DATABASE_URL}
+`, as.URL))
+	key, _ := vault.GenerateKey()
+	e := env{getenv: testEnv(map[string]string{vault.EnvKey: key.Encode(), "DATABASE_URL": dbURL}), rootCAs: roots}
+
+	var pages []string
+	var pagesMu sync.Mutex
+	out := &watched{opened: map[string]bool{}, open: func(link string) {
+		code, body, err := browse(roots, link)
+		pagesMu.Lock()
+		pages = append(pages, fmt.Sprintf("%d %s %v", code, body, err))
+		pagesMu.Unlock()
+	}}
+	stdin, feed := io.Pipe()
+	var errOut strings.Builder
+	ge := e
+	ge.stdin, ge.stdout, ge.stderr = stdin, out, &syncWriter{w: &errOut}
+	done := make(chan int, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	go func() { done <- ge.main(ctx, []string{"run", "--config", cfg}) }()
+	_, _ = io.WriteString(feed, "search login\n")
+	out.waitFor(t, "tool said: found as alice: login")
+	pagesMu.Lock()
+	if len(pages) != 1 || !strings.Contains(pages[0], "Connected to linear, you can close this tab.") {
+		t.Errorf("browser pages = %q, want the connected page", pages)
+	}
+	pagesMu.Unlock()
+	_ = feed.Close()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run: exit %d\n%s", code, errOut.String())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("the gateway did not stop")
+	}
+
+	var conns, states, clients, entries int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM oauth_connections WHERE server = 'linear' AND principal = 'terminal::local'),
+		(SELECT count(*) FROM oauth_states), (SELECT count(*) FROM oauth_clients), (SELECT count(*) FROM vault_entries WHERE "user" = 'terminal::local')`).
+		Scan(&conns, &states, &clients, &entries); err != nil {
+		t.Fatal(err)
+	}
+	if conns != 1 || states != 0 || clients != 1 || entries < 1 {
+		t.Errorf("in PostgreSQL: %d connections, %d states left, %d registered clients, %d vault entries; want 1, 0, 1, at least 1", conns, states, clients, entries)
+	}
+	var dump string
+	if err := pool.QueryRow(ctx, `SELECT concat_ws(' ', (SELECT string_agg(t::text, ' ') FROM oauth_connections t), (SELECT string_agg(t::text, ' ') FROM oauth_clients t),
+		(SELECT string_agg(t::text, ' ') FROM vault_entries t), (SELECT string_agg(t::text, ' ') FROM messages t), (SELECT string_agg(t::text, ' ') FROM tool_calls t))`).Scan(&dump); err != nil {
+		t.Fatal(err)
+	}
+	tokens := as.Issued()
+	if len(tokens) < 2 {
+		t.Fatalf("tokens issued = %d, want an access and a refresh token", len(tokens))
+	}
+	for _, tok := range tokens {
+		if strings.Contains(dump, tok) || strings.Contains(out.String(), tok) || strings.Contains(errOut.String(), tok) {
+			t.Error("a token is in PostgreSQL, the output or the log in clear")
+		}
+	}
+}
