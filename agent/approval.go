@@ -37,20 +37,20 @@ type ApprovalRequest struct {
 	URLBytes, BodyBytes int
 }
 
-// NotifyPrivately shows text to key's principal only, in the conversation
+// NotifyPrivately shows n to key's principal only, in the conversation
 // of turn, through a channel that can (Noticer). ok is false when the
 // channel cannot show a private message.
-func (r *Runtime) NotifyPrivately(ctx context.Context, key SessionKey, turn TurnID, text string) (bool, error) {
+func (r *Runtime) NotifyPrivately(ctx context.Context, key SessionKey, turn TurnID, n Notice) (bool, error) {
 	r.init()
 	r.mu.Lock()
 	ch := r.channels[key.Principal.Platform]
 	replyTo := r.replyTo[turn]
 	r.mu.Unlock()
-	n, ok := ch.(Noticer)
+	nc, ok := ch.(Noticer)
 	if !ok {
 		return false, nil
 	}
-	if err := n.NoticePrivately(ctx, key, replyTo, text); err != nil {
+	if err := nc.NoticePrivately(ctx, key, replyTo, n); err != nil {
 		return false, err
 	}
 	return true, nil

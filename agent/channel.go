@@ -152,12 +152,25 @@ type Typer interface {
 }
 
 // Noticer is a Channel that can show one person a message nobody else in
-// the conversation sees (Slack's ephemeral messages; the terminal, which
-// has one user). Connect links go only this way.
+// the conversation sees (Slack's ephemeral messages; Discord's ephemeral
+// follow-ups, or a DM; the terminal, which has one user). Connect links go
+// only this way.
 type Noticer interface {
-	// NoticePrivately shows text to key's principal only, in the
-	// conversation replyTo names.
-	NoticePrivately(ctx context.Context, key SessionKey, replyTo, text string) error
+	// NoticePrivately shows n.Text to key's principal only, in the
+	// conversation replyTo names, or where only they see it (a DM); in
+	// the latter case the conversation may be told n.Public.
+	NoticePrivately(ctx context.Context, key SessionKey, replyTo string, n Notice) error
+}
+
+// Notice is a message for one person only.
+type Notice struct {
+	// Text is for that person alone (it may hold a connect link).
+	Text string
+	// Public is what the conversation is told when Text had to go
+	// elsewhere (a Discord DM, for a message in a server channel): "I've
+	// sent you a private link to connect linear." It never holds a secret
+	// or a link; "" says nothing.
+	Public string
 }
 
 // ConnectionInfo is one of a user's connected accounts (an MCP server with

@@ -397,7 +397,7 @@ func (r *Runtime) connectCommand(ctx context.Context, q QueuedInbound, c command
 		return fmt.Sprintf("Cannot connect %s: %v", name, err), nil
 	}
 	text := fmt.Sprintf("Connect your %s account here (this link is for you only, works once and lasts 10 minutes): %s", name, link)
-	if err := n.NoticePrivately(ctx, q.Key, q.ReplyTo, text); err != nil {
+	if err := n.NoticePrivately(ctx, q.Key, q.ReplyTo, Notice{Text: text}); err != nil {
 		return "", fmt.Errorf("send the connect link privately: %w", err)
 	}
 	return fmt.Sprintf("I sent you a private link to connect %s.", name), nil

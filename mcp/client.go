@@ -293,7 +293,8 @@ func (c *Client) connect(ctx context.Context, call agent.ToolCall, srv *Server) 
 	}
 	text := fmt.Sprintf("To let me use %s on your own account, connect it here (this link is for you only, works once and lasts %d minutes): %s",
 		srv.Name, int(StateTTL/time.Minute), link)
-	sent, err := c.OAuth.Notifier.NotifyPrivately(ctx, call.Key, call.Turn, text)
+	sent, err := c.OAuth.Notifier.NotifyPrivately(ctx, call.Key, call.Turn,
+		agent.Notice{Text: text, Public: fmt.Sprintf("I've sent you a private link to connect %s.", srv.Name)})
 	if err != nil || !sent {
 		if err != nil {
 			c.Logger.Warn().Err(err).Str("mcp_server", srv.Name).Str("principal", p.String()).Msg("mcp: send a connect link")

@@ -143,7 +143,7 @@ type TokenVault interface {
 // of a turn. *agent.Runtime implements it. ok is false when the channel
 // cannot show a private message there.
 type Notifier interface {
-	NotifyPrivately(ctx context.Context, key agent.SessionKey, turn agent.TurnID, text string) (ok bool, err error)
+	NotifyPrivately(ctx context.Context, key agent.SessionKey, turn agent.TurnID, n agent.Notice) (ok bool, err error)
 }
 
 // OAuthClientConfig is the operator's client for a server whose

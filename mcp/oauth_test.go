@@ -166,7 +166,8 @@ type notifier struct {
 	click func(link string)
 }
 
-func (n *notifier) NotifyPrivately(_ context.Context, key agent.SessionKey, _ agent.TurnID, text string) (bool, error) {
+func (n *notifier) NotifyPrivately(_ context.Context, key agent.SessionKey, _ agent.TurnID, notice agent.Notice) (bool, error) {
+	text := notice.Text
 	n.mu.Lock()
 	n.sent = append(n.sent, key.Principal.String()+": "+text)
 	click := n.click

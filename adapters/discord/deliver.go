@@ -355,28 +355,63 @@ func (a *Adapter) deliverInteraction(ctx context.Context, r agent.Reply, tok int
 	return first, nil
 }
 
-// NoticePrivately implements agent.Noticer: text is shown to key's user
-// only, as an ephemeral follow-up of the /talon command replyTo answers.
-// A conversation not started by a command has no private way to the user
-// (a bot's channel message is seen by all): it is refused, and the runtime
-// tells the user to use the command instead.
-func (a *Adapter) NoticePrivately(ctx context.Context, _ agent.SessionKey, replyTo, text string) error {
+// NoticePrivately implements agent.Noticer: n.Text is shown to key's user
+// only. In a conversation started by a /talon command it is an ephemeral
+// follow-up of that command. Otherwise (a plain message, or a command's
+// token that expired) a bot's message in the conversation would be seen by
+// everyone there, so n.Text goes to the user's DM with the bot, and the
+// conversation, unless it is that DM, is told only n.Public.
+func (a *Adapter) NoticePrivately(ctx context.Context, key agent.SessionKey, replyTo string, n agent.Notice) error {
 	to, err := parseReplyTo(replyTo)
 	if err != nil {
 		return err
 	}
-	tok, ok := a.interactionToken(to.interaction)
-	if to.interaction == "" || !ok {
-		return errors.New("discord: no private way to the user in this conversation; use /talon connect")
+	if tok, ok := a.interactionToken(to.interaction); to.interaction != "" && ok {
+		i := &discordgo.Interaction{AppID: tok.appID, Token: tok.token}
+		_, err = a.isess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
+			Content: n.Text, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral | discordgo.MessageFlagsSuppressEmbeds,
+		}, discordgo.WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("discord: private follow-up: %w", hideToken(err, tok.token))
+		}
+		return nil
 	}
-	i := &discordgo.Interaction{AppID: tok.appID, Token: tok.token}
-	_, err = a.isess.FollowupMessageCreate(i, true, &discordgo.WebhookParams{
-		Content: text, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsEphemeral | discordgo.MessageFlagsSuppressEmbeds,
-	}, discordgo.WithContext(ctx))
+	if _, err := a.ready(ctx); err != nil {
+		return err
+	}
+	dm, err := a.sess.UserChannelCreate(key.Principal.User, discordgo.WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("discord: private follow-up: %w", hideToken(err, tok.token))
+		return fmt.Errorf("discord: open a DM for a private message: %w", err)
+	}
+	// Sent as is, with no embed: the text may hold a one-time link that
+	// no preview may fetch.
+	if _, err := a.sendPrivate(ctx, dm.ID, n.Text); err != nil {
+		return fmt.Errorf("discord: private message by DM: %w", err)
+	}
+	if n.Public == "" || to.channel == "" || to.channel == dm.ID {
+		return nil
+	}
+	channel, ref := a.target(ctx, to)
+	if _, err := a.send(ctx, channel, outgoing{content: n.Public, replyTo: ref}); err != nil {
+		a.Log.Warn().Err(err).Msg("discord: the note that a private message was sent by DM was not posted")
 	}
 	return nil
+}
+
+// sendPrivate posts text in a DM channel with embeds suppressed whatever
+// its links.
+func (a *Adapter) sendPrivate(ctx context.Context, channel, text string) (*discordgo.Message, error) {
+	body := messageSend{Content: text, AllowedMentions: noMentions(), Flags: discordgo.MessageFlagsSuppressEmbeds}
+	endpoint := discordgo.EndpointChannelMessages(channel)
+	raw, err := a.sess.RequestWithBucketID("POST", endpoint, body, endpoint, discordgo.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	var m discordgo.Message
+	if err := discordgo.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	return &m, nil
 }
 
 func (a *Adapter) interactionToken(id string) (interactionToken, bool) {

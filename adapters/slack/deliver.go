@@ -376,10 +376,12 @@ func (a *Adapter) post(ctx context.Context, channel, thread string, opts ...slac
 	return ts, err
 }
 
-// NoticePrivately implements agent.Noticer: text is shown to key's user
+// NoticePrivately implements agent.Noticer: n.Text is shown to key's user
 // only, through the slash command's response_url while it is valid, else
-// with chat.postEphemeral in the conversation replyTo names.
-func (a *Adapter) NoticePrivately(ctx context.Context, key agent.SessionKey, replyTo, text string) error {
+// with chat.postEphemeral in the conversation replyTo names (so n.Public
+// is never needed).
+func (a *Adapter) NoticePrivately(ctx context.Context, key agent.SessionKey, replyTo string, n agent.Notice) error {
+	text := n.Text
 	if err := a.setup(); err != nil {
 		return err
 	}

@@ -417,8 +417,8 @@ func (a *Adapter) ShowStatus(_ context.Context, _ agent.SessionKey, _ string, te
 }
 
 // NoticePrivately implements agent.Noticer: the terminal has one user.
-func (a *Adapter) NoticePrivately(_ context.Context, _ agent.SessionKey, _ string, text string) error {
-	a.write(text + "\n")
+func (a *Adapter) NoticePrivately(_ context.Context, _ agent.SessionKey, _ string, n agent.Notice) error {
+	a.write(n.Text + "\n")
 	return nil
 }
 
