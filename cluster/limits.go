@@ -56,6 +56,10 @@ type Limits struct {
 	// freed is closed (and replaced) when the watch sees a slot freed;
 	// guarded by mu.
 	freed chan struct{}
+	// rateWrites are the rate buckets this replica wrote lately, swept
+	// at ratesSwept; guarded by mu.
+	rateWrites map[string]rateWrite
+	ratesSwept time.Time
 }
 
 // seen is a slot key's state as last seen.
@@ -348,7 +352,10 @@ func (l *Limits) release(s *slot) {
 
 // Allow takes a token from p's bucket of perMinute turns a minute
 // (agent.Limiter), with a compare-and-set that is retried when another
-// replica changed the bucket meanwhile.
+// replica changed the bucket meanwhile. The bucket as this replica last
+// wrote it is remembered for a while, so that the next turn of p here (a
+// person's sessions often run at one replica) takes a token with that one
+// write.
 func (l *Limits) Allow(ctx context.Context, p agent.Principal, perMinute int) (bool, error) {
 	if perMinute <= 0 {
 		return true, nil
@@ -359,26 +366,39 @@ func (l *Limits) Allow(ctx context.Context, p agent.Principal, perMinute int) (b
 	}
 	key := "r." + principalHash(p)
 	rate := float64(perMinute)
-	for range 20 {
+	for try := range 20 {
 		t := now()
-		e, err := l.rates.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			// A full bucket: take one.
-			_, err := l.rates.Create(ctx, key, bucketValue(rate-1, t))
-			if err == nil {
-				return true, nil
-			}
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				continue // another replica created it first
-			}
-			return false, fmt.Errorf("cluster: turn rate: %w", err)
+		var (
+			tokens float64
+			last   time.Time
+			rev    uint64
+			cached bool
+		)
+		if try == 0 {
+			tokens, last, rev, cached = l.wroteRate(key)
 		}
-		if err != nil {
-			return false, fmt.Errorf("cluster: turn rate: %w", err)
-		}
-		tokens, last, ok := parseBucket(e.Value())
-		if !ok {
-			tokens, last = rate, t // a value this version cannot read counts as full
+		if !cached {
+			e, err := l.rates.Get(ctx, key)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				// A full bucket: take one.
+				rev, err := l.rates.Create(ctx, key, bucketValue(rate-1, t))
+				if err == nil {
+					l.rememberRate(key, rate-1, t, rev)
+					return true, nil
+				}
+				if errors.Is(err, jetstream.ErrKeyExists) {
+					continue // another replica created it first
+				}
+				return false, fmt.Errorf("cluster: turn rate: %w", err)
+			}
+			if err != nil {
+				return false, fmt.Errorf("cluster: turn rate: %w", err)
+			}
+			var ok bool
+			if tokens, last, ok = parseBucket(e.Value()); !ok {
+				tokens, last = rate, t // a value this version cannot read counts as full
+			}
+			rev = e.Revision()
 		}
 		if d := t.Sub(last); d > 0 {
 			tokens = min(rate, tokens+d.Minutes()*rate)
@@ -387,17 +407,69 @@ func (l *Limits) Allow(ctx context.Context, p agent.Principal, perMinute int) (b
 			t = last
 		}
 		if tokens < 1 {
+			if cached {
+				continue // what the bucket holds now decides
+			}
 			return false, nil
 		}
-		_, err = l.rates.Update(ctx, key, bucketValue(tokens-1, t), e.Revision())
+		rev, err := l.rates.Update(ctx, key, bucketValue(tokens-1, t), rev)
 		if err == nil {
+			l.rememberRate(key, tokens-1, t, rev)
 			return true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
 			return false, fmt.Errorf("cluster: turn rate: %w", err)
 		}
+		l.forgetRate(key)
 	}
 	return false, errors.New("cluster: turn rate: the bucket changed under every try")
+}
+
+// rateWrite is a rate bucket as this replica last wrote it.
+type rateWrite struct {
+	tokens float64
+	last   time.Time // the bucket's time
+	rev    uint64
+	at     time.Time // when it was written (the key expires a minute after)
+}
+
+// rateMemory is how long a bucket this replica wrote is used without
+// reading it: less than the bucket's MaxAge, after which the key is gone.
+const rateMemory = 50 * time.Second
+
+func (l *Limits) wroteRate(key string) (tokens float64, last time.Time, rev uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.rateWrites[key]
+	if !ok || time.Since(w.at) >= rateMemory {
+		return 0, time.Time{}, 0, false
+	}
+	return w.tokens, w.last, w.rev, true
+}
+
+func (l *Limits) rememberRate(key string, tokens float64, last time.Time, rev uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rateWrites == nil {
+		l.rateWrites = map[string]rateWrite{}
+	}
+	if time.Since(l.ratesSwept) >= rateMemory {
+		// Forget the old ones at most once per rateMemory: constant cost
+		// per turn, a map as large as the recent senders.
+		for k, w := range l.rateWrites {
+			if time.Since(w.at) >= rateMemory {
+				delete(l.rateWrites, k)
+			}
+		}
+		l.ratesSwept = time.Now()
+	}
+	l.rateWrites[key] = rateWrite{tokens: tokens, last: last, rev: rev, at: time.Now()}
+}
+
+func (l *Limits) forgetRate(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.rateWrites, key)
 }
 
 func bucketValue(tokens float64, t time.Time) []byte {
