@@ -370,3 +370,50 @@ func BenchmarkNodeTurns(b *testing.B) {
 		})
 	}
 }
+
+// TestLimitsRateBucketSharedByTwoReplicas: two replicas take one person's
+// tokens in turn (each remembering the bucket it wrote last, which the
+// other has changed since): four a minute in all, never more.
+func TestLimitsRateBucketSharedByTwoReplicas(t *testing.T) {
+	url := testNATS(t)
+	ctx := context.Background()
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	open := func(id string) *Limits {
+		js, err := jetstream.New(connect(t, url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := OpenLimits(ctx, js, "talon", id, testTTL, 1, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Now = func() time.Time { return now }
+		return l
+	}
+	a, b := open("a"), open("b")
+	p := agent.Principal{Platform: "test", User: "u1"}
+	var got []bool
+	for _, l := range []*Limits{a, a, b, a, b, a, b} {
+		ok, err := l.Allow(ctx, p, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ok)
+	}
+	if want := []bool{true, true, true, true, false, false, false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("tokens taken by a, a, b, a, b, a, b: %v, want %v", got, want)
+	}
+	// Fifteen seconds on, one token has come back, for one replica.
+	now = now.Add(15 * time.Second)
+	okB, err := b.Allow(ctx, p, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	okA, err := a.Allow(ctx, p, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !okB || okA {
+		t.Errorf("after 15 s: b %v, a %v; want one token, to b", okB, okA)
+	}
+}
