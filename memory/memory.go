@@ -42,7 +42,8 @@ const (
 	DefaultMaxEntries = 1000
 )
 
-// Store is what the memory needs from persistence (store.DB).
+// Store is what the memory needs from persistence: the SQLite store
+// (store.DB) and the PostgreSQL store (store/postgres) implement it.
 type Store interface {
 	SaveMemory(ctx context.Context, m store.Memory, max int) (store.Memory, error)
 	SearchMemories(ctx context.Context, spaces []string, query string, limit int) ([]store.Memory, error)

@@ -14,7 +14,8 @@ import (
 	"github.com/talonhq/talon/store"
 )
 
-// Store is what routines need from persistence. *store.DB implements it.
+// Store is what routines need from persistence: the SQLite store
+// (store.DB) and the PostgreSQL store (store/postgres) implement it.
 type Store interface {
 	CreateRoutine(ctx context.Context, r store.Routine, max int) (store.Routine, error)
 	Routines(ctx context.Context, owner *agent.Principal) ([]store.Routine, error)
