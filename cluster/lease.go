@@ -61,6 +61,9 @@ type Leases struct {
 	Work func(ctx context.Context, slot int)
 	// Log receives lease changes.
 	Log zerolog.Logger
+	// Prefer are slots claimed before any other when free (the gateway's
+	// shard 0, which receives every direct message).
+	Prefer []int
 
 	mu   sync.Mutex
 	held map[int]*lease // guarded by mu
@@ -242,11 +245,19 @@ func (l *Leases) tick(ctx context.Context) {
 		return
 	}
 	start := int(hash32(l.Replica) % uint32(l.Slots))
+	order := make([]int, 0, len(l.Prefer)+l.Slots)
+	for _, slot := range l.Prefer {
+		if slot >= 0 && slot < l.Slots {
+			order = append(order, slot)
+		}
+	}
 	for k := range l.Slots {
+		order = append(order, (start+k)%l.Slots)
+	}
+	for _, slot := range order {
 		if want == 0 || ctx.Err() != nil {
 			return
 		}
-		slot := (start + k) % l.Slots
 		if _, taken := owners[slot]; taken {
 			continue
 		}

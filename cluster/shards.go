@@ -1,0 +1,263 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Shards shares the shards of Discord's gateway among the replicas of a
+// deployment: each shard is a slot of a Leases in the bucket
+// "<prefix>_shards", so that a replica connects a shard only while it holds
+// the shard's lease, and at most one replica at a time does. Discord
+// forbids a shard being connected twice.
+//
+// Why never twice, even when the network fails: a replica connects a
+// shard inside the lease's Work, and Work's context ends, closing the
+// socket, when the lease is lost, given up or fenced. The fence here is
+// TTL − 3·Renew after the replica *sent* its last renewal that succeeded
+// (6 s with the default TTL of 10 s), measured on the replica's own
+// monotonic clock. The server can expire the key no sooner than TTL after
+// it stored that renewal, which is after it was sent, measured on the
+// server's clock; only then can another replica create the key and
+// connect. Between the fence and the earliest takeover lie 3·Renew (6 s;
+// 1.2 s with the shortest TTL, 2 s), and closing a socket takes at most 1 s
+// (the close frame's write deadline, then the TCP connection is closed).
+// No two clocks are compared, so a skew between the replicas' and the
+// server's wall clocks does not matter; only a difference in the rate at
+// which they tick would, and it is far below 3·Renew over one TTL. A shard
+// given up (fair share) or a replica stopping cleanly deletes the key only
+// after Work has returned, that is after the socket is closed.
+//
+// Shards also spaces the IDENTIFYs: Discord accepts one per 5 s for each
+// bucket (shard id mod max_concurrency), across every connection of the
+// bot. A replica about to identify creates the key "bucket.<n>" in the
+// bucket "<prefix>_identify", whose keys expire after 5 s; while it exists
+// every other replica waits.
+type Shards struct {
+	kv, ident jetstream.KeyValue
+	replica   string
+	ttl       time.Duration
+	log       zerolog.Logger
+
+	mu     sync.Mutex
+	leases *Leases // while Serve runs; guarded by mu
+}
+
+// ShardsConfig configures Shards. Zero values take the defaults.
+type ShardsConfig struct {
+	// Replica is this replica's id (NewReplicaID when "").
+	Replica string
+	// LeaseTTL is how long a shard's lease lasts unrenewed (default 10 s,
+	// at least 2 s): a dead replica's shards are connected again by others
+	// within about LeaseTTL + LeaseTTL/5, plus the wait for an IDENTIFY.
+	LeaseTTL time.Duration
+	// IdentifyEvery is the least time between two IDENTIFYs of one bucket
+	// (default 5 s, Discord's rule).
+	IdentifyEvery time.Duration
+	// Prefix names the buckets (DefaultPrefix).
+	Prefix string
+	// StreamReplicas is the replication of the buckets in a NATS cluster.
+	StreamReplicas int
+}
+
+// DefaultIdentifyEvery is Discord's least time between two IDENTIFYs of one
+// bucket of shards.
+const DefaultIdentifyEvery = 5 * time.Second
+
+// MinShardLeaseTTL is the shortest shard lease: its fence leaves 3·TTL/5
+// (1.2 s) for a socket to close, which takes at most 1 s.
+const MinShardLeaseTTL = 2 * time.Second
+
+// countKey records the shard count of the deployment in the shards
+// bucket; the replicas rewrite it while they run, so it expires TTL after
+// the last one stopped and a new count can then be chosen.
+const countKey = "count"
+
+// OpenShards makes sure the buckets exist and returns Shards that serve
+// nothing yet.
+func OpenShards(ctx context.Context, nc *nats.Conn, cfg ShardsConfig, log zerolog.Logger) (*Shards, error) {
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.LeaseTTL < MinShardLeaseTTL {
+		return nil, fmt.Errorf("cluster: shard lease TTL %s: at least %s", cfg.LeaseTTL, MinShardLeaseTTL)
+	}
+	if cfg.IdentifyEvery <= 0 {
+		cfg.IdentifyEvery = DefaultIdentifyEvery
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Replica == "" {
+		cfg.Replica = NewReplicaID("talon")
+	}
+	if !validID(cfg.Replica) || !validID(cfg.Prefix) {
+		return nil, fmt.Errorf("cluster: replica id %q and prefix %q may have only letters, digits, '-' and '_'", cfg.Replica, cfg.Prefix)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: jetstream: %w", err)
+	}
+	kv, err := EnsureBucket(ctx, js, cfg.Prefix+"_shards", cfg.LeaseTTL, cfg.StreamReplicas)
+	if err != nil {
+		return nil, err
+	}
+	ident, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Prefix + "_identify",
+		Description: "Talon: bucket.<n> exists while a Discord shard of identify bucket n may not identify",
+		History:     1,
+		TTL:         cfg.IdentifyEvery,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(cfg.StreamReplicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: identify bucket: %w", err)
+	}
+	return &Shards{kv: kv, ident: ident, replica: cfg.Replica, ttl: cfg.LeaseTTL,
+		log: log.With().Str("replica", cfg.Replica).Logger()}, nil
+}
+
+// ShardCount agrees on the deployment's shard count: the one recorded by
+// the replicas running, or want when none is. With adopt (discord.shards:
+// auto) a recorded count is taken even when it differs from want;
+// without, a difference is an error naming the fix.
+func (s *Shards) ShardCount(ctx context.Context, want int, adopt bool) (int, error) {
+	if want <= 0 {
+		return 0, fmt.Errorf("cluster: shard count %d: at least 1", want)
+	}
+	for range 5 {
+		e, err := s.kv.Get(ctx, countKey)
+		switch {
+		case err == nil:
+			have, perr := strconv.Atoi(string(e.Value()))
+			if perr != nil || have <= 0 {
+				return 0, fmt.Errorf("cluster: the shard count recorded in the bucket is %q, not a number", e.Value())
+			}
+			if have == want || adopt {
+				if have != want {
+					s.log.Info().Int("shards", have).Int("recommended", want).
+						Msg("cluster: the running replicas use another shard count than Discord recommends now; using theirs (stop every replica to change it)")
+				}
+				return have, nil
+			}
+			return 0, fmt.Errorf("cluster: discord.shards is %d here but %d on the replicas running; use the same on every replica (to change it, stop them all)", want, have)
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err := s.kv.Create(ctx, countKey, []byte(strconv.Itoa(want))); err == nil {
+				return want, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return 0, fmt.Errorf("cluster: record the shard count: %w", err)
+			}
+		default:
+			return 0, fmt.Errorf("cluster: read the shard count: %w", err)
+		}
+	}
+	return 0, errors.New("cluster: could not agree on the shard count: it kept changing")
+}
+
+// Serve holds a fair share of the count shards, shard 0 first, and runs
+// work for each while it holds it, until ctx ends; then it ends every work
+// and gives the shards up. work must have closed its connection when it
+// returns. Serve returns an error if the settings are invalid or another
+// shard count gets recorded meanwhile (the replica stops connecting).
+func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int)) error {
+	renew := s.ttl / 5
+	l := &Leases{KV: s.kv, Replica: s.replica, Slots: count, TTL: s.ttl, Renew: renew,
+		Deadline: s.ttl - 3*renew, Work: work, Log: s.log, Prefer: []int{0}}
+	s.mu.Lock()
+	s.leases = l
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var conflict error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conflict = s.keepCount(ctx, count, renew)
+		cancel()
+	}()
+	err := l.Run(ctx)
+	cancel()
+	<-done
+	if err != nil {
+		return err
+	}
+	return conflict
+}
+
+// keepCount rewrites the recorded count every renew until ctx ends, and
+// returns an error when another count is found.
+func (s *Shards) keepCount(ctx context.Context, count int, renew time.Duration) error {
+	t := time.NewTicker(renew)
+	defer t.Stop()
+	val := []byte(strconv.Itoa(count))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cctx, ccancel := context.WithTimeout(ctx, renew)
+		e, err := s.kv.Get(cctx, countKey)
+		switch {
+		case err == nil && string(e.Value()) != string(val):
+			ccancel()
+			return fmt.Errorf("cluster: another replica recorded %q shards while this one serves %d; stopping the shards here (use the same discord.shards on every replica)", e.Value(), count)
+		case err == nil:
+			_, err = s.kv.Update(cctx, countKey, val, e.Revision())
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = s.kv.Create(cctx, countKey, val)
+		}
+		ccancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug().Err(err).Msg("cluster: could not rewrite the shard count; retrying")
+		}
+	}
+}
+
+// Held lists the shards this replica connects now.
+func (s *Shards) Held() []int {
+	s.mu.Lock()
+	l := s.leases
+	s.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	return l.Held()
+}
+
+// Identify waits until shard bucket bucket may identify, across every
+// replica, and takes the turn: the next IDENTIFY of the bucket anywhere
+// waits IdentifyEvery after this one.
+func (s *Shards) Identify(ctx context.Context, bucket int) error {
+	key := "bucket." + strconv.Itoa(bucket)
+	for warned := false; ; {
+		cctx, cancel := context.WithTimeout(ctx, s.ttl/5)
+		_, err := s.ident.Create(cctx, key, []byte(s.replica))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !warned {
+			// NATS is unreachable: the leases fence this replica's
+			// shards if it goes on; waiting here is safe.
+			s.log.Warn().Err(err).Int("bucket", bucket).Msg("cluster: could not take an identify turn; waiting")
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// sockets plays Discord's side of the shards: it records every connection
+// of a shard from its IDENTIFY until it is closed, and every time a shard
+// had two at once.
+type sockets struct {
+	mu         sync.Mutex
+	live       map[int]string // shard → replica connected; guarded by mu
+	violations []string       // guarded by mu
+	identifies map[int][]time.Time
+	connects   int
+}
+
+func newSockets() *sockets {
+	return &sockets{live: map[int]string{}, identifies: map[int][]time.Time{}}
+}
+
+// work connects shard as a gateway session would: it waits for the
+// identify turn of its bucket, identifies, and on the end of ctx closes
+// the socket, which takes up to closeMax.
+func (s *sockets) work(t *testing.T, sh *Shards, replica string, buckets int, closeMax time.Duration, rng func() time.Duration) func(ctx context.Context, shard int) {
+	return func(ctx context.Context, shard int) {
+		if err := sh.Identify(ctx, shard%buckets); err != nil {
+			return // never connected
+		}
+		s.mu.Lock()
+		if cur, ok := s.live[shard]; ok {
+			s.violations = append(s.violations, fmt.Sprintf("shard %d: %s connected while %s was", shard, replica, cur))
+		}
+		s.live[shard] = replica
+		s.identifies[shard%buckets] = append(s.identifies[shard%buckets], time.Now())
+		s.connects++
+		s.mu.Unlock()
+		<-ctx.Done()
+		time.Sleep(rng()) // the close frame and the TCP close
+		s.mu.Lock()
+		if s.live[shard] == replica {
+			delete(s.live, shard)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *sockets) connected() map[int]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[int]string{}
+	for k, v := range s.live {
+		out[k] = v
+	}
+	return out
+}
+
+type shardReplica struct {
+	id     string
+	sh     *Shards
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startShards(t *testing.T, url, id string, count, buckets int, every time.Duration, s *sockets, closeMax time.Duration, seed uint64) *shardReplica {
+	t.Helper()
+	nc := connect(t, url)
+	ctx, cancel := context.WithCancel(context.Background())
+	sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, IdentifyEvery: every, Prefix: "st"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := sh.ShardCount(ctx, count, false)
+	if err != nil || n != count {
+		t.Fatalf("ShardCount = %d, %v; want %d", n, err, count)
+	}
+	rng := rand.New(rand.NewPCG(seed, 7))
+	var rmu sync.Mutex
+	delay := func() time.Duration {
+		rmu.Lock()
+		defer rmu.Unlock()
+		return time.Duration(rng.Int64N(int64(closeMax)))
+	}
+	r := &shardReplica{id: id, sh: sh, nc: nc, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- sh.Serve(ctx, count, s.work(t, sh, id, buckets, closeMax, delay)) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *shardReplica) stop() {
+	r.cancel()
+	<-r.done
+	r.done <- nil // for a second stop
+}
+
+// TestShardsNeverConnectedTwice starts, stops and cuts off replicas at
+// random while their shards' sockets take up to 0.9 s to close,
+// and checks that no shard was ever connected by two replicas at once,
+// that every shard is connected at the end, shard 0 included, and that the
+// IDENTIFYs of one bucket were at least IdentifyEvery apart across all
+// replicas.
+func TestShardsNeverConnectedTwice(t *testing.T) {
+	url := testNATS(t)
+	s := newSockets()
+	const (
+		count    = 6
+		buckets  = 2
+		every    = 300 * time.Millisecond
+		closeMax = 900 * time.Millisecond
+	)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var live []*shardReplica
+	n := 0
+	start := func() {
+		n++
+		live = append(live, startShards(t, url, fmt.Sprintf("r%d", n), count, buckets, every, s, closeMax, seed+uint64(n)))
+	}
+	for range 3 {
+		start()
+	}
+	rounds := 8
+	if testing.Short() {
+		rounds = 3
+	}
+	for range rounds {
+		time.Sleep(time.Duration(rng.IntN(int(2 * testTTL))))
+		i := rng.IntN(len(live))
+		r := live[i]
+		live = append(live[:i], live[i+1:]...)
+		if rng.IntN(3) > 0 {
+			r.nc.Close() // dies: its sockets close by the fence
+		} else {
+			r.stop()
+		}
+		start()
+	}
+	eventually(t, 15*testTTL, "every shard connected by a live replica", func() bool {
+		c := s.connected()
+		if len(c) != count {
+			return false
+		}
+		for _, owner := range c {
+			found := false
+			for _, r := range live {
+				found = found || r.id == owner
+			}
+			if !found {
+				return false
+			}
+		}
+		return true
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.violations {
+		t.Error(v)
+	}
+	for b, times := range s.identifies {
+		for i := 1; i < len(times); i++ {
+			// The turn is taken before the connection is counted, so
+			// the gap measured here may be shorter by the time between
+			// the two (a loaded machine delays either): half of it as slack.
+			if gap := times[i].Sub(times[i-1]); gap < every/2 {
+				t.Errorf("bucket %d: two IDENTIFYs %s apart, want at least %s", b, gap, every)
+			}
+		}
+	}
+	t.Logf("%d connections over %d replicas", s.connects, n)
+}
+
+func TestShardCountAgreement(t *testing.T) {
+	url := testNATS(t)
+	ctx := context.Background()
+	open := func(id string) *Shards {
+		sh, err := OpenShards(ctx, connect(t, url), ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: "agree"}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sh
+	}
+	a, b := open("a"), open("b")
+	if n, err := a.ShardCount(ctx, 4, false); err != nil || n != 4 {
+		t.Fatalf("first replica: %d, %v; want 4", n, err)
+	}
+	if _, err := b.ShardCount(ctx, 3, false); err == nil {
+		t.Error("a replica configured with 3 shards joined replicas using 4; want an error")
+	}
+	if n, err := b.ShardCount(ctx, 3, true); err != nil || n != 4 {
+		t.Errorf("auto: %d, %v; want the recorded 4", n, err)
+	}
+	if _, err := OpenShards(ctx, connect(t, url), ShardsConfig{Replica: "c", LeaseTTL: time.Second, Prefix: "agree"}, zerolog.Nop()); err == nil {
+		t.Error("a lease TTL of 1s was accepted; want at least 2s")
+	}
+}
