@@ -98,9 +98,16 @@ type Adapter struct {
 	// from GET /gateway, so a fake that answers it serves the socket too.
 	APIBase string
 
+	// Shards, when set, decides which gateway shards this process
+	// connects, and when each may identify (cluster.Shards, across the
+	// replicas of a deployment). nil: this process connects every shard
+	// of Config.Shards.
+	Shards ShardClaimer
+
 	// Tuning that tests shorten; zero means the constant of the same name.
 	reconnectBase, reconnectMax, stableAfter time.Duration
-	maxFrame                                 int64 // 0: maxGatewayFrame
+	identifyEvery                            time.Duration // 0: identifyEvery
+	maxFrame                                 int64         // 0: maxGatewayFrame
 	flushEvery                               time.Duration
 	maxTold                                  int // people remembered as told a refusal (0: 10,000)
 
@@ -116,9 +123,16 @@ type Adapter struct {
 	// request of a session while a global 429 lasts, past the 3 s an
 	// interaction has to be answered in.
 	isess    *discordgo.Session
-	gw       *gateway
+	gw       *gateway // the one connection when not sharded
 	startErr error
-	runCtx   context.Context // cancelled when Run returns
+	// sharded: the gateway is split into shards (Config.Shards is not 1,
+	// or Shards is set); shardStates then holds each connected or
+	// connecting shard's state, for OnState. Guarded by mu.
+	sharded     bool
+	shardCount  int
+	shardStates map[int]string
+	dispatchMu  sync.Mutex      // serialises the dispatch of every shard's events
+	runCtx      context.Context // cancelled when Run returns
 
 	// bg counts the goroutines Run waits for: interaction answers, refusal
 	// notices, command registration, backfill and cursor flushes.
@@ -296,8 +310,12 @@ func (a *Adapter) Run(ctx context.Context) error {
 	a.goBG(func() { a.flushLoop(ctx) })
 	a.goBG(func() { a.backfillLoop(ctx) })
 
-	a.report("connecting")
-	err = a.gw.run(ctx)
+	if a.sharded {
+		err = a.runShards(ctx)
+	} else {
+		a.report("connecting")
+		err = a.gw.run(ctx)
+	}
 	cancel()
 	a.bg.Wait()
 	if err != nil {
@@ -326,8 +344,19 @@ func (a *Adapter) setup(ctx context.Context) error {
 		return err
 	}
 	a.runCtx = ctx
-	a.gw = &gateway{
-		sess:     s,
+	a.sharded = cfg.Shards != 1 || a.Shards != nil
+	a.gw = a.newGateway()
+	a.mu.Lock()
+	a.appID = cfg.ApplicationID
+	a.mu.Unlock()
+	return nil
+}
+
+// newGateway returns a connection to the gateway that reports its state
+// to OnState (not sharded).
+func (a *Adapter) newGateway() *gateway {
+	return &gateway{
+		sess:     a.sess,
 		dialer:   &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: dialTimeout},
 		log:      a.Log,
 		base:     cmp.Or(a.reconnectBase, reconnectBase),
@@ -344,15 +373,12 @@ func (a *Adapter) setup(ctx context.Context) error {
 			}
 		},
 	}
-	a.mu.Lock()
-	a.appID = cfg.ApplicationID
-	a.mu.Unlock()
-	return nil
 }
 
-// report tells OnState the connection's state.
+// report tells OnState the connection's state (not sharded: runShards
+// reports the shards').
 func (a *Adapter) report(state string) {
-	if a.OnState != nil {
+	if a.OnState != nil && !a.sharded {
 		a.OnState(state)
 	}
 }
@@ -496,16 +522,22 @@ func (a *Adapter) onReady(r *discordgo.Ready) {
 	register := a.cfg.Commands && !a.commandsDone
 	a.commandsDone = true
 	// The guilds READY announces arrive as GUILD_CREATE right after; a
-	// backfill waits for them (guildWait) to know their threads.
-	a.pendingGuild = make(map[string]bool, len(r.Guilds))
+	// backfill waits for them (guildWait) to know their threads. Every
+	// shard's READY adds its guilds to those awaited.
+	wasReady := len(a.pendingGuild) == 0
+	if wasReady || !a.sharded {
+		a.pendingGuild = make(map[string]bool, len(r.Guilds))
+	}
 	for _, g := range r.Guilds {
 		if g != nil && g.ID != "" {
 			a.pendingGuild[g.ID] = true
 		}
 	}
-	a.guildsReady = make(chan struct{})
-	if len(a.pendingGuild) == 0 {
-		close(a.guildsReady)
+	if wasReady || !a.sharded {
+		a.guildsReady = make(chan struct{})
+		if len(a.pendingGuild) == 0 {
+			close(a.guildsReady)
+		}
 	}
 	a.mu.Unlock()
 	a.Log.Info().Int("guilds", len(r.Guilds)).Msg("discord: gateway session ready")

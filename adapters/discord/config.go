@@ -93,6 +93,11 @@ type Config struct {
 	// BackfillLimit is how many messages per channel are read back (default
 	// 50, at most 100).
 	BackfillLimit int
+	// Shards is how many shards the gateway is split into (default 1;
+	// ShardsAuto: the count Discord recommends, from GET /gateway/bot).
+	// Without Adapter.Shards this process connects every shard; with it,
+	// the shards it holds.
+	Shards int
 }
 
 // DefaultConfig returns the configuration defaults (token and guilds unset).
@@ -168,6 +173,12 @@ func (c Config) withDefaults() (Config, error) {
 				errs = append(errs, fmt.Errorf("discord.%s: %q is not a Discord id (digits only)", key, id))
 			}
 		}
+	}
+	if c.Shards == 0 {
+		c.Shards = 1
+	}
+	if c.Shards < ShardsAuto || c.Shards > maxShards {
+		errs = append(errs, fmt.Errorf("discord.shards %d: auto, or 1 to %d", c.Shards, maxShards))
 	}
 	if c.ApplicationID != "" && !isSnowflake(c.ApplicationID) {
 		errs = append(errs, fmt.Errorf("discord.application_id: %q is not a Discord id", c.ApplicationID))

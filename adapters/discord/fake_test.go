@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -90,6 +91,29 @@ type fakeDiscord struct {
 	editFail map[string]int
 	// cdn serves attachments as Discord's CDN (files_test.go).
 	cdn fakeCDN
+	// Shards (shards_test.go). recShards and maxConcurrency are what GET
+	// /gateway/bot answers (0: 1). A connection belongs to a shard from its
+	// IDENTIFY (the shard field; none: shard 0) or RESUME until the fake
+	// reads its end: shardLive counts them now, shardMost the most at
+	// once, overlaps describes every time a second one began, and
+	// shardConns is each shard's newest, for dispatchTo. identifies
+	// records each IDENTIFY's shard and time. Guarded by mu.
+	recShards, maxConcurrency int
+	shardLive, shardMost      map[int]int
+	overlaps                  []string
+	shardConns                map[int]fakeConn
+	sessionShard              map[string]int
+	identifies                []identified
+}
+
+type fakeConn struct {
+	c   *websocket.Conn
+	wmu *sync.Mutex
+}
+
+type identified struct {
+	shard, count int
+	at           time.Time
 }
 
 type frame struct {
@@ -199,7 +223,8 @@ func newFake(t *testing.T) *fakeDiscord {
 	f := &fakeDiscord{t: t, botID: "100", appID: "200", nextID: 5000,
 		history: map[string][]msg{}, channels: map[string]string{}, members: map[string][]string{}, commands: json.RawMessage("[]"),
 		limited: map[string]string{}, limitHits: map[string]int{}, sent: map[string]time.Time{},
-		stall: map[string]chan struct{}{}, stalled: map[string]int{}, hung: make(chan string, 4)}
+		stall: map[string]chan struct{}{}, stalled: map[string]int{}, hung: make(chan string, 4),
+		shardLive: map[int]int{}, shardMost: map[int]int{}, shardConns: map[int]fakeConn{}, sessionShard: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws/", f.gateway)
 	mux.HandleFunc("/ws", f.gateway)
@@ -244,6 +269,17 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 		interval = 45000
 	}
 	defer c.Close()
+	shard := -1 // this connection's, once it identified or resumed
+	// own counts this connection as one of shard s's, under f.mu.
+	own := func(s int) {
+		shard = s
+		f.shardLive[s]++
+		if n := f.shardLive[s]; n > 1 {
+			f.overlaps = append(f.overlaps, fmt.Sprintf("shard %d: %d connections at once at %s", s, n, time.Now().Format("15:04:05.000")))
+		}
+		f.shardMost[s] = max(f.shardMost[s], f.shardLive[s])
+		f.shardConns[s] = fakeConn{c, wmu}
+	}
 	if write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": interval}}) != nil {
 		return
 	}
@@ -255,6 +291,12 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 			f.mu.Lock()
 			if f.conn == c {
 				f.conn = nil
+			}
+			if shard >= 0 {
+				f.shardLive[shard]--
+				if f.shardConns[shard].c == c {
+					delete(f.shardConns, shard)
+				}
 			}
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
@@ -289,6 +331,19 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 			}
 			f.sessions++
 			f.seq++
+			var id struct {
+				Shard *[2]int `json:"shard"`
+			}
+			_ = json.Unmarshal(fr.D, &id)
+			sh := [2]int{0, 1}
+			if id.Shard != nil {
+				sh = *id.Shard
+			}
+			f.identifies = append(f.identifies, identified{shard: sh[0], count: sh[1], at: fr.at})
+			f.sessionShard["sess-"+strconv.Itoa(f.sessions)] = sh[0]
+			if shard < 0 {
+				own(sh[0])
+			}
 			ready := map[string]any{"op": 0, "t": "READY", "s": f.seq, "d": map[string]any{
 				"v": 9, "session_id": "sess-" + strconv.Itoa(f.sessions),
 				"user":        user{ID: f.botID, Username: "talon", Bot: true},
@@ -306,6 +361,13 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 		case 6:
 			f.mu.Lock()
 			f.frames = append(f.frames, fr)
+			var res struct {
+				SessionID string `json:"session_id"`
+			}
+			_ = json.Unmarshal(fr.D, &res)
+			if s, ok := f.sessionShard[res.SessionID]; ok && shard < 0 {
+				own(s)
+			}
 			f.seq++
 			resumed := map[string]any{"op": 0, "t": "RESUMED", "s": f.seq, "d": map[string]any{}}
 			replay := f.replay
@@ -358,6 +420,21 @@ func (f *fakeDiscord) send(typ string, data any) error {
 		f.mu.Unlock()
 	}
 	return nil
+}
+
+// dispatchTo sends an event on shard's newest connection.
+func (f *fakeDiscord) dispatchTo(shard int, typ string, data any) error {
+	f.mu.Lock()
+	fc, ok := f.shardConns[shard]
+	f.seq++
+	s := f.seq
+	f.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("shard %d: no gateway connection", shard)
+	}
+	fc.wmu.Lock()
+	defer fc.wmu.Unlock()
+	return fc.c.WriteJSON(map[string]any{"op": 0, "t": typ, "s": s, "d": data})
 }
 
 // sendOp sends a gateway opcode (7 reconnect, 9 invalid session).
@@ -484,8 +561,11 @@ func (f *fakeDiscord) rest(w http.ResponseWriter, r *http.Request) {
 	f.bodies = append(f.bodies, string(raw))
 	route := r.Method + " " + parts[0]
 	switch {
-	case path == "gateway" || path == "gateway/bot":
+	case path == "gateway":
 		writeJSON(w, 200, map[string]any{"url": "ws://" + r.Host + "/ws"})
+	case path == "gateway/bot":
+		writeJSON(w, 200, map[string]any{"url": "ws://" + r.Host + "/ws", "shards": max(f.recShards, 1),
+			"session_start_limit": map[string]any{"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": max(f.maxConcurrency, 1)}})
 	case r.Method == "GET" && path == "users/@me":
 		writeJSON(w, 200, user{ID: f.botID, Username: "talon", Bot: true})
 	case r.Method == "GET" && path == "oauth2/applications/@me":

@@ -54,7 +54,7 @@ func fatalClose(code int) *CloseError {
 	case 4010:
 		return &CloseError{code, "Discord refused the shard Talon sent; this is a bug in Talon, please report it"}
 	case 4011:
-		return &CloseError{code, "the bot is in too many servers for one connection (sharding required, from 2,500 servers); Talon does not shard yet"}
+		return &CloseError{code, "the bot is in too many servers for this shard count (sharding required, from 2,500 servers per shard): set discord.shards: auto, or a higher count"}
 	case 4012:
 		return &CloseError{code, "Discord no longer accepts the gateway version Talon speaks; upgrade Talon"}
 	case 4013:
@@ -115,6 +115,12 @@ type gateway struct {
 	// reconnecting, when set, is called before each wait for a new
 	// connection, saying whether it will resume.
 	reconnecting func(resume bool)
+	// shard, when set, is [shard id, shard count], sent in IDENTIFY.
+	shard *[2]int
+	// identify, when set, waits for this shard's turn to identify (at
+	// most one IDENTIFY per 5 s per bucket); it is called before each
+	// connection that identifies rather than resumes.
+	identify func(ctx context.Context) error
 
 	// Used by run's goroutine only.
 	url       string // from GET /gateway, with the version and encoding
@@ -173,6 +179,11 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 	if err != nil {
 		return 0, err
 	}
+	if !resume && g.identify != nil {
+		if err := g.identify(ctx); err != nil {
+			return 0, fmt.Errorf("discord: wait for a turn to identify: %w", err)
+		}
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	c, resp, err := g.dialer.DialContext(dctx, target, nil)
 	cancel()
@@ -197,10 +208,11 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		return c.WriteJSON(v)
 	}
+	// closeWith does not wait for a write in progress (WriteControl may
+	// run beside one): the socket is closed within a second, which the
+	// shard leases' fence counts on (cluster.Shards).
 	closeWith := func(code int) {
-		wmu.Lock()
 		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
-		wmu.Unlock()
 		_ = c.Close()
 	}
 	// When ctx ends, a clean close (1000) ends the session, which the
@@ -232,6 +244,7 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 		g.seq.Store(0)
 		id := g.sess.Identify
 		id.Compress = false // plain text frames
+		id.Shard = g.shard
 		err = send(map[string]any{"op": 2, "d": id})
 	}
 	if err != nil {

@@ -1,0 +1,300 @@
+package discord
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/cluster"
+)
+
+// testNATS starts an in-process NATS server with JetStream.
+func testNATS(t *testing.T) string {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the in-process NATS server did not start")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s.ClientURL()
+}
+
+// shardReplica is one replica's Discord adapter with its shard leases.
+type shardReplica struct {
+	id     string
+	a      *Adapter
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+	mu     sync.Mutex
+	state  string // the last OnState
+}
+
+const shardTTL = 2 * time.Second
+
+func startShardReplica(t *testing.T, f *fakeDiscord, url, id string, rt Runtime) *shardReplica {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	sh, err := cluster.OpenShards(ctx, nc, cluster.ShardsConfig{Replica: id, LeaseTTL: shardTTL, IdentifyEvery: 500 * time.Millisecond}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Token = "test-token"
+	cfg.AllowedGuilds = []string{guildID}
+	cfg.Shards = ShardsAuto
+	cfg.Commands = false
+	cfg.BackfillWindow = -1
+	r := &shardReplica{id: id, nc: nc, cancel: cancel, done: make(chan error, 1)}
+	r.a = &Adapter{Config: cfg, Runtime: rt, Shards: sh, APIBase: f.srv.URL, Log: zerolog.Nop(),
+		reconnectBase: 5 * time.Millisecond, reconnectMax: 50 * time.Millisecond,
+		OnState: func(s string) { r.mu.Lock(); r.state = s; r.mu.Unlock() }}
+	go func() { r.done <- r.a.Run(ctx) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *shardReplica) stop() {
+	r.cancel()
+	if err := <-r.done; err != nil {
+		panic(fmt.Sprintf("replica %s: Run: %v", r.id, err))
+	}
+	r.done <- nil
+}
+
+func (r *shardReplica) lastState() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state
+}
+
+// liveShards returns the shards the fake has a connection of, and checks
+// none had two.
+func (f *fakeDiscord) liveShards() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for s, n := range f.shardLive {
+		if n > 0 {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (f *fakeDiscord) shardOverlaps() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.overlaps...)
+}
+
+// TestShardsAcrossReplicas runs three replicas of the adapter on a bot
+// Discord wants in 4 shards: every shard is connected once, by one of
+// them, shard 0 (DMs) included; events of every shard reach the runtime;
+// a replica cut off from NATS (as if it died) disconnects its shards by
+// itself and the others connect them within 30 s; and the fake never saw
+// two connections of one shard at once.
+func TestShardsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	url := testNATS(t)
+	f := newFake(t)
+	f.mu.Lock()
+	f.recShards, f.maxConcurrency = 4, 2
+	f.mu.Unlock()
+	frt := &fakeRuntime{}
+	var reps []*shardReplica
+	for i := range 3 {
+		reps = append(reps, startShardReplica(t, f, url, fmt.Sprintf("r%d", i), frt))
+	}
+	all := []int{0, 1, 2, 3}
+	held := func(rs []*shardReplica) map[int][]string {
+		out := map[int][]string{}
+		for _, r := range rs {
+			for _, s := range r.a.ShardsHeld() {
+				out[s] = append(out[s], r.id)
+			}
+		}
+		return out
+	}
+	waitShards := func(what string, rs []*shardReplica, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			h := held(rs)
+			ok := slices.Equal(f.liveShards(), all) && len(h) == len(all)
+			for _, owners := range h {
+				ok = ok && len(owners) == 1
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: after %s the fake has shards %v connected, the replicas hold %v", what, within, f.liveShards(), h)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitShards("start", reps, 30*time.Second)
+	waitFor(t, "the states reported", func() bool {
+		for _, r := range reps {
+			s := r.lastState()
+			if n := len(r.a.ShardsHeld()); n == 0 && s != "standing by (none of 4 shards held)" ||
+				n > 0 && (!strings.HasPrefix(s, "connected (shards ") || !strings.HasSuffix(s, " of 4)")) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, r := range reps {
+		// The fair share is ceil(4/3) = 2: a replica that joined last
+		// may hold none and stand by.
+		if n := len(r.a.ShardsHeld()); n > 2 {
+			t.Errorf("%s holds %d shards, more than its fair share of 4 over 3 (2)", r.id, n)
+		}
+	}
+	f.mu.Lock()
+	for _, id := range f.identifies {
+		if id.count != 4 || id.shard < 0 || id.shard > 3 {
+			t.Errorf("IDENTIFY with shard [%d, %d], want [0–3, 4]", id.shard, id.count)
+		}
+	}
+	f.mu.Unlock()
+
+	// Events of every shard reach the runtime: a DM on shard 0, a
+	// mention on each shard.
+	if err := f.dispatchTo(0, "MESSAGE_CREATE", dmFrom("9000", "7", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	for s := range 4 {
+		if err := f.dispatchTo(s, "MESSAGE_CREATE", inGuild(fmt.Sprint(9100+s), channelID, "7", "<@100> hi", true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every shard's message accepted", func() bool {
+		frt.mu.Lock()
+		defer frt.mu.Unlock()
+		return len(frt.accepted) == 5
+	})
+
+	// The replica holding shard 0 dies: cut off from NATS it renews
+	// nothing, closes its shards' sockets at its fence, and the others
+	// connect them once the leases expire.
+	var dead *shardReplica
+	var rest []*shardReplica
+	for _, r := range reps {
+		if slices.Contains(r.a.ShardsHeld(), 0) {
+			dead = r
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	lost := dead.a.ShardsHeld()
+	died := time.Now()
+	dead.nc.Close()
+	waitFor(t, "the cut-off replica disconnects its shards", func() bool { return len(dead.a.ShardsHeld()) == 0 })
+	waitShards("takeover", rest, 30*time.Second)
+	t.Logf("shards %v of the dead replica connected again by the others %s after it died (lease TTL %s)",
+		lost, time.Since(died).Round(time.Millisecond), shardTTL)
+	if err := f.dispatchTo(0, "MESSAGE_CREATE", dmFrom("9200", "7", "still there?")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a DM after the takeover accepted", func() bool {
+		frt.mu.Lock()
+		defer frt.mu.Unlock()
+		return len(frt.accepted) == 6
+	})
+	for _, o := range f.shardOverlaps() {
+		t.Error(o)
+	}
+	f.mu.Lock()
+	for s, n := range f.shardMost {
+		if n > 1 {
+			t.Errorf("shard %d had %d connections at once", s, n)
+		}
+	}
+	// IDENTIFYs of one bucket (shard mod max_concurrency) were spaced.
+	last := map[int]time.Time{}
+	for _, id := range f.identifies {
+		b := id.shard % 2
+		if at, ok := last[b]; ok && id.at.Sub(at) < 250*time.Millisecond {
+			t.Errorf("bucket %d: two IDENTIFYs %s apart, want about 500ms", b, id.at.Sub(at))
+		}
+		last[b] = id.at
+	}
+	f.mu.Unlock()
+}
+
+// TestShardsInOneProcess connects every shard of a fixed count from one
+// adapter without NATS, identifying one shard per bucket at a time.
+func TestShardsInOneProcess(t *testing.T) {
+	frt := &fakeRuntime{}
+	e := func() *fakeDiscord {
+		f := newFake(t)
+		f.maxConcurrency = 1
+		return f
+	}()
+	var states []string
+	var smu sync.Mutex
+	cfg := DefaultConfig()
+	cfg.Token, cfg.AllowedGuilds, cfg.Shards, cfg.Commands, cfg.BackfillWindow = "test-token", []string{guildID}, 3, false, -1
+	a := &Adapter{Config: cfg, Runtime: frt, APIBase: e.srv.URL, Log: zerolog.Nop(), identifyEvery: 200 * time.Millisecond,
+		OnState: func(s string) { smu.Lock(); states = append(states, s); smu.Unlock() }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, "three shards connected", func() bool { return slices.Equal(e.liveShards(), []int{0, 1, 2}) })
+	if err := e.dispatchTo(2, "MESSAGE_CREATE", dmFrom("9300", "7", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message accepted", func() bool {
+		frt.mu.Lock()
+		defer frt.mu.Unlock()
+		return len(frt.accepted) == 1
+	})
+	waitFor(t, "state connected", func() bool {
+		smu.Lock()
+		defer smu.Unlock()
+		return len(states) > 0 && states[len(states)-1] == "connected (shards 0, 1, 2 of 3)"
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.identifies) != 3 {
+		t.Fatalf("%d IDENTIFYs, want 3", len(e.identifies))
+	}
+	for i := 1; i < 3; i++ {
+		if gap := e.identifies[i].at.Sub(e.identifies[i-1].at); gap < 150*time.Millisecond {
+			t.Errorf("IDENTIFYs %d and %d %s apart; max_concurrency 1 wants 200ms here", i-1, i, gap)
+		}
+		if e.identifies[i].count != 3 {
+			t.Errorf("IDENTIFY shard count %d, want 3", e.identifies[i].count)
+		}
+	}
+	for _, o := range e.overlaps {
+		t.Error(o)
+	}
+}
