@@ -254,3 +254,18 @@ func (a *Adapter) ShardsHeld() []int {
 	slices.Sort(out)
 	return out
 }
+
+// ShardAdvice asks Discord (GET /gateway/bot) how many shards it
+// recommends for the bot and how many of them may identify at once
+// (max_concurrency), for `talon doctor`.
+func (a *Adapter) ShardAdvice(ctx context.Context) (shards, maxConcurrency int, err error) {
+	s, err := a.restSession()
+	if err != nil {
+		return 0, 0, err
+	}
+	gb, err := s.GatewayBot(discordgo.WithContext(ctx))
+	if err != nil {
+		return 0, 0, fmt.Errorf("discord: ask for the recommended shard count: %w", err)
+	}
+	return max(gb.Shards, 1), max(gb.SessionStartLimit.MaxConcurrency, 1), nil
+}

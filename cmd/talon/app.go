@@ -63,6 +63,9 @@ type app struct {
 	// node distributes turns over replicas (cluster.go); nil without
 	// nats.url.
 	node *cluster.Node
+	// shards are the Discord gateway's shard leases (cluster.go); nil
+	// without nats.url or Discord.
+	shards *cluster.Shards
 
 	// Set by openVault; nil when no vault is configured.
 	redactor agent.Redactor

@@ -62,6 +62,9 @@ func (a *app) channels() ([]channel, error) {
 		}
 		ad.Log = a.log.With().Str("platform", discord.Platform).Logger()
 		a.memoryParents(discord.Platform, ad.ParentChannel) // a thread shares its channel's memory
+		if a.cfg.NATS.Enabled() {
+			ad.Shards = &appShards{a: a} // the replicas share the shards (cluster.go)
+		}
 		a.register(ad)
 		chans = append(chans, channel{name: "discord", run: ad.Run, onState: func(f func(string)) { ad.OnState = f }})
 	}
@@ -155,6 +158,10 @@ func discordConfig(c config.Discord) discord.Config {
 	dc.Threads = c.Threads
 	dc.StreamEdits = c.StreamEdits
 	dc.StreamInterval = c.StreamInterval.Std()
+	dc.Shards = int(c.Shards)
+	if c.Shards == config.ShardsAuto {
+		dc.Shards = discord.ShardsAuto
+	}
 	return dc
 }
 
@@ -248,7 +255,7 @@ func doctorChannels(ctx context.Context, cfg *config.Config, check checkFunc) {
 		doctorSlack(ctx, cfg, check)
 	}
 	if cfg.Discord.Enabled {
-		doctorDiscord(ctx, cfg.Discord, newDiscordAdapter(cfg.Discord), check)
+		doctorDiscord(ctx, cfg.Discord, newDiscordAdapter(cfg.Discord), cfg.NATS.Enabled(), check)
 	}
 }
 
@@ -285,8 +292,9 @@ func doctorSlack(ctx context.Context, cfg *config.Config, check checkFunc) {
 }
 
 // doctorDiscord checks, through ad, the token, the Message Content intent
-// when it is configured, and prints the invite link.
-func doctorDiscord(ctx context.Context, c config.Discord, ad *discord.Adapter, check checkFunc) {
+// when it is configured, and prints the invite link and the shards
+// (shared: nats.url is set, so the replicas share them).
+func doctorDiscord(ctx context.Context, c config.Discord, ad *discord.Adapter, shared bool, check checkFunc) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	rep, err := ad.Check(cctx)
@@ -306,4 +314,30 @@ func doctorDiscord(ctx context.Context, c config.Discord, ad *discord.Adapter, c
 	if rep.TokenValid && rep.ApplicationID != "" {
 		check("discord invite link", nil, ": "+discord.InviteURL(rep.ApplicationID))
 	}
+	if rep.TokenValid {
+		doctorShards(cctx, c, ad, shared, check)
+	}
+}
+
+// doctorShards prints discord.shards, what Discord recommends, and who
+// connects the shards.
+func doctorShards(ctx context.Context, c config.Discord, ad *discord.Adapter, shared bool, check checkFunc) {
+	rec, conc, err := ad.ShardAdvice(ctx)
+	if err != nil {
+		check("discord shards", err, "")
+		return
+	}
+	who := "this process connects every shard"
+	if shared {
+		who = "the replicas share them through leases in NATS (nats.url); each connects its fair share, shard 0 first"
+	}
+	n := int(c.Shards)
+	if c.Shards == config.ShardsAuto {
+		n = rec
+	}
+	detail := fmt.Sprintf(": %s, so %d (Discord recommends %d; %d may identify at once); %s", c.Shards, n, rec, conc, who)
+	if c.Shards != config.ShardsAuto && n < rec {
+		detail += fmt.Sprintf("; below the recommendation Discord may close shards with 4011: set discord.shards: auto or %d", rec)
+	}
+	check("discord shards", nil, detail)
 }

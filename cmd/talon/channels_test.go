@@ -520,6 +520,8 @@ func fakeDiscordREST(t *testing.T, appFlags int) *httptest.Server {
 			fmt.Fprint(w, `{"id":"900","username":"talon","bot":true}`)
 		case strings.HasSuffix(r.URL.Path, "/oauth2/applications/@me"):
 			fmt.Fprintf(w, `{"id":"901","name":"talon","flags":%d}`, appFlags)
+		case strings.HasSuffix(r.URL.Path, "/gateway/bot"):
+			fmt.Fprint(w, `{"url":"wss://gateway.example","shards":3,"session_start_limit":{"total":1000,"remaining":1000,"reset_after":0,"max_concurrency":1}}`)
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			fmt.Fprint(w, `{"message":"404: Not Found","code":0}`)
@@ -536,6 +538,8 @@ func TestDoctorDiscord(t *testing.T) {
 		token          string
 		messageContent bool
 		flags          int
+		shards         config.DiscordShards // 0: the default
+		shared         bool
 		want           []string
 	}{
 		{
@@ -544,6 +548,13 @@ func TestDoctorDiscord(t *testing.T) {
 				"ok    discord token: bot talon (900), application 901",
 				"ok    discord message content intent: enabled in the Developer Portal",
 				"ok    discord invite link: " + discord.InviteURL("901"),
+				"ok    discord shards: 1, so 1 (Discord recommends 3; 1 may identify at once); this process connects every shard; below the recommendation",
+			},
+		},
+		{
+			name: "auto shards on replicas", token: "test-discord-token", shards: config.ShardsAuto, shared: true,
+			want: []string{
+				"ok    discord shards: auto, so 3 (Discord recommends 3; 1 may identify at once); the replicas share them through leases in NATS",
 			},
 		},
 		{
@@ -563,10 +574,13 @@ func TestDoctorDiscord(t *testing.T) {
 			srv := fakeDiscordREST(t, tc.flags)
 			c := config.Default().Discord
 			c.Enabled, c.Token, c.MessageContent = true, config.Secret(tc.token), tc.messageContent
+			if tc.shards != 0 {
+				c.Shards = tc.shards
+			}
 			ad := newDiscordAdapter(c)
 			ad.APIBase = srv.URL
 			var out strings.Builder
-			doctorDiscord(context.Background(), c, ad, func(name string, err error, detail string) {
+			doctorDiscord(context.Background(), c, ad, tc.shared, func(name string, err error, detail string) {
 				if err != nil {
 					fmt.Fprintf(&out, "FAIL  %s: %v\n", name, err)
 					return
@@ -647,6 +661,8 @@ func newFakeDiscordGateway(t *testing.T, closeCode int) *fakeDiscordGateway {
 		switch {
 		case path == "gateway":
 			fmt.Fprintf(w, `{"url":"ws://%s/ws"}`, r.Host)
+		case path == "gateway/bot":
+			fmt.Fprintf(w, `{"url":"ws://%s/ws","shards":1,"session_start_limit":{"total":1000,"remaining":1000,"reset_after":0,"max_concurrency":1}}`, r.Host)
 		case r.Method == "POST" && len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages":
 			raw, _ := io.ReadAll(r.Body)
 			var body map[string]any

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/talonhq/talon/adapters/discord"
 	"github.com/talonhq/talon/cluster"
 	"github.com/talonhq/talon/cmd/talon/config"
 )
@@ -64,6 +65,13 @@ func (a *app) openCluster(ctx context.Context) error {
 	a.node = node
 	a.rt.Dispatch = node
 	a.rt.Limiter = node.Limiter() // agent's turn limits hold across the replicas
+	if a.cfg.Discord.Enabled {
+		sh, err := cluster.OpenShards(octx, conn, cluster.ShardsConfig{Replica: replica, LeaseTTL: nc.LeaseTTL.Std()}, a.log)
+		if err != nil {
+			return err
+		}
+		a.shards = sh
+	}
 	if a.cfg.Store.Driver != config.StorePostgres {
 		a.log.Warn().Msg("nats.url with the SQLite store: no other replica can share this store, so run only this one; " +
 			"replicas share a PostgreSQL store (store.driver: postgres)")
@@ -97,4 +105,41 @@ func doctorNATS(ctx context.Context, cfg *config.Config, check checkFunc) {
 		}
 	}
 	check("nats", err, "")
+}
+
+// appShards hands the Discord adapter the shard leases that openCluster
+// opens after the adapter is built (and before it runs).
+type appShards struct{ a *app }
+
+var _ discord.ShardClaimer = (*appShards)(nil)
+
+func (s *appShards) get() (*cluster.Shards, error) {
+	if s.a.shards == nil {
+		return nil, errors.New("the cluster is not open (nats.url)")
+	}
+	return s.a.shards, nil
+}
+
+func (s *appShards) ShardCount(ctx context.Context, want int, adopt bool) (int, error) {
+	sh, err := s.get()
+	if err != nil {
+		return 0, err
+	}
+	return sh.ShardCount(ctx, want, adopt)
+}
+
+func (s *appShards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int)) error {
+	sh, err := s.get()
+	if err != nil {
+		return err
+	}
+	return sh.Serve(ctx, count, work)
+}
+
+func (s *appShards) Identify(ctx context.Context, bucket int) error {
+	sh, err := s.get()
+	if err != nil {
+		return err
+	}
+	return sh.Identify(ctx, bucket)
 }

@@ -88,6 +88,18 @@ func TestRunWithNATSAnswersThroughThePartitions(t *testing.T) {
 	if keys, err := kv.Keys(ctx); err == nil && len(keys) > 0 {
 		t.Errorf("leases left after the stop: %v", keys)
 	}
+	// So did it its lease on the Discord gateway's one shard, which it
+	// had connected (only the shard count stays, until it expires).
+	if !strings.Contains(logs.String(), "discord: connecting a shard") {
+		t.Errorf("the log does not show the shard connected:\n%s", logs.String())
+	}
+	skv, err := js.KeyValue(ctx, "talon_shards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := skv.Keys(ctx); err != nil || !cmp.Equal(keys, []string{"count"}) {
+		t.Errorf("shard bucket keys after the stop: %v, %v; want only the count", keys, err)
+	}
 }
 
 func TestDoctorChecksNATS(t *testing.T) {

@@ -124,6 +124,11 @@ type Discord struct {
 	// message at most once per StreamInterval.
 	StreamEdits    bool     `yaml:"stream_edits" json:"stream_edits"`
 	StreamInterval Duration `yaml:"stream_interval" json:"stream_interval"`
+	// Shards splits the gateway into this many shards (1 to 4096), or
+	// "auto" for the count Discord recommends. With nats.url the replicas
+	// share the shards through leases; without, this process connects
+	// them all.
+	Shards DiscordShards `yaml:"shards" json:"shards"`
 }
 
 func defaultSlack() Slack {
@@ -148,6 +153,7 @@ func defaultDiscord() Discord {
 		BackfillLimit:   50,
 		Threads:         true,
 		StreamInterval:  Duration(1500 * time.Millisecond),
+		Shards:          1,
 	}
 }
 
@@ -277,6 +283,9 @@ func (d *Discord) validate(v *validator) {
 	v.duration("discord.backfill_window", d.BackfillWindow, 0, 24*time.Hour)
 	v.intRange("discord.backfill_limit", d.BackfillLimit, 1, 100)
 	v.duration("discord.stream_interval", d.StreamInterval, time.Second, time.Minute)
+	if d.Shards != ShardsAuto {
+		v.intRange("discord.shards", int(d.Shards), 1, MaxDiscordShards)
+	}
 	if d.Enabled && d.Token == "" {
 		v.add("discord.token", "required when discord.enabled is true: the bot token (Developer Portal → Bot → Reset Token), referenced as ${DISCORD_BOT_TOKEN}")
 	}

@@ -47,6 +47,7 @@ discord:
   typing_interval: 5s
   backfill_window: 0s
   backfill_limit: 100
+  shards: auto
 `
 	got, err := loadFile(t, file, map[string]string{
 		"SLACK_BOT_TOKEN": "xoxb-1-abc", "SLACK_SIGNING_SECRET": "s3cr3t", "DISCORD_BOT_TOKEN": "MTA.token",
@@ -68,6 +69,7 @@ discord:
 		AllowedGuilds: []string{"111"}, AllowedChannels: []string{"222"}, DeniedChannels: []string{"333"},
 		AllowedRoles: []string{"444"}, AllowedUsers: []string{"555"}, DeniedUsers: []string{"666"}, Admins: []string{"777"},
 		MaxMessageChars: 2000, TypingInterval: Duration(5 * time.Second), BackfillLimit: 100, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
+		Shards: ShardsAuto,
 	}
 	if diff := cmp.Diff(wantDiscord, got.Discord); diff != "" {
 		t.Errorf("discord (-want +got):\n%s", diff)
@@ -170,6 +172,7 @@ func TestChannelErrors(t *testing.T) {
   typing_interval: 10s
   backfill_window: 48h
   backfill_limit: 0
+  shards: 0
 `,
 			want: []string{
 				"discord.api_url: must be https: discord.token is sent to it (plain http is accepted for 127.0.0.1 and localhost only) (line 2)",
@@ -179,7 +182,13 @@ func TestChannelErrors(t *testing.T) {
 				"discord.typing_interval: must be between 1s and 9s, got 10s (line 6)",
 				"discord.backfill_window: must be between 0s and 24h, got 48h (line 7)",
 				"discord.backfill_limit: must be between 1 and 100, got 0 (line 8)",
+				"discord.shards: must be between 1 and 4096, got 0 (line 9)",
 			},
+		},
+		{
+			name: "discord shards neither auto nor a number",
+			file: "discord:\n  shards: many\n",
+			want: []string{`discord.shards: invalid shard count "many": expected auto or a number (line 2)`},
 		},
 		{
 			name: "discord api url with a path",

@@ -45,6 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		Discord: Discord{
 			APIURL: "https://discord.com", AllowDMs: true, FollowThreads: true, Commands: true, MaxMessageChars: 1900,
 			TypingInterval: Duration(8 * time.Second), BackfillWindow: Duration(time.Hour), BackfillLimit: 50, Threads: true, StreamInterval: Duration(1500 * time.Millisecond),
+			Shards: 1,
 		},
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
 		MCP:     MCP{IdleTimeout: Duration(10 * time.Minute), MaxSessions: 256},

@@ -262,6 +262,12 @@ func leafError(t reflect.Type, value string, err error, show bool) error {
 		}
 		return errors.New("invalid duration")
 	}
+	if t == reflect.TypeFor[DiscordShards]() {
+		if show {
+			return err
+		}
+		return errors.New("expected auto or a number")
+	}
 	var want string
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
