@@ -9,30 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/cluster"
+	"github.com/talonhq/talon/cluster/natstest"
 )
-
-// testNATS starts an in-process NATS server with JetStream.
-func testNATS(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the in-process NATS server did not start")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s.ClientURL()
-}
 
 // shardReplica is one replica's Discord adapter with its shard leases.
 type shardReplica struct {
@@ -117,7 +99,7 @@ func (f *fakeDiscord) shardOverlaps() []string {
 // two connections of one shard at once.
 func TestShardsAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	url := testNATS(t)
+	url := natstest.Server(t)
 	f := newFake(t)
 	f.mu.Lock()
 	f.recShards, f.maxConcurrency = 4, 2
