@@ -93,7 +93,12 @@ var benchDB = sync.OnceValues(func() (string, error) {
 			if _, err := tu.Exec(turn, u, turn, state, at, at+800+turn%3000); err != nil {
 				return "", err
 			}
-			if _, err := me.Exec(u, turn, "user", `{"role":"user","content":"hello, what is the weather like today?"}`, at); err != nil {
+			text := `{"role":"user","content":"hello, what is the weather like today?"}`
+			if turn%100_000 == 0 {
+				// A word in 10 messages: a search with few matches.
+				text = `{"role":"user","content":"where did I leave my umbrella?"}`
+			}
+			if _, err := me.Exec(u, turn, "user", text, at); err != nil {
 				return "", err
 			}
 			if _, err := me.Exec(u, turn, "assistant", `{"role":"assistant","content":"It is sunny."}`, at+800); err != nil {
@@ -172,13 +177,28 @@ func BenchmarkPages(b *testing.B) {
 		{"conversations", "/console/conversations"},
 		{"conversations-user", "/console/conversations?user=slack:T7:U05007"},
 		// Text search: a word in every session (the newest 50 match at
-		// once), and one in none (every message is read).
+		// once), one in 10 messages and one in none (both answered by
+		// the index), and 2 characters (the newest 10,000 messages).
 		{"conversations-search", "/console/conversations?q=weather"},
+		{"conversations-search-few", "/console/conversations?q=umbrella"},
 		{"conversations-search-none", "/console/conversations?q=zebra"},
+		{"conversations-search-short", "/console/conversations?q=zq"},
 		{"transcript", "/console/conversations/5000"},
 		{"credentials", "/console/credentials"},
 		{"users", "/console/users"},
+		// The same searches without the index (the reference, as the page
+		// searched before it): a backlog row makes the store read the
+		// messages, as it does while the index of a migrated database is
+		// still being built.
+		{"noindex", ""},
+		{"conversations-search-scan", "/console/conversations?q=weather"},
+		{"conversations-search-few-scan", "/console/conversations?q=umbrella"},
+		{"conversations-search-none-scan", "/console/conversations?q=zebra"},
 	} {
+		if p.name == "noindex" {
+			setBacklog(b, path)
+			continue
+		}
 		b.Run(p.name, func(b *testing.B) {
 			var ds []time.Duration
 			for b.Loop() {
@@ -199,4 +219,29 @@ func BenchmarkPages(b *testing.B) {
 			b.ReportMetric(float64(percentile(ds, 95).Microseconds())/1000, "p95-ms")
 		})
 	}
+}
+
+// setBacklog records a backlog of unindexed messages in the database at
+// path until the benchmark ends, so that the store searches without the
+// index. The store builds the index only from a backlog it finds at Open.
+func setBacklog(b *testing.B, path string) {
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`INSERT INTO messages_fts_backlog (below) VALUES (1)`); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		raw, err := sql.Open("sqlite", path)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer raw.Close()
+		if _, err := raw.Exec(`DELETE FROM messages_fts_backlog`); err != nil {
+			b.Error(err)
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -24,6 +25,12 @@ func when(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05")
 }
 
+// searchIndexer is a Store that builds its search index in the
+// background (SQLite, after migration 0025) and can say whether it is done.
+type searchIndexer interface {
+	SearchIndexing(ctx context.Context) (bool, error)
+}
+
 func (s *Server) conversations(w http.ResponseWriter, r *http.Request, sess *session) {
 	q := r.URL.Query()
 	f := store.ConversationFilter{Principal: q.Get("user"), Channel: q.Get("channel"), Search: q.Get("q"), Limit: 50}
@@ -37,6 +44,13 @@ func (s *Server) conversations(w http.ResponseWriter, r *http.Request, sess *ses
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	indexing := false
+	if ix, ok := s.Store.(searchIndexer); ok && f.Search != "" && !store.ShortSearch(f.Search) {
+		if indexing, err = ix.SearchIndexing(r.Context()); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	s.render(w, http.StatusOK, page{Title: "Conversations", Nav: "conversations", CSRF: sess.csrf}, func(d *doc) {
 		d.raw(`<form method="get" action="/console/conversations" class="filters">
@@ -52,6 +66,14 @@ func (s *Server) conversations(w http.ResponseWriter, r *http.Request, sess *ses
 <button type="submit">Search</button>
 </form>
 `)
+		switch {
+		case f.Search != "" && store.ShortSearch(f.Search):
+			d.raw(`<p class="notice" role="status">Text with fewer than 3 characters in a row (other than % and _) is looked for in the newest `)
+			d.text(formatInt(store.ShortSearchMessages))
+			d.raw(` messages only. Search for 3 characters or more to look through every conversation.</p>`)
+		case indexing:
+			d.raw(`<p class="notice" role="status">The search index of older messages is still being built, so this search reads every message and may be slow. It is fast once the index is done.</p>`)
+		}
 		if len(list) == 0 {
 			d.raw(`<p>No conversations match.</p>`)
 			return

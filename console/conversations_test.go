@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,47 @@ func TestToolsPage(t *testing.T) {
 	}
 	if _, body := get(t, c, f.srv.URL+"/console/"); !strings.Contains(body, "<td>approve MCP tools</td><td>docs (1)</td>") {
 		t.Errorf("the approval is not in the audit log")
+	}
+}
+
+// stillIndexing is the store while its search index of older messages is
+// being built (store.DB says so through SearchIndexing).
+type stillIndexing struct{ Store }
+
+func (stillIndexing) SearchIndexing(context.Context) (bool, error) { return true, nil }
+
+func TestConversationSearchNotices(t *testing.T) {
+	const short, building = "newest 10,000 messages only", "still being built"
+	for _, tt := range []struct {
+		name      string
+		indexing  bool
+		q         string
+		wantNotes []string
+	}{
+		{"indexed", false, "please", nil},
+		{"short", false, "po", []string{short}},
+		{"indexing", true, "please", []string{building}},
+		{"short while indexing", true, "po", []string{short}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixtureWith(t, func(s *Server) {
+				if tt.indexing {
+					s.Store = stillIndexing{s.Store}
+				}
+			})
+			f.toolTurn(t, alice, "please post it", "slack:T1:UALICE")
+			f.turn(t, bob, "D9", "other", false, time.Second, [2]int{1, 1})
+			c := f.client(t)
+			f.signIn(t, c)
+			_, body := get(t, c, f.srv.URL+"/console/conversations?q="+url.QueryEscape(tt.q))
+			if !strings.Contains(body, "slack:T1:UALICE") || strings.Contains(body, "discord::42") {
+				t.Errorf("search %q: want only alice's conversation:\n%s", tt.q, body)
+			}
+			for _, note := range []string{short, building} {
+				if got, want := strings.Contains(body, note), slices.Contains(tt.wantNotes, note); got != want {
+					t.Errorf("search %q: notice %q shown %v, want %v", tt.q, note, got, want)
+				}
+			}
+		})
 	}
 }

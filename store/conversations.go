@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/talonhq/talon/agent"
@@ -25,7 +24,10 @@ type ConversationFilter struct {
 	// Principal is "platform:workspace:user".
 	Principal string
 	Channel   string
-	// Search is text a message of the session contains (its stored form).
+	// Search is text a message of the session contains (its stored form),
+	// without case for ASCII letters; % and _ are literal. Text without 3
+	// characters in a row other than % and _ (ShortSearch) is looked for
+	// in the newest ShortSearchMessages messages only.
 	Search string
 	// Before lists sessions older than this one (paging); 0 means from the
 	// newest.
@@ -45,23 +47,43 @@ func scanConversation(r rowScanner) (Conversation, error) {
 	return c, err
 }
 
-// Conversations lists sessions newest first, as f narrows them.
+// Conversations lists sessions newest first, as f narrows them. A search
+// matches a message's stored text as LIKE does (see store/search.go for
+// how, and ShortSearch for the text it looks for in recent messages only).
 func (db *DB) Conversations(ctx context.Context, f ConversationFilter) ([]Conversation, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	search := ""
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	ids, indexed := []int64(nil), false
 	if f.Search != "" {
-		r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-		search = "%" + r.Replace(f.Search) + "%"
+		if ids, indexed, err = db.searchSessions(ctx, f.Search); err != nil {
+			return nil, fmt.Errorf("store: conversations: %w", err)
+		}
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT `+conversationCols+`
+	switch {
+	case f.Search == "" || indexed:
+		rows, err = db.r.QueryContext(ctx, `SELECT `+conversationCols+`
 		FROM sessions s JOIN principals p ON p.id = s.principal_id
 		WHERE (?1 = '' OR p.platform || ':' || p.workspace || ':' || p.user = ?1)
 		  AND (?2 = '' OR s.channel = ?2)
 		  AND (?3 = 0 OR s.id < ?3)
-		  AND (?4 = '' OR EXISTS (SELECT 1 FROM messages m WHERE m.session_id = s.id AND m.content LIKE ?4 ESCAPE '\'))
-		ORDER BY s.id DESC LIMIT ?5`, f.Principal, f.Channel, int64(f.Before), search, f.Limit)
+		  AND (?4 = '' OR s.id IN (SELECT value FROM json_each(?4)))
+		ORDER BY s.id DESC LIMIT ?5`, f.Principal, f.Channel, int64(f.Before), idsArg(f.Search, ids), f.Limit)
+	default:
+		// Many matches (or the index not built yet): the newest sessions
+		// are read, each asked whether a message matches.
+		rows, err = db.r.QueryContext(ctx, `SELECT `+conversationCols+`
+		FROM sessions s JOIN principals p ON p.id = s.principal_id
+		WHERE (?1 = '' OR p.platform || ':' || p.workspace || ':' || p.user = ?1)
+		  AND (?2 = '' OR s.channel = ?2)
+		  AND (?3 = 0 OR s.id < ?3)
+		  AND EXISTS (SELECT 1 FROM messages m WHERE m.session_id = s.id AND m.content LIKE ?4 ESCAPE '\')
+		ORDER BY s.id DESC LIMIT ?5`, f.Principal, f.Channel, int64(f.Before), likeEscaped(f.Search), f.Limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: conversations: %w", err)
 	}
@@ -139,4 +161,13 @@ func (db *DB) Transcript(ctx context.Context, s agent.SessionID, limit int) (Con
 		aps = append(aps, a)
 	}
 	return c, msgs, aps, arows.Err()
+}
+
+// idsArg is the JSON array of ids when there is a search, "" (every
+// session) when there is none.
+func idsArg(search string, ids []int64) string {
+	if search == "" {
+		return ""
+	}
+	return sessionIDsJSON(ids)
 }

@@ -17,7 +17,7 @@ import (
 var testClock = func() time.Time { return time.UnixMilli(1_700_000_000_000) }
 
 // rawWriter opens path as the writer does, without migrating.
-func rawWriter(t *testing.T, path string) *sql.DB {
+func rawWriter(t testing.TB, path string) *sql.DB {
 	t.Helper()
 	w, err := sql.Open("sqlite", writerDSN(path))
 	if err != nil {

@@ -54,6 +54,7 @@ type DB struct {
 	rs readStmts
 	wr *writer
 	ck *checkpointer
+	ix *indexer
 
 	usage usageCache
 }
@@ -144,6 +145,7 @@ func (db *DB) open(ctx context.Context) error {
 		return err
 	}
 	db.startWriter()
+	db.startIndexer()
 	return nil
 }
 
@@ -184,6 +186,7 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) closeAll() error {
+	db.stopIndexer()
 	db.stopWriter()
 	var errs []error
 	errs = append(errs, db.stopCheckpointer(), db.ws.close(), db.rs.close())
