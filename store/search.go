@@ -98,12 +98,14 @@ func (db *DB) searchSessions(ctx context.Context, text string) (ids []int64, ok 
 	if ShortSearch(text) {
 		// The newest messages by id range, deduplicated below (DISTINCT
 		// would lead SQLite to walk the session index instead).
-		var newest int64
-		if err := db.r.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM messages`).Scan(&newest); err != nil {
+		// (A bare max(id) is read from the end of the table; wrapped in
+		// coalesce, SQLite reads every row.)
+		var newest sql.NullInt64
+		if err := db.r.QueryRowContext(ctx, `SELECT max(id) FROM messages`).Scan(&newest); err != nil {
 			return nil, false, fmt.Errorf("store: search: %w", err)
 		}
 		rows, err = db.r.QueryContext(ctx, `SELECT session_id FROM messages WHERE id > ?1 AND content LIKE ?2 ESCAPE '\'`,
-			newest-ShortSearchMessages, esc)
+			newest.Int64-ShortSearchMessages, esc)
 	} else {
 		_, pending, berr := db.searchBacklog(ctx, db.r)
 		if berr != nil || pending {
