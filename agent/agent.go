@@ -72,6 +72,10 @@ type Inbound struct {
 	// (thread, message to edit, …). It is stored and handed back in Reply.
 	ReplyTo    string
 	ReceivedAt time.Time
+	// Server is the Discord server (guild) the message was sent in: ""
+	// in a direct message, and on platforms whose principal names its
+	// workspace (Slack). Budgets.WorkspaceMonthly bounds each server.
+	Server string
 }
 
 // QueuedInbound is an accepted Inbound with its row id and state.

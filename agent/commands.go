@@ -197,7 +197,7 @@ func (r *Runtime) command(ctx context.Context, q QueuedInbound, c command) (stri
 	case "connect", "disconnect", "connections":
 		return r.connectCommand(ctx, q, c)
 	case "usage":
-		return r.usageCommand(ctx, q.Key.Principal)
+		return r.usageCommand(ctx, q)
 	case "memory":
 		return r.memoryCommand(ctx, q, c.args)
 	case "status":

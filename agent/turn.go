@@ -75,7 +75,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 				"You are sending messages faster than I can take them (at most %d a minute). "+
 					"Please wait a moment and send that again.", r.limits.RatePerMinute), "rate_limited")
 		}
-		if msg := r.overBudget(ctx, q.Key.Principal, &log); msg != "" {
+		if msg := r.overBudget(ctx, q, &log); msg != "" {
 			return finish(0, TurnDone, ReplyNotice, msg, "over_budget")
 		}
 	}

@@ -93,10 +93,16 @@ func newFixtureWith(t *testing.T, opt func(*Server)) *fixture {
 // one model call per usage pair, each taking took.
 func (f *fixture) turn(t *testing.T, who agent.Principal, channel, model string, failed bool, took time.Duration, usage ...[2]int) {
 	t.Helper()
+	f.turnIn(t, who, channel, "", model, failed, took, usage...)
+}
+
+// turnIn is turn with the message sent in a Discord server.
+func (f *fixture) turnIn(t *testing.T, who agent.Principal, channel, server, model string, failed bool, took time.Duration, usage ...[2]int) {
+	t.Helper()
 	ctx := context.Background()
 	f.seq++
 	key := agent.SessionKey{Principal: who, Conversation: agent.Conversation{Channel: channel}}
-	q, _, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: fmt.Sprint("k", f.seq), Key: key, Text: "hi"})
+	q, _, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: fmt.Sprint("k", f.seq), Key: key, Text: "hi", Server: server})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +419,7 @@ func TestUsagePageAndCSV(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := [][]string{
-		{"day", "platform", "workspace", "user", "channel", "model", "calls", "input_tokens", "output_tokens", "cost_usd"},
+		{"day", "platform", "workspace_or_server", "user", "channel", "model", "calls", "input_tokens", "output_tokens", "cost_usd"},
 		{"2026-03-10", "slack", "T1", "UALICE", "C1", "gpt-big", "2", "5000", "1000", "0.018000"},
 		{"2026-03-10", "slack", "T1", "<script>alert(1)</script>", "'=cmd|' /C calc'!A0", "<img src=x onerror=alert(1)>", "1", "7", "3", "0.000000"},
 		{"2026-03-08", "slack", "T1", "UALICE", "C1", "gpt-big", "1", "1000", "500", "0.006000"},
@@ -421,6 +427,39 @@ func TestUsagePageAndCSV(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, recs); diff != "" {
 		t.Errorf("CSV mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// A Discord user's usage is grouped by the server each message was sent
+// in, on the page and in the CSV; a DM's usage has no server.
+func TestUsageByDiscordServer(t *testing.T) {
+	f := newFixture(t)
+	f.turnIn(t, bob, "C300", "300", "gpt-big", false, time.Second, [2]int{100, 10})
+	f.turnIn(t, bob, "C301", "301", "gpt-big", false, time.Second, [2]int{200, 20})
+	f.turnIn(t, bob, "D9", "", "gpt-big", false, time.Second, [2]int{400, 40})
+	c := f.client(t)
+	f.signIn(t, c)
+	_, body := get(t, c, f.srv.URL+"/console/usage?days=7")
+	for _, want := range []string{
+		`<td>discord:300</td><td class="num">1</td><td class="num">100</td><td class="num">10</td>`,
+		`<td>discord:301</td><td class="num">1</td><td class="num">200</td><td class="num">20</td>`,
+		`<td>discord: (no server)</td><td class="num">1</td><td class="num">400</td><td class="num">40</td>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("Usage page lacks %q", want)
+		}
+	}
+	_, csvBody := get(t, c, f.srv.URL+"/console/usage.csv?days=7")
+	recs, err := csv.NewReader(strings.NewReader(csvBody)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := map[string]string{}
+	for _, r := range recs[1:] {
+		servers[r[4]] = r[2]
+	}
+	if diff := cmp.Diff(map[string]string{"C300": "300", "C301": "301", "D9": ""}, servers); diff != "" {
+		t.Errorf("CSV workspace_or_server by channel (-want +got):\n%s", diff)
 	}
 }
 

@@ -240,11 +240,15 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
 	perDay := map[time.Time]int64{}
 	for _, u := range rows {
 		c := s.cost(u.Model, u.InputTokens, u.OutputTokens)
-		keys := [4]key{{u.Platform, u.Workspace, u.User}, {u.Platform, u.Workspace, ""}, {u.Platform, u.Channel, ""}, {u.Model, "", ""}}
+		keys := [4]key{{u.Platform, u.Workspace, u.User}, {u.Platform, workspaceOrServer(u), ""}, {u.Platform, u.Channel, ""}, {u.Model, "", ""}}
 		for i, k := range keys {
 			t := sums[i][k]
 			if t == nil {
 				name := [4]string{k.a + ":" + k.b + ":" + k.c, k.a + ":" + k.b, k.a + ":" + k.b, k.a}[i]
+				if i == 1 && k.b == "" {
+					// Discord DMs (and usage recorded before servers were).
+					name += " (no server)"
+				}
 				t = &usageTotal{Key: name}
 				sums[i][k] = t
 			}
@@ -286,6 +290,15 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
 	s.render(w, http.StatusOK, page{Title: "Usage", Nav: "usage", CSRF: sess.csrf}, d.write)
 }
 
+// workspaceOrServer is the workspace of a Slack row, the server of a
+// Discord row sent in one ("" in a DM).
+func workspaceOrServer(u store.UsageRow) string {
+	if u.Workspace != "" {
+		return u.Workspace
+	}
+	return u.Server
+}
+
 func (t *usageTotal) add(u store.UsageRow, cost float64) {
 	t.Calls += u.Calls
 	t.InputTokens += u.InputTokens
@@ -304,9 +317,9 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, _ *session) {
 	}
 	var buf bytes.Buffer
 	cw := csv.NewWriter(&buf)
-	_ = cw.Write([]string{"day", "platform", "workspace", "user", "channel", "model", "calls", "input_tokens", "output_tokens", "cost_usd"})
+	_ = cw.Write([]string{"day", "platform", "workspace_or_server", "user", "channel", "model", "calls", "input_tokens", "output_tokens", "cost_usd"})
 	for _, u := range rows {
-		_ = cw.Write([]string{u.Day.Format("2006-01-02"), cell(u.Platform), cell(u.Workspace), cell(u.User), cell(u.Channel), cell(u.Model),
+		_ = cw.Write([]string{u.Day.Format("2006-01-02"), cell(u.Platform), cell(workspaceOrServer(u)), cell(u.User), cell(u.Channel), cell(u.Model),
 			strconv.FormatInt(u.Calls, 10), strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10),
 			strconv.FormatFloat(s.cost(u.Model, u.InputTokens, u.OutputTokens), 'f', 6, 64)})
 	}

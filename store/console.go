@@ -20,7 +20,10 @@ import (
 type UsageRow struct {
 	Day                                       time.Time
 	Platform, Workspace, User, Channel, Model string
-	Calls, InputTokens, OutputTokens          int64
+	// Server is the Discord server the channel lies in ("" in a DM, on
+	// Slack, and for usage recorded before servers were).
+	Server                           string
+	Calls, InputTokens, OutputTokens int64
 }
 
 const dayMS = int64(24 * time.Hour / time.Millisecond)
@@ -56,7 +59,7 @@ func (db *DB) usageDay(ctx context.Context, day int64, cache bool) ([]UsageRow, 
 		return rows, nil
 	}
 	rs, err := db.r.QueryContext(ctx, `
-		SELECT p.platform, p.workspace, p.user, u.channel, u.model, u.calls, u.input_tokens, u.output_tokens
+		SELECT p.platform, p.workspace, p.user, u.channel, u.model, u.server, u.calls, u.input_tokens, u.output_tokens
 		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
 		WHERE u.day = ? AND u.calls > 0
 		ORDER BY u.principal_id, u.channel, u.model`, day)
@@ -68,7 +71,7 @@ func (db *DB) usageDay(ctx context.Context, day int64, cache bool) ([]UsageRow, 
 	at := fromMS(day * dayMS)
 	for rs.Next() {
 		u := UsageRow{Day: at}
-		if err := rs.Scan(&u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Calls, &u.InputTokens, &u.OutputTokens); err != nil {
+		if err := rs.Scan(&u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Server, &u.Calls, &u.InputTokens, &u.OutputTokens); err != nil {
 			return nil, err
 		}
 		rows = append(rows, u)
@@ -276,10 +279,11 @@ func (db *DB) ConsoleActions(ctx context.Context, limit int) ([]ConsoleAction, e
 // steps (a summary) to the daily usage sums, under the session's principal
 // and channel, today.
 func (db *DB) RecordModelUse(ctx context.Context, s agent.SessionID, model string, u llm.Usage) error {
-	_, err := db.execSQL(ctx, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
-		SELECT ?1 / 86400000, s.principal_id, s.channel, ?2, 1, ?3, ?4 FROM sessions s WHERE s.id = ?5
+	_, err := db.execSQL(ctx, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
+		SELECT ?1 / 86400000, s.principal_id, s.channel, ?2, 1, ?3, ?4, s.server FROM sessions s WHERE s.id = ?5
 		ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = calls + 1,
-			input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens`,
+			input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+			server = CASE WHEN excluded.server != '' THEN excluded.server ELSE usage_daily.server END`,
 		db.now(), model, u.InputTokens, u.OutputTokens, s)
 	if err != nil {
 		return fmt.Errorf("store: record model use: %w", err)
@@ -317,7 +321,24 @@ func (db *DB) WorkspaceTokens(ctx context.Context, platform, workspace string, s
 	return n, nil
 }
 
-var _ agent.UsageMeter = (*DB)(nil)
+// ServerTokens sums the tokens of the model calls of the sessions run in
+// a Discord server since since's UTC day began (see migration 0026).
+func (db *DB) ServerTokens(ctx context.Context, server string, since time.Time) (int64, error) {
+	var n int64
+	err := db.r.QueryRowContext(ctx, `
+		SELECT coalesce(sum(input_tokens + output_tokens), 0)
+		FROM usage_daily WHERE server = ? AND server != '' AND day >= ?`,
+		server, dayOf(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: server tokens: %w", err)
+	}
+	return n, nil
+}
+
+var (
+	_ agent.UsageMeter  = (*DB)(nil)
+	_ agent.ServerMeter = (*DB)(nil)
+)
 
 // UserUsage is one principal's use of the model this month and today, and
 // the last day they used it.

@@ -26,7 +26,7 @@ func scanInbound(r rowScanner) (agent.QueuedInbound, error) {
 	)
 	err := r.Scan(&q.ID, &state, &q.DedupeKey,
 		&q.Key.Principal.Platform, &q.Key.Principal.Workspace, &q.Key.Principal.User,
-		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &files, &q.Preview)
+		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &files, &q.Server, &q.Preview)
 	q.Running = state == "running"
 	q.ReceivedAt = fromMS(received)
 	if err == nil && files != "" {
@@ -86,7 +86,7 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		}
 		err = tx.StmtContext(ctx, db.ws.inboundAdd).QueryRowContext(ctx,
 			in.DedupeKey, pid, in.Key.Conversation.Channel, in.Key.Conversation.Thread,
-			in.Text, in.ReplyTo, toMS(in.ReceivedAt), db.now(), files).Scan(&id)
+			in.Text, in.ReplyTo, toMS(in.ReceivedAt), db.now(), files, in.Server).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			// Accepted between the look-up above and this transaction.
 			dup = true
@@ -148,10 +148,11 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			pid     int64
 			turn    sql.NullInt64
 			session sql.NullInt64
+			server  string
 		)
 		err := tx.StmtContext(ctx, db.ws.inboundForTurn).QueryRowContext(ctx, id).Scan(&state, &pid,
 			&s.Key.Principal.Platform, &s.Key.Principal.Workspace, &s.Key.Principal.User,
-			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn, &session)
+			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn, &session, &server)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -174,6 +175,13 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		}
 		if err := db.activeSessionTx(ctx, tx, pid, &s, now); err != nil {
 			return err
+		}
+		if server != "" {
+			// The session's channel lies in this server: its usage is
+			// counted to it (migration 0026).
+			if _, err := tx.StmtContext(ctx, db.ws.sessionServer).ExecContext(ctx, server, s.ID); err != nil {
+				return err
+			}
 		}
 		if err := tx.StmtContext(ctx, db.ws.turnAdd).QueryRowContext(ctx, s.ID, id, now).Scan(&t); err != nil {
 			return err

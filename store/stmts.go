@@ -14,7 +14,7 @@ import (
 // inboundCols are the columns scanInbound reads, from inbound i joined with
 // principals p, and the stream preview recorded for it.
 const inboundCols = `i.id, i.state, i.dedupe_key, p.platform, p.workspace, p.user,
-	i.channel, i.thread, i.text, i.reply_to, i.received_at, i.files,
+	i.channel, i.thread, i.text, i.reply_to, i.received_at, i.files, i.server,
 	COALESCE((SELECT v.platform_id FROM stream_previews v WHERE v.inbound_id = i.id), '')`
 
 // replyCols are the columns scanReply reads, from outbound o joined with
@@ -44,6 +44,7 @@ type writeStmts struct {
 	stepPut        *sql.Stmt
 	stepOld        *sql.Stmt
 	usageAdd       *sql.Stmt
+	sessionServer  *sql.Stmt
 	toolStart      *sql.Stmt
 	toolFinish     *sql.Stmt
 	replyAdd       *sql.Stmt
@@ -65,10 +66,10 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 	return prepareAll(ctx, db, &s.all, []stmtDef{
 		{&s.principalGet, `SELECT id FROM principals WHERE platform = ? AND workspace = ? AND user = ?`},
 		{&s.principalAdd, `INSERT INTO principals (platform, workspace, user, created_at) VALUES (?, ?, ?, ?) RETURNING id`},
-		{&s.inboundAdd, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`},
+		{&s.inboundAdd, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`},
 		{&s.inboundForTurn, `SELECT i.state, i.principal_id, p.platform, p.workspace, p.user, i.channel, i.thread,
-			t.id, t.session_id
+			t.id, t.session_id, i.server
 			FROM inbound i JOIN principals p ON p.id = i.principal_id LEFT JOIN turns t ON t.inbound_id = i.id
 			WHERE i.id = ?`},
 		{&s.inboundRun, `UPDATE inbound SET state = 'running', turn_id = ? WHERE id = ?`},
@@ -90,11 +91,13 @@ func (s *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&s.turnFinish, `UPDATE turns SET state = ?, finished_at = ? WHERE id = ? AND inbound_id = ?`},
 		{&s.messageAdd, `INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)`},
 		{&s.stepOld, `SELECT input_tokens, output_tokens, created_at, model FROM turn_steps WHERE turn_id = ? AND step = ?`},
-		{&s.usageAdd, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
-			SELECT ?1 / 86400000, s.principal_id, s.channel, ?2, ?3, ?4, ?5
+		{&s.usageAdd, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
+			SELECT ?1 / 86400000, s.principal_id, s.channel, ?2, ?3, ?4, ?5, s.server
 			FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = ?6
 			ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = calls + excluded.calls,
-				input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens`},
+				input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+				server = CASE WHEN excluded.server != '' THEN excluded.server ELSE usage_daily.server END`},
+		{&s.sessionServer, `UPDATE sessions SET server = ? WHERE id = ? AND server = ''`},
 		{&s.stepPut, `INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
 			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,

@@ -81,6 +81,8 @@ type options struct {
 	tools agent.ToolRunner
 	// onState is the adapter's OnState; nil: none.
 	onState func(string)
+	// setup configures the real runtime before it runs (budgets, say).
+	setup func(*agent.Runtime)
 }
 
 // start runs the real runtime (SQLite in a temp dir, the fake LLM) and the
@@ -122,6 +124,9 @@ func run(t *testing.T, o options) *env {
 	}
 	rt := &agent.Runtime{Store: db, LLM: provider, Log: zerolog.Nop(), Secrets: o.secrets,
 		Limits: agent.Limits{ShutdownGrace: 50 * time.Millisecond}, Files: &store.FileDir{Dir: filepath.Join(t.TempDir(), "files")}, Redactor: o.redactor, Tools: o.tools}
+	if o.setup != nil {
+		o.setup(rt)
+	}
 	cfg := DefaultConfig()
 	cfg.Token = "test-token"
 	cfg.AllowedGuilds = []string{guildID}

@@ -528,6 +528,7 @@ func (a *Adapter) handleCommand(ctx context.Context, i *discordgo.Interaction, d
 		Text:       text,
 		ReplyTo:    replyTo{channel: i.ChannelID, interaction: i.ID}.String(),
 		ReceivedAt: a.Now(),
+		Server:     i.GuildID,
 	})
 	if err != nil && !errors.Is(err, agent.ErrDuplicate) {
 		var msg string

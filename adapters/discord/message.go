@@ -124,6 +124,7 @@ func (a *Adapter) acceptMessage(ctx context.Context, m *discordgo.Message, bot s
 		Files:      files,
 		ReplyTo:    replyTo{channel: m.ChannelID, message: m.ID, newThread: newThread}.String(),
 		ReceivedAt: a.Now(),
+		Server:     m.GuildID,
 	}
 	if newThread {
 		// Before Accept: the turn may start (and need the thread's name)
