@@ -96,15 +96,16 @@ func (db *DB) searchSessions(ctx context.Context, text string) (ids []int64, ok 
 	esc := likeEscaped(text)
 	var rows *sql.Rows
 	if ShortSearch(text) {
-		// The newest messages by id range, deduplicated below (DISTINCT
-		// would lead SQLite to walk the session index instead).
-		// (A bare max(id) is read from the end of the table; wrapped in
-		// coalesce, SQLite reads every row.)
+		// The newest messages by id range, deduplicated below. NOT
+		// INDEXED keeps SQLite from a skip-scan of the session index
+		// (which its statistics favour at a million messages) and leaves
+		// it the rowid range. A bare max(id) is read from the end of the
+		// table; wrapped in coalesce, SQLite reads every row.
 		var newest sql.NullInt64
 		if err := db.r.QueryRowContext(ctx, `SELECT max(id) FROM messages`).Scan(&newest); err != nil {
 			return nil, false, fmt.Errorf("store: search: %w", err)
 		}
-		rows, err = db.r.QueryContext(ctx, `SELECT session_id FROM messages WHERE id > ?1 AND content LIKE ?2 ESCAPE '\'`,
+		rows, err = db.r.QueryContext(ctx, `SELECT session_id FROM messages NOT INDEXED WHERE id > ?1 AND content LIKE ?2 ESCAPE '\'`,
 			newest.Int64-ShortSearchMessages, esc)
 	} else {
 		_, pending, berr := db.searchBacklog(ctx, db.r)
