@@ -228,7 +228,8 @@ func TestShardsAcrossReplicas(t *testing.T) {
 }
 
 // TestShardsInOneProcess connects every shard of a fixed count from one
-// adapter without NATS, identifying one shard per bucket at a time.
+// adapter without NATS, identifying one shard per bucket at a time; a
+// message and an interaction on shards other than 0 are handled.
 func TestShardsInOneProcess(t *testing.T) {
 	frt := &fakeRuntime{}
 	e := func() *fakeDiscord {
@@ -253,6 +254,18 @@ func TestShardsInOneProcess(t *testing.T) {
 		frt.mu.Lock()
 		defer frt.mu.Unlock()
 		return len(frt.accepted) == 1
+	})
+	// An interaction arriving on another shard is answered.
+	if err := e.dispatchTo(1, "INTERACTION_CREATE", command("950", "help")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the interaction on shard 1 answered", func() bool {
+		for _, c := range e.callbacksSnapshot() {
+			if c.interaction == "950" {
+				return true
+			}
+		}
+		return false
 	})
 	waitFor(t, "state connected", func() bool {
 		smu.Lock()
