@@ -120,6 +120,10 @@ func TestEditOfAMessageNotTakenYet(t *testing.T) {
 	eventually(t, 10*testTTL, "a and b hold 4 partitions each", func() bool {
 		return len(a.node.Held()) == 4 && len(b.node.Held()) == 4
 	})
+	// Every partition adopted: none will find the message by itself.
+	eventually(t, 10*testTTL, "a and b serve 4 partitions each", func() bool {
+		return a.node.serving() == 4 && b.node.serving() == 4
+	})
 	k := sessionOf(t, f, b, 2)
 	ctx := context.Background()
 	q, _, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "late", Key: k, Text: "original", ReceivedAt: time.Now()})
@@ -142,4 +146,11 @@ func TestEditOfAMessageNotTakenYet(t *testing.T) {
 	if ok, err := a.rt.Amend(ctx, "never", "x", false); err != nil || ok {
 		t.Errorf("edit of an unknown message: %v, %v", ok, err)
 	}
+}
+
+// serving is how many partitions have adopted their sessions here.
+func (n *Node) serving() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.scopes)
 }
