@@ -219,7 +219,9 @@ func TestShardsAcrossReplicas(t *testing.T) {
 	last := map[int]time.Time{}
 	for _, id := range f.identifies {
 		b := id.shard % 2
-		if at, ok := last[b]; ok && id.at.Sub(at) < 250*time.Millisecond {
+		// The turn is taken before the dial and HELLO, whose time varies
+		// on a loaded machine: a fifth of the interval as the bound.
+		if at, ok := last[b]; ok && id.at.Sub(at) < 100*time.Millisecond {
 			t.Errorf("bucket %d: two IDENTIFYs %s apart, want about 500ms", b, id.at.Sub(at))
 		}
 		last[b] = id.at
