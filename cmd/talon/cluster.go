@@ -57,7 +57,7 @@ func (a *app) openCluster(ctx context.Context) error {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	node, err := cluster.Open(octx, conn, cluster.Config{
-		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(),
+		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix,
 	}, a.rt, a.db.gatewayStore, a.log)
 	if err != nil {
 		return err

@@ -50,7 +50,7 @@ func TestLoadDefaults(t *testing.T) {
 		Console: Console{Admins: []string{}, SessionTTL: Duration(12 * time.Hour)},
 		MCP:     MCP{IdleTimeout: Duration(10 * time.Minute), MaxSessions: 256},
 		Memory:  Memory{Enabled: true, MaxEntries: 1000, ChannelWriters: map[string][]string{}},
-		NATS:    NATS{Partitions: 32, LeaseTTL: Duration(10 * time.Second)},
+		NATS:    NATS{Partitions: 32, LeaseTTL: Duration(10 * time.Second), Prefix: "talon"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load(\"\") mismatch (-want +got):\n%s", diff)

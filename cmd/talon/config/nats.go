@@ -23,6 +23,11 @@ type NATS struct {
 	// Replica names this replica in the leases; "" means the host name
 	// and a random suffix.
 	Replica string `yaml:"replica" json:"replica"`
+	// Prefix names the JetStream stream, subjects and KV buckets (default
+	// "talon": stream TALON_IN, subjects talon.in.<p>, buckets
+	// talon_partitions and talon_cluster), so that several deployments
+	// can share one NATS server. Every replica must use the same.
+	Prefix string `yaml:"prefix" json:"prefix"`
 }
 
 // Enabled reports whether work is distributed over NATS.
@@ -51,7 +56,7 @@ func (n NATS) Hosts() string {
 }
 
 func defaultNATS() NATS {
-	return NATS{Partitions: 32, LeaseTTL: Duration(10 * time.Second)}
+	return NATS{Partitions: 32, LeaseTTL: Duration(10 * time.Second), Prefix: "talon"}
 }
 
 func (n *NATS) validate(v *validator) {
@@ -59,6 +64,9 @@ func (n *NATS) validate(v *validator) {
 	v.duration("nats.lease_ttl", n.LeaseTTL, 2*time.Second, time.Minute)
 	if n.Replica != "" && !validReplica(n.Replica) {
 		v.add("nats.replica", "must be 1 to 100 letters, digits, '-' or '_' (or \"\" for the host name and a random suffix)")
+	}
+	if !validReplica(n.Prefix) || len(n.Prefix) > 32 {
+		v.add("nats.prefix", "must be 1 to 32 letters, digits, '-' or '_' (default talon)")
 	}
 	if !n.Enabled() {
 		return
