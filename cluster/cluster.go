@@ -39,6 +39,18 @@ type InboundGetter interface {
 	PendingInbound(ctx context.Context, id agent.InboundID) (q agent.QueuedInbound, ok bool, err error)
 }
 
+// SessionLoader is a Store that can load an announced message together
+// with the earlier messages of its session whose turn has not finished
+// (PendingUpTo: in order, the announced one last). With it, a message
+// whose announcement is late or lost (the replica that accepted it died
+// before publishing; a pull request of a dead owner took it) still runs
+// before the later messages of its session, not at the next sweep after
+// them. A Store that has neither this nor InboundGetter is read with
+// Pending.
+type SessionLoader interface {
+	PendingUpTo(ctx context.Context, id agent.InboundID) ([]agent.QueuedInbound, error)
+}
+
 // Defaults.
 const (
 	DefaultPartitions = 32
@@ -331,7 +343,7 @@ func (n *Node) take(ctx context.Context, sc *agent.Scope, p int, m jetstream.Msg
 		_ = m.Term()
 		return
 	}
-	q, ok, err := n.load(ctx, agent.InboundID(id))
+	qs, err := n.loadUpTo(ctx, agent.InboundID(id))
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Warn().Err(err).Int64("inbound", id).Msg("cluster: load an announced message; it is announced again")
@@ -339,10 +351,26 @@ func (n *Node) take(ctx context.Context, sc *agent.Scope, p int, m jetstream.Msg
 		}
 		return
 	}
-	if ok && n.Partition(q.Key) == p {
-		sc.Take(q)
+	for _, q := range qs {
+		if n.Partition(q.Key) == p {
+			sc.Take(q)
+		}
 	}
 	_ = m.Ack()
+}
+
+// loadUpTo finds an accepted message whose turn has not finished, and the
+// earlier ones of its session when the store can tell them (SessionLoader),
+// in the order they were accepted.
+func (n *Node) loadUpTo(ctx context.Context, id agent.InboundID) ([]agent.QueuedInbound, error) {
+	if l, ok := n.store.(SessionLoader); ok {
+		return l.PendingUpTo(ctx, id)
+	}
+	q, ok, err := n.load(ctx, id)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return []agent.QueuedInbound{q}, nil
 }
 
 // load finds an accepted message whose turn has not finished.

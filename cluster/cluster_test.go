@@ -260,6 +260,29 @@ func TestNodeFindsMessagesWhoseAnnouncementWasLost(t *testing.T) {
 	f.checkAnswered(ids, 30*time.Second)
 }
 
+// TestNodeRunsAnEarlierMessageWhoseAnnouncementIsLate: a session's first
+// message is in the store but not announced (its replica died before
+// publishing, or a dead owner's pull request took the announcement); the
+// second, announced, brings it along, and they are answered in order, long
+// before any sweep.
+func TestNodeRunsAnEarlierMessageWhoseAnnouncementIsLate(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	f.cfg.Sweep = time.Hour
+	a := f.start("a")
+	eventually(t, 10*testTTL, "a holds every partition", func() bool { return len(a.node.Held()) == 8 })
+	ctx := context.Background()
+	first, dup, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "late-1", Key: key(3, 0), Text: "first", ReceivedAt: time.Now()})
+	if err != nil || dup {
+		t.Fatal(err, dup)
+	}
+	second, err := a.rt.Accept(ctx, agent.Inbound{DedupeKey: "late-2", Key: key(3, 0), Text: "second"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checkAnswered([]agent.InboundID{first.ID, second.ID}, 30*time.Second)
+}
+
 // TestNodeTakesOverADeadReplicasWork: a replica dies (its connection
 // cut) with messages accepted in its partitions; the survivor answers
 // each of them once.

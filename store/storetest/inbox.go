@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -268,6 +269,29 @@ func testPendingAfterACrash(t *testing.T, e *env) {
 	qs, err := e.reopen(t).Pending(ctx)
 	if err != nil || len(qs) != 2 || qs[0].Preview != "preview-2" || qs[1].Preview != "" {
 		t.Errorf("Pending with a preview: %+v, %v", qs, err)
+	}
+
+	// Up to one message, with the earlier pending ones of its session:
+	// alice's q3 brings nothing of bob's, and q1 is finished.
+	db = e.db
+	q4 := accept(t, db, inbound("4", alice))
+	q5 := accept(t, db, inbound("5", bob))
+	for _, c := range []struct {
+		id   agent.InboundID
+		want []agent.InboundID
+	}{{q4.ID, []agent.InboundID{q3.ID, q4.ID}}, {q3.ID, []agent.InboundID{q3.ID}}, {q5.ID, []agent.InboundID{q2.ID, q5.ID}},
+		{q2.ID, []agent.InboundID{q2.ID}}, {q1.ID, nil}, {q5.ID + 1000, nil}} {
+		qs, err := db.PendingUpTo(ctx, c.id)
+		var got []agent.InboundID
+		for _, q := range qs {
+			got = append(got, q.ID)
+			if q.Inbound.Text == "" || (q.ID == q2.ID) != q.Running {
+				t.Errorf("PendingUpTo(%d): %+v", c.id, q)
+			}
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("PendingUpTo(%d) = %v, %v; want %v", c.id, got, err, c.want)
+		}
 	}
 }
 

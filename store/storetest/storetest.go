@@ -23,6 +23,9 @@ type Store interface {
 	agent.UsageLog
 	// PendingInbound loads one message not yet answered (cluster.Store).
 	PendingInbound(ctx context.Context, id agent.InboundID) (q agent.QueuedInbound, ok bool, err error)
+	// PendingUpTo loads an announced message with the earlier pending
+	// ones of its session (cluster.SessionLoader).
+	PendingUpTo(ctx context.Context, id agent.InboundID) ([]agent.QueuedInbound, error)
 
 	FollowThread(ctx context.Context, key agent.SessionKey, at time.Time) error
 	FollowingThread(ctx context.Context, key agent.SessionKey, since time.Time) (bool, error)
