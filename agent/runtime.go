@@ -781,7 +781,11 @@ func (r *Runtime) process(ctx context.Context, q QueuedInbound) bool {
 	rep, outcome, finished := r.turn(ctx, q)
 	if !finished {
 		// Interrupted by shutdown: the inbound stays running in the store
-		// and resumes at the next start.
+		// and resumes at the next start. Or its reply could not be
+		// persisted: then another process may have finished it.
+		if !released(ctx) {
+			r.deliverFinishedElsewhere(ctx, q)
+		}
 		r.addPending(-1)
 		return false
 	}
@@ -794,6 +798,27 @@ func (r *Runtime) process(ctx context.Context, q QueuedInbound) bool {
 	r.deliver(ctx, rep, false)
 	r.addPending(-1)
 	return true
+}
+
+// deliverFinishedElsewhere delivers the undelivered reply of q when
+// another process finished q's turn: a replica that had lost the lease on
+// q's session finished it after this one adopted the session (the last
+// writes of a replica cut off land late), and that replica's delivery was
+// cut short. Without it the reply would wait for the next adoption of the
+// session. A reply the other process is still delivering may then be
+// posted twice, a visible duplicate rather than a lost answer.
+func (r *Runtime) deliverFinishedElsewhere(ctx context.Context, q QueuedInbound) {
+	reps, err := r.Store.Undelivered(ctx)
+	if err != nil {
+		return
+	}
+	for _, rep := range reps {
+		if rep.Inbound == q.ID {
+			r.Log.Info().Int64("inbound", int64(q.ID)).Int64("reply", int64(rep.ID)).
+				Msg("a message answered by another process meanwhile; its reply is delivered here")
+			r.deliver(ctx, rep, true)
+		}
+	}
 }
 
 // deliver hands a persisted reply to its channel, retrying with backoff,

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
 )
 
@@ -127,5 +129,41 @@ func TestScopeEndInterruptsATurnForTheNextOwner(t *testing.T) {
 	h.idle()
 	if diff := cmp.Diff([]string{"answered"}, h.ch.texts()); diff != "" {
 		t.Errorf("replies (-want +got):\n%s", diff)
+	}
+}
+
+// TestTakeOfAMessageFinishedElsewhereDeliversItsReply: a message taken
+// for its turn was meanwhile finished by another process (a replica cut
+// off, whose last writes landed after this one adopted the session), which
+// could not deliver the reply. The turn does not run again, and the reply
+// that process persisted is delivered here.
+func TestTakeOfAMessageFinishedElsewhereDeliversItsReply(t *testing.T) {
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	h := startHarness(t, filepath.Join(t.TempDir(), "talon.db"), srv, &recorder{}, func(rt *agent.Runtime) { rt.Dispatch = &announcer{} })
+	q := h.send("u1", "question")
+	ctx := context.Background()
+	tid, _, _, err := h.db.StartTurn(ctx, q.ID, &llm.Message{Role: llm.RoleUser, Content: "question"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.FinishTurn(ctx, q.ID, tid, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "answered elsewhere"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := h.rt.Adopt(ctx, user("nobody"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sc.Take(q) {
+		t.Fatal("Take of a message this process has not seen: false")
+	}
+	h.idle()
+	if diff := cmp.Diff([]string{"answered elsewhere"}, h.ch.texts()); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
+	}
+	if n := len(srv.Requests()); n != 0 {
+		t.Errorf("the model was called %d times for a message answered elsewhere", n)
+	}
+	if reps, err := h.db.Undelivered(ctx); err != nil || len(reps) != 0 {
+		t.Errorf("undelivered after the take: %+v, %v; want none", reps, err)
 	}
 }
