@@ -152,6 +152,22 @@ func (f *fakeSlackAPI) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		sort.Slice(msgs, func(i, j int) bool { return msgs[i]["ts"].(string) < msgs[j]["ts"].(string) })
 		answer = map[string]any{"ok": true, "messages": msgs, "has_more": false}
+	case "conversations.history":
+		// The bot's messages in the channel (outside threads), newest
+		// first as Slack sends them, with their metadata when asked.
+		var msgs []map[string]any
+		for i := len(f.posts) - 1; i >= 0; i-- {
+			p := f.posts[i]
+			if p.Get("channel") != form.Get("channel") || p.Get("thread_ts") != "" || f.ts(i) < form.Get("oldest") {
+				continue
+			}
+			m := map[string]any{"type": "message", "user": "UBOT", "bot_id": "BBOT", "text": p.Get("text"), "ts": f.ts(i)}
+			if md := p.Get("metadata"); md != "" && form.Get("include_all_metadata") == "1" {
+				m["metadata"] = json.RawMessage(md)
+			}
+			msgs = append(msgs, m)
+		}
+		answer = map[string]any{"ok": true, "messages": msgs, "has_more": false}
 	case "conversations.info":
 		if form.Get("channel") == "C404" {
 			answer = map[string]any{"ok": false, "error": "channel_not_found"}
