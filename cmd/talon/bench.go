@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -19,10 +21,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/cluster"
 	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/tools"
@@ -56,6 +61,11 @@ type benchResult struct {
 	// during the run (--console-poll), ConsoleErrors how many loads failed.
 	ConsolePolls  int64 `json:"console_polls,omitempty"`
 	ConsoleErrors int64 `json:"console_errors,omitempty"`
+	// Replicas is how many replicas shared the load (--replicas), on
+	// PostgreSQL and NATS; Reference is then the same load on SQLite in
+	// one runtime, measured just before in the same run.
+	Replicas  int          `json:"replicas,omitempty"`
+	Reference *benchResult `json:"reference,omitempty"`
 }
 
 type pct struct {
@@ -76,6 +86,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		asJSON                       bool
 		cpuProfile                   string
 		consolePoll                  time.Duration
+		replicas                     int
+		natsURL                      string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -96,17 +108,34 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.DurationVar(&consolePoll, "console-poll", 0, "serve the console on loopback and load its Overview, Usage, Conversations and Users "+
 		"pages once every this often during the run, as an operator's open tab would; 0: no console")
+	fs.IntVar(&replicas, "replicas", 0, "run N replicas in this process, each with its own PostgreSQL pool and NATS connection, "+
+		"sharing the load (each user's messages accepted by one of them in turn, run by the partition's owner) "+
+		"as `talon run` with nats.url does; needs --store postgres:URL and --nats; the same load on SQLite in one runtime "+
+		"is measured first, as the reference")
+	fs.StringVar(&natsURL, "nats", "", "NATS server with JetStream for --replicas (nats://host:4222; no password in the URL)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return &usageError{err.Error()}
 	}
+	if replicas != 0 {
+		if replicas < 1 || replicas > 16 || !strings.HasPrefix(storeArg, "postgres:") || natsURL == "" || consolePoll > 0 || llmURL != "" {
+			return &usageError{"bench: --replicas takes 1 to 16, with --store postgres:URL and --nats nats://host:4222, without --console-poll and --llm-url"}
+		}
+		if u, err := url.Parse(natsURL); err != nil || u.Scheme != "nats" || u.User != nil {
+			return &usageError{"bench: --nats must be nats://host:port, without credentials (the process list shows them)"}
+		}
+	}
 	if users < 1 || messages < 1 || toolShare < 0 || toolShare > 1 {
 		return &usageError{"bench: --users and --messages must be ≥ 1, --tool-share within 0..1"}
 	}
 	if concurrency <= 0 || concurrency > users {
 		concurrency = users
+	}
+	if replicas > 0 {
+		load := benchLoad{users: users, messages: messages, concurrency: concurrency, toolShare: toolShare, think: think}
+		return benchReplicas(ctx, e, load, replicas, strings.TrimPrefix(storeArg, "postgres:"), natsURL, latency, asJSON)
 	}
 	if dataDir == "" {
 		d, err := os.MkdirTemp("", "talon-bench-")
@@ -166,15 +195,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		tools = &countingTools{ToolRunner: sb}
 		toolRunner = tools
 	}
-	var turnsSent, toolTurns atomic.Int64 // turns so far, to pick which ask for a tool; those that did
+	var toolTurns atomic.Int64 // turns that asked for a tool
 	ch := &benchChannel{done: map[string]chan agent.Reply{}}
-	rt := &agent.Runtime{
-		Store: db, LLM: provider, Tools: toolRunner, Log: zerolog.Nop(),
-		// History compaction is off: its model calls cannot be told apart
-		// from the turn's own, and would count as gateway overhead.
-		Limits: agent.Limits{MaxConcurrentTurns: max(concurrency, 64), MaxTurnsPerUser: 2, RatePerMinute: 0,
-			HistoryMessages: 1000, HistoryTokenBudget: 1 << 30},
-	}
+	rt := &agent.Runtime{Store: db, LLM: provider, Tools: toolRunner, Log: zerolog.Nop(), Limits: benchLimits(concurrency)}
 	rt.Register(ch)
 	rctx, stop := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
@@ -187,12 +210,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	}
 
 	total := users * messages
-	overheads := make([]time.Duration, 0, total)
-	var (
-		mu       sync.Mutex // guards overheads
-		errCount atomic.Int64
-		finished atomic.Int64
-	)
+	var errCount atomic.Int64
 	var poller *consolePoller
 	if consolePoll > 0 {
 		var err error
@@ -213,56 +231,14 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	sem := make(chan struct{}, concurrency)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for u := range users {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			key := agent.SessionKey{Principal: agent.Principal{Platform: "bench", User: runID + "-u" + strconv.Itoa(u)}}
-			if think > 0 && !agent.Sleep(ctx, time.Duration(rand.Float64()*float64(think))) {
-				return
-			}
-			for m := range messages {
-				if think > 0 && m > 0 && !agent.Sleep(ctx, time.Duration(rand.ExpFloat64()*float64(think))) {
-					return
-				}
-				dk := fmt.Sprintf("bench:%s:%d:%d", runID, u, m)
-				wait := ch.expect(dk)
-				t0 := time.Now()
-				text := benchText(u, m)
-				// The n-th turn sent asks when it brings the share's count
-				// up by one: asks are spread evenly, at any run length.
-				if n := float64(turnsSent.Add(1)); math.Floor(n*toolShare) > math.Floor((n-1)*toolShare) {
-					text += benchToolAsk
-					toolTurns.Add(1)
-				}
-				_, err := rt.Accept(ctx, agent.Inbound{DedupeKey: dk, Key: key, Text: text, ReplyTo: dk})
-				if err != nil {
-					errCount.Add(1)
-					continue
-				}
-				select {
-				case rep := <-wait:
-					d := time.Since(t0) - clock.spent(u, m)
-					if rep.Kind == agent.ReplyError {
-						errCount.Add(1)
-					}
-					mu.Lock()
-					overheads = append(overheads, d)
-					mu.Unlock()
-				case <-ctx.Done():
-					return
-				}
-				progress.set(int(finished.Add(1)))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	load := benchLoad{users: users, messages: messages, concurrency: concurrency, toolShare: toolShare, think: think, runID: runID}
+	out := load.drive(ctx, progress, ch, clock, func(_ int, in agent.Inbound) error {
+		_, err := rt.Accept(ctx, in)
+		return err
+	})
+	overheads, elapsed := out.overheads, out.elapsed
+	errCount.Add(out.errors)
+	toolTurns.Add(out.toolTurns)
 	progress.done()
 	if poller != nil {
 		poller.stop()
@@ -571,4 +547,276 @@ func benchTools(ctx context.Context, dataDir string) (agent.ToolRunner, func(), 
 		return nil, nil, err
 	}
 	return sb, func() { sb.Close(context.WithoutCancel(ctx)) }, nil
+}
+
+// benchLimits are the runtime's limits in the bench. History compaction is
+// off: its model calls cannot be told apart from the turn's own, and would
+// count as gateway overhead.
+func benchLimits(concurrency int) agent.Limits {
+	return agent.Limits{MaxConcurrentTurns: max(concurrency, 64), MaxTurnsPerUser: 2, RatePerMinute: 0,
+		HistoryMessages: 1000, HistoryTokenBudget: 1 << 30}
+}
+
+// benchLoad is the bench's users and what they send.
+type benchLoad struct {
+	users, messages, concurrency int
+	toolShare                    float64
+	think                        time.Duration
+	runID                        string
+}
+
+// benchOutcome is what one drive measured.
+type benchOutcome struct {
+	overheads         []time.Duration
+	errors, toolTurns int64
+	elapsed           time.Duration
+}
+
+// drive sends the load, each user's next message once the previous one is
+// answered, through accept (u is the user), and measures each turn's
+// latency minus its model time.
+func (l benchLoad) drive(ctx context.Context, progress *progress, ch *benchChannel, clock *modelClock, accept func(u int, in agent.Inbound) error) benchOutcome {
+	users, messages, concurrency, think, toolShare, runID := l.users, l.messages, l.concurrency, l.think, l.toolShare, l.runID
+	overheads := make([]time.Duration, 0, users*messages)
+	var (
+		mu                  sync.Mutex // guards overheads
+		errCount, toolTurns atomic.Int64
+		finished            atomic.Int64
+		turnsSent           atomic.Int64 // turns so far, to pick which ask for a tool
+	)
+	sem := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			key := agent.SessionKey{Principal: agent.Principal{Platform: "bench", User: runID + "-u" + strconv.Itoa(u)}}
+			if think > 0 && !agent.Sleep(ctx, time.Duration(rand.Float64()*float64(think))) {
+				return
+			}
+			for m := range messages {
+				if think > 0 && m > 0 && !agent.Sleep(ctx, time.Duration(rand.ExpFloat64()*float64(think))) {
+					return
+				}
+				dk := fmt.Sprintf("bench:%s:%d:%d", runID, u, m)
+				wait := ch.expect(dk)
+				t0 := time.Now()
+				text := benchText(u, m)
+				// The n-th turn sent asks when it brings the share's count
+				// up by one: asks are spread evenly, at any run length.
+				if n := float64(turnsSent.Add(1)); math.Floor(n*toolShare) > math.Floor((n-1)*toolShare) {
+					text += benchToolAsk
+					toolTurns.Add(1)
+				}
+				err := accept(u, agent.Inbound{DedupeKey: dk, Key: key, Text: text, ReplyTo: dk})
+				if err != nil {
+					errCount.Add(1)
+					continue
+				}
+				select {
+				case rep := <-wait:
+					d := time.Since(t0) - clock.spent(u, m)
+					if rep.Kind == agent.ReplyError {
+						errCount.Add(1)
+					}
+					mu.Lock()
+					overheads = append(overheads, d)
+					mu.Unlock()
+				case <-ctx.Done():
+					return
+				}
+				progress.set(int(finished.Add(1)))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
+	return benchOutcome{overheads: overheads, errors: errCount.Load(), toolTurns: toolTurns.Load(), elapsed: elapsed}
+}
+
+// benchReplicas measures the load on SQLite in one runtime (the
+// reference), then on n replicas in this process sharing a PostgreSQL
+// database and a NATS server, and reports both.
+func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool) error {
+	u, err := postgresArg(pgURL)
+	if err != nil {
+		return fmt.Errorf("bench: --store: %w", err)
+	}
+	var refOut bytes.Buffer
+	refEnv := e
+	refEnv.stdout = &refOut
+	if err := cmdBench(ctx, refEnv, []string{"--json", "--users", strconv.Itoa(load.users), "--messages", strconv.Itoa(load.messages),
+		"--concurrency", strconv.Itoa(load.concurrency), "--tool-share", strconv.FormatFloat(load.toolShare, 'g', -1, 64),
+		"--llm-latency", latency.String(), "--think", load.think.String()}); err != nil {
+		return fmt.Errorf("bench: the reference run on SQLite: %w", err)
+	}
+	var ref benchResult
+	if err := json.Unmarshal(refOut.Bytes(), &ref); err != nil {
+		return fmt.Errorf("bench: the reference run on SQLite: %w", err)
+	}
+	res, err := benchCluster(ctx, e, load, n, u, natsURL, latency, asJSON)
+	if err != nil {
+		return err
+	}
+	res.Reference = &ref
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(res)
+	}
+	fmt.Fprintf(e.stdout, "turns:           %d (%d users × %d messages, %d at a time)\n", res.Turns, load.users, load.messages, load.concurrency)
+	for _, r := range []struct {
+		name string
+		b    *benchResult
+	}{{"SQLite, 1 runtime (reference)", &ref}, {fmt.Sprintf("PostgreSQL + NATS, %d replicas", n), &res}} {
+		fmt.Fprintf(e.stdout, "%s:\n", r.name)
+		fmt.Fprintf(e.stdout, "  throughput:    %.0f turns/s over %.2f s\n", r.b.TurnsPerSec, r.b.Seconds)
+		fmt.Fprintf(e.stdout, "  overhead:      p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (turn latency minus model time)\n", r.b.OverheadMS.P50, r.b.OverheadMS.P95, r.b.OverheadMS.P99)
+		fmt.Fprintf(e.stdout, "  tool calls:    %d (%d turns asked for one)\n", r.b.ToolCalls, r.b.ToolTurns)
+		fmt.Fprintf(e.stdout, "  errors:        %d\n", r.b.Errors)
+	}
+	if ref.TurnsPerSec > 0 {
+		fmt.Fprintf(e.stdout, "ratio:           %.2f× the reference's turns/s\n", res.TurnsPerSec/ref.TurnsPerSec)
+	}
+	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB (the whole process, both runs)\n", float64(res.PeakRSSBytes)/1e6)
+	return nil
+}
+
+// benchCluster runs the load on n replicas in this process: each a
+// runtime with its own PostgreSQL pool, NATS connection and cluster node,
+// as `talon run` with nats.url; user u's messages are accepted by replica
+// u mod n and run by the replica that holds their partition. The stream
+// and buckets are the run's own and deleted after it.
+func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool) (benchResult, error) {
+	load.runID = strconv.FormatInt(time.Now().UnixNano(), 36)
+	dataDir, err := os.MkdirTemp("", "talon-bench-")
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer os.RemoveAll(dataDir)
+	prefix := "talonbench_" + load.runID
+	clock := &modelClock{Provider: &benchLLM{latency: latency}}
+	ch := &benchChannel{done: map[string]chan agent.Reply{}}
+	var (
+		toolTurns atomic.Int64
+		counters  []*countingTools
+		rts       []*agent.Runtime
+		nodes     []*cluster.Node
+		wg        sync.WaitGroup
+	)
+	rctx, stop := context.WithCancel(ctx)
+	var closers []func()
+	defer func() {
+		stop()
+		wg.Wait()
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+		nc, err := nats.Connect(natsURL, nats.Name("talon bench"), nats.Timeout(5*time.Second))
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = js.DeleteStream(dctx, strings.ToUpper(prefix)+"_IN")
+		_ = js.DeleteKeyValue(dctx, prefix+"_partitions")
+		_ = js.DeleteKeyValue(dctx, prefix+"_cluster")
+	}()
+	for i := range n {
+		db, err := postgres.Open(ctx, pgURL)
+		if err != nil {
+			return benchResult{}, err
+		}
+		closers = append(closers, func() { db.Close() })
+		var runner agent.ToolRunner
+		if load.toolShare > 0 {
+			sb, closeTools, err := benchTools(ctx, filepath.Join(dataDir, strconv.Itoa(i)))
+			if err != nil {
+				return benchResult{}, err
+			}
+			closers = append(closers, closeTools)
+			c := &countingTools{ToolRunner: sb}
+			counters = append(counters, c)
+			runner = c
+		}
+		nc, err := nats.Connect(natsURL, nats.Name("talon bench"), nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
+		if err != nil {
+			return benchResult{}, fmt.Errorf("bench: --nats: %w", err)
+		}
+		closers = append(closers, nc.Close)
+		rt := &agent.Runtime{Store: db, LLM: clock, Tools: runner, Log: zerolog.Nop(), Limits: benchLimits(load.concurrency)}
+		rt.Register(ch)
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		node, err := cluster.Open(octx, nc, cluster.Config{Replica: fmt.Sprintf("bench-%d", i), Prefix: prefix}, rt, db, zerolog.Nop())
+		cancel()
+		if err != nil {
+			return benchResult{}, err
+		}
+		rt.Dispatch = node
+		rts, nodes = append(rts, rt), append(nodes, node)
+		runDone := make(chan struct{})
+		wg.Go(func() {
+			defer close(runDone)
+			_ = rt.Run(rctx)
+		})
+		select {
+		case <-rt.Ready():
+		case <-runDone:
+			return benchResult{}, errors.New("bench: a replica's runtime stopped before it was ready")
+		}
+		wg.Go(func() { _ = node.Run(rctx) })
+	}
+	// The load starts once the partitions are held and spread.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		held, most, least := 0, 0, cluster.DefaultPartitions
+		for _, node := range nodes {
+			h := len(node.Held())
+			held, most, least = held+h, max(most, h), min(least, h)
+		}
+		if held == cluster.DefaultPartitions && most-least <= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return benchResult{}, fmt.Errorf("bench: the replicas hold %d of %d partitions after a minute", held, cluster.DefaultPartitions)
+		}
+		if !agent.Sleep(ctx, 50*time.Millisecond) {
+			return benchResult{}, ctx.Err()
+		}
+	}
+	progress := newProgress(e, load.users*load.messages, asJSON)
+	out := load.drive(ctx, progress, ch, clock, func(u int, in agent.Inbound) error {
+		_, err := rts[u%n].Accept(ctx, in)
+		return err
+	})
+	progress.done()
+	toolTurns.Add(out.toolTurns)
+	res := benchResult{
+		Users: load.users, Messages: load.messages, Concurrency: load.concurrency, Turns: len(out.overheads),
+		Seconds: out.elapsed.Seconds(), TurnsPerSec: float64(len(out.overheads)) / out.elapsed.Seconds(),
+		OverheadMS: percentiles(out.overheads), PeakRSSBytes: peakRSS(), Errors: int(out.errors), Replicas: n,
+		ToolTurns: toolTurns.Load(),
+	}
+	for _, c := range counters {
+		res.ToolCalls += c.calls.Load()
+		res.Errors += int(c.fails.Load())
+		for k, v := range c.failures() {
+			if res.ToolErrors == nil {
+				res.ToolErrors = map[string]int64{}
+			}
+			res.ToolErrors[k] += v
+		}
+	}
+	if load.think > 0 {
+		res.OfferedPerS = float64(load.concurrency) / (load.think + latency).Seconds()
+	}
+	return res, nil
 }

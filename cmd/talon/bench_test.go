@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -152,5 +153,47 @@ func TestBenchCountsToolFailuresByKind(t *testing.T) {
 	got := c.failures()
 	if got["unknown tool"] != 1 || len(got) != 2 || c.calls.Load() != 3 || c.fails.Load() != 2 {
 		t.Errorf("failures = %v (calls %d, fails %d), want 1 unknown tool and 1 other failure of 3 calls", got, c.calls.Load(), c.fails.Load())
+	}
+}
+
+// talon bench --replicas: the load runs on SQLite in one runtime (the
+// reference), then on two replicas sharing a PostgreSQL schema and a NATS
+// server; every turn of both is answered, and the replicas' turns are in
+// PostgreSQL. Without its requirements the flag is refused.
+func TestBenchReplicas(t *testing.T) {
+	for _, args := range [][]string{
+		{"--replicas", "2"},
+		{"--replicas", "2", "--store", "postgres:postgres://x@127.0.0.1/db"},
+		{"--replicas", "2", "--store", "postgres:postgres://x@127.0.0.1/db", "--nats", "nats://u:p@127.0.0.1:4222"},
+		{"--replicas", "17", "--store", "postgres:postgres://x@127.0.0.1/db", "--nats", "nats://127.0.0.1:4222"},
+	} {
+		res := runMain(t, env{}, append([]string{"bench"}, args...)...)
+		if res.code != 2 || !strings.Contains(res.stderr, "--replicas") && !strings.Contains(res.stderr, "--nats") {
+			t.Errorf("bench %v: exit %d, stderr %s; want a usage error", args, res.code, res.stderr)
+		}
+		if strings.Contains(res.stderr, "u:p@") {
+			t.Errorf("bench %v shows the NATS credentials: %s", args, res.stderr)
+		}
+	}
+	dbURL, pool := postgresSchema(t)
+	natsURL := testNATS(t)
+	res := runMain(t, env{}, "bench", "--json", "--users", "12", "--messages", "3", "--tool-share", "0.25",
+		"--replicas", "2", "--store", "postgres:"+dbURL, "--nats", natsURL)
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	var got benchResult
+	if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, res.stdout)
+	}
+	if got.Replicas != 2 || got.Turns != 36 || got.Errors != 0 || got.TurnsPerSec <= 0 || got.ToolCalls != 9 || got.OverheadMS.P50 > got.OverheadMS.P99 {
+		t.Errorf("replicas: %+v; want 2 replicas, 36 turns, 9 tool calls, no errors", got)
+	}
+	if r := got.Reference; r == nil || r.Replicas != 0 || r.Turns != 36 || r.Errors != 0 || r.TurnsPerSec <= 0 || r.ToolCalls != 9 {
+		t.Errorf("reference: %+v; want 36 turns on SQLite, 9 tool calls, no errors", r)
+	}
+	var done int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM inbound WHERE state = 'done'`).Scan(&done); err != nil || done != 36 {
+		t.Errorf("messages answered in PostgreSQL: %d, %v; want 36", done, err)
 	}
 }
