@@ -729,6 +729,8 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		_ = js.DeleteStream(dctx, strings.ToUpper(prefix)+"_IN")
 		_ = js.DeleteKeyValue(dctx, prefix+"_partitions")
 		_ = js.DeleteKeyValue(dctx, prefix+"_cluster")
+		_ = js.DeleteKeyValue(dctx, prefix+"_slots")
+		_ = js.DeleteKeyValue(dctx, prefix+"_rates")
 	}()
 	for i := range n {
 		db, err := postgres.Open(ctx, pgURL)

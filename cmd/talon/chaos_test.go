@@ -89,6 +89,8 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 	fs := newFakeSlackAPI(t)
 
 	dir := t.TempDir()
+	// CHAOS_DEBUG_DIR keeps the replicas' logs (and, after a drain that
+	// does not finish, their goroutines) for whoever looks into a failure.
 	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
 		dir = d
 	}
@@ -529,6 +531,8 @@ func natsPrefix(t *testing.T, url string) string {
 		_ = js.DeleteStream(ctx, strings.ToUpper(prefix)+"_IN")
 		_ = js.DeleteKeyValue(ctx, prefix+"_partitions")
 		_ = js.DeleteKeyValue(ctx, prefix+"_cluster")
+		_ = js.DeleteKeyValue(ctx, prefix+"_slots")
+		_ = js.DeleteKeyValue(ctx, prefix+"_rates")
 	})
 	return prefix
 }
