@@ -29,7 +29,7 @@ import (
 const (
 	// searchProbe is how many matching messages the index is read for
 	// before the search reads sessions newest first instead.
-	searchProbe = 2000
+	searchProbe = 500
 	// ShortSearchMessages is how many of the newest messages a search for
 	// text too short for the index (see ShortSearch) reads.
 	ShortSearchMessages = 10_000
