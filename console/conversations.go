@@ -40,13 +40,18 @@ func (s *Server) conversations(w http.ResponseWriter, r *http.Request, sess *ses
 	if n, err := strconv.ParseInt(q.Get("before"), 10, 64); err == nil && n > 0 {
 		f.Before = agent.SessionID(n)
 	}
-	list, err := s.Store.Conversations(r.Context(), f)
+	// Messages are stored as JSON: the text is looked for as it is
+	// written there (<, & and quotes escaped), which is what the
+	// transcript shows.
+	stored := f
+	stored.Search = store.StoredText(f.Search)
+	list, err := s.Store.Conversations(r.Context(), stored)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	indexing := false
-	if ix, ok := s.Store.(searchIndexer); ok && f.Search != "" && !store.ShortSearch(f.Search) {
+	if ix, ok := s.Store.(searchIndexer); ok && stored.Search != "" && !store.ShortSearch(stored.Search) {
 		if indexing, err = ix.SearchIndexing(r.Context()); err != nil {
 			s.fail(w, r, err)
 			return
@@ -67,7 +72,7 @@ func (s *Server) conversations(w http.ResponseWriter, r *http.Request, sess *ses
 </form>
 `)
 		switch {
-		case f.Search != "" && store.ShortSearch(f.Search):
+		case stored.Search != "" && store.ShortSearch(stored.Search):
 			d.raw(`<p class="notice" role="status">Text with fewer than 3 characters in a row (other than % and _) is looked for in the newest `)
 			d.text(formatInt(store.ShortSearchMessages))
 			d.raw(` messages only. Search for 3 characters or more to look through every conversation.</p>`)

@@ -73,6 +73,8 @@ func TestConversationsAndTranscript(t *testing.T) {
 		"by user":    "user=" + url.QueryEscape("slack:T1:UALICE"),
 		"by channel": "channel=C1",
 		"by text":    "q=please+post",
+		// Stored as JSON (\u003c, \"), found as the transcript shows it.
+		"by text with markup and quotes": "q=" + url.QueryEscape(`<script>alert("x")`),
 	} {
 		_, body := get(t, c, f.srv.URL+"/console/conversations?"+q)
 		if !strings.Contains(body, "slack:T1:UALICE") || strings.Contains(body, "discord::42") {

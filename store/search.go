@@ -60,6 +60,16 @@ func ShortSearch(text string) bool {
 	return true
 }
 
+// StoredText is text as it is written inside a message's stored JSON
+// (encoding/json: <, > and & as \u003c, \u003e and \u0026, quotes,
+// backslashes and control characters escaped), so that a search for what a
+// transcript shows finds it in the stored messages. The console searches
+// with it.
+func StoredText(text string) string {
+	b, _ := json.Marshal(text) // a string always encodes
+	return string(b[1 : len(b)-1])
+}
+
 // likeEscaped is text as a LIKE pattern with ESCAPE '\' that matches it
 // anywhere, its % and _ literal.
 func likeEscaped(text string) string {
