@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/agent/llm/llmtest"
 	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/store/postgres"
@@ -96,6 +97,20 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// A turn in a Discord server: its usage counts to the server.
+		q, _, err := sdb.AcceptInbound(ctx, agent.Inbound{DedupeKey: "discord:m1", Server: "G1",
+			Key: agent.SessionKey{Principal: agent.Principal{Platform: "discord", User: "42"}, Conversation: agent.Conversation{Channel: "C10"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tid, s, _, err := sdb.StartTurn(ctx, q.ID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sdb.FinishTurn(ctx, q.ID, tid, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "ok"},
+			&agent.Step{Session: s.ID, N: 1, Model: "m1", Usage: llm.Usage{InputTokens: 30, OutputTokens: 3}}); err != nil {
+			t.Fatal(err)
+		}
 	}()
 
 	res := invoke("", "migrate-store", "--from", "sqlite:"+dbPath, "--to", "postgres:"+dbURL)
@@ -173,6 +188,16 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	}
 	if s, err := pdb.TakeOAuthState(ctx, "state-hash"); err != nil || s.Server != "linear" || s.Verifier != "v" {
 		t.Errorf("the connect link on PostgreSQL: %+v, %v", s, err)
+	}
+
+	// The Discord server's usage is counted to it there.
+	if n, err := pdb.ServerTokens(ctx, "G1", now.Add(-24*time.Hour)); err != nil || n != 33 {
+		t.Errorf("the server's tokens on PostgreSQL: %d, %v; want 33", n, err)
+	}
+	var inServer, sessServer string
+	if err := pool.QueryRow(ctx, `SELECT i.server, s.server FROM inbound i JOIN turns t ON t.inbound_id = i.id JOIN sessions s ON s.id = t.session_id
+		WHERE i.dedupe_key = 'discord:m1'`).Scan(&inServer, &sessServer); err != nil || inServer != "G1" || sessServer != "G1" {
+		t.Errorf("the message's and session's server on PostgreSQL: %q, %q, %v; want G1", inServer, sessServer, err)
 	}
 
 	// The gateway carries on from PostgreSQL: new rows after the copied ids.

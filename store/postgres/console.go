@@ -35,7 +35,7 @@ func likeEscape(s string) string {
 // order they were first seen), channel and model.
 func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error) {
 	rows, err := db.pool.Query(ctx, `
-		SELECT u.day, p.platform, p.workspace, p."user", u.channel, u.model, u.calls, u.input_tokens, u.output_tokens
+		SELECT u.day, p.platform, p.workspace, p."user", u.channel, u.model, u.server, u.calls, u.input_tokens, u.output_tokens
 		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
 		WHERE u.day >= $1 AND u.day < $2 AND u.calls > 0
 		ORDER BY u.day DESC, u.principal_id, u.channel COLLATE "C", u.model COLLATE "C"`, dayOf(from), dayOf(to))
@@ -45,7 +45,7 @@ func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, 
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.UsageRow, error) {
 		var u store.UsageRow
 		var day int64
-		err := r.Scan(&day, &u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Calls, &u.InputTokens, &u.OutputTokens)
+		err := r.Scan(&day, &u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Server, &u.Calls, &u.InputTokens, &u.OutputTokens)
 		u.Day = fromMS(day * dayMS)
 		return u, err
 	})

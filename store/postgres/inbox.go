@@ -19,7 +19,7 @@ var errRollback = errors.New("postgres: roll back")
 // inboundCols are the columns scanInbound reads, from inbound i joined with
 // principals p, and the stream preview recorded for it.
 const inboundCols = `i.id, i.state, i.dedupe_key, p.platform, p.workspace, p."user",
-	i.channel, i.thread, i.text, i.reply_to, i.received_at, i.files,
+	i.channel, i.thread, i.text, i.reply_to, i.received_at, i.files, i.server,
 	COALESCE((SELECT v.platform_id FROM stream_previews v WHERE v.inbound_id = i.id), '')`
 
 func scanInbound(r pgx.Row) (agent.QueuedInbound, error) {
@@ -31,7 +31,7 @@ func scanInbound(r pgx.Row) (agent.QueuedInbound, error) {
 	)
 	err := r.Scan(&q.ID, &state, &q.DedupeKey,
 		&q.Key.Principal.Platform, &q.Key.Principal.Workspace, &q.Key.Principal.User,
-		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &files, &q.Preview)
+		&q.Key.Conversation.Channel, &q.Key.Conversation.Thread, &q.Text, &q.ReplyTo, &received, &files, &q.Server, &q.Preview)
 	q.Running = state == "running"
 	q.ReceivedAt = fromMS(received)
 	if err == nil && files != "" {
@@ -103,10 +103,10 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		}
 		// A replica inserting the same key at the same time makes this
 		// insert wait for its commit, then do nothing.
-		err = tx.QueryRow(ctx, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+		err = tx.QueryRow(ctx, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
 			text(in.DedupeKey), pid, text(in.Key.Conversation.Channel), text(in.Key.Conversation.Thread),
-			text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files)).Scan(&id)
+			text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files), text(in.Server)).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
 			dup = true
 			return errRollback
@@ -211,12 +211,13 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 	}
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var (
-			state string
-			pid   int64
-			turn  *int64
+			state  string
+			pid    int64
+			turn   *int64
+			server string
 		)
-		err := tx.QueryRow(ctx, `SELECT state, principal_id, channel, thread, turn_id FROM inbound WHERE id = $1 FOR UPDATE`, id).
-			Scan(&state, &pid, &s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn)
+		err := tx.QueryRow(ctx, `SELECT state, principal_id, channel, thread, turn_id, server FROM inbound WHERE id = $1 FOR UPDATE`, id).
+			Scan(&state, &pid, &s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn, &server)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return store.ErrNotFound
 		}
@@ -244,6 +245,13 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		now := db.now()
 		if err := db.activeSessionTx(ctx, tx, pid, &s, now); err != nil {
 			return err
+		}
+		if server != "" {
+			// The session's channel lies in this server: its usage is
+			// counted to it (migration 0023).
+			if _, err := tx.Exec(ctx, `UPDATE sessions SET server = $1 WHERE id = $2 AND server = ''`, server, s.ID); err != nil {
+				return err
+			}
 		}
 		if err := tx.QueryRow(ctx, `INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id`,
 			s.ID, id, now).Scan(&t); err != nil {
@@ -307,12 +315,13 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 	return nil
 }
 
-const usageAdd = `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
-	SELECT $1::bigint / 86400000, s.principal_id, s.channel, $2, $3, $4, $5
+const usageAdd = `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
+	SELECT $1::bigint / 86400000, s.principal_id, s.channel, $2, $3, $4, $5, s.server
 	FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = $6
 	ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls,
 		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
-		output_tokens = usage_daily.output_tokens + excluded.output_tokens`
+		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+		server = CASE WHEN excluded.server <> '' THEN excluded.server ELSE usage_daily.server END`
 
 // stepTx records st and appends its messages (encoded as contents). The
 // turn's row is locked first, so that a step recorded by two processes at

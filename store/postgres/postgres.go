@@ -30,6 +30,7 @@ var (
 	_ agent.ThreadCursors = (*DB)(nil)
 	_ agent.TurnFileStore = (*DB)(nil)
 	_ agent.UsageMeter    = (*DB)(nil)
+	_ agent.ServerMeter   = (*DB)(nil)
 )
 
 // DB is Talon's store on PostgreSQL. Every method is safe for concurrent

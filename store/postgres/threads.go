@@ -250,16 +250,30 @@ func (db *DB) WorkspaceTokens(ctx context.Context, platform, workspace string, s
 	return n, nil
 }
 
+// ServerTokens sums the tokens of the model calls of the sessions run in
+// a Discord server since since's UTC day began (see migration 0023).
+func (db *DB) ServerTokens(ctx context.Context, server string, since time.Time) (int64, error) {
+	var n int64
+	err := db.pool.QueryRow(ctx, `SELECT coalesce(sum(input_tokens + output_tokens), 0)::bigint
+		FROM usage_daily WHERE server = $1 AND server <> '' AND day >= $2`,
+		text(server), since.UnixMilli()/dayMS).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: server tokens: %w", err)
+	}
+	return n, nil
+}
+
 var _ agent.UsageLog = (*DB)(nil)
 
 // RecordModelUse adds one call of model for session s (a model call that
 // is not a turn's step, such as a summary) to the daily usage sums.
 func (db *DB) RecordModelUse(ctx context.Context, s agent.SessionID, model string, u llm.Usage) error {
-	_, err := db.pool.Exec(ctx, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens)
-		SELECT $1::bigint / 86400000, s.principal_id, s.channel, $2, 1, $3, $4 FROM sessions s WHERE s.id = $5
+	_, err := db.pool.Exec(ctx, `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
+		SELECT $1::bigint / 86400000, s.principal_id, s.channel, $2, 1, $3, $4, s.server FROM sessions s WHERE s.id = $5
 		ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = usage_daily.calls + 1,
 			input_tokens = usage_daily.input_tokens + excluded.input_tokens,
-			output_tokens = usage_daily.output_tokens + excluded.output_tokens`,
+			output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+			server = CASE WHEN excluded.server <> '' THEN excluded.server ELSE usage_daily.server END`,
 		db.now(), text(model), u.InputTokens, u.OutputTokens, s)
 	if err != nil {
 		return fmt.Errorf("postgres: record model use: %w", err)

@@ -40,6 +40,7 @@ type ConsoleStore interface {
 
 var consoleTests = []test{
 	{"ConsoleUsage", testConsoleUsage},
+	{"ServerUsage", testServerUsage},
 	{"ConsoleTurnsAndTools", testConsoleTurnsAndTools},
 	{"Conversations", testConversations},
 	{"ConversationSearch", testConversationSearch},
@@ -138,6 +139,78 @@ func testConsoleUsage(t *testing.T, e *env) {
 	}
 	if users, _, err := db.UsersByUsage(ctx, d1, d1, "", 10); err != nil || len(users) != 2 {
 		t.Errorf("UsersByUsage since the second day: %+v, %v; want 2 users", users, err)
+	}
+}
+
+// The Discord server a message came from is kept with it, recorded on its
+// session by the session's first turn from a server, and carried by the
+// session's usage (steps and other model calls): ServerTokens sums one
+// server's since a day, a DM counts to none, and Usage rows name the
+// server.
+func testServerUsage(t *testing.T, e *env) {
+	ctx := context.Background()
+	discord := func(user, channel string) agent.SessionKey {
+		return agent.SessionKey{Principal: agent.Principal{Platform: "discord", User: user}, Conversation: agent.Conversation{Channel: channel}}
+	}
+	turn := func(dedupe, server string, key agent.SessionKey, in, out int) agent.SessionID {
+		t.Helper()
+		q := accept(t, e.db, agent.Inbound{DedupeKey: dedupe, Key: key, Server: server, Text: "hi"})
+		if p, ok, err := e.db.PendingInbound(ctx, q.ID); err != nil || !ok || p.Server != server {
+			t.Errorf("PendingInbound(%s): server %q, %v, %v; want %q", dedupe, p.Server, ok, err, server)
+		}
+		tid, s := startTurn(t, e.db, q.ID, &llm.Message{Role: llm.RoleUser, Content: "hi"})
+		if _, err := e.db.FinishTurn(ctx, q.ID, tid, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "ok"},
+			&agent.Step{Session: s.ID, N: 1, Model: "m1", Usage: llm.Usage{InputTokens: in, OutputTokens: out},
+				Messages: []llm.Message{{Role: llm.RoleAssistant, Content: "ok"}}}); err != nil {
+			t.Fatal(err)
+		}
+		return s.ID
+	}
+	e.clk.set(day0.Add(-48 * time.Hour))
+	turn("old", "G1", discord("42", "C10"), 300, 0)
+	e.clk.set(day0.Add(10 * time.Hour))
+	s1 := turn("g1a", "G1", discord("42", "C10"), 100, 10)
+	turn("g1b", "G1", discord("43", "C11"), 20, 2)
+	turn("g2", "G2", discord("42", "C20"), 5, 5)
+	turn("dm", "", discord("42", "D9"), 1000, 100)
+	// A model call that is not a step (a summary) counts to its session's
+	// server too.
+	if err := e.db.RecordModelUse(ctx, s1, "m1", llm.Usage{InputTokens: 7, OutputTokens: 1}); err != nil {
+		t.Fatal(err)
+	}
+	db := e.reopen(t)
+	meter, ok := db.(agent.ServerMeter)
+	if !ok {
+		t.Fatalf("%T is not an agent.ServerMeter", db)
+	}
+	for _, c := range []struct {
+		server string
+		since  time.Time
+		want   int64
+	}{
+		{"G1", day0, 140},
+		{"G1", day0.Add(-48 * time.Hour), 440},
+		{"G2", day0, 10},
+		{"G2", day0.Add(24 * time.Hour), 0},
+		{"G3", day0, 0},
+		{"", day0, 0}, // a DM counts to no server
+	} {
+		if n, err := meter.ServerTokens(ctx, c.server, c.since); err != nil || n != c.want {
+			t.Errorf("ServerTokens(%q, %s) = %d, %v; want %d", c.server, c.since.Format(time.DateOnly), n, err, c.want)
+		}
+	}
+	rows, err := db.(ConsoleStore).Usage(ctx, day0, day0.Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.UsageRow{
+		{Day: day0, Platform: "discord", User: "42", Channel: "C10", Model: "m1", Server: "G1", Calls: 2, InputTokens: 107, OutputTokens: 11},
+		{Day: day0, Platform: "discord", User: "42", Channel: "C20", Model: "m1", Server: "G2", Calls: 1, InputTokens: 5, OutputTokens: 5},
+		{Day: day0, Platform: "discord", User: "42", Channel: "D9", Model: "m1", Calls: 1, InputTokens: 1000, OutputTokens: 100},
+		{Day: day0, Platform: "discord", User: "43", Channel: "C11", Model: "m1", Server: "G1", Calls: 1, InputTokens: 20, OutputTokens: 2},
+	}
+	if diff := cmp.Diff(want, rows); diff != "" {
+		t.Errorf("Usage (-want +got):\n%s", diff)
 	}
 }
 
