@@ -85,6 +85,25 @@ func (a *Adapter) RoutineCheck(ctx context.Context, user, channel string) error 
 	if err != nil {
 		return nil
 	}
+	return a.routineCheck(ctx, s, a.cfg, user, channel)
+}
+
+// RoutineCheckREST is RoutineCheck for a process that does not Run the
+// adapter (talon routine resume): it asks Discord's REST API with
+// Config.Token, and fails when the configuration is invalid.
+func (a *Adapter) RoutineCheckREST(ctx context.Context, user, channel string) error {
+	cfg, err := a.Config.withDefaults()
+	if err != nil {
+		return fmt.Errorf("discord: config: %w", err)
+	}
+	s, err := a.newSession(cfg)
+	if err != nil {
+		return err
+	}
+	return a.routineCheck(ctx, s, cfg, user, channel)
+}
+
+func (a *Adapter) routineCheck(ctx context.Context, s *discordgo.Session, cfg Config, user, channel string) error {
 	ch, err := s.Channel(channel, discordgo.WithContext(ctx))
 	switch status := restStatus(err); {
 	case status == 403 || status == 404:
@@ -108,7 +127,7 @@ func (a *Adapter) RoutineCheck(ctx context.Context, user, channel string) error 
 		}
 		p.roles = m.Roles
 	}
-	if reason := a.cfg.refusal(p); reason != "" {
+	if reason := cfg.refusal(p); reason != "" {
 		return errors.New("the configuration no longer lets its owner use it there (" + strings.TrimSuffix(reason, ".") + ")")
 	}
 	return nil

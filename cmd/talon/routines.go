@@ -266,6 +266,10 @@ func cmdRoutine(ctx context.Context, e env, args []string) error {
 	if cfg.Slack.Enabled {
 		cr.slack = &slack.Adapter{Config: slackConfig(cfg.Slack), Log: newLogger(cfg, e.stderr, 0)}
 	}
+	if cfg.Discord.Enabled {
+		cr.discord = newDiscordAdapter(cfg.Discord)
+		cr.discord.Log = newLogger(cfg, e.stderr, 0)
+	}
 	svc := &routines.Service{Store: db, Router: cr, Log: newLogger(cfg, e.stderr, 0),
 		Now: e.now, MaxPerUser: rc.MaxPerUser, MinInterval: rc.MinInterval.Std(), CatchUp: rc.CatchUp.Std(),
 		MaxFailures: rc.MaxFailures, DefaultZone: rc.DefaultTimezone}
@@ -361,10 +365,12 @@ func cmdRoutine(ctx context.Context, e env, args []string) error {
 // cliRouter places routines the operator makes: at the top level of a
 // Slack or Discord channel, or the terminal's conversation. It checks a
 // Slack channel against the configuration and asks Slack whether it is
-// still there; the gateway checks every destination again before each
-// run.
+// still there, and before a resume asks Discord whether a Discord
+// routine's channel and owner are still there; the gateway checks every
+// destination again before each run.
 type cliRouter struct {
-	slack *slack.Adapter // nil when Slack is not configured
+	slack   *slack.Adapter   // nil when Slack is not configured
+	discord *discord.Adapter // nil when Discord is not configured
 }
 
 func (r cliRouter) Route(ctx context.Context, owner agent.Principal, conv agent.Conversation, dm bool) (routines.Place, error) {
@@ -393,6 +399,9 @@ func (r cliRouter) Route(ctx context.Context, owner agent.Principal, conv agent.
 func (r cliRouter) Check(ctx context.Context, owner agent.Principal, p routines.Place) error {
 	if owner.Platform == slack.Platform && r.slack != nil {
 		return r.slack.RoutineCheck(ctx, owner.User, p.Channel)
+	}
+	if owner.Platform == discord.Platform && r.discord != nil {
+		return r.discord.RoutineCheckREST(ctx, owner.User, p.Channel)
 	}
 	return nil
 }

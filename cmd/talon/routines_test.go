@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -192,5 +195,86 @@ func TestRoutineCommandsInChat(t *testing.T) {
 	}
 	if n := len(srv.Requests()); n != 0 {
 		t.Errorf("the commands reached the model %d times", n)
+	}
+}
+
+// talon routine resume asks Discord, when discord is configured, whether a
+// Discord routine may still post where it did, and refuses the resume
+// naming what is wrong: a channel the bot no longer sees, an owner who
+// left the server, a channel the configuration now denies. Once all is
+// well again it resumes.
+func TestRoutineResumeChecksDiscord(t *testing.T) {
+	var mu sync.Mutex
+	channels := map[string]string{} // channel id → JSON; guarded by mu
+	members := map[string]bool{}    // user ids in guild 300; guarded by mu
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") != "Bot test-discord-token" {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"message":"401: Unauthorized","code":0}`)
+			return
+		}
+		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/v9/"), "/")
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Method == "GET" && len(parts) == 2 && parts[0] == "channels" && channels[parts[1]] != "":
+			fmt.Fprint(w, channels[parts[1]])
+			return
+		case r.Method == "GET" && len(parts) == 4 && parts[0] == "guilds" && parts[1] == "300" && parts[2] == "members" && members[parts[3]]:
+			fmt.Fprintf(w, `{"user":{"id":%q},"roles":[]}`, parts[3])
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"message":"404: Not Found","code":10003}`)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	body := "data_dir: " + filepath.Join(dir, "data") + "\ndiscord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: " + srv.URL +
+		"\n  allowed_guilds: [\"300\"]\n  denied_channels: [\"502\"]\n"
+	cfg := writeConfig(t, dir, body)
+	clk := &fakeClock{t: time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC)}
+	cli := func(args ...string) result {
+		t.Helper()
+		return runMain(t, env{getenv: testEnv(map[string]string{"DISCORD_BOT_TOKEN": "test-discord-token"}), now: clk.Now},
+			append([]string{"routine"}, append(args, "--config", cfg)...)...)
+	}
+	for i, ch := range []string{"500", "502"} {
+		if res := cli("add", "--user", "discord::7", "--channel", ch, "every 10m", "post here"); res.code != 0 {
+			t.Fatalf("talon routine add in %s: exit %d: %s", ch, res.code, res.stderr)
+		}
+		if res := cli("pause", strconv.Itoa(i+1)); res.code != 0 {
+			t.Fatalf("talon routine pause %d: exit %d: %s", i+1, res.code, res.stderr)
+		}
+	}
+	resume := func(id, want string) {
+		t.Helper()
+		res := cli("resume", id)
+		switch {
+		case want == "" && res.code != 0:
+			t.Errorf("talon routine resume %s: exit %d: %s", id, res.code, res.stderr)
+		case want != "" && (res.code == 0 || !strings.Contains(res.stderr, "still cannot post where it did: "+want)):
+			t.Errorf("talon routine resume %s: exit %d\n%s%s\nwant the refusal %q", id, res.code, res.stdout, res.stderr, want)
+		}
+	}
+	// The channel is gone (or the bot no longer sees it).
+	resume("1", "its channel is gone, or the bot was removed from it")
+	// The channel is back, its owner is not in the server.
+	mu.Lock()
+	channels["500"] = `{"id":"500","guild_id":"300","type":0}`
+	channels["502"] = `{"id":"502","guild_id":"300","type":0}`
+	mu.Unlock()
+	resume("1", "its owner is no longer a member of the server")
+	if res := cli("list"); !strings.Contains(res.stdout, "paused") {
+		t.Errorf("routine 1 after refused resumes:\n%s", res.stdout)
+	}
+	mu.Lock()
+	members["7"] = true
+	mu.Unlock()
+	// The configuration denies channel 502.
+	resume("2", "the configuration no longer lets its owner use it there")
+	resume("1", "")
+	if res := cli("list"); !strings.Contains(res.stdout, "active") || strings.Count(res.stdout, "paused:") != 1 {
+		t.Errorf("after resuming routine 1 only:\n%s", res.stdout)
 	}
 }
