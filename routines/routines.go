@@ -23,6 +23,10 @@ type Store interface {
 	DueRoutines(ctx context.Context, now time.Time) ([]store.Routine, error)
 	DeleteRoutine(ctx context.Context, id int64) error
 	SetRoutineState(ctx context.Context, id int64, state, reason string, next *time.Time) error
+	OweRoutineNotice(ctx context.Context, id int64, text string, at time.Time) error
+	DueRoutineNotices(ctx context.Context, now time.Time) ([]store.RoutineNotice, error)
+	ClaimRoutineNotice(ctx context.Context, id int64, at, next time.Time) (bool, error)
+	ClearRoutineNotice(ctx context.Context, id int64, at time.Time) error
 	AdvanceRoutine(ctx context.Context, id int64, from time.Time, missed []time.Time, run, next time.Time) (store.RoutineRun, bool, bool, error)
 	StartRoutineRun(ctx context.Context, id int64, scheduled time.Time) (store.RoutineRun, bool, error)
 	SetRunInbound(ctx context.Context, run int64, in agent.InboundID) error
@@ -407,6 +411,9 @@ func (s *Service) Step(ctx context.Context) error {
 	if err := s.follow(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := s.notices(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	due, err := s.Store.DueRoutines(ctx, s.Now())
 	if err != nil {
 		return errors.Join(append(errs, err)...)
@@ -574,7 +581,10 @@ func (s *Service) follow(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// pause pauses r for reason and tells its owner.
+// pause pauses r for reason and tells its owner. The notice is recorded
+// as owed before it is sent, and is tried again on later looks at the
+// schedule, with backoff, until it is delivered or the routine is resumed
+// or deleted.
 func (s *Service) pause(ctx context.Context, r store.Routine, reason string) error {
 	reason = strings.TrimRight(reason, ". ")
 	text := fmt.Sprintf("Your reminder %d (%q) did not get through: %s.", r.ID, r.Name, reason)
@@ -585,11 +595,67 @@ func (s *Service) pause(ctx context.Context, r store.Routine, reason string) err
 		s.Log.Warn().Int64("routine", r.ID).Str("principal", r.Owner.String()).Str("reason", reason).Msg("routine paused")
 		text = fmt.Sprintf("I paused your routine %d (%q): %s. Nothing of it is lost; resume it once that is fixed, or delete it.", r.ID, r.Name, reason)
 	}
-	to := Place{Channel: r.Channel, ReplyTo: r.NotifyTo}
-	if err := s.Router.Notify(ctx, r.Owner, to, text); err != nil {
-		s.Log.Warn().Err(err).Int64("routine", r.ID).Msg("routines: the owner could not be told their routine paused; it shows as paused in their list")
+	now := s.Now()
+	if err := s.Store.OweRoutineNotice(ctx, r.ID, text, now); errors.Is(err, store.ErrNotFound) {
+		return nil // deleted meanwhile
+	} else if err != nil {
+		return err
 	}
-	return nil
+	return s.notice(ctx, r, store.RoutineNotice{Routine: r.ID, Text: text, At: now})
+}
+
+// Backoff between attempts at a notice: noticeRetry after the first,
+// doubling up to noticeRetryMax.
+const (
+	noticeRetry    = 30 * time.Second
+	noticeRetryMax = time.Hour
+)
+
+func noticeBackoff(tries int) time.Duration {
+	d := noticeRetry
+	for i := 0; i < tries && d < noticeRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, noticeRetryMax)
+}
+
+// notice makes one attempt at n, a notice owed to r's owner, unless
+// another process took it.
+func (s *Service) notice(ctx context.Context, r store.Routine, n store.RoutineNotice) error {
+	next := s.Now().Add(noticeBackoff(n.Tries))
+	ok, err := s.Store.ClaimRoutineNotice(ctx, n.Routine, n.At, next)
+	if err != nil || !ok {
+		return err
+	}
+	to := Place{Channel: r.Channel, ReplyTo: r.NotifyTo}
+	if err := s.Router.Notify(ctx, r.Owner, to, n.Text); err != nil {
+		s.Log.Warn().Err(err).Int64("routine", r.ID).Int("attempt", n.Tries+1).Time("retry_at", next).
+			Msg("routines: the owner could not be told their routine paused; trying again later (it shows as paused in their list)")
+		return nil
+	}
+	return s.Store.ClearRoutineNotice(ctx, n.Routine, next)
+}
+
+// notices tries again the notices owed whose time has come.
+func (s *Service) notices(ctx context.Context) error {
+	due, err := s.Store.DueRoutineNotices(ctx, s.Now())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range due {
+		r, err := s.Store.GetRoutine(ctx, n.Routine)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err == nil {
+			err = s.notice(ctx, r, n)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("routine %d: notice: %w", n.Routine, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func clip(s string, n int) string {

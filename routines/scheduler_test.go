@@ -60,7 +60,10 @@ type router struct {
 	mu      sync.Mutex
 	gone    map[string]error // guarded by mu
 	notices []string         // guarded by mu
-	zone    string
+	// failNotify is how many Notify calls fail before one succeeds;
+	// tries counts them. Both guarded by mu.
+	failNotify, tries int
+	zone              string
 }
 
 func (r *router) Route(_ context.Context, owner agent.Principal, conv agent.Conversation, dm bool) (Place, error) {
@@ -83,8 +86,18 @@ func (r *router) Check(_ context.Context, _ agent.Principal, p Place) error {
 func (r *router) Notify(_ context.Context, owner agent.Principal, p Place, text string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.tries++
+	if r.tries <= r.failNotify {
+		return errors.New("the platform is down")
+	}
 	r.notices = append(r.notices, owner.User+"@"+p.ReplyTo+": "+text)
 	return nil
+}
+
+func (r *router) notifyTries() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tries
 }
 
 func (r *router) Zone(context.Context, agent.Principal) (string, error) { return r.zone, nil }
@@ -505,6 +518,100 @@ func TestDestinationGonePauses(t *testing.T) {
 		got := w.routine(r.ID)
 		if got.State != "paused" || !strings.Contains(got.Reason, "not_in_channel") {
 			t.Fatalf("routine: %s (%s), want paused: its reply was refused", got.State, got.Reason)
+		}
+	})
+}
+
+// The notice that a routine paused is owed until it is delivered: a
+// Notify that fails is tried again on later looks at the schedule, after
+// 30 s, then 1 min, and so on, also after a restart; once delivered it is
+// sent no more. A resume or a delete ends the attempts.
+func TestPauseNoticeIsRetriedUntilDelivered(t *testing.T) {
+	start := time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)
+	gone := func(w *world) {
+		w.router.mu.Lock()
+		w.router.gone = map[string]error{"C1": errors.New("its channel is archived")}
+		w.router.mu.Unlock()
+	}
+
+	t.Run("delivered", func(t *testing.T) {
+		w := newWorld(t, llmtest.Echo(), start)
+		w.router.failNotify = 2
+		r := w.create(alice, "C1", NewRoutine{Schedule: "every 10m", Prompt: "check"})
+		gone(w)
+		at := start.Add(10 * time.Minute)
+		w.step(at)
+		if got := w.routine(r.ID); got.State != "paused" {
+			t.Fatalf("routine %s, want paused", got.State)
+		}
+		if n, seen := w.router.notifyTries(), w.router.noticesSeen(); n != 1 || len(seen) != 0 {
+			t.Fatalf("after the pause: %d attempts, notices %q; want 1 failed attempt", n, seen)
+		}
+		w.step(at.Add(20 * time.Second))
+		if n := w.router.notifyTries(); n != 1 {
+			t.Errorf("tried again after 20 s: %d attempts, want the first only (backoff 30 s)", n)
+		}
+		// A restart loses nothing.
+		w.stop()
+		w.open(nil)
+		w.step(at.Add(31 * time.Second))
+		if n, seen := w.router.notifyTries(), w.router.noticesSeen(); n != 2 || len(seen) != 0 {
+			t.Fatalf("after 31 s: %d attempts, notices %q; want the second, failed", n, seen)
+		}
+		w.step(at.Add(61 * time.Second))
+		if n := w.router.notifyTries(); n != 2 {
+			t.Errorf("tried again 30 s after the second attempt: %d attempts, want 2 (backoff 1 min)", n)
+		}
+		w.step(at.Add(92 * time.Second))
+		seen := w.router.noticesSeen()
+		if len(seen) != 1 || !strings.HasPrefix(seen[0], `alice@to:dm-alice: I paused your routine 1 ("check"): it can no longer post where it did: its channel is archived.`) {
+			t.Fatalf("notices = %q, want the pause notice in alice's DM", seen)
+		}
+		for _, d := range []time.Duration{5 * time.Minute, 2 * time.Hour} {
+			w.step(at.Add(d))
+		}
+		if n, seen := w.router.notifyTries(), w.router.noticesSeen(); n != 3 || len(seen) != 1 {
+			t.Errorf("after delivery: %d attempts, %d notices; want 3 and 1", n, len(seen))
+		}
+	})
+
+	t.Run("resumed", func(t *testing.T) {
+		w := newWorld(t, llmtest.Echo(), start)
+		w.router.failNotify = 1000
+		r := w.create(alice, "C1", NewRoutine{Schedule: "every 10m", Prompt: "check"})
+		gone(w)
+		at := start.Add(10 * time.Minute)
+		w.step(at)
+		w.step(at.Add(31 * time.Second))
+		if n := w.router.notifyTries(); n != 2 {
+			t.Fatalf("%d attempts, want 2", n)
+		}
+		w.router.mu.Lock()
+		w.router.gone = nil
+		w.router.mu.Unlock()
+		if _, err := w.svc.Resume(context.Background(), &alice, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		// Stepping on runs the routine, nothing more is said of the pause.
+		w.step(at.Add(10 * time.Minute))
+		if n := w.router.notifyTries(); n != 2 {
+			t.Errorf("after the resume: %d attempts, want no more", n)
+		}
+	})
+
+	t.Run("deleted", func(t *testing.T) {
+		w := newWorld(t, llmtest.Echo(), start)
+		w.router.failNotify = 1000
+		r := w.create(alice, "C1", NewRoutine{Schedule: "every 10m", Prompt: "check"})
+		gone(w)
+		at := start.Add(10 * time.Minute)
+		w.step(at)
+		if _, err := w.svc.Delete(context.Background(), &alice, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.step(at.Add(time.Hour))
+		if n := w.router.notifyTries(); n != 1 {
+			t.Errorf("after the delete: %d attempts, want no more", n)
 		}
 	})
 }

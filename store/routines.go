@@ -201,10 +201,11 @@ func (db *DB) DeleteRoutine(ctx context.Context, id int64) error {
 
 // SetRoutineState sets routine id's state and reason; next, when not nil,
 // becomes its next run (the zero time: none), and a routine made active
-// again starts counting failures afresh. An unknown id is ErrNotFound.
+// again starts counting failures afresh and owes no notice. An unknown id is ErrNotFound.
 func (db *DB) SetRoutineState(ctx context.Context, id int64, state, reason string, next *time.Time) error {
-	q := `UPDATE routines SET state = ?, reason = ?, failures = CASE WHEN ? = 'active' THEN 0 ELSE failures END`
-	args := []any{state, reason, state}
+	q := `UPDATE routines SET state = ?, reason = ?, failures = CASE WHEN ? = 'active' THEN 0 ELSE failures END,
+		notice = CASE WHEN ? = 'active' THEN '' ELSE notice END`
+	args := []any{state, reason, state, state}
 	if next != nil {
 		q += `, next_at = ?`
 		args = append(args, toMS(*next))
@@ -216,6 +217,78 @@ func (db *DB) SetRoutineState(ctx context.Context, id int64, state, reason strin
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("store: set routine %d %s: %w", id, state, ErrNotFound)
+	}
+	return nil
+}
+
+// RoutineNotice is a notice owed to a routine's owner and not delivered
+// yet: Text, due to be tried at At, after Tries attempts.
+type RoutineNotice struct {
+	Routine int64
+	Text    string
+	At      time.Time
+	Tries   int
+}
+
+// OweRoutineNotice records that routine id's owner is owed text, to be
+// tried at at; it replaces a notice owed before. An unknown id is
+// ErrNotFound.
+func (db *DB) OweRoutineNotice(ctx context.Context, id int64, text string, at time.Time) error {
+	res, err := db.execSQL(ctx, `UPDATE routines SET notice = ?, notice_at = ?, notice_tries = 0 WHERE id = ?`, text, toMS(at), id)
+	if err != nil {
+		return fmt.Errorf("store: owe routine %d a notice: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: owe routine %d a notice: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// DueRoutineNotices lists the notices owed whose time is at or before
+// now, the earliest first.
+func (db *DB) DueRoutineNotices(ctx context.Context, now time.Time) ([]RoutineNotice, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT id, notice, notice_at, notice_tries FROM routines
+		WHERE notice != '' AND notice_at <= ? ORDER BY notice_at, id`, toMS(now))
+	if err != nil {
+		return nil, fmt.Errorf("store: due routine notices: %w", err)
+	}
+	defer rows.Close()
+	var out []RoutineNotice
+	for rows.Next() {
+		var (
+			n  RoutineNotice
+			at int64
+		)
+		if err := rows.Scan(&n.Routine, &n.Text, &at, &n.Tries); err != nil {
+			return nil, fmt.Errorf("store: due routine notices: %w", err)
+		}
+		n.At = fromMS(at)
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// ClaimRoutineNotice takes the attempt at routine id's notice due at at:
+// it counts the attempt and moves the notice's time to next, the time of
+// the attempt after it should this one fail. It returns false when the
+// notice is no longer due at at (another process took the attempt, it
+// was delivered, replaced or cleared).
+func (db *DB) ClaimRoutineNotice(ctx context.Context, id int64, at, next time.Time) (bool, error) {
+	res, err := db.execSQL(ctx, `UPDATE routines SET notice_at = ?, notice_tries = notice_tries + 1
+		WHERE id = ? AND notice != '' AND notice_at = ?`, toMS(next), id, toMS(at))
+	if err != nil {
+		return false, fmt.Errorf("store: claim routine %d's notice: %w", id, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// ClearRoutineNotice records routine id's notice delivered, unless it is
+// no longer the one claimed with next at (it was replaced since).
+func (db *DB) ClearRoutineNotice(ctx context.Context, id int64, at time.Time) error {
+	if _, err := db.execSQL(ctx, `UPDATE routines SET notice = '', notice_at = 0, notice_tries = 0
+		WHERE id = ? AND notice_at = ?`, id, toMS(at)); err != nil {
+		return fmt.Errorf("store: clear routine %d's notice: %w", id, err)
 	}
 	return nil
 }

@@ -143,7 +143,8 @@ func (db *DB) DeleteRoutine(ctx context.Context, id int64) error {
 // again starts counting failures afresh. An unknown id is
 // store.ErrNotFound.
 func (db *DB) SetRoutineState(ctx context.Context, id int64, state, reason string, next *time.Time) error {
-	q := `UPDATE routines SET state = $1, reason = $2, failures = CASE WHEN $1 = 'active' THEN 0 ELSE failures END`
+	q := `UPDATE routines SET state = $1, reason = $2, failures = CASE WHEN $1 = 'active' THEN 0 ELSE failures END,
+		notice = CASE WHEN $1 = 'active' THEN '' ELSE notice END`
 	args := []any{state, text(reason)}
 	if next != nil {
 		q += `, next_at = $3`
@@ -153,6 +154,64 @@ func (db *DB) SetRoutineState(ctx context.Context, id int64, state, reason strin
 	q += fmt.Sprintf(` WHERE id = $%d`, len(args))
 	if err := oneRow(db.pool.Exec(ctx, q, args...)); err != nil {
 		return fmt.Errorf("postgres: set routine %d %s: %w", id, state, err)
+	}
+	return nil
+}
+
+// OweRoutineNotice records that routine id's owner is owed text, to be
+// tried at at; it replaces a notice owed before. An unknown id is
+// ErrNotFound.
+func (db *DB) OweRoutineNotice(ctx context.Context, id int64, notice string, at time.Time) error {
+	if err := oneRow(db.pool.Exec(ctx, `UPDATE routines SET notice = $1, notice_at = $2, notice_tries = 0 WHERE id = $3`,
+		text(notice), toMS(at), id)); err != nil {
+		return fmt.Errorf("postgres: owe routine %d a notice: %w", id, err)
+	}
+	return nil
+}
+
+// DueRoutineNotices lists the notices owed whose time is at or before
+// now, the earliest first.
+func (db *DB) DueRoutineNotices(ctx context.Context, now time.Time) ([]store.RoutineNotice, error) {
+	rows, err := db.pool.Query(ctx, `SELECT id, notice, notice_at, notice_tries FROM routines
+		WHERE notice != '' AND notice_at <= $1 ORDER BY notice_at, id`, toMS(now))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: due routine notices: %w", err)
+	}
+	defer rows.Close()
+	var out []store.RoutineNotice
+	for rows.Next() {
+		var (
+			n      store.RoutineNotice
+			at, tr int64
+		)
+		if err := rows.Scan(&n.Routine, &n.Text, &at, &tr); err != nil {
+			return nil, fmt.Errorf("postgres: due routine notices: %w", err)
+		}
+		n.At, n.Tries = fromMS(at), int(tr)
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// ClaimRoutineNotice takes the attempt at routine id's notice due at at:
+// it counts the attempt and moves the notice's time to next. It returns
+// false when the notice is no longer due at at (another replica took the
+// attempt, under the row's lock; it was delivered, replaced or cleared).
+func (db *DB) ClaimRoutineNotice(ctx context.Context, id int64, at, next time.Time) (bool, error) {
+	tag, err := db.pool.Exec(ctx, `UPDATE routines SET notice_at = $1, notice_tries = notice_tries + 1
+		WHERE id = $2 AND notice != '' AND notice_at = $3`, toMS(next), id, toMS(at))
+	if err != nil {
+		return false, fmt.Errorf("postgres: claim routine %d's notice: %w", id, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ClearRoutineNotice records routine id's notice delivered, unless it is
+// no longer the one claimed with next at (it was replaced since).
+func (db *DB) ClearRoutineNotice(ctx context.Context, id int64, at time.Time) error {
+	if _, err := db.pool.Exec(ctx, `UPDATE routines SET notice = '', notice_at = 0, notice_tries = 0
+		WHERE id = $1 AND notice_at = $2`, id, toMS(at)); err != nil {
+		return fmt.Errorf("postgres: clear routine %d's notice: %w", id, err)
 	}
 	return nil
 }

@@ -21,6 +21,10 @@ type RoutineStore interface {
 	DueRoutines(ctx context.Context, now time.Time) ([]store.Routine, error)
 	DeleteRoutine(ctx context.Context, id int64) error
 	SetRoutineState(ctx context.Context, id int64, state, reason string, next *time.Time) error
+	OweRoutineNotice(ctx context.Context, id int64, text string, at time.Time) error
+	DueRoutineNotices(ctx context.Context, now time.Time) ([]store.RoutineNotice, error)
+	ClaimRoutineNotice(ctx context.Context, id int64, at, next time.Time) (bool, error)
+	ClearRoutineNotice(ctx context.Context, id int64, at time.Time) error
 	AdvanceRoutine(ctx context.Context, id int64, from time.Time, missed []time.Time, run, next time.Time) (store.RoutineRun, bool, bool, error)
 	StartRoutineRun(ctx context.Context, id int64, scheduled time.Time) (store.RoutineRun, bool, error)
 	SetRunInbound(ctx context.Context, run int64, in agent.InboundID) error
@@ -35,6 +39,7 @@ var routineTests = []test{
 	{"RoutineRecords", testRoutineRecords},
 	{"RoutineRunsOnceAcrossReplicas", testRoutineRunsOnceAcrossReplicas},
 	{"RoutineLimitAcrossReplicas", testRoutineLimitAcrossReplicas},
+	{"RoutineNotices", testRoutineNotices},
 }
 
 func getRoutine(tb testing.TB, db Store, id int64) store.Routine {
@@ -325,5 +330,117 @@ func testRoutineLimitAcrossReplicas(t *testing.T, e *env) {
 	rs, err := e.db.Routines(ctx, &bob.Principal)
 	if err != nil || len(rs) != max || limited.Load() != 10-max {
 		t.Errorf("%d routines, %d refused (%v); want %d and %d", len(rs), limited.Load(), err, max, 10-max)
+	}
+}
+
+// A notice owed to a routine's owner: due at its time, each attempt
+// claimed by one of two processes, kept over a restart until it is
+// cleared as delivered, replaced by a newer one, cleared by a resume, and
+// gone with its routine.
+func testRoutineNotices(t *testing.T, e *env) {
+	db := e.db
+	ctx := context.Background()
+	at := t0.Add(time.Hour)
+	r, err := db.CreateRoutine(ctx, store.Routine{Owner: alice.Principal, Schedule: "every 1h", Prompt: "p", Dest: "here", NextAt: at}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if due, err := db.DueRoutineNotices(ctx, at); err != nil || len(due) != 0 {
+		t.Fatalf("notices owed before any: %+v, %v", due, err)
+	}
+	if err := db.SetRoutineState(ctx, r.ID, "paused", "gone", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.OweRoutineNotice(ctx, r.ID, "I paused <it> & \"why\"", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.OweRoutineNotice(ctx, 987654, "x", at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("owe a notice of an unknown routine: %v, want ErrNotFound", err)
+	}
+	if due, _ := db.DueRoutineNotices(ctx, at.Add(-time.Second)); len(due) != 0 {
+		t.Errorf("due before its time: %+v", due)
+	}
+	want := store.RoutineNotice{Routine: r.ID, Text: "I paused <it> & \"why\"", At: at}
+	due, err := db.DueRoutineNotices(ctx, at)
+	if err != nil || len(due) != 1 || due[0] != want {
+		t.Fatalf("due = %+v, %v; want [%+v]", due, err, want)
+	}
+	// Two processes take the same attempt: one gets it.
+	retry := at.Add(30 * time.Second)
+	var wg sync.WaitGroup
+	var claimed atomic.Int32
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok, err := db.ClaimRoutineNotice(ctx, r.ID, at, retry); err != nil {
+				t.Error(err)
+			} else if ok {
+				claimed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := claimed.Load(); n != 1 {
+		t.Fatalf("the attempt was claimed %d times, want once", n)
+	}
+	// The attempt failed: after a restart it is owed at the retry's time.
+	db = e.reopen(t)
+	if due, _ := db.DueRoutineNotices(ctx, retry.Add(-time.Millisecond)); len(due) != 0 {
+		t.Errorf("due before the retry: %+v", due)
+	}
+	want.At, want.Tries = retry, 1
+	if due, _ := db.DueRoutineNotices(ctx, retry); len(due) != 1 || due[0] != want {
+		t.Fatalf("due at the retry = %+v, want [%+v]", due, want)
+	}
+	// A newer notice replaces it; clearing with the older claim leaves it.
+	if err := db.OweRoutineNotice(ctx, r.ID, "newer", retry.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ClearRoutineNotice(ctx, r.ID, retry); err != nil {
+		t.Fatal(err)
+	}
+	newer := store.RoutineNotice{Routine: r.ID, Text: "newer", At: retry.Add(time.Second)}
+	if due, _ := db.DueRoutineNotices(ctx, retry.Add(time.Hour)); len(due) != 1 || due[0] != newer {
+		t.Fatalf("after a newer notice = %+v, want [%+v]", due, newer)
+	}
+	if ok, _ := db.ClaimRoutineNotice(ctx, r.ID, retry, retry.Add(time.Minute)); ok {
+		t.Error("claimed the replaced notice's attempt")
+	}
+	// Delivered: cleared.
+	sent := retry.Add(2 * time.Minute)
+	if ok, err := db.ClaimRoutineNotice(ctx, r.ID, newer.At, sent); err != nil || !ok {
+		t.Fatalf("claim: %v, %v", ok, err)
+	}
+	if err := db.ClearRoutineNotice(ctx, r.ID, sent); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := db.DueRoutineNotices(ctx, sent.Add(time.Hour)); len(due) != 0 {
+		t.Errorf("owed after delivery: %+v", due)
+	}
+	// A resume clears one owed; a pause keeps it; a delete removes it.
+	if err := db.OweRoutineNotice(ctx, r.ID, "again", sent); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetRoutineState(ctx, r.ID, "paused", "still", nil); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := db.DueRoutineNotices(ctx, sent); len(due) != 1 {
+		t.Errorf("owed after a pause: %+v, want the notice", due)
+	}
+	if err := db.SetRoutineState(ctx, r.ID, "active", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := db.DueRoutineNotices(ctx, sent.Add(time.Hour)); len(due) != 0 {
+		t.Errorf("owed after a resume: %+v", due)
+	}
+	if err := db.OweRoutineNotice(ctx, r.ID, "before delete", sent); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteRoutine(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := db.DueRoutineNotices(ctx, sent.Add(time.Hour)); len(due) != 0 {
+		t.Errorf("owed after a delete: %+v", due)
 	}
 }
