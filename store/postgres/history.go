@@ -211,11 +211,17 @@ func appendTx(ctx context.Context, tx pgx.Tx, s agent.SessionID, t agent.TurnID,
 		return nil
 	}
 	b := &pgx.Batch{}
+	queueAppend(b, s, t, msgs, contents, now)
+	return tx.SendBatch(ctx, b).Close()
+}
+
+// queueAppend queues on b the inserts that append msgs (encoded as
+// contents) to the history of session s within turn t.
+func queueAppend(b *pgx.Batch, s agent.SessionID, t agent.TurnID, msgs []llm.Message, contents []string, now int64) {
 	for i, m := range msgs {
 		b.Queue(`INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)`,
 			s, nullID(t), text(string(m.Role)), contents[i], now)
 	}
-	return tx.SendBatch(ctx, b).Close()
 }
 
 // SetSummary records a compaction summary of session s covering its

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
@@ -78,11 +79,6 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 	if in.DedupeKey == "" {
 		return q, false, errors.New("postgres: accept inbound: empty dedupe key")
 	}
-	if q, err := db.inboundByKey(ctx, db.pool, in.DedupeKey); err == nil {
-		return q, true, nil
-	} else if !errors.Is(err, pgx.ErrNoRows) {
-		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
-	}
 	if in.ReceivedAt.IsZero() {
 		in.ReceivedAt = db.Now()
 	}
@@ -95,7 +91,29 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		}
 		files = string(b)
 	}
+	// The common case, a new message of a known principal, is one
+	// statement (atomic without a transaction). It inserts nothing when
+	// the principal is new or the key was seen: the steps below tell
+	// which.
 	var id agent.InboundID
+	p := in.Key.Principal
+	err = db.pool.QueryRow(ctx, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
+		SELECT $1, p.id, $5, $6, $7, $8, $9, $10, $11, $12 FROM principals p WHERE p.platform = $2 AND p.workspace = $3 AND p."user" = $4
+		ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+		text(in.DedupeKey), text(p.Platform), text(p.Workspace), text(p.User),
+		text(in.Key.Conversation.Channel), text(in.Key.Conversation.Thread),
+		text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files), text(in.Server)).Scan(&id)
+	if err == nil {
+		return agent.QueuedInbound{ID: id, Inbound: in}, false, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
+	}
+	if q, err := db.inboundByKey(ctx, db.pool, in.DedupeKey); err == nil {
+		return q, true, nil
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
+	}
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		pid, err := db.principalID(ctx, tx, in.Key.Principal)
 		if err != nil {
@@ -211,13 +229,27 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 	}
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var (
-			state  string
-			pid    int64
-			turn   *int64
-			server string
+			state    string
+			pid      int64
+			turn     *int64
+			server   string
+			sid      *int64
+			summary  *string
+			upto     *int64
+			screated *int64
+			taint    *string
 		)
-		err := tx.QueryRow(ctx, `SELECT state, principal_id, channel, thread, turn_id, server FROM inbound WHERE id = $1 FOR UPDATE`, id).
-			Scan(&state, &pid, &s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn, &server)
+		// The inbound (locked), its principal and the active session of
+		// its key in one round trip. A session added since this
+		// statement's snapshot is found by activeSessionTx below.
+		p := &s.Key.Principal
+		err := tx.QueryRow(ctx, `SELECT i.state, i.principal_id, i.channel, i.thread, i.turn_id, i.server, p.platform, p.workspace, p."user",
+				s.id, s.summary, s.summary_upto, s.created_at, s.taint
+			FROM inbound i JOIN principals p ON p.id = i.principal_id
+			LEFT JOIN sessions s ON s.principal_id = i.principal_id AND s.channel = i.channel AND s.thread = i.thread AND s.active
+			WHERE i.id = $1 FOR UPDATE OF i`, id).
+			Scan(&state, &pid, &s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn, &server, &p.Platform, &p.Workspace, &p.User,
+				&sid, &summary, &upto, &screated, &taint)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return store.ErrNotFound
 		}
@@ -226,10 +258,6 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		}
 		if state == "done" || state == "failed" {
 			return store.ErrFinished
-		}
-		p := &s.Key.Principal
-		if err := tx.QueryRow(ctx, `SELECT platform, workspace, "user" FROM principals WHERE id = $1`, pid).Scan(&p.Platform, &p.Workspace, &p.User); err != nil {
-			return err
 		}
 		if turn != nil {
 			t, resumed = agent.TurnID(*turn), true
@@ -243,30 +271,24 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			return errRollback
 		}
 		now := db.now()
-		if err := db.activeSessionTx(ctx, tx, pid, &s, now); err != nil {
+		if sid != nil {
+			s.ID, s.Summary, s.SummaryUpTo, s.CreatedAt, s.Taint = agent.SessionID(*sid), *summary, *upto, fromMS(*screated), *taint
+		} else if err := db.activeSessionTx(ctx, tx, pid, &s, now); err != nil {
 			return err
 		}
-		if server != "" {
-			// The session's channel lies in this server: its usage is
-			// counted to it (migration 0023).
-			if _, err := tx.Exec(ctx, `UPDATE sessions SET server = $1 WHERE id = $2 AND server = ''`, server, s.ID); err != nil {
-				return err
-			}
-		}
-		if err := tx.QueryRow(ctx, `INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id`,
-			s.ID, id, now).Scan(&t); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE inbound SET state = 'running', turn_id = $1 WHERE id = $2`, t, id); err != nil {
-			return err
-		}
+		// The turn, the inbound set running, the user's message and the
+		// session's server in one statement. A message from a server
+		// records it on its session, whose usage is counted to it
+		// (migration 0023).
+		var role string
 		if user != nil {
-			if _, err := tx.Exec(ctx, `INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)`,
-				s.ID, t, string(user.Role), string(content), now); err != nil {
-				return err
-			}
+			role = string(user.Role)
 		}
-		return nil
+		return tx.QueryRow(ctx, `WITH t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id),
+				u AS (UPDATE inbound SET state = 'running', turn_id = (SELECT id FROM t) WHERE id = $2),
+				m AS (INSERT INTO messages (session_id, turn_id, role, content, created_at) SELECT $1, t.id, $4, $5, $3 FROM t WHERE $6),
+				v AS (UPDATE sessions SET server = $7 WHERE id = $1 AND server = '' AND $7 <> '')
+			SELECT id FROM t`, s.ID, id, now, role, string(content), user != nil, server).Scan(&t)
 	})
 	if err != nil && !(resumed && errors.Is(err, errRollback)) {
 		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, err)
@@ -309,7 +331,14 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 	if err != nil {
 		return fmt.Errorf("postgres: record step: %w", err)
 	}
-	if err := db.inTx(ctx, func(tx pgx.Tx) error { return db.stepTx(ctx, tx, t, &st, contents) }); err != nil {
+	if err := db.inTx(ctx, func(tx pgx.Tx) error {
+		if err := lockTurn(ctx, tx, t); err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
+		db.queueStep(b, t, &st, contents)
+		return tx.SendBatch(ctx, b).Close()
+	}); err != nil {
 		return fmt.Errorf("postgres: record step: %w", err)
 	}
 	return nil
@@ -323,44 +352,45 @@ const usageAdd = `INSERT INTO usage_daily (day, principal_id, channel, model, ca
 		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
 		server = CASE WHEN excluded.server <> '' THEN excluded.server ELSE usage_daily.server END`
 
-// stepTx records st and appends its messages (encoded as contents). The
-// turn's row is locked first, so that a step recorded by two processes at
-// once is counted once in the daily sums.
-func (db *DB) stepTx(ctx context.Context, tx pgx.Tx, t agent.TurnID, st *agent.Step, contents []string) error {
-	now := db.now()
+// usageSub takes back from the daily sums what step $2 of turn $1, if it
+// was recorded before, added to them.
+const usageSub = `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
+	SELECT ts.created_at / 86400000, s.principal_id, s.channel, ts.model, -1, -ts.input_tokens, -ts.output_tokens, s.server
+	FROM turn_steps ts JOIN turns t ON t.id = ts.turn_id JOIN sessions s ON s.id = t.session_id
+	WHERE ts.turn_id = $1 AND ts.step = $2
+	ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls,
+		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+		server = CASE WHEN excluded.server <> '' THEN excluded.server ELSE usage_daily.server END`
+
+// lockTurn locks turn t's row, so that a step recorded by two processes at
+// once is counted once in the daily sums. An unknown turn is
+// store.ErrNotFound.
+func lockTurn(ctx context.Context, tx pgx.Tx, t agent.TurnID) error {
 	var one int
 	err := tx.QueryRow(ctx, `SELECT 1 FROM turns WHERE id = $1 FOR UPDATE`, t).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("turn %d: %w", t, store.ErrNotFound)
 	}
-	if err != nil {
-		return err
-	}
-	var oldIn, oldOut, oldAt int64
-	var oldModel string
-	err = tx.QueryRow(ctx, `SELECT input_tokens, output_tokens, created_at, model FROM turn_steps WHERE turn_id = $1 AND step = $2`,
-		t, st.N).Scan(&oldIn, &oldOut, &oldAt, &oldModel)
-	switch {
-	case err == nil:
-		if _, err := tx.Exec(ctx, usageAdd, oldAt, oldModel, -1, -oldIn, -oldOut, t); err != nil {
-			return err
-		}
-	case !errors.Is(err, pgx.ErrNoRows):
-		return err
-	}
+	return err
+}
+
+// queueStep queues on b the statements that record st (its earlier record
+// taken back from the daily sums, then replaced and added) and append its
+// messages (encoded as contents), to run in order in one round trip. The
+// turn's row must be locked first (lockTurn).
+func (db *DB) queueStep(b *pgx.Batch, t agent.TurnID, st *agent.Step, contents []string) {
+	now := db.now()
 	model := text(st.Model)
-	if _, err := tx.Exec(ctx, `INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
+	b.Queue(usageSub, t, st.N)
+	b.Queue(`INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,
 			output_tokens = excluded.output_tokens, stop_reason = excluded.stop_reason, created_at = excluded.created_at,
 			model = excluded.model`,
-		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, text(st.StopReason), now, model); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, usageAdd, now, model, 1, st.Usage.InputTokens, st.Usage.OutputTokens, t); err != nil {
-		return err
-	}
-	return appendTx(ctx, tx, st.Session, t, st.Messages, contents, now)
+		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, text(st.StopReason), now, model)
+	b.Queue(usageAdd, now, model, 1, st.Usage.InputTokens, st.Usage.OutputTokens, t)
+	queueAppend(b, st.Session, t, st.Messages, contents, now)
 }
 
 // StartToolCall records that call started in step of turn t. Starting a
@@ -461,26 +491,39 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 		if err != nil {
 			return err
 		}
-		if t != 0 {
-			err := oneRow(tx.Exec(ctx, `UPDATE turns SET state = $1, finished_at = $2 WHERE id = $3 AND inbound_id = $4`, string(state), now, t, id))
-			if err != nil {
-				return fmt.Errorf("turn %d: %w", t, err)
-			}
-		}
-		if last != nil {
-			if err := db.stepTx(ctx, tx, t, last, contents); err != nil {
-				return err
-			}
-		}
 		if r.Key != (agent.SessionKey{}) {
 			channel, thread, replyTo = r.Key.Conversation.Channel, r.Key.Conversation.Thread, r.ReplyTo
 			if pid, err = db.principalID(ctx, tx, r.Key.Principal); err != nil {
 				return err
 			}
 		}
-		return tx.QueryRow(ctx, `INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
+		if t == 0 && last != nil {
+			// No turn to update: this finds none (store.ErrNotFound).
+			if err := lockTurn(ctx, tx, t); err != nil {
+				return err
+			}
+		}
+		// The rest in one round trip, in this order: the turn (its
+		// update locks its row, as lockTurn does), the last step, the
+		// reply.
+		b := &pgx.Batch{}
+		if t != 0 {
+			b.Queue(`UPDATE turns SET state = $1, finished_at = $2 WHERE id = $3 AND inbound_id = $4`, string(state), now, t, id).
+				Exec(func(tag pgconn.CommandTag) error {
+					if err := oneRow(tag, nil); err != nil {
+						return fmt.Errorf("turn %d: %w", t, err)
+					}
+					return nil
+				})
+		}
+		if last != nil {
+			db.queueStep(b, t, last, contents)
+		}
+		b.Queue(`INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
-			id, nullID(t), pid, text(channel), text(thread), text(replyTo), string(r.Kind), text(r.Text), now).Scan(&rid)
+			id, nullID(t), pid, text(channel), text(thread), text(replyTo), string(r.Kind), text(r.Text), now).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&rid) })
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)

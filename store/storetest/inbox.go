@@ -610,6 +610,12 @@ func testStepsAndToolCalls(t *testing.T, e *env) {
 	if steps != 2 || in0+in1 != 31 || out0+out1 != 8 {
 		t.Errorf("steps: %d rows, %d in, %d out; want 2, 31, 8", steps, in0+in1, out0+out1)
 	}
+	// The daily sums count the replaced step once, with its new tokens.
+	var ucalls, uin, uout int64
+	e.query(t, "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM usage_daily", nil, &ucalls, &uin, &uout)
+	if ucalls != 2 || uin != 31 || uout != 8 {
+		t.Errorf("daily usage: %d calls, %d in, %d out; want 2, 31, 8", ucalls, uin, uout)
+	}
 
 	calls := []llm.ToolCall{
 		{ID: "c1", Name: "fetch", Arguments: `{"url":"https://example.com"}`},
