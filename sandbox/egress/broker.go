@@ -407,7 +407,11 @@ func (b *Broker) redact(c Caller, secrets [][]byte, s string) string {
 			continue
 		}
 		if strings.Contains(s, string(sec)) {
-			s = strings.ReplaceAll(s, string(sec), Redacted)
+			b, ok := replaceSecret([]byte(s), sec)
+			if !ok {
+				return Redacted // the marker keeps spelling the value: nothing is shown
+			}
+			s = string(b)
 		}
 	}
 	return s

@@ -201,6 +201,7 @@ type streamBody struct {
 	buf     []byte // one read from the server
 	pending []byte // read, redacted, not yet returned
 	out     []byte // ready to return
+	tail    []byte // the end of what was returned, keep() bytes at most
 	err     error  // sticky: io.EOF or the failure
 }
 
@@ -223,12 +224,22 @@ func (s *streamBody) Read(p []byte) (int, error) {
 		n, err := s.rc.Read(s.buf)
 		s.read += int64(n)
 		s.pending = append(s.pending, s.buf[:n]...)
+		clean := true
 		for _, sec := range s.secrets {
-			if len(sec) > 0 && bytes.Contains(s.pending, sec) {
-				s.pending = bytes.ReplaceAll(s.pending, sec, []byte(Redacted))
+			if len(sec) == 0 {
+				continue
+			}
+			var ok bool
+			if s.pending, ok = replaceSecret(s.pending, sec); !ok || straddles(s.tail, s.pending, sec) {
+				clean = false
 			}
 		}
 		switch {
+		case !clean:
+			// The marker and what follows it spell the value again (a value
+			// that begins as the marker ends): the rest is withheld.
+			s.pending = nil
+			s.err = &DeniedError{Host: s.host, Reason: "the response repeats an injected credential around its redaction"}
 		case s.read > s.limit:
 			s.pending = nil
 			s.err = &DeniedError{Host: s.host, Reason: fmt.Sprintf("response over the %d-byte cap", s.limit)}
@@ -243,8 +254,41 @@ func (s *streamBody) Read(p []byte) (int, error) {
 		}
 	}
 	n := copy(p, s.out)
+	s.tail = append(s.tail, s.out[:n]...)
+	if k := s.keep(); len(s.tail) > k {
+		s.tail = append(s.tail[:0], s.tail[len(s.tail)-k:]...)
+	}
 	s.out = s.out[n:]
 	return n, nil
+}
+
+// maxRedactPasses bounds how often a text is redacted again when the marker
+// and the text after it form the value anew.
+const maxRedactPasses = 8
+
+// replaceSecret replaces sec in b by Redacted, again where a marker and the
+// text around it spell sec anew (a value beginning "]" or "D]", say). ok is
+// false when sec is still there after maxRedactPasses: the text must not
+// be shown.
+func replaceSecret(b, sec []byte) (_ []byte, ok bool) {
+	for range maxRedactPasses {
+		if !bytes.Contains(b, sec) {
+			return b, true
+		}
+		b = bytes.ReplaceAll(b, sec, []byte(Redacted))
+	}
+	return b, !bytes.Contains(b, sec)
+}
+
+// straddles reports whether sec begins in tail, the end of what was
+// already returned, and ends in pending.
+func straddles(tail, pending, sec []byte) bool {
+	if len(tail) == 0 {
+		return false
+	}
+	n := min(len(pending), len(sec)-1)
+	joined := append(append([]byte(nil), tail...), pending[:n]...)
+	return bytes.Contains(joined, sec)
 }
 
 func (s *streamBody) Close() error {

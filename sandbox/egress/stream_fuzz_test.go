@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -40,6 +41,11 @@ func FuzzStreamRedact(f *testing.F) {
 	f.Add([]byte("auth=Bearer s3cret-token-value end"), []byte("s3cret-token-value"), []byte{1, 7, 3})
 	f.Add([]byte("s3cret-s3cret-token-valuetoken-value"), []byte("s3cret-token-value"), []byte{5})
 	f.Add([]byte("aaaaaaaaab"), []byte("aab"), []byte{0, 1})
+	// A value that begins as the marker ends: the marker and the text after
+	// it spell the value again, within a read and across two.
+	f.Add([]byte("]"+strings.Repeat("0", 28)), []byte("]0000000"), []byte{48})
+	f.Add([]byte("]"+strings.Repeat("0", 200)), []byte("]0000000"), []byte{9, 3})
+	f.Add([]byte("xxD]abcdefg-abcdefg-"), []byte("D]abcdefg"), []byte{1})
 	f.Fuzz(func(t *testing.T, body, secret, sizes []byte) {
 		if len(secret) < 8 || bytes.Contains([]byte(Redacted), secret) || len(body) > 1<<16 {
 			return // the vault refuses values under 8 bytes
