@@ -160,16 +160,7 @@ mcp:
 		pages = append(pages, fmt.Sprintf("%d %s %v", code, body, err))
 		pagesMu.Unlock()
 	}}
-	stdin, feed := io.Pipe()
-	var errOut strings.Builder
-	ge := e
-	ge.stdin, ge.stdout, ge.stderr = stdin, out, &syncWriter{w: &errOut}
-	done := make(chan int, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	go func() { done <- ge.main(ctx, []string{"run", "--config", cfg}) }()
-
-	say := func(line string) { _, _ = io.WriteString(feed, line+"\n") }
+	say, stop, errOut := runOnTerminal(t, e, cfg, out)
 	say("search login")
 	out.waitFor(t, "tool said: found as alice: login")
 	if n := strings.Count(out.String(), "/oauth/start?state="); n != 1 {
@@ -189,15 +180,7 @@ mcp:
 	out.waitFor(t, "Your connected accounts:")
 	say("/disconnect linear")
 	out.waitFor(t, "Disconnected linear: the provider revoked the access")
-	_ = feed.Close()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("run: exit %d\n%s", code, errOut.String())
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("the gateway did not stop")
-	}
+	stop()
 	logs.WriteString(errOut.String())
 
 	var sawEcho bool
@@ -220,7 +203,9 @@ mcp:
 	as.SetLogin("bob")
 	lout := &watched{opened: map[string]bool{}, open: func(link string) { _, _, _ = browse(roots, link) }}
 	le := e
-	le.stdin, le.stdout, le.stderr = strings.NewReader(""), lout, &syncWriter{w: &errOut}
+	le.stdin, le.stdout, le.stderr = strings.NewReader(""), lout, &syncWriter{w: errOut}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	if code := le.main(ctx, []string{"mcp", "login", "linear", "--user", "slack:T1:UBOB", "--config", cfg}); code != 0 {
 		t.Fatalf("mcp login: exit %d\n%s\n%s", code, lout.String(), errOut.String())
 	}
@@ -489,30 +474,16 @@ store:
 		pages = append(pages, fmt.Sprintf("%d %s %v", code, body, err))
 		pagesMu.Unlock()
 	}}
-	stdin, feed := io.Pipe()
-	var errOut strings.Builder
-	ge := e
-	ge.stdin, ge.stdout, ge.stderr = stdin, out, &syncWriter{w: &errOut}
-	done := make(chan int, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	go func() { done <- ge.main(ctx, []string{"run", "--config", cfg}) }()
-	_, _ = io.WriteString(feed, "search login\n")
+	say, stop, errOut := runOnTerminal(t, e, cfg, out)
+	say("search login")
 	out.waitFor(t, "tool said: found as alice: login")
 	pagesMu.Lock()
 	if len(pages) != 1 || !strings.Contains(pages[0], "Connected to linear, you can close this tab.") {
 		t.Errorf("browser pages = %q, want the connected page", pages)
 	}
 	pagesMu.Unlock()
-	_ = feed.Close()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("run: exit %d\n%s", code, errOut.String())
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("the gateway did not stop")
-	}
+	stop()
+	ctx := context.Background()
 
 	var conns, states, clients, entries int
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM oauth_connections WHERE server = 'linear' AND principal = 'terminal::local'),
