@@ -13,14 +13,30 @@ import (
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
-	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/vault"
 )
 
-// ConsoleStore is what the operator's console reads and writes; both
-// stores implement it.
-type ConsoleStore = console.Store
+// ConsoleStore is what the operator's console reads and writes
+// (console.Store); both stores implement it.
+type ConsoleStore interface {
+	Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error)
+	TokensPerDay(ctx context.Context, from time.Time) ([]store.TokenBucket, error)
+	TurnsPer(ctx context.Context, from time.Time, bucket time.Duration) ([]store.TurnBucket, error)
+	TurnDurations(ctx context.Context, from time.Time) ([]time.Duration, error)
+	AddConsoleAction(ctx context.Context, a store.ConsoleAction) error
+	ConsoleActions(ctx context.Context, limit int) ([]store.ConsoleAction, error)
+	AddConsoleSession(ctx context.Context, sess store.ConsoleSession, max int) error
+	ConsoleSession(ctx context.Context, hash [32]byte, now time.Time) (store.ConsoleSession, error)
+	DeleteConsoleSession(ctx context.Context, hash [32]byte) error
+	AddOIDCState(ctx context.Context, hash [32]byte, nonce string, expires time.Time, max int) error
+	TakeOIDCState(ctx context.Context, hash [32]byte, now time.Time) (string, error)
+	Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error)
+	Transcript(ctx context.Context, s agent.SessionID, limit int) (store.Conversation, []agent.StoredMessage, []store.Approval, error)
+	UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error)
+	ToolStats(ctx context.Context, since time.Time) ([]store.ToolStat, error)
+	VaultAudit(ctx context.Context, f store.VaultAuditFilter, limit int) ([]vault.AuditEvent, error)
+}
 
 var consoleTests = []test{
 	{"ConsoleUsage", testConsoleUsage},

@@ -8,15 +8,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/talonhq/talon/routines"
+	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/store"
 )
 
 // RoutineStore is the routines' storage (routines.Store) and what `talon
 // routine` reads.
 type RoutineStore interface {
-	routines.Store
+	CreateRoutine(ctx context.Context, r store.Routine, max int) (store.Routine, error)
+	Routines(ctx context.Context, owner *agent.Principal) ([]store.Routine, error)
+	GetRoutine(ctx context.Context, id int64) (store.Routine, error)
+	DueRoutines(ctx context.Context, now time.Time) ([]store.Routine, error)
+	DeleteRoutine(ctx context.Context, id int64) error
+	SetRoutineState(ctx context.Context, id int64, state, reason string, next *time.Time) error
+	OweRoutineNotice(ctx context.Context, id int64, text string, at time.Time) error
+	DueRoutineNotices(ctx context.Context, now time.Time) ([]store.RoutineNotice, error)
+	ClaimRoutineNotice(ctx context.Context, id int64, at, next time.Time) (bool, error)
+	ClearRoutineNotice(ctx context.Context, id int64, at time.Time) error
+	AdvanceRoutine(ctx context.Context, id int64, from time.Time, missed []time.Time, run, next time.Time) (store.RoutineRun, bool, bool, error)
+	StartRoutineRun(ctx context.Context, id int64, scheduled time.Time) (store.RoutineRun, bool, error)
+	SetRunInbound(ctx context.Context, run int64, in agent.InboundID) error
+	OpenRoutineRuns(ctx context.Context) ([]store.RoutineRun, error)
+	FinishRoutineRun(ctx context.Context, run int64, state, reason string) (int, bool, error)
 	RoutineRuns(ctx context.Context, id int64, limit int) ([]store.RoutineRun, error)
+	TimeZone(ctx context.Context, p agent.Principal) (string, error)
+	SetTimeZone(ctx context.Context, p agent.Principal, tz string) error
 }
 
 var routineTests = []test{
