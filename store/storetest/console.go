@@ -18,7 +18,8 @@ import (
 )
 
 // ConsoleStore is what the operator's console reads and writes
-// (console.Store); both stores implement it.
+// (console.Store); both stores implement it. It restates console.Store
+// because store packages may not import the console (DESIGN.md's direction).
 type ConsoleStore interface {
 	Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error)
 	TokensPerDay(ctx context.Context, from time.Time) ([]store.TokenBucket, error)

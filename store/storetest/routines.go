@@ -13,7 +13,8 @@ import (
 )
 
 // RoutineStore is the routines' storage (routines.Store) and what `talon
-// routine` reads.
+// routine` reads. It restates routines.Store because store packages may not
+// import the features above them (DESIGN.md; TestImportsFollowDesignDirection).
 type RoutineStore interface {
 	CreateRoutine(ctx context.Context, r store.Routine, max int) (store.Routine, error)
 	Routines(ctx context.Context, owner *agent.Principal) ([]store.Routine, error)
