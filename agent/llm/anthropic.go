@@ -173,6 +173,12 @@ func (a *Anthropic) params(req Request) (anthropic.MessageNewParams, *failure) {
 		}
 		p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &tool})
 	}
+	if req.ToolChoice != "" {
+		if f := checkToolChoice(req); f != nil {
+			return p, f
+		}
+		p.ToolChoice = anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{Name: req.ToolChoice}}
+	}
 	return p, nil
 }
 

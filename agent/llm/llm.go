@@ -91,12 +91,28 @@ type Request struct {
 	System   string
 	Messages []Message
 	Tools    []Tool
+	// ToolChoice, when set, names the one of Tools the model must call in
+	// this answer (OpenAI's tool_choice function, Anthropic's tool_choice
+	// tool); empty leaves the choice to the model. A name not in Tools is
+	// an invalid request. Some OpenAI-compatible servers ignore it: the
+	// caller that needs the call checks the answer's ToolCalls.
+	ToolChoice string
 	// MaxTokens bounds the reply; zero means the provider's default.
 	MaxTokens int
 	// OnDelta, when set, asks the provider to stream and receives each piece
 	// of assistant text as it arrives. It is called from the goroutine that
 	// called Complete, never concurrently.
 	OnDelta func(text string)
+}
+
+// checkToolChoice refuses a ToolChoice that names no tool of the request.
+func checkToolChoice(req Request) *failure {
+	for _, t := range req.Tools {
+		if t.Name == req.ToolChoice {
+			return nil
+		}
+	}
+	return invalidRequest("tool_choice names %q, which is not among the request's tools", req.ToolChoice)
 }
 
 // Usage counts tokens as reported by the provider.

@@ -160,6 +160,7 @@ type (
 		Model               string         `json:"model"`
 		Messages            []chatMessage  `json:"messages"`
 		Tools               []chatTool     `json:"tools,omitempty"`
+		ToolChoice          *chatToolPick  `json:"tool_choice,omitempty"`
 		MaxTokens           int            `json:"max_tokens,omitempty"`
 		MaxCompletionTokens int            `json:"max_completion_tokens,omitempty"`
 		Stream              bool           `json:"stream,omitempty"`
@@ -200,6 +201,13 @@ type (
 		Name        string         `json:"name"`
 		Description string         `json:"description,omitempty"`
 		Parameters  map[string]any `json:"parameters"`
+	}
+	chatToolPick struct {
+		Type     string       `json:"type"` // "function"
+		Function chatToolName `json:"function"`
+	}
+	chatToolName struct {
+		Name string `json:"name"`
 	}
 	streamOptions struct {
 		IncludeUsage bool `json:"include_usage"`
@@ -249,6 +257,12 @@ func (o *OpenAI) body(req Request) ([]byte, *failure) {
 		}
 		p.Tools = append(p.Tools, chatTool{Type: "function",
 			Function: chatFunctionDef{Name: t.Name, Description: t.Description, Parameters: schema}})
+	}
+	if req.ToolChoice != "" {
+		if f := checkToolChoice(req); f != nil {
+			return nil, f
+		}
+		p.ToolChoice = &chatToolPick{Type: "function", Function: chatToolName{Name: req.ToolChoice}}
 	}
 	maxTokens := req.MaxTokens
 	if maxTokens == 0 {

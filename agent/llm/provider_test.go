@@ -655,3 +655,37 @@ func TestStreamErrorEvent(t *testing.T) {
 		})
 	}
 }
+
+// A request's ToolChoice reaches the endpoint in the provider's own shape
+// (the fake parses OpenAI's function object and Anthropic's tool block);
+// none is sent without it, and one naming no offered tool is refused
+// before anything is sent.
+func TestToolChoice(t *testing.T) {
+	tools := []llm.Tool{{Name: "a", Parameters: json.RawMessage(`{"type":"object"}`)}, {Name: "b", Parameters: json.RawMessage(`{"type":"object"}`)}}
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			srv := llmtest.NewServer(t, nil)
+			p, _ := newProvider(t, kind, srv, llm.Config{})
+			for _, pick := range []string{"b", ""} {
+				req := userRequest("hi")
+				req.Tools, req.ToolChoice = tools, pick
+				if _, err := p.Complete(t.Context(), req); err != nil {
+					t.Fatalf("tool choice %q: %v", pick, err)
+				}
+				reqs := srv.Requests()
+				if got := reqs[len(reqs)-1].ToolChoice; got != pick {
+					t.Errorf("tool choice sent: got %q, want %q; body %s", got, pick, reqs[len(reqs)-1].Raw)
+				}
+			}
+			req := userRequest("hi")
+			req.Tools, req.ToolChoice = tools, "c"
+			_, err := p.Complete(t.Context(), req)
+			if llm.KindOf(err) != llm.ErrBadRequest || !strings.Contains(err.Error(), `"c"`) {
+				t.Errorf("a choice of no offered tool: %v, want a bad request naming it", err)
+			}
+			if n := len(srv.Requests()); n != 2 {
+				t.Errorf("%d requests sent, want the 2 valid ones", n)
+			}
+		})
+	}
+}

@@ -34,6 +34,10 @@ type Request struct {
 	Messages []llm.Message
 	// Tools are the names of the tools offered.
 	Tools []string
+	// ToolChoice is the tool the request forces the model to call
+	// (OpenAI's tool_choice function, Anthropic's tool_choice tool), or ""
+	// when the choice is left to the model.
+	ToolChoice string
 	// Stream reports whether a streamed answer was asked for.
 	Stream bool
 	// MaxTokens is the reply cap sent (max_tokens or max_completion_tokens).

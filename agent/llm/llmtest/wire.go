@@ -92,9 +92,12 @@ func parseOpenAI(raw []byte) (Request, error) {
 				Name string `json:"name"`
 			} `json:"function"`
 		} `json:"tools"`
-		Stream              bool `json:"stream"`
-		MaxTokens           int  `json:"max_tokens"`
-		MaxCompletionTokens int  `json:"max_completion_tokens"`
+		// ToolChoice is "auto", "none", "required" or an object naming a
+		// function.
+		ToolChoice          json.RawMessage `json:"tool_choice"`
+		Stream              bool            `json:"stream"`
+		MaxTokens           int             `json:"max_tokens"`
+		MaxCompletionTokens int             `json:"max_completion_tokens"`
 	}
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return Request{}, err
@@ -120,6 +123,15 @@ func parseOpenAI(raw []byte) (Request, error) {
 	for _, t := range body.Tools {
 		req.Tools = append(req.Tools, t.Function.Name)
 	}
+	var pick struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if json.Unmarshal(body.ToolChoice, &pick) == nil && pick.Type == "function" {
+		req.ToolChoice = pick.Function.Name
+	}
 	return req, nil
 }
 
@@ -134,6 +146,10 @@ func parseAnthropic(raw []byte) (Request, error) {
 		Tools []struct {
 			Name string `json:"name"`
 		} `json:"tools"`
+		ToolChoice struct {
+			Type string `json:"type"`
+			Name string `json:"name"`
+		} `json:"tool_choice"`
 		Stream    bool `json:"stream"`
 		MaxTokens int  `json:"max_tokens"`
 	}
@@ -193,6 +209,9 @@ func parseAnthropic(raw []byte) (Request, error) {
 	}
 	for _, t := range body.Tools {
 		req.Tools = append(req.Tools, t.Name)
+	}
+	if body.ToolChoice.Type == "tool" {
+		req.ToolChoice = body.ToolChoice.Name
 	}
 	return req, nil
 }
