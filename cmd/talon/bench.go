@@ -57,6 +57,17 @@ type benchResult struct {
 	// sandbox error kind, or "tool error" for a tool that answered with
 	// one).
 	ToolErrors map[string]int64 `json:"tool_errors,omitempty"`
+	// With --llm-url, ToolChoiceForced is how many requests forced the
+	// tool through tool_choice (the first of each turn that asks),
+	// ToolChoiceIgnored how many of their answers did not call it, and
+	// ToolChoiceRefused how many the endpoint refused for tool_choice
+	// (HTTP 400), sent again without it (the prompt still asks).
+	ToolChoiceForced  int64 `json:"tool_choice_forced,omitempty"`
+	ToolChoiceIgnored int64 `json:"tool_choice_ignored,omitempty"`
+	ToolChoiceRefused int64 `json:"tool_choice_refused,omitempty"`
+	// Warnings say why the figures are not what the flags asked for, such
+	// as tool turns the endpoint's model answered without the tool.
+	Warnings []string `json:"warnings,omitempty"`
 	// ConsolePolls is how many times the console's pages were loaded
 	// during the run (--console-poll), ConsoleErrors how many loads failed.
 	ConsolePolls  int64 `json:"console_polls,omitempty"`
@@ -94,10 +105,11 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.IntVar(&users, "users", 100, "number of users, each with one conversation")
 	fs.IntVar(&messages, "messages", 10, "messages per user, each sent after the previous one is answered")
 	fs.IntVar(&concurrency, "concurrency", 0, "users talking at the same time (default: all)")
-	fs.Float64Var(&toolShare, "tool-share", 0, "share of turns that ask the model for one sandboxed tool call (0..1); "+
-		"with --llm-url the endpoint's model decides, and the calls it made are reported")
-	fs.DurationVar(&latency, "llm-latency", 0, "time the fake model takes per call")
-	fs.DurationVar(&think, "think", 0, "mean pause of a user between a reply and its next message (exponential; "+
+	fs.Float64Var(&toolShare, "tool-share", 0, "share `F` of turns that ask the model for one sandboxed tool call (0..1); "+
+		"with --llm-url the first request of such a turn forces the html_text tool (tool_choice), and the calls the "+
+		"endpoint's model made are reported, with a warning when it ignored or refused tool_choice")
+	fs.DurationVar(&latency, "llm-latency", 0, "time `D` the fake model takes per call")
+	fs.DurationVar(&think, "think", 0, "mean pause `D` of a user between a reply and its next message (exponential; "+
 		"users also start at random offsets within it), so that arrivals are spread as in real use; 0 sends at once")
 	fs.StringVar(&llmURL, "llm-url", "", "drive this OpenAI-compatible endpoint instead of the in-process fake model")
 	fs.StringVar(&llmModel, "llm-model", "bench", "model name sent to --llm-url")
@@ -108,9 +120,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.DurationVar(&consolePoll, "console-poll", 0, "serve the console on loopback and load its Overview, Usage, Conversations and Users "+
 		"pages once every this often during the run, as an operator's open tab would; 0: no console")
-	fs.IntVar(&replicas, "replicas", 0, "run N replicas in this process, each with its own PostgreSQL pool and NATS connection, "+
+	fs.IntVar(&replicas, "replicas", 0, "run `N` replicas in this process, each with its own PostgreSQL pool and NATS connection, "+
 		"sharing the load (each user's messages accepted by one of them in turn, run by the partition's owner) "+
-		"as `talon run` with nats.url does; needs --store postgres:URL and --nats; the same load on SQLite in one runtime "+
+		"as talon run with nats.url does; needs --store postgres:URL and --nats; the same load on SQLite in one runtime "+
 		"is measured first, as the reference")
 	fs.StringVar(&natsURL, "nats", "", "NATS server with JetStream for --replicas (nats://host:4222; no password in the URL)")
 	if err := fs.Parse(args); err != nil {
@@ -181,6 +193,11 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		if model, err = llm.NewOpenAI(llm.Config{BaseURL: llmURL, Model: llmModel, MaxRetries: -1}); err != nil {
 			return err
 		}
+	}
+	var forcer *toolForcer
+	if llmURL != "" && toolShare > 0 {
+		forcer = &toolForcer{Provider: model}
+		model = forcer
 	}
 	clock := &modelClock{Provider: model}
 	var provider llm.Provider = clock
@@ -262,11 +279,12 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	if think > 0 {
 		res.OfferedPerS = float64(concurrency) / (think + latency).Seconds()
 	}
-	if res.ToolCalls < res.ToolTurns {
-		// Only an endpoint's model can decline: say so rather than report
-		// a tool-free run as one with tools.
-		fmt.Fprintf(e.stderr, "talon bench: the model at --llm-url made %d tool calls where %d turns asked for one; "+
-			"the figures are of turns without the sandbox (use a model that calls tools, or drop --llm-url)\n", res.ToolCalls, res.ToolTurns)
+	if forcer != nil {
+		res.ToolChoiceForced, res.ToolChoiceIgnored, res.ToolChoiceRefused = forcer.forced.Load(), forcer.ignored.Load(), forcer.refused.Load()
+	}
+	res.Warnings = benchWarnings(res)
+	for _, w := range res.Warnings {
+		fmt.Fprintf(e.stderr, "talon bench: warning: %s\n", w)
 	}
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
@@ -280,6 +298,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB\n", float64(res.PeakRSSBytes)/1e6)
 	fmt.Fprintf(e.stdout, "database:        %.1f MB\n", float64(res.DBBytes)/1e6)
 	fmt.Fprintf(e.stdout, "tool calls:      %d (%d turns asked for one)\n", res.ToolCalls, res.ToolTurns)
+	if forcer != nil {
+		fmt.Fprintf(e.stdout, "tool_choice:     forced in %d requests, ignored in %d, refused in %d\n", res.ToolChoiceForced, res.ToolChoiceIgnored, res.ToolChoiceRefused)
+	}
 	if poller != nil {
 		fmt.Fprintf(e.stdout, "console:         pages loaded %d times (every %s), %d failed\n", res.ConsolePolls, consolePoll, res.ConsoleErrors)
 	}
@@ -288,6 +309,24 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		fmt.Fprintf(e.stdout, "  tool calls failed, %s: %d\n", k, res.ToolErrors[k])
 	}
 	return nil
+}
+
+// benchWarnings says where a run's figures fall short of what its flags
+// asked for. Only an endpoint's model can decline the tool: a run whose
+// tool turns went without the sandbox is not reported as one with tools.
+func benchWarnings(res benchResult) []string {
+	var w []string
+	if res.ToolChoiceIgnored > 0 {
+		w = append(w, fmt.Sprintf("the endpoint ignored tool_choice in %d of %d requests that forced the %s tool", res.ToolChoiceIgnored, res.ToolChoiceForced, benchTool))
+	}
+	if res.ToolChoiceRefused > 0 {
+		w = append(w, fmt.Sprintf("the endpoint refused tool_choice (HTTP 400) in %d requests; they were sent again without it, the prompt alone asking for the tool", res.ToolChoiceRefused))
+	}
+	if res.ToolCalls < res.ToolTurns {
+		w = append(w, fmt.Sprintf("the model at --llm-url made %d tool calls where %d turns asked for one; "+
+			"the other turns ran without the sandbox (use a model that calls tools, or drop --llm-url)", res.ToolCalls, res.ToolTurns))
+	}
+	return w
 }
 
 func percentiles(ds []time.Duration) pct {
@@ -362,7 +401,10 @@ func (c *benchChannel) Deliver(_ context.Context, r agent.Reply) (string, error)
 // that ask for a tool call.
 func benchText(u, m int) string { return fmt.Sprintf("message %d of user %d", m, u) }
 
-const benchToolAsk = ". Call the html_text tool once on this page, then answer in one word: " + benchPage
+const benchToolAsk = ". Call the " + benchTool + " tool once on this page, then answer in one word: " + benchPage
+
+// benchTool is the tool the bench's turns ask for.
+const benchTool = "html_text"
 
 // benchLLM is an in-process model: it waits latency, then answers; a
 // message that asks for the tool (benchToolAsk) gets one tool call first.
@@ -389,6 +431,44 @@ func (b *benchLLM) Complete(ctx context.Context, req llm.Request) (*llm.Response
 			ID: "call", Name: req.Tools[0].Name, Arguments: benchToolArgs}}}, StopReason: "tool_calls"}, nil
 	}
 	return &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, Content: "ok: " + last.Content}, StopReason: "stop"}, nil
+}
+
+// toolForcer asks an endpoint's model for the bench's tool through
+// tool_choice in the first request of each turn that asks for it (the one
+// whose last message is the user's ask; the request after the tool's
+// result is left free, or the model would be made to call it again). It
+// counts the forced requests, the answers that ignored the choice, and
+// the requests the endpoint refused for it, which it sends again without.
+type toolForcer struct {
+	llm.Provider
+	forced, ignored, refused atomic.Int64
+}
+
+func (f *toolForcer) Complete(ctx context.Context, req llm.Request) (*llm.Response, error) {
+	last := req.Messages[len(req.Messages)-1]
+	if last.Role != llm.RoleUser || !strings.HasSuffix(last.Content, benchToolAsk) ||
+		!slices.ContainsFunc(req.Tools, func(t llm.Tool) bool { return t.Name == benchTool }) {
+		return f.Provider.Complete(ctx, req)
+	}
+	forced := req
+	forced.ToolChoice = benchTool
+	r, err := f.Provider.Complete(ctx, forced)
+	if llm.KindOf(err) == llm.ErrBadRequest {
+		// An endpoint that does not take tool_choice may refuse the
+		// request: ask again with the prompt alone, and count it only
+		// if that is taken.
+		if r, err = f.Provider.Complete(ctx, req); err == nil {
+			f.refused.Add(1)
+		}
+		return r, err
+	}
+	if err == nil {
+		f.forced.Add(1)
+		if !slices.ContainsFunc(r.Message.ToolCalls, func(c llm.ToolCall) bool { return c.Name == benchTool }) {
+			f.ignored.Add(1)
+		}
+	}
+	return r, err
 }
 
 // modelClock records the time its model spends per turn, so that the
@@ -530,7 +610,7 @@ func benchTools(ctx context.Context, dataDir string) (agent.ToolRunner, func(), 
 	}
 	var only []sandbox.Tool
 	for _, t := range all {
-		if t.Manifest.Name == "html_text" {
+		if t.Manifest.Name == benchTool {
 			t.Manifest.Limits.PerMinute = 1 << 30 // the bench's one user per session calls it often
 			only = append(only, t)
 		}
@@ -542,7 +622,7 @@ func benchTools(ctx context.Context, dataDir string) (agent.ToolRunner, func(), 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := sb.Load(ctx, "html_text"); err != nil {
+	if err := sb.Load(ctx, benchTool); err != nil {
 		sb.Close(context.WithoutCancel(ctx))
 		return nil, nil, err
 	}

@@ -46,27 +46,44 @@ func TestBenchReportsJSON(t *testing.T) {
 }
 
 // With --llm-url the endpoint's model is asked for the tool in the share of
-// turns --tool-share says, and the calls it makes run in the sandbox and are
-// counted; a model that declines is reported, not passed off as a tool run.
+// turns --tool-share says, in the prompt and by tool_choice in the turn's
+// first request, and the calls it makes run in the sandbox and are counted.
+// An endpoint that ignores tool_choice, or refuses it, is reported on stderr
+// and in the JSON, not passed off as a tool run.
 func TestBenchDrivesToolsThroughEndpoint(t *testing.T) {
-	obeys := func(r llmtest.Request) llmtest.Response {
-		last := r.Messages[len(r.Messages)-1]
-		if last.Role == llm.RoleUser && strings.Contains(last.Content, "Call the html_text tool") && slices.Contains(r.Tools, "html_text") {
-			return llmtest.Response{ToolCalls: []llm.ToolCall{{ID: "c1", Name: "html_text", Arguments: `{"html":"<p>Hi &amp; bye</p>"}`}}}
+	call := llmtest.Response{ToolCalls: []llm.ToolCall{{ID: "c1", Name: "html_text", Arguments: `{"html":"<p>Hi &amp; bye</p>"}`}}}
+	// forced calls the tool when, and only when, tool_choice forces it.
+	forced := func(r llmtest.Request) llmtest.Response {
+		if r.ToolChoice == "html_text" && slices.Contains(r.Tools, "html_text") {
+			return call
 		}
 		return llmtest.Response{Text: "done"}
 	}
-	declines := func(llmtest.Request) llmtest.Response { return llmtest.Response{Text: "no"} }
+	ignores := func(llmtest.Request) llmtest.Response { return llmtest.Response{Text: "no"} }
+	// refuses answers 400 to any tool_choice, as some servers do, and
+	// follows the prompt otherwise.
+	refuses := func(r llmtest.Request) llmtest.Response {
+		if r.ToolChoice != "" {
+			return llmtest.Response{Status: 400}
+		}
+		if last := r.Messages[len(r.Messages)-1]; last.Role == llm.RoleUser && strings.Contains(last.Content, "Call the html_text tool") {
+			return call
+		}
+		return llmtest.Response{Text: "done"}
+	}
 	for _, tc := range []struct {
-		name        string
-		model       llmtest.Handler
-		share       string
-		calls, asks int64
-		warn        bool
+		name                     string
+		model                    llmtest.Handler
+		share                    string
+		calls, asks              int64
+		forced, ignored, refused int64
+		warn                     []string
 	}{
-		{"model calls the tool", obeys, "1", 4, 4, false},
-		{"half the turns ask", obeys, "0.5", 2, 2, false},
-		{"model declines", declines, "1", 0, 4, true},
+		{"tool_choice makes the model call the tool", forced, "1", 4, 4, 4, 0, 0, nil},
+		{"half the turns ask", forced, "0.5", 2, 2, 2, 0, 0, nil},
+		{"endpoint ignores tool_choice", ignores, "1", 0, 4, 4, 4, 0,
+			[]string{"ignored tool_choice in 4 of 4 requests", "made 0 tool calls where 4 turns asked"}},
+		{"endpoint refuses tool_choice", refuses, "1", 4, 4, 0, 0, 4, []string{"refused tool_choice (HTTP 400) in 4 requests"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := llmtest.NewServer(t, tc.model)
@@ -82,20 +99,41 @@ func TestBenchDrivesToolsThroughEndpoint(t *testing.T) {
 			if got.Turns != 4 || got.Errors != 0 || got.ToolCalls != tc.calls || got.ToolTurns != tc.asks {
 				t.Errorf("result %+v: want 4 turns, no errors, %d tool calls, %d asked", got, tc.calls, tc.asks)
 			}
-			if warned := strings.Contains(res.stderr, "made 0 tool calls where 4 turns asked"); warned != tc.warn {
-				t.Errorf("warning shown: %v, want %v; stderr: %s", warned, tc.warn, res.stderr)
+			if got.ToolChoiceForced != tc.forced || got.ToolChoiceIgnored != tc.ignored || got.ToolChoiceRefused != tc.refused {
+				t.Errorf("tool_choice forced %d, ignored %d, refused %d; want %d, %d, %d",
+					got.ToolChoiceForced, got.ToolChoiceIgnored, got.ToolChoiceRefused, tc.forced, tc.ignored, tc.refused)
 			}
-			var toolResults int
+			if len(got.Warnings) != len(tc.warn) {
+				t.Errorf("warnings in the JSON: %q, want %d", got.Warnings, len(tc.warn))
+			}
+			for i, w := range tc.warn {
+				if i < len(got.Warnings) && !strings.Contains(got.Warnings[i], w) {
+					t.Errorf("warning %d: %q, want it to say %q", i, got.Warnings[i], w)
+				}
+				if !strings.Contains(res.stderr, "warning: ") || !strings.Contains(res.stderr, w) {
+					t.Errorf("stderr does not warn %q: %s", w, res.stderr)
+				}
+			}
+			if tc.warn == nil && strings.Contains(res.stderr, "warning") {
+				t.Errorf("a warning where none is due: %s", res.stderr)
+			}
+			var toolResults, forcedAfterResult int
 			for _, r := range srv.Requests() {
 				if m := r.Messages[len(r.Messages)-1]; m.Role == llm.RoleTool {
 					toolResults++
 					if m.IsError || !strings.Contains(m.Content, "Hi & bye") {
 						t.Errorf("tool result sent to the model: %+v", m)
 					}
+					if r.ToolChoice != "" {
+						forcedAfterResult++
+					}
 				}
 			}
 			if int64(toolResults) != tc.calls {
 				t.Errorf("the endpoint got %d tool results, want %d", toolResults, tc.calls)
+			}
+			if forcedAfterResult > 0 {
+				t.Errorf("%d requests carrying a tool's result forced the tool again", forcedAfterResult)
 			}
 		})
 	}
@@ -121,8 +159,14 @@ func TestBenchFlagsDocumented(t *testing.T) {
 	if res := runMain(t, env{}); !strings.Contains(res.stderr, "--think D") || !strings.Contains(res.stderr, "--tool-share F") {
 		t.Errorf("usage does not document bench's --think and --tool-share:\n%s", res.stderr)
 	}
-	if res := runMain(t, env{}, "bench", "--help"); !strings.Contains(res.stderr, "-think") || !strings.Contains(res.stderr, "endpoint's model decides") {
-		t.Errorf("bench --help does not explain --think and --tool-share with --llm-url:\n%s", res.stderr)
+	if res := runMain(t, env{}); !strings.Contains(res.stderr, "forced by tool_choice") {
+		t.Errorf("usage does not say how --tool-share drives --llm-url:\n%s", res.stderr)
+	}
+	res := runMain(t, env{}, "bench", "--help")
+	for _, want := range []string{"-think D\n", "mean pause D of a user", "-tool-share F\n", "forces the html_text tool (tool_choice)", "ignored or refused", "-replicas N\n"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("bench --help does not say %q:\n%s", want, res.stderr)
+		}
 	}
 }
 

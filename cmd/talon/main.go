@@ -72,7 +72,8 @@ Usage:
                                   measure throughput and the gateway's own overhead;
                                   --think D: users' mean pause between messages;
                                   --tool-share F: share of turns asking for a tool call
-                                  (with --llm-url, the endpoint's model decides);
+                                  (with --llm-url, forced by tool_choice; a warning says
+                                  when the endpoint ignored or refused it);
                                   --console-poll D: load the console's pages every D meanwhile
   talon version                   print the version
 
