@@ -169,12 +169,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 // or checks it against the recorded one: two replicas that hash sessions
 // differently would both run one session's turns.
 func checkPartitions(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: cfg.Prefix + "_cluster", Description: "Talon: settings every replica must share",
-		History: 1, Storage: jetstream.FileStorage, Replicas: max(cfg.StreamReplicas, 1),
-	})
+	kv, err := settingsBucket(ctx, js, cfg.Prefix, cfg.StreamReplicas)
 	if err != nil {
-		return fmt.Errorf("cluster: settings bucket: %w", err)
+		return err
 	}
 	want := strconv.Itoa(cfg.Partitions)
 	if _, err := kv.Create(ctx, "partitions", []byte(want)); err == nil {
@@ -191,6 +188,20 @@ func checkPartitions(ctx context.Context, js jetstream.JetStream, cfg Config) er
 			"to change it, stop every replica, then delete that key (nats kv del %s_cluster partitions)", want, got, cfg.Prefix, cfg.Prefix)
 	}
 	return nil
+}
+
+// settingsBucket opens the bucket "<prefix>_cluster", whose keys never
+// expire: the settings every replica must share, and who connected each
+// Discord shard last (Shards).
+func settingsBucket(ctx context.Context, js jetstream.JetStream, prefix string, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: prefix + "_cluster", Description: "Talon: settings every replica must share",
+		History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: settings bucket: %w", err)
+	}
+	return kv, nil
 }
 
 func streamName(prefix string) string {
@@ -283,7 +294,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 // serve runs partition p while its lease lasts: the store's pending
 // messages of p's sessions first, then what is announced on p's subject.
-func (n *Node) serve(ctx context.Context, p int) {
+func (n *Node) serve(ctx context.Context, p int, _ Hold) {
 	log := n.log.With().Int("partition", p).Logger()
 	// The consumer first, so that nothing announced from now on is missed;
 	// then the store, for what was accepted before. Take skips a message

@@ -65,8 +65,8 @@ type owners struct {
 
 func newOwners() *owners { return &owners{by: map[int]string{}} }
 
-func (o *owners) work(replica string) func(ctx context.Context, slot int) {
-	return func(ctx context.Context, slot int) {
+func (o *owners) work(replica string) func(ctx context.Context, slot int, _ Hold) {
+	return func(ctx context.Context, slot int, _ Hold) {
 		o.mu.Lock()
 		if cur, ok := o.by[slot]; ok {
 			o.violations = append(o.violations, fmt.Sprintf("slot %d: %s started while %s ran it", slot, replica, cur))

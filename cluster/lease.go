@@ -57,8 +57,10 @@ type Leases struct {
 	Deadline time.Duration
 	// Work runs while this replica holds slot; its context ends when the
 	// lease is lost, given up or fenced, or Run ends. It should return
-	// soon after.
-	Work func(ctx context.Context, slot int)
+	// soon after. h tells whether the hold still lasts at any instant,
+	// before the context's end has been delivered (Hold.Valid), and the
+	// claim's fencing token.
+	Work func(ctx context.Context, slot int, h Hold)
 	// Log receives lease changes.
 	Log zerolog.Logger
 	// Prefer are slots claimed before any other when free (the gateway's
@@ -71,7 +73,11 @@ type Leases struct {
 
 // lease is one slot this replica holds, or held and waits for its Work.
 type lease struct {
-	rev    uint64
+	rev   uint64
+	claim uint64 // the revision that created the key: the fencing token
+	// until is when the fence passes (the last renewal sent that succeeded
+	// plus Deadline), on the monotonic clock. Guarded by Leases.mu.
+	until  time.Time
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Work has returned
 	fence  *time.Timer
@@ -82,6 +88,38 @@ type lease struct {
 }
 
 type leaseState int
+
+// Hold is one claim of a slot by this replica, as its Work sees it.
+type Hold struct {
+	l  *Leases
+	le *lease
+}
+
+// Valid reports whether the claim still holds: the lease is not known to
+// be lost (one being given up is renewed until Work returns), and the fence has not passed by this process's
+// monotonic clock. It reads the clock itself instead of waiting for the
+// fence's timer, so that a process paused (SIGSTOP, a stalled VM) past
+// its fence sees false as soon as it runs again, before any timer or
+// renewal had a chance to run: Work checks it before each action that
+// must not happen outside the lease (a Discord shard's every frame).
+func (h Hold) Valid() bool {
+	if h.le == nil {
+		return false
+	}
+	h.l.mu.Lock()
+	defer h.l.mu.Unlock()
+	return h.le.state != stateLost && time.Now().Before(h.le.until)
+}
+
+// Token is the fencing token of the claim: the bucket's revision of the
+// key's creation. A later claim of the slot, by any replica, has a greater
+// one, since it creates the key after this claim's last write to it.
+func (h Hold) Token() uint64 {
+	if h.le == nil {
+		return 0
+	}
+	return h.le.claim
+}
 
 const (
 	stateHeld leaseState = iota
@@ -327,15 +365,15 @@ func (l *Leases) claim(ctx context.Context, slot int) bool {
 		return false
 	}
 	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
-	le := &lease{rev: rev, cancel: wcancel, done: make(chan struct{})}
+	le := &lease{rev: rev, claim: rev, until: sent.Add(l.Deadline), cancel: wcancel, done: make(chan struct{})}
 	l.mu.Lock()
 	l.held[slot] = le
 	le.fence = time.AfterFunc(l.Deadline-time.Since(sent), func() { l.fenced(slot, le) })
 	l.mu.Unlock()
-	l.Log.Info().Int("slot", slot).Msg("cluster: lease claimed")
+	l.Log.Info().Int("slot", slot).Uint64("token", rev).Msg("cluster: lease claimed")
 	go func() {
 		defer close(le.done)
-		l.Work(wctx, slot)
+		l.Work(wctx, slot, Hold{l: l, le: le})
 	}()
 	return true
 }
@@ -388,6 +426,7 @@ func (l *Leases) renew(ctx context.Context, slot int) {
 		return // the fence cancels Work if this goes on
 	}
 	le.rev = next
+	le.until = sent.Add(l.Deadline)
 	le.fence.Reset(l.Deadline - time.Since(sent))
 }
 

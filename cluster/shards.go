@@ -36,16 +36,40 @@ import (
 // given up (fair share) or a replica stopping cleanly deletes the key only
 // after Work has returned, that is after the socket is closed.
 //
+// A replica paused (SIGSTOP, a stalled VM) is the case the fence alone
+// does not cover: its socket stays open while it sleeps, its fence's timer
+// cannot run, and the lease expires and is taken over meanwhile. Two
+// things keep the shard from being connected twice:
+//   - the paused replica, on waking, sends nothing: the gateway asks
+//     ShardHold.Held before every frame it sends and every event it
+//     handles, which reads the monotonic clock (past the fence: false)
+//     rather than waiting for a timer, and drops the socket without a
+//     close frame;
+//   - Discord drops a connection that sent nothing (no heartbeat) for a
+//     while, which we take as DiscordSilence heartbeat intervals (Discord
+//     does not publish the figure). While a shard is connected, the key
+//     "discord.conn.<shard>" in the bucket "<prefix>_cluster" names its
+//     owner; it is deleted once the socket is closed. A replica that
+//     claims a shard whose key is still there (the previous owner died or
+//     sleeps) does not identify before DiscordSilence·heartbeat − 3·Renew
+//     after its claim: the previous owner sent its last heartbeat before
+//     its fence, at least 3·Renew before its lease expired and so before
+//     this claim, and Discord has dropped that connection by then. With
+//     Discord's 41.25 s heartbeat and the default TTL of 10 s, a dead
+//     replica's shards are identified again about 12 s + 76.5 s after it
+//     died; a clean stop or a fair-share hand-over deletes the key and
+//     costs no wait.
+//
 // Shards also spaces the IDENTIFYs: Discord accepts one per 5 s for each
 // bucket (shard id mod max_concurrency), across every connection of the
 // bot. A replica about to identify creates the key "bucket.<n>" in the
 // bucket "<prefix>_identify", whose keys expire after 5 s; while it exists
 // every other replica waits.
 type Shards struct {
-	kv, ident jetstream.KeyValue
-	replica   string
-	ttl       time.Duration
-	log       zerolog.Logger
+	kv, ident, conns jetstream.KeyValue
+	replica          string
+	ttl              time.Duration
+	log              zerolog.Logger
 
 	mu     sync.Mutex
 	leases *Leases // while Serve runs; guarded by mu
@@ -75,6 +99,11 @@ const DefaultIdentifyEvery = 5 * time.Second
 // MinShardLeaseTTL is the shortest shard lease: its fence leaves 3·TTL/5
 // (1.2 s) for a socket to close, which takes at most 1 s.
 const MinShardLeaseTTL = 2 * time.Second
+
+// DiscordSilence is how many heartbeat intervals of silence we take Discord
+// to need before it drops a connection (and so the shard is free to be
+// identified elsewhere without being connected twice).
+const DiscordSilence = 2
 
 // countKey records the shard count of the deployment in the shards
 // bucket; the replicas rewrite it while they run, so it expires TTL after
@@ -121,7 +150,11 @@ func OpenShards(ctx context.Context, nc *nats.Conn, cfg ShardsConfig, log zerolo
 	if err != nil {
 		return nil, fmt.Errorf("cluster: identify bucket: %w", err)
 	}
-	return &Shards{kv: kv, ident: ident, replica: cfg.Replica, ttl: cfg.LeaseTTL,
+	conns, err := settingsBucket(ctx, js, cfg.Prefix, cfg.StreamReplicas)
+	if err != nil {
+		return nil, err
+	}
+	return &Shards{kv: kv, ident: ident, conns: conns, replica: cfg.Replica, ttl: cfg.LeaseTTL,
 		log: log.With().Str("replica", cfg.Replica).Logger()}, nil
 }
 
@@ -165,12 +198,19 @@ func (s *Shards) ShardCount(ctx context.Context, want int, adopt bool) (int, err
 // Serve holds a fair share of the count shards, shard 0 first, and runs
 // work for each while it holds it, until ctx ends; then it ends every work
 // and gives the shards up. work must have closed its connection when it
-// returns. Serve returns an error if the settings are invalid or another
-// shard count gets recorded meanwhile (the replica stops connecting).
-func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int)) error {
+// returns, must call h.BeforeIdentify before each IDENTIFY and check
+// h.Held before every frame it sends. Serve returns an error if the
+// settings are invalid or another shard count gets recorded meanwhile
+// (the replica stops connecting).
+func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int, h *ShardHold)) error {
 	renew := s.ttl / 5
 	l := &Leases{KV: s.kv, Replica: s.replica, Slots: count, TTL: s.ttl, Renew: renew,
-		Deadline: s.ttl - 3*renew, Work: work, Log: s.log, Prefer: []int{0}}
+		Deadline: s.ttl - 3*renew, Log: s.log, Prefer: []int{0}}
+	l.Work = func(ctx context.Context, shard int, hold Hold) {
+		h := &ShardHold{s: s, shard: shard, hold: hold, claimed: time.Now(), margin: l.TTL - l.Deadline}
+		defer h.disconnected()
+		work(ctx, shard, h)
+	}
 	s.mu.Lock()
 	s.leases = l
 	s.mu.Unlock()
@@ -259,5 +299,84 @@ func (s *Shards) Identify(ctx context.Context, bucket int) error {
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// ShardHold is one claim of a shard by this replica.
+type ShardHold struct {
+	s       *Shards
+	shard   int
+	hold    Hold
+	claimed time.Time
+	margin  time.Duration // TTL − Deadline: the least time between the fence and the lease's expiry
+
+	// Used by the shard's connection only.
+	checked   bool
+	notBefore time.Time
+	marked    []byte // the conn key's value while it is this hold's
+}
+
+// Held reports whether this replica still holds the shard, by its own
+// monotonic clock (Hold.Valid). A connection must be dropped without a
+// word once it is false.
+func (h *ShardHold) Held() bool { return h.hold.Valid() }
+
+// Token is the claim's fencing token (Hold.Token).
+func (h *ShardHold) Token() uint64 { return h.hold.Token() }
+
+func connKey(shard int) string { return "discord.conn." + strconv.Itoa(shard) }
+
+// BeforeIdentify is called between the gateway's HELLO, which gives its
+// heartbeat interval, and an IDENTIFY. It returns how long to wait before
+// identifying (the connection is closed meanwhile, unidentified), or 0
+// once it has recorded this replica as the shard's connection: a claim
+// that found the previous owner's record waits until Discord has dropped
+// that owner's connection even if it sleeps (see Shards).
+func (h *ShardHold) BeforeIdentify(ctx context.Context, heartbeat time.Duration) (time.Duration, error) {
+	key := connKey(h.shard)
+	if !h.checked {
+		e, err := h.s.conns.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			h.notBefore = h.claimed
+		case err != nil:
+			return 0, fmt.Errorf("cluster: read who connected shard %d last: %w", h.shard, err)
+		default:
+			h.notBefore = h.claimed.Add(DiscordSilence*heartbeat - h.margin)
+			h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).Dur("wait", time.Until(h.notBefore).Round(time.Millisecond)).
+				Msg("cluster: the shard's previous connection did not end cleanly; waiting until Discord has dropped it before identifying")
+		}
+		h.checked = true
+	}
+	if d := time.Until(h.notBefore); d > 0 {
+		return d, nil
+	}
+	if !h.Held() {
+		return 0, fmt.Errorf("cluster: shard %d is not held any more", h.shard)
+	}
+	val := []byte(h.s.replica + " " + strconv.FormatUint(h.Token(), 10))
+	if _, err := h.s.conns.Put(ctx, key, val); err != nil {
+		return 0, fmt.Errorf("cluster: record the connection of shard %d: %w", h.shard, err)
+	}
+	h.marked = val
+	return 0, nil
+}
+
+// disconnected deletes the shard's connection record when it is still this
+// hold's: work has returned, so the socket is closed.
+func (h *ShardHold) disconnected() {
+	if h.marked == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.s.ttl/5)
+	defer cancel()
+	key := connKey(h.shard)
+	e, err := h.s.conns.Get(ctx, key)
+	if err == nil && string(e.Value()) == string(h.marked) {
+		err = h.s.conns.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		// The next owner waits for Discord's view instead: safe, slower.
+		h.s.log.Warn().Err(err).Int("shard", h.shard).Msg("cluster: could not clear a shard's connection record")
 	}
 }

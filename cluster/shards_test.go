@@ -30,10 +30,24 @@ func newSockets() *sockets {
 // work connects shard as a gateway session would: it waits for the
 // identify turn of its bucket, identifies, and on the end of ctx closes
 // the socket, which takes up to closeMax.
-func (s *sockets) work(t *testing.T, sh *Shards, replica string, buckets int, closeMax time.Duration, rng func() time.Duration) func(ctx context.Context, shard int) {
-	return func(ctx context.Context, shard int) {
+func (s *sockets) work(t *testing.T, sh *Shards, replica string, buckets int, closeMax time.Duration, rng func() time.Duration) func(ctx context.Context, shard int, h *ShardHold) {
+	return func(ctx context.Context, shard int, h *ShardHold) {
 		if err := sh.Identify(ctx, shard%buckets); err != nil {
 			return // never connected
+		}
+		for {
+			d, err := h.BeforeIdentify(ctx, 100*time.Millisecond)
+			if err != nil {
+				return // never connected
+			}
+			if d == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
 		}
 		s.mu.Lock()
 		if cur, ok := s.live[shard]; ok {
@@ -201,5 +215,85 @@ func TestShardCountAgreement(t *testing.T) {
 	}
 	if _, err := OpenShards(ctx, connect(t, url), ShardsConfig{Replica: "c", LeaseTTL: time.Second, Prefix: "agree"}, zerolog.Nop()); err == nil {
 		t.Error("a lease TTL of 1s was accepted; want at least 2s")
+	}
+}
+
+// TestShardsWaitForDiscordAfterAnUncleanEnd: a replica that claims a
+// shard after a clean stop of its owner identifies at once; one that claims
+// it after its owner died (or sleeps) with the shard connected waits until
+// Discord has dropped that connection: DiscordSilence heartbeat intervals,
+// less the lease's margin, after the claim. The dead owner's hold stops
+// being held by its own clock.
+func TestShardsWaitForDiscordAfterAnUncleanEnd(t *testing.T) {
+	url := testNATS(t)
+	const heartbeat = 5 * time.Second
+	type claim struct {
+		replica string
+		wait    time.Duration
+		h       *ShardHold
+	}
+	claims := make(chan claim, 10)
+	serve := func(id string) (stop func(), nc *nats.Conn) {
+		nc = connect(t, url)
+		ctx, cancel := context.WithCancel(context.Background())
+		sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: "wait"}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sh.ShardCount(ctx, 1, true); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = sh.Serve(ctx, 1, func(ctx context.Context, _ int, h *ShardHold) {
+				d, err := h.BeforeIdentify(ctx, heartbeat)
+				if err != nil {
+					t.Errorf("%s: BeforeIdentify: %v", id, err)
+				}
+				claims <- claim{id, d, h}
+				<-ctx.Done()
+			})
+		}()
+		return func() { cancel(); <-done }, nc
+	}
+	next := func(want string) claim {
+		t.Helper()
+		select {
+		case c := <-claims:
+			if c.replica != want {
+				t.Fatalf("shard claimed by %s, want %s", c.replica, want)
+			}
+			return c
+		case <-time.After(10 * testTTL):
+			t.Fatalf("%s did not claim the shard", want)
+		}
+		return claim{}
+	}
+
+	stopA, _ := serve("a")
+	if c := next("a"); c.wait != 0 {
+		t.Errorf("first connection of the shard waits %s, want 0", c.wait)
+	}
+	stopA() // clean: the record is deleted after the socket closed
+
+	stopB, ncB := serve("b")
+	defer stopB()
+	b := next("b")
+	if b.wait != 0 {
+		t.Errorf("after a clean stop the next owner waits %s, want 0", b.wait)
+	}
+	ncB.Close() // b dies with the shard connected
+	eventually(t, 2*testTTL, "the dead owner's hold is not held by its clock", func() bool { return !b.h.Held() })
+
+	stopC, _ := serve("c")
+	defer stopC()
+	c := next("c")
+	// 2·5 s − 3·TTL/5 (1.2 s) after the claim, minus the time since.
+	if max := DiscordSilence*heartbeat - 3*testTTL/5; c.wait <= max-2*time.Second || c.wait > max {
+		t.Errorf("after an owner died connected, the next waits %s before identifying; want about %s", c.wait, max)
+	}
+	if !c.h.Held() || c.h.Token() <= b.h.Token() {
+		t.Errorf("new hold: held %v, token %d after %d; want held and a greater token", c.h.Held(), c.h.Token(), b.h.Token())
 	}
 }

@@ -121,6 +121,10 @@ type gateway struct {
 	// most one IDENTIFY per 5 s per bucket); it is called before each
 	// connection that identifies rather than resumes.
 	identify func(ctx context.Context) error
+	// hold, when set, is this process's claim of the shard (ShardClaimer):
+	// no frame is sent and no event handled once it is not held, and
+	// IDENTIFY waits for its word.
+	hold ShardHold
 
 	// Used by run's goroutine only.
 	url       string // from GET /gateway, with the version and encoding
@@ -136,6 +140,15 @@ var errInvalidSession = errors.New("discord: gateway invalidated the session (op
 // errReconnect is op 7: Discord asked for a new connection.
 var errReconnect = errors.New("discord: gateway asked to reconnect (op 7)")
 
+// errNotHeld ends a connection whose shard this process does not hold any
+// more (its lease expired while it slept, or was lost).
+var errNotHeld = errors.New("discord: this process does not hold the shard any more; connection dropped")
+
+// errSettle ends an unidentified connection that waits for the shard's
+// previous connection to be gone (ShardHold.BeforeIdentify): the next one
+// follows without a backoff.
+var errSettle = errors.New("discord: waited for the shard's previous connection to end")
+
 // errZombie is a connection that stopped acknowledging heartbeats.
 var errZombie = errors.New("discord: gateway stopped acknowledging heartbeats")
 
@@ -147,6 +160,9 @@ func (g *gateway) run(ctx context.Context) error {
 		up, err := g.connect(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errSettle) {
+			continue
 		}
 		var ce *CloseError
 		if errors.As(err, &ce) {
@@ -201,10 +217,17 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 	// instead of growing the process's memory without bound.
 	c.SetReadLimit(g.maxFrame)
 
+	// held is false once the shard's claim has ended: then nothing more is
+	// sent, not even a close frame, and the socket is dropped.
+	held := func() bool { return g.hold == nil || g.hold.Held() }
 	var wmu sync.Mutex // serialises writes
 	send := func(v any) error {
 		wmu.Lock()
 		defer wmu.Unlock()
+		if !held() {
+			_ = c.Close()
+			return errNotHeld
+		}
 		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		return c.WriteJSON(v)
 	}
@@ -212,7 +235,9 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 	// run beside one): the socket is closed within a second, which the
 	// shard leases' fence counts on (cluster.Shards).
 	closeWith := func(code int) {
-		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		if held() {
+			_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		}
 		_ = c.Close()
 	}
 	// When ctx ends, a clean close (1000) ends the session, which the
@@ -235,6 +260,23 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 		return 0, fmt.Errorf("discord: gateway sent op %d, want HELLO (10) with a heartbeat interval", hello.Op)
 	}
 	_ = c.SetReadDeadline(time.Time{})
+	interval := time.Duration(hello.D.HeartbeatInterval) * time.Millisecond
+
+	if !resume && g.hold != nil {
+		wait, err := g.hold.BeforeIdentify(ctx, interval)
+		if err != nil {
+			closeWith(websocket.CloseNormalClosure)
+			return 0, fmt.Errorf("discord: before IDENTIFY: %w", err)
+		}
+		if wait > 0 {
+			closeWith(websocket.CloseNormalClosure)
+			g.log.Info().Dur("wait", wait).Msg("discord: waiting for Discord to drop the shard's previous connection before identifying")
+			if !agent.Sleep(ctx, wait) {
+				return 0, nil
+			}
+			return 0, errSettle
+		}
+	}
 
 	if resume {
 		err = send(map[string]any{"op": 6, "d": map[string]any{
@@ -254,7 +296,6 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 	// Heartbeats: the first after a random part of the interval, then
 	// every interval; one not acknowledged by the next makes the
 	// connection a zombie, closed so that it can be resumed.
-	interval := time.Duration(hello.D.HeartbeatInterval) * time.Millisecond
 	var acked, zombie atomic.Bool
 	acked.Store(true)
 	heartbeat := func() error { return send(map[string]any{"op": 1, "d": g.seq.Load()}) }
@@ -299,6 +340,12 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 				return upFor(), errZombie
 			}
 			return upFor(), g.readError(err)
+		}
+		if !held() {
+			// Woken past the lease (or it was lost): what was read is
+			// another owner's now.
+			_ = c.Close()
+			return upFor(), errNotHeld
 		}
 		var e discordgo.Event
 		if err := json.Unmarshal(data, &e); err != nil {

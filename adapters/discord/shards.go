@@ -40,10 +40,27 @@ type ShardClaimer interface {
 	// goroutine of its own, until ctx ends. work's context ends when the
 	// shard must be disconnected; the connection must be closed when work
 	// returns, and must be closed within a second of that context ending.
-	Serve(ctx context.Context, count int, work func(ctx context.Context, shard int)) error
+	// work asks hold before each IDENTIFY and before every frame it sends
+	// or event it handles.
+	Serve(ctx context.Context, count int, work func(ctx context.Context, shard int, hold ShardHold)) error
 	// Identify waits until a shard of bucket (shard id mod
 	// max_concurrency) may identify, and takes the turn.
 	Identify(ctx context.Context, bucket int) error
+}
+
+// ShardHold is this process's claim of one shard, as a ShardClaimer grants
+// it.
+type ShardHold interface {
+	// Held reports whether the claim still holds, by this process's own
+	// clock: once it is false (the process slept past its lease, or lost
+	// it), the connection is dropped without sending anything more.
+	Held() bool
+	// BeforeIdentify is asked between HELLO and each IDENTIFY with the
+	// gateway's heartbeat interval: it returns how long to wait first (the
+	// connection is closed unidentified meanwhile, then opened again), or
+	// 0 to identify now. A claim after an owner that did not disconnect
+	// cleanly waits until Discord has dropped that owner's connection.
+	BeforeIdentify(ctx context.Context, heartbeat time.Duration) (time.Duration, error)
 }
 
 // runShards serves the shards this process holds (every one without
@@ -74,9 +91,10 @@ func (a *Adapter) runShards(ctx context.Context) error {
 		fatalMu sync.Mutex
 		fatal   error
 	)
-	work := func(wctx context.Context, shard int) {
+	work := func(wctx context.Context, shard int, hold ShardHold) {
 		g := a.newGateway()
 		g.shard = &[2]int{shard, count}
+		g.hold = hold
 		g.log = a.Log.With().Int("shard", shard).Logger()
 		g.identify = func(ctx context.Context) error { return identify(ctx, shard%concurrency) }
 		g.dispatch = func(ctx context.Context, e *discordgo.Event) {
@@ -120,7 +138,7 @@ func (a *Adapter) runShards(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				work(ctx, shard)
+				work(ctx, shard, nil)
 			}()
 		}
 		wg.Wait()

@@ -48,12 +48,20 @@ func startShardReplica(t *testing.T, f *fakeDiscord, url, id string, rt Runtime)
 	cfg.Commands = false
 	cfg.BackfillWindow = -1
 	r := &shardReplica{id: id, nc: nc, cancel: cancel, done: make(chan error, 1)}
-	r.a = &Adapter{Config: cfg, Runtime: rt, Shards: sh, APIBase: f.srv.URL, Log: zerolog.Nop(),
+	r.a = &Adapter{Config: cfg, Runtime: rt, Shards: clusterShards{sh}, APIBase: f.srv.URL, Log: zerolog.Nop(),
 		reconnectBase: 5 * time.Millisecond, reconnectMax: 50 * time.Millisecond,
 		OnState: func(s string) { r.mu.Lock(); r.state = s; r.mu.Unlock() }}
 	go func() { r.done <- r.a.Run(ctx) }()
 	t.Cleanup(r.stop)
 	return r
+}
+
+// clusterShards is cluster.Shards as a ShardClaimer (cmd/talon's
+// appShards does the same).
+type clusterShards struct{ *cluster.Shards }
+
+func (c clusterShards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int, hold ShardHold)) error {
+	return c.Shards.Serve(ctx, count, func(ctx context.Context, shard int, h *cluster.ShardHold) { work(ctx, shard, h) })
 }
 
 func (r *shardReplica) stop() {
@@ -103,6 +111,10 @@ func TestShardsAcrossReplicas(t *testing.T) {
 	f := newFake(t)
 	f.mu.Lock()
 	f.recShards, f.maxConcurrency = 4, 2
+	// A heartbeat of 1 s: a claim after the dead replica waits until
+	// Discord would have dropped its connections (2 intervals, less the
+	// lease's margin of 1.2 s: 0.8 s).
+	f.heartbeat = 1000
 	f.mu.Unlock()
 	frt := &fakeRuntime{}
 	var reps []*shardReplica

@@ -128,12 +128,12 @@ func (s *appShards) ShardCount(ctx context.Context, want int, adopt bool) (int, 
 	return sh.ShardCount(ctx, want, adopt)
 }
 
-func (s *appShards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int)) error {
+func (s *appShards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int, hold discord.ShardHold)) error {
 	sh, err := s.get()
 	if err != nil {
 		return err
 	}
-	return sh.Serve(ctx, count, work)
+	return sh.Serve(ctx, count, func(ctx context.Context, shard int, h *cluster.ShardHold) { work(ctx, shard, h) })
 }
 
 func (s *appShards) Identify(ctx context.Context, bucket int) error {
