@@ -1,6 +1,11 @@
 package llm
 
-import "strings"
+import (
+	"encoding/json"
+	"net/url"
+	"slices"
+	"strings"
+)
 
 // minSubstringSecret is the shortest configured secret (API key, header
 // value) redacted wherever it occurs in error text. A shorter one, such as
@@ -13,20 +18,49 @@ const redactedMark = "[redacted]"
 
 // redactSecrets returns s with every configured secret replaced by
 // redactedMark: anywhere when the secret is at least minSubstringSecret
-// bytes long, else only as a whole token (not touching a letter, digit or
-// one of "-_.~" on either side: the bytes of a word or of a URL's value).
+// bytes long, also as it is written inside a URL (query or path escaped)
+// or a JSON string, else only as a whole token (not touching a letter,
+// digit or one of "-_.~" on either side: the bytes of a word or of a
+// URL's value).
 func redactSecrets(s string, secrets ...string) string {
 	for _, sec := range secrets {
-		if strings.TrimSpace(sec) == "" || !strings.Contains(s, sec) {
+		if strings.TrimSpace(sec) == "" {
 			continue
 		}
-		if len(sec) >= minSubstringSecret {
-			s = strings.ReplaceAll(s, sec, redactedMark)
+		if len(sec) < minSubstringSecret {
+			if strings.Contains(s, sec) {
+				s = replaceTokens(s, sec)
+			}
 			continue
 		}
-		s = replaceTokens(s, sec)
+		for _, form := range secretForms(sec) {
+			s = strings.ReplaceAll(s, form, redactedMark)
+		}
 	}
 	return s
+}
+
+// secretForms are the ways a secret is written in error text: as itself,
+// escaped for a URL's query or path, and inside a JSON string (with and
+// without HTML escaping), longest first so that no form is cut by another.
+func secretForms(sec string) []string {
+	forms := []string{sec, url.QueryEscape(sec), url.PathEscape(sec)}
+	for _, html := range []bool{true, false} {
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(html)
+		if enc.Encode(sec) == nil {
+			quoted := strings.TrimSuffix(b.String(), "\n")
+			forms = append(forms, quoted[1:len(quoted)-1])
+		}
+	}
+	slices.SortFunc(forms, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	return slices.Compact(forms)
 }
 
 // replaceTokens replaces the occurrences of tok in s that are whole tokens.

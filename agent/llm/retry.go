@@ -141,13 +141,8 @@ func (c caller) finalError(f *failure) *Error {
 		// header's value, but a transport error could echo a URL or a
 		// server its request. Short values only as whole tokens: a key
 		// "x" must not turn every "x" of the message into "[redacted]".
-		secrets := make([]string, 0, 1+len(c.cfg.Headers))
-		secrets = append(secrets, c.cfg.APIKey)
-		for _, v := range c.cfg.Headers {
-			secrets = append(secrets, v)
-		}
-		if msg := err.Error(); redactSecrets(msg, secrets...) != msg {
-			err = errors.New(redactSecrets(msg, secrets...))
+		if msg := err.Error(); redactSecrets(msg, c.secrets()...) != msg {
+			err = errors.New(redactSecrets(msg, c.secrets()...))
 		}
 	}
 	return &Error{
@@ -155,9 +150,21 @@ func (c caller) finalError(f *failure) *Error {
 		Provider:   c.provider,
 		Status:     f.status,
 		RetryAfter: f.retryAfter,
-		Hint:       c.hint(f.kind),
-		Err:        err,
+		// The hint names the base URL, which could hold a key in its path.
+		Hint: redactSecrets(c.hint(f.kind), c.secrets()...),
+		Err:  err,
 	}
+}
+
+// secrets are the configured values redacted from errors: the API key and
+// the headers' values.
+func (c caller) secrets() []string {
+	secrets := make([]string, 0, 1+len(c.cfg.Headers))
+	secrets = append(secrets, c.cfg.APIKey)
+	for _, v := range c.cfg.Headers {
+		secrets = append(secrets, v)
+	}
+	return secrets
 }
 
 func (c caller) hint(k ErrorKind) string {

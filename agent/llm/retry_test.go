@@ -131,11 +131,17 @@ func TestRedactSecrets(t *testing.T) {
 		{"x x-ray xx (x)", "[redacted] x-ray xx ([redacted])"},
 		{"Bearer x\n", "Bearer [redacted]\n"},
 		{"naïvex", "naïvex"},
+		{"https://h/v1?key=x&y=1", "https://h/v1?key=[redacted]&y=1"},
+		{`{"error":{"code":"x","message":"max tokens exceeded"}}`, `{"error":{"code":"[redacted]","message":"max tokens exceeded"}}`},
 		// long: everywhere, inside words too
 		{"tok=sk-secret-123abc;prefixsk-secret-123abcsuffix", "tok=[redacted];prefix[redacted]suffix"},
+		// long, as a URL or a JSON string writes it
+		{`Post "https://h/v1/k%22ey%2F0123+456%3C%3E/chat?key=k%22ey%2F0123%2B456%3C%3E&y=1"`, `Post "https://h/v1/[redacted]/chat?key=[redacted]&y=1"`},
+		{`{"error":{"message":"bad key k\"ey/0123+456\u003c\u003e","param":"k\"ey/0123+456<>"}}`, `{"error":{"message":"bad key [redacted]","param":"[redacted]"}}`},
+		{`key k"ey/0123+456<> refused`, `key [redacted] refused`},
 	}
 	for _, c := range cases {
-		if got := redactSecrets(c.in, "x", "sk-secret-123abc", "", "  "); got != c.want {
+		if got := redactSecrets(c.in, "x", "sk-secret-123abc", `k"ey/0123+456<>`, "", "  "); got != c.want {
 			t.Errorf("redactSecrets(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
