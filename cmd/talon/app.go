@@ -124,6 +124,7 @@ func openApp(ctx context.Context, e env, cfg *config.Config, log zerolog.Logger)
 	defer func() { <-toolsDone }() // on every path, so the goroutine never outlives openApp
 
 	a := &app{cfg: cfg, env: e, log: log, metrics: newMetrics()}
+	a.warnShortConfigSecrets()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w (set data_dir or TALON_DATA_DIR to a writable directory)", cfg.DataDir, err)
 	}

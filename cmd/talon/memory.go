@@ -79,40 +79,65 @@ func (a *app) isAdmin(p agent.Principal) bool {
 // Talon reads credentials from, so that memory never keeps one.
 func (a *app) configSecretValues() [][]byte {
 	var out [][]byte
-	add := func(s string) {
+	a.eachConfigSecret(func(_, v string) { out = append(out, []byte(v)) })
+	return out
+}
+
+// eachConfigSecret calls f with every credential of the configuration
+// that is set, named by its key (llm.api_key, llm.headers.X-Org) or
+// environment variable.
+func (a *app) eachConfigSecret(f func(name, value string)) {
+	add := func(name, s string) {
 		if strings.TrimSpace(s) != "" {
-			out = append(out, []byte(s))
+			f(name, s)
 		}
 	}
 	secretType := reflect.TypeFor[config.Secret]()
-	var walk func(v reflect.Value)
-	walk = func(v reflect.Value) {
+	var walk func(name string, v reflect.Value)
+	walk = func(name string, v reflect.Value) {
 		switch {
 		case v.Type() == secretType:
-			add(v.Interface().(config.Secret).Reveal())
+			add(name, v.Interface().(config.Secret).Reveal())
 		case v.Kind() == reflect.Struct:
 			for i := range v.NumField() {
-				if v.Type().Field(i).IsExported() {
-					walk(v.Field(i))
+				if fd := v.Type().Field(i); fd.IsExported() {
+					key, _, _ := strings.Cut(fd.Tag.Get("yaml"), ",")
+					if key == "" {
+						key = strings.ToLower(fd.Name)
+					}
+					walk(strings.TrimPrefix(name+"."+key, "."), v.Field(i))
 				}
 			}
 		case v.Kind() == reflect.Slice || v.Kind() == reflect.Array:
 			for i := range v.Len() {
-				walk(v.Index(i))
+				walk(fmt.Sprintf("%s[%d]", name, i), v.Index(i))
 			}
 		case v.Kind() == reflect.Map:
 			for it := v.MapRange(); it.Next(); {
-				walk(it.Value())
+				walk(fmt.Sprintf("%s.%v", name, it.Key()), it.Value())
 			}
 		case v.Kind() == reflect.Pointer && !v.IsNil():
-			walk(v.Elem())
+			walk(name, v.Elem())
 		}
 	}
-	walk(reflect.ValueOf(*a.cfg))
+	walk("", reflect.ValueOf(*a.cfg))
 	for _, k := range []string{"TALON_CONSOLE_TOKEN", "TALON_VAULT_KEY", "TALON_VAULT_NEW_KEY"} {
-		add(a.env.getenv(k))
+		add(k, a.env.getenv(k))
 	}
-	return out
+}
+
+// warnShortConfigSecrets logs, by name, each configuration credential
+// too short to be told from ordinary text: it is redacted from errors only
+// where it stands alone, and the leak checks do not look for it (see
+// SECURITY.md). A local model server's "x" is fine; a real credential is
+// not that short.
+func (a *app) warnShortConfigSecrets() {
+	a.eachConfigSecret(func(name, v string) {
+		if len(v) < leak.MinSecretLen {
+			a.log.Warn().Str("key", name).Int("min_bytes", leak.MinSecretLen).
+				Msg("configuration: this credential is too short to be told from ordinary text, so it is redacted from errors only where it stands alone and the leak checks do not look for it; fine for a local server that takes any key, use the full key anywhere else")
+		}
+	})
 }
 
 // configSecrets is a leak detector of the configuration's credentials as

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -296,5 +298,39 @@ func TestConfigSecretValuesFindsEveryCredential(t *testing.T) {
 		if !got[want] {
 			t.Errorf("configSecretValues misses %q", want)
 		}
+	}
+	names := map[string]string{}
+	a.eachConfigSecret(func(name, v string) { names[name] = v })
+	for name, want := range map[string]string{"llm.api_key": "llm-key-0123456789", "llm.headers.X-Org": "org-header-secret-99",
+		"slack.bot_token": "xoxb-bot-token-not-real-1", "discord.token": "discord-token-not-real-22", "TALON_VAULT_KEY": "vault-key-base64-4444"} {
+		if names[name] != want {
+			t.Errorf("eachConfigSecret names %q for %q; all names: %v", names[name], name, slices.Collect(maps.Keys(names)))
+		}
+	}
+}
+
+// A configuration credential under 8 bytes (a local server's "x") is
+// accepted, and the operator is told by name, never by value, that it is
+// redacted only as a whole word and not looked for in chat text; a real
+// one raises no warning. The chat still works with it.
+func TestShortConfigSecretWarned(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		warn bool
+	}{{"x", true}, {"sk-test-0123456789", false}} {
+		t.Run(tc.key, func(t *testing.T) {
+			srv := llmtest.NewServer(t, llmtest.Echo())
+			e := env{stdin: strings.NewReader("an example\n"), getenv: testEnv(map[string]string{
+				"OPENAI_BASE_URL": srv.URL, "OPENAI_API_KEY": tc.key, "TALON_DATA_DIR": t.TempDir(),
+			})}
+			res := runMain(t, e, "chat")
+			if res.code != 0 || res.stdout != "echo: an example\n" {
+				t.Fatalf("exit %d stdout %q stderr %s", res.code, res.stdout, res.stderr)
+			}
+			warned := strings.Contains(res.stderr, "too short to be told from ordinary text") && strings.Contains(res.stderr, "llm.api_key")
+			if warned != tc.warn {
+				t.Errorf("warned about llm.api_key: %v, want %v; stderr:\n%s", warned, tc.warn, res.stderr)
+			}
+		})
 	}
 }
