@@ -124,6 +124,8 @@ type Server struct {
 	// sign-in attempts by client address; guarded by mu. (Sessions and
 	// Slack sign-ins in progress are in the store.)
 	attempts map[string]*attempt
+	// usageMemo keeps what the Usage page derives from settled days.
+	usageMemo usageMemo
 }
 
 // session is a signed-in admin's: who signed in ("admin" for the token, or

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -30,19 +31,20 @@ const dayMS = int64(24 * time.Hour / time.Millisecond)
 
 // Usage returns the usage of the model calls made on the UTC days from
 // from's to the one before to's, by day (newest first), principal, channel
-// and model (principals in the order they were first seen). Days before
-// today are read once and kept (usageCache); today is always read.
+// and model (principals in the order they were first seen). Settled days
+// (UsageSettled) are read once and kept (usageCache); later days are always
+// read.
 func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]UsageRow, error) {
-	today := dayOf(db.Now())
+	settled := db.settledDay()
 	days := make([][]UsageRow, 0, max(0, dayOf(to)-dayOf(from)))
 	n := 0
 	for d := dayOf(to) - 1; d >= dayOf(from); d-- {
-		rows, err := db.usageDay(ctx, d, d < today)
+		day, err := db.usageDay(ctx, d, d < settled)
 		if err != nil {
 			return nil, fmt.Errorf("store: usage: %w", err)
 		}
-		days = append(days, rows)
-		n += len(rows)
+		days = append(days, day.rows)
+		n += len(day.rows)
 	}
 	out := make([]UsageRow, 0, n)
 	for _, rows := range days {
@@ -51,12 +53,36 @@ func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]UsageRow, error)
 	return out, nil
 }
 
-// usageDay reads the usage rows of one day, from the cache when cache is
-// set (a closed day) and it holds them.
-func (db *DB) usageDay(ctx context.Context, day int64, cache bool) ([]UsageRow, error) {
-	gen, rows, ok := db.usage.get(day)
+// usageGrace is how long after a UTC day ends its usage is taken as
+// settled: long enough for a step recorded just before midnight to have
+// committed.
+const usageGrace = time.Minute
+
+// settledDay is the first UTC day whose usage is not settled yet.
+func (db *DB) settledDay() int64 { return dayOf(db.Now().Add(-usageGrace)) }
+
+// UsageSettled returns a generation and the time before which usage is
+// settled: what Usage returns for the days before before, read after
+// UsageSettled returned gen, holds as long as UsageSettled returns gen
+// again. (It changes when a resumed turn records again a step of a settled
+// day.) A reader can keep what it derives from settled days under gen.
+func (db *DB) UsageSettled() (gen uint64, before time.Time) {
+	before = fromMS(db.settledDay() * dayMS)
+	return db.usage.generation(), before
+}
+
+// usageDayRows is the usage of one day: its rows and their sums per model.
+type usageDayRows struct {
+	rows   []UsageRow
+	models []TokenBucket
+}
+
+// usageDay reads the usage of one day, from the cache when cache is set (a
+// settled day) and it holds it.
+func (db *DB) usageDay(ctx context.Context, day int64, cache bool) (usageDayRows, error) {
+	gen, cached, ok := db.usage.get(day)
 	if cache && ok {
-		return rows, nil
+		return cached, nil
 	}
 	rs, err := db.r.QueryContext(ctx, `
 		SELECT p.platform, p.workspace, p.user, u.channel, u.model, u.server, u.calls, u.input_tokens, u.output_tokens
@@ -64,58 +90,81 @@ func (db *DB) usageDay(ctx context.Context, day int64, cache bool) ([]UsageRow, 
 		WHERE u.day = ? AND u.calls > 0
 		ORDER BY u.principal_id, u.channel, u.model`, day)
 	if err != nil {
-		return nil, err
+		return usageDayRows{}, err
 	}
 	defer rs.Close()
-	rows = nil
+	var rows []UsageRow
 	at := fromMS(day * dayMS)
 	for rs.Next() {
 		u := UsageRow{Day: at}
 		if err := rs.Scan(&u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Server, &u.Calls, &u.InputTokens, &u.OutputTokens); err != nil {
-			return nil, err
+			return usageDayRows{}, err
 		}
 		rows = append(rows, u)
 	}
 	if err := rs.Err(); err != nil {
-		return nil, err
+		return usageDayRows{}, err
 	}
+	d := usageDayRows{rows: rows}
 	if cache {
-		db.usage.put(day, gen, rows)
+		d.models = modelSums(at, rows)
+		db.usage.put(day, gen, d)
 	}
-	return rows, nil
+	return d, nil
 }
 
-// usageCache keeps the usage rows of closed days, which change only when a
+// modelSums sums the tokens of rows (one day's, starting at day) per
+// model, in the order of the models' names.
+func modelSums(day time.Time, rows []UsageRow) []TokenBucket {
+	var out []TokenBucket
+	for _, u := range rows {
+		i, found := slices.BinarySearchFunc(out, u.Model, func(t TokenBucket, m string) int { return strings.Compare(t.Model, m) })
+		if !found {
+			out = slices.Insert(out, i, TokenBucket{Start: day, Model: u.Model})
+		}
+		out[i].InputTokens += u.InputTokens
+		out[i].OutputTokens += u.OutputTokens
+	}
+	return out
+}
+
+// usageCache keeps the usage of settled days, which changes only when a
 // resumed turn records a step of that day again: stepTx drops the day when
 // it replaces such a step, and again once its transaction has ended, and a
 // read that overlapped either drop does not store what it read.
 type usageCache struct {
 	mu sync.Mutex
-	// gen counts drops; days holds rows by day, at most maxUsageCacheDays;
-	// guarded by mu.
+	// gen counts drops; days holds the usage by day, at most
+	// maxUsageCacheDays; guarded by mu.
 	gen  uint64
-	days map[int64][]UsageRow
+	days map[int64]usageDayRows
 }
 
 const maxUsageCacheDays = 400
 
-func (c *usageCache) get(day int64) (gen uint64, rows []UsageRow, ok bool) {
+func (c *usageCache) get(day int64) (gen uint64, d usageDayRows, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	rows, ok = c.days[day]
-	return c.gen, rows, ok
+	d, ok = c.days[day]
+	return c.gen, d, ok
 }
 
-func (c *usageCache) put(day int64, gen uint64, rows []UsageRow) {
+func (c *usageCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+func (c *usageCache) put(day int64, gen uint64, d usageDayRows) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
 		return
 	}
 	if c.days == nil || len(c.days) >= maxUsageCacheDays {
-		c.days = map[int64][]UsageRow{}
+		c.days = map[int64]usageDayRows{}
 	}
-	c.days[day] = rows
+	c.days[day] = d
 }
 
 func (c *usageCache) drop(day int64) {
@@ -140,17 +189,28 @@ type TokenBucket struct {
 }
 
 // TokensPerDay sums the tokens of the model calls made since from's UTC
-// day, per day and model, oldest first.
+// day, per day and model, oldest first. Settled days come from the usage
+// cache (as Usage's do), when they are few enough to be kept.
 func (db *DB) TokensPerDay(ctx context.Context, from time.Time) ([]TokenBucket, error) {
+	first, settled := dayOf(from), db.settledDay()
+	var out []TokenBucket
+	if settled-first <= maxUsageCacheDays/2 {
+		for ; first < settled; first++ {
+			day, err := db.usageDay(ctx, first, true)
+			if err != nil {
+				return nil, fmt.Errorf("store: tokens per day: %w", err)
+			}
+			out = append(out, day.models...)
+		}
+	}
 	rows, err := db.r.QueryContext(ctx, `
 		SELECT day, model, sum(input_tokens), sum(output_tokens)
 		FROM usage_daily WHERE day >= ? AND calls > 0
-		GROUP BY day, model ORDER BY day, model`, dayOf(from))
+		GROUP BY day, model ORDER BY day, model`, first)
 	if err != nil {
 		return nil, fmt.Errorf("store: tokens per day: %w", err)
 	}
 	defer rows.Close()
-	var out []TokenBucket
 	for rows.Next() {
 		var t TokenBucket
 		var n int64

@@ -1,0 +1,381 @@
+package console
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/csv"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/talonhq/talon/store"
+)
+
+// The Usage page and its CSV sum the store's daily usage rows of a period
+// (41,000 rows for 30 days of 10,000 users). The rows of settled days
+// change only when a resumed turn records a step of such a day again, which
+// a store that says so (settledUsage) tells by a new generation: what the
+// page derives from those days (its sums, the CSV's lines) is kept under
+// that generation (usageMemo), and each load adds the days since.
+
+// settledUsage is a Store that tells which days' usage is settled
+// (store.DB): what Usage returned for the days before before, read after
+// UsageSettled returned gen, holds while it returns gen again.
+type settledUsage interface {
+	UsageSettled() (gen uint64, before time.Time)
+}
+
+var _ settledUsage = (*store.DB)(nil)
+
+// usageTotal is one line of a usage breakdown.
+type usageTotal struct {
+	Key                       string
+	Calls, InputTokens, Total int64
+	OutputTokens              int64
+	Cost                      float64
+}
+
+type usageData struct {
+	Days                        int
+	Chart                       markup
+	Total                       usageTotal
+	Users, Workspaces, Channels []usageTotal
+	Models                      []usageTotal
+	Rows                        []usageRow
+	More                        int
+	UserCount                   int
+}
+
+type usageRow struct {
+	store.UsageRow
+	Cost float64
+}
+
+// The page shows the newest maxUsageRows daily rows and the
+// maxUsageUsers users and channels that used most; the CSV has all.
+const (
+	maxUsageRows  = 200
+	maxUsageUsers = 100
+)
+
+// usageDays reads ?days= (1 to 366, default 30).
+func usageDays(r *http.Request) int {
+	n, err := strconv.Atoi(r.URL.Query().Get("days"))
+	if err != nil || n < 1 {
+		return 30
+	}
+	return min(n, 366)
+}
+
+// usagePeriod is the days a request asks for: from (the first) to to
+// (after the last), split at settled: the days before it are settled.
+type usagePeriod struct {
+	days              int
+	from, settled, to time.Time
+	// gen is the store's usage generation, read before any row; ok when
+	// the store tells it.
+	gen uint64
+	ok  bool
+}
+
+func (s *Server) usagePeriod(r *http.Request) usagePeriod {
+	days := usageDays(r)
+	today := s.Now().UTC().Truncate(24 * time.Hour)
+	p := usagePeriod{days: days, from: today.AddDate(0, 0, 1-days), to: today.AddDate(0, 0, 1)}
+	p.settled = p.from
+	if st, ok := s.Store.(settledUsage); ok {
+		var before time.Time
+		p.gen, before = st.UsageSettled()
+		p.ok = true
+		switch before = before.UTC().Truncate(24 * time.Hour); {
+		case before.After(p.to):
+			p.settled = p.to
+		case before.After(p.from):
+			p.settled = before
+		}
+	}
+	return p
+}
+
+// usageKey names a line of a breakdown by its parts, joined only for a new
+// line.
+type usageKey struct{ a, b, c string }
+
+// usageSums is what the page sums from usage rows.
+type usageSums struct {
+	total usageTotal
+	// lists are the lines by user, workspace or server, channel and
+	// model; index finds each line by its key.
+	lists  [4][]usageTotal
+	index  [4]map[usageKey]int
+	perDay map[time.Time]int64
+	// rows are the first maxUsageRows rows, with their cost; n counts all.
+	rows []usageRow
+	n    int
+}
+
+func (s *Server) sumUsage(rows []store.UsageRow) *usageSums {
+	m := &usageSums{perDay: map[time.Time]int64{}}
+	for i := range m.index {
+		m.index[i] = map[usageKey]int{}
+	}
+	for _, u := range rows {
+		c := s.cost(u.Model, u.InputTokens, u.OutputTokens)
+		keys := [4]usageKey{{u.Platform, u.Workspace, u.User}, {u.Platform, workspaceOrServer(u), ""}, {u.Platform, u.Channel, ""}, {u.Model, "", ""}}
+		for i, k := range keys {
+			at, ok := m.index[i][k]
+			if !ok {
+				name := [4]string{k.a + ":" + k.b + ":" + k.c, k.a + ":" + k.b, k.a + ":" + k.b, k.a}[i]
+				if i == 1 && k.b == "" {
+					// Discord DMs (and usage recorded before servers were).
+					name += " (no server)"
+				}
+				at = len(m.lists[i])
+				m.lists[i] = append(m.lists[i], usageTotal{Key: name})
+				m.index[i][k] = at
+			}
+			m.lists[i][at].add(u, c)
+		}
+		m.total.add(u, c)
+		m.perDay[u.Day] += u.InputTokens + u.OutputTokens
+		if len(m.rows) < maxUsageRows {
+			m.rows = append(m.rows, usageRow{u, c})
+		}
+		m.n++
+	}
+	return m
+}
+
+// sortLists orders each list most tokens first, then by name, and points
+// the index at the new places.
+func (m *usageSums) sortLists() {
+	for i, l := range m.lists {
+		names := make([]string, len(l))
+		for j, t := range l {
+			names[j] = t.Key
+		}
+		sortTotals(l)
+		at := make(map[string]int, len(l))
+		for j, t := range l {
+			at[t.Key] = j
+		}
+		for k, j := range m.index[i] {
+			m.index[i][k] = at[names[j]]
+		}
+	}
+}
+
+func sortTotals(l []usageTotal) {
+	slices.SortFunc(l, func(a, b usageTotal) int {
+		if a.Total != b.Total {
+			return cmp.Compare(b.Total, a.Total)
+		}
+		return cmp.Compare(a.Key, b.Key)
+	})
+}
+
+// usageMemo keeps the sums and CSV lines of the settled days of the
+// periods asked for lately, under the store's generation.
+type usageMemo struct {
+	mu sync.Mutex
+	// entries, at most maxUsageMemo, newest last; guarded by mu.
+	entries []*usageMemoEntry
+}
+
+// maxUsageMemo periods are kept; the CSV lines of one are kept when they
+// take at most maxUsageMemoCSV bytes (a year of 10,000 users' daily rows
+// takes more).
+const (
+	maxUsageMemo    = 4
+	maxUsageMemoCSV = 16 << 20
+)
+
+type usageMemoEntry struct {
+	gen           uint64
+	from, settled time.Time
+	// sums and csv, once derived; never changed after.
+	sums *usageSums
+	csv  []byte
+}
+
+// get returns the entry of p's settled days, when kept.
+func (c *usageMemo) get(p usagePeriod) usageMemoEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		if e.gen == p.gen && e.from.Equal(p.from) && e.settled.Equal(p.settled) {
+			return *e
+		}
+	}
+	return usageMemoEntry{}
+}
+
+// put keeps what set adds to the entry of p's settled days, dropping the
+// entries of other generations.
+func (c *usageMemo) put(p usagePeriod, set func(e *usageMemoEntry)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = slices.DeleteFunc(c.entries, func(e *usageMemoEntry) bool { return e.gen != p.gen })
+	for _, e := range c.entries {
+		if e.from.Equal(p.from) && e.settled.Equal(p.settled) {
+			set(e)
+			return
+		}
+	}
+	if len(c.entries) >= maxUsageMemo {
+		c.entries = slices.Delete(c.entries, 0, 1)
+	}
+	e := &usageMemoEntry{gen: p.gen, from: p.from, settled: p.settled}
+	set(e)
+	c.entries = append(c.entries, e)
+}
+
+// settledSums are the sums of p's settled days, kept or read.
+func (s *Server) settledSums(r *http.Request, p usagePeriod) (*usageSums, error) {
+	if p.ok {
+		if e := s.usageMemo.get(p); e.sums != nil {
+			return e.sums, nil
+		}
+	}
+	rows, err := s.Store.Usage(r.Context(), p.from, p.settled)
+	if err != nil {
+		return nil, err
+	}
+	m := s.sumUsage(rows)
+	m.sortLists()
+	if p.ok {
+		s.usageMemo.put(p, func(e *usageMemoEntry) { e.sums = m })
+	}
+	return m, nil
+}
+
+func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
+	p := s.usagePeriod(r)
+	old, err := s.settledSums(r, p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rows, err := s.Store.Usage(r.Context(), p.settled, p.to)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	recent := s.sumUsage(rows)
+	d := usageData{Days: p.days}
+	// The newest rows first: the unsettled days', then the settled days'.
+	d.Total = recent.total
+	d.Total.addTotal(old.total)
+	d.Rows = append(recent.rows, old.rows[:min(len(old.rows), maxUsageRows-len(recent.rows))]...)
+	d.More = recent.n + old.n - len(d.Rows)
+	lists := make([][]usageTotal, 4)
+	for i := range lists {
+		l := slices.Clone(old.lists[i])
+		for k, j := range recent.index[i] {
+			if at, ok := old.index[i][k]; ok {
+				l[at].addTotal(recent.lists[i][j])
+			} else {
+				l = append(l, recent.lists[i][j])
+			}
+		}
+		sortTotals(l)
+		lists[i] = l
+	}
+	d.Users, d.Workspaces, d.Channels, d.Models = lists[0], lists[1], lists[2], lists[3]
+	d.UserCount = len(d.Users)
+	d.Users = d.Users[:min(len(d.Users), maxUsageUsers)]
+	d.Channels = d.Channels[:min(len(d.Channels), maxUsageUsers)]
+	var bars []bar
+	step := max(1, p.days/5)
+	for i := range p.days {
+		day := p.from.AddDate(0, 0, i)
+		label := ""
+		if (p.days-1-i)%step == 0 {
+			label = day.Format("Jan 2")
+		}
+		n := old.perDay[day] + recent.perDay[day]
+		bars = append(bars, bar{Label: label, Value: float64(n), Title: day.Format("Jan 2") + ": " + formatInt(n) + " tokens"})
+	}
+	d.Chart = barChart(fmt.Sprintf("Tokens per day, last %d days", p.days), bars)
+	s.render(w, http.StatusOK, page{Title: "Usage", Nav: "usage", CSRF: sess.csrf}, d.write)
+}
+
+// workspaceOrServer is the workspace of a Slack row, the server of a
+// Discord row sent in one ("" in a DM).
+func workspaceOrServer(u store.UsageRow) string {
+	if u.Workspace != "" {
+		return u.Workspace
+	}
+	return u.Server
+}
+
+func (t *usageTotal) add(u store.UsageRow, cost float64) {
+	t.Calls += u.Calls
+	t.InputTokens += u.InputTokens
+	t.OutputTokens += u.OutputTokens
+	t.Total += u.InputTokens + u.OutputTokens
+	t.Cost += cost
+}
+
+func (t *usageTotal) addTotal(o usageTotal) {
+	t.Calls += o.Calls
+	t.InputTokens += o.InputTokens
+	t.OutputTokens += o.OutputTokens
+	t.Total += o.Total
+	t.Cost += o.Cost
+}
+
+// usageCSV downloads the daily usage rows, newest day first. Cells that a
+// spreadsheet would read as a formula are prefixed with a quote.
+func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, _ *session) {
+	p := s.usagePeriod(r)
+	var old []byte
+	if p.ok {
+		old = s.usageMemo.get(p).csv
+	}
+	if old == nil {
+		rows, err := s.Store.Usage(r.Context(), p.from, p.settled)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		old = s.csvLines(rows)
+		if p.ok && len(old) <= maxUsageMemoCSV {
+			s.usageMemo.put(p, func(e *usageMemoEntry) { e.csv = old })
+		}
+	}
+	rows, err := s.Store.Usage(r.Context(), p.settled, p.to)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	head := s.csvLines(nil)
+	recent := s.csvLines(rows)
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="talon-usage-`+p.from.Format("2006-01-02")+`.csv"`)
+	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(recent)+len(old)))
+	for _, b := range [][]byte{head, recent, old} {
+		if _, err := w.Write(b); err != nil {
+			return
+		}
+	}
+}
+
+// csvLines writes rows as CSV lines; no rows (nil) writes the header.
+func (s *Server) csvLines(rows []store.UsageRow) []byte {
+	var buf bytes.Buffer
+	cw := csv.NewWriter(&buf)
+	if rows == nil {
+		_ = cw.Write([]string{"day", "platform", "workspace_or_server", "user", "channel", "model", "calls", "input_tokens", "output_tokens", "cost_usd"})
+	}
+	for _, u := range rows {
+		_ = cw.Write([]string{u.Day.Format("2006-01-02"), cell(u.Platform), cell(workspaceOrServer(u)), cell(u.User), cell(u.Channel), cell(u.Model),
+			strconv.FormatInt(u.Calls, 10), strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10),
+			strconv.FormatFloat(s.cost(u.Model, u.InputTokens, u.OutputTokens), 'f', 6, 64)})
+	}
+	cw.Flush()
+	return buf.Bytes()
+}

@@ -1,0 +1,118 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+)
+
+// The Usage page and its CSV keep what they derive from settled days (the
+// store's UsageSettled), and show exactly what a console that reads every
+// row each time shows: on a second load, after a new day's usage, and
+// after a resumed turn moved a settled day's step to today.
+func TestUsageKeptMatchesRead(t *testing.T) {
+	f := newFixture(t)
+	// The reference: the same store without UsageSettled, read in full
+	// at every load.
+	ref := &Server{Store: struct{ Store }{f.db}, Token: testToken, Now: f.clk.Now, Prices: f.cs.Prices}
+	h, err := ref.Handler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(Prefix, h)
+	refSrv := httptest.NewServer(mux)
+	t.Cleanup(refSrv.Close)
+	now := f.clk.Now()
+	for d := 12; d >= 1; d-- {
+		f.clk.Set(now.AddDate(0, 0, -d))
+		for i := range 5 {
+			who := agent.Principal{Platform: "slack", Workspace: fmt.Sprint("T", i%2), User: fmt.Sprint("U", (d*3+i)%7)}
+			f.turn(t, who, fmt.Sprint("C", i%3), []string{"gpt-big", "small"}[i%2], false, time.Second, [2]int{100*d + i, 10 * i})
+		}
+		f.turnIn(t, bob, "D1", []string{"G1", ""}[d%2], "gpt-big", false, time.Second, [2]int{d, 1})
+	}
+	// A turn cut off yesterday after its first model call.
+	ctx := context.Background()
+	q, _, err := f.db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "cut", Key: agent.SessionKey{Principal: alice, Conversation: agent.Conversation{Channel: "C9"}}, Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := llm.Message{Role: llm.RoleUser, Content: "hi"}
+	tid, sess, _, err := f.db.StartTurn(ctx, q.ID, &user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := agent.Step{Session: sess.ID, N: 1, Model: "gpt-big", Usage: llm.Usage{InputTokens: 777_000, OutputTokens: 1}}
+	if err := f.db.RecordStep(ctx, tid, step); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Set(now)
+	f.turn(t, alice, "C1", "gpt-big", false, time.Second, [2]int{5, 5})
+	// Signed in once the past days are written: the store keeps settled
+	// days once read (the Overview reads them).
+	kept, read := f.client(t), f.client(t)
+	f.signIn(t, kept)
+	(&fixture{srv: refSrv}).signIn(t, read)
+
+	same := func(when string) (page, csv string) {
+		t.Helper()
+		for _, days := range []string{"7", "30"} {
+			for _, path := range []string{"/console/usage?days=", "/console/usage.csv?days="} {
+				_, got := get(t, kept, f.srv.URL+path+days)
+				_, want := get(t, read, refSrv.URL+path+days)
+				got, want = csrfField.ReplaceAllString(got, ""), csrfField.ReplaceAllString(want, "")
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("%s: %s%s kept differs from read (-read +kept):\n%s", when, path, days, diff)
+				}
+				if days == "30" && strings.HasSuffix(path, "=") && strings.Contains(path, "csv") {
+					csv = got
+				} else if days == "30" {
+					page = got
+				}
+			}
+		}
+		return page, csv
+	}
+	same("first load")
+	page1, csv1 := same("second load")
+	f.cs.usageMemo.mu.Lock()
+	n := len(f.cs.usageMemo.entries)
+	f.cs.usageMemo.mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d periods kept, want 2 (7 and 30 days)", n)
+	}
+
+	if !strings.Contains(csv1, "777000") {
+		t.Errorf("the CSV lacks the cut-off turn's step:\n%s", csv1)
+	}
+	// Resumed today: the step is recorded again, and moves to today.
+	step.Usage.InputTokens = 555_000
+	if err := f.db.RecordStep(ctx, tid, step); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.FinishTurn(ctx, q.ID, tid, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "ok"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	page3, csv3 := same("the step recorded again today (the turn resumed)")
+	if page3 == page1 {
+		t.Error("the page did not change when a settled day's step moved to today")
+	}
+	if !strings.Contains(csv3, now.Format("2006-01-02")+",slack,T1,UALICE,C9,gpt-big,1,555000,1,") || strings.Contains(csv3, "777000") {
+		t.Errorf("the resumed step is not today's alone:\n%s", csv3)
+	}
+	// The next day: today settles.
+	f.clk.Set(now.AddDate(0, 0, 1).Add(2 * time.Minute))
+	same("the next day")
+	f.turn(t, bob, "D1", "small", false, time.Second, [2]int{3, 3})
+	same("the next day's first turn")
+}
