@@ -139,6 +139,24 @@ func TestBenchDrivesToolsThroughEndpoint(t *testing.T) {
 	}
 }
 
+// Without --json the report says how tool_choice fared, and the warning
+// comes on stderr.
+func TestBenchReportsToolChoiceInText(t *testing.T) {
+	srv := llmtest.NewServer(t, llmtest.Text("no"))
+	res := runMain(t, env{}, "bench", "--data-dir", t.TempDir(), "--users", "1", "--messages", "3", "--tool-share", "1", "--llm-url", srv.URL)
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	for _, want := range []string{"tool calls:      0 (3 turns asked for one)", "tool_choice:     forced in 3 requests, ignored in 3, refused in 0"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stdout does not say %q:\n%s", want, res.stdout)
+		}
+	}
+	if !strings.Contains(res.stderr, "talon bench: warning: the endpoint ignored tool_choice in 3 of 3 requests") {
+		t.Errorf("stderr: %s", res.stderr)
+	}
+}
+
 // With --console-poll the console is served over the bench's database and
 // its pages load while the turns run.
 func TestBenchPollsConsole(t *testing.T) {
