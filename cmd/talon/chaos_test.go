@@ -533,6 +533,8 @@ func natsPrefix(t *testing.T, url string) string {
 		_ = js.DeleteKeyValue(ctx, prefix+"_cluster")
 		_ = js.DeleteKeyValue(ctx, prefix+"_slots")
 		_ = js.DeleteKeyValue(ctx, prefix+"_rates")
+		_ = js.DeleteKeyValue(ctx, prefix+"_shards")
+		_ = js.DeleteKeyValue(ctx, prefix+"_identify")
 	})
 	return prefix
 }

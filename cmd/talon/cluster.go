@@ -66,7 +66,7 @@ func (a *app) openCluster(ctx context.Context) error {
 	a.rt.Dispatch = node
 	a.rt.Limiter = node.Limiter() // agent's turn limits hold across the replicas
 	if a.cfg.Discord.Enabled {
-		sh, err := cluster.OpenShards(octx, conn, cluster.ShardsConfig{Replica: replica, LeaseTTL: nc.LeaseTTL.Std()}, a.log)
+		sh, err := cluster.OpenShards(octx, conn, cluster.ShardsConfig{Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix}, a.log)
 		if err != nil {
 			return err
 		}
