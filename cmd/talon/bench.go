@@ -102,29 +102,29 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.IntVar(&users, "users", 100, "number of users, each with one conversation")
-	fs.IntVar(&messages, "messages", 10, "messages per user, each sent after the previous one is answered")
-	fs.IntVar(&concurrency, "concurrency", 0, "users talking at the same time (default: all)")
+	fs.IntVar(&users, "users", 100, "number `N` of users, each with one conversation")
+	fs.IntVar(&messages, "messages", 10, "messages `M` per user, each sent after the previous one is answered")
+	fs.IntVar(&concurrency, "concurrency", 0, "users `C` talking at the same time (default: all)")
 	fs.Float64Var(&toolShare, "tool-share", 0, "share `F` of turns that ask the model for one sandboxed tool call (0..1); "+
 		"with --llm-url the first request of such a turn forces the html_text tool (tool_choice), and the calls the "+
 		"endpoint's model made are reported, with a warning when it ignored or refused tool_choice")
 	fs.DurationVar(&latency, "llm-latency", 0, "time `D` the fake model takes per call")
 	fs.DurationVar(&think, "think", 0, "mean pause `D` of a user between a reply and its next message (exponential; "+
 		"users also start at random offsets within it), so that arrivals are spread as in real use; 0 sends at once")
-	fs.StringVar(&llmURL, "llm-url", "", "drive this OpenAI-compatible endpoint instead of the in-process fake model")
-	fs.StringVar(&llmModel, "llm-model", "bench", "model name sent to --llm-url")
-	fs.StringVar(&dataDir, "data-dir", "", "where to put the database (default: a new temporary directory, removed after)")
-	fs.StringVar(&storeArg, "store", "sqlite", "the store: sqlite (a file in the data directory) or postgres:URL (no password in the URL: use PGPASSWORD); "+
+	fs.StringVar(&llmURL, "llm-url", "", "drive the OpenAI-compatible endpoint at `URL` instead of the in-process fake model")
+	fs.StringVar(&llmModel, "llm-model", "bench", "model name `M` sent to --llm-url")
+	fs.StringVar(&dataDir, "data-dir", "", "directory `DIR` for the database and the tool cache (default: a new temporary directory, removed after)")
+	fs.StringVar(&storeArg, "store", "sqlite", "the store, `sqlite|postgres:URL`: sqlite (a file in the data directory) or postgres:URL (no password in the URL: use PGPASSWORD); "+
 		"the run's users are new to it, so a database with data is fine")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
-	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `FILE`")
 	fs.DurationVar(&consolePoll, "console-poll", 0, "serve the console on loopback and load its Overview, Usage, Conversations and Users "+
-		"pages once every this often during the run, as an operator's open tab would; 0: no console")
+		"pages once every `D` during the run, as an operator's open tab would; 0: no console")
 	fs.IntVar(&replicas, "replicas", 0, "run `N` replicas in this process, each with its own PostgreSQL pool and NATS connection, "+
 		"sharing the load (each user's messages accepted by one of them in turn, run by the partition's owner) "+
 		"as talon run with nats.url does; needs --store postgres:URL and --nats; the same load on SQLite in one runtime "+
 		"is measured first, as the reference")
-	fs.StringVar(&natsURL, "nats", "", "NATS server with JetStream for --replicas (nats://host:4222; no password in the URL)")
+	fs.StringVar(&natsURL, "nats", "", "NATS server `URL` with JetStream for --replicas (nats://host:4222; no password in the URL)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -177,14 +179,53 @@ func TestBenchFlagsDocumented(t *testing.T) {
 	if res := runMain(t, env{}); !strings.Contains(res.stderr, "--think D") || !strings.Contains(res.stderr, "--tool-share F") {
 		t.Errorf("usage does not document bench's --think and --tool-share:\n%s", res.stderr)
 	}
-	if res := runMain(t, env{}); !strings.Contains(res.stderr, "forced by tool_choice") {
+	if res := runMain(t, env{}); !strings.Contains(res.stderr, "forced by tool_choice") || !strings.Contains(res.stderr, "[--data-dir DIR] [--cpuprofile FILE]") {
 		t.Errorf("usage does not say how --tool-share drives --llm-url:\n%s", res.stderr)
 	}
 	res := runMain(t, env{}, "bench", "--help")
-	for _, want := range []string{"-think D\n", "mean pause D of a user", "-tool-share F\n", "forces the html_text tool (tool_choice)", "ignored or refused", "-replicas N\n"} {
+	for _, want := range []string{"-think D\n", "mean pause D of a user", "-tool-share F\n", "forces the html_text tool (tool_choice)", "ignored or refused", "-replicas N\n", "-data-dir DIR\n", "-cpuprofile FILE\n"} {
 		if !strings.Contains(res.stderr, want) {
 			t.Errorf("bench --help does not say %q:\n%s", want, res.stderr)
 		}
+	}
+}
+
+// Every flag of talon bench is in the usage and in README's command table
+// row, with the same placeholder as bench -h shows (--think D).
+func TestBenchFlagsAgreeWithReadme(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "| `talon bench --users") {
+			row = strings.ReplaceAll(line, `\|`, "|") // a pipe escaped in the table
+			break
+		}
+	}
+	if row == "" {
+		t.Fatal("README has no command table row for talon bench")
+	}
+	usage := runMain(t, env{}).stderr
+	help := runMain(t, env{}, "bench", "-h").stderr
+	var n int
+	for _, line := range strings.Split(help, "\n") {
+		f, ok := strings.CutPrefix(line, "  -")
+		if !ok {
+			continue
+		}
+		n++
+		flag := "--" + f // "--think D", or "--json" for a bool
+		if !strings.Contains(row, flag) {
+			t.Errorf("README's bench row does not show %q", flag)
+		}
+		if !strings.Contains(usage, flag) {
+			t.Errorf("the usage does not show %q", flag)
+		}
+	}
+	if n < 15 {
+		t.Errorf("bench -h lists %d flags, want at least 15:\n%s", n, help)
 	}
 }
 

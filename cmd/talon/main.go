@@ -68,6 +68,7 @@ Usage:
   talon bench   --users N --messages M [--store sqlite|postgres:URL] [--concurrency C]
                 [--tool-share F] [--llm-latency D] [--think D]
                 [--llm-url URL [--llm-model M]] [--console-poll D] [--json]
+                [--data-dir DIR] [--cpuprofile FILE]
                 [--replicas N --nats URL]   (with --store postgres:URL)
                                   measure throughput and the gateway's own overhead;
                                   --think D: users' mean pause between messages;
