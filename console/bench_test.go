@@ -148,6 +148,13 @@ func BenchmarkPages(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
+	benchPages(b, db, func(b *testing.B) { setBacklog(b, path) })
+}
+
+// benchPages loads each page of a console on db, a database made as
+// benchDB makes it; noIndex, when set, makes the store search without its
+// index for the pages that follow it.
+func benchPages(b *testing.B, db Store, noIndex func(b *testing.B)) {
 	cs := &Server{Store: db, Token: testToken, Prices: map[string]Price{"gpt-big": {Input: 2, Output: 8}}}
 	h, err := cs.Handler()
 	if err != nil {
@@ -196,7 +203,10 @@ func BenchmarkPages(b *testing.B) {
 		{"conversations-search-none-scan", "/console/conversations?q=zebra"},
 	} {
 		if p.name == "noindex" {
-			setBacklog(b, path)
+			if noIndex == nil {
+				break
+			}
+			noIndex(b)
 			continue
 		}
 		b.Run(p.name, func(b *testing.B) {
