@@ -135,7 +135,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess *session)
 
 	today := now.Truncate(24 * time.Hour)
 	dayStart := today.AddDate(0, 0, -29)
-	tok, err := s.Store.TokensPerDay(ctx, dayStart)
+	tok, err := s.tokensPerDay(ctx, dayStart)
 	if err != nil {
 		s.fail(w, r, err)
 		return

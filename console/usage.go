@@ -3,6 +3,7 @@ package console
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/csv"
 	"fmt"
 	"net/http"
@@ -21,11 +22,12 @@ import (
 // page derives from those days (its sums, the CSV's lines) is kept under
 // that generation (usageMemo), and each load adds the days since.
 
-// settledUsage is a Store that tells which days' usage is settled
-// (store.DB): what Usage returned for the days before before, read after
-// UsageSettled returned gen, holds while it returns gen again.
+// settledUsage is a Store that tells which days' usage is settled (both
+// stores do): what Usage and TokensPerDay returned for the days before
+// before, read after UsageSettled returned gen, holds while it returns gen
+// again.
 type settledUsage interface {
-	UsageSettled() (gen uint64, before time.Time)
+	UsageSettled(ctx context.Context) (gen uint64, before time.Time, err error)
 }
 
 var _ settledUsage = (*store.DB)(nil)
@@ -81,14 +83,17 @@ type usagePeriod struct {
 	ok  bool
 }
 
-func (s *Server) usagePeriod(r *http.Request) usagePeriod {
+func (s *Server) usagePeriod(r *http.Request) (usagePeriod, error) {
 	days := usageDays(r)
 	today := s.Now().UTC().Truncate(24 * time.Hour)
 	p := usagePeriod{days: days, from: today.AddDate(0, 0, 1-days), to: today.AddDate(0, 0, 1)}
 	p.settled = p.from
 	if st, ok := s.Store.(settledUsage); ok {
 		var before time.Time
-		p.gen, before = st.UsageSettled()
+		var err error
+		if p.gen, before, err = st.UsageSettled(r.Context()); err != nil {
+			return p, err
+		}
 		p.ok = true
 		switch before = before.UTC().Truncate(24 * time.Hour); {
 		case before.After(p.to):
@@ -97,7 +102,7 @@ func (s *Server) usagePeriod(r *http.Request) usagePeriod {
 			p.settled = before
 		}
 	}
-	return p
+	return p, nil
 }
 
 // usageKey names a line of a breakdown by its parts, joined only for a new
@@ -196,9 +201,47 @@ const (
 type usageMemoEntry struct {
 	gen           uint64
 	from, settled time.Time
-	// sums and csv, once derived; never changed after.
-	sums *usageSums
-	csv  []byte
+	// sums, csv and tokens (the Overview's TokensPerDay), once derived;
+	// never changed after.
+	sums      *usageSums
+	csv       []byte
+	tokens    []store.TokenBucket
+	tokensSet bool
+}
+
+// tokensPerDay is Store.TokensPerDay, with the buckets of settled days
+// kept under the store's usage generation.
+func (s *Server) tokensPerDay(ctx context.Context, from time.Time) ([]store.TokenBucket, error) {
+	st, ok := s.Store.(settledUsage)
+	if !ok {
+		return s.Store.TokensPerDay(ctx, from)
+	}
+	gen, before, err := st.UsageSettled(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := usagePeriod{from: from, settled: before.UTC().Truncate(24 * time.Hour), gen: gen, ok: true}
+	if !p.settled.After(from) {
+		return s.Store.TokensPerDay(ctx, from)
+	}
+	if e := s.usageMemo.get(p); e.tokensSet {
+		recent, err := s.Store.TokensPerDay(ctx, p.settled)
+		if err != nil {
+			return nil, err
+		}
+		return append(slices.Clip(e.tokens), recent...), nil
+	}
+	all, err := s.Store.TokensPerDay(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for n < len(all) && all[n].Start.Before(p.settled) {
+		n++
+	}
+	old := slices.Clone(all[:n])
+	s.usageMemo.put(p, func(e *usageMemoEntry) { e.tokens, e.tokensSet = old, true })
+	return all, nil
 }
 
 // get returns the entry of p's settled days, when kept.
@@ -253,7 +296,11 @@ func (s *Server) settledSums(r *http.Request, p usagePeriod) (*usageSums, error)
 }
 
 func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
-	p := s.usagePeriod(r)
+	p, err := s.usagePeriod(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	old, err := s.settledSums(r, p)
 	if err != nil {
 		s.fail(w, r, err)
@@ -331,7 +378,11 @@ func (t *usageTotal) addTotal(o usageTotal) {
 // usageCSV downloads the daily usage rows, newest day first. Cells that a
 // spreadsheet would read as a formula are prefixed with a quote.
 func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, _ *session) {
-	p := s.usagePeriod(r)
+	p, err := s.usagePeriod(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var old []byte
 	if p.ok {
 		old = s.usageMemo.get(p).csv

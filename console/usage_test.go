@@ -15,15 +15,15 @@ import (
 	"github.com/talonhq/talon/agent/llm"
 )
 
-// The Usage page and its CSV keep what they derive from settled days (the
-// store's UsageSettled), and show exactly what a console that reads every
-// row each time shows: on a second load, after a new day's usage, and
+// The Usage page, its CSV and the Overview's tokens per day keep what they
+// derive from settled days (the store's UsageSettled), and show exactly
+// what a console that reads every row each time shows: on a second load, after a new day's usage, and
 // after a resumed turn moved a settled day's step to today.
 func TestUsageKeptMatchesRead(t *testing.T) {
 	f := newFixture(t)
 	// The reference: the same store without UsageSettled, read in full
 	// at every load.
-	ref := &Server{Store: struct{ Store }{f.db}, Token: testToken, Now: f.clk.Now, Prices: f.cs.Prices}
+	ref := &Server{Store: struct{ Store }{f.db}, Token: testToken, Now: f.clk.Now, Prices: f.cs.Prices, Channels: f.cs.Channels}
 	h, err := ref.Handler()
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +66,12 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 
 	same := func(when string) (page, csv string) {
 		t.Helper()
+		// The Overview's tokens per day keep the settled days' too.
+		_, got := get(t, kept, f.srv.URL+"/console/")
+		_, want := get(t, read, refSrv.URL+"/console/")
+		if diff := cmp.Diff(csrfField.ReplaceAllString(want, ""), csrfField.ReplaceAllString(got, "")); diff != "" {
+			t.Errorf("%s: the Overview kept differs from read (-read +kept):\n%s", when, diff)
+		}
 		for _, days := range []string{"7", "30"} {
 			for _, path := range []string{"/console/usage?days=", "/console/usage.csv?days="} {
 				_, got := get(t, kept, f.srv.URL+path+days)

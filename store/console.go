@@ -66,9 +66,9 @@ func (db *DB) settledDay() int64 { return dayOf(db.Now().Add(-usageGrace)) }
 // UsageSettled returned gen, holds as long as UsageSettled returns gen
 // again. (It changes when a resumed turn records again a step of a settled
 // day.) A reader can keep what it derives from settled days under gen.
-func (db *DB) UsageSettled() (gen uint64, before time.Time) {
+func (db *DB) UsageSettled(context.Context) (gen uint64, before time.Time, err error) {
 	before = fromMS(db.settledDay() * dayMS)
-	return db.usage.generation(), before
+	return db.usage.generation(), before, nil
 }
 
 // usageDayRows is the usage of one day: its rows and their sums per model.

@@ -166,9 +166,9 @@ func TestUsageDailyAgreesWithSteps(t *testing.T) {
 	if _, _, ok := db.usage.get(dayOf(day0) - 1); !ok {
 		t.Fatal("yesterday is not kept after a read")
 	}
-	gen, _ := db.UsageSettled()
+	gen, _, _ := db.UsageSettled(ctx)
 	step(1, 1500, 150)
-	if g, _ := db.UsageSettled(); g == gen {
+	if g, _, _ := db.UsageSettled(ctx); g == gen {
 		t.Error("UsageSettled's generation did not change when a settled day's usage did")
 	}
 	step(2, 50, 5)
@@ -176,7 +176,7 @@ func TestUsageDailyAgreesWithSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	agrees("after the resumed turn")
-	if _, before := db.UsageSettled(); !before.Equal(day0) {
+	if _, before, _ := db.UsageSettled(ctx); !before.Equal(day0) {
 		t.Errorf("settled before %v, want %v", before, day0)
 	}
 }

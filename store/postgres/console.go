@@ -55,6 +55,24 @@ func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, 
 	return out, nil
 }
 
+// usageGrace is how long after a UTC day ends its usage is taken as
+// settled: long enough for a step recorded just before midnight to have
+// committed, on any replica whose clock is within it of this one's.
+const usageGrace = 10 * time.Minute
+
+// UsageSettled returns a generation and the time before which usage is
+// settled: what Usage and TokensPerDay return for the days before before,
+// read after UsageSettled returned gen, holds as long as UsageSettled
+// returns gen again, on any replica. (It moves on when a resumed turn takes
+// back a step recorded on an earlier day: migration 0025.)
+func (db *DB) UsageSettled(ctx context.Context) (gen uint64, before time.Time, err error) {
+	var n int64
+	if err := db.pool.QueryRow(ctx, `SELECT n FROM usage_generation`).Scan(&n); err != nil {
+		return 0, time.Time{}, fmt.Errorf("postgres: usage settled: %w", err)
+	}
+	return uint64(n), fromMS(dayOf(db.Now().Add(-usageGrace)) * dayMS), nil
+}
+
 // TokensPerDay sums the tokens of the model calls made since from's UTC
 // day, per day and model, oldest first.
 func (db *DB) TokensPerDay(ctx context.Context, from time.Time) ([]store.TokenBucket, error) {
@@ -273,7 +291,9 @@ func scanConversation(r pgx.Row) (store.Conversation, error) {
 
 // Conversations lists sessions newest first, as f narrows them. The search
 // matches text anywhere in a stored message, ignoring case (ILIKE), served
-// by the trigram index of migration 0022 where pg_trgm is installed.
+// by the trigram index of migration 0022 where pg_trgm is installed; text
+// too short for it (store.ShortSearch) is looked for in the newest
+// store.ShortSearchMessages messages only, as on SQLite.
 func (db *DB) Conversations(ctx context.Context, f store.ConversationFilter) ([]store.Conversation, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
@@ -293,7 +313,13 @@ func (db *DB) Conversations(ctx context.Context, f store.ConversationFilter) ([]
 	if f.Before != 0 {
 		where = append(where, `s.id < `+arg(int64(f.Before)))
 	}
-	if f.Search != "" {
+	switch {
+	case f.Search != "" && store.ShortSearch(f.Search):
+		// Too short for the trigram index: the newest messages only,
+		// as on SQLite (store.ShortSearchMessages).
+		where = append(where, `s.id IN (SELECT m.session_id FROM messages m WHERE m.id > (SELECT coalesce(max(id), 0) FROM messages) - `+
+			arg(int64(store.ShortSearchMessages))+` AND m.content ILIKE `+arg(likeEscape(f.Search))+` ESCAPE '\')`)
+	case f.Search != "":
 		where = append(where, `s.id IN (SELECT m.session_id FROM messages m WHERE m.content ILIKE `+arg(likeEscape(f.Search))+` ESCAPE '\')`)
 	}
 	q := `SELECT ` + conversationCols + ` FROM sessions s JOIN principals p ON p.id = s.principal_id`

@@ -23,6 +23,7 @@ import (
 type ConsoleStore interface {
 	Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error)
 	TokensPerDay(ctx context.Context, from time.Time) ([]store.TokenBucket, error)
+	UsageSettled(ctx context.Context) (gen uint64, before time.Time, err error)
 	TurnsPer(ctx context.Context, from time.Time, bucket time.Duration) ([]store.TurnBucket, error)
 	TurnDurations(ctx context.Context, from time.Time) ([]time.Duration, error)
 	AddConsoleAction(ctx context.Context, a store.ConsoleAction) error
@@ -41,6 +42,7 @@ type ConsoleStore interface {
 
 var consoleTests = []test{
 	{"ConsoleUsage", testConsoleUsage},
+	{"UsageSettled", testUsageSettled},
 	{"ServerUsage", testServerUsage},
 	{"ConsoleTurnsAndTools", testConsoleTurnsAndTools},
 	{"Conversations", testConversations},
@@ -68,6 +70,66 @@ func (e *env) turnWith(tb testing.TB, dedupe string, key agent.SessionKey, model
 		tb.Fatal(err)
 	}
 	return s.ID
+}
+
+// A day's usage settles after midnight (with a grace of at most an hour);
+// a resumed turn that records a settled day's step again moves UsageSettled's
+// generation on, and the step's figures to today, in Usage and TokensPerDay
+// read before and after.
+func testUsageSettled(t *testing.T, e *env) {
+	ctx := context.Background()
+	db := e.db.(ConsoleStore)
+	e.clk.set(day0.Add(23 * time.Hour))
+	q := accept(t, e.db, agent.Inbound{DedupeKey: "s1", Key: alice, Text: "hi"})
+	user := llm.Message{Role: llm.RoleUser, Content: "hi"}
+	tid, s := startTurn(t, e.db, q.ID, &user)
+	step := agent.Step{Session: s.ID, N: 1, Model: "m1", Usage: llm.Usage{InputTokens: 100, OutputTokens: 10}}
+	if err := e.db.RecordStep(ctx, tid, step); err != nil {
+		t.Fatal(err)
+	}
+	d1 := day0.Add(24 * time.Hour)
+	e.clk.set(d1.Add(time.Second))
+	if _, before, err := db.UsageSettled(ctx); err != nil || !before.Equal(day0) {
+		t.Errorf("a second after midnight: settled before %v, %v; want %v (the day just ended is not settled yet)", before, err, day0)
+	}
+	e.clk.set(d1.Add(time.Hour))
+	gen, before, err := db.UsageSettled(ctx)
+	if err != nil || !before.Equal(d1) {
+		t.Errorf("an hour after midnight: settled before %v, %v; want %v", before, err, d1)
+	}
+	read := func() ([]store.UsageRow, []store.TokenBucket) {
+		t.Helper()
+		rows, err := db.Usage(ctx, day0, d1.Add(24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens, err := db.TokensPerDay(ctx, day0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows, tokens
+	}
+	if rows, tokens := read(); len(rows) != 1 || !rows[0].Day.Equal(day0) || len(tokens) != 1 || !tokens[0].Start.Equal(day0) {
+		t.Fatalf("before the resume: %+v, %+v; want the step on %v", rows, tokens, day0)
+	}
+	if g, _, _ := db.UsageSettled(ctx); g != gen {
+		t.Errorf("the generation moved from %d to %d with no change to a settled day", gen, g)
+	}
+	step.Usage.InputTokens = 200
+	if err := e.db.RecordStep(ctx, tid, step); err != nil {
+		t.Fatal(err)
+	}
+	if g, _, err := db.UsageSettled(ctx); err != nil || g == gen {
+		t.Errorf("generation after a settled day's step was recorded again: %d, %v; want other than %d", g, err, gen)
+	}
+	rows, tokens := read()
+	wantRows := []store.UsageRow{{Day: d1, Platform: "slack", Workspace: "T1", User: "U1", Channel: "C1", Model: "m1", Calls: 1, InputTokens: 200, OutputTokens: 10}}
+	if diff := cmp.Diff(wantRows, rows); diff != "" {
+		t.Errorf("Usage after the resume (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]store.TokenBucket{{Start: d1, Model: "m1", InputTokens: 200, OutputTokens: 10}}, tokens); diff != "" {
+		t.Errorf("TokensPerDay after the resume (-want +got):\n%s", diff)
+	}
 }
 
 // Usage is summed per day, principal, channel and model, newest day first;
