@@ -147,7 +147,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	}
 	if replicas > 0 {
 		load := benchLoad{users: users, messages: messages, concurrency: concurrency, toolShare: toolShare, think: think}
-		return benchReplicas(ctx, e, load, replicas, strings.TrimPrefix(storeArg, "postgres:"), natsURL, latency, asJSON)
+		return benchReplicas(ctx, e, load, replicas, strings.TrimPrefix(storeArg, "postgres:"), natsURL, latency, asJSON, cpuProfile)
 	}
 	if dataDir == "" {
 		d, err := os.MkdirTemp("", "talon-bench-")
@@ -721,8 +721,9 @@ func (l benchLoad) drive(ctx context.Context, progress *progress, ch *benchChann
 
 // benchReplicas measures the load on SQLite in one runtime (the
 // reference), then on n replicas in this process sharing a PostgreSQL
-// database and a NATS server, and reports both.
-func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool) error {
+// database and a NATS server, and reports both. A cpuProfile names the
+// file for a CPU profile of the replicas' run (not the reference's).
+func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool, cpuProfile string) error {
 	u, err := postgresArg(pgURL)
 	if err != nil {
 		return fmt.Errorf("bench: --store: %w", err)
@@ -739,7 +740,7 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 	if err := json.Unmarshal(refOut.Bytes(), &ref); err != nil {
 		return fmt.Errorf("bench: the reference run on SQLite: %w", err)
 	}
-	res, err := benchCluster(ctx, e, load, n, u, natsURL, latency, asJSON)
+	res, err := benchCluster(ctx, e, load, n, u, natsURL, latency, asJSON, cpuProfile)
 	if err != nil {
 		return err
 	}
@@ -770,7 +771,7 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 // as `talon run` with nats.url; user u's messages are accepted by replica
 // u mod n and run by the replica that holds their partition. The stream
 // and buckets are the run's own and deleted after it.
-func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool) (benchResult, error) {
+func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool, cpuProfile string) (benchResult, error) {
 	load.runID = strconv.FormatInt(time.Now().UnixNano(), 36)
 	dataDir, err := os.MkdirTemp("", "talon-bench-")
 	if err != nil {
@@ -843,6 +844,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 			return benchResult{}, err
 		}
 		rt.Dispatch = node
+		rt.Limiter = node.Limiter() // as talon run: the turn limits hold across the replicas
 		rts, nodes = append(rts, rt), append(nodes, node)
 		runDone := make(chan struct{})
 		wg.Go(func() {
@@ -875,10 +877,23 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		}
 	}
 	progress := newProgress(e, load.users*load.messages, asJSON)
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return benchResult{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return benchResult{}, err
+		}
+	}
 	out := load.drive(ctx, progress, ch, clock, func(u int, in agent.Inbound) error {
 		_, err := rts[u%n].Accept(ctx, in)
 		return err
 	})
+	if cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	progress.done()
 	toolTurns.Add(out.toolTurns)
 	res := benchResult{
