@@ -227,6 +227,15 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			return 0, s, false, fmt.Errorf("postgres: start turn %d: encode message: %w", id, err)
 		}
 	}
+	var role string
+	if user != nil {
+		role = string(user.Role)
+	}
+	if t, s, ok, err := db.startQueuedTurn(ctx, id, role, content, user != nil); err != nil {
+		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, err)
+	} else if ok {
+		return t, s, false, nil
+	}
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var (
 			state    string
@@ -280,10 +289,6 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		// session's server in one statement. A message from a server
 		// records it on its session, whose usage is counted to it
 		// (migration 0023).
-		var role string
-		if user != nil {
-			role = string(user.Role)
-		}
 		return tx.QueryRow(ctx, `WITH t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id),
 				u AS (UPDATE inbound SET state = 'running', turn_id = (SELECT id FROM t) WHERE id = $2),
 				m AS (INSERT INTO messages (session_id, turn_id, role, content, created_at) SELECT $1, t.id, $4, $5, $3 FROM t WHERE $6),
@@ -294,6 +299,41 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, err)
 	}
 	return t, s, resumed, nil
+}
+
+// startQueuedTurn is StartTurn's common case in one statement (atomic
+// without a transaction, one round trip where the general case takes
+// four): a queued inbound without a turn whose session is active. It locks
+// the inbound, creates the turn, sets the inbound running, appends the
+// user's message (content, when withUser) and records the inbound's
+// server on the session, as the general case does. ok is false, with
+// nothing written, in every other case (no such inbound, finished, started
+// before, by another replica meanwhile too: the lock makes this statement
+// see its turn; no active session yet), which the general case handles.
+func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role string, content []byte, withUser bool) (t agent.TurnID, s agent.Session, ok bool, err error) {
+	var created int64
+	p := &s.Key.Principal
+	err = db.pool.QueryRow(ctx, `WITH i AS (SELECT id, principal_id, channel, thread, server FROM inbound
+				WHERE id = $1 AND state = 'queued' AND turn_id IS NULL FOR UPDATE),
+			s AS (SELECT s.id, s.summary, s.summary_upto, s.created_at, s.taint FROM sessions s
+				JOIN i ON s.principal_id = i.principal_id AND s.channel = i.channel AND s.thread = i.thread WHERE s.active),
+			t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) SELECT s.id, $1, 'running', $2 FROM s RETURNING id, session_id),
+			u AS (UPDATE inbound SET state = 'running', turn_id = t.id FROM t WHERE inbound.id = $1),
+			m AS (INSERT INTO messages (session_id, turn_id, role, content, created_at) SELECT t.session_id, t.id, $3, $4, $2 FROM t WHERE $5),
+			v AS (UPDATE sessions SET server = i.server FROM t, i WHERE sessions.id = t.session_id AND sessions.server = '' AND i.server <> '')
+		SELECT t.id, s.id, s.summary, s.summary_upto, s.created_at, s.taint, p.platform, p.workspace, p."user", i.channel, i.thread
+		FROM t JOIN s ON s.id = t.session_id CROSS JOIN i JOIN principals p ON p.id = i.principal_id`,
+		id, db.now(), role, string(content), withUser).
+		Scan(&t, &s.ID, &s.Summary, &s.SummaryUpTo, &created, &s.Taint, &p.Platform, &p.Workspace, &p.User,
+			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, agent.Session{}, false, nil
+	}
+	if err != nil {
+		return 0, agent.Session{}, false, err
+	}
+	s.CreatedAt = fromMS(created)
+	return t, s, true, nil
 }
 
 // TaintTurn records that turn t read untrusted content from source, on the
