@@ -508,6 +508,15 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 			return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)
 		}
 	}
+	if r.Key == (agent.SessionKey{}) && (t != 0 || last == nil) {
+		rid, ok, err := db.finishTurnPiped(ctx, id, t, state, inState, r, last, contents)
+		if err != nil {
+			return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)
+		}
+		if ok {
+			return rid, nil
+		}
+	}
 	var rid agent.ReplyID
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		now := db.now()
@@ -569,6 +578,76 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 		return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)
 	}
 	return rid, nil
+}
+
+// finishTurnPiped is FinishTurn's common case (the reply goes where the
+// inbound came from; a turn, or no step) in one transaction of two round
+// trips where the general case takes four: BEGIN, the inbound set
+// finished and the turn's state in the first; the last step, the reply
+// and COMMIT in the second, sent only when the first changed both rows.
+// ok is false, with nothing written, when the inbound was not queued or
+// running or the turn is not its: the general case then tells which.
+func (db *DB) finishTurnPiped(ctx context.Context, id agent.InboundID, t agent.TurnID, state agent.TurnState, inState string, r agent.Reply, last *agent.Step, contents []string) (rid agent.ReplyID, ok bool, err error) {
+	c, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	// A connection left in a transaction (a failed ROLLBACK) is closed by
+	// the pool on release, not reused.
+	defer c.Release()
+	rollback := func() { _, _ = c.Exec(context.WithoutCancel(ctx), "ROLLBACK") }
+	now := db.now()
+	var (
+		pid                      int64
+		channel, thread, replyTo string
+		finished, turned         bool
+	)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(`UPDATE inbound SET state = $1 WHERE id = $2 AND state IN ('queued', 'running')
+		RETURNING principal_id, channel, thread, reply_to`, inState, id).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				finished = true
+				if err := rows.Scan(&pid, &channel, &thread, &replyTo); err != nil {
+					return err
+				}
+			}
+			return rows.Err()
+		})
+	if t != 0 {
+		// The update locks the turn's row, as lockTurn does, before the
+		// step's usage is counted.
+		b.Queue(`UPDATE turns SET state = $1, finished_at = $2 WHERE id = $3 AND inbound_id = $4`, string(state), now, t, id).
+			Exec(func(tag pgconn.CommandTag) error {
+				turned = tag.RowsAffected() == 1
+				return nil
+			})
+	} else {
+		turned = true
+	}
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		rollback()
+		return 0, false, err
+	}
+	if !finished || !turned {
+		rollback()
+		return 0, false, nil
+	}
+	b = &pgx.Batch{}
+	if last != nil {
+		db.queueStep(b, t, last, contents)
+	}
+	b.Queue(`INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+		id, nullID(t), pid, channel, thread, replyTo, string(r.Kind), text(r.Text), now).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&rid) })
+	b.Queue("COMMIT")
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		rollback()
+		return 0, false, err
+	}
+	return rid, true, nil
 }
 
 // AmendInbound changes a queued inbound found by dedupe key: cancel marks
