@@ -95,19 +95,46 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 	// statement (atomic without a transaction). It inserts nothing when
 	// the principal is new or the key was seen: the steps below tell
 	// which.
-	var id agent.InboundID
+	// It is sent with other sessions' writes when there are (group.go).
+	var (
+		id       agent.InboundID
+		inserted bool
+	)
 	p := in.Key.Principal
-	err = db.pool.QueryRow(ctx, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
+	const insert = `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
 		SELECT $1, p.id, $5, $6, $7, $8, $9, $10, $11, $12 FROM principals p WHERE p.platform = $2 AND p.workspace = $3 AND p."user" = $4
-		ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
-		text(in.DedupeKey), text(p.Platform), text(p.Workspace), text(p.User),
+		ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`
+	args := []any{text(in.DedupeKey), text(p.Platform), text(p.Workspace), text(p.User),
 		text(in.Key.Conversation.Channel), text(in.Key.Conversation.Thread),
-		text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files), text(in.Server)).Scan(&id)
-	if err == nil {
-		return agent.QueuedInbound{ID: id, Inbound: in}, false, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+		text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files), text(in.Server)}
+	err = db.group.do(&groupWrite{
+		ctx: ctx,
+		first: func(b *pgx.Batch) {
+			b.Queue(insert, args...).Query(func(rows pgx.Rows) error {
+				inserted = false
+				for rows.Next() {
+					if err := rows.Scan(&id); err != nil {
+						return err
+					}
+					inserted = true
+				}
+				return rows.Err()
+			})
+		},
+		alone: func(ctx context.Context) error {
+			err := db.pool.QueryRow(ctx, insert, args...).Scan(&id)
+			inserted = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = nil
+			}
+			return err
+		},
+	})
+	if err != nil {
 		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
+	}
+	if inserted {
+		return agent.QueuedInbound{ID: id, Inbound: in}, false, nil
 	}
 	if q, err := db.inboundByKey(ctx, db.pool, in.DedupeKey); err == nil {
 		return q, true, nil
@@ -313,7 +340,7 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role string, content []byte, withUser bool) (t agent.TurnID, s agent.Session, ok bool, err error) {
 	var created int64
 	p := &s.Key.Principal
-	err = db.pool.QueryRow(ctx, `WITH i AS (SELECT id, principal_id, channel, thread, server FROM inbound
+	const start = `WITH i AS (SELECT id, principal_id, channel, thread, server FROM inbound
 				WHERE id = $1 AND state = 'queued' AND turn_id IS NULL FOR UPDATE),
 			s AS (SELECT s.id, s.summary, s.summary_upto, s.created_at, s.taint FROM sessions s
 				JOIN i ON s.principal_id = i.principal_id AND s.channel = i.channel AND s.thread = i.thread WHERE s.active),
@@ -322,14 +349,37 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 			m AS (INSERT INTO messages (session_id, turn_id, role, content, created_at) SELECT t.session_id, t.id, $3, $4, $2 FROM t WHERE $5),
 			v AS (UPDATE sessions SET server = i.server FROM t, i WHERE sessions.id = t.session_id AND sessions.server = '' AND i.server <> '')
 		SELECT t.id, s.id, s.summary, s.summary_upto, s.created_at, s.taint, p.platform, p.workspace, p."user", i.channel, i.thread
-		FROM t JOIN s ON s.id = t.session_id CROSS JOIN i JOIN principals p ON p.id = i.principal_id`,
-		id, db.now(), role, string(content), withUser).
-		Scan(&t, &s.ID, &s.Summary, &s.SummaryUpTo, &created, &s.Taint, &p.Platform, &p.Workspace, &p.User,
+		FROM t JOIN s ON s.id = t.session_id CROSS JOIN i JOIN principals p ON p.id = i.principal_id`
+	args := []any{id, db.now(), role, string(content), withUser}
+	scan := func(r pgx.Row) error {
+		return r.Scan(&t, &s.ID, &s.Summary, &s.SummaryUpTo, &created, &s.Taint, &p.Platform, &p.Workspace, &p.User,
 			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, agent.Session{}, false, nil
 	}
-	if err != nil {
+	// It is sent with other sessions' writes when there are (group.go).
+	err = db.group.do(&groupWrite{
+		ctx: ctx,
+		first: func(b *pgx.Batch) {
+			b.Queue(start, args...).Query(func(rows pgx.Rows) error {
+				ok = false
+				for rows.Next() {
+					if err := scan(rows); err != nil {
+						return err
+					}
+					ok = true
+				}
+				return rows.Err()
+			})
+		},
+		alone: func(ctx context.Context) error {
+			err := scan(db.pool.QueryRow(ctx, start, args...))
+			ok = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = nil
+			}
+			return err
+		},
+	})
+	if err != nil || !ok {
 		return 0, agent.Session{}, false, err
 	}
 	s.CreatedAt = fromMS(created)
@@ -581,70 +631,89 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 }
 
 // finishTurnPiped is FinishTurn's common case (the reply goes where the
-// inbound came from; a turn, or no step) in one transaction of two round
-// trips where the general case takes four: BEGIN, the inbound set
-// finished and the turn's state in the first; the last step, the reply
-// and COMMIT in the second, sent only when the first changed both rows.
-// ok is false, with nothing written, when the inbound was not queued or
-// running or the turn is not its: the general case then tells which.
+// inbound came from; a turn, or no step): the inbound set finished and the
+// turn's state in one statement, then the last step and the reply. It is
+// sent with other sessions' writes when there are (group.go); on its own
+// it is one transaction of two round trips where the general case takes
+// four: BEGIN and the first statement, then the rest and COMMIT, sent only
+// when the first changed both rows. ok is false, with nothing written,
+// when the inbound was not queued or running or the turn is not its: the
+// general case then tells which.
 func (db *DB) finishTurnPiped(ctx context.Context, id agent.InboundID, t agent.TurnID, state agent.TurnState, inState string, r agent.Reply, last *agent.Step, contents []string) (rid agent.ReplyID, ok bool, err error) {
-	c, err := db.pool.Acquire(ctx)
-	if err != nil {
-		return 0, false, err
-	}
-	// A connection left in a transaction (a failed ROLLBACK) is closed by
-	// the pool on release, not reused.
-	defer c.Release()
-	rollback := func() { _, _ = c.Exec(context.WithoutCancel(ctx), "ROLLBACK") }
 	now := db.now()
 	var (
 		pid                      int64
 		channel, thread, replyTo string
 		finished, turned         bool
 	)
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(`UPDATE inbound SET state = $1 WHERE id = $2 AND state IN ('queued', 'running')
-		RETURNING principal_id, channel, thread, reply_to`, inState, id).
-		Query(func(rows pgx.Rows) error {
+	// The turn's update locks its row, as lockTurn does, before the
+	// step's usage is counted. With t 0 it finds no turn, as it should.
+	const finish = `WITH i AS (UPDATE inbound SET state = $1 WHERE id = $2 AND state IN ('queued', 'running')
+			RETURNING principal_id, channel, thread, reply_to),
+		tu AS (UPDATE turns SET state = $3, finished_at = $4 WHERE id = $5 AND inbound_id = $2 AND EXISTS (SELECT 1 FROM i) RETURNING id)
+		SELECT principal_id, channel, thread, reply_to, EXISTS (SELECT 1 FROM tu) FROM i`
+	first := func(b *pgx.Batch) {
+		b.Queue(finish, inState, id, string(state), now, t).Query(func(rows pgx.Rows) error {
+			finished, turned = false, false
 			for rows.Next() {
-				finished = true
-				if err := rows.Scan(&pid, &channel, &thread, &replyTo); err != nil {
+				if err := rows.Scan(&pid, &channel, &thread, &replyTo, &turned); err != nil {
 					return err
 				}
+				finished, turned = true, turned || t == 0
 			}
 			return rows.Err()
 		})
-	if t != 0 {
-		// The update locks the turn's row, as lockTurn does, before the
-		// step's usage is counted.
-		b.Queue(`UPDATE turns SET state = $1, finished_at = $2 WHERE id = $3 AND inbound_id = $4`, string(state), now, t, id).
-			Exec(func(tag pgconn.CommandTag) error {
-				turned = tag.RowsAffected() == 1
-				return nil
-			})
-	} else {
-		turned = true
 	}
-	if err := c.SendBatch(ctx, b).Close(); err != nil {
-		rollback()
-		return 0, false, err
+	// then queues the rest when the first statement changed both rows;
+	// nothing when it changed none; a group is rolled back when it changed
+	// the inbound only (a turn not the inbound's: the general case says so).
+	then := func(b *pgx.Batch) error {
+		if !finished {
+			return nil
+		}
+		if !turned {
+			return errGroupAbort
+		}
+		if last != nil {
+			db.queueStep(b, t, last, contents)
+		}
+		b.Queue(`INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+			id, nullID(t), pid, channel, thread, replyTo, string(r.Kind), text(r.Text), now).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&rid) })
+		return nil
 	}
-	if !finished || !turned {
-		rollback()
-		return 0, false, nil
+	alone := func(ctx context.Context) error {
+		c, err := db.pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		// A connection left in a transaction (a ROLLBACK that failed) is
+		// closed by the pool on release, not reused.
+		defer c.Release()
+		rollback := func() { _, _ = c.Exec(context.WithoutCancel(ctx), "ROLLBACK") }
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		first(b)
+		if err := c.SendBatch(ctx, b).Close(); err != nil {
+			rollback()
+			return err
+		}
+		b = &pgx.Batch{}
+		if err := then(b); err != nil || !finished {
+			rollback()
+			finished = false
+			return nil
+		}
+		b.Queue("COMMIT")
+		if err := c.SendBatch(ctx, b).Close(); err != nil {
+			rollback()
+			return err
+		}
+		return nil
 	}
-	b = &pgx.Batch{}
-	if last != nil {
-		db.queueStep(b, t, last, contents)
-	}
-	b.Queue(`INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
-		id, nullID(t), pid, channel, thread, replyTo, string(r.Kind), text(r.Text), now).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&rid) })
-	b.Queue("COMMIT")
-	if err := c.SendBatch(ctx, b).Close(); err != nil {
-		rollback()
+	err = db.group.do(&groupWrite{ctx: ctx, first: first, then: then, alone: alone})
+	if err != nil || !finished || !turned {
 		return 0, false, err
 	}
 	return rid, true, nil

@@ -146,9 +146,26 @@ func (db *DB) RecordPreview(ctx context.Context, id agent.InboundID, platformID 
 // message platformID. Marking a delivered reply again changes nothing and
 // is not an error; a reply marked failed may still be marked delivered. An
 // unknown reply is store.ErrNotFound.
+//
+// The mark is sent with other sessions' writes when there are (group.go).
 func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID string) error {
-	tag, err := db.pool.Exec(ctx, `UPDATE outbound SET state = 'delivered', platform_id = $1, delivered_at = $2, attempts = attempts + 1
-		WHERE id = $3 AND state <> 'delivered'`, text(platformID), db.now(), id)
+	const mark = `UPDATE outbound SET state = 'delivered', platform_id = $1, delivered_at = $2, attempts = attempts + 1
+		WHERE id = $3 AND state <> 'delivered'`
+	args := []any{text(platformID), db.now(), id}
+	var tag pgconn.CommandTag
+	err := db.group.do(&groupWrite{
+		ctx: ctx,
+		first: func(b *pgx.Batch) {
+			b.Queue(mark, args...).Exec(func(t pgconn.CommandTag) error {
+				tag = t
+				return nil
+			})
+		},
+		alone: func(ctx context.Context) (err error) {
+			tag, err = db.pool.Exec(ctx, mark, args...)
+			return err
+		},
+	})
 	if err == nil {
 		err = db.changedOrExists(ctx, tag, id)
 	}

@@ -40,7 +40,8 @@ type DB struct {
 	// time.Now; tests may replace it before the first call.
 	Now func() time.Time
 
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	group grouper // sends concurrent writes together (group.go)
 }
 
 // Open connects to the database at url (a postgres:// URL or key=value
@@ -59,6 +60,9 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		return nil, fmt.Errorf("postgres: connect: %w", scrub(err))
 	}
 	db := &DB{Now: time.Now, pool: pool}
+	// Half the connections at most carry groups of writes; reads and the
+	// general cases take the rest.
+	db.group = grouper{pool: pool, maxGroups: max(1, int(cfg.MaxConns)/2)}
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

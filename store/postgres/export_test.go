@@ -1,0 +1,30 @@
+package postgres
+
+// HoldGroups makes db's grouped writes queue, as they do while all its
+// groups are in flight, until release is called; queued says how many
+// wait.
+func HoldGroups(db *DB) (queued func() int, release func()) {
+	g := &db.group
+	g.mu.Lock()
+	if g.ended == nil {
+		g.ended = make(chan struct{})
+	}
+	g.running += g.maxGroups
+	g.mu.Unlock()
+	queued = func() int {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.queue)
+	}
+	release = func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.running -= g.maxGroups
+		close(g.ended)
+		g.ended = make(chan struct{})
+	}
+	return queued, release
+}
+
+// GroupStats is groupStats for tests.
+func GroupStats(db *DB) (groups, writes int64) { return db.groupStats() }

@@ -1,0 +1,275 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/store"
+	"github.com/talonhq/talon/store/postgres"
+)
+
+// grouped runs the calls at once while db's groups are held, so that they
+// all queue, then lets them go: they are sent together. It fails the test
+// unless they were sent in groups (of two writes or more).
+func grouped(t *testing.T, db *postgres.DB, calls ...func()) {
+	t.Helper()
+	groups0, _ := postgres.GroupStats(db)
+	queued, release := postgres.HoldGroups(db)
+	var wg sync.WaitGroup
+	for _, call := range calls {
+		wg.Go(call)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for queued() < len(calls) {
+		if time.Now().After(deadline) {
+			release()
+			t.Fatalf("%d of %d writes queued after 30 s", queued(), len(calls))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	wg.Wait()
+	if groups, _ := postgres.GroupStats(db); groups == groups0 {
+		t.Fatalf("%d concurrent writes were not sent in a group", len(calls))
+	}
+}
+
+// TestGroupCommit sends concurrent sessions' writes (accept, start, finish,
+// delivered) in groups, among them writes that another of the same group
+// makes a duplicate, that find their inbound finished, that roll their
+// group back (a turn that is not the inbound's) and one given up while
+// queued: each caller gets what it would get on its own.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const users = 12
+	key := func(u int) agent.SessionKey {
+		return agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "T1", User: fmt.Sprintf("U%d", u)},
+			Conversation: agent.Conversation{Channel: "D1"}}
+	}
+	in := func(u, m int) agent.Inbound {
+		return agent.Inbound{DedupeKey: fmt.Sprintf("k-%d-%d", u, m), Key: key(u), Text: fmt.Sprintf("message %d of %d", m, u)}
+	}
+	user := &llm.Message{Role: llm.RoleUser, Content: "hi"}
+	// Each user's first message, one after the other: their principals
+	// and sessions exist, so the next ones take the common cases.
+	var first []agent.InboundID
+	for u := range users {
+		q, _, err := db.AcceptInbound(ctx, in(u, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tid, _, _, err := db.StartTurn(ctx, q.ID, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.FinishTurn(ctx, q.ID, tid, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "first"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		first = append(first, q.ID)
+	}
+
+	// Accept: user 0's and user 1's messages twice each, as a platform's
+	// retry arriving at once.
+	type accepted struct {
+		q   agent.QueuedInbound
+		dup bool
+		err error
+	}
+	acc := make([]accepted, users+2)
+	var calls []func()
+	for i := range acc {
+		u := i % users
+		calls = append(calls, func() {
+			acc[i].q, acc[i].dup, acc[i].err = db.AcceptInbound(ctx, in(u, 1))
+		})
+	}
+	// A caller that gives up while its write waits: nothing is written.
+	gone, cancel := context.WithCancel(ctx)
+	var goneErr error
+	calls = append(calls, func() {
+		_, _, goneErr = db.AcceptInbound(gone, in(0, 9))
+	})
+	groups0, _ := postgres.GroupStats(db)
+	queued, release := postgres.HoldGroups(db)
+	var wg sync.WaitGroup
+	for _, call := range calls {
+		wg.Go(call)
+	}
+	for deadline := time.Now().Add(30 * time.Second); queued() < len(calls); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			release()
+			t.Fatalf("%d of %d writes queued after 30 s", queued(), len(calls))
+		}
+	}
+	cancel()
+	for deadline := time.Now().Add(30 * time.Second); queued() > len(calls)-1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			release()
+			t.Fatal("the given-up write still queued after 30 s")
+		}
+	}
+	release()
+	wg.Wait()
+	if groups, _ := postgres.GroupStats(db); groups == groups0 {
+		t.Fatal("concurrent accepts were not sent in a group")
+	}
+	if !errors.Is(goneErr, context.Canceled) {
+		t.Errorf("accept given up while queued: %v, want context.Canceled", goneErr)
+	}
+	ids := map[string]agent.InboundID{}
+	dups := map[string]int{}
+	for i, a := range acc {
+		if a.err != nil {
+			t.Fatalf("accept %d: %v", i, a.err)
+		}
+		k := a.q.DedupeKey
+		if a.dup {
+			dups[k]++
+		}
+		if id, ok := ids[k]; ok && id != a.q.ID {
+			t.Errorf("key %s accepted as %d and %d", k, id, a.q.ID)
+		}
+		ids[k] = a.q.ID
+	}
+	if len(ids) != users || dups["k-0-1"] != 1 || dups["k-1-1"] != 1 || len(dups) != 2 {
+		t.Fatalf("accepted %d keys, duplicates %v; want %d keys, k-0-1 and k-1-1 once each", len(ids), dups, users)
+	}
+	pending, err := db.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != users {
+		t.Fatalf("%d pending after the accepts, want %d (the given-up one not written)", len(pending), users)
+	}
+
+	// Start: every message, and user 0's twice: the second finds the
+	// first's turn (resumed), even in the same group.
+	type started struct {
+		t       agent.TurnID
+		s       agent.Session
+		resumed bool
+		err     error
+	}
+	st := make([]started, users+1)
+	calls = nil
+	for i := range st {
+		u := i % users
+		calls = append(calls, func() {
+			st[i].t, st[i].s, st[i].resumed, st[i].err = db.StartTurn(ctx, ids[in(u, 1).DedupeKey], user)
+		})
+	}
+	grouped(t, db, calls...)
+	for i, s := range st {
+		u := i % users
+		if s.err != nil {
+			t.Fatalf("start %d: %v", i, s.err)
+		}
+		if s.s.Key != key(u) {
+			t.Errorf("start %d: session key %v, want %v", i, s.s.Key, key(u))
+		}
+	}
+	if st[0].t != st[users].t || st[0].resumed == st[users].resumed {
+		t.Errorf("user 0 started twice: turns %d and %d, resumed %v and %v; want one turn, resumed once",
+			st[0].t, st[users].t, st[0].resumed, st[users].resumed)
+	}
+
+	// Finish: every message; user 0's first message again (finished:
+	// store.ErrFinished), and a queued message with user 1's turn (not
+	// its own: store.ErrNotFound, which rolls its group back).
+	extra, _, err := db.AcceptInbound(ctx, in(0, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rids := make([]agent.ReplyID, users)
+	errs := make([]error, users+2)
+	calls = nil
+	for u := range users {
+		calls = append(calls, func() {
+			last := &agent.Step{Session: st[u].s.ID, N: 1, Model: "m", Usage: llm.Usage{InputTokens: 3, OutputTokens: 2},
+				Messages: []llm.Message{{Role: llm.RoleAssistant, Content: "answer"}}}
+			rids[u], errs[u] = db.FinishTurn(ctx, ids[in(u, 1).DedupeKey], st[u].t, agent.TurnDone,
+				agent.Reply{Kind: agent.ReplyAnswer, Text: "answer"}, last)
+		})
+	}
+	calls = append(calls, func() {
+		_, errs[users] = db.FinishTurn(ctx, first[0], 0, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "again"}, nil)
+	}, func() {
+		_, errs[users+1] = db.FinishTurn(ctx, extra.ID, st[1].t, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "wrong"}, nil)
+	})
+	grouped(t, db, calls...)
+	for u := range users {
+		if errs[u] != nil || rids[u] == 0 {
+			t.Fatalf("finish of user %d: reply %d, %v", u, rids[u], errs[u])
+		}
+	}
+	if !errors.Is(errs[users], store.ErrFinished) {
+		t.Errorf("finishing a finished inbound: %v, want store.ErrFinished", errs[users])
+	}
+	if !errors.Is(errs[users+1], store.ErrNotFound) {
+		t.Errorf("finishing with another inbound's turn: %v, want store.ErrNotFound", errs[users+1])
+	}
+	if got := pendingIDs(t, db); len(got) != 1 || got[extra.ID] {
+		t.Errorf("pending after the finishes: %v, want only inbound %d, queued", got, extra.ID)
+	}
+	undelivered, err := db.Undelivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each first message's reply and each answer, once.
+	if len(undelivered) != 2*users {
+		t.Errorf("%d replies undelivered, want %d", len(undelivered), 2*users)
+	}
+
+	// Delivered: every answer, and a reply that does not exist.
+	derrs := make([]error, users+1)
+	calls = nil
+	for u := range users {
+		calls = append(calls, func() { derrs[u] = db.MarkDelivered(ctx, rids[u], fmt.Sprintf("p%d", u)) })
+	}
+	calls = append(calls, func() { derrs[users] = db.MarkDelivered(ctx, rids[users-1]+1000, "p") })
+	grouped(t, db, calls...)
+	for u := range users {
+		if derrs[u] != nil {
+			t.Fatalf("delivered mark of user %d: %v", u, derrs[u])
+		}
+	}
+	if !errors.Is(derrs[users], store.ErrNotFound) {
+		t.Errorf("delivered mark of an unknown reply: %v, want store.ErrNotFound", derrs[users])
+	}
+	undelivered, err = db.Undelivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range undelivered {
+		if r.Text != "first" {
+			t.Errorf("reply %d (%q) undelivered after its mark", r.ID, r.Text)
+		}
+	}
+	if len(undelivered) != users {
+		t.Errorf("%d replies undelivered, want the %d first ones", len(undelivered), users)
+	}
+}
+
+func pendingIDs(t *testing.T, db *postgres.DB) map[agent.InboundID]bool {
+	t.Helper()
+	qs, err := db.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[agent.InboundID]bool{}
+	for _, q := range qs {
+		got[q.ID] = q.Running
+	}
+	return got
+}
