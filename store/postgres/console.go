@@ -313,16 +313,20 @@ func (db *DB) Conversations(ctx context.Context, f store.ConversationFilter) ([]
 	if f.Before != 0 {
 		where = append(where, `s.id < `+arg(int64(f.Before)))
 	}
+	var with string
 	switch {
 	case f.Search != "" && store.ShortSearch(f.Search):
 		// Too short for the trigram index: the newest messages only,
-		// as on SQLite (store.ShortSearchMessages).
-		where = append(where, `s.id IN (SELECT m.session_id FROM messages m WHERE m.id > (SELECT coalesce(max(id), 0) FROM messages) - `+
-			arg(int64(store.ShortSearchMessages))+` AND m.content ILIKE `+arg(likeEscape(f.Search))+` ESCAPE '\')`)
+		// as on SQLite (store.ShortSearchMessages), read by id range
+		// first. (m.content || '') keeps the planner off the trigram
+		// index, which cannot narrow such text and would be read whole.
+		with = `WITH hits AS MATERIALIZED (SELECT m.session_id FROM messages m WHERE m.id > (SELECT coalesce(max(id), 0) FROM messages) - ` +
+			arg(int64(store.ShortSearchMessages)) + ` AND (m.content || '') ILIKE ` + arg(likeEscape(f.Search)) + ` ESCAPE '\') `
+		where = append(where, `s.id IN (SELECT session_id FROM hits)`)
 	case f.Search != "":
 		where = append(where, `s.id IN (SELECT m.session_id FROM messages m WHERE m.content ILIKE `+arg(likeEscape(f.Search))+` ESCAPE '\')`)
 	}
-	q := `SELECT ` + conversationCols + ` FROM sessions s JOIN principals p ON p.id = s.principal_id`
+	q := with + `SELECT ` + conversationCols + ` FROM sessions s JOIN principals p ON p.id = s.principal_id`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)
 	}

@@ -420,6 +420,7 @@ func testConversationSearch(t *testing.T, e *env) {
 	}{
 		{"quokka", []agent.SessionID{s1}},
 		{"OKK", []agent.SessionID{s1}},
+		{"ok", []agent.SessionID{s1}}, // too short for the index: the newest messages
 		{"report is", []agent.SessionID{s1}},
 		{"answer to", []agent.SessionID{s3, s2, s1}}, // the assistant's messages are searched too
 		{"100%", []agent.SessionID{s2}},
