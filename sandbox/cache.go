@@ -73,7 +73,7 @@ const (
 	// instrumentedDir holds instrumented modules.
 	instrumentedDir = "instrumented"
 	// usedTools names the tools loaded by earlier processes, one a line:
-	// those WarmAfter loads.
+	// those WarmAfter loads first.
 	usedTools = "used-tools"
 	// instrumentedMagic starts an instrumented module's file; the SHA-256
 	// of the rest follows, then References and Cost (little endian), then

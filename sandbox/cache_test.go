@@ -2,11 +2,13 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -155,48 +157,181 @@ func TestCacheDirNotWritableWorksUncached(t *testing.T) {
 	}
 }
 
-// WarmAfter loads, once ready is closed, the tools an earlier process
-// used, from the cache; not the others, and not before; Close stops it.
+// waitWarm waits for a warming to end, within a generous deadline.
+func waitWarm(t *testing.T, done <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the warming did not end")
+	}
+}
+
+// WarmAfter loads every enabled tool once ready is closed: the ones an
+// earlier process loaded after delay, from the cache, the others (to
+// compile) after compileDelay; not before, and not the disabled ones. On a
+// restart over a warm cache it loads them all without instrumenting or
+// compiling any, and makes no instance. Close stops it.
 func TestWarmAfter(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	tools := func() []Tool { return []Tool{echoTool(t), testTool(t, "secret", "")} }
-	start := func(ready <-chan struct{}) *Runtime {
+	tools := func() []Tool {
+		return []Tool{echoTool(t), testTool(t, "state", ""), testTool(t, "secret", "enabled: false\n")}
+	}
+	start := func() *Runtime {
 		r, err := New(ctx, Config{CacheDir: dir, Tools: tools()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.WarmAfter(ready, 0)
 		return r
 	}
 	closed := make(chan struct{})
 	close(closed)
-	r := start(closed)
-	if st := r.Stats(); st.Loaded != 0 {
-		t.Errorf("a first start warmed tools nobody used: %+v", st)
-	}
-	if err := r.Load(ctx, "echo"); err != nil {
-		t.Fatal(err)
-	}
-	r.Close(ctx)
 
-	r = start(make(chan struct{})) // never ready: nothing loads, Close does not wait
-	r.WarmAfter(closed, time.Hour) // ready, but not yet time: the same
+	r := start() // never ready, then ready but not yet time: nothing loads, Close does not wait
+	never := r.WarmAfter(make(chan struct{}), 0, 0)
+	later := r.WarmAfter(closed, time.Hour, 0)
+	notYet := r.WarmAfter(closed, 0, time.Hour)
 	r.Close(ctx)
-	if st := r.Stats(); st.Loaded != 0 || st.Instrumented != 0 {
+	for _, done := range []<-chan struct{}{never, later, notYet} {
+		waitWarm(t, done)
+	}
+	if st := r.Stats(); st.Loaded != 0 || st.Instrumented != 0 || st.Compiled != 0 {
 		t.Errorf("warmed before ready and its delay: %+v", st)
 	}
+	if compiled, _ := filepath.Glob(filepath.Join(dir, "wazero-*", "*")); len(compiled) != 0 {
+		t.Errorf("the cache holds %d compiled files before any warming", len(compiled))
+	}
 
-	r = start(closed)
+	r = start() // the first start: an empty cache, every enabled tool compiled off the calls' path
+	waitWarm(t, r.WarmAfter(closed, time.Hour, 0))
+	if st := r.Stats(); st.Loaded != 2 || st.Instrumented != 2 || st.Compiled != 2 || st.Instances != 0 {
+		t.Errorf("first start, after warming: %+v, want echo and state instrumented, compiled and loaded, and no instance", st)
+	}
+	r.Close(ctx)
+
+	r = start() // a restart: everything from the verified cache, at delay
 	defer r.Close(ctx)
-	deadline := time.Now().Add(30 * time.Second)
-	for r.Stats().Loaded == 0 && time.Now().Before(deadline) {
+	waitWarm(t, r.WarmAfter(closed, 0, time.Hour))
+	if st := r.Stats(); st.Loaded != 2 || st.Instrumented != 0 || st.Compiled != 0 || st.Instances != 0 {
+		t.Errorf("restart, after warming: %+v, want echo and state loaded from the cache, and no instance", st)
+	}
+	for _, n := range []string{"echo", "state"} {
+		if res, err := r.Call(ctx, call(n, `{"x":1}`)); err != nil || res.IsError {
+			t.Errorf("%s after warming: %+v, %v", n, res, err)
+		}
+	}
+	if st := r.Stats(); st.Instrumented != 0 || st.Compiled != 0 {
+		t.Errorf("the calls after warming instrumented or compiled: %+v", st)
+	}
+}
+
+// A tool no earlier process loaded waits for compileDelay; one that was
+// loaded does not.
+func TestWarmCompilesNewToolsLater(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	first := newRuntime(t, Config{CacheDir: dir}, echoTool(t))
+	if err := first.Load(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	first.Close(ctx)
+
+	r := newRuntime(t, Config{CacheDir: dir}, echoTool(t), testTool(t, "state", ""))
+	if used, others := r.warmOrder(); !slices.Equal(used, []string{"echo"}) || !slices.Equal(others, []string{"state"}) {
+		t.Fatalf("warm order: used %v, others %v; want [echo] and [state]", used, others)
+	}
+	closed := make(chan struct{})
+	close(closed)
+	done := r.WarmAfter(closed, 0, time.Hour)
+	for deadline := time.Now().Add(2 * time.Minute); r.Stats().Loaded == 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	st := r.Stats()
-	if st.Loaded != 1 || st.Instrumented != 0 || st.Compiled != 0 || st.Instances != 0 {
-		t.Errorf("after warming: %+v, want echo loaded from the cache, and no instance made", st)
+	select {
+	case <-done:
+		t.Fatal("the warming ended without waiting to compile state")
+	default:
 	}
+	if st := r.Stats(); st.Loaded != 1 || st.Instrumented != 0 || st.Compiled != 0 {
+		t.Errorf("before compileDelay: %+v, want echo alone loaded, from the cache", st)
+	}
+}
+
+// A call that comes while the warming loads its tool waits for that load:
+// the module is read, instrumented and compiled once.
+func TestWarmCallWaitsForTheWarming(t *testing.T) {
+	ctx := context.Background()
+	gate := newGateFS(fstest.MapFS{"slow.wasm": {Data: fixture.wasm["echo"]}})
+	files := &countingFS{FS: gate}
+	m, err := ParseManifest("slow.yaml", []byte("name: slow\ndescription: echo, slow to read\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRuntime(t, Config{CacheDir: t.TempDir()}, Tool{Manifest: m, FS: files, Path: "slow.wasm", Source: "gate"})
+	closed := make(chan struct{})
+	close(closed)
+	warmed := r.WarmAfter(closed, 0, 0)
+	select { // the warming reads the module, and waits at the gate
+	case <-gate.opened:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the warming did not load the tool")
+	}
+	called := make(chan error, 1)
+	go func() {
+		res, err := r.Call(ctx, call("slow", `{"x":1}`))
+		if err == nil && res.IsError {
+			err = errors.New(res.Content)
+		}
+		called <- err
+	}()
+	close(gate.release)
+	if err := <-called; err != nil {
+		t.Fatalf("the call during the warming: %v", err)
+	}
+	waitWarm(t, warmed)
+	if st, opened := r.Stats(), files.count("slow.wasm"); st.Instrumented != 1 || st.Compiled != 1 || opened != 1 {
+		t.Errorf("instrumented %d, compiled %d, module read %d times; want each once", st.Instrumented, st.Compiled, opened)
+	}
+}
+
+// A damaged compiled file is found by the warming after a restart, removed
+// and compiled again, off the calls' path; the next restart uses the new
+// one.
+func TestWarmRebuildsADamagedCache(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	closed := make(chan struct{})
+	close(closed)
+	var logs syncBuffer
+	warm := func() Stats {
+		r, err := New(ctx, Config{CacheDir: dir, Tools: []Tool{echoTool(t)}, Logger: zerolog.New(&logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close(ctx)
+		waitWarm(t, r.WarmAfter(closed, 0, 0))
+		if res, err := r.Call(ctx, call("echo", `{"x":1}`)); err != nil || res.IsError {
+			t.Fatalf("echo after warming: %+v, %v", res, err)
+		}
+		return r.Stats()
+	}
+	wantWork(t, warm(), 1, 1)
+	compiled, _ := cacheFiles(t, dir)
+	for _, p := range compiled {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x5a
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantWork(t, warm(), 0, 1)
+	if !strings.Contains(logs.String(), "does not match its recorded digest") {
+		t.Errorf("the damaged file was not reported: %s", logs.String())
+	}
+	wantWork(t, warm(), 0, 0)
 }
 
 // A tool's first use checks the digests of its own compiled code only: a

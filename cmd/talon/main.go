@@ -43,6 +43,8 @@ type env struct {
 	// stops at once instead of letting running turns finish. nil means
 	// never.
 	stopNow <-chan struct{}
+	// warmCompileDelay, when set, replaces warmCompileDelay (tests).
+	warmCompileDelay time.Duration
 }
 
 // usageError is a mistake on the command line: exit status 2.

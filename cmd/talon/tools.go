@@ -28,11 +28,19 @@ import (
 	"github.com/talonhq/talon/sandbox/tools"
 )
 
-// warmDelay is how long after ready the used tools start loading in the
-// background: their burst of work (reading, verifying, decoding the
+// warmDelay is how long after ready the enabled tools start loading in
+// the background: their burst of work (reading, verifying, decoding the
 // modules) would otherwise slow the start's last steps and the first
-// health checks; a first message rarely comes sooner.
+// health checks; a first tool call, which follows a model's answer, rarely
+// comes sooner.
 const warmDelay = 200 * time.Millisecond
+
+// warmCompileDelay is how long after ready the enabled tools that no
+// earlier process loaded (the first start, a tool newly enabled) are
+// compiled in the background: seconds of both cores per tool, which the
+// first turns of a first start should not share. A call before then
+// compiles its own tool, as without warming.
+const warmCompileDelay = 10 * time.Second
 
 // openTools builds the sandbox for ts (as loadTools found them), the
 // egress broker and the MCP client, and sets a.rt.Tools. Approvals go to the runtime, which
@@ -48,7 +56,11 @@ func (a *app) openTools(ctx context.Context, ts []sandbox.Tool) error {
 		return err
 	}
 	if a.cfg.Sandbox.Warm {
-		sb.WarmAfter(a.rt.Ready(), warmDelay)
+		compileDelay := warmCompileDelay
+		if a.env.warmCompileDelay != 0 {
+			compileDelay = a.env.warmCompileDelay
+		}
+		sb.WarmAfter(a.rt.Ready(), warmDelay, compileDelay)
 	}
 	stat := func(f func(sandbox.Stats) int64) func() float64 {
 		return func() float64 { return float64(f(sb.Stats())) }

@@ -295,10 +295,11 @@ type Sandbox struct {
 	// PoolIdle is how long a tool's pooled instances outlive its last
 	// call.
 	PoolIdle Duration `yaml:"pool_idle" json:"pool_idle"`
-	// Warm loads, in the background after start-up, the tools used before
-	// the restart, so that their first calls do not wait for it; false
-	// leaves every tool unloaded until its first call (less memory while
-	// idle, a slower first call).
+	// Warm loads every enabled tool in the background once the gateway
+	// is ready (from the compilation cache after a restart), so that
+	// their first calls do not wait for it; false leaves every tool
+	// unloaded until its first call (less memory while idle, a slower
+	// first call).
 	Warm bool `yaml:"warm" json:"warm"`
 	// AllowPrivate lists CIDR prefixes tools may reach despite the SSRF
 	// rules, such as 10.0.0.0/8. Validate checks that each one parses with
