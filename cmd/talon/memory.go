@@ -135,7 +135,7 @@ func (a *app) warnShortConfigSecrets() {
 	a.eachConfigSecret(func(name, v string) {
 		if len(v) < leak.MinSecretLen {
 			a.log.Warn().Str("key", name).Int("min_bytes", leak.MinSecretLen).
-				Msg("configuration: this credential is too short to be told from ordinary text, so it is redacted from errors only where it stands alone and the leak checks do not look for it; fine for a local server that takes any key, use the full key anywhere else")
+				Msg("configuration: this credential has fewer than min_bytes bytes, too few to be told from ordinary text, so it is redacted from errors only where it stands alone and the leak checks do not look for it; fine for a local server that takes any key, use the full key anywhere else")
 		}
 	})
 }

@@ -327,7 +327,7 @@ func TestShortConfigSecretWarned(t *testing.T) {
 			if res.code != 0 || res.stdout != "echo: an example\n" {
 				t.Fatalf("exit %d stdout %q stderr %s", res.code, res.stdout, res.stderr)
 			}
-			warned := strings.Contains(res.stderr, "too short to be told from ordinary text") && strings.Contains(res.stderr, "llm.api_key")
+			warned := strings.Contains(res.stderr, "too few to be told from ordinary text") && strings.Contains(res.stderr, "llm.api_key")
 			if warned != tc.warn {
 				t.Errorf("warned about llm.api_key: %v, want %v; stderr:\n%s", warned, tc.warn, res.stderr)
 			}
