@@ -305,7 +305,18 @@ func (db *DB) Conversations(ctx context.Context, f store.ConversationFilter) ([]
 		return "$" + strconv.Itoa(len(args))
 	}
 	if f.Principal != "" {
-		where = append(where, `p.platform || ':' || p.workspace || ':' || p."user" = `+arg(text(f.Principal)))
+		// "platform:workspace:user" as the principals' unique index can
+		// answer it: each way the text splits at two colons.
+		splits := principalSplits(text(f.Principal))
+		if len(splits) == 0 || len(splits) > maxPrincipalSplits {
+			where = append(where, `p.platform || ':' || p.workspace || ':' || p."user" = `+arg(text(f.Principal)))
+		} else {
+			var rows []string
+			for _, sp := range splits {
+				rows = append(rows, `(`+arg(sp[0])+`, `+arg(sp[1])+`, `+arg(sp[2])+`)`)
+			}
+			where = append(where, `(p.platform, p.workspace, p."user") IN (`+strings.Join(rows, `, `)+`)`)
+		}
 	}
 	if f.Channel != "" {
 		where = append(where, `s.channel = `+arg(text(f.Channel)))
@@ -340,6 +351,27 @@ func (db *DB) Conversations(ctx context.Context, f store.ConversationFilter) ([]
 		return nil, fmt.Errorf("postgres: conversations: %w", err)
 	}
 	return out, nil
+}
+
+// maxPrincipalSplits bounds the ways a principal filter is split; text
+// with more colons is compared whole, without the index.
+const maxPrincipalSplits = 16
+
+// principalSplits lists the ways s splits into platform, workspace and
+// user at two of its colons (one way unless a part holds a colon).
+func principalSplits(s string) [][3]string {
+	var out [][3]string
+	for i := 0; i < len(s); i++ {
+		if s[i] != ':' {
+			continue
+		}
+		for j := i + 1; j < len(s); j++ {
+			if s[j] == ':' {
+				out = append(out, [3]string{s[:i], s[i+1 : j], s[j+1:]})
+			}
+		}
+	}
+	return out
 }
 
 // Transcript returns session s, its latest limit messages (oldest first,

@@ -362,6 +362,9 @@ func testConversations(t *testing.T, e *env) {
 	s3 := e.turnWith(t, "k3", other, "m", 1, 1, "third")
 	e.clk.set(day0.Add(3 * time.Minute))
 	e.turnWith(t, "k4", alice, "m", 1, 1, "fourth") // alice's first session again
+	// Colons in a principal's parts: "slack:E1:T2:U:7" splits 6 ways.
+	colons := agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "E1:T2", User: "U:7"}, Conversation: agent.Conversation{Channel: "C7"}}
+	s5 := e.turnWith(t, "k5", colons, "m", 1, 1, "fifth")
 	db := e.reopen(t).(ConsoleStore)
 
 	ids := func(f store.ConversationFilter) []agent.SessionID {
@@ -381,13 +384,16 @@ func testConversations(t *testing.T, e *env) {
 		f    store.ConversationFilter
 		want []agent.SessionID
 	}{
-		{"all", store.ConversationFilter{}, []agent.SessionID{s3, s2, s1}},
+		{"all", store.ConversationFilter{}, []agent.SessionID{s5, s3, s2, s1}},
 		{"principal", store.ConversationFilter{Principal: "slack:T1:U1"}, []agent.SessionID{s3, s1}},
 		{"channel", store.ConversationFilter{Channel: "C1"}, []agent.SessionID{s2, s1}},
 		{"both", store.ConversationFilter{Principal: "slack:T1:U1", Channel: "C1"}, []agent.SessionID{s1}},
 		{"before", store.ConversationFilter{Before: s3}, []agent.SessionID{s2, s1}},
-		{"limit", store.ConversationFilter{Limit: 2}, []agent.SessionID{s3, s2}},
+		{"limit", store.ConversationFilter{Limit: 2}, []agent.SessionID{s5, s3}},
 		{"unknown principal", store.ConversationFilter{Principal: "slack:T1:U9"}, []agent.SessionID{}},
+		{"colons", store.ConversationFilter{Principal: "slack:E1:T2:U:7"}, []agent.SessionID{s5}},
+		{"colons, a part short", store.ConversationFilter{Principal: "slack:E1:T2:U"}, []agent.SessionID{}},
+		{"no colon", store.ConversationFilter{Principal: "slack"}, []agent.SessionID{}},
 	} {
 		if diff := cmp.Diff(tt.want, ids(tt.f)); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
