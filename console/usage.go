@@ -418,14 +418,24 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, _ *session) {
 // csvLines writes rows as CSV lines; no rows (nil) writes the header.
 func (s *Server) csvLines(rows []store.UsageRow) []byte {
 	var buf bytes.Buffer
+	buf.Grow(80 * len(rows))
 	cw := csv.NewWriter(&buf)
 	if rows == nil {
 		_ = cw.Write([]string{"day", "platform", "workspace_or_server", "user", "channel", "model", "calls", "input_tokens", "output_tokens", "cost_usd"})
 	}
+	// The rows come by day: each day is formatted once, and the record
+	// reused.
+	var day time.Time
+	var dayText string
+	rec := make([]string, 10)
 	for _, u := range rows {
-		_ = cw.Write([]string{u.Day.Format("2006-01-02"), cell(u.Platform), cell(workspaceOrServer(u)), cell(u.User), cell(u.Channel), cell(u.Model),
-			strconv.FormatInt(u.Calls, 10), strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10),
-			strconv.FormatFloat(s.cost(u.Model, u.InputTokens, u.OutputTokens), 'f', 6, 64)})
+		if !u.Day.Equal(day) || dayText == "" {
+			day, dayText = u.Day, u.Day.Format("2006-01-02")
+		}
+		rec[0], rec[1], rec[2], rec[3], rec[4], rec[5] = dayText, cell(u.Platform), cell(workspaceOrServer(u)), cell(u.User), cell(u.Channel), cell(u.Model)
+		rec[6], rec[7], rec[8] = strconv.FormatInt(u.Calls, 10), strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10)
+		rec[9] = strconv.FormatFloat(s.cost(u.Model, u.InputTokens, u.OutputTokens), 'f', 6, 64)
+		_ = cw.Write(rec)
 	}
 	cw.Flush()
 	return buf.Bytes()
