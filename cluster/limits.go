@@ -60,7 +60,22 @@ type Limits struct {
 	// at ratesSwept; guarded by mu.
 	rateWrites map[string]rateWrite
 	ratesSwept time.Time
+	// kept are slots freed by their turn and kept for the next turn here
+	// that takes a slot of the same set (by key prefix), for at most
+	// keepFor: freeing a slot and taking one cost two writes to the
+	// bucket, reusing one costs none. guarded by mu.
+	kept map[string][]*slot
+	// keep is how long a slot is kept (keepFor; tests change it before
+	// Run).
+	keep time.Duration
 }
+
+// keepFor is how long a slot freed by its turn is kept for the next turn
+// of this replica before it is freed in the bucket. The limits still
+// hold (a kept slot counts as taken); another replica waiting for one of
+// them waits this much longer, twice at most (the sweep runs every
+// keepFor).
+const keepFor = 50 * time.Millisecond
 
 // seen is a slot key's state as last seen.
 type seen struct {
@@ -71,10 +86,13 @@ type seen struct {
 
 // slot is one key this replica holds.
 type slot struct {
-	key  string
-	mu   sync.Mutex // serialises its renewal and its release
-	rev  uint64     // guarded by mu
-	gone bool       // released or lost; guarded by mu
+	key    string
+	prefix string     // the set it belongs to: "g." or "u.<principal hash>."
+	index  int        // its number in the set
+	mu     sync.Mutex // serialises its renewal and its release
+	rev    uint64     // guarded by mu
+	gone   bool       // released or lost; guarded by mu
+	keptAt time.Time  // when its turn freed it and it was kept; guarded by Limits.mu
 }
 
 // OpenLimits makes sure the two buckets exist (with their MaxAge) and
@@ -107,7 +125,7 @@ func OpenLimits(ctx context.Context, js jetstream.JetStream, prefix, replica str
 		return nil, fmt.Errorf("cluster: turn rate bucket: %w", err)
 	}
 	return &Limits{slots: slots, rates: rates, replica: replica, ttl: ttl, log: log,
-		held: map[*slot]struct{}{}, view: map[string]seen{}, freed: make(chan struct{})}, nil
+		held: map[*slot]struct{}{}, view: map[string]seen{}, freed: make(chan struct{}), keep: keepFor}, nil
 }
 
 // Run watches the slots and renews those held here every TTL/4 until ctx
@@ -118,13 +136,42 @@ func (l *Limits) Run(ctx context.Context) {
 	wg.Go(func() { l.watch(ctx) })
 	t := time.NewTicker(l.ttl / 4)
 	defer t.Stop()
+	sweep := time.NewTicker(min(l.keep, l.ttl/4))
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			// The kept slots are free for the other replicas at once.
+			l.freeKept(time.Time{})
 			return
+		case <-sweep.C:
+			l.freeKept(time.Now().Add(-l.keep))
 		case <-t.C:
+			l.renew(ctx)
 		}
-		l.renew(ctx)
+	}
+}
+
+// freeKept frees in the bucket the kept slots kept before until (all of
+// them when until is zero).
+func (l *Limits) freeKept(until time.Time) {
+	var old []*slot
+	l.mu.Lock()
+	for prefix, ss := range l.kept {
+		i := 0
+		for i < len(ss) && (until.IsZero() || ss[i].keptAt.Before(until)) {
+			i++
+		}
+		old = append(old, ss[:i]...)
+		if i == len(ss) {
+			delete(l.kept, prefix)
+		} else {
+			l.kept[prefix] = ss[i:]
+		}
+	}
+	l.mu.Unlock()
+	for _, s := range old {
+		l.free(s)
 	}
 }
 
@@ -260,6 +307,10 @@ func (l *Limits) Acquire(ctx context.Context, p agent.Principal, perUser, global
 func (l *Limits) take(ctx context.Context, prefix string, n int) (*slot, error) {
 	for {
 		l.mu.Lock()
+		if s := l.reuse(prefix, n); s != nil {
+			l.mu.Unlock()
+			return s, nil
+		}
 		freed := l.freed
 		l.mu.Unlock()
 		start := rand.IntN(n)
@@ -270,7 +321,7 @@ func (l *Limits) take(ctx context.Context, prefix string, n int) (*slot, error) 
 				return nil, err
 			}
 			if ok {
-				s := &slot{key: key, rev: rev}
+				s := &slot{key: key, prefix: prefix, index: (start + i) % n, rev: rev}
 				l.mu.Lock()
 				l.held[s] = struct{}{}
 				l.mu.Unlock()
@@ -327,9 +378,51 @@ func (l *Limits) claim(ctx context.Context, key string) (uint64, bool, error) {
 	return 0, false, fmt.Errorf("cluster: take a turn slot: %w", err)
 }
 
-// release marks a slot free (its value ""), if it is still the one this
-// replica wrote: the next taker needs one compare-and-set.
+// reuse returns a kept slot of prefix numbered below n, the newest, or
+// nil. l.mu must be held.
+func (l *Limits) reuse(prefix string, n int) *slot {
+	ss := l.kept[prefix]
+	for i := len(ss) - 1; i >= 0; i-- {
+		s := ss[i]
+		_, held := l.held[s] // not held: expired before a renewal
+		if !held || s.index < n {
+			ss = append(ss[:i:i], ss[i+1:]...)
+			if held {
+				l.setKept(prefix, ss)
+				return s
+			}
+		}
+	}
+	l.setKept(prefix, ss)
+	return nil
+}
+
+func (l *Limits) setKept(prefix string, ss []*slot) {
+	if len(ss) == 0 {
+		delete(l.kept, prefix)
+		return
+	}
+	l.kept[prefix] = ss
+}
+
+// release ends a turn's hold of s: it is kept for this replica's next
+// turn of the same set for l.keep (still held and renewed), then freed.
 func (l *Limits) release(s *slot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, held := l.held[s]; !held {
+		return // lost (expired before a renewal)
+	}
+	if l.kept == nil {
+		l.kept = map[string][]*slot{}
+	}
+	s.keptAt = time.Now()
+	l.kept[s.prefix] = append(l.kept[s.prefix], s)
+}
+
+// free marks a slot free (its value ""), if it is still the one this
+// replica wrote: the next taker needs one compare-and-set.
+func (l *Limits) free(s *slot) {
 	l.forget(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()

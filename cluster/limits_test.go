@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -238,6 +239,106 @@ func TestLimitsSlotsOfADeadReplicaFreeThemselves(t *testing.T) {
 	}
 	rb()
 	t.Logf("a dead replica's slot was free %s after it died (TTL %s)", time.Since(start).Round(time.Millisecond), testTTL)
+}
+
+// TestLimitsKeepAFreedSlotForTheNextTurn: the slots a turn frees are
+// taken by the replica's next turn of the same person without a write to
+// the bucket; a slot kept so is free for another replica within a few
+// keepFor, and at once when the replica stops.
+func TestLimitsKeepAFreedSlotForTheNextTurn(t *testing.T) {
+	url := testNATS(t)
+	ctx := context.Background()
+	open := func(prefix, id string, keep time.Duration) (*Limits, jetstream.KeyValue, func()) {
+		nc := connect(t, url)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A TTL of a minute: no renewal writes during the test.
+		l, err := OpenLimits(ctx, js, prefix, id, time.Minute, 1, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.keep = keep
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			l.Run(rctx)
+		}()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return l, l.slots, stop
+	}
+	p := agent.Principal{Platform: "test", User: "u1"}
+	q := agent.Principal{Platform: "test", User: "u2"}
+	keys := []string{"g.0", "u." + principalHash(p) + ".0"}
+	revs := func(kv jetstream.KeyValue) []string {
+		var out []string
+		for _, k := range keys {
+			e, err := kv.Get(ctx, k)
+			if err != nil {
+				t.Fatalf("%s: %v", k, err)
+			}
+			out = append(out, fmt.Sprintf("%s=%q@%d", k, e.Value(), e.Revision()))
+		}
+		return out
+	}
+
+	// Kept for an hour: the second turn takes the first's slots as they
+	// are in the bucket.
+	a, kv, _ := open("keep", "a", time.Hour)
+	release, err := a.Acquire(ctx, p, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := revs(kv)
+	release()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	release, err = a.Acquire(wctx, p, 1, 1)
+	cancel()
+	if err != nil {
+		t.Fatalf("the next turn of the same person: %v", err)
+	}
+	if after := revs(kv); !slices.Equal(after, before) {
+		t.Errorf("slots written again for the next turn: %v, then %v", before, after)
+	}
+	release()
+
+	// Kept for keepFor: another replica, waiting for the only slot, has it
+	// soon after the turn that held it ends.
+	c, _, _ := open("free", "c", keepFor)
+	d, _, _ := open("free", "d", keepFor)
+	release, err = c.Acquire(ctx, p, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	wctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	rd, err := d.Acquire(wctx, q, 1, 1)
+	cancel()
+	if err != nil {
+		t.Fatalf("another replica waiting for a slot kept for %s: %v", keepFor, err)
+	}
+	rd()
+
+	// A replica that stops frees its kept slots at once: another one has
+	// them though they were to be kept for an hour.
+	e, _, stopE := open("stop", "e", time.Hour)
+	f, _, _ := open("stop", "f", time.Hour)
+	release, err = e.Acquire(ctx, p, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	stopE()
+	wctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	rf, err := f.Acquire(wctx, q, 1, 1)
+	cancel()
+	if err != nil {
+		t.Fatalf("a slot kept by a replica that stopped: %v", err)
+	}
+	rf()
 }
 
 // BenchmarkTurnLimits measures what the shared limits add to one turn (the
