@@ -68,6 +68,10 @@ func (r *Runtime) Wake(ctx context.Context, id ApprovalID) error {
 type Scope struct {
 	r   *Runtime
 	ctx context.Context
+	// fence, when fenced, is the claim the scope's turns write under (the
+	// Fence of Adopt's context).
+	fence  Fence
+	fenced bool
 	// n counts the scope's queued and running messages and its deliveries
 	// of old replies; zero is closed (and nil'ed) when n drops to 0.
 	// Guarded by r.mu.
@@ -86,6 +90,8 @@ func released(ctx context.Context) bool {
 // their accepted messages whose turn has not finished (interrupted turns
 // resume), skipping those this process has queued or is running already.
 // Call it after Ready; once Shutdown has begun it returns ErrStopping.
+// When ctx carries a Fence and the Store is a Fencer, its token is
+// recorded first, and the scope's turns write under it.
 //
 // The caller must make sure that no other process serves these sessions
 // while ctx lasts (the cluster package holds a lease), and call
@@ -97,6 +103,14 @@ func (r *Runtime) Adopt(ctx context.Context, owns func(SessionKey) bool) (*Scope
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	fence, fenced := FenceOf(ctx)
+	if f, ok := r.Store.(Fencer); ok && fenced {
+		// Before anything is read: the previous owner's writes from now
+		// on are refused, and those it made before are read below.
+		if err := f.AdvanceFence(ctx, fence.Name, fence.Token); err != nil {
+			return nil, fmt.Errorf("agent: adopt: record the fencing token: %w", err)
+		}
+	}
 	undelivered, err := r.Store.Undelivered(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("agent: adopt: undelivered replies: %w", err)
@@ -105,7 +119,7 @@ func (r *Runtime) Adopt(ctx context.Context, owns func(SessionKey) bool) (*Scope
 	if err != nil {
 		return nil, fmt.Errorf("agent: adopt: pending messages: %w", err)
 	}
-	sc := &Scope{r: r, ctx: ctx}
+	sc := &Scope{r: r, ctx: ctx, fence: fence, fenced: fenced}
 	mine := undelivered[:0]
 	for _, rep := range undelivered {
 		if owns(rep.Key) {
@@ -189,6 +203,9 @@ func (s *Scope) doneLocked() {
 func (s *Scope) context(base context.Context) (context.Context, context.CancelFunc) {
 	if s == nil {
 		return base, func() {}
+	}
+	if s.fenced {
+		base = WithFence(base, s.fence)
 	}
 	ctx, cancel := context.WithCancelCause(base)
 	stop := context.AfterFunc(s.ctx, func() { cancel(errShutdown) })

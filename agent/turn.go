@@ -35,6 +35,10 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		stored.Key, stored.ReplyTo = SessionKey{}, ""
 		// The reply must be persisted even if the turn's context ended.
 		id, err := r.Store.FinishTurn(context.WithoutCancel(ctx), q.ID, t, state, stored, last)
+		if errors.Is(err, ErrFenced) {
+			log.Warn().Msg("reply not persisted: another process has taken this session over and answers it")
+			return Reply{}, "", false
+		}
 		if err != nil {
 			log.Error().Err(err).Msg("persist reply")
 			return Reply{}, "", false
@@ -156,6 +160,10 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		return finishStep(tid, TurnDone, ReplyAnswer, text, "answer", last)
 	case ctx.Err() != nil || errors.Is(err, errShutdown):
 		// The runtime is stopping; leave the turn running so it resumes.
+		return Reply{}, "", false
+	case errors.Is(err, ErrFenced):
+		// The session is another process's now, which resumes the turn.
+		log.Warn().Msg("turn stopped: another process has taken this session over")
 		return Reply{}, "", false
 	}
 	ref := NewRef()
@@ -396,7 +404,12 @@ func (r *Runtime) runTools(ctx context.Context, q QueuedInbound, tid TurnID, ste
 // interrupted).
 func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step int, offered []llm.Tool, c llm.ToolCall) (res ToolResult, ok bool) {
 	log := r.Log.With().Int64("turn", int64(tid)).Str("tool", c.Name).Str("call", c.ID).Logger()
-	if err := r.Store.StartToolCall(ctx, tid, step, c); err != nil {
+	if err := r.Store.StartToolCall(ctx, tid, step, c); errors.Is(err, ErrFenced) {
+		// The sessions are another process's now: it resumes the turn, and
+		// the call must not run here.
+		log.Warn().Msg("tool call not run: another process has taken this session over")
+		return ToolResult{Content: interruptedResult, IsError: true}, false
+	} else if err != nil {
 		log.Error().Err(err).Msg("record tool call")
 	}
 	res = r.checkAndRun(ctx, q, tid, offered, c, &log)
@@ -412,7 +425,9 @@ func (r *Runtime) runTool(ctx context.Context, q QueuedInbound, tid TurnID, step
 		// recorded is tainted by it.
 		r.Taint(ctx, tid, TaintPrefixTool+c.Name+": "+res.Taint)
 	}
-	if err := r.Store.FinishToolCall(context.WithoutCancel(ctx), tid, c.ID, res.Content, res.IsError); err != nil {
+	if err := r.Store.FinishToolCall(context.WithoutCancel(ctx), tid, c.ID, res.Content, res.IsError); errors.Is(err, ErrFenced) {
+		log.Warn().Msg("tool result not recorded: another process has taken this session over")
+	} else if err != nil {
 		log.Error().Err(err).Msg("record tool result")
 	}
 	return res, true

@@ -241,7 +241,13 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 		return fmt.Errorf("store: record step: %w", err)
 	}
 	replaced := int64(-1)
+	check := fenceOf(ctx)
 	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		if check != nil {
+			if err := check(ctx, tx); err != nil {
+				return err
+			}
+		}
 		return db.stepTx(ctx, tx, t, &st, contents, &replaced)
 	})
 	db.usage.dropAfterCommit(replaced)
@@ -284,7 +290,7 @@ func (db *DB) stepTx(ctx context.Context, tx *wtx, t agent.TurnID, st *agent.Ste
 // StartToolCall records that call started in step of turn t. Starting a
 // call with the same id again (a resumed turn) records a new attempt.
 func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call llm.ToolCall) error {
-	_, err := db.exec(ctx, db.ws.toolStart, t, step, call.ID, call.Name, call.Arguments, db.now())
+	_, err := db.fencedExec(ctx, db.ws.toolStart, t, step, call.ID, call.Name, call.Arguments, db.now())
 	if err != nil {
 		return fmt.Errorf("store: start tool call: %w", err)
 	}
@@ -294,7 +300,7 @@ func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call 
 // FinishToolCall records the result of call callID of turn t. A call never
 // started is ErrNotFound.
 func (db *DB) FinishToolCall(ctx context.Context, t agent.TurnID, callID string, result string, isError bool) error {
-	res, err := db.exec(ctx, db.ws.toolFinish, result, isError, db.now(), t, callID)
+	res, err := db.fencedExec(ctx, db.ws.toolFinish, result, isError, db.now(), t, callID)
 	if err == nil {
 		err = oneRow(res)
 	}
@@ -359,7 +365,13 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 	var rid agent.ReplyID
 	replaced := int64(-1)
 	defer func() { db.usage.dropAfterCommit(replaced) }()
+	check := fenceOf(ctx)
 	err := db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		if check != nil {
+			if err := check(ctx, tx); err != nil {
+				return err
+			}
+		}
 		now := db.now()
 		var (
 			pid                      int64

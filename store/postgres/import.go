@@ -267,7 +267,9 @@ func skippedTables(ctx context.Context, src *sql.Tx, out map[string]int64) error
 		return err
 	}
 	for _, name := range names {
-		if strings.HasPrefix(name, "sqlite_") || name == "schema_migrations" || slices.Contains(importTables, name) {
+		// fences: fencing tokens of a NATS deployment's leases, which a
+		// new deployment claims again from its own bucket.
+		if strings.HasPrefix(name, "sqlite_") || name == "schema_migrations" || name == "fences" || slices.Contains(importTables, name) {
 			continue
 		}
 		shadow := false

@@ -426,10 +426,11 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 			return err
 		}
 		b := &pgx.Batch{}
+		queueFence(ctx, b)
 		db.queueStep(b, t, &st, contents)
 		return tx.SendBatch(ctx, b).Close()
 	}); err != nil {
-		return fmt.Errorf("postgres: record step: %w", err)
+		return fmt.Errorf("postgres: record step: %w", fenced(err))
 	}
 	return nil
 }
@@ -487,14 +488,18 @@ func (db *DB) queueStep(b *pgx.Batch, t agent.TurnID, st *agent.Step, contents [
 // call with the same id again (a resumed turn, or another replica) records
 // a new attempt in the same row: a call is never recorded twice.
 func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call llm.ToolCall) error {
-	_, err := db.pool.Exec(ctx, `INSERT INTO tool_calls (turn_id, step, call_id, name, arguments, started_at)
+	// With a fence, its check and the insert go as one batch: one round
+	// trip, one implicit transaction.
+	b := &pgx.Batch{}
+	queueFence(ctx, b)
+	b.Queue(`INSERT INTO tool_calls (turn_id, step, call_id, name, arguments, started_at)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (turn_id, call_id) DO UPDATE SET step = excluded.step, name = excluded.name,
 			arguments = excluded.arguments, started_at = excluded.started_at,
 			state = 'started', result = '', is_error = FALSE, finished_at = NULL`,
 		t, step, text(call.ID), text(call.Name), text(call.Arguments), db.now())
-	if err != nil {
-		return fmt.Errorf("postgres: start tool call: %w", err)
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: start tool call: %w", fenced(err))
 	}
 	return nil
 }
@@ -502,10 +507,13 @@ func (db *DB) StartToolCall(ctx context.Context, t agent.TurnID, step int, call 
 // FinishToolCall records the result of call callID of turn t. A call never
 // started is store.ErrNotFound.
 func (db *DB) FinishToolCall(ctx context.Context, t agent.TurnID, callID string, result string, isError bool) error {
-	err := oneRow(db.pool.Exec(ctx, `UPDATE tool_calls SET state = 'finished', result = $1, is_error = $2, finished_at = $3
-		WHERE turn_id = $4 AND call_id = $5`, text(result), isError, db.now(), t, text(callID)))
-	if err != nil {
-		return fmt.Errorf("postgres: finish tool call: %w", err)
+	b := &pgx.Batch{}
+	queueFence(ctx, b)
+	b.Queue(`UPDATE tool_calls SET state = 'finished', result = $1, is_error = $2, finished_at = $3
+		WHERE turn_id = $4 AND call_id = $5`, text(result), isError, db.now(), t, text(callID)).
+		Exec(func(tag pgconn.CommandTag) error { return oneRow(tag, nil) })
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: finish tool call: %w", fenced(err))
 	}
 	return nil
 }
@@ -561,7 +569,7 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 	if r.Key == (agent.SessionKey{}) && (t != 0 || last == nil) {
 		rid, ok, err := db.finishTurnPiped(ctx, id, t, state, inState, r, last, contents)
 		if err != nil {
-			return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)
+			return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, fenced(err))
 		}
 		if ok {
 			return rid, nil
@@ -606,6 +614,7 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 		// update locks its row, as lockTurn does), the last step, the
 		// reply.
 		b := &pgx.Batch{}
+		queueFence(ctx, b)
 		if t != 0 {
 			b.Queue(`UPDATE turns SET state = $1, finished_at = $2 WHERE id = $3 AND inbound_id = $4`, string(state), now, t, id).
 				Exec(func(tag pgconn.CommandTag) error {
@@ -625,7 +634,7 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
-		return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, err)
+		return 0, fmt.Errorf("postgres: finish turn of inbound %d: %w", id, fenced(err))
 	}
 	return rid, nil
 }
@@ -653,6 +662,9 @@ func (db *DB) finishTurnPiped(ctx context.Context, id agent.InboundID, t agent.T
 		tu AS (UPDATE turns SET state = $3, finished_at = $4 WHERE id = $5 AND inbound_id = $2 AND EXISTS (SELECT 1 FROM i) RETURNING id)
 		SELECT principal_id, channel, thread, reply_to, EXISTS (SELECT 1 FROM tu) FROM i`
 	first := func(b *pgx.Batch) {
+		// A superseded fence fails the group, whose writes are then done
+		// one by one: this one alone fails (agent.ErrFenced).
+		queueFence(ctx, b)
 		b.Queue(finish, inState, id, string(state), now, t).Query(func(rows pgx.Rows) error {
 			finished, turned = false, false
 			for rows.Next() {

@@ -21,6 +21,7 @@ type Store interface {
 	agent.TurnFileStore
 	agent.UsageMeter
 	agent.UsageLog
+	agent.Fencer
 	// PendingInbound loads one message not yet answered (cluster.Store).
 	PendingInbound(ctx context.Context, id agent.InboundID) (q agent.QueuedInbound, ok bool, err error)
 	// PendingUpTo loads an announced message with the earlier pending
@@ -84,7 +85,7 @@ type test struct {
 
 // tests lists the suite; each file adds its own (see init-free lists in
 // the files: inboxTests, historyTests, …).
-var tests = concat(inboxTests, historyTests, outboxTests, approvalTests, vaultTests, threadTests, accessTests, mcpTests, replicaTests,
+var tests = concat(inboxTests, historyTests, outboxTests, approvalTests, vaultTests, threadTests, accessTests, mcpTests, replicaTests, fenceTests,
 	memoryTests, routineTests,
 	consoleTests, oauthTests)
 

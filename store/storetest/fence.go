@@ -1,0 +1,113 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+)
+
+var fenceTests = []test{
+	{"FenceRefusesTheWritesOfASupersededClaim", testFenceRefusesStaleWrites},
+}
+
+// A replica that took a partition over records its claim's token
+// (AdvanceFence); the previous owner's writes of a turn under its older
+// token are then refused with agent.ErrFenced and write nothing: a tool
+// call's start and result, a step, the turn's end and reply. Writes under
+// the new token, without a fence, or under another name go on; a token
+// is never taken back.
+func testFenceRefusesStaleWrites(t *testing.T, e *env) {
+	ctx := context.Background()
+	oldOwner, newOwner := e.db, e.replica(t)
+	const name = "partition 3 of test"
+	old := agent.WithFence(ctx, agent.Fence{Name: name, Token: 5})
+	cur := agent.WithFence(ctx, agent.Fence{Name: name, Token: 9})
+	other := agent.WithFence(ctx, agent.Fence{Name: "partition 4 of test", Token: 1})
+
+	q := accept(t, oldOwner, inbound("f1", alice))
+	turn, sess := startTurn(t, oldOwner, q.ID, &llm.Message{Role: llm.RoleUser, Content: "hi"})
+	// Before any claim is recorded, and under the current one, writes go on.
+	if err := oldOwner.StartToolCall(old, turn, 1, llm.ToolCall{ID: "c1", Name: "fetch", Arguments: `{}`}); err != nil {
+		t.Fatalf("StartToolCall before any fence: %v", err)
+	}
+	if err := oldOwner.AdvanceFence(ctx, name, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := oldOwner.StartToolCall(old, turn, 1, llm.ToolCall{ID: "c2", Name: "fetch", Arguments: `{}`}); err != nil {
+		t.Fatalf("StartToolCall under the current token: %v", err)
+	}
+
+	// The new owner's claim supersedes it.
+	if err := newOwner.AdvanceFence(ctx, name, 9); err != nil {
+		t.Fatal(err)
+	}
+	before := e.counts(t)
+	step := agent.Step{Session: sess.ID, N: 1, StopReason: "tool_calls",
+		Messages: []llm.Message{{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "c3", Name: "fetch", Arguments: `{}`}}}}}
+	writes := map[string]func(ctx context.Context, db Store) error{
+		"StartToolCall": func(ctx context.Context, db Store) error {
+			return db.StartToolCall(ctx, turn, 2, llm.ToolCall{ID: "c3", Name: "fetch", Arguments: `{}`})
+		},
+		"FinishToolCall": func(ctx context.Context, db Store) error {
+			return db.FinishToolCall(ctx, turn, "c1", "late result", false)
+		},
+		"RecordStep": func(ctx context.Context, db Store) error { return db.RecordStep(ctx, turn, step) },
+		"FinishTurn": func(ctx context.Context, db Store) error {
+			_, err := db.FinishTurn(ctx, q.ID, turn, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "late answer"}, nil)
+			return err
+		},
+	}
+	for what, write := range writes {
+		if err := write(old, oldOwner); !errors.Is(err, agent.ErrFenced) {
+			t.Errorf("%s under the superseded token: %v, want ErrFenced", what, err)
+		}
+	}
+	if diff := cmp.Diff(before, e.counts(t)); diff != "" {
+		t.Errorf("writes under the superseded token changed rows (-before +after):\n%s", diff)
+	}
+	var state, result string
+	e.query(t, "SELECT state, result FROM tool_calls WHERE turn_id = ? AND call_id = ?", []any{int64(turn), "c1"}, &state, &result)
+	if state != "started" || result != "" {
+		t.Errorf("call c1 after a refused FinishToolCall: %s %q, want started with no result", state, result)
+	}
+	if len(pendingIDs(t, oldOwner)) != 1 {
+		t.Error("a refused FinishTurn finished the inbound")
+	}
+
+	// A token is never taken back; the same one again is no change.
+	if err := oldOwner.AdvanceFence(ctx, name, 5); !errors.Is(err, agent.ErrFenced) {
+		t.Errorf("AdvanceFence back to 5 after 9: %v, want ErrFenced", err)
+	}
+	if err := newOwner.AdvanceFence(ctx, name, 9); err != nil {
+		t.Errorf("AdvanceFence to the recorded token again: %v", err)
+	}
+
+	// The new owner writes on, as do writes without a fence or under
+	// another name.
+	for _, what := range []string{"StartToolCall", "FinishToolCall", "RecordStep"} {
+		if err := writes[what](cur, newOwner); err != nil {
+			t.Errorf("%s under the current token: %v", what, err)
+		}
+	}
+	if err := oldOwner.StartToolCall(ctx, turn, 3, llm.ToolCall{ID: "c4", Name: "fetch", Arguments: `{}`}); err != nil {
+		t.Errorf("StartToolCall without a fence: %v", err)
+	}
+	if err := oldOwner.StartToolCall(other, turn, 3, llm.ToolCall{ID: "c5", Name: "fetch", Arguments: `{}`}); err != nil {
+		t.Errorf("StartToolCall under another name: %v", err)
+	}
+	if err := writes["FinishTurn"](cur, newOwner); err != nil {
+		t.Errorf("FinishTurn under the current token: %v", err)
+	}
+	e.query(t, "SELECT state, result FROM tool_calls WHERE turn_id = ? AND call_id = ?", []any{int64(turn), "c1"}, &state, &result)
+	if state != "finished" || result != "late result" {
+		t.Errorf("call c1 finished under the current token: %s %q", state, result)
+	}
+	if len(pendingIDs(t, newOwner)) != 0 {
+		t.Error("FinishTurn under the current token left the inbound pending")
+	}
+}
