@@ -99,6 +99,9 @@ type Node struct {
 	leases  *Leases
 	limits  *Limits
 	started chan struct{}
+	// fenceName names the fencing tokens of the partitions:
+	// "<fenceName>/<partition>" (agent.Fence).
+	fenceName string
 
 	mu     sync.Mutex
 	scopes map[int]*agent.Scope      // the partitions this replica serves; guarded by mu
@@ -154,6 +157,16 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	}
 	if n.kv, err = EnsureBucket(ctx, js, cfg.Prefix+"_partitions", cfg.LeaseTTL, cfg.StreamReplicas); err != nil {
 		return nil, err
+	}
+	status, err := n.kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
+	}
+	// The fencing tokens are the bucket's revisions, which start again
+	// from 1 in a bucket made anew: its creation names them apart.
+	n.fenceName = cfg.Prefix + "_partitions"
+	if bs, ok := status.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+		n.fenceName += "@" + strconv.FormatInt(bs.StreamInfo().Created.UnixNano(), 36)
 	}
 	if err := checkPartitions(ctx, js, cfg); err != nil {
 		return nil, err
@@ -294,8 +307,11 @@ func (n *Node) Run(ctx context.Context) error {
 
 // serve runs partition p while its lease lasts: the store's pending
 // messages of p's sessions first, then what is announced on p's subject.
-func (n *Node) serve(ctx context.Context, p int, _ Hold) {
+func (n *Node) serve(ctx context.Context, p int, h Hold) {
 	log := n.log.With().Int("partition", p).Logger()
+	// The scope's turns write under the claim's token: a replica that
+	// slept past this lease cannot write once the next owner adopted.
+	ctx = agent.WithFence(ctx, agent.Fence{Name: n.fenceName + "/" + strconv.Itoa(p), Token: h.Token()})
 	// The consumer first, so that nothing announced from now on is missed;
 	// then the store, for what was accepted before. Take skips a message
 	// the two both name.

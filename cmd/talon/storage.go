@@ -20,8 +20,8 @@ import (
 // driver serves it: the runtime's interfaces, the threads the channels
 // follow and the channels they read back, the deny list (talon user),
 // the MCP tools' pins, the memory and the routines, what the console reads
-// (console.Store), the MCP authorization flow's state (oauthDB), and a
-// health check. The SQLite store and the PostgreSQL store both implement
+// (console.Store), the MCP authorization flow's state (oauthDB), the
+// fencing tokens of the partitions' leases, and a health check. The SQLite store and the PostgreSQL store both implement
 // it (store/storetest holds them to the same behaviour).
 type gatewayStore interface {
 	console.Store
@@ -32,6 +32,7 @@ type gatewayStore interface {
 	agent.AccessList
 	agent.ThreadCursors
 	agent.TurnFileStore
+	agent.Fencer // the partitions' fencing tokens (cluster)
 	slack.FollowStore
 	discord.CursorStore
 	SeeMCPTool(ctx context.Context, t store.MCPTool) (string, error)

@@ -1,0 +1,208 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/store"
+)
+
+// fenceModel calls the tool "block", then "second", then answers.
+type fenceModel struct{}
+
+func (fenceModel) Name() string  { return "fence" }
+func (fenceModel) Model() string { return "fence-1" }
+func (fenceModel) Complete(_ context.Context, req llm.Request) (*llm.Response, error) {
+	last := req.Messages[len(req.Messages)-1]
+	call := func(name string) *llm.Response {
+		return &llm.Response{Message: llm.Message{Role: llm.RoleAssistant,
+			ToolCalls: []llm.ToolCall{{ID: "call_" + name, Name: name, Arguments: `{}`}}}}
+	}
+	switch {
+	case last.Role != llm.RoleTool:
+		return call("block"), nil
+	case last.ToolCallID == "call_block":
+		return call("second"), nil
+	}
+	return &llm.Response{Message: llm.Message{Role: llm.RoleAssistant, Content: "done"}}, nil
+}
+
+// fenceTools counts the runs of each tool; the first run of "block" waits
+// for release, whatever its context says (a process asleep does not see
+// its cancellation either).
+type fenceTools struct {
+	mu      sync.Mutex
+	runs    map[string]int // guarded by mu
+	release chan struct{}
+}
+
+func (f *fenceTools) Tools(context.Context, agent.Principal) ([]llm.Tool, error) {
+	schema := json.RawMessage(`{"type":"object"}`)
+	return []llm.Tool{{Name: "block", Description: "blocks", Parameters: schema}, {Name: "second", Description: "counts", Parameters: schema}}, nil
+}
+
+func (f *fenceTools) Run(_ context.Context, c agent.ToolCall) (agent.ToolResult, error) {
+	f.mu.Lock()
+	f.runs[c.Name]++
+	first := c.Name == "block" && f.runs[c.Name] == 1
+	f.mu.Unlock()
+	if first {
+		<-f.release
+	}
+	return agent.ToolResult{Content: c.Name + " ran"}, nil
+}
+
+func (f *fenceTools) count(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.runs[name]
+}
+
+type noDispatch struct{}
+
+func (noDispatch) Dispatch(context.Context, agent.QueuedInbound) error { return nil }
+
+// syncLog is a log destination safe for concurrent writes.
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncLog) has(sub string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Contains(s.b.String(), sub)
+}
+
+// TestFencedOwnerCannotRunToolsOrAnswer: replica A runs a turn whose tool
+// blocks; meanwhile replica B adopts the session under a newer fencing
+// token (A slept past its lease and has not noticed: its context is never
+// cancelled here), resumes the turn (the blocked call reported
+// interrupted, nothing run twice), runs the next tool and answers. When
+// A's tool returns, A's result is refused, and so is its step: its turn
+// stops, running nothing more and persisting no reply. Each tool ran
+// once; one reply.
+func TestFencedOwnerCannotRunToolsOrAnswer(t *testing.T) {
+	stores := map[string]func(t *testing.T) sharedStore{
+		"sqlite": func(t *testing.T) sharedStore {
+			db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "talon.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return db
+		},
+		"postgres": func(t *testing.T) sharedStore { return postgresStore(t) },
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			db := open(t)
+			defer db.Close()
+			testFencedOwner(t, db)
+		})
+	}
+}
+
+func testFencedOwner(t *testing.T, db sharedStore) {
+	tools := &fenceTools{runs: map[string]int{}, release: make(chan struct{})}
+	d := newDelivered()
+	logA := &syncLog{}
+	runtime := func(id string, log zerolog.Logger) (*agent.Runtime, context.CancelFunc, chan struct{}) {
+		rt := &agent.Runtime{Store: db, LLM: fenceModel{}, Tools: tools, Log: log, Dispatch: noDispatch{},
+			Limits: agent.Limits{ShutdownGrace: time.Second}, ApprovalTimeout: time.Minute}
+		rt.Register(channel{d: d, replica: id})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = rt.Run(ctx)
+		}()
+		<-rt.Ready()
+		return rt, cancel, done
+	}
+	rtA, stopA, doneA := runtime("a", zerolog.New(logA))
+	rtB, stopB, doneB := runtime("b", zerolog.Nop())
+	defer func() {
+		stopB()
+		<-doneB
+	}()
+	const fence = "partitions/0"
+	all := func(agent.SessionKey) bool { return true }
+
+	ctxA, cancelA := context.WithCancel(context.Background())
+	defer cancelA()
+	scA, err := rtA.Adopt(agent.WithFence(ctxA, agent.Fence{Name: fence, Token: 5}), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := rtA.Accept(context.Background(), agent.Inbound{DedupeKey: "f1", Key: key(1, 0), Text: "go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scA.Take(q)
+	eventually(t, 10*time.Second, "A's tool call blocks", func() bool { return tools.count("block") == 1 })
+
+	// B takes the session over and finishes the turn.
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	if _, err := rtB.Adopt(agent.WithFence(ctxB, agent.Fence{Name: fence, Token: 6}), all); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "B answers", func() bool { return d.count() == 1 })
+
+	// A wakes: its call returns; what follows is refused.
+	close(tools.release)
+	defer func() {
+		if t.Failed() {
+			logA.mu.Lock()
+			t.Logf("A logged:\n%s", logA.b.String())
+			logA.mu.Unlock()
+		}
+	}()
+	eventually(t, 10*time.Second, "A's turn stopped (or went on)", func() bool {
+		return logA.has("turn stopped: another process has taken this session over") || tools.count("second") > 1 || d.count() > 1
+	})
+	cancelA()
+	scA.Wait()
+	stopA()
+	<-doneA
+
+	if n := tools.count("block"); n != 1 {
+		t.Errorf("block ran %d times, want 1", n)
+	}
+	if n := tools.count("second"); n != 1 {
+		t.Errorf("second ran %d times, want 1 (by the replica that took over)", n)
+	}
+	d.mu.Lock()
+	by, text := d.by[q.ID], d.text[q.ID]
+	d.mu.Unlock()
+	if len(by) != 1 || by[0] != "b" || text != "done" {
+		t.Errorf("replies to the message: by %v, last %q; want one by b, done", by, text)
+	}
+	undelivered, err := db.Undelivered(context.Background())
+	if err != nil || len(undelivered) != 0 {
+		t.Errorf("undelivered replies: %v, %v; want none (A's reply refused)", undelivered, err)
+	}
+	res, err := db.ToolResults(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res["call_block"]; !strings.HasPrefix(got.Content, "interrupted") {
+		t.Errorf("the blocked call's recorded result: %q; want B's interrupted, not A's late one", got.Content)
+	}
+}
