@@ -126,7 +126,7 @@ func TestTextWithNULIsStored(t *testing.T) {
 // must be added to its list, parents first), but the schema's own
 // bookkeeping: the migrations applied and the generation of settled usage
 // (0025), which start as the migrations make them, and the fencing tokens
-// (0026), which belong to the NATS deployment's leases.
+// (0027), which belong to the NATS deployment's leases.
 func TestImportCopiesEveryTable(t *testing.T) {
 	ctx := context.Background()
 	u := testURL(t)

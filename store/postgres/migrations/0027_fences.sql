@@ -1,4 +1,4 @@
--- 0026_fences: the newest fencing token of each claim (agent.Fence), e.g.
+-- 0027_fences: the newest fencing token of each claim (agent.Fence), e.g.
 -- a partition's lease (SQLite's 0028). A write of a turn made under an
 -- older token calls talon_fence first, in its transaction, which raises
 -- TF001 (agent.ErrFenced). The writers hold a shared advisory lock on the
