@@ -190,9 +190,9 @@ type usageMemo struct {
 	entries []*usageMemoEntry
 }
 
-// maxUsageMemo periods are kept; the CSV lines of one are kept when they
-// take at most maxUsageMemoCSV bytes (a year of 10,000 users' daily rows
-// takes more).
+// maxUsageMemo periods are kept, and CSV lines of at most maxUsageMemoCSV
+// bytes in all (a year of 10,000 users' daily rows takes more; the oldest
+// period's lines go first).
 const (
 	maxUsageMemo    = 4
 	maxUsageMemoCSV = 16 << 20
@@ -202,7 +202,7 @@ type usageMemoEntry struct {
 	gen           uint64
 	from, settled time.Time
 	// sums, csv and tokens (the Overview's TokensPerDay), once derived;
-	// never changed after.
+	// never changed after, but csv may be dropped (maxUsageMemoCSV).
 	sums      *usageSums
 	csv       []byte
 	tokens    []store.TokenBucket
@@ -262,18 +262,26 @@ func (c *usageMemo) put(p usagePeriod, set func(e *usageMemoEntry)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.entries = slices.DeleteFunc(c.entries, func(e *usageMemoEntry) bool { return e.gen != p.gen })
-	for _, e := range c.entries {
-		if e.from.Equal(p.from) && e.settled.Equal(p.settled) {
-			set(e)
-			return
+	i := slices.IndexFunc(c.entries, func(e *usageMemoEntry) bool { return e.from.Equal(p.from) && e.settled.Equal(p.settled) })
+	if i < 0 {
+		if len(c.entries) >= maxUsageMemo {
+			c.entries = slices.Delete(c.entries, 0, 1)
 		}
+		c.entries = append(c.entries, &usageMemoEntry{gen: p.gen, from: p.from, settled: p.settled})
+		i = len(c.entries) - 1
 	}
-	if len(c.entries) >= maxUsageMemo {
-		c.entries = slices.Delete(c.entries, 0, 1)
+	set(c.entries[i])
+	n := 0
+	for _, e := range c.entries {
+		n += len(e.csv)
 	}
-	e := &usageMemoEntry{gen: p.gen, from: p.from, settled: p.settled}
-	set(e)
-	c.entries = append(c.entries, e)
+	for _, e := range c.entries {
+		if n <= maxUsageMemoCSV {
+			break
+		}
+		n -= len(e.csv)
+		e.csv = nil
+	}
 }
 
 // settledSums are the sums of p's settled days, kept or read.

@@ -122,3 +122,32 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 	f.turn(t, bob, "D1", "small", false, time.Second, [2]int{3, 3})
 	same("the next day's first turn")
 }
+
+// The kept periods are at most maxUsageMemo, their CSV lines at most
+// maxUsageMemoCSV bytes in all (the oldest period's go first), and a new
+// generation drops the others.
+func TestUsageMemoBounds(t *testing.T) {
+	var c usageMemo
+	day := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+	period := func(gen uint64, days int) usagePeriod {
+		return usagePeriod{gen: gen, ok: true, from: day.AddDate(0, 0, -days), settled: day}
+	}
+	for days := 1; days <= 6; days++ {
+		c.put(period(1, days), func(e *usageMemoEntry) { e.csv = make([]byte, 6<<20) })
+	}
+	if len(c.entries) != maxUsageMemo {
+		t.Fatalf("%d periods kept, want %d", len(c.entries), maxUsageMemo)
+	}
+	n := 0
+	for _, e := range c.entries {
+		n += len(e.csv)
+	}
+	if n > maxUsageMemoCSV || c.get(period(1, 6)).csv == nil || c.get(period(1, 2)).csv != nil {
+		t.Errorf("CSV kept: %d bytes in all (bound %d); newest kept %v, oldest dropped %v",
+			n, maxUsageMemoCSV, c.get(period(1, 6)).csv != nil, c.get(period(1, 2)).csv == nil)
+	}
+	c.put(period(2, 30), func(e *usageMemoEntry) { e.tokensSet = true })
+	if len(c.entries) != 1 || !c.get(period(2, 30)).tokensSet || c.get(period(1, 6)).csv != nil {
+		t.Errorf("after a new generation: %d periods kept, want only the new one", len(c.entries))
+	}
+}
