@@ -375,7 +375,6 @@ func (r *Runtime) WarmAfter(ready <-chan struct{}, delay, compileDelay time.Dura
 			return
 		}
 		readyAt := time.Now()
-		before := r.loadedN.Load()
 		used, others := r.warmOrder()
 		for _, phase := range []struct {
 			at    time.Duration
@@ -391,20 +390,22 @@ func (r *Runtime) WarmAfter(ready <-chan struct{}, delay, compileDelay time.Dura
 				t.Stop()
 				return
 			}
+			before := r.loadedN.Load()
 			for _, n := range phase.tools {
 				if r.ctx.Err() != nil {
 					return
 				}
 				_, _ = r.module(r.ctx, r.tools[n]) // a failure is logged by load, and kept
 			}
-		}
-		if r.loadedN.Load() > before {
-			// Loading left megabytes of garbage per tool (its binary and
-			// its instrumented form read whole, wazero's decoding): give
-			// the pages back now rather than over minutes, so that an idle
-			// gateway's RSS is what it holds (15 MB less with the three
-			// built-ins enabled by default).
-			debug.FreeOSMemory()
+			if r.loadedN.Load() > before {
+				// Loading left megabytes of garbage per tool (its binary
+				// and its instrumented form read whole, wazero's decoding,
+				// a compilation's work): give the pages back now rather
+				// than over minutes, so that an idle gateway's RSS is what
+				// it holds (15 MB less with the three built-ins enabled by
+				// default).
+				debug.FreeOSMemory()
+			}
 		}
 	}()
 	return done
