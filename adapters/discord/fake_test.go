@@ -39,6 +39,7 @@ type fakeDiscord struct {
 	frames    []frame                  // IDENTIFY, RESUME and other client ops (not heartbeats); guarded by mu
 	invalid   bool                     // when set, IDENTIFY is answered with op 9 (invalid session); guarded by mu
 	heartbeat int                      // the HELLO's heartbeat interval in ms (default 45000); guarded by mu
+	beats     []time.Time              // heartbeats received; guarded by mu
 	noAcks    bool                     // when set, heartbeats are not acknowledged; guarded by mu
 	closes    []int                    // close codes the client sent; guarded by mu
 	stall     map[string]chan struct{} // "METHOD first-segment" or "METHOD first/third" ("POST channels/messages") → requests wait until it is closed; guarded by mu
@@ -309,6 +310,7 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 		case 1:
 			f.mu.Lock()
 			noAcks := f.noAcks
+			f.beats = append(f.beats, fr.at)
 			f.mu.Unlock()
 			if !noAcks {
 				_ = write(map[string]any{"op": 11})

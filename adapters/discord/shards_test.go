@@ -6,9 +6,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
@@ -305,5 +307,95 @@ func TestShardsInOneProcess(t *testing.T) {
 	}
 	for _, o := range e.overlaps {
 		t.Error(o)
+	}
+}
+
+// heldClaimer grants shard 0 of 1 and never ends its hold's context: only
+// the hold's Held says when it is over, as for a process that slept past
+// its lease and whose timers have not run yet.
+type heldClaimer struct{ held atomic.Bool }
+
+func (c *heldClaimer) ShardCount(_ context.Context, want int, _ bool) (int, error) { return want, nil }
+func (c *heldClaimer) Identify(context.Context, int) error                         { return nil }
+func (c *heldClaimer) Held() bool                                                  { return c.held.Load() }
+func (c *heldClaimer) BeforeIdentify(context.Context, time.Duration) (time.Duration, error) {
+	return 0, nil
+}
+func (c *heldClaimer) Serve(ctx context.Context, _ int, work func(ctx context.Context, shard int, hold ShardHold)) error {
+	work(ctx, 0, c)
+	return nil
+}
+
+// TestShardDroppedWithoutAWordOnceNotHeld: once the shard's hold is over
+// by the clock, the gateway sends nothing more on its connection (no
+// heartbeat, no close frame), handles no event read from it, and drops
+// it; what it connects next sends nothing either.
+func TestShardDroppedWithoutAWordOnceNotHeld(t *testing.T) {
+	f := newFake(t)
+	f.mu.Lock()
+	f.heartbeat = 50
+	f.mu.Unlock()
+	c := &heldClaimer{}
+	c.held.Store(true)
+	frt := &fakeRuntime{}
+	cfg := DefaultConfig()
+	cfg.Token = "test-token"
+	cfg.Commands = false
+	cfg.BackfillWindow = -1
+	a := &Adapter{Config: cfg, Runtime: frt, Shards: c, APIBase: f.srv.URL, Log: zerolog.Nop(),
+		reconnectBase: 5 * time.Millisecond, reconnectMax: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitFor(t, "the shard connected and heartbeating", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.connected == 1 && len(f.beats) >= 2
+	})
+
+	c.held.Store(false)
+	over := time.Now()
+	if err := f.dispatchTo(0, "MESSAGE_CREATE", dmFrom("9300", "7", "to the sleeper")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the connection dropped", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.shardLive[0] == 0
+	})
+	time.Sleep(300 * time.Millisecond) // six heartbeat intervals: what would follow
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	late := 0
+	for _, at := range f.beats {
+		if at.After(over) {
+			late++
+		}
+	}
+	// One heartbeat may have been on its way at the flip.
+	if late > 1 {
+		t.Errorf("%d heartbeats after the hold ended, want at most one in flight", late)
+	}
+	for _, fr := range f.frames {
+		if fr.at.After(over) {
+			t.Errorf("op %d sent after the hold ended", fr.Op)
+		}
+	}
+	for _, code := range f.closes {
+		if code != websocket.CloseAbnormalClosure { // 1006: the socket ended without a close frame
+			t.Errorf("a close frame with %d sent after the hold ended, want the socket dropped without one", code)
+		}
+	}
+	if f.connected != 1 {
+		t.Errorf("%d sessions made ready, want only the first", f.connected)
+	}
+	frt.mu.Lock()
+	defer frt.mu.Unlock()
+	if len(frt.accepted) != 0 {
+		t.Errorf("an event read after the hold ended was handled: %d accepted", len(frt.accepted))
 	}
 }
