@@ -19,6 +19,8 @@ import (
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/sandbox"
+	"github.com/talonhq/talon/sandbox/tools"
 )
 
 // startupConfig is a gateway on a loopback listener with no channel: the
@@ -330,8 +332,17 @@ func TestRestartWarmsToolsFromCache(t *testing.T) {
 		}
 		return ""
 	}
-	// github, html_text and http_fetch are enabled by default.
-	const enabled = "3"
+	builtins, err := sandbox.LoadTools(tools.FS, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range builtins {
+		if b.Manifest.Enabled {
+			n++
+		}
+	}
+	enabled := strconv.Itoa(n) // github, html_text and http_fetch today
 	warmed := func() string {
 		var body string
 		for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -347,7 +358,7 @@ func TestRestartWarmsToolsFromCache(t *testing.T) {
 		}
 		return body
 	}
-	for i, want := range []string{"2", "0"} { // the first restart compiles the two never used; the second nothing
+	for i, want := range []string{strconv.Itoa(n - 1), "0"} { // the first restart compiles those never used; the second nothing
 		var body string
 		func() {
 			stop := startRunEnvWith(t, cfg, addr, env{getenv: testEnv(nil), warmCompileDelay: time.Millisecond}, io.Discard)
