@@ -49,6 +49,7 @@ func (r *Runtime) take(ctx context.Context, t *loaded, p agent.Principal, wait c
 			pl.touch(false)
 			return inst, pl.refill, nil
 		default:
+			r.poolMisses.Add(1)
 			pl.touch(true)
 		}
 	}

@@ -168,6 +168,7 @@ type Runtime struct {
 	instrumented atomic.Int64 // modules instrumented (not found in the disk cache)
 	compiled     atomic.Int64 // modules compiled (not found in the disk cache)
 	loadedN      atomic.Int64 // tools loaded and ready for calls
+	poolMisses   atomic.Int64 // calls that made their own instance
 
 	engMu  sync.Mutex
 	eng    *engine // guarded by engMu; nil until the first compilation
@@ -665,6 +666,9 @@ type Stats struct {
 	Kept       int
 	KeptMemory uint64
 	Reused     int64
+	// PoolMisses is the number of calls that found their tool's pool
+	// empty and made their own instance.
+	PoolMisses int64
 }
 
 // Stats returns what r has made.
@@ -677,6 +681,7 @@ func (r *Runtime) Stats() Stats {
 		MemoryWaiting: q.waiting, MemoryWaits: q.waits, MemoryWaitTime: q.waitTotal,
 		Instrumented: r.instrumented.Load(), Compiled: r.compiled.Load(), Loaded: r.loadedN.Load()}
 	st.Kept, st.KeptMemory, st.Reused = r.slots.count()
+	st.PoolMisses = r.poolMisses.Load()
 	for _, p := range r.pools {
 		st.Pooled += len(p.ch)
 	}

@@ -76,7 +76,9 @@ func reportPercentiles(b *testing.B, ds []time.Duration) {
 // (exec-p50-ms, exec-p99-ms), their ratios (p50-ratio, p99-ratio: below 1
 // is the sandbox faster), and the CPU time per call of each (cpu-ms,
 // exec-cpu-ms: the whole test process's, the pool's filler and garbage
-// collection included, and for fork/exec the child's too).
+// collection included, and for fork/exec the child's too), and the share
+// of sandboxed calls that found the pool empty and made their own
+// instance (miss-%).
 func BenchmarkToolCall(b *testing.B) {
 	// The arguments as a model writes them (no \u003c escapes), and the
 	// input the sandbox hands the guest, given to the native run too.
@@ -113,7 +115,9 @@ func BenchmarkToolCall(b *testing.B) {
 					time.Sleep(25 * time.Millisecond) // longer than one instantiation
 				}
 			}
+			calls := 1
 			sandboxed := func() time.Duration {
+				calls++
 				pace()
 				start := time.Now()
 				res, err := r.Call(ctx, call)
@@ -166,6 +170,8 @@ func BenchmarkToolCall(b *testing.B) {
 			b.ReportMetric(sp99/np99, "p99-ratio")
 			b.ReportMetric(sb.cpuMS(), "cpu-ms")
 			b.ReportMetric(nb.cpuMS(), "exec-cpu-ms")
+			st := r.Stats()
+			b.ReportMetric(100*float64(st.PoolMisses)/float64(calls), "miss-%")
 		})
 	}
 }

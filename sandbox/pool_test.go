@@ -1,0 +1,78 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// filledPool returns the echo tool's pool of r, filled with its one instance,
+// after a first call has made it.
+func filledPool(t *testing.T, r *Runtime) *pool {
+	t.Helper()
+	if res, err := r.Call(context.Background(), call("echo", `{"i":0}`)); err != nil || res.Content != `{"i":0}` {
+		t.Fatalf("first call = %+v, %v", res, err)
+	}
+	waitFor(t, "the pool to fill", func() bool { return r.Stats().Pooled == 1 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pools["echo"]
+}
+
+// A call served from the pool is not a miss; one that finds it empty
+// makes its own instance and is counted (Stats.PoolMisses).
+func TestPoolMisses(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 1, PoolIdle: -1}, echoTool(t))
+	p := filledPool(t, r)
+	before := r.Stats()
+	if res, err := r.Call(context.Background(), call("echo", `{"i":1}`)); err != nil || res.Content != `{"i":1}` {
+		t.Fatalf("pooled call = %+v, %v", res, err)
+	}
+	if st := r.Stats(); st.PoolMisses != before.PoolMisses {
+		t.Errorf("PoolMisses = %d after a call served from a full pool, want %d", st.PoolMisses, before.PoolMisses)
+	}
+	waitFor(t, "the pool to refill", func() bool { return r.Stats().Pooled == 1 })
+	// Empty the pool, as back-to-back calls do (the filler has no token
+	// meanwhile, so it makes none).
+	inst := <-p.ch
+	defer func() { p.ch <- inst }()
+	if res, err := r.Call(context.Background(), call("echo", `{"i":2}`)); err != nil || res.Content != `{"i":2}` {
+		t.Fatalf("call on an empty pool = %+v, %v", res, err)
+	}
+	if st := r.Stats(); st.PoolMisses != before.PoolMisses+1 {
+		t.Errorf("PoolMisses = %d after a call found the pool empty, want %d", st.PoolMisses, before.PoolMisses+1)
+	}
+}
+
+// Back-to-back calls from several goroutines take instances from the
+// pool and make their own, on recycled memories; none sees another's data (the scribble guest checks its 12 pages are zero
+// but for its own data and input, then writes over all of them).
+func TestPoolBackToBackIsolated(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 2, Now: forever()}, testTool(t, "scribble", "limits: {per_minute: 100000}\n"))
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*20)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 20 {
+				res, err := r.Call(context.Background(), call("scribble", fmt.Sprintf(`{"g":%d,"i":%d}`, g, i)))
+				if err != nil || res.IsError || res.Content != `"clean"` {
+					errs <- fmt.Errorf("goroutine %d call %d = %+v, %v; want \"clean\"", g, i, res, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st := r.Stats()
+	if st.Reused == 0 {
+		t.Errorf("Stats = %+v: no instance was made on a recycled memory, the test proves nothing", st)
+	}
+	if st.Instances < 80 {
+		t.Errorf("Instances = %d for 80 calls: an instance served more than one call", st.Instances)
+	}
+}
