@@ -1,8 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -410,41 +412,153 @@ type UserUsage struct {
 
 // UsersByUsage returns the principals who used the model since month's UTC
 // day, most tokens first, at most limit, narrowed to those whose
-// "platform:workspace:user" contains match (when not ""); and how many
-// matched in all.
+// "platform:workspace:user" contains match (when not ""; ASCII letters in
+// either case); and how many matched in all. The sums of the settled days
+// are kept under the usage generation (UsageSettled), so a load sums only
+// the days since.
 func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]UserUsage, int, error) {
-	like := "%"
-	if match != "" {
-		like = "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(match) + "%"
+	first, todayDay := dayOf(month), dayOf(today)
+	gen, settled := db.usage.generation(), db.settledDay()
+	from := first
+	totals := map[int64]UserTotal{}
+	if first < settled && settled <= todayDay {
+		old, ok := db.users.Get(gen, first, settled)
+		if !ok {
+			var err error
+			if old, err = db.userTotals(ctx, first, settled, todayDay); err != nil {
+				return nil, 0, fmt.Errorf("store: users by usage: %w", err)
+			}
+			db.users.Put(gen, first, settled, old)
+		}
+		maps.Copy(totals, old)
+		from = settled
 	}
-	rows, err := db.r.QueryContext(ctx, `
-		WITH m AS (
-			SELECT u.principal_id AS pid, sum(u.input_tokens + u.output_tokens) AS month,
-				sum(CASE WHEN u.day >= ?2 THEN u.input_tokens + u.output_tokens ELSE 0 END) AS today, max(u.day) AS last
-			FROM usage_daily u WHERE u.day >= ?1 AND u.calls > 0 GROUP BY u.principal_id)
-		SELECT p.platform, p.workspace, p.user, m.month, m.today, m.last, count(*) OVER ()
-		FROM m JOIN principals p ON p.id = m.pid
-		WHERE p.platform || ':' || p.workspace || ':' || p.user LIKE ?3 ESCAPE '\'
-		ORDER BY m.month DESC, p.id LIMIT ?4`, dayOf(month), dayOf(today), like, limit)
+	recent, err := db.userTotals(ctx, from, -1, todayDay)
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: users by usage: %w", err)
 	}
-	defer rows.Close()
-	var out []UserUsage
-	total := 0
-	for rows.Next() {
-		var u UserUsage
-		var last int64
-		if err := rows.Scan(&u.Platform, &u.Workspace, &u.User, &u.Month, &u.Today, &last, &total); err != nil {
-			return nil, 0, fmt.Errorf("store: users by usage: %w", err)
-		}
-		u.LastDay = fromMS(last * dayMS)
-		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("store: users by usage: %w", err)
-	}
+	AddUserTotals(totals, recent)
+	out, total := RankUsers(totals, match, limit)
 	return out, total, nil
+}
+
+// userTotals sums each principal's model calls of the days from from to
+// the one before to (to < 0: no end), today's from todayDay on.
+func (db *DB) userTotals(ctx context.Context, from, to, todayDay int64) (map[int64]UserTotal, error) {
+	rows, err := db.r.QueryContext(ctx, `
+		SELECT u.principal_id, p.platform, p.workspace, p.user, sum(u.input_tokens + u.output_tokens),
+			sum(CASE WHEN u.day >= ?3 THEN u.input_tokens + u.output_tokens ELSE 0 END), max(u.day)
+		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
+		WHERE u.day >= ?1 AND (?2 < 0 OR u.day < ?2) AND u.calls > 0 GROUP BY u.principal_id`, from, to, todayDay)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]UserTotal{}
+	for rows.Next() {
+		var t UserTotal
+		if err := rows.Scan(&t.ID, &t.Platform, &t.Workspace, &t.User, &t.Month, &t.Today, &t.LastDay); err != nil {
+			return nil, err
+		}
+		out[t.ID] = t
+	}
+	return out, rows.Err()
+}
+
+// UserTotal is one principal's tokens over some days, for RankUsers.
+type UserTotal struct {
+	// ID is the principal's id in its store: principals with as many
+	// tokens rank in the order they were first seen.
+	ID                        int64
+	Platform, Workspace, User string
+	// Month and Today are the tokens of the days summed and of today;
+	// LastDay is the last of those days with a model call (unix day).
+	Month, Today, LastDay int64
+}
+
+// AddUserTotals adds the figures of add to those of totals, by principal.
+func AddUserTotals(totals, add map[int64]UserTotal) {
+	for id, t := range add {
+		o, ok := totals[id]
+		if !ok {
+			totals[id] = t
+			continue
+		}
+		o.Month += t.Month
+		o.Today += t.Today
+		o.LastDay = max(o.LastDay, t.LastDay)
+		totals[id] = o
+	}
+}
+
+// RankUsers returns what UsersByUsage does from the principals' totals:
+// those whose "platform:workspace:user" contains match (ASCII letters in
+// either case, as SQL's LIKE), most tokens first, then in the order they
+// were first seen, at most limit; and how many matched.
+func RankUsers(totals map[int64]UserTotal, match string, limit int) ([]UserUsage, int) {
+	match = asciiLower(match)
+	list := make([]UserTotal, 0, len(totals))
+	for _, t := range totals {
+		if match == "" || strings.Contains(asciiLower(t.Platform+":"+t.Workspace+":"+t.User), match) {
+			list = append(list, t)
+		}
+	}
+	slices.SortFunc(list, func(a, b UserTotal) int {
+		if a.Month != b.Month {
+			return cmp.Compare(b.Month, a.Month)
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	out := make([]UserUsage, 0, min(len(list), max(limit, 0)))
+	for _, t := range list[:min(len(list), max(limit, 0))] {
+		out = append(out, UserUsage{Platform: t.Platform, Workspace: t.Workspace, User: t.User, Month: t.Month, Today: t.Today, LastDay: fromMS(t.LastDay * dayMS)})
+	}
+	return out, len(list)
+}
+
+// asciiLower lowers the ASCII letters of s, as SQLite's LIKE compares them.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// UsersCache keeps the principals' totals of the settled days of a month
+// under the usage generation (UsageSettled), for UsersByUsage: one month,
+// the one asked last. Its zero value is empty.
+type UsersCache struct {
+	mu sync.Mutex
+	// gen, first and settled say which totals are kept; guarded by mu.
+	gen            uint64
+	first, settled int64
+	totals         map[int64]UserTotal
+}
+
+// Get returns the totals kept for these days under gen.
+func (c *UsersCache) Get(gen uint64, first, settled int64) (map[int64]UserTotal, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.totals == nil || c.gen != gen || c.first != first || c.settled != settled {
+		return nil, false
+	}
+	return c.totals, true
+}
+
+// Put keeps totals (never changed after) for these days under gen, read
+// after gen was.
+func (c *UsersCache) Put(gen uint64, first, settled int64, totals map[int64]UserTotal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen, c.first, c.settled, c.totals = gen, first, settled, totals
 }
 
 // ToolStat is how one tool was called since a time.

@@ -57,6 +57,8 @@ type DB struct {
 	ix *indexer
 
 	usage usageCache
+	// users keeps the settled days' totals of UsersByUsage.
+	users UsersCache
 }
 
 // Open opens the database at path, creating the file (mode 0600) and its

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -427,37 +428,57 @@ func (db *DB) Transcript(ctx context.Context, s agent.SessionID, limit int) (sto
 
 // UsersByUsage returns the principals who used the model since month's UTC
 // day, most tokens first, at most limit, narrowed to those whose
-// "platform:workspace:user" contains match ignoring case (when not "");
-// and how many matched in all.
+// "platform:workspace:user" contains match (when not ""; ASCII letters in
+// either case, as on SQLite); and how many matched in all. The sums of the
+// settled days are kept under the usage generation (UsageSettled), so a
+// load sums only the days since.
 func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error) {
-	like := "%"
-	if match != "" {
-		like = likeEscape(match)
-	}
-	rows, err := db.pool.Query(ctx, `
-		WITH m AS (
-			SELECT u.principal_id AS pid, sum(u.input_tokens + u.output_tokens)::BIGINT AS month,
-				sum(CASE WHEN u.day >= $2 THEN u.input_tokens + u.output_tokens ELSE 0 END)::BIGINT AS today, max(u.day) AS last
-			FROM usage_daily u WHERE u.day >= $1 AND u.calls > 0 GROUP BY u.principal_id)
-		SELECT p.platform, p.workspace, p."user", m.month, m.today, m.last, count(*) OVER ()
-		FROM m JOIN principals p ON p.id = m.pid
-		WHERE p.platform || ':' || p.workspace || ':' || p."user" ILIKE $3 ESCAPE '\'
-		ORDER BY m.month DESC, p.id LIMIT $4`, dayOf(month), dayOf(today), like, max(limit, 0))
+	gen, before, err := db.UsageSettled(ctx)
 	if err != nil {
 		return nil, 0, fmt.Errorf("postgres: users by usage: %w", err)
 	}
-	total := 0
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.UserUsage, error) {
-		var u store.UserUsage
-		var last, n int64
-		err := r.Scan(&u.Platform, &u.Workspace, &u.User, &u.Month, &u.Today, &last, &n)
-		u.LastDay, total = fromMS(last*dayMS), int(n)
-		return u, err
-	})
+	first, todayDay, settled := dayOf(month), dayOf(today), dayOf(before)
+	from := first
+	totals := map[int64]store.UserTotal{}
+	if first < settled && settled <= todayDay {
+		old, ok := db.users.Get(gen, first, settled)
+		if !ok {
+			if old, err = db.userTotals(ctx, first, settled, todayDay); err != nil {
+				return nil, 0, fmt.Errorf("postgres: users by usage: %w", err)
+			}
+			db.users.Put(gen, first, settled, old)
+		}
+		maps.Copy(totals, old)
+		from = settled
+	}
+	recent, err := db.userTotals(ctx, from, -1, todayDay)
 	if err != nil {
 		return nil, 0, fmt.Errorf("postgres: users by usage: %w", err)
 	}
+	store.AddUserTotals(totals, recent)
+	out, total := store.RankUsers(totals, match, limit)
 	return out, total, nil
+}
+
+// userTotals sums each principal's model calls of the days from from to
+// the one before to (to < 0: no end), today's from todayDay on.
+func (db *DB) userTotals(ctx context.Context, from, to, todayDay int64) (map[int64]store.UserTotal, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT u.principal_id, p.platform, p.workspace, p."user", sum(u.input_tokens + u.output_tokens)::BIGINT,
+			sum(CASE WHEN u.day >= $3 THEN u.input_tokens + u.output_tokens ELSE 0 END)::BIGINT, max(u.day)
+		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
+		WHERE u.day >= $1 AND ($2 < 0 OR u.day < $2) AND u.calls > 0
+		GROUP BY u.principal_id, p.platform, p.workspace, p."user"`, from, to, todayDay)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64]store.UserTotal{}
+	var t store.UserTotal
+	_, err = pgx.ForEachRow(rows, []any{&t.ID, &t.Platform, &t.Workspace, &t.User, &t.Month, &t.Today, &t.LastDay}, func() error {
+		out[t.ID] = t
+		return nil
+	})
+	return out, err
 }
 
 // ToolStats counts the calls of each tool started since since, and its

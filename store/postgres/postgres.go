@@ -42,6 +42,8 @@ type DB struct {
 
 	pool  *pgxpool.Pool
 	group grouper // sends concurrent writes together (group.go)
+	// users keeps the settled days' totals of UsersByUsage.
+	users store.UsersCache
 }
 
 // Open connects to the database at url (a postgres:// URL or key=value

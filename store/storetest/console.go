@@ -74,8 +74,8 @@ func (e *env) turnWith(tb testing.TB, dedupe string, key agent.SessionKey, model
 
 // A day's usage settles after midnight (with a grace of at most an hour);
 // a resumed turn that records a settled day's step again moves UsageSettled's
-// generation on, and the step's figures to today, in Usage and TokensPerDay
-// read before and after.
+// generation on, and the step's figures to today, in Usage, TokensPerDay
+// and UsersByUsage read before and after.
 func testUsageSettled(t *testing.T, e *env) {
 	ctx := context.Background()
 	db := e.db.(ConsoleStore)
@@ -115,6 +115,17 @@ func testUsageSettled(t *testing.T, e *env) {
 	if g, _, _ := db.UsageSettled(ctx); g != gen {
 		t.Errorf("the generation moved from %d to %d with no change to a settled day", gen, g)
 	}
+	users := func() []store.UserUsage {
+		t.Helper()
+		users, _, err := db.UsersByUsage(ctx, day0, d1, "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return users
+	}
+	if diff := cmp.Diff([]store.UserUsage{{Platform: "slack", Workspace: "T1", User: "U1", Month: 110, LastDay: day0}}, users()); diff != "" {
+		t.Errorf("UsersByUsage before the resume (-want +got):\n%s", diff)
+	}
 	step.Usage.InputTokens = 200
 	if err := e.db.RecordStep(ctx, tid, step); err != nil {
 		t.Fatal(err)
@@ -129,6 +140,9 @@ func testUsageSettled(t *testing.T, e *env) {
 	}
 	if diff := cmp.Diff([]store.TokenBucket{{Start: d1, Model: "m1", InputTokens: 200, OutputTokens: 10}}, tokens); diff != "" {
 		t.Errorf("TokensPerDay after the resume (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]store.UserUsage{{Platform: "slack", Workspace: "T1", User: "U1", Month: 210, Today: 210, LastDay: d1}}, users()); diff != "" {
+		t.Errorf("UsersByUsage after the resume (-want +got):\n%s", diff)
 	}
 }
 
