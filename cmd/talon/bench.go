@@ -77,6 +77,11 @@ type benchResult struct {
 	// one runtime, measured just before in the same run.
 	Replicas  int          `json:"replicas,omitempty"`
 	Reference *benchResult `json:"reference,omitempty"`
+	// GroupedWrites is how many of the replicas' writes were committed
+	// in groups of two or more (PostgreSQL's group commit), in Groups
+	// transactions.
+	GroupedWrites int64 `json:"grouped_writes,omitempty"`
+	Groups        int64 `json:"groups,omitempty"`
 }
 
 type pct struct {
@@ -762,6 +767,7 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 	if ref.TurnsPerSec > 0 {
 		fmt.Fprintf(e.stdout, "ratio:           %.2f× the reference's turns/s\n", res.TurnsPerSec/ref.TurnsPerSec)
 	}
+	fmt.Fprintf(e.stdout, "group commit:    %d of the replicas' writes committed in %d groups of two or more\n", res.GroupedWrites, res.Groups)
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB (the whole process, both runs)\n", float64(res.PeakRSSBytes)/1e6)
 	return nil
 }
@@ -786,6 +792,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		counters  []*countingTools
 		rts       []*agent.Runtime
 		nodes     []*cluster.Node
+		dbs       []*postgres.DB
 		wg        sync.WaitGroup
 	)
 	rctx, stop := context.WithCancel(ctx)
@@ -819,6 +826,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 			return benchResult{}, err
 		}
 		closers = append(closers, func() { db.Close() })
+		dbs = append(dbs, db)
 		var runner agent.ToolRunner
 		if load.toolShare > 0 {
 			sb, closeTools, err := benchTools(ctx, filepath.Join(dataDir, strconv.Itoa(i)))
@@ -901,6 +909,11 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		Seconds: out.elapsed.Seconds(), TurnsPerSec: float64(len(out.overheads)) / out.elapsed.Seconds(),
 		OverheadMS: percentiles(out.overheads), PeakRSSBytes: peakRSS(), Errors: int(out.errors), Replicas: n,
 		ToolTurns: toolTurns.Load(),
+	}
+	for _, db := range dbs {
+		groups, writes := db.GroupStats()
+		res.Groups += groups
+		res.GroupedWrites += writes
 	}
 	for _, c := range counters {
 		res.ToolCalls += c.calls.Load()

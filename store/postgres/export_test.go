@@ -25,6 +25,3 @@ func HoldGroups(db *DB) (queued func() int, release func()) {
 	}
 	return queued, release
 }
-
-// GroupStats is groupStats for tests.
-func GroupStats(db *DB) (groups, writes int64) { return db.groupStats() }

@@ -220,9 +220,9 @@ func endBatch(err error, rollback func() error) error {
 	return err
 }
 
-// groupStats returns how many groups of two writes or more were sent and
-// the writes they held.
-func (db *DB) groupStats() (groups, writes int64) {
+// GroupStats returns how many groups of two writes or more were sent
+// together (group commit) and the writes they held, since Open.
+func (db *DB) GroupStats() (groups, writes int64) {
 	db.group.mu.Lock()
 	defer db.group.mu.Unlock()
 	return db.group.groups, db.group.grouped

@@ -19,7 +19,7 @@ import (
 // unless they were sent in groups (of two writes or more).
 func grouped(t *testing.T, db *postgres.DB, calls ...func()) {
 	t.Helper()
-	groups0, _ := postgres.GroupStats(db)
+	groups0, _ := db.GroupStats()
 	queued, release := postgres.HoldGroups(db)
 	var wg sync.WaitGroup
 	for _, call := range calls {
@@ -35,7 +35,7 @@ func grouped(t *testing.T, db *postgres.DB, calls ...func()) {
 	}
 	release()
 	wg.Wait()
-	if groups, _ := postgres.GroupStats(db); groups == groups0 {
+	if groups, _ := db.GroupStats(); groups == groups0 {
 		t.Fatalf("%d concurrent writes were not sent in a group", len(calls))
 	}
 }
@@ -100,7 +100,7 @@ func TestGroupCommit(t *testing.T) {
 	calls = append(calls, func() {
 		_, _, goneErr = db.AcceptInbound(gone, in(0, 9))
 	})
-	groups0, _ := postgres.GroupStats(db)
+	groups0, _ := db.GroupStats()
 	queued, release := postgres.HoldGroups(db)
 	var wg sync.WaitGroup
 	for _, call := range calls {
@@ -121,7 +121,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	release()
 	wg.Wait()
-	if groups, _ := postgres.GroupStats(db); groups == groups0 {
+	if groups, _ := db.GroupStats(); groups == groups0 {
 		t.Fatal("concurrent accepts were not sent in a group")
 	}
 	if !errors.Is(goneErr, context.Canceled) {
