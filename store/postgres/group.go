@@ -21,10 +21,11 @@ import (
 // and a few round trips for many of them instead of one each.
 //
 // There is no committer goroutine and no added delay: a caller whose
-// write finds fewer than maxGroups groups in flight sends the queued
-// writes (its own among them) at once; the others wait for a group to end
-// and then do the same, so writes queue only while the database is busy
-// with earlier ones, and a group holds whatever queued meanwhile.
+// write finds fewer than maxGroups groups in flight (one per connection of
+// the pool) sends the queued writes (its own among them) at once; the
+// others wait for a group to end and then do the same, so writes queue
+// only while every connection is busy with earlier ones, and a group holds
+// whatever queued meanwhile.
 
 // maxGroup bounds the writes of one group (its statements, its locks).
 const maxGroup = 64

@@ -62,9 +62,12 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		return nil, fmt.Errorf("postgres: connect: %w", scrub(err))
 	}
 	db := &DB{Now: time.Now, pool: pool}
-	// Half the connections at most carry groups of writes; reads and the
-	// general cases take the rest.
-	db.group = grouper{pool: pool, maxGroups: max(1, int(cfg.MaxConns)/2)}
+	// As many groups in flight as connections: writes go on their own
+	// while the pool has room, and are grouped only when they would
+	// otherwise wait for a connection. (Half as many groups made writes
+	// wait for one another at moderate load: p95 of a turn's overhead
+	// 48–322 ms against 19–22 ms, 40 people pausing ~1 s, same runs.)
+	db.group = grouper{pool: pool, maxGroups: max(1, int(cfg.MaxConns))}
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
