@@ -45,7 +45,7 @@ func BenchmarkPagesPostgres(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	benchPages(b, db, nil)
+	benchPages(b, db, func(now func() time.Time) { db.Now = now }, nil)
 }
 
 // pgBenchSeedSchema makes the benchmark's schema, unless a matching one is

@@ -148,13 +148,13 @@ func BenchmarkPages(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	benchPages(b, db, func(b *testing.B) { setBacklog(b, path) })
+	benchPages(b, db, func(now func() time.Time) { db.Now = now }, func(b *testing.B) { setBacklog(b, path) })
 }
 
 // benchPages loads each page of a console on db, a database made as
-// benchDB makes it; noIndex, when set, makes the store search without its
-// index for the pages that follow it.
-func benchPages(b *testing.B, db Store, noIndex func(b *testing.B)) {
+// benchDB makes it; setClock sets db's clock; noIndex, when set, makes the
+// store search without its index for the pages that follow it.
+func benchPages(b *testing.B, db Store, setClock func(now func() time.Time), noIndex func(b *testing.B)) {
 	cs := &Server{Store: db, Token: testToken, Prices: map[string]Price{"gpt-big": {Input: 2, Output: 8}}}
 	h, err := cs.Handler()
 	if err != nil {
@@ -217,6 +217,7 @@ func benchPages(b *testing.B, db Store, noIndex func(b *testing.B)) {
 			start := time.Now().UTC()
 			end := time.Date(start.Year(), start.Month(), 1, 0, 0, 0, 0, time.UTC).Add(-time.Hour)
 			cs.Now = func() time.Time { return end.Add(time.Since(start)) }
+			setClock(cs.Now)
 		}
 		b.Run(p.name, func(b *testing.B) {
 			var ds []time.Duration
@@ -242,6 +243,7 @@ func benchPages(b *testing.B, db Store, noIndex func(b *testing.B)) {
 			b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
 		})
 		cs.Now = time.Now
+		setClock(time.Now)
 	}
 }
 
