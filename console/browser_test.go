@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,9 @@ func chromium(t *testing.T) string {
 // TestBrowser drives the console in headless Chromium: sign in, read a
 // transcript with a tool call and an approval, see the usage chart,
 // download the CSV, delete a credential, fail a POST without the CSRF
-// token, and check that stored XSS does not run. TALON_SCREENSHOTS=DIR
+// token, and check that stored XSS does not run; on every page, that each
+// control has a name and is in the keyboard's reach, and on the Usage page
+// that Tab reaches its controls. TALON_SCREENSHOTS=DIR
 // saves each page at desktop and phone widths.
 func TestBrowser(t *testing.T) {
 	path := chromium(t)
@@ -88,6 +91,37 @@ func TestBrowser(t *testing.T) {
 		return n
 	}
 
+	// Every control of a page has a name a screen reader says (its
+	// label, aria-label or text) and is reached by the keyboard.
+	unnamed := func(page string) {
+		t.Helper()
+		got, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea')]
+			.filter(e => {
+				const label = [...(e.labels || [])].map(l => l.textContent).join(' ') || e.getAttribute('aria-label') ||
+					(e.tagName === 'A' || e.tagName === 'BUTTON' ? e.textContent : '');
+				return !label.trim() || e.tabIndex < 0;
+			}).map(e => e.outerHTML.slice(0, 120))`))
+		if err != nil {
+			t.Fatalf("%s: controls: %v", page, err)
+		}
+		if len(got) > 0 {
+			t.Errorf("%s: controls without a name or out of the keyboard's reach: %q", page, got)
+		}
+	}
+	// tabTo presses Tab until the focused element matches sel, at most
+	// 40 times; it reports how many presses it took (-1: never).
+	tabTo := func(sel string) int {
+		t.Helper()
+		eval(`document.activeElement && document.activeElement.blur(), 0`)
+		for n := 1; n <= 40; n++ {
+			do("tab", chromedp.KeyEvent("\t"))
+			if eval(`document.activeElement && document.activeElement.matches(`+strconv.Quote(sel)+`) ? 1 : 0`) == 1 {
+				return n
+			}
+		}
+		return -1
+	}
+
 	// Sign in through the form.
 	do("sign in",
 		chromedp.Navigate(base+"/console/"),
@@ -99,6 +133,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("after sign-in the page is %q", got)
 	}
 	shots(t, bctx, "overview")
+	unnamed("overview")
 
 	// The transcript: the tool call, its approval and who decided, and the
 	// stored XSS shown as text without running.
@@ -119,6 +154,7 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("stored XSS ran or became markup: title %q, %d img/script elements", title, n)
 	}
 	shots(t, bctx, "transcript")
+	unnamed("transcript")
 
 	// The usage chart, and the CSV download.
 	do("usage",
@@ -128,6 +164,11 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("usage chart shows %d non-empty bars, want 1 (today)", n)
 	}
 	shots(t, bctx, "usage")
+	unnamed("usage")
+	// By keyboard alone: the period, then the download.
+	if n, m := tabTo("#days"), tabTo(`a[href^="/console/usage.csv"]`); n < 0 || m < 0 {
+		t.Errorf("Tab does not reach the period (%d presses) or the CSV download (%d)", n, m)
+	}
 	do("download CSV",
 		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			_, err := chromedp.Call(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
@@ -167,6 +208,7 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("delete: notice %q, entry still there: %v", got, f.vault.Has(ctx, "slack:T1:UALICE", "github"))
 	}
 	shots(t, bctx, "credentials")
+	unnamed("credentials")
 	do("users",
 		chromedp.Navigate(base+"/console/users"),
 		chromedp.WaitVisible(chromedp.CSS("table")))
@@ -185,10 +227,12 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("after Deny, alice denied = %v, %v", d, err)
 	}
 	shots(t, bctx, "users")
+	unnamed("users")
 	do("credentials filtered",
 		chromedp.Navigate(base+"/console/credentials?result=refused&from=2026-03-01&to=2026-03-10"),
 		chromedp.WaitVisible(chromedp.CSS("#result")))
 	shots(t, bctx, "credentials-filtered")
+	unnamed("credentials filtered")
 
 	// Sign out: the console asks for the token again.
 	do("sign out",
@@ -197,6 +241,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Navigate(base+"/console/usage"),
 		chromedp.WaitVisible(chromedp.CSS("#token")))
 	shots(t, bctx, "signin")
+	unnamed("sign-in")
 }
 
 // shots saves the current page at desktop and phone widths when
