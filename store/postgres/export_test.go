@@ -3,8 +3,19 @@ package postgres
 // HoldGroups makes db's grouped writes queue, as they do while all its
 // groups are in flight, until release is called; queued says how many
 // wait.
-func HoldGroups(db *DB) (queued func() int, release func()) {
-	g := &db.group
+func HoldGroups(db *DB) (queued func() int, release func()) { return hold(&db.group) }
+
+// HoldReads is HoldGroups for db's grouped reads.
+func HoldReads(db *DB) (queued func() int, release func()) { return hold(&db.reads) }
+
+// ReadGroups returns how many groups of two reads or more db sent.
+func ReadGroups(db *DB) int64 {
+	db.reads.mu.Lock()
+	defer db.reads.mu.Unlock()
+	return db.reads.groups
+}
+
+func hold(g *grouper) (queued func() int, release func()) {
 	g.mu.Lock()
 	if g.ended == nil {
 		g.ended = make(chan struct{})

@@ -38,8 +38,8 @@ const groupTimeout = 30 * time.Second
 // every write of the group is then done on its own.
 var errGroupAbort = errors.New("postgres: group aborted")
 
-// groupWrite is one caller's writes, run with others' in a group or on
-// its own. first and then record their results in the caller's variables;
+// groupWrite is one caller's writes (or reads, in a grouper of reads),
+// run with others' in a group or on its own. first and then record their results in the caller's variables;
 // alone must set all of them again, as the group's may be discarded.
 type groupWrite struct {
 	ctx context.Context
@@ -61,6 +61,10 @@ type groupWrite struct {
 type grouper struct {
 	pool      *pgxpool.Pool
 	maxGroups int
+	// reads makes the groups reads: their statements are sent in one
+	// round trip without a transaction of their own, and a group that
+	// fails is read again one by one.
+	reads bool
 
 	mu      sync.Mutex
 	queue   []*groupWrite // guarded by mu
@@ -176,6 +180,16 @@ func (g *grouper) send(ctx context.Context, ws []*groupWrite) error {
 	// A connection left in a transaction (a ROLLBACK that failed) is
 	// closed by the pool on release, not reused.
 	defer c.Release()
+	if g.reads {
+		b := &pgx.Batch{}
+		for _, w := range ws {
+			w.first(b)
+		}
+		if err := c.SendBatch(ctx, b).Close(); err != nil {
+			return errGroupAbort
+		}
+		return nil
+	}
 	rollback := func() error {
 		_, _ = c.Exec(ctx, "ROLLBACK")
 		return errGroupAbort

@@ -261,6 +261,92 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// TestGroupedReads reads concurrent sessions' histories and pending
+// messages in groups, among them a session that does not exist and a
+// message that finished: each caller gets what it would get on its own.
+func TestGroupedReads(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const users = 8
+	var (
+		sessions []agent.SessionID
+		pending  []agent.InboundID
+		done     agent.InboundID
+	)
+	for u := range users {
+		k := agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "T1", User: fmt.Sprintf("U%d", u)}}
+		q, _, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: fmt.Sprintf("r-%d-0", u), Key: k, Text: "first"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tid, s, _, err := db.StartTurn(ctx, q.ID, &llm.Message{Role: llm.RoleUser, Content: fmt.Sprintf("hello from %d", u)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.FinishTurn(ctx, q.ID, tid, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "hi"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		done = q.ID
+		sessions = append(sessions, s.ID)
+		p, _, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: fmt.Sprintf("r-%d-1", u), Key: k, Text: "second"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, p.ID)
+	}
+	hist := make([][]agent.StoredMessage, users+1)
+	herrs := make([]error, users+1)
+	ups := make([][]agent.QueuedInbound, users+1)
+	uerrs := make([]error, users+1)
+	var calls []func()
+	for u := range users {
+		calls = append(calls,
+			func() { hist[u], herrs[u] = db.Recent(ctx, sessions[u], 0) },
+			func() { ups[u], uerrs[u] = db.PendingUpTo(ctx, pending[u]) })
+	}
+	calls = append(calls,
+		func() { hist[users], herrs[users] = db.Recent(ctx, sessions[users-1]+1000, 0) },
+		func() { ups[users], uerrs[users] = db.PendingUpTo(ctx, done) })
+	groups0 := postgres.ReadGroups(db)
+	queued, release := postgres.HoldReads(db)
+	var wg sync.WaitGroup
+	for _, call := range calls {
+		wg.Go(call)
+	}
+	for deadline := time.Now().Add(30 * time.Second); queued() < len(calls); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			release()
+			t.Fatalf("%d of %d reads queued after 30 s", queued(), len(calls))
+		}
+	}
+	release()
+	wg.Wait()
+	if postgres.ReadGroups(db) == groups0 {
+		t.Fatal("concurrent reads were not sent in a group")
+	}
+	for u := range users {
+		if herrs[u] != nil || uerrs[u] != nil {
+			t.Fatalf("user %d: history %v, pending %v", u, herrs[u], uerrs[u])
+		}
+		if len(hist[u]) != 1 || hist[u][0].Message.Content != fmt.Sprintf("hello from %d", u) || hist[u][0].Session != sessions[u] {
+			t.Errorf("history of user %d: %+v, want their one message", u, hist[u])
+		}
+		if len(ups[u]) != 1 || ups[u][0].ID != pending[u] || ups[u][0].Text != "second" {
+			t.Errorf("pending up to user %d's message: %+v, want it alone", u, ups[u])
+		}
+	}
+	if !errors.Is(herrs[users], store.ErrNotFound) {
+		t.Errorf("history of an unknown session: %v, want store.ErrNotFound", herrs[users])
+	}
+	if uerrs[users] != nil || len(ups[users]) != 0 {
+		t.Errorf("pending up to a finished message: %v, %v; want none", ups[users], uerrs[users])
+	}
+}
+
 func pendingIDs(t *testing.T, db *postgres.DB) map[agent.InboundID]bool {
 	t.Helper()
 	qs, err := db.Pending(context.Background())

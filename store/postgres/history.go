@@ -120,35 +120,48 @@ func (db *DB) Recent(ctx context.Context, s agent.SessionID, limit int) ([]agent
 		l := int64(limit)
 		lim = &l
 	}
-	rows, err := db.pool.Query(ctx, `SELECT m.id, m.turn_id, m.content, m.created_at
+	const recent = `SELECT m.id, m.turn_id, m.content, m.created_at
 		FROM messages m JOIN sessions s ON s.id = m.session_id
 		WHERE m.session_id = $1 AND m.id > s.summary_upto
-		ORDER BY m.id DESC LIMIT $2`, s, lim)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: recent: %w", err)
-	}
-	defer rows.Close()
+		ORDER BY m.id DESC LIMIT $2`
 	var msgs []agent.StoredMessage
-	for rows.Next() {
-		var (
-			m       = agent.StoredMessage{Session: s}
-			turn    *int64
-			content []byte
-			created int64
-		)
-		if err := rows.Scan(&m.ID, &turn, &content, &created); err != nil {
-			return nil, fmt.Errorf("postgres: recent: %w", err)
+	scan := func(rows pgx.Rows) error {
+		msgs = msgs[:0]
+		for rows.Next() {
+			var (
+				m       = agent.StoredMessage{Session: s}
+				turn    *int64
+				content []byte
+				created int64
+			)
+			if err := rows.Scan(&m.ID, &turn, &content, &created); err != nil {
+				return err
+			}
+			if err := json.Unmarshal(content, &m.Message); err != nil {
+				return fmt.Errorf("message %d: %w", m.ID, err)
+			}
+			if turn != nil {
+				m.Turn = agent.TurnID(*turn)
+			}
+			m.CreatedAt = fromMS(created)
+			msgs = append(msgs, m)
 		}
-		if err := json.Unmarshal(content, &m.Message); err != nil {
-			return nil, fmt.Errorf("postgres: recent: message %d: %w", m.ID, err)
-		}
-		if turn != nil {
-			m.Turn = agent.TurnID(*turn)
-		}
-		m.CreatedAt = fromMS(created)
-		msgs = append(msgs, m)
+		return rows.Err()
 	}
-	if err := rows.Err(); err != nil {
+	// Read with other sessions' reads when there are (group.go).
+	err := db.reads.do(&groupWrite{
+		ctx:   ctx,
+		first: func(b *pgx.Batch) { b.Queue(recent, s, lim).Query(scan) },
+		alone: func(ctx context.Context) error {
+			rows, err := db.pool.Query(ctx, recent, s, lim)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			return scan(rows)
+		},
+	})
+	if err != nil {
 		return nil, fmt.Errorf("postgres: recent: %w", err)
 	}
 	slices.Reverse(msgs)

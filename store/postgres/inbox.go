@@ -218,22 +218,35 @@ func (db *DB) PendingInbound(ctx context.Context, id agent.InboundID) (q agent.Q
 // loads it with this, so that an earlier message of the session whose
 // announcement is late or lost runs first, not after it.
 func (db *DB) PendingUpTo(ctx context.Context, id agent.InboundID) ([]agent.QueuedInbound, error) {
-	rows, err := db.pool.Query(ctx, `SELECT `+inboundCols+` FROM inbound i JOIN principals p ON p.id = i.principal_id
+	const upTo = `SELECT ` + inboundCols + ` FROM inbound i JOIN principals p ON p.id = i.principal_id
 		JOIN inbound a ON a.id = $1 AND a.principal_id = i.principal_id AND a.channel = i.channel AND a.thread = i.thread
-		WHERE i.id <= a.id AND i.state IN ('queued', 'running') ORDER BY i.id`, int64(id))
-	if err != nil {
-		return nil, fmt.Errorf("postgres: pending up to inbound %d: %w", id, err)
-	}
-	defer rows.Close()
+		WHERE i.id <= a.id AND i.state IN ('queued', 'running') ORDER BY i.id`
 	var qs []agent.QueuedInbound
-	for rows.Next() {
-		q, err := scanInbound(rows)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: pending up to inbound %d: %w", id, err)
+	scan := func(rows pgx.Rows) error {
+		qs = qs[:0]
+		for rows.Next() {
+			q, err := scanInbound(rows)
+			if err != nil {
+				return err
+			}
+			qs = append(qs, q)
 		}
-		qs = append(qs, q)
+		return rows.Err()
 	}
-	if err := rows.Err(); err != nil {
+	// Read with other sessions' reads when there are (group.go).
+	err := db.reads.do(&groupWrite{
+		ctx:   ctx,
+		first: func(b *pgx.Batch) { b.Queue(upTo, int64(id)).Query(scan) },
+		alone: func(ctx context.Context) error {
+			rows, err := db.pool.Query(ctx, upTo, int64(id))
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			return scan(rows)
+		},
+	})
+	if err != nil {
 		return nil, fmt.Errorf("postgres: pending up to inbound %d: %w", id, err)
 	}
 	return qs, nil

@@ -42,6 +42,7 @@ type DB struct {
 
 	pool  *pgxpool.Pool
 	group grouper // sends concurrent writes together (group.go)
+	reads grouper // and the turn's reads
 	// users keeps the settled days' totals of UsersByUsage.
 	users store.UsersCache
 }
@@ -68,6 +69,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	// wait for one another at moderate load: p95 of a turn's overhead
 	// 48–322 ms against 19–22 ms, 40 people pausing ~1 s, same runs.)
 	db.group = grouper{pool: pool, maxGroups: max(1, int(cfg.MaxConns))}
+	db.reads = grouper{pool: pool, maxGroups: max(1, int(cfg.MaxConns)), reads: true}
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
