@@ -14,21 +14,33 @@ import (
 // token is given back when the call has returned, so that making its
 // replacement does not compete with the call for the CPU.
 //
+// A new pool holds its tokens back (held) until a first call of the tool
+// has returned: a tool's first call after a start, which the pool cannot
+// serve yet, then does not share the CPU with the pool's filling, nor
+// does the next tool's first call with this one's (they raced before,
+// p99 up to 97 ms for three first calls in a row). The warming
+// (WarmAfter) makes one instance of each tool with one of these tokens,
+// so that the first call finds it ready (see Runtime.warmPool).
+//
 // Pooled instances are charged to the quota like running ones, but never
 // ahead of a call: the filler makes one only when the budget has room and
 // no call waits, and a call that needs memory evicts idle ones first
 // (Runtime.evict), after the linear memories kept for reuse (slots). The
 // filler makes its instances on those kept memories when there are any,
 // so a refill costs no page faults. The token of an evicted instance is kept aside and
-// given back when a call of the tool next finds the pool empty, so an
-// evicted pool refills on demand, not at once. After the tool's last call,
-// its instances are closed once the pool has been idle for poolIdle.
+// given back when a call of the tool that found the pool empty has
+// returned, so an evicted pool refills on demand, not at once. After the
+// tool's last call, its instances are closed once the pool has been idle
+// for poolIdle.
 type pool struct {
-	ch   chan *instance // ready instances
-	need chan struct{}  // instances to make; len(ch) + len(need) + evicted <= size
+	ch chan *instance // ready instances
+	// need is the instances to make: len(ch) + len(need) + evicted + held
+	// + the instances being made or in use <= size.
+	need chan struct{}
 
 	mu      sync.Mutex
 	evicted int       // tokens of evicted instances, not yet given back; guarded by mu
+	held    int       // tokens held until a first call has returned; guarded by mu
 	last    time.Time // when a call last took, or missed, an instance; guarded by mu
 }
 
@@ -43,14 +55,16 @@ type pool struct {
 // tool's few seconds (1,000 users calling at once failed hundreds of
 // calls that only waited their turn).
 func (r *Runtime) take(ctx context.Context, t *loaded, p agent.Principal, wait context.Context, b *budget) (inst *instance, done func(), err error) {
+	done = func() {}
 	if pl := r.pool(t); pl != nil {
 		select {
 		case inst := <-pl.ch:
-			pl.touch(false)
-			return inst, pl.refill, nil
+			n := pl.touch(false)
+			return inst, func() { pl.give(n + 1) }, nil
 		default:
 			r.poolMisses.Add(1)
-			pl.touch(true)
+			n := pl.touch(true)
+			done = func() { pl.give(n) }
 		}
 	}
 	inst, err = r.instantiate(ctx, t, func(n uint64) error {
@@ -63,18 +77,30 @@ func (r *Runtime) take(ctx context.Context, t *loaded, p agent.Principal, wait c
 		defer b.resume()
 		return r.quota.acquire(wait, p, n)
 	})
-	return inst, func() {}, err
+	if err != nil {
+		done() // the tokens are given back all the same
+		return nil, func() {}, err
+	}
+	return inst, done, err
 }
 
-// touch records a call, and on a miss gives the evicted tokens back.
-func (p *pool) touch(missed bool) {
+// touch records a call, and returns the tokens to give back once it has
+// returned: the held ones, and on a miss the evicted ones.
+func (p *pool) touch(missed bool) int {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.last = time.Now()
-	n := 0
+	n := p.held
+	p.held = 0
 	if missed {
-		n, p.evicted = p.evicted, 0
+		n += p.evicted
+		p.evicted = 0
 	}
-	p.mu.Unlock()
+	return n
+}
+
+// give asks the filler for n more instances.
+func (p *pool) give(n int) {
 	for range n {
 		p.refill()
 	}
@@ -88,8 +114,9 @@ func (p *pool) refill() {
 	}
 }
 
-// pool returns t's pool, creating it and starting its filler on first use.
-// It returns nil when pooling is off or the runtime is closed.
+// pool returns t's pool, creating it (every token held, see pool) and
+// starting its filler on first use. It returns nil when pooling is off or
+// the runtime is closed.
 func (r *Runtime) pool(t *loaded) *pool {
 	if r.poolSize <= 0 {
 		return nil
@@ -103,10 +130,7 @@ func (r *Runtime) pool(t *loaded) *pool {
 	if p, ok := r.pools[name]; ok {
 		return p
 	}
-	p := &pool{ch: make(chan *instance, r.poolSize), need: make(chan struct{}, r.poolSize), last: time.Now()}
-	for range r.poolSize {
-		p.need <- struct{}{}
-	}
+	p := &pool{ch: make(chan *instance, r.poolSize), need: make(chan struct{}, r.poolSize), held: r.poolSize, last: time.Now()}
 	r.pools[name] = p
 	r.wg.Add(1)
 	go func() {
@@ -241,4 +265,54 @@ func (p *pool) drain(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// warmPool makes one instance of t for its first call, with one of the
+// pool's held tokens, unless t's pool already exists (the tool was called)
+// or pooling is off. It tries once: when the budget has no room, or a call
+// waits for memory, it makes none and the token stays held. The instance
+// is charged to the quota, closed after poolIdle if no call takes it, and
+// evicted like any pooled one when a call needs the memory.
+func (r *Runtime) warmPool(t *loaded) {
+	if r.poolSize <= 0 {
+		return
+	}
+	r.mu.Lock()
+	_, exists := r.pools[t.manifest.Name]
+	r.mu.Unlock()
+	if exists {
+		return
+	}
+	p := r.pool(t)
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.held == 0 { // a call came meanwhile
+		p.mu.Unlock()
+		return
+	}
+	p.held--
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.ctx, t.manifest.Limits.Deadline)
+	inst, err := r.instantiate(ctx, t, func(n uint64) error {
+		if !r.quota.tryAcquire(n) {
+			return errQuotaFull
+		}
+		return nil
+	})
+	cancel()
+	if err != nil {
+		p.mu.Lock()
+		p.held++
+		p.mu.Unlock()
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed && r.pools[t.manifest.Name] != p { // its filler failed and dropped it
+		inst.mod.Close(context.Background())
+		return
+	}
+	p.ch <- inst // room: the token was held, so len(p.ch) < size; Close drains it
 }

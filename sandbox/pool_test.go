@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // filledPool returns the echo tool's pool of r, filled with its one instance,
@@ -75,4 +76,44 @@ func TestPoolBackToBackIsolated(t *testing.T) {
 	if st.Instances < 80 {
 		t.Errorf("Instances = %d for 80 calls: an instance served more than one call", st.Instances)
 	}
+}
+
+// A tool's first call does not share the CPU with its pool's filling: the
+// pool makes no instance until that call has returned, then fills.
+func TestPoolFillsAfterTheFirstCall(t *testing.T) {
+	r := newRuntime(t, Config{PoolSize: 2, Now: forever()}, testTool(t, "sleep", "limits: {deadline: 1m}\n"))
+	ctx, cancel := context.WithCancel(context.Background())
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		r.Call(ctx, call("sleep", `{}`))
+	}()
+	waitFor(t, "the first call's instance", func() bool { return r.Stats().Instances == 1 })
+	time.Sleep(100 * time.Millisecond) // the filler had time to start, had it been told to
+	if st := r.Stats(); st.Instances != 1 || st.Pooled != 0 || st.Pools != 1 {
+		t.Errorf("while the first call runs: %+v, want its instance alone", st)
+	}
+	cancel()
+	<-returned
+	waitFor(t, "the pool to fill after the first call", func() bool { return r.Stats().Pooled == 2 })
+}
+
+// The warming leaves one instance of each enabled tool in its pool: the
+// tool's first call takes it (no miss), then the pool fills to its size.
+func TestWarmLeavesOneInstancePerTool(t *testing.T) {
+	ctx := context.Background()
+	r := newRuntime(t, Config{PoolSize: 2, PoolIdle: -1, CacheDir: t.TempDir()}, echoTool(t), testTool(t, "state", ""))
+	closed := make(chan struct{})
+	close(closed)
+	waitWarm(t, r.WarmAfter(closed, 0, 0))
+	if st := r.Stats(); st.Loaded != 2 || st.Pools != 2 || st.Pooled != 2 || st.Instances != 2 || st.Memory == 0 {
+		t.Fatalf("after warming: %+v, want echo and state loaded with one pooled instance each, charged", st)
+	}
+	if res, err := r.Call(ctx, call("echo", `{"i":1}`)); err != nil || res.Content != `{"i":1}` {
+		t.Fatalf("first call = %+v, %v", res, err)
+	}
+	if st := r.Stats(); st.PoolMisses != 0 || st.Instances != 2 {
+		t.Errorf("after the first call: %+v, want it served by the warmed instance", st)
+	}
+	waitFor(t, "echo's pool to fill", func() bool { return r.Stats().Pooled == 3 })
 }

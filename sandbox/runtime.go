@@ -355,6 +355,11 @@ func (r *Runtime) Load(ctx context.Context, name string) error {
 // same load instead of loading its tool again, and a call of a tool the
 // warming has not reached yet loads it at once.
 //
+// Once a phase's tools are loaded, the warming makes one instance of each
+// for its pool (with a pool, see warmPool): the tool's first call takes it
+// instead of making its own. It is charged to the memory budget, and
+// closed like any pooled instance after PoolIdle without a call.
+//
 // Each loaded tool holds its compiled code and decoded module for good:
 // about 21 MB of RSS for a Go-built tool (README, Performance).
 func (r *Runtime) WarmAfter(ready <-chan struct{}, delay, compileDelay time.Duration) <-chan struct{} {
@@ -397,6 +402,17 @@ func (r *Runtime) WarmAfter(ready <-chan struct{}, delay, compileDelay time.Dura
 					return
 				}
 				_, _ = r.module(r.ctx, r.tools[n]) // a failure is logged by load, and kept
+			}
+			// Then one instance of each, for its first call (see pool):
+			// milliseconds each, after every load (tens of milliseconds
+			// each), so that a call finds its tool loaded sooner.
+			for _, n := range phase.tools {
+				if r.ctx.Err() != nil {
+					return
+				}
+				if t := r.tools[n]; !t.failed.Load() {
+					r.warmPool(t)
+				}
 			}
 			if r.loadedN.Load() > before {
 				// Loading left megabytes of garbage per tool (its binary

@@ -296,10 +296,10 @@ type Sandbox struct {
 	// call.
 	PoolIdle Duration `yaml:"pool_idle" json:"pool_idle"`
 	// Warm loads every enabled tool in the background once the gateway
-	// is ready (from the compilation cache after a restart), so that
-	// their first calls do not wait for it; false leaves every tool
-	// unloaded until its first call (less memory while idle, a slower
-	// first call).
+	// is ready (from the compilation cache after a restart), and makes one
+	// pooled instance of each, so that their first calls wait for
+	// neither; false leaves every tool unloaded until its first call (less
+	// memory while idle, a slower first call).
 	Warm bool `yaml:"warm" json:"warm"`
 	// AllowPrivate lists CIDR prefixes tools may reach despite the SSRF
 	// rules, such as 10.0.0.0/8. Validate checks that each one parses with
