@@ -45,7 +45,33 @@ func BenchmarkPagesPostgres(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	benchPages(b, db, func(now func() time.Time) { db.Now = now }, nil)
+	fresh := func(b *testing.B, now func() time.Time) (Store, func()) {
+		db, err := postgres.Open(ctx, u.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		db.Now = now
+		return db, func() { db.Close() }
+	}
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	forget := func(q string) func(b *testing.B) {
+		return func(b *testing.B) {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	benchPages(b, db, func(now func() time.Time) { db.Now = now }, fresh, map[string]func(b *testing.B){
+		// The first load of a day on PostgreSQL: the newest settled
+		// day is not kept in usage_days yet (migration 0028).
+		"usage-30d-cold-newday": forget(`DELETE FROM usage_days WHERE day = (SELECT max(day) FROM usage_days)`),
+		// The first load of a period after the upgrade: none is.
+		"usage-30d-cold-unkept": forget(`DELETE FROM usage_days`),
+	}, nil)
 }
 
 // pgBenchSeedSchema makes the benchmark's schema, unless a matching one is

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,20 +150,45 @@ func BenchmarkPages(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	benchPages(b, db, func(now func() time.Time) { db.Now = now }, func(b *testing.B) { setBacklog(b, path) })
+	fresh := func(b *testing.B, now func() time.Time) (Store, func()) {
+		db, err := store.Open(context.Background(), path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		db.Now = now
+		return db, func() { db.Close() }
+	}
+	benchPages(b, db, func(now func() time.Time) { db.Now = now }, fresh, nil, func(b *testing.B) { setBacklog(b, path) })
+}
+
+// coldLoad is a cold page: each load is served by a console and a store
+// opened for it (nothing kept in memory by either), after one load of the
+// Credentials page (which reads no usage) has opened the store's
+// connection. forget, when set, is called before each load too.
+type coldLoad struct {
+	forget func(b *testing.B)
 }
 
 // benchPages loads each page of a console on db, a database made as
-// benchDB makes it; setClock sets db's clock; noIndex, when set, makes the
-// store search without its index for the pages that follow it.
-func benchPages(b *testing.B, db Store, setClock func(now func() time.Time), noIndex func(b *testing.B)) {
-	cs := &Server{Store: db, Token: testToken, Prices: map[string]Price{"gpt-big": {Input: 2, Output: 8}}}
+// benchDB makes it; setClock sets db's clock; fresh opens another store
+// on the same database (with the clock now), for the cold loads; forgets,
+// when set, names more cold loads of the Usage page, each with what it
+// forgets before each load; noIndex, when set, makes the store search
+// without its index for the pages that follow it.
+func benchPages(b *testing.B, db Store, setClock func(now func() time.Time), fresh func(b *testing.B, now func() time.Time) (Store, func()),
+	forgets map[string]func(b *testing.B), noIndex func(b *testing.B)) {
+	prices := map[string]Price{"gpt-big": {Input: 2, Output: 8}}
+	cs := &Server{Store: db, Token: testToken, Prices: prices}
 	h, err := cs.Handler()
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The handler serving now: cs's, or a cold load's own console's (the
+	// sign-in, kept in the database, holds for both).
+	var cur atomic.Pointer[http.Handler]
+	cur.Store(&h)
 	mux := http.NewServeMux()
-	mux.Handle(Prefix, h)
+	mux.Handle(Prefix, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*cur.Load()).ServeHTTP(w, r) }))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	jar, _ := cookiejar.New(nil)
@@ -177,35 +204,70 @@ func benchPages(b *testing.B, db Store, setClock func(now func() time.Time), noI
 		b.Fatalf("sign-in: %v", err)
 	}
 	resp.Body.Close()
-	for _, p := range []struct{ name, path string }{
-		{"overview", "/console/"},
-		{"usage-30d", "/console/usage?days=30"},
-		{"usage-csv-30d", "/console/usage.csv?days=30"},
-		{"conversations", "/console/conversations"},
-		{"conversations-user", "/console/conversations?user=slack:T7:U05007"},
+	get := func(b *testing.B, path string) time.Duration {
+		start := time.Now()
+		resp, err := c.Get(srv.URL + path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+		return time.Since(start)
+	}
+	type load struct {
+		name, path string
+		cold       *coldLoad
+	}
+	cold := func(name, path string) load { return load{name, path, &coldLoad{}} }
+	loads := []load{
+		{"overview", "/console/", nil},
+		{"usage-30d", "/console/usage?days=30", nil},
+		{"usage-csv-30d", "/console/usage.csv?days=30", nil},
+		{"conversations", "/console/conversations", nil},
+		{"conversations-user", "/console/conversations?user=slack:T7:U05007", nil},
 		// Text search: a word in every session (the newest 50 match at
 		// once), one in 10 messages and one in none (both answered by
 		// the index), and 2 characters (the newest 10,000 messages).
-		{"conversations-search", "/console/conversations?q=weather"},
-		{"conversations-search-few", "/console/conversations?q=umbrella"},
-		{"conversations-search-none", "/console/conversations?q=zebra"},
-		{"conversations-search-short", "/console/conversations?q=zq"},
-		{"transcript", "/console/conversations/5000"},
-		{"credentials", "/console/credentials"},
-		{"users", "/console/users"},
+		{"conversations-search", "/console/conversations?q=weather", nil},
+		{"conversations-search-few", "/console/conversations?q=umbrella", nil},
+		{"conversations-search-none", "/console/conversations?q=zebra", nil},
+		{"conversations-search-short", "/console/conversations?q=zq", nil},
+		{"transcript", "/console/conversations/5000", nil},
+		{"credentials", "/console/credentials", nil},
+		{"users", "/console/users", nil},
 		// The Users page sums the month so far: at the month's last
 		// hour (the clock set back to the end of last month) it reads a
 		// month of daily rows.
-		{"users-month-end", "/console/users"},
+		{"users-month-end", "/console/users", nil},
+		// Cold: each load by a console and a store that keep nothing
+		// in memory yet (the first load of a day, of a replica, after a
+		// restart), against the Credentials page loaded the same way.
+		cold("credentials-cold", "/console/credentials"),
+		cold("usage-30d-cold", "/console/usage?days=30"),
+		cold("usage-csv-30d-cold", "/console/usage.csv?days=30"),
+		cold("users-month-end-cold", "/console/users"),
+		// (forgets: more cold loads of the Usage page.)
+		{"forgets", "", nil},
 		// The same searches without the index (the reference, as the page
 		// searched before it): a backlog row makes the store read the
 		// messages, as it does while the index of a migrated database is
 		// still being built.
-		{"noindex", ""},
-		{"conversations-search-scan", "/console/conversations?q=weather"},
-		{"conversations-search-few-scan", "/console/conversations?q=umbrella"},
-		{"conversations-search-none-scan", "/console/conversations?q=zebra"},
-	} {
+		{"noindex", "", nil},
+		{"conversations-search-scan", "/console/conversations?q=weather", nil},
+		{"conversations-search-few-scan", "/console/conversations?q=umbrella", nil},
+		{"conversations-search-none-scan", "/console/conversations?q=zebra", nil},
+	}
+	if i := slices.IndexFunc(loads, func(l load) bool { return l.name == "forgets" }); i >= 0 {
+		var more []load
+		for _, name := range slices.Sorted(maps.Keys(forgets)) {
+			more = append(more, load{name, "/console/usage?days=30", &coldLoad{forgets[name]}})
+		}
+		loads = slices.Replace(loads, i, i+1, more...)
+	}
+	for _, p := range loads {
 		if p.name == "noindex" {
 			if noIndex == nil {
 				break
@@ -213,7 +275,7 @@ func benchPages(b *testing.B, db Store, setClock func(now func() time.Time), noI
 			noIndex(b)
 			continue
 		}
-		if p.name == "users-month-end" {
+		if strings.HasPrefix(p.name, "users-month-end") {
 			start := time.Now().UTC()
 			end := time.Date(start.Year(), start.Month(), 1, 0, 0, 0, 0, time.UTC).Add(-time.Hour)
 			cs.Now = func() time.Time { return end.Add(time.Since(start)) }
@@ -222,17 +284,24 @@ func benchPages(b *testing.B, db Store, setClock func(now func() time.Time), noI
 		b.Run(p.name, func(b *testing.B) {
 			var ds []time.Duration
 			for b.Loop() {
-				start := time.Now()
-				resp, err := c.Get(srv.URL + p.path)
+				if p.cold == nil {
+					ds = append(ds, get(b, p.path))
+					continue
+				}
+				st, closeStore := fresh(b, cs.Now)
+				cold := &Server{Store: st, Token: testToken, Prices: prices, Now: cs.Now}
+				ch, err := cold.Handler()
 				if err != nil {
 					b.Fatal(err)
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatalf("%s: %d", p.path, resp.StatusCode)
+				cur.Store(&ch)
+				get(b, "/console/credentials")
+				if p.cold.forget != nil {
+					p.cold.forget(b)
 				}
-				ds = append(ds, time.Since(start))
+				ds = append(ds, get(b, p.path))
+				cur.Store(&h)
+				closeStore()
 			}
 			// The first load is reported too: it fills what the Usage
 			// page keeps of settled days (usageMemo).

@@ -65,7 +65,11 @@ func formatCost(usd float64) string {
 }
 
 func (s *Server) cost(model string, in, out int64) float64 {
-	p := s.Prices[model]
+	return s.Prices[model].cost(in, out)
+}
+
+// cost is the estimated cost in US dollars of in and out tokens at p.
+func (p Price) cost(in, out int64) float64 {
 	return (float64(in)*p.Input + float64(out)*p.Output) / 1e6
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -443,13 +444,21 @@ func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match st
 }
 
 // userTotals sums each principal's model calls of the days from from to
-// the one before to (to < 0: no end), today's from todayDay on.
+// the one before to (to < 0: no end), today's from todayDay on. The days
+// are read by the primary key's range and summed before the principals
+// are joined: grouped by the principal index instead, SQLite read every
+// day's entries and looked up each row (a month of 10,000 users: 127–147
+// ms).
 func (db *DB) userTotals(ctx context.Context, from, to, todayDay int64) (map[int64]UserTotal, error) {
+	if to < 0 {
+		to = math.MaxInt64
+	}
 	rows, err := db.r.QueryContext(ctx, `
-		SELECT u.principal_id, p.platform, p.workspace, p.user, sum(u.input_tokens + u.output_tokens),
-			sum(CASE WHEN u.day >= ?3 THEN u.input_tokens + u.output_tokens ELSE 0 END), max(u.day)
-		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
-		WHERE u.day >= ?1 AND (?2 < 0 OR u.day < ?2) AND u.calls > 0 GROUP BY u.principal_id`, from, to, todayDay)
+		SELECT u.principal_id, p.platform, p.workspace, p.user, u.month, u.today, u.last
+		FROM (SELECT principal_id, sum(input_tokens + output_tokens) AS month,
+				sum(CASE WHEN day >= ?3 THEN input_tokens + output_tokens ELSE 0 END) AS today, max(day) AS last
+			FROM usage_daily WHERE day >= ?1 AND day < ?2 AND calls > 0 GROUP BY +principal_id) u
+		JOIN principals p ON p.id = u.principal_id`, from, to, todayDay)
 	if err != nil {
 		return nil, err
 	}

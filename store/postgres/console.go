@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,25 +34,47 @@ func likeEscape(s string) string {
 
 // Usage returns the usage of the model calls made on the UTC days from
 // from's to the one before to's, by day (newest first), principal (in the
-// order they were first seen), channel and model.
+// order they were first seen), channel and model. Settled days come from
+// usage_days (settledDays), the others from usage_daily.
 func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error) {
-	rows, err := db.pool.Query(ctx, `
-		SELECT u.day, p.platform, p.workspace, p."user", u.channel, u.model, u.server, u.calls, u.input_tokens, u.output_tokens
-		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
-		WHERE u.day >= $1 AND u.day < $2 AND u.calls > 0
-		ORDER BY u.day DESC, u.principal_id, u.channel COLLATE "C", u.model COLLATE "C"`, dayOf(from), dayOf(to))
-	if err != nil {
-		return nil, fmt.Errorf("postgres: usage: %w", err)
+	first, end := dayOf(from), dayOf(to)
+	settled := min(end, dayOf(db.Now().Add(-usageGrace)))
+	var out []store.UsageRow
+	if end > max(first, settled) {
+		rows, err := db.pool.Query(ctx, `
+			SELECT u.day, p.platform, p.workspace, p."user", u.channel, u.model, u.server, u.calls, u.input_tokens, u.output_tokens
+			FROM usage_daily u JOIN principals p ON p.id = u.principal_id
+			WHERE u.day >= $1 AND u.day < $2 AND u.calls > 0
+			ORDER BY u.day DESC, u.principal_id, u.channel COLLATE "C", u.model COLLATE "C"`, max(first, settled), end)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: usage: %w", err)
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.UsageRow, error) {
+			var u store.UsageRow
+			var day int64
+			err := r.Scan(&day, &u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Server, &u.Calls, &u.InputTokens, &u.OutputTokens)
+			u.Day = fromMS(day * dayMS)
+			return u, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("postgres: usage: %w", err)
+		}
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.UsageRow, error) {
-		var u store.UsageRow
-		var day int64
-		err := r.Scan(&day, &u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Server, &u.Calls, &u.InputTokens, &u.OutputTokens)
-		u.Day = fromMS(day * dayMS)
-		return u, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("postgres: usage: %w", err)
+	if first < settled {
+		days, err := db.settledDays(ctx, first, settled)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: usage: %w", err)
+		}
+		n := len(out)
+		for _, d := range days {
+			n += len(d)
+		}
+		out = slices.Grow(out, n-len(out))
+		for d := settled - 1; d >= first; d-- {
+			for _, r := range days[d] {
+				out = append(out, r.UsageRow)
+			}
+		}
 	}
 	return out, nil
 }
@@ -461,18 +484,41 @@ func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match st
 }
 
 // userTotals sums each principal's model calls of the days from from to
-// the one before to (to < 0: no end), today's from todayDay on.
+// the one before to (to < 0: no end), today's from todayDay on. Settled
+// days (to set) come from usage_days (settledDays).
 func (db *DB) userTotals(ctx context.Context, from, to, todayDay int64) (map[int64]store.UserTotal, error) {
+	out := map[int64]store.UserTotal{}
+	if to >= 0 {
+		days, err := db.settledDays(ctx, from, to)
+		if err != nil {
+			return nil, err
+		}
+		for day, rows := range days {
+			for _, r := range rows {
+				t, ok := out[r.principal]
+				if !ok {
+					t = store.UserTotal{ID: r.principal, Platform: r.Platform, Workspace: r.Workspace, User: r.User, LastDay: day}
+				}
+				n := r.InputTokens + r.OutputTokens
+				t.Month += n
+				if day >= todayDay {
+					t.Today += n
+				}
+				t.LastDay = max(t.LastDay, day)
+				out[r.principal] = t
+			}
+		}
+		return out, nil
+	}
 	rows, err := db.pool.Query(ctx, `
 		SELECT u.principal_id, p.platform, p.workspace, p."user", sum(u.input_tokens + u.output_tokens)::BIGINT,
-			sum(CASE WHEN u.day >= $3 THEN u.input_tokens + u.output_tokens ELSE 0 END)::BIGINT, max(u.day)
+			sum(CASE WHEN u.day >= $2 THEN u.input_tokens + u.output_tokens ELSE 0 END)::BIGINT, max(u.day)
 		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
-		WHERE u.day >= $1 AND ($2 < 0 OR u.day < $2) AND u.calls > 0
-		GROUP BY u.principal_id, p.platform, p.workspace, p."user"`, from, to, todayDay)
+		WHERE u.day >= $1 AND u.calls > 0
+		GROUP BY u.principal_id, p.platform, p.workspace, p."user"`, from, todayDay)
 	if err != nil {
 		return nil, err
 	}
-	out := map[int64]store.UserTotal{}
 	var t store.UserTotal
 	_, err = pgx.ForEachRow(rows, []any{&t.ID, &t.Platform, &t.Workspace, &t.User, &t.Month, &t.Today, &t.LastDay}, func() error {
 		out[t.ID] = t

@@ -125,8 +125,9 @@ func TestTextWithNULIsStored(t *testing.T) {
 // Import copies every table the migrations create (a table added later
 // must be added to its list, parents first), but the schema's own
 // bookkeeping: the migrations applied and the generation of settled usage
-// (0025), which start as the migrations make them, and the fencing tokens
-// (0027), which belong to the NATS deployment's leases.
+// (0025), which start as the migrations make them, the settled days' usage
+// kept under that generation (0028), derived from usage_daily, and the
+// fencing tokens (0027), which belong to the NATS deployment's leases.
 func TestImportCopiesEveryTable(t *testing.T) {
 	ctx := context.Background()
 	u := testURL(t)
@@ -136,7 +137,7 @@ func TestImportCopiesEveryTable(t *testing.T) {
 	}
 	db.Close()
 	rows, err := pool(t, u).Query(ctx, `SELECT table_name FROM information_schema.tables
-		WHERE table_schema = current_schema() AND table_name NOT IN ('schema_migrations', 'usage_generation', 'fences') ORDER BY table_name`)
+		WHERE table_schema = current_schema() AND table_name NOT IN ('schema_migrations', 'usage_generation', 'usage_days', 'fences') ORDER BY table_name`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,8 +109,21 @@ func testUsageSettled(t *testing.T, e *env) {
 		}
 		return rows, tokens
 	}
-	if rows, tokens := read(); len(rows) != 1 || !rows[0].Day.Equal(day0) || len(tokens) != 1 || !tokens[0].Start.Equal(day0) {
-		t.Fatalf("before the resume: %+v, %+v; want the step on %v", rows, tokens, day0)
+	rows0, tokens := read()
+	if len(rows0) != 1 || !rows0[0].Day.Equal(day0) || len(tokens) != 1 || !tokens[0].Start.Equal(day0) {
+		t.Fatalf("before the resume: %+v, %+v; want the step on %v", rows0, tokens, day0)
+	}
+	// A second store on the same data, with nothing kept in its memory,
+	// reads the same (PostgreSQL: the settled day as the first read kept
+	// it in usage_days).
+	other := func() ConsoleStore {
+		t.Helper()
+		r := e.replica(t)
+		t.Cleanup(func() { r.Close() })
+		return r.(ConsoleStore)
+	}
+	if rows, err := other().Usage(ctx, day0, d1.Add(24*time.Hour)); err != nil || !cmp.Equal(rows0, rows) {
+		t.Errorf("Usage of a second store before the resume: %+v, %v; want %+v", rows, err, rows0)
 	}
 	if g, _, _ := db.UsageSettled(ctx); g != gen {
 		t.Errorf("the generation moved from %d to %d with no change to a settled day", gen, g)
@@ -143,6 +156,15 @@ func testUsageSettled(t *testing.T, e *env) {
 	}
 	if diff := cmp.Diff([]store.UserUsage{{Platform: "slack", Workspace: "T1", User: "U1", Month: 210, Today: 210, LastDay: d1}}, users()); diff != "" {
 		t.Errorf("UsersByUsage after the resume (-want +got):\n%s", diff)
+	}
+	// And a store opened after it, which keeps nothing yet (on
+	// PostgreSQL the day kept under the old generation is not used).
+	r := other()
+	if rows, err := r.Usage(ctx, day0, d1.Add(24*time.Hour)); err != nil || !cmp.Equal(wantRows, rows) {
+		t.Errorf("Usage of a store opened after the resume: %+v, %v; want %+v", rows, err, wantRows)
+	}
+	if got, _, err := r.UsersByUsage(ctx, day0, d1, "", 10); err != nil || len(got) != 1 || got[0].Month != 210 || got[0].Today != 210 {
+		t.Errorf("UsersByUsage of a store opened after the resume: %+v, %v; want 210 tokens, all today", got, err)
 	}
 }
 
