@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -24,7 +25,9 @@ import (
 //     newest ShortSearchMessages messages only (ShortSearch says when).
 //
 // While the index of existing messages is still being built (SearchIndexing),
-// the messages are read instead of the index.
+// the messages are read instead of the index. A new message is indexed
+// shortly after it is stored, in the background (migration 0029); until it
+// is, the search reads it itself.
 
 const (
 	// searchProbe is how many matching messages the index is read for
@@ -41,6 +44,17 @@ const (
 	indexPause = 100 * time.Millisecond
 	// indexRetry is the pause after a step that failed.
 	indexRetry = 5 * time.Second
+	// pendingEvery is how often the indexer looks for new messages to
+	// index (migration 0029), when the writer committed since it last
+	// looked.
+	pendingEvery = 200 * time.Millisecond
+	// pendingBytes bounds the text of the new messages one write
+	// transaction indexes (one message at least): the turns' writes queue
+	// behind it, and indexing takes about 1 ms of the writer per 10 KB.
+	pendingBytes = 64 << 10
+	// pendingBatch bounds how many new messages one write transaction
+	// indexes.
+	pendingBatch = 500
 )
 
 // ShortSearch reports whether text has no 3 characters in a row other than
@@ -125,8 +139,14 @@ func (db *DB) searchSessions(ctx context.Context, text string) (ids []int64, ok 
 		// The index answers the pattern with the text's % and _ as
 		// wildcards (it answers no ESCAPE): a superset of the matches,
 		// which the second LIKE narrows to the text.
+		// Messages stored since the indexer last ran (migration 0029)
+		// are read themselves, in the same statement, so in the same
+		// snapshot as the index: each message is read once.
 		rows, err = db.r.QueryContext(ctx, `SELECT m.session_id FROM messages_fts f JOIN messages m ON m.id = f.rowid
-			WHERE f.content LIKE ?1 AND m.content LIKE ?2 ESCAPE '\' LIMIT ?3`,
+			WHERE f.content LIKE ?1 AND m.content LIKE ?2 ESCAPE '\'
+			UNION ALL
+			SELECT m.session_id FROM messages_fts_pending p JOIN messages m ON m.id = p.id
+			WHERE m.content LIKE ?2 ESCAPE '\' LIMIT ?3`,
 			"%"+text+"%", esc, searchProbe+1)
 	}
 	if err != nil {
@@ -164,16 +184,19 @@ func sessionIDsJSON(ids []int64) string {
 }
 
 // indexer adds the messages that existed before the search index to it,
-// newest first, in the background (see migration 0025).
+// newest first, in the background (see migration 0025), and the messages
+// stored since, shortly after they are (see migration 0029).
 type indexer struct {
 	stop context.CancelFunc
-	done chan struct{}
+	wg   sync.WaitGroup
 }
 
 func (db *DB) startIndexer() {
 	ctx, stop := context.WithCancel(context.Background())
-	db.ix = &indexer{stop: stop, done: make(chan struct{})}
+	db.ix = &indexer{stop: stop}
+	db.ix.wg.Add(2)
 	go db.indexLoop(ctx)
+	go db.pendingLoop(ctx)
 }
 
 func (db *DB) stopIndexer() {
@@ -181,11 +204,11 @@ func (db *DB) stopIndexer() {
 		return
 	}
 	db.ix.stop()
-	<-db.ix.done
+	db.ix.wg.Wait()
 }
 
 func (db *DB) indexLoop(ctx context.Context) {
-	defer close(db.ix.done)
+	defer db.ix.wg.Done()
 	for {
 		more, err := db.indexStep(ctx)
 		if err == nil && !more {
@@ -243,4 +266,96 @@ func (db *DB) indexStep(ctx context.Context) (more bool, err error) {
 		return false, fmt.Errorf("store: index messages for search: %w", err)
 	}
 	return more, nil
+}
+
+// pendingLoop indexes the messages stored since it last looked, every
+// pendingEvery when the writer committed meanwhile: off the turns' own
+// write transactions, and several turns' messages in one.
+func (db *DB) pendingLoop(ctx context.Context) {
+	defer db.ix.wg.Done()
+	t := time.NewTicker(pendingEvery)
+	defer t.Stop()
+	seen := int64(-1) // the first look, one tick after Open, finds what a previous process left
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// Commits counted before indexing: the indexer's own commits make
+		// one more look, which finds nothing, and a turn's commit during
+		// a step is never missed.
+		c := db.ck.commits.Load()
+		if c == seen {
+			continue
+		}
+		seen = c
+		for ctx.Err() == nil {
+			more, err := db.indexPendingStep(ctx)
+			if err != nil {
+				// The database closing, a busy lock: looked at again
+				// later. Meanwhile the search reads these messages.
+				seen = -1
+				t.Reset(indexRetry)
+				break
+			}
+			if !more {
+				t.Reset(pendingEvery)
+				break
+			}
+		}
+	}
+}
+
+// indexPendingStep indexes the oldest messages not indexed yet, at most
+// pendingBatch of them and pendingBytes of their text (one at least), in
+// one write transaction, and reports whether it indexed any.
+func (db *DB) indexPendingStep(ctx context.Context) (indexed bool, err error) {
+	var pending bool
+	if err := db.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM messages_fts_pending)`).Scan(&pending); err != nil {
+		return false, fmt.Errorf("store: index new messages for search: %w", err)
+	}
+	if !pending {
+		return false, nil
+	}
+	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT p.id, length(CAST(m.content AS BLOB)) FROM messages_fts_pending p
+			JOIN messages m ON m.id = p.id ORDER BY p.id LIMIT ?`, pendingBatch)
+		if err != nil {
+			return err
+		}
+		var hi, total int64
+		for rows.Next() {
+			var id, n int64
+			if err := rows.Scan(&id, &n); err != nil {
+				rows.Close()
+				return err
+			}
+			if total += n; total > pendingBytes && hi != 0 {
+				break
+			}
+			hi = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if hi == 0 {
+			// Ids whose messages are gone (the delete trigger removes
+			// them; nothing else should leave one).
+			_, err := tx.ExecContext(ctx, `DELETE FROM messages_fts_pending`)
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messages_fts (rowid, content)
+			SELECT m.id, m.content FROM messages_fts_pending p JOIN messages m ON m.id = p.id WHERE p.id <= ?`, hi); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM messages_fts_pending WHERE id <= ?`, hi)
+		indexed = true
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: index new messages for search: %w", err)
+	}
+	return indexed, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,9 @@ func searchDB(t *testing.T, texts ...string) (*DB, []agent.SessionID) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	// The test indexes new messages itself (indexAll), so that it knows
+	// which of them the search reads from the index.
+	db.stopIndexer()
 	var ids []agent.SessionID
 	for i, text := range texts {
 		s, err := db.ActiveSession(ctx, agent.SessionKey{
@@ -37,6 +41,37 @@ func searchDB(t *testing.T, texts ...string) (*DB, []agent.SessionID) {
 		ids = append(ids, s.ID)
 	}
 	return db, ids
+}
+
+// indexAll indexes every message not indexed yet, as the background
+// indexer does, and checks the index.
+func indexAll(t *testing.T, db *DB) {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		more, err := db.indexPendingStep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			break
+		}
+	}
+	if n := pendingCount(t, db); n != 0 {
+		t.Fatalf("%d messages not indexed after indexAll", n)
+	}
+	if _, err := db.execSQL(ctx, `INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')`); err != nil {
+		t.Fatalf("index integrity: %v", err)
+	}
+}
+
+func pendingCount(t *testing.T, db *DB) int {
+	t.Helper()
+	var n int
+	if err := db.r.QueryRow(`SELECT count(*) FROM messages_fts_pending`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func sessionsOf(t *testing.T, db *DB, f ConversationFilter) []agent.SessionID {
@@ -76,28 +111,37 @@ func TestConversationSearchMatchesLikeSubstring(t *testing.T) {
 		slices.Reverse(out) // newest first
 		return out
 	}
-	for _, tt := range []struct {
-		name, q string
-		want    []agent.SessionID
-	}{
-		{"word any case", "WEATHER", pick(0, 1)},
-		{"inside a word", "therpro", pick(1)},
-		{"percent literal", "100%", pick(2)},
-		{"underscore literal", "file_name", pick(4)},
-		{"underscore short run", "e_n", pick(4)},
-		{"nothing", "zebra", nil},
-		{"short", "ok", pick(8)},
-		{"one character", "%", pick(2)},
-		{"non-ASCII", "straße", pick(7)},
-		{"inside markup", "script", pick(6)},
-		{"invalid UTF-8", "weath\xff", nil},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got := sessionsOf(t, db, ConversationFilter{Search: tt.q})
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("search %q: got sessions %v, want %v", tt.q, got, tt.want)
-			}
-		})
+	// First with every message stored but not indexed yet (the search
+	// reads them), then with all of them in the index.
+	for _, phase := range []string{"stored", "indexed"} {
+		if phase == "indexed" {
+			indexAll(t, db)
+		} else if n := pendingCount(t, db); n != len(texts) {
+			t.Fatalf("%d messages wait for the index, want %d", n, len(texts))
+		}
+		for _, tt := range []struct {
+			name, q string
+			want    []agent.SessionID
+		}{
+			{"word any case", "WEATHER", pick(0, 1)},
+			{"inside a word", "therpro", pick(1)},
+			{"percent literal", "100%", pick(2)},
+			{"underscore literal", "file_name", pick(4)},
+			{"underscore short run", "e_n", pick(4)},
+			{"nothing", "zebra", nil},
+			{"short", "ok", pick(8)},
+			{"one character", "%", pick(2)},
+			{"non-ASCII", "straße", pick(7)},
+			{"inside markup", "script", pick(6)},
+			{"invalid UTF-8", "weath\xff", nil},
+		} {
+			t.Run(phase+"/"+tt.name, func(t *testing.T) {
+				got := sessionsOf(t, db, ConversationFilter{Search: tt.q})
+				if !slices.Equal(got, tt.want) {
+					t.Errorf("search %q: got sessions %v, want %v", tt.q, got, tt.want)
+				}
+			})
+		}
 	}
 	// The search narrows with the other filters and pages.
 	if got, want := sessionsOf(t, db, ConversationFilter{Search: "weather", Principal: "slack:T1:U1"}), pick(1); !slices.Equal(got, want) {
@@ -231,6 +275,7 @@ func TestSearchIndexBackfill(t *testing.T) {
 	if err := db.AppendMessages(ctx, 1, 0, llm.Message{Role: llm.RoleUser, Content: "a new haystack"}); err != nil {
 		t.Fatal(err)
 	}
+	waitIndexed(t, db)
 	var indexed, hay int
 	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM messages_fts WHERE content LIKE '%message%'`).Scan(&indexed); err != nil {
 		t.Fatal(err)
@@ -243,5 +288,121 @@ func TestSearchIndexBackfill(t *testing.T) {
 	}
 	if _, err := db.execSQL(ctx, `INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')`); err != nil {
 		t.Errorf("index integrity: %v", err)
+	}
+}
+
+// waitIndexed waits until the background indexer has indexed every new
+// message.
+func waitIndexed(t *testing.T, db *DB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for pendingCount(t, db) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("new messages not indexed after 30 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSearchIndexNewMessages checks that a new message is found as soon
+// as it is stored, then from the index once the background indexer has
+// added it, and that deleting or editing a message, indexed or not yet,
+// keeps the index in step with the messages.
+func TestSearchIndexNewMessages(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "talon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := db.ActiveSession(ctx, agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "T1", User: "U1"},
+		Conversation: agent.Conversation{Channel: "C1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendMessages(ctx, s.ID, 0, llm.Message{Role: llm.RoleUser, Content: "the pelican report"}); err != nil {
+		t.Fatal(err)
+	}
+	// Found at once, whether or not the indexer has run yet.
+	if got, want := sessionsOf(t, db, ConversationFilter{Search: "pelican"}), []agent.SessionID{s.ID}; !slices.Equal(got, want) {
+		t.Errorf("just stored: got %v, want %v", got, want)
+	}
+	waitIndexed(t, db) // the background indexer, not the test, indexes it
+	var hits int
+	if err := db.r.QueryRow(`SELECT count(*) FROM messages_fts WHERE content LIKE '%pelican%'`).Scan(&hits); err != nil {
+		t.Fatal(err)
+	}
+	if hits != 1 {
+		t.Fatalf("index: %d messages with pelican, want 1", hits)
+	}
+	if got, want := sessionsOf(t, db, ConversationFilter{Search: "pelican"}), []agent.SessionID{s.ID}; !slices.Equal(got, want) {
+		t.Errorf("indexed: got %v, want %v", got, want)
+	}
+
+	// Deleted and edited, indexed or not: the triggers of 0029.
+	db.stopIndexer()
+	if err := db.AppendMessages(ctx, s.ID, 0, llm.Message{Role: llm.RoleUser, Content: "the walrus report"},
+		llm.Message{Role: llm.RoleUser, Content: "the heron report"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`DELETE FROM messages WHERE content LIKE '%pelican%'`,                                           // indexed
+		`DELETE FROM messages WHERE content LIKE '%walrus%'`,                                            // pending
+		`UPDATE messages SET content = replace(content, 'heron', 'egret') WHERE content LIKE '%heron%'`, // pending
+	} {
+		if _, err := db.execSQL(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if n := pendingCount(t, db); n != 1 {
+		t.Errorf("%d messages wait for the index, want 1 (the edited one)", n)
+	}
+	indexAll(t, db)
+	if _, err := db.execSQL(ctx, `UPDATE messages SET content = replace(content, 'egret', 'stork') WHERE content LIKE '%egret%'`); err != nil {
+		t.Fatal(err) // indexed
+	}
+	for q, want := range map[string]int{"pelican": 0, "walrus": 0, "heron": 0, "egret": 0, "stork": 1} {
+		if got := len(sessionsOf(t, db, ConversationFilter{Search: q})); got != want {
+			t.Errorf("search %q after the changes: %d sessions, want %d", q, got, want)
+		}
+		if err := db.r.QueryRow(`SELECT count(*) FROM messages_fts WHERE content LIKE ?`, "%"+q+"%").Scan(&hits); err != nil {
+			t.Fatal(err)
+		}
+		if hits != want {
+			t.Errorf("index: %d messages with %q, want %d", hits, q, want)
+		}
+	}
+	if _, err := db.execSQL(ctx, `INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')`); err != nil {
+		t.Errorf("index integrity: %v", err)
+	}
+}
+
+// TestSearchIndexPendingBatch checks the bound of one step of the
+// background indexer: pendingBytes of text, one message at least.
+func TestSearchIndexPendingBatch(t *testing.T) {
+	ctx := context.Background()
+	db, ids := searchDB(t, strings.Repeat("big ", 20_000)) // 80 KB, more than pendingBytes alone
+	small := make([]llm.Message, 10)
+	for i := range small {
+		small[i] = llm.Message{Role: llm.RoleUser, Content: strings.Repeat("x", 10_000)} // 10 KB each
+	}
+	if err := db.AppendMessages(ctx, ids[0], 0, small...); err != nil {
+		t.Fatal(err)
+	}
+	var left []int
+	for {
+		more, err := db.indexPendingStep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			break
+		}
+		left = append(left, pendingCount(t, db))
+	}
+	// The big message alone, then as many of the 10 KB ones (stored as a
+	// little more) as fit in 64 KB: 6, then the other 4.
+	if want := []int{10, 4, 0}; !slices.Equal(left, want) {
+		t.Errorf("messages left after each step: %v, want %v", left, want)
 	}
 }
