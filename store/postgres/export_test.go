@@ -36,3 +36,9 @@ func hold(g *grouper) (queued func() int, release func()) {
 	}
 	return queued, release
 }
+
+// PoolSize returns the most connections db's pool opens.
+func PoolSize(db *DB) int32 { return db.pool.Config().MaxConns }
+
+// PoolSizeSet is poolSizeSet.
+var PoolSizeSet = poolSizeSet

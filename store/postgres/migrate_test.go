@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -200,5 +201,42 @@ func TestConversationSearchIndex(t *testing.T) {
 	}
 	if all := strings.Join(lines, "\n"); !strings.Contains(all, "messages_content_trgm") {
 		t.Errorf("the search's plan does not use the trigram index:\n%s", all)
+	}
+}
+
+// The pool has as many connections as CPUs this process may use (at
+// least 2) unless the URL sets pool_max_conns.
+func TestPoolSize(t *testing.T) {
+	for conn, want := range map[string]bool{
+		"postgres://talon@db:5432/talon?sslmode=disable":                  false,
+		"postgres://talon@db:5432/talon?sslmode=disable&pool_max_conns=3": true,
+		"postgresql://talon@db/talon?pool_max_conns=3":                    true,
+		"postgres://pool_max_conns:x@db/talon":                            false,
+		"host=db user=talon sslmode=disable":                              false,
+		"host=db pool_max_conns=3 user=talon":                             true,
+		"pool_max_conns = 3 host=db":                                      true,
+		"host=db password=pool_max_conns=3":                               false,
+	} {
+		if got := postgres.PoolSizeSet(conn); got != want {
+			t.Errorf("PoolSizeSet(%q) = %v, want %v", conn, got, want)
+		}
+	}
+	ctx := context.Background()
+	u := testURL(t)
+	db, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got, want := postgres.PoolSize(db), postgres.DefaultPoolSize(); got != want || want != int32(max(2, runtime.GOMAXPROCS(0))) {
+		t.Errorf("pool of %d connections, want %d (GOMAXPROCS %d)", got, want, runtime.GOMAXPROCS(0))
+	}
+	db3, err := postgres.Open(ctx, u+"&pool_max_conns=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db3.Close()
+	if got := postgres.PoolSize(db3); got != 3 {
+		t.Errorf("pool_max_conns=3: a pool of %d connections", got)
 	}
 }
