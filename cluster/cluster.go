@@ -91,6 +91,7 @@ type Node struct {
 	cfg     Config
 	nc      *nats.Conn
 	js      jetstream.JetStream
+	pub     jetstream.JetStream // publishes the announcements (Dispatch)
 	kv      jetstream.KeyValue
 	rt      Runtime
 	store   Store
@@ -139,7 +140,13 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: jetstream: %w", err)
 	}
-	n := &Node{cfg: cfg, nc: nc, js: js, rt: rt, store: st, log: log.With().Str("replica", cfg.Replica).Logger(),
+	// The announcements' own context: its futures expire after
+	// dispatchTimeout, so none is kept when an acknowledgement is lost.
+	pub, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(dispatchTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: jetstream: %w", err)
+	}
+	n := &Node{cfg: cfg, nc: nc, js: js, pub: pub, rt: rt, store: st, log: log.With().Str("replica", cfg.Replica).Logger(),
 		stream: streamName(cfg.Prefix), started: make(chan struct{}), scopes: map[int]*agent.Scope{}}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        n.stream,
@@ -253,16 +260,31 @@ func (n *Node) Held() []int { return n.leases.Held() }
 
 // Dispatch announces an accepted message to its partition's owner
 // (agent.Dispatcher). It waits for the stream's acknowledgement, at most
-// 5 seconds.
+// 5 seconds. The announcement is published asynchronously: the
+// concurrent Dispatches of a busy replica go out together on the
+// connection and their acknowledgements come back on one subscription,
+// where a request each made its own reply subject and waiter; each caller
+// still returns only once its own announcement is acknowledged (or failed).
 func (n *Node) Dispatch(ctx context.Context, q agent.QueuedInbound) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	subj := n.cfg.Prefix + ".in." + strconv.Itoa(n.Partition(q.Key))
-	if _, err := n.js.Publish(ctx, subj, strconv.AppendInt(nil, int64(q.ID), 10)); err != nil {
+	f, err := n.pub.PublishAsync(subj, strconv.AppendInt(nil, int64(q.ID), 10))
+	if err != nil {
 		return fmt.Errorf("cluster: announce inbound %d: %w", q.ID, err)
 	}
-	return nil
+	t := time.NewTimer(dispatchTimeout)
+	defer t.Stop()
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("cluster: announce inbound %d: %w", q.ID, err)
+	case <-t.C:
+		return fmt.Errorf("cluster: announce inbound %d: no acknowledgement within %s", q.ID, dispatchTimeout)
+	}
 }
+
+// dispatchTimeout bounds the wait for an announcement's acknowledgement.
+const dispatchTimeout = 5 * time.Second
 
 func (n *Node) decidedSubject() string { return n.cfg.Prefix + ".decided" }
 
