@@ -294,6 +294,52 @@ func TestWarmCallWaitsForTheWarming(t *testing.T) {
 	}
 }
 
+// A call whose tool the warming has not reached jumps its queue: the
+// warming starts no other load while the call's is in progress.
+func TestWarmWaitsForACallsLoad(t *testing.T) {
+	ctx := context.Background()
+	gate := newGateFS(fstest.MapFS{"slow.wasm": {Data: fixture.wasm["echo"]}})
+	m, err := ParseManifest("slow.yaml", []byte("name: slow\ndescription: echo, slow to read\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &countingFS{FS: fstest.MapFS{"aaa.wasm": {Data: fixture.wasm["echo"]}}}
+	m2, err := ParseManifest("aaa.yaml", []byte("name: aaa\ndescription: echo, first in the warming's order\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRuntime(t, Config{CacheDir: t.TempDir()},
+		Tool{Manifest: m, FS: gate, Path: "slow.wasm", Source: "gate"}, Tool{Manifest: m2, FS: other, Path: "aaa.wasm", Source: "count"})
+	called := make(chan error, 1)
+	go func() {
+		res, err := r.Call(ctx, call("slow", `{"x":1}`))
+		if err == nil && res.IsError {
+			err = errors.New(res.Content)
+		}
+		called <- err
+	}()
+	select { // the call's load reads the module, and waits at the gate
+	case <-gate.opened:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the call did not load its tool")
+	}
+	closed := make(chan struct{})
+	close(closed)
+	warmed := r.WarmAfter(closed, 0, 0)
+	time.Sleep(100 * time.Millisecond) // time for the warming to start aaa's load, were it to
+	if n := other.count("aaa.wasm"); n != 0 {
+		t.Errorf("the warming read aaa's module %d times while a call's load was in progress, want 0", n)
+	}
+	close(gate.release)
+	if err := <-called; err != nil {
+		t.Fatalf("the call: %v", err)
+	}
+	waitWarm(t, warmed)
+	if st := r.Stats(); st.Loaded != 2 || other.count("aaa.wasm") != 1 {
+		t.Errorf("after the warming: %+v, aaa read %d times; want both loaded, aaa read once", st, other.count("aaa.wasm"))
+	}
+}
+
 // A damaged compiled file is found by the warming after a restart, removed
 // and compiled again, off the calls' path; the next restart uses the new
 // one.

@@ -353,7 +353,8 @@ func (r *Runtime) Load(ctx context.Context, name string) error {
 // is closed when the warming is over: every tool loaded (or failed), or
 // stopped by Close. A call that comes during the warming waits for the
 // same load instead of loading its tool again, and a call of a tool the
-// warming has not reached yet loads it at once.
+// warming has not reached yet loads it at once: the warming waits for
+// that load before it starts its next one.
 //
 // Once a phase's tools are loaded, the warming makes one instance of each
 // for its pool (with a pool, see warmPool): the tool's first call takes it
@@ -398,7 +399,7 @@ func (r *Runtime) WarmAfter(ready <-chan struct{}, delay, compileDelay time.Dura
 			}
 			before := r.loadedN.Load()
 			for _, n := range phase.tools {
-				if r.ctx.Err() != nil {
+				if !r.awaitLoads() {
 					return
 				}
 				_, _ = r.module(r.ctx, r.tools[n]) // a failure is logged by load, and kept
@@ -426,6 +427,28 @@ func (r *Runtime) WarmAfter(ready <-chan struct{}, delay, compileDelay time.Dura
 		}
 	}()
 	return done
+}
+
+// awaitLoads waits for the loads in progress, which calls started (the
+// warming's own are over when it calls this): a call's tool jumps the
+// warming's queue, and its load does not share the CPU with the
+// warming's next one. It returns false once r is closed.
+func (r *Runtime) awaitLoads() bool {
+	for _, n := range r.names {
+		t := r.tools[n]
+		t.mu.Lock()
+		done := t.done
+		t.mu.Unlock()
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-r.ctx.Done():
+			return false
+		}
+	}
+	return r.ctx.Err() == nil
 }
 
 // warmOrder splits the enabled tools for WarmAfter: those an earlier
