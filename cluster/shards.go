@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,13 +55,68 @@ import (
 //     owner; it is deleted once the socket is closed. A replica that
 //     claims a shard whose key is still there (the previous owner died or
 //     sleeps) does not identify before DiscordSilence·heartbeat − 3·Renew
-//     after its claim: the previous owner sent its last heartbeat before
-//     its fence, at least 3·Renew before its lease expired and so before
-//     this claim, and Discord has dropped that connection by then. With
-//     Discord's 41.25 s heartbeat and the default TTL of 10 s, a dead
-//     replica's shards are identified again about 12 s + 76.5 s after it
-//     died; a clean stop or a fair-share hand-over deletes the key and
-//     costs no wait.
+//     after its claim, unless the probe below shows the owner's process
+//     gone: the previous owner sent its last heartbeat before its fence,
+//     at least 3·Renew before its lease expired and so before this claim,
+//     and Discord has dropped that connection by then. With Discord's
+//     41.25 s heartbeat and the default TTL of 10 s that is about 12 s +
+//     76.5 s after the owner stopped; a clean stop or a fair-share
+//     hand-over deletes the key and costs no wait.
+//
+// The probe tells a process that is gone from one that may only be
+// paused, so that a dead replica's shards are identified again at the
+// claim (about TTL + TTL/5 after the death) rather than 88 s after. Each
+// process subscribes, on a connection of its own on which nothing else
+// flows (ShardsConfig.Probe), to "<prefix>.alive.<replica>.<incarnation>"
+// (the incarnation is random per process, so that a replica started again
+// under the same id is not mistaken for the old one), and records in
+// "probe.<replica>.<incarnation>" the id of the NATS server that
+// connection is on, rewritten when it reconnects elsewhere. Its connection
+// keys name the incarnation. A claimer that finds a connection key sends a
+// request to that subject on its own probe connection, when that
+// connection is on the very server recorded (a server's id is new each
+// time it starts); an immediate "no responders" from that server means
+// the server closed the owner's probe connection, and then it identifies
+// at once. Anything else (an answer, a timeout, another server, no record,
+// a key written by an older version) waits as above. Why "no responders"
+// suffices, case by case:
+//   - SIGKILL, a crash, the OOM killer: the kernel closes every socket of
+//     the process at once, the probe's and Discord's alike. The claim
+//     comes at least 3·Renew after the death (the owner was before its
+//     fence when it died, and the lease lasts TTL after its last renewal),
+//     time enough for the FIN (or RST) to reach Discord. The one case not
+//     seen: that packet lost, and nothing sent by Discord on the socket
+//     after it (any event or acknowledgement would draw another RST from
+//     the host), until Discord's silence ends it.
+//   - SIGSTOP, a stalled VM: the kernel keeps both sockets open; the NATS
+//     server holds the subscription and writes the request to it, nobody
+//     answers, the request times out and the claimer waits. The server
+//     closes a connection that answers none of its pings only after
+//     ping_max pings, ping_interval apart (nats-server's defaults: 2 and
+//     2 min, so 4 min, ProbeStaleAfter) after the pause began; a claim
+//     later than that gets "no responders" from a process paused longer
+//     than DiscordSilence heartbeats, whose connection Discord dropped
+//     already. This needs ping_interval × ping_max ≥ DiscordSilence
+//     heartbeats on the server (83 s with Discord's 41.25 s); the probe is
+//     not trusted when heartbeats are longer than ProbeStaleAfter allows.
+//   - A host lost (powered off, cut off): no FIN reaches anyone; the
+//     server keeps the subscription until its pings go unanswered, as for
+//     a pause, and the claimer waits: Discord alone decides when the old
+//     socket is gone, and the shard is identified again about 88 s after,
+//     not within 30 s.
+//   - A live replica whose probe connection reconnects: while it is away
+//     a claimer may get "no responders", but a claim comes only after the
+//     lease expired, and a replica that runs has closed its sockets at its
+//     fence by then. After a reconnect to another server it rewrites its
+//     record; a claimer on the old server then asks a server that was not
+//     recorded and waits. Left: a pause beginning in the moments between
+//     that reconnect and the rewrite, or between a network fault that
+//     resets only the probe connection and its reconnect (about 2 s).
+//   - The NATS server restarted (or the owner's server lost) while the
+//     owner is paused: the subscription is gone without the process, but
+//     the server has a new id, or is another one than the claimer's, so
+//     the claimer waits.
+//   - A clean stop: the subscription ends after every socket is closed.
 //
 // Shards also spaces the IDENTIFYs: Discord accepts one per 5 s for each
 // bucket (shard id mod max_concurrency), across every connection of the
@@ -67,12 +125,18 @@ import (
 // every other replica waits.
 type Shards struct {
 	kv, ident, conns jetstream.KeyValue
-	replica          string
+	replica, prefix  string
 	ttl              time.Duration
 	log              zerolog.Logger
+	probe            *nats.Conn // nil: no probe
+	incarnation      string     // this process's, in its probe subject
 
 	mu     sync.Mutex
 	leases *Leases // while Serve runs; guarded by mu
+
+	probeMu     sync.Mutex
+	probeSub    *nats.Subscription // while Serve runs; guarded by probeMu
+	probeServer string             // the server id recorded; guarded by probeMu
 }
 
 // ShardsConfig configures Shards. Zero values take the defaults.
@@ -90,6 +154,14 @@ type ShardsConfig struct {
 	Prefix string
 	// StreamReplicas is the replication of the buckets in a NATS cluster.
 	StreamReplicas int
+	// Probe, when set, is a connection to NATS on which nothing else
+	// flows (so that the server never drops it as a slow consumer while
+	// the process sleeps), connected to the servers in the same order on
+	// every replica (nats.DontRandomize), so that their probes meet on one
+	// server. Shards sets its reconnect handler. With it, a dead
+	// replica's shards are identified again without waiting for Discord
+	// (see Shards); without, always after the wait.
+	Probe *nats.Conn
 }
 
 // DefaultIdentifyEvery is Discord's least time between two IDENTIFYs of one
@@ -104,6 +176,14 @@ const MinShardLeaseTTL = 2 * time.Second
 // to need before it drops a connection (and so the shard is free to be
 // identified elsewhere without being connected twice).
 const DiscordSilence = 2
+
+// ProbeStaleAfter is the least time we take a NATS server to keep the
+// connection of a process that stopped running: ping_max pings,
+// ping_interval apart, unanswered (nats-server's defaults, 2 × 2 min). The
+// probe is trusted only while DiscordSilence heartbeat intervals are no
+// longer; a server configured with a shorter ping_interval × ping_max
+// than DiscordSilence heartbeats (83 s) breaks the probe's premise.
+const ProbeStaleAfter = 4 * time.Minute
 
 // countKey records the shard count of the deployment in the shards
 // bucket; the replicas rewrite it while they run, so it expires TTL after
@@ -154,8 +234,10 @@ func OpenShards(ctx context.Context, nc *nats.Conn, cfg ShardsConfig, log zerolo
 	if err != nil {
 		return nil, err
 	}
-	return &Shards{kv: kv, ident: ident, conns: conns, replica: cfg.Replica, ttl: cfg.LeaseTTL,
-		log: log.With().Str("replica", cfg.Replica).Logger()}, nil
+	var inc [8]byte
+	_, _ = crand.Read(inc[:])
+	return &Shards{kv: kv, ident: ident, conns: conns, replica: cfg.Replica, prefix: cfg.Prefix, ttl: cfg.LeaseTTL,
+		log: log.With().Str("replica", cfg.Replica).Logger(), probe: cfg.Probe, incarnation: hex.EncodeToString(inc[:])}, nil
 }
 
 // ShardCount agrees on the deployment's shard count: the one recorded by
@@ -223,9 +305,19 @@ func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Con
 		conflict = s.keepCount(ctx, count, renew)
 		cancel()
 	}()
+	moved := make(chan struct{}, 1)
+	s.startProbe(moved)
+	probeDone := make(chan struct{})
+	go func() {
+		defer close(probeDone)
+		s.keepProbe(ctx, renew, moved)
+	}()
 	err := l.Run(ctx)
 	cancel()
 	<-done
+	<-probeDone
+	// Every Work has returned: every socket is closed.
+	s.endProbe()
 	if err != nil {
 		return err
 	}
@@ -341,10 +433,14 @@ func (h *ShardHold) BeforeIdentify(ctx context.Context, heartbeat time.Duration)
 			h.notBefore = h.claimed
 		case err != nil:
 			return 0, fmt.Errorf("cluster: read who connected shard %d last: %w", h.shard, err)
+		case h.s.gone(ctx, string(e.Value()), heartbeat):
+			h.notBefore = h.claimed
+			h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).
+				Msg("cluster: the shard's previous connection did not end cleanly, but its process is gone (and its sockets closed with it); identifying now")
 		default:
 			h.notBefore = h.claimed.Add(DiscordSilence*heartbeat - h.margin)
 			h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).Dur("wait", time.Until(h.notBefore).Round(time.Millisecond)).
-				Msg("cluster: the shard's previous connection did not end cleanly; waiting until Discord has dropped it before identifying")
+				Msg("cluster: the shard's previous connection did not end cleanly and its process may be paused; waiting until Discord has dropped it before identifying")
 		}
 		h.checked = true
 	}
@@ -354,7 +450,11 @@ func (h *ShardHold) BeforeIdentify(ctx context.Context, heartbeat time.Duration)
 	if !h.Held() {
 		return 0, fmt.Errorf("cluster: shard %d is not held any more", h.shard)
 	}
-	val := []byte(h.s.replica + " " + strconv.FormatUint(h.Token(), 10))
+	inc := h.s.recordProbe(ctx)
+	if inc == "" {
+		inc = "-" // no probe: a claimer after this connection waits
+	}
+	val := []byte(h.s.replica + " " + strconv.FormatUint(h.Token(), 10) + " " + inc)
 	if _, err := h.s.conns.Put(ctx, key, val); err != nil {
 		return 0, fmt.Errorf("cluster: record the connection of shard %d: %w", h.shard, err)
 	}
@@ -379,4 +479,138 @@ func (h *ShardHold) disconnected() {
 		// The next owner waits for Discord's view instead: safe, slower.
 		h.s.log.Warn().Err(err).Int("shard", h.shard).Msg("cluster: could not clear a shard's connection record")
 	}
+}
+
+// probeKey is the record, in the bucket "<prefix>_cluster", of the NATS
+// server a process's probe connection is on.
+func probeKey(replica, incarnation string) string { return "probe." + replica + "." + incarnation }
+
+// aliveSubject is where a process answers while it runs.
+func (s *Shards) aliveSubject(replica, incarnation string) string {
+	return s.prefix + ".alive." + replica + "." + incarnation
+}
+
+// startProbe subscribes this process's probe subject. Without a probe, or
+// when the subscription fails, this process's connections record no
+// incarnation and claims after them wait for Discord.
+func (s *Shards) startProbe(moved chan<- struct{}) {
+	if s.probe == nil {
+		return
+	}
+	sub, err := s.probe.Subscribe(s.aliveSubject(s.replica, s.incarnation), func(m *nats.Msg) { _ = m.Respond([]byte("alive")) })
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cluster: could not subscribe the liveness probe; a claim after this replica's shards will wait for Discord")
+		return
+	}
+	s.probe.SetReconnectHandler(func(*nats.Conn) {
+		select {
+		case moved <- struct{}{}:
+		default:
+		}
+	})
+	s.probeMu.Lock()
+	s.probeSub = sub
+	s.probeMu.Unlock()
+}
+
+// keepProbe records which server the probe connection is on, at once and
+// again each time it reconnects (checked every renew as well), until ctx
+// ends.
+func (s *Shards) keepProbe(ctx context.Context, renew time.Duration, moved <-chan struct{}) {
+	if s.probe == nil {
+		return
+	}
+	t := time.NewTicker(renew)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, renew)
+		s.recordProbe(cctx)
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-moved:
+		}
+	}
+}
+
+// recordProbe makes sure the record of this process's probe names the
+// server its connection is on now, and returns the incarnation to name in
+// a connection key, or "" when there is no probe to trust.
+func (s *Shards) recordProbe(ctx context.Context) string {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if s.probeSub == nil || !s.probe.IsConnected() {
+		return ""
+	}
+	id := s.probe.ConnectedServerId()
+	if id == "" {
+		return ""
+	}
+	if id != s.probeServer {
+		// The server has the subscription before the record names it.
+		if err := s.probe.FlushWithContext(ctx); err != nil {
+			return ""
+		}
+		if _, err := s.conns.Put(ctx, probeKey(s.replica, s.incarnation), []byte(id)); err != nil {
+			if ctx.Err() == nil {
+				s.log.Debug().Err(err).Msg("cluster: could not record the liveness probe's server; retrying")
+			}
+			return ""
+		}
+		s.probeServer = id
+	}
+	return s.incarnation
+}
+
+// endProbe ends the subscription and its record once every socket of this
+// process is closed.
+func (s *Shards) endProbe() {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if s.probeSub == nil {
+		return
+	}
+	_ = s.probeSub.Unsubscribe()
+	s.probeSub, s.probeServer = nil, ""
+	ctx, cancel := context.WithTimeout(context.Background(), s.ttl/5)
+	defer cancel()
+	_ = s.conns.Delete(ctx, probeKey(s.replica, s.incarnation))
+}
+
+// gone reports whether the process that recorded conn (a connection key's
+// value, "<replica> <token> <incarnation>") is gone, its sockets closed by
+// the kernel, rather than maybe paused: its probe subscription has no
+// responder on the very server it was recorded on (see Shards for why
+// that suffices and what it cannot see).
+func (s *Shards) gone(ctx context.Context, conn string, heartbeat time.Duration) bool {
+	f := strings.Fields(conn)
+	if s.probe == nil || len(f) != 3 || !validID(f[0]) || !validID(f[2]) || f[2] == "-" ||
+		DiscordSilence*heartbeat > ProbeStaleAfter {
+		return false
+	}
+	replica, inc := f[0], f[2]
+	if replica == s.replica && inc == s.incarnation {
+		return false
+	}
+	e, err := s.conns.Get(ctx, probeKey(replica, inc))
+	if err != nil {
+		return false
+	}
+	server := string(e.Value())
+	reconnects := s.probe.Stats().Reconnects
+	if !s.probe.IsConnected() || s.probe.ConnectedServerId() != server {
+		s.log.Debug().Str("previous", replica).Msg("cluster: the previous owner's probe was recorded on another NATS server than this replica's; not probing")
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, max(s.ttl/5, 400*time.Millisecond))
+	defer cancel()
+	_, err = s.probe.RequestWithContext(rctx, s.aliveSubject(replica, inc), nil)
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	// The answer came from that server, which kept its id (it did not
+	// start again) and to which this connection stayed.
+	return s.probe.IsConnected() && s.probe.ConnectedServerId() == server && s.probe.Stats().Reconnects == reconnects
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -295,5 +297,144 @@ func TestShardsWaitForDiscordAfterAnUncleanEnd(t *testing.T) {
 	}
 	if !c.h.Held() || c.h.Token() <= b.h.Token() {
 		t.Errorf("new hold: held %v, token %d after %d; want held and a greater token", c.h.Held(), c.h.Token(), b.h.Token())
+	}
+}
+
+// TestShardsProbeTellsAGoneOwnerFromALiveOne: a claim after an owner whose
+// probe connection the server closed (its process gone, as after SIGKILL)
+// identifies at once; after an owner whose process still answers (its
+// lease lost, its probe running) it waits for Discord; after an owner
+// whose probe was recorded on another server it waits too; a clean stop
+// deletes the probe's record.
+func TestShardsProbeTellsAGoneOwnerFromALiveOne(t *testing.T) {
+	url := testNATS(t)
+	const heartbeat = 5 * time.Second
+	full := DiscordSilence*heartbeat - 3*testTTL/5
+	type claim struct {
+		replica string
+		wait    time.Duration
+		h       *ShardHold
+	}
+	claims := make(chan claim, 10)
+	type replica struct {
+		stop      func()
+		nc, probe *nats.Conn
+	}
+	serve := func(id string) replica {
+		nc := connect(t, url)
+		probe, err := nats.Connect(url, nats.DontRandomize(), nats.MaxReconnects(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(probe.Close)
+		ctx, cancel := context.WithCancel(context.Background())
+		sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: "probe", Probe: probe}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sh.ShardCount(ctx, 1, true); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = sh.Serve(ctx, 1, func(ctx context.Context, _ int, h *ShardHold) {
+				d, err := h.BeforeIdentify(ctx, heartbeat)
+				if err != nil {
+					t.Errorf("%s: BeforeIdentify: %v", id, err)
+				}
+				claims <- claim{id, d, h}
+				<-ctx.Done()
+			})
+		}()
+		return replica{func() { cancel(); <-done }, nc, probe}
+	}
+	next := func(want string) claim {
+		t.Helper()
+		select {
+		case c := <-claims:
+			if c.replica != want {
+				t.Fatalf("shard claimed by %s, want %s", c.replica, want)
+			}
+			return c
+		case <-time.After(10 * testTTL):
+			t.Fatalf("%s did not claim the shard", want)
+		}
+		return claim{}
+	}
+	var kv jetstream.KeyValue
+	// connected returns the fields of the shard's connection key.
+	connected := func() []string {
+		t.Helper()
+		e, err := kv.Get(context.Background(), connKey(0))
+		if err != nil {
+			t.Fatalf("the shard's connection key: %v", err)
+		}
+		return strings.Fields(string(e.Value()))
+	}
+
+	// probeKeys lists the records of replica's probes.
+	probeKeys := func(replica string) []string {
+		t.Helper()
+		keys, err := kv.ListKeys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for k := range keys.Keys() {
+			if strings.HasPrefix(k, "probe."+replica+".") {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+
+	a := serve("a")
+	defer a.stop()
+	js, _ := jetstream.New(connect(t, url))
+	kv, err := js.KeyValue(context.Background(), "probe_cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := next("a"); c.wait != 0 {
+		t.Errorf("first connection of the shard waits %s, want 0", c.wait)
+	}
+	// a loses its lease but runs on: its probe answers.
+	a.nc.Close()
+	b := serve("b")
+	if cl := next("b"); cl.wait <= full-2*time.Second || cl.wait > full {
+		t.Errorf("after an owner whose process answers the next waits %s, want about %s", cl.wait, full)
+	}
+	// a's process dies: the kernel closes its sockets, the probe's too.
+	// b stops cleanly (it never identified) and c claims.
+	a.probe.Close()
+	b.stop()
+	c := serve("c")
+	defer c.stop()
+	if cl := next("c"); cl.wait != 0 {
+		t.Errorf("after an owner whose process is gone the next waits %s, want 0", cl.wait)
+	}
+	// c's probe was recorded on another server (as after the server
+	// started again, or with a claimer on another server of a cluster):
+	// gone from this one proves nothing.
+	f := connected()
+	if len(f) != 3 || f[0] != "c" {
+		t.Fatalf("connection key %q, want c's, with its incarnation", f)
+	}
+	if _, err := kv.Put(context.Background(), probeKey("c", f[2]), []byte("NOTTHISSERVER")); err != nil {
+		t.Fatal(err)
+	}
+	c.probe.Close()
+	c.nc.Close()
+	d := serve("d")
+	if cl := next("d"); cl.wait <= full-2*time.Second || cl.wait > full {
+		t.Errorf("after an owner whose probe was recorded on another server the next waits %s, want about %s", cl.wait, full)
+	}
+	if k := probeKeys("d"); len(k) != 1 {
+		t.Errorf("records of d's probe while it runs: %q, want one", k)
+	}
+	d.stop()
+	if k := probeKeys("d"); len(k) != 0 {
+		t.Errorf("records of d's probe after a clean stop: %q, want none", k)
 	}
 }

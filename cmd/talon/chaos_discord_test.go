@@ -352,30 +352,13 @@ func TestChaosDiscordShardsUnderSIGKILL(t *testing.T) {
 	// At every instant at most one connection of a shard, in Discord's
 	// view; nothing sent on a connection after its shard was identified
 	// on another.
+	for _, e := range f.twiceLocked() {
+		t.Error(e)
+	}
 	identifies := 0
-	for s := range shards {
-		var cs []*fakeShardConn
-		for _, c := range f.conns {
-			if c.shard == s && !c.identified.IsZero() {
-				cs = append(cs, c)
-			}
-		}
-		identifies += len(cs)
-		slices.SortFunc(cs, func(a, b *fakeShardConn) int { return a.identified.Compare(b.identified) })
-		for i := 1; i < len(cs); i++ {
-			prev, next := cs[i-1], cs[i]
-			if end, ok := prev.end(f.silence); !ok || end.After(next.identified) {
-				t.Errorf("shard %d connected twice: connection %d (open %s, ended %v) and connection %d identified at %s",
-					s, prev.id, prev.identified.Format("15:04:05.000"), fmtEnd(end, ok), next.id, next.identified.Format("15:04:05.000"))
-			}
-			for _, fr := range prev.frames {
-				if fr.at.After(next.identified) {
-					t.Errorf("shard %d: connection %d sent op %d at %s, after connection %d identified the shard at %s",
-						s, prev.id, fr.op, fr.at.Format("15:04:05.000"), next.id, next.identified.Format("15:04:05.000"))
-				}
-			}
-		}
-		for _, c := range cs {
+	for _, c := range f.conns {
+		if !c.identified.IsZero() {
+			identifies++
 			if c.count != shards {
 				t.Errorf("connection %d identified shard [%d, %d], want a count of %d", c.id, c.shard, c.count, shards)
 			}
@@ -789,4 +772,34 @@ func (f *shardedDiscord) postCount() int {
 		n += len(p)
 	}
 	return n
+}
+
+// twiceLocked lists, in Discord's view, every shard connected twice at
+// one instant and every frame a connection sent after its shard was
+// identified on another.
+func (f *shardedDiscord) twiceLocked() []string {
+	var errs []string
+	for s := range f.shards {
+		var cs []*fakeShardConn
+		for _, c := range f.conns {
+			if c.shard == s && !c.identified.IsZero() {
+				cs = append(cs, c)
+			}
+		}
+		slices.SortFunc(cs, func(a, b *fakeShardConn) int { return a.identified.Compare(b.identified) })
+		for i := 1; i < len(cs); i++ {
+			prev, next := cs[i-1], cs[i]
+			if end, ok := prev.end(f.silence); !ok || end.After(next.identified) {
+				errs = append(errs, fmt.Sprintf("shard %d connected twice: connection %d (open %s, ended %v) and connection %d identified at %s",
+					s, prev.id, prev.identified.Format("15:04:05.000"), fmtEnd(end, ok), next.id, next.identified.Format("15:04:05.000")))
+			}
+			for _, fr := range prev.frames {
+				if fr.at.After(next.identified) {
+					errs = append(errs, fmt.Sprintf("shard %d: connection %d sent op %d at %s, after connection %d identified the shard at %s",
+						s, prev.id, fr.op, fr.at.Format("15:04:05.000"), next.id, next.identified.Format("15:04:05.000")))
+				}
+			}
+		}
+	}
+	return errs
 }

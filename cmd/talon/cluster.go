@@ -18,9 +18,9 @@ import (
 
 // natsConnect connects to the servers of nats.url. Errors never show the
 // URL, which may carry a password.
-func natsConnect(cfg config.NATS, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(strings.Join(cfg.Servers(), ","),
-		nats.Name(name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+func natsConnect(cfg config.NATS, name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(strings.Join(cfg.Servers(), ","), append([]nats.Option{
+		nats.Name(name), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect to %s: %w (check nats.url and that nats-server runs with -js)", cfg.Hosts(), scrubURL(err, cfg))
 	}
@@ -66,7 +66,15 @@ func (a *app) openCluster(ctx context.Context) error {
 	a.rt.Dispatch = node
 	a.rt.Limiter = node.Limiter() // agent's turn limits hold across the replicas
 	if a.cfg.Discord.Enabled {
-		sh, err := cluster.OpenShards(octx, conn, cluster.ShardsConfig{Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix}, a.log)
+		// The shards' liveness probe: a connection of its own on which
+		// nothing else flows, to the servers in nats.url's order on every
+		// replica, so that their probes meet on one server (cluster.Shards).
+		probe, err := natsConnect(nc, "talon "+replica+" probe", nats.DontRandomize())
+		if err != nil {
+			return err
+		}
+		a.closers = append(a.closers, probe.Close)
+		sh, err := cluster.OpenShards(octx, conn, cluster.ShardsConfig{Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix, Probe: probe}, a.log)
 		if err != nil {
 			return err
 		}

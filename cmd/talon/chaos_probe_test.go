@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/talonhq/talon/agent/llm/llmtest"
+)
+
+// TestChaosDiscordShardsAtDiscordsHeartbeat: the shards' liveness probe
+// against Discord's real heartbeat interval (41.25 s, so Discord's view
+// of a silent connection lasts 82.5 s). Three `talon run` processes on
+// NATS (SQLite each: no messages flow), a fake Discord that recommends 2
+// shards. The owner of shard 0 is killed with SIGKILL: its shards are
+// identified again by another within 30 s, without waiting for Discord's
+// view (its probe answers "no responders"). Then the owner of a shard is
+// paused with SIGSTOP: another claims its shards but does not identify
+// them (the paused process may still have them connected in Discord's
+// view), for 10 s after the claim at least. The fake sees no shard
+// connected twice at any instant.
+func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three replicas, kills one and pauses another")
+	}
+	natsURL := os.Getenv("TALON_TEST_NATS")
+	if natsURL == "" {
+		t.Skip("TALON_TEST_NATS is not set: set it (nats://127.0.0.1:4222) to run the test of Discord shard takeover at Discord's heartbeat")
+	}
+	const (
+		replicas  = 3
+		shards    = 2
+		heartbeat = 41250 * time.Millisecond
+		takeover  = 30 * time.Second
+		stillWait = 10 * time.Second
+	)
+	prefix := natsPrefix(t, natsURL)
+	model := llmtest.NewServer(t, llmtest.Text("ok"))
+	f := newShardedDiscord(t, shards, heartbeat)
+
+	dir := t.TempDir()
+	t.Setenv("DISCORD_BOT_TOKEN", "test-discord-token-not-real")
+	t.Setenv("NATS_URL", natsURL)
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	t.Setenv("TALON_VAULT_KEY", base64.StdEncoding.EncodeToString(key))
+	guilds := make([]string, shards)
+	for s := range guilds {
+		guilds[s] = strconv.Quote(f.guild(s))
+	}
+	reps := make([]*chaosProc, replicas)
+	for i := range reps {
+		rdir := filepath.Join(dir, fmt.Sprintf("p%d", i))
+		if err := os.MkdirAll(rdir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		r := &chaosProc{t: t, name: fmt.Sprintf("probe-p%d", i), addr: freeAddr(t)}
+		body := strings.Replace(baseConfig(filepath.Join(rdir, "data"), "openai", model.URL), `listen: ""`, "listen: "+r.addr, 1)
+		body = strings.Replace(body, "level: debug", "level: info", 1)
+		body += "discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: " + f.srv.URL + "\n  application_id: \"200\"\n" +
+			"  shards: auto\n  commands: false\n  threads: false\n  backfill_window: 0s\n  allowed_guilds: [" + strings.Join(guilds, ", ") + "]\n" +
+			"memory:\n  enabled: false\nroutines:\n  enabled: false\n" +
+			fmt.Sprintf("nats:\n  url: ${NATS_URL}\n  partitions: 2\n  lease_ttl: 3s\n  replica: %s\n  prefix: %s\n", r.name, prefix)
+		r.cfg = writeConfig(t, rdir, body)
+		reps[i] = r
+	}
+	defer func() {
+		for _, r := range reps {
+			r.kill(syscall.SIGKILL)
+		}
+		if t.Failed() {
+			for _, r := range reps {
+				t.Logf("last log of %s:\n%s", r.name, tailLog(filepath.Dir(r.cfg), r.starts))
+			}
+		}
+	}()
+	began := time.Now()
+	for _, r := range reps {
+		r.start()
+	}
+	for _, r := range reps {
+		r.ready()
+	}
+	waitFor(t, takeover, "every shard connected", func() bool { return len(f.connected()) == shards })
+
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	skv, err := js.KeyValue(ctx, prefix+"_shards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerOf := func(s int) string {
+		e, err := skv.Get(ctx, "owner."+strconv.Itoa(s))
+		if err != nil {
+			return ""
+		}
+		return string(e.Value())
+	}
+	procOf := func(name string) *chaosProc {
+		for _, r := range reps {
+			if r.name == name {
+				return r
+			}
+		}
+		t.Fatalf("no replica %q owns a shard", name)
+		return nil
+	}
+	heldBy := func(name string) []int {
+		var out []int
+		for s := range shards {
+			if ownerOf(s) == name {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+
+	// SIGKILL: the kernel closes the process's sockets, its probe's too.
+	killed := procOf(ownerOf(0))
+	lost := heldBy(killed.name)
+	at := time.Now()
+	killed.kill(syscall.SIGKILL)
+	var took time.Duration
+	waitFor(t, takeover+5*time.Second, "the killed replica's shards identified again", func() bool {
+		for _, s := range lost {
+			id, ok := f.identifiedSince(s, at)
+			if !ok {
+				return false
+			}
+			took = max(took, id.Sub(at))
+		}
+		return true
+	})
+	if took > takeover {
+		t.Errorf("SIGKILL of %s: its shards %v identified again %s after, want within %s", killed.name, lost, took.Round(time.Millisecond), takeover)
+	}
+	t.Logf("SIGKILL of %s holding shards %v: identified again within %s (Discord's view of a silent connection: %s)",
+		killed.name, lost, took.Round(time.Millisecond), 2*heartbeat)
+
+	// SIGSTOP: the process may wake with its sockets open; whoever claims
+	// its shards waits for Discord's view.
+	waitFor(t, takeover, "every shard connected after the kill", func() bool { return len(f.connected()) == shards })
+	var paused *chaosProc
+	for s := range shards {
+		if o := ownerOf(s); o != "" && o != killed.name {
+			paused = procOf(o)
+			break
+		}
+	}
+	if paused == nil {
+		t.Fatal("no live replica owns a shard")
+	}
+	lost = heldBy(paused.name)
+	old := f.openConns(lost)
+	at = time.Now()
+	if err := paused.proc.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, takeover, "the paused replica's shards claimed by another", func() bool {
+		for _, s := range lost {
+			if o := ownerOf(s); o == "" || o == paused.name {
+				return false
+			}
+		}
+		return true
+	})
+	claimed := time.Now()
+	time.Sleep(stillWait)
+	waited := true
+	for _, s := range lost {
+		if id, ok := f.identifiedSince(s, at); ok {
+			waited = false
+			t.Errorf("SIGSTOP of %s: shard %d identified again %s after the pause, while its connection %v may be open in Discord's view (%s of silence)",
+				paused.name, s, id.Sub(at).Round(time.Millisecond), old, 2*heartbeat)
+		}
+	}
+	if waited {
+		t.Logf("SIGSTOP of %s holding shards %v (connections %v): claimed by %s %s after, not identified %s after the claim",
+			paused.name, lost, old, ownerOf(lost[0]), claimed.Sub(at).Round(time.Millisecond), time.Since(claimed).Round(time.Millisecond))
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.twiceLocked() {
+		t.Error(e)
+	}
+	t.Logf("%d sockets; %s in all", len(f.conns), time.Since(began).Round(time.Second))
+}
