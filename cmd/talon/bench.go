@@ -82,6 +82,12 @@ type benchResult struct {
 	// transactions.
 	GroupedWrites int64 `json:"grouped_writes,omitempty"`
 	Groups        int64 `json:"groups,omitempty"`
+	// NATSMsgsOut and NATSMsgsIn count the messages the replicas' NATS
+	// connections sent and received during the load (announcements and
+	// their acknowledgements, deliveries and acks, KV reads, writes and
+	// watches, lease renewals).
+	NATSMsgsOut int64 `json:"nats_msgs_out,omitempty"`
+	NATSMsgsIn  int64 `json:"nats_msgs_in,omitempty"`
 }
 
 type pct struct {
@@ -768,6 +774,10 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 		fmt.Fprintf(e.stdout, "ratio:           %.2f× the reference's turns/s\n", res.TurnsPerSec/ref.TurnsPerSec)
 	}
 	fmt.Fprintf(e.stdout, "group commit:    %d of the replicas' writes committed in %d groups of two or more\n", res.GroupedWrites, res.Groups)
+	if res.Turns > 0 {
+		fmt.Fprintf(e.stdout, "NATS:            %.1f messages sent and %.1f received a turn (the replicas' connections)\n",
+			float64(res.NATSMsgsOut)/float64(res.Turns), float64(res.NATSMsgsIn)/float64(res.Turns))
+	}
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB (the whole process, both runs)\n", float64(res.PeakRSSBytes)/1e6)
 	return nil
 }
@@ -793,6 +803,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		rts       []*agent.Runtime
 		nodes     []*cluster.Node
 		dbs       []*postgres.DB
+		ncs       []*nats.Conn
 		wg        sync.WaitGroup
 	)
 	rctx, stop := context.WithCancel(ctx)
@@ -843,6 +854,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 			return benchResult{}, fmt.Errorf("bench: --nats: %w", err)
 		}
 		closers = append(closers, nc.Close)
+		ncs = append(ncs, nc)
 		rt := &agent.Runtime{Store: db, LLM: clock, Tools: runner, Log: zerolog.Nop(), Limits: benchLimits(load.concurrency)}
 		rt.Register(ch)
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -895,10 +907,19 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 			return benchResult{}, err
 		}
 	}
+	natsStats := func() (out, in int64) {
+		for _, nc := range ncs {
+			st := nc.Stats()
+			out, in = out+int64(st.OutMsgs), in+int64(st.InMsgs)
+		}
+		return out, in
+	}
+	out0, in0 := natsStats()
 	out := load.drive(ctx, progress, ch, clock, func(u int, in agent.Inbound) error {
 		_, err := rts[u%n].Accept(ctx, in)
 		return err
 	})
+	out1, in1 := natsStats()
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -908,7 +929,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		Users: load.users, Messages: load.messages, Concurrency: load.concurrency, Turns: len(out.overheads),
 		Seconds: out.elapsed.Seconds(), TurnsPerSec: float64(len(out.overheads)) / out.elapsed.Seconds(),
 		OverheadMS: percentiles(out.overheads), PeakRSSBytes: peakRSS(), Errors: int(out.errors), Replicas: n,
-		ToolTurns: toolTurns.Load(),
+		ToolTurns: toolTurns.Load(), NATSMsgsOut: out1 - out0, NATSMsgsIn: in1 - in0,
 	}
 	for _, db := range dbs {
 		groups, writes := db.GroupStats()
