@@ -157,6 +157,7 @@ type readStmts struct {
 	toolResults   *sql.Stmt
 	following     *sql.Stmt
 	threadCursor  *sql.Stmt
+	turnFiles     *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -202,6 +203,10 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 				WHERE p.platform = ? AND p.workspace = ? AND p.user = ? AND s.channel = ? AND s.thread = ? AND s.active = 1)
 				AND i.thread_cursor != ''
 			ORDER BY t.id DESC LIMIT 1`},
+		// Read for every reply, most of which have no file: prepared,
+		// parsing and planning it took more than the read
+		// (BenchmarkTurnFiles).
+		{&s.turnFiles, turnFilesQuery},
 	})
 }
 

@@ -25,12 +25,14 @@ func (db *DB) RecordTurnFile(ctx context.Context, t agent.TurnID, f agent.TurnFi
 	return nil
 }
 
+const turnFilesQuery = `SELECT f.call_id, f.name, f.media_type, f.hash, f.size FROM turn_files f
+	LEFT JOIN tool_calls c ON c.turn_id = f.turn_id AND c.call_id = f.call_id
+	WHERE f.turn_id = ? ORDER BY c.step, c.id, f.created_at, f.call_id`
+
 // TurnFiles lists the files recorded for turn t, in the order their tool
 // calls started (then the order they were recorded).
 func (db *DB) TurnFiles(ctx context.Context, t agent.TurnID) ([]agent.TurnFile, error) {
-	rows, err := db.r.QueryContext(quick(ctx), `SELECT f.call_id, f.name, f.media_type, f.hash, f.size FROM turn_files f
-		LEFT JOIN tool_calls c ON c.turn_id = f.turn_id AND c.call_id = f.call_id
-		WHERE f.turn_id = ? ORDER BY c.step, c.id, f.created_at, f.call_id`, t)
+	rows, err := db.rs.turnFiles.QueryContext(quick(ctx), t)
 	if err != nil {
 		return nil, fmt.Errorf("store: files of turn %d: %w", t, err)
 	}
