@@ -88,6 +88,49 @@ type benchResult struct {
 	// watches, lease renewals).
 	NATSMsgsOut int64 `json:"nats_msgs_out,omitempty"`
 	NATSMsgsIn  int64 `json:"nats_msgs_in,omitempty"`
+	// Stages splits the replicas' overhead: Accept (the message durable
+	// in the store and its announcement acknowledged), the turn (from
+	// its start to its reply persisted, model time included), and the
+	// means of those and of the overhead; the rest of a turn's latency is
+	// the wait between them (the announcement's delivery, the session's
+	// queue, the turn slots) and the reply's delivery.
+	Stages *benchStages `json:"stages,omitempty"`
+}
+
+type benchStages struct {
+	AcceptMS pct `json:"accept_ms"`
+	TurnMS   pct `json:"turn_ms"`
+	Mean     struct {
+		Overhead float64 `json:"overhead_ms"`
+		Accept   float64 `json:"accept_ms"`
+		Turn     float64 `json:"turn_ms"`
+	} `json:"mean"`
+}
+
+// turnTimes records the turns' durations (agent.Metrics).
+type turnTimes struct {
+	mu sync.Mutex
+	ds []time.Duration // guarded by mu
+}
+
+func (t *turnTimes) TurnFinished(_ string, d time.Duration) {
+	t.mu.Lock()
+	t.ds = append(t.ds, d)
+	t.mu.Unlock()
+}
+func (*turnTimes) ModelUsed(agent.ModelUse) {}
+func (*turnTimes) QueueDepth(int)           {}
+func (*turnTimes) Redacted(string, int)     {}
+
+func mean(ds []time.Duration) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return float64(sum) / float64(len(ds)) / float64(time.Millisecond)
 }
 
 type pct struct {
@@ -774,6 +817,10 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 		fmt.Fprintf(e.stdout, "ratio:           %.2f× the reference's turns/s\n", res.TurnsPerSec/ref.TurnsPerSec)
 	}
 	fmt.Fprintf(e.stdout, "group commit:    %d of the replicas' writes committed in %d groups of two or more\n", res.GroupedWrites, res.Groups)
+	if st := res.Stages; st != nil {
+		fmt.Fprintf(e.stdout, "stages:          accept p50 %.2f ms, p99 %.2f ms; turn p50 %.2f ms, p99 %.2f ms; means: overhead %.2f ms, accept %.2f, turn %.2f, the rest waiting and delivery\n",
+			st.AcceptMS.P50, st.AcceptMS.P99, st.TurnMS.P50, st.TurnMS.P99, st.Mean.Overhead, st.Mean.Accept, st.Mean.Turn)
+	}
 	if res.Turns > 0 {
 		fmt.Fprintf(e.stdout, "NATS:            %.1f messages sent and %.1f received a turn (the replicas' connections)\n",
 			float64(res.NATSMsgsOut)/float64(res.Turns), float64(res.NATSMsgsIn)/float64(res.Turns))
@@ -804,6 +851,9 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		nodes     []*cluster.Node
 		dbs       []*postgres.DB
 		ncs       []*nats.Conn
+		turns     = &turnTimes{}
+		accepts   []time.Duration
+		acceptMu  sync.Mutex
 		wg        sync.WaitGroup
 	)
 	rctx, stop := context.WithCancel(ctx)
@@ -855,7 +905,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		}
 		closers = append(closers, nc.Close)
 		ncs = append(ncs, nc)
-		rt := &agent.Runtime{Store: db, LLM: clock, Tools: runner, Log: zerolog.Nop(), Limits: benchLimits(load.concurrency)}
+		rt := &agent.Runtime{Store: db, LLM: clock, Tools: runner, Log: zerolog.Nop(), Limits: benchLimits(load.concurrency), Metrics: turns}
 		rt.Register(ch)
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		node, err := cluster.Open(octx, nc, cluster.Config{Replica: fmt.Sprintf("bench-%d", i), Prefix: prefix}, rt, db, zerolog.Nop())
@@ -915,8 +965,16 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		return out, in
 	}
 	out0, in0 := natsStats()
+	turns.mu.Lock()
+	turns.ds = turns.ds[:0]
+	turns.mu.Unlock()
 	out := load.drive(ctx, progress, ch, clock, func(u int, in agent.Inbound) error {
+		t0 := time.Now()
 		_, err := rts[u%n].Accept(ctx, in)
+		d := time.Since(t0)
+		acceptMu.Lock()
+		accepts = append(accepts, d)
+		acceptMu.Unlock()
 		return err
 	})
 	out1, in1 := natsStats()
@@ -931,6 +989,13 @@ func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, nats
 		OverheadMS: percentiles(out.overheads), PeakRSSBytes: peakRSS(), Errors: int(out.errors), Replicas: n,
 		ToolTurns: toolTurns.Load(), NATSMsgsOut: out1 - out0, NATSMsgsIn: in1 - in0,
 	}
+	turns.mu.Lock()
+	acceptMu.Lock()
+	st := &benchStages{AcceptMS: percentiles(accepts), TurnMS: percentiles(turns.ds)}
+	st.Mean.Overhead, st.Mean.Accept, st.Mean.Turn = mean(out.overheads), mean(accepts), mean(turns.ds)
+	acceptMu.Unlock()
+	turns.mu.Unlock()
+	res.Stages = st
 	for _, db := range dbs {
 		groups, writes := db.GroupStats()
 		res.Groups += groups
