@@ -73,13 +73,22 @@ import (
 // "probe.<replica>.<incarnation>" the id of the NATS server that
 // connection is on, rewritten when it reconnects elsewhere. Its connection
 // keys name the incarnation. A claimer that finds a connection key sends a
-// request to that subject on its own probe connection, when that
-// connection is on the very server recorded (a server's id is new each
-// time it starts); an immediate "no responders" from that server means
-// the server closed the owner's probe connection, and then it identifies
-// at once. Anything else (an answer, a timeout, another server, no record,
-// a key written by an older version) waits as above. Why "no responders"
-// suffices, case by case:
+// request to that subject on its own probe connection, and identifies at
+// once when:
+//   - the key is this process's own: a slot is claimed again only after
+//     its Work returned, and Work returns after its socket is closed;
+//   - the owner answers, and the shards it lists as working (their Work
+//     running, their sockets maybe open) do not include this one: its
+//     socket was closed before its Work returned, and it cannot open
+//     another without the lease this claimer holds now (so after a NATS
+//     outage that fenced every shard, when the keys could not be deleted,
+//     no one waits);
+//   - an immediate "no responders" comes from the very server the owner's
+//     probe was recorded on (a server's id is new each time it starts):
+//     the server closed the owner's probe connection.
+// Anything else (an answer listing the shard, a timeout, another server,
+// no record, a key written by an older version) waits as above. Why "no
+// responders" suffices, case by case:
 //   - SIGKILL, a crash, the OOM killer: the kernel closes every socket of
 //     the process at once, the probe's and Discord's alike. The claim
 //     comes at least 3·Renew after the death (the owner was before its
@@ -131,8 +140,9 @@ type Shards struct {
 	probe            *nats.Conn // nil: no probe
 	incarnation      string     // this process's, in its probe subject
 
-	mu     sync.Mutex
-	leases *Leases // while Serve runs; guarded by mu
+	mu      sync.Mutex
+	leases  *Leases     // while Serve runs; guarded by mu
+	working map[int]int // shard → its Works running here (socket maybe open); guarded by mu
 
 	probeMu     sync.Mutex
 	probeSub    *nats.Subscription // while Serve runs; guarded by probeMu
@@ -237,7 +247,8 @@ func OpenShards(ctx context.Context, nc *nats.Conn, cfg ShardsConfig, log zerolo
 	var inc [8]byte
 	_, _ = crand.Read(inc[:])
 	return &Shards{kv: kv, ident: ident, conns: conns, replica: cfg.Replica, prefix: cfg.Prefix, ttl: cfg.LeaseTTL,
-		log: log.With().Str("replica", cfg.Replica).Logger(), probe: cfg.Probe, incarnation: hex.EncodeToString(inc[:])}, nil
+		log: log.With().Str("replica", cfg.Replica).Logger(), probe: cfg.Probe, incarnation: hex.EncodeToString(inc[:]),
+		working: map[int]int{}}, nil
 }
 
 // ShardCount agrees on the deployment's shard count: the one recorded by
@@ -290,6 +301,14 @@ func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Con
 		Deadline: s.ttl - 3*renew, Log: s.log, Prefer: []int{0}}
 	l.Work = func(ctx context.Context, shard int, hold Hold) {
 		h := &ShardHold{s: s, shard: shard, hold: hold, claimed: time.Now(), margin: l.TTL - l.Deadline}
+		s.mu.Lock()
+		s.working[shard]++
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.working[shard]--
+			s.mu.Unlock()
+		}()
 		defer h.disconnected()
 		work(ctx, shard, h)
 	}
@@ -433,11 +452,13 @@ func (h *ShardHold) BeforeIdentify(ctx context.Context, heartbeat time.Duration)
 			h.notBefore = h.claimed
 		case err != nil:
 			return 0, fmt.Errorf("cluster: read who connected shard %d last: %w", h.shard, err)
-		case h.s.gone(ctx, string(e.Value()), heartbeat):
-			h.notBefore = h.claimed
-			h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).
-				Msg("cluster: the shard's previous connection did not end cleanly, but its process is gone (and its sockets closed with it); identifying now")
 		default:
+			if closed, why := h.s.closed(ctx, string(e.Value()), h.shard, heartbeat); closed {
+				h.notBefore = h.claimed
+				h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).Str("why", why).
+					Msg("cluster: the shard's previous connection did not end cleanly, but the probe shows it closed; identifying now")
+				break
+			}
 			h.notBefore = h.claimed.Add(DiscordSilence*heartbeat - h.margin)
 			h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).Dur("wait", time.Until(h.notBefore).Round(time.Millisecond)).
 				Msg("cluster: the shard's previous connection did not end cleanly and its process may be paused; waiting until Discord has dropped it before identifying")
@@ -497,7 +518,7 @@ func (s *Shards) startProbe(moved chan<- struct{}) {
 	if s.probe == nil {
 		return
 	}
-	sub, err := s.probe.Subscribe(s.aliveSubject(s.replica, s.incarnation), func(m *nats.Msg) { _ = m.Respond([]byte("alive")) })
+	sub, err := s.probe.Subscribe(s.aliveSubject(s.replica, s.incarnation), func(m *nats.Msg) { _ = m.Respond(s.answer()) })
 	if err != nil {
 		s.log.Warn().Err(err).Msg("cluster: could not subscribe the liveness probe; a claim after this replica's shards will wait for Discord")
 		return
@@ -564,6 +585,46 @@ func (s *Shards) recordProbe(ctx context.Context) string {
 	return s.incarnation
 }
 
+// answer is the probe's answer: "working" and the shards whose Work runs
+// in this process now (their sockets may be open), comma-separated.
+func (s *Shards) answer() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := []byte("working ")
+	first := true
+	for shard, n := range s.working {
+		if n > 0 {
+			if !first {
+				b = append(b, ',')
+			}
+			b, first = strconv.AppendInt(b, int64(shard), 10), false
+		}
+	}
+	return b
+}
+
+// answerLists parses an answer of the probe: whether it lists shard, and
+// whether it is an answer at all.
+func answerLists(answer []byte, shard int) (listed, ok bool) {
+	rest, ok := strings.CutPrefix(string(answer), "working ")
+	if !ok {
+		return false, false
+	}
+	if rest == "" {
+		return false, true
+	}
+	for _, f := range strings.Split(rest, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return false, false
+		}
+		if n == shard {
+			return true, true
+		}
+	}
+	return false, true
+}
+
 // endProbe ends the subscription and its record once every socket of this
 // process is closed.
 func (s *Shards) endProbe() {
@@ -579,38 +640,56 @@ func (s *Shards) endProbe() {
 	_ = s.conns.Delete(ctx, probeKey(s.replica, s.incarnation))
 }
 
-// gone reports whether the process that recorded conn (a connection key's
-// value, "<replica> <token> <incarnation>") is gone, its sockets closed by
-// the kernel, rather than maybe paused: its probe subscription has no
-// responder on the very server it was recorded on (see Shards for why
-// that suffices and what it cannot see).
-func (s *Shards) gone(ctx context.Context, conn string, heartbeat time.Duration) bool {
+// closed reports whether the connection conn records (a connection key's
+// value, "<replica> <token> <incarnation>") of shard is closed, as its
+// process's probe tells, and why (see Shards for why each suffices and
+// what they cannot see):
+//   - it was this process's: a slot is claimed again only after its Work
+//     returned, and Work returns after its socket is closed;
+//   - the process answers, and no Work of shard runs in it: it closes a
+//     shard's socket before its Work returns, and cannot start another
+//     without the lease this replica holds now;
+//   - "no responders" from the very server the owner's probe was recorded
+//     on: the server closed the owner's probe connection, and the kernel
+//     its sockets.
+func (s *Shards) closed(ctx context.Context, conn string, shard int, heartbeat time.Duration) (bool, string) {
 	f := strings.Fields(conn)
-	if s.probe == nil || len(f) != 3 || !validID(f[0]) || !validID(f[2]) || f[2] == "-" ||
-		DiscordSilence*heartbeat > ProbeStaleAfter {
-		return false
+	if s.probe == nil || len(f) != 3 || !validID(f[0]) || !validID(f[2]) || f[2] == "-" {
+		return false, ""
 	}
 	replica, inc := f[0], f[2]
 	if replica == s.replica && inc == s.incarnation {
-		return false
+		s.mu.Lock()
+		others := s.working[shard] - 1 // this claim's Work runs too
+		s.mu.Unlock()
+		return others == 0, "it was this process's, whose Work of the shard returned before this claim"
 	}
 	e, err := s.conns.Get(ctx, probeKey(replica, inc))
-	if err != nil {
-		return false
+	server := ""
+	if err == nil {
+		server = string(e.Value())
 	}
-	server := string(e.Value())
 	reconnects := s.probe.Stats().Reconnects
-	if !s.probe.IsConnected() || s.probe.ConnectedServerId() != server {
-		s.log.Debug().Str("previous", replica).Msg("cluster: the previous owner's probe was recorded on another NATS server than this replica's; not probing")
-		return false
-	}
+	onServer := server != "" && s.probe.IsConnected() && s.probe.ConnectedServerId() == server
 	rctx, cancel := context.WithTimeout(ctx, max(s.ttl/5, 400*time.Millisecond))
 	defer cancel()
-	_, err = s.probe.RequestWithContext(rctx, s.aliveSubject(replica, inc), nil)
-	if !errors.Is(err, nats.ErrNoResponders) {
-		return false
+	m, err := s.probe.RequestWithContext(rctx, s.aliveSubject(replica, inc), nil)
+	switch {
+	case err == nil:
+		if listed, ok := answerLists(m.Data, shard); ok && !listed {
+			return true, "its process answers without the shard connected"
+		}
+		return false, ""
+	case !errors.Is(err, nats.ErrNoResponders) || !onServer || DiscordSilence*heartbeat > ProbeStaleAfter:
+		if !onServer && errors.Is(err, nats.ErrNoResponders) {
+			s.log.Debug().Str("previous", replica).Msg("cluster: the previous owner's probe was recorded on another NATS server than this replica's; not trusting 'no responders'")
+		}
+		return false, ""
 	}
 	// The answer came from that server, which kept its id (it did not
 	// start again) and to which this connection stayed.
-	return s.probe.IsConnected() && s.probe.ConnectedServerId() == server && s.probe.Stats().Reconnects == reconnects
+	if s.probe.IsConnected() && s.probe.ConnectedServerId() == server && s.probe.Stats().Reconnects == reconnects {
+		return true, "its process is gone, its sockets closed with it"
+	}
+	return false, ""
 }

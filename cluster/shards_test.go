@@ -300,27 +300,30 @@ func TestShardsWaitForDiscordAfterAnUncleanEnd(t *testing.T) {
 	}
 }
 
-// TestShardsProbeTellsAGoneOwnerFromALiveOne: a claim after an owner whose
-// probe connection the server closed (its process gone, as after SIGKILL)
-// identifies at once; after an owner whose process still answers (its
-// lease lost, its probe running) it waits for Discord; after an owner
-// whose probe was recorded on another server it waits too; a clean stop
+// TestShardsProbeTellsAClosedConnectionFromAnOpenOne: a claim after an
+// owner that did not disconnect cleanly identifies at once when the
+// owner's probe answers without the shard (its Work returned: its socket
+// is closed), or when the server says "no responders" (its probe
+// connection closed, as after SIGKILL); it waits for Discord when the
+// owner answers with the shard still working (its socket may be open), or
+// when the owner's probe was recorded on another server. A clean stop
 // deletes the probe's record.
-func TestShardsProbeTellsAGoneOwnerFromALiveOne(t *testing.T) {
+func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 	url := testNATS(t)
 	const heartbeat = 5 * time.Second
 	full := DiscordSilence*heartbeat - 3*testTTL/5
 	type claim struct {
 		replica string
 		wait    time.Duration
-		h       *ShardHold
 	}
 	claims := make(chan claim, 10)
 	type replica struct {
 		stop      func()
 		nc, probe *nats.Conn
 	}
-	serve := func(id string) replica {
+	// serve runs a replica; its Work returns once its context ended and
+	// slow is closed (a socket slow to close).
+	serve := func(id string, slow chan struct{}) replica {
 		nc := connect(t, url)
 		probe, err := nats.Connect(url, nats.DontRandomize(), nats.MaxReconnects(-1))
 		if err != nil {
@@ -343,8 +346,11 @@ func TestShardsProbeTellsAGoneOwnerFromALiveOne(t *testing.T) {
 				if err != nil {
 					t.Errorf("%s: BeforeIdentify: %v", id, err)
 				}
-				claims <- claim{id, d, h}
+				claims <- claim{id, d}
 				<-ctx.Done()
+				if slow != nil {
+					<-slow
+				}
 			})
 		}()
 		return replica{func() { cancel(); <-done }, nc, probe}
@@ -362,6 +368,12 @@ func TestShardsProbeTellsAGoneOwnerFromALiveOne(t *testing.T) {
 		}
 		return claim{}
 	}
+	waits := func(c claim, what string) {
+		t.Helper()
+		if c.wait <= full-2*time.Second || c.wait > full {
+			t.Errorf("after %s the next waits %s before identifying, want about %s", what, c.wait, full)
+		}
+	}
 	var kv jetstream.KeyValue
 	// connected returns the fields of the shard's connection key.
 	connected := func() []string {
@@ -372,7 +384,6 @@ func TestShardsProbeTellsAGoneOwnerFromALiveOne(t *testing.T) {
 		}
 		return strings.Fields(string(e.Value()))
 	}
-
 	// probeKeys lists the records of replica's probes.
 	probeKeys := func(replica string) []string {
 		t.Helper()
@@ -389,8 +400,16 @@ func TestShardsProbeTellsAGoneOwnerFromALiveOne(t *testing.T) {
 		return out
 	}
 
-	a := serve("a")
+	slowA := make(chan struct{})
+	a := serve("a", slowA)
 	defer a.stop()
+	defer func() {
+		select {
+		case <-slowA:
+		default:
+			close(slowA)
+		}
+	}()
 	js, _ := jetstream.New(connect(t, url))
 	kv, err := js.KeyValue(context.Background(), "probe_cluster")
 	if err != nil {
@@ -399,42 +418,46 @@ func TestShardsProbeTellsAGoneOwnerFromALiveOne(t *testing.T) {
 	if c := next("a"); c.wait != 0 {
 		t.Errorf("first connection of the shard waits %s, want 0", c.wait)
 	}
-	// a loses its lease but runs on: its probe answers.
+	// a loses its lease but runs on, its socket not closed yet: its probe
+	// answers with the shard.
 	a.nc.Close()
-	b := serve("b")
-	if cl := next("b"); cl.wait <= full-2*time.Second || cl.wait > full {
-		t.Errorf("after an owner whose process answers the next waits %s, want about %s", cl.wait, full)
-	}
-	// a's process dies: the kernel closes its sockets, the probe's too.
-	// b stops cleanly (it never identified) and c claims.
-	a.probe.Close()
+	b := serve("b", nil)
+	waits(next("b"), "an owner whose process answers with the shard working")
+	// a's socket closes (its Work returns, its record stays: a cannot
+	// reach the bucket); b stops cleanly (it never identified) and c
+	// claims: a answers without the shard.
+	close(slowA)
 	b.stop()
-	c := serve("c")
-	defer c.stop()
+	c := serve("c", nil)
 	if cl := next("c"); cl.wait != 0 {
+		t.Errorf("after an owner whose process answers without the shard the next waits %s, want 0", cl.wait)
+	}
+	// c's process dies: the kernel closes its sockets, its probe's too.
+	c.probe.Close()
+	c.nc.Close()
+	d := serve("d", nil)
+	if cl := next("d"); cl.wait != 0 {
 		t.Errorf("after an owner whose process is gone the next waits %s, want 0", cl.wait)
 	}
-	// c's probe was recorded on another server (as after the server
+	// d's probe was recorded on another server (as after the server
 	// started again, or with a claimer on another server of a cluster):
 	// gone from this one proves nothing.
 	f := connected()
-	if len(f) != 3 || f[0] != "c" {
-		t.Fatalf("connection key %q, want c's, with its incarnation", f)
+	if len(f) != 3 || f[0] != "d" {
+		t.Fatalf("connection key %q, want d's, with its incarnation", f)
 	}
-	if _, err := kv.Put(context.Background(), probeKey("c", f[2]), []byte("NOTTHISSERVER")); err != nil {
+	if _, err := kv.Put(context.Background(), probeKey("d", f[2]), []byte("NOTTHISSERVER")); err != nil {
 		t.Fatal(err)
 	}
-	c.probe.Close()
-	c.nc.Close()
-	d := serve("d")
-	if cl := next("d"); cl.wait <= full-2*time.Second || cl.wait > full {
-		t.Errorf("after an owner whose probe was recorded on another server the next waits %s, want about %s", cl.wait, full)
+	d.probe.Close()
+	d.nc.Close()
+	e := serve("e", nil)
+	waits(next("e"), "an owner whose probe was recorded on another server")
+	if k := probeKeys("e"); len(k) != 1 {
+		t.Errorf("records of e's probe while it runs: %q, want one", k)
 	}
-	if k := probeKeys("d"); len(k) != 1 {
-		t.Errorf("records of d's probe while it runs: %q, want one", k)
-	}
-	d.stop()
-	if k := probeKeys("d"); len(k) != 0 {
-		t.Errorf("records of d's probe after a clean stop: %q, want none", k)
+	e.stop()
+	if k := probeKeys("e"); len(k) != 0 {
+		t.Errorf("records of e's probe after a clean stop: %q, want none", k)
 	}
 }
