@@ -3,6 +3,8 @@ package store
 import (
 	"cmp"
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -74,46 +76,84 @@ func (db *DB) UsageSettled(context.Context) (gen uint64, before time.Time, err e
 	return db.usage.generation(), before, nil
 }
 
-// usageDayRows is the usage of one day: its rows and their sums per model.
+// usageDayRows is the usage of one day: its rows, their principals' ids
+// (ids[i] is rows[i]'s) and their sums per model.
 type usageDayRows struct {
 	rows   []UsageRow
+	ids    []int64
 	models []TokenBucket
 }
 
 // usageDay reads the usage of one day, from the cache when cache is set (a
-// settled day) and it holds it.
+// settled day) and it holds it, else from usage_days (migration 0030) when
+// it holds it, else from usage_daily; a settled day read from there is
+// kept in usage_days too.
 func (db *DB) usageDay(ctx context.Context, day int64, cache bool) (usageDayRows, error) {
 	gen, cached, ok := db.usage.get(day)
 	if cache && ok {
 		return cached, nil
 	}
-	rs, err := db.r.QueryContext(ctx, `
-		SELECT p.platform, p.workspace, p.user, u.channel, u.model, u.server, u.calls, u.input_tokens, u.output_tokens
-		FROM usage_daily u JOIN principals p ON p.id = u.principal_id
-		WHERE u.day = ? AND u.calls > 0
-		ORDER BY u.principal_id, u.channel, u.model`, day)
-	if err != nil {
-		return usageDayRows{}, err
-	}
-	defer rs.Close()
-	var rows []UsageRow
 	at := fromMS(day * dayMS)
-	for rs.Next() {
-		u := UsageRow{Day: at}
-		if err := rs.Scan(&u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Server, &u.Calls, &u.InputTokens, &u.OutputTokens); err != nil {
+	var d usageDayRows
+	kept := false
+	if cache {
+		var data []byte
+		switch err := db.r.QueryRowContext(ctx, `SELECT data FROM usage_days WHERE day = ?`, day).Scan(&data); {
+		case err == nil:
+			if d.rows, d.ids, err = DecodeUsageDay(at, data); err != nil {
+				return usageDayRows{}, err
+			}
+			kept = true
+		case !errors.Is(err, sql.ErrNoRows):
 			return usageDayRows{}, err
 		}
-		rows = append(rows, u)
 	}
-	if err := rs.Err(); err != nil {
-		return usageDayRows{}, err
+	if !kept {
+		rs, err := db.r.QueryContext(ctx, `
+			SELECT u.principal_id, p.platform, p.workspace, p.user, u.channel, u.model, u.server, u.calls, u.input_tokens, u.output_tokens
+			FROM usage_daily u JOIN principals p ON p.id = u.principal_id
+			WHERE u.day = ? AND u.calls > 0
+			ORDER BY u.principal_id, u.channel, u.model`, day)
+		if err != nil {
+			return usageDayRows{}, err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			u := UsageRow{Day: at}
+			var id int64
+			if err := rs.Scan(&id, &u.Platform, &u.Workspace, &u.User, &u.Channel, &u.Model, &u.Server, &u.Calls, &u.InputTokens, &u.OutputTokens); err != nil {
+				return usageDayRows{}, err
+			}
+			d.rows, d.ids = append(d.rows, u), append(d.ids, id)
+		}
+		if err := rs.Err(); err != nil {
+			return usageDayRows{}, err
+		}
 	}
-	d := usageDayRows{rows: rows}
 	if cache {
-		d.models = modelSums(at, rows)
+		if !kept {
+			if err := db.keepUsageDay(ctx, day, gen, EncodeUsageDay(d.rows, d.ids)); err != nil {
+				return usageDayRows{}, err
+			}
+		}
+		d.models = modelSums(at, d.rows)
 		db.usage.put(day, gen, d)
 	}
 	return d, nil
+}
+
+// keepUsageDay keeps a settled day's value in usage_days, read after the
+// usage cache's generation was gen, unless a step of some day has been
+// replaced since (the writer that replaces one moves the generation on
+// before it deletes the day's value, in its transaction).
+func (db *DB) keepUsageDay(ctx context.Context, day int64, gen uint64, data []byte) error {
+	return db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
+		if db.usage.generation() != gen {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO usage_days (day, data) VALUES (?, ?)`, day, data)
+		return err
+	})
 }
 
 // modelSums sums the tokens of rows (one day's, starting at day) per
@@ -425,9 +465,13 @@ func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match st
 	if first < settled && settled <= todayDay {
 		old, ok := db.users.Get(gen, first, settled)
 		if !ok {
-			var err error
-			if old, err = db.userTotals(ctx, first, settled, todayDay); err != nil {
-				return nil, 0, fmt.Errorf("store: users by usage: %w", err)
+			old = map[int64]UserTotal{}
+			for d := first; d < settled; d++ {
+				day, err := db.usageDay(ctx, d, true)
+				if err != nil {
+					return nil, 0, fmt.Errorf("store: users by usage: %w", err)
+				}
+				AddUsageDayTotals(old, d, todayDay, day.rows, day.ids)
 			}
 			db.users.Put(gen, first, settled, old)
 		}

@@ -271,6 +271,9 @@ func (db *DB) stepTx(ctx context.Context, tx *wtx, t agent.TurnID, st *agent.Ste
 	case err == nil:
 		*replaced = oldAt / dayMS
 		db.usage.drop(*replaced)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_days WHERE day = ?`, *replaced); err != nil {
+			return err
+		}
 		if _, err := tx.StmtContext(ctx, db.ws.usageAdd).ExecContext(ctx, oldAt, oldModel, -1, -oldIn, -oldOut, t); err != nil {
 			return err
 		}

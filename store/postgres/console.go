@@ -65,15 +65,13 @@ func (db *DB) Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, 
 		if err != nil {
 			return nil, fmt.Errorf("postgres: usage: %w", err)
 		}
-		n := len(out)
+		n := 0
 		for _, d := range days {
-			n += len(d)
+			n += len(d.rows)
 		}
-		out = slices.Grow(out, n-len(out))
+		out = slices.Grow(out, n)
 		for d := settled - 1; d >= first; d-- {
-			for _, r := range days[d] {
-				out = append(out, r.UsageRow)
-			}
+			out = append(out, days[d].rows...)
 		}
 	}
 	return out, nil
@@ -493,20 +491,8 @@ func (db *DB) userTotals(ctx context.Context, from, to, todayDay int64) (map[int
 		if err != nil {
 			return nil, err
 		}
-		for day, rows := range days {
-			for _, r := range rows {
-				t, ok := out[r.principal]
-				if !ok {
-					t = store.UserTotal{ID: r.principal, Platform: r.Platform, Workspace: r.Workspace, User: r.User, LastDay: day}
-				}
-				n := r.InputTokens + r.OutputTokens
-				t.Month += n
-				if day >= todayDay {
-					t.Today += n
-				}
-				t.LastDay = max(t.LastDay, day)
-				out[r.principal] = t
-			}
+		for day, d := range days {
+			store.AddUsageDayTotals(out, day, todayDay, d.rows, d.ids)
 		}
 		return out, nil
 	}
