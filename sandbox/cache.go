@@ -76,10 +76,16 @@ const (
 	// those WarmAfter loads first.
 	usedTools = "used-tools"
 	// instrumentedMagic starts an instrumented module's file; the SHA-256
-	// of the rest follows, then References and Cost (little endian), then
-	// the module.
-	instrumentedMagic = "TALONIM\x01"
+	// of the rest follows, then References, Cost and State (little
+	// endian) and Snapshot (see instrumentedHead), then the module.
+	instrumentedMagic = "TALONIM\x02"
 )
+
+// instrumentedHead is the length of what precedes an instrumented module
+// in its file, after the digest: its references and cost (8 bytes each),
+// its state globals (4 bytes), whether it can be snapshotted (1 byte) and
+// 3 bytes of padding.
+const instrumentedHead = 24
 
 // instrumenterVersion is interrupt.Version; tests change it.
 var instrumenterVersion = interrupt.Version
@@ -122,7 +128,7 @@ func (c *diskCache) instrumented(raw []byte) (*interrupt.Module, string) {
 		return nil, ""
 	}
 	const head = len(instrumentedMagic) + sha256.Size
-	if len(b) < head+16 || string(b[:len(instrumentedMagic)]) != instrumentedMagic {
+	if len(b) < head+instrumentedHead || string(b[:len(instrumentedMagic)]) != instrumentedMagic {
 		c.discard(p, "not an instrumented module")
 		return nil, ""
 	}
@@ -132,7 +138,8 @@ func (c *diskCache) instrumented(raw []byte) (*interrupt.Module, string) {
 		return nil, ""
 	}
 	body := b[head:]
-	return &interrupt.Module{References: binary.LittleEndian.Uint64(body), Cost: binary.LittleEndian.Uint64(body[8:]), Wasm: body[16:]},
+	return &interrupt.Module{References: binary.LittleEndian.Uint64(body), Cost: binary.LittleEndian.Uint64(body[8:]),
+			State: int(binary.LittleEndian.Uint32(body[16:])), Snapshot: body[20] == 1, Wasm: body[instrumentedHead:]},
 		hex.EncodeToString(sum[:])
 }
 
@@ -141,9 +148,13 @@ func (c *diskCache) instrumented(raw []byte) (*interrupt.Module, string) {
 // which names the compiled files it owns. Failing to store is not an
 // error: the next process instruments again.
 func (c *diskCache) keepInstrumented(raw []byte, im *interrupt.Module) string {
-	body := make([]byte, 16, 16+len(im.Wasm))
+	body := make([]byte, instrumentedHead, instrumentedHead+len(im.Wasm))
 	binary.LittleEndian.PutUint64(body, im.References)
 	binary.LittleEndian.PutUint64(body[8:], im.Cost)
+	binary.LittleEndian.PutUint32(body[16:], uint32(im.State))
+	if im.Snapshot {
+		body[20] = 1
+	}
 	body = append(body, im.Wasm...)
 	sum := sha256.Sum256(body)
 	var buf bytes.Buffer

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"runtime/debug"
 	"sort"
 	"sync"
@@ -170,6 +171,10 @@ type Runtime struct {
 	loadedN      atomic.Int64 // tools loaded and ready for calls
 	poolMisses   atomic.Int64 // calls that made their own instance
 
+	// noSnapshots makes every instance run _initialize (tests and
+	// benchmarks compare).
+	noSnapshots bool
+
 	engMu  sync.Mutex
 	eng    *engine // guarded by engMu; nil until the first compilation
 	engErr error   // guarded by engMu; why the engine could not be built
@@ -210,6 +215,14 @@ type loaded struct {
 	tool     Tool                  // where to read the module from; Wasm dropped once compiled
 	compiled wazero.CompiledModule // nil if loading failed
 	err      error                 // why loading failed, for good
+	// state is the number of state globals the module exports if its
+	// instances can be restored from a snapshot, else -1.
+	state int
+
+	// snap is the snapshot new instances are restored from, nil until
+	// an instance has taken it; snapping is set while one does.
+	snap     atomic.Pointer[snapshot]
+	snapping atomic.Bool
 }
 
 const mib = 1 << 20
@@ -516,7 +529,7 @@ func (r *Runtime) module(ctx context.Context, t *loaded) (wazero.CompiledModule,
 // load compiles and checks t, under r.ctx, then closes t.done.
 func (r *Runtime) load(t *loaded) {
 	defer close(t.done)
-	cm, err := r.compile(r.ctx, t)
+	cm, state, err := r.compile(r.ctx, t)
 	if err != nil {
 		if r.ctx.Err() != nil {
 			err = errClosed // stopped by Close, not the module's fault
@@ -528,6 +541,7 @@ func (r *Runtime) load(t *loaded) {
 		return
 	}
 	t.compiled = cm
+	t.state = state
 	t.tool.Wasm = nil // compiled; the binary is no longer needed
 	r.loadedN.Add(1)
 	if r.disk != nil {
@@ -588,16 +602,29 @@ func (r *Runtime) closeEngine(ctx context.Context) error {
 }
 
 // compile compiles t's module and checks it (see prepare). ctx stops it
-// between two functions.
-func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule, error) {
+// between two functions. state is the number of the module's exported
+// state globals if its instances can be restored from a snapshot (see
+// snapshot), else -1.
+func (r *Runtime) compile(ctx context.Context, t *loaded) (cm wazero.CompiledModule, state int, err error) {
+	cm, im, err := r.compileModule(ctx, t)
+	if err != nil {
+		return nil, -1, err
+	}
+	if !im.Snapshot {
+		return cm, -1, nil
+	}
+	return cm, im.State, nil
+}
+
+func (r *Runtime) compileModule(ctx context.Context, t *loaded) (wazero.CompiledModule, *interrupt.Module, error) {
 	m := t.manifest
 	eng, err := r.engine(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+		return nil, nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
 	wasm, err := t.tool.Binary()
 	if err != nil {
-		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+		return nil, nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
 	var (
 		im  *interrupt.Module
@@ -608,7 +635,7 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 	}
 	if im == nil {
 		if im, err = instrument(wasm); err != nil {
-			return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+			return nil, nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 		}
 		r.instrumented.Add(1)
 		if r.disk != nil {
@@ -625,9 +652,9 @@ func (r *Runtime) compile(ctx context.Context, t *loaded) (wazero.CompiledModule
 		r.compiled.Add(1)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
+		return nil, nil, fmt.Errorf("tool %s (%s): %w", m.Name, t.source, err)
 	}
-	return cm, nil
+	return cm, im, nil
 }
 
 // compileModule is rt.CompileModule with a panic inside wazero turned into
@@ -1020,6 +1047,15 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 	mem := &limitedMemory{limit: t.memLimit, reserve: reserve, quota: r.quota, ctx: ctx, slots: r.slots, slot: slot}
 	mem.charged.Store(charged)
 	inst := &instance{mem: mem, stopped: make(chan struct{})}
+	// The instance that takes the tool's snapshot records the random
+	// bytes its _initialize reads (see takeSnapshot).
+	var random io.Reader = rand.Reader
+	var rec *randRecorder
+	snap := t.snap.Load()
+	if snap == nil && t.state >= 0 && !r.noSnapshots && t.snapping.CompareAndSwap(false, true) {
+		rec = &randRecorder{src: rand.Reader, on: true}
+		random = rec
+	}
 	cfg := wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions(). // _initialize is called below, under stopAt
@@ -1027,7 +1063,7 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 		WithSysWalltime().
 		WithSysNanotime().
 		WithNanosleep(inst.sleep).
-		WithRandSource(rand.Reader)
+		WithRandSource(random)
 	r.instances.Add(1)
 	mod, err := eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), cm, cfg)
 	if err != nil {
@@ -1056,7 +1092,45 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 		mem.release()
 		return nil, errQuotaFull
 	}
-	if init := mod.ExportedFunction(initExport); init != nil {
+	// A snapshot of the tool's instances after _initialize stands for it
+	// (see snapshot); the first instance that can takes it.
+	var (
+		gs    []api.MutableGlobal
+		fresh []byte
+	)
+	if snap != nil || rec != nil {
+		gs = stateGlobals(mod, t.state)
+	}
+	unsnappable := false // the module cannot be snapshotted
+	if rec != nil {
+		// snapping stays set once the snapshot is taken or refused; an
+		// _initialize that failed leaves it to the next instance.
+		defer func() {
+			if t.snap.Load() == nil && !unsnappable {
+				t.snapping.Store(false)
+			}
+		}()
+	}
+	init := mod.ExportedFunction(initExport)
+	if snap != nil && gs != nil {
+		if err := snap.restore(inst, gs, rand.Reader); err != nil {
+			mod.Close(ctx)
+			mem.release()
+			if mem.full.Load() {
+				return nil, errQuotaFull
+			}
+			return nil, fmt.Errorf("instantiate %s: %w", t.manifest.Name, err)
+		}
+		init = nil
+	} else if rec != nil {
+		if gs != nil {
+			fresh = bytes.Clone(mem.buf)
+		} else {
+			unsnappable = true
+			rec.stop()
+		}
+	}
+	if init != nil {
 		release := inst.stopAt(ctx)
 		_, err := init.Call(ctx)
 		if !release() && err == nil {
@@ -1071,6 +1145,13 @@ func (r *Runtime) instantiate(ctx context.Context, t *loaded, charge func(n uint
 				return nil, errQuotaFull
 			}
 			return nil, fmt.Errorf("instantiate %s: %s: %w", t.manifest.Name, initExport, err)
+		}
+	}
+	if fresh != nil {
+		if s := takeSnapshot(fresh, mem.buf, gs, rec.stop()); s != nil {
+			t.snap.Store(s)
+		} else {
+			unsnappable = true
 		}
 	}
 	learn(&t.initMem, uint64(len(mem.buf)))

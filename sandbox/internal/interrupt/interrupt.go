@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -25,6 +26,12 @@ const (
 	// RefusedExport is set to 1 (i32) when a table.grow was refused
 	// because of the memory limit.
 	RefusedExport = "talon.table_refused"
+	// StatePrefix begins the exports of the module's own mutable globals,
+	// numbered from 0 in index order ("talon.state.0", …): with the linear
+	// memory they are an instance's whole state between two calls, so the
+	// host can capture it after _initialize and restore it into a fresh
+	// instance (see Module.Snapshot).
+	StatePrefix = "talon.state."
 	// ReservedPrefix begins every name the host reserves.
 	ReservedPrefix = "talon."
 )
@@ -75,6 +82,15 @@ type Module struct {
 	// Cost is the estimated work of compiling the module, in units of a
 	// byte of ordinary code (see Limits).
 	Cost uint64
+	// State is the number of the module's own mutable globals, exported
+	// as StatePrefix followed by 0 to State-1.
+	State int
+	// Snapshot is set when an instance's state between two calls is
+	// wholly its linear memory and the globals exported under
+	// StatePrefix: the module imports no mutable global, has one memory,
+	// and its code changes no table and uses no passive data or element
+	// segment (so the tables are what its element segments made them).
+	Snapshot bool
 }
 
 // Instrument returns a copy of wasm with the stop and fuel globals, the
@@ -109,8 +125,13 @@ type moduleInfo struct {
 	globals   uint32   // imported and defined
 	memories  uint32
 	tables    uint32
-	refs      uint64  // table elements at start and element segment entries
-	shapes    []shape // of the defined functions, once the code is read
+	refs      uint64   // table elements at start and element segment entries
+	shapes    []shape  // of the defined functions, once the code is read
+	mutable   []uint32 // indices of the defined mutable globals
+	// stateful is set by what keeps state outside linear memory and the
+	// defined globals: an imported mutable global, or code that changes a
+	// table or uses a passive segment.
+	stateful bool
 }
 
 func instrument(wasm []byte, lim Limits) (*Module, error) {
@@ -183,6 +204,9 @@ func instrument(wasm []byte, lim Limits) (*Module, error) {
 	exports = appendExport(exports, MemoryLimitExport, 0x03, limit)
 	exports = appendExport(exports, ReferencesExport, 0x03, refs)
 	exports = appendExport(exports, RefusedExport, 0x03, refused)
+	for i, g := range m.mutable {
+		exports = appendExport(exports, StatePrefix+strconv.Itoa(i), 0x03, g)
+	}
 
 	globals := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b, 0x7f, 0x01, 0x41} // stop: (mut i32) 0; fuel: (mut i32) Ticks
 	globals = append(appendSleb(globals, Ticks), 0x0b)
@@ -205,7 +229,7 @@ func instrument(wasm []byte, lim Limits) (*Module, error) {
 		secExport:   exports,
 		secCode:     codeEntries,
 	}
-	addedCount := map[byte]uint64{secType: 2, secFunction: 4, secGlobal: 6, secExport: 4, secCode: 4}
+	addedCount := map[byte]uint64{secType: 2, secFunction: 4, secGlobal: 6, secExport: 4 + uint64(len(m.mutable)), secCode: 4}
 
 	out := make([]byte, 0, len(wasm)+len(wasm)/8)
 	out = append(out, wasm[:8]...)
@@ -256,7 +280,8 @@ func instrument(wasm []byte, lim Limits) (*Module, error) {
 		done[s.id] = true
 	}
 	addMissing(len(order) + 1)
-	return &Module{Wasm: out, References: m.refs, Cost: cost}, nil
+	return &Module{Wasm: out, References: m.refs, Cost: cost, State: len(m.mutable),
+		Snapshot: !m.stateful && m.memories == 1}, nil
 }
 
 // analyze splits wasm into sections and reads and checks every section but
@@ -486,8 +511,12 @@ func (m *moduleInfo) readImports(p []byte) error {
 			if err := r.valType(); err != nil {
 				return err
 			}
-			if mut, err := r.byte(); err != nil || mut > 1 {
+			mut, err := r.byte()
+			if err != nil || mut > 1 {
 				return errors.New("bad global mutability")
+			}
+			if mut == 1 {
+				m.stateful = true // its value lives outside the instance
 			}
 			return grow(&m.globals, 1)
 		}
@@ -543,12 +572,22 @@ func (m *moduleInfo) readMemories(p []byte) error {
 // globals, not those the instrumenter adds.
 func (m *moduleInfo) readGlobals(p []byte) error {
 	var defined uint32
-	err := vec("global", p, func(r *reader, _ uint32) error {
+	err := vec("global", p, func(r *reader, i uint32) error {
+		at := r.pos
 		if err := r.valType(); err != nil {
 			return err
 		}
-		if mut, err := r.byte(); err != nil || mut > 1 {
+		mut, err := r.byte()
+		if err != nil || mut > 1 {
 			return errors.New("bad global mutability")
+		}
+		if mut == 1 {
+			m.mutable = append(m.mutable, m.globals+i)
+			if t := r.b[at]; t != 0x7f && t != 0x7e && t != 0x7d && t != 0x7c {
+				// A reference names something of its own instance, and
+				// the host reads a global as 64 bits.
+				m.stateful = true
+			}
 		}
 		if err := m.constExpr(r); err != nil {
 			return err
@@ -955,6 +994,10 @@ func (m *moduleInfo) function(out, b []byte, t funcType, ins inserts) ([]byte, s
 			var sub uint32
 			var bulk bool
 			if sub, bulk, err = r.prefixedFC(); err == nil {
+				switch sub {
+				case 8, 9, 12, 13, 14, 15, 17: // memory.init, data.drop, table.init, elem.drop, table.copy, table.grow, table.fill
+					m.stateful = true
+				}
 				if bulk {
 					out = append(out, b[copied:start]...)
 					out = append(out, ins.charge...)
@@ -977,6 +1020,9 @@ func (m *moduleInfo) function(out, b []byte, t funcType, ins inserts) ([]byte, s
 				push(q)
 			}
 		default:
+			if op == 0x26 { // table.set
+				m.stateful = true
+			}
 			if err = r.immediates(op); err == nil {
 				p, q := arity(op)
 				pop(p)

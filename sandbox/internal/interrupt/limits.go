@@ -126,4 +126,4 @@ func (l Limits) check(fn int64, s shape) error {
 // the output for the same input can change (new instrumentation, another
 // encoding): modules instrumented by another version are not reused from
 // a cache.
-const Version = 1
+const Version = 2
