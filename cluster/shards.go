@@ -86,6 +86,7 @@ import (
 //   - an immediate "no responders" comes from the very server the owner's
 //     probe was recorded on (a server's id is new each time it starts):
 //     the server closed the owner's probe connection.
+//
 // Anything else (an answer listing the shard, a timeout, another server,
 // no record, a key written by an older version) waits as above. Why "no
 // responders" suffices, case by case:

@@ -3,7 +3,10 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -459,5 +462,192 @@ func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 	e.stop()
 	if k := probeKeys("e"); len(k) != 0 {
 		t.Errorf("records of e's probe after a clean stop: %q, want none", k)
+	}
+}
+
+// cutter is a TCP proxy to a NATS server that can cut every connection
+// through it and refuse new ones until restored: a network outage between
+// replicas and NATS.
+type cutter struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	down  bool                  // guarded by mu
+	conns map[net.Conn]struct{} // guarded by mu
+}
+
+func newCutter(t *testing.T, natsURL string) *cutter {
+	t.Helper()
+	u, err := neturl.Parse(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go c.serve(in)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		c.cut()
+	})
+	return c
+}
+
+func (c *cutter) url() string { return "nats://" + c.ln.Addr().String() }
+
+func (c *cutter) serve(in net.Conn) {
+	c.mu.Lock()
+	down := c.down
+	c.mu.Unlock()
+	if down {
+		in.Close()
+		return
+	}
+	out, err := net.Dial("tcp", c.target)
+	if err != nil {
+		in.Close()
+		return
+	}
+	c.mu.Lock()
+	c.conns[in], c.conns[out] = struct{}{}, struct{}{}
+	c.mu.Unlock()
+	go func() { _, _ = io.Copy(out, in); out.Close(); in.Close() }()
+	_, _ = io.Copy(in, out)
+	in.Close()
+	out.Close()
+}
+
+// cut closes every connection and refuses new ones until restore.
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = true
+	for conn := range c.conns {
+		conn.Close()
+	}
+	clear(c.conns)
+}
+
+func (c *cutter) restore() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = false
+}
+
+// TestShardsReclaimedAfterANATSOutageWithoutWaiting: two replicas reach
+// NATS through a link that is cut for longer than the lease TTL. Each
+// fences its shard and closes it, but cannot delete its connection key.
+// Once the link is back, every shard is claimed again and identified at
+// once: the key is the claimer's own (its Work returned before the claim)
+// or the other replica's, which answers without that shard working.
+func TestShardsReclaimedAfterANATSOutageWithoutWaiting(t *testing.T) {
+	url := testNATS(t)
+	link := newCutter(t, url)
+	const heartbeat = 5 * time.Second
+	type claim struct {
+		replica string
+		shard   int
+		wait    time.Duration
+	}
+	claims := make(chan claim, 20)
+	serve := func(id string) {
+		opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+		nc, err := nats.Connect(link.url(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		probe, err := nats.Connect(link.url(), append(opts, nats.DontRandomize())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(probe.Close)
+		ctx, cancel := context.WithCancel(context.Background())
+		sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: "outage", Probe: probe}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sh.ShardCount(ctx, 2, true); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = sh.Serve(ctx, 2, func(ctx context.Context, shard int, h *ShardHold) {
+				for {
+					d, err := h.BeforeIdentify(ctx, heartbeat)
+					if err != nil {
+						return // the claim ended meanwhile
+					}
+					claims <- claim{id, shard, d}
+					if d == 0 {
+						break
+					}
+					if !agentSleep(ctx, d) {
+						return
+					}
+				}
+				<-ctx.Done()
+			})
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	serve("a")
+	serve("b")
+	// connected collects identified claims until every shard has one.
+	connected := func(what string) []claim {
+		t.Helper()
+		var got []claim
+		seen := map[int]bool{}
+		for len(seen) < 2 {
+			select {
+			case c := <-claims:
+				got = append(got, c)
+				if c.wait == 0 {
+					seen[c.shard] = true
+				}
+			case <-time.After(10 * testTTL):
+				t.Fatalf("%s: shards identified %v, want both", what, seen)
+			}
+		}
+		return got
+	}
+	connected("at the start")
+
+	link.cut()
+	time.Sleep(2 * testTTL) // past every fence and lease
+	select {
+	case c := <-claims:
+		t.Fatalf("a claim during the outage: %+v", c)
+	default:
+	}
+	link.restore()
+	for _, c := range connected("after the outage") {
+		if c.wait != 0 {
+			t.Errorf("after the outage %s waits %s before identifying shard %d, want 0", c.replica, c.wait, c.shard)
+		}
+	}
+}
+
+// agentSleep waits d, or less if ctx ends (false).
+func agentSleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
