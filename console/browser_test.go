@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 
+	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/vault"
 )
 
@@ -228,6 +229,42 @@ func TestBrowser(t *testing.T) {
 	}
 	shots(t, bctx, "users")
 	unnamed("users")
+	// The list of conversations, searched by keyboard: Tab reaches the
+	// search field, typed text and Enter submit it.
+	do("conversations",
+		chromedp.Navigate(base+"/console/conversations"),
+		chromedp.WaitVisible(chromedp.CSS("table")))
+	shots(t, bctx, "conversations")
+	unnamed("conversations")
+	if n := tabTo("#q"); n < 0 {
+		t.Error("Tab does not reach the conversations' search field")
+	}
+	do("search by keyboard",
+		chromedp.KeyEvent("please"), chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible(chromedp.CSS("table")))
+	if got := text("tbody"); !strings.Contains(got, "<script>alert(1)</script>") || strings.Contains(got, "UALICE") {
+		t.Errorf("search for %q by keyboard: %q, want the conversation of the XSS user only", "please", got)
+	}
+	// Tools and MCP servers, with the approval of a server's changed
+	// tools in the keyboard's reach.
+	f.cs.Tools = func() []Tool {
+		return []Tool{{Name: "http_request", Enabled: true, Hosts: []string{"api.example.com"}, Credentials: []string{"github"}, Approval: "always"}}
+	}
+	f.cs.MCP = func(context.Context) ([]MCPServer, error) {
+		return []MCPServer{{Name: "docs", URL: "https://mcp.example.com", Approval: "writes", Tools: []store.MCPTool{
+			{Server: "docs", Tool: "search", Hash: "aaaaaaaaaaaaaaaa", Approved: "aaaaaaaaaaaaaaaa"},
+			{Server: "docs", Tool: "write", Hash: "bbbbbbbbbbbbbbbb", Approved: "cccccccccccccccc"},
+		}}}, nil
+	}
+	f.cs.ApproveMCP = func(context.Context, string) (int, error) { return 1, nil }
+	do("tools",
+		chromedp.Navigate(base+"/console/tools"),
+		chromedp.WaitVisible(chromedp.CSS("table")))
+	shots(t, bctx, "tools")
+	unnamed("tools")
+	if n := tabTo("form button"); n < 0 {
+		t.Error("Tab does not reach the approval of the MCP server's changed tools")
+	}
 	do("credentials filtered",
 		chromedp.Navigate(base+"/console/credentials?result=refused&from=2026-03-01&to=2026-03-10"),
 		chromedp.WaitVisible(chromedp.CSS("#result")))

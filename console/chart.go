@@ -62,8 +62,12 @@ func barChart(title string, bars []bar) markup {
 		if x.Label != "" {
 			// Labels near an edge are anchored inside the chart, not cut.
 			x0, anchor := left+w/2, "middle"
-			if x0 > chartW-60 {
+			switch {
+			case x0 > chartW-60:
 				x0, anchor = chartW-padR, "end"
+			case x0 < padL+40:
+				// Clear of the y axis' "0" too.
+				x0, anchor = padL, "start"
 			}
 			b.WriteString(`<text class="tick" x="` + ftoa(x0) + `" y="` + ftoa(base+18) + `" text-anchor="` + anchor + `">` + esc(x.Label) + `</text>`)
 		}

@@ -59,15 +59,15 @@ func (s *Server) conversations(w http.ResponseWriter, r *http.Request, sess *ses
 	}
 	s.render(w, http.StatusOK, page{Title: "Conversations", Nav: "conversations", CSRF: sess.csrf}, func(d *doc) {
 		d.raw(`<form method="get" action="/console/conversations" class="filters">
-<label for="user">User</label><input id="user" name="user" placeholder="slack:T1:U1"`)
+<span class="field"><label for="user">User</label><input id="user" name="user" placeholder="slack:T1:U1"`)
 		d.attr("value", f.Principal)
-		d.raw(`>
-<label for="channel">Channel</label><input id="channel" name="channel"`)
+		d.raw(`></span>
+<span class="field"><label for="channel">Channel</label><input id="channel" name="channel"`)
 		d.attr("value", f.Channel)
-		d.raw(`>
-<label for="q">Text</label><input id="q" name="q" type="search"`)
+		d.raw(`></span>
+<span class="field"><label for="q">Text</label><input id="q" name="q" type="search"`)
 		d.attr("value", f.Search)
-		d.raw(`>
+		d.raw(`></span>
 <button type="submit">Search</button>
 </form>
 `)

@@ -226,7 +226,7 @@ func TestToolsPage(t *testing.T) {
 	f.signIn(t, c)
 	_, body := get(t, c, f.srv.URL+"/console/tools")
 	for _, want := range []string{
-		`aria-label="Approve the changed tools of docs">Approve 1 changed tools</button>`,
+		`aria-label="Approve the changed tools of docs">Approve 1 changed tool</button>`,
 		"<td>http_request</td><td>enabled</td><td>api.example.com</td><td>github</td><td>always</td><td class=\"num\">1</td><td class=\"num\">100%</td>",
 		"<h3>docs</h3><p>https://mcp.example.com, approval: writes</p>",
 		"<td>search</td><td>aaaaaaaaaaaa</td><td>approved</td>",

@@ -106,7 +106,12 @@ func (s *Server) tools(w http.ResponseWriter, r *http.Request, sess *session) {
 				d.attr("aria-label", "Approve the changed tools of "+sv.Name)
 				d.raw(`>Approve `)
 				d.text(strconv.Itoa(changed))
-				d.raw(` changed tools</button> (read their descriptions with <code>talon mcp list</code> first; the gateway offers them from its next start)</form>`)
+				if changed == 1 {
+					d.raw(` changed tool</button>`)
+				} else {
+					d.raw(` changed tools</button>`)
+				}
+				d.raw(` (read their descriptions with <code>talon mcp list</code> first; the gateway offers them from its next start)</form>`)
 			}
 			var rows [][]string
 			for _, t := range sv.Tools {

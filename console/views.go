@@ -76,7 +76,7 @@ func (o *overviewData) write(d *doc) {
 var usageNum = map[int]bool{1: true, 2: true, 3: true, 4: true}
 
 func totals(d *doc, title, id string, ts []usageTotal) {
-	d.raw(`<section`)
+	d.raw(`<section class="totals"`)
 	d.attr("aria-labelledby", id)
 	d.raw(`><h2`)
 	d.attr("id", id)
