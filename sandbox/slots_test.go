@@ -77,10 +77,25 @@ func TestKeptMemoryAccounting(t *testing.T) {
 		return st.Pooled == 0 && st.Kept == 0 && st.Memory == 0
 	})
 
+	// Again a pooled instance and a kept memory (in a budget with room
+	// for both), then Close.
+	r.Close(ctx)
+	r = newRuntime(t, Config{PoolSize: 1, Now: forever()}, testTool(t, "scribble", "limits: {deadline: 2s}\n"))
 	if _, err := r.Call(ctx, call("scribble", `{}`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a kept memory", func() bool { return r.Stats().Kept > 0 })
+	waitFor(t, "the pool to fill", func() bool { return r.Stats().Pooled == 1 })
+	r.mu.Lock()
+	p = r.pools["scribble"]
+	r.mu.Unlock()
+	inst = <-p.ch
+	if _, err := r.Call(ctx, call("scribble", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	p.ch <- inst
+	if st := r.Stats(); st.Kept == 0 || st.Pooled != 1 {
+		t.Fatalf("Stats = %+v, want a pooled instance and a kept memory", st)
+	}
 	r.Close(ctx)
 	if st := r.Stats(); st.Kept != 0 || st.Memory != 0 {
 		t.Errorf("after Close: %+v, want nothing kept or charged", st)
