@@ -89,6 +89,11 @@ func TestIsolation(t *testing.T) {
 				t.Errorf("pool %d, call %d = %+v, want %+v", pool, i, got, want)
 			}
 		}
+		// The instances after the first were restored from its snapshot
+		// (see snapshot), so this holds for them too.
+		if r.tools["state"].snap.Load() == nil {
+			t.Errorf("pool %d: no snapshot taken", pool)
+		}
 	}
 }
 

@@ -1,10 +1,12 @@
 package sandbox
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -192,6 +194,41 @@ func TestSnapshotRandomUnaccounted(t *testing.T) {
 		}
 		if s := takeSnapshot(fresh, after, nil, reads); s != nil {
 			t.Errorf("reads of %d bytes: snapshot taken", len(reads[0]))
+		}
+	}
+}
+
+// TestSnapshotNotPoisoned: calls that scribble over all their memory, or
+// are stopped at their deadline inside a loop, leave the tool's snapshot
+// as it was, and the next restored instances behave as the first.
+func TestSnapshotNotPoisoned(t *testing.T) {
+	ctx := context.Background()
+	r := newRuntime(t, Config{PoolSize: -1, Now: forever()},
+		testTool(t, "scribble", ""), testTool(t, "loop", "limits: {deadline: 50ms}\n"))
+	for _, name := range []string{"scribble", "loop"} {
+		var before *snapshot
+		var data []byte
+		for i := range 4 {
+			res, err := r.Call(ctx, call(name, `{"i":1}`))
+			switch name {
+			case "scribble":
+				if err != nil || res.Content != `"clean"` {
+					t.Fatalf("%s, call %d: %+v %v", name, i, res, err)
+				}
+			case "loop":
+				if !errors.Is(err, ErrDeadline) {
+					t.Fatalf("%s, call %d: %+v %v, want the deadline", name, i, res, err)
+				}
+			}
+			if i == 0 {
+				if before = r.tools[name].snap.Load(); before == nil {
+					t.Fatalf("%s: no snapshot taken", name)
+				}
+				data = bytes.Clone(before.data)
+			}
+		}
+		if s := r.tools[name].snap.Load(); s != before || !bytes.Equal(s.data, data) {
+			t.Errorf("%s: the snapshot changed", name)
 		}
 	}
 }

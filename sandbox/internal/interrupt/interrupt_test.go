@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -629,5 +630,46 @@ func TestInstrumentLimits(t *testing.T) {
 				t.Errorf("Function = %d, want 0", le.Function)
 			}
 		})
+	}
+}
+
+// TestState: the module's own mutable globals are exported in index
+// order, and Snapshot says whether they and the memory are its whole
+// state.
+func TestState(t *testing.T) {
+	for _, c := range []struct {
+		file     string
+		state    int
+		snapshot bool
+	}{
+		{"../../testdata/state.wasm", 3, true},      // three mutable i32 globals
+		{"../../testdata/tablegrow.wasm", 1, false}, // grows its table
+		{"../../testdata/echo.wasm", 1, true},
+	} {
+		wasm, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := Instrument(wasm, DefaultLimits())
+		if err != nil {
+			t.Fatalf("%s: %v", c.file, err)
+		}
+		if m.State != c.state || m.Snapshot != c.snapshot {
+			t.Errorf("%s: State %d, Snapshot %v; want %d, %v", c.file, m.State, m.Snapshot, c.state, c.snapshot)
+		}
+		ctx := context.Background()
+		r := wazero.NewRuntime(ctx)
+		if _, err := r.CompileModule(ctx, m.Wasm); err != nil {
+			t.Errorf("%s: the instrumented module is invalid: %v", c.file, err)
+		}
+		r.Close(ctx)
+		// CompiledModule does not list exported globals: look for the
+		// names, each preceded by its length, in the binary.
+		for i := range c.state + 1 {
+			n := StatePrefix + strconv.Itoa(i)
+			if got := strings.Contains(string(m.Wasm), string(rune(len(n)))+n+"\x03"); got != (i < c.state) {
+				t.Errorf("%s: export %s present %v", c.file, n, got)
+			}
+		}
 	}
 }
