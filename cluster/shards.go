@@ -138,8 +138,9 @@ type Shards struct {
 	replica, prefix  string
 	ttl              time.Duration
 	log              zerolog.Logger
-	probe            *nats.Conn // nil: no probe
-	incarnation      string     // this process's, in its probe subject
+	probe            *nats.Conn    // nil: no probe
+	incarnation      string        // this process's, in its probe subject
+	probeFor         time.Duration // probeWindow; tests shorten it
 
 	mu      sync.Mutex
 	leases  *Leases     // while Serve runs; guarded by mu
@@ -249,7 +250,7 @@ func OpenShards(ctx context.Context, nc *nats.Conn, cfg ShardsConfig, log zerolo
 	_, _ = crand.Read(inc[:])
 	return &Shards{kv: kv, ident: ident, conns: conns, replica: cfg.Replica, prefix: cfg.Prefix, ttl: cfg.LeaseTTL,
 		log: log.With().Str("replica", cfg.Replica).Logger(), probe: cfg.Probe, incarnation: hex.EncodeToString(inc[:]),
-		working: map[int]int{}}, nil
+		working: map[int]int{}, probeFor: probeWindow}, nil
 }
 
 // ShardCount agrees on the deployment's shard count: the one recorded by
@@ -571,6 +572,8 @@ func (s *Shards) recordProbe(ctx context.Context) string {
 		return ""
 	}
 	if id != s.probeServer {
+		ctx, cancel := context.WithTimeout(ctx, s.ttl/5)
+		defer cancel()
 		// The server has the subscription before the record names it.
 		if err := s.probe.FlushWithContext(ctx); err != nil {
 			return ""
@@ -664,6 +667,35 @@ func (s *Shards) closed(ctx context.Context, conn string, shard int, heartbeat t
 		others := s.working[shard] - 1 // this claim's Work runs too
 		s.mu.Unlock()
 		return others == 0, "it was this process's, whose Work of the shard returned before this claim"
+	}
+	// Each outcome below holds whenever it is seen, so the probe is asked
+	// again for a while: after a NATS outage this connection, or the
+	// owner's, may come back after the claim.
+	deadline := time.Now().Add(s.probeFor)
+	for {
+		if ok, why := s.probeOnce(ctx, replica, inc, shard, heartbeat); ok {
+			return true, why
+		}
+		if time.Now().After(deadline) {
+			return false, ""
+		}
+		select {
+		case <-ctx.Done():
+			return false, ""
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// probeWindow is how long a claim asks the previous owner's probe again
+// before it waits for Discord: two of nats.go's reconnect intervals (2 s).
+const probeWindow = 5 * time.Second
+
+// probeOnce asks the probe of the process replica, incarnation inc once
+// (see closed).
+func (s *Shards) probeOnce(ctx context.Context, replica, inc string, shard int, heartbeat time.Duration) (bool, string) {
+	if !s.probe.IsConnected() {
+		return false, ""
 	}
 	e, err := s.conns.Get(ctx, probeKey(replica, inc))
 	server := ""

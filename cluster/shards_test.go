@@ -318,6 +318,7 @@ func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 	type claim struct {
 		replica string
 		wait    time.Duration
+		h       *ShardHold
 	}
 	claims := make(chan claim, 10)
 	type replica struct {
@@ -338,6 +339,7 @@ func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		sh.probeFor = time.Second
 		if _, err := sh.ShardCount(ctx, 1, true); err != nil {
 			t.Fatal(err)
 		}
@@ -349,7 +351,7 @@ func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 				if err != nil {
 					t.Errorf("%s: BeforeIdentify: %v", id, err)
 				}
-				claims <- claim{id, d}
+				claims <- claim{id, d, h}
 				<-ctx.Done()
 				if slow != nil {
 					<-slow
@@ -371,10 +373,12 @@ func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 		}
 		return claim{}
 	}
+	// waits checks that a claim identifies full after it, not before:
+	// the probe was asked for a while meanwhile.
 	waits := func(c claim, what string) {
 		t.Helper()
-		if c.wait <= full-2*time.Second || c.wait > full {
-			t.Errorf("after %s the next waits %s before identifying, want about %s", what, c.wait, full)
+		if after := c.h.notBefore.Sub(c.h.claimed); c.wait <= 0 || after != full {
+			t.Errorf("after %s the next waits %s more before identifying, %s after its claim; want %s after", what, c.wait, after, full)
 		}
 	}
 	var kv jetstream.KeyValue
@@ -578,6 +582,7 @@ func TestShardsReclaimedAfterANATSOutageWithoutWaiting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		sh.probeFor = time.Second
 		if _, err := sh.ShardCount(ctx, 2, true); err != nil {
 			t.Fatal(err)
 		}
