@@ -295,6 +295,16 @@ func TestBenchReplicas(t *testing.T) {
 	if r := got.Reference; r == nil || r.Replicas != 0 || r.Turns != 36 || r.Errors != 0 || r.TurnsPerSec <= 0 || r.ToolCalls != 9 {
 		t.Errorf("reference: %+v; want 36 turns on SQLite, 9 tool calls, no errors", r)
 	}
+	// Every message is announced (one publish) and its announcement both
+	// acknowledged and delivered (two received); the turns' stages are
+	// inside their overhead (the fake model takes no time).
+	if got.NATSMsgsOut < 36 || got.NATSMsgsIn < 72 {
+		t.Errorf("NATS messages: %d sent, %d received; want at least 36 and 72", got.NATSMsgsOut, got.NATSMsgsIn)
+	}
+	if st := got.Stages; st == nil || st.Mean.Accept <= 0 || st.Mean.Turn <= 0 || st.Mean.Accept > st.Mean.Overhead+1 ||
+		st.AcceptMS.P50 > st.AcceptMS.P99 || st.TurnMS.P50 > st.TurnMS.P99 || st.TurnMS.P50 <= 0 {
+		t.Errorf("stages: %+v; want the accept and the turn measured, the accept within the overhead", st)
+	}
 	var done int
 	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM inbound WHERE state = 'done'`).Scan(&done); err != nil || done != 36 {
 		t.Errorf("messages answered in PostgreSQL: %d, %v; want 36", done, err)
