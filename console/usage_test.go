@@ -1,10 +1,13 @@
 package console
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
+	"github.com/talonhq/talon/store"
 )
 
 // The Usage page, its CSV and the Overview's tokens per day keep what they
@@ -149,5 +153,35 @@ func TestUsageMemoBounds(t *testing.T) {
 	c.put(period(2, 30), func(e *usageMemoEntry) { e.tokensSet = true })
 	if len(c.entries) != 1 || !c.get(period(2, 30)).tokensSet || c.get(period(1, 6)).csv != nil {
 		t.Errorf("after a new generation: %d periods kept, want only the new one", len(c.entries))
+	}
+}
+
+// The CSV's lines are what encoding/csv writes for the same records,
+// whatever the names hold: commas, quotes, line breaks, leading spaces
+// (Unicode ones too), \., a formula's first character, none.
+func TestCSVLinesAsEncodingCSV(t *testing.T) {
+	s := &Server{Prices: map[string]Price{"m1": {Input: 2, Output: 8}, "m\"2": {Input: 0.5}}}
+	day := time.Date(2026, 3, 9, 0, 0, 0, 0, time.UTC)
+	names := []string{"", "plain", "a,b", `say "hi"`, "two\nlines", "cr\rhere", " lead", "\tTab", "\u00a0nbsp", "\u2003em", `\.`, `\.x`, "=1+2", "+x", "-y", "@z", "\rz", "ünï", "end "}
+	var rows []store.UsageRow
+	for i, n := range names {
+		d := day
+		if i%3 == 0 {
+			d = day.AddDate(0, 0, -1)
+		}
+		rows = append(rows, store.UsageRow{Day: d, Platform: n, Workspace: names[(i+1)%len(names)], User: names[(i+2)%len(names)],
+			Channel: names[(i+3)%len(names)], Model: []string{"m1", "m\"2", n}[i%3], Server: names[(i+4)%len(names)],
+			Calls: int64(i), InputTokens: int64(1000 * i), OutputTokens: -int64(i)})
+	}
+	var want bytes.Buffer
+	cw := csv.NewWriter(&want)
+	for _, u := range rows {
+		_ = cw.Write([]string{u.Day.Format("2006-01-02"), cell(u.Platform), cell(workspaceOrServer(u)), cell(u.User), cell(u.Channel), cell(u.Model),
+			strconv.FormatInt(u.Calls, 10), strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10),
+			strconv.FormatFloat(s.cost(u.Model, u.InputTokens, u.OutputTokens), 'f', 6, 64)})
+	}
+	cw.Flush()
+	if got := s.csvLines(rows); string(got) != want.String() {
+		t.Errorf("csvLines:\n%q\nencoding/csv:\n%q", got, want.String())
 	}
 }

@@ -141,3 +141,81 @@ func AddUsageDayTotals(totals map[int64]UserTotal, day, todayDay int64, rows []U
 		totals[ids[i]] = t
 	}
 }
+
+// AddUsageDayValue adds the rows of one day's value (what EncodeUsageDay
+// made; day and todayDay are unix days) to each principal's totals, as
+// AddUsageDayTotals does with the rows decoded, without decoding them:
+// only a principal new to totals has its names made.
+func AddUsageDayValue(totals map[int64]UserTotal, day, todayDay int64, b []byte) error {
+	fail := func() error {
+		return fmt.Errorf("%w (day %s)", ErrUsageDayValue, time.UnixMilli(day*dayMS).UTC().Format(time.DateOnly))
+	}
+	if len(b) == 0 || b[0] != usageDayFormat {
+		return fail()
+	}
+	b = b[1:]
+	bad := false
+	uv := func() uint64 {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			bad = true
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	sv := func() int64 {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			bad = true
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	ns := uv()
+	if bad || ns > uint64(len(b)) {
+		return fail()
+	}
+	// The strings stay in b until a new principal needs them.
+	strs := make([][]byte, ns)
+	for i := range strs {
+		l := uv()
+		if bad || l > uint64(len(b)) {
+			return fail()
+		}
+		strs[i], b = b[:l:l], b[l:]
+	}
+	nr := uv()
+	if bad || nr > uint64(len(b)) {
+		return fail()
+	}
+	for range nr {
+		id := int64(uv())
+		var idx [6]uint64
+		for j := range idx {
+			if idx[j] = uv(); idx[j] >= ns {
+				bad = true
+			}
+		}
+		sv() // calls
+		n := sv() + sv()
+		if bad {
+			return fail()
+		}
+		t, ok := totals[id]
+		if !ok {
+			t = UserTotal{ID: id, Platform: string(strs[idx[0]]), Workspace: string(strs[idx[1]]), User: string(strs[idx[2]]), LastDay: day}
+		}
+		t.Month += n
+		if day >= todayDay {
+			t.Today += n
+		}
+		t.LastDay = max(t.LastDay, day)
+		totals[id] = t
+	}
+	if len(b) != 0 {
+		return fail()
+	}
+	return nil
+}

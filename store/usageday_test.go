@@ -38,6 +38,16 @@ func TestUsageDayValue(t *testing.T) {
 	if got, _, err := store.DecodeUsageDay(at, store.EncodeUsageDay(nil, nil)); err != nil || len(got) != 0 {
 		t.Errorf("a day without rows: %v, %v", got, err)
 	}
+	// Summed without decoding, as summed from the decoded rows.
+	const dayN, todayN = 20577, 20577
+	want, got2 := map[int64]store.UserTotal{5: {ID: 5, User: "x", Month: 1, LastDay: 20500}}, map[int64]store.UserTotal{5: {ID: 5, User: "x", Month: 1, LastDay: 20500}}
+	store.AddUsageDayTotals(want, dayN, todayN, rows, ids)
+	if err := store.AddUsageDayValue(got2, dayN, todayN, b); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got2); diff != "" {
+		t.Errorf("AddUsageDayValue (-AddUsageDayTotals +got):\n%s", diff)
+	}
 	decode := func(b []byte) ([]store.UsageRow, error) {
 		rows, _, err := store.DecodeUsageDay(at, b)
 		return rows, err
@@ -45,6 +55,9 @@ func TestUsageDayValue(t *testing.T) {
 	for n := range len(b) {
 		if _, err := decode(b[:n]); !errors.Is(err, store.ErrUsageDayValue) {
 			t.Fatalf("cut to %d of %d bytes: %v, want store.ErrUsageDayValue", n, len(b), err)
+		}
+		if err := store.AddUsageDayValue(map[int64]store.UserTotal{}, dayN, todayN, b[:n]); !errors.Is(err, store.ErrUsageDayValue) {
+			t.Fatalf("summed cut to %d of %d bytes: %v, want store.ErrUsageDayValue", n, len(b), err)
 		}
 	}
 	if _, err := decode(append(b, 0)); !errors.Is(err, store.ErrUsageDayValue) {

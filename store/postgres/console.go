@@ -487,12 +487,14 @@ func (db *DB) UsersByUsage(ctx context.Context, month, today time.Time, match st
 func (db *DB) userTotals(ctx context.Context, from, to, todayDay int64) (map[int64]store.UserTotal, error) {
 	out := map[int64]store.UserTotal{}
 	if to >= 0 {
-		days, err := db.settledDays(ctx, from, to)
+		values, err := db.settledDayValues(ctx, from, to)
 		if err != nil {
 			return nil, err
 		}
-		for day, d := range days {
-			store.AddUsageDayTotals(out, day, todayDay, d.rows, d.ids)
+		for day, v := range values {
+			if err := store.AddUsageDayValue(out, day, todayDay, v); err != nil {
+				return nil, err
+			}
 		}
 		return out, nil
 	}

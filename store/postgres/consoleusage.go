@@ -23,10 +23,29 @@ type usageDay struct {
 
 // settledDays returns the usage rows of the settled days from first to the
 // one before end, by day, each day's in the order of Usage (principal,
-// channel, model). Days kept in usage_days under the current generation
-// are decoded; the others are read from usage_daily and kept.
+// channel, model): settledDayValues decoded.
 func (db *DB) settledDays(ctx context.Context, first, end int64) (map[int64]usageDay, error) {
-	out := make(map[int64]usageDay, max(0, end-first))
+	values, err := db.settledDayValues(ctx, first, end)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int64]usageDay, len(values))
+	for day, v := range values {
+		rows, ids, err := store.DecodeUsageDay(fromMS(day*dayMS), v)
+		if err != nil {
+			return nil, err
+		}
+		out[day] = usageDay{rows, ids}
+	}
+	return out, nil
+}
+
+// settledDayValues returns the values (store.EncodeUsageDay) of the
+// settled days from first to the one before end, by day. Days kept in
+// usage_days under the current generation are read there; the others are
+// read from usage_daily and kept.
+func (db *DB) settledDayValues(ctx context.Context, first, end int64) (map[int64][]byte, error) {
+	out := make(map[int64][]byte, max(0, end-first))
 	if first >= end {
 		return out, nil
 	}
@@ -43,9 +62,9 @@ func (db *DB) settledDays(ctx context.Context, first, end int64) (map[int64]usag
 	var day int64
 	var data []byte
 	if _, err := pgx.ForEachRow(rows, []any{&day, &data}, func() error {
-		rows, ids, err := store.DecodeUsageDay(fromMS(day*dayMS), data)
-		out[day] = usageDay{rows, ids}
-		return err
+		out[day] = data
+		data = nil // a new slice for the next row
+		return nil
 	}); err != nil {
 		return nil, err
 	}
@@ -66,27 +85,28 @@ func (db *DB) settledDays(ctx context.Context, first, end int64) (map[int64]usag
 	if err != nil {
 		return nil, err
 	}
+	read := map[int64]usageDay{}
 	var r store.UsageRow
 	var id int64
 	if _, err := pgx.ForEachRow(rows, []any{&day, &id, &r.Platform, &r.Workspace, &r.User, &r.Channel, &r.Model, &r.Server, &r.Calls, &r.InputTokens, &r.OutputTokens}, func() error {
-		r.Day = fromMS(day * dayMS)
-		d := out[day]
+		d := read[day]
 		d.rows, d.ids = append(d.rows, r), append(d.ids, id)
-		out[day] = d
+		read[day] = d
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	data2 := make([][]byte, len(missing))
+	values := make([][]byte, len(missing))
 	for i, d := range missing {
-		data2[i] = store.EncodeUsageDay(out[d].rows, out[d].ids)
+		values[i] = store.EncodeUsageDay(read[d].rows, read[d].ids)
+		out[d] = values[i]
 	}
 	// Another reader may keep the same days at once: the newest
 	// generation's stay.
 	if _, err := db.pool.Exec(ctx, `
 		INSERT INTO usage_days (day, gen, data) SELECT d, $2, v FROM unnest($1::BIGINT[], $3::BYTEA[]) AS t (d, v)
 		ON CONFLICT (day) DO UPDATE SET gen = excluded.gen, data = excluded.data WHERE usage_days.gen < excluded.gen`,
-		missing, gen, data2); err != nil {
+		missing, gen, values); err != nil {
 		return nil, err
 	}
 	return out, nil
