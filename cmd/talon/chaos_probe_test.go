@@ -50,6 +50,9 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	f := newShardedDiscord(t, shards, heartbeat)
 
 	dir := t.TempDir()
+	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
+		dir = d
+	}
 	t.Setenv("DISCORD_BOT_TOKEN", "test-discord-token-not-real")
 	t.Setenv("NATS_URL", natsURL)
 	key := make([]byte, 32)
@@ -172,14 +175,25 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	if err := paused.proc.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, takeover, "the paused replica's shards claimed by another", func() bool {
+	for deadline := time.Now().Add(takeover); ; time.Sleep(100 * time.Millisecond) {
+		done := true
 		for _, s := range lost {
 			if o := ownerOf(s); o == "" || o == paused.name {
-				return false
+				done = false
 			}
 		}
-		return true
-	})
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			owners := make([]string, shards)
+			for s := range owners {
+				owners[s] = ownerOf(s)
+			}
+			t.Fatalf("the paused replica %s's shards %v not claimed by another within %s: owners now %q, connected %v",
+				paused.name, lost, takeover, owners, f.connected())
+		}
+	}
 	claimed := time.Now()
 	time.Sleep(stillWait)
 	waited := true
