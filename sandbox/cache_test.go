@@ -190,7 +190,7 @@ func TestWarmAfter(t *testing.T) {
 
 	r := start() // never ready, then ready but not yet time: nothing loads, Close does not wait
 	never := r.WarmAfter(make(chan struct{}), 0, 0)
-	later := r.WarmAfter(closed, time.Hour, 0)
+	later := r.WarmAfter(closed, time.Hour, time.Hour)
 	notYet := r.WarmAfter(closed, 0, time.Hour)
 	r.Close(ctx)
 	for _, done := range []<-chan struct{}{never, later, notYet} {
