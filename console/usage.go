@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -433,20 +434,10 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, _ *session) {
 		s.fail(w, r, err)
 		return
 	}
-	var old []byte
-	if p.ok {
-		old = s.usageMemo.get(p).csv
-	}
-	if old == nil {
-		rows, err := s.Store.Usage(r.Context(), p.from, p.settled)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		old = s.csvLines(rows)
-		if p.ok && len(old) <= maxUsageMemoCSV {
-			s.usageMemo.put(p, func(e *usageMemoEntry) { e.csv = old })
-		}
+	old, err := s.settledCSV(r.Context(), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	rows, err := s.Store.Usage(r.Context(), p.settled, p.to)
 	if err != nil {
@@ -463,6 +454,81 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, _ *session) {
 			return
 		}
 	}
+}
+
+// settledCSV is the CSV lines of p's settled days: kept in memory, else
+// kept in the store (keptUsage), else written from the store's rows and
+// kept in both.
+func (s *Server) settledCSV(ctx context.Context, p usagePeriod) ([]byte, error) {
+	if !p.ok {
+		return s.settledCSVLines(ctx, p)
+	}
+	if old := s.usageMemo.get(p).csv; old != nil {
+		return old, nil
+	}
+	st, keeps := s.Store.(keptUsage)
+	name := "csv " + s.pricesKey()
+	if keeps && p.settled.After(p.from) {
+		old, err := st.KeptUsagePeriod(ctx, name, p.gen, p.from, p.settled)
+		if err != nil {
+			return nil, err
+		}
+		if old != nil {
+			s.memoCSV(p, old)
+			return old, nil
+		}
+	}
+	old, err := s.settledCSVLines(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	s.memoCSV(p, old)
+	if keeps && p.settled.After(p.from) {
+		// Derived: a page that could not keep it is served all the same.
+		if err := st.KeepUsagePeriod(ctx, name, p.gen, p.from, p.settled, old); err != nil {
+			s.Log.Warn().Err(err).Msg("console: keep the usage CSV of settled days")
+		}
+	}
+	return old, nil
+}
+
+func (s *Server) settledCSVLines(ctx context.Context, p usagePeriod) ([]byte, error) {
+	rows, err := s.Store.Usage(ctx, p.from, p.settled)
+	if err != nil {
+		return nil, err
+	}
+	return s.csvLines(rows), nil
+}
+
+func (s *Server) memoCSV(p usagePeriod, b []byte) {
+	if len(b) <= maxUsageMemoCSV {
+		s.usageMemo.put(p, func(e *usageMemoEntry) { e.csv = b })
+	}
+}
+
+// keptUsage is a Store that keeps what the console derives from a period
+// of settled days (both stores do: usage_periods), so that a console with
+// nothing in memory (a restart, another replica) reads it back.
+type keptUsage interface {
+	KeptUsagePeriod(ctx context.Context, name string, gen uint64, from, end time.Time) ([]byte, error)
+	KeepUsagePeriod(ctx context.Context, name string, gen uint64, from, end time.Time, data []byte) error
+}
+
+var _ keptUsage = (*store.DB)(nil)
+
+// pricesKey names the prices (a kept period's costs are theirs): the
+// models and their prices, in the order of the models' names.
+func (s *Server) pricesKey() string {
+	var b []byte
+	for _, m := range slices.Sorted(maps.Keys(s.Prices)) {
+		b = strconv.AppendQuote(b, m)
+		b = append(b, '=')
+		b = strconv.AppendFloat(b, s.Prices[m].Input, 'g', -1, 64)
+		b = append(b, '/')
+		b = strconv.AppendFloat(b, s.Prices[m].Output, 'g', -1, 64)
+		b = append(b, ';')
+	}
+	return string(b)
 }
 
 // csvLines writes rows as CSV lines; no rows (nil) writes the header.

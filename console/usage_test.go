@@ -68,6 +68,16 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 	f.signIn(t, kept)
 	(&fixture{srv: refSrv}).signIn(t, read)
 
+	directCSV := func(st Store, prices map[string]Price, days string) string {
+		t.Helper()
+		c := &Server{Store: st, Token: testToken, Now: f.clk.Now, Prices: prices, Channels: f.cs.Channels}
+		rec := httptest.NewRecorder()
+		c.usageCSV(rec, httptest.NewRequest(http.MethodGet, "/console/usage.csv?days="+days, nil), nil)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("a new console's CSV: %d %s", rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
 	same := func(when string) (page, csv string) {
 		t.Helper()
 		// The Overview's tokens per day keep the settled days' too.
@@ -83,6 +93,13 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 				got, want = csrfField.ReplaceAllString(got, ""), csrfField.ReplaceAllString(want, "")
 				if diff := cmp.Diff(want, got); diff != "" {
 					t.Errorf("%s: %s%s kept differs from read (-read +kept):\n%s", when, path, days, diff)
+				}
+				if strings.Contains(path, "csv") {
+					// A console with nothing in memory (a restart):
+					// the settled days' lines kept in the store.
+					if diff := cmp.Diff(directCSV(struct{ Store }{f.db}, f.cs.Prices, days), directCSV(f.db, f.cs.Prices, days)); diff != "" {
+						t.Errorf("%s: %s%s of a new console differs from read (-read +new):\n%s", when, path, days, diff)
+					}
 				}
 				if days == "30" && strings.HasSuffix(path, "=") && strings.Contains(path, "csv") {
 					csv = got
@@ -102,6 +119,22 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 		t.Errorf("%d periods kept, want 2 (7 and 30 days)", n)
 	}
 
+	// Kept in the store, under these prices only.
+	gen, before, err := f.db.UsageSettled(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := now.UTC().Truncate(24*time.Hour).AddDate(0, 0, -29)
+	if v, err := f.db.KeptUsagePeriod(ctx, "csv "+f.cs.pricesKey(), gen, from, before.UTC().Truncate(24*time.Hour)); err != nil || v == nil {
+		t.Errorf("the 30 days' CSV lines are not kept in the store: %v", err)
+	}
+	doubled := map[string]Price{}
+	for m, p := range f.cs.Prices {
+		doubled[m] = Price{Input: 2 * p.Input, Output: 2 * p.Output}
+	}
+	if directCSV(f.db, doubled, "30") == csv1 {
+		t.Error("a console with other prices served the CSV kept under the first ones")
+	}
 	if !strings.Contains(csv1, "777000") {
 		t.Errorf("the CSV lacks the cut-off turn's step:\n%s", csv1)
 	}

@@ -274,6 +274,9 @@ func (db *DB) stepTx(ctx context.Context, tx *wtx, t agent.TurnID, st *agent.Ste
 		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_days WHERE day = ?`, *replaced); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_periods WHERE first_day <= ? AND end_day > ?`, *replaced, *replaced); err != nil {
+			return err
+		}
 		if _, err := tx.StmtContext(ctx, db.ws.usageAdd).ExecContext(ctx, oldAt, oldModel, -1, -oldIn, -oldOut, t); err != nil {
 			return err
 		}

@@ -269,8 +269,9 @@ func skippedTables(ctx context.Context, src *sql.Tx, out map[string]int64) error
 	for _, name := range names {
 		// fences: fencing tokens of a NATS deployment's leases, which a
 		// new deployment claims again from its own bucket. usage_days:
-		// settled days' usage derived from usage_daily, read again there.
-		if strings.HasPrefix(name, "sqlite_") || name == "schema_migrations" || name == "fences" || name == "usage_days" || slices.Contains(importTables, name) {
+		// settled days' usage derived from usage_daily, read again there;
+		// usage_periods: what the console derived from them.
+		if strings.HasPrefix(name, "sqlite_") || name == "schema_migrations" || name == "fences" || name == "usage_days" || name == "usage_periods" || slices.Contains(importTables, name) {
 			continue
 		}
 		shadow := false

@@ -127,7 +127,8 @@ func TestTextWithNULIsStored(t *testing.T) {
 // must be added to its list, parents first), but the schema's own
 // bookkeeping: the migrations applied and the generation of settled usage
 // (0025), which start as the migrations make them, the settled days' usage
-// kept under that generation (0028), derived from usage_daily, and the
+// kept under that generation (0028) and the console's periods (0029), derived
+// from usage_daily, and the
 // fencing tokens (0027), which belong to the NATS deployment's leases.
 func TestImportCopiesEveryTable(t *testing.T) {
 	ctx := context.Background()
@@ -138,7 +139,7 @@ func TestImportCopiesEveryTable(t *testing.T) {
 	}
 	db.Close()
 	rows, err := pool(t, u).Query(ctx, `SELECT table_name FROM information_schema.tables
-		WHERE table_schema = current_schema() AND table_name NOT IN ('schema_migrations', 'usage_generation', 'usage_days', 'fences') ORDER BY table_name`)
+		WHERE table_schema = current_schema() AND table_name NOT IN ('schema_migrations', 'usage_generation', 'usage_days', 'usage_periods', 'fences') ORDER BY table_name`)
 	if err != nil {
 		t.Fatal(err)
 	}

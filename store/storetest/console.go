@@ -24,6 +24,8 @@ type ConsoleStore interface {
 	Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error)
 	TokensPerDay(ctx context.Context, from time.Time) ([]store.TokenBucket, error)
 	UsageSettled(ctx context.Context) (gen uint64, before time.Time, err error)
+	KeptUsagePeriod(ctx context.Context, name string, gen uint64, from, end time.Time) ([]byte, error)
+	KeepUsagePeriod(ctx context.Context, name string, gen uint64, from, end time.Time, data []byte) error
 	TurnsPer(ctx context.Context, from time.Time, bucket time.Duration) ([]store.TurnBucket, error)
 	TurnDurations(ctx context.Context, from time.Time) ([]time.Duration, error)
 	AddConsoleAction(ctx context.Context, a store.ConsoleAction) error
@@ -128,6 +130,31 @@ func testUsageSettled(t *testing.T, e *env) {
 	if g, _, _ := db.UsageSettled(ctx); g != gen {
 		t.Errorf("the generation moved from %d to %d with no change to a settled day", gen, g)
 	}
+	// A period's value kept under the generation is read by a second
+	// store; a period that holds a day not settled is refused.
+	if err := db.KeepUsagePeriod(ctx, "p", gen, day0, d1, []byte("v0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.KeepUsagePeriod(ctx, "p", gen, day0, d1.Add(24*time.Hour), []byte("x")); err == nil {
+		t.Error("KeepUsagePeriod kept a period whose last day is not settled")
+	}
+	kept := func(db ConsoleStore, gen uint64, from, end time.Time) string {
+		t.Helper()
+		v, err := db.KeptUsagePeriod(ctx, "p", gen, from, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v == nil {
+			return "<none>"
+		}
+		return string(v)
+	}
+	if v := kept(other(), gen, day0, d1); v != "v0" {
+		t.Errorf("a second store's kept period before the resume: %s; want v0", v)
+	}
+	if v := kept(db, gen, day0.Add(-24*time.Hour), d1); v != "<none>" {
+		t.Errorf("kept period of other days: %s; want none", v)
+	}
 	users := func() []store.UserUsage {
 		t.Helper()
 		users, _, err := db.UsersByUsage(ctx, day0, d1, "", 10)
@@ -145,6 +172,24 @@ func testUsageSettled(t *testing.T, e *env) {
 	}
 	if g, _, err := db.UsageSettled(ctx); err != nil || g == gen {
 		t.Errorf("generation after a settled day's step was recorded again: %d, %v; want other than %d", g, err, gen)
+	}
+	// The period's value no longer holds: not read under the new
+	// generation, nor kept again under the old one.
+	g2, _, _ := db.UsageSettled(ctx)
+	if v := kept(db, g2, day0, d1); v != "<none>" {
+		t.Errorf("kept period after the resume: %s; want none", v)
+	}
+	if err := db.KeepUsagePeriod(ctx, "p", gen, day0, d1, []byte("stale")); err != nil {
+		t.Fatal(err)
+	}
+	if v := kept(other(), g2, day0, d1); v != "<none>" {
+		t.Errorf("kept period after the resume, kept again under the old generation: %s; want none", v)
+	}
+	if err := db.KeepUsagePeriod(ctx, "p", g2, day0, d1, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if v := kept(other(), g2, day0, d1); v != "v1" {
+		t.Errorf("kept period after the resume, kept under the new generation: %s; want v1", v)
 	}
 	rows, tokens := read()
 	wantRows := []store.UsageRow{{Day: d1, Platform: "slack", Workspace: "T1", User: "U1", Channel: "C1", Model: "m1", Calls: 1, InputTokens: 200, OutputTokens: 10}}
@@ -165,6 +210,16 @@ func testUsageSettled(t *testing.T, e *env) {
 	}
 	if got, _, err := r.UsersByUsage(ctx, day0, d1, "", 10); err != nil || len(got) != 1 || got[0].Month != 210 || got[0].Today != 210 {
 		t.Errorf("UsersByUsage of a store opened after the resume: %+v, %v; want 210 tokens, all today", got, err)
+	}
+	// A period kept the next day deletes the one that ended before.
+	d2 := d1.Add(24 * time.Hour)
+	e.clk.set(d2.Add(time.Hour))
+	g3, _, _ := db.UsageSettled(ctx)
+	if err := db.KeepUsagePeriod(ctx, "p", g3, d1, d2, []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if v, w := kept(other(), g3, day0, d1), kept(other(), g3, d1, d2); v != "<none>" || w != "v2" {
+		t.Errorf("kept periods the next day: %s, %s; want the old one deleted, v2", v, w)
 	}
 }
 
