@@ -154,21 +154,8 @@ func (s *Server) sumUsage(rows []store.UsageRow) *usageSums {
 			if at < 0 || k != last[i] {
 				var ok bool
 				if at, ok = m.index[i][k]; !ok {
-					var name string
-					switch i {
-					case 0:
-						name = k.a + ":" + k.b + ":" + k.c
-					case 1, 2:
-						name = k.a + ":" + k.b
-					default:
-						name = k.a
-					}
-					if i == 1 && k.b == "" {
-						// Discord DMs (and usage recorded before servers were).
-						name += " (no server)"
-					}
 					at = len(m.lists[i])
-					m.lists[i] = append(m.lists[i], usageTotal{Key: name})
+					m.lists[i] = append(m.lists[i], usageTotal{Key: keyName(i, k)})
 					m.index[i][k] = at
 				}
 				last[i], lastAt[i] = k, at
@@ -192,6 +179,24 @@ func (s *Server) sumUsage(rows []store.UsageRow) *usageSums {
 		m.perDay[day] += daySum
 	}
 	return m
+}
+
+// keyName is the name shown of the line of list i with key k.
+func keyName(i int, k usageKey) string {
+	var name string
+	switch i {
+	case 0:
+		name = k.a + ":" + k.b + ":" + k.c
+	case 1, 2:
+		name = k.a + ":" + k.b
+	default:
+		name = k.a
+	}
+	if i == 1 && k.b == "" {
+		// Discord DMs (and usage recorded before servers were).
+		name += " (no server)"
+	}
+	return name
 }
 
 // sortLists orders each list most tokens first, then by name, and points
@@ -327,14 +332,33 @@ func (c *usageMemo) put(p usagePeriod, set func(e *usageMemoEntry)) {
 	}
 }
 
-// settledSums are the sums of p's settled days, kept or read.
+// settledSums are the sums of p's settled days: kept in memory, else kept
+// in the store (keptUsage), else summed from the store's rows and kept in
+// both.
 func (s *Server) settledSums(r *http.Request, p usagePeriod) (*usageSums, error) {
+	ctx := r.Context()
 	if p.ok {
 		if e := s.usageMemo.get(p); e.sums != nil {
 			return e.sums, nil
 		}
 	}
-	rows, err := s.Store.Usage(r.Context(), p.from, p.settled)
+	st, keeps := s.Store.(keptUsage)
+	keeps = keeps && p.ok && p.settled.After(p.from)
+	name := "sums " + s.pricesKey()
+	if keeps {
+		data, err := st.KeptUsagePeriod(ctx, name, p.gen, p.from, p.settled)
+		if err != nil {
+			return nil, err
+		}
+		if data != nil {
+			// A value of another version is summed again and replaced.
+			if m, err := decodeUsageSums(data); err == nil {
+				s.usageMemo.put(p, func(e *usageMemoEntry) { e.sums = m })
+				return m, nil
+			}
+		}
+	}
+	rows, err := s.Store.Usage(ctx, p.from, p.settled)
 	if err != nil {
 		return nil, err
 	}
@@ -342,6 +366,12 @@ func (s *Server) settledSums(r *http.Request, p usagePeriod) (*usageSums, error)
 	m.sortLists()
 	if p.ok {
 		s.usageMemo.put(p, func(e *usageMemoEntry) { e.sums = m })
+	}
+	if keeps {
+		// Derived: a page that could not keep it is served all the same.
+		if err := st.KeepUsagePeriod(ctx, name, p.gen, p.from, p.settled, m.encode(nil)); err != nil {
+			s.Log.Warn().Err(err).Msg("console: keep the usage sums of settled days")
+		}
 	}
 	return m, nil
 }

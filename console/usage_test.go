@@ -68,13 +68,17 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 	f.signIn(t, kept)
 	(&fixture{srv: refSrv}).signIn(t, read)
 
-	directCSV := func(st Store, prices map[string]Price, days string) string {
+	direct := func(st Store, prices map[string]Price, path string) string {
 		t.Helper()
 		c := &Server{Store: st, Token: testToken, Now: f.clk.Now, Prices: prices, Channels: f.cs.Channels}
 		rec := httptest.NewRecorder()
-		c.usageCSV(rec, httptest.NewRequest(http.MethodGet, "/console/usage.csv?days="+days, nil), nil)
+		serve := c.usage
+		if strings.Contains(path, "csv") {
+			serve = c.usageCSV
+		}
+		serve(rec, httptest.NewRequest(http.MethodGet, path, nil), &session{csrf: "x"})
 		if rec.Code != http.StatusOK {
-			t.Fatalf("a new console's CSV: %d %s", rec.Code, rec.Body)
+			t.Fatalf("a new console's %s: %d %s", path, rec.Code, rec.Body)
 		}
 		return rec.Body.String()
 	}
@@ -94,12 +98,10 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 				if diff := cmp.Diff(want, got); diff != "" {
 					t.Errorf("%s: %s%s kept differs from read (-read +kept):\n%s", when, path, days, diff)
 				}
-				if strings.Contains(path, "csv") {
-					// A console with nothing in memory (a restart):
-					// the settled days' lines kept in the store.
-					if diff := cmp.Diff(directCSV(struct{ Store }{f.db}, f.cs.Prices, days), directCSV(f.db, f.cs.Prices, days)); diff != "" {
-						t.Errorf("%s: %s%s of a new console differs from read (-read +new):\n%s", when, path, days, diff)
-					}
+				// A console with nothing in memory (a restart): the
+				// settled days' lines and sums kept in the store.
+				if diff := cmp.Diff(direct(struct{ Store }{f.db}, f.cs.Prices, path+days), direct(f.db, f.cs.Prices, path+days)); diff != "" {
+					t.Errorf("%s: %s%s of a new console differs from read (-read +new):\n%s", when, path, days, diff)
 				}
 				if days == "30" && strings.HasSuffix(path, "=") && strings.Contains(path, "csv") {
 					csv = got
@@ -132,8 +134,14 @@ func TestUsageKeptMatchesRead(t *testing.T) {
 	for m, p := range f.cs.Prices {
 		doubled[m] = Price{Input: 2 * p.Input, Output: 2 * p.Output}
 	}
-	if directCSV(f.db, doubled, "30") == csv1 {
+	if direct(f.db, doubled, "/console/usage.csv?days=30") == csv1 {
 		t.Error("a console with other prices served the CSV kept under the first ones")
+	}
+	if v, err := f.db.KeptUsagePeriod(ctx, "sums "+f.cs.pricesKey(), gen, from, before.UTC().Truncate(24*time.Hour)); err != nil || v == nil {
+		t.Errorf("the 30 days' sums are not kept in the store: %v", err)
+	}
+	if direct(f.db, doubled, "/console/usage?days=30") == direct(f.db, f.cs.Prices, "/console/usage?days=30") {
+		t.Error("a console with other prices served the page of the sums kept under the first ones")
 	}
 	if !strings.Contains(csv1, "777000") {
 		t.Errorf("the CSV lacks the cut-off turn's step:\n%s", csv1)
@@ -216,5 +224,38 @@ func TestCSVLinesAsEncodingCSV(t *testing.T) {
 	cw.Flush()
 	if got := s.csvLines(rows); string(got) != want.String() {
 		t.Errorf("csvLines:\n%q\nencoding/csv:\n%q", got, want.String())
+	}
+}
+
+// The Usage page's sums kept in the store decode to what was encoded; a
+// value cut short or of another version is refused.
+func TestUsageSumsEncoding(t *testing.T) {
+	s := &Server{Prices: map[string]Price{"m1": {Input: 1e-6, Output: 2e-6}}}
+	day := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var rows []store.UsageRow
+	for d := range 3 {
+		for u := range 300 {
+			rows = append(rows, store.UsageRow{Day: day.AddDate(0, 0, -d), Platform: []string{"slack", "discord"}[u%2], Workspace: []string{"T1", ""}[u%2],
+				User: fmt.Sprint("U", u), Channel: fmt.Sprint("C", u%7), Model: []string{"m1", "m2"}[u%3%2], Server: []string{"", "G1", ""}[u%3],
+				Calls: int64(u + 1), InputTokens: int64(100 * u), OutputTokens: int64(d*u + 1)})
+		}
+	}
+	m := s.sumUsage(rows)
+	m.sortLists()
+	data := m.encode(nil)
+	got, err := decodeUsageSums(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(m, got, cmp.AllowUnexported(usageSums{}, usageRow{}), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+		t.Errorf("decoded sums (-encoded +decoded):\n%s", diff)
+	}
+	for _, n := range []int{0, 1, len(data) / 2, len(data) - 1} {
+		if _, err := decodeUsageSums(data[:n]); err == nil {
+			t.Errorf("a value cut to %d of %d bytes decoded", n, len(data))
+		}
+	}
+	if _, err := decodeUsageSums(append([]byte{usageSumsVersion + 1}, data[1:]...)); err == nil {
+		t.Error("a value of another version decoded")
 	}
 }
