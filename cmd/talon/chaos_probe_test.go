@@ -169,6 +169,15 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	if paused == nil {
 		t.Fatal("no live replica owns a shard")
 	}
+	// The takeover below needs a replica that runs: one that stopped by
+	// itself since it became ready would fail the wait for a reason of its
+	// own, which this names instead.
+	for _, r := range reps {
+		if r != killed && r != paused && !strings.HasPrefix(r.state(), "running") {
+			t.Fatalf("%s is not running before the pause (%s), so no replica is left to take %s's shards over; its log:\n%s",
+				r.name, r.state(), paused.name, tailLog(filepath.Dir(r.cfg), r.starts))
+		}
+	}
 	lost = heldBy(paused.name)
 	old := f.openConns(lost)
 	at = time.Now()
@@ -190,8 +199,12 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 			for s := range owners {
 				owners[s] = ownerOf(s)
 			}
-			t.Fatalf("the paused replica %s's shards %v not claimed by another within %s: owners now %q, connected %v",
-				paused.name, lost, takeover, owners, f.connected())
+			var procs []string
+			for _, r := range reps {
+				procs = append(procs, r.name+" "+r.state())
+			}
+			t.Fatalf("the paused replica %s's shards %v not claimed by another within %s: owners now %q, connected %v; processes: %s; shard leases: %s",
+				paused.name, lost, takeover, owners, f.connected(), strings.Join(procs, ", "), bucketKeys(ctx, skv))
 		}
 	}
 	claimed := time.Now()
@@ -215,4 +228,52 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 		t.Error(e)
 	}
 	t.Logf("%d sockets; %s in all", len(f.conns), time.Since(began).Round(time.Second))
+}
+
+// state tells whether the process runs, is stopped (SIGSTOP) or exited, as
+// the kernel has it: for a failure's message and the test's premises.
+func (r *chaosProc) state() string {
+	select {
+	case <-r.exited:
+		return "exited (" + r.proc.ProcessState.String() + ")"
+	default:
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.proc.Process.Pid))
+	if err != nil {
+		return "running (state unknown: " + err.Error() + ")"
+	}
+	// The state is the field after the command, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	switch {
+	case len(f) == 0:
+		return "running (state unknown)"
+	case f[0] == "T" || f[0] == "t":
+		return "stopped"
+	case f[0] == "Z" || f[0] == "X":
+		return "exited (not yet reaped)"
+	}
+	return "running (" + f[0] + ")"
+}
+
+// bucketKeys lists a lease bucket's keys (owner.<slot>, alive.<replica>)
+// with their values and how long ago each was written, for a failure's
+// message: a lease that outlived the bucket's TTL, or a replica that
+// stopped announcing itself, shows there.
+func bucketKeys(ctx context.Context, kv jetstream.KeyValue) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	l, err := kv.ListKeys(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for k := range l.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			out = append(out, k+" ("+err.Error()+")")
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s=%s (revision %d, written %s ago)", k, e.Value(), e.Revision(), time.Since(e.Created()).Round(time.Millisecond)))
+	}
+	return strings.Join(out, ", ")
 }
