@@ -64,13 +64,16 @@ type usageRow struct {
 const (
 	maxUsageRows  = 200
 	maxUsageUsers = 100
+	// defaultUsageDays is the period of the Usage page and its CSV
+	// without ?days= (the navigation's links).
+	defaultUsageDays = 30
 )
 
-// usageDays reads ?days= (1 to 366, default 30).
+// usageDays reads ?days= (1 to 366, default defaultUsageDays).
 func usageDays(r *http.Request) int {
 	n, err := strconv.Atoi(r.URL.Query().Get("days"))
 	if err != nil || n < 1 {
-		return 30
+		return defaultUsageDays
 	}
 	return min(n, 366)
 }
@@ -87,14 +90,18 @@ type usagePeriod struct {
 }
 
 func (s *Server) usagePeriod(r *http.Request) (usagePeriod, error) {
-	days := usageDays(r)
+	return s.periodOf(r.Context(), usageDays(r))
+}
+
+// periodOf is the period of the last days days.
+func (s *Server) periodOf(ctx context.Context, days int) (usagePeriod, error) {
 	today := s.Now().UTC().Truncate(24 * time.Hour)
 	p := usagePeriod{days: days, from: today.AddDate(0, 0, 1-days), to: today.AddDate(0, 0, 1)}
 	p.settled = p.from
 	if st, ok := s.Store.(settledUsage); ok {
 		var before time.Time
 		var err error
-		if p.gen, before, err = st.UsageSettled(r.Context()); err != nil {
+		if p.gen, before, err = st.UsageSettled(ctx); err != nil {
 			return p, err
 		}
 		p.ok = true
@@ -335,8 +342,7 @@ func (c *usageMemo) put(p usagePeriod, set func(e *usageMemoEntry)) {
 // settledSums are the sums of p's settled days: kept in memory, else kept
 // in the store (keptUsage), else summed from the store's rows and kept in
 // both.
-func (s *Server) settledSums(r *http.Request, p usagePeriod) (*usageSums, error) {
-	ctx := r.Context()
+func (s *Server) settledSums(ctx context.Context, p usagePeriod) (*usageSums, error) {
 	if p.ok {
 		if e := s.usageMemo.get(p); e.sums != nil {
 			return e.sums, nil
@@ -382,7 +388,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.fail(w, r, err)
 		return
 	}
-	old, err := s.settledSums(r, p)
+	old, err := s.settledSums(r.Context(), p)
 	if err != nil {
 		s.fail(w, r, err)
 		return

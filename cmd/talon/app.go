@@ -21,6 +21,7 @@ import (
 	"github.com/talonhq/talon/agent/llm"
 	"github.com/talonhq/talon/cluster"
 	"github.com/talonhq/talon/cmd/talon/config"
+	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/mcp"
 	"github.com/talonhq/talon/memory"
 	"github.com/talonhq/talon/routines"
@@ -59,6 +60,10 @@ type app struct {
 	// Set by openRoutines; nil when routines are disabled.
 	routines *routines.Service
 	router   *routineRouter
+
+	// console is the operator's console (mountConsole); nil when
+	// console.enabled is false.
+	console *console.Server
 
 	// node distributes turns over replicas (cluster.go); nil without
 	// nats.url.
@@ -447,6 +452,16 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		defer close(sweepDone)
 		a.sweepFiles(opsCtx)
 	}()
+	// The console's default usage period, kept ahead of the first load of
+	// each day (console.Server.Precompute); it stops with the run, before
+	// the store closes.
+	precomputeDone := make(chan struct{})
+	go func() {
+		defer close(precomputeDone)
+		if a.console != nil {
+			a.console.Precompute(opsCtx)
+		}
+	}()
 	// The scheduler stops with the intake: a run it records meanwhile is
 	// handed in at the next start.
 	schedCtx, stopSched := context.WithCancel(context.Background())
@@ -527,6 +542,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 		stopOps()
 		<-opsDone
 		<-sweepDone
+		<-precomputeDone
 	}()
 	select {
 	case <-stopped:

@@ -123,6 +123,7 @@ func (a *app) mountConsole(mux *http.ServeMux, states *channelStates) error {
 		return err // names TALON_CONSOLE_TOKEN and how to make one
 	}
 	mux.Handle(console.Prefix, h)
+	a.console = s
 	a.log.Info().Str("path", console.Prefix).Bool("secure_cookie", s.Secure).Msg("console enabled")
 	return nil
 }
