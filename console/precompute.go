@@ -21,7 +21,8 @@ var (
 // settles a new day (shortly after each UTC midnight, once the store's
 // grace has passed, which it learns by asking UsageSettled). So the first
 // load of a day, on this replica or on one opened later, reads one kept
-// value instead of the 30 days. It returns when ctx ends; run it in its
+// value instead of the 30 days; and has the store sum the month's settled
+// days for the Users page (kept in the store's memory). It returns when ctx ends; run it in its
 // own goroutine, after Handler (it does not hold up serving: a page load meanwhile
 // derives the period as it would without it).
 func (s *Server) Precompute(ctx context.Context) {
@@ -59,7 +60,9 @@ func (s *Server) Precompute(ctx context.Context) {
 }
 
 // precompute derives and keeps p's settled days' sums and CSV lines, by
-// the code a page load runs.
+// the code a page load runs, and has the store sum the month's settled
+// days for the Users page as its load does (both stores keep those totals
+// in memory only: this warms this process's store, not usage_periods).
 func (s *Server) precompute(ctx context.Context, p usagePeriod) error {
 	if !p.ok || !p.settled.After(p.from) {
 		return nil
@@ -67,6 +70,11 @@ func (s *Server) precompute(ctx context.Context, p usagePeriod) error {
 	if _, err := s.settledSums(ctx, p); err != nil {
 		return err
 	}
-	_, err := s.settledCSV(ctx, p)
+	if _, err := s.settledCSV(ctx, p); err != nil {
+		return err
+	}
+	now := s.Now().UTC()
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	_, _, err := s.Store.UsersByUsage(ctx, month, now.Truncate(24*time.Hour), "", 1)
 	return err
 }

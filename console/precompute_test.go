@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,11 +18,33 @@ import (
 )
 
 // usageReads is the store with the starts of the periods Usage was asked
-// for recorded.
+// for recorded, and the days UsersByUsage was asked for.
 type usageReads struct {
 	*store.DB
 	mu    sync.Mutex
 	froms []time.Time
+	users []string
+}
+
+func (u *usageReads) UsersByUsage(ctx context.Context, month, today time.Time, match string, limit int) ([]store.UserUsage, int, error) {
+	u.mu.Lock()
+	u.users = append(u.users, month.Format(time.DateOnly)+" "+today.Format(time.DateOnly))
+	u.mu.Unlock()
+	return u.DB.UsersByUsage(ctx, month, today, match, limit)
+}
+
+// summed reports whether UsersByUsage was asked for month up to today,
+// waiting up to 10 s for it.
+func (u *usageReads) summed(month, today time.Time) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		u.mu.Lock()
+		ok := slices.Contains(u.users, month.Format(time.DateOnly)+" "+today.Format(time.DateOnly))
+		u.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (u *usageReads) Usage(ctx context.Context, from, to time.Time) ([]store.UsageRow, error) {
@@ -118,7 +141,8 @@ func TestPrecompute(t *testing.T) {
 		}
 	}
 
-	pc := newConsole(f.db)
+	pcStore := &usageReads{DB: f.db}
+	pc := newConsole(pcStore)
 	pctx, stop := context.WithCancel(ctx)
 	ended := make(chan struct{})
 	go func() { defer close(ended); pc.Precompute(pctx) }()
@@ -127,6 +151,11 @@ func TestPrecompute(t *testing.T) {
 	// At the start: the 30 days ending today, settled before today.
 	waitKept(today.AddDate(0, 0, -29), today)
 	fresh("at the start", today)
+	// The Users page's month: the store summed its settled days.
+	month := time.Date(today.Year(), today.Month(), 1, 0, 0, 0, 0, time.UTC)
+	if !pcStore.summed(month, today) {
+		t.Error("at the start: the store was not asked for the Users page's month after 10 s")
+	}
 
 	// After midnight, within the store's grace (a minute on SQLite): today
 	// is not settled yet, the period that begins a day later is kept up to
@@ -140,6 +169,9 @@ func TestPrecompute(t *testing.T) {
 	f.clk.Set(tomorrow.Add(2 * time.Minute))
 	waitKept(tomorrow.AddDate(0, 0, -29), tomorrow)
 	fresh("after midnight", tomorrow)
+	if !pcStore.summed(month, tomorrow) {
+		t.Error("after midnight: the store was not asked for the Users page's month after 10 s")
+	}
 
 	stop()
 	select {
