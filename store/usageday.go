@@ -55,70 +55,93 @@ func EncodeUsageDay(rows []UsageRow, ids []int64) []byte {
 	return append(b, body...)
 }
 
+// dayReader reads the varints of a day's value; bad is set once one
+// cannot be read.
+type dayReader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *dayReader) uv() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *dayReader) sv() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// readUsageDayHead reads what comes before the rows of a day's value (what
+// EncodeUsageDay made): its strings, left in b, and the number of rows.
+// ok is false when b is not such a value.
+func readUsageDayHead(b []byte) (r dayReader, strs [][]byte, rows uint64, ok bool) {
+	if len(b) == 0 || b[0] != usageDayFormat {
+		return r, nil, 0, false
+	}
+	r.b = b[1:]
+	ns := r.uv()
+	if r.bad || ns > uint64(len(r.b)) {
+		return r, nil, 0, false
+	}
+	strs = make([][]byte, ns)
+	for i := range strs {
+		l := r.uv()
+		if r.bad || l > uint64(len(r.b)) {
+			return r, nil, 0, false
+		}
+		strs[i], r.b = r.b[:l:l], r.b[l:]
+	}
+	rows = r.uv()
+	if r.bad || rows > uint64(len(r.b)) {
+		return r, nil, 0, false
+	}
+	return r, strs, rows, true
+}
+
 // DecodeUsageDay decodes what EncodeUsageDay made of the rows of day.
 func DecodeUsageDay(day time.Time, b []byte) (rows []UsageRow, ids []int64, err error) {
 	fail := func() ([]UsageRow, []int64, error) {
 		return nil, nil, fmt.Errorf("%w (day %s)", ErrUsageDayValue, day.Format(time.DateOnly))
 	}
-	if len(b) == 0 || b[0] != usageDayFormat {
+	r, raw, nr, ok := readUsageDayHead(b)
+	if !ok {
 		return fail()
 	}
-	b = b[1:]
-	bad := false
-	uv := func() uint64 {
-		v, n := binary.Uvarint(b)
-		if n <= 0 {
-			bad = true
-			return 0
-		}
-		b = b[n:]
-		return v
-	}
-	sv := func() int64 {
-		v, n := binary.Varint(b)
-		if n <= 0 {
-			bad = true
-			return 0
-		}
-		b = b[n:]
-		return v
-	}
-	ns := uv()
-	if bad || ns > uint64(len(b)) {
-		return fail()
-	}
-	strs := make([]string, ns)
-	for i := range strs {
-		l := uv()
-		if bad || l > uint64(len(b)) {
-			return fail()
-		}
-		strs[i], b = string(b[:l]), b[l:]
-	}
-	nr := uv()
-	if bad || nr > uint64(len(b)) {
-		return fail()
+	strs := make([]string, len(raw))
+	for i, s := range raw {
+		strs[i] = string(s)
 	}
 	str := func() string {
-		i := uv()
+		i := r.uv()
 		if i >= uint64(len(strs)) {
-			bad = true
+			r.bad = true
 			return ""
 		}
 		return strs[i]
 	}
 	rows, ids = make([]UsageRow, nr), make([]int64, nr)
 	for i := range rows {
-		r := &rows[i]
-		r.Day = day
-		ids[i] = int64(uv())
-		r.Platform, r.Workspace, r.User, r.Channel, r.Model, r.Server = str(), str(), str(), str(), str(), str()
-		r.Calls, r.InputTokens, r.OutputTokens = sv(), sv(), sv()
-		if bad {
+		row := &rows[i]
+		row.Day = day
+		ids[i] = int64(r.uv())
+		row.Platform, row.Workspace, row.User, row.Channel, row.Model, row.Server = str(), str(), str(), str(), str(), str()
+		row.Calls, row.InputTokens, row.OutputTokens = r.sv(), r.sv(), r.sv()
+		if r.bad {
 			return fail()
 		}
 	}
-	if len(b) != 0 {
+	if len(r.b) != 0 {
 		return fail()
 	}
 	return rows, ids, nil
@@ -150,57 +173,23 @@ func AddUsageDayValue(totals map[int64]UserTotal, day, todayDay int64, b []byte)
 	fail := func() error {
 		return fmt.Errorf("%w (day %s)", ErrUsageDayValue, time.UnixMilli(day*dayMS).UTC().Format(time.DateOnly))
 	}
-	if len(b) == 0 || b[0] != usageDayFormat {
-		return fail()
-	}
-	b = b[1:]
-	bad := false
-	uv := func() uint64 {
-		v, n := binary.Uvarint(b)
-		if n <= 0 {
-			bad = true
-			return 0
-		}
-		b = b[n:]
-		return v
-	}
-	sv := func() int64 {
-		v, n := binary.Varint(b)
-		if n <= 0 {
-			bad = true
-			return 0
-		}
-		b = b[n:]
-		return v
-	}
-	ns := uv()
-	if bad || ns > uint64(len(b)) {
-		return fail()
-	}
 	// The strings stay in b until a new principal needs them.
-	strs := make([][]byte, ns)
-	for i := range strs {
-		l := uv()
-		if bad || l > uint64(len(b)) {
-			return fail()
-		}
-		strs[i], b = b[:l:l], b[l:]
-	}
-	nr := uv()
-	if bad || nr > uint64(len(b)) {
+	r, strs, nr, ok := readUsageDayHead(b)
+	if !ok {
 		return fail()
 	}
+	ns := uint64(len(strs))
 	for range nr {
-		id := int64(uv())
+		id := int64(r.uv())
 		var idx [6]uint64
 		for j := range idx {
-			if idx[j] = uv(); idx[j] >= ns {
-				bad = true
+			if idx[j] = r.uv(); idx[j] >= ns {
+				r.bad = true
 			}
 		}
-		sv() // calls
-		n := sv() + sv()
-		if bad {
+		r.sv() // calls
+		n := r.sv() + r.sv()
+		if r.bad {
 			return fail()
 		}
 		t, ok := totals[id]
@@ -214,7 +203,7 @@ func AddUsageDayValue(totals map[int64]UserTotal, day, todayDay int64, b []byte)
 		t.LastDay = max(t.LastDay, day)
 		totals[id] = t
 	}
-	if len(b) != 0 {
+	if len(r.b) != 0 {
 		return fail()
 	}
 	return nil
