@@ -76,32 +76,9 @@ func TestChaosDiscordShardsUnderSIGKILL(t *testing.T) {
 	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
 		dir = d
 	}
-	t.Setenv("DISCORD_BOT_TOKEN", "test-discord-token-not-real")
 	t.Setenv("DATABASE_URL", dbURL)
 	t.Setenv("NATS_URL", natsURL)
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	t.Setenv("TALON_VAULT_KEY", base64.StdEncoding.EncodeToString(key))
-	guilds := make([]string, shards)
-	for s := range guilds {
-		guilds[s] = strconv.Quote(f.guild(s))
-	}
-	reps := make([]*chaosProc, replicas)
-	for i := range reps {
-		rdir := filepath.Join(dir, fmt.Sprintf("d%d", i))
-		if err := os.MkdirAll(rdir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		r := &chaosProc{t: t, name: fmt.Sprintf("chaos-d%d", i), addr: freeAddr(t)}
-		body := strings.Replace(baseConfig(filepath.Join(rdir, "data"), "openai", model.URL), `listen: ""`, "listen: "+r.addr, 1)
-		body = strings.Replace(body, "level: debug", "level: info", 1)
-		body += "discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: " + f.srv.URL + "\n  application_id: \"200\"\n" +
-			"  shards: auto\n  commands: false\n  threads: false\n  backfill_window: 0s\n  allowed_guilds: [" + strings.Join(guilds, ", ") + "]\n" +
-			"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n" +
-			fmt.Sprintf("nats:\n  url: ${NATS_URL}\n  partitions: 8\n  lease_ttl: 3s\n  replica: %s\n  prefix: %s\n", r.name, prefix)
-		r.cfg = writeConfig(t, rdir, body)
-		reps[i] = r
-	}
+	reps := discordReplicas(t, f, model.URL, dir, "chaos-d", replicas, "store:\n  driver: postgres\n  url: ${DATABASE_URL}\n", 8, prefix)
 	defer func() {
 		for _, r := range reps {
 			r.kill(syscall.SIGKILL)
@@ -802,4 +779,39 @@ func (f *shardedDiscord) twiceLocked() []string {
 		}
 	}
 	return errs
+}
+
+// discordReplicas writes the configurations of n `talon run` replicas of a
+// chaos test against the fake sharded gateway f (each in its own folder
+// under dir, named name0, name1, …; not started), with shards: auto, every
+// fake server allowed, the store given by storeYAML ("" for SQLite), and
+// NATS at $NATS_URL with the given partitions and prefix. It sets the
+// environment the configurations name.
+func discordReplicas(t *testing.T, f *shardedDiscord, modelURL, dir, name string, n int, storeYAML string, partitions int, prefix string) []*chaosProc {
+	t.Helper()
+	t.Setenv("DISCORD_BOT_TOKEN", "test-discord-token-not-real")
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	t.Setenv("TALON_VAULT_KEY", base64.StdEncoding.EncodeToString(key))
+	guilds := make([]string, f.shards)
+	for s := range guilds {
+		guilds[s] = strconv.Quote(f.guild(s))
+	}
+	reps := make([]*chaosProc, n)
+	for i := range reps {
+		rdir := filepath.Join(dir, fmt.Sprintf("%s%d", name, i))
+		if err := os.MkdirAll(rdir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		r := &chaosProc{t: t, name: fmt.Sprintf("%s%d", name, i), addr: freeAddr(t)}
+		body := strings.Replace(baseConfig(filepath.Join(rdir, "data"), "openai", modelURL), `listen: ""`, "listen: "+r.addr, 1)
+		body = strings.Replace(body, "level: debug", "level: info", 1)
+		body += "discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: " + f.srv.URL + "\n  application_id: \"200\"\n" +
+			"  shards: auto\n  commands: false\n  threads: false\n  backfill_window: 0s\n  allowed_guilds: [" + strings.Join(guilds, ", ") + "]\n" +
+			storeYAML + "memory:\n  enabled: false\nroutines:\n  enabled: false\n" +
+			fmt.Sprintf("nats:\n  url: ${NATS_URL}\n  partitions: %d\n  lease_ttl: 3s\n  replica: %s\n  prefix: %s\n", partitions, r.name, prefix)
+		r.cfg = writeConfig(t, rdir, body)
+		reps[i] = r
+	}
+	return reps
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,31 +51,8 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
 		dir = d
 	}
-	t.Setenv("DISCORD_BOT_TOKEN", "test-discord-token-not-real")
 	t.Setenv("NATS_URL", natsURL)
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	t.Setenv("TALON_VAULT_KEY", base64.StdEncoding.EncodeToString(key))
-	guilds := make([]string, shards)
-	for s := range guilds {
-		guilds[s] = strconv.Quote(f.guild(s))
-	}
-	reps := make([]*chaosProc, replicas)
-	for i := range reps {
-		rdir := filepath.Join(dir, fmt.Sprintf("p%d", i))
-		if err := os.MkdirAll(rdir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		r := &chaosProc{t: t, name: fmt.Sprintf("probe-p%d", i), addr: freeAddr(t)}
-		body := strings.Replace(baseConfig(filepath.Join(rdir, "data"), "openai", model.URL), `listen: ""`, "listen: "+r.addr, 1)
-		body = strings.Replace(body, "level: debug", "level: info", 1)
-		body += "discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: " + f.srv.URL + "\n  application_id: \"200\"\n" +
-			"  shards: auto\n  commands: false\n  threads: false\n  backfill_window: 0s\n  allowed_guilds: [" + strings.Join(guilds, ", ") + "]\n" +
-			"memory:\n  enabled: false\nroutines:\n  enabled: false\n" +
-			fmt.Sprintf("nats:\n  url: ${NATS_URL}\n  partitions: 2\n  lease_ttl: 3s\n  replica: %s\n  prefix: %s\n", r.name, prefix)
-		r.cfg = writeConfig(t, rdir, body)
-		reps[i] = r
-	}
+	reps := discordReplicas(t, f, model.URL, dir, "probe-p", replicas, "", 2, prefix)
 	defer func() {
 		for _, r := range reps {
 			r.kill(syscall.SIGKILL)
