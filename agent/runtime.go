@@ -874,8 +874,15 @@ func (r *Runtime) deliver(ctx context.Context, rep Reply, resumed bool) {
 		}
 		log.Warn().Err(err).Int("attempt", attempt+1).Msg("reply delivery failed")
 	}
-	if err := r.Store.MarkFailed(context.WithoutCancel(ctx), rep.ID, err.Error()); err != nil {
-		log.Error().Err(err).Msg("mark reply failed")
+	// The fence ctx carries survives WithoutCancel: a process that lost
+	// the session's partition while it tried cannot mark the reply failed,
+	// which the new owner then delivers.
+	switch ferr := r.Store.MarkFailed(context.WithoutCancel(ctx), rep.ID, err.Error()); {
+	case errors.Is(ferr, ErrFenced):
+		log.Warn().Err(err).Msg("reply not delivered here; the process that took its session over delivers it")
+		return
+	case ferr != nil:
+		log.Error().Err(ferr).Msg("mark reply failed")
 	}
 	log.Error().Err(err).Msg("reply not delivered; giving up")
 }

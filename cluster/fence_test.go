@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -204,5 +205,112 @@ func testFencedOwner(t *testing.T, db sharedStore) {
 	}
 	if got := res["call_block"]; !strings.HasPrefix(got.Content, "interrupted") {
 		t.Errorf("the blocked call's recorded result: %q; want B's interrupted, not A's late one", got.Content)
+	}
+}
+
+// downChannel fails every delivery; the first waits for release first,
+// whatever its context says (a process asleep does not see it either).
+type downChannel struct {
+	attempted chan struct{}
+	release   chan struct{}
+	once      *sync.Once
+}
+
+func (c downChannel) Platform() string { return "test" }
+func (c downChannel) Deliver(context.Context, agent.Reply) (string, error) {
+	first := false
+	c.once.Do(func() { first = true })
+	if first {
+		close(c.attempted)
+		<-c.release
+	}
+	return "", errors.New("platform down")
+}
+
+// TestFencedOwnerCannotMarkAReplyFailed: replica A answers a message and
+// its delivery blocks; meanwhile another replica records a newer claim of
+// the session's partition (A slept past its lease; its context is never
+// cancelled here). A wakes, its delivery attempts fail, and it cannot mark
+// the reply failed (the runtime's mark keeps the turn's fence): the reply
+// stays pending, for the new owner to deliver.
+func TestFencedOwnerCannotMarkAReplyFailed(t *testing.T) {
+	stores := map[string]func(t *testing.T) sharedStore{
+		"sqlite": func(t *testing.T) sharedStore {
+			db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "talon.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return db
+		},
+		"postgres": func(t *testing.T) sharedStore { return postgresStore(t) },
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			db := open(t)
+			defer db.Close()
+			testFencedOwnerMarkFailed(t, db)
+		})
+	}
+}
+
+func testFencedOwnerMarkFailed(t *testing.T, db sharedStore) {
+	ch := downChannel{attempted: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
+	logA := &syncLog{}
+	rt := &agent.Runtime{Store: db, LLM: echo{}, Log: zerolog.New(logA), Dispatch: noDispatch{},
+		Limits: agent.Limits{ShutdownGrace: time.Second, DeliveryAttempts: 2}, ApprovalTimeout: time.Minute}
+	rt.Register(ch)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = rt.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	<-rt.Ready()
+	defer func() {
+		if t.Failed() {
+			logA.mu.Lock()
+			t.Logf("A logged:\n%s", logA.b.String())
+			logA.mu.Unlock()
+		}
+	}()
+	const fence = "partitions/0"
+	ctxA, cancelA := context.WithCancel(context.Background())
+	defer cancelA()
+	sc, err := rt.Adopt(agent.WithFence(ctxA, agent.Fence{Name: fence, Token: 5}), func(agent.SessionKey) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := rt.Accept(context.Background(), agent.Inbound{DedupeKey: "m1", Key: key(1, 0), Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Take(q)
+	select {
+	case <-ch.attempted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("A did not try to deliver the reply")
+	}
+
+	// Another replica claims the partition; A wakes and gives up.
+	if err := db.(agent.Fencer).AdvanceFence(context.Background(), fence, 6); err != nil {
+		t.Fatal(err)
+	}
+	close(ch.release)
+	eventually(t, 10*time.Second, "A gives the delivery up", func() bool {
+		return logA.has("the process that took its session over delivers it") || logA.has("reply not delivered; giving up")
+	})
+	cancelA()
+	sc.Wait()
+
+	undelivered, err := db.Undelivered(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(undelivered) != 1 || undelivered[0].Inbound != q.ID {
+		t.Errorf("undelivered replies: %+v; want the reply to %d, left pending for the new owner", undelivered, q.ID)
 	}
 }

@@ -148,9 +148,11 @@ func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID st
 
 // MarkFailed records that reply id will not be delivered, and why. A reply
 // already delivered or failed is left as it is, without error. An unknown
-// reply is ErrNotFound.
+// reply is ErrNotFound. Under a superseded fencing token (ctx's
+// agent.Fence) it fails with agent.ErrFenced and the reply stays pending,
+// for the new owner of its session to deliver.
 func (db *DB) MarkFailed(ctx context.Context, id agent.ReplyID, reason string) error {
-	res, err := db.exec(ctx, db.ws.replyFailed, reason, id)
+	res, err := db.fencedExec(ctx, db.ws.replyFailed, reason, id)
 	if err == nil {
 		err = db.changedOrExists(ctx, res, id)
 	}

@@ -177,10 +177,19 @@ func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID st
 
 // MarkFailed records that reply id will not be delivered, and why. A reply
 // already delivered or failed is left as it is, without error. An unknown
-// reply is store.ErrNotFound.
+// reply is store.ErrNotFound. Under a superseded fencing token (ctx's
+// agent.Fence) it fails with agent.ErrFenced and the reply stays pending,
+// for the new owner of its session to deliver.
 func (db *DB) MarkFailed(ctx context.Context, id agent.ReplyID, reason string) error {
-	tag, err := db.pool.Exec(ctx, `UPDATE outbound SET state = 'failed', reason = $1, attempts = attempts + 1
-		WHERE id = $2 AND state = 'pending'`, text(reason), id)
+	// With a fence, its check and the update go as one batch: one round
+	// trip, one implicit transaction.
+	var tag pgconn.CommandTag
+	b := &pgx.Batch{}
+	queueFence(ctx, b)
+	b.Queue(`UPDATE outbound SET state = 'failed', reason = $1, attempts = attempts + 1
+		WHERE id = $2 AND state = 'pending'`, text(reason), id).
+		Exec(func(t pgconn.CommandTag) error { tag = t; return nil })
+	err := fenced(db.pool.SendBatch(ctx, b).Close())
 	if err == nil {
 		err = db.changedOrExists(ctx, tag, id)
 	}

@@ -13,6 +13,7 @@ import (
 
 var fenceTests = []test{
 	{"FenceRefusesTheWritesOfASupersededClaim", testFenceRefusesStaleWrites},
+	{"FenceLeavesAReplyPendingForTheNewOwner", testFenceLeavesAReplyPending},
 }
 
 // A replica that took a partition over records its claim's token
@@ -109,5 +110,67 @@ func testFenceRefusesStaleWrites(t *testing.T, e *env) {
 	}
 	if len(pendingIDs(t, newOwner)) != 0 {
 		t.Error("FinishTurn under the current token left the inbound pending")
+	}
+}
+
+// A sleeper that wakes after its delivery attempts cannot mark a reply
+// failed under its superseded token: MarkFailed fails with agent.ErrFenced
+// and the reply stays pending, for the new owner to deliver. Under the
+// current token it is marked failed. What records a posting (a delivery
+// mark, a posted part) is not fenced: refusing it would make the new owner
+// post the reply again.
+func testFenceLeavesAReplyPending(t *testing.T, e *env) {
+	ctx := context.Background()
+	oldOwner, newOwner := e.db, e.replica(t)
+	const name = "partition 5 of test"
+	old := agent.WithFence(ctx, agent.Fence{Name: name, Token: 5})
+	cur := agent.WithFence(ctx, agent.Fence{Name: name, Token: 9})
+	rs := replies(t, oldOwner, 4)
+	if err := oldOwner.AdvanceFence(ctx, name, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := oldOwner.MarkFailed(old, rs[0].ID, "gone"); err != nil {
+		t.Fatalf("MarkFailed under the current token: %v", err)
+	}
+	if err := newOwner.AdvanceFence(ctx, name, 9); err != nil {
+		t.Fatal(err)
+	}
+
+	// context.WithoutCancel, as the delivery's marks are made, keeps the fence.
+	if err := oldOwner.MarkFailed(context.WithoutCancel(old), rs[1].ID, "attempts used up"); !errors.Is(err, agent.ErrFenced) {
+		t.Errorf("MarkFailed under the superseded token: %v, want ErrFenced", err)
+	}
+	if diff := cmp.Diff(replyRow{State: "pending"}, e.readReply(t, rs[1].ID)); diff != "" {
+		t.Errorf("reply after a refused MarkFailed (-want +got):\n%s", diff)
+	}
+	if err := oldOwner.RecordPart(old, rs[2].ID, agent.PostedPart{N: 0, PlatformID: "p1"}); err != nil {
+		t.Errorf("RecordPart under the superseded token: %v", err)
+	}
+	if err := oldOwner.MarkDelivered(old, rs[2].ID, "p1"); err != nil {
+		t.Errorf("MarkDelivered under the superseded token: %v", err)
+	}
+	if got := e.readReply(t, rs[2].ID).State; got != "delivered" {
+		t.Errorf("reply marked delivered under the superseded token is %s", got)
+	}
+	got, err := newOwner.Undelivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []agent.ReplyID
+	for _, r := range got {
+		ids = append(ids, r.ID)
+	}
+	if diff := cmp.Diff([]agent.ReplyID{rs[1].ID, rs[3].ID}, ids); diff != "" {
+		t.Errorf("Undelivered for the new owner (-want +got):\n%s", diff)
+	}
+
+	if err := newOwner.MarkFailed(cur, rs[1].ID, "attempts used up"); err != nil {
+		t.Errorf("MarkFailed under the current token: %v", err)
+	}
+	if got := e.readReply(t, rs[1].ID); got.State != "failed" || got.Reason != "attempts used up" {
+		t.Errorf("reply marked failed under the current token: %+v", got)
+	}
+	if err := oldOwner.MarkFailed(ctx, rs[3].ID, "no fence"); err != nil {
+		t.Errorf("MarkFailed without a fence: %v", err)
 	}
 }
