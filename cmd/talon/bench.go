@@ -21,13 +21,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm"
-	"github.com/talonhq/talon/cluster"
 	"github.com/talonhq/talon/console"
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/tools"
@@ -77,6 +74,13 @@ type benchResult struct {
 	// one runtime, measured just before in the same run.
 	Replicas  int          `json:"replicas,omitempty"`
 	Reference *benchResult `json:"reference,omitempty"`
+	// Procs are the replicas' processes (--replicas without
+	// --replicas-in-process), in the order of their numbers: user u's
+	// messages were accepted by replica u mod N. PeakRSSBytes is then the
+	// sum of their peak RSS and BenchRSSBytes, this process's own (which
+	// drove the load and ran the reference).
+	Procs         []benchProcResult `json:"procs,omitempty"`
+	BenchRSSBytes int64             `json:"bench_rss_bytes,omitempty"`
 	// GroupedWrites is how many of the replicas' writes were committed
 	// in groups of two or more (PostgreSQL's group commit), in Groups
 	// transactions.
@@ -153,6 +157,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		consolePoll                  time.Duration
 		replicas                     int
 		natsURL                      string
+		inProcess                    bool
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -171,19 +176,23 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&storeArg, "store", "sqlite", "the store, `sqlite|postgres:URL`: sqlite (a file in the data directory) or postgres:URL (no password in the URL: use PGPASSWORD); "+
 		"the run's users are new to it, so a database with data is fine")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
-	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `FILE`")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `FILE` (with --replicas as processes, one of each replica to FILE.0 … FILE.N-1)")
 	fs.DurationVar(&consolePoll, "console-poll", 0, "serve the console on loopback and load its Overview, Usage, Conversations and Users "+
 		"pages once every `D` during the run, as an operator's open tab would; 0: no console")
-	fs.IntVar(&replicas, "replicas", 0, "run `N` replicas in this process, each with its own PostgreSQL pool and NATS connection, "+
+	fs.IntVar(&replicas, "replicas", 0, "run `N` replicas, each a process of its own (this executable) with its own PostgreSQL pool and NATS connection, "+
 		"sharing the load (each user's messages accepted by one of them in turn, run by the partition's owner) "+
 		"as talon run with nats.url does; needs --store postgres:URL and --nats; the same load on SQLite in one runtime "+
 		"is measured first, as the reference")
+	fs.BoolVar(&inProcess, "replicas-in-process", false, "run the --replicas in this process instead, as the bench did before 3 December 2026 (for comparison)")
 	fs.StringVar(&natsURL, "nats", "", "NATS server `URL` with JetStream for --replicas (nats://host:4222; no password in the URL)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return &usageError{err.Error()}
+	}
+	if inProcess && replicas == 0 {
+		return &usageError{"bench: --replicas-in-process goes with --replicas N"}
 	}
 	if replicas != 0 {
 		if replicas < 1 || replicas > 16 || !strings.HasPrefix(storeArg, "postgres:") || natsURL == "" || consolePoll > 0 || llmURL != "" {
@@ -201,7 +210,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	}
 	if replicas > 0 {
 		load := benchLoad{users: users, messages: messages, concurrency: concurrency, toolShare: toolShare, think: think}
-		return benchReplicas(ctx, e, load, replicas, strings.TrimPrefix(storeArg, "postgres:"), natsURL, latency, asJSON, cpuProfile)
+		return benchReplicas(ctx, e, load, replicas, inProcess, strings.TrimPrefix(storeArg, "postgres:"), natsURL, latency, asJSON, cpuProfile)
 	}
 	if dataDir == "" {
 		d, err := os.MkdirTemp("", "talon-bench-")
@@ -544,16 +553,22 @@ func (c *modelClock) Complete(ctx context.Context, req llm.Request) (*llm.Respon
 		}
 		var u, m int
 		if _, err := fmt.Sscanf(req.Messages[i].Content, "message %d of user %d", &m, &u); err == nil {
-			c.mu.Lock()
-			if c.spentBy == nil {
-				c.spentBy = map[[2]int]time.Duration{}
-			}
-			c.spentBy[[2]int{u, m}] += d
-			c.mu.Unlock()
+			c.record(u, m, d)
 		}
 		break
 	}
 	return r, err
+}
+
+// record adds d to the model time of user u's m-th turn (a replica's
+// process measured it).
+func (c *modelClock) record(u, m int, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.spentBy == nil {
+		c.spentBy = map[[2]int]time.Duration{}
+	}
+	c.spentBy[[2]int{u, m}] += d
 }
 
 // spent returns, and forgets, the model time of user u's m-th turn.
@@ -774,10 +789,12 @@ func (l benchLoad) drive(ctx context.Context, progress *progress, ch *benchChann
 }
 
 // benchReplicas measures the load on SQLite in one runtime (the
-// reference), then on n replicas in this process sharing a PostgreSQL
-// database and a NATS server, and reports both. A cpuProfile names the
-// file for a CPU profile of the replicas' run (not the reference's).
-func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool, cpuProfile string) error {
+// reference), then on n replicas sharing a PostgreSQL database and a NATS
+// server, each a process of its own (or, inProcess, in this process), and
+// reports both. A cpuProfile names the file for a CPU profile of the
+// replicas' run (not the reference's): with processes, each replica's
+// own, FILE.N.
+func benchReplicas(ctx context.Context, e env, load benchLoad, n int, inProcess bool, pgURL, natsURL string, latency time.Duration, asJSON bool, cpuProfile string) error {
 	u, err := postgresArg(pgURL)
 	if err != nil {
 		return fmt.Errorf("bench: --store: %w", err)
@@ -794,7 +811,14 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 	if err := json.Unmarshal(refOut.Bytes(), &ref); err != nil {
 		return fmt.Errorf("bench: the reference run on SQLite: %w", err)
 	}
-	res, err := benchCluster(ctx, e, load, n, u, natsURL, latency, asJSON, cpuProfile)
+	load.runID = strconv.FormatInt(time.Now().UnixNano(), 36)
+	o := benchReplicaOptions{Store: u, NATS: natsURL, Prefix: "talonbench_" + load.runID, Concurrency: load.concurrency,
+		ToolShare: load.toolShare, Latency: latency}
+	run, where := benchProcs, "processes"
+	if inProcess {
+		run, where = benchCluster, "in one process"
+	}
+	res, err := run(ctx, e, load, o, n, asJSON, cpuProfile)
 	if err != nil {
 		return err
 	}
@@ -806,7 +830,7 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 	for _, r := range []struct {
 		name string
 		b    *benchResult
-	}{{"SQLite, 1 runtime (reference)", &ref}, {fmt.Sprintf("PostgreSQL + NATS, %d replicas", n), &res}} {
+	}{{"SQLite, 1 runtime (reference)", &ref}, {fmt.Sprintf("PostgreSQL + NATS, %d replicas (%s)", n, where), &res}} {
 		fmt.Fprintf(e.stdout, "%s:\n", r.name)
 		fmt.Fprintf(e.stdout, "  throughput:    %.0f turns/s over %.2f s\n", r.b.TurnsPerSec, r.b.Seconds)
 		fmt.Fprintf(e.stdout, "  overhead:      p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (turn latency minus model time)\n", r.b.OverheadMS.P50, r.b.OverheadMS.P95, r.b.OverheadMS.P99)
@@ -825,194 +849,14 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, pgURL, nat
 		fmt.Fprintf(e.stdout, "NATS:            %.1f messages sent and %.1f received a turn (the replicas' connections)\n",
 			float64(res.NATSMsgsOut)/float64(res.Turns), float64(res.NATSMsgsIn)/float64(res.Turns))
 	}
-	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB (the whole process, both runs)\n", float64(res.PeakRSSBytes)/1e6)
+	if inProcess {
+		fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB (the whole process, both runs)\n", float64(res.PeakRSSBytes)/1e6)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB, the sum of the replicas' processes and the bench's own (%.1f MB: the reference run and the load's driver)\n",
+		float64(res.PeakRSSBytes)/1e6, float64(res.BenchRSSBytes)/1e6)
+	for i, p := range res.Procs {
+		fmt.Fprintf(e.stdout, "  replica %d:     pid %d, %d messages accepted, %d turns run, peak RSS %.1f MB\n", i, p.PID, p.Accepted, p.Turns, float64(p.PeakRSSBytes)/1e6)
+	}
 	return nil
-}
-
-// benchCluster runs the load on n replicas in this process: each a
-// runtime with its own PostgreSQL pool, NATS connection and cluster node,
-// as `talon run` with nats.url; user u's messages are accepted by replica
-// u mod n and run by the replica that holds their partition. The stream
-// and buckets are the run's own and deleted after it.
-func benchCluster(ctx context.Context, e env, load benchLoad, n int, pgURL, natsURL string, latency time.Duration, asJSON bool, cpuProfile string) (benchResult, error) {
-	load.runID = strconv.FormatInt(time.Now().UnixNano(), 36)
-	dataDir, err := os.MkdirTemp("", "talon-bench-")
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer os.RemoveAll(dataDir)
-	prefix := "talonbench_" + load.runID
-	clock := &modelClock{Provider: &benchLLM{latency: latency}}
-	ch := &benchChannel{done: map[string]chan agent.Reply{}}
-	var (
-		toolTurns atomic.Int64
-		counters  []*countingTools
-		rts       []*agent.Runtime
-		nodes     []*cluster.Node
-		dbs       []*postgres.DB
-		ncs       []*nats.Conn
-		turns     = &turnTimes{}
-		accepts   []time.Duration
-		acceptMu  sync.Mutex
-		wg        sync.WaitGroup
-	)
-	rctx, stop := context.WithCancel(ctx)
-	var closers []func()
-	defer func() {
-		stop()
-		wg.Wait()
-		for _, c := range slices.Backward(closers) {
-			c()
-		}
-		nc, err := nats.Connect(natsURL, nats.Name("talon bench"), nats.Timeout(5*time.Second))
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = js.DeleteStream(dctx, strings.ToUpper(prefix)+"_IN")
-		_ = js.DeleteKeyValue(dctx, prefix+"_partitions")
-		_ = js.DeleteKeyValue(dctx, prefix+"_cluster")
-		_ = js.DeleteKeyValue(dctx, prefix+"_slots")
-		_ = js.DeleteKeyValue(dctx, prefix+"_rates")
-	}()
-	for i := range n {
-		db, err := postgres.Open(ctx, pgURL)
-		if err != nil {
-			return benchResult{}, err
-		}
-		closers = append(closers, func() { db.Close() })
-		dbs = append(dbs, db)
-		var runner agent.ToolRunner
-		if load.toolShare > 0 {
-			sb, closeTools, err := benchTools(ctx, filepath.Join(dataDir, strconv.Itoa(i)))
-			if err != nil {
-				return benchResult{}, err
-			}
-			closers = append(closers, closeTools)
-			c := &countingTools{ToolRunner: sb}
-			counters = append(counters, c)
-			runner = c
-		}
-		nc, err := nats.Connect(natsURL, nats.Name("talon bench"), nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
-		if err != nil {
-			return benchResult{}, fmt.Errorf("bench: --nats: %w", err)
-		}
-		closers = append(closers, nc.Close)
-		ncs = append(ncs, nc)
-		rt := &agent.Runtime{Store: db, LLM: clock, Tools: runner, Log: zerolog.Nop(), Limits: benchLimits(load.concurrency), Metrics: turns}
-		rt.Register(ch)
-		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		node, err := cluster.Open(octx, nc, cluster.Config{Replica: fmt.Sprintf("bench-%d", i), Prefix: prefix}, rt, db, zerolog.Nop())
-		cancel()
-		if err != nil {
-			return benchResult{}, err
-		}
-		rt.Dispatch = node
-		rt.Limiter = node.Limiter() // as talon run: the turn limits hold across the replicas
-		rts, nodes = append(rts, rt), append(nodes, node)
-		runDone := make(chan struct{})
-		wg.Go(func() {
-			defer close(runDone)
-			_ = rt.Run(rctx)
-		})
-		select {
-		case <-rt.Ready():
-		case <-runDone:
-			return benchResult{}, errors.New("bench: a replica's runtime stopped before it was ready")
-		}
-		wg.Go(func() { _ = node.Run(rctx) })
-	}
-	// The load starts once the partitions are held and spread.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		held, most, least := 0, 0, cluster.DefaultPartitions
-		for _, node := range nodes {
-			h := len(node.Held())
-			held, most, least = held+h, max(most, h), min(least, h)
-		}
-		if held == cluster.DefaultPartitions && most-least <= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return benchResult{}, fmt.Errorf("bench: the replicas hold %d of %d partitions after a minute", held, cluster.DefaultPartitions)
-		}
-		if !agent.Sleep(ctx, 50*time.Millisecond) {
-			return benchResult{}, ctx.Err()
-		}
-	}
-	progress := newProgress(e, load.users*load.messages, asJSON)
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return benchResult{}, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return benchResult{}, err
-		}
-	}
-	natsStats := func() (out, in int64) {
-		for _, nc := range ncs {
-			st := nc.Stats()
-			out, in = out+int64(st.OutMsgs), in+int64(st.InMsgs)
-		}
-		return out, in
-	}
-	out0, in0 := natsStats()
-	turns.mu.Lock()
-	turns.ds = turns.ds[:0]
-	turns.mu.Unlock()
-	out := load.drive(ctx, progress, ch, clock, func(u int, in agent.Inbound) error {
-		t0 := time.Now()
-		_, err := rts[u%n].Accept(ctx, in)
-		d := time.Since(t0)
-		acceptMu.Lock()
-		accepts = append(accepts, d)
-		acceptMu.Unlock()
-		return err
-	})
-	out1, in1 := natsStats()
-	if cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
-	progress.done()
-	toolTurns.Add(out.toolTurns)
-	res := benchResult{
-		Users: load.users, Messages: load.messages, Concurrency: load.concurrency, Turns: len(out.overheads),
-		Seconds: out.elapsed.Seconds(), TurnsPerSec: float64(len(out.overheads)) / out.elapsed.Seconds(),
-		OverheadMS: percentiles(out.overheads), PeakRSSBytes: peakRSS(), Errors: int(out.errors), Replicas: n,
-		ToolTurns: toolTurns.Load(), NATSMsgsOut: out1 - out0, NATSMsgsIn: in1 - in0,
-	}
-	turns.mu.Lock()
-	acceptMu.Lock()
-	st := &benchStages{AcceptMS: percentiles(accepts), TurnMS: percentiles(turns.ds)}
-	st.Mean.Overhead, st.Mean.Accept, st.Mean.Turn = mean(out.overheads), mean(accepts), mean(turns.ds)
-	acceptMu.Unlock()
-	turns.mu.Unlock()
-	res.Stages = st
-	for _, db := range dbs {
-		groups, writes := db.GroupStats()
-		res.Groups += groups
-		res.GroupedWrites += writes
-	}
-	for _, c := range counters {
-		res.ToolCalls += c.calls.Load()
-		res.Errors += int(c.fails.Load())
-		for k, v := range c.failures() {
-			if res.ToolErrors == nil {
-				res.ToolErrors = map[string]int64{}
-			}
-			res.ToolErrors[k] += v
-		}
-	}
-	if load.think > 0 {
-		res.OfferedPerS = float64(load.concurrency) / (load.think + latency).Seconds()
-	}
-	return res, nil
 }

@@ -259,16 +259,19 @@ func TestBenchCountsToolFailuresByKind(t *testing.T) {
 	}
 }
 
-// talon bench --replicas: the load runs on SQLite in one runtime (the
-// reference), then on two replicas sharing a PostgreSQL schema and a NATS
-// server; every turn of both is answered, and the replicas' turns are in
-// PostgreSQL. Without its requirements the flag is refused.
+// talon bench --replicas --replicas-in-process: the load runs on SQLite in
+// one runtime (the reference), then on two replicas in the bench's process
+// sharing a PostgreSQL schema and a NATS server; every turn of both is
+// answered, and the replicas' turns are in PostgreSQL. Without its
+// requirements the flag is refused. (As processes, the default:
+// TestBenchReplicasAsProcesses.)
 func TestBenchReplicas(t *testing.T) {
 	for _, args := range [][]string{
 		{"--replicas", "2"},
 		{"--replicas", "2", "--store", "postgres:postgres://x@127.0.0.1/db"},
 		{"--replicas", "2", "--store", "postgres:postgres://x@127.0.0.1/db", "--nats", "nats://u:p@127.0.0.1:4222"},
 		{"--replicas", "17", "--store", "postgres:postgres://x@127.0.0.1/db", "--nats", "nats://127.0.0.1:4222"},
+		{"--replicas-in-process", "--store", "postgres:postgres://x@127.0.0.1/db", "--nats", "nats://127.0.0.1:4222"},
 	} {
 		res := runMain(t, env{}, append([]string{"bench"}, args...)...)
 		if res.code != 2 || !strings.Contains(res.stderr, "--replicas") && !strings.Contains(res.stderr, "--nats") {
@@ -281,7 +284,7 @@ func TestBenchReplicas(t *testing.T) {
 	dbURL, pool := postgresSchema(t)
 	natsURL := testNATS(t)
 	res := runMain(t, env{}, "bench", "--json", "--users", "12", "--messages", "3", "--tool-share", "0.25",
-		"--replicas", "2", "--store", "postgres:"+dbURL, "--nats", natsURL)
+		"--replicas", "2", "--replicas-in-process", "--store", "postgres:"+dbURL, "--nats", natsURL)
 	if res.code != 0 {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
 	}
@@ -291,6 +294,9 @@ func TestBenchReplicas(t *testing.T) {
 	}
 	if got.Replicas != 2 || got.Turns != 36 || got.Errors != 0 || got.TurnsPerSec <= 0 || got.ToolCalls != 9 || got.OverheadMS.P50 > got.OverheadMS.P99 {
 		t.Errorf("replicas: %+v; want 2 replicas, 36 turns, 9 tool calls, no errors", got)
+	}
+	if got.Procs != nil || got.BenchRSSBytes != 0 || got.PeakRSSBytes <= 0 {
+		t.Errorf("in one process: procs %+v, bench RSS %d, peak RSS %d; want no processes, the process's peak RSS", got.Procs, got.BenchRSSBytes, got.PeakRSSBytes)
 	}
 	if r := got.Reference; r == nil || r.Replicas != 0 || r.Turns != 36 || r.Errors != 0 || r.TurnsPerSec <= 0 || r.ToolCalls != 9 {
 		t.Errorf("reference: %+v; want 36 turns on SQLite, 9 tool calls, no errors", r)

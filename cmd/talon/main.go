@@ -71,7 +71,8 @@ Usage:
                 [--tool-share F] [--llm-latency D] [--think D]
                 [--llm-url URL [--llm-model M]] [--console-poll D] [--json]
                 [--data-dir DIR] [--cpuprofile FILE]
-                [--replicas N --nats URL]   (with --store postgres:URL)
+                [--replicas N --nats URL [--replicas-in-process]]
+                                  (with --store postgres:URL; replicas as processes)
                                   measure throughput and the gateway's own overhead;
                                   --think D: users' mean pause between messages;
                                   --tool-share F: share of turns asking for a tool call
@@ -125,6 +126,8 @@ func (e env) main(ctx context.Context, args []string) int {
 		err = cmdRoutine(ctx, e, rest)
 	case "bench":
 		err = cmdBench(ctx, e, rest)
+	case benchReplicaCmd: // internal: a replica process of talon bench --replicas
+		err = cmdBenchReplica(ctx, e, rest)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

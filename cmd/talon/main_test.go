@@ -28,7 +28,9 @@ import (
 // TestMain lets tests run the real binary as a child process: the test
 // binary re-executes itself with TALON_TEST_MAIN=1 and acts as talon.
 func TestMain(m *testing.M) {
-	if os.Getenv("TALON_TEST_MAIN") == "1" {
+	// A replica of talon bench --replicas is this executable again: the
+	// test binary then acts as talon, whoever started the bench.
+	if os.Getenv("TALON_TEST_MAIN") == "1" || len(os.Args) > 1 && os.Args[1] == benchReplicaCmd {
 		os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
 	}
 	os.Exit(m.Run())

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// benchTestEnv returns the PostgreSQL schema and the NATS server the tests
+// of talon bench's replica processes run on, or skips.
+func benchTestEnv(t *testing.T) (dbURL, natsURL string, pool *pgxpool.Pool) {
+	t.Helper()
+	natsURL = os.Getenv("TALON_TEST_NATS")
+	if os.Getenv("TALON_TEST_POSTGRES") == "" || natsURL == "" {
+		t.Skip("TALON_TEST_POSTGRES and TALON_TEST_NATS are not both set: set them (postgres://root@127.0.0.1:5432/test?sslmode=disable, nats://127.0.0.1:4222) to run talon bench's replicas as processes")
+	}
+	dbURL, pool = postgresSchema(t)
+	return dbURL, natsURL, pool
+}
+
+// benchCommand is talon bench with args, run by this test binary acting as
+// talon (as its replicas will).
+func benchCommand(args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	cmd := exec.Command(os.Args[0], append([]string{"bench"}, args...)...)
+	cmd.Env = append(os.Environ(), "TALON_TEST_MAIN=1")
+	cmd.Stdin = strings.NewReader("")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	return cmd, &stdout, &stderr
+}
+
+// waitExit waits for cmd, killing it and failing the test if it has not
+// exited within d.
+func waitExit(t *testing.T, cmd *exec.Cmd, d time.Duration) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("talon bench did not exit within %s", d)
+		return nil
+	}
+}
+
+// childrenOf returns the processes whose parent is pid, with their
+// arguments (Linux's /proc).
+func childrenOf(pid int) map[int][]string {
+	out := map[int][]string{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		child, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces and parentheses.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		out[child] = strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+	}
+	return out
+}
+
+// talon bench --replicas 2 runs each replica as a process of its own:
+// every message is answered without error, each process accepted its
+// users' messages (user u by replica u mod 2) and the two ran all the
+// turns between them, and the peak RSS is the processes' sum.
+func TestBenchReplicasAsProcesses(t *testing.T) {
+	dbURL, natsURL, _ := benchTestEnv(t)
+	cmd, stdout, stderr := benchCommand("--json", "--users", "12", "--messages", "3", "--tool-share", "0.25",
+		"--replicas", "2", "--store", "postgres:"+dbURL, "--nats", natsURL)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, cmd, 3*time.Minute); err != nil {
+		t.Fatalf("talon bench: %v\n%s", err, stderr)
+	}
+	var got benchResult
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, stdout)
+	}
+	if got.Replicas != 2 || got.Turns != 36 || got.Errors != 0 || got.TurnsPerSec <= 0 || got.ToolCalls != 9 || got.OverheadMS.P50 > got.OverheadMS.P99 {
+		t.Errorf("replicas: %+v; want 2 replicas, 36 turns, 9 tool calls, no errors", got)
+	}
+	if r := got.Reference; r == nil || r.Turns != 36 || r.Errors != 0 {
+		t.Errorf("reference: %+v; want 36 turns on SQLite, no errors", r)
+	}
+	if len(got.Procs) != 2 {
+		t.Fatalf("procs: %+v; want 2", got.Procs)
+	}
+	var turns int
+	rss := got.BenchRSSBytes
+	for i, p := range got.Procs {
+		if p.PID <= 0 || p.PID == cmd.Process.Pid || p.Accepted != 18 || p.PeakRSSBytes <= 0 {
+			t.Errorf("replica %d: %+v; want a process of its own (not the bench's %d) that accepted 18 messages", i, p, cmd.Process.Pid)
+		}
+		turns += p.Turns
+		rss += p.PeakRSSBytes
+	}
+	if got.Procs[0].PID == got.Procs[1].PID {
+		t.Errorf("both replicas report pid %d", got.Procs[0].PID)
+	}
+	if turns != 36 {
+		t.Errorf("the replicas ran %d turns between them, want 36", turns)
+	}
+	if got.BenchRSSBytes <= 0 || got.PeakRSSBytes != rss {
+		t.Errorf("peak RSS %d, bench's own %d; want the bench's and the replicas' sum, %d", got.PeakRSSBytes, got.BenchRSSBytes, rss)
+	}
+	if st := got.Stages; st == nil || st.Mean.Accept <= 0 || st.Mean.Turn <= 0 || st.TurnMS.P50 <= 0 {
+		t.Errorf("stages: %+v; want the accept and the turn measured in the replicas", st)
+	}
+}
+
+// A replica's process killed during the load fails the run at once with
+// an error naming it, and the bench waits for the other one's exit. The
+// replicas' arguments hold nothing but the command (the store's URL comes
+// on stdin).
+func TestBenchReplicaDeathFailsTheRun(t *testing.T) {
+	dbURL, natsURL, pool := benchTestEnv(t)
+	cmd, _, stderr := benchCommand("--users", "20", "--messages", "200", "--replicas", "2", "--store", "postgres:"+dbURL, "--nats", natsURL)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var kids map[int][]string
+	deadline := time.Now().Add(2 * time.Minute) // the reference on SQLite runs first
+	for kids = childrenOf(cmd.Process.Pid); len(kids) < 2; kids = childrenOf(cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("talon bench has %d child processes after 2 minutes, want 2:\n%s", len(kids), stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for pid, args := range kids {
+		if !slices.Equal(args, []string{os.Args[0], benchReplicaCmd}) {
+			t.Errorf("replica process %d runs %q; want %q alone", pid, args, []string{os.Args[0], benchReplicaCmd})
+		}
+	}
+	// Kill one once the replicas have accepted messages.
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		var n int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM inbound`).Scan(&n); err == nil && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no message accepted in PostgreSQL after 2 minutes:\n%s", stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pids := slices.Sorted(maps.Keys(kids))
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := waitExit(t, cmd, 2*time.Minute)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("talon bench: %v; want exit status 1", err)
+	}
+	if want := fmt.Sprintf("(pid %d) exited during the run: signal: killed", pids[0]); !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr does not say %q:\n%s", want, stderr)
+	}
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pids[1])); err == nil && bytes.Contains(cmdline, []byte(benchReplicaCmd)) {
+		t.Errorf("the other replica, pid %d, still runs after the bench exited", pids[1])
+	}
+}
