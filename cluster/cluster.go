@@ -107,6 +107,11 @@ type Node struct {
 	mu     sync.Mutex
 	scopes map[int]*agent.Scope      // the partitions this replica serves; guarded by mu
 	holds  map[agent.InboundID]*held // messages held for other replicas' amendments (amend.go); guarded by mu
+	// unannounced are the messages this replica accepted but could not
+	// announce (NATS down or slow), announced again once it answers
+	// (reannounce); at most maxUnannounced, the rest left to the owners'
+	// sweeps. Guarded by mu.
+	unannounced []agent.QueuedInbound
 }
 
 // Open makes sure the stream and the lease bucket exist (creating them, or
@@ -265,13 +270,34 @@ func (n *Node) Held() []int { return n.leases.Held() }
 // connection and their acknowledgements come back on one subscription,
 // where a request each made its own reply subject and waiter; each caller
 // still returns only once its own announcement is acknowledged (or failed).
+//
+// While the connection to NATS is down it returns at once: the message is
+// in the store, and a platform waits only about 3 s for its event to be
+// taken. A message not announced (no connection, or no acknowledgement
+// within announceWait) is announced again once NATS answers
+// (reannounce), and otherwise found by its owner's sweep.
 func (n *Node) Dispatch(ctx context.Context, q agent.QueuedInbound) error {
+	err := n.announce(q)
+	if err != nil {
+		n.mu.Lock()
+		if len(n.unannounced) < maxUnannounced {
+			n.unannounced = append(n.unannounced, q)
+		}
+		n.mu.Unlock()
+	}
+	return err
+}
+
+func (n *Node) announce(q agent.QueuedInbound) error {
+	if !n.nc.IsConnected() {
+		return fmt.Errorf("cluster: announce inbound %d: not connected to NATS (%s)", q.ID, n.nc.Status())
+	}
 	subj := n.cfg.Prefix + ".in." + strconv.Itoa(n.Partition(q.Key))
 	f, err := n.pub.PublishAsync(subj, strconv.AppendInt(nil, int64(q.ID), 10))
 	if err != nil {
 		return fmt.Errorf("cluster: announce inbound %d: %w", q.ID, err)
 	}
-	t := time.NewTimer(dispatchTimeout)
+	t := time.NewTimer(announceWait)
 	defer t.Stop()
 	select {
 	case <-f.Ok():
@@ -279,12 +305,63 @@ func (n *Node) Dispatch(ctx context.Context, q agent.QueuedInbound) error {
 	case err := <-f.Err():
 		return fmt.Errorf("cluster: announce inbound %d: %w", q.ID, err)
 	case <-t.C:
-		return fmt.Errorf("cluster: announce inbound %d: no acknowledgement within %s", q.ID, dispatchTimeout)
+		return fmt.Errorf("cluster: announce inbound %d: no acknowledgement within %s", q.ID, announceWait)
 	}
 }
 
-// dispatchTimeout bounds the wait for an announcement's acknowledgement.
-const dispatchTimeout = 5 * time.Second
+const (
+	// dispatchTimeout is how long an announcement's acknowledgement is
+	// awaited by the publisher before its future fails.
+	dispatchTimeout = 5 * time.Second
+	// announceWait bounds how long Dispatch (an accept) waits for that
+	// acknowledgement: a JetStream on a working network answers within
+	// milliseconds, and a platform resends an event not taken within
+	// about 3 s. An announcement acknowledged later still reaches its
+	// owner (a second one is harmless: the scope takes a message once).
+	announceWait = time.Second
+	// maxUnannounced bounds the messages kept to be announced again.
+	maxUnannounced = 100_000
+	// reannounceEvery is how often the node looks for messages to
+	// announce again.
+	reannounceEvery = 250 * time.Millisecond
+)
+
+// reannounce announces again, every reannounceEvery while NATS answers,
+// the messages Dispatch could not announce, oldest first, so that their
+// owners take them now rather than at their next sweep.
+func (n *Node) reannounce(ctx context.Context) {
+	t := time.NewTicker(reannounceEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		todo := n.unannounced
+		n.unannounced = nil
+		n.mu.Unlock()
+		if len(todo) == 0 {
+			continue
+		}
+		sent := 0
+		for _, q := range todo {
+			if ctx.Err() != nil || n.announce(q) != nil {
+				break
+			}
+			sent++
+		}
+		if sent < len(todo) {
+			n.mu.Lock()
+			n.unannounced = append(todo[sent:], n.unannounced...)
+			n.mu.Unlock()
+		}
+		if sent > 0 {
+			n.log.Info().Int("messages", sent).Msg("cluster: messages that could not be announced when accepted were announced again")
+		}
+	}
+}
 
 func (n *Node) decidedSubject() string { return n.cfg.Prefix + ".decided" }
 
@@ -305,6 +382,7 @@ func (n *Node) Run(ctx context.Context) error {
 	sctx, stopSweep := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { n.sweep(sctx) })
+	wg.Go(func() { n.reannounce(sctx) })
 	wg.Go(func() { n.limits.Run(sctx) })
 	sub, err := n.nc.Subscribe(n.decidedSubject(), func(m *nats.Msg) {
 		id, err := strconv.ParseInt(string(m.Data), 10, 64)

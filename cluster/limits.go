@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,6 +45,24 @@ type Limits struct {
 	replica string
 	ttl     time.Duration
 	log     zerolog.Logger
+	// js, prefix and replicas make the buckets again (reopen): they are
+	// kept in the server's memory, and a NATS server that restarts comes
+	// back without them.
+	js       jetstream.JetStream
+	prefix   string
+	replicas int
+	// downUntil is when the buckets are tried again after one failed
+	// (unix nanoseconds): until then a turn is told at once that the
+	// limits cannot be checked, rather than each waiting for the failure.
+	downUntil atomic.Int64
+	// rewatch tells the watch to start again on the buckets made anew.
+	rewatch chan struct{}
+	// reopenMu serialises reopen; reopened and reopenOK are its last
+	// time and outcome, guarded by reopenMu.
+	reopenMu   sync.Mutex
+	reopened   time.Time
+	reopenOK   bool
+	reconnects uint64 // the connection's reconnects last seen by Run
 	// Now is the clock of the rate buckets (time.Now when nil).
 	Now func() time.Time
 
@@ -102,30 +121,122 @@ func OpenLimits(ctx context.Context, js jetstream.JetStream, prefix, replica str
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
 	}
-	slots, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      prefix + "_slots",
+	l := &Limits{replica: replica, ttl: ttl, log: log, js: js, prefix: prefix, replicas: replicas,
+		held: map[*slot]struct{}{}, view: map[string]seen{}, freed: make(chan struct{}), keep: keepFor,
+		rewatch: make(chan struct{}, 1)}
+	if err := l.open(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// open makes sure the two buckets exist, with their settings.
+func (l *Limits) open(ctx context.Context) error {
+	slots, err := l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      l.prefix + "_slots",
 		Description: "Talon: the turns running in the deployment, g.<i> and u.<principal hash>.<i> = replica id; keys expire after the lease TTL",
 		History:     1,
-		TTL:         ttl,
+		TTL:         l.ttl,
 		Storage:     jetstream.MemoryStorage,
-		Replicas:    max(replicas, 1),
+		Replicas:    max(l.replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster: turn slots bucket: %w", err)
+		return fmt.Errorf("cluster: turn slots bucket: %w", err)
 	}
-	rates, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      prefix + "_rates",
+	rates, err := l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      l.prefix + "_rates",
 		Description: "Talon: each person's turns a minute, r.<principal hash> = tokens and when they were counted; a key untouched for a minute expires (full)",
 		History:     1,
 		TTL:         time.Minute,
 		Storage:     jetstream.MemoryStorage,
-		Replicas:    max(replicas, 1),
+		Replicas:    max(l.replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster: turn rate bucket: %w", err)
+		return fmt.Errorf("cluster: turn rate bucket: %w", err)
 	}
-	return &Limits{slots: slots, rates: rates, replica: replica, ttl: ttl, log: log,
-		held: map[*slot]struct{}{}, view: map[string]seen{}, freed: make(chan struct{}), keep: keepFor}, nil
+	l.slots, l.rates = slots, rates
+	return nil
+}
+
+// errLimitsDown is returned while the buckets are taken as unavailable.
+var errLimitsDown = errors.New("cluster: the turn limit buckets did not answer lately; tried again shortly")
+
+// opTimeout bounds one operation on a bucket: NATS answers within
+// milliseconds, and a turn that waits on a missing bucket waits for this.
+func (l *Limits) opTimeout() time.Duration { return min(l.ttl/4, time.Second) }
+
+// down reports whether the buckets failed lately and are not tried yet.
+func (l *Limits) down() bool { return time.Now().UnixNano() < l.downUntil.Load() }
+
+// failed records that an operation on a bucket failed other than by the
+// caller's context (and reopening the buckets did not help): turns are
+// told at once for a quarter of the TTL, and Run reopens the buckets
+// meanwhile.
+func (l *Limits) failed(ctx context.Context) {
+	if ctx.Err() == nil {
+		l.downUntil.Store(time.Now().Add(l.ttl / 4).UnixNano())
+	}
+}
+
+// retry runs op, and when it fails other than by ctx, reopens the buckets
+// and runs it once more: the first turns after a NATS server restarted
+// find the buckets gone, make them again and take their slots in them.
+func retry[T any](ctx context.Context, l *Limits, op func() (T, error)) (T, error) {
+	v, err := op()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errRateContended) {
+		if l.reopen(ctx) {
+			v, err = op()
+		}
+		if err != nil && !errors.Is(err, errRateContended) {
+			l.failed(ctx)
+		}
+	}
+	return v, err
+}
+
+// reopen makes the buckets again (a NATS server that restarted has lost
+// them; making them when they exist changes nothing) and forgets what was
+// seen of the old ones: a bucket made anew numbers its revisions from 1
+// again. Callers at once share one try (within opTimeout of the last).
+func (l *Limits) reopen(ctx context.Context) bool {
+	l.reopenMu.Lock()
+	defer l.reopenMu.Unlock()
+	if time.Since(l.reopened) < l.opTimeout() {
+		return l.reopenOK
+	}
+	octx, cancel := context.WithTimeout(ctx, l.opTimeout())
+	defer cancel()
+	err := l.open(octx)
+	l.reopened, l.reopenOK = time.Now(), err == nil
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn().Err(err).Msg("cluster: the turn limit buckets do not answer; turns run under this process's limits meanwhile")
+		}
+		return false
+	}
+	l.mu.Lock()
+	l.view = map[string]seen{}
+	l.rateWrites = nil
+	l.mu.Unlock()
+	select {
+	case l.rewatch <- struct{}{}:
+	default:
+	}
+	if l.downUntil.Swap(0) != 0 {
+		l.log.Info().Msg("cluster: the turn limit buckets answer again")
+	}
+	return true
+}
+
+// reconnected reports whether the connection to NATS was made again since
+// the last call (the server may have restarted without the buckets).
+func (l *Limits) reconnected() bool {
+	n := l.js.Conn().Stats().Reconnects
+	if n == l.reconnects {
+		return false
+	}
+	l.reconnects = n
+	return true
 }
 
 // Run watches the slots and renews those held here every TTL/4 until ctx
@@ -147,6 +258,9 @@ func (l *Limits) Run(ctx context.Context) {
 		case <-sweep.C:
 			l.freeKept(time.Now().Add(-l.keep))
 		case <-t.C:
+			if l.downUntil.Load() != 0 || l.reconnected() {
+				l.reopen(ctx)
+			}
 			l.renew(ctx)
 		}
 	}
@@ -185,7 +299,9 @@ func (l *Limits) renew(ctx context.Context) {
 	for _, s := range held {
 		s.mu.Lock()
 		if !s.gone {
-			rev, err := l.slots.Update(ctx, s.key, []byte(l.replica), s.rev)
+			octx, cancel := context.WithTimeout(ctx, l.opTimeout())
+			rev, err := l.slots.Update(octx, s.key, []byte(l.replica), s.rev)
+			cancel()
 			switch {
 			case err == nil:
 				s.rev = rev
@@ -210,8 +326,18 @@ func (l *Limits) renew(ctx context.Context) {
 // for longer than the TTL is tried as if it were free.)
 func (l *Limits) watch(ctx context.Context) {
 	for ctx.Err() == nil {
-		w, err := l.slots.WatchAll(ctx)
+		// Each watch ends with the buckets made anew (reopen).
+		wctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-l.rewatch:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+		w, err := l.slots.WatchAll(wctx)
 		if err != nil {
+			cancel()
 			if ctx.Err() == nil {
 				l.log.Warn().Err(err).Msg("cluster: watch the turn slots; slots are taken by trying them meanwhile")
 			}
@@ -230,6 +356,7 @@ func (l *Limits) watch(ctx context.Context) {
 			}
 			l.saw(e.Key(), seen{rev: e.Revision(), free: len(e.Value()) == 0, at: e.Created()})
 		}
+		cancel()
 		_ = w.Stop()
 	}
 }
@@ -285,6 +412,13 @@ func (l *Limits) Acquire(ctx context.Context, p agent.Principal, perUser, global
 	if perUser <= 0 || global <= 0 {
 		return nil, errors.New("cluster: turn limits must be positive")
 	}
+	if l.down() {
+		return nil, errLimitsDown
+	}
+	return retry(ctx, l, func() (func(), error) { return l.acquire(ctx, p, perUser, global) })
+}
+
+func (l *Limits) acquire(ctx context.Context, p agent.Principal, perUser, global int) (func(), error) {
 	user, err := l.take(ctx, "u."+principalHash(p)+".", perUser)
 	if err != nil {
 		return nil, err
@@ -348,8 +482,10 @@ func (l *Limits) claim(ctx context.Context, key string) (uint64, bool, error) {
 	st, known := l.view[key]
 	l.mu.Unlock()
 	me := []byte(l.replica)
+	octx, cancel := context.WithTimeout(ctx, l.opTimeout())
+	defer cancel()
 	if known && st.free {
-		rev, err := l.slots.Update(ctx, key, me, st.rev)
+		rev, err := l.slots.Update(octx, key, me, st.rev)
 		if err == nil {
 			l.saw(key, seen{rev: rev, at: time.Now()})
 			return rev, true, nil
@@ -364,7 +500,7 @@ func (l *Limits) claim(ctx context.Context, key string) (uint64, bool, error) {
 	} else if known && time.Since(st.at) < l.ttl {
 		return 0, false, nil // held, and renewed lately
 	}
-	rev, err := l.slots.Create(ctx, key, me)
+	rev, err := l.slots.Create(octx, key, me)
 	if err == nil {
 		l.saw(key, seen{rev: rev, at: time.Now()})
 		return rev, true, nil
@@ -430,7 +566,7 @@ func (l *Limits) free(s *slot) {
 		return
 	}
 	s.gone = true
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), l.opTimeout())
 	defer cancel()
 	rev, err := l.slots.Update(ctx, s.key, nil, s.rev)
 	switch {
@@ -453,12 +589,25 @@ func (l *Limits) Allow(ctx context.Context, p agent.Principal, perMinute int) (b
 	if perMinute <= 0 {
 		return true, nil
 	}
+	if l.down() {
+		return false, errLimitsDown
+	}
+	return retry(ctx, l, func() (bool, error) { return l.allow(ctx, p, perMinute) })
+}
+
+// errRateContended: other replicas changed a person's bucket under every
+// try (the bucket answers; it is not down).
+var errRateContended = errors.New("cluster: turn rate: the bucket changed under every try")
+
+func (l *Limits) allow(ctx context.Context, p agent.Principal, perMinute int) (bool, error) {
 	now := time.Now
 	if l.Now != nil {
 		now = l.Now
 	}
 	key := "r." + principalHash(p)
 	rate := float64(perMinute)
+	ctx, cancel := context.WithTimeout(ctx, l.opTimeout())
+	defer cancel()
 	for try := range 20 {
 		t := now()
 		var (
@@ -515,7 +664,7 @@ func (l *Limits) Allow(ctx context.Context, p agent.Principal, perMinute int) (b
 		}
 		l.forgetRate(key)
 	}
-	return false, errors.New("cluster: turn rate: the bucket changed under every try")
+	return false, errRateContended
 }
 
 // rateWrite is a rate bucket as this replica last wrote it.

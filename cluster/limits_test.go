@@ -119,6 +119,15 @@ func TestLimitsHoldAcrossReplicas(t *testing.T) {
 	f.model = model
 	f.limits = agent.Limits{MaxTurnsPerUser: 1, MaxConcurrentTurns: 2}
 	rs := startSpread(t, f)
+	checkLimitsHold(t, f, rs, model)
+}
+
+// checkLimitsHold has three people talk in sessions run by each of rs, two
+// rounds, and checks that one turn per person and two in all ran at a
+// time (f.limits: MaxTurnsPerUser 1, MaxConcurrentTurns 2), each message
+// answered once.
+func checkLimitsHold(t *testing.T, f *fixture, rs []*replica, model *counting) {
+	t.Helper()
 	sessions := spreadSessions(t, f, rs, 3, 2)
 	var ids []agent.InboundID
 	ctx := context.Background()
