@@ -288,9 +288,12 @@ type Inbox interface {
 	// calls, by call id; a call started but not finished has none.
 	ToolResults(ctx context.Context, t TurnID) (map[string]ToolResult, error)
 	// AmendInbound changes a queued inbound (its turn not started) found by
-	// dedupe key: cancel marks it done with no reply, otherwise its text
-	// becomes text. changed is false when it is unknown or already started.
-	AmendInbound(ctx context.Context, dedupeKey, text string, cancel bool) (id InboundID, changed bool, err error)
+	// dedupe key: a.Cancel marks it done with no reply, otherwise its text
+	// becomes a.Text. changed is false when it is unknown or already
+	// started, or when a.Edited is older than the Edited of an edit
+	// applied to it before (a deletion is applied whatever its time; an
+	// edit without a time is applied, and keeps the newest time).
+	AmendInbound(ctx context.Context, dedupeKey string, a Amendment) (id InboundID, changed bool, err error)
 	// TaintTurn records that turn t read untrusted content from source;
 	// the first source of the turn, and of its session (Session.Taint), is
 	// kept.

@@ -3,7 +3,35 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 )
+
+// Amendment is a platform's change to a message whose turn has not
+// started: an edit or a deletion.
+type Amendment struct {
+	// Text replaces the message's text (an edit), unless Cancel.
+	Text string
+	// Cancel drops the message (a deletion). A deletion is applied
+	// whatever edits came before or after it.
+	Cancel bool
+	// Edited is when the platform says the edit was made (Slack's
+	// message.edited.ts, Discord's edited_timestamp); zero when it does
+	// not say. The store keeps the newest time applied to each message
+	// and refuses an edit older than it: an edit one replica received
+	// before it stalled cannot replace, when it wakes, a newer edit another
+	// replica applied meanwhile. An edit without a time is applied as
+	// before (the last written wins).
+	Edited time.Time
+}
+
+// EditedMicros is a.Edited in microseconds since the Unix epoch, as the
+// stores keep it: 0 when the edit has no time (zero, or before 1970).
+func (a Amendment) EditedMicros() int64 {
+	if a.Edited.IsZero() {
+		return 0
+	}
+	return max(a.Edited.UnixMicro(), 0)
+}
 
 // AmendRouter is a Dispatcher that finds the process running the session
 // of a message that is to be amended, when it is not this one (an edit
@@ -18,15 +46,16 @@ type AmendRouter interface {
 	HoldQueued(ctx context.Context, dedupeKey string) (q QueuedInbound, release func(), held bool, err error)
 }
 
-// Amend changes a message whose turn has not started: cancel drops it, and
-// otherwise text replaces its text (a platform edit). It reports whether the
-// message was changed; false means its turn had started or it is unknown.
+// Amend changes a message whose turn has not started: a.Cancel drops it,
+// and otherwise a.Text replaces its text (a platform edit). It reports
+// whether the message was changed; false means its turn had started, it is
+// unknown, or a newer edit than a (by a.Edited) was applied to it.
 //
 // A message queued in this process is changed here. Otherwise, when the
 // Dispatcher is an AmendRouter, the process that runs its session holds it
 // while this one writes the change to the store, then takes it as changed
 // (or drops it).
-func (r *Runtime) Amend(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error) {
+func (r *Runtime) Amend(ctx context.Context, dedupeKey string, a Amendment) (bool, error) {
 	r.init()
 	router, ok := r.Dispatch.(AmendRouter)
 	if ok {
@@ -36,7 +65,7 @@ func (r *Runtime) Amend(ctx context.Context, dedupeKey, text string, cancel bool
 		ok = !here
 	}
 	if !ok {
-		return r.amendLocal(ctx, dedupeKey, text, cancel)
+		return r.amendLocal(ctx, dedupeKey, a)
 	}
 	q, release, held, err := router.HoldQueued(ctx, dedupeKey)
 	if err != nil {
@@ -46,10 +75,10 @@ func (r *Runtime) Amend(ctx context.Context, dedupeKey, text string, cancel bool
 		return false, nil
 	}
 	defer release()
-	if !cancel {
-		text = r.redact(ctx, q.Key.Principal, text, "inbound")
+	if !a.Cancel {
+		a.Text = r.redact(ctx, q.Key.Principal, a.Text, "inbound")
 	}
-	_, changed, err := r.Store.AmendInbound(ctx, dedupeKey, text, cancel)
+	_, changed, err := r.Store.AmendInbound(ctx, dedupeKey, a)
 	if err != nil {
 		return false, err
 	}

@@ -468,7 +468,7 @@ func (r *Runtime) Decide(ctx context.Context, id ApprovalID, by Principal, appro
 // its session's worker does not take it until the amendment is applied to
 // the queue (or failed), so the store and the queue still change together,
 // and a second Amend of the same message waits for the first.
-func (r *Runtime) amendLocal(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error) {
+func (r *Runtime) amendLocal(ctx context.Context, dedupeKey string, a Amendment) (bool, error) {
 	var (
 		qu   *queue
 		q    QueuedInbound
@@ -513,10 +513,10 @@ func (r *Runtime) amendLocal(ctx context.Context, dedupeKey, text string, cancel
 		close(done)
 	}()
 
-	if !cancel {
-		text = r.redact(ctx, q.Key.Principal, text, "inbound")
+	if !a.Cancel {
+		a.Text = r.redact(ctx, q.Key.Principal, a.Text, "inbound")
 	}
-	_, changed, err := r.Store.AmendInbound(ctx, dedupeKey, text, cancel)
+	_, changed, err := r.Store.AmendInbound(ctx, dedupeKey, a)
 	if err != nil || !changed {
 		return false, err
 	}
@@ -525,12 +525,12 @@ func (r *Runtime) amendLocal(ctx context.Context, dedupeKey, text string, cancel
 			if it.ID != q.ID {
 				continue
 			}
-			if cancel {
+			if a.Cancel {
 				qu.items = append(qu.items[:i], qu.items[i+1:]...)
 				r.forgetLocked(it.ID)
 				r.addPendingLocked(-1)
 			} else {
-				qu.items[i].Text = text
+				qu.items[i].Text = a.Text
 			}
 			break
 		}

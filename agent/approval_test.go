@@ -203,13 +203,13 @@ func TestAmendQueuedMessage(t *testing.T) {
 	send("m2", "typo")
 	send("m3", "deleted")
 	waitFor(t, func() bool { return len(srv.Requests()) == 1 })
-	if ok, err := h.rt.Amend(ctx, "m1", "too late", false); ok || err != nil {
+	if ok, err := h.rt.Amend(ctx, "m1", agent.Amendment{Text: "too late"}); ok || err != nil {
 		t.Errorf("amend of a started turn: %v, %v", ok, err)
 	}
-	if ok, err := h.rt.Amend(ctx, "m2", "fixed", false); !ok || err != nil {
+	if ok, err := h.rt.Amend(ctx, "m2", agent.Amendment{Text: "fixed"}); !ok || err != nil {
 		t.Errorf("edit: %v, %v", ok, err)
 	}
-	if ok, err := h.rt.Amend(ctx, "m3", "", true); !ok || err != nil {
+	if ok, err := h.rt.Amend(ctx, "m3", agent.Amendment{Cancel: true}); !ok || err != nil {
 		t.Errorf("delete: %v, %v", ok, err)
 	}
 	close(release)
@@ -226,10 +226,10 @@ type amendBlocker struct {
 	release chan struct{} // closed to let it write
 }
 
-func (s *amendBlocker) AmendInbound(ctx context.Context, dedupeKey, text string, cancel bool) (agent.InboundID, bool, error) {
+func (s *amendBlocker) AmendInbound(ctx context.Context, dedupeKey string, a agent.Amendment) (agent.InboundID, bool, error) {
 	s.entered <- struct{}{}
 	<-s.release
-	return s.DB.AmendInbound(ctx, dedupeKey, text, cancel)
+	return s.DB.AmendInbound(ctx, dedupeKey, a)
 }
 
 // notifier is a recorder that also sends each delivered reply on a channel.
@@ -291,7 +291,7 @@ func TestAmendDoesNotBlockQueueing(t *testing.T) {
 
 			amended := make(chan error, 1)
 			go func() {
-				ok, err := h.rt.Amend(ctx, typo.DedupeKey, "fixed", cancel)
+				ok, err := h.rt.Amend(ctx, typo.DedupeKey, agent.Amendment{Text: "fixed", Cancel: cancel})
 				if err == nil && !ok {
 					err = errors.New("Amend reported no change")
 				}

@@ -55,7 +55,8 @@ func sessionOf(t *testing.T, f *fixture, r *replica, user int) agent.SessionKey 
 // TestEditReachesTheReplicaThatRunsTheSession: b runs a session whose
 // first turn is busy; an edit and a deletion of its queued messages reach
 // a (the platform sent them there). The reply answers the edited text,
-// the deleted message is never answered, and a started one is not changed.
+// the deleted message is never answered, a started one is not changed, and
+// an older edit written after the newer one (at either replica) is refused.
 func TestEditReachesTheReplicaThatRunsTheSession(t *testing.T) {
 	url := testNATS(t)
 	f := newFixture(t, url, "talon")
@@ -82,13 +83,21 @@ func TestEditReachesTheReplicaThatRunsTheSession(t *testing.T) {
 	}
 	second := accept("e2", "original")
 	third := accept("e3", "to delete")
-	if ok, err := a.rt.Amend(ctx, "e2", "edited", false); err != nil || !ok {
+	if ok, err := a.rt.Amend(ctx, "e2", agent.Amendment{Text: "edited", Edited: time.Unix(1_700_000_020, 0)}); err != nil || !ok {
 		t.Fatalf("edit of a queued message at another replica: %v, %v; want true", ok, err)
 	}
-	if ok, err := a.rt.Amend(ctx, "e3", "", true); err != nil || !ok {
+	// An older edit written after it (by a replica that received it
+	// before it stalled) is refused, at either replica: the newer text
+	// stays.
+	for _, r := range []*replica{a, b} {
+		if ok, err := r.rt.Amend(ctx, "e2", agent.Amendment{Text: "older", Edited: time.Unix(1_700_000_010, 0)}); err != nil || ok {
+			t.Fatalf("older edit at %s after a newer one: %v, %v; want false", r.id, ok, err)
+		}
+	}
+	if ok, err := a.rt.Amend(ctx, "e3", agent.Amendment{Cancel: true}); err != nil || !ok {
 		t.Fatalf("deletion of a queued message at another replica: %v, %v; want true", ok, err)
 	}
-	if ok, err := a.rt.Amend(ctx, "e1", "too late", false); err != nil || ok {
+	if ok, err := a.rt.Amend(ctx, "e1", agent.Amendment{Text: "too late"}); err != nil || ok {
 		t.Fatalf("edit of a started message: %v, %v; want false", ok, err)
 	}
 	close(g.open)
@@ -130,7 +139,7 @@ func TestEditOfAMessageNotTakenYet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := a.rt.Amend(ctx, "late", "edited", false); err != nil || !ok {
+	if ok, err := a.rt.Amend(ctx, "late", agent.Amendment{Text: "edited"}); err != nil || !ok {
 		t.Fatalf("edit: %v, %v; want true", ok, err)
 	}
 	f.checkAnswered([]agent.InboundID{q.ID}, 60*time.Second)
@@ -143,7 +152,7 @@ func TestEditOfAMessageNotTakenYet(t *testing.T) {
 		t.Errorf("answered by %v, want b (the owner)", by)
 	}
 	// An unknown message is not changed, and says so at once.
-	if ok, err := a.rt.Amend(ctx, "never", "x", false); err != nil || ok {
+	if ok, err := a.rt.Amend(ctx, "never", agent.Amendment{Text: "x"}); err != nil || ok {
 		t.Errorf("edit of an unknown message: %v, %v", ok, err)
 	}
 }

@@ -100,6 +100,11 @@ func (s *syncLog) has(sub string) bool {
 // stops, running nothing more and persisting no reply. Each tool ran
 // once; one reply.
 func TestFencedOwnerCannotRunToolsOrAnswer(t *testing.T) {
+	onEachStore(t, testFencedOwner)
+}
+
+// onEachStore runs test on a new SQLite store and on PostgreSQL.
+func onEachStore(t *testing.T, test func(t *testing.T, db sharedStore)) {
 	stores := map[string]func(t *testing.T) sharedStore{
 		"sqlite": func(t *testing.T) sharedStore {
 			db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "talon.db"))
@@ -114,7 +119,7 @@ func TestFencedOwnerCannotRunToolsOrAnswer(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			db := open(t)
 			defer db.Close()
-			testFencedOwner(t, db)
+			test(t, db)
 		})
 	}
 }
@@ -234,23 +239,7 @@ func (c downChannel) Deliver(context.Context, agent.Reply) (string, error) {
 // the reply failed (the runtime's mark keeps the turn's fence): the reply
 // stays pending, for the new owner to deliver.
 func TestFencedOwnerCannotMarkAReplyFailed(t *testing.T) {
-	stores := map[string]func(t *testing.T) sharedStore{
-		"sqlite": func(t *testing.T) sharedStore {
-			db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "talon.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return db
-		},
-		"postgres": func(t *testing.T) sharedStore { return postgresStore(t) },
-	}
-	for name, open := range stores {
-		t.Run(name, func(t *testing.T) {
-			db := open(t)
-			defer db.Close()
-			testFencedOwnerMarkFailed(t, db)
-		})
-	}
+	onEachStore(t, testFencedOwnerMarkFailed)
 }
 
 func testFencedOwnerMarkFailed(t *testing.T, db sharedStore) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/talonhq/talon/agent"
 )
@@ -125,17 +126,23 @@ func (db *DB) PendingApprovals(ctx context.Context) ([]agent.Approval, error) {
 	return out, rows.Err()
 }
 
-// AmendInbound changes a queued inbound found by dedupe key: cancel marks
-// it done (no reply), otherwise its text is replaced.
-func (db *DB) AmendInbound(ctx context.Context, dedupeKey, text string, cancel bool) (agent.InboundID, bool, error) {
+// AmendInbound changes a queued inbound found by dedupe key: a.Cancel
+// marks it done (no reply), otherwise its text is replaced, unless an edit
+// newer than a.Edited was applied (edited_us, migration 0032).
+func (db *DB) AmendInbound(ctx context.Context, dedupeKey string, a agent.Amendment) (agent.InboundID, bool, error) {
 	var (
 		res sql.Result
 		err error
 	)
-	if cancel {
+	if a.Cancel {
 		res, err = db.execSQL(ctx, `UPDATE inbound SET state = 'done' WHERE dedupe_key = ? AND state = 'queued'`, dedupeKey)
 	} else {
-		res, err = db.execSQL(ctx, `UPDATE inbound SET text = ? WHERE dedupe_key = ? AND state = 'queued'`, text, dedupeKey)
+		us, notAfter := a.EditedMicros(), a.EditedMicros()
+		if us == 0 {
+			notAfter = math.MaxInt64 // no time: the last written wins
+		}
+		res, err = db.execSQL(ctx, `UPDATE inbound SET text = ?, edited_us = max(edited_us, ?)
+			WHERE dedupe_key = ? AND state = 'queued' AND edited_us <= ?`, a.Text, us, dedupeKey, notAfter)
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("store: amend inbound: %w", err)

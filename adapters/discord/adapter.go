@@ -29,7 +29,7 @@ type Runtime interface {
 	// Decide records an approval click by its clicker.
 	Decide(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error)
 	// Amend changes or cancels a message whose turn has not started.
-	Amend(ctx context.Context, dedupeKey, text string, cancel bool) (bool, error)
+	Amend(ctx context.Context, dedupeKey string, a agent.Amendment) (bool, error)
 	// Previewed records the message posted to show a streamed answer, so
 	// that the reply's delivery edits it, after a restart too.
 	Previewed(ctx context.Context, id agent.InboundID, platformID string) error

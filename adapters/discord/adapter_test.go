@@ -475,10 +475,10 @@ func (r *fakeRuntime) Decide(_ context.Context, id agent.ApprovalID, by agent.Pr
 	return s, nil
 }
 
-func (r *fakeRuntime) Amend(_ context.Context, key, text string, cancel bool) (bool, error) {
+func (r *fakeRuntime) Amend(_ context.Context, key string, a agent.Amendment) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.amends = append(r.amends, amend{key, text, cancel})
+	r.amends = append(r.amends, amend{key, a.Text, a.Cancel, a.Edited})
 	return true, nil
 }
 
@@ -495,6 +495,7 @@ func (r *fakeRuntime) Previewed(_ context.Context, id agent.InboundID, platformI
 type amend struct {
 	Key, Text string
 	Cancel    bool
+	Edited    time.Time
 }
 
 func TestEditsAndDeletesAmendQueuedMessages(t *testing.T) {
@@ -510,12 +511,56 @@ func TestEditsAndDeletesAmendQueuedMessages(t *testing.T) {
 	})
 	frt.mu.Lock()
 	defer frt.mu.Unlock()
-	want := []amend{{"discord:41", "first, edited", false}, {"discord:41", "", true}}
+	want := []amend{{"discord:41", "first, edited", false, time.Time{}}, {"discord:41", "", true, time.Time{}}}
 	if diff := cmp.Diff(want, frt.amends); diff != "" {
 		t.Errorf("amends (-want +got):\n%s", diff)
 	}
 	if len(frt.accepted) != 1 || frt.accepted[0].Text != "first" || frt.accepted[0].ReplyTo != "m:400:41" {
 		t.Errorf("accepted = %+v", frt.accepted)
+	}
+}
+
+// Two edits of a queued message applied out of the order they were made
+// (the older written last, as by a replica that received it before it
+// stalled) leave the newer text: the turn answers what the user wrote
+// last. Discord's edited_timestamp orders them.
+func TestEditsOutOfOrderKeepTheNewer(t *testing.T) {
+	asked, release := make(chan struct{}, 1), make(chan struct{})
+	e := start(t, options{handler: func(req llmtest.Request) llmtest.Response {
+		if req.LastUserText() == "first" {
+			asked <- struct{}{}
+			<-release
+		}
+		return llmtest.Response{Text: "echo: " + req.LastUserText()}
+	}})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	e.f.dispatch("MESSAGE_CREATE", dmFrom("41", "7", "first"))
+	select {
+	case <-asked:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the first turn's model call")
+	}
+	// Queued behind the first turn of its session: its turn has not started.
+	e.f.dispatch("MESSAGE_CREATE", dmFrom("42", "7", "typo"))
+	edit := func(text, at string) msg {
+		m := dmFrom("42", "7", text)
+		m.EditedTimestamp = at
+		return m
+	}
+	e.f.dispatch("MESSAGE_UPDATE", edit("newer", "2026-12-03T07:00:02.000200+00:00"))
+	e.f.dispatch("MESSAGE_UPDATE", edit("older", "2026-12-03T07:00:02.000100+00:00"))
+	// The gateway's events are handled in order: once this one is
+	// accepted, both edits were written.
+	e.f.dispatch("MESSAGE_CREATE", dmFrom("43", "7", "after"))
+	waitFor(t, "the third message accepted", func() bool {
+		qs, err := e.db.Pending(e.ctx)
+		return err == nil && len(qs) == 3
+	})
+	open()
+	if diff := cmp.Diff([]string{"echo: first", "echo: newer", "echo: after"}, e.replies(3)); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
 	}
 }
 

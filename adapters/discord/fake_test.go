@@ -199,6 +199,8 @@ type msg struct {
 	Attachments       []attachment `json:"attachments,omitempty"`
 	MessageReference  *fakeRef     `json:"message_reference,omitempty"`
 	ReferencedMessage *msg         `json:"referenced_message,omitempty"`
+	// EditedTimestamp is set on an edit (MESSAGE_UPDATE), RFC 3339.
+	EditedTimestamp string `json:"edited_timestamp,omitempty"`
 }
 
 type attachment struct {

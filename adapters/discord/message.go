@@ -26,7 +26,13 @@ func (a *Adapter) onMessageUpdate(ctx context.Context, m *discordgo.MessageUpdat
 	if text == "" {
 		return
 	}
-	changed, err := a.Runtime.Amend(ctx, "discord:"+m.ID, text, false)
+	// Edits are applied in the order of their edited_timestamp, whichever
+	// replica writes them when (agent.Amendment.Edited).
+	am := agent.Amendment{Text: text}
+	if m.EditedTimestamp != nil {
+		am.Edited = *m.EditedTimestamp
+	}
+	changed, err := a.Runtime.Amend(ctx, "discord:"+m.ID, am)
 	if err != nil {
 		a.Log.Warn().Err(err).Str("message_id", m.ID).Msg("discord: amend edited message")
 		return
@@ -42,7 +48,7 @@ func (a *Adapter) onMessageDelete(ctx context.Context, m *discordgo.MessageDelet
 	if m == nil || m.Message == nil {
 		return
 	}
-	changed, err := a.Runtime.Amend(ctx, "discord:"+m.ID, "", true)
+	changed, err := a.Runtime.Amend(ctx, "discord:"+m.ID, agent.Amendment{Cancel: true})
 	if err != nil {
 		a.Log.Warn().Err(err).Str("message_id", m.ID).Msg("discord: cancel deleted message")
 		return

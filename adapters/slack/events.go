@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/talonhq/talon/agent"
 )
@@ -48,6 +49,10 @@ type innerMsg struct {
 	Text     string `json:"text"`
 	TS       string `json:"ts"`
 	ThreadTS string `json:"thread_ts"`
+	// Edited is set on an edited message (message_changed's message).
+	Edited *struct {
+		TS string `json:"ts"`
+	} `json:"edited"`
 }
 
 // DedupeKey is the Inbound.DedupeKey of the Slack message (team, channel,
@@ -328,10 +333,31 @@ func (a *Adapter) onEdit(ctx context.Context, cb callback, ev msgEvent) error {
 	if ev.ChannelType == "im" || isDM(ev.Channel) {
 		text = dmCommand(text)
 	}
-	if _, err := a.Runtime.Amend(ctx, DedupeKey(cb.TeamID, ev.Channel, m.TS), text, text == ""); err != nil {
+	am := agent.Amendment{Text: text, Cancel: text == "", Edited: editTime(ev)}
+	if _, err := a.Runtime.Amend(ctx, DedupeKey(cb.TeamID, ev.Channel, m.TS), am); err != nil {
 		return fmt.Errorf("slack: amend edited message: %w", err)
 	}
 	return nil
+}
+
+// editTime is when the edit ev reports was made: its message's edited.ts,
+// else the event's own ts (message_changed's ts is the change's); zero when
+// neither parses. The store applies an edit older than one applied before
+// to the same message no more (agent.Amendment.Edited).
+func editTime(ev msgEvent) time.Time {
+	for _, ts := range []string{editedTS(ev.Message), ev.TS} {
+		if t, ok := parseTS(ts); ok {
+			return time.Unix(t.sec, t.usec*1000)
+		}
+	}
+	return time.Time{}
+}
+
+func editedTS(m *innerMsg) string {
+	if m == nil || m.Edited == nil {
+		return ""
+	}
+	return m.Edited.TS
 }
 
 // onDelete cancels a deleted message whose turn has not started.
@@ -343,7 +369,7 @@ func (a *Adapter) onDelete(ctx context.Context, cb callback, ev msgEvent) error 
 	if ts == "" || (ev.PreviousMessage != nil && ev.PreviousMessage.User == a.botUser) {
 		return nil
 	}
-	if _, err := a.Runtime.Amend(ctx, DedupeKey(cb.TeamID, ev.Channel, ts), "", true); err != nil {
+	if _, err := a.Runtime.Amend(ctx, DedupeKey(cb.TeamID, ev.Channel, ts), agent.Amendment{Cancel: true}); err != nil {
 		return fmt.Errorf("slack: cancel deleted message: %w", err)
 	}
 	return nil

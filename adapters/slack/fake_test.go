@@ -773,7 +773,7 @@ type testRuntime struct {
 	decide func(ctx context.Context, id agent.ApprovalID, by agent.Principal, approve bool) (agent.ApprovalState, error)
 
 	mu          sync.Mutex
-	amended     []string           // "key|text|cancel"; guarded by mu
+	amended     []string           // "key|text|cancel|edited µs"; guarded by mu
 	failAccepts int                // Accept calls still to fail, as a full disk would; guarded by mu
 	accepts     int                // Accept calls; guarded by mu
 	keys        []agent.SessionKey // the keys of the inbounds accepted; guarded by mu
@@ -806,11 +806,11 @@ func (r *testRuntime) Decide(ctx context.Context, id agent.ApprovalID, by agent.
 	return r.Runtime.Decide(ctx, id, by, approve)
 }
 
-func (r *testRuntime) Amend(ctx context.Context, key, text string, cancel bool) (bool, error) {
+func (r *testRuntime) Amend(ctx context.Context, key string, a agent.Amendment) (bool, error) {
 	r.mu.Lock()
-	r.amended = append(r.amended, fmt.Sprintf("%s|%s|%v", key, text, cancel))
+	r.amended = append(r.amended, fmt.Sprintf("%s|%s|%v|%d", key, a.Text, a.Cancel, a.EditedMicros()))
 	r.mu.Unlock()
-	return r.Runtime.Amend(ctx, key, text, cancel)
+	return r.Runtime.Amend(ctx, key, a)
 }
 
 // recordingSecrets is a vault that remembers what was added.

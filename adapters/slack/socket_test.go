@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/talonhq/talon/agent/llm/llmtest"
 )
 
 // replies returns (channel, thread, text) of every chat.postMessage.
@@ -163,9 +166,51 @@ func TestSocketEditAndDelete(t *testing.T) {
 	h.rt.mu.Lock()
 	got := append([]string(nil), h.rt.amended...)
 	h.rt.mu.Unlock()
-	want := []string{"slack:T1:D1:6.000100|new text|false", "slack:T1:D1:6.000200||true"}
+	want := []string{"slack:T1:D1:6.000100|new text|false|6000900", "slack:T1:D1:6.000200||true|0"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("amends (-want +got):\n%s", diff)
+	}
+}
+
+// Two edits of a queued message applied out of the order they were made
+// (the older written last, as by a replica that received it before it
+// stalled) leave the newer text: the turn answers what the user wrote
+// last. Slack's edited.ts orders them.
+func TestSocketEditsOutOfOrderKeepTheNewer(t *testing.T) {
+	asked, release := make(chan struct{}, 1), make(chan struct{})
+	h := newHarnessLLM(t, ModeSocket, func(req llmtest.Request) llmtest.Response {
+		if req.LastUserText() == "first" {
+			asked <- struct{}{}
+			<-release
+		}
+		return llmtest.Response{Text: "echo: " + req.LastUserText()}
+	}, nil)
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	h.fs.send(eventsEnvelope("e1", "Ev1", dm("U1", "8.000100", "first")))
+	select {
+	case <-asked:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the first turn's model call")
+	}
+	// Queued behind the first turn of its session: its turn has not started.
+	h.fs.send(eventsEnvelope("e2", "Ev2", dm("U1", "8.000200", "typo")))
+	h.fs.waitAcks(t, "e2")
+	edit := func(ts, text string) map[string]any {
+		return map[string]any{"type": "message", "subtype": "message_changed", "channel": "D1", "channel_type": "im", "ts": ts,
+			"message":          map[string]any{"type": "message", "user": "U1", "text": text, "ts": "8.000200", "edited": map[string]any{"user": "U1", "ts": ts}},
+			"previous_message": map[string]any{"type": "message", "user": "U1", "text": "typo", "ts": "8.000200"}}
+	}
+	h.fs.send(eventsEnvelope("e3", "Ev3", edit("8.000900", "newer")))
+	h.fs.waitAcks(t, "e3")
+	h.fs.send(eventsEnvelope("e4", "Ev4", edit("8.000500", "older")))
+	h.fs.waitAcks(t, "e4")
+	open()
+	h.idle(t)
+	want := []posted{{Channel: "D1", Text: "echo: first"}, {Channel: "D1", Text: "echo: newer"}}
+	if diff := cmp.Diff(want, replies(h.fs), sortPosts); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
 	}
 }
 

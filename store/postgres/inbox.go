@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -744,18 +745,27 @@ func (db *DB) finishTurnPiped(ctx context.Context, id agent.InboundID, t agent.T
 	return rid, true, nil
 }
 
-// AmendInbound changes a queued inbound found by dedupe key: cancel marks
-// it done (no reply), otherwise its text is replaced. changed is false
-// when it is unknown or its turn has started.
-func (db *DB) AmendInbound(ctx context.Context, dedupeKey, newText string, cancel bool) (agent.InboundID, bool, error) {
+// AmendInbound changes a queued inbound found by dedupe key: a.Cancel
+// marks it done (no reply), otherwise its text is replaced, unless an edit
+// newer than a.Edited was applied (edited_us, migration 0030). changed is
+// false when it is unknown, its turn has started or the edit is older.
+func (db *DB) AmendInbound(ctx context.Context, dedupeKey string, a agent.Amendment) (agent.InboundID, bool, error) {
 	var (
 		id  agent.InboundID
 		err error
 	)
-	if cancel {
+	if a.Cancel {
 		err = db.pool.QueryRow(ctx, `UPDATE inbound SET state = 'done' WHERE dedupe_key = $1 AND state = 'queued' RETURNING id`, text(dedupeKey)).Scan(&id)
 	} else {
-		err = db.pool.QueryRow(ctx, `UPDATE inbound SET text = $1 WHERE dedupe_key = $2 AND state = 'queued' RETURNING id`, text(newText), text(dedupeKey)).Scan(&id)
+		// A concurrent amendment of the row makes this one wait and check
+		// edited_us again on the row it wrote (READ COMMITTED).
+		us, notAfter := a.EditedMicros(), a.EditedMicros()
+		if us == 0 {
+			notAfter = math.MaxInt64 // no time: the last written wins
+		}
+		err = db.pool.QueryRow(ctx, `UPDATE inbound SET text = $1, edited_us = GREATEST(edited_us, $2)
+			WHERE dedupe_key = $3 AND state = 'queued' AND edited_us <= $4 RETURNING id`,
+			text(a.Text), us, text(dedupeKey), notAfter).Scan(&id)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil

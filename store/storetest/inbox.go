@@ -32,6 +32,7 @@ var inboxTests = []test{
 	{"StepsAndToolCalls", testStepsAndToolCalls},
 	{"ToolResults", testToolResults},
 	{"AmendInbound", testAmendInbound},
+	{"AmendInboundKeepsTheNewestEdit", testAmendInboundKeepsTheNewestEdit},
 	{"TaintSurvivesRestart", testTaintSurvivesRestart},
 	{"ThreadCursor", testThreadCursor},
 	{"TurnFiles", testTurnFiles},
@@ -725,14 +726,14 @@ func testAmendInbound(t *testing.T, e *env) {
 	q3 := accept(t, db, inbound("e3", alice))
 	startTurn(t, db, q3.ID, nil)
 
-	if id, changed, err := db.AmendInbound(ctx, "e1", "edited", false); err != nil || !changed || id != q1.ID {
+	if id, changed, err := db.AmendInbound(ctx, "e1", agent.Amendment{Text: "edited"}); err != nil || !changed || id != q1.ID {
 		t.Errorf("edit of a queued inbound = %d, %v, %v; want %d, true", id, changed, err, q1.ID)
 	}
-	if id, changed, err := db.AmendInbound(ctx, "e2", "", true); err != nil || !changed || id != q2.ID {
+	if id, changed, err := db.AmendInbound(ctx, "e2", agent.Amendment{Cancel: true}); err != nil || !changed || id != q2.ID {
 		t.Errorf("delete of a queued inbound = %d, %v, %v; want %d, true", id, changed, err, q2.ID)
 	}
 	for _, key := range []string{"e3", "unknown"} {
-		if _, changed, err := db.AmendInbound(ctx, key, "x", false); err != nil || changed {
+		if _, changed, err := db.AmendInbound(ctx, key, agent.Amendment{Text: "x"}); err != nil || changed {
 			t.Errorf("edit of %s = %v, %v; want unchanged", key, changed, err)
 		}
 	}
@@ -749,6 +750,59 @@ func testAmendInbound(t *testing.T, e *env) {
 	}
 	if n := e.count(t, "outbound"); n != 0 {
 		t.Errorf("a deleted inbound left %d replies, want none", n)
+	}
+}
+
+// Edits are applied in the order of the platform's edit times, whatever
+// the order they are written in: an edit older than one applied (a replica
+// that received it before it stalled writes it late) is refused, without
+// error, and the text stays the newer. An edit without a time is applied
+// (the last written wins) and keeps the newest time; a deletion is applied
+// whatever its time.
+func testAmendInboundKeepsTheNewestEdit(t *testing.T, e *env) {
+	ctx := context.Background()
+	db := e.db
+	q1 := accept(t, db, inbound("o1", alice))
+	accept(t, db, inbound("o2", alice))
+	at := func(sec int, usec int) time.Time { return time.Unix(int64(1_700_000_000+sec), int64(usec)*1000) }
+	textOf := func(key string) string {
+		t.Helper()
+		qs, err := db.Pending(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range qs {
+			if q.DedupeKey == key {
+				return q.Text
+			}
+		}
+		return "(not pending)"
+	}
+	steps := []struct {
+		name    string
+		key     string
+		a       agent.Amendment
+		changed bool
+		text    string
+	}{
+		{"the newer edit first", "o1", agent.Amendment{Text: "newer", Edited: at(20, 0)}, true, "newer"},
+		{"the older edit late", "o1", agent.Amendment{Text: "older", Edited: at(10, 0)}, false, "newer"},
+		{"older by a microsecond", "o1", agent.Amendment{Text: "older", Edited: at(19, 999_999)}, false, "newer"},
+		{"the same edit again", "o1", agent.Amendment{Text: "newer", Edited: at(20, 0)}, true, "newer"},
+		{"an edit without a time", "o1", agent.Amendment{Text: "untimed"}, true, "untimed"},
+		{"an older edit after it", "o1", agent.Amendment{Text: "older", Edited: at(10, 0)}, false, "untimed"},
+		{"a newer edit", "o1", agent.Amendment{Text: "newest", Edited: at(30, 1)}, true, "newest"},
+		{"an edit of another message", "o2", agent.Amendment{Text: "o2 edited", Edited: at(5, 0)}, true, "o2 edited"},
+		{"an older deletion", "o1", agent.Amendment{Cancel: true, Edited: at(1, 0)}, true, "(not pending)"},
+	}
+	for _, st := range steps {
+		id, changed, err := db.AmendInbound(ctx, st.key, st.a)
+		if err != nil || changed != st.changed || (changed && st.key == "o1" && id != q1.ID) {
+			t.Errorf("%s: %d, %v, %v; want changed %v", st.name, id, changed, err, st.changed)
+		}
+		if got := textOf(st.key); got != st.text {
+			t.Errorf("%s: text %q, want %q", st.name, got, st.text)
+		}
 	}
 }
 
