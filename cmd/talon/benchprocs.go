@@ -155,7 +155,6 @@ func (r *benchReplica) resetStats() {
 
 // benchReplicaStats is what one replica did during the load.
 type benchReplicaStats struct {
-	PID       int             `json:"pid,omitempty"`
 	Accepted  int64           `json:"accepted"`
 	TurnTimes []time.Duration `json:"turn_times"` // of the turns it ran
 	// Groups and GroupedWrites are its pool's group commits since it
@@ -357,7 +356,7 @@ func benchCluster(ctx context.Context, e env, load benchLoad, o benchReplicaOpti
 //     partitions do you hold?), "start" (the load starts: reset the
 //     counts), "accept" (accept this message of User), "stop" (report and
 //     exit);
-//   - replica → bench: "ready" (with its PID), "held" (Held), "accepted"
+//   - replica → bench: "ready", "held" (Held), "accepted"
 //     (NS: how long the accept took; Failed), "reply" (a turn's reply,
 //     ReplyTo its message's dedupe key; NS: the turn's model time; Failed:
 //     an error reply), "stats".
@@ -375,7 +374,6 @@ type replicaFrame struct {
 	NS        int64                `json:"ns,omitempty"`
 	Failed    bool                 `json:"failed,omitempty"`
 	Held      int                  `json:"held,omitempty"`
-	PID       int                  `json:"pid,omitempty"`
 	Stats     *benchReplicaStats   `json:"stats,omitempty"`
 }
 
@@ -446,7 +444,7 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 	defer r.close()
 	var accepts sync.WaitGroup
 	defer accepts.Wait()
-	if err := out.write(replicaFrame{Op: "ready", PID: os.Getpid()}); err != nil {
+	if err := out.write(replicaFrame{Op: "ready"}); err != nil {
 		return err
 	}
 	var (
@@ -500,7 +498,7 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 				profile = nil
 			}
 			st := r.stats()
-			st.PID, st.PeakRSSBytes = os.Getpid(), peakRSS()
+			st.PeakRSSBytes = peakRSS()
 			return out.write(replicaFrame{Op: "stats", Stats: &st})
 		default:
 			return fmt.Errorf("%s: unknown request %q", benchReplicaCmd, f.Op)
@@ -519,7 +517,7 @@ type benchProc struct {
 	next    int64                       // the last request's ID; guarded by mu
 	pending map[int64]chan replicaFrame // by ID; guarded by mu
 
-	ready    chan int // its PID, once its replica runs
+	ready    chan struct{} // sent once its replica runs
 	stats    chan *benchReplicaStats
 	stopping atomic.Bool   // its exit is expected from now on
 	exited   chan struct{} // closed once it was waited for
@@ -538,7 +536,7 @@ const (
 // startBenchProc starts replica o.Replica as a process of exe; died is
 // called if it exits before it is asked to.
 func startBenchProc(exe string, o benchReplicaOptions, stderr io.Writer, stderrMu *sync.Mutex, ch *benchChannel, clock *modelClock, replies *atomic.Int64, died func(error)) (*benchProc, error) {
-	p := &benchProc{i: o.Replica, pending: map[int64]chan replicaFrame{}, ready: make(chan int, 1),
+	p := &benchProc{i: o.Replica, pending: map[int64]chan replicaFrame{}, ready: make(chan struct{}, 1),
 		stats: make(chan *benchReplicaStats, 1), exited: make(chan struct{})}
 	p.cmd = exec.Command(exe, benchReplicaCmd)
 	p.stderr = &prefixWriter{w: stderr, mu: stderrMu, prefix: fmt.Sprintf("talon bench: replica %d: ", o.Replica)}
@@ -579,7 +577,7 @@ func (p *benchProc) read(stdout io.Reader, ch *benchChannel, clock *modelClock, 
 		}
 		switch f.Op {
 		case "ready":
-			p.ready <- f.PID
+			p.ready <- struct{}{}
 		case "reply":
 			replies.Add(1)
 			if u, m, ok := benchTurnOf(f.ReplyTo); ok {
@@ -746,6 +744,9 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 		}
 		wg.Wait()
 	}()
+	// One after the other, as in one process: replicas opening at once
+	// can race creating the run's JetStream buckets ("subjects overlap
+	// with an existing stream"), which is not what the bench measures.
 	for i := range n {
 		o := o
 		o.Replica, o.DataDir = i, filepath.Join(dataDir, strconv.Itoa(i))
@@ -759,12 +760,9 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 		if err != nil {
 			return benchResult{}, err
 		}
-	}
-	pids := make([]int, n)
-	for i, p := range procs {
 		t := time.NewTimer(procDeadline)
 		select {
-		case pids[i] = <-p.ready:
+		case <-p.ready:
 		case <-rctx.Done():
 		case <-t.C:
 			cancel(fmt.Errorf("bench: replica %d (pid %d) not ready after %s", i, p.cmd.Process.Pid, procDeadline))
@@ -872,7 +870,7 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 	res.BenchRSSBytes = peakRSS()
 	res.PeakRSSBytes = res.BenchRSSBytes
 	for i, st := range stats {
-		res.Procs = append(res.Procs, benchProcResult{PID: pids[i], Accepted: int(st.Accepted), Turns: len(st.TurnTimes), PeakRSSBytes: st.PeakRSSBytes})
+		res.Procs = append(res.Procs, benchProcResult{PID: procs[i].cmd.Process.Pid, Accepted: int(st.Accepted), Turns: len(st.TurnTimes), PeakRSSBytes: st.PeakRSSBytes})
 		res.PeakRSSBytes += st.PeakRSSBytes
 	}
 	return res, nil
