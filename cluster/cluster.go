@@ -153,7 +153,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	}
 	n := &Node{cfg: cfg, nc: nc, js: js, pub: pub, rt: rt, store: st, log: log.With().Str("replica", cfg.Replica).Logger(),
 		stream: streamName(cfg.Prefix), started: make(chan struct{}), scopes: map[int]*agent.Scope{}}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err = createStream(ctx, js, jetstream.StreamConfig{
 		Name:        n.stream,
 		Description: "Talon: ids of accepted messages, by partition of their session (the store has the messages)",
 		Subjects:    []string{cfg.Prefix + ".in.*"},
@@ -219,7 +219,7 @@ func checkPartitions(ctx context.Context, js jetstream.JetStream, cfg Config) er
 // expire: the settings every replica must share, and who connected each
 // Discord shard last (Shards).
 func settingsBucket(ctx context.Context, js jetstream.JetStream, prefix string, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := createKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: prefix + "_cluster", Description: "Talon: settings every replica must share",
 		History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
 	})

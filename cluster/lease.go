@@ -129,7 +129,7 @@ const (
 
 // EnsureBucket creates or updates the KV bucket of a Leases with MaxAge ttl.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := createKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "Talon leases: owner.<slot> = replica id, alive.<replica>; keys expire after the lease TTL",
 		History:     1,

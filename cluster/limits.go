@@ -132,7 +132,7 @@ func OpenLimits(ctx context.Context, js jetstream.JetStream, prefix, replica str
 
 // open makes sure the two buckets exist, with their settings.
 func (l *Limits) open(ctx context.Context) error {
-	slots, err := l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	slots, err := createKV(ctx, l.js, jetstream.KeyValueConfig{
 		Bucket:      l.prefix + "_slots",
 		Description: "Talon: the turns running in the deployment, g.<i> and u.<principal hash>.<i> = replica id; keys expire after the lease TTL",
 		History:     1,
@@ -143,7 +143,7 @@ func (l *Limits) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: turn slots bucket: %w", err)
 	}
-	rates, err := l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	rates, err := createKV(ctx, l.js, jetstream.KeyValueConfig{
 		Bucket:      l.prefix + "_rates",
 		Description: "Talon: each person's turns a minute, r.<principal hash> = tokens and when they were counted; a key untouched for a minute expires (full)",
 		History:     1,

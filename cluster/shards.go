@@ -231,7 +231,7 @@ func OpenShards(ctx context.Context, nc *nats.Conn, cfg ShardsConfig, log zerolo
 	if err != nil {
 		return nil, err
 	}
-	ident, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	ident, err := createKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Prefix + "_identify",
 		Description: "Talon: bucket.<n> exists while a Discord shard of identify bucket n may not identify",
 		History:     1,
