@@ -40,6 +40,8 @@ func testPrefix(t testing.TB, url string) string {
 		_ = js.DeleteKeyValue(ctx, prefix+"_test")
 		_ = js.DeleteKeyValue(ctx, prefix+"_slots")
 		_ = js.DeleteKeyValue(ctx, prefix+"_rates")
+		_ = js.DeleteKeyValue(ctx, prefix+"_shards")
+		_ = js.DeleteKeyValue(ctx, prefix+"_identify")
 	})
 	return prefix
 }
