@@ -276,7 +276,8 @@ type Inbox interface {
 	// its key (creating it if needed). On the first start it creates the turn
 	// and, in the same transaction, appends user (if not nil) to the
 	// session's history. If the turn had already started (a restart), it
-	// returns that turn with resumed set.
+	// returns that turn with resumed set. Under a superseded fencing token
+	// (ctx's Fence) it fails with ErrFenced and writes nothing.
 	StartTurn(ctx context.Context, id InboundID, user *llm.Message) (t TurnID, s Session, resumed bool, err error)
 	// RecordStep notes one model call of a turn and appends the messages it
 	// produced to the session's history, atomically.

@@ -7,11 +7,12 @@ import (
 
 // Fence is a fencing token: the claim under which this process serves a
 // share of the sessions (a partition's lease, cluster package). The
-// store refuses the writes of a turn that matter (a tool call's intent and
-// result, a step, the turn's end and its reply) made under a token older
-// than the newest one recorded for the same name, with an error wrapping
-// ErrFenced: a process that slept past its lease, and woke after another
-// took the sessions over, cannot run a tool call or answer for them.
+// store refuses the writes of a turn that matter (its start, a tool call's
+// intent and result, a step, the turn's end and its reply, a reply given
+// up on) made under a token older than the newest one recorded for the
+// same name, with an error wrapping ErrFenced: a process that slept past
+// its lease, and woke after another took the sessions over, cannot start,
+// run a tool call or answer for them.
 type Fence struct {
 	// Name names what the token guards, e.g. "partition 3 of talon".
 	Name string

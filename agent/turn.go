@@ -98,6 +98,11 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		}
 	}
 	tid, sess, resumed, err := r.Store.StartTurn(ctx, q.ID, &user)
+	if errors.Is(err, ErrFenced) {
+		// The session is another process's now, which starts the turn.
+		log.Warn().Msg("turn not started: another process has taken this session over")
+		return Reply{}, "", false
+	}
 	if err != nil {
 		ref := NewRef()
 		log.Error().Err(err).Str("ref", ref).Msg("start turn")

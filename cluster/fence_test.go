@@ -232,6 +232,66 @@ func (c downChannel) Deliver(context.Context, agent.Reply) (string, error) {
 	return "", errors.New("platform down")
 }
 
+// sleeper is replica A of the fence tests: a runtime on db with model and
+// ch that serves every session under token 5 of fence (a scope whose
+// context the test never cancels before the end: a process asleep does
+// not see its lease end). Its log is shown when the test fails.
+type sleeper struct {
+	rt  *agent.Runtime
+	sc  *agent.Scope
+	log *syncLog
+}
+
+// sleeperFence is the fence the sleeper serves under.
+const sleeperFence = "partitions/0"
+
+func startSleeper(t *testing.T, db sharedStore, model llm.Provider, ch agent.Channel, limits agent.Limits) *sleeper {
+	t.Helper()
+	s := &sleeper{log: &syncLog{}}
+	limits.ShutdownGrace = time.Second
+	s.rt = &agent.Runtime{Store: db, LLM: model, Log: zerolog.New(s.log), Dispatch: noDispatch{}, Limits: limits, ApprovalTimeout: time.Minute}
+	s.rt.Register(ch)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.rt.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			s.log.mu.Lock()
+			t.Logf("A logged:\n%s", s.log.b.String())
+			s.log.mu.Unlock()
+		}
+	})
+	<-s.rt.Ready()
+	ctxA, cancelA := context.WithCancel(context.Background())
+	t.Cleanup(cancelA)
+	var err error
+	s.sc, err = s.rt.Adopt(agent.WithFence(ctxA, agent.Fence{Name: sleeperFence, Token: 5}), func(agent.SessionKey) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancelA()
+		s.sc.Wait()
+	})
+	return s
+}
+
+// take accepts a message of user 1 and queues it in A's scope.
+func (s *sleeper) take(t *testing.T, dedupeKey string) agent.QueuedInbound {
+	t.Helper()
+	q, err := s.rt.Accept(context.Background(), agent.Inbound{DedupeKey: dedupeKey, Key: key(1, 0), Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sc.Take(q)
+	return q
+}
+
 // TestFencedOwnerCannotMarkAReplyFailed: replica A answers a message and
 // its delivery blocks; meanwhile another replica records a newer claim of
 // the session's partition (A slept past its lease; its context is never
@@ -244,40 +304,8 @@ func TestFencedOwnerCannotMarkAReplyFailed(t *testing.T) {
 
 func testFencedOwnerMarkFailed(t *testing.T, db sharedStore) {
 	ch := downChannel{attempted: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
-	logA := &syncLog{}
-	rt := &agent.Runtime{Store: db, LLM: echo{}, Log: zerolog.New(logA), Dispatch: noDispatch{},
-		Limits: agent.Limits{ShutdownGrace: time.Second, DeliveryAttempts: 2}, ApprovalTimeout: time.Minute}
-	rt.Register(ch)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = rt.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	<-rt.Ready()
-	defer func() {
-		if t.Failed() {
-			logA.mu.Lock()
-			t.Logf("A logged:\n%s", logA.b.String())
-			logA.mu.Unlock()
-		}
-	}()
-	const fence = "partitions/0"
-	ctxA, cancelA := context.WithCancel(context.Background())
-	defer cancelA()
-	sc, err := rt.Adopt(agent.WithFence(ctxA, agent.Fence{Name: fence, Token: 5}), func(agent.SessionKey) bool { return true })
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := rt.Accept(context.Background(), agent.Inbound{DedupeKey: "m1", Key: key(1, 0), Text: "hi"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc.Take(q)
+	a := startSleeper(t, db, echo{}, ch, agent.Limits{DeliveryAttempts: 2})
+	q := a.take(t, "m1")
 	select {
 	case <-ch.attempted:
 	case <-time.After(10 * time.Second):
@@ -285,15 +313,13 @@ func testFencedOwnerMarkFailed(t *testing.T, db sharedStore) {
 	}
 
 	// Another replica claims the partition; A wakes and gives up.
-	if err := db.(agent.Fencer).AdvanceFence(context.Background(), fence, 6); err != nil {
+	if err := db.(agent.Fencer).AdvanceFence(context.Background(), sleeperFence, 6); err != nil {
 		t.Fatal(err)
 	}
 	close(ch.release)
 	eventually(t, 10*time.Second, "A gives the delivery up", func() bool {
-		return logA.has("the process that took its session over delivers it") || logA.has("reply not delivered; giving up")
+		return a.log.has("the process that took its session over delivers it") || a.log.has("reply not delivered; giving up")
 	})
-	cancelA()
-	sc.Wait()
 
 	undelivered, err := db.Undelivered(context.Background())
 	if err != nil {
@@ -301,5 +327,61 @@ func testFencedOwnerMarkFailed(t *testing.T, db sharedStore) {
 	}
 	if len(undelivered) != 1 || undelivered[0].Inbound != q.ID {
 		t.Errorf("undelivered replies: %+v; want the reply to %d, left pending for the new owner", undelivered, q.ID)
+	}
+}
+
+// countingModel is echo that counts its calls.
+type countingModel struct {
+	echo
+	mu    sync.Mutex
+	calls int // guarded by mu
+}
+
+func (m *countingModel) Complete(ctx context.Context, req llm.Request) (*llm.Response, error) {
+	m.mu.Lock()
+	m.calls++
+	m.mu.Unlock()
+	return m.echo.Complete(ctx, req)
+}
+
+func (m *countingModel) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.calls
+}
+
+// TestFencedOwnerCannotStartATurn: replica A takes a message of a session
+// another replica has claimed since (A slept past its lease with the
+// message queued; its context is never cancelled here). Its turn does not
+// start: no model call, the message stays queued in the store for the new
+// owner, nothing is answered.
+func TestFencedOwnerCannotStartATurn(t *testing.T) {
+	onEachStore(t, testFencedOwnerStart)
+}
+
+func testFencedOwnerStart(t *testing.T, db sharedStore) {
+	model := &countingModel{}
+	d := newDelivered()
+	a := startSleeper(t, db, model, channel{d: d, replica: "a"}, agent.Limits{})
+	if err := db.(agent.Fencer).AdvanceFence(context.Background(), sleeperFence, 6); err != nil {
+		t.Fatal(err)
+	}
+	q := a.take(t, "s1")
+	eventually(t, 10*time.Second, "A's turn stopped (or went on)", func() bool {
+		return a.log.has("another process has taken this session over") || d.count() > 0
+	})
+
+	if n := model.count(); n != 0 {
+		t.Errorf("the model was called %d times by a superseded owner, want 0", n)
+	}
+	pending, err := db.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 || pending[0].ID != q.ID || pending[0].Running {
+		t.Errorf("pending: %+v; want message %d queued, not running", pending, q.ID)
+	}
+	if n := d.count(); n != 0 {
+		t.Errorf("%d replies delivered by a superseded owner", n)
 	}
 }

@@ -134,7 +134,8 @@ func (db *DB) Pending(ctx context.Context) ([]agent.QueuedInbound, error) {
 // turn and appends user (if not nil) to the session's history. If a turn was
 // started for id before, it returns that turn and its session with resumed
 // set, and writes nothing. An unknown id is ErrNotFound; an inbound that has
-// finished is ErrFinished.
+// finished is ErrFinished. Under a superseded fencing token (ctx's
+// agent.Fence) it fails with agent.ErrFenced, writing nothing.
 func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Message) (t agent.TurnID, s agent.Session, resumed bool, err error) {
 	var content []byte
 	if user != nil {
@@ -142,6 +143,7 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			return 0, s, false, fmt.Errorf("store: start turn %d: encode message: %w", id, err)
 		}
 	}
+	check := fenceOf(ctx)
 	err = db.inTx(ctx, func(ctx context.Context, tx *wtx) error {
 		var (
 			state   string
@@ -150,6 +152,12 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			session sql.NullInt64
 			server  string
 		)
+		if check != nil {
+			// A superseded owner neither starts nor resumes a turn.
+			if err := check(ctx, tx); err != nil {
+				return err
+			}
+		}
 		err := tx.StmtContext(ctx, db.ws.inboundForTurn).QueryRowContext(ctx, id).Scan(&state, &pid,
 			&s.Key.Principal.Platform, &s.Key.Principal.Workspace, &s.Key.Principal.User,
 			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread, &turn, &session, &server)

@@ -261,6 +261,67 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// TestGroupedStartUnderASupersededFence: a turn started under a
+// superseded fencing token, in a group with other sessions' starts, fails
+// on its own with agent.ErrFenced and writes nothing (its message stays
+// queued); the others start.
+func TestGroupedStartUnderASupersededFence(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const users = 4
+	user := &llm.Message{Role: llm.RoleUser, Content: "hi"}
+	accept := func(u, m int) agent.InboundID {
+		q, _, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: fmt.Sprintf("f-%d-%d", u, m), Text: "hi",
+			Key: agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "T1", User: fmt.Sprintf("U%d", u)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.ID
+	}
+	// Each user's session exists, so that the next starts take the
+	// common case, which is grouped.
+	var ids []agent.InboundID
+	for u := range users {
+		q := accept(u, 0)
+		if _, _, _, err := db.StartTurn(ctx, q, user); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, accept(u, 1))
+	}
+	const name = "partition 1 of the group test"
+	if err := db.AdvanceFence(ctx, name, 9); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, users)
+	var calls []func()
+	for u := range users {
+		c := ctx
+		if u == 0 {
+			c = agent.WithFence(ctx, agent.Fence{Name: name, Token: 5})
+		}
+		calls = append(calls, func() { _, _, _, errs[u] = db.StartTurn(c, ids[u], user) })
+	}
+	grouped(t, db, calls...)
+	if !errors.Is(errs[0], agent.ErrFenced) {
+		t.Errorf("start under the superseded token: %v, want ErrFenced", errs[0])
+	}
+	for u := 1; u < users; u++ {
+		if errs[u] != nil {
+			t.Errorf("start of user %d in the same group: %v", u, errs[u])
+		}
+	}
+	got := pendingIDs(t, db)
+	for u, id := range ids {
+		if running, ok := got[id]; !ok || running != (u != 0) {
+			t.Errorf("user %d's message: pending %v, running %v; want running %v", u, ok, running, u != 0)
+		}
+	}
+}
+
 // TestGroupedReads reads concurrent sessions' histories and pending
 // messages in groups, among them a session that does not exist and a
 // message that finished: each caller gets what it would get on its own.

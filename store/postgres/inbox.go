@@ -260,7 +260,8 @@ func (db *DB) PendingUpTo(ctx context.Context, id agent.InboundID) ([]agent.Queu
 // once one creates the turn and the other finds it: a turn started before
 // is returned with its session and resumed set, and nothing is written. An
 // unknown id is store.ErrNotFound; an inbound that has finished is
-// store.ErrFinished.
+// store.ErrFinished. Under a superseded fencing token (ctx's agent.Fence)
+// it fails with agent.ErrFenced, writing nothing.
 func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Message) (t agent.TurnID, s agent.Session, resumed bool, err error) {
 	var content []byte
 	if user != nil {
@@ -273,7 +274,7 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		role = string(user.Role)
 	}
 	if t, s, ok, err := db.startQueuedTurn(ctx, id, role, content, user != nil); err != nil {
-		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, err)
+		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, fenced(err))
 	} else if ok {
 		return t, s, false, nil
 	}
@@ -327,17 +328,21 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 			return err
 		}
 		// The turn, the inbound set running, the user's message and the
-		// session's server in one statement. A message from a server
-		// records it on its session, whose usage is counted to it
-		// (migration 0023).
-		return tx.QueryRow(ctx, `WITH t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id),
+		// session's server in one statement, after the check of the
+		// fence (in one round trip). A message from a server records it
+		// on its session, whose usage is counted to it (migration 0023).
+		b := &pgx.Batch{}
+		queueFence(ctx, b)
+		b.Queue(`WITH t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id),
 				u AS (UPDATE inbound SET state = 'running', turn_id = (SELECT id FROM t) WHERE id = $2),
 				m AS (INSERT INTO messages (session_id, turn_id, role, content, created_at) SELECT $1, t.id, $4, $5, $3 FROM t WHERE $6),
 				v AS (UPDATE sessions SET server = $7 WHERE id = $1 AND server = '' AND $7 <> '')
-			SELECT id FROM t`, s.ID, id, now, role, string(content), user != nil, server).Scan(&t)
+			SELECT id FROM t`, s.ID, id, now, role, string(content), user != nil, server).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&t) })
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil && !(resumed && errors.Is(err, errRollback)) {
-		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, err)
+		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, fenced(err))
 	}
 	return t, s, resumed, nil
 }
@@ -373,6 +378,9 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 	err = db.group.do(&groupWrite{
 		ctx: ctx,
 		first: func(b *pgx.Batch) {
+			// A superseded fence fails the group, whose writes are then
+			// done one by one: this one alone fails (agent.ErrFenced).
+			queueFence(ctx, b)
 			b.Queue(start, args...).Query(func(rows pgx.Rows) error {
 				ok = false
 				for rows.Next() {
@@ -385,12 +393,19 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 			})
 		},
 		alone: func(ctx context.Context) error {
-			err := scan(db.pool.QueryRow(ctx, start, args...))
-			ok = err == nil
-			if errors.Is(err, pgx.ErrNoRows) {
-				err = nil
-			}
-			return err
+			// With a fence, its check and the statement as one batch: one
+			// round trip, one implicit transaction.
+			b := &pgx.Batch{}
+			queueFence(ctx, b)
+			b.Queue(start, args...).QueryRow(func(row pgx.Row) error {
+				err := scan(row)
+				ok = err == nil
+				if errors.Is(err, pgx.ErrNoRows) {
+					err = nil
+				}
+				return err
+			})
+			return db.pool.SendBatch(ctx, b).Close()
 		},
 	})
 	if err != nil || !ok {

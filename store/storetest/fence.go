@@ -14,6 +14,13 @@ import (
 var fenceTests = []test{
 	{"FenceRefusesTheWritesOfASupersededClaim", testFenceRefusesStaleWrites},
 	{"FenceLeavesAReplyPendingForTheNewOwner", testFenceLeavesAReplyPending},
+	{"FenceRefusesToStartATurnOfASupersededClaim", testFenceRefusesStaleStart},
+}
+
+// twoClaims returns ctx carrying an older claim of fence name (token 5),
+// and carrying a newer one (token 9).
+func twoClaims(ctx context.Context, name string) (old, cur context.Context) {
+	return agent.WithFence(ctx, agent.Fence{Name: name, Token: 5}), agent.WithFence(ctx, agent.Fence{Name: name, Token: 9})
 }
 
 // A replica that took a partition over records its claim's token
@@ -26,8 +33,7 @@ func testFenceRefusesStaleWrites(t *testing.T, e *env) {
 	ctx := context.Background()
 	oldOwner, newOwner := e.db, e.replica(t)
 	const name = "partition 3 of test"
-	old := agent.WithFence(ctx, agent.Fence{Name: name, Token: 5})
-	cur := agent.WithFence(ctx, agent.Fence{Name: name, Token: 9})
+	old, cur := twoClaims(ctx, name)
 	other := agent.WithFence(ctx, agent.Fence{Name: "partition 4 of test", Token: 1})
 
 	q := accept(t, oldOwner, inbound("f1", alice))
@@ -123,8 +129,7 @@ func testFenceLeavesAReplyPending(t *testing.T, e *env) {
 	ctx := context.Background()
 	oldOwner, newOwner := e.db, e.replica(t)
 	const name = "partition 5 of test"
-	old := agent.WithFence(ctx, agent.Fence{Name: name, Token: 5})
-	cur := agent.WithFence(ctx, agent.Fence{Name: name, Token: 9})
+	old, cur := twoClaims(ctx, name)
 	rs := replies(t, oldOwner, 4)
 	if err := oldOwner.AdvanceFence(ctx, name, 5); err != nil {
 		t.Fatal(err)
@@ -172,5 +177,50 @@ func testFenceLeavesAReplyPending(t *testing.T, e *env) {
 	}
 	if err := oldOwner.MarkFailed(ctx, rs[3].ID, "no fence"); err != nil {
 		t.Errorf("MarkFailed without a fence: %v", err)
+	}
+}
+
+// A sleeper that wakes with a message it had taken cannot start its turn
+// under its superseded token, nor resume one: StartTurn fails with
+// agent.ErrFenced and writes nothing (the message stays queued, no
+// session or turn is made, no question appended), and the new owner
+// starts it.
+func testFenceRefusesStaleStart(t *testing.T, e *env) {
+	ctx := context.Background()
+	oldOwner, newOwner := e.db, e.replica(t)
+	const name = "partition 7 of test"
+	old, cur := twoClaims(ctx, name)
+	started := accept(t, oldOwner, inbound("s1", alice))
+	queued := accept(t, oldOwner, inbound("s2", bob))
+	if err := oldOwner.AdvanceFence(ctx, name, 5); err != nil {
+		t.Fatal(err)
+	}
+	user := &llm.Message{Role: llm.RoleUser, Content: "hi"}
+	turn, _, resumed, err := oldOwner.StartTurn(old, started.ID, user)
+	if err != nil || resumed {
+		t.Fatalf("StartTurn under the current token: %v, resumed %v", err, resumed)
+	}
+	if err := newOwner.AdvanceFence(ctx, name, 9); err != nil {
+		t.Fatal(err)
+	}
+
+	before := e.counts(t)
+	for what, id := range map[string]agent.InboundID{"a queued message": queued.ID, "a started one": started.ID} {
+		if _, _, _, err := oldOwner.StartTurn(old, id, user); !errors.Is(err, agent.ErrFenced) {
+			t.Errorf("StartTurn of %s under the superseded token: %v, want ErrFenced", what, err)
+		}
+	}
+	if diff := cmp.Diff(before, e.counts(t)); diff != "" {
+		t.Errorf("StartTurn under the superseded token changed rows (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[agent.InboundID]bool{started.ID: true, queued.ID: false}, pendingIDs(t, newOwner)); diff != "" {
+		t.Errorf("pending messages, running or not (-want +got):\n%s", diff)
+	}
+
+	if _, _, resumed, err := newOwner.StartTurn(cur, queued.ID, user); err != nil || resumed {
+		t.Errorf("StartTurn of the queued message under the current token: %v, resumed %v", err, resumed)
+	}
+	if got, _, resumed, err := newOwner.StartTurn(cur, started.ID, user); err != nil || !resumed || got != turn {
+		t.Errorf("StartTurn of the started message under the current token: turn %d, resumed %v, %v; want turn %d resumed", got, resumed, err, turn)
 	}
 }
