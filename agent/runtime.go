@@ -782,8 +782,11 @@ func (r *Runtime) process(ctx context.Context, q QueuedInbound) bool {
 	if !finished {
 		// Interrupted by shutdown: the inbound stays running in the store
 		// and resumes at the next start. Or its reply could not be
-		// persisted: then another process may have finished it.
-		if !released(ctx) {
+		// persisted: then another process may have finished it. Not when
+		// this one was fenced: the process that took the session over
+		// delivers the reply it persists (delivering it here too would
+		// post it twice).
+		if !released(ctx) && outcome != outcomeFenced {
 			r.deliverFinishedElsewhere(ctx, q)
 		}
 		r.addPending(-1)

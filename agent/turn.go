@@ -17,8 +17,14 @@ import (
 // errShutdown marks a turn cut short because the process is stopping.
 var errShutdown = errors.New("agent: shutting down")
 
+// outcomeFenced is the outcome of a turn that is not finished because
+// another process has taken its session over (ErrFenced): that process
+// runs it, and delivers its reply.
+const outcomeFenced = "fenced"
+
 // turn runs one accepted message and persists its reply. finished is false
-// when the turn was interrupted by shutdown and must resume later.
+// when the turn was interrupted by shutdown and must resume later, or was
+// fenced (outcome outcomeFenced).
 func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome string, finished bool) {
 	log := r.Log.With().Int64("inbound", int64(q.ID)).Str("principal", q.Key.Principal.String()).Logger()
 	finishStep := func(t TurnID, state TurnState, kind ReplyKind, text, outcome string, last *Step) (Reply, string, bool) {
@@ -37,7 +43,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		id, err := r.Store.FinishTurn(context.WithoutCancel(ctx), q.ID, t, state, stored, last)
 		if errors.Is(err, ErrFenced) {
 			log.Warn().Msg("reply not persisted: another process has taken this session over and answers it")
-			return Reply{}, "", false
+			return Reply{}, outcomeFenced, false
 		}
 		if err != nil {
 			log.Error().Err(err).Msg("persist reply")
@@ -101,7 +107,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	if errors.Is(err, ErrFenced) {
 		// The session is another process's now, which starts the turn.
 		log.Warn().Msg("turn not started: another process has taken this session over")
-		return Reply{}, "", false
+		return Reply{}, outcomeFenced, false
 	}
 	if err != nil {
 		ref := NewRef()
@@ -169,7 +175,7 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 	case errors.Is(err, ErrFenced):
 		// The session is another process's now, which resumes the turn.
 		log.Warn().Msg("turn stopped: another process has taken this session over")
-		return Reply{}, "", false
+		return Reply{}, outcomeFenced, false
 	}
 	ref := NewRef()
 	log.Error().Err(err).Str("ref", ref).Msg("turn failed")

@@ -385,3 +385,49 @@ func testFencedOwnerStart(t *testing.T, db sharedStore) {
 		t.Errorf("%d replies delivered by a superseded owner", n)
 	}
 }
+
+// TestFencedOwnerLeavesTheNewOwnersReplyToIt: replica A takes a message
+// that the replica which claimed its session since has answered, its
+// reply not delivered yet (the new owner delivers it). A's turn is fenced,
+// and A does not deliver that reply as one finished elsewhere: it would be
+// posted twice.
+func TestFencedOwnerLeavesTheNewOwnersReplyToIt(t *testing.T) {
+	onEachStore(t, testFencedOwnerLeavesReply)
+}
+
+func testFencedOwnerLeavesReply(t *testing.T, db sharedStore) {
+	d := newDelivered()
+	a := startSleeper(t, db, echo{}, channel{d: d, replica: "a"}, agent.Limits{})
+	ctx := context.Background()
+	q, err := a.rt.Accept(ctx, agent.Inbound{DedupeKey: "r1", Key: key(1, 0), Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new owner's claim, its turn and its reply, in the store.
+	if err := db.(agent.Fencer).AdvanceFence(ctx, sleeperFence, 6); err != nil {
+		t.Fatal(err)
+	}
+	cur := agent.WithFence(ctx, agent.Fence{Name: sleeperFence, Token: 6})
+	tid, _, _, err := db.StartTurn(cur, q.ID, &llm.Message{Role: llm.RoleUser, Content: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.FinishTurn(cur, q.ID, tid, agent.TurnDone, agent.Reply{Kind: agent.ReplyAnswer, Text: "the new owner's answer"}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	a.sc.Take(q)
+	eventually(t, 10*time.Second, "A's turn refused", func() bool { return a.log.has("another process has taken this session over") })
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := a.rt.WaitIdle(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.count(); n != 0 {
+		t.Errorf("A delivered %d replies; want none (the new owner's is its to deliver)", n)
+	}
+	undelivered, err := db.Undelivered(ctx)
+	if err != nil || len(undelivered) != 1 || undelivered[0].Text != "the new owner's answer" {
+		t.Errorf("undelivered: %+v, %v; want the new owner's reply", undelivered, err)
+	}
+}
