@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,9 +27,13 @@ import (
 // disappears on the server, by the server's clock. A replica
 //
 //   - writes its alive key every Renew;
-//   - renews each slot it holds with a compare-and-set on the revision it
-//     last wrote (kv.Update): a failed CAS means the slot is not its own any
-//     more, and its Work is cancelled at once;
+//   - renews each slot it holds every Renew with a compare-and-set on the
+//     revision it last wrote (kv.Update): a failed CAS means the slot is
+//     not its own any more, and its Work is cancelled at once. Each
+//     renewal is a request of its own, sent at the tick whatever the
+//     others do and bounded by Renew: no other request (the alive key,
+//     reading the bucket, claims, another slot's renewal) can hold it back
+//     towards the fence;
 //   - cancels a slot's Work by itself when Deadline has passed since it
 //     sent the last renewal that succeeded (a fence): that is before the
 //     key can expire on the server (Deadline < TTL), so two replicas never
@@ -69,6 +75,10 @@ type Leases struct {
 
 	mu   sync.Mutex
 	held map[int]*lease // guarded by mu
+
+	// stopping runs the stops of finished watches (snapshot) off the
+	// claims' path; Run waits for them.
+	stopping sync.WaitGroup
 }
 
 // lease is one slot this replica holds, or held and waits for its Work.
@@ -85,6 +95,10 @@ type lease struct {
 	// returns, then deleted) or lost (not ours; forgotten when Work
 	// returns). Guarded by Leases.mu.
 	state leaseState
+	// busy is true while a renewal or the deletion of the key is in
+	// flight; due, when the tick of the next renewal came meanwhile: it is
+	// sent as soon as the one in flight ends. Guarded by Leases.mu.
+	busy, due bool
 }
 
 type leaseState int
@@ -172,16 +186,85 @@ func (l *Leases) Run(ctx context.Context) error {
 	l.mu.Lock()
 	l.held = map[int]*lease{}
 	l.mu.Unlock()
+	renewing := make(chan struct{})
+	go func() {
+		defer close(renewing)
+		l.keep(ctx)
+	}()
 	t := time.NewTicker(l.Renew)
 	defer t.Stop()
 	for {
 		l.tick(ctx)
 		select {
 		case <-ctx.Done():
+			<-renewing
 			l.stop()
+			l.stopping.Wait()
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// keep announces this replica and renews its leases every Renew until ctx
+// ends, then waits for the requests in flight. Every request is sent at
+// the tick, on its own: a slow one holds back only the next of its kind
+// (one at a time each, sent as soon as it ends), and each ends within
+// Renew.
+func (l *Leases) keep(ctx context.Context) {
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	var announcing atomic.Bool
+	t := time.NewTicker(l.Renew)
+	defer t.Stop()
+	for {
+		if announcing.CompareAndSwap(false, true) {
+			inflight.Go(func() {
+				defer announcing.Store(false)
+				l.announce(ctx)
+			})
+		}
+		l.mu.Lock()
+		for slot, le := range l.held {
+			if le.busy {
+				le.due = true
+				continue
+			}
+			var done bool
+			select {
+			case <-le.done:
+				done = true
+			default:
+			}
+			switch {
+			case done && le.state == stateRelease:
+				le.busy = true
+				inflight.Go(func() { l.release(ctx, slot, le) })
+			case done:
+				// Lost, or its Work returned by itself: forgotten, its key
+				// left to expire.
+				l.stopFence(le)
+				delete(l.held, slot)
+			case le.state != stateLost:
+				le.busy = true
+				inflight.Go(func() { l.renew(ctx, slot, le) })
+			}
+		}
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// announce writes this replica's alive key.
+func (l *Leases) announce(ctx context.Context) {
+	cctx, cancel := l.call(ctx)
+	defer cancel()
+	if _, err := l.KV.Put(cctx, aliveKey(l.Replica), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil && ctx.Err() == nil {
+		l.Log.Warn().Err(err).Msg("cluster: could not announce this replica; its leases end if this goes on")
 	}
 }
 
@@ -206,49 +289,39 @@ func (l *Leases) call(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, l.Renew)
 }
 
-// tick renews, gives up and claims leases once.
+// tick finds the leases lost, gives up those above the share and claims
+// free slots up to it, once. Renewals are keep's, never held back by this.
 func (l *Leases) tick(ctx context.Context) {
-	cctx, cancel := l.call(ctx)
-	_, err := l.KV.Put(cctx, aliveKey(l.Replica), []byte(time.Now().UTC().Format(time.RFC3339)))
-	cancel()
-	if err != nil {
-		l.Log.Warn().Err(err).Msg("cluster: could not announce this replica; its leases end if this goes on")
-	}
 	owners, alive, err := l.snapshot(ctx)
 	if err != nil {
-		l.Log.Warn().Err(err).Msg("cluster: could not read the leases")
+		if ctx.Err() == nil {
+			l.Log.Warn().Err(err).Msg("cluster: could not read the leases")
+		}
+		return
 	}
 
-	// Renew, or find lost, what is held; forget what has ended.
+	// A lease whose key another replica wrote after this one's claim is
+	// lost. A key missing from the snapshot proves nothing: a renewal
+	// sent while it is read replaces the revision the watch was about to
+	// deliver (the bucket keeps one per key), and the new one may come
+	// after the watch's end. The renewal's CAS finds a lease gone within
+	// Renew, and the fence is there whatever happens.
 	l.mu.Lock()
-	var renew []int
 	for slot, le := range l.held {
 		select {
 		case <-le.done:
-			if le.state == stateRelease {
-				renew = append(renew, slot) // to delete, below
-				continue
-			}
-			l.stopFence(le)
-			delete(l.held, slot)
-			continue
+			continue // forgotten or given up by keep
 		default:
 		}
-		if le.state != stateLost && err == nil {
-			if o, ok := owners[slot]; !ok || o.replica != l.Replica || o.rev != le.rev {
-				l.loseLocked(slot, le, "the lease is gone or taken")
-				continue
-			}
+		if le.state == stateLost {
+			continue
 		}
-		if le.state != stateLost {
-			renew = append(renew, slot)
+		if o, ok := owners[slot]; ok && o.replica != l.Replica && o.rev > le.claim {
+			l.loseLocked(slot, le, "the lease was taken")
 		}
 	}
 	l.mu.Unlock()
-	for _, slot := range renew {
-		l.renew(ctx, slot)
-	}
-	if err != nil || ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return
 	}
 
@@ -292,22 +365,34 @@ func (l *Leases) tick(ctx context.Context) {
 	for k := range l.Slots {
 		order = append(order, (start+k)%l.Slots)
 	}
+	// The claims of a batch are sent together: taking a dead replica's
+	// slots over costs one request's time, not one per slot.
+	l.mu.Lock()
+	var free []int
 	for _, slot := range order {
-		if want == 0 || ctx.Err() != nil {
-			return
-		}
 		if _, taken := owners[slot]; taken {
 			continue
 		}
-		l.mu.Lock()
-		_, mine := l.held[slot]
-		l.mu.Unlock()
-		if mine {
+		if _, mine := l.held[slot]; mine || slices.Contains(free, slot) {
 			continue
 		}
-		if l.claim(ctx, slot) {
-			want--
+		free = append(free, slot)
+	}
+	l.mu.Unlock()
+	for want > 0 && len(free) > 0 && ctx.Err() == nil {
+		batch := free[:min(want, len(free))]
+		free = free[len(batch):]
+		var claims sync.WaitGroup
+		var won atomic.Int32
+		for _, slot := range batch {
+			claims.Go(func() {
+				if l.claim(ctx, slot) {
+					won.Add(1)
+				}
+			})
 		}
+		claims.Wait()
+		want -= int(won.Load())
 	}
 }
 
@@ -325,7 +410,9 @@ func (l *Leases) snapshot(ctx context.Context) (map[int]owner, map[string]bool, 
 	if err != nil {
 		return nil, nil, err
 	}
-	defer w.Stop()
+	// Stop deletes the watch's consumer, a request with nats.go's own
+	// timeout (5 s) and no context: it is not waited for here.
+	defer l.stopping.Go(func() { _ = w.Stop() })
 	owners := map[int]owner{}
 	alive := map[string]bool{}
 	for {
@@ -378,56 +465,79 @@ func (l *Leases) claim(ctx context.Context, slot int) bool {
 	return true
 }
 
-// renew rewrites slot's key with a CAS on its revision; a slot given up
-// whose Work has returned is deleted instead.
-func (l *Leases) renew(ctx context.Context, slot int) {
+// renew rewrites slot's key with a CAS on the revision le last wrote, and
+// again at once while the next renewal came due meanwhile; le.busy is set,
+// and cleared here.
+func (l *Leases) renew(ctx context.Context, slot int, le *lease) {
 	l.mu.Lock()
-	le := l.held[slot]
-	if le == nil || le.state == stateLost {
+	defer l.mu.Unlock()
+	for {
+		rev := le.rev
+		le.due = false
 		l.mu.Unlock()
-		return
-	}
-	rev := le.rev
-	release := false
-	if le.state == stateRelease {
+		next, sent, err := l.update(ctx, slot, rev)
+		l.mu.Lock()
+		if !l.renewedLocked(slot, le, next, sent, err) || !le.due || ctx.Err() != nil {
+			le.busy = false
+			return
+		}
 		select {
 		case <-le.done:
-			release = true
+			le.busy = false
+			return // keep forgets it, or deletes its key
 		default:
 		}
 	}
-	l.mu.Unlock()
+}
+
+// update sends one renewal of slot.
+func (l *Leases) update(ctx context.Context, slot int, rev uint64) (next uint64, sent time.Time, err error) {
 	cctx, cancel := l.call(context.WithoutCancel(ctx))
 	defer cancel()
-	if release {
-		err := l.KV.Delete(cctx, ownerKey(slot), jetstream.LastRevision(rev))
-		l.mu.Lock()
-		l.stopFence(le)
-		delete(l.held, slot)
-		l.mu.Unlock()
-		if err != nil {
-			l.Log.Warn().Err(err).Int("slot", slot).Msg("cluster: could not give up a lease; it expires by itself")
-		}
-		return
-	}
-	sent := time.Now()
-	next, err := l.KV.Update(cctx, ownerKey(slot), []byte(l.Replica), rev)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	sent = time.Now()
+	next, err = l.KV.Update(cctx, ownerKey(slot), []byte(l.Replica), rev)
+	return next, sent, err
+}
+
+// renewedLocked records the outcome of a renewal of le sent at sent, and
+// reports whether le is still held.
+func (l *Leases) renewedLocked(slot int, le *lease, next uint64, sent time.Time, err error) bool {
 	if l.held[slot] != le || le.state == stateLost {
-		return
+		return false
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
 			l.loseLocked(slot, le, "the lease was taken")
-			return
+			return false
 		}
 		l.Log.Warn().Err(err).Int("slot", slot).Msg("cluster: could not renew a lease")
-		return // the fence cancels Work if this goes on
+		return true // the fence cancels Work if this goes on
 	}
 	le.rev = next
 	le.until = sent.Add(l.Deadline)
 	le.fence.Reset(l.Deadline - time.Since(sent))
+	return true
+}
+
+// release deletes the key of a slot given up whose Work has returned, and
+// forgets the slot; le.busy is set.
+func (l *Leases) release(ctx context.Context, slot int, le *lease) {
+	l.mu.Lock()
+	rev := le.rev
+	l.mu.Unlock()
+	cctx, cancel := l.call(context.WithoutCancel(ctx))
+	defer cancel()
+	err := l.KV.Delete(cctx, ownerKey(slot), jetstream.LastRevision(rev))
+	l.mu.Lock()
+	le.busy = false
+	l.stopFence(le)
+	if l.held[slot] == le {
+		delete(l.held, slot)
+	}
+	l.mu.Unlock()
+	if err != nil {
+		l.Log.Warn().Err(err).Int("slot", slot).Msg("cluster: could not give up a lease; it expires by itself")
+	}
 }
 
 // fenced cancels a slot's Work when its lease may be about to expire.

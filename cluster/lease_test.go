@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -23,9 +24,23 @@ type leaseReplica struct {
 
 const testTTL = 2 * time.Second
 
+// startLeases starts a replica's Leases on a connection of its own.
 func startLeases(t *testing.T, url, bucket, id string, slots int, o *owners) *leaseReplica {
 	t.Helper()
-	nc := connect(t, url)
+	return startLeasesVia(t, url, bucket, id, slots, o, 0, zerolog.Nop())
+}
+
+// startLeasesVia starts a replica's Leases on a connection of its own to
+// url (a cutter's, maybe), each of its requests to the bucket taking
+// latency more (slowKV), logging to log.
+func startLeasesVia(t *testing.T, url, bucket, id string, slots int, o *owners, latency time.Duration, log zerolog.Logger) *leaseReplica {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // a cut connection is the test's own doing
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +51,10 @@ func startLeases(t *testing.T, url, bucket, id string, slots int, o *owners) *le
 		t.Fatal(err)
 	}
 	r := &leaseReplica{id: id, cancel: cancel, done: make(chan struct{}), close: nc.Close}
-	r.l = &Leases{KV: kv, Replica: id, Slots: slots, TTL: testTTL, Work: o.work(id), Log: zerolog.Nop()}
+	if latency > 0 {
+		kv = slowKV{KeyValue: kv, latency: latency}
+	}
+	r.l = &Leases{KV: kv, Replica: id, Slots: slots, TTL: testTTL, Work: o.work(id), Log: log}
 	go func() {
 		defer close(r.done)
 		if err := r.l.Run(ctx); err != nil {

@@ -26,7 +26,7 @@ import (
 // shard inside the lease's Work, and Work's context ends, closing the
 // socket, when the lease is lost, given up or fenced. The fence here is
 // TTL − 3·Renew after the replica *sent* its last renewal that succeeded
-// (6 s with the default TTL of 10 s), measured on the replica's own
+// (4 s with the default TTL of 10 s), measured on the replica's own
 // monotonic clock. The server can expire the key no sooner than TTL after
 // it stored that renewal, which is after it was sent, measured on the
 // server's clock; only then can another replica create the key and

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	neturl "net/url"
@@ -471,14 +470,17 @@ func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 
 // cutter is a TCP proxy to a NATS server that can cut every connection
 // through it and refuse new ones until restored: a network outage between
-// replicas and NATS.
+// replicas and NATS. It can also freeze them: nothing more is forwarded
+// either way while the sockets stay open, as when the process at one end
+// is stopped (SIGSTOP).
 type cutter struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	down  bool                  // guarded by mu
-	conns map[net.Conn]struct{} // guarded by mu
+	mu     sync.Mutex
+	down   bool                  // guarded by mu
+	conns  map[net.Conn]struct{} // guarded by mu
+	frozen chan struct{}         // closed when thawed; nil when not frozen; guarded by mu
 }
 
 func newCutter(t *testing.T, natsURL string) *cutter {
@@ -526,10 +528,51 @@ func (c *cutter) serve(in net.Conn) {
 	c.mu.Lock()
 	c.conns[in], c.conns[out] = struct{}{}, struct{}{}
 	c.mu.Unlock()
-	go func() { _, _ = io.Copy(out, in); out.Close(); in.Close() }()
-	_, _ = io.Copy(in, out)
+	go func() { c.forward(out, in); out.Close(); in.Close() }()
+	c.forward(in, out)
 	in.Close()
 	out.Close()
+}
+
+// forward copies src to dst, holding what it read while frozen.
+func (c *cutter) forward(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		c.mu.Lock()
+		frozen := c.frozen
+		c.mu.Unlock()
+		if frozen != nil {
+			<-frozen
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freeze stops forwarding on every connection, which stay open, until
+// thaw or cut.
+func (c *cutter) freeze() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.frozen == nil {
+		c.frozen = make(chan struct{})
+	}
+}
+
+func (c *cutter) thaw() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.frozen != nil {
+		close(c.frozen)
+		c.frozen = nil
+	}
 }
 
 // cut closes every connection and refuses new ones until restore.
@@ -537,6 +580,10 @@ func (c *cutter) cut() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.down = true
+	if c.frozen != nil {
+		close(c.frozen)
+		c.frozen = nil
+	}
 	for conn := range c.conns {
 		conn.Close()
 	}
