@@ -79,8 +79,11 @@ type benchResult struct {
 	// messages were accepted by replica u mod N. PeakRSSBytes is then the
 	// sum of their peak RSS and BenchRSSBytes, this process's own (which
 	// drove the load and ran the reference).
-	Procs         []benchProcResult `json:"procs,omitempty"`
-	BenchRSSBytes int64             `json:"bench_rss_bytes,omitempty"`
+	// BenchCPUSeconds is this process's CPU time during the load (the
+	// replicas' is in Procs).
+	Procs           []benchProcResult `json:"procs,omitempty"`
+	BenchRSSBytes   int64             `json:"bench_rss_bytes,omitempty"`
+	BenchCPUSeconds float64           `json:"bench_cpu_seconds,omitempty"`
 	// GroupedWrites is how many of the replicas' writes were committed
 	// in groups of two or more (PostgreSQL's group commit), in Groups
 	// transactions.
@@ -403,6 +406,24 @@ func percentiles(ds []time.Duration) pct {
 		return float64(s[i]) / float64(time.Millisecond)
 	}
 	return pct{P50: at(0.50), P95: at(0.95), P99: at(0.99)}
+}
+
+// cpuTime reads the CPU time (user and system) the process used so far
+// (Linux; 0 elsewhere), in clock ticks of 10 ms (USER_HZ, 100 on Linux).
+func cpuTime() time.Duration {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state … utime stime: the 14th and 15th fields, the 12th
+	// and 13th after comm, which may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	user, _ := strconv.ParseInt(f[11], 10, 64)
+	sys, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(user+sys) * 10 * time.Millisecond
 }
 
 // peakRSS reads the process's high-water resident set size (Linux).
@@ -855,8 +876,14 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, inProcess 
 	}
 	fmt.Fprintf(e.stdout, "peak RSS:        %.1f MB, the sum of the replicas' processes and the bench's own (%.1f MB: the reference run and the load's driver)\n",
 		float64(res.PeakRSSBytes)/1e6, float64(res.BenchRSSBytes)/1e6)
+	var cpu float64
 	for i, p := range res.Procs {
-		fmt.Fprintf(e.stdout, "  replica %d:     pid %d, %d messages accepted, %d turns run, peak RSS %.1f MB\n", i, p.PID, p.Accepted, p.Turns, float64(p.PeakRSSBytes)/1e6)
+		fmt.Fprintf(e.stdout, "  replica %d:     pid %d, %d messages accepted, %d turns run, peak RSS %.1f MB, CPU %.2f s\n", i, p.PID, p.Accepted, p.Turns, float64(p.PeakRSSBytes)/1e6, p.CPUSeconds)
+		cpu += p.CPUSeconds
+	}
+	if res.Turns > 0 {
+		fmt.Fprintf(e.stdout, "CPU:             %.2f ms a turn in the replicas' processes, %.2f ms in the bench's (PostgreSQL's and NATS's not counted)\n",
+			cpu*1000/float64(res.Turns), res.BenchCPUSeconds*1000/float64(res.Turns))
 	}
 	return nil
 }

@@ -167,6 +167,9 @@ type benchReplicaStats struct {
 	ToolFails     int64            `json:"tool_fails"`
 	ToolErrors    map[string]int64 `json:"tool_errors,omitempty"`
 	PeakRSSBytes  int64            `json:"peak_rss_bytes,omitempty"`
+	// CPUSeconds is the CPU time its process used during the load (user
+	// and system; a process of its own only).
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
 // stats returns what the replica did since resetStats.
@@ -190,6 +193,9 @@ type benchProcResult struct {
 	Accepted     int   `json:"accepted"` // messages it accepted
 	Turns        int   `json:"turns"`    // turns it ran
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+	// CPUSeconds is the CPU time it used during the load (Linux's
+	// /proc/self/stat, in its clock ticks: 10 ms here).
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // clusterResult sums the replicas' load: out is the drive's, accepts the
@@ -450,6 +456,7 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 	var (
 		profile    *os.File
 		failedOnce sync.Once
+		cpu0       time.Duration // at the load's start
 	)
 	defer func() {
 		if profile != nil {
@@ -472,6 +479,7 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 			}
 		case "start":
 			r.resetStats()
+			cpu0 = cpuTime()
 			if o.CPUProfile != "" && profile == nil {
 				if profile, err = os.Create(o.CPUProfile); err != nil {
 					return err
@@ -498,7 +506,7 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 				profile = nil
 			}
 			st := r.stats()
-			st.PeakRSSBytes = peakRSS()
+			st.PeakRSSBytes, st.CPUSeconds = peakRSS(), (cpuTime() - cpu0).Seconds()
 			return out.write(replicaFrame{Op: "stats", Stats: &st})
 		default:
 			return fmt.Errorf("%s: unknown request %q", benchReplicaCmd, f.Op)
@@ -816,6 +824,7 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 		acceptMu sync.Mutex
 		accepts  []time.Duration // guarded by acceptMu
 	)
+	cpu0 := cpuTime()
 	out := load.drive(rctx, progress, ch, clock, func(u int, in agent.Inbound) error {
 		f, err := procs[u%n].call(rctx, replicaFrame{Op: "accept", DedupeKey: in.DedupeKey, User: in.Key.Principal.User, Text: in.Text})
 		if err != nil {
@@ -829,6 +838,7 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 		}
 		return nil
 	})
+	benchCPU := cpuTime() - cpu0
 	close(watchDone)
 	watch.Wait()
 	progress.done()
@@ -867,10 +877,11 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 	acceptMu.Lock()
 	defer acceptMu.Unlock()
 	res := clusterResult(load, n, o.Latency, out, accepts, stats)
-	res.BenchRSSBytes = peakRSS()
+	res.BenchRSSBytes, res.BenchCPUSeconds = peakRSS(), benchCPU.Seconds()
 	res.PeakRSSBytes = res.BenchRSSBytes
 	for i, st := range stats {
-		res.Procs = append(res.Procs, benchProcResult{PID: procs[i].cmd.Process.Pid, Accepted: int(st.Accepted), Turns: len(st.TurnTimes), PeakRSSBytes: st.PeakRSSBytes})
+		res.Procs = append(res.Procs, benchProcResult{PID: procs[i].cmd.Process.Pid, Accepted: int(st.Accepted), Turns: len(st.TurnTimes),
+			PeakRSSBytes: st.PeakRSSBytes, CPUSeconds: st.CPUSeconds})
 		res.PeakRSSBytes += st.PeakRSSBytes
 	}
 	return res, nil

@@ -190,3 +190,19 @@ func TestBenchReplicaDeathFailsTheRun(t *testing.T) {
 		t.Errorf("the other replica, pid %d, still runs after the bench exited", pids[1])
 	}
 }
+
+// cpuTime reads the process's CPU time: it grows while the process works.
+func TestCPUTimeAdvances(t *testing.T) {
+	t0 := cpuTime()
+	deadline := time.Now().Add(30 * time.Second)
+	var x uint64
+	for cpuTime() <= t0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("cpuTime stayed at %s after 30 s of work", t0)
+		}
+		for i := range 1 << 20 {
+			x += uint64(i) * x
+		}
+	}
+	_ = x
+}
