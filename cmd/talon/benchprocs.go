@@ -438,7 +438,11 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 	dec := json.NewDecoder(e.stdin)
 	var first replicaFrame
 	if err := dec.Decode(&first); err != nil || first.Options == nil {
-		return fmt.Errorf("%s: want the bench's options on stdin (this command is talon bench's own): %v", benchReplicaCmd, err)
+		why := "its first line carries none"
+		if err != nil {
+			why = err.Error()
+		}
+		return fmt.Errorf("%s: want the bench's options on stdin (this command is talon bench's own): %s", benchReplicaCmd, why)
 	}
 	o := *first.Options
 	out := &frameWriter{enc: json.NewEncoder(e.stdout)}

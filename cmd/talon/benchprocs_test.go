@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -205,4 +206,39 @@ func TestCPUTimeAdvances(t *testing.T) {
 		}
 	}
 	_ = x
+}
+
+// A replica's stderr reaches the bench's line by line, each line after the
+// replica's prefix, a last line without its newline too.
+func TestPrefixWriter(t *testing.T) {
+	var out bytes.Buffer
+	var mu sync.Mutex
+	w := &prefixWriter{w: &out, mu: &mu, prefix: "replica 1: "}
+	for _, chunk := range []string{"one\ntw", "o\n", "", "three\nfour\nfi", "ve"} {
+		if n, err := w.Write([]byte(chunk)); n != len(chunk) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", chunk, n, err)
+		}
+	}
+	if got, want := out.String(), "replica 1: one\nreplica 1: two\nreplica 1: three\nreplica 1: four\n"; got != want {
+		t.Errorf("before flush: %q, want %q", got, want)
+	}
+	w.flush()
+	if got, want := out.String(), "replica 1: one\nreplica 1: two\nreplica 1: three\nreplica 1: four\nreplica 1: five\n"; got != want {
+		t.Errorf("after flush: %q, want %q", got, want)
+	}
+}
+
+// talon bench-replica is the bench's own: it takes no arguments and
+// refuses a stdin that does not start with the bench's options, before it
+// opens anything.
+func TestBenchReplicaRefusesWhatIsNotTheBench(t *testing.T) {
+	if res := runMain(t, env{}, benchReplicaCmd, "--store", "x"); res.code != 2 || !strings.Contains(res.stderr, "takes no arguments") {
+		t.Errorf("with arguments: exit %d, stderr %s; want a usage error", res.code, res.stderr)
+	}
+	for _, in := range []string{"", "not json\n", `{"op":"accept","text":"hi"}` + "\n"} {
+		res := runMain(t, env{stdin: strings.NewReader(in)}, benchReplicaCmd)
+		if res.code != 1 || !strings.Contains(res.stderr, "want the bench's options on stdin") || res.stdout != "" {
+			t.Errorf("stdin %q: exit %d, stdout %q, stderr %s; want exit 1 saying it wants the options", in, res.code, res.stdout, res.stderr)
+		}
+	}
 }
