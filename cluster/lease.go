@@ -301,11 +301,9 @@ func (l *Leases) tick(ctx context.Context) {
 	}
 
 	// A lease whose key another replica wrote after this one's claim is
-	// lost. A key missing from the snapshot proves nothing: a renewal
-	// sent while it is read replaces the revision the watch was about to
-	// deliver (the bucket keeps one per key), and the new one may come
-	// after the watch's end. The renewal's CAS finds a lease gone within
-	// Renew, and the fence is there whatever happens.
+	// lost. A key missing from the snapshot proves nothing: the read may
+	// have ended early (snapshot). The renewal's CAS finds a lease gone
+	// within Renew, and the fence is there whatever happens.
 	l.mu.Lock()
 	for slot, le := range l.held {
 		select {
@@ -402,7 +400,13 @@ type owner struct {
 	rev     uint64
 }
 
-// snapshot reads every key of the bucket.
+// snapshot reads the keys of the bucket. A read while the bucket is
+// written may end before every key was delivered: nats.go's watch sends
+// its marker of the initial values when a message says nothing more is
+// pending, and under concurrent writes that count can reach 0 before the
+// replay is over (nats-server#4824, nats.py#995). So a key missing here is
+// not known to be gone: it costs a claim that fails (ErrKeyExists), or,
+// for an alive key, a share too large until the next read, never a lease.
 func (l *Leases) snapshot(ctx context.Context) (map[int]owner, map[string]bool, error) {
 	cctx, cancel := l.call(ctx)
 	defer cancel()

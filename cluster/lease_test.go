@@ -27,13 +27,13 @@ const testTTL = 2 * time.Second
 // startLeases starts a replica's Leases on a connection of its own.
 func startLeases(t *testing.T, url, bucket, id string, slots int, o *owners) *leaseReplica {
 	t.Helper()
-	return startLeasesVia(t, url, bucket, id, slots, o, 0, zerolog.Nop())
+	return startLeasesVia(t, url, bucket, id, slots, o, nil, zerolog.Nop())
 }
 
 // startLeasesVia starts a replica's Leases on a connection of its own to
-// url (a cutter's, maybe), each of its requests to the bucket taking
-// latency more (slowKV), logging to log.
-func startLeasesVia(t *testing.T, url, bucket, id string, slots int, o *owners, latency time.Duration, log zerolog.Logger) *leaseReplica {
+// url (a cutter's, maybe), on the bucket as wrap returns it (when not
+// nil), logging to log.
+func startLeasesVia(t *testing.T, url, bucket, id string, slots int, o *owners, wrap func(jetstream.KeyValue) jetstream.KeyValue, log zerolog.Logger) *leaseReplica {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // a cut connection is the test's own doing
@@ -51,8 +51,8 @@ func startLeasesVia(t *testing.T, url, bucket, id string, slots int, o *owners, 
 		t.Fatal(err)
 	}
 	r := &leaseReplica{id: id, cancel: cancel, done: make(chan struct{}), close: nc.Close}
-	if latency > 0 {
-		kv = slowKV{KeyValue: kv, latency: latency}
+	if wrap != nil {
+		kv = wrap(kv)
 	}
 	r.l = &Leases{KV: kv, Replica: id, Slots: slots, TTL: testTTL, Work: o.work(id), Log: log}
 	go func() {
