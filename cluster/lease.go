@@ -99,6 +99,10 @@ type lease struct {
 	// flight; due, when the tick of the next renewal came meanwhile: it is
 	// sent as soon as the one in flight ends. Guarded by Leases.mu.
 	busy, due bool
+	// unsure is true when the last renewal failed without a verdict (a
+	// timeout): the server may have written it, and the revision le
+	// knows be stale. Guarded by Leases.mu.
+	unsure bool
 }
 
 type leaseState int
@@ -476,10 +480,20 @@ func (l *Leases) renew(ctx context.Context, slot int, le *lease) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
-		rev := le.rev
+		rev, unsure, until := le.rev, le.unsure, le.until
 		le.due = false
 		l.mu.Unlock()
 		next, sent, err := l.update(ctx, slot, rev)
+		if unsure && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			// The renewal that failed without a verdict may have been
+			// written. Before the fence the key cannot have expired since
+			// the last renewal known written, nor been created by anyone
+			// else, so a newer revision holding this replica's id is that
+			// renewal's: renew on it.
+			if cur, ok := l.written(ctx, slot, rev, until); ok {
+				next, sent, err = l.update(ctx, slot, cur)
+			}
+		}
 		l.mu.Lock()
 		if !l.renewedLocked(slot, le, next, sent, err) || !le.due || ctx.Err() != nil {
 			le.busy = false
@@ -503,6 +517,18 @@ func (l *Leases) update(ctx context.Context, slot int, rev uint64) (next uint64,
 	return next, sent, err
 }
 
+// written returns the revision of slot's key when it holds this
+// replica's id, is newer than rev, and was read before until (the fence).
+func (l *Leases) written(ctx context.Context, slot int, rev uint64, until time.Time) (uint64, bool) {
+	cctx, cancel := l.call(context.WithoutCancel(ctx))
+	defer cancel()
+	e, err := l.KV.Get(cctx, ownerKey(slot))
+	if err != nil || string(e.Value()) != l.Replica || e.Revision() <= rev || !time.Now().Before(until) {
+		return 0, false
+	}
+	return e.Revision(), true
+}
+
 // renewedLocked records the outcome of a renewal of le sent at sent, and
 // reports whether le is still held.
 func (l *Leases) renewedLocked(slot int, le *lease, next uint64, sent time.Time, err error) bool {
@@ -515,8 +541,10 @@ func (l *Leases) renewedLocked(slot int, le *lease, next uint64, sent time.Time,
 			return false
 		}
 		l.Log.Warn().Err(err).Int("slot", slot).Msg("cluster: could not renew a lease")
+		le.unsure = true
 		return true // the fence cancels Work if this goes on
 	}
+	le.unsure = false
 	le.rev = next
 	le.until = sent.Add(l.Deadline)
 	le.fence.Reset(l.Deadline - time.Since(sent))
