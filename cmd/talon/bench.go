@@ -112,6 +112,34 @@ type benchStages struct {
 		Accept   float64 `json:"accept_ms"`
 		Turn     float64 `json:"turn_ms"`
 	} `json:"mean"`
+	// Slowest are the turns of the highest overhead (slowestTurns of
+	// them, the slowest first), each split where it was spent; with the
+	// replicas as processes only.
+	Slowest []benchSlowTurn `json:"slowest,omitempty"`
+}
+
+// slowestTurns is how many of the slowest turns the bench splits.
+const slowestTurns = 10
+
+// benchSlowTurn is one of the slowest turns: user User's Message-th,
+// sent AtS seconds after the load started. Its overhead is the accept
+// (the message durable and announced, timed in the replica), the time
+// from there to the turn's first model call (the announcement's delivery,
+// the session's queue, the turn slots, the turn's start written and its
+// history read; negative when the turn started before the accept
+// returned), from the last model call's end to the reply handed to the
+// channel (the reply persisted), and the rest (the pipes between the bench
+// and the replica, the bench's own scheduling). The replica's instants are
+// on its own clock, so the parts are differences taken there.
+type benchSlowTurn struct {
+	AtS           float64 `json:"at_s"`
+	User          int     `json:"user"`
+	Message       int     `json:"message"`
+	OverheadMS    float64 `json:"overhead_ms"`
+	AcceptMS      float64 `json:"accept_ms"`
+	BeforeModelMS float64 `json:"before_model_ms"`
+	AfterModelMS  float64 `json:"after_model_ms"`
+	RestMS        float64 `json:"rest_ms"`
 }
 
 // turnTimes records the turns' durations (agent.Metrics).
@@ -561,6 +589,22 @@ type modelClock struct {
 	llm.Provider
 	mu      sync.Mutex
 	spentBy map[[2]int]time.Duration // by (user, message); guarded by mu
+	// marks, when not nil, records when each turn's model calls ran (a
+	// replica's process: benchSlowTurn); by (user, message), guarded by mu.
+	marks map[[2]int]turnMarks
+}
+
+// turnMarks are, in the process of the replica that ran one turn, when its
+// first model call started and its last one ended; in the bench's, what
+// the replicas measured of it: when its accept started (in the replica
+// that accepted it) and the first model call (in the one that ran it),
+// both in Unix nanoseconds, on the host's clock that both share, its
+// accept's duration and the time from the last model call's end to the
+// reply.
+type turnMarks struct {
+	modelStart, modelEnd time.Time
+	acceptAt, modelAt    int64
+	accept, afterModel   time.Duration
 }
 
 func (c *modelClock) Complete(ctx context.Context, req llm.Request) (*llm.Response, error) {
@@ -575,6 +619,12 @@ func (c *modelClock) Complete(ctx context.Context, req llm.Request) (*llm.Respon
 		var u, m int
 		if _, err := fmt.Sscanf(req.Messages[i].Content, "message %d of user %d", &m, &u); err == nil {
 			c.record(u, m, d)
+			c.mark(u, m, func(k *turnMarks) {
+				if k.modelStart.IsZero() {
+					k.modelStart = t0
+				}
+				k.modelEnd = t0.Add(d)
+			})
 		}
 		break
 	}
@@ -590,6 +640,27 @@ func (c *modelClock) record(u, m int, d time.Duration) {
 		c.spentBy = map[[2]int]time.Duration{}
 	}
 	c.spentBy[[2]int{u, m}] += d
+}
+
+// mark updates the marks of user u's m-th turn, if they are recorded.
+func (c *modelClock) mark(u, m int, f func(*turnMarks)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.marks == nil {
+		return
+	}
+	k := c.marks[[2]int{u, m}]
+	f(&k)
+	c.marks[[2]int{u, m}] = k
+}
+
+// takeMarks returns, and forgets, the marks of user u's m-th turn.
+func (c *modelClock) takeMarks(u, m int) turnMarks {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := c.marks[[2]int{u, m}]
+	delete(c.marks, [2]int{u, m})
+	return k
 }
 
 // spent returns, and forgets, the model time of user u's m-th turn.
@@ -738,8 +809,17 @@ type benchLoad struct {
 // benchOutcome is what one drive measured.
 type benchOutcome struct {
 	overheads         []time.Duration
+	turns             []benchTurn // each turn's, in the order of overheads
 	errors, toolTurns int64
 	elapsed           time.Duration
+}
+
+// benchTurn is one turn the drive measured: user u's m-th message, sent
+// at since the load's start.
+type benchTurn struct {
+	u, m     int
+	at       time.Duration
+	overhead time.Duration
 }
 
 // drive sends the load, each user's next message once the previous one is
@@ -748,8 +828,9 @@ type benchOutcome struct {
 func (l benchLoad) drive(ctx context.Context, progress *progress, ch *benchChannel, clock *modelClock, accept func(u int, in agent.Inbound) error) benchOutcome {
 	users, messages, concurrency, think, toolShare, runID := l.users, l.messages, l.concurrency, l.think, l.toolShare, l.runID
 	overheads := make([]time.Duration, 0, users*messages)
+	turns := make([]benchTurn, 0, users*messages)
 	var (
-		mu                  sync.Mutex // guards overheads
+		mu                  sync.Mutex // guards overheads and turns
 		errCount, toolTurns atomic.Int64
 		finished            atomic.Int64
 		turnsSent           atomic.Int64 // turns so far, to pick which ask for a tool
@@ -794,6 +875,7 @@ func (l benchLoad) drive(ctx context.Context, progress *progress, ch *benchChann
 					}
 					mu.Lock()
 					overheads = append(overheads, d)
+					turns = append(turns, benchTurn{u: u, m: m, at: t0.Sub(start), overhead: d})
 					mu.Unlock()
 				case <-ctx.Done():
 					return
@@ -806,7 +888,7 @@ func (l benchLoad) drive(ctx context.Context, progress *progress, ch *benchChann
 	elapsed := time.Since(start)
 	mu.Lock()
 	defer mu.Unlock()
-	return benchOutcome{overheads: overheads, errors: errCount.Load(), toolTurns: toolTurns.Load(), elapsed: elapsed}
+	return benchOutcome{overheads: overheads, turns: turns, errors: errCount.Load(), toolTurns: toolTurns.Load(), elapsed: elapsed}
 }
 
 // benchReplicas measures the load on SQLite in one runtime (the

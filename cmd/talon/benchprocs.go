@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -231,6 +232,24 @@ func clusterResult(load benchLoad, n int, latency time.Duration, out benchOutcom
 	return res
 }
 
+// slowest returns the slowestTurns turns of the highest overhead, the
+// slowest first, split with the parts the replicas measured (clock's
+// marks).
+func slowest(turns []benchTurn, clock *modelClock) []benchSlowTurn {
+	s := slices.Clone(turns)
+	slices.SortFunc(s, func(a, b benchTurn) int { return cmp.Compare(b.overhead, a.overhead) })
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	var out []benchSlowTurn
+	for _, t := range s[:min(len(s), slowestTurns)] {
+		k := clock.takeMarks(t.u, t.m)
+		before := time.Duration(k.modelAt-k.acceptAt) - k.accept
+		out = append(out, benchSlowTurn{AtS: t.at.Seconds(), User: t.u, Message: t.m, OverheadMS: ms(t.overhead),
+			AcceptMS: ms(k.accept), BeforeModelMS: ms(before), AfterModelMS: ms(k.afterModel),
+			RestMS: ms(t.overhead - k.accept - before - k.afterModel)})
+	}
+	return out
+}
+
 // waitSpread returns once the replicas hold every partition, spread
 // evenly (held says how many each holds), or after a minute.
 func waitSpread(ctx context.Context, held func(ctx context.Context) ([]int, error)) error {
@@ -363,9 +382,9 @@ func benchCluster(ctx context.Context, e env, load benchLoad, o benchReplicaOpti
 //     counts), "accept" (accept this message of User), "stop" (report and
 //     exit);
 //   - replica → bench: "ready", "held" (Held), "accepted"
-//     (NS: how long the accept took; Failed), "reply" (a turn's reply,
+//     (NS: how long the accept took; AtNS; Failed), "reply" (a turn's reply,
 //     ReplyTo its message's dedupe key; NS: the turn's model time; Failed:
-//     an error reply), "stats".
+//     an error reply; AtNS, AfterModelNS), "stats".
 //
 // Requests that are answered carry an ID, which the answer repeats. No
 // message text comes back: only the bench's own keys and timings.
@@ -381,6 +400,11 @@ type replicaFrame struct {
 	Failed    bool                 `json:"failed,omitempty"`
 	Held      int                  `json:"held,omitempty"`
 	Stats     *benchReplicaStats   `json:"stats,omitempty"`
+	// AtNS is, in Unix nanoseconds, when an accept started or a reply's
+	// turn made its first model call; AfterModelNS, the time from the
+	// turn's last model call's end to the reply (benchSlowTurn).
+	AtNS         int64 `json:"at_ns,omitempty"`
+	AfterModelNS int64 `json:"after_model_ns,omitempty"`
 }
 
 // frameWriter writes frames, one a line, from several goroutines.
@@ -417,11 +441,15 @@ type replicaChannel struct {
 func (c *replicaChannel) Platform() string { return "bench" }
 
 func (c *replicaChannel) Deliver(_ context.Context, r agent.Reply) (string, error) {
-	var spent time.Duration
+	now := time.Now()
+	f := replicaFrame{Op: "reply", ReplyTo: r.ReplyTo, Failed: r.Kind == agent.ReplyError}
 	if u, m, ok := benchTurnOf(r.ReplyTo); ok {
-		spent = c.clock.spent(u, m)
+		f.NS = int64(c.clock.spent(u, m))
+		if k := c.clock.takeMarks(u, m); !k.modelStart.IsZero() {
+			f.AtNS, f.AfterModelNS = k.modelStart.UnixNano(), int64(now.Sub(k.modelEnd))
+		}
 	}
-	if err := c.out.write(replicaFrame{Op: "reply", ReplyTo: r.ReplyTo, NS: int64(spent), Failed: r.Kind == agent.ReplyError}); err != nil {
+	if err := c.out.write(f); err != nil {
 		return "", fmt.Errorf("bench-replica: hand the reply to the bench: %w", err)
 	}
 	return r.ReplyTo, nil
@@ -446,7 +474,7 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 	}
 	o := *first.Options
 	out := &frameWriter{enc: json.NewEncoder(e.stdout)}
-	clock := &modelClock{Provider: &benchLLM{latency: o.Latency}}
+	clock := &modelClock{Provider: &benchLLM{latency: o.Latency}, marks: map[[2]int]turnMarks{}}
 	r, err := startBenchReplica(ctx, o, &replicaChannel{out: out, clock: clock}, clock)
 	if err != nil {
 		return err
@@ -496,11 +524,12 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 			in := agent.Inbound{DedupeKey: f.DedupeKey, Key: agent.SessionKey{Principal: agent.Principal{Platform: "bench", User: f.User}},
 				Text: f.Text, ReplyTo: f.DedupeKey}
 			accepts.Go(func() {
+				at := time.Now()
 				d, err := r.accept(ctx, in)
 				if err != nil {
 					failedOnce.Do(func() { fmt.Fprintf(e.stderr, "accept failed (the first; others not shown): %v\n", err) })
 				}
-				_ = out.write(replicaFrame{Op: "accepted", ID: f.ID, NS: int64(d), Failed: err != nil})
+				_ = out.write(replicaFrame{Op: "accepted", ID: f.ID, NS: int64(d), AtNS: at.UnixNano(), Failed: err != nil})
 			})
 		case "stop":
 			accepts.Wait()
@@ -594,6 +623,9 @@ func (p *benchProc) read(stdout io.Reader, ch *benchChannel, clock *modelClock, 
 			replies.Add(1)
 			if u, m, ok := benchTurnOf(f.ReplyTo); ok {
 				clock.record(u, m, time.Duration(f.NS))
+				clock.mark(u, m, func(k *turnMarks) {
+					k.modelAt, k.afterModel = f.AtNS, time.Duration(f.AfterModelNS)
+				})
 			}
 			kind := agent.ReplyAnswer
 			if f.Failed {
@@ -743,7 +775,7 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	ch := &benchChannel{done: map[string]chan agent.Reply{}}
-	clock := &modelClock{}
+	clock := &modelClock{marks: map[[2]int]turnMarks{}}
 	var (
 		stderrMu sync.Mutex
 		replies  atomic.Int64
@@ -837,6 +869,9 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 		acceptMu.Lock()
 		accepts = append(accepts, time.Duration(f.NS))
 		acceptMu.Unlock()
+		if u, m, ok := benchTurnOf(in.DedupeKey); ok {
+			clock.mark(u, m, func(k *turnMarks) { k.accept, k.acceptAt = time.Duration(f.NS), f.AtNS })
+		}
 		if f.Failed {
 			return errors.New("bench: a replica failed to accept a message")
 		}
@@ -881,6 +916,7 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 	acceptMu.Lock()
 	defer acceptMu.Unlock()
 	res := clusterResult(load, n, o.Latency, out, accepts, stats)
+	res.Stages.Slowest = slowest(out.turns, clock)
 	res.BenchRSSBytes, res.BenchCPUSeconds = peakRSS(), benchCPU.Seconds()
 	res.PeakRSSBytes = res.BenchRSSBytes
 	for i, st := range stats {

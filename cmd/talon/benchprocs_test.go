@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,6 +137,56 @@ func TestBenchReplicasAsProcesses(t *testing.T) {
 	}
 	if st := got.Stages; st == nil || st.Mean.Accept <= 0 || st.Mean.Turn <= 0 || st.TurnMS.P50 <= 0 {
 		t.Errorf("stages: %+v; want the accept and the turn measured in the replicas", st)
+	}
+	// The slowest turns, split: the replica timed the accept and the
+	// parts around the model calls of each.
+	if st := got.Stages; st != nil {
+		if len(st.Slowest) != slowestTurns {
+			t.Fatalf("slowest: %+v; want %d turns", st.Slowest, slowestTurns)
+		}
+		for i, s := range st.Slowest {
+			if s.AcceptMS <= 0 || s.AfterModelMS <= 0 || s.OverheadMS < s.AcceptMS+s.AfterModelMS || s.User >= 12 || s.Message >= 3 ||
+				(i > 0 && s.OverheadMS > st.Slowest[i-1].OverheadMS) {
+				t.Errorf("slowest[%d]: %+v; want the slowest first, the accept and the reply's persisting timed within the overhead", i, s)
+			}
+		}
+		if top := st.Slowest[0].OverheadMS; top < got.OverheadMS.P99 {
+			t.Errorf("the slowest turn's overhead %.2f ms is below the p99 %.2f ms", top, got.OverheadMS.P99)
+		}
+	}
+}
+
+// slowest takes the turns of the highest overhead, the slowest first,
+// each with the parts the replicas measured and the rest.
+func TestSlowestTurnsSplit(t *testing.T) {
+	clock := &modelClock{marks: map[[2]int]turnMarks{}}
+	var turns []benchTurn
+	for i := range 2 * slowestTurns {
+		turns = append(turns, benchTurn{u: i, m: 1, at: time.Duration(i) * time.Second, overhead: time.Duration(i+1) * time.Millisecond})
+		clock.mark(i, 1, func(k *turnMarks) {
+			k.accept, k.afterModel = time.Duration(i)*100*time.Microsecond, 300*time.Microsecond
+			k.acceptAt = int64(i) * int64(time.Second)
+			k.modelAt = k.acceptAt + int64(k.accept) + int64(200*time.Microsecond)
+		})
+	}
+	got := slowest(turns, clock)
+	if len(got) != slowestTurns {
+		t.Fatalf("got %d turns, want %d", len(got), slowestTurns)
+	}
+	for j, s := range got {
+		i := 2*slowestTurns - 1 - j // the slowest first
+		want := benchSlowTurn{AtS: float64(i), User: i, Message: 1, OverheadMS: float64(i + 1), AcceptMS: float64(i) / 10,
+			BeforeModelMS: 0.2, AfterModelMS: 0.3, RestMS: float64(i+1) - float64(i)/10 - 0.5}
+		if math.Abs(s.RestMS-want.RestMS) > 1e-9 {
+			t.Errorf("turn %d: rest %.6f ms, want %.6f", j, s.RestMS, want.RestMS)
+		}
+		s.RestMS = want.RestMS
+		if s != want {
+			t.Errorf("turn %d: %+v, want %+v", j, s, want)
+		}
+	}
+	if len(slowest(nil, clock)) != 0 {
+		t.Error("no turns: want none split")
 	}
 }
 
