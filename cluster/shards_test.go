@@ -130,9 +130,9 @@ func TestShardsNeverConnectedTwice(t *testing.T) {
 	url := testNATS(t)
 	s := newSockets()
 	const (
-		count    = 6
-		buckets  = 2
-		every = 300 * time.Millisecond
+		count   = 6
+		buckets = 2
+		every   = 300 * time.Millisecond
 		// Between a shard's fence and the earliest takeover lie 3·Renew
 		// (1.2 s with the tests' TTL of 2 s). A socket slow to close eats
 		// into that, and so does a fence timer that a loaded machine fires
