@@ -26,10 +26,7 @@ import (
 // of talon bench's replica processes run on, or skips.
 func benchTestEnv(t *testing.T) (dbURL, natsURL string, pool *pgxpool.Pool) {
 	t.Helper()
-	natsURL = os.Getenv("TALON_TEST_NATS")
-	if os.Getenv("TALON_TEST_POSTGRES") == "" || natsURL == "" {
-		t.Skip("TALON_TEST_POSTGRES and TALON_TEST_NATS are not both set: set them (postgres://root@127.0.0.1:5432/test?sslmode=disable, nats://127.0.0.1:4222) to run talon bench's replicas as processes")
-	}
+	natsURL = needPostgresAndNATS(t, "talon bench's replicas as processes")
 	dbURL, pool = postgresSchema(t)
 	return dbURL, natsURL, pool
 }

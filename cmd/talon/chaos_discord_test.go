@@ -53,10 +53,7 @@ func TestChaosDiscordShardsUnderSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three replicas, kills them three times and pauses one")
 	}
-	natsURL := os.Getenv("TALON_TEST_NATS")
-	if os.Getenv("TALON_TEST_POSTGRES") == "" || natsURL == "" {
-		t.Skip("TALON_TEST_POSTGRES and TALON_TEST_NATS are not both set: set them (postgres://root@127.0.0.1:5432/test?sslmode=disable, nats://127.0.0.1:4222) to run the chaos test of Discord shards")
-	}
+	natsURL := needPostgresAndNATS(t, "the chaos test of Discord shards")
 	const (
 		replicas  = 3
 		shards    = 4

@@ -40,10 +40,7 @@ func TestChaosPausedOwnerIsFenced(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two replicas and pauses one")
 	}
-	natsURL := os.Getenv("TALON_TEST_NATS")
-	if os.Getenv("TALON_TEST_POSTGRES") == "" || natsURL == "" {
-		t.Skip("TALON_TEST_POSTGRES and TALON_TEST_NATS are not both set: set them (postgres://root@127.0.0.1:5432/test?sslmode=disable, nats://127.0.0.1:4222) to run the test of a paused partition owner")
-	}
+	natsURL := needPostgresAndNATS(t, "the test of a paused partition owner")
 	dbURL, pool := postgresSchema(t)
 	prefix := natsPrefix(t, natsURL)
 

@@ -49,10 +49,7 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three replicas and kills them five times")
 	}
-	natsURL := os.Getenv("TALON_TEST_NATS")
-	if os.Getenv("TALON_TEST_POSTGRES") == "" || natsURL == "" {
-		t.Skip("TALON_TEST_POSTGRES and TALON_TEST_NATS are not both set: set them (postgres://root@127.0.0.1:5432/test?sslmode=disable, nats://127.0.0.1:4222) to run the chaos test of three replicas")
-	}
+	natsURL := needPostgresAndNATS(t, "the chaos test of three replicas")
 	const (
 		replicas   = 3
 		users      = 200
@@ -517,6 +514,18 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 
 // natsPrefix is a nats.prefix no other test run uses, for a test on the
 // machine's NATS; its stream and buckets are deleted at the end.
+// needPostgresAndNATS returns TALON_TEST_NATS, or skips t with one line
+// naming the two variables that enable what (the tests of replicas on the
+// machine's PostgreSQL and NATS) when either is unset.
+func needPostgresAndNATS(t *testing.T, what string) string {
+	t.Helper()
+	natsURL := os.Getenv("TALON_TEST_NATS")
+	if os.Getenv("TALON_TEST_POSTGRES") == "" || natsURL == "" {
+		t.Skip("TALON_TEST_POSTGRES and TALON_TEST_NATS are not both set: set them (postgres://root@127.0.0.1:5432/test?sslmode=disable, nats://127.0.0.1:4222) to run " + what)
+	}
+	return natsURL
+}
+
 func natsPrefix(t *testing.T, url string) string {
 	t.Helper()
 	prefix := fmt.Sprintf("talontest_%08x", rand.Uint32())
