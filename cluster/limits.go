@@ -361,6 +361,7 @@ func (l *Limits) watch(ctx context.Context) {
 	}
 }
 
+// sleepCtx waits d, or less if ctx ends (false).
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()

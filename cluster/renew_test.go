@@ -207,7 +207,7 @@ type slowKV struct {
 }
 
 func (s slowKV) wait(ctx context.Context) error {
-	if !agentSleep(ctx, s.latency) {
+	if !sleepCtx(ctx, s.latency) {
 		return ctx.Err()
 	}
 	return nil

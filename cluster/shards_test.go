@@ -651,7 +651,7 @@ func TestShardsReclaimedAfterANATSOutageWithoutWaiting(t *testing.T) {
 					if d == 0 {
 						break
 					}
-					if !agentSleep(ctx, d) {
+					if !sleepCtx(ctx, d) {
 						return
 					}
 				}
@@ -694,17 +694,5 @@ func TestShardsReclaimedAfterANATSOutageWithoutWaiting(t *testing.T) {
 		if c.wait != 0 {
 			t.Errorf("after the outage %s waits %s before identifying shard %d, want 0", c.replica, c.wait, c.shard)
 		}
-	}
-}
-
-// agentSleep waits d, or less if ctx ends (false).
-func agentSleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
