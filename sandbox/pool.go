@@ -189,20 +189,26 @@ func (r *Runtime) fill(t *loaded, p *pool) {
 	}
 }
 
+// instantiateIfRoom makes an instance of t for a pool, charged to the
+// quota only if it has room now (errQuotaFull otherwise: it waits for
+// none). _initialize is guest code: it is bound by the tool's deadline.
+func (r *Runtime) instantiateIfRoom(t *loaded) (*instance, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, t.manifest.Limits.Deadline)
+	defer cancel()
+	return r.instantiate(ctx, t, func(n uint64) error {
+		if !r.quota.tryAcquire(n) {
+			return errQuotaFull
+		}
+		return nil
+	})
+}
+
 // fillOne makes one instance of t for a pool, once the quota has room for
 // it and no call waits for memory.
 func (r *Runtime) fillOne(t *loaded) (*instance, error) {
 	for {
 		freed := r.quota.released()
-		// _initialize is guest code: bound it by the tool's deadline.
-		ctx, cancel := context.WithTimeout(r.ctx, t.manifest.Limits.Deadline)
-		inst, err := r.instantiate(ctx, t, func(n uint64) error {
-			if !r.quota.tryAcquire(n) {
-				return errQuotaFull
-			}
-			return nil
-		})
-		cancel()
+		inst, err := r.instantiateIfRoom(t)
 		if err != errQuotaFull {
 			return inst, err
 		}
@@ -294,14 +300,7 @@ func (r *Runtime) warmPool(t *loaded) {
 	}
 	p.held--
 	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(r.ctx, t.manifest.Limits.Deadline)
-	inst, err := r.instantiate(ctx, t, func(n uint64) error {
-		if !r.quota.tryAcquire(n) {
-			return errQuotaFull
-		}
-		return nil
-	})
-	cancel()
+	inst, err := r.instantiateIfRoom(t)
 	if err != nil {
 		p.mu.Lock()
 		p.held++
