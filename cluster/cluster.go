@@ -326,11 +326,34 @@ const (
 	reannounceEvery = 250 * time.Millisecond
 )
 
-// reannounce announces again, every reannounceEvery while NATS answers,
-// the messages Dispatch could not announce, oldest first, so that their
-// owners take them now rather than at their next sweep.
+// reannounce (run every reannounceEvery) announces again, while NATS
+// answers, the messages Dispatch could not announce, oldest first, so
+// that their owners take them now rather than at their next sweep.
 func (n *Node) reannounce(ctx context.Context) {
-	t := time.NewTicker(reannounceEvery)
+	n.mu.Lock()
+	todo := n.unannounced
+	n.unannounced = nil
+	n.mu.Unlock()
+	sent := 0
+	for _, q := range todo {
+		if ctx.Err() != nil || n.announce(q) != nil {
+			break
+		}
+		sent++
+	}
+	if sent < len(todo) {
+		n.mu.Lock()
+		n.unannounced = append(todo[sent:], n.unannounced...)
+		n.mu.Unlock()
+	}
+	if sent > 0 {
+		n.log.Info().Int("messages", sent).Msg("cluster: messages that could not be announced when accepted were announced again")
+	}
+}
+
+// every runs f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func(context.Context)) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -338,28 +361,7 @@ func (n *Node) reannounce(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n.mu.Lock()
-		todo := n.unannounced
-		n.unannounced = nil
-		n.mu.Unlock()
-		if len(todo) == 0 {
-			continue
-		}
-		sent := 0
-		for _, q := range todo {
-			if ctx.Err() != nil || n.announce(q) != nil {
-				break
-			}
-			sent++
-		}
-		if sent < len(todo) {
-			n.mu.Lock()
-			n.unannounced = append(todo[sent:], n.unannounced...)
-			n.mu.Unlock()
-		}
-		if sent > 0 {
-			n.log.Info().Int("messages", sent).Msg("cluster: messages that could not be announced when accepted were announced again")
-		}
+		f(ctx)
 	}
 }
 
@@ -381,8 +383,8 @@ func (n *Node) Decided(_ context.Context, id agent.ApprovalID) {
 func (n *Node) Run(ctx context.Context) error {
 	sctx, stopSweep := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { n.sweep(sctx) })
-	wg.Go(func() { n.reannounce(sctx) })
+	wg.Go(func() { every(sctx, n.cfg.Sweep, n.sweep) })
+	wg.Go(func() { every(sctx, reannounceEvery, n.reannounce) })
 	wg.Go(func() { n.limits.Run(sctx) })
 	sub, err := n.nc.Subscribe(n.decidedSubject(), func(m *nats.Msg) {
 		id, err := strconv.ParseInt(string(m.Data), 10, 64)
@@ -517,24 +519,11 @@ func (n *Node) load(ctx context.Context, id agent.InboundID) (agent.QueuedInboun
 	return agent.QueuedInbound{}, false, nil
 }
 
-// sweep hands, every Sweep, the pending messages of the partitions this
+// sweep hands (run every Sweep) the pending messages of the partitions this
 // replica serves to their scopes: an announcement lost (the replica that
 // accepted it died before it was published, or NATS failed) delays a
 // message by at most Sweep.
 func (n *Node) sweep(ctx context.Context) {
-	t := time.NewTicker(n.cfg.Sweep)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n.sweepOnce(ctx)
-	}
-}
-
-func (n *Node) sweepOnce(ctx context.Context) {
 	n.mu.Lock()
 	none := len(n.scopes) == 0
 	n.mu.Unlock()
