@@ -111,7 +111,7 @@ type Node struct {
 	// announce (NATS down or slow), announced again once it answers
 	// (reannounce); at most maxUnannounced, the rest left to the owners'
 	// sweeps. Guarded by mu.
-	unannounced []agent.QueuedInbound
+	unannounced []announcement
 }
 
 // Open makes sure the stream and the lease bucket exist (creating them, or
@@ -277,25 +277,33 @@ func (n *Node) Held() []int { return n.leases.Held() }
 // within announceWait) is announced again once NATS answers
 // (reannounce), and otherwise found by its owner's sweep.
 func (n *Node) Dispatch(ctx context.Context, q agent.QueuedInbound) error {
-	err := n.announce(q)
+	a := announcement{id: q.ID, partition: n.Partition(q.Key)}
+	err := n.announce(a)
 	if err != nil {
 		n.mu.Lock()
 		if len(n.unannounced) < maxUnannounced {
-			n.unannounced = append(n.unannounced, q)
+			n.unannounced = append(n.unannounced, a)
 		}
 		n.mu.Unlock()
 	}
 	return err
 }
 
-func (n *Node) announce(q agent.QueuedInbound) error {
+// announcement is what an announcement says: only the message's id, on
+// its partition's subject (the owner reads the message from the store).
+type announcement struct {
+	id        agent.InboundID
+	partition int
+}
+
+func (n *Node) announce(a announcement) error {
 	if !n.nc.IsConnected() {
-		return fmt.Errorf("cluster: announce inbound %d: not connected to NATS (%s)", q.ID, n.nc.Status())
+		return fmt.Errorf("cluster: announce inbound %d: not connected to NATS (%s)", a.id, n.nc.Status())
 	}
-	subj := n.cfg.Prefix + ".in." + strconv.Itoa(n.Partition(q.Key))
-	f, err := n.pub.PublishAsync(subj, strconv.AppendInt(nil, int64(q.ID), 10))
+	subj := n.cfg.Prefix + ".in." + strconv.Itoa(a.partition)
+	f, err := n.pub.PublishAsync(subj, strconv.AppendInt(nil, int64(a.id), 10))
 	if err != nil {
-		return fmt.Errorf("cluster: announce inbound %d: %w", q.ID, err)
+		return fmt.Errorf("cluster: announce inbound %d: %w", a.id, err)
 	}
 	t := time.NewTimer(announceWait)
 	defer t.Stop()
@@ -303,9 +311,9 @@ func (n *Node) announce(q agent.QueuedInbound) error {
 	case <-f.Ok():
 		return nil
 	case err := <-f.Err():
-		return fmt.Errorf("cluster: announce inbound %d: %w", q.ID, err)
+		return fmt.Errorf("cluster: announce inbound %d: %w", a.id, err)
 	case <-t.C:
-		return fmt.Errorf("cluster: announce inbound %d: no acknowledgement within %s", q.ID, announceWait)
+		return fmt.Errorf("cluster: announce inbound %d: no acknowledgement within %s", a.id, announceWait)
 	}
 }
 
@@ -335,8 +343,8 @@ func (n *Node) reannounce(ctx context.Context) {
 	n.unannounced = nil
 	n.mu.Unlock()
 	sent := 0
-	for _, q := range todo {
-		if ctx.Err() != nil || n.announce(q) != nil {
+	for _, a := range todo {
+		if ctx.Err() != nil || n.announce(a) != nil {
 			break
 		}
 		sent++
