@@ -789,8 +789,8 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 		wg.Wait()
 	}()
 	// One after the other, as in one process: their start is not what
-	// the bench measures, and replicas creating the run's streams at
-	// once is what crashes nats-server 2.9 (docs/scale.md).
+	// the bench measures (replicas starting at once are
+	// TestReplicasStartingTogether's, in the cluster package).
 	for i := range n {
 		o := o
 		o.Replica, o.DataDir = i, filepath.Join(dataDir, strconv.Itoa(i))
