@@ -204,7 +204,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&llmURL, "llm-url", "", "drive the OpenAI-compatible endpoint at `URL` instead of the in-process fake model")
 	fs.StringVar(&llmModel, "llm-model", "bench", "model name `M` sent to --llm-url")
 	fs.StringVar(&dataDir, "data-dir", "", "directory `DIR` for the database and the tool cache (default: a new temporary directory, removed after)")
-	fs.StringVar(&storeArg, "store", "sqlite", "the store, `sqlite|postgres:URL`: sqlite (a file in the data directory) or postgres:URL (no password in the URL: use PGPASSWORD); "+
+	fs.StringVar(&storeArg, "store", "sqlite", "the store, `sqlite|postgres:URL`: sqlite (a file in the data directory) or postgres:URL (or the postgres:// URL alone; no password in it: use PGPASSWORD); "+
 		"the run's users are new to it, so a database with data is fine")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `FILE` (with --replicas as processes, one of each replica to FILE.0 … FILE.N-1)")
@@ -225,8 +225,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	if inProcess && replicas == 0 {
 		return &usageError{"bench: --replicas-in-process goes with --replicas N"}
 	}
+	pgURL, onPostgres := cutPostgres(storeArg)
 	if replicas != 0 {
-		if replicas < 1 || replicas > 16 || !strings.HasPrefix(storeArg, "postgres:") || natsURL == "" || consolePoll > 0 || llmURL != "" {
+		if replicas < 1 || replicas > 16 || !onPostgres || natsURL == "" || consolePoll > 0 || llmURL != "" {
 			return &usageError{"bench: --replicas takes 1 to 16, with --store postgres:URL and --nats nats://host:4222, without --console-poll and --llm-url"}
 		}
 		if u, err := url.Parse(natsURL); err != nil || u.Scheme != "nats" || u.User != nil {
@@ -241,7 +242,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	}
 	if replicas > 0 {
 		load := benchLoad{users: users, messages: messages, concurrency: concurrency, toolShare: toolShare, think: think}
-		return benchReplicas(ctx, e, load, replicas, inProcess, strings.TrimPrefix(storeArg, "postgres:"), natsURL, latency, asJSON, cpuProfile)
+		return benchReplicas(ctx, e, load, replicas, inProcess, pgURL, natsURL, latency, asJSON, cpuProfile)
 	}
 	if dataDir == "" {
 		d, err := os.MkdirTemp("", "talon-bench-")
@@ -263,8 +264,8 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		}
 		defer sdb.Close()
 		db, consoleDB = sdb, sdb
-	case strings.HasPrefix(storeArg, "postgres:"):
-		u, err := postgresArg(strings.TrimPrefix(storeArg, "postgres:"))
+	case onPostgres:
+		u, err := postgresArg(pgURL)
 		if err != nil {
 			return fmt.Errorf("bench: --store: %w", err)
 		}

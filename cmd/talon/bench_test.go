@@ -316,3 +316,35 @@ func TestBenchReplicas(t *testing.T) {
 		t.Errorf("messages answered in PostgreSQL: %d, %v; want 36", done, err)
 	}
 }
+
+// A PostgreSQL store is named on the command line as postgres:URL or as
+// the URL alone (the issue's `talon bench --store postgres://…`).
+func TestStoreURLAsTyped(t *testing.T) {
+	for arg, want := range map[string]string{
+		"postgres:postgres://talon@db/talon": "postgres://talon@db/talon",
+		"postgres://talon@db/talon":          "postgres://talon@db/talon",
+		"postgresql://talon@db/talon":        "postgresql://talon@db/talon",
+		"postgres:":                          "",
+	} {
+		if got, ok := cutPostgres(arg); !ok || got != want {
+			t.Errorf("cutPostgres(%q) = %q, %v; want %q", arg, got, ok, want)
+		}
+	}
+	for _, arg := range []string{"sqlite", "mysql://db/talon", "postgresx://db"} {
+		if got, ok := cutPostgres(arg); ok {
+			t.Errorf("cutPostgres(%q) = %q, true; want not a PostgreSQL store", arg, got)
+		}
+	}
+	// The URL alone is taken as the store's: its password is refused for
+	// the process list's sake (exit 1, not a usage error), without being
+	// echoed.
+	for _, args := range [][]string{
+		{"bench", "--users", "1", "--messages", "1", "--store", "postgres://talon:hunter22@127.0.0.1:1/talon"},
+		{"bench", "--users", "1", "--messages", "1", "--store", "postgresql://talon:hunter22@127.0.0.1:1/talon", "--replicas", "2", "--nats", "nats://127.0.0.1:1"},
+	} {
+		res := runMain(t, env{}, args...)
+		if res.code != 1 || !strings.Contains(res.stderr, "holds a password") || strings.Contains(res.stderr+res.stdout, "hunter22") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 refusing the password without echoing it", args[6], res.code, res.stderr)
+		}
+	}
+}

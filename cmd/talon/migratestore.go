@@ -121,9 +121,9 @@ func migrateTarget(e env, to, configPath string) (string, error) {
 		}
 		return cfg.Store.URL.Reveal(), nil
 	}
-	u, ok := strings.CutPrefix(to, "postgres:")
+	u, ok := cutPostgres(to)
 	if !ok || u == "" {
-		return "", &usageError{"migrate-store: --to must be postgres:URL (postgres://user@host:5432/db) or postgres\n" + migrateStoreUsage}
+		return "", &usageError{"migrate-store: --to must be postgres:URL or the URL itself (postgres://user@host:5432/db), or postgres\n" + migrateStoreUsage}
 	}
 	u, err := postgresArg(u)
 	if err != nil {
@@ -132,13 +132,23 @@ func migrateTarget(e env, to, configPath string) (string, error) {
 	return u, nil
 }
 
+// cutPostgres returns the URL of a PostgreSQL store named on the command
+// line: postgres:URL, or the URL itself (postgres://… or postgresql://…),
+// as people type it.
+func cutPostgres(arg string) (string, bool) {
+	if strings.HasPrefix(arg, "postgres://") || strings.HasPrefix(arg, "postgresql://") {
+		return arg, true
+	}
+	return strings.CutPrefix(arg, "postgres:")
+}
+
 // postgresArg checks a PostgreSQL URL given on the command line: a
 // postgres:// URL without a password, which the process list would show
 // to everyone on the machine.
 func postgresArg(u string) (string, error) {
 	pu, err := url.Parse(u)
 	if err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
-		return "", &usageError{"want a postgres:// URL after postgres:, e.g. postgres:postgres://talon@db:5432/talon"}
+		return "", &usageError{"want a postgres:// URL, e.g. postgres://talon@db:5432/talon (or postgres:postgres://…)"}
 	}
 	if _, has := pu.User.Password(); has || pu.Query().Has("password") {
 		return "", errors.New("the URL holds a password, which the process list shows to everyone on this machine: put it in PGPASSWORD or ~/.pgpass (or, for migrate-store, use --to postgres with store.url from the environment)")
