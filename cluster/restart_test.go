@@ -4,64 +4,14 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/cluster/natstest"
 )
-
-// restartable is an in-process NATS server with JetStream that can be
-// stopped and started again on the same port and store, as a NATS host
-// that restarts.
-type restartable struct {
-	t    *testing.T
-	opts server.Options
-	mu   sync.Mutex
-	s    *server.Server // guarded by mu; nil while stopped
-}
-
-func newRestartable(t *testing.T) *restartable {
-	r := &restartable{t: t, opts: server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}}
-	r.start()
-	// The same port at each start, so that the clients reconnect to it.
-	r.opts.Port = r.s.Addr().(*net.TCPAddr).Port
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *restartable) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", r.opts.Port) }
-
-func (r *restartable) start() {
-	r.t.Helper()
-	opts := r.opts
-	s, err := server.NewServer(&opts)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		r.t.Fatal("the in-process NATS server did not start")
-	}
-	r.mu.Lock()
-	r.s = s
-	r.mu.Unlock()
-}
-
-func (r *restartable) stop() {
-	r.mu.Lock()
-	s := r.s
-	r.s = nil
-	r.mu.Unlock()
-	if s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
-	}
-}
 
 // TestNodeSurvivesNATSRestart: the NATS server restarts (its stream and
 // buckets kept on disk) while three replicas accept messages. Accepting
@@ -71,8 +21,8 @@ func (r *restartable) stop() {
 // every minute here: the replicas look for what they could not announce
 // when they reconnect), and every partition is owned again.
 func TestNodeSurvivesNATSRestart(t *testing.T) {
-	ns := newRestartable(t)
-	f := newFixture(t, ns.url(), "talon")
+	ns := natstest.NewRestartable(t)
+	f := newFixture(t, ns.URL(), "talon")
 	f.cfg.Sweep = time.Minute
 	rs := []*replica{f.start("a"), f.start("b"), f.start("c")}
 	owned := func() bool {
@@ -112,7 +62,7 @@ func TestNodeSurvivesNATSRestart(t *testing.T) {
 		})
 	}
 	time.Sleep(time.Second)
-	ns.stop()
+	ns.Stop()
 	mu.Lock()
 	before := len(ids)
 	mu.Unlock()
@@ -120,7 +70,7 @@ func TestNodeSurvivesNATSRestart(t *testing.T) {
 	mu.Lock()
 	during := len(ids) - before
 	mu.Unlock()
-	ns.start()
+	ns.Start()
 	back := time.Now()
 	time.Sleep(time.Second)
 	stopLoad()
@@ -146,14 +96,14 @@ func TestNodeSurvivesNATSRestart(t *testing.T) {
 // afterwards as before (a replica left without them would run its turns
 // under its own bounds only: three replicas, up to three turns at once).
 func TestLimitsHoldAfterNATSRestart(t *testing.T) {
-	ns := newRestartable(t)
-	f := newFixture(t, ns.url(), "talon")
+	ns := natstest.NewRestartable(t)
+	f := newFixture(t, ns.URL(), "talon")
 	model := newCounting()
 	f.model = model
 	f.limits = agent.Limits{MaxTurnsPerUser: 1, MaxConcurrentTurns: 2}
 	rs := startSpread(t, f)
-	ns.stop()
-	ns.start()
+	ns.Stop()
+	ns.Start()
 	eventually(t, 10*testTTL, "8 partitions owned after the restart", func() bool {
 		total := 0
 		for _, r := range rs {
