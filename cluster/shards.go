@@ -24,20 +24,24 @@ import (
 //
 // Why never twice, even when the network fails: a replica connects a
 // shard inside the lease's Work, and Work's context ends, closing the
-// socket, when the lease is lost, given up or fenced. The fence here is
-// TTL − 3·Renew after the replica *sent* its last renewal that succeeded
-// (4 s with the default TTL of 10 s), measured on the replica's own
-// monotonic clock. The server can expire the key no sooner than TTL after
-// it stored that renewal, which is after it was sent, measured on the
-// server's clock; only then can another replica create the key and
-// connect. Between the fence and the earliest takeover lie 3·Renew (6 s;
-// 1.2 s with the shortest TTL, 2 s), and closing a socket takes at most 1 s
-// (the close frame's write deadline, then the TCP connection is closed).
-// No two clocks are compared, so a skew between the replicas' and the
-// server's wall clocks does not matter; only a difference in the rate at
-// which they tick would, and it is far below 3·Renew over one TTL. A shard
-// given up (fair share) or a replica stopping cleanly deletes the key only
-// after Work has returned, that is after the socket is closed.
+// socket, when the lease is lost, given up or fenced. A shard lease is
+// renewed every TTL/10 (shardLease) and fenced TTL − margin after the
+// replica *sent* its last renewal that succeeded, margin = 6 renewals
+// (0.6·TTL): the fence is 4 s after that renewal with the default TTL of
+// 10 s, measured on the replica's own monotonic clock, and the renewals at
+// 1, 2 and 3 s each may renew the lease (each is given up when its answer
+// takes longer than the renewal interval, and the next is sent at its
+// tick), so one or two whose answers come late or never cost nothing. The
+// server can expire the key no sooner than TTL after it stored that
+// renewal, which is after it was sent, measured on the server's clock;
+// only then can another replica create the key and connect. Between the fence and the earliest takeover lies the margin
+// (6 s; 1.2 s with the shortest TTL, 2 s), and closing a socket takes at
+// most 1 s (the close frame's write deadline, then the TCP connection is
+// closed). No two clocks are compared, so a skew between the replicas' and
+// the server's wall clocks does not matter; only a difference in the rate
+// at which they tick would, and it is far below the margin over one TTL. A
+// shard given up (fair share) or a replica stopping cleanly deletes the
+// key only after Work has returned, that is after the socket is closed.
 //
 // A replica paused (SIGSTOP, a stalled VM) is the case the fence alone
 // does not cover: its socket stays open while it sleeps, its fence's timer
@@ -54,18 +58,18 @@ import (
 //     "discord.conn.<shard>" in the bucket "<prefix>_cluster" names its
 //     owner; it is deleted once the socket is closed. A replica that
 //     claims a shard whose key is still there (the previous owner died or
-//     sleeps) does not identify before DiscordSilence·heartbeat − 3·Renew
+//     sleeps) does not identify before DiscordSilence·heartbeat − margin
 //     after its claim, unless the probe below shows the owner's process
 //     gone: the previous owner sent its last heartbeat before its fence,
-//     at least 3·Renew before its lease expired and so before this claim,
-//     and Discord has dropped that connection by then. With Discord's
-//     41.25 s heartbeat and the default TTL of 10 s that is about 12 s +
-//     76.5 s after the owner stopped; a clean stop or a fair-share
-//     hand-over deletes the key and costs no wait.
+//     at least the margin before its lease expired and so before this
+//     claim, and Discord has dropped that connection by then. With
+//     Discord's 41.25 s heartbeat and the default TTL of 10 s that is
+//     about 11 s + 76.5 s after the owner stopped; a clean stop or a
+//     fair-share hand-over deletes the key and costs no wait.
 //
 // The probe tells a process that is gone from one that may only be
 // paused, so that a dead replica's shards are identified again at the
-// claim (about TTL + TTL/5 after the death) rather than 88 s after. Each
+// claim (about TTL + TTL/10 after the death) rather than 88 s after. Each
 // process subscribes, on a connection of its own on which nothing else
 // flows (ShardsConfig.Probe), to "<prefix>.alive.<replica>.<incarnation>"
 // (the incarnation is random per process, so that a replica started again
@@ -92,7 +96,7 @@ import (
 // responders" suffices, case by case:
 //   - SIGKILL, a crash, the OOM killer: the kernel closes every socket of
 //     the process at once, the probe's and Discord's alike. The claim
-//     comes at least 3·Renew after the death (the owner was before its
+//     comes at least the margin after the death (the owner was before its
 //     fence when it died, and the lease lasts TTL after its last renewal),
 //     time enough for the FIN (or RST) to reach Discord. The one case not
 //     seen: that packet lost, and nothing sent by Discord on the socket
@@ -157,7 +161,7 @@ type ShardsConfig struct {
 	Replica string
 	// LeaseTTL is how long a shard's lease lasts unrenewed (default 10 s,
 	// at least 2 s): a dead replica's shards are connected again by others
-	// within about LeaseTTL + LeaseTTL/5, plus the wait for an IDENTIFY.
+	// within about LeaseTTL + LeaseTTL/10, plus the wait for an IDENTIFY.
 	LeaseTTL time.Duration
 	// IdentifyEvery is the least time between two IDENTIFYs of one bucket
 	// (default 5 s, Discord's rule).
@@ -180,9 +184,23 @@ type ShardsConfig struct {
 // bucket of shards.
 const DefaultIdentifyEvery = 5 * time.Second
 
-// MinShardLeaseTTL is the shortest shard lease: its fence leaves 3·TTL/5
-// (1.2 s) for a socket to close, which takes at most 1 s.
+// MinShardLeaseTTL is the shortest shard lease: its margin (shardLease,
+// 0.6·TTL = 1.2 s) leaves time for a socket to close, which takes at most
+// 1 s. Its renewals are 0.2 s apart, each given up after 0.2 s.
 const MinShardLeaseTTL = 2 * time.Second
+
+// shardLease returns the timing of a shard lease of ttl: its renewal
+// interval (TTL/10, also the bound on each request to the bucket), its
+// fence (Leases.Deadline) and the margin between the fence and the
+// earliest expiry of the lease on the server, 6 renewals (0.6·TTL). The
+// margin is what keeps a shard from being connected twice (see Shards);
+// the 3 renewals before the fence (at 1, 2 and 3 of its 4 renewal
+// intervals) are what let one or two unanswered ones cost nothing.
+func shardLease(ttl time.Duration) (renew, deadline, margin time.Duration) {
+	renew = ttl / 10
+	margin = 6 * renew
+	return renew, ttl - margin, margin
+}
 
 // DiscordSilence is how many heartbeat intervals of silence we take Discord
 // to need before it drops a connection (and so the shard is free to be
@@ -298,11 +316,11 @@ func (s *Shards) ShardCount(ctx context.Context, want int, adopt bool) (int, err
 // settings are invalid or another shard count gets recorded meanwhile
 // (the replica stops connecting).
 func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Context, shard int, h *ShardHold)) error {
-	renew := s.ttl / 5
+	renew, deadline, margin := shardLease(s.ttl)
 	l := &Leases{KV: s.kv, Replica: s.replica, Slots: count, TTL: s.ttl, Renew: renew,
-		Deadline: s.ttl - 3*renew, Log: s.log, Prefer: []int{0}}
+		Deadline: deadline, Log: s.log, Prefer: []int{0}}
 	l.Work = func(ctx context.Context, shard int, hold Hold) {
-		h := &ShardHold{s: s, shard: shard, hold: hold, claimed: time.Now(), margin: l.TTL - l.Deadline}
+		h := &ShardHold{s: s, shard: shard, hold: hold, claimed: time.Now(), margin: margin}
 		s.mu.Lock()
 		s.working[shard]++
 		s.mu.Unlock()
@@ -319,11 +337,16 @@ func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Con
 	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The count and the probe's record are kept every TTL/5, not at the
+	// leases' cadence: no fence depends on them. The count expires TTL
+	// after its last rewrite (5 rewrites per TTL), and the probe's record
+	// is rewritten at once on a reconnect; the tick is only a fallback.
+	tend := s.ttl / 5
 	var conflict error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		conflict = s.keepCount(ctx, count, renew)
+		conflict = s.keepCount(ctx, count, tend)
 		cancel()
 	}()
 	moved := make(chan struct{}, 1)
@@ -331,7 +354,7 @@ func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Con
 	probeDone := make(chan struct{})
 	go func() {
 		defer close(probeDone)
-		s.keepProbe(ctx, renew, moved)
+		s.keepProbe(ctx, tend, moved)
 	}()
 	err := l.Run(ctx)
 	cancel()
@@ -345,10 +368,10 @@ func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Con
 	return conflict
 }
 
-// keepCount rewrites the recorded count every renew until ctx ends, and
+// keepCount rewrites the recorded count each interval until ctx ends, and
 // returns an error when another count is found.
-func (s *Shards) keepCount(ctx context.Context, count int, renew time.Duration) error {
-	t := time.NewTicker(renew)
+func (s *Shards) keepCount(ctx context.Context, count int, interval time.Duration) error {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	val := []byte(strconv.Itoa(count))
 	for {
@@ -357,7 +380,7 @@ func (s *Shards) keepCount(ctx context.Context, count int, renew time.Duration) 
 			return nil
 		case <-t.C:
 		}
-		cctx, ccancel := context.WithTimeout(ctx, renew)
+		cctx, ccancel := context.WithTimeout(ctx, interval)
 		e, err := s.kv.Get(cctx, countKey)
 		switch {
 		case err == nil && string(e.Value()) != string(val):
@@ -537,16 +560,16 @@ func (s *Shards) startProbe(moved chan<- struct{}) {
 }
 
 // keepProbe records which server the probe connection is on, at once and
-// again each time it reconnects (checked every renew as well), until ctx
+// again each time it reconnects (checked each interval as well), until ctx
 // ends.
-func (s *Shards) keepProbe(ctx context.Context, renew time.Duration, moved <-chan struct{}) {
+func (s *Shards) keepProbe(ctx context.Context, interval time.Duration, moved <-chan struct{}) {
 	if s.probe == nil {
 		return
 	}
-	t := time.NewTicker(renew)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		cctx, cancel := context.WithTimeout(ctx, renew)
+		cctx, cancel := context.WithTimeout(ctx, interval)
 		s.recordProbe(cctx)
 		cancel()
 		select {

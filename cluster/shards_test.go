@@ -8,6 +8,7 @@ import (
 	neturl "net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,8 +134,9 @@ func TestShardsNeverConnectedTwice(t *testing.T) {
 		count   = 6
 		buckets = 2
 		every   = 300 * time.Millisecond
-		// Between a shard's fence and the earliest takeover lie 3·Renew
-		// (1.2 s with the tests' TTL of 2 s). A socket slow to close eats
+		// Between a shard's fence and the earliest takeover lies the
+		// margin, 6 renewals of TTL/10 (1.2 s with the tests' TTL of 2 s,
+		// as with 3 renewals of TTL/5 before). A socket slow to close eats
 		// into that, and so does a fence timer that a loaded machine fires
 		// late: with 0.9 s of closing, 0.3 s was left, and one run at load
 		// 6–8 saw a shard connected twice. 0.6 s leaves as much again.
@@ -298,8 +300,10 @@ func TestShardsWaitForDiscordAfterAnUncleanEnd(t *testing.T) {
 	stopC, _ := serve("c")
 	defer stopC()
 	c := next("c")
-	// 2·5 s − 3·TTL/5 (1.2 s) after the claim, minus the time since.
-	if max := DiscordSilence*heartbeat - 3*testTTL/5; c.wait <= max-2*time.Second || c.wait > max {
+	// 2·5 s − the margin (0.6·TTL, 1.2 s) after the claim, minus the time
+	// since.
+	_, _, margin := shardLease(testTTL)
+	if max := DiscordSilence*heartbeat - margin; c.wait <= max-2*time.Second || c.wait > max {
 		t.Errorf("after an owner died connected, the next waits %s before identifying; want about %s", c.wait, max)
 	}
 	if !c.h.Held() || c.h.Token() <= b.h.Token() {
@@ -318,7 +322,8 @@ func TestShardsWaitForDiscordAfterAnUncleanEnd(t *testing.T) {
 func TestShardsProbeTellsAClosedConnectionFromAnOpenOne(t *testing.T) {
 	url := testNATS(t)
 	const heartbeat = 5 * time.Second
-	full := DiscordSilence*heartbeat - 3*testTTL/5
+	_, _, margin := shardLease(testTTL)
+	full := DiscordSilence*heartbeat - margin
 	type claim struct {
 		replica string
 		wait    time.Duration
@@ -693,6 +698,155 @@ func TestShardsReclaimedAfterANATSOutageWithoutWaiting(t *testing.T) {
 	for _, c := range connected("after the outage") {
 		if c.wait != 0 {
 			t.Errorf("after the outage %s waits %s before identifying shard %d, want 0", c.replica, c.wait, c.shard)
+		}
+	}
+}
+
+// TestShardKeptWhenARenewalGoesUnanswered: a renewal of a shard's lease
+// whose answer comes too late or never (a busy server, a lost packet) must
+// not cost the shard. Its lease is renewed every TTL/10 and fenced 4
+// renewal intervals after the last renewal sent that succeeded, so the
+// next two may still renew it. With renewals every TTL/5 and the fence 2
+// intervals after (before 3 December), the renewal after an unanswered
+// one was sent at the fence: the replica dropped a healthy shard, and
+// Discord saw a new IDENTIFY (up to 5 s of its identify bucket) for one
+// slow answer. Here the owner of a shard loses one renewal, or two in a
+// row, its answer lost (the write made) or its request lost, and must
+// keep the shard for a TTL after: its Work's context not cancelled, one
+// IDENTIFY, no lease lost.
+func TestShardKeptWhenARenewalGoesUnanswered(t *testing.T) {
+	const ttl = 3 * time.Second // the chaos tests' lease TTL: renewals every 0.3 s
+	for _, c := range []struct {
+		name  string
+		drop  int32
+		write bool
+	}{
+		{"answer lost", 1, true},
+		{"request lost", 1, false},
+		{"two answers lost", 2, true},
+		{"two requests lost", 2, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			nc := connect(t, testNATS(t))
+			var log syncLog
+			ctx, cancel := context.WithCancel(context.Background())
+			sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: "a", LeaseTTL: ttl, Prefix: "unanswered"}, zerolog.New(&log))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var drop, dropped atomic.Int32
+			sh.kv = unansweredKV{KeyValue: sh.kv, drop: &drop, dropped: &dropped, write: c.write}
+			if _, err := sh.ShardCount(ctx, 1, false); err != nil {
+				t.Fatal(err)
+			}
+			var works, identifies, cancels atomic.Int32
+			var hold atomic.Pointer[ShardHold]
+			done := make(chan error, 1)
+			go func() {
+				done <- sh.Serve(ctx, 1, func(ctx context.Context, _ int, h *ShardHold) {
+					works.Add(1)
+					hold.Store(h)
+					for {
+						d, err := h.BeforeIdentify(ctx, 5*time.Second)
+						if err != nil {
+							return
+						}
+						if d == 0 {
+							break
+						}
+						if !sleepCtx(ctx, d) {
+							return
+						}
+					}
+					identifies.Add(1)
+					<-ctx.Done()
+					cancels.Add(1)
+				})
+			}()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			eventually(t, 5*ttl, "the shard identified", func() bool { return identifies.Load() == 1 })
+
+			drop.Store(c.drop)
+			eventually(t, 5*ttl, "the renewals lost", func() bool { return dropped.Load() == c.drop })
+			for end := time.Now().Add(ttl); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				if n := cancels.Load(); n > 0 || !hold.Load().Held() {
+					break
+				}
+			}
+			if n := cancels.Load(); n > 0 || !hold.Load().Held() || works.Load() != 1 || identifies.Load() != 1 {
+				t.Errorf("after %d renewals unanswered: Work's context cancelled %d times, held %v, %d claims, %d IDENTIFYs; want the shard kept: 0, true, 1, 1. The log:\n%s",
+					c.drop, n, hold.Load().Held(), works.Load(), identifies.Load(), log.String())
+			}
+			if log.has("lease lost") {
+				t.Errorf("a lease lost after %d renewals unanswered; the log:\n%s", c.drop, log.String())
+			}
+			if got := sh.Held(); len(got) != 1 {
+				t.Errorf("shards held %v, want [0]", got)
+			}
+		})
+	}
+}
+
+// unansweredKV loses the next drop renewals (updates of an owner key),
+// counting them in dropped: with write, each is written and its answer
+// lost; without, the request is lost. Either way the caller hears nothing
+// until its bound ends.
+type unansweredKV struct {
+	jetstream.KeyValue
+	drop, dropped *atomic.Int32
+	write         bool
+}
+
+func (u unansweredKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if !strings.HasPrefix(key, "owner.") || !takeOne(u.drop) {
+		return u.KeyValue.Update(ctx, key, value, rev)
+	}
+	defer u.dropped.Add(1)
+	if u.write {
+		if _, err := u.KeyValue.Update(ctx, key, value, rev); err != nil {
+			return 0, err
+		}
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// takeOne takes one from n when n is positive.
+func takeOne(n *atomic.Int32) bool {
+	for {
+		v := n.Load()
+		if v <= 0 {
+			return false
+		}
+		if n.CompareAndSwap(v, v-1) {
+			return true
+		}
+	}
+}
+
+// TestShardLeaseTiming: a shard lease is renewed every TTL/10 and fenced
+// at 0.4·TTL, which leaves 3 renewals before the fence and keeps the
+// margin between the fence and the earliest takeover at 0.6·TTL, as with
+// renewals every TTL/5 and the fence at TTL − 3 of them before: more than
+// the 1 s a socket takes to close even at the shortest TTL.
+func TestShardLeaseTiming(t *testing.T) {
+	for _, ttl := range []time.Duration{MinShardLeaseTTL, 3 * time.Second, DefaultLeaseTTL, time.Minute} {
+		renew, deadline, margin := shardLease(ttl)
+		if renew != ttl/10 || deadline != ttl*4/10 || margin != ttl*6/10 || deadline+margin != ttl {
+			t.Errorf("TTL %s: renewal every %s, fence %s, margin %s; want %s, %s, %s", ttl, renew, deadline, margin, ttl/10, ttl*4/10, ttl*6/10)
+		}
+		if n := (deadline - 1) / renew; n != 3 {
+			t.Errorf("TTL %s: %d renewals before the fence, want 3", ttl, n)
+		}
+		if margin <= time.Second {
+			t.Errorf("TTL %s: margin %s, want more than the 1 s a socket takes to close", ttl, margin)
+		}
+		l := &Leases{KV: unansweredKV{}, Work: func(context.Context, int, Hold) {}, Replica: "a", Slots: 1, TTL: ttl, Renew: renew, Deadline: deadline}
+		if err := l.defaults(); err != nil || l.Renew != renew || l.Deadline != deadline {
+			t.Errorf("TTL %s: the leases take renewal %s and fence %s, %v; want %s and %s", ttl, l.Renew, l.Deadline, err, renew, deadline)
 		}
 	}
 }
