@@ -22,21 +22,37 @@ import (
 // scalars (never on the file's text). The second re-encodes the expanded tree
 // and decodes it with yaml's strict decoder (KnownFields), whose result is
 // the one returned, so a field type the walk does not understand fails closed.
+//
+// A reference may stand unquoted in a flow collection too
+// ({url: ${DATABASE_URL}}, as the README writes it), where YAML alone would
+// end the value at its braces: a file that does not parse is parsed again
+// with the references' "${" and "}" replaced by characters a plain value
+// may hold, and put back in the tree before the walk. Only the references'
+// syntax is touched, never a value.
 func decode(data []byte, getenv func(string) string) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var root yaml.Node
-	if err := dec.Decode(&root); err != nil {
-		if errors.Is(err, io.EOF) { // empty, or only comments
-			c := Default()
-			return &c, nil
+	root, err := parse(data)
+	if err != nil {
+		// A reference in a flow collection, as in
+		// store: {driver: postgres, url: ${DATABASE_URL}}: YAML ends a
+		// plain value at "{" and "}" there, so the file does not parse as
+		// written. Read it again with each reference shielded; a file
+		// that parses as it is never takes this path.
+		shielded, ok := shieldRefs(data)
+		if !ok {
+			return nil, err
 		}
-		return nil, fmt.Errorf("parse: %w", err)
+		r, err2 := parse(shielded)
+		if err2 != nil {
+			return nil, err
+		}
+		unshieldRefs(r)
+		root = r
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("the file must hold a single YAML document")
+	if root == nil { // empty, or only comments
+		c := Default()
+		return &c, nil
 	}
-	doc := &root
+	doc := root
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		doc = root.Content[0]
 	}
@@ -77,6 +93,74 @@ func decode(data []byte, getenv func(string) string) (*Config, error) {
 		return nil, errors.Join(w.sourced(errs)...)
 	}
 	return &strict, nil
+}
+
+// parse reads data's one YAML document; nil for an empty one.
+func parse(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("the file must hold a single YAML document")
+	}
+	return &root, nil
+}
+
+// refOpen and refClose stand for the "${" and "}" of a reference while a
+// file is parsed again by shieldRefs: characters YAML takes into a plain
+// value anywhere, flow collections included (private use, so not in a
+// configuration otherwise).
+const refOpen, refClose = "\uE000", "\uE001"
+
+// shieldRefs returns data with each ${NAME} written refOpen NAME refClose,
+// and whether there was any. A "$$" (a literal "$") is left as it is, so
+// "$${NAME}" stays text. It returns false for data that holds refOpen or
+// refClose already.
+func shieldRefs(data []byte) ([]byte, bool) {
+	s := string(data)
+	if strings.Contains(s, refOpen) || strings.Contains(s, refClose) {
+		return nil, false
+	}
+	var b strings.Builder
+	found := false
+	for i := 0; i < len(s); {
+		switch {
+		case strings.HasPrefix(s[i:], "$$"):
+			b.WriteString("$$")
+			i += 2
+		case strings.HasPrefix(s[i:], "${"):
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 || !validEnvName(s[i+2:i+2+end]) {
+				b.WriteByte('$')
+				i++
+				continue
+			}
+			b.WriteString(refOpen + s[i+2:i+2+end] + refClose)
+			i += 2 + end + 1
+			found = true
+		default:
+			b.WriteByte(s[i])
+			i++
+		}
+	}
+	return []byte(b.String()), found
+}
+
+// unshieldRefs writes back the references shieldRefs shielded, in every
+// key and value of the tree n.
+func unshieldRefs(n *yaml.Node) {
+	if strings.Contains(n.Value, refOpen) {
+		n.Value = strings.NewReplacer(refOpen, "${", refClose, "}").Replace(n.Value)
+	}
+	for _, c := range n.Content {
+		unshieldRefs(c)
+	}
 }
 
 // strictDecode is yaml's own strict decoding of data over c.

@@ -8,7 +8,8 @@
 // value came from the file, its line.
 //
 // Credentials never live in the file: a scalar value may reference the
-// environment as ${NAME} ($$ is a literal $). Expansion happens on decoded
+// environment as ${NAME} ($$ is a literal $), quoted or not, in a flow
+// collection ({url: ${DATABASE_URL}}) too. Expansion happens on decoded
 // values, never on the file's text, so an environment variable cannot inject
 // YAML. Credential fields have the type Secret, which redacts itself wherever
 // it is printed or marshalled, so a Config is safe to log.

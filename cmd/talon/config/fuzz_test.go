@@ -15,6 +15,7 @@ func FuzzDecode(f *testing.F) {
 	for _, seed := range []string{
 		"", "llm:\n  api_key: ${K}\n", "agent: {max_steps: 3}\n", "log: &a {level: info}\nhttp: *a\n",
 		"sandbox:\n  allow_private: [10.0.0.0/8]\n", "llm:\n  headers: {X: y}\n", "- a\n- b\n", "<<: {a: 1}\n",
+		"store: {driver: postgres, url: ${K}}\n", "sandbox: {allow_private: [${K}, $${K}]}\n",
 	} {
 		f.Add(seed)
 	}

@@ -434,3 +434,51 @@ func TestExpand(t *testing.T) {
 		}
 	}
 }
+
+// A reference stands unquoted in a flow collection, as the README and the
+// issue write it (store: {driver: postgres, url: ${DATABASE_URL}}), where
+// YAML alone ends a plain value at the braces: the file is read as meant,
+// a number from the environment is a number, "$$" stays a literal "$",
+// and an unset variable is named with its key and line as anywhere else.
+func TestLoadReferencesInFlowCollections(t *testing.T) {
+	const file = `store: {driver: postgres, url: ${DATABASE_URL}}
+nats: {url: ${NATS_URL}, partitions: ${PARTITIONS}, prefix: h${DEPLOYMENT}}
+sandbox: {allow_private: [${NET}, "10.1.0.0/16"]}
+agent: {system_prompt: "costs $$5 ${GREETING}"}
+`
+	vars := map[string]string{
+		"DATABASE_URL": "postgres://talon@db:5432/talon?sslmode=verify-full",
+		"NATS_URL":     "nats://nats:4222",
+		"PARTITIONS":   "16",
+		"DEPLOYMENT":   "blue",
+		"NET":          "10.0.0.0/8",
+		"GREETING":     "{hello}",
+	}
+	got, err := loadFile(t, file, vars)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got.Store.Driver != StorePostgres || got.Store.URL.Reveal() != vars["DATABASE_URL"] {
+		t.Errorf("store: %q %q", got.Store.Driver, got.Store.URL.Reveal())
+	}
+	if got.NATS.URL.Reveal() != vars["NATS_URL"] || got.NATS.Partitions != 16 || got.NATS.Prefix != "hblue" {
+		t.Errorf("nats: %+v", got.NATS)
+	}
+	if diff := cmp.Diff([]string{"10.0.0.0/8", "10.1.0.0/16"}, got.Sandbox.AllowPrivate); diff != "" {
+		t.Errorf("sandbox.allow_private (-want +got):\n%s", diff)
+	}
+	if got.Agent.SystemPrompt != "costs $5 {hello}" {
+		t.Errorf("agent.system_prompt: %q", got.Agent.SystemPrompt)
+	}
+
+	delete(vars, "NATS_URL")
+	_, err = loadFile(t, file, vars)
+	if diff := cmp.Diff([]string{"nats.url: environment variable NATS_URL is not set (line 2)"}, problems(err)); diff != "" {
+		t.Errorf("unset variable in a flow mapping (-want +got):\n%s", diff)
+	}
+
+	// What is not a reference still fails to parse, as before.
+	if _, err := loadFile(t, "store: {driver: postgres, url: ${1}}\n", vars); err == nil || !strings.Contains(err.Error(), "parse:") {
+		t.Errorf("a malformed reference in a flow mapping: %v", err)
+	}
+}
