@@ -15,6 +15,7 @@ import (
 	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/store"
 	"github.com/talonhq/talon/store/postgres"
+	"github.com/talonhq/talon/vault"
 )
 
 const migrateStoreUsage = `Usage: talon migrate-store --from sqlite:PATH --to postgres[:URL] [--config FILE]
@@ -22,9 +23,11 @@ const migrateStoreUsage = `Usage: talon migrate-store --from sqlite:PATH --to po
 Copies a Talon SQLite database (stop the gateway first) into an empty
 PostgreSQL database, in one transaction: every row with its id, vault
 entries as the sealed bytes they are (the vault opens them there with the
-same key). --to postgres alone uses store.url of the configuration; a URL
-given here must not hold a password (it would show in the process list):
-put it in PGPASSWORD or ~/.pgpass.
+same key: give it to every replica as TALON_VAULT_KEY). --to postgres
+alone uses store.url of the configuration; --to postgres:URL or the
+postgres:// URL alone names one, and a URL given here must not hold a
+password (it would show in the process list): put it in PGPASSWORD or
+~/.pgpass.
 `
 
 // cmdMigrateStore is talon migrate-store.
@@ -32,7 +35,7 @@ func cmdMigrateStore(ctx context.Context, e env, args []string) error {
 	fs := flag.NewFlagSet("migrate-store", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	from := fs.String("from", "", "the SQLite database, sqlite:PATH")
-	to := fs.String("to", "", "the PostgreSQL database, postgres:URL, or postgres for store.url")
+	to := fs.String("to", "", "the PostgreSQL database: postgres:URL, the postgres:// URL alone, or postgres for store.url")
 	configPath := fs.String("config", "", "configuration file (default $TALON_CONFIG), for --to postgres")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), migrateStoreUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -102,6 +105,13 @@ func cmdMigrateStore(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "Copied %d rows from %s to PostgreSQL. Set store.driver: postgres and store.url to use it.\n", total, path)
+	if got.Rows["vault_meta"] > 0 || got.Rows["vault_entries"] > 0 {
+		// Each replica has a data directory of its own: none of them has
+		// this one's key file.
+		fmt.Fprintf(e.stdout, "The vault opens there with the key it was sealed with: set %s on every replica to it "+
+			"(the contents of %s, unless %s was set for this gateway).\n",
+			vault.EnvKey, filepath.Join(filepath.Dir(path), vault.KeyFileName), vault.EnvKey)
+	}
 	for t, n := range got.Skipped {
 		fmt.Fprintf(e.stderr, "migrate-store: not copied: %s (%d rows): the PostgreSQL store does not keep it yet\n", t, n)
 	}

@@ -117,6 +117,18 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "Copied ") {
 		t.Fatalf("migrate-store: exit %d, stdout %s, stderr %s", res.code, res.stdout, res.stderr)
 	}
+	// Every table with rows is copied: the full-text indexes of the
+	// messages and the memory are not data of their own (PostgreSQL
+	// indexes the copied rows), and are not named as left behind.
+	if strings.Contains(res.stderr, "not copied") {
+		t.Errorf("migrate-store names tables not copied: %s", res.stderr)
+	}
+	// The replicas' data directories have no key file: it says where the
+	// key is and how to give it to them, never the key.
+	if want := "set TALON_VAULT_KEY on every replica to it (the contents of " + filepath.Join(dataA, "vault.key"); !strings.Contains(res.stdout, want) ||
+		strings.Contains(res.stdout+res.stderr, key.Encode()) {
+		t.Errorf("migrate-store's output says nothing of the vault key (want %q): %s", want, res.stdout)
+	}
 
 	// Every table holds the same rows in both.
 	sq, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")

@@ -241,8 +241,9 @@ func convert(v any, typ string) (any, error) {
 
 // skippedTables counts the rows of src's tables that Import does not copy:
 // tables of features not on PostgreSQL yet. SQLite's own tables, the
-// migrations' record and the shadow tables of full-text indexes (which
-// hold a copy of another table's text) are not counted.
+// migrations' record and the full-text indexes with their shadow tables
+// (which hold a copy of another table's text, copied itself: PostgreSQL
+// indexes it its own way) are not counted.
 func skippedTables(ctx context.Context, src *sql.Tx, out map[string]int64) error {
 	rows, err := src.QueryContext(ctx, `SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name`)
 	if err != nil {
@@ -276,7 +277,7 @@ func skippedTables(ctx context.Context, src *sql.Tx, out map[string]int64) error
 		}
 		shadow := false
 		for _, f := range fts {
-			if strings.HasPrefix(name, f+"_") {
+			if name == f || strings.HasPrefix(name, f+"_") {
 				shadow = true
 			}
 		}
