@@ -643,6 +643,7 @@ func doctorPostgres(ctx context.Context, e env, cfg *config.Config, check checkF
 	in, err := postgres.Inspect(cctx, cfg.Store.URL.Reveal())
 	var detail string
 	switch {
+	case errors.Is(err, postgres.ErrCannotCreate): // it says what to do
 	case err != nil:
 		err = fmt.Errorf("%w (check store.url and that the server accepts this host)", err)
 	case in.Version == 0:

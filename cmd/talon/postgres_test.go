@@ -218,3 +218,96 @@ func TestConsoleOnPostgres(t *testing.T) {
 		t.Fatal("run did not stop at end of input")
 	}
 }
+
+// A store.url where Talon cannot create its tables: doctor says so, with
+// what to do, instead of "empty: the first start creates" it, and chat (the
+// gateway's start) and migrate-store stop with the same words rather than
+// PostgreSQL's "no schema has been selected to create in". Two ways
+// operators meet it: a search_path naming a schema not created yet, and a
+// role without CREATE on the schema (public, on PostgreSQL 15, for a role
+// that does not own the database).
+func TestPostgresSchemaTalonCannotCreateIn(t *testing.T) {
+	base := pgtest.Base(t)
+	ctx := context.Background()
+	admin, err := pgxpool.New(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
+	role, schema := "talon_test_role_"+suffix, "talon_test_ro_"+suffix
+	if _, err := admin.Exec(ctx, "CREATE ROLE "+role+" LOGIN; CREATE SCHEMA "+schema+"; GRANT USAGE ON SCHEMA "+schema+" TO "+role); err != nil {
+		t.Fatalf("create a role and a schema: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE; DROP ROLE "+role); err != nil {
+			t.Errorf("drop the role and schema: %v", err)
+		}
+	})
+	withQuery := func(user string, set map[string]string) string {
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user != "" {
+			u.User = url.User(user)
+		}
+		q := u.Query()
+		for k, v := range set {
+			q.Set(k, v)
+		}
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	for _, tt := range []struct {
+		name, url string
+		want      []string
+	}{
+		{"missing schema", withQuery("", map[string]string{"search_path": "talon_test_missing_" + suffix}),
+			[]string{"no schema of the search_path (talon_test_missing_" + suffix + ") exists", "CREATE SCHEMA"}},
+		{"no CREATE on the schema", withQuery(role, map[string]string{"search_path": schema}),
+			[]string{"role " + role + " may not create tables in schema " + schema, "GRANT CREATE ON SCHEMA " + schema + " TO " + role}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", srv.URL)+"store: {driver: postgres, url: ${DATABASE_URL}}\n")
+			e := func(stdin string) env {
+				return env{getenv: testEnv(map[string]string{"DATABASE_URL": tt.url}), stdin: strings.NewReader(stdin)}
+			}
+			has := func(what, out string) {
+				t.Helper()
+				for _, w := range tt.want {
+					if !strings.Contains(out, w) {
+						t.Errorf("%s: want %q in: %s", what, w, out)
+					}
+				}
+			}
+			asked := len(srv.Requests())
+			res := runMain(t, e(""), "doctor", "--config", cfg)
+			if res.code == 0 || strings.Contains(res.stdout, "the first start creates") {
+				t.Errorf("doctor passed a database where nothing can be created: %s", res.stdout)
+			}
+			has("doctor", res.stdout)
+			res = runMain(t, e("hello\n"), "chat", "--config", cfg)
+			if res.code == 0 {
+				t.Errorf("chat started: %s", res.stdout)
+			}
+			has("chat", res.stderr)
+			if n := len(srv.Requests()) - asked; n != 1 { // doctor's one question
+				t.Errorf("the model was asked %d times; want doctor's one", n)
+			}
+		})
+	}
+	// migrate-store stops the same way, before copying anything.
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, baseConfig(filepath.Join(dir, "data"), "openai", srv.URL))
+	if res := runMain(t, env{getenv: testEnv(nil), stdin: strings.NewReader("hi\n")}, "chat", "--config", cfg); res.code != 0 {
+		t.Fatalf("chat on SQLite: %d %s", res.code, res.stderr)
+	}
+	res := runMain(t, env{getenv: testEnv(nil)}, "migrate-store", "--from", "sqlite:"+filepath.Join(dir, "data", "talon.db"),
+		"--to", withQuery("", map[string]string{"search_path": "talon_test_missing_" + suffix}))
+	if res.code == 0 || !strings.Contains(res.stderr, "no schema of the search_path") || !strings.Contains(res.stderr, "CREATE SCHEMA") {
+		t.Errorf("migrate-store into a missing schema: exit %d, stderr %s", res.code, res.stderr)
+	}
+}

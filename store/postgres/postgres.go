@@ -264,6 +264,9 @@ func (db *DB) migrate(ctx context.Context) error {
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLock)) //nolint:errcheck // the session ends with the connection anyway
 	if _, err := conn.Exec(ctx, createSchemaMigrations); err != nil {
+		if cerr := creatable(ctx, conn); cerr != nil {
+			return fmt.Errorf("%w (%w)", cerr, err)
+		}
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
 	var count, oldest, newest int64
@@ -299,6 +302,39 @@ func (db *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
+// creatable says, with what to do, why Open cannot create its tables on
+// q's connection: no schema of the search_path exists (PostgreSQL's "no
+// schema has been selected to create in"), or the role may not create in
+// the first one (on PostgreSQL 15 and later, public is its owner's only).
+// It returns nil when it can, or when the question itself fails.
+func creatable(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) error {
+	var schema *string
+	var path, role string
+	var may bool
+	err := q.QueryRow(ctx, `SELECT current_schema(), current_setting('search_path'), current_user,
+		coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)`).Scan(&schema, &path, &role, &may)
+	switch {
+	case err != nil:
+		return nil
+	case schema == nil:
+		return fmt.Errorf("%w: no schema of the search_path (%s) exists, or role %s may not use it: "+
+			"create it (CREATE SCHEMA name AUTHORIZATION %s) or grant it (GRANT USAGE, CREATE ON SCHEMA name TO %s), "+
+			"or name another with search_path in store.url", ErrCannotCreate, path, role, role, role)
+	case !may:
+		return fmt.Errorf("%w: role %s may not create tables in schema %s: "+
+			"GRANT CREATE ON SCHEMA %s TO %s (or make %s the database's owner), or name a schema it may create in with search_path in store.url",
+			ErrCannotCreate, role, *schema, *schema, role, role)
+	}
+	return nil
+}
+
+// ErrCannotCreate is wrapped by the errors of Open and Inspect for a
+// database where Talon's tables cannot be created (the schema or the
+// role's privileges); the message says what to do.
+var ErrCannotCreate = errors.New("postgres: cannot create Talon's tables")
+
 // Inspection is what Inspect reads from a database.
 type Inspection struct {
 	// Version is the database's schema version (0 for one never
@@ -330,7 +366,8 @@ func Inspect(ctx context.Context, url string) (Inspection, error) {
 		return in, fmt.Errorf("postgres: inspect: %w", err)
 	}
 	if !exists {
-		return in, nil
+		// Open would create the tables: say now if it cannot.
+		return in, creatable(ctx, conn)
 	}
 	var v int64
 	if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
