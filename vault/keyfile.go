@@ -49,13 +49,24 @@ func wrongKeyError(dir string, err error) error {
 		dir, EnvKey, filepath.Join(dir, KeyFileName), err)
 }
 
+// ErrKeyFileMissing is matched (errors.Is) by the error of OpenInDir and
+// CheckKeyInDir for a vault sealed with a key when EnvKey is not set and
+// the data directory has no key file: a restore, or another data
+// directory on the same database (a replica).
+var ErrKeyFileMissing = errors.New("vault: the key file is missing")
+
+type missingKeyFile struct{ msg string }
+
+func (e *missingKeyFile) Error() string        { return e.msg }
+func (e *missingKeyFile) Is(target error) bool { return target == ErrKeyFileMissing }
+
 // missingKeyFileError is OpenInDir's error for a vault sealed with a key
 // whose key file is gone.
 func missingKeyFileError(keyPath string, entries int) error {
-	return fmt.Errorf("vault: the key file %s is missing but the vault was sealed with a key "+
+	return &missingKeyFile{fmt.Sprintf("vault: the key file %s is missing but the vault was sealed with a key "+
 		"(%d entries): restore the file (mode 0600) from your backup, or set %s to the key; "+
 		"do not create a new key, the stored credentials cannot be read without the old one",
-		keyPath, entries, EnvKey)
+		keyPath, entries, EnvKey)}
 }
 
 // CheckKeyInDir reports, without changing anything, whether OpenInDir

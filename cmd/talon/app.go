@@ -657,7 +657,7 @@ func doctorPostgres(ctx context.Context, e env, cfg *config.Config, check checkF
 	}
 	check("database", err, detail)
 	if err == nil {
-		check("vault key", vault.CheckKeyInDir(cfg.DataDir, e.getenv, in.VaultKeyCheck, in.VaultEntries), "")
+		check("vault key", sharedKeyHint(cfg, vault.CheckKeyInDir(cfg.DataDir, e.getenv, in.VaultKeyCheck, in.VaultEntries)), "")
 	}
 }
 

@@ -311,3 +311,41 @@ func TestPostgresSchemaTalonCannotCreateIn(t *testing.T) {
 		t.Errorf("migrate-store into a missing schema: exit %d, stderr %s", res.code, res.stderr)
 	}
 }
+
+// Replicas share the database but not a data directory: the second one,
+// without TALON_VAULT_KEY, finds the vault sealed and no key file. doctor
+// and the start say where the key is and to give it to every replica;
+// with the first one's key file as TALON_VAULT_KEY it opens.
+func TestSecondReplicaWithoutTheVaultKey(t *testing.T) {
+	dbURL, _ := postgresSchema(t)
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	dir := t.TempDir()
+	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	store := "store: {driver: postgres, url: ${DATABASE_URL}}\n"
+	cfgA := writeConfig(t, t.TempDir(), baseConfig(dataA, "openai", srv.URL)+store)
+	cfgB := writeConfig(t, t.TempDir(), baseConfig(dataB, "openai", srv.URL)+store)
+	vars := map[string]string{"DATABASE_URL": dbURL}
+	e := func(stdin string) env { return env{getenv: testEnv(vars), stdin: strings.NewReader(stdin)} }
+	if res := runMain(t, e("hello\n"), "chat", "--config", cfgA); res.code != 0 {
+		t.Fatalf("chat on the first data directory: %d %s", res.code, res.stderr)
+	}
+	const want = "On PostgreSQL every replica needs the same key: set TALON_VAULT_KEY on each to the contents of vault.key"
+	res := runMain(t, e(""), "doctor", "--config", cfgB)
+	if res.code == 0 || !strings.Contains(res.stdout, "FAIL  vault key") || !strings.Contains(res.stdout, want) {
+		t.Errorf("doctor on the second data directory: exit %d, stdout %s", res.code, res.stdout)
+	}
+	if res := runMain(t, e("hello\n"), "chat", "--config", cfgB); res.code == 0 || !strings.Contains(res.stderr, want) {
+		t.Errorf("chat on the second data directory: exit %d, stderr %s", res.code, res.stderr)
+	}
+	key, err := os.ReadFile(filepath.Join(dataA, "vault.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars["TALON_VAULT_KEY"] = strings.TrimSpace(string(key))
+	if res := runMain(t, e("again\n"), "chat", "--config", cfgB); res.code != 0 || res.stdout != "echo: again\n" {
+		t.Errorf("chat with the first one's key: exit %d, stdout %q, stderr %s", res.code, res.stdout, res.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dataB, "vault.key")); !os.IsNotExist(err) {
+		t.Errorf("a key file was made in the second data directory: %v", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/talonhq/talon/agent"
+	"github.com/talonhq/talon/cmd/talon/config"
 	"github.com/talonhq/talon/sandbox"
 	"github.com/talonhq/talon/sandbox/egress"
 	"github.com/talonhq/talon/store"
@@ -32,7 +33,7 @@ import (
 func (a *app) openVault(ctx context.Context) error {
 	v, renamed, err := openVaultAt(ctx, a.env.getenv, a.cfg.DataDir, a.db.vault)
 	if err != nil {
-		return err
+		return sharedKeyHint(a.cfg, err)
 	}
 	if renamed.Moved > 0 || renamed.Unopened > 0 {
 		a.log.Info().Int("moved", renamed.Moved).Int("dropped", len(renamed.Dropped)).Int("unopened", renamed.Unopened).
@@ -56,6 +57,19 @@ func (a *app) openVault(ctx context.Context) error {
 	a.redactor = s
 	a.secrets = s
 	return nil
+}
+
+// sharedKeyHint adds to a vault's missing key file, on PostgreSQL, where
+// the key is: the replicas share the database but each has a data
+// directory of its own, and only the one that first opened the vault (or
+// the SQLite gateway migrated from) has the key file.
+func sharedKeyHint(cfg *config.Config, err error) error {
+	if cfg.Store.Driver != config.StorePostgres || !errors.Is(err, vault.ErrKeyFileMissing) {
+		return err
+	}
+	return fmt.Errorf("%w. On PostgreSQL every replica needs the same key: set %s on each to the contents of %s "+
+		"of the data directory that first opened the vault (or of the SQLite gateway migrated from)",
+		err, vault.EnvKey, vault.KeyFileName)
 }
 
 // openVaultAt opens the vault of the data directory over db; the key is
@@ -361,7 +375,7 @@ func cmdVault(ctx context.Context, e env, args []string) error {
 	defer db.Close()
 	v, renamed, err := openVaultAt(ctx, e.getenv, cfg.DataDir, db.vault)
 	if err != nil {
-		return err
+		return sharedKeyHint(cfg, err)
 	}
 	if renamed.Moved > 0 {
 		fmt.Fprintf(e.stderr, "vault: moved %d entries of Discord and Slack Enterprise Grid users to principals without a workspace\n", renamed.Moved)
