@@ -205,7 +205,38 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	t.Logf("three replicas ready in %s", time.Since(began).Round(time.Millisecond))
+	// The partitions spread over the three (the first ready takes them
+	// all, then gives up the others' share), so that the load meets the
+	// replicas as they run, not as they start.
+	ctx := context.Background()
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	var kv jetstream.KeyValue
+	owners := map[string]int{}
+	spread := func() bool {
+		if kv == nil {
+			if kv, err = js.KeyValue(ctx, prefix+"_partitions"); err != nil {
+				kv = nil
+				return false
+			}
+		}
+		clear(owners)
+		for p := range partitions {
+			e, err := kv.Get(ctx, fmt.Sprintf("owner.%d", p))
+			if err != nil {
+				return false
+			}
+			owners[string(e.Value())]++
+		}
+		return len(owners) == replicas && !slices.ContainsFunc(reps, func(r *replica) bool { return owners[r.name] < partitions/replicas })
+	}
+	waitFor(t, time.Minute, "the partitions spread over the replicas", spread)
+	t.Logf("three replicas ready in %s, the partitions spread %v", time.Since(began).Round(time.Millisecond), owners)
+	began = time.Now()
 
 	// The users: each writes one message to each of its two DMs at once,
 	// to replicas chosen at random, and the next two once Slack has both
@@ -330,7 +361,6 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 	}
 
 	// Everything accepted is answered and delivered.
-	ctx := context.Background()
 	for drained := time.Now().Add(60 * time.Second); ; {
 		var open int
 		err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM inbound WHERE state IN ('queued', 'running'))
@@ -537,28 +567,7 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 	}
 
 	// Every partition is owned by a live replica.
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, prefix+"_partitions")
-	if err != nil {
-		t.Fatal(err)
-	}
-	owners := map[string]int{}
-	waitFor(t, 30*time.Second, "every partition owned", func() bool {
-		clear(owners)
-		for p := range partitions {
-			e, err := kv.Get(ctx, fmt.Sprintf("owner.%d", p))
-			if err != nil {
-				return false
-			}
-			owners[string(e.Value())]++
-		}
-		return true
-	})
+	waitFor(t, 30*time.Second, "every partition owned", func() bool { spread(); return len(owners) > 0 && sumOwned(owners) == partitions })
 	for name := range owners {
 		if !slices.ContainsFunc(reps, func(r *replica) bool { return r.name == name }) {
 			t.Errorf("a partition is owned by %q, not a replica", name)
@@ -570,4 +579,12 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 		"%d in the store, each answered once; %d tool calls recorded (%d finished, %d interrupted); %d model calls checked against the per-person limit; partitions by owner %v; %s in all",
 		users, restarts, outage, total, duringOut.Load(), sent.Load(), retried.Load(), lost.Load(), slowest.Round(time.Millisecond),
 		len(byText), len(recorded), finished, interrupted, checked, owners, time.Since(began).Round(time.Second))
+}
+
+func sumOwned(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
