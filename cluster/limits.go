@@ -30,6 +30,15 @@ import (
 //     lease TTL and the holder rewrites its keys every TTL/4 (a
 //     compare-and-set on the revision it wrote), so the slots of a replica
 //     that dies free themselves within the TTL, by the server's clock.
+//     A replica whose turn waits for a slot of a set writes
+//     "w.<set>.<replica>" ("w.g.<replica>", "w.u.<principal hash>.<replica>")
+//     and renews it while it waits: the others then give up the set's slots
+//     as their turns end, rather than keep them for their own next turns,
+//     and a turn of theirs that starts meanwhile lets the waiter go first.
+//     Without it a replica with a stream of one person's turns kept that
+//     person's slot for as long as the stream lasted (seconds, in
+//     TestChaosNATSRestartUnderLoad) while the person's turn on another
+//     replica waited.
 //   - "<prefix>_rates": one key per person, "r.<principal hash>", holding a
 //     token bucket (tokens and the time they were counted), changed with a
 //     compare-and-set. Its MaxAge is a minute: a bucket untouched for a
@@ -87,6 +96,9 @@ type Limits struct {
 	// keep is how long a slot is kept (keepFor; tests change it before
 	// Run).
 	keep time.Duration
+	// wants are the "w." keys seen (the watch, and this replica's own
+	// writes): set → replica → when it was written; guarded by mu.
+	wants map[string]map[string]time.Time
 }
 
 // keepFor is how long a slot freed by its turn is kept for the next turn
@@ -122,7 +134,7 @@ func OpenLimits(ctx context.Context, js jetstream.JetStream, prefix, replica str
 		ttl = DefaultLeaseTTL
 	}
 	l := &Limits{replica: replica, ttl: ttl, log: log, js: js, prefix: prefix, replicas: replicas,
-		held: map[*slot]struct{}{}, view: map[string]seen{}, freed: make(chan struct{}), keep: keepFor,
+		held: map[*slot]struct{}{}, view: map[string]seen{}, wants: map[string]map[string]time.Time{}, freed: make(chan struct{}), keep: keepFor,
 		rewatch: make(chan struct{}, 1)}
 	if err := l.open(ctx); err != nil {
 		return nil, err
@@ -216,6 +228,7 @@ func (l *Limits) reopen(ctx context.Context) bool {
 	}
 	l.mu.Lock()
 	l.view = map[string]seen{}
+	l.wants = map[string]map[string]time.Time{}
 	l.rateWrites = nil
 	l.mu.Unlock()
 	select {
@@ -350,6 +363,10 @@ func (l *Limits) watch(ctx context.Context) {
 			if e == nil {
 				continue // the end of the initial values
 			}
+			if set, replica, ok := parseWantKey(e.Key()); ok {
+				l.sawWant(set, replica, e.Created(), e.Operation() != jetstream.KeyValuePut)
+				continue
+			}
 			if e.Operation() != jetstream.KeyValuePut {
 				l.saw(e.Key(), seen{rev: e.Revision(), free: true, at: e.Created()})
 				continue
@@ -440,8 +457,41 @@ func (l *Limits) acquire(ctx context.Context, p agent.Principal, perUser, global
 // freed, or a quarter of the TTL (a slot whose holder died expires
 // without a trace in the watch).
 func (l *Limits) take(ctx context.Context, prefix string, n int) (*slot, error) {
+	set := strings.TrimSuffix(prefix, ".")
+	var (
+		yieldUntil time.Time // a turn waits at most yieldFor for another replica's waiting turn
+		wanted     uint64    // the revision of this replica's "w." key, once written
+		wantedAt   time.Time
+	)
+	defer func() {
+		if wanted != 0 {
+			l.unwant(set, wanted)
+		}
+	}()
 	for {
 		l.mu.Lock()
+		other := l.wantedElsewhere(set)
+		if other && yieldUntil.IsZero() {
+			yieldUntil = time.Now().Add(yieldFor)
+		}
+		if other && time.Now().Before(yieldUntil) {
+			// Another replica's turn waits for this set: it goes first
+			// (the slot it waits for is freed, not kept, when its
+			// holder's turn ends), unless it has not taken it within
+			// yieldFor.
+			freed := l.freed
+			l.mu.Unlock()
+			t := time.NewTimer(time.Until(yieldUntil))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-freed:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
 		if s := l.reuse(prefix, n); s != nil {
 			l.mu.Unlock()
 			return s, nil
@@ -461,6 +511,13 @@ func (l *Limits) take(ctx context.Context, prefix string, n int) (*slot, error) 
 				l.held[s] = struct{}{}
 				l.mu.Unlock()
 				return s, nil
+			}
+		}
+		// Every slot of the set is taken: this replica waits, and says so
+		// (again every TTL/4, the key's MaxAge being the TTL).
+		if time.Since(wantedAt) >= l.ttl/4 {
+			if rev, err := l.want(ctx, set); err == nil {
+				wanted, wantedAt = rev, time.Now()
 			}
 		}
 		t := time.NewTimer(l.ttl / 4)
@@ -543,13 +600,20 @@ func (l *Limits) setKept(prefix string, ss []*slot) {
 }
 
 // release ends a turn's hold of s: it is kept for this replica's next
-// turn of the same set for l.keep (still held and renewed), then freed.
+// turn of the same set for l.keep (still held and renewed), then freed;
+// freed at once when another replica's turn waits for the set.
 func (l *Limits) release(s *slot) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if _, held := l.held[s]; !held {
+		l.mu.Unlock()
 		return // lost (expired before a renewal)
 	}
+	if l.wantedElsewhere(strings.TrimSuffix(s.prefix, ".")) {
+		l.mu.Unlock()
+		l.free(s)
+		return
+	}
+	defer l.mu.Unlock()
 	if l.kept == nil {
 		l.kept = map[string][]*slot{}
 	}
@@ -578,6 +642,86 @@ func (l *Limits) free(s *slot) {
 	default:
 		l.log.Warn().Err(err).Str("slot", s.key).Msg("cluster: free a turn slot; it frees itself after the lease TTL")
 	}
+}
+
+// yieldFor bounds how long a turn lets another replica's waiting turn
+// take a set's slot first: the holder frees it as its turn ends, and the
+// waiter hears of that through its watch and takes it with one write,
+// milliseconds on a working NATS. A waiter that has not taken it by then
+// (it stopped, or its key is stale) delays the turn no longer.
+const yieldFor = 2 * keepFor
+
+// wantKey is the key saying that replica waits for a slot of set.
+func wantKey(set, replica string) string { return "w." + set + "." + replica }
+
+// parseWantKey splits a "w.<set>.<replica>" key.
+func parseWantKey(key string) (set, replica string, ok bool) {
+	rest, ok := strings.CutPrefix(key, "w.")
+	if !ok {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(rest, '.')
+	if i <= 0 {
+		return "", "", false
+	}
+	return rest[:i], rest[i+1:], true
+}
+
+// want writes this replica's key for set: one of its turns waits for a
+// slot of it.
+func (l *Limits) want(ctx context.Context, set string) (uint64, error) {
+	octx, cancel := context.WithTimeout(ctx, l.opTimeout())
+	defer cancel()
+	rev, err := l.slots.Put(octx, wantKey(set, l.replica), []byte{1})
+	if err == nil {
+		l.sawWant(set, l.replica, time.Now(), false)
+	}
+	return rev, err
+}
+
+// unwant deletes this replica's key for set, if it is still the one
+// written at rev (another turn of this replica may wait for the set, and
+// have written it since).
+func (l *Limits) unwant(set string, rev uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opTimeout())
+	defer cancel()
+	_ = l.slots.Delete(ctx, wantKey(set, l.replica), jetstream.LastRevision(rev))
+}
+
+// sawWant records a "w." key written (or deleted, gone) at at; a deleted
+// one wakes the turns that let its replica go first.
+func (l *Limits) sawWant(set, replica string, at time.Time, gone bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if gone {
+		if m := l.wants[set]; m != nil {
+			delete(m, replica)
+			if len(m) == 0 {
+				delete(l.wants, set)
+			}
+		}
+		close(l.freed)
+		l.freed = make(chan struct{})
+		return
+	}
+	m := l.wants[set]
+	if m == nil {
+		m = map[string]time.Time{}
+		l.wants[set] = m
+	}
+	m[replica] = at
+}
+
+// wantedElsewhere reports whether another replica's turn waits for a slot
+// of set: its key was written within half the TTL (it is written again
+// every TTL/4 while the turn waits). l.mu must be held.
+func (l *Limits) wantedElsewhere(set string) bool {
+	for replica, at := range l.wants[set] {
+		if replica != l.replica && time.Since(at) < l.ttl/2 {
+			return true
+		}
+	}
+	return false
 }
 
 // Allow takes a token from p's bucket of perMinute turns a minute

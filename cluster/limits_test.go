@@ -350,6 +350,78 @@ func TestLimitsKeepAFreedSlotForTheNextTurn(t *testing.T) {
 	rf()
 }
 
+// TestLimitsWaitingReplicaGoesFirst: one person's turns run back to back
+// on replica a (its stream of turns) while one of theirs waits on
+// replica b, with one slot a person. a frees the slot as its turn ends,
+// rather than keep it for its next turn, and its next turn lets b's go
+// first: b has the slot before a's second turn after b began to wait.
+// (Before, a kept the slot for each next turn, and b waited for as long
+// as a's stream lasted: here all 20 of a's turns.)
+func TestLimitsWaitingReplicaGoesFirst(t *testing.T) {
+	url := testNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open := func(id string) *Limits {
+		js, err := jetstream.New(connect(t, url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := OpenLimits(ctx, js, "fair", id, time.Minute, 1, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			l.Run(rctx)
+		}()
+		t.Cleanup(func() { stop(); <-done })
+		return l
+	}
+	a, b := open("a"), open("b")
+	p := agent.Principal{Platform: "test", User: "u1"}
+	release, err := a.Acquire(ctx, p, 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{})
+	go func() {
+		rb, err := b.Acquire(ctx, p, 1, 10)
+		if err != nil {
+			t.Errorf("b: %v", err)
+			close(got)
+			return
+		}
+		close(got)
+		rb()
+	}()
+	// a knows that b waits (b's key, through a's watch).
+	eventually(t, 10*time.Second, "a sees b waiting", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.wantedElsewhere("u." + principalHash(p))
+	})
+	turns := 0
+	for ; turns < 20; turns++ {
+		release()
+		if release, err = a.Acquire(ctx, p, 1, 10); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+		default:
+			continue
+		}
+		break
+	}
+	release()
+	if turns >= 2 {
+		t.Errorf("b's turn waited through %d turns of a", turns)
+	}
+	<-got
+}
+
 // BenchmarkTurnLimits measures what the shared limits add to one turn (the
 // rate token, a per-person and a global slot taken and freed) against the
 // announcement every accepted message costs already (Dispatch), on the
