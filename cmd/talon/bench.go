@@ -276,7 +276,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 		defer pdb.Close()
 		db, consoleDB = pdb, pdb
 	default:
-		return &usageError{"bench: --store must be sqlite or postgres:URL"}
+		return &usageError{"bench: --store must be sqlite, postgres:URL or the postgres:// URL alone (postgres://user@host:5432/db; a password goes in PGPASSWORD)"}
 	}
 	// The run's users and messages are its own, so that a database used
 	// before (PostgreSQL's) answers this run's messages as new.

@@ -347,4 +347,10 @@ func TestStoreURLAsTyped(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 1 refusing the password without echoing it", args[6], res.code, res.stderr)
 		}
 	}
+	// postgres without a URL (as migrate-store --to takes it) is refused
+	// with every form the bench takes.
+	res := runMain(t, env{}, "bench", "--users", "1", "--messages", "1", "--store", "postgres")
+	if res.code != 2 || !strings.Contains(res.stderr, "--store must be sqlite, postgres:URL or the postgres:// URL alone") {
+		t.Errorf("--store postgres: exit %d, stderr %q; want a usage error naming the forms", res.code, res.stderr)
+	}
 }
