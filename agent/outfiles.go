@@ -111,6 +111,9 @@ func (r *Runtime) replyFiles(ctx context.Context, rep Reply) []OutFile {
 		return nil
 	}
 	files, err := ts.TurnFiles(ctx, rep.Turn)
+	if err != nil && ctx.Err() != nil {
+		return nil // stopping: the delivery ends with its context too
+	}
 	if err != nil {
 		r.Log.Error().Err(err).Int64("reply", int64(rep.ID)).Msg("list the files of the reply's turn; the reply is sent without them")
 		return nil

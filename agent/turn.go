@@ -61,6 +61,13 @@ func (r *Runtime) turn(ctx context.Context, q QueuedInbound) (rep Reply, outcome
 		// Before commands, too: a denied user is not served at all. A
 		// failure to read the list refuses (fails closed).
 		denied, err := r.Access.Denied(ctx, q.Key.Principal)
+		if err != nil && ctx.Err() != nil {
+			// The turn was stopped (this replica lost the session's
+			// partition, or the process stops): nothing is refused, the
+			// message stays for whoever runs the session next.
+			log.Info().Msg("turn stopped before it began: its context ended; the message stays queued")
+			return Reply{}, "", false
+		}
 		if err != nil {
 			ref := NewRef()
 			log.Error().Err(err).Str("ref", ref).Msg("read the deny list; the message is refused")
