@@ -3,15 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	crand "crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -77,17 +73,13 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 	ns := natstest.NewRestartable(t)
 	prefix := "hnatsbin"
 
-	// The tool's target: it counts each URL it is asked for.
-	var hitsMu sync.Mutex
-	hits := map[string]int{}
-	counter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hitsMu.Lock()
-		hits[r.URL.Path]++
-		hitsMu.Unlock()
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "counted %s", r.URL.Path)
-	}))
-	defer counter.Close()
+	dir := t.TempDir()
+	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
+		dir = d
+	}
+	// The tool's target counts each URL it is asked for.
+	counter, toolsDir := newFetchTool(t, dir)
+	setReplicaEnv(t, dbURL, ns.URL())
 
 	// The model answers "answer to TEXT", after a call of http_fetch when
 	// TEXT ends in " fetch"; each call takes 40-120 ms, and the calls are
@@ -118,41 +110,13 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 	})
 	fs := newFakeSlackAPI(t)
 
-	dir := t.TempDir()
-	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
-		dir = d
-	}
-	toolsDir := filepath.Join(dir, "tools")
-	if err := os.MkdirAll(toolsDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	manifest := fmt.Sprintf("name: http_fetch\ndescription: Fetch a page of the counter.\nparameters:\n  type: object\n"+
-		"  properties:\n    url: {type: string}\n  required: [url]\nhttp:\n  - scheme: http\n    host: %q\n    methods: [GET]\n    trusted: true\nlimits:\n  deadline: 30s\n",
-		strings.TrimPrefix(counter.URL, "http://"))
-	if err := os.WriteFile(filepath.Join(toolsDir, "http_fetch.yaml"), []byte(manifest), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SLACK_BOT_TOKEN", testBotToken)
-	t.Setenv("SLACK_APP_TOKEN", testAppToken)
-	t.Setenv("SLACK_SIGNING_SECRET", testSigningSecret)
-	t.Setenv("DATABASE_URL", dbURL)
-	t.Setenv("NATS_URL", ns.URL())
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	t.Setenv("TALON_VAULT_KEY", base64.StdEncoding.EncodeToString(key))
-
-	type replica struct {
-		name, cfg, addr string
-		proc            *exec.Cmd
-		exited          chan struct{}
-	}
-	reps := make([]*replica, replicas)
+	reps := make([]*chaosReplica, replicas)
 	for i := range reps {
 		rdir := filepath.Join(dir, fmt.Sprintf("r%d", i))
 		if err := os.MkdirAll(rdir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		r := &replica{name: fmt.Sprintf("natsrestart-%d", i), addr: freeAddr(t)}
+		r := &chaosReplica{name: fmt.Sprintf("natsrestart-%d", i), addr: freeAddr(t)}
 		body := strings.Replace(baseConfig(filepath.Join(rdir, "data"), "openai", model.URL), `listen: ""`, "listen: "+r.addr, 1)
 		body = strings.Replace(body, "level: debug", "level: info", 1)
 		body += "  max_turns_per_user: 1\n" + // under baseConfig's agent:
@@ -163,59 +127,13 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 		r.cfg = writeConfig(t, rdir, body)
 		reps[i] = r
 	}
-	defer func() {
-		for _, r := range reps {
-			if r.proc != nil {
-				_ = r.proc.Process.Signal(syscall.SIGKILL)
-				<-r.exited
-			}
-		}
-		if t.Failed() && os.Getenv("CHAOS_DEBUG_DIR") == "" {
-			for _, r := range reps {
-				t.Logf("last log of %s:\n%s", r.name, tailLog(filepath.Dir(r.cfg), 1))
-			}
-		}
-	}()
+	defer killReplicas(t, reps)
 	began := time.Now()
 	for _, r := range reps {
-		logf, err := os.Create(filepath.Join(filepath.Dir(r.cfg), "run1.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.proc = exec.Command(os.Args[0], "run", "--config", r.cfg)
-		r.proc.Env = append(os.Environ(), "TALON_TEST_MAIN=1")
-		r.proc.Stdin = strings.NewReader("")
-		r.proc.Stdout, r.proc.Stderr = logf, logf
-		if err := r.proc.Start(); err != nil {
-			t.Fatal(err)
-		}
-		r.exited = make(chan struct{})
-		go func(c *exec.Cmd, exited chan struct{}) {
-			_ = c.Wait()
-			logf.Close()
-			close(exited)
-		}(r.proc, r.exited)
+		r.start(t)
 	}
 	for _, r := range reps {
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
-			resp, err := http.Get("http://" + r.addr + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			select {
-			case <-r.exited:
-				t.Fatalf("replica %s exited before it was ready:\n%s", r.name, tailLog(filepath.Dir(r.cfg), 1))
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("replica %s not ready in 2 minutes:\n%s", r.name, tailLog(filepath.Dir(r.cfg), 1))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		r.ready(t)
 	}
 	// The partitions spread over the three (the first ready takes them
 	// all, then gives up the others' share), so that the load meets the
@@ -244,7 +162,7 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 			}
 			owners[string(e.Value())]++
 		}
-		return len(owners) == replicas && !slices.ContainsFunc(reps, func(r *replica) bool { return owners[r.name] < partitions/replicas })
+		return len(owners) == replicas && !slices.ContainsFunc(reps, func(r *chaosReplica) bool { return owners[r.name] < partitions/replicas })
 	}
 	waitFor(t, time.Minute, "the partitions spread over the replicas", spread)
 	t.Logf("three replicas ready in %s, the partitions spread %v", time.Since(began).Round(time.Millisecond), owners)
@@ -411,7 +329,7 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 	for _, r := range reps {
 		select {
 		case <-r.exited:
-			t.Errorf("replica %s exited:\n%s", r.name, tailLog(filepath.Dir(r.cfg), 1))
+			t.Errorf("replica %s exited:\n%s", r.name, r.lastLog())
 		default:
 		}
 	}
@@ -565,8 +483,8 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows.Close()
-	hitsMu.Lock()
-	for path, n := range hits {
+	counter.mu.Lock()
+	for path, n := range counter.hits {
 		if n > 1 {
 			t.Errorf("tool call %s ran %d times", path, n)
 		}
@@ -575,11 +493,11 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 		}
 	}
 	for path, state := range recorded {
-		if state == "finished" && hits[path] != 1 {
-			t.Errorf("tool call %s recorded as finished ran %d times", path, hits[path])
+		if state == "finished" && counter.hits[path] != 1 {
+			t.Errorf("tool call %s recorded as finished ran %d times", path, counter.hits[path])
 		}
 	}
-	hitsMu.Unlock()
+	counter.mu.Unlock()
 	if finished == 0 {
 		t.Error("no tool call finished")
 	}
@@ -645,7 +563,7 @@ func TestChaosNATSRestartUnderLoad(t *testing.T) {
 	// Every partition is owned by a live replica.
 	waitFor(t, 30*time.Second, "every partition owned", func() bool { spread(); return len(owners) > 0 && sumOwned(owners) == partitions })
 	for name := range owners {
-		if !slices.ContainsFunc(reps, func(r *replica) bool { return r.name == name }) {
+		if !slices.ContainsFunc(reps, func(r *chaosReplica) bool { return r.name == name }) {
 			t.Errorf("a partition is owned by %q, not a replica", name)
 		}
 	}

@@ -3,15 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	crand "crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -59,17 +55,14 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 	dbURL, pool := postgresSchema(t)
 	prefix := natsPrefix(t, natsURL)
 
-	// The tool's target: it counts each URL it is asked for.
-	var hitsMu sync.Mutex
-	hits := map[string]int{}
-	counter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hitsMu.Lock()
-		hits[r.URL.Path]++
-		hitsMu.Unlock()
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "counted %s", r.URL.Path)
-	}))
-	defer counter.Close()
+	dir := t.TempDir()
+	// CHAOS_DEBUG_DIR keeps the replicas' logs (and, after a drain that
+	// does not finish, their goroutines) for whoever looks into a failure.
+	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
+		dir = d
+	}
+	// The tool's target counts each URL it is asked for.
+	counter, toolsDir := newFetchTool(t, dir)
 
 	// The model answers "answer to TEXT", after a call of http_fetch when
 	// TEXT ends in " fetch"; a few milliseconds late, so that turns
@@ -85,45 +78,15 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 	})
 	fs := newFakeSlackAPI(t)
 
-	dir := t.TempDir()
-	// CHAOS_DEBUG_DIR keeps the replicas' logs (and, after a drain that
-	// does not finish, their goroutines) for whoever looks into a failure.
-	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
-		dir = d
-	}
-	toolsDir := filepath.Join(dir, "tools")
-	if err := os.MkdirAll(toolsDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	manifest := fmt.Sprintf("name: http_fetch\ndescription: Fetch a page of the counter.\nparameters:\n  type: object\n"+
-		"  properties:\n    url: {type: string}\n  required: [url]\nhttp:\n  - scheme: http\n    host: %q\n    methods: [GET]\n    trusted: true\nlimits:\n  deadline: 30s\n",
-		strings.TrimPrefix(counter.URL, "http://"))
-	if err := os.WriteFile(filepath.Join(toolsDir, "http_fetch.yaml"), []byte(manifest), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SLACK_BOT_TOKEN", testBotToken)
-	t.Setenv("SLACK_APP_TOKEN", testAppToken)
-	t.Setenv("SLACK_SIGNING_SECRET", testSigningSecret)
-	t.Setenv("DATABASE_URL", dbURL)
-	t.Setenv("NATS_URL", natsURL)
-	// The vault's key, the same on every replica.
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	t.Setenv("TALON_VAULT_KEY", base64.StdEncoding.EncodeToString(key))
+	setReplicaEnv(t, dbURL, natsURL)
 
-	type replica struct {
-		name, cfg, addr string
-		proc            *exec.Cmd
-		exited          chan struct{}
-		starts          int
-	}
-	reps := make([]*replica, replicas)
+	reps := make([]*chaosReplica, replicas)
 	for i := range reps {
 		rdir := filepath.Join(dir, fmt.Sprintf("r%d", i))
 		if err := os.MkdirAll(rdir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		r := &replica{name: fmt.Sprintf("chaos-%d", i), addr: freeAddr(t)}
+		r := &chaosReplica{name: fmt.Sprintf("chaos-%d", i), addr: freeAddr(t)}
 		body := strings.Replace(baseConfig(filepath.Join(rdir, "data"), "openai", model.URL), `listen: ""`, "listen: "+r.addr, 1)
 		body = strings.Replace(body, "level: debug", "level: info", 1)
 		body += slackSection("events", fs.url()) +
@@ -133,69 +96,13 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 		r.cfg = writeConfig(t, rdir, body)
 		reps[i] = r
 	}
-	start := func(r *replica) {
-		t.Helper()
-		r.starts++
-		logf, err := os.Create(filepath.Join(filepath.Dir(r.cfg), fmt.Sprintf("run%d.log", r.starts)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.proc = exec.Command(os.Args[0], "run", "--config", r.cfg)
-		r.proc.Env = append(os.Environ(), "TALON_TEST_MAIN=1")
-		r.proc.Stdin = strings.NewReader("")
-		r.proc.Stdout, r.proc.Stderr = logf, logf
-		if err := r.proc.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		r.exited = exited
-		go func(c *exec.Cmd) {
-			_ = c.Wait()
-			logf.Close()
-			close(exited)
-		}(r.proc)
-	}
-	ready := func(r *replica) {
-		t.Helper()
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
-			resp, err := http.Get("http://" + r.addr + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return
-				}
-			}
-			select {
-			case <-r.exited:
-				t.Fatalf("replica %s exited before it was ready:\n%s", r.name, tailLog(filepath.Dir(r.cfg), r.starts))
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("replica %s not ready in 2 minutes:\n%s", r.name, tailLog(filepath.Dir(r.cfg), r.starts))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	defer func() {
-		for _, r := range reps {
-			if r.proc != nil {
-				_ = r.proc.Process.Signal(syscall.SIGKILL)
-				<-r.exited
-			}
-		}
-		if t.Failed() && os.Getenv("CHAOS_DEBUG_DIR") == "" {
-			for _, r := range reps {
-				t.Logf("last log of %s:\n%s", r.name, tailLog(filepath.Dir(r.cfg), r.starts))
-			}
-		}
-	}()
+	defer killReplicas(t, reps)
 	began := time.Now()
 	for _, r := range reps {
-		start(r)
+		r.start(t)
 	}
 	for _, r := range reps {
-		ready(r)
+		r.ready(t)
 	}
 	t.Logf("three replicas ready in %s", time.Since(began).Round(time.Millisecond))
 
@@ -277,8 +184,8 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 		}
 		<-r.exited
 		t.Logf("kill %d: SIGKILL of %s after %d replies posted", k+1, r.name, before)
-		start(r)
-		ready(r)
+		r.start(t)
+		r.ready(t)
 	}
 	time.Sleep(3 * time.Second)
 	stop.Store(true)
@@ -450,9 +357,9 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows.Close()
-	hitsMu.Lock()
+	counter.mu.Lock()
 	totalHits := 0
-	for path, n := range hits {
+	for path, n := range counter.hits {
 		totalHits += n
 		if n > 1 {
 			t.Errorf("tool call %s ran %d times", path, n)
@@ -464,16 +371,16 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 	interrupted, interruptedRan := 0, 0
 	for path, state := range recorded {
 		switch {
-		case state == "finished" && hits[path] != 1:
-			t.Errorf("tool call %s recorded as finished ran %d times", path, hits[path])
-		case state == "interrupted" && hits[path] == 1:
+		case state == "finished" && counter.hits[path] != 1:
+			t.Errorf("tool call %s recorded as finished ran %d times", path, counter.hits[path])
+		case state == "interrupted" && counter.hits[path] == 1:
 			interruptedRan++
 			fallthrough
 		case state != "finished":
 			interrupted++
 		}
 	}
-	hitsMu.Unlock()
+	counter.mu.Unlock()
 	if finished == 0 {
 		t.Error("no tool call finished")
 	}
@@ -502,7 +409,7 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 		return true
 	})
 	for name := range owners {
-		if !slices.ContainsFunc(reps, func(r *replica) bool { return r.name == name }) {
+		if !slices.ContainsFunc(reps, func(r *chaosReplica) bool { return r.name == name }) {
 			t.Errorf("a partition is owned by %q, not a replica", name)
 		}
 	}
