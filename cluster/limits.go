@@ -481,15 +481,9 @@ func (l *Limits) take(ctx context.Context, prefix string, n int) (*slot, error) 
 			// yieldFor.
 			freed := l.freed
 			l.mu.Unlock()
-			t := time.NewTimer(time.Until(yieldUntil))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-freed:
-			case <-t.C:
+			if err := waitFreed(ctx, freed, time.Until(yieldUntil)); err != nil {
+				return nil, err
 			}
-			t.Stop()
 			continue
 		}
 		if s := l.reuse(prefix, n); s != nil {
@@ -520,16 +514,24 @@ func (l *Limits) take(ctx context.Context, prefix string, n int) (*slot, error) 
 				wanted, wantedAt = rev, time.Now()
 			}
 		}
-		t := time.NewTimer(l.ttl / 4)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-freed:
-		case <-t.C:
+		if err := waitFreed(ctx, freed, l.ttl/4); err != nil {
+			return nil, err
 		}
-		t.Stop()
 	}
+}
+
+// waitFreed waits until freed is closed (a slot was seen freed) or d has
+// passed; it returns ctx's error if ctx ends first.
+func waitFreed(ctx context.Context, freed <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-freed:
+	case <-t.C:
+	}
+	return nil
 }
 
 // claim tries to take key: with a compare-and-set on the revision of its
