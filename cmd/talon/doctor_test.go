@@ -119,3 +119,19 @@ func TestDoctorChecksVaultAndSchema(t *testing.T) {
 
 // env_ is an env whose getenv reads m.
 func env_(m map[string]string) env { return env{getenv: testEnv(m)} }
+
+// A ${NAME} reference unquoted in a flow collection, as README.md and
+// issue 15 write configuration lines (store: {driver: postgres, url:
+// ${DATABASE_URL}}), is read by the binary with the variable's value.
+func TestDoctorReadsReferencesInFlowCollections(t *testing.T) {
+	srv := llmtest.NewServer(t, llmtest.Text("ok"))
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "data_dir: "+filepath.Join(dir, "data")+"\n"+
+		"http: {listen: \"\"}\n"+
+		"llm: {provider: openai, base_url: ${TEST_LLM_URL}, model: test-model, max_retries: 0}\n"+
+		"store: {driver: sqlite}\n")
+	res := runMain(t, env{getenv: testEnv(map[string]string{"TEST_LLM_URL": srv.URL})}, "doctor", "--config", cfg)
+	if res.code != 0 || !strings.Contains(res.stdout, "ok    configuration") || !strings.Contains(res.stdout, "ok    model answers") || !strings.Contains(res.stdout, srv.URL) {
+		t.Errorf("doctor: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
