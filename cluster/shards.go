@@ -484,6 +484,11 @@ func (h *ShardHold) BeforeIdentify(ctx context.Context, heartbeat time.Duration)
 					Msg("cluster: the shard's previous connection did not end cleanly, but the probe shows it closed; identifying now")
 				break
 			}
+			if err := ctx.Err(); err != nil {
+				// The claim ended while the probe was asked (the shard
+				// given up, or the replica stopping): no wait to report.
+				return 0, err
+			}
 			h.notBefore = h.claimed.Add(DiscordSilence*heartbeat - h.margin)
 			h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).Dur("wait", time.Until(h.notBefore).Round(time.Millisecond)).
 				Msg("cluster: the shard's previous connection did not end cleanly and its process may be paused; waiting until Discord has dropped it before identifying")
