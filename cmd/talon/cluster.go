@@ -16,11 +16,21 @@ import (
 	"github.com/talonhq/talon/cmd/talon/config"
 )
 
+// natsReconnectWait is how long a connection that lost its server waits
+// before it tries the servers again, and between rounds of tries. The
+// client's default, 2 s, is slept before the first try too, so a server
+// restarted in 2 s cut every replica off for 2 to 4 s, and a partition's
+// lease (renewed each TTL/5, fenced 0.6·TTL after its last renewal) could
+// lapse at a short lease_ttl. A try at a server that is down is one refused
+// TCP connection.
+const natsReconnectWait = 250 * time.Millisecond
+
 // natsConnect connects to the servers of nats.url. Errors never show the
 // URL, which may carry a password.
 func natsConnect(cfg config.NATS, name string, opts ...nats.Option) (*nats.Conn, error) {
 	nc, err := nats.Connect(strings.Join(cfg.Servers(), ","), append([]nats.Option{
-		nats.Name(name), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)}, opts...)...)
+		nats.Name(name), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false),
+		nats.ReconnectWait(natsReconnectWait)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect to %s: %w (check nats.url and that nats-server runs with -js)", cfg.Hosts(), scrubURL(err, cfg))
 	}
