@@ -42,6 +42,9 @@ type quota struct {
 	freed     chan struct{}
 	waits     int64         // calls that had to wait, so far; guarded by mu
 	waitTotal time.Duration // their time waiting; guarded by mu
+	// onGrant, for tests, is called with mu held when a waiting call of p
+	// is granted its memory.
+	onGrant func(p agent.Principal)
 }
 
 var (
@@ -236,6 +239,9 @@ func (q *quota) grantLocked() {
 		q.chargeLocked(w.n)
 		w.granted = true
 		close(w.ready)
+		if q.onGrant != nil {
+			q.onGrant(p)
+		}
 		q.waiting--
 		q.turn = q.turn[1:]
 		if len(ws) > 1 {
