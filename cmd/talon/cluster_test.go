@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,17 +41,60 @@ func TestRunWithNATSAnswersThroughThePartitions(t *testing.T) {
 	cfg := writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1)+
 		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n"+
 		"nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: test-1\n")
+	// Everything published on the server, JetStream's API and the KV
+	// buckets included, to check that no message text, reply or token
+	// crosses NATS: only identifiers do (SECURITY.md).
+	tap, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	var (
+		tapMu  sync.Mutex
+		tapped []byte // guarded by tapMu
+		msgs   int    // guarded by tapMu
+	)
+	if _, err := tap.Subscribe(">", func(m *nats.Msg) {
+		tapMu.Lock()
+		defer tapMu.Unlock()
+		msgs++
+		tapped = append(tapped, m.Subject...)
+		tapped = append(tapped, m.Data...)
+		for k, vs := range m.Header {
+			tapped = append(tapped, k...)
+			for _, v := range vs {
+				tapped = append(tapped, v...)
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tap.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	var logs syncBuffer
 	stop := startRunEnv(t, cfg, addr, testEnv(map[string]string{"DISCORD_BOT_TOKEN": token, "TEST_NATS_URL": url}), &logs)
 	waitUntil(t, func() bool { return f.sessions() == 1 })
-	for i, text := range []string{"one", "two", "three"} {
+	texts := []string{"one-qx7", "two-qx7", "three-qx7"}
+	for i, text := range texts {
 		f.dispatch("MESSAGE_CREATE", discordDM(fmt.Sprint(1000051+i), text))
 	}
 	waitUntil(t, func() bool { return len(f.postsSnapshot()) >= 3 })
 	stop()
-	if diff := cmp.Diff([]string{"400 echo: one", "400 echo: two", "400 echo: three"}, f.postsSnapshot()); diff != "" {
+	if diff := cmp.Diff([]string{"400 echo: one-qx7", "400 echo: two-qx7", "400 echo: three-qx7"}, f.postsSnapshot()); diff != "" {
 		t.Errorf("posts (-want +got):\n%s", diff)
 	}
+	_ = tap.Flush()
+	tapMu.Lock()
+	if !bytes.Contains(tapped, []byte("talon.in.")) || !bytes.Contains(tapped, []byte("$KV.talon_partitions.")) {
+		t.Errorf("the tap did not see the announcements and the leases (%d messages tapped)", msgs)
+	}
+	for _, secret := range append(texts, "echo: ", token) {
+		if bytes.Contains(tapped, []byte(secret)) {
+			t.Errorf("%q crossed NATS (%d messages tapped)", secret, msgs)
+		}
+	}
+	tapMu.Unlock()
 	if !strings.Contains(logs.String(), "lease claimed") {
 		t.Errorf("the log does not show a partition claimed:\n%s", logs.String())
 	}
