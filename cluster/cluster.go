@@ -167,6 +167,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: work stream %s: %w (is JetStream enabled on the server? nats-server -js)", n.stream, err)
 	}
+	if err := checkLeaseTTL(ctx, js, cfg); err != nil {
+		return nil, err
+	}
 	if n.kv, err = EnsureBucket(ctx, js, cfg.Prefix+"_partitions", cfg.LeaseTTL, cfg.StreamReplicas); err != nil {
 		return nil, err
 	}
@@ -211,6 +214,41 @@ func checkPartitions(ctx context.Context, js jetstream.JetStream, cfg Config) er
 	if got := string(e.Value()); got != want {
 		return fmt.Errorf("cluster: nats.partitions is %s here but %s in the deployment's NATS (bucket %s_cluster): every replica must use the same; "+
 			"to change it, stop every replica, then delete that key (nats kv del %s_cluster partitions)", want, got, cfg.Prefix, cfg.Prefix)
+	}
+	return nil
+}
+
+// checkLeaseTTL refuses a lease TTL other than the one the replicas
+// running now use. The buckets' MaxAge is the TTL, and a replica fences
+// its leases a fixed share of its own TTL after its last renewal: a
+// replica that made the buckets' MaxAge shorter under the others would
+// let their leases expire, and be taken, before they stop using them. So
+// the TTL changes only while no replica holds or renews a lease (the
+// partitions bucket has no key), and the first replica to start then
+// sets it.
+func checkLeaseTTL(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	bucket := cfg.Prefix + "_partitions"
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("cluster: lease bucket %s: %w", bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: lease bucket %s: %w", bucket, err)
+	}
+	if st.TTL() == cfg.LeaseTTL {
+		return nil
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: lease bucket %s: %w", bucket, err)
+	}
+	defer keys.Stop()
+	for range keys.Keys() {
+		return fmt.Errorf("cluster: nats.lease_ttl is %s here but %s for the replicas running now (bucket %s): every replica must use the same; "+
+			"to change it, stop every replica, wait %s, then start them with the new value", cfg.LeaseTTL, st.TTL(), bucket, st.TTL())
 	}
 	return nil
 }

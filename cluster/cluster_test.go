@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/talonhq/talon/agent"
@@ -350,6 +352,54 @@ func TestOpenRefusesAnotherPartitionCount(t *testing.T) {
 		t.Fatal("Open with 16 partitions where 8 are recorded: nil error")
 	}
 	t.Log(err)
+}
+
+// A replica whose lease TTL is not the running replicas' is refused: it
+// would have made the buckets' MaxAge shorter than the others' fences, so
+// that their leases could be taken while they still use them. Once every
+// replica has stopped, the next start sets the new TTL.
+func TestOpenRefusesAnotherLeaseTTLWhileReplicasRun(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	a := f.start("a")
+	eventually(t, 10*testTTL, "a holds its partitions", func() bool { return len(a.node.Held()) == 8 })
+	nc := connect(t, url)
+	rt := &agent.Runtime{Store: f.db, LLM: echo{}}
+	ctx := context.Background()
+	shorter := testTTL / 2
+	_, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "talon", LeaseTTL: shorter, Replica: "b"}, rt, f.db, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "nats.lease_ttl is "+shorter.String()+" here but "+testTTL.String()) {
+		t.Fatalf("Open with a lease TTL of %s while a runs with %s: %v", shorter, testTTL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl := func() time.Duration {
+		kv, err := js.KeyValue(ctx, "talon_partitions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.TTL()
+	}
+	if got := ttl(); got != testTTL {
+		t.Errorf("the lease bucket's TTL is %s after the refused start, want a's %s", got, testTTL)
+	}
+	// The same TTL is welcome.
+	if _, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "talon", LeaseTTL: testTTL, Replica: "c"}, rt, f.db, zerolog.Nop()); err != nil {
+		t.Errorf("Open with the running replicas' TTL: %v", err)
+	}
+	a.stop() // a clean stop deletes a's keys
+	if _, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "talon", LeaseTTL: shorter, Replica: "b"}, rt, f.db, zerolog.Nop()); err != nil {
+		t.Fatalf("Open with a new TTL once every replica stopped: %v", err)
+	}
+	if got := ttl(); got != shorter {
+		t.Errorf("the lease bucket's TTL is %s after the start with %s", got, shorter)
+	}
 }
 
 // TestNodeOnRealNATS runs the ordering test against the NATS server of

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -196,5 +197,36 @@ func TestNATSReconnectsSoonAfterARestart(t *testing.T) {
 	}
 	if !nc.IsConnected() {
 		t.Error("the connection is not connected after its reconnect handler ran")
+	}
+}
+
+// talon run refuses a nats.lease_ttl other than the running replicas',
+// saying what to do.
+func TestRunRefusesAnotherLeaseTTL(t *testing.T) {
+	url := testNATS(t)
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	f := newFakeDiscordGateway(t, 0)
+	replica := func(name, ttl string) (cfg, addr string) {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		addr = freeAddr(t)
+		return writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1)+
+			"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n"+
+			"nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  lease_ttl: "+ttl+"\n  replica: "+name+"\n"), addr
+	}
+	getenv := testEnv(map[string]string{"TEST_NATS_URL": url, "DISCORD_BOT_TOKEN": "test-discord-token-not-real"})
+	cfgA, addrA := replica("a", "4s")
+	var logs syncBuffer
+	stop := startRunEnv(t, cfgA, addrA, getenv, &logs)
+	defer stop()
+	waitUntil(t, func() bool { return strings.Contains(logs.String(), "lease claimed") })
+	cfgB, _ := replica("b", "2s")
+	res := runMain(t, env{getenv: getenv}, "run", "--config", cfgB)
+	const want = "nats.lease_ttl is 2s here but 4s for the replicas running now (bucket talon_partitions): every replica must use the same; " +
+		"to change it, stop every replica, wait 4s, then start them with the new value"
+	if res.code == 0 || !strings.Contains(res.stderr, want) {
+		t.Errorf("a second replica with another lease_ttl: exit %d, stderr %s", res.code, res.stderr)
 	}
 }

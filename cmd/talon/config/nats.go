@@ -18,7 +18,8 @@ type NATS struct {
 	Partitions int `yaml:"partitions" json:"partitions"`
 	// LeaseTTL is how long a replica's lease on a partition lasts without
 	// renewal (default 10 s): a dead replica's partitions are taken over
-	// within about 1.2 times this.
+	// within about 1.2 times this. Every replica must use the same; one
+	// with another refuses to start while leases are held.
 	LeaseTTL Duration `yaml:"lease_ttl" json:"lease_ttl"`
 	// Replica names this replica in the leases; "" means the host name
 	// and a random suffix.
