@@ -371,6 +371,10 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 			log.Warn().Msg("nats.url is set but only the terminal channel runs, in this process; it takes no part in the cluster")
 		}
 	}
+	lockLost := make(chan error, 1)
+	if err := a.lockRuntime(ctx, name, lockLost); err != nil {
+		return err
+	}
 	var ops *opsListener
 	var states channelStates
 	for _, ch := range chans {
@@ -505,6 +509,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	select {
 	case <-ctx.Done():
 	case failure = <-ended:
+	case failure = <-lockLost:
 	case failure = <-runDone:
 		runDone <- failure
 		if failure == nil {

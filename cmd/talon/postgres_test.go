@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -352,5 +354,66 @@ func TestSecondReplicaWithoutTheVaultKey(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dataB, "vault.key")); !os.IsNotExist(err) {
 		t.Errorf("a key file was made in the second data directory: %v", err)
+	}
+}
+
+// A process without nats.url runs, resumes and redelivers every session's
+// turns on its database itself: a second such process (talon chat too),
+// or a replica of a deployment beside it, would run the same turns, so
+// each is refused, naming the holder. Replicas of a deployment share the
+// database, and a process without nats.url is refused beside them.
+func TestRuntimeLockOnPostgres(t *testing.T) {
+	dbURL, _ := postgresSchema(t)
+	natsURL := testNATS(t)
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	f := newFakeDiscordGateway(t, 0)
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	getenv := testEnv(map[string]string{"DATABASE_URL": dbURL, "TEST_NATS_URL": natsURL, "DISCORD_BOT_TOKEN": "test-discord-token-not-real",
+		"TALON_VAULT_KEY": base64.StdEncoding.EncodeToString(key)})
+	config := func(name string, replica bool) (cfg, addr string) {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		addr = freeAddr(t)
+		body := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1) +
+			"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n" +
+			"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: " + f.srv.URL + "\n"
+		if replica {
+			body += "nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: " + name + "\n"
+		}
+		return writeConfig(t, dir, body), addr
+	}
+	refused := func(what string, res result, holder string) {
+		t.Helper()
+		if res.code == 0 || !strings.Contains(res.stderr, "another Talon process runs turns on this database") || !strings.Contains(res.stderr, holder) ||
+			!strings.Contains(res.stderr, "Give every process that shares this database the same nats.url, or run only one without it") {
+			t.Errorf("%s: exit %d, stderr %s", what, res.code, res.stderr)
+		}
+	}
+
+	cfgA, addrA := config("a", false)
+	var logsA syncBuffer
+	stopA := startRunEnv(t, cfgA, addrA, getenv, &logsA)
+	waitUntil(t, func() bool { return f.sessions() == 1 })
+	chat := env{getenv: getenv, stdin: strings.NewReader("hello\n")}
+	cfgB, _ := config("b", false)
+	refused("talon chat beside a process without nats.url", runMain(t, chat, "chat", "--config", cfgB), `held by "talon run without nats.url on`)
+	cfgC, addrC := config("c", true)
+	refused("a replica beside a process without nats.url", runMain(t, env{getenv: getenv}, "run", "--config", cfgC), `held by "talon run without nats.url on`)
+	stopA()
+
+	var logsC, logsD syncBuffer
+	stopC := startRunEnv(t, cfgC, addrC, getenv, &logsC)
+	defer stopC()
+	waitUntil(t, func() bool { return strings.Contains(logsC.String(), "cluster: this replica runs the turns") })
+	refused("a process without nats.url beside a replica", runMain(t, env{getenv: getenv}, "run", "--config", cfgA), `held by "talon run replica c" from`)
+	cfgD, addrD := config("d", true)
+	stopD := startRunEnv(t, cfgD, addrD, getenv, &logsD)
+	defer stopD()
+	waitUntil(t, func() bool { return strings.Contains(logsD.String(), "cluster: this replica runs the turns") })
+	if strings.Contains(logsD.String(), "another Talon process") {
+		t.Errorf("a second replica was refused:\n%s", logsD.String())
 	}
 }

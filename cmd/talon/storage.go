@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 
 	"github.com/talonhq/talon/adapters/discord"
 	"github.com/talonhq/talon/adapters/slack"
@@ -61,6 +62,40 @@ type openedStore struct {
 	gatewayStore
 	// vault is the vault's storage in it.
 	vault vault.Storage
+	// pg is the PostgreSQL store; nil on SQLite.
+	pg *postgres.DB
+}
+
+// lockRuntime takes PostgreSQL's runtime lock for a process that runs
+// turns (talon run and chat): shared by the replicas of a deployment,
+// exclusive without nats.url, whose process runs, resumes and redelivers
+// every session's turns itself (postgres.RuntimeLock). SQLite's data
+// directory lock already says as much. If the lock is lost and cannot be
+// taken again, the error goes on lost and the process stops.
+func (a *app) lockRuntime(ctx context.Context, command string, lost chan<- error) error {
+	if a.db.pg == nil {
+		return nil
+	}
+	shared := a.node != nil
+	name := "talon " + command
+	if shared {
+		name += " replica " + a.node.Replica()
+	} else {
+		host, _ := os.Hostname()
+		name += " without nats.url on " + host
+	}
+	l, err := a.db.pg.LockRuntime(ctx, shared, name, func(err error) {
+		a.log.Error().Err(err).Msg("the database's runtime lock was lost and is held by another kind of process now: stopping")
+		select {
+		case lost <- err:
+		default:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	a.closers = append(a.closers, l.Close)
+	return nil
 }
 
 // openStore opens the store cfg names: SQLite's file in the data
@@ -72,7 +107,7 @@ func openStore(ctx context.Context, cfg *config.Config) (openedStore, error) {
 		if err != nil {
 			return openedStore{}, err
 		}
-		return openedStore{gatewayStore: db, vault: db.VaultStorage()}, nil
+		return openedStore{gatewayStore: db, vault: db.VaultStorage(), pg: db}, nil
 	case config.StoreSQLite, "":
 		db, err := store.Open(ctx, cfg.DBPath())
 		if err != nil {

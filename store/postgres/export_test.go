@@ -1,5 +1,7 @@
 package postgres
 
+import "time"
+
 // HoldGroups makes db's grouped writes queue, as they do while all its
 // groups are in flight, until release is called; queued says how many
 // wait.
@@ -42,3 +44,11 @@ func PoolSize(db *DB) int32 { return db.pool.Config().MaxConns }
 
 // PoolSizeSet is poolSizeSet.
 var PoolSizeSet = poolSizeSet
+
+// SetRuntimeLockEvery sets how often the RuntimeLocks taken afterwards
+// check their connection, until the test ends.
+func SetRuntimeLockEvery(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := runtimeLockEvery
+	runtimeLockEvery = d
+	t.Cleanup(func() { runtimeLockEvery = old })
+}
