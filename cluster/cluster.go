@@ -277,6 +277,11 @@ func streamName(prefix string) string {
 	return string(b) + "_IN"
 }
 
+// Deployment names the deployment this replica is part of: its NATS
+// server and prefix (the lease bucket's name and creation time), the same
+// on every replica of it.
+func (n *Node) Deployment() string { return n.fenceName }
+
 // Replica returns this replica's id.
 func (n *Node) Replica() string { return n.cfg.Replica }
 

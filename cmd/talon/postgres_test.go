@@ -392,6 +392,12 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %s", what, res.code, res.stderr)
 		}
 	}
+	other := func(what string, res result, holder string) {
+		t.Helper()
+		if res.code == 0 || !strings.Contains(res.stderr, "the replicas of another deployment, on another NATS server or nats.prefix") || !strings.Contains(res.stderr, holder) {
+			t.Errorf("%s: exit %d, stderr %s", what, res.code, res.stderr)
+		}
+	}
 
 	cfgA, addrA := config("a", false)
 	var logsA syncBuffer
@@ -409,6 +415,15 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 	defer stopC()
 	waitUntil(t, func() bool { return strings.Contains(logsC.String(), "cluster: this replica runs the turns") })
 	refused("a process without nats.url beside a replica", runMain(t, env{getenv: getenv}, "run", "--config", cfgA), `held by "talon run replica c" from`)
+	cfgE, _ := config("e", true)
+	body, err := os.ReadFile(cfgE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgE, []byte(strings.Replace(string(body), "  replica: e\n", "  replica: e\n  prefix: other\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other("a replica of another deployment (nats.prefix)", runMain(t, env{getenv: getenv}, "run", "--config", cfgE), `held by "talon run replica c" from`)
 	cfgD, addrD := config("d", true)
 	stopD := startRunEnv(t, cfgD, addrD, getenv, &logsD)
 	defer stopD()

@@ -76,15 +76,16 @@ func (a *app) lockRuntime(ctx context.Context, command string, lost chan<- error
 	if a.db.pg == nil {
 		return nil
 	}
-	shared := a.node != nil
+	shared, deployment := a.node != nil, ""
 	name := "talon " + command
 	if shared {
 		name += " replica " + a.node.Replica()
+		deployment = a.node.Deployment()
 	} else {
 		host, _ := os.Hostname()
 		name += " without nats.url on " + host
 	}
-	l, err := a.db.pg.LockRuntime(ctx, shared, name, func(err error) {
+	l, err := a.db.pg.LockRuntime(ctx, shared, deployment, name, func(err error) {
 		a.log.Error().Err(err).Msg("the database's runtime lock was lost and is held by another kind of process now: stopping")
 		select {
 		case lost <- err:

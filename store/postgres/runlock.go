@@ -37,9 +37,12 @@ var ErrRuntimeLocked = errors.New("postgres: another Talon process runs turns on
 type RuntimeLock struct {
 	cfg    *pgx.ConnConfig
 	shared bool
-	every  time.Duration // runtimeLockEvery when it was taken
-	stop   context.CancelFunc
-	done   chan struct{}
+	// deployment names a replica's deployment (its NATS server and
+	// prefix); "" for none.
+	deployment string
+	every      time.Duration // runtimeLockEvery when it was taken
+	stop       context.CancelFunc
+	done       chan struct{}
 
 	mu   sync.Mutex
 	conn *pgx.Conn // guarded by mu
@@ -49,9 +52,12 @@ type RuntimeLock struct {
 // when its connection is lost it connects again and takes it again, and
 // calls lost (once, from another goroutine) if it is then refused. name
 // shows in pg_stat_activity (application_name) and in the error another
-// process gets. It fails with an error wrapping ErrRuntimeLocked, naming
-// the holders it can see, when the lock is held the other way.
-func (db *DB) LockRuntime(ctx context.Context, shared bool, name string, lost func(error)) (*RuntimeLock, error) {
+// process gets. A replica (shared) names its deployment, the NATS server
+// and prefix its turns are spread on, so that two deployments on one
+// database, which would both run its sessions' turns, are told apart. It
+// fails with an error wrapping ErrRuntimeLocked, naming the holders it can
+// see, when the lock is held the other way or by another deployment.
+func (db *DB) LockRuntime(ctx context.Context, shared bool, deployment, name string, lost func(error)) (*RuntimeLock, error) {
 	cfg := db.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = name
 	// The server's keepalives on this connection, so that a lost host's
@@ -60,7 +66,7 @@ func (db *DB) LockRuntime(ctx context.Context, shared bool, name string, lost fu
 	cfg.RuntimeParams["tcp_keepalives_idle"] = "30"
 	cfg.RuntimeParams["tcp_keepalives_interval"] = "10"
 	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
-	l := &RuntimeLock{cfg: cfg, shared: shared, every: runtimeLockEvery, done: make(chan struct{})}
+	l := &RuntimeLock{cfg: cfg, shared: shared, deployment: deployment, every: runtimeLockEvery, done: make(chan struct{})}
 	conn, err := l.take(ctx)
 	if err != nil {
 		return nil, err
@@ -78,61 +84,93 @@ func (l *RuntimeLock) take(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: runtime lock: connect: %w", scrub(err))
 	}
+	if err := l.takeOn(ctx, conn); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return conn, nil
+}
+
+// takeOn takes the lock on conn: the runtime lock, and for a replica its
+// deployment's, checking that no other deployment's is held.
+func (l *RuntimeLock) takeOn(ctx context.Context, conn *pgx.Conn) error {
 	try := `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`
 	if l.shared {
 		try = `SELECT pg_try_advisory_lock_shared($1, hashtext(current_schema()))`
 	}
 	var ok bool
 	if err := conn.QueryRow(ctx, try, int32(runtimeLockClass)).Scan(&ok); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("postgres: runtime lock: %w", scrub(err))
+		return fmt.Errorf("postgres: runtime lock: %w", scrub(err))
 	}
-	if ok {
-		return conn, nil
+	if !ok {
+		holders := lockHolders(ctx, conn, `l.classid = $1::bigint::oid AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid`, int64(runtimeLockClass))
+		if holders == "" {
+			holders = "held by a process that has just stopped: start again"
+		}
+		why := "a process without nats.url runs every session's turns itself, so nothing else may run turns here"
+		if !l.shared {
+			why = "replicas of a deployment (nats.url) or another process without nats.url run turns here"
+		}
+		return fmt.Errorf("%w (%s): %s. Two would run the same turns: tool calls twice, replies shown twice. "+
+			"Give every process that shares this database the same nats.url, or run only one without it", ErrRuntimeLocked, holders, why)
 	}
-	holders := lockHolders(ctx, conn)
-	conn.Close(context.WithoutCancel(ctx))
-	why := "a process without nats.url runs every session's turns itself, so nothing else may run turns here"
-	if !l.shared {
-		why = "replicas of a deployment (nats.url) or another process without nats.url run turns here"
+	if !l.shared || l.deployment == "" {
+		return nil
 	}
-	return nil, fmt.Errorf("%w (%s): %s. Two would run the same turns: tool calls twice, replies shown twice. "+
-		"Give every process that shares this database the same nats.url, or run only one without it", ErrRuntimeLocked, holders, why)
+	// The deployment's lock: the first key names the schema, the second
+	// the deployment; a key of the schema with another second key is
+	// another deployment's replica.
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock_shared(hashtext('talon deployment ' || current_schema()), hashtext($1))`, l.deployment); err != nil {
+		return fmt.Errorf("postgres: runtime lock: %w", scrub(err))
+	}
+	others := lockHolders(ctx, conn, `l.classid = (hashtext('talon deployment ' || current_schema())::bigint & 4294967295)::oid
+		AND l.objid <> (hashtext($1)::bigint & 4294967295)::oid`, l.deployment)
+	if others == "" {
+		return nil
+	}
+	return fmt.Errorf("%w (%s): the replicas of another deployment, on another NATS server or nats.prefix. Both would run the same turns: "+
+		"tool calls twice, replies shown twice. Give every replica that shares this database the same nats.url and nats.prefix, "+
+		"or each deployment its own database or schema", ErrRuntimeLocked, others)
 }
 
-// lockHolders names the sessions that hold the runtime lock, as far as
-// this role may see them.
-func lockHolders(ctx context.Context, conn *pgx.Conn) string {
+// lockHolders names the sessions that hold the advisory locks cond
+// selects (over pg_locks l), as far as this role may see them: "held by
+// …", or "" when there are none.
+func lockHolders(ctx context.Context, conn *pgx.Conn, cond string, args ...any) string {
 	rows, err := conn.Query(ctx, `SELECT coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'), l.mode
 		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		  AND l.classid = $1::bigint::oid AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid AND l.objsubid = 2`,
-		int64(runtimeLockClass))
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid <> pg_backend_pid()
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND `+cond, args...)
 	if err != nil {
 		return "held by a process this role cannot see"
 	}
+	defer rows.Close()
 	var who []string
 	for rows.Next() {
 		var app, addr, mode string
-		if rows.Scan(&app, &addr, &mode) == nil {
-			if app == "" {
-				app = "a session this role cannot see"
-			}
-			kind := "exclusive"
-			if mode == "ShareLock" {
-				kind = "shared"
-			}
-			who = append(who, fmt.Sprintf("%q from %s, %s", app, addr, kind))
+		if err := rows.Scan(&app, &addr, &mode); err != nil {
+			return "held by a process this role cannot see"
 		}
+		if app == "" {
+			app = "a session this role cannot see"
+		}
+		kind := "exclusive"
+		if mode == "ShareLock" {
+			kind = "shared"
+		}
+		who = append(who, fmt.Sprintf("%q from %s, %s", app, addr, kind))
 	}
-	if rows.Err() != nil || len(who) == 0 {
+	if rows.Err() != nil {
 		return "held by a process this role cannot see"
+	}
+	if len(who) == 0 {
+		return ""
 	}
 	return "held by " + strings.Join(who, "; ")
 }
 
-// runtimeLockEvery is how often the lock's connection is checked, and
-// twice how often it is tried again once lost (tests shorten it).
+// runtimeLockEvery is how often the lock's connection is checked; once
+// lost, it is tried again every fifth of it (tests shorten it).
 var runtimeLockEvery = 10 * time.Second
 
 // keep checks the connection every l.every; when it is lost, it connects

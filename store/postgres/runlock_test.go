@@ -30,26 +30,38 @@ func TestRuntimeLock(t *testing.T) {
 	lost := make(chan error, 4)
 	onLost := func(err error) { lost <- err }
 
-	r1, err := a.LockRuntime(ctx, true, "talon test replica 1", onLost)
+	r1, err := a.LockRuntime(ctx, true, "d1", "talon test replica 1", onLost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := b.LockRuntime(ctx, true, "talon test replica 2", onLost)
+	r2, err := b.LockRuntime(ctx, true, "d1", "talon test replica 2", onLost)
 	if err != nil {
 		t.Fatalf("a second replica: %v", err)
 	}
-	if _, err := b.LockRuntime(ctx, false, "talon test alone", onLost); !errors.Is(err, postgres.ErrRuntimeLocked) ||
+	if _, err := b.LockRuntime(ctx, false, "", "talon test alone", onLost); !errors.Is(err, postgres.ErrRuntimeLocked) ||
 		!strings.Contains(err.Error(), `"talon test replica 1" from`) || !strings.Contains(err.Error(), `"talon test replica 2" from`) {
 		t.Fatalf("a process without nats.url beside two replicas: %v", err)
 	}
+	// A replica of another deployment (another NATS server or prefix)
+	// would run the same sessions' turns.
+	if _, err := b.LockRuntime(ctx, true, "d2", "talon test other deployment", onLost); !errors.Is(err, postgres.ErrRuntimeLocked) ||
+		!strings.Contains(err.Error(), "the replicas of another deployment") || !strings.Contains(err.Error(), `"talon test replica 1" from`) {
+		t.Fatalf("a replica of another deployment: %v", err)
+	}
 	r1.Close()
 	r2.Close()
+	// Once the first deployment's replicas stopped, the other may run.
+	r3, err := b.LockRuntime(ctx, true, "d2", "talon test other deployment", onLost)
+	if err != nil {
+		t.Fatalf("the other deployment once the first stopped: %v", err)
+	}
+	r3.Close()
 
-	alone, err := a.LockRuntime(ctx, false, "talon test alone", onLost)
+	alone, err := a.LockRuntime(ctx, false, "", "talon test alone", onLost)
 	if err != nil {
 		t.Fatalf("a process without nats.url once the replicas stopped: %v", err)
 	}
-	if _, err := b.LockRuntime(ctx, true, "talon test replica 3", onLost); !errors.Is(err, postgres.ErrRuntimeLocked) {
+	if _, err := b.LockRuntime(ctx, true, "d1", "talon test replica 3", onLost); !errors.Is(err, postgres.ErrRuntimeLocked) {
 		t.Fatalf("a replica beside a process without nats.url: %v", err)
 	}
 	// Its connection cut: it connects again and holds the lock again.
@@ -76,7 +88,7 @@ func TestRuntimeLock(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := b.LockRuntime(ctx, false, "talon test other", onLost); !errors.Is(err, postgres.ErrRuntimeLocked) {
+	if _, err := b.LockRuntime(ctx, false, "", "talon test other", onLost); !errors.Is(err, postgres.ErrRuntimeLocked) {
 		t.Fatalf("the lock after its holder connected again: %v", err)
 	}
 	select {
@@ -89,12 +101,12 @@ func TestRuntimeLock(t *testing.T) {
 	// naming the new holder.
 	alone.Close()
 	postgres.SetRuntimeLockEvery(t, time.Second)
-	if alone, err = a.LockRuntime(ctx, false, "talon test alone", onLost); err != nil {
+	if alone, err = a.LockRuntime(ctx, false, "", "talon test alone", onLost); err != nil {
 		t.Fatal(err)
 	}
 	defer alone.Close()
 	cut("talon test alone")
-	other, err := b.LockRuntime(ctx, true, "talon test replica 4", onLost)
+	other, err := b.LockRuntime(ctx, true, "d1", "talon test replica 4", onLost)
 	if err != nil {
 		t.Fatalf("a replica once the holder's connection was cut: %v", err)
 	}
