@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +82,15 @@ type Config struct {
 	// StreamReplicas is the replication of the stream and buckets in a
 	// NATS cluster (default 1).
 	StreamReplicas int
+	// Alone, when not "", says that this replica's store is its own (a
+	// SQLite file), so that no other replica may run beside it: a message
+	// one of them accepted would be announced to an owner whose store does
+	// not have it. It names the store (a hash of the host and the data
+	// directory), so that the same store's next process is not kept
+	// waiting by its dead predecessor. Open refuses to start beside a
+	// running replica when Alone is set, and beside a running replica that
+	// has it set.
+	Alone string
 }
 
 // Node distributes the turns of sessions over the replicas of a
@@ -186,10 +196,13 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if err := checkPartitions(ctx, js, cfg); err != nil {
 		return nil, err
 	}
+	if err := checkAlone(ctx, n.kv, cfg); err != nil {
+		return nil, err
+	}
 	if n.limits, err = OpenLimits(ctx, js, cfg.Prefix, cfg.Replica, cfg.LeaseTTL, cfg.StreamReplicas, n.log); err != nil {
 		return nil, err
 	}
-	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log}
+	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log, Alone: cfg.Alone}
 	return n, nil
 }
 
@@ -249,6 +262,42 @@ func checkLeaseTTL(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 	for range keys.Keys() {
 		return fmt.Errorf("cluster: nats.lease_ttl is %s here but %s for the replicas running now (bucket %s): every replica must use the same; "+
 			"to change it, stop every replica, wait %s, then start them with the new value", cfg.LeaseTTL, st.TTL(), bucket, st.TTL())
+	}
+	return nil
+}
+
+// checkAlone refuses a replica beside the running ones (their alive keys)
+// when either has a store of its own (Config.Alone): their stores would
+// not hold each other's messages.
+func checkAlone(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
+	keys, err := kv.ListKeys(ctx, jetstream.MetaOnly())
+	if err != nil {
+		return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
+	}
+	defer keys.Stop()
+	for k := range keys.Keys() {
+		other, ok := strings.CutPrefix(k, "alive.")
+		if !ok || other == cfg.Replica {
+			continue
+		}
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // gone since
+		} else if err != nil {
+			return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
+		}
+		theirs, _ := aloneOf(e.Value())
+		switch {
+		case cfg.Alone != "" && theirs == cfg.Alone:
+			// The same store's previous process, dead: this one holds
+			// the data directory's lock now.
+		case cfg.Alone != "":
+			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s), and this one has the SQLite store, "+
+				"which no other replica can share: replicas share a PostgreSQL store (store.driver: postgres); with SQLite run one process", other, cfg.Prefix)
+		case theirs != "":
+			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) on a SQLite store of its own, "+
+				"which no other replica can share: stop it, and give every replica the PostgreSQL store (store.driver: postgres)", other, cfg.Prefix)
+		}
 	}
 	return nil
 }

@@ -402,6 +402,46 @@ func TestOpenRefusesAnotherLeaseTTLWhileReplicasRun(t *testing.T) {
 	}
 }
 
+// A replica whose store is its own (SQLite) runs alone: another replica
+// beside it is refused, and it is refused beside another, but not beside
+// its own store's dead predecessor.
+func TestOpenRefusesAReplicaBesideOneAlone(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	f.cfg.Alone = "store-a"
+	a := f.start("a")
+	eventually(t, 10*testTTL, "a holds its partitions", func() bool { return len(a.node.Held()) == 8 })
+	nc := connect(t, url)
+	rt := &agent.Runtime{Store: f.db, LLM: echo{}}
+	ctx := context.Background()
+	open := func(replica, alone string) error {
+		_, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "talon", LeaseTTL: testTTL, Replica: replica, Alone: alone}, rt, f.db, zerolog.Nop())
+		return err
+	}
+	if err := open("b", ""); err == nil || !strings.Contains(err.Error(), "replica a runs in this deployment (nats.url, nats.prefix talon) on a SQLite store of its own") {
+		t.Errorf("a shared-store replica beside one alone: %v", err)
+	}
+	if err := open("c", "store-c"); err == nil || !strings.Contains(err.Error(), "this one has the SQLite store") {
+		t.Errorf("a second replica alone: %v", err)
+	}
+	a.nc.Close() // a dies: its alive key stays until it expires
+	if err := open("a2", "store-a"); err != nil {
+		t.Errorf("the next process of a's store, a dead: %v", err)
+	}
+	if err := open("c", "store-c"); err == nil {
+		t.Error("another store's replica while a's alive key stays: nil error")
+	}
+
+	// A replica alone refused beside a shared-store one.
+	g := newFixture(t, url, "shared")
+	p := g.start("p")
+	eventually(t, 10*testTTL, "p holds its partitions", func() bool { return len(p.node.Held()) == 8 })
+	if _, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "shared", LeaseTTL: testTTL, Replica: "q", Alone: "store-q"}, rt, g.db, zerolog.Nop()); err == nil ||
+		!strings.Contains(err.Error(), "replica p runs in this deployment (nats.url, nats.prefix shared), and this one has the SQLite store") {
+		t.Errorf("a replica alone beside a shared-store one: %v", err)
+	}
+}
+
 // TestNodeOnRealNATS runs the ordering test against the NATS server of
 // TALON_TEST_NATS.
 func TestNodeOnRealNATS(t *testing.T) {

@@ -67,6 +67,9 @@ type Leases struct {
 	// before the context's end has been delivered (Hold.Valid), and the
 	// claim's fencing token.
 	Work func(ctx context.Context, slot int, h Hold)
+	// Alone, when not "", is written in this replica's alive key: its
+	// store is its own (Config.Alone).
+	Alone string
 	// Log receives lease changes.
 	Log zerolog.Logger
 	// Prefer are slots claimed before any other when free (the gateway's
@@ -267,7 +270,11 @@ func (l *Leases) keep(ctx context.Context) {
 func (l *Leases) announce(ctx context.Context) {
 	cctx, cancel := l.call(ctx)
 	defer cancel()
-	if _, err := l.KV.Put(cctx, aliveKey(l.Replica), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil && ctx.Err() == nil {
+	val := time.Now().UTC().Format(time.RFC3339)
+	if l.Alone != "" {
+		val = "alone " + l.Alone + " " + val
+	}
+	if _, err := l.KV.Put(cctx, aliveKey(l.Replica), []byte(val)); err != nil && ctx.Err() == nil {
 		l.Log.Warn().Err(err).Msg("cluster: could not announce this replica; its leases end if this goes on")
 	}
 }
@@ -283,6 +290,17 @@ func (l *Leases) Held() []int {
 		}
 	}
 	return out
+}
+
+// aloneOf returns the store an alive key's value names (Leases.Alone),
+// or "".
+func aloneOf(v []byte) (string, bool) {
+	rest, ok := strings.CutPrefix(string(v), "alone ")
+	if !ok {
+		return "", false
+	}
+	id, _, _ := strings.Cut(rest, " ")
+	return id, id != ""
 }
 
 func ownerKey(slot int) string       { return "owner." + strconv.Itoa(slot) }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -66,8 +69,17 @@ func (a *app) openCluster(ctx context.Context) error {
 	a.closers = append(a.closers, conn.Close)
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	alone := ""
+	if a.cfg.Store.Driver != config.StorePostgres {
+		// The SQLite file is this replica's own: no other may run beside
+		// it. Named by host and data directory, not in clear.
+		host, _ := os.Hostname()
+		dir, _ := filepath.Abs(a.cfg.DataDir)
+		sum := sha256.Sum256([]byte(host + "\x00" + dir))
+		alone = hex.EncodeToString(sum[:8])
+	}
 	node, err := cluster.Open(octx, conn, cluster.Config{
-		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix,
+		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix, Alone: alone,
 	}, a.rt, a.db.gatewayStore, a.log)
 	if err != nil {
 		return err
@@ -91,8 +103,8 @@ func (a *app) openCluster(ctx context.Context) error {
 		a.shards = sh
 	}
 	if a.cfg.Store.Driver != config.StorePostgres {
-		a.log.Warn().Msg("nats.url with the SQLite store: no other replica can share this store, so run only this one; " +
-			"replicas share a PostgreSQL store (store.driver: postgres)")
+		a.log.Warn().Msg("nats.url with the SQLite store: no other replica can share this store, so this one runs alone " +
+			"(another replica is refused while it runs); replicas share a PostgreSQL store (store.driver: postgres)")
 	}
 	a.log.Info().Str("replica", replica).Int("partitions", nc.Partitions).Str("nats", nc.Hosts()).
 		Msg("cluster: this replica runs the turns of the partitions it holds; every replica must share the store")

@@ -201,8 +201,9 @@ func TestNATSReconnectsSoonAfterARestart(t *testing.T) {
 }
 
 // talon run refuses a nats.lease_ttl other than the running replicas',
-// saying what to do.
-func TestRunRefusesAnotherLeaseTTL(t *testing.T) {
+// and a second replica beside one on its own SQLite store, saying what to
+// do.
+func TestRunRefusesAMismatchedReplica(t *testing.T) {
 	url := testNATS(t)
 	llmSrv := llmtest.NewServer(t, llmtest.Echo())
 	f := newFakeDiscordGateway(t, 0)
@@ -228,5 +229,13 @@ func TestRunRefusesAnotherLeaseTTL(t *testing.T) {
 		"to change it, stop every replica, wait 4s, then start them with the new value"
 	if res.code == 0 || !strings.Contains(res.stderr, want) {
 		t.Errorf("a second replica with another lease_ttl: exit %d, stderr %s", res.code, res.stderr)
+	}
+	// Its messages would be announced to a's partitions, and a's store
+	// does not have them.
+	cfgC, _ := replica("c", "4s")
+	res = runMain(t, env{getenv: getenv}, "run", "--config", cfgC)
+	const alone = "replica a runs in this deployment (nats.url, nats.prefix talon), and this one has the SQLite store, which no other replica can share"
+	if res.code == 0 || !strings.Contains(res.stderr, alone) {
+		t.Errorf("a second replica beside one on SQLite: exit %d, stderr %s", res.code, res.stderr)
 	}
 }
