@@ -34,7 +34,7 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	}
 	natsURL := os.Getenv("TALON_TEST_NATS")
 	if natsURL == "" {
-		t.Skip("TALON_TEST_NATS is not set: set it (nats://127.0.0.1:4222) to run the test of Discord shard takeover at Discord's heartbeat")
+		t.Skip("TALON_TEST_NATS is not set: set it (nats://127.0.0.1:4222) and TALON_TEST_POSTGRES to run the test of Discord shard takeover at Discord's heartbeat")
 	}
 	const (
 		replicas  = 3
@@ -43,6 +43,8 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 		takeover  = 30 * time.Second
 		stillWait = 10 * time.Second
 	)
+	// Replicas share a PostgreSQL store: one on SQLite runs alone.
+	dbURL, _ := postgresSchema(t)
 	prefix := natsPrefix(t, natsURL)
 	model := llmtest.NewServer(t, llmtest.Text("ok"))
 	f := newShardedDiscord(t, shards, heartbeat)
@@ -51,8 +53,9 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	if d := os.Getenv("CHAOS_DEBUG_DIR"); d != "" {
 		dir = d
 	}
+	t.Setenv("DATABASE_URL", dbURL)
 	t.Setenv("NATS_URL", natsURL)
-	reps := discordReplicas(t, f, model.URL, dir, "probe-p", replicas, "", 2, prefix)
+	reps := discordReplicas(t, f, model.URL, dir, "probe-p", replicas, "store:\n  driver: postgres\n  url: ${DATABASE_URL}\n", 2, prefix)
 	defer func() {
 		for _, r := range reps {
 			r.kill(syscall.SIGKILL)
