@@ -293,10 +293,12 @@ func checkAlone(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
 			// the data directory's lock now.
 		case cfg.Alone != "":
 			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s), and this one has the SQLite store, "+
-				"which no other replica can share: replicas share a PostgreSQL store (store.driver: postgres); with SQLite run one process", other, cfg.Prefix)
+				"which no other replica can share: replicas share a PostgreSQL store (store.driver: postgres); with SQLite run one process "+
+				"(a replica that has just ended is forgotten within nats.lease_ttl, %s)", other, cfg.Prefix, cfg.LeaseTTL)
 		case theirs != "":
 			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) on a SQLite store of its own, "+
-				"which no other replica can share: stop it, and give every replica the PostgreSQL store (store.driver: postgres)", other, cfg.Prefix)
+				"which no other replica can share: stop it, and give every replica the PostgreSQL store (store.driver: postgres) "+
+				"(a replica that has just ended is forgotten within nats.lease_ttl, %s)", other, cfg.Prefix, cfg.LeaseTTL)
 		}
 	}
 	return nil
