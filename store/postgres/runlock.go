@@ -59,6 +59,9 @@ type RuntimeLock struct {
 // see, when the lock is held the other way or by another deployment.
 func (db *DB) LockRuntime(ctx context.Context, shared bool, deployment, name string, lost func(error)) (*RuntimeLock, error) {
 	cfg := db.pool.Config().ConnConfig.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
 	cfg.RuntimeParams["application_name"] = name
 	// The server's keepalives on this connection, so that a lost host's
 	// lock is released within about a minute (30 + 3 × 10 s), not the
