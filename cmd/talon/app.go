@@ -663,6 +663,12 @@ func doctorPostgres(ctx context.Context, e env, cfg *config.Config, check checkF
 	check("database", err, detail)
 	if err == nil {
 		check("vault key", sharedKeyHint(cfg, vault.CheckKeyInDir(cfg.DataDir, e.getenv, in.VaultKeyCheck, in.VaultEntries)), "")
+		running := ": no process runs turns on this database now"
+		if in.Runtimes != "" {
+			running = ": turns run here, the runtime lock " + in.Runtimes + " (beside a process without nats.url nothing else may run turns; " +
+				"beside replicas, only replicas of the same deployment)"
+		}
+		check("runtime", nil, running)
 	}
 }
 

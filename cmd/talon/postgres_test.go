@@ -408,7 +408,14 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 	refused("talon chat beside a process without nats.url", runMain(t, chat, "chat", "--config", cfgB), `held by "talon run without nats.url on`)
 	cfgC, addrC := config("c", true)
 	refused("a replica beside a process without nats.url", runMain(t, env{getenv: getenv}, "run", "--config", cfgC), `held by "talon run without nats.url on`)
+	// talon doctor shows who runs turns on the database.
+	if res := runMain(t, env{getenv: getenv}, "doctor", "--config", cfgC); !strings.Contains(res.stdout, `ok    runtime: turns run here, the runtime lock held by "talon run without nats.url on`) {
+		t.Errorf("doctor beside a process without nats.url: %s", res.stdout)
+	}
 	stopA()
+	if res := runMain(t, env{getenv: getenv}, "doctor", "--config", cfgC); !strings.Contains(res.stdout, "ok    runtime: no process runs turns on this database now") {
+		t.Errorf("doctor with no process running: %s", res.stdout)
+	}
 
 	var logsC, logsD syncBuffer
 	stopC := startRunEnv(t, cfgC, addrC, getenv, &logsC)

@@ -344,6 +344,9 @@ type Inspection struct {
 	VaultKeyCheck []byte
 	// VaultEntries is how many vault entries are stored.
 	VaultEntries int
+	// Runtimes names the processes that run turns on the database now
+	// (the runtime lock's holders, RuntimeLock): "held by …", or "".
+	Runtimes string
 }
 
 // Inspect connects to the database at url and reads its schema version and
@@ -365,6 +368,7 @@ func Inspect(ctx context.Context, url string) (Inspection, error) {
 	if err := conn.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
 		return in, fmt.Errorf("postgres: inspect: %w", err)
 	}
+	in.Runtimes = runtimeHolders(ctx, conn)
 	if !exists {
 		// Open would create the tables: say now if it cannot.
 		return in, creatable(ctx, conn)

@@ -106,7 +106,7 @@ func (l *RuntimeLock) takeOn(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("postgres: runtime lock: %w", scrub(err))
 	}
 	if !ok {
-		holders := lockHolders(ctx, conn, `l.classid = $1::bigint::oid AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid`, int64(runtimeLockClass))
+		holders := runtimeHolders(ctx, conn)
 		if holders == "" {
 			holders = "held by a process that has just stopped: start again"
 		}
@@ -134,6 +134,11 @@ func (l *RuntimeLock) takeOn(ctx context.Context, conn *pgx.Conn) error {
 	return fmt.Errorf("%w (%s): the replicas of another deployment, on another NATS server or nats.prefix. Both would run the same turns: "+
 		"tool calls twice, replies shown twice. Give every replica that shares this database the same nats.url and nats.prefix, "+
 		"or each deployment its own database or schema", ErrRuntimeLocked, others)
+}
+
+// runtimeHolders names the holders of the runtime lock (lockHolders).
+func runtimeHolders(ctx context.Context, conn *pgx.Conn) string {
+	return lockHolders(ctx, conn, `l.classid = $1::bigint::oid AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid`, int64(runtimeLockClass))
 }
 
 // lockHolders names the sessions that hold the advisory locks cond
