@@ -439,3 +439,58 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 		t.Errorf("a second replica was refused:\n%s", logsD.String())
 	}
 }
+
+// A process without nats.url whose lock's connection was cut, and whose
+// lock a replica took meanwhile, stops (within its 10 s check) rather
+// than run the replica's turns too.
+func TestRunStopsWhenItsRuntimeLockIsTaken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the lock's 10 s check")
+	}
+	dbURL, pool := postgresSchema(t)
+	natsURL := testNATS(t)
+	llmSrv := llmtest.NewServer(t, llmtest.Echo())
+	f := newFakeDiscordGateway(t, 0)
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	getenv := testEnv(map[string]string{"DATABASE_URL": dbURL, "TEST_NATS_URL": natsURL, "DISCORD_BOT_TOKEN": "test-discord-token-not-real",
+		"TALON_VAULT_KEY": base64.StdEncoding.EncodeToString(key)})
+	config := func(name, extra string) (cfg, addr string) {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		addr = freeAddr(t)
+		return writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1)+
+			"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n"+
+			"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n"+extra), addr
+	}
+	cfgA, _ := config("a", "")
+	var logsA syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		e := env{getenv: getenv, stdin: strings.NewReader(""), stdout: io.Discard, stderr: &logsA}
+		done <- e.main(ctx, []string{"run", "--config", cfgA})
+	}()
+	waitUntil(t, func() bool { return f.sessions() == 1 })
+	var cut int
+	if err := pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name LIKE 'talon run without nats.url on %'`).Scan(&cut); err != nil || cut != 1 {
+		t.Fatalf("cut the lock's connection: %d, %v", cut, err)
+	}
+	cfgC, addrC := config("c", "nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: c\n")
+	var logsC syncBuffer
+	stopC := startRunEnv(t, cfgC, addrC, getenv, &logsC)
+	defer stopC()
+	select {
+	case code := <-done:
+		if code == 0 || !strings.Contains(logsA.String(), "the database's runtime lock was lost and is held by another kind of process now: stopping") ||
+			!strings.Contains(logsA.String(), `held by \"talon run replica c\"`) {
+			t.Errorf("a process whose lock a replica took: exit %d, log:\n%s", code, logsA.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the process without nats.url still runs 30 s after a replica took its lock:\n%s", logsA.String())
+	}
+}
