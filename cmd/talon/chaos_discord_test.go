@@ -386,25 +386,7 @@ func (r *chaosProc) start() {
 // ready waits until /readyz answers 200.
 func (r *chaosProc) ready() {
 	r.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		resp, err := http.Get("http://" + r.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case <-r.exited:
-			r.t.Fatalf("replica %s exited before it was ready:\n%s", r.name, tailLog(filepath.Dir(r.cfg), r.starts))
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("replica %s not ready in 2 minutes:\n%s", r.name, tailLog(filepath.Dir(r.cfg), r.starts))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(r.t, r.name, r.addr, r.exited, func() string { return tailLog(filepath.Dir(r.cfg), r.starts) })
 }
 
 // kill sends sig (SIGKILL) to a running process and waits for its end.

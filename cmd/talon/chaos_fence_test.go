@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	crand "crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -78,24 +76,8 @@ func TestChaosPausedOwnerIsFenced(t *testing.T) {
 	fs := newFakeSlackAPI(t)
 
 	dir := t.TempDir()
-	toolsDir := filepath.Join(dir, "tools")
-	if err := os.MkdirAll(toolsDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	manifest := fmt.Sprintf("name: http_fetch\ndescription: Fetch a page of the counter.\nparameters:\n  type: object\n"+
-		"  properties:\n    url: {type: string}\n  required: [url]\nhttp:\n  - scheme: http\n    host: %q\n    methods: [GET]\n    trusted: true\nlimits:\n  deadline: 60s\n",
-		strings.TrimPrefix(counter.URL, "http://"))
-	if err := os.WriteFile(filepath.Join(toolsDir, "http_fetch.yaml"), []byte(manifest), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SLACK_BOT_TOKEN", testBotToken)
-	t.Setenv("SLACK_APP_TOKEN", testAppToken)
-	t.Setenv("SLACK_SIGNING_SECRET", testSigningSecret)
-	t.Setenv("DATABASE_URL", dbURL)
-	t.Setenv("NATS_URL", natsURL)
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	t.Setenv("TALON_VAULT_KEY", base64.StdEncoding.EncodeToString(key))
+	toolsDir := writeFetchTool(t, dir, counter.URL, "60s")
+	setReplicaEnv(t, dbURL, natsURL)
 
 	reps := make([]*chaosProc, 2)
 	for i := range reps {

@@ -43,17 +43,24 @@ func newFetchTool(t *testing.T, dir string) (*hitCounter, string) {
 	}))
 	t.Cleanup(srv.Close)
 	c.URL = srv.URL
+	return c, writeFetchTool(t, dir, srv.URL, "30s")
+}
+
+// writeFetchTool writes, in dir/tools (returned), the manifest of the
+// built-in http_fetch allowed to GET the server at url, with deadline.
+func writeFetchTool(t *testing.T, dir, url, deadline string) string {
+	t.Helper()
 	toolsDir := filepath.Join(dir, "tools")
 	if err := os.MkdirAll(toolsDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	manifest := fmt.Sprintf("name: http_fetch\ndescription: Fetch a page of the counter.\nparameters:\n  type: object\n"+
-		"  properties:\n    url: {type: string}\n  required: [url]\nhttp:\n  - scheme: http\n    host: %q\n    methods: [GET]\n    trusted: true\nlimits:\n  deadline: 30s\n",
-		strings.TrimPrefix(srv.URL, "http://"))
+		"  properties:\n    url: {type: string}\n  required: [url]\nhttp:\n  - scheme: http\n    host: %q\n    methods: [GET]\n    trusted: true\nlimits:\n  deadline: %s\n",
+		strings.TrimPrefix(url, "http://"), deadline)
 	if err := os.WriteFile(filepath.Join(toolsDir, "http_fetch.yaml"), []byte(manifest), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return c, toolsDir
+	return toolsDir
 }
 
 // setReplicaEnv sets what the replicas' configurations name: Slack's
@@ -108,9 +115,16 @@ func (r *chaosReplica) lastLog() string { return tailLog(filepath.Dir(r.cfg), r.
 // ready waits, up to 2 minutes, for the replica's /readyz.
 func (r *chaosReplica) ready(t *testing.T) {
 	t.Helper()
+	waitReady(t, r.name, r.addr, r.exited, r.lastLog)
+}
+
+// waitReady waits, up to 2 minutes, until the replica name at addr
+// answers /readyz with 200; it fails the test if exited is closed first.
+func waitReady(t *testing.T, name, addr string, exited <-chan struct{}, lastLog func() string) {
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		resp, err := http.Get("http://" + r.addr + "/readyz")
+		resp, err := http.Get("http://" + addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -118,12 +132,12 @@ func (r *chaosReplica) ready(t *testing.T) {
 			}
 		}
 		select {
-		case <-r.exited:
-			t.Fatalf("replica %s exited before it was ready:\n%s", r.name, r.lastLog())
+		case <-exited:
+			t.Fatalf("replica %s exited before it was ready:\n%s", name, lastLog())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica %s not ready in 2 minutes:\n%s", r.name, r.lastLog())
+			t.Fatalf("replica %s not ready in 2 minutes:\n%s", name, lastLog())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

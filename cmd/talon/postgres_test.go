@@ -357,34 +357,54 @@ func TestSecondReplicaWithoutTheVaultKey(t *testing.T) {
 	}
 }
 
+// pgRuns writes the configurations of talon run processes on one
+// PostgreSQL schema and one NATS server: each with Discord (one fake
+// gateway), an echo model, memory and routines off, its own data
+// directory, and the same environment (getenv, one vault key).
+type pgRuns struct {
+	t       *testing.T
+	pool    *pgxpool.Pool // on the schema
+	getenv  func(string) string
+	model   string
+	discord *fakeDiscordGateway
+}
+
+func newPGRuns(t *testing.T) *pgRuns {
+	dbURL, pool := postgresSchema(t)
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	return &pgRuns{t: t, pool: pool, model: llmtest.NewServer(t, llmtest.Echo()).URL, discord: newFakeDiscordGateway(t, 0),
+		getenv: testEnv(map[string]string{"DATABASE_URL": dbURL, "TEST_NATS_URL": testNATS(t), "DISCORD_BOT_TOKEN": "test-discord-token-not-real",
+			"TALON_VAULT_KEY": base64.StdEncoding.EncodeToString(key)})}
+}
+
+// config writes the configuration of the process name, with extra (a
+// nats: section) at its end, and returns it and its listen address.
+func (p *pgRuns) config(name, extra string) (cfg, addr string) {
+	t := p.t
+	dir := filepath.Join(t.TempDir(), name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	addr = freeAddr(t)
+	return writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", p.model), `listen: ""`, "listen: "+addr, 1)+
+		"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n"+
+		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+p.discord.srv.URL+"\n"+extra), addr
+}
+
+// natsReplicaYAML is the nats: section of a replica named name.
+func natsReplicaYAML(name string) string {
+	return "nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: " + name + "\n"
+}
+
 // A process without nats.url runs, resumes and redelivers every session's
 // turns on its database itself: a second such process (talon chat too),
 // or a replica of a deployment beside it, would run the same turns, so
 // each is refused, naming the holder. Replicas of a deployment share the
 // database, and a process without nats.url is refused beside them.
 func TestRuntimeLockOnPostgres(t *testing.T) {
-	dbURL, _ := postgresSchema(t)
-	natsURL := testNATS(t)
-	llmSrv := llmtest.NewServer(t, llmtest.Echo())
-	f := newFakeDiscordGateway(t, 0)
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	getenv := testEnv(map[string]string{"DATABASE_URL": dbURL, "TEST_NATS_URL": natsURL, "DISCORD_BOT_TOKEN": "test-discord-token-not-real",
-		"TALON_VAULT_KEY": base64.StdEncoding.EncodeToString(key)})
-	config := func(name string, replica bool) (cfg, addr string) {
-		dir := filepath.Join(t.TempDir(), name)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		addr = freeAddr(t)
-		body := strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1) +
-			"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n" +
-			"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: " + f.srv.URL + "\n"
-		if replica {
-			body += "nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: " + name + "\n"
-		}
-		return writeConfig(t, dir, body), addr
-	}
+	runs := newPGRuns(t)
+	f, getenv := runs.discord, runs.getenv
 	refused := func(what string, res result, holder string) {
 		t.Helper()
 		if res.code == 0 || !strings.Contains(res.stderr, "another Talon process runs turns on this database") || !strings.Contains(res.stderr, holder) ||
@@ -399,14 +419,14 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 		}
 	}
 
-	cfgA, addrA := config("a", false)
+	cfgA, addrA := runs.config("a", "")
 	var logsA syncBuffer
 	stopA := startRunEnv(t, cfgA, addrA, getenv, &logsA)
 	waitUntil(t, func() bool { return f.sessions() == 1 })
 	chat := env{getenv: getenv, stdin: strings.NewReader("hello\n")}
-	cfgB, _ := config("b", false)
+	cfgB, _ := runs.config("b", "")
 	refused("talon chat beside a process without nats.url", runMain(t, chat, "chat", "--config", cfgB), `held by "talon run without nats.url on`)
-	cfgC, addrC := config("c", true)
+	cfgC, addrC := runs.config("c", natsReplicaYAML("c"))
 	refused("a replica beside a process without nats.url", runMain(t, env{getenv: getenv}, "run", "--config", cfgC), `held by "talon run without nats.url on`)
 	// talon doctor shows who runs turns on the database.
 	if res := runMain(t, env{getenv: getenv}, "doctor", "--config", cfgC); !strings.Contains(res.stdout, `ok    runtime: turns run here, the runtime lock held by "talon run without nats.url on`) {
@@ -422,16 +442,9 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 	defer stopC()
 	waitUntil(t, func() bool { return strings.Contains(logsC.String(), "cluster: this replica runs the turns") })
 	refused("a process without nats.url beside a replica", runMain(t, env{getenv: getenv}, "run", "--config", cfgA), `held by "talon run replica c" from`)
-	cfgE, _ := config("e", true)
-	body, err := os.ReadFile(cfgE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfgE, []byte(strings.Replace(string(body), "  replica: e\n", "  replica: e\n  prefix: other\n", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgE, _ := runs.config("e", natsReplicaYAML("e")+"  prefix: other\n")
 	other("a replica of another deployment (nats.prefix)", runMain(t, env{getenv: getenv}, "run", "--config", cfgE), `held by "talon run replica c" from`)
-	cfgD, addrD := config("d", true)
+	cfgD, addrD := runs.config("d", natsReplicaYAML("d"))
 	stopD := startRunEnv(t, cfgD, addrD, getenv, &logsD)
 	defer stopD()
 	waitUntil(t, func() bool { return strings.Contains(logsD.String(), "cluster: this replica runs the turns") })
@@ -447,25 +460,9 @@ func TestRunStopsWhenItsRuntimeLockIsTaken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the lock's 10 s check")
 	}
-	dbURL, pool := postgresSchema(t)
-	natsURL := testNATS(t)
-	llmSrv := llmtest.NewServer(t, llmtest.Echo())
-	f := newFakeDiscordGateway(t, 0)
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	getenv := testEnv(map[string]string{"DATABASE_URL": dbURL, "TEST_NATS_URL": natsURL, "DISCORD_BOT_TOKEN": "test-discord-token-not-real",
-		"TALON_VAULT_KEY": base64.StdEncoding.EncodeToString(key)})
-	config := func(name, extra string) (cfg, addr string) {
-		dir := filepath.Join(t.TempDir(), name)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		addr = freeAddr(t)
-		return writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1)+
-			"store:\n  driver: postgres\n  url: ${DATABASE_URL}\nmemory:\n  enabled: false\nroutines:\n  enabled: false\n"+
-			"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n"+extra), addr
-	}
-	cfgA, _ := config("a", "")
+	runs := newPGRuns(t)
+	pool, f, getenv := runs.pool, runs.discord, runs.getenv
+	cfgA, _ := runs.config("a", "")
 	var logsA syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -480,7 +477,7 @@ func TestRunStopsWhenItsRuntimeLockIsTaken(t *testing.T) {
 		WHERE application_name LIKE 'talon run without nats.url on %'`).Scan(&cut); err != nil || cut != 1 {
 		t.Fatalf("cut the lock's connection: %d, %v", cut, err)
 	}
-	cfgC, addrC := config("c", "nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: c\n")
+	cfgC, addrC := runs.config("c", natsReplicaYAML("c"))
 	var logsC syncBuffer
 	stopC := startRunEnv(t, cfgC, addrC, getenv, &logsC)
 	defer stopC()
