@@ -133,7 +133,8 @@ func (l *RuntimeLock) takeOn(ctx context.Context, conn *pgx.Conn) error {
 	}
 	return fmt.Errorf("%w (%s): the replicas of another deployment, on another NATS server or nats.prefix. Both would run the same turns: "+
 		"tool calls twice, replies shown twice. Give every replica that shares this database the same nats.url and nats.prefix, "+
-		"or each deployment its own database or schema", ErrRuntimeLocked, others)
+		"or each deployment its own database or schema. (If it is this deployment and its NATS server lost its data, which made "+
+		"the lease bucket anew, restart every replica.)", ErrRuntimeLocked, others)
 }
 
 // runtimeHolders names the holders of the runtime lock (lockHolders).
