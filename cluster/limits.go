@@ -102,11 +102,15 @@ type Limits struct {
 }
 
 // keepFor is how long a slot freed by its turn is kept for the next turn
-// of this replica before it is freed in the bucket. The limits still
-// hold (a kept slot counts as taken); another replica waiting for one of
-// them waits this much longer, twice at most (the sweep runs every
-// keepFor).
-const keepFor = 50 * time.Millisecond
+// of this replica before it is freed in the bucket (up to twice that: the
+// sweep runs every keepFor). The limits still hold (a kept slot counts as
+// taken), and another replica does not wait for it: its turn's "w." key,
+// seen through the watch, frees the set's kept slots at once. A second
+// covers a person's next message under load, when a turn's reply, the
+// next message and its turn take a few hundred milliseconds (before, 50
+// ms: nearly every turn freed its person's slot and took one again, two
+// writes that every replica's watch receives).
+const keepFor = time.Second
 
 // seen is a slot key's state as last seen.
 type seen struct {
@@ -651,7 +655,7 @@ func (l *Limits) free(s *slot) {
 // waiter hears of that through its watch and takes it with one write,
 // milliseconds on a working NATS. A waiter that has not taken it by then
 // (it stopped, or its key is stale) delays the turn no longer.
-const yieldFor = 2 * keepFor
+const yieldFor = 100 * time.Millisecond
 
 // wantKey is the key saying that replica waits for a slot of set.
 func wantKey(set, replica string) string { return "w." + set + "." + replica }
@@ -712,6 +716,19 @@ func (l *Limits) sawWant(set, replica string, at time.Time, gone bool) {
 		l.wants[set] = m
 	}
 	m[replica] = at
+	if replica == l.replica {
+		return
+	}
+	// Another replica's turn waits for a slot of set: the ones kept here
+	// are freed now, not at the sweep.
+	if ss := l.kept[set+"."]; len(ss) > 0 {
+		delete(l.kept, set+".")
+		go func() {
+			for _, s := range ss {
+				l.free(s)
+			}
+		}()
+	}
 }
 
 // wantedElsewhere reports whether another replica's turn waits for a slot

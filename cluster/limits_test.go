@@ -253,7 +253,8 @@ func TestLimitsSlotsOfADeadReplicaFreeThemselves(t *testing.T) {
 // TestLimitsKeepAFreedSlotForTheNextTurn: the slots a turn frees are
 // taken by the replica's next turn of the same person without a write to
 // the bucket; a slot kept so is free for another replica within a few
-// keepFor, and at once when the replica stops.
+// keepFor, at once when another replica's turn waits for it, and at once
+// when the replica stops.
 func TestLimitsKeepAFreedSlotForTheNextTurn(t *testing.T) {
 	url := testNATS(t)
 	ctx := context.Background()
@@ -330,6 +331,25 @@ func TestLimitsKeepAFreedSlotForTheNextTurn(t *testing.T) {
 		t.Fatalf("another replica waiting for a slot kept for %s: %v", keepFor, err)
 	}
 	rd()
+
+	// Kept for an hour: another replica whose turn waits for the only
+	// slot has it at once, its "w." key freeing the slots kept for the set.
+	g, _, _ := open("want", "g", time.Hour)
+	h, _, _ := open("want", "h", time.Hour)
+	release, err = g.Acquire(ctx, p, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	start := time.Now()
+	wctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	rh, err := h.Acquire(wctx, q, 1, 1)
+	cancel()
+	if err != nil {
+		t.Fatalf("another replica waiting for a slot kept for an hour: %v", err)
+	}
+	t.Logf("a slot kept for an hour was another replica's %s after it began to wait", time.Since(start).Round(100*time.Microsecond))
+	rh()
 
 	// A replica that stops frees its kept slots at once: another one has
 	// them though they were to be kept for an hour.
