@@ -464,20 +464,26 @@ func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) err
 	return nil
 }
 
-const usageAdd = `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
-	SELECT $1::bigint / 86400000, s.principal_id, s.channel, $2, $3, $4, $5, s.server
-	FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = $6
-	ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls,
-		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
-		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
-		server = CASE WHEN excluded.server <> '' THEN excluded.server ELSE usage_daily.server END`
-
-// usageSub takes back from the daily sums what step $2 of turn $1, if it
-// was recorded before, added to them.
-const usageSub = `INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
-	SELECT ts.created_at / 86400000, s.principal_id, s.channel, ts.model, -1, -ts.input_tokens, -ts.output_tokens, s.server
-	FROM turn_steps ts JOIN turns t ON t.id = ts.turn_id JOIN sessions s ON s.id = t.session_id
-	WHERE ts.turn_id = $1 AND ts.step = $2
+// stepUpsert records step $2 of turn $1 and counts it in the daily usage
+// sums, in one statement: what its earlier record (a step recorded again)
+// added is taken back, from the old record's day and model, and the new
+// one added. The two are summed first, as one command cannot change a
+// row twice: a step recorded again on the same day with the same model
+// nets zero calls. (Only a past day's sums are kept by usage_days, whose
+// generation the take-back then still moves: a step is recorded today.)
+const stepUpsert = `WITH old AS (SELECT created_at / 86400000 AS day, model, input_tokens, output_tokens
+			FROM turn_steps WHERE turn_id = $1 AND step = $2),
+		st AS (INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,
+				output_tokens = excluded.output_tokens, stop_reason = excluded.stop_reason, created_at = excluded.created_at,
+				model = excluded.model),
+		d AS (SELECT $6::bigint / 86400000 AS day, $7::text AS model, 1::bigint AS calls, $3::bigint AS input_tokens, $4::bigint AS output_tokens
+			UNION ALL SELECT day, model, -1, -input_tokens, -output_tokens FROM old)
+	INSERT INTO usage_daily (day, principal_id, channel, model, calls, input_tokens, output_tokens, server)
+	SELECT d.day, s.principal_id, s.channel, d.model, sum(d.calls)::bigint, sum(d.input_tokens)::bigint, sum(d.output_tokens)::bigint, s.server
+	FROM d CROSS JOIN turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = $1
+	GROUP BY d.day, d.model, s.principal_id, s.channel, s.server
 	ON CONFLICT (day, principal_id, channel, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls,
 		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
 		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
@@ -502,14 +508,7 @@ func lockTurn(ctx context.Context, tx pgx.Tx, t agent.TurnID) error {
 func (db *DB) queueStep(b *pgx.Batch, t agent.TurnID, st *agent.Step, contents []string) {
 	now := db.now()
 	model := text(st.Model)
-	b.Queue(usageSub, t, st.N)
-	b.Queue(`INSERT INTO turn_steps (turn_id, step, input_tokens, output_tokens, stop_reason, created_at, model)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (turn_id, step) DO UPDATE SET input_tokens = excluded.input_tokens,
-			output_tokens = excluded.output_tokens, stop_reason = excluded.stop_reason, created_at = excluded.created_at,
-			model = excluded.model`,
-		t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, text(st.StopReason), now, model)
-	b.Queue(usageAdd, now, model, 1, st.Usage.InputTokens, st.Usage.OutputTokens, t)
+	b.Queue(stepUpsert, t, st.N, st.Usage.InputTokens, st.Usage.OutputTokens, text(st.StopReason), now, model)
 	queueAppend(b, st.Session, t, st.Messages, contents, now)
 }
 
