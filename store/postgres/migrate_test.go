@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -59,6 +60,61 @@ func TestMigrations(t *testing.T) {
 	if _, err := postgres.Open(ctx, u); !errors.Is(err, postgres.ErrSchemaTooNew) {
 		t.Errorf("Open of a newer schema: %v, want ErrSchemaTooNew", err)
 	}
+}
+
+// A version that would migrate the schema while Talon processes run on it
+// (an older replica left running during an upgrade) is refused, naming
+// them, and migrates nothing; once they stop it starts. A replica of the
+// same version opens beside them as before.
+func TestUpgradeRefusedWhileTalonRuns(t *testing.T) {
+	ctx := context.Background()
+	u := testURL(t)
+	db, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	old, err := db.LockRuntime(ctx, true, "d1", "talon test old replica", func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	same, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Fatalf("a replica of the same version beside a running one: %v", err)
+	}
+	same.Close()
+
+	// The schema one version behind this Talon's, as an older one left it.
+	p := pool(t, u)
+	latest := postgres.Latest()
+	var name string
+	var at int64
+	if err := p.QueryRow(ctx, `DELETE FROM schema_migrations WHERE version = $1 RETURNING name, applied_at`, latest).Scan(&name, &at); err != nil {
+		t.Fatal(err)
+	}
+	_, err = postgres.Open(ctx, u)
+	want := fmt.Sprintf("the schema is at version %d and this Talon migrates it to %d", latest-1, latest)
+	if !errors.Is(err, postgres.ErrUpgradeWhileRunning) || !strings.Contains(err.Error(), want) ||
+		!strings.Contains(err.Error(), `"talon test old replica" from`) || !strings.Contains(err.Error(), "Stop every replica") {
+		t.Fatalf("an upgrade while an older replica runs: %v", err)
+	}
+	var n int
+	if err := p.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, latest).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the refused upgrade migrated: %d rows of version %d, %v", n, latest, err)
+	}
+
+	// Stopped: this version starts. (Its migration is already in the
+	// schema here, so its record is put back rather than run again.)
+	old.Close()
+	if _, err := p.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`, latest, name, at); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Fatalf("once the old replica stopped: %v", err)
+	}
+	db2.Close()
 }
 
 // A connection that fails names what to fix and never the password.

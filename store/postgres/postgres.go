@@ -27,6 +27,12 @@ import (
 // by a newer version of Talon than this one.
 var ErrSchemaTooNew = errors.New("postgres: database schema is newer than this program")
 
+// ErrUpgradeWhileRunning is wrapped by Open's error when the schema needs
+// migrations this version brings while other Talon processes run turns on
+// it (they hold the runtime lock): they run an older version, which would
+// go on beside a schema it does not know.
+var ErrUpgradeWhileRunning = errors.New("postgres: Talon processes run on this database; stop them before upgrading")
+
 var (
 	_ agent.Store         = (*DB)(nil)
 	_ agent.ThreadCursors = (*DB)(nil)
@@ -282,6 +288,18 @@ func (db *DB) migrate(ctx context.Context) error {
 	// len(ms) are all of ms, and the usual open ends here.
 	if int(count) == len(ms) && oldest == 1 && int(newest) == len(ms) {
 		return nil
+	}
+	// An upgrade: the processes that run turns here now (the runtime lock's
+	// holders) are of an older version. Migrating under them could break
+	// their statements, or let them write what this version does not
+	// expect, with nothing to stop them; so they are stopped first.
+	if count > 0 {
+		if holders := runtimeHolders(ctx, conn.Conn()); holders != "" {
+			return fmt.Errorf("%w: the schema is at version %d and this Talon migrates it to %d, but Talon processes run on it (%s). "+
+				"Stop every replica and every talon run or chat on this database, then start this version: "+
+				"an older one left running beside the new schema could fail or write what the new one does not expect",
+				ErrUpgradeWhileRunning, newest, len(ms), holders)
+		}
 	}
 	for _, m := range ms {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
