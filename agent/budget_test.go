@@ -1,14 +1,19 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/talonhq/talon/agent"
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/store"
 )
 
 func TestBudgetsRefuseWithResetTimeAndExemptAdmins(t *testing.T) {
@@ -77,5 +82,75 @@ func TestDeniedPrincipalIsRefusedWithoutTheModel(t *testing.T) {
 	}
 	if n := len(h.llm.Requests()); n != 1 {
 		t.Errorf("model requests = %d, want 1 (u1's)", n)
+	}
+}
+
+// stallingAccess is an AccessList whose check lasts until its context
+// ends: a turn stopped while it checks (its replica lost the session's
+// partition, or the process stops).
+type stallingAccess struct{ entered chan struct{} }
+
+func (a stallingAccess) Denied(ctx context.Context, _ agent.Principal) (bool, error) {
+	close(a.entered)
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+// lockedLog is a log sink that tests read while the runtime writes.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// A turn stopped while its access is checked refuses nothing: the
+// message stays queued for whoever runs the session next, no reply is
+// written, and the log says so at info level, not as a failure.
+func TestTurnStoppedWhileCheckingAccessStaysQueued(t *testing.T) {
+	logs := &lockedLog{}
+	access := stallingAccess{entered: make(chan struct{})}
+	h := newHarness(t, llmtest.Echo(), func(rt *agent.Runtime) {
+		rt.Access = access
+		rt.Log = zerolog.New(logs)
+	})
+	q := h.send("u1", "hello")
+	select {
+	case <-access.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the turn never checked access")
+	}
+	h.stop()
+	if got := h.ch.texts(); len(got) != 0 {
+		t.Errorf("replies from a stopped turn: %q", got)
+	}
+	db, err := store.Open(context.Background(), h.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pending, err := db.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 || pending[0].ID != q.ID {
+		t.Errorf("pending after the stop: %+v, want message %d still queued", pending, q.ID)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"level":"info"`) || !strings.Contains(out, "turn stopped before it began") {
+		t.Errorf("no info line for the stopped turn in the log:\n%s", out)
+	}
+	if strings.Contains(out, `"level":"error"`) {
+		t.Errorf("a stopped turn logged as an error:\n%s", out)
 	}
 }
