@@ -91,6 +91,12 @@ type Config struct {
 	// running replica when Alone is set, and beside a running replica that
 	// has it set.
 	Alone string
+	// Tools, when not "", is a digest of this replica's tools (their
+	// names, manifests and modules). A turn runs, or resumes, on whichever
+	// replica owns its session's partition, and calls the tools that
+	// replica has: Open refuses to start beside a running replica whose
+	// digest differs.
+	Tools string
 }
 
 // Node distributes the turns of sessions over the replicas of a
@@ -202,7 +208,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if n.limits, err = OpenLimits(ctx, js, cfg.Prefix, cfg.Replica, cfg.LeaseTTL, cfg.StreamReplicas, n.log); err != nil {
 		return nil, err
 	}
-	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log, Alone: cfg.Alone}
+	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log, Alone: cfg.Alone, Tools: cfg.Tools}
 	return n, nil
 }
 
@@ -268,7 +274,8 @@ func checkLeaseTTL(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 
 // checkAlone refuses a replica beside the running ones (their alive keys)
 // when either has a store of its own (Config.Alone): their stores would
-// not hold each other's messages.
+// not hold each other's messages; or when their tools differ
+// (Config.Tools).
 func checkAlone(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
 	keys, err := kv.ListKeys(ctx, jetstream.MetaOnly())
 	if err != nil {
@@ -286,7 +293,7 @@ func checkAlone(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
 		} else if err != nil {
 			return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
 		}
-		theirs, _ := aloneOf(e.Value())
+		theirs, tools := aliveOf(e.Value())
 		switch {
 		case cfg.Alone != "" && theirs == cfg.Alone:
 			// The same store's previous process, dead: this one holds
@@ -299,10 +306,19 @@ func checkAlone(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
 			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) on a SQLite store of its own, "+
 				"which no other replica can share: stop it, and give every replica the PostgreSQL store (store.driver: postgres) "+
 				"(a replica that has just ended is forgotten within nats.lease_ttl, %s)", other, cfg.Prefix, cfg.LeaseTTL)
+		case cfg.Tools != "" && tools != "" && tools != cfg.Tools:
+			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) with other tools than this one "+
+				"(digest %s there, %s here): a turn runs, or resumes, on whichever replica owns its session, with that replica's tools, "+
+				"so every replica needs the same tools directory, manifests and modules. Give this one the same tools; to change them, "+
+				"stop every replica, then start them all with the new ones (a replica that has just ended is forgotten within nats.lease_ttl, %s)",
+				other, cfg.Prefix, short(tools), short(cfg.Tools), cfg.LeaseTTL)
 		}
 	}
 	return nil
 }
+
+// short is the start of a digest, enough to tell two apart in a message.
+func short(digest string) string { return digest[:min(len(digest), 12)] }
 
 // settingsBucket opens the bucket "<prefix>_cluster", whose keys never
 // expire: the settings every replica must share, and who connected each

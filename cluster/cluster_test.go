@@ -442,6 +442,36 @@ func TestOpenRefusesAReplicaBesideOneAlone(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesAReplicaWithOtherTools: a replica whose tools differ from
+// a running replica's is refused at start, naming both digests; one with
+// the same tools, or of a version that writes no digest, is not.
+func TestOpenRefusesAReplicaWithOtherTools(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "tools")
+	f.cfg.Tools = "aaaaaaaaaaaaaaaa1111"
+	a := f.start("a")
+	eventually(t, 10*testTTL, "a holds its partitions", func() bool { return len(a.node.Held()) == 8 })
+	nc := connect(t, url)
+	rt := &agent.Runtime{Store: f.db, LLM: echo{}}
+	open := func(replica, tools string) error {
+		_, err := Open(context.Background(), nc, Config{Partitions: 8, Prefix: "tools", LeaseTTL: testTTL, Replica: replica, Tools: tools}, rt, f.db, zerolog.Nop())
+		return err
+	}
+	if err := open("b", "bbbbbbbbbbbbbbbb2222"); err == nil || !strings.Contains(err.Error(), "replica a runs in this deployment (nats.url, nats.prefix tools) with other tools") ||
+		!strings.Contains(err.Error(), "digest aaaaaaaaaaaa there, bbbbbbbbbbbb here") {
+		t.Errorf("a replica with other tools: %v", err)
+	}
+	if err := open("c", "aaaaaaaaaaaaaaaa1111"); err != nil {
+		t.Errorf("a replica with the same tools: %v", err)
+	}
+	if err := open("d", ""); err != nil {
+		t.Errorf("a replica that tells no digest: %v", err)
+	}
+	if alone, tools := aliveOf([]byte("alone s1 tools t1 2026-12-03T00:00:00Z")); alone != "s1" || tools != "t1" {
+		t.Errorf("aliveOf: %q, %q", alone, tools)
+	}
+}
+
 // TestNodeOnRealNATS runs the ordering test against the NATS server of
 // TALON_TEST_NATS.
 func TestNodeOnRealNATS(t *testing.T) {

@@ -70,6 +70,9 @@ type Leases struct {
 	// Alone, when not "", is written in this replica's alive key: its
 	// store is its own (Config.Alone).
 	Alone string
+	// Tools, when not "", is written in this replica's alive key: the
+	// digest of its tools (Config.Tools).
+	Tools string
 	// Log receives lease changes.
 	Log zerolog.Logger
 	// Prefer are slots claimed before any other when free (the gateway's
@@ -271,6 +274,9 @@ func (l *Leases) announce(ctx context.Context) {
 	cctx, cancel := l.call(ctx)
 	defer cancel()
 	val := time.Now().UTC().Format(time.RFC3339)
+	if l.Tools != "" {
+		val = "tools " + l.Tools + " " + val
+	}
 	if l.Alone != "" {
 		val = "alone " + l.Alone + " " + val
 	}
@@ -292,15 +298,19 @@ func (l *Leases) Held() []int {
 	return out
 }
 
-// aloneOf returns the store an alive key's value names (Leases.Alone),
-// or "".
-func aloneOf(v []byte) (string, bool) {
-	rest, ok := strings.CutPrefix(string(v), "alone ")
-	if !ok {
-		return "", false
+// aliveOf returns what an alive key's value names: the store of a replica
+// alone (Leases.Alone) and the digest of its tools (Leases.Tools), each ""
+// when absent. The value is "[alone <store> ][tools <digest> ]<time>"; a
+// replica of a version before the tools' digest writes none.
+func aliveOf(v []byte) (alone, tools string) {
+	rest := string(v)
+	if r, ok := strings.CutPrefix(rest, "alone "); ok {
+		alone, rest, _ = strings.Cut(r, " ")
 	}
-	id, _, _ := strings.Cut(rest, " ")
-	return id, id != ""
+	if r, ok := strings.CutPrefix(rest, "tools "); ok {
+		tools, _, _ = strings.Cut(r, " ")
+	}
+	return alone, tools
 }
 
 func ownerKey(slot int) string       { return "owner." + strconv.Itoa(slot) }

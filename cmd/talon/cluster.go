@@ -78,8 +78,12 @@ func (a *app) openCluster(ctx context.Context) error {
 		sum := sha256.Sum256([]byte(host + "\x00" + dir))
 		alone = hex.EncodeToString(sum[:8])
 	}
+	tools, err := toolsDigest(a.sandboxTools)
+	if err != nil {
+		return err
+	}
 	node, err := cluster.Open(octx, conn, cluster.Config{
-		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix, Alone: alone,
+		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix, Alone: alone, Tools: tools,
 	}, a.rt, a.db.gatewayStore, a.log)
 	if err != nil {
 		return err

@@ -451,6 +451,16 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 	if strings.Contains(logsD.String(), "another Talon process") {
 		t.Errorf("a second replica was refused:\n%s", logsD.String())
 	}
+	// A replica whose tools differ (here http_fetch's manifest) is
+	// refused beside them: a turn runs on whichever replica owns its
+	// session, with that replica's tools.
+	cfgF, _ := runs.config("f", natsReplicaYAML("f"))
+	writeFetchTool(t, filepath.Join(filepath.Dir(cfgF), "data"), "http://127.0.0.1:1", "5s")
+	if res := runMain(t, env{getenv: getenv}, "run", "--config", cfgF); res.code == 0 ||
+		!strings.Contains(res.stderr, "runs in this deployment (nats.url, nats.prefix talon) with other tools than this one") ||
+		!strings.Contains(res.stderr, "every replica needs the same tools directory, manifests and modules") {
+		t.Errorf("a replica with other tools: exit %d, stderr %s", res.code, res.stderr)
+	}
 }
 
 // A process without nats.url whose lock's connection was cut, and whose

@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -462,4 +465,42 @@ func cmdToolCheck(ctx context.Context, e env, args []string) error {
 	}
 	fmt.Fprintln(e.stdout, "ok")
 	return nil
+}
+
+// toolsDigest is a digest of the tools, so that replicas can tell whether
+// they have the same (cluster.Config.Tools): SHA-256 over each tool, in
+// name order, of its name, its manifest as parsed and its module's bytes
+// (read through a hash, not kept).
+func toolsDigest(ts []sandbox.Tool) (string, error) {
+	ts = slices.Clone(ts)
+	slices.SortFunc(ts, func(a, b sandbox.Tool) int { return strings.Compare(a.Manifest.Name, b.Manifest.Name) })
+	h := sha256.New()
+	for _, t := range ts {
+		m, err := json.Marshal(t.Manifest)
+		if err != nil {
+			return "", fmt.Errorf("tool %s: digest of its manifest: %w", t.Manifest.Name, err)
+		}
+		mod := sha256.New()
+		if t.Wasm != nil {
+			mod.Write(t.Wasm)
+		} else if err := hashFile(mod, t.FS, t.Path); err != nil {
+			return "", fmt.Errorf("tool %s: digest of its module: %w", t.Manifest.Name, err)
+		}
+		fmt.Fprintf(h, "%d:%s%d:%s%x\n", len(t.Manifest.Name), t.Manifest.Name, len(m), m, mod.Sum(nil))
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// hashFile writes the file at path in fsys to w.
+func hashFile(w io.Writer, fsys fs.FS, path string) error {
+	if fsys == nil {
+		return errors.New("no module binary")
+	}
+	f, err := fsys.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return err
 }
