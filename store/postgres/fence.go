@@ -46,13 +46,28 @@ func (db *DB) AdvanceFence(ctx context.Context, name string, token uint64) error
 	return nil
 }
 
+// fenceCheck checks that fence $1 is not past token $2 (talon_fence), and
+// holds the fence's lock shared until the transaction ends.
+const fenceCheck = `SELECT talon_fence($1, $2)`
+
 // queueFence queues on b the check of ctx's fence, when it carries one: in
 // the batch's transaction (explicit, or the implicit one of a batch sent
-// outside a transaction), before the writes it guards.
+// outside a transaction), before the writes it guards. A check of the same
+// fence and token already queued on b covers them too (a group's writes
+// of one partition, group.go): it passed earlier in the same transaction,
+// whose lock it still holds, or failed it all.
 func queueFence(ctx context.Context, b *pgx.Batch) {
-	if f, ok := agent.FenceOf(ctx); ok {
-		b.Queue(`SELECT talon_fence($1, $2)`, f.Name, int64(min(f.Token, math.MaxInt64)))
+	f, ok := agent.FenceOf(ctx)
+	if !ok {
+		return
 	}
+	token := int64(min(f.Token, math.MaxInt64))
+	for _, q := range b.QueuedQueries {
+		if q.SQL == fenceCheck && len(q.Arguments) == 2 && q.Arguments[0] == any(f.Name) && q.Arguments[1] == any(token) {
+			return
+		}
+	}
+	b.Queue(fenceCheck, f.Name, token)
 }
 
 // fenced wraps the error talon_fence raises as agent.ErrFenced.

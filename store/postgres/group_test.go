@@ -261,10 +261,11 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
-// TestGroupedStartUnderASupersededFence: a turn started under a
-// superseded fencing token, in a group with other sessions' starts, fails
-// on its own with agent.ErrFenced and writes nothing (its message stays
-// queued); the others start.
+// TestGroupedStartUnderASupersededFence: turns started under a superseded
+// fencing token (two, whose one check the group shares), in a group with
+// other sessions' starts (one under the current token, one without a
+// fence), fail on their own with agent.ErrFenced and write nothing (their
+// messages stay queued); the others start.
 func TestGroupedStartUnderASupersededFence(t *testing.T) {
 	ctx := context.Background()
 	db, err := postgres.Open(ctx, testURL(t))
@@ -298,26 +299,30 @@ func TestGroupedStartUnderASupersededFence(t *testing.T) {
 	}
 	errs := make([]error, users)
 	var calls []func()
+	fenced := func(u int) bool { return u < 2 }
 	for u := range users {
 		c := ctx
-		if u == 0 {
+		switch {
+		case fenced(u):
 			c = agent.WithFence(ctx, agent.Fence{Name: name, Token: 5})
+		case u == 2:
+			c = agent.WithFence(ctx, agent.Fence{Name: name, Token: 9})
 		}
 		calls = append(calls, func() { _, _, _, errs[u] = db.StartTurn(c, ids[u], user) })
 	}
 	grouped(t, db, calls...)
-	if !errors.Is(errs[0], agent.ErrFenced) {
-		t.Errorf("start under the superseded token: %v, want ErrFenced", errs[0])
-	}
-	for u := 1; u < users; u++ {
-		if errs[u] != nil {
+	for u := range users {
+		if fenced(u) && !errors.Is(errs[u], agent.ErrFenced) {
+			t.Errorf("start of user %d under the superseded token: %v, want ErrFenced", u, errs[u])
+		}
+		if !fenced(u) && errs[u] != nil {
 			t.Errorf("start of user %d in the same group: %v", u, errs[u])
 		}
 	}
 	got := pendingIDs(t, db)
 	for u, id := range ids {
-		if running, ok := got[id]; !ok || running != (u != 0) {
-			t.Errorf("user %d's message: pending %v, running %v; want running %v", u, ok, running, u != 0)
+		if running, ok := got[id]; !ok || running != !fenced(u) {
+			t.Errorf("user %d's message: pending %v, running %v; want running %v", u, ok, running, !fenced(u))
 		}
 	}
 }
