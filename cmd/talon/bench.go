@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -74,6 +75,13 @@ type benchResult struct {
 	// one runtime, measured just before in the same run.
 	Replicas  int          `json:"replicas,omitempty"`
 	Reference *benchResult `json:"reference,omitempty"`
+	// ProcsPerReplica is each replica process's GOMAXPROCS, and
+	// PoolPerReplica the size of its PostgreSQL pool: the host's CPUs
+	// shared among the replicas, which run on it together. PoolPerReplica
+	// is 0 when --store sets pool_max_conns, ProcsPerReplica when the
+	// replicas run in this process (--replicas-in-process).
+	ProcsPerReplica int `json:"procs_per_replica,omitempty"`
+	PoolPerReplica  int `json:"pool_per_replica,omitempty"`
 	// Procs are the replicas' processes (--replicas without
 	// --replicas-in-process), in the order of their numbers: user u's
 	// messages were accepted by replica u mod N. PeakRSSBytes is then the
@@ -915,18 +923,33 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, inProcess 
 	if err := json.Unmarshal(refOut.Bytes(), &ref); err != nil {
 		return fmt.Errorf("bench: the reference run on SQLite: %w", err)
 	}
+	// The replicas share this host, and PostgreSQL with them: each one
+	// has its share of the host's CPUs, as its GOMAXPROCS and its pool's
+	// size (talon run's defaults are all of them, for a replica with a
+	// host of its own), as docs/scale.md advises for replicas that share
+	// one. On 2 cores, three replicas with 2 each ran 0.65–0.75× one
+	// replica's turns/s, with 1 each 0.73–0.92× (3 December).
+	share := max(1, runtime.GOMAXPROCS(0)/n)
+	pool := share
+	u, set := postgres.WithPoolSize(u, pool)
+	if set {
+		pool = 0
+	}
 	load.runID = strconv.FormatInt(time.Now().UnixNano(), 36)
 	o := benchReplicaOptions{Store: u, NATS: natsURL, Prefix: "talonbench_" + load.runID, Concurrency: load.concurrency,
 		ToolShare: load.toolShare, Latency: latency}
 	run, where := benchProcs, "processes"
 	if inProcess {
 		run, where = benchCluster, "in one process"
+	} else {
+		o.Procs = share
 	}
 	res, err := run(ctx, e, load, o, n, asJSON, cpuProfile)
 	if err != nil {
 		return err
 	}
 	res.Reference = &ref
+	res.PoolPerReplica, res.ProcsPerReplica = pool, o.Procs
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
 	}
@@ -943,6 +966,12 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, inProcess 
 	}
 	if ref.TurnsPerSec > 0 {
 		fmt.Fprintf(e.stdout, "ratio:           %.2f× the reference's turns/s\n", res.TurnsPerSec/ref.TurnsPerSec)
+	}
+	if o.Procs > 0 {
+		fmt.Fprintf(e.stdout, "each replica:    GOMAXPROCS %d (this host's %d CPUs shared among the replicas)\n", o.Procs, runtime.GOMAXPROCS(0))
+	}
+	if pool > 0 {
+		fmt.Fprintf(e.stdout, "PostgreSQL pool: %d connections a replica (its share of this host's CPUs; pool_max_conns in --store sets it)\n", pool)
 	}
 	fmt.Fprintf(e.stdout, "group commit:    %d of the replicas' writes committed in %d groups of two or more\n", res.GroupedWrites, res.Groups)
 	if st := res.Stages; st != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -50,6 +51,9 @@ type benchReplicaOptions struct {
 	Latency     time.Duration `json:"latency"`  // the fake model's, per call
 	DataDir     string        `json:"data_dir"` // the tool cache
 	CPUProfile  string        `json:"cpu_profile,omitempty"`
+	// Procs, when not 0, is the replica process's GOMAXPROCS: its share
+	// of the host's CPUs, which the replicas share.
+	Procs int `json:"procs,omitempty"`
 }
 
 // benchReplica is one replica of the bench: a runtime with its own
@@ -171,6 +175,8 @@ type benchReplicaStats struct {
 	// CPUSeconds is the CPU time its process used during the load (user
 	// and system; a process of its own only).
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	// GOMAXPROCS is its process's, as it ran.
+	GOMAXPROCS int `json:"gomaxprocs,omitempty"`
 }
 
 // stats returns what the replica did since resetStats.
@@ -197,6 +203,7 @@ type benchProcResult struct {
 	// CPUSeconds is the CPU time it used during the load (Linux's
 	// /proc/self/stat, in its clock ticks: 10 ms here).
 	CPUSeconds float64 `json:"cpu_seconds"`
+	GOMAXPROCS int     `json:"gomaxprocs"`
 }
 
 // clusterResult sums the replicas' load: out is the drive's, accepts the
@@ -473,6 +480,9 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("%s: want the bench's options on stdin (this command is talon bench's own): %s", benchReplicaCmd, why)
 	}
 	o := *first.Options
+	if o.Procs > 0 {
+		runtime.GOMAXPROCS(o.Procs)
+	}
 	out := &frameWriter{enc: json.NewEncoder(e.stdout)}
 	clock := &modelClock{Provider: &benchLLM{latency: o.Latency}, marks: map[[2]int]turnMarks{}}
 	r, err := startBenchReplica(ctx, o, &replicaChannel{out: out, clock: clock}, clock)
@@ -539,7 +549,7 @@ func cmdBenchReplica(ctx context.Context, e env, args []string) error {
 				profile = nil
 			}
 			st := r.stats()
-			st.PeakRSSBytes, st.CPUSeconds = peakRSS(), (cpuTime() - cpu0).Seconds()
+			st.PeakRSSBytes, st.CPUSeconds, st.GOMAXPROCS = peakRSS(), (cpuTime() - cpu0).Seconds(), runtime.GOMAXPROCS(0)
 			return out.write(replicaFrame{Op: "stats", Stats: &st})
 		default:
 			return fmt.Errorf("%s: unknown request %q", benchReplicaCmd, f.Op)
@@ -921,7 +931,7 @@ func benchProcs(ctx context.Context, e env, load benchLoad, o benchReplicaOption
 	res.PeakRSSBytes = res.BenchRSSBytes
 	for i, st := range stats {
 		res.Procs = append(res.Procs, benchProcResult{PID: procs[i].cmd.Process.Pid, Accepted: int(st.Accepted), Turns: len(st.TurnTimes),
-			PeakRSSBytes: st.PeakRSSBytes, CPUSeconds: st.CPUSeconds})
+			PeakRSSBytes: st.PeakRSSBytes, CPUSeconds: st.CPUSeconds, GOMAXPROCS: st.GOMAXPROCS})
 		res.PeakRSSBytes += st.PeakRSSBytes
 	}
 	return res, nil

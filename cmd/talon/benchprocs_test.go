@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -128,6 +129,17 @@ func TestBenchReplicasAsProcesses(t *testing.T) {
 	}
 	if turns != 36 {
 		t.Errorf("the replicas ran %d turns between them, want 36", turns)
+	}
+	// The two share this host's CPUs: each has half, as GOMAXPROCS and
+	// as its pool.
+	share := max(1, runtime.GOMAXPROCS(0)/2)
+	if got.ProcsPerReplica != share || got.PoolPerReplica != share {
+		t.Errorf("procs_per_replica %d, pool_per_replica %d; want %d each", got.ProcsPerReplica, got.PoolPerReplica, share)
+	}
+	for i, p := range got.Procs {
+		if p.GOMAXPROCS != share {
+			t.Errorf("replica %d ran with GOMAXPROCS %d, want %d", i, p.GOMAXPROCS, share)
+		}
 	}
 	if got.BenchRSSBytes <= 0 || got.PeakRSSBytes != rss {
 		t.Errorf("peak RSS %d, bench's own %d; want the bench's and the replicas' sum, %d", got.PeakRSSBytes, got.BenchRSSBytes, rss)

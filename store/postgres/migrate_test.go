@@ -296,4 +296,28 @@ func TestPoolSize(t *testing.T) {
 	if got := postgres.PoolSize(db3); got != 3 {
 		t.Errorf("pool_max_conns=3: a pool of %d connections", got)
 	}
+
+	// WithPoolSize sets the size, unless the string sets its own.
+	for _, c := range []struct {
+		conn, want string
+		set        bool
+	}{
+		{"postgres://talon@db:5432/talon?sslmode=disable", "postgres://talon@db:5432/talon?pool_max_conns=1&sslmode=disable", false},
+		{"postgres://talon@db/talon?pool_max_conns=3", "postgres://talon@db/talon?pool_max_conns=3", true},
+		{"host=db user=talon", "host=db user=talon pool_max_conns=1", false},
+		{"host=db pool_max_conns=3", "host=db pool_max_conns=3", true},
+	} {
+		if got, set := postgres.WithPoolSize(c.conn, 1); got != c.want || set != c.set {
+			t.Errorf("WithPoolSize(%q, 1) = %q, %v; want %q, %v", c.conn, got, set, c.want, c.set)
+		}
+	}
+	u1, _ := postgres.WithPoolSize(u, 1)
+	db1, err := postgres.Open(ctx, u1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db1.Close()
+	if got := postgres.PoolSize(db1); got != 1 {
+		t.Errorf("WithPoolSize(…, 1): a pool of %d connections", got)
+	}
 }

@@ -111,6 +111,26 @@ func poolSizeSet(conn string) bool {
 
 var poolSizeKV = regexp.MustCompile(`(^|\s)pool_max_conns\s*=`)
 
+// WithPoolSize returns the connection string conn (a URL or key=value
+// pairs) with pool_max_conns n, unless it sets pool_max_conns itself
+// (set is then true, and conn is returned as it is).
+func WithPoolSize(conn string, n int) (out string, set bool) {
+	if poolSizeSet(conn) {
+		return conn, true
+	}
+	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
+		u, err := neturl.Parse(conn)
+		if err != nil {
+			return conn, false // Open reports it
+		}
+		q := u.Query()
+		q.Set("pool_max_conns", strconv.Itoa(n))
+		u.RawQuery = q.Encode()
+		return u.String(), false
+	}
+	return strings.TrimSpace(conn) + " pool_max_conns=" + strconv.Itoa(n), false
+}
+
 // Close closes the connections. Calls in flight may fail; closing again is
 // harmless.
 func (db *DB) Close() error {
