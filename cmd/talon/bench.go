@@ -219,6 +219,7 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 	fs.DurationVar(&consolePoll, "console-poll", 0, "serve the console on loopback and load its Overview, Usage, Conversations and Users "+
 		"pages once every `D` during the run, as an operator's open tab would; 0: no console")
 	fs.IntVar(&replicas, "replicas", 0, "run `N` replicas, each a process of its own (this executable) with its own PostgreSQL pool and NATS connection, "+
+		"its share of this host's CPUs as its GOMAXPROCS and its pool's size (pool_max_conns in --store sets the pool), "+
 		"sharing the load (each user's messages accepted by one of them in turn, run by the partition's owner) "+
 		"as talon run with nats.url does; needs --store postgres:URL and --nats; the same load on SQLite in one runtime "+
 		"is measured first, as the reference")
