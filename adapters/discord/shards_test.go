@@ -2,11 +2,14 @@ package discord
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -359,7 +362,11 @@ func TestShardDroppedWithoutAWordOnceNotHeld(t *testing.T) {
 
 	c.held.Store(false)
 	over := time.Now()
-	if err := f.dispatchTo(0, "MESSAGE_CREATE", dmFrom("9300", "7", "to the sleeper")); err != nil {
+	// The adapter may drop the socket (its next check of the hold) before
+	// the event is written: then there is nothing to read, which is what
+	// the rest of the test asks too.
+	if err := f.dispatchTo(0, "MESSAGE_CREATE", dmFrom("9300", "7", "to the sleeper")); err != nil &&
+		!errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the connection dropped", func() bool {
