@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -469,8 +468,9 @@ func cmdToolCheck(ctx context.Context, e env, args []string) error {
 
 // toolsDigest is a digest of the tools, so that replicas can tell whether
 // they have the same (cluster.Config.Tools): SHA-256 over each tool, in
-// name order, of its name, its manifest as parsed and its module's bytes
-// (read through a hash, not kept).
+// name order, of its name, its manifest as parsed and its module's
+// SHA-256. A built-in module's is the one its build recorded (its FS's
+// Sum: nothing is decompressed); an operator's module is read and hashed.
 func toolsDigest(ts []sandbox.Tool) (string, error) {
 	ts = slices.Clone(ts)
 	slices.SortFunc(ts, func(a, b sandbox.Tool) int { return strings.Compare(a.Manifest.Name, b.Manifest.Name) })
@@ -480,27 +480,24 @@ func toolsDigest(ts []sandbox.Tool) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("tool %s: digest of its manifest: %w", t.Manifest.Name, err)
 		}
-		mod := sha256.New()
-		if t.Wasm != nil {
-			mod.Write(t.Wasm)
-		} else if err := hashFile(mod, t.FS, t.Path); err != nil {
+		mod, err := moduleSum(t)
+		if err != nil {
 			return "", fmt.Errorf("tool %s: digest of its module: %w", t.Manifest.Name, err)
 		}
-		fmt.Fprintf(h, "%d:%s%d:%s%x\n", len(t.Manifest.Name), t.Manifest.Name, len(m), m, mod.Sum(nil))
+		fmt.Fprintf(h, "%d:%s%d:%s%s\n", len(t.Manifest.Name), t.Manifest.Name, len(m), m, mod)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// hashFile writes the file at path in fsys to w.
-func hashFile(w io.Writer, fsys fs.FS, path string) error {
-	if fsys == nil {
-		return errors.New("no module binary")
+// moduleSum is the SHA-256, in hex, of t's module.
+func moduleSum(t sandbox.Tool) (string, error) {
+	if s, ok := t.FS.(interface{ Sum(string) (string, error) }); ok && t.Wasm == nil {
+		return s.Sum(t.Path)
 	}
-	f, err := fsys.Open(path)
+	b, err := t.Binary()
 	if err != nil {
-		return err
+		return "", err
 	}
-	defer f.Close()
-	_, err = io.Copy(w, f)
-	return err
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }

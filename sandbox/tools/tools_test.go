@@ -306,3 +306,31 @@ func BenchmarkReadModule(b *testing.B) {
 		})
 	}
 }
+
+// Sum gives each module's SHA-256 as the build recorded it, the same as
+// the module's bytes hash to, through the cached FS too; a name that is
+// not a module has none.
+func TestSumIsTheModulesSHA256(t *testing.T) {
+	want := sums(t)
+	if len(want) == 0 {
+		t.Fatal("modules.sha256 lists no module")
+	}
+	for _, fsys := range []gzipFS{FS.(gzipFS), CachedFS(t.TempDir()).(gzipFS)} {
+		for name, sum := range want {
+			got, err := fsys.Sum(name)
+			if err != nil || got != sum {
+				t.Errorf("Sum(%s) = %q, %v; want %s", name, got, err, sum)
+			}
+			b, err := fs.ReadFile(fsys, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h := sha256.Sum256(b); hex.EncodeToString(h[:]) != sum {
+				t.Errorf("%s hashes to %x, not its recorded sum %s", name, h, sum)
+			}
+		}
+		if _, err := fsys.Sum("http_fetch.yaml"); err == nil {
+			t.Error("Sum of a manifest: nil error")
+		}
+	}
+}
