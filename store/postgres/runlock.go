@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,9 +42,8 @@ type RuntimeLock struct {
 	every      time.Duration // runtimeLockEvery when it was taken
 	stop       context.CancelFunc
 	done       chan struct{}
-
-	mu   sync.Mutex
-	conn *pgx.Conn // guarded by mu
+	// conn holds the lock: keep's until done is closed, then Close's.
+	conn *pgx.Conn
 }
 
 // LockRuntime takes the runtime lock, shared or exclusive, and keeps it:
@@ -195,16 +193,15 @@ func (l *RuntimeLock) keep(ctx context.Context, lost func(error)) {
 			return
 		case <-t.C:
 		}
-		l.mu.Lock()
-		conn := l.conn
-		l.mu.Unlock()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := conn.Ping(pctx)
+		err := l.conn.Ping(pctx)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		conn.Close(context.Background())
+		l.conn.Close(context.Background())
+		l.conn = nil
+		var conn *pgx.Conn
 		for {
 			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			conn, err = l.take(tctx)
@@ -227,13 +224,7 @@ func (l *RuntimeLock) keep(ctx context.Context, lost func(error)) {
 		if conn == nil {
 			return
 		}
-		if ctx.Err() != nil {
-			conn.Close(context.Background())
-			return
-		}
-		l.mu.Lock()
-		l.conn = conn
-		l.mu.Unlock()
+		l.conn = conn // Close closes it if ctx has ended
 	}
 }
 
@@ -241,8 +232,6 @@ func (l *RuntimeLock) keep(ctx context.Context, lost func(error)) {
 func (l *RuntimeLock) Close() {
 	l.stop()
 	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.conn != nil {
 		l.conn.Close(context.Background())
 		l.conn = nil
