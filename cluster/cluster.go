@@ -202,7 +202,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if err := checkPartitions(ctx, js, cfg); err != nil {
 		return nil, err
 	}
-	if err := checkAlone(ctx, n.kv, cfg); err != nil {
+	if err := checkPeers(ctx, n.kv, cfg); err != nil {
 		return nil, err
 	}
 	if n.limits, err = OpenLimits(ctx, js, cfg.Prefix, cfg.Replica, cfg.LeaseTTL, cfg.StreamReplicas, n.log); err != nil {
@@ -272,11 +272,11 @@ func checkLeaseTTL(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 	return nil
 }
 
-// checkAlone refuses a replica beside the running ones (their alive keys)
+// checkPeers refuses a replica beside the running ones (their alive keys)
 // when either has a store of its own (Config.Alone): their stores would
 // not hold each other's messages; or when their tools differ
 // (Config.Tools).
-func checkAlone(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
+func checkPeers(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
 	keys, err := kv.ListKeys(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)

@@ -929,7 +929,7 @@ func benchReplicas(ctx context.Context, e env, load benchLoad, n int, inProcess 
 	// size (talon run's defaults are all of them, for a replica with a
 	// host of its own), as docs/scale.md advises for replicas that share
 	// one. On 2 cores, three replicas with 2 each ran 0.65–0.75× one
-	// replica's turns/s, with 1 each 0.73–0.92× (3 December).
+	// replica's turns/s, with 1 each 0.70–0.93×, median 0.86 (3 December).
 	share := max(1, runtime.GOMAXPROCS(0)/n)
 	pool := share
 	u, set := postgres.WithPoolSize(u, pool)
