@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/talonhq/talon/agent/llm/llmtest"
+	"github.com/talonhq/talon/store/postgres"
 	"github.com/talonhq/talon/store/postgres/pgtest"
 )
 
@@ -450,6 +451,26 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 	waitUntil(t, func() bool { return strings.Contains(logsD.String(), "cluster: this replica runs the turns") })
 	if strings.Contains(logsD.String(), "another Talon process") {
 		t.Errorf("a second replica was refused:\n%s", logsD.String())
+	}
+	// A newer Talon would migrate the schema under them (here the schema
+	// made one version behind this one's): it refuses and migrates
+	// nothing, naming them.
+	ctx := context.Background()
+	var migration string
+	var appliedAt int64
+	if err := runs.pool.QueryRow(ctx, `DELETE FROM schema_migrations WHERE version = $1 RETURNING name, applied_at`, postgres.Latest()).
+		Scan(&migration, &appliedAt); err != nil {
+		t.Fatal(err)
+	}
+	cfgG, _ := runs.config("g", natsReplicaYAML("g"))
+	if res := runMain(t, env{getenv: getenv}, "run", "--config", cfgG); res.code == 0 ||
+		!strings.Contains(res.stderr, fmt.Sprintf("the schema is at version %d and this Talon migrates it to %d", postgres.Latest()-1, postgres.Latest())) ||
+		!strings.Contains(res.stderr, `held by "talon run replica c" from`) || !strings.Contains(res.stderr, "Stop every replica") {
+		t.Errorf("an upgrade beside running replicas: exit %d, stderr %s", res.code, res.stderr)
+	}
+	if _, err := runs.pool.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+		postgres.Latest(), migration, appliedAt); err != nil {
+		t.Fatal(err)
 	}
 	// A replica whose tools differ (here http_fetch's manifest) is
 	// refused beside them: a turn runs on whichever replica owns its
