@@ -228,11 +228,17 @@ func (l *RuntimeLock) keep(ctx context.Context, lost func(error)) {
 	}
 }
 
-// Close releases the lock (its connection ends).
+// Close releases the lock, then ends its connection. The release is a
+// statement answered before Close returns: a connection's end alone
+// frees the lock only once the server's backend has exited, after Close
+// returned, and a process started right after could find it still held.
 func (l *RuntimeLock) Close() {
 	l.stop()
 	<-l.done
 	if l.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = l.conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+		cancel()
 		l.conn.Close(context.Background())
 		l.conn = nil
 	}
