@@ -2,9 +2,13 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +101,20 @@ type Config struct {
 	// replica has: Open refuses to start beside a running replica whose
 	// digest differs.
 	Tools string
+	// Settings are the settings of this replica that every replica must
+	// share (the whole talon.yaml but what is each replica's own, such as
+	// its addresses, data directory and resources), by dotted name
+	// ("agent.rate_per_minute"), each value as text. A turn runs on
+	// whichever replica owns its session's partition, with that replica's
+	// model, limits and rules, and the turn limits hold across every
+	// replica: Open records them in the bucket "<prefix>_cluster" under
+	// their digest, announces the digest in this replica's alive key, and
+	// refuses to start beside a running replica whose recorded settings
+	// differ from these in a name both have (a newer version may have
+	// settings an older one has not). Empty, nothing is checked or
+	// recorded. The values are stored in NATS and named in errors: they
+	// must hold no secret.
+	Settings map[string]string
 }
 
 // Node distributes the turns of sessions over the replicas of a
@@ -199,27 +217,39 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if bs, ok := status.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
 		n.fenceName += "@" + strconv.FormatInt(bs.StreamInfo().Created.UnixNano(), 36)
 	}
-	if err := checkPartitions(ctx, js, cfg); err != nil {
+	shared, err := settingsBucket(ctx, js, cfg.Prefix, cfg.StreamReplicas)
+	if err != nil {
 		return nil, err
 	}
-	if err := checkPeers(ctx, n.kv, cfg); err != nil {
+	if err := checkPartitions(ctx, shared, cfg); err != nil {
 		return nil, err
+	}
+	settings, record, err := settingsDigest(cfg.Settings)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeers(ctx, n.kv, shared, cfg, settings); err != nil {
+		return nil, err
+	}
+	if settings != "" {
+		// Recorded once this replica may run (a refused one leaves none),
+		// and before its alive key names it.
+		if _, err := shared.Put(ctx, settingsKey(settings), record); err != nil {
+			return nil, fmt.Errorf("cluster: record this replica's settings in bucket %s_cluster: %w", cfg.Prefix, err)
+		}
 	}
 	if n.limits, err = OpenLimits(ctx, js, cfg.Prefix, cfg.Replica, cfg.LeaseTTL, cfg.StreamReplicas, n.log); err != nil {
 		return nil, err
 	}
-	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log, Alone: cfg.Alone, Tools: cfg.Tools}
+	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log,
+		Alone: cfg.Alone, Tools: cfg.Tools, Settings: settings}
 	return n, nil
 }
 
 // checkPartitions records P in a bucket of its own (which never expires)
 // or checks it against the recorded one: two replicas that hash sessions
 // differently would both run one session's turns.
-func checkPartitions(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	kv, err := settingsBucket(ctx, js, cfg.Prefix, cfg.StreamReplicas)
-	if err != nil {
-		return err
-	}
+func checkPartitions(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
 	want := strconv.Itoa(cfg.Partitions)
 	if _, err := kv.Create(ctx, "partitions", []byte(want)); err == nil {
 		return nil
@@ -274,14 +304,16 @@ func checkLeaseTTL(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 
 // checkPeers refuses a replica beside the running ones (their alive keys)
 // when either has a store of its own (Config.Alone): their stores would
-// not hold each other's messages; or when their tools differ
-// (Config.Tools).
-func checkPeers(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
+// not hold each other's messages; when their tools differ (Config.Tools);
+// or when their settings differ (Config.Settings, whose digest is
+// settings; shared is the bucket that records them).
+func checkPeers(ctx context.Context, kv, shared jetstream.KeyValue, cfg Config, settings string) error {
 	keys, err := kv.ListKeys(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
 	}
 	defer keys.Stop()
+	same := map[string]bool{settings: true} // settings digests found to agree with this one's
 	for k := range keys.Keys() {
 		other, ok := strings.CutPrefix(k, "alive.")
 		if !ok || other == cfg.Replica {
@@ -293,29 +325,104 @@ func checkPeers(ctx context.Context, kv jetstream.KeyValue, cfg Config) error {
 		} else if err != nil {
 			return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
 		}
-		theirs, tools := aliveOf(e.Value())
+		peer := aliveOf(e.Value())
 		switch {
-		case cfg.Alone != "" && theirs == cfg.Alone:
+		case cfg.Alone != "" && peer.alone == cfg.Alone:
 			// The same store's previous process, dead: this one holds
 			// the data directory's lock now.
 		case cfg.Alone != "":
 			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s), and this one has the SQLite store, "+
 				"which no other replica can share: replicas share a PostgreSQL store (store.driver: postgres); with SQLite run one process "+
 				"(a replica that has just ended is forgotten within nats.lease_ttl, %s)", other, cfg.Prefix, cfg.LeaseTTL)
-		case theirs != "":
+		case peer.alone != "":
 			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) on a SQLite store of its own, "+
 				"which no other replica can share: stop it, and give every replica the PostgreSQL store (store.driver: postgres) "+
 				"(a replica that has just ended is forgotten within nats.lease_ttl, %s)", other, cfg.Prefix, cfg.LeaseTTL)
-		case cfg.Tools != "" && tools != "" && tools != cfg.Tools:
+		case cfg.Tools != "" && peer.tools != "" && peer.tools != cfg.Tools:
 			return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) with other tools than this one "+
 				"(digest %s there, %s here): a turn runs, or resumes, on whichever replica owns its session, with that replica's tools, "+
 				"so every replica needs the same tools directory, manifests and modules. Give this one the same tools; to change them, "+
 				"stop every replica, then start them all with the new ones (a replica that has just ended is forgotten within nats.lease_ttl, %s)",
-				other, cfg.Prefix, short(tools), short(cfg.Tools), cfg.LeaseTTL)
+				other, cfg.Prefix, short(peer.tools), short(cfg.Tools), cfg.LeaseTTL)
+		case settings != "" && peer.settings != "" && !same[peer.settings]:
+			// A replica of a version before the settings' digest
+			// writes none, and is not checked.
+			if err := checkSettings(ctx, shared, cfg, settings, other, peer.settings); err != nil {
+				return err
+			}
+			same[peer.settings] = true
 		}
 	}
 	return nil
 }
+
+// maxSettingsListed bounds the differing settings an error names.
+const maxSettingsListed = 5
+
+// checkSettings refuses this replica's settings (Config.Settings, digest
+// ours) beside replica other's (digest theirs, recorded in shared) when a
+// setting both have differs. A setting only one has is not compared: a
+// newer version may add settings, and a replica of it has the same
+// configuration as one of the version before.
+func checkSettings(ctx context.Context, shared jetstream.KeyValue, cfg Config, ours, other, theirs string) error {
+	advice := fmt.Sprintf("A turn runs on whichever replica owns its session, and the limits hold across all of them, "+
+		"so every replica needs the same talon.yaml apart from its own addresses, data directory, logging and resources (docs/scale.md). "+
+		"Give this one the same settings; to change them, stop every replica, then start them all with the new ones "+
+		"(a replica that has just ended is forgotten within nats.lease_ttl, %s)", cfg.LeaseTTL)
+	e, err := shared.Get(ctx, settingsKey(theirs))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) with other settings than this one "+
+			"(digest %s there, %s here), and their record (key %s in bucket %s_cluster) is missing, so they cannot be compared. %s",
+			other, cfg.Prefix, short(theirs), short(ours), settingsKey(theirs), cfg.Prefix, advice)
+	} else if err != nil {
+		return fmt.Errorf("cluster: read replica %s's settings in bucket %s_cluster: %w", other, cfg.Prefix, err)
+	}
+	var there map[string]string
+	if err := json.Unmarshal(e.Value(), &there); err != nil {
+		return fmt.Errorf("cluster: replica %s's settings (key %s in bucket %s_cluster) cannot be read: %w", other, settingsKey(theirs), cfg.Prefix, err)
+	}
+	var differ []string
+	for k, here := range cfg.Settings {
+		if v, ok := there[k]; ok && v != here {
+			differ = append(differ, k)
+		}
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	slices.Sort(differ)
+	var b strings.Builder
+	for i, k := range differ[:min(len(differ), maxSettingsListed)] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s is %s there and %s here", k, there[k], cfg.Settings[k])
+	}
+	if n := len(differ) - maxSettingsListed; n > 0 {
+		fmt.Fprintf(&b, "; and %d more", n)
+	}
+	return fmt.Errorf("cluster: replica %s runs in this deployment (nats.url, nats.prefix %s) with other settings than this one: %s. %s",
+		other, cfg.Prefix, b.String(), advice)
+}
+
+// settingsDigest returns the digest of settings ("" when there are none)
+// and their record: their JSON encoding, which sorts the names and quotes
+// each name and value, so that two maps have one digest only when they
+// are equal. The digest is the record's SHA-256, in hex.
+func settingsDigest(settings map[string]string) (digest string, record []byte, err error) {
+	if len(settings) == 0 {
+		return "", nil, nil
+	}
+	record, err = json.Marshal(settings)
+	if err != nil {
+		return "", nil, fmt.Errorf("cluster: settings: %w", err)
+	}
+	sum := sha256.Sum256(record)
+	return hex.EncodeToString(sum[:]), record, nil
+}
+
+// settingsKey is the key of the settings of digest in "<prefix>_cluster".
+func settingsKey(digest string) string { return "settings." + digest }
 
 // short is the start of a digest, enough to tell two apart in a message.
 func short(digest string) string { return digest[:min(len(digest), 12)] }

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -467,8 +469,143 @@ func TestOpenRefusesAReplicaWithOtherTools(t *testing.T) {
 	if err := open("d", ""); err != nil {
 		t.Errorf("a replica that tells no digest: %v", err)
 	}
-	if alone, tools := aliveOf([]byte("alone s1 tools t1 2026-12-03T00:00:00Z")); alone != "s1" || tools != "t1" {
-		t.Errorf("aliveOf: %q, %q", alone, tools)
+}
+
+// TestOpenRefusesAReplicaWithOtherSettings: a replica whose settings
+// differ from a running replica's in a setting both have is refused at
+// start, naming the settings that differ; one with the same settings, with
+// settings the running one has not (a newer version) or without some it
+// has, or of a version that tells none, is not.
+func TestOpenRefusesAReplicaWithOtherSettings(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "settings")
+	base := map[string]string{"agent.rate_per_minute": "20", "llm.model": `"m"`,
+		"x.1": "1", "x.2": "1", "x.3": "1", "x.4": "1", "x.5": "1", "x.6": "1"}
+	with := func(changes map[string]string) map[string]string {
+		m := maps.Clone(base)
+		for k, v := range changes {
+			if v == "" {
+				delete(m, k)
+			} else {
+				m[k] = v
+			}
+		}
+		return m
+	}
+	f.cfg.Settings = base
+	a := f.start("a")
+	eventually(t, 10*testTTL, "a holds its partitions", func() bool { return len(a.node.Held()) == 8 })
+	nc := connect(t, url)
+	rt := &agent.Runtime{Store: f.db, LLM: echo{}}
+	ctx := context.Background()
+	open := func(replica string, settings map[string]string) error {
+		_, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "settings", LeaseTTL: testTTL, Replica: replica, Settings: settings}, rt, f.db, zerolog.Nop())
+		return err
+	}
+
+	// a's settings are recorded under their digest, which its alive key names.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, record, err := settingsDigest(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := js.KeyValue(ctx, "settings_cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := shared.Get(ctx, "settings."+digest); err != nil || string(e.Value()) != string(record) {
+		t.Errorf("a's settings record: %v", err)
+	}
+	leases, err := js.KeyValue(ctx, "settings_partitions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := leases.Get(ctx, "alive.a"); err != nil || aliveOf(e.Value()).settings != digest {
+		t.Errorf("a's alive key does not name its settings' digest %s: %v", digest, err)
+	}
+
+	const advice = ". A turn runs on whichever replica owns its session, and the limits hold across all of them, so every replica needs " +
+		"the same talon.yaml apart from its own addresses, data directory, logging and resources (docs/scale.md). Give this one the same settings; " +
+		"to change them, stop every replica, then start them all with the new ones (a replica that has just ended is forgotten within nats.lease_ttl, 2s)"
+	for _, tc := range []struct {
+		name     string
+		settings map[string]string
+		want     string // the error, "" for none
+	}{
+		{"another rate", with(map[string]string{"agent.rate_per_minute": "30"}),
+			"cluster: replica a runs in this deployment (nats.url, nats.prefix settings) with other settings than this one: " +
+				"agent.rate_per_minute is 20 there and 30 here" + advice},
+		{"seven differ", with(map[string]string{"agent.rate_per_minute": "30", "llm.model": `"n"`, "x.1": "2", "x.2": "2", "x.3": "2", "x.4": "2", "x.5": "2"}),
+			"cluster: replica a runs in this deployment (nats.url, nats.prefix settings) with other settings than this one: " +
+				`agent.rate_per_minute is 20 there and 30 here; llm.model is "m" there and "n" here; x.1 is 1 there and 2 here; ` +
+				"x.2 is 1 there and 2 here; x.3 is 1 there and 2 here; and 2 more" + advice},
+		{"the same", with(nil), ""},
+		{"a setting a has not (a newer version)", with(map[string]string{"z.new": "1"}), ""},
+		{"without a setting a has (an older version)", with(map[string]string{"x.6": ""}), ""},
+		{"a newer version with another rate", with(map[string]string{"z.new": "1", "agent.rate_per_minute": "30"}),
+			"cluster: replica a runs in this deployment (nats.url, nats.prefix settings) with other settings than this one: " +
+				"agent.rate_per_minute is 20 there and 30 here" + advice},
+		{"none told", nil, ""},
+	} {
+		err := open("b", tc.settings)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || err.Error() != tc.want):
+			t.Errorf("%s:\n got %v\nwant %s", tc.name, err, tc.want)
+		}
+	}
+	// A refused replica records nothing.
+	refused, _, _ := settingsDigest(with(map[string]string{"agent.rate_per_minute": "30"}))
+	if _, err := shared.Get(ctx, "settings."+refused); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the refused replica's settings record: %v, want none", err)
+	}
+
+	// Without a's record, other settings cannot be compared: refused,
+	// naming both digests.
+	if err := shared.Delete(ctx, "settings."+digest); err != nil {
+		t.Fatal(err)
+	}
+	if err := open("b", with(map[string]string{"agent.rate_per_minute": "30"})); err == nil ||
+		!strings.Contains(err.Error(), "with other settings than this one (digest "+short(digest)+" there, "+short(refused)+" here), "+
+			"and their record (key settings."+digest+" in bucket settings_cluster) is missing, so they cannot be compared. A turn runs") {
+		t.Errorf("other settings without the running replica's record: %v", err)
+	}
+	if err := open("b", base); err != nil {
+		t.Errorf("the same settings without the running replica's record: %v", err)
+	}
+
+	// A running replica of a version before the settings' digest is not
+	// checked.
+	a.stop()
+	if _, err := leases.Put(ctx, "alive.old", []byte("tools t1 2026-12-03T00:00:00Z")); err != nil {
+		t.Fatal(err)
+	}
+	if err := open("b", with(map[string]string{"agent.rate_per_minute": "30"})); err != nil {
+		t.Errorf("beside a replica that tells no settings: %v", err)
+	}
+}
+
+// aliveOf reads the alive keys of this version and of those before.
+func TestAliveOf(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  aliveInfo
+	}{
+		{"2026-12-03T00:00:00Z", aliveInfo{}},
+		{"alone s1 2026-12-03T00:00:00Z", aliveInfo{alone: "s1"}},
+		{"tools t1 2026-12-03T00:00:00Z", aliveInfo{tools: "t1"}},
+		{"alone s1 tools t1 2026-12-03T00:00:00Z", aliveInfo{alone: "s1", tools: "t1"}},
+		{"settings d1 2026-12-03T00:00:00Z", aliveInfo{settings: "d1"}},
+		{"tools t1 settings d1 2026-12-03T00:00:00Z", aliveInfo{tools: "t1", settings: "d1"}},
+		{"alone s1 tools t1 settings d1 2026-12-03T00:00:00Z", aliveInfo{alone: "s1", tools: "t1", settings: "d1"}},
+	} {
+		if got := aliveOf([]byte(tc.value)); got != tc.want {
+			t.Errorf("aliveOf(%q) = %+v, want %+v", tc.value, got, tc.want)
+		}
 	}
 }
 

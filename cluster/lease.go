@@ -73,6 +73,9 @@ type Leases struct {
 	// Tools, when not "", is written in this replica's alive key: the
 	// digest of its tools (Config.Tools).
 	Tools string
+	// Settings, when not "", is written in this replica's alive key: the
+	// digest of its settings (Config.Settings).
+	Settings string
 	// Log receives lease changes.
 	Log zerolog.Logger
 	// Prefer are slots claimed before any other when free (the gateway's
@@ -274,6 +277,9 @@ func (l *Leases) announce(ctx context.Context) {
 	cctx, cancel := l.call(ctx)
 	defer cancel()
 	val := time.Now().UTC().Format(time.RFC3339)
+	if l.Settings != "" {
+		val = "settings " + l.Settings + " " + val
+	}
 	if l.Tools != "" {
 		val = "tools " + l.Tools + " " + val
 	}
@@ -298,19 +304,31 @@ func (l *Leases) Held() []int {
 	return out
 }
 
-// aliveOf returns what an alive key's value names: the store of a replica
-// alone (Leases.Alone) and the digest of its tools (Leases.Tools), each ""
-// when absent. The value is "[alone <store> ][tools <digest> ]<time>"; a
-// replica of a version before the tools' digest writes none.
-func aliveOf(v []byte) (alone, tools string) {
+// aliveInfo is what a replica's alive key says of it; each field is ""
+// when the key does not say it.
+type aliveInfo struct {
+	alone    string // the store of a replica alone (Leases.Alone)
+	tools    string // the digest of its tools (Leases.Tools)
+	settings string // the digest of its settings (Leases.Settings)
+}
+
+// aliveOf reads an alive key's value:
+// "[alone <store> ][tools <digest> ][settings <digest> ]<time>". A replica
+// of a version before the settings' digest writes none, and one before the
+// tools' digest neither; a version before this one reads the store and
+// the tools' digest of this one's value.
+func aliveOf(v []byte) aliveInfo {
+	var a aliveInfo
 	rest := string(v)
-	if r, ok := strings.CutPrefix(rest, "alone "); ok {
-		alone, rest, _ = strings.Cut(r, " ")
+	for _, f := range []struct {
+		name string
+		to   *string
+	}{{"alone ", &a.alone}, {"tools ", &a.tools}, {"settings ", &a.settings}} {
+		if r, ok := strings.CutPrefix(rest, f.name); ok {
+			*f.to, rest, _ = strings.Cut(r, " ")
+		}
 	}
-	if r, ok := strings.CutPrefix(rest, "tools "); ok {
-		tools, _, _ = strings.Cut(r, " ")
-	}
-	return alone, tools
+	return a
 }
 
 func ownerKey(slot int) string       { return "owner." + strconv.Itoa(slot) }
