@@ -82,8 +82,13 @@ func (a *app) openCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	settings, err := sharedSettings(a.cfg)
+	if err != nil {
+		return err
+	}
 	node, err := cluster.Open(octx, conn, cluster.Config{
 		Partitions: nc.Partitions, Replica: replica, LeaseTTL: nc.LeaseTTL.Std(), Prefix: nc.Prefix, Alone: alone, Tools: tools,
+		Settings: settings,
 	}, a.rt, a.db.gatewayStore, a.log)
 	if err != nil {
 		return err

@@ -445,7 +445,10 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 	refused("a process without nats.url beside a replica", runMain(t, env{getenv: getenv}, "run", "--config", cfgA), `held by "talon run replica c" from`)
 	cfgE, _ := runs.config("e", natsReplicaYAML("e")+"  prefix: other\n")
 	other("a replica of another deployment (nats.prefix)", runMain(t, env{getenv: getenv}, "run", "--config", cfgE), `held by "talon run replica c" from`)
+	// Each replica has its own addresses, data directory and logging:
+	// here d logs at another level than c.
 	cfgD, addrD := runs.config("d", natsReplicaYAML("d"))
+	editConfig(t, cfgD, "level: debug", "level: info")
 	stopD := startRunEnv(t, cfgD, addrD, getenv, &logsD)
 	defer stopD()
 	waitUntil(t, func() bool { return strings.Contains(logsD.String(), "cluster: this replica runs the turns") })
@@ -481,6 +484,32 @@ func TestRuntimeLockOnPostgres(t *testing.T) {
 		!strings.Contains(res.stderr, "runs in this deployment (nats.url, nats.prefix talon) with other tools than this one") ||
 		!strings.Contains(res.stderr, "every replica needs the same tools directory, manifests and modules") {
 		t.Errorf("a replica with other tools: exit %d, stderr %s", res.code, res.stderr)
+	}
+	// A replica whose talon.yaml differs in a setting every replica must
+	// share (here agent.rate_per_minute) is refused beside them, naming it.
+	cfgH, _ := runs.config("h", natsReplicaYAML("h"))
+	editConfig(t, cfgH, "rate_per_minute: 0", "rate_per_minute: 30")
+	if res := runMain(t, env{getenv: getenv}, "run", "--config", cfgH); res.code == 0 ||
+		!strings.Contains(res.stderr, "runs in this deployment (nats.url, nats.prefix talon) with other settings than this one: "+
+			"agent.rate_per_minute is 0 there and 30 here. A turn runs on whichever replica owns its session") ||
+		!strings.Contains(res.stderr, "every replica needs the same talon.yaml apart from its own addresses, data directory, logging and resources") {
+		t.Errorf("a replica with another agent.rate_per_minute: exit %d, stderr %s", res.code, res.stderr)
+	}
+}
+
+// editConfig replaces old, which must be there, by new in the
+// configuration file path.
+func editConfig(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s has no %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
