@@ -39,12 +39,15 @@ func TestRunWithNATSAnswersThroughThePartitions(t *testing.T) {
 	f := newFakeDiscordGateway(t, 0)
 	dir := t.TempDir()
 	addr := freeAddr(t)
+	const prompt = "You answer as qx7-prompt."
 	cfg := writeConfig(t, dir, strings.Replace(baseConfig(filepath.Join(dir, "data"), "openai", llmSrv.URL), `listen: ""`, "listen: "+addr, 1)+
+		"  system_prompt: "+prompt+"\n"+ // under baseConfig's agent:
 		"discord:\n  enabled: true\n  token: ${DISCORD_BOT_TOKEN}\n  api_url: "+f.srv.URL+"\n"+
 		"nats:\n  url: ${TEST_NATS_URL}\n  partitions: 4\n  replica: test-1\n")
 	// Everything published on the server, JetStream's API and the KV
-	// buckets included, to check that no message text, reply or token
-	// crosses NATS: only identifiers do (SECURITY.md).
+	// buckets included, to check that no message text, reply, prompt or
+	// token crosses NATS: only identifiers do, and the settings every
+	// replica must share, without credentials or the prompt (SECURITY.md).
 	tap, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -87,10 +90,11 @@ func TestRunWithNATSAnswersThroughThePartitions(t *testing.T) {
 	}
 	_ = tap.Flush()
 	tapMu.Lock()
-	if !bytes.Contains(tapped, []byte("talon.in.")) || !bytes.Contains(tapped, []byte("$KV.talon_partitions.")) {
-		t.Errorf("the tap did not see the announcements and the leases (%d messages tapped)", msgs)
+	if !bytes.Contains(tapped, []byte("talon.in.")) || !bytes.Contains(tapped, []byte("$KV.talon_partitions.")) ||
+		!bytes.Contains(tapped, []byte("$KV.talon_cluster.settings.")) {
+		t.Errorf("the tap did not see the announcements, the leases and the settings (%d messages tapped)", msgs)
 	}
-	for _, secret := range append(texts, "echo: ", token) {
+	for _, secret := range append(texts, "echo: ", token, "qx7-prompt") {
 		if bytes.Contains(tapped, []byte(secret)) {
 			t.Errorf("%q crossed NATS (%d messages tapped)", secret, msgs)
 		}
