@@ -34,6 +34,18 @@ const maxGroup = 64
 // bound only their wait to join one.
 const groupTimeout = 30 * time.Second
 
+// lazyCommit makes the transaction it is sent in commit without waiting
+// for its WAL to reach the disk (synchronous_commit off, for this
+// transaction only; set_config rather than SET LOCAL, as it also holds in
+// the implicit transaction of a batch sent without BEGIN). It is for the writes a crash of the database server
+// may lose without losing anything accepted: a turn's start, whose turn
+// then starts again (the message is still queued). A later commit that
+// waits for the disk, the turn's reply among them, flushes the WAL up to
+// itself, so the start is durable before anything the turn sent out
+// is; and the change is seen by every other transaction at once, as any
+// commit's.
+const lazyCommit = `SELECT set_config('synchronous_commit', 'off', true)`
+
 // errGroupAbort is returned by a write's then to make its group roll back;
 // every write of the group is then done on its own.
 var errGroupAbort = errors.New("postgres: group aborted")
@@ -52,6 +64,9 @@ type groupWrite struct {
 	// alone does the same writes on their own (one job: it is not worth a
 	// transaction, or its group failed).
 	alone func(ctx context.Context) error
+	// lazy says that the writes need not wait for the WAL's flush: a
+	// group of lazy writes only commits without it (lazyCommit).
+	lazy bool
 
 	queued, done bool // guarded by the grouper's mu
 	err          error
@@ -198,8 +213,15 @@ func (g *grouper) send(ctx context.Context, ws []*groupWrite) error {
 	for _, w := range ws {
 		twoTrips = twoTrips || w.then != nil
 	}
+	lazy := true
+	for _, w := range ws {
+		lazy = lazy && w.lazy
+	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
+	if lazy {
+		b.Queue(lazyCommit)
+	}
 	for _, w := range ws {
 		w.first(b)
 	}

@@ -142,32 +142,32 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 	} else if !errors.Is(err, pgx.ErrNoRows) {
 		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
 	}
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
-		pid, err := db.principalID(ctx, tx, in.Key.Principal)
-		if err != nil {
-			return err
+	// A new principal: it and the message in one round trip, one
+	// (implicit) transaction, the insert above again now that the
+	// principal exists. A replica inserting the same key at the same time
+	// makes the insert wait for its commit, then do nothing: a duplicate.
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO principals (platform, workspace, "user", created_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (platform, workspace, "user") DO NOTHING`, text(p.Platform), text(p.Workspace), text(p.User), db.now())
+	inserted = false
+	b.Queue(insert, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			inserted = true
 		}
-		// A replica inserting the same key at the same time makes this
-		// insert wait for its commit, then do nothing.
-		err = tx.QueryRow(ctx, `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
-			text(in.DedupeKey), pid, text(in.Key.Conversation.Channel), text(in.Key.Conversation.Thread),
-			text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files), text(in.Server)).Scan(&id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			dup = true
-			return errRollback
-		}
-		return err
+		return rows.Err()
 	})
-	if dup {
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
+	}
+	if !inserted {
 		q, err := db.inboundByKey(ctx, db.pool, in.DedupeKey)
 		if err != nil {
 			return agent.QueuedInbound{}, true, fmt.Errorf("postgres: accept inbound: %w", err)
 		}
 		return q, true, nil
-	}
-	if err != nil {
-		return q, false, fmt.Errorf("postgres: accept inbound: %w", err)
 	}
 	return agent.QueuedInbound{ID: id, Inbound: in}, false, nil
 }
@@ -278,6 +278,18 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 	} else if ok {
 		return t, s, false, nil
 	}
+	// The first message of a conversation: its session, then the common
+	// case again; two round trips where the general case below takes
+	// five.
+	if added, err := db.addQueuedSession(ctx, id); err != nil {
+		return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, fenced(err))
+	} else if added {
+		if t, s, ok, err := db.startQueuedTurn(ctx, id, role, content, user != nil); err != nil {
+			return 0, agent.Session{}, false, fmt.Errorf("postgres: start turn %d: %w", id, fenced(err))
+		} else if ok {
+			return t, s, false, nil
+		}
+	}
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var (
 			state    string
@@ -331,7 +343,10 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 		// session's server in one statement, after the check of the
 		// fence (in one round trip). A message from a server records it
 		// on its session, whose usage is counted to it (migration 0023).
+		// Lazy, as the common case: a start lost in a crash of the
+		// database server starts again.
 		b := &pgx.Batch{}
+		b.Queue(lazyCommit)
 		queueFence(ctx, b)
 		b.Queue(`WITH t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) VALUES ($1, $2, 'running', $3) RETURNING id),
 				u AS (UPDATE inbound SET state = 'running', turn_id = (SELECT id FROM t) WHERE id = $2),
@@ -375,8 +390,10 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread)
 	}
 	// It is sent with other sessions' writes when there are (group.go).
+	// Lazy: a start lost in a crash of the database server starts again.
 	err = db.group.do(&groupWrite{
-		ctx: ctx,
+		ctx:  ctx,
+		lazy: true,
 		first: func(b *pgx.Batch) {
 			// A superseded fence fails the group, whose writes are then
 			// done one by one: this one alone fails (agent.ErrFenced).
@@ -396,6 +413,7 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 			// With a fence, its check and the statement as one batch: one
 			// round trip, one implicit transaction.
 			b := &pgx.Batch{}
+			b.Queue(lazyCommit)
 			queueFence(ctx, b)
 			b.Queue(start, args...).QueryRow(func(row pgx.Row) error {
 				err := scan(row)
@@ -413,6 +431,29 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 	}
 	s.CreatedAt = fromMS(created)
 	return t, s, true, nil
+}
+
+// addQueuedSession adds the active session of queued inbound id's key,
+// unless it has one, in one statement after the check of the fence
+// (lazily: a session lost in a crash of the database server is added
+// again). added is false, with nothing written, when the key has an active
+// session (another replica's, just added), or the inbound is not queued
+// without a turn: the general case handles these.
+func (db *DB) addQueuedSession(ctx context.Context, id agent.InboundID) (added bool, err error) {
+	b := &pgx.Batch{}
+	b.Queue(lazyCommit)
+	queueFence(ctx, b)
+	b.Queue(`INSERT INTO sessions (principal_id, channel, thread, active, created_at)
+			SELECT principal_id, channel, thread, TRUE, $2 FROM inbound WHERE id = $1 AND state = 'queued' AND turn_id IS NULL
+			ON CONFLICT (principal_id, channel, thread) WHERE active DO NOTHING`, int64(id), db.now()).
+		Exec(func(tag pgconn.CommandTag) error {
+			added = tag.RowsAffected() == 1
+			return nil
+		})
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return false, err
+	}
+	return added, nil
 }
 
 // TaintTurn records that turn t read untrusted content from source, on the
