@@ -283,6 +283,9 @@ func cmdBench(ctx context.Context, e env, args []string) error {
 			return err
 		}
 		defer pdb.Close()
+		if err := pdb.Warm(ctx); err != nil { // as talon run does
+			return err
+		}
 		db, consoleDB = pdb, pdb
 	default:
 		return &usageError{"bench: --store must be sqlite, postgres:URL or the postgres:// URL alone (postgres://user@host:5432/db; a password goes in PGPASSWORD)"}

@@ -89,6 +89,9 @@ func startBenchReplica(ctx context.Context, o benchReplicaOptions, ch agent.Chan
 		return nil, err
 	}
 	r.closers = append(r.closers, func() { r.db.Close() })
+	if err := r.db.Warm(ctx); err != nil {
+		return nil, err
+	}
 	var runner agent.ToolRunner
 	if o.ToolShare > 0 {
 		sb, closeTools, err := benchTools(ctx, o.DataDir)

@@ -96,6 +96,11 @@ func (a *app) lockRuntime(ctx context.Context, command string, lost chan<- error
 		return err
 	}
 	a.closers = append(a.closers, l.Close)
+	// Ready the pool's connections for turns, so that the first messages
+	// after a start do not wait for new server processes' caches.
+	if err := a.db.pg.Warm(ctx); err != nil && ctx.Err() == nil {
+		a.log.Warn().Err(err).Msg("could not ready the store's connections for turns; the first turns may be slower")
+	}
 	return nil
 }
 

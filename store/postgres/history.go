@@ -120,10 +120,6 @@ func (db *DB) Recent(ctx context.Context, s agent.SessionID, limit int) ([]agent
 		l := int64(limit)
 		lim = &l
 	}
-	const recent = `SELECT m.id, m.turn_id, m.content, m.created_at
-		FROM messages m JOIN sessions s ON s.id = m.session_id
-		WHERE m.session_id = $1 AND m.id > s.summary_upto
-		ORDER BY m.id DESC LIMIT $2`
 	var msgs []agent.StoredMessage
 	scan := func(rows pgx.Rows) error {
 		msgs = msgs[:0]
@@ -151,9 +147,9 @@ func (db *DB) Recent(ctx context.Context, s agent.SessionID, limit int) ([]agent
 	// Read with other sessions' reads when there are (group.go).
 	err := db.reads.do(&groupWrite{
 		ctx:   ctx,
-		first: func(b *pgx.Batch) { b.Queue(recent, s, lim).Query(scan) },
+		first: func(b *pgx.Batch) { b.Queue(recentMessages, s, lim).Query(scan) },
 		alone: func(ctx context.Context) error {
-			rows, err := db.pool.Query(ctx, recent, s, lim)
+			rows, err := db.pool.Query(ctx, recentMessages, s, lim)
 			if err != nil {
 				return err
 			}
@@ -232,7 +228,7 @@ func appendTx(ctx context.Context, tx pgx.Tx, s agent.SessionID, t agent.TurnID,
 // contents) to the history of session s within turn t.
 func queueAppend(b *pgx.Batch, s agent.SessionID, t agent.TurnID, msgs []llm.Message, contents []string, now int64) {
 	for i, m := range msgs {
-		b.Queue(`INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		b.Queue(messageInsert,
 			s, nullID(t), text(string(m.Role)), contents[i], now)
 	}
 }
@@ -263,3 +259,12 @@ func (db *DB) SessionStats(ctx context.Context, s agent.SessionID) (messages, tu
 	}
 	return int(m), int(t), nil
 }
+
+// recentMessages reads a session's newest messages after its summary (Recent).
+const recentMessages = `SELECT m.id, m.turn_id, m.content, m.created_at
+		FROM messages m JOIN sessions s ON s.id = m.session_id
+		WHERE m.session_id = $1 AND m.id > s.summary_upto
+		ORDER BY m.id DESC LIMIT $2`
+
+// messageInsert appends a message to a session's history (queueAppend).
+const messageInsert = `INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)`

@@ -102,16 +102,13 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		inserted bool
 	)
 	p := in.Key.Principal
-	const insert = `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
-		SELECT $1, p.id, $5, $6, $7, $8, $9, $10, $11, $12 FROM principals p WHERE p.platform = $2 AND p.workspace = $3 AND p."user" = $4
-		ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`
 	args := []any{text(in.DedupeKey), text(p.Platform), text(p.Workspace), text(p.User),
 		text(in.Key.Conversation.Channel), text(in.Key.Conversation.Thread),
 		text(in.Text), text(in.ReplyTo), toMS(in.ReceivedAt), db.now(), text(files), text(in.Server)}
 	err = db.group.do(&groupWrite{
 		ctx: ctx,
 		first: func(b *pgx.Batch) {
-			b.Queue(insert, args...).Query(func(rows pgx.Rows) error {
+			b.Queue(acceptInsert, args...).Query(func(rows pgx.Rows) error {
 				inserted = false
 				for rows.Next() {
 					if err := rows.Scan(&id); err != nil {
@@ -123,7 +120,7 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 			})
 		},
 		alone: func(ctx context.Context) error {
-			err := db.pool.QueryRow(ctx, insert, args...).Scan(&id)
+			err := db.pool.QueryRow(ctx, acceptInsert, args...).Scan(&id)
 			inserted = err == nil
 			if errors.Is(err, pgx.ErrNoRows) {
 				err = nil
@@ -143,14 +140,13 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
 	}
 	// A new principal: it and the message in one round trip, one
-	// (implicit) transaction, the insert above again now that the
+	// (implicit) transaction, the acceptInsert above again now that the
 	// principal exists. A replica inserting the same key at the same time
-	// makes the insert wait for its commit, then do nothing: a duplicate.
+	// makes the acceptInsert wait for its commit, then do nothing: a duplicate.
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO principals (platform, workspace, "user", created_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (platform, workspace, "user") DO NOTHING`, text(p.Platform), text(p.Workspace), text(p.User), db.now())
+	b.Queue(principalAdd, text(p.Platform), text(p.Workspace), text(p.User), db.now())
 	inserted = false
-	b.Queue(insert, args...).Query(func(rows pgx.Rows) error {
+	b.Queue(acceptInsert, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			if err := rows.Scan(&id); err != nil {
 				return err
@@ -219,9 +215,6 @@ func (db *DB) PendingInbound(ctx context.Context, id agent.InboundID) (q agent.Q
 // loads it with this, so that an earlier message of the session whose
 // announcement is late or lost runs first, not after it.
 func (db *DB) PendingUpTo(ctx context.Context, id agent.InboundID) ([]agent.QueuedInbound, error) {
-	const upTo = `SELECT ` + inboundCols + ` FROM inbound i JOIN principals p ON p.id = i.principal_id
-		JOIN inbound a ON a.id = $1 AND a.principal_id = i.principal_id AND a.channel = i.channel AND a.thread = i.thread
-		WHERE i.id <= a.id AND i.state IN ('queued', 'running') ORDER BY i.id`
 	var qs []agent.QueuedInbound
 	scan := func(rows pgx.Rows) error {
 		qs = qs[:0]
@@ -237,9 +230,9 @@ func (db *DB) PendingUpTo(ctx context.Context, id agent.InboundID) ([]agent.Queu
 	// Read with other sessions' reads when there are (group.go).
 	err := db.reads.do(&groupWrite{
 		ctx:   ctx,
-		first: func(b *pgx.Batch) { b.Queue(upTo, int64(id)).Query(scan) },
+		first: func(b *pgx.Batch) { b.Queue(pendingUpTo, int64(id)).Query(scan) },
 		alone: func(ctx context.Context) error {
-			rows, err := db.pool.Query(ctx, upTo, int64(id))
+			rows, err := db.pool.Query(ctx, pendingUpTo, int64(id))
 			if err != nil {
 				return err
 			}
@@ -374,23 +367,13 @@ func (db *DB) StartTurn(ctx context.Context, id agent.InboundID, user *llm.Messa
 func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role string, content []byte, withUser bool) (t agent.TurnID, s agent.Session, ok bool, err error) {
 	var created int64
 	p := &s.Key.Principal
-	const start = `WITH i AS (SELECT id, principal_id, channel, thread, server FROM inbound
-				WHERE id = $1 AND state = 'queued' AND turn_id IS NULL FOR UPDATE),
-			s AS (SELECT s.id, s.summary, s.summary_upto, s.created_at, s.taint FROM sessions s
-				JOIN i ON s.principal_id = i.principal_id AND s.channel = i.channel AND s.thread = i.thread WHERE s.active),
-			t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) SELECT s.id, $1, 'running', $2 FROM s RETURNING id, session_id),
-			u AS (UPDATE inbound SET state = 'running', turn_id = t.id FROM t WHERE inbound.id = $1),
-			m AS (INSERT INTO messages (session_id, turn_id, role, content, created_at) SELECT t.session_id, t.id, $3, $4, $2 FROM t WHERE $5),
-			v AS (UPDATE sessions SET server = i.server FROM t, i WHERE sessions.id = t.session_id AND sessions.server = '' AND i.server <> '')
-		SELECT t.id, s.id, s.summary, s.summary_upto, s.created_at, s.taint, p.platform, p.workspace, p."user", i.channel, i.thread
-		FROM t JOIN s ON s.id = t.session_id CROSS JOIN i JOIN principals p ON p.id = i.principal_id`
 	args := []any{id, db.now(), role, string(content), withUser}
 	scan := func(r pgx.Row) error {
 		return r.Scan(&t, &s.ID, &s.Summary, &s.SummaryUpTo, &created, &s.Taint, &p.Platform, &p.Workspace, &p.User,
 			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread)
 	}
 	// It is sent with other sessions' writes when there are (group.go).
-	// Lazy: a start lost in a crash of the database server starts again.
+	// Lazy: a startQueued lost in a crash of the database server starts again.
 	err = db.group.do(&groupWrite{
 		ctx:  ctx,
 		lazy: true,
@@ -398,7 +381,7 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 			// A superseded fence fails the group, whose writes are then
 			// done one by one: this one alone fails (agent.ErrFenced).
 			queueFence(ctx, b)
-			b.Queue(start, args...).Query(func(rows pgx.Rows) error {
+			b.Queue(startQueued, args...).Query(func(rows pgx.Rows) error {
 				ok = false
 				for rows.Next() {
 					if err := scan(rows); err != nil {
@@ -415,7 +398,7 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 			b := &pgx.Batch{}
 			b.Queue(lazyCommit)
 			queueFence(ctx, b)
-			b.Queue(start, args...).QueryRow(func(row pgx.Row) error {
+			b.Queue(startQueued, args...).QueryRow(func(row pgx.Row) error {
 				err := scan(row)
 				ok = err == nil
 				if errors.Is(err, pgx.ErrNoRows) {
@@ -443,9 +426,7 @@ func (db *DB) addQueuedSession(ctx context.Context, id agent.InboundID) (added b
 	b := &pgx.Batch{}
 	b.Queue(lazyCommit)
 	queueFence(ctx, b)
-	b.Queue(`INSERT INTO sessions (principal_id, channel, thread, active, created_at)
-			SELECT principal_id, channel, thread, TRUE, $2 FROM inbound WHERE id = $1 AND state = 'queued' AND turn_id IS NULL
-			ON CONFLICT (principal_id, channel, thread) WHERE active DO NOTHING`, int64(id), db.now()).
+	b.Queue(sessionAdd, int64(id), db.now()).
 		Exec(func(tag pgconn.CommandTag) error {
 			added = tag.RowsAffected() == 1
 			return nil
@@ -696,8 +677,7 @@ func (db *DB) FinishTurn(ctx context.Context, id agent.InboundID, t agent.TurnID
 		if last != nil {
 			db.queueStep(b, t, last, contents)
 		}
-		b.Queue(`INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+		b.Queue(outboundInsert,
 			id, nullID(t), pid, text(channel), text(thread), text(replyTo), string(r.Kind), text(r.Text), now).
 			QueryRow(func(row pgx.Row) error { return row.Scan(&rid) })
 		return tx.SendBatch(ctx, b).Close()
@@ -726,15 +706,11 @@ func (db *DB) finishTurnPiped(ctx context.Context, id agent.InboundID, t agent.T
 	)
 	// The turn's update locks its row, as lockTurn does, before the
 	// step's usage is counted. With t 0 it finds no turn, as it should.
-	const finish = `WITH i AS (UPDATE inbound SET state = $1 WHERE id = $2 AND state IN ('queued', 'running')
-			RETURNING principal_id, channel, thread, reply_to),
-		tu AS (UPDATE turns SET state = $3, finished_at = $4 WHERE id = $5 AND inbound_id = $2 AND EXISTS (SELECT 1 FROM i) RETURNING id)
-		SELECT principal_id, channel, thread, reply_to, EXISTS (SELECT 1 FROM tu) FROM i`
 	first := func(b *pgx.Batch) {
 		// A superseded fence fails the group, whose writes are then done
 		// one by one: this one alone fails (agent.ErrFenced).
 		queueFence(ctx, b)
-		b.Queue(finish, inState, id, string(state), now, t).Query(func(rows pgx.Rows) error {
+		b.Queue(finishQueued, inState, id, string(state), now, t).Query(func(rows pgx.Rows) error {
 			finished, turned = false, false
 			for rows.Next() {
 				if err := rows.Scan(&pid, &channel, &thread, &replyTo, &turned); err != nil {
@@ -758,8 +734,7 @@ func (db *DB) finishTurnPiped(ctx context.Context, id agent.InboundID, t agent.T
 		if last != nil {
 			db.queueStep(b, t, last, contents)
 		}
-		b.Queue(`INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+		b.Queue(outboundInsert,
 			id, nullID(t), pid, channel, thread, replyTo, string(r.Kind), text(r.Text), now).
 			QueryRow(func(row pgx.Row) error { return row.Scan(&rid) })
 		return nil
@@ -830,3 +805,45 @@ func (db *DB) AmendInbound(ctx context.Context, dedupeKey string, a agent.Amendm
 	}
 	return id, true, nil
 }
+
+// acceptInsert accepts a message of a known principal (AcceptInbound).
+const acceptInsert = `INSERT INTO inbound (dedupe_key, principal_id, channel, thread, text, reply_to, received_at, accepted_at, files, server)
+	SELECT $1, p.id, $5, $6, $7, $8, $9, $10, $11, $12 FROM principals p WHERE p.platform = $2 AND p.workspace = $3 AND p."user" = $4
+	ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`
+
+// pendingUpTo loads an announced message and its session's earlier pending ones (PendingUpTo).
+const pendingUpTo = `SELECT ` + inboundCols + ` FROM inbound i JOIN principals p ON p.id = i.principal_id
+		JOIN inbound a ON a.id = $1 AND a.principal_id = i.principal_id AND a.channel = i.channel AND a.thread = i.thread
+		WHERE i.id <= a.id AND i.state IN ('queued', 'running') ORDER BY i.id`
+
+// startQueued starts a queued inbound's turn in its active session (startQueuedTurn).
+const startQueued = `WITH i AS (SELECT id, principal_id, channel, thread, server FROM inbound
+				WHERE id = $1 AND state = 'queued' AND turn_id IS NULL FOR UPDATE),
+			s AS (SELECT s.id, s.summary, s.summary_upto, s.created_at, s.taint FROM sessions s
+				JOIN i ON s.principal_id = i.principal_id AND s.channel = i.channel AND s.thread = i.thread WHERE s.active),
+			t AS (INSERT INTO turns (session_id, inbound_id, state, started_at) SELECT s.id, $1, 'running', $2 FROM s RETURNING id, session_id),
+			u AS (UPDATE inbound SET state = 'running', turn_id = t.id FROM t WHERE inbound.id = $1),
+			m AS (INSERT INTO messages (session_id, turn_id, role, content, created_at) SELECT t.session_id, t.id, $3, $4, $2 FROM t WHERE $5),
+			v AS (UPDATE sessions SET server = i.server FROM t, i WHERE sessions.id = t.session_id AND sessions.server = '' AND i.server <> '')
+		SELECT t.id, s.id, s.summary, s.summary_upto, s.created_at, s.taint, p.platform, p.workspace, p."user", i.channel, i.thread
+		FROM t JOIN s ON s.id = t.session_id CROSS JOIN i JOIN principals p ON p.id = i.principal_id`
+
+// finishQueued finishes an inbound and its turn (finishTurnPiped).
+const finishQueued = `WITH i AS (UPDATE inbound SET state = $1 WHERE id = $2 AND state IN ('queued', 'running')
+			RETURNING principal_id, channel, thread, reply_to),
+		tu AS (UPDATE turns SET state = $3, finished_at = $4 WHERE id = $5 AND inbound_id = $2 AND EXISTS (SELECT 1 FROM i) RETURNING id)
+		SELECT principal_id, channel, thread, reply_to, EXISTS (SELECT 1 FROM tu) FROM i`
+
+// outboundInsert puts a turn's reply in the outbox (FinishTurn).
+const outboundInsert = `INSERT INTO outbound (inbound_id, turn_id, principal_id, channel, thread, reply_to, kind, text, created_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`
+
+// principalAdd adds a principal unless it exists (AcceptInbound).
+const principalAdd = `INSERT INTO principals (platform, workspace, "user", created_at) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (platform, workspace, "user") DO NOTHING`
+
+// sessionAdd adds the active session of a queued inbound's key unless it
+// has one (addQueuedSession).
+const sessionAdd = `INSERT INTO sessions (principal_id, channel, thread, active, created_at)
+	SELECT principal_id, channel, thread, TRUE, $2 FROM inbound WHERE id = $1 AND state = 'queued' AND turn_id IS NULL
+	ON CONFLICT (principal_id, channel, thread) WHERE active DO NOTHING`

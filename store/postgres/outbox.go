@@ -149,20 +149,18 @@ func (db *DB) RecordPreview(ctx context.Context, id agent.InboundID, platformID 
 //
 // The mark is sent with other sessions' writes when there are (group.go).
 func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID string) error {
-	const mark = `UPDATE outbound SET state = 'delivered', platform_id = $1, delivered_at = $2, attempts = attempts + 1
-		WHERE id = $3 AND state <> 'delivered'`
 	args := []any{text(platformID), db.now(), id}
 	var tag pgconn.CommandTag
 	err := db.group.do(&groupWrite{
 		ctx: ctx,
 		first: func(b *pgx.Batch) {
-			b.Queue(mark, args...).Exec(func(t pgconn.CommandTag) error {
+			b.Queue(markDelivered, args...).Exec(func(t pgconn.CommandTag) error {
 				tag = t
 				return nil
 			})
 		},
 		alone: func(ctx context.Context) (err error) {
-			tag, err = db.pool.Exec(ctx, mark, args...)
+			tag, err = db.pool.Exec(ctx, markDelivered, args...)
 			return err
 		},
 	})
@@ -170,7 +168,7 @@ func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID st
 		err = db.changedOrExists(ctx, tag, id)
 	}
 	if err != nil {
-		return fmt.Errorf("postgres: mark reply %d delivered: %w", id, err)
+		return fmt.Errorf("postgres: markDelivered reply %d delivered: %w", id, err)
 	}
 	return nil
 }
@@ -213,3 +211,7 @@ func (db *DB) changedOrExists(ctx context.Context, tag pgconn.CommandTag, id age
 	}
 	return err
 }
+
+// markDelivered marks a reply delivered (MarkDelivered).
+const markDelivered = `UPDATE outbound SET state = 'delivered', platform_id = $1, delivered_at = $2, attempts = attempts + 1
+		WHERE id = $3 AND state <> 'delivered'`

@@ -1,0 +1,72 @@
+package postgres
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/talonhq/talon/store/postgres/pgtest"
+)
+
+// TestWarmPreparesATurnsStatementsOnEveryConnection: after Warm every
+// connection of the pool is open and has the turn's statements prepared,
+// and nothing was written.
+func TestWarmPreparesATurnsStatementsOnEveryConnection(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, pgtest.URL(t)+"&pool_max_conns=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.pool.Stat().TotalConns(); got != 3 {
+		t.Errorf("%d connections open, want the pool's 3", got)
+	}
+	var conns []*pgxpool.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range 3 {
+		c, err := db.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		rows, err := c.Query(ctx, `SELECT statement FROM pg_prepared_statements`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prepared []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			prepared = append(prepared, s)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range turnStatements {
+			if !slices.Contains(prepared, q) {
+				t.Errorf("connection %d has not prepared %.60q…", len(conns), q)
+			}
+		}
+		if tx := c.Conn().PgConn().TxStatus(); tx != 'I' {
+			t.Errorf("connection %d left in a transaction (%c)", len(conns), tx)
+		}
+	}
+	var n int
+	if err := conns[0].QueryRow(ctx, `SELECT (SELECT count(*) FROM fences) + (SELECT count(*) FROM inbound) + (SELECT count(*) FROM principals) + (SELECT count(*) FROM sessions)`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("warming wrote %d rows", n)
+	}
+}
