@@ -59,6 +59,12 @@ func (db *DB) Warm(ctx context.Context) error {
 // plan: no parameter's value is needed) in a transaction it rolls back,
 // with the fence's function called once.
 func warm(ctx context.Context, c *pgx.Conn) error {
+	if c.Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		// A URL that asks for another mode (default_query_exec_mode=exec
+		// or simple_protocol, as behind PgBouncer in transaction mode)
+		// gets no prepared statement: pgx would use them in any mode.
+		return nil
+	}
 	names := make([]string, len(turnStatements))
 	params := make([]int, len(turnStatements))
 	for i, q := range turnStatements {

@@ -70,3 +70,25 @@ func TestWarmPreparesATurnsStatementsOnEveryConnection(t *testing.T) {
 		t.Errorf("warming wrote %d rows", n)
 	}
 }
+
+// TestWarmPreparesNothingInAnotherExecMode: a URL that asks pgx not to
+// prepare statements (as behind PgBouncer in transaction mode) gets none
+// from Warm either.
+func TestWarmPreparesNothingInAnotherExecMode(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, pgtest.URL(t)+"&default_query_exec_mode=exec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'stmt\_%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d statements prepared by name in exec mode", n)
+	}
+}
