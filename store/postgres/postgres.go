@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -53,6 +54,10 @@ type DB struct {
 	reads grouper // and the turn's reads
 	// users keeps the settled days' totals of UsersByUsage.
 	users store.UsersCache
+	// warmNew, set by Warm, readies each connection the pool opens later
+	// as Warm did the first ones (one that replaced a connection past its
+	// lifetime, or after an outage).
+	warmNew atomic.Bool
 }
 
 // Open connects to the database at url (a postgres:// URL or key=value
@@ -69,11 +74,18 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	if !poolSizeSet(url) {
 		cfg.MaxConns = DefaultPoolSize()
 	}
+	db := &DB{Now: time.Now}
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if db.warmNew.Load() {
+			_ = warm(ctx, c) // best effort: a cold connection still works
+		}
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", scrub(err))
 	}
-	db := &DB{Now: time.Now, pool: pool}
+	db.pool = pool
 	// As many groups in flight as connections: writes go on their own
 	// while the pool has room, and are grouped only when they would
 	// otherwise wait for a connection. (Half as many groups made writes

@@ -22,9 +22,10 @@ var turnStatements = []string{
 // start do not pay for a new server process's empty caches (parsing,
 // planning and the function's compilation took 2–42 ms a statement on a
 // new connection, against well under 1 ms after) nor for a round trip to
-// prepare each statement. Nothing is written. talon run calls it before it
-// serves; a failure is only logged (the statements are then prepared on
-// first use, as without it).
+// prepare each statement. Nothing is written. Each connection the pool
+// opens afterwards is readied the same way as it opens. talon run calls
+// it before it serves; a failure is only logged (the statements are then
+// prepared on first use, as without it).
 func (db *DB) Warm(ctx context.Context) error {
 	n := int(db.pool.Config().MaxConns)
 	conns := make([]*pgxpool.Conn, 0, n)
@@ -52,6 +53,7 @@ func (db *DB) Warm(ctx context.Context) error {
 			return fmt.Errorf("postgres: warm the pool: %w", err)
 		}
 	}
+	db.warmNew.Store(true)
 	return nil
 }
 

@@ -92,3 +92,34 @@ func TestWarmPreparesNothingInAnotherExecMode(t *testing.T) {
 		t.Errorf("%d statements prepared by name in exec mode", n)
 	}
 }
+
+// TestWarmReadiesConnectionsOpenedLater: once warmed, a pool readies the
+// connections it opens later (past a connection's lifetime, after an
+// outage) as it opens them; before Warm it does not.
+func TestWarmReadiesConnectionsOpenedLater(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	prepared := func() int {
+		t.Helper()
+		var n int
+		if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE statement = ANY($1)`, turnStatements).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	db.pool.Reset() // every connection closed; the next one is new
+	if n := prepared(); n != 0 {
+		t.Fatalf("a new connection before Warm has %d of the turn's statements prepared", n)
+	}
+	if err := db.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db.pool.Reset()
+	if n := prepared(); n != len(turnStatements) {
+		t.Errorf("a connection opened after Warm has %d of the turn's %d statements prepared", n, len(turnStatements))
+	}
+}
