@@ -375,6 +375,7 @@ func cmdRun(ctx context.Context, e env, args []string, chat bool) error {
 	if err := a.lockRuntime(ctx, name, lockLost); err != nil {
 		return err
 	}
+	a.warmStore(ctx)
 	var ops *opsListener
 	var states channelStates
 	for _, ch := range chans {

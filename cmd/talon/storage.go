@@ -96,12 +96,19 @@ func (a *app) lockRuntime(ctx context.Context, command string, lost chan<- error
 		return err
 	}
 	a.closers = append(a.closers, l.Close)
-	// Ready the pool's connections for turns, so that the first messages
-	// after a start do not wait for new server processes' caches.
+	return nil
+}
+
+// warmStore readies PostgreSQL's connections for turns (postgres.DB.Warm),
+// so that the first messages after a start do not wait for new server
+// processes' caches; a failure only costs the first turns some time.
+func (a *app) warmStore(ctx context.Context) {
+	if a.db.pg == nil {
+		return
+	}
 	if err := a.db.pg.Warm(ctx); err != nil && ctx.Err() == nil {
 		a.log.Warn().Err(err).Msg("could not ready the store's connections for turns; the first turns may be slower")
 	}
-	return nil
 }
 
 // openStore opens the store cfg names: SQLite's file in the data

@@ -58,8 +58,7 @@ func (db *DB) principalID(ctx context.Context, tx pgx.Tx, p agent.Principal) (in
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return id, err
 	}
-	err = tx.QueryRow(ctx, `INSERT INTO principals (platform, workspace, "user", created_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (platform, workspace, "user") DO NOTHING RETURNING id`, text(p.Platform), text(p.Workspace), text(p.User), db.now()).Scan(&id)
+	err = tx.QueryRow(ctx, principalAdd+` RETURNING id`, text(p.Platform), text(p.Workspace), text(p.User), db.now()).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = tx.QueryRow(ctx, get, text(p.Platform), text(p.Workspace), text(p.User)).Scan(&id)
 	}
@@ -140,9 +139,9 @@ func (db *DB) AcceptInbound(ctx context.Context, in agent.Inbound) (q agent.Queu
 		return agent.QueuedInbound{}, false, fmt.Errorf("postgres: accept inbound: %w", err)
 	}
 	// A new principal: it and the message in one round trip, one
-	// (implicit) transaction, the acceptInsert above again now that the
+	// (implicit) transaction, the insert above again now that the
 	// principal exists. A replica inserting the same key at the same time
-	// makes the acceptInsert wait for its commit, then do nothing: a duplicate.
+	// makes the insert wait for its commit, then do nothing: a duplicate.
 	b := &pgx.Batch{}
 	b.Queue(principalAdd, text(p.Platform), text(p.Workspace), text(p.User), db.now())
 	inserted = false
@@ -373,7 +372,7 @@ func (db *DB) startQueuedTurn(ctx context.Context, id agent.InboundID, role stri
 			&s.Key.Conversation.Channel, &s.Key.Conversation.Thread)
 	}
 	// It is sent with other sessions' writes when there are (group.go).
-	// Lazy: a startQueued lost in a crash of the database server starts again.
+	// Lazy: a start lost in a crash of the database server starts again.
 	err = db.group.do(&groupWrite{
 		ctx:  ctx,
 		lazy: true,

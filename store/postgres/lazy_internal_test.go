@@ -118,11 +118,7 @@ func syncURL(t *testing.T) string {
 func TestTurnStartCommitsLazily(t *testing.T) {
 	u := syncURL(t)
 	ctx := context.Background()
-	db, err := Open(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, u)
 	// The same pool, traced.
 	cfg, err := pgxpool.ParseConfig(u)
 	if err != nil {

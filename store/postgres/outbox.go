@@ -168,7 +168,7 @@ func (db *DB) MarkDelivered(ctx context.Context, id agent.ReplyID, platformID st
 		err = db.changedOrExists(ctx, tag, id)
 	}
 	if err != nil {
-		return fmt.Errorf("postgres: markDelivered reply %d delivered: %w", id, err)
+		return fmt.Errorf("postgres: mark reply %d delivered: %w", id, err)
 	}
 	return nil
 }

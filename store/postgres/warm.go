@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -84,14 +85,8 @@ func warm(ctx context.Context, c *pgx.Conn) error {
 	b.Queue(`SELECT talon_fence('', 0)`)
 	for i, name := range names {
 		args := ""
-		for j := range params[i] {
-			if j > 0 {
-				args += ", "
-			}
-			args += "NULL"
-		}
-		if args != "" {
-			args = "(" + args + ")"
+		if params[i] > 0 {
+			args = "(" + strings.TrimSuffix(strings.Repeat("NULL, ", params[i]), ", ") + ")"
 		}
 		b.Queue("EXPLAIN EXECUTE " + pgx.Identifier{name}.Sanitize() + args)
 	}

@@ -15,11 +15,7 @@ import (
 // and nothing was written.
 func TestWarmPreparesATurnsStatementsOnEveryConnection(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, pgtest.URL(t)+"&pool_max_conns=3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, pgtest.URL(t)+"&pool_max_conns=3")
 	if err := db.Warm(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +72,7 @@ func TestWarmPreparesATurnsStatementsOnEveryConnection(t *testing.T) {
 // from Warm either.
 func TestWarmPreparesNothingInAnotherExecMode(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, pgtest.URL(t)+"&default_query_exec_mode=exec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, pgtest.URL(t)+"&default_query_exec_mode=exec")
 	if err := db.Warm(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -98,11 +90,7 @@ func TestWarmPreparesNothingInAnotherExecMode(t *testing.T) {
 // outage) as it opens them; before Warm it does not.
 func TestWarmReadiesConnectionsOpenedLater(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, pgtest.URL(t))
 	prepared := func() int {
 		t.Helper()
 		var n int
@@ -122,4 +110,15 @@ func TestWarmReadiesConnectionsOpenedLater(t *testing.T) {
 	if n := prepared(); n != len(turnStatements) {
 		t.Errorf("a connection opened after Warm has %d of the turn's %d statements prepared", n, len(turnStatements))
 	}
+}
+
+// openDB opens the store at url, closed when t ends.
+func openDB(t *testing.T, url string) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
