@@ -465,14 +465,15 @@ func (db *DB) TaintTurn(ctx context.Context, t agent.TurnID, source string) erro
 // RecordStep notes model call st.N of turn t and appends st.Messages to
 // the history of session st.Session within t, in one transaction.
 // Recording the same step again replaces its record (the messages are
-// appended again).
+// appended again). An unknown turn, or an unknown session when st has
+// messages, is store.ErrNotFound.
 func (db *DB) RecordStep(ctx context.Context, t agent.TurnID, st agent.Step) error {
 	contents, err := encodeMessages(st.Messages)
 	if err != nil {
 		return fmt.Errorf("postgres: record step: %w", err)
 	}
 	if err := db.inTx(ctx, func(tx pgx.Tx) error {
-		if err := lockTurn(ctx, tx, t); err != nil {
+		if err := lockStep(ctx, tx, t, &st); err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
@@ -518,6 +519,25 @@ func lockTurn(ctx context.Context, tx pgx.Tx, t agent.TurnID) error {
 	err := tx.QueryRow(ctx, `SELECT 1 FROM turns WHERE id = $1 FOR UPDATE`, t).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("turn %d: %w", t, store.ErrNotFound)
+	}
+	return err
+}
+
+// lockStep is lockTurn for step st: when st has messages to append, the
+// same round trip checks that their session exists (store.ErrNotFound
+// otherwise), as the foreign key on messages.session_id did before
+// migration 0031.
+func lockStep(ctx context.Context, tx pgx.Tx, t agent.TurnID, st *agent.Step) error {
+	if len(st.Messages) == 0 {
+		return lockTurn(ctx, tx, t)
+	}
+	var session bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $2) FROM turns WHERE id = $1 FOR UPDATE`, t, st.Session).Scan(&session)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("turn %d: %w", t, store.ErrNotFound)
+	case err == nil && !session:
+		return fmt.Errorf("session %d: %w", st.Session, store.ErrNotFound)
 	}
 	return err
 }
