@@ -40,6 +40,9 @@ func TestConformance(t *testing.T) {
 	pgtest.Base(t)
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
 		u := testURL(t)
+		// Once the test's stores are closed (their cleanups, registered
+		// later, run first), and before its schema is dropped.
+		t.Cleanup(func() { checkOrphans(t, u) })
 		var raw *pgxpool.Pool
 		t.Cleanup(func() {
 			if raw != nil {
@@ -71,6 +74,27 @@ func TestConformance(t *testing.T) {
 			},
 		}
 	})
+}
+
+// checkOrphans fails t for each reference in the database at u that a
+// foreign key dropped by migration 0031 would have refused (DB.Orphans):
+// the suite's writes are held to them still.
+func checkOrphans(t *testing.T, u string) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Errorf("orphans: %v", err)
+		return
+	}
+	defer db.Close()
+	lines, err := db.Orphans(ctx)
+	if err != nil {
+		t.Errorf("orphans: %v", err)
+	}
+	for _, l := range lines {
+		t.Errorf("a reference a dropped foreign key checked does not hold: %s", l)
+	}
 }
 
 func agentCall(id string) llm.ToolCall { return llm.ToolCall{ID: id, Name: "fetch", Arguments: "{}"} }
