@@ -40,6 +40,8 @@ import (
 //     reported, at most one per kill);
 //   - no tool call ran twice, and every tool call recorded as finished ran
 //     exactly once;
+//   - no row of the store names a row that does not exist (DB.Orphans: the
+//     references the foreign keys dropped by migration 0031 checked);
 //   - every partition is owned by a live replica.
 func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 	if testing.Short() {
@@ -384,6 +386,9 @@ func TestChaosReplicasUnderSIGKILL(t *testing.T) {
 	if finished == 0 {
 		t.Error("no tool call finished")
 	}
+
+	// The store's references hold, the replicas still running.
+	checkOrphans(t, dbURL)
 
 	// Every partition is owned by a live replica.
 	nc, err := nats.Connect(natsURL)
