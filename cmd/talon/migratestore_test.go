@@ -252,6 +252,39 @@ func TestMigrateStoreRoundTrip(t *testing.T) {
 	}
 }
 
+// A file whose rows name rows it does not have (written with SQLite's
+// foreign keys off) is refused and nothing is copied: the check that
+// replaced the foreign keys migration 0031 dropped on PostgreSQL runs on
+// the copy.
+func TestMigrateStoreRefusesOrphans(t *testing.T) {
+	dbURL, pool := postgresSchema(t)
+	srv := llmtest.NewServer(t, llmtest.Echo())
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, baseConfig(data, "openai", srv.URL))
+	if res := runMain(t, env{getenv: testEnv(nil), stdin: strings.NewReader("hello\n")}, "chat", "--config", cfg); res.code != 0 {
+		t.Fatalf("chat: %d %s", res.code, res.stderr)
+	}
+	dbPath := filepath.Join(data, "talon.db")
+	sq, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=foreign_keys(0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sq.Exec(`INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (999, NULL, 'user', '{}', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	sq.Close()
+	res := runMain(t, env{getenv: testEnv(nil)}, "migrate-store", "--from", "sqlite:"+dbPath, "--to", "postgres:"+dbURL)
+	if res.code == 0 || !strings.Contains(res.stderr, "nothing was copied") ||
+		!strings.Contains(res.stderr, "messages.session_id: 1 row names a session that does not exist") {
+		t.Errorf("migrate-store of a file with an orphan: exit %d, stderr %s", res.code, res.stderr)
+	}
+	var n int64
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d messages copied, %v; want none", n, err)
+	}
+}
+
 // migrate-store refuses a password on its command line (everyone on the
 // machine sees it in the process list) without printing it, and bad
 // arguments with what to type.

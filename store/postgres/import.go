@@ -42,7 +42,9 @@ type Imported struct {
 // data yet, in one transaction: all or nothing. Ids are kept, so every
 // reference stays valid, and vault entries are copied as the sealed bytes
 // they are: the vault opens them from db with the same key. The identity
-// sequences continue after the largest id copied.
+// sequences continue after the largest id copied. A source with a row
+// that names a row it does not have (DB.Orphans's references, whose
+// foreign keys refused it before migration 0031) is refused.
 func (db *DB) Import(ctx context.Context, src *sql.Tx) (Imported, error) {
 	out := Imported{Tables: importTables, Rows: map[string]int64{}, Skipped: map[string]int64{}}
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
@@ -69,6 +71,15 @@ func (db *DB) Import(ctx context.Context, src *sql.Tx) (Imported, error) {
 		// started inbound points at its one turn.
 		if _, err := tx.Exec(ctx, `UPDATE inbound SET turn_id = t.id FROM turns t WHERE t.inbound_id = inbound.id`); err != nil {
 			return err
+		}
+		// What the foreign keys migration 0031 dropped refused in the
+		// copy: a row that names a row the source does not have.
+		lines, err := orphans(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if len(lines) > 0 {
+			return fmt.Errorf("the source's rows name rows it does not have: %s", strings.Join(lines, "; "))
 		}
 		rows, err := tx.Query(ctx, `SELECT table_name FROM information_schema.columns
 			WHERE table_schema = current_schema() AND column_name = 'id' AND is_identity = 'YES'`)
