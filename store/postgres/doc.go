@@ -20,6 +20,18 @@
 // tsvector of the words the program finds as SQLite's FTS5 does. Migrations run under an
 // advisory lock, so replicas starting together migrate once.
 //
+// Unlike SQLite's, the schema has no foreign keys on what a turn writes:
+// migration 0031 dropped the 14 that the turn's inserts checked (the
+// inbound message's principal and turn, a session's principal, a turn's
+// session and inbound, a message's session and turn, a step's and a tool
+// call's turn, a reply's inbound, turn and principal, a posted part's
+// reply, a preview's inbound), each check a lock on the parent row. Those
+// parents are never deleted, and each insert names rows the turn has just
+// read or written. DB.Orphans checks the same references (the list is
+// droppedKeys in integrity.go); the tests fail on any row it reports, and
+// Import refuses a source that has one. The keys of approvals, turn
+// files, daily usage, routines and time zones stay.
+//
 // Times are unix milliseconds, as in the SQLite store, and vault entries
 // are the vault's sealed bytes. Text PostgreSQL cannot hold (a NUL byte)
 // is stored with U+FFFD in its place. It never logs and never puts a
