@@ -4,11 +4,13 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -320,7 +322,7 @@ func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Con
 	l := &Leases{KV: s.kv, Replica: s.replica, Slots: count, TTL: s.ttl, Renew: renew,
 		Deadline: deadline, Log: s.log, Prefer: []int{0}}
 	l.Work = func(ctx context.Context, shard int, hold Hold) {
-		h := &ShardHold{s: s, shard: shard, hold: hold, claimed: time.Now(), margin: margin}
+		h := &ShardHold{s: s, shard: shard, hold: hold, claimed: time.Now(), margin: margin, changed: make(chan struct{}, 1)}
 		s.mu.Lock()
 		s.working[shard]++
 		s.mu.Unlock()
@@ -330,7 +332,14 @@ func (s *Shards) Serve(ctx context.Context, count int, work func(ctx context.Con
 			s.mu.Unlock()
 		}()
 		defer h.disconnected()
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			h.keepSession(renew, stop)
+		}()
 		work(ctx, shard, h)
+		close(stop)
+		<-done
 	}
 	s.mu.Lock()
 	s.leases = l
@@ -447,10 +456,32 @@ type ShardHold struct {
 	margin  time.Duration // TTL − Deadline: the least time between the fence and the lease's expiry
 
 	// Used by the shard's connection only.
+	read      bool   // the previous connection's key was read (prev)
+	prev      []byte // its value, nil when there was none
 	checked   bool
 	notBefore time.Time
 	marked    []byte // the conn key's value while it is this hold's
+
+	// The gateway session the shard's connection serves (Serving), and
+	// what the hold last recorded of it in the session key.
+	serving  atomic.Pointer[gatewaySession]
+	changed  chan struct{} // a new session (or none) to record at once
+	recorded *gatewaySession
+	rev      uint64 // the session key's revision this hold wrote or read; 0 for none
+	ceded    bool   // another owner wrote the session key since: it is theirs
 }
+
+// gatewaySession is a Discord gateway session as the session key records
+// it: its id, where it resumes, and the last event its connection handled.
+type gatewaySession struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+	Seq int64  `json:"seq"`
+}
+
+// sessionKey records, in the bucket "<prefix>_cluster", the gateway session
+// of a shard's connection, for the next owner to take over (Handover).
+func sessionKey(shard int) string { return "discord.session." + strconv.Itoa(shard) }
 
 // Held reports whether this replica still holds the shard, by its own
 // monotonic clock (Hold.Valid). A connection must be dropped without a
@@ -467,50 +498,202 @@ func connKey(shard int) string { return "discord.conn." + strconv.Itoa(shard) }
 // identifying (the connection is closed meanwhile, unidentified), or 0
 // once it has recorded this replica as the shard's connection: a claim
 // that found the previous owner's record waits until Discord has dropped
-// that owner's connection even if it sleeps (see Shards).
+// that owner's connection even if it sleeps (see Shards), unless this
+// claim took that connection's session over (Taken).
 func (h *ShardHold) BeforeIdentify(ctx context.Context, heartbeat time.Duration) (time.Duration, error) {
-	key := connKey(h.shard)
+	if err := h.readPrevious(ctx); err != nil {
+		return 0, err
+	}
 	if !h.checked {
-		e, err := h.s.conns.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			h.notBefore = h.claimed
-		case err != nil:
-			return 0, fmt.Errorf("cluster: read who connected shard %d last: %w", h.shard, err)
-		default:
-			if closed, why := h.s.closed(ctx, string(e.Value()), h.shard, heartbeat); closed {
-				h.notBefore = h.claimed
-				h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).Str("why", why).
-					Msg("cluster: the shard's previous connection did not end cleanly, but the probe shows it closed; identifying now")
-				break
-			}
-			if err := ctx.Err(); err != nil {
-				// The claim ended while the probe was asked (the shard
-				// given up, or the replica stopping): no wait to report.
-				return 0, err
-			}
-			h.notBefore = h.claimed.Add(DiscordSilence*heartbeat - h.margin)
-			h.s.log.Info().Int("shard", h.shard).Str("previous", string(e.Value())).Dur("wait", time.Until(h.notBefore).Round(time.Millisecond)).
-				Msg("cluster: the shard's previous connection did not end cleanly and its process may be paused; waiting until Discord has dropped it before identifying")
+		if err := h.check(ctx, heartbeat); err != nil {
+			return 0, err
 		}
-		h.checked = true
 	}
 	if d := time.Until(h.notBefore); d > 0 {
 		return d, nil
 	}
+	return 0, h.mark(ctx)
+}
+
+// BeforeResume is called between HELLO and a RESUME of the session the
+// previous owner left (Handover): it records this replica as the shard's
+// connection, having read the previous owner's record first, so that an
+// IDENTIFY after a refused RESUME still waits for that owner's connection
+// (BeforeIdentify), and a claim after this one waits for this one.
+func (h *ShardHold) BeforeResume(ctx context.Context) error {
+	if err := h.readPrevious(ctx); err != nil {
+		return err
+	}
+	return h.mark(ctx)
+}
+
+// readPrevious reads, once per claim, the record of the shard's previous
+// connection, before this claim writes its own.
+func (h *ShardHold) readPrevious(ctx context.Context) error {
+	if h.read {
+		return nil
+	}
+	e, err := h.s.conns.Get(ctx, connKey(h.shard))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("cluster: read who connected shard %d last: %w", h.shard, err)
+	default:
+		h.prev = e.Value()
+	}
+	h.read = true
+	return nil
+}
+
+// check sets when this claim may identify: at once when the previous
+// connection ended cleanly or its process is gone, else once Discord has
+// dropped it (see Shards).
+func (h *ShardHold) check(ctx context.Context, heartbeat time.Duration) error {
+	if h.prev == nil {
+		h.notBefore, h.checked = h.claimed, true
+		return nil
+	}
+	if closed, why := h.s.closed(ctx, string(h.prev), h.shard, heartbeat); closed {
+		h.notBefore, h.checked = h.claimed, true
+		h.s.log.Info().Int("shard", h.shard).Str("previous", string(h.prev)).Str("why", why).
+			Msg("cluster: the shard's previous connection did not end cleanly, but the probe shows it closed; identifying now")
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		// The claim ended while the probe was asked (the shard given up,
+		// or the replica stopping): no wait to report.
+		return err
+	}
+	h.notBefore, h.checked = h.claimed.Add(DiscordSilence*heartbeat-h.margin), true
+	h.s.log.Info().Int("shard", h.shard).Str("previous", string(h.prev)).Dur("wait", time.Until(h.notBefore).Round(time.Millisecond)).
+		Msg("cluster: the shard's previous connection did not end cleanly and its process may be paused; waiting until Discord has dropped it before identifying")
+	return nil
+}
+
+// mark records this replica as the shard's connection.
+func (h *ShardHold) mark(ctx context.Context) error {
 	if !h.Held() {
-		return 0, fmt.Errorf("cluster: shard %d is not held any more", h.shard)
+		return fmt.Errorf("cluster: shard %d is not held any more", h.shard)
 	}
 	inc := h.s.recordProbe(ctx)
 	if inc == "" {
 		inc = "-" // no probe: a claimer after this connection waits
 	}
 	val := []byte(h.s.replica + " " + strconv.FormatUint(h.Token(), 10) + " " + inc)
-	if _, err := h.s.conns.Put(ctx, key, val); err != nil {
-		return 0, fmt.Errorf("cluster: record the connection of shard %d: %w", h.shard, err)
+	if _, err := h.s.conns.Put(ctx, connKey(h.shard), val); err != nil {
+		return fmt.Errorf("cluster: record the connection of shard %d: %w", h.shard, err)
 	}
 	h.marked = val
-	return 0, nil
+	return nil
+}
+
+// Handover returns the gateway session the shard's previous connection
+// served, when its owner left one that may still be resumed (it did not
+// end it cleanly): its id, where to resume it, and the last event handled.
+// A claim resumes it first: Discord serves a session on one connection,
+// so the RESUME moves it here from a connection still open in Discord's
+// view (a paused owner's, a lost host's); the claim then ends it and
+// identifies anew (Taken).
+func (h *ShardHold) Handover(ctx context.Context) (session, resumeURL string, seq int64, ok bool) {
+	e, err := h.s.conns.Get(ctx, sessionKey(h.shard))
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			h.s.log.Warn().Err(err).Int("shard", h.shard).Msg("cluster: could not read the shard's last gateway session; identifying")
+		}
+		return "", "", 0, false
+	}
+	var gs gatewaySession
+	if json.Unmarshal(e.Value(), &gs) != nil || gs.ID == "" || gs.URL == "" {
+		return "", "", 0, false
+	}
+	h.rev = e.Revision()
+	return gs.ID, gs.URL, gs.Seq, true
+}
+
+// Taken tells the hold that its connection resumed the session the
+// previous owner left and then ended it (a clean close): no connection of
+// the shard is open in Discord's view any more, so the IDENTIFY that
+// follows need not wait.
+func (h *ShardHold) Taken() {
+	h.notBefore, h.checked = time.Now(), true
+}
+
+// Serving records the session the shard's connection serves and the last
+// event it handled ("" once the session is ended); the hold writes it to
+// the session key each renewal interval while it holds the shard.
+func (h *ShardHold) Serving(session, resumeURL string, seq int64) {
+	old := h.serving.Swap(&gatewaySession{ID: session, URL: resumeURL, Seq: seq})
+	if old == nil || old.ID != session {
+		// A new session is recorded at once, not at the next tick: the
+		// owner may stop right after its READY.
+		select {
+		case h.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// keepSession writes what Serving said to the session key every interval
+// until stop closes, and once more then. A write is a compare-and-set
+// against the revision this hold last wrote or read, so a hold that lost
+// the shard never overwrites its next owner's record.
+func (h *ShardHold) keepSession(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		last := false
+		select {
+		case <-stop:
+			last = true
+		case <-t.C:
+		case <-h.changed:
+		}
+		h.writeSession(interval)
+		if last {
+			return
+		}
+	}
+}
+
+func (h *ShardHold) writeSession(timeout time.Duration) {
+	gs := h.serving.Load()
+	if gs == nil || h.ceded || (h.recorded != nil && *gs == *h.recorded) {
+		return
+	}
+	if gs.ID != "" && !h.Held() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	key := sessionKey(h.shard)
+	var err error
+	switch {
+	case gs.ID == "" && h.rev == 0:
+	case gs.ID == "":
+		err = h.s.conns.Delete(ctx, key, jetstream.LastRevision(h.rev))
+		h.rev = 0
+	default:
+		val, _ := json.Marshal(gs)
+		var rev uint64
+		if h.rev == 0 {
+			rev, err = h.s.conns.Put(ctx, key, val)
+		} else {
+			rev, err = h.s.conns.Update(ctx, key, val, h.rev)
+		}
+		if err == nil {
+			h.rev = rev
+		}
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+			// Another owner wrote it since: the record is theirs now.
+			h.ceded = true
+			return
+		}
+		h.s.log.Debug().Err(err).Int("shard", h.shard).Msg("cluster: could not record the shard's gateway session; retrying")
+		return
+	}
+	h.recorded = gs
 }
 
 // disconnected deletes the shard's connection record when it is still this

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -849,4 +850,120 @@ func TestShardLeaseTiming(t *testing.T) {
 			t.Errorf("TTL %s: the leases take renewal %s and fence %s, %v; want %s and %s", ttl, l.Renew, l.Deadline, err, renew, deadline)
 		}
 	}
+}
+
+// TestShardsHandOverTheGatewaySession: the owner of a shard records the
+// gateway session its connection serves; when it dies connected, the next
+// owner is handed that session to resume. Its record is written first, but
+// an IDENTIFY after a refused RESUME still waits for the dead owner's
+// connection, unless the claim took the session over (Taken). A session
+// ended cleanly is not handed over.
+func TestShardsHandOverTheGatewaySession(t *testing.T) {
+	url := testNATS(t)
+	const heartbeat = 5 * time.Second
+	type claim struct {
+		replica string
+		h       *ShardHold
+	}
+	claims := make(chan claim, 10)
+	serve := func(id string, work func(ctx context.Context, h *ShardHold)) (stop func(), nc *nats.Conn) {
+		nc = connect(t, url)
+		ctx, cancel := context.WithCancel(context.Background())
+		sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: "handover"}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sh.ShardCount(ctx, 1, true); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = sh.Serve(ctx, 1, func(ctx context.Context, _ int, h *ShardHold) {
+				work(ctx, h)
+				claims <- claim{id, h}
+				<-ctx.Done()
+			})
+		}()
+		return func() { cancel(); <-done }, nc
+	}
+	next := func(want string) claim {
+		t.Helper()
+		select {
+		case c := <-claims:
+			if c.replica != want {
+				t.Fatalf("shard claimed by %s, want %s", c.replica, want)
+			}
+			return c
+		case <-time.After(10 * testTTL):
+			t.Fatalf("%s did not claim the shard", want)
+		}
+		return claim{}
+	}
+	nc := connect(t, url)
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(context.Background(), "handover_cluster")
+	recorded := func(want string) func() bool {
+		return func() bool {
+			if kv == nil {
+				kv, err = js.KeyValue(context.Background(), "handover_cluster")
+				if err != nil {
+					return false
+				}
+			}
+			e, err := kv.Get(context.Background(), sessionKey(0))
+			if want == "" {
+				return errors.Is(err, jetstream.ErrKeyNotFound)
+			}
+			return err == nil && strings.Contains(string(e.Value()), want)
+		}
+	}
+
+	_, ncA := serve("a", func(ctx context.Context, h *ShardHold) {
+		if ok := func() bool { _, _, _, ok := h.Handover(ctx); return ok }(); ok {
+			t.Error("the first owner of a shard was handed a session over")
+		}
+		if d, err := h.BeforeIdentify(ctx, heartbeat); d != 0 || err != nil {
+			t.Errorf("first connection: BeforeIdentify = %s, %v; want 0, nil", d, err)
+		}
+		h.Serving("sess-a", "ws://resume.example/a", 7)
+	})
+	a := next("a")
+	eventually(t, 2*testTTL, "a's session recorded", recorded(`"seq":7`))
+	a.h.Serving("sess-a", "ws://resume.example/a", 9)
+	eventually(t, 2*testTTL, "a's later event recorded", recorded(`"seq":9`))
+	ncA.Close() // a dies with the shard connected
+	eventually(t, 2*testTTL, "the dead owner's hold is not held by its clock", func() bool { return !a.h.Held() })
+
+	_, _, margin := shardLease(testTTL)
+	stopB, _ := serve("b", func(ctx context.Context, h *ShardHold) {
+		id, u, seq, ok := h.Handover(ctx)
+		if !ok || id != "sess-a" || u != "ws://resume.example/a" || seq != 9 {
+			t.Errorf("handed over %q %q %d %v; want sess-a, its resume URL, 9", id, u, seq, ok)
+		}
+		if err := h.BeforeResume(ctx); err != nil {
+			t.Errorf("BeforeResume: %v", err)
+		}
+		// Discord refused the RESUME: the IDENTIFY waits for a's connection,
+		// though b's record is the key's now.
+		if d, err := h.BeforeIdentify(ctx, heartbeat); err != nil || d <= DiscordSilence*heartbeat-margin-2*time.Second {
+			t.Errorf("after a refused RESUME, BeforeIdentify = %s, %v; want about %s", d, err, DiscordSilence*heartbeat-margin)
+		}
+		h.Taken()
+		if d, err := h.BeforeIdentify(ctx, heartbeat); d != 0 || err != nil {
+			t.Errorf("after the session was taken over, BeforeIdentify = %s, %v; want 0, nil", d, err)
+		}
+		h.Serving("", "", 0) // b ended a's session
+	})
+	next("b")
+	eventually(t, 2*testTTL, "the ended session's record deleted", recorded(""))
+	stopB()
+
+	stopC, _ := serve("c", func(ctx context.Context, h *ShardHold) {
+		if id, _, _, ok := h.Handover(ctx); ok {
+			t.Errorf("a session ended cleanly (%q) was handed over", id)
+		}
+	})
+	defer stopC()
+	next("c")
 }

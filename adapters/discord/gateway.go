@@ -125,12 +125,19 @@ type gateway struct {
 	// no frame is sent and no event handled once it is not held, and
 	// IDENTIFY waits for its word.
 	hold ShardHold
+	// missed, when set, is told of each message the session of the
+	// shard's previous owner replays when this claim takes it over: the
+	// read back after the new session's READY handles it.
+	missed func(e *discordgo.Event)
 
 	// Used by run's goroutine only.
 	url       string // from GET /gateway, with the version and encoding
 	sessionID string // "" when the next connection must identify
 	resumeURL string // where to resume sessionID (READY's resume_gateway_url)
 	seq       atomic.Int64
+	asked     bool        // the hold was asked for a session to take over
+	handover  bool        // sessionID is the previous owner's: resume it, then end it
+	ended     atomic.Bool // the last connection ended its session with a clean close
 }
 
 // errInvalidSession is op 9: Discord invalidated the session (or refused
@@ -149,6 +156,10 @@ var errNotHeld = errors.New("discord: this process does not hold the shard any m
 // follows without a backoff.
 var errSettle = errors.New("discord: waited for the shard's previous connection to end")
 
+// errTakenOver ends the connection that resumed the session of the shard's
+// previous owner and then ended it: the next one identifies at once.
+var errTakenOver = errors.New("discord: took the shard's session over from its previous owner and ended it")
+
 // errZombie is a connection that stopped acknowledging heartbeats.
 var errZombie = errors.New("discord: gateway stopped acknowledging heartbeats")
 
@@ -159,9 +170,12 @@ func (g *gateway) run(ctx context.Context) error {
 	for attempt := 0; ; {
 		up, err := g.connect(ctx)
 		if ctx.Err() != nil {
+			if g.ended.Load() {
+				g.endSession()
+			}
 			return nil
 		}
-		if errors.Is(err, errSettle) {
+		if errors.Is(err, errSettle) || errors.Is(err, errTakenOver) {
 			continue
 		}
 		var ce *CloseError
@@ -190,6 +204,15 @@ func (g *gateway) run(ctx context.Context) error {
 // connect serves one connection until it ends, and returns how long it was
 // ready (0 when it never got READY or RESUMED) and why it ended.
 func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
+	if g.hold != nil && !g.asked {
+		g.asked = true
+		if id, u, seq, ok := g.hold.Handover(ctx); ok {
+			g.sessionID, g.resumeURL, g.handover = id, u, true
+			g.seq.Store(seq)
+			g.log.Info().Msg("discord: resuming the session the shard's previous owner left, to take it over")
+		}
+	}
+	g.handover = g.handover && g.sessionID != ""
 	resume := g.sessionID != ""
 	target, err := g.target(ctx, resume)
 	if err != nil {
@@ -242,7 +265,10 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 	}
 	// When ctx ends, a clean close (1000) ends the session, which the
 	// next process will not resume, and stops the reads below.
-	stopOnDone := context.AfterFunc(ctx, func() { closeWith(websocket.CloseNormalClosure) })
+	stopOnDone := context.AfterFunc(ctx, func() {
+		g.ended.Store(held())
+		closeWith(websocket.CloseNormalClosure)
+	})
 	defer stopOnDone()
 
 	_ = c.SetReadDeadline(time.Now().Add(helloTimeout))
@@ -278,6 +304,12 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 		}
 	}
 
+	if g.handover {
+		if err := g.hold.BeforeResume(ctx); err != nil {
+			closeWith(websocket.CloseNormalClosure)
+			return 0, fmt.Errorf("discord: before RESUME: %w", err)
+		}
+	}
 	if resume {
 		err = send(map[string]any{"op": 6, "d": map[string]any{
 			"token": g.sess.Token, "session_id": g.sessionID, "seq": g.seq.Load(),
@@ -327,6 +359,7 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 	}()
 
 	var readyAt time.Time
+	draining := false // a handed-over session said RESUMED; a heartbeat was sent after it
 	upFor := func() time.Duration {
 		if readyAt.IsZero() {
 			return 0
@@ -357,6 +390,24 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 			if e.Sequence > 0 {
 				g.seq.Store(e.Sequence)
 			}
+			if g.handover {
+				// The previous owner's session replays what its
+				// connection missed and says RESUMED (Discord replays
+				// first; a heartbeat's acknowledgement comes after both
+				// in any order): it is served here alone then. The
+				// messages replayed are read back once the next session's
+				// state has arrived.
+				if e.Type == "MESSAGE_CREATE" && g.missed != nil {
+					g.missed(&e)
+				}
+				if e.Type == "RESUMED" && !draining {
+					draining = true
+					if err := heartbeat(); err != nil {
+						return 0, fmt.Errorf("discord: send heartbeat: %w", err)
+					}
+				}
+				continue
+			}
 			switch e.Type {
 			case "READY":
 				var r struct {
@@ -370,6 +421,9 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 				readyAt = time.Now()
 			}
 			g.dispatch(ctx, &e)
+			if g.hold != nil {
+				g.hold.Serving(g.sessionID, g.resumeURL, g.seq.Load())
+			}
 		case 1:
 			if err := heartbeat(); err != nil {
 				return upFor(), fmt.Errorf("discord: send heartbeat: %w", err)
@@ -381,12 +435,21 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 			var resumable bool
 			_ = json.Unmarshal(e.RawData, &resumable)
 			if !resumable {
-				g.sessionID, g.resumeURL = "", ""
+				g.endSession()
 			}
 			closeWith(closeResumable)
 			return upFor(), errInvalidSession
 		case 11:
 			acked.Store(true)
+			if g.handover && draining {
+				// Ending the session ends it everywhere; the next
+				// connection identifies without waiting for Discord.
+				g.hold.Taken()
+				closeWith(websocket.CloseNormalClosure)
+				g.endSession()
+				g.log.Info().Msg("discord: took the shard's session over from its previous owner and ended it; identifying")
+				return 0, errTakenOver
+			}
 		}
 	}
 }
@@ -451,7 +514,17 @@ func (g *gateway) readError(err error) error {
 		return fatal
 	}
 	if ce.Code == closeInvalidSeq || ce.Code == closeSessionTimeout {
-		g.sessionID, g.resumeURL = "", ""
+		g.endSession()
 	}
 	return fmt.Errorf("discord: the gateway closed the connection: %w", err)
+}
+
+// endSession forgets the session, which Discord ended or refused: the next
+// connection identifies, and the next owner of the shard has none to take
+// over.
+func (g *gateway) endSession() {
+	g.sessionID, g.resumeURL, g.handover = "", "", false
+	if g.hold != nil {
+		g.hold.Serving("", "", 0)
+	}
 }

@@ -61,6 +61,21 @@ type ShardHold interface {
 	// 0 to identify now. A claim after an owner that did not disconnect
 	// cleanly waits until Discord has dropped that owner's connection.
 	BeforeIdentify(ctx context.Context, heartbeat time.Duration) (time.Duration, error)
+	// Handover returns the gateway session the shard's previous owner left
+	// resumable (its id, where to resume it, the last event it handled),
+	// asked once per claim: the claim's first connection resumes it, which
+	// moves the session here from a connection Discord may still count as
+	// open (a paused owner's, a lost host's), then ends it and identifies.
+	Handover(ctx context.Context) (session, resumeURL string, seq int64, ok bool)
+	// BeforeResume is asked between HELLO and the RESUME of a session
+	// handed over, so that a later claim knows this connection may be open.
+	BeforeResume(ctx context.Context) error
+	// Taken says that the session handed over was resumed here and then
+	// ended: the IDENTIFY that follows need not wait for Discord.
+	Taken()
+	// Serving records the session the connection serves and the last
+	// event it handled ("" once the session is ended), for the next owner.
+	Serving(session, resumeURL string, seq int64)
 }
 
 // runShards serves the shards this process holds (every one without
@@ -97,6 +112,7 @@ func (a *Adapter) runShards(ctx context.Context) error {
 		g.hold = hold
 		g.log = a.Log.With().Int("shard", shard).Logger()
 		g.identify = func(ctx context.Context) error { return identify(ctx, shard%concurrency) }
+		g.missed = a.replayedMessage
 		g.dispatch = func(ctx context.Context, e *discordgo.Event) {
 			a.dispatchMu.Lock()
 			a.dispatch(ctx, e)
@@ -179,6 +195,15 @@ func (a *Adapter) shardPlan(ctx context.Context) (count, concurrency int, err er
 		if !agent.Sleep(ctx, d) {
 			return 0, 0, nil
 		}
+	}
+}
+
+// replayedMessage notes a message that the session of a shard's previous
+// owner replayed when this process took the session over: the read back
+// after the shard's new READY reads its channel from just before it.
+func (a *Adapter) replayedMessage(e *discordgo.Event) {
+	if m, ok := decodeEvent[discordgo.MessageCreate](a, e); ok && m.Message != nil && m.ID != "" {
+		a.noteMissed(m.Message)
 	}
 }
 

@@ -2,6 +2,7 @@ package discord
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -324,6 +325,12 @@ func (c *heldClaimer) Held() bool                                               
 func (c *heldClaimer) BeforeIdentify(context.Context, time.Duration) (time.Duration, error) {
 	return 0, nil
 }
+func (c *heldClaimer) Handover(context.Context) (string, string, int64, bool) {
+	return "", "", 0, false
+}
+func (c *heldClaimer) BeforeResume(context.Context) error { return nil }
+func (c *heldClaimer) Taken()                             {}
+func (c *heldClaimer) Serving(string, string, int64)      {}
 func (c *heldClaimer) Serve(ctx context.Context, _ int, work func(ctx context.Context, shard int, hold ShardHold)) error {
 	work(ctx, 0, c)
 	return nil
@@ -404,5 +411,117 @@ func TestShardDroppedWithoutAWordOnceNotHeld(t *testing.T) {
 	defer frt.mu.Unlock()
 	if len(frt.accepted) != 0 {
 		t.Errorf("an event read after the hold ended was handled: %d accepted", len(frt.accepted))
+	}
+}
+
+// handoverClaimer is heldClaimer with a session left by the shard's
+// previous owner to hand over, and a record of what the gateway tells it.
+type handoverClaimer struct {
+	heldClaimer
+	session string
+
+	mu      sync.Mutex
+	calls   []string // "resume", "taken", "identify", "serving <id>", in order
+	serving string   // the last session Serving named
+}
+
+func (c *handoverClaimer) note(s string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, s)
+}
+
+func (c *handoverClaimer) Handover(context.Context) (string, string, int64, bool) {
+	return c.session, "", 1, c.session != ""
+}
+func (c *handoverClaimer) BeforeResume(context.Context) error { c.note("resume"); return nil }
+func (c *handoverClaimer) Taken()                             { c.note("taken") }
+func (c *handoverClaimer) BeforeIdentify(context.Context, time.Duration) (time.Duration, error) {
+	c.note("identify")
+	return 0, nil
+}
+func (c *handoverClaimer) Serving(id, _ string, _ int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id != c.serving {
+		c.calls = append(c.calls, "serving "+id)
+		c.serving = id
+	}
+}
+func (c *handoverClaimer) Serve(ctx context.Context, _ int, work func(ctx context.Context, shard int, hold ShardHold)) error {
+	work(ctx, 0, c)
+	return nil
+}
+
+// TestShardTakesItsPreviousOwnersSessionOver: a claim handed the session
+// of the shard's previous owner (paused, or its host lost, its socket
+// maybe still open in Discord's view) resumes it first, which moves it
+// here, then ends it with a clean close and identifies at once. A message
+// the session replays, which its owner never read, is read back once the
+// new session is ready, and accepted. This fake replays after RESUMED,
+// where Discord replays before: the gateway waits for a heartbeat's
+// acknowledgement, which follows both.
+func TestShardTakesItsPreviousOwnersSessionOver(t *testing.T) {
+	f := newFake(t)
+	missed := dmFrom("1000061", "7", "sent while its owner slept")
+	missed.Timestamp = at(time.Now())
+	f.mu.Lock()
+	f.sessionShard["sess-old"] = 0
+	f.replay = []event{{"MESSAGE_CREATE", missed}}
+	f.history[dmChannel] = []msg{missed}
+	f.mu.Unlock()
+	c := &handoverClaimer{session: "sess-old", serving: "(none yet)"}
+	c.held.Store(true)
+	frt := &fakeRuntime{}
+	cfg := DefaultConfig()
+	cfg.Token = "test-token"
+	cfg.Commands = false
+	cfg.BackfillWindow = time.Hour
+	a := &Adapter{Config: cfg, Runtime: frt, Shards: c, APIBase: f.srv.URL, Log: zerolog.Nop(),
+		reconnectBase: 5 * time.Millisecond, reconnectMax: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitFor(t, "the replayed message accepted", func() bool {
+		frt.mu.Lock()
+		defer frt.mu.Unlock()
+		return len(frt.accepted) == 1
+	})
+
+	f.mu.Lock()
+	var ops []int
+	var resumed string
+	for _, fr := range f.frames {
+		ops = append(ops, fr.Op)
+		if fr.Op == 6 {
+			var d struct {
+				SessionID string `json:"session_id"`
+			}
+			_ = json.Unmarshal(fr.D, &d)
+			resumed = d.SessionID
+		}
+	}
+	closes := slices.Clone(f.closes)
+	f.mu.Unlock()
+	if !slices.Equal(ops, []int{6, 2}) || resumed != "sess-old" {
+		t.Errorf("frames sent: ops %v resuming %q; want a RESUME of sess-old, then an IDENTIFY", ops, resumed)
+	}
+	if !slices.Contains(closes, websocket.CloseNormalClosure) {
+		t.Errorf("closes %v: the session taken over was not ended with a clean close (1000)", closes)
+	}
+	c.mu.Lock()
+	calls := slices.Clone(c.calls)
+	c.mu.Unlock()
+	if want := []string{"resume", "taken", "serving ", "identify", "serving sess-1"}; !slices.Equal(calls, want) {
+		t.Errorf("the hold was told %q, want %q", calls, want)
+	}
+	frt.mu.Lock()
+	defer frt.mu.Unlock()
+	if in := frt.accepted[0]; in.DedupeKey != "discord:1000061" {
+		t.Errorf("accepted %q, want the message the session replayed", in.DedupeKey)
 	}
 }

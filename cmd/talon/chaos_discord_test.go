@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -409,10 +411,15 @@ func (r *chaosProc) kill(sig syscall.Signal) {
 // that each shard identifies in a bucket of its own); the gateway says
 // HELLO with a heartbeat interval, answers IDENTIFY with READY and RESUME
 // with RESUMED, acknowledges heartbeats, and records every frame each
-// connection sends; the REST API records the answers posted. A connection
-// that sent nothing for silence (two heartbeat intervals) is dropped in
-// Discord's view: no more events or acknowledgements (its socket stays
-// open, so that the test sees what it would still send).
+// connection sends; the REST API records the answers posted and reads a
+// channel's messages back. A connection that sent nothing for silence (two
+// heartbeat intervals) is dropped in Discord's view: no more events or
+// acknowledgements (its socket stays open, so that the test sees what it
+// would still send). A session is served on one connection: a RESUME
+// replays the session's events after the sequence number it gives, then
+// says RESUMED, and closes the connection that served the session until
+// then, if it is still open; a clean close (1000, 1001) ends the session.
+// With refuseResume set, every RESUME is answered op 9 (not resumable).
 type shardedDiscord struct {
 	srv     *httptest.Server
 	shards  int
@@ -421,14 +428,27 @@ type shardedDiscord struct {
 
 	mu    sync.Mutex
 	conns []*fakeShardConn        // every socket, by id; guarded by mu
-	sess  map[string]int          // session id → shard; guarded by mu
-	posts map[string][]string     // channel → contents posted, in order; guarded by mu
-	sent  map[int][]fakeDelivered // user → messages delivered, in order; guarded by mu
-	seq   int64                   // guarded by mu
+	sess  map[string]*fakeSession // session id → its state; guarded by mu
+	// refuseResume answers every RESUME with op 9; guarded by mu
+	refuseResume bool
+	posts        map[string][]string     // channel → contents posted, in order; guarded by mu
+	sent         map[int][]fakeDelivered // user → messages delivered, in order; guarded by mu
+	seq          int64                   // guarded by mu
+}
+
+// fakeSession is a gateway session: its shard, the connection serving it,
+// the events sent in it (for a RESUME's replay), and whether it ended.
+type fakeSession struct {
+	shard  int
+	conn   *fakeShardConn
+	events []map[string]any
+	ended  bool
 }
 
 // fakeShardConn is one gateway socket.
 type fakeShardConn struct {
+	session      string // the session it serves, once identified or resumed
+	resumed      bool   // it served its session through a RESUME
 	id           int
 	ws           *websocket.Conn
 	wmu          sync.Mutex // serialises writes to ws
@@ -465,7 +485,7 @@ func (c *fakeShardConn) end(silence time.Duration) (time.Time, bool) {
 
 func newShardedDiscord(t *testing.T, shards int, hb time.Duration) *shardedDiscord {
 	t.Helper()
-	f := &shardedDiscord{shards: shards, hb: hb, silence: 2 * hb, sess: map[string]int{},
+	f := &shardedDiscord{shards: shards, hb: hb, silence: 2 * hb, sess: map[string]*fakeSession{},
 		posts: map[string][]string{}, sent: map[int][]fakeDelivered{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws/", f.socket)
@@ -493,7 +513,7 @@ func newShardedDiscord(t *testing.T, shards int, hb time.Duration) *shardedDisco
 		case r.Method == "POST" && len(parts) == 3 && parts[0] == "channels" && parts[2] == "typing":
 			w.WriteHeader(http.StatusNoContent)
 		case r.Method == "GET" && len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages":
-			fmt.Fprint(w, "[]")
+			f.readBack(w, parts[1], r.URL.Query().Get("after"))
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			fmt.Fprint(w, `{"message":"404: Not Found","code":0}`)
@@ -575,13 +595,22 @@ func (f *shardedDiscord) socket(w http.ResponseWriter, r *http.Request) {
 			D  struct {
 				Shard     []int  `json:"shard"`
 				SessionID string `json:"session_id"`
+				Seq       int64  `json:"seq"`
 			} `json:"d"`
 		}
 		_, data, err := ws.ReadMessage()
 		now := time.Now()
 		f.mu.Lock()
 		if err != nil {
-			c.closed = now
+			if c.closed.IsZero() {
+				c.closed = now
+			}
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) {
+				if ss := f.sess[c.session]; ss != nil && ss.conn == c {
+					ss.ended = true
+				}
+			}
 			f.mu.Unlock()
 			return
 		}
@@ -591,6 +620,7 @@ func (f *shardedDiscord) socket(w http.ResponseWriter, r *http.Request) {
 		c.frames = append(c.frames, fakeFrame{fr.Op, now})
 		alive := c.dropped.IsZero()
 		var reply []any
+		var moved *fakeShardConn
 		switch {
 		case !alive:
 			// Dropped: Discord does not answer any more.
@@ -599,20 +629,39 @@ func (f *shardedDiscord) socket(w http.ResponseWriter, r *http.Request) {
 		case fr.Op == 2 && len(fr.D.Shard) == 2:
 			c.shard, c.count, c.identified = fr.D.Shard[0], fr.D.Shard[1], now
 			id := fmt.Sprintf("sess-%d", c.id)
-			f.sess[id] = c.shard
+			f.sess[id] = &fakeSession{shard: c.shard, conn: c}
+			c.session = id
 			reply = append(reply, map[string]any{"op": 0, "t": "READY", "s": 1, "d": map[string]any{
-				"v": 10, "session_id": id, "resume_gateway_url": "ws://" + r.Host + "/ws",
+				"v": 10, "session_id": id, "resume_gateway_url": "ws://" + r.Host + "/ws/",
 				"user": map[string]any{"id": "100", "username": "talon", "bot": true}, "application": map[string]any{"id": "200"},
 				"guilds": []any{}, "shard": fr.D.Shard}})
 		case fr.Op == 6:
-			if s, ok := f.sess[fr.D.SessionID]; ok {
-				c.shard, c.count, c.identified = s, f.shards, now
-				reply = append(reply, map[string]any{"op": 0, "t": "RESUMED", "s": 2, "d": map[string]any{}})
-			} else {
+			ss := f.sess[fr.D.SessionID]
+			if f.refuseResume || ss == nil || ss.ended {
 				reply = append(reply, map[string]any{"op": 9, "d": false})
+				break
 			}
+			if old := ss.conn; old != nil && old != c && old.closed.IsZero() {
+				// The session moves here: Discord closes the socket that
+				// served it (a paused process's, a lost host's).
+				old.closed = now
+				moved = old
+			}
+			ss.conn, c.session, c.resumed = c, fr.D.SessionID, true
+			c.shard, c.count, c.identified = ss.shard, f.shards, now
+			for _, e := range ss.events {
+				if e["s"].(int64) > fr.D.Seq {
+					reply = append(reply, e)
+				}
+			}
+			f.seq++
+			reply = append(reply, map[string]any{"op": 0, "t": "RESUMED", "s": f.seq, "d": map[string]any{}})
 		}
 		f.mu.Unlock()
+		if moved != nil {
+			moved.ws.Close()
+			moved = nil
+		}
 		for _, m := range reply {
 			write(m)
 		}
@@ -659,6 +708,34 @@ func (f *shardedDiscord) identifiedSince(s int, at time.Time) (time.Time, bool) 
 	return time.Time{}, false
 }
 
+// settled lists the shards connected now by a connection that identified:
+// none is in the middle of taking a session over (a RESUME, then a clean
+// close and an IDENTIFY).
+func (f *shardedDiscord) settled() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for s := range f.shards {
+		if c := f.liveLocked(s); c != nil && !c.resumed {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// readySince returns when shard s was first identified (not resumed) on a
+// connection opened after at.
+func (f *shardedDiscord) readySince(s int, at time.Time) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		if c.shard == s && !c.resumed && c.identified.After(at) {
+			return c.identified, true
+		}
+	}
+	return time.Time{}, false
+}
+
 // openConns lists the connections of shards open now.
 func (f *shardedDiscord) openConns(shards []int) []int {
 	f.mu.Lock()
@@ -698,19 +775,52 @@ func (f *shardedDiscord) mention(u int, text string) bool {
 	id := f.snowflakeLocked()
 	f.seq++
 	seq := f.seq
-	f.sent[u] = append(f.sent[u], fakeDelivered{id: id, text: text, conn: c.id, at: time.Now()})
+	now := time.Now()
+	f.sent[u] = append(f.sent[u], fakeDelivered{id: id, text: text, conn: c.id, at: now})
+	e := map[string]any{"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": f.message(u, id, text, now)}
+	if ss := f.sess[c.session]; ss != nil {
+		ss.events = append(ss.events, e)
+	}
 	f.mu.Unlock()
-	author := map[string]any{"id": strconv.Itoa(5000 + u), "username": fmt.Sprintf("user%d", u)}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_ = c.ws.WriteJSON(map[string]any{"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": map[string]any{
-		"id": id, "channel_id": f.channel(u), "guild_id": f.guild(s), "content": "<@100> " + text, "type": 0,
-		"timestamp": time.Now().UTC().Format(time.RFC3339Nano), "author": author,
-		"mentions": []any{map[string]any{"id": "100", "username": "talon", "bot": true}},
-		"member":   map[string]any{"roles": []string{}},
-	}})
+	_ = c.ws.WriteJSON(e)
 	return true
+}
+
+// message is user u's message id mentioning the bot, as Discord gives it.
+func (f *shardedDiscord) message(u int, id, text string, at time.Time) map[string]any {
+	return map[string]any{
+		"id": id, "channel_id": f.channel(u), "guild_id": f.guild(u % f.shards), "content": "<@100> " + text, "type": 0,
+		"timestamp": at.UTC().Format(time.RFC3339Nano),
+		"author":    map[string]any{"id": strconv.Itoa(5000 + u), "username": fmt.Sprintf("user%d", u)},
+		"mentions":  []any{map[string]any{"id": "100", "username": "talon", "bot": true}},
+		"member":    map[string]any{"roles": []string{}},
+	}
+}
+
+// readBack answers GET /channels/{channel}/messages?after=: the users'
+// messages of the channel newer than after, the newest first.
+func (f *shardedDiscord) readBack(w http.ResponseWriter, channel, after string) {
+	f.mu.Lock()
+	var out []map[string]any
+	for u, ds := range f.sent {
+		if f.channel(u) != channel {
+			continue
+		}
+		for _, d := range ds {
+			if after == "" || len(d.id) > len(after) || (len(d.id) == len(after) && d.id > after) {
+				out = append(out, f.message(u, d.id, d.text, d.at))
+			}
+		}
+	}
+	f.mu.Unlock()
+	slices.SortFunc(out, func(a, b map[string]any) int {
+		x, y := a["id"].(string), b["id"].(string)
+		return cmp.Or(cmp.Compare(len(y), len(x)), strings.Compare(y, x))
+	})
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 // answered reports whether the answer to user u's text was posted.

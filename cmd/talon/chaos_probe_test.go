@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,6 +57,20 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	t.Setenv("DATABASE_URL", dbURL)
 	t.Setenv("NATS_URL", natsURL)
 	reps := discordReplicas(t, f, model.URL, dir, "probe-p", replicas, "store:\n  driver: postgres\n  url: ${DATABASE_URL}\n", 2, prefix)
+	// Messages a taken-over session replays are read back: the read back
+	// is on here.
+	for _, r := range reps {
+		b, err := os.ReadFile(r.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "backfill_window: 0s") {
+			t.Fatalf("%s: no backfill_window: 0s to turn the read back on", r.cfg)
+		}
+		if err := os.WriteFile(r.cfg, []byte(strings.Replace(string(b), "backfill_window: 0s", "backfill_window: 1h", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	defer func() {
 		for _, r := range reps {
 			r.kill(syscall.SIGKILL)
@@ -134,69 +149,124 @@ func TestChaosDiscordShardsAtDiscordsHeartbeat(t *testing.T) {
 	t.Logf("SIGKILL of %s holding shards %v: identified again within %s (Discord's view of a silent connection: %s)",
 		killed.name, lost, took.Round(time.Millisecond), 2*heartbeat)
 
-	// SIGSTOP: the process may wake with its sockets open; whoever claims
-	// its shards waits for Discord's view.
-	waitFor(t, takeover, "every shard connected after the kill", func() bool { return len(f.connected()) == shards })
-	var paused *chaosProc
-	for s := range shards {
-		if o := ownerOf(s); o != "" && o != killed.name {
-			paused = procOf(o)
-			break
+	// SIGSTOP, twice: the process may wake with its sockets open, and
+	// Discord keeps them for 82.5 s of silence. First Discord resumes the
+	// sleeper's sessions for whoever claims its shards (as it does): the
+	// RESUME moves each session off the sleeper's socket, the claimer
+	// ends it and identifies, within 30 s of the pause, and a message
+	// Discord sent to the sleeper is replayed and answered. Then Discord
+	// refuses every RESUME: the claimer waits for Discord's view.
+	pause := func(phase string, whilePaused func(lost []int)) (*chaosProc, []int, []int, time.Time, time.Time) {
+		waitFor(t, takeover, "every shard connected before the pause "+phase, func() bool { return len(f.settled()) == shards })
+		var paused *chaosProc
+		for s := range shards {
+			if o := ownerOf(s); o != "" && o != killed.name {
+				paused = procOf(o)
+				break
+			}
 		}
-	}
-	if paused == nil {
-		t.Fatal("no live replica owns a shard")
-	}
-	// The takeover below needs a replica that runs: one that stopped by
-	// itself since it became ready would fail the wait for a reason of its
-	// own, which this names instead.
-	for _, r := range reps {
-		if r != killed && r != paused && !strings.HasPrefix(r.state(), "running") {
-			t.Fatalf("%s is not running before the pause (%s), so no replica is left to take %s's shards over; its log:\n%s",
-				r.name, r.state(), paused.name, tailLog(filepath.Dir(r.cfg), r.starts))
+		if paused == nil {
+			t.Fatal("no live replica owns a shard")
 		}
+		// The takeover needs a replica that runs: one that stopped by
+		// itself would fail the wait for a reason of its own, named here.
+		for _, r := range reps {
+			if r != killed && r != paused && !strings.HasPrefix(r.state(), "running") {
+				t.Fatalf("%s is not running before the pause (%s), so no replica is left to take %s's shards over; its log:\n%s",
+					r.name, r.state(), paused.name, tailLog(filepath.Dir(r.cfg), r.starts))
+			}
+		}
+		lost := heldBy(paused.name)
+		old := f.openConns(lost)
+		at := time.Now()
+		if err := paused.proc.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if whilePaused != nil {
+			whilePaused(lost)
+		}
+		for deadline := time.Now().Add(takeover); ; time.Sleep(100 * time.Millisecond) {
+			done := true
+			for _, s := range lost {
+				if o := ownerOf(s); o == "" || o == paused.name {
+					done = false
+				}
+			}
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				owners := make([]string, shards)
+				for s := range owners {
+					owners[s] = ownerOf(s)
+				}
+				var procs []string
+				for _, r := range reps {
+					procs = append(procs, r.name+" "+r.state())
+				}
+				t.Fatalf("%s: the paused replica %s's shards %v not claimed by another within %s: owners now %q, connected %v; processes: %s; shard leases: %s",
+					phase, paused.name, lost, takeover, owners, f.connected(), strings.Join(procs, ", "), bucketKeys(ctx, skv))
+			}
+		}
+		return paused, lost, old, at, time.Now()
 	}
-	lost = heldBy(paused.name)
-	old := f.openConns(lost)
-	at = time.Now()
-	if err := paused.proc.Process.Signal(syscall.SIGSTOP); err != nil {
+
+	// A user of a paused shard's server mentions the bot while its owner
+	// sleeps: Discord sends it on the sleeper's socket.
+	u := 0
+	paused, lost, old, at, claimed := pause("(Discord resumes)", func(lost []int) {
+		for !slices.Contains(lost, u%shards) {
+			u++
+		}
+		if !f.mention(u, "while its owner sleeps") {
+			t.Fatalf("shard %d has no connection in Discord's view right after its owner was paused", u%shards)
+		}
+	})
+	took = 0
+	waitFor(t, takeover+5*time.Second, "the paused replica's shards identified again", func() bool {
+		for _, s := range lost {
+			id, ok := f.readySince(s, at)
+			if !ok {
+				return false
+			}
+			took = max(took, id.Sub(at))
+		}
+		return true
+	})
+	if took > takeover {
+		t.Errorf("SIGSTOP of %s: its shards %v identified again %s after the pause, want within %s", paused.name, lost, took.Round(time.Millisecond), takeover)
+	}
+	if !f.allClosed(old) {
+		t.Errorf("SIGSTOP of %s: its connections %v are still open in Discord's view after its sessions were resumed elsewhere", paused.name, old)
+	}
+	waitFor(t, 2*takeover, "the message Discord sent to the paused replica answered", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.posts[f.channel(u)]) > 0
+	})
+	t.Logf("SIGSTOP of %s holding shards %v (connections %v): claimed %s after, resumed elsewhere and identified again %s after; the message it never read answered",
+		paused.name, lost, old, claimed.Sub(at).Round(time.Millisecond), took.Round(time.Millisecond))
+	// Woken, it sends nothing on its old sockets (twiceLocked below) and
+	// serves again.
+	if err := paused.proc.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(takeover); ; time.Sleep(100 * time.Millisecond) {
-		done := true
-		for _, s := range lost {
-			if o := ownerOf(s); o == "" || o == paused.name {
-				done = false
-			}
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			owners := make([]string, shards)
-			for s := range owners {
-				owners[s] = ownerOf(s)
-			}
-			var procs []string
-			for _, r := range reps {
-				procs = append(procs, r.name+" "+r.state())
-			}
-			t.Fatalf("the paused replica %s's shards %v not claimed by another within %s: owners now %q, connected %v; processes: %s; shard leases: %s",
-				paused.name, lost, takeover, owners, f.connected(), strings.Join(procs, ", "), bucketKeys(ctx, skv))
-		}
-	}
-	claimed := time.Now()
+
+	f.mu.Lock()
+	f.refuseResume = true
+	f.mu.Unlock()
+	paused, lost, old, at, claimed = pause("(Discord refuses to resume)", nil)
 	time.Sleep(stillWait)
 	waited := true
 	for _, s := range lost {
 		if id, ok := f.identifiedSince(s, at); ok {
 			waited = false
-			t.Errorf("SIGSTOP of %s: shard %d identified again %s after the pause, while its connection %v may be open in Discord's view (%s of silence)",
+			t.Errorf("SIGSTOP of %s with RESUMEs refused: shard %d identified again %s after the pause, while its connection %v may be open in Discord's view (%s of silence)",
 				paused.name, s, id.Sub(at).Round(time.Millisecond), old, 2*heartbeat)
 		}
 	}
 	if waited {
-		t.Logf("SIGSTOP of %s holding shards %v (connections %v): claimed by %s %s after, not identified %s after the claim",
+		t.Logf("SIGSTOP of %s holding shards %v (connections %v), RESUMEs refused: claimed by %s %s after, not identified %s after the claim",
 			paused.name, lost, old, ownerOf(lost[0]), claimed.Sub(at).Round(time.Millisecond), time.Since(claimed).Round(time.Millisecond))
 	}
 
