@@ -118,8 +118,17 @@ import (
 //   - A host lost (powered off, cut off): no FIN reaches anyone; the
 //     server keeps the subscription until its pings go unanswered, as for
 //     a pause, and the claimer waits: Discord alone decides when the old
-//     socket is gone, and the shard is identified again about 88 s after,
-//     not within 30 s.
+//     socket is gone, and the shard is identified again about 88 s after.
+//
+// Before any of that wait, a claim takes the previous owner's gateway
+// session over when the owner recorded one (ShardHold.Serving writes it to
+// "discord.session.<shard>" in "<prefix>_cluster" while the shard is
+// connected): Discord serves a session on one connection, so a RESUME
+// moves it off a sleeper's or a lost host's socket; the claimer ends it
+// with a clean close and identifies at once (ShardHold.Taken). Only when
+// Discord refuses the RESUME does the wait above apply, with the previous
+// owner's connection key as read before the claim wrote its own
+// (ShardHold.BeforeResume).
 //   - A live replica whose probe connection reconnects: while it is away
 //     a claimer may get "no responders", but a claim comes only after the
 //     lease expired, and a replica that runs has closed its sockets at its
