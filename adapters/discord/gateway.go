@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,8 +206,17 @@ func (g *gateway) run(ctx context.Context) error {
 // ready (0 when it never got READY or RESUMED) and why it ended.
 func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 	if g.hold != nil && !g.asked {
+		// The gateway's address first: a recorded resume URL is used only
+		// on its host or Discord's (trustedResumeURL).
+		if _, err := g.target(ctx, false); err != nil {
+			return 0, err
+		}
 		g.asked = true
 		if id, u, seq, ok := g.hold.Handover(ctx); ok {
+			if u != "" && !trustedResumeURL(u, g.url) {
+				g.log.Warn().Msg("discord: the recorded resume URL of the shard's session is on another host than Discord's gateway; resuming at the gateway's address instead")
+				u = ""
+			}
 			g.sessionID, g.resumeURL, g.handover = id, u, true
 			g.seq.Store(seq)
 			g.log.Info().Msg("discord: resuming the session the shard's previous owner left, to take it over")
@@ -527,4 +537,21 @@ func (g *gateway) endSession() {
 	if g.hold != nil {
 		g.hold.Serving("", "", 0)
 	}
+}
+
+// trustedResumeURL reports whether resume, a resume URL another replica
+// recorded in NATS, may be sent the bot's token: a ws(s) URL on the host
+// of the gateway's address (gateway, from GET /gateway) or on Discord's
+// domain. Anyone able to write the deployment's NATS buckets could
+// otherwise have the token sent to a host of theirs.
+func trustedResumeURL(resume, gateway string) bool {
+	r, err := url.Parse(resume)
+	if err != nil || (r.Scheme != "wss" && r.Scheme != "ws") || r.User != nil {
+		return false
+	}
+	host := strings.ToLower(r.Hostname())
+	if g, err := url.Parse(gateway); err == nil && g.Hostname() != "" && strings.EqualFold(g.Hostname(), host) && (r.Scheme == g.Scheme) {
+		return true
+	}
+	return r.Scheme == "wss" && (host == "discord.gg" || strings.HasSuffix(host, ".discord.gg"))
 }

@@ -525,3 +525,32 @@ func TestShardTakesItsPreviousOwnersSessionOver(t *testing.T) {
 		t.Errorf("accepted %q, want the message the session replayed", in.DedupeKey)
 	}
 }
+
+// TestTrustedResumeURL: a resume URL recorded by another replica (in NATS,
+// which anyone with write access to its buckets can change) is sent the
+// bot's token only on the gateway's own host or Discord's domain.
+func TestTrustedResumeURL(t *testing.T) {
+	const gw = "wss://gateway.discord.gg/?v=10&encoding=json"
+	for _, tc := range []struct {
+		resume, gateway string
+		want            bool
+	}{
+		{"wss://gateway-us-east1-b.discord.gg", gw, true},
+		{"wss://gateway.discord.gg/", gw, true},
+		{"wss://DISCORD.GG", gw, true},
+		{"ws://127.0.0.1:4000/ws/", "ws://127.0.0.1:4000/ws/?v=10", true},
+		{"wss://evil.example", gw, false},
+		{"wss://discord.gg.evil.example", gw, false},
+		{"wss://evildiscord.gg", gw, false},
+		{"ws://gateway.discord.gg", gw, false},                   // plain text to Discord's domain
+		{"wss://127.0.0.1:4000/", "ws://127.0.0.1:4000/", false}, // another scheme than the gateway's
+		{"wss://user:pw@gateway.discord.gg", gw, false},
+		{"https://gateway.discord.gg", gw, false},
+		{"::not a url", gw, false},
+		{"", gw, false},
+	} {
+		if got := trustedResumeURL(tc.resume, tc.gateway); got != tc.want {
+			t.Errorf("trustedResumeURL(%q, %q) = %v, want %v", tc.resume, tc.gateway, got, tc.want)
+		}
+	}
+}
