@@ -473,7 +473,8 @@ type ShardHold struct {
 
 	// The gateway session the shard's connection serves (Serving), and
 	// what the hold last recorded of it in the session key.
-	serving  atomic.Pointer[gatewaySession]
+	serving  atomic.Pointer[gatewaySession] // its id and resume URL (Seq unused)
+	seq      atomic.Int64                   // the last event it handled
 	changed  chan struct{} // a new session (or none) to record at once
 	recorded *gatewaySession
 	rev      uint64 // the session key's revision this hold wrote or read; 0 for none
@@ -630,16 +631,21 @@ func (h *ShardHold) Taken() {
 // Serving records the session the shard's connection serves and the last
 // event it handled ("" once the session is ended); the hold writes it to
 // the session key each renewal interval while it holds the shard.
+// It is called after every event, so it allocates only when the session
+// changes.
 func (h *ShardHold) Serving(session, resumeURL string, seq int64) {
-	old := h.serving.Swap(&gatewaySession{ID: session, URL: resumeURL, Seq: seq})
-	if old == nil || old.ID != session {
+	if cur := h.serving.Load(); cur == nil || cur.ID != session || cur.URL != resumeURL {
+		h.serving.Store(&gatewaySession{ID: session, URL: resumeURL})
+		h.seq.Store(seq)
 		// A new session is recorded at once, not at the next tick: the
 		// owner may stop right after its READY.
 		select {
 		case h.changed <- struct{}{}:
 		default:
 		}
+		return
 	}
+	h.seq.Store(seq)
 }
 
 // keepSession writes what Serving said to the session key every interval
@@ -665,8 +671,12 @@ func (h *ShardHold) keepSession(interval time.Duration, stop <-chan struct{}) {
 }
 
 func (h *ShardHold) writeSession(timeout time.Duration) {
-	gs := h.serving.Load()
-	if gs == nil || h.ceded || (h.recorded != nil && *gs == *h.recorded) {
+	cur := h.serving.Load()
+	if cur == nil || h.ceded {
+		return
+	}
+	gs := &gatewaySession{ID: cur.ID, URL: cur.URL, Seq: h.seq.Load()}
+	if h.recorded != nil && *gs == *h.recorded {
 		return
 	}
 	if gs.ID != "" && !h.Held() {
@@ -679,8 +689,9 @@ func (h *ShardHold) writeSession(timeout time.Duration) {
 	switch {
 	case gs.ID == "" && h.rev == 0:
 	case gs.ID == "":
-		err = h.s.conns.Delete(ctx, key, jetstream.LastRevision(h.rev))
-		h.rev = 0
+		if err = h.s.conns.Delete(ctx, key, jetstream.LastRevision(h.rev)); err == nil {
+			h.rev = 0
+		}
 	default:
 		val, _ := json.Marshal(gs)
 		var rev uint64
