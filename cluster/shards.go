@@ -475,7 +475,7 @@ type ShardHold struct {
 	// what the hold last recorded of it in the session key.
 	serving  atomic.Pointer[gatewaySession] // its id and resume URL (Seq unused)
 	seq      atomic.Int64                   // the last event it handled
-	changed  chan struct{} // a new session (or none) to record at once
+	changed  chan struct{}                  // a new session (or none) to record at once
 	recorded *gatewaySession
 	rev      uint64 // the session key's revision this hold wrote or read; 0 for none
 	ceded    bool   // another owner wrote the session key since: it is theirs
