@@ -239,49 +239,17 @@ func TestShardCountAgreement(t *testing.T) {
 func TestShardsWaitForDiscordAfterAnUncleanEnd(t *testing.T) {
 	url := testNATS(t)
 	const heartbeat = 5 * time.Second
-	type claim struct {
-		replica string
-		wait    time.Duration
-		h       *ShardHold
-	}
-	claims := make(chan claim, 10)
+	o := newOneShard(t, url, "wait")
 	serve := func(id string) (stop func(), nc *nats.Conn) {
-		nc = connect(t, url)
-		ctx, cancel := context.WithCancel(context.Background())
-		sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: "wait"}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sh.ShardCount(ctx, 1, true); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = sh.Serve(ctx, 1, func(ctx context.Context, _ int, h *ShardHold) {
-				d, err := h.BeforeIdentify(ctx, heartbeat)
-				if err != nil {
-					t.Errorf("%s: BeforeIdentify: %v", id, err)
-				}
-				claims <- claim{id, d, h}
-				<-ctx.Done()
-			})
-		}()
-		return func() { cancel(); <-done }, nc
-	}
-	next := func(want string) claim {
-		t.Helper()
-		select {
-		case c := <-claims:
-			if c.replica != want {
-				t.Fatalf("shard claimed by %s, want %s", c.replica, want)
+		return o.serve(id, func(ctx context.Context, h *ShardHold) time.Duration {
+			d, err := h.BeforeIdentify(ctx, heartbeat)
+			if err != nil {
+				t.Errorf("%s: BeforeIdentify: %v", id, err)
 			}
-			return c
-		case <-time.After(10 * testTTL):
-			t.Fatalf("%s did not claim the shard", want)
-		}
-		return claim{}
+			return d
+		})
 	}
+	next := o.next
 
 	stopA, _ := serve("a")
 	if c := next("a"); c.wait != 0 {
@@ -861,45 +829,11 @@ func TestShardLeaseTiming(t *testing.T) {
 func TestShardsHandOverTheGatewaySession(t *testing.T) {
 	url := testNATS(t)
 	const heartbeat = 5 * time.Second
-	type claim struct {
-		replica string
-		h       *ShardHold
-	}
-	claims := make(chan claim, 10)
+	o := newOneShard(t, url, "handover")
 	serve := func(id string, work func(ctx context.Context, h *ShardHold)) (stop func(), nc *nats.Conn) {
-		nc = connect(t, url)
-		ctx, cancel := context.WithCancel(context.Background())
-		sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: "handover"}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sh.ShardCount(ctx, 1, true); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = sh.Serve(ctx, 1, func(ctx context.Context, _ int, h *ShardHold) {
-				work(ctx, h)
-				claims <- claim{id, h}
-				<-ctx.Done()
-			})
-		}()
-		return func() { cancel(); <-done }, nc
+		return o.serve(id, func(ctx context.Context, h *ShardHold) time.Duration { work(ctx, h); return 0 })
 	}
-	next := func(want string) claim {
-		t.Helper()
-		select {
-		case c := <-claims:
-			if c.replica != want {
-				t.Fatalf("shard claimed by %s, want %s", c.replica, want)
-			}
-			return c
-		case <-time.After(10 * testTTL):
-			t.Fatalf("%s did not claim the shard", want)
-		}
-		return claim{}
-	}
+	next := o.next
 	nc := connect(t, url)
 	js, _ := jetstream.New(nc)
 	kv, err := js.KeyValue(context.Background(), "handover_cluster")
@@ -966,4 +900,64 @@ func TestShardsHandOverTheGatewaySession(t *testing.T) {
 	})
 	defer stopC()
 	next("c")
+}
+
+// oneShard serves shard 0 of 1 as replica id on the NATS server at url,
+// in the buckets named by prefix: each claim runs work, is sent on claims
+// with what work returned, and holds until it ends. stop ends the replica
+// cleanly; closing nc kills it with the shard held.
+type oneShard struct {
+	t      *testing.T
+	url    string
+	prefix string
+	claims chan shardClaim
+}
+
+// shardClaim is a claim oneShard saw: by whom, what its work returned
+// (the wait before IDENTIFY, where the test asks), and the hold.
+type shardClaim struct {
+	replica string
+	wait    time.Duration
+	h       *ShardHold
+}
+
+func newOneShard(t *testing.T, url, prefix string) *oneShard {
+	return &oneShard{t: t, url: url, prefix: prefix, claims: make(chan shardClaim, 10)}
+}
+
+func (o *oneShard) serve(id string, work func(ctx context.Context, h *ShardHold) time.Duration) (stop func(), nc *nats.Conn) {
+	t := o.t
+	nc = connect(t, o.url)
+	ctx, cancel := context.WithCancel(context.Background())
+	sh, err := OpenShards(ctx, nc, ShardsConfig{Replica: id, LeaseTTL: testTTL, Prefix: o.prefix}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sh.ShardCount(ctx, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = sh.Serve(ctx, 1, func(ctx context.Context, _ int, h *ShardHold) {
+			o.claims <- shardClaim{id, work(ctx, h), h}
+			<-ctx.Done()
+		})
+	}()
+	return func() { cancel(); <-done }, nc
+}
+
+// next returns the next claim, which must be want's.
+func (o *oneShard) next(want string) shardClaim {
+	o.t.Helper()
+	select {
+	case c := <-o.claims:
+		if c.replica != want {
+			o.t.Fatalf("shard claimed by %s, want %s", c.replica, want)
+		}
+		return c
+	case <-time.After(10 * testTTL):
+		o.t.Fatalf("%s did not claim the shard", want)
+	}
+	return shardClaim{}
 }
