@@ -347,20 +347,7 @@ func TestShardDroppedWithoutAWordOnceNotHeld(t *testing.T) {
 	f.mu.Unlock()
 	c := &heldClaimer{}
 	c.held.Store(true)
-	frt := &fakeRuntime{}
-	cfg := DefaultConfig()
-	cfg.Token = "test-token"
-	cfg.Commands = false
-	cfg.BackfillWindow = -1
-	a := &Adapter{Config: cfg, Runtime: frt, Shards: c, APIBase: f.srv.URL, Log: zerolog.Nop(),
-		reconnectBase: 5 * time.Millisecond, reconnectMax: 50 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	frt := runClaimed(t, f, c, -1)
 	waitFor(t, "the shard connected and heartbeating", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -472,20 +459,7 @@ func TestShardTakesItsPreviousOwnersSessionOver(t *testing.T) {
 	f.mu.Unlock()
 	c := &handoverClaimer{session: "sess-old", serving: "(none yet)"}
 	c.held.Store(true)
-	frt := &fakeRuntime{}
-	cfg := DefaultConfig()
-	cfg.Token = "test-token"
-	cfg.Commands = false
-	cfg.BackfillWindow = time.Hour
-	a := &Adapter{Config: cfg, Runtime: frt, Shards: c, APIBase: f.srv.URL, Log: zerolog.Nop(),
-		reconnectBase: 5 * time.Millisecond, reconnectMax: 50 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	frt := runClaimed(t, f, c, time.Hour)
 	waitFor(t, "the replayed message accepted", func() bool {
 		frt.mu.Lock()
 		defer frt.mu.Unlock()
@@ -553,4 +527,25 @@ func TestTrustedResumeURL(t *testing.T) {
 			t.Errorf("trustedResumeURL(%q, %q) = %v, want %v", tc.resume, tc.gateway, got, tc.want)
 		}
 	}
+}
+
+// runClaimed runs an adapter against f whose shards c grants, with the
+// read back window backfill (-1: off), until the test ends; it returns the
+// runtime the adapter hands its messages to.
+func runClaimed(t *testing.T, f *fakeDiscord, c ShardClaimer, backfill time.Duration) *fakeRuntime {
+	frt := &fakeRuntime{}
+	cfg := DefaultConfig()
+	cfg.Token = "test-token"
+	cfg.Commands = false
+	cfg.BackfillWindow = backfill
+	a := &Adapter{Config: cfg, Runtime: frt, Shards: c, APIBase: f.srv.URL, Log: zerolog.Nop(),
+		reconnectBase: 5 * time.Millisecond, reconnectMax: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return frt
 }
