@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,21 +229,35 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPeers(ctx, n.kv, shared, cfg, settings); err != nil {
+	if err := checkPeers(ctx, n.kv, shared, cfg, settings, 0); err != nil {
 		return nil, err
 	}
 	if settings != "" {
-		// Recorded once this replica may run (a refused one leaves none),
-		// and before its alive key names it.
+		// Recorded once this replica may run beside the ones running
+		// (a refused one leaves none), and before its starting key names
+		// it.
 		if _, err := shared.Put(ctx, settingsKey(settings), record); err != nil {
 			return nil, fmt.Errorf("cluster: record this replica's settings in bucket %s_cluster: %w", cfg.Prefix, err)
 		}
+	}
+	// A replica starting at this instant read the keys before this one's
+	// alive key was written: each names itself in its starting key, then
+	// reads the keys again up to it. Of two that start together, the one
+	// that wrote its key last sees the other's, so a mismatch is refused
+	// by at least one of them.
+	rev, err := n.kv.Put(ctx, startingKey(cfg.Replica), aliveValue(aliveInfo{alone: cfg.Alone, tools: cfg.Tools, settings: settings}, time.Now()))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
+	}
+	if err := checkPeers(ctx, n.kv, shared, cfg, settings, rev); err != nil {
+		n.Abandon()
+		return nil, err
 	}
 	if n.limits, err = OpenLimits(ctx, js, cfg.Prefix, cfg.Replica, cfg.LeaseTTL, cfg.StreamReplicas, n.log); err != nil {
 		return nil, err
 	}
 	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log,
-		Alone: cfg.Alone, Tools: cfg.Tools, Settings: settings}
+		Alone: cfg.Alone, Tools: cfg.Tools, Settings: settings, Starting: true}
 	return n, nil
 }
 
@@ -302,30 +317,21 @@ func checkLeaseTTL(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 	return nil
 }
 
-// checkPeers refuses a replica beside the running ones (their alive keys)
-// when either has a store of its own (Config.Alone): their stores would
-// not hold each other's messages; when their tools differ (Config.Tools);
-// or when their settings differ (Config.Settings, whose digest is
-// settings; shared is the bucket that records them).
-func checkPeers(ctx context.Context, kv, shared jetstream.KeyValue, cfg Config, settings string) error {
-	keys, err := kv.ListKeys(ctx, jetstream.MetaOnly())
+// checkPeers refuses a replica beside the running or starting ones (their
+// alive and starting keys) when either has a store of its own
+// (Config.Alone): their stores would not hold each other's messages; when
+// their tools differ (Config.Tools); or when their settings differ
+// (Config.Settings, whose digest is settings; shared is the bucket that
+// records them). through, when not 0, is the revision of this replica's
+// own starting key: the keys written before it are all read (peers).
+func checkPeers(ctx context.Context, kv, shared jetstream.KeyValue, cfg Config, settings string, through uint64) error {
+	others, err := peers(ctx, kv, cfg.Replica, through)
 	if err != nil {
 		return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
 	}
-	defer keys.Stop()
 	same := map[string]bool{settings: true} // settings digests found to agree with this one's
-	for k := range keys.Keys() {
-		other, ok := strings.CutPrefix(k, "alive.")
-		if !ok || other == cfg.Replica {
-			continue
-		}
-		e, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // gone since
-		} else if err != nil {
-			return fmt.Errorf("cluster: lease bucket %s_partitions: %w", cfg.Prefix, err)
-		}
-		peer := aliveOf(e.Value())
+	for _, other := range slices.Sorted(maps.Keys(others)) {
+		peer := others[other]
 		switch {
 		case cfg.Alone != "" && peer.alone == cfg.Alone:
 			// The same store's previous process, dead: this one holds
@@ -354,6 +360,48 @@ func checkPeers(ctx context.Context, kv, shared jetstream.KeyValue, cfg Config, 
 		}
 	}
 	return nil
+}
+
+// peers reads the alive and starting keys of the lease bucket, but self's:
+// what each replica running or starting says of itself (by its newer key,
+// when it has both). With through not 0 it reads on until it has seen that
+// revision, so that every key written before it is read: the last value
+// of each key comes in the order written, and the end of the initial
+// values, which a concurrent write may announce early
+// (nats-server#4824), is not trusted alone.
+func peers(ctx context.Context, kv jetstream.KeyValue, self string, through uint64) (map[string]aliveInfo, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	out := map[string]aliveInfo{}
+	revs := map[string]uint64{}
+	for initial := false; !initial || through != 0; {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("the watch of its keys ended early")
+			}
+			if e == nil {
+				initial = true
+				continue
+			}
+			if e.Revision() >= through {
+				through = 0
+			}
+			replica, ok := strings.CutPrefix(e.Key(), "alive.")
+			if !ok {
+				replica, ok = strings.CutPrefix(e.Key(), "starting.")
+			}
+			if ok && replica != self && e.Revision() > revs[replica] {
+				out[replica], revs[replica] = aliveOf(e.Value()), e.Revision()
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return out, nil
 }
 
 // maxSettingsListed bounds the differing settings an error names.
@@ -600,6 +648,21 @@ func (n *Node) Decided(_ context.Context, id agent.ApprovalID) {
 	if err := n.nc.Publish(n.decidedSubject(), strconv.AppendInt(nil, int64(id), 10)); err != nil {
 		n.log.Warn().Err(err).Int64("approval", int64(id)).Msg("cluster: could not tell the other replicas of a decided approval")
 	}
+}
+
+// Abandon ends a Node that was opened and will not Run (a later step of
+// the start failed): its starting key, which stands for it until its
+// alive key is written, is deleted rather than left to expire after the
+// lease TTL. It does nothing once Run has started.
+func (n *Node) Abandon() {
+	select {
+	case <-n.started:
+		return
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = n.kv.Delete(ctx, startingKey(n.cfg.Replica))
 }
 
 // Run takes part in the deployment until ctx ends: it claims its share of

@@ -392,10 +392,12 @@ func TestOpenRefusesAnotherLeaseTTLWhileReplicasRun(t *testing.T) {
 		t.Errorf("the lease bucket's TTL is %s after the refused start, want a's %s", got, testTTL)
 	}
 	// The same TTL is welcome.
-	if _, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "talon", LeaseTTL: testTTL, Replica: "c"}, rt, f.db, zerolog.Nop()); err != nil {
-		t.Errorf("Open with the running replicas' TTL: %v", err)
+	c, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "talon", LeaseTTL: testTTL, Replica: "c"}, rt, f.db, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("Open with the running replicas' TTL: %v", err)
 	}
-	a.stop() // a clean stop deletes a's keys
+	c.Abandon() // c will not run: its starting key goes
+	a.stop()    // a clean stop deletes a's keys
 	if _, err := Open(ctx, nc, Config{Partitions: 8, Prefix: "talon", LeaseTTL: shorter, Replica: "b"}, rt, f.db, zerolog.Nop()); err != nil {
 		t.Fatalf("Open with a new TTL once every replica stopped: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,6 +49,70 @@ func TestReplicasStartingTogether(t *testing.T) {
 			if err != nil {
 				t.Fatalf("round %d: a replica starting with three others: %v", round, err)
 			}
+		}
+	}
+}
+
+// TestReplicasStartingTogetherWithOtherConfigs: of two replicas started at
+// the same instant with other tools, or other settings, at least one is
+// refused, although neither was running when the other read the
+// deployment's replicas; and the one that runs sees no refused replica's
+// key.
+func TestReplicasStartingTogetherWithOtherConfigs(t *testing.T) {
+	url := testNATS(t)
+	f := newFixture(t, url, "talon")
+	for round := range 20 {
+		prefix := testPrefix(t, url)
+		cfgs := []Config{{Tools: "aaaaaaaaaaaaaaaa1111"}, {Tools: "bbbbbbbbbbbbbbbb2222"}}
+		want := "with other tools than this one"
+		if round%2 == 1 {
+			cfgs = []Config{{Settings: map[string]string{"limits.max_turns_per_user": "2"}}, {Settings: map[string]string{"limits.max_turns_per_user": "3"}}}
+			want = "limits.max_turns_per_user is"
+		}
+		var wg sync.WaitGroup
+		nodes, errs := make([]*Node, 2), make([]error, 2)
+		start := make(chan struct{})
+		for i := range cfgs {
+			cfg := cfgs[i]
+			cfg.Partitions, cfg.Prefix, cfg.LeaseTTL, cfg.Replica = 8, prefix, testTTL, fmt.Sprint("r", i)
+			nc := connect(t, url)
+			wg.Go(func() {
+				<-start
+				rt := &agent.Runtime{Store: f.db, LLM: echo{}, Log: zerolog.Nop()}
+				nodes[i], errs[i] = Open(context.Background(), nc, cfg, rt, f.db, zerolog.Nop())
+			})
+		}
+		close(start)
+		wg.Wait()
+		refused := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				defer nodes[i].Abandon()
+			case strings.Contains(err.Error(), want):
+				refused++
+			default:
+				t.Fatalf("round %d: replica r%d: %v, want nil or an error saying %q", round, i, err, want)
+			}
+		}
+		if refused == 0 {
+			t.Fatalf("round %d: two replicas started together with other configurations, and neither was refused", round)
+		}
+		if refused == 1 {
+			// The refused one's starting key is gone: a third replica with
+			// the running one's configuration is welcome.
+			ok := 0
+			if errs[0] != nil {
+				ok = 1
+			}
+			cfg := cfgs[ok]
+			cfg.Partitions, cfg.Prefix, cfg.LeaseTTL, cfg.Replica = 8, prefix, testTTL, "r2"
+			rt := &agent.Runtime{Store: f.db, LLM: echo{}, Log: zerolog.Nop()}
+			n, err := Open(context.Background(), connect(t, url), cfg, rt, f.db, zerolog.Nop())
+			if err != nil {
+				t.Fatalf("round %d: a replica with the configuration of the one that runs: %v", round, err)
+			}
+			n.Abandon()
 		}
 	}
 }

@@ -76,6 +76,9 @@ type Leases struct {
 	// Settings, when not "", is written in this replica's alive key: the
 	// digest of its settings (Config.Settings).
 	Settings string
+	// Starting says that Open wrote this replica's starting key
+	// (startingKey): it is deleted once the alive key is written.
+	Starting bool
 	// Log receives lease changes.
 	Log zerolog.Logger
 	// Prefer are slots claimed before any other when free (the gateway's
@@ -88,6 +91,8 @@ type Leases struct {
 	// stopping runs the stops of finished watches (snapshot) off the
 	// claims' path; Run waits for them.
 	stopping sync.WaitGroup
+	// announced is set once the alive key has been written.
+	announced atomic.Bool
 }
 
 // lease is one slot this replica holds, or held and waits for its Work.
@@ -272,23 +277,37 @@ func (l *Leases) keep(ctx context.Context) {
 	}
 }
 
-// announce writes this replica's alive key.
+// announce writes this replica's alive key, and then deletes its
+// starting key, which stood for it until then (Starting).
 func (l *Leases) announce(ctx context.Context) {
 	cctx, cancel := l.call(ctx)
 	defer cancel()
-	val := time.Now().UTC().Format(time.RFC3339)
-	if l.Settings != "" {
-		val = "settings " + l.Settings + " " + val
+	val := aliveValue(aliveInfo{alone: l.Alone, tools: l.Tools, settings: l.Settings}, time.Now())
+	if _, err := l.KV.Put(cctx, aliveKey(l.Replica), val); err != nil {
+		if ctx.Err() == nil {
+			l.Log.Warn().Err(err).Msg("cluster: could not announce this replica; its leases end if this goes on")
+		}
+		return
 	}
-	if l.Tools != "" {
-		val = "tools " + l.Tools + " " + val
+	if l.Starting && l.announced.CompareAndSwap(false, true) {
+		// Left to expire (the bucket's MaxAge) when this fails.
+		_ = l.KV.Delete(cctx, startingKey(l.Replica))
 	}
-	if l.Alone != "" {
-		val = "alone " + l.Alone + " " + val
+}
+
+// aliveValue is the value of an alive or starting key (aliveOf reads it).
+func aliveValue(a aliveInfo, now time.Time) []byte {
+	val := now.UTC().Format(time.RFC3339)
+	if a.settings != "" {
+		val = "settings " + a.settings + " " + val
 	}
-	if _, err := l.KV.Put(cctx, aliveKey(l.Replica), []byte(val)); err != nil && ctx.Err() == nil {
-		l.Log.Warn().Err(err).Msg("cluster: could not announce this replica; its leases end if this goes on")
+	if a.tools != "" {
+		val = "tools " + a.tools + " " + val
 	}
+	if a.alone != "" {
+		val = "alone " + a.alone + " " + val
+	}
+	return []byte(val)
 }
 
 // Held lists the slots whose Work runs now, in order.
@@ -333,6 +352,11 @@ func aliveOf(v []byte) aliveInfo {
 
 func ownerKey(slot int) string       { return "owner." + strconv.Itoa(slot) }
 func aliveKey(replica string) string { return "alive." + replica }
+
+// startingKey names a replica that is starting (Open) and has not yet
+// written its alive key: the replicas starting at the same instant find
+// each other through it (checkPeers).
+func startingKey(replica string) string { return "starting." + replica }
 
 // call bounds one request to the bucket.
 func (l *Leases) call(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -664,6 +688,9 @@ func (l *Leases) stop() {
 		}
 	}
 	_ = l.KV.Delete(ctx, aliveKey(l.Replica))
+	if l.Starting && !l.announced.Load() {
+		_ = l.KV.Delete(ctx, startingKey(l.Replica))
+	}
 	l.mu.Lock()
 	l.held = map[int]*lease{}
 	l.mu.Unlock()

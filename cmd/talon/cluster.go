@@ -94,6 +94,7 @@ func (a *app) openCluster(ctx context.Context) error {
 		return err
 	}
 	a.node = node
+	a.closers = append(a.closers, node.Abandon) // a start that fails from here on
 	a.rt.Dispatch = node
 	a.rt.Limiter = node.Limiter() // agent's turn limits hold across the replicas
 	if a.cfg.Discord.Enabled {
