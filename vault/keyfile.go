@@ -43,10 +43,10 @@ func OpenInDir(ctx context.Context, dir string, getenv func(string) string, st S
 // wrongKeyError is OpenInDir's error for a key that does not open the
 // vault of dir; err wraps ErrWrongKey.
 func wrongKeyError(dir string, err error) error {
-	return fmt.Errorf("wrong vault key: the database in %s was sealed with another master key. "+
+	return fmt.Errorf("wrong vault key: the store's vault was sealed with another master key. "+
 		"Set %s to the key it was created with, or restore %s from your backup (mode 0600). "+
 		"Never create a new key for a vault that holds entries: they cannot be read without the old one (%w)",
-		dir, EnvKey, filepath.Join(dir, KeyFileName), err)
+		EnvKey, filepath.Join(dir, KeyFileName), err)
 }
 
 // ErrKeyFileMissing is matched (errors.Is) by the error of OpenInDir and

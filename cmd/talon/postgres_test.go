@@ -24,6 +24,7 @@ import (
 	"github.com/talonhq/talon/agent/llm/llmtest"
 	"github.com/talonhq/talon/store/postgres"
 	"github.com/talonhq/talon/store/postgres/pgtest"
+	"github.com/talonhq/talon/vault"
 )
 
 // postgresSchema returns the URL of a fresh schema of the database
@@ -382,6 +383,17 @@ func TestSecondReplicaWithoutTheVaultKey(t *testing.T) {
 	}
 	if res := runMain(t, e("hello\n"), "chat", "--config", cfgB); res.code == 0 || !strings.Contains(res.stderr, want) {
 		t.Errorf("chat on the second data directory: exit %d, stderr %s", res.code, res.stderr)
+	}
+	// Another key than the first one's: the store's vault is sealed with
+	// the first, and the same advice says where it is.
+	other, err := vault.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars["TALON_VAULT_KEY"] = other.Encode()
+	if res := runMain(t, e("hello\n"), "chat", "--config", cfgB); res.code == 0 ||
+		!strings.Contains(res.stderr, "wrong vault key: the store's vault was sealed with another master key") || !strings.Contains(res.stderr, want) {
+		t.Errorf("chat on the second data directory with another key: exit %d, stderr %s", res.code, res.stderr)
 	}
 	key, err := os.ReadFile(filepath.Join(dataA, "vault.key"))
 	if err != nil {

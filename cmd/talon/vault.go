@@ -59,12 +59,12 @@ func (a *app) openVault(ctx context.Context) error {
 	return nil
 }
 
-// sharedKeyHint adds to a vault's missing key file, on PostgreSQL, where
-// the key is: the replicas share the database but each has a data
-// directory of its own, and only the one that first opened the vault (or
-// the SQLite gateway migrated from) has the key file.
+// sharedKeyHint adds to a vault's missing key file or wrong key, on
+// PostgreSQL, where the key is: the replicas share the database but each
+// has a data directory of its own, and only the one that first opened the
+// vault (or the SQLite gateway migrated from) has the key file.
 func sharedKeyHint(cfg *config.Config, err error) error {
-	if cfg.Store.Driver != config.StorePostgres || !errors.Is(err, vault.ErrKeyFileMissing) {
+	if cfg.Store.Driver != config.StorePostgres || !errors.Is(err, vault.ErrKeyFileMissing) && !errors.Is(err, vault.ErrWrongKey) {
 		return err
 	}
 	return fmt.Errorf("%w. On PostgreSQL every replica needs the same key: set %s on each to the contents of %s "+
