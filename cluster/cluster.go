@@ -254,6 +254,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, rt Runtime, st Store, 
 		return nil, err
 	}
 	if n.limits, err = OpenLimits(ctx, js, cfg.Prefix, cfg.Replica, cfg.LeaseTTL, cfg.StreamReplicas, n.log); err != nil {
+		n.Abandon()
 		return nil, err
 	}
 	n.leases = &Leases{KV: n.kv, Replica: cfg.Replica, Slots: cfg.Partitions, TTL: cfg.LeaseTTL, Work: n.serve, Log: n.log,
