@@ -4,10 +4,10 @@ import "time"
 
 // HoldGroups makes db's grouped writes queue, as they do while all its
 // groups are in flight, until release is called; queued says how many
-// wait.
+// wait. Its grouped reads queue too: they share the bound.
 func HoldGroups(db *DB) (queued func() int, release func()) { return hold(&db.group) }
 
-// HoldReads is HoldGroups for db's grouped reads.
+// HoldReads is HoldGroups, counting db's queued reads.
 func HoldReads(db *DB) (queued func() int, release func()) { return hold(&db.reads) }
 
 // ReadGroups returns how many groups of two reads or more db sent.
@@ -17,11 +17,15 @@ func ReadGroups(db *DB) int64 {
 	return db.reads.groups
 }
 
+// ReadsQueued returns how many of db's grouped reads wait to be sent.
+func ReadsQueued(db *DB) int {
+	db.reads.mu.Lock()
+	defer db.reads.mu.Unlock()
+	return len(db.reads.queue)
+}
+
 func hold(g *grouper) (queued func() int, release func()) {
 	g.mu.Lock()
-	if g.ended == nil {
-		g.ended = make(chan struct{})
-	}
 	g.running += g.maxGroups
 	g.mu.Unlock()
 	queued = func() int {

@@ -413,6 +413,45 @@ func TestGroupedReads(t *testing.T) {
 	}
 }
 
+// TestReadsWaitForWritesGroups: reads and writes share one bound of
+// groups in flight, a group per connection, so a read waits while every
+// connection's group is busy with writes (and queues with the other reads
+// meanwhile), then gets its answer.
+func TestReadsWaitForWritesGroups(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	k := agent.SessionKey{Principal: agent.Principal{Platform: "slack", Workspace: "T1", User: "U1"}}
+	q, _, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "share-0", Key: k, Text: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := db.AcceptInbound(ctx, agent.Inbound{DedupeKey: "share-1", Key: k, Text: "second"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, release := postgres.HoldGroups(db)
+	var ups []agent.QueuedInbound
+	var upErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { ups, upErr = db.PendingUpTo(ctx, p.ID) })
+	for deadline := time.Now().Add(30 * time.Second); postgres.ReadsQueued(db) < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			release()
+			wg.Wait()
+			t.Fatalf("a read did not wait while the writes' groups held every connection: %d writes queued, read returned %d messages, %v", queued(), len(ups), upErr)
+		}
+	}
+	release()
+	wg.Wait()
+	if upErr != nil || len(ups) != 2 || ups[0].ID != q.ID || ups[1].ID != p.ID {
+		t.Fatalf("pending up to the second message after the wait: %+v, %v; want both messages", ups, upErr)
+	}
+}
+
 func pendingIDs(t *testing.T, db *postgres.DB) map[agent.InboundID]bool {
 	t.Helper()
 	qs, err := db.Pending(context.Background())
