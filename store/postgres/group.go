@@ -78,8 +78,9 @@ type groupWrite struct {
 // and writes together could hold twice as many groups as connections, and
 // a group sent while every connection was busy would wait in the pool
 // instead of collecting the writes that queue meanwhile: three replicas
-// on two cores sent 2–3 times more, smaller groups, and with one shared
-// bound ran 9% more turns per second (median of 8 rounds).
+// on two cores sent 2–3 times more, smaller groups. With one shared
+// bound they ran 976 → 1,023 turns/s (medians of 6 rounds, 4 December;
+// docs/scale.md).
 type groupShare struct {
 	mu        sync.Mutex
 	maxGroups int
