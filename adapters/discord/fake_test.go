@@ -10,6 +10,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,10 +102,15 @@ type fakeDiscord struct {
 	// records each IDENTIFY's shard and time. Guarded by mu.
 	recShards, maxConcurrency int
 	shardLive, shardMost      map[int]int
+	shardHow                  map[int]map[*websocket.Conn]string // each live connection: how and when it took the shard
 	overlaps                  []string
-	shardConns                map[int]fakeConn
-	sessionShard              map[string]int
-	identifies                []identified
+	shardEvents               []string // a timeline of connections taking and leaving shards, for a failure's report
+	// closeDelay is how long the fake takes to end a session on a close
+	// frame before it answers it. Guarded by mu.
+	closeDelay   time.Duration
+	shardConns   map[int]fakeConn
+	sessionShard map[string]int
+	identifies   []identified
 }
 
 type fakeConn struct {
@@ -227,7 +233,7 @@ func newFake(t *testing.T) *fakeDiscord {
 		history: map[string][]msg{}, channels: map[string]string{}, members: map[string][]string{}, commands: json.RawMessage("[]"),
 		limited: map[string]string{}, limitHits: map[string]int{}, sent: map[string]time.Time{},
 		stall: map[string]chan struct{}{}, stalled: map[string]int{}, hung: make(chan string, 4),
-		shardLive: map[int]int{}, shardMost: map[int]int{}, shardConns: map[int]fakeConn{}, sessionShard: map[string]int{}}
+		shardLive: map[int]int{}, shardMost: map[int]int{}, shardHow: map[int]map[*websocket.Conn]string{}, shardConns: map[int]fakeConn{}, sessionShard: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws/", f.gateway)
 	mux.HandleFunc("/ws", f.gateway)
@@ -274,15 +280,52 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 	defer c.Close()
 	shard := -1 // this connection's, once it identified or resumed
 	// own counts this connection as one of shard s's, under f.mu.
-	own := func(s int) {
+	own := func(s int, how string) {
 		shard = s
 		f.shardLive[s]++
+		if f.shardHow[s] == nil {
+			f.shardHow[s] = map[*websocket.Conn]string{}
+		}
+		f.shardHow[s][c] = fmt.Sprintf("%s from %s at %s", how, c.RemoteAddr(), time.Now().Format("15:04:05.000"))
+		f.shardEvents = append(f.shardEvents, fmt.Sprintf("shard %d: %s", s, f.shardHow[s][c]))
 		if n := f.shardLive[s]; n > 1 {
-			f.overlaps = append(f.overlaps, fmt.Sprintf("shard %d: %d connections at once at %s", s, n, time.Now().Format("15:04:05.000")))
+			var hows []string
+			for _, h := range f.shardHow[s] {
+				hows = append(hows, h)
+			}
+			slices.Sort(hows)
+			f.overlaps = append(f.overlaps, fmt.Sprintf("shard %d: %d connections at once: %s", s, n, strings.Join(hows, "; ")))
 		}
 		f.shardMost[s] = max(f.shardMost[s], f.shardLive[s])
 		f.shardConns[s] = fakeConn{c, wmu}
 	}
+	// leave ends this connection's hold of its shard, under f.mu: when
+	// the fake reads a close frame, before it echoes it (as Discord ends
+	// the session before it answers), or when the socket ends without one.
+	left := false
+	leave := func(why any) {
+		if shard < 0 || left {
+			return
+		}
+		left = true
+		f.shardLive[shard]--
+		delete(f.shardHow[shard], c)
+		f.shardEvents = append(f.shardEvents, fmt.Sprintf("shard %d: %s ended at %s (%v)", shard, c.RemoteAddr(), time.Now().Format("15:04:05.000"), why))
+		if f.shardConns[shard].c == c {
+			delete(f.shardConns, shard)
+		}
+	}
+	c.SetCloseHandler(func(code int, text string) error {
+		f.mu.Lock()
+		delay := f.closeDelay
+		f.mu.Unlock()
+		time.Sleep(delay)
+		f.mu.Lock()
+		leave(fmt.Sprintf("close frame %d", code))
+		f.mu.Unlock()
+		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		return nil
+	})
 	if write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": interval}}) != nil {
 		return
 	}
@@ -295,12 +338,7 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 			if f.conn == c {
 				f.conn = nil
 			}
-			if shard >= 0 {
-				f.shardLive[shard]--
-				if f.shardConns[shard].c == c {
-					delete(f.shardConns, shard)
-				}
-			}
+			leave(err)
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
 				f.closes = append(f.closes, ce.Code)
@@ -346,7 +384,7 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 			f.identifies = append(f.identifies, identified{shard: sh[0], count: sh[1], at: fr.at})
 			f.sessionShard["sess-"+strconv.Itoa(f.sessions)] = sh[0]
 			if shard < 0 {
-				own(sh[0])
+				own(sh[0], "IDENTIFY")
 			}
 			ready := map[string]any{"op": 0, "t": "READY", "s": f.seq, "d": map[string]any{
 				"v": 9, "session_id": "sess-" + strconv.Itoa(f.sessions),
@@ -370,7 +408,7 @@ func (f *fakeDiscord) gateway(w http.ResponseWriter, r *http.Request) {
 			}
 			_ = json.Unmarshal(fr.D, &res)
 			if s, ok := f.sessionShard[res.SessionID]; ok && shard < 0 {
-				own(s)
+				own(s, "RESUME of "+res.SessionID)
 			}
 			f.seq++
 			resumed := map[string]any{"op": 0, "t": "RESUMED", "s": f.seq, "d": map[string]any{}}

@@ -273,6 +273,26 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 		}
 		_ = c.Close()
 	}
+	// endHandover is closeWith that first waits, up to a second, for the
+	// gateway's echo of the close frame: the gateway has ended the
+	// session when it comes. A message read meanwhile is noted as missed,
+	// as the session's others are. Only the reader below may call it.
+	endHandover := func(code int) {
+		if held() && c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second)) == nil {
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			for {
+				_, data, err := c.ReadMessage()
+				if err != nil {
+					break
+				}
+				var e discordgo.Event
+				if json.Unmarshal(data, &e) == nil && e.Operation == 0 && e.Type == "MESSAGE_CREATE" && g.missed != nil {
+					g.missed(&e)
+				}
+			}
+		}
+		_ = c.Close()
+	}
 	// When ctx ends, a clean close (1000) ends the session, which the
 	// next process will not resume, and stops the reads below.
 	stopOnDone := context.AfterFunc(ctx, func() {
@@ -453,9 +473,12 @@ func (g *gateway) connect(ctx context.Context) (up time.Duration, err error) {
 			acked.Store(true)
 			if g.handover && draining {
 				// Ending the session ends it everywhere; the next
-				// connection identifies without waiting for Discord.
+				// connection identifies without waiting for Discord, but
+				// only once Discord has answered the close: else its
+				// IDENTIFY could reach Discord before the close, the
+				// shard connected twice for a moment.
 				g.hold.Taken()
-				closeWith(websocket.CloseNormalClosure)
+				endHandover(websocket.CloseNormalClosure)
 				g.endSession()
 				g.log.Info().Msg("discord: took the shard's session over from its previous owner and ended it; identifying")
 				return 0, errTakenOver

@@ -156,8 +156,10 @@ func TestShardsAcrossReplicas(t *testing.T) {
 		}
 	}
 	waitShards("start", reps, 30*time.Second)
-	waitFor(t, "the states reported", func() bool {
-		for _, r := range reps {
+	// Every replica says its shards are connected (a READY, not a
+	// session being taken over) or that it stands by.
+	statesReported := func(rs []*shardReplica) bool {
+		for _, r := range rs {
 			s := r.lastState()
 			if n := len(r.a.ShardsHeld()); n == 0 && s != "standing by (none of 4 shards held)" ||
 				n > 0 && (!strings.HasPrefix(s, "connected (shards ") || !strings.HasSuffix(s, " of 4)")) {
@@ -165,7 +167,8 @@ func TestShardsAcrossReplicas(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}
+	waitFor(t, "the states reported", func() bool { return statesReported(reps) })
 	for _, r := range reps {
 		// The fair share is ceil(4/3) = 2: a replica that joined last
 		// may hold none and stand by.
@@ -211,11 +214,18 @@ func TestShardsAcrossReplicas(t *testing.T) {
 	}
 	lost := dead.a.ShardsHeld()
 	died := time.Now()
+	f.mu.Lock()
+	f.shardEvents = append(f.shardEvents, fmt.Sprintf("replica %s, holding shards %v, cut off from NATS at %s", dead.id, lost, died.Format("15:04:05.000")))
+	f.mu.Unlock()
 	dead.nc.Close()
 	waitFor(t, "the cut-off replica disconnects its shards", func() bool { return len(dead.a.ShardsHeld()) == 0 })
 	waitShards("takeover", rest, 30*time.Second)
 	t.Logf("shards %v of the dead replica connected again by the others %s after it died (lease TTL %s)",
 		lost, time.Since(died).Round(time.Millisecond), shardTTL)
+	// Until then an event may reach the connection that takes the dead
+	// replica's session over, which reads it back after its READY
+	// (read back is off here).
+	waitFor(t, "the states reported after the takeover", func() bool { return statesReported(rest) })
 	if err := f.dispatchTo(0, "MESSAGE_CREATE", dmFrom("9200", "7", "still there?")); err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +238,9 @@ func TestShardsAcrossReplicas(t *testing.T) {
 		t.Error(o)
 	}
 	f.mu.Lock()
+	if len(f.overlaps) > 0 {
+		t.Logf("the shards' connections:\n%s", strings.Join(f.shardEvents, "\n"))
+	}
 	for s, n := range f.shardMost {
 		if n > 1 {
 			t.Errorf("shard %d had %d connections at once", s, n)
@@ -445,9 +458,10 @@ func (c *handoverClaimer) Serve(ctx context.Context, _ int, work func(ctx contex
 // maybe still open in Discord's view) resumes it first, which moves it
 // here, then ends it with a clean close and identifies at once. A message
 // the session replays, which its owner never read, is read back once the
-// new session is ready, and accepted. This fake replays after RESUMED,
-// where Discord replays before: the gateway waits for a heartbeat's
-// acknowledgement, which follows both.
+// new session is ready, and accepted. The IDENTIFY waits until Discord
+// has answered the close, so that the shard is never connected twice.
+// This fake replays after RESUMED, where Discord replays before: the
+// gateway waits for a heartbeat's acknowledgement, which follows both.
 func TestShardTakesItsPreviousOwnersSessionOver(t *testing.T) {
 	f := newFake(t)
 	missed := dmFrom("1000061", "7", "sent while its owner slept")
@@ -456,6 +470,9 @@ func TestShardTakesItsPreviousOwnersSessionOver(t *testing.T) {
 	f.sessionShard["sess-old"] = 0
 	f.replay = []event{{"MESSAGE_CREATE", missed}}
 	f.history[dmChannel] = []msg{missed}
+	// Discord takes its time to end the session on the close: the
+	// IDENTIFY that follows waits for its answer.
+	f.closeDelay = 300 * time.Millisecond
 	f.mu.Unlock()
 	c := &handoverClaimer{session: "sess-old", serving: "(none yet)"}
 	c.held.Store(true)
@@ -480,7 +497,11 @@ func TestShardTakesItsPreviousOwnersSessionOver(t *testing.T) {
 		}
 	}
 	closes := slices.Clone(f.closes)
+	overlaps := slices.Clone(f.overlaps)
 	f.mu.Unlock()
+	for _, o := range overlaps {
+		t.Errorf("%s: the IDENTIFY did not wait for the session taken over to end", o)
+	}
 	if !slices.Equal(ops, []int{6, 2}) || resumed != "sess-old" {
 		t.Errorf("frames sent: ops %v resuming %q; want a RESUME of sess-old, then an IDENTIFY", ops, resumed)
 	}
